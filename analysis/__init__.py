@@ -1,0 +1,1 @@
+"""SMTP meaning for TCP byte streams: parser, records, tables, views and CLI."""

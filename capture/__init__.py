@@ -1,0 +1,1 @@
+"""Packets to ordered TCP byte streams. Knows nothing of SMTP, pandas or rich."""

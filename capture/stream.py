@@ -1,0 +1,109 @@
+"""What TCP reassembly hands to its consumer: ordered bytes per direction.
+
+The reassembler (``capture.reassembly``) turns TCP segments into these events.
+They are the only contract between ``capture`` and ``analysis``: the analysis
+side never sees a packet, only a connection's two byte streams, the holes in
+them, the trouble found while putting them together, and how each ended.
+
+Invariants a consumer may rely on:
+- every connection gets exactly one ``StreamOpened`` first and one
+  ``StreamClosed`` last; ``StreamData``/``StreamGap``/``StreamAnomaly`` come
+  in between, in capture order;
+- within one direction, ``StreamData`` and ``StreamGap`` together cover the
+  byte stream exactly once and in order: no byte is delivered twice, and a
+  hole is reported as a gap of known size, never filled with zeros;
+- timestamps are integer nanoseconds since the Unix epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Direction(enum.IntEnum):
+    """Which way bytes flow, relative to the side that opened the connection."""
+
+    CLIENT = 0  # client to server
+    SERVER = 1  # server to client
+
+
+class CloseReason(enum.StrEnum):
+    FIN = "fin"  # both sides sent FIN (or one did and the capture saw it acked)
+    RST = "rst"
+    IDLE = "idle"  # no packet for longer than the idle timeout
+    END_OF_CAPTURE = "end_of_capture"
+    REUSED = "reused"  # a new SYN arrived on the same 4-tuple
+
+
+@dataclass(slots=True)
+class Connection:
+    """One TCP connection, as far as the capture shows it.
+
+    Mutable on purpose: the handshake timestamps are filled in as packets
+    arrive. ``client`` is the side that sent the SYN; when the handshake was
+    not seen, the side talking to a well-known SMTP port is taken as the
+    server, and failing that the side with the lower port.
+    """
+
+    conn_id: int  # order of first appearance in the capture, from 0
+    client_ip: str
+    client_port: int
+    server_ip: str
+    server_port: int
+    first_ts: int
+    syn_ts: int | None = None
+    synack_ts: int | None = None
+    ack_ts: int | None = None  # the client's ACK that completes the handshake
+    last_ts: int = 0
+    packets: list[int] = field(default_factory=lambda: [0, 0])  # per Direction
+    # Bytes seen on the wire per direction, retransmissions included.
+    wire_bytes: list[int] = field(default_factory=lambda: [0, 0])
+
+    @property
+    def handshake_seen(self) -> bool:
+        return self.syn_ts is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    conn: Connection
+
+
+@dataclass(frozen=True, slots=True)
+class StreamData:
+    conn: Connection
+    direction: Direction
+    ts: int  # capture time of the segment that completed these bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGap:
+    """Bytes that were never seen: the stream resumes ``size`` bytes later."""
+
+    conn: Connection
+    direction: Direction
+    ts: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAnomaly:
+    """Something odd at the TCP level, kept as data for the anomalies table."""
+
+    conn: Connection
+    direction: Direction | None
+    ts: int
+    kind: str  # short snake_case name, e.g. "tcp_overlap_mismatch"
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClosed:
+    conn: Connection
+    ts: int
+    reason: CloseReason
+
+
+StreamEvent = StreamOpened | StreamData | StreamGap | StreamAnomaly | StreamClosed
