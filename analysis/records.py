@@ -1,0 +1,117 @@
+"""The rows smtpscope produces: one record type per table.
+
+Records are filled in while a connection is being analysed and are final once
+its ``StreamClosed`` has been handled. Field names are the public column names
+of the ``sessions``, ``transactions``, ``commands`` and ``anomalies`` tables;
+users' scripts depend on them, so fields are only ever added, never renamed.
+
+Timestamps are integer nanoseconds since the Unix epoch (UTC); the table layer
+turns them into timezone-aware datetimes. Durations are float seconds.
+Strings that came off the wire are kept as decoded text (bytes outside ASCII
+decoded as UTF-8 with backslash escapes for anything invalid) and are escaped
+again by each view before they reach a terminal, a CSV cell or an HTML page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    session_id: str
+    start: int
+    end: int
+    client_ip: str
+    client_port: int
+    server_ip: str
+    server_port: int
+    greeting_code: int | None = None
+    greeting_text: str | None = None
+    helo: str | None = None  # argument of the last EHLO/HELO/LHLO
+    helo_verb: str | None = None
+    capabilities: list[str] = field(default_factory=list)  # EHLO keywords
+    tls: str = "none"  # none, starttls or implicit
+    tls_start: int | None = None
+    tls_client_bytes: int = 0
+    tls_server_bytes: int = 0
+    auth_mechanism: str | None = None
+    auth_user: str | None = None
+    auth_result: str | None = None  # success, failure, cancelled, no_reply
+    auth_attempts: int = 0
+    auth_failures: int = 0
+    commands: int = 0
+    transactions: int = 0
+    messages_accepted: int = 0
+    client_bytes: int = 0  # application bytes delivered in order, each way
+    server_bytes: int = 0
+    handshake_rtt_s: float | None = None
+    greeting_delay_s: float | None = None
+    duration_s: float = 0.0
+    close: str = ""  # fin, rst, idle, end_of_capture, reused
+    gaps: int = 0
+    gap_bytes: int = 0
+    anomalies: int = 0
+    handshake_seen: bool = False
+    client_packets: int = 0
+    server_packets: int = 0
+
+
+@dataclass(slots=True)
+class TransactionRecord:
+    session_id: str
+    index: int  # 0-based position among this session's MAIL commands
+    start: int
+    mail_from: str | None = None  # the reverse-path without angle brackets
+    mail_from_code: int | None = None
+    mail_params: str | None = None  # ESMTP parameters after the address
+    rcpt_to: list[str] = field(default_factory=list)  # every RCPT, refused too
+    rcpt_codes: list[int | None] = field(default_factory=list)
+    rcpts_accepted: int = 0
+    data_method: str | None = None  # DATA or BDAT
+    data_code: int | None = None  # final reply to the message content
+    message_bytes: int | None = None  # after dot-unstuffing (DATA) or chunks
+    data_duration_s: float | None = None
+    queue_id: str | None = None
+    date: str | None = None
+    from_: str | None = None  # the From: header; column name is "from"
+    to: str | None = None
+    cc: str | None = None
+    subject: str | None = None
+    message_id: str | None = None
+    status: str = "incomplete"  # accepted, rejected, reset, incomplete
+    end: int | None = None
+    tls: bool = False
+
+
+@dataclass(slots=True)
+class CommandRecord:
+    session_id: str
+    ts: int
+    verb: str  # upper-cased when it is a known verb, else as sent
+    argument: str  # AUTH payloads are replaced by "[redacted]"
+    reply_code: int | None = None
+    reply_enhanced: str | None = None  # RFC 3463 class.subject.detail
+    reply_text: str | None = None  # multi-line replies joined with "\n"
+    reply_ts: int | None = None
+    latency_s: float | None = None
+    pipelined: bool = False  # sent before the previous command's reply
+    tls: bool = False  # seen inside decrypted TLS
+
+
+@dataclass(slots=True)
+class AnomalyRecord:
+    session_id: str
+    ts: int
+    kind: str
+    detail: str
+
+
+@dataclass(slots=True)
+class SessionResult:
+    """Everything one connection produced, handed over when it closes."""
+
+    session: SessionRecord
+    transactions: list[TransactionRecord]
+    commands: list[CommandRecord]
+    anomalies: list[AnomalyRecord]
