@@ -1,0 +1,174 @@
+"""The column layout of every table smtpscope produces, defined once.
+
+``TABLES`` lists, per table, each column's public name, the record attribute
+it is read from, its logical kind and a one-line description. The table
+builder, the exporters and the generated documentation all read it, so a
+column is added here and nowhere else. Column names are part of the public
+interface: users' scripts and notebooks depend on them, so columns are only
+ever appended, never renamed or reordered.
+
+Each logical kind maps to exactly one pandas dtype (``DTYPE``); every table
+has exactly these dtypes even when it has no rows.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Kind(enum.StrEnum):
+    """What a column holds, independent of any one storage format."""
+
+    TIMESTAMP = "timestamp"  # integer ns since the epoch in the record
+    FLOAT = "float"  # durations in seconds; missing is NaN
+    INT = "int"  # counts and ports, never missing
+    NULLABLE_INT = "nullable_int"  # reply codes and sizes that may be missing
+    BOOL = "bool"
+    STRING = "string"
+    STRING_LIST = "string_list"  # Python list of str per cell
+    INT_LIST = "int_list"  # Python list of int | None per cell
+
+
+DTYPE: dict[Kind, str] = {
+    Kind.TIMESTAMP: "datetime64[ns, UTC]",
+    Kind.FLOAT: "float64",
+    Kind.INT: "int64",
+    Kind.NULLABLE_INT: "Int64",
+    Kind.BOOL: "bool",
+    Kind.STRING: "string",
+    Kind.STRING_LIST: "object",
+    Kind.INT_LIST: "object",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    kind: Kind
+    doc: str
+    field: str = ""  # record attribute, when it differs from ``name``
+
+    @property
+    def attribute(self) -> str:
+        return self.field or self.name
+
+    @property
+    def dtype(self) -> str:
+        return DTYPE[self.kind]
+
+
+_T = Kind.TIMESTAMP
+_F = Kind.FLOAT
+_I = Kind.INT
+_NI = Kind.NULLABLE_INT
+_B = Kind.BOOL
+_S = Kind.STRING
+
+SESSIONS: tuple[Column, ...] = (
+    Column("session_id", _S, "identifier shared by all rows of one connection"),
+    Column("start", _T, "first packet of the connection"),
+    Column("end", _T, "last packet of the connection"),
+    Column("client_ip", _S, "address of the side that opened the connection"),
+    Column("client_port", _I, "client TCP port"),
+    Column("server_ip", _S, "address of the SMTP server"),
+    Column("server_port", _I, "server TCP port"),
+    Column("greeting_code", _NI, "reply code of the server greeting"),
+    Column("greeting_text", _S, "text of the server greeting"),
+    Column("helo", _S, "argument of the last EHLO, HELO or LHLO"),
+    Column("helo_verb", _S, "which of EHLO, HELO or LHLO was used last"),
+    Column("capabilities", Kind.STRING_LIST, "EHLO keywords the server offered"),
+    Column("tls", _S, "none, starttls or implicit"),
+    Column("tls_start", _T, "when TLS began; missing without TLS"),
+    Column("tls_client_bytes", _I, "encrypted bytes from the client"),
+    Column("tls_server_bytes", _I, "encrypted bytes from the server"),
+    Column("auth_mechanism", _S, "SASL mechanism of the last AUTH"),
+    Column("auth_user", _S, "user name, when the mechanism reveals it"),
+    Column("auth_result", _S, "success, failure, cancelled or no_reply"),
+    Column("auth_attempts", _I, "AUTH commands sent"),
+    Column("auth_failures", _I, "AUTH commands refused"),
+    Column("commands", _I, "commands sent by the client"),
+    Column("transactions", _I, "MAIL commands sent by the client"),
+    Column("messages_accepted", _I, "message contents the server accepted"),
+    Column("client_bytes", _I, "application bytes from the client, in order"),
+    Column("server_bytes", _I, "application bytes from the server, in order"),
+    Column("handshake_rtt_s", _F, "SYN to ACK of the TCP handshake"),
+    Column("greeting_delay_s", _F, "handshake to server greeting"),
+    Column("duration_s", _F, "first to last packet"),
+    Column("close", _S, "fin, rst, idle, end_of_capture or reused"),
+    Column("gaps", _I, "holes in either byte stream"),
+    Column("gap_bytes", _I, "bytes missing in those holes"),
+    Column("anomalies", _I, "rows this session has in the anomalies table"),
+    Column("handshake_seen", _B, "whether the capture shows the SYN"),
+    Column("client_packets", _I, "packets from the client"),
+    Column("server_packets", _I, "packets from the server"),
+)
+
+TRANSACTIONS: tuple[Column, ...] = (
+    Column("session_id", _S, "the session this transaction belongs to"),
+    Column("index", _I, "0-based position among the session's MAIL commands"),
+    Column("start", _T, "when MAIL was sent"),
+    Column("mail_from", _S, "reverse-path without angle brackets"),
+    Column("mail_from_code", _NI, "reply code to MAIL"),
+    Column("mail_params", _S, "ESMTP parameters after the reverse-path"),
+    Column("rcpt_to", Kind.STRING_LIST, "every RCPT address, refused ones too"),
+    Column("rcpt_codes", Kind.INT_LIST, "reply code to each RCPT, same order"),
+    Column("rcpts_accepted", _I, "RCPT commands the server accepted"),
+    Column("data_method", _S, "DATA or BDAT"),
+    Column("data_code", _NI, "final reply code to the message content"),
+    Column("message_bytes", _NI, "message size after dot-unstuffing"),
+    Column("data_duration_s", _F, "start of content to final reply"),
+    Column("queue_id", _S, "queue identifier found in the final reply"),
+    Column("date", _S, "Date: header"),
+    Column("from", _S, "From: header", field="from_"),
+    Column("to", _S, "To: header"),
+    Column("cc", _S, "Cc: header"),
+    Column("subject", _S, "Subject: header"),
+    Column("message_id", _S, "Message-ID: header"),
+    Column("status", _S, "accepted, rejected, reset or incomplete"),
+    Column("end", _T, "when the transaction ended; missing if it did not"),
+    Column("tls", _B, "whether the transaction ran inside TLS"),
+)
+
+COMMANDS: tuple[Column, ...] = (
+    Column("session_id", _S, "the session this command belongs to"),
+    Column("ts", _T, "when the command was sent"),
+    Column("verb", _S, "upper-cased when known, else as sent"),
+    Column("argument", _S, "rest of the line; AUTH payloads read [redacted]"),
+    Column("reply_code", _NI, "reply code; missing when no reply was seen"),
+    Column("reply_enhanced", _S, "RFC 3463 enhanced status code"),
+    Column("reply_text", _S, "reply text, lines of a multi-line reply joined"),
+    Column("reply_ts", _T, "when the reply was complete"),
+    Column("latency_s", _F, "command to reply"),
+    Column("pipelined", _B, "sent before the previous command's reply"),
+    Column("tls", _B, "seen inside decrypted TLS"),
+)
+
+ANOMALIES: tuple[Column, ...] = (
+    Column("session_id", _S, "the session the anomaly was found in"),
+    Column("ts", _T, "when it was seen"),
+    Column("kind", _S, "short machine-readable name"),
+    Column("detail", _S, "human-readable explanation"),
+)
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    "sessions": SESSIONS,
+    "transactions": TRANSACTIONS,
+    "commands": COMMANDS,
+    "anomalies": ANOMALIES,
+}
+
+
+def dtypes(table: str) -> dict[str, str]:
+    """Column name to pandas dtype for one of ``TABLES``."""
+    return {column.name: column.dtype for column in TABLES[table]}
+
+
+def markdown() -> str:
+    """The schema as Markdown tables, for the README and ``--help`` pages."""
+    lines: list[str] = []
+    for table, columns in TABLES.items():
+        lines += [f"### {table}", "", "| column | dtype | meaning |", "|---|---|---|"]
+        lines += [f"| `{c.name}` | `{c.dtype}` | {c.doc} |" for c in columns]
+        lines.append("")
+    return "\n".join(lines)
