@@ -1,0 +1,374 @@
+"""From one connection's stream and SMTP events to the rows of the tables.
+
+``SessionBuilder`` owns the SMTP parser of one TCP connection. It turns the
+parser's events into a session record, its mail transactions, one row per
+client command and its anomalies, and hands them over as a ``SessionResult``
+when the connection closes. Transaction rules follow RFC 5321 3.3: a MAIL
+starts a transaction, RSET or a new MAIL abandons it, the reply to the end of
+the message content ends it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from analysis.records import (
+    AnomalyRecord,
+    CommandRecord,
+    SessionRecord,
+    SessionResult,
+    TransactionRecord,
+)
+from analysis.smtp.events import (
+    AnomalySeen,
+    AuthResponseSeen,
+    AuthUserSeen,
+    CommandSeen,
+    GreetingSeen,
+    MessageEnded,
+    MessageStarted,
+    Reply,
+    ReplySeen,
+    SmtpEvent,
+    TlsStarted,
+)
+from analysis.smtp.parser import SmtpParser
+from analysis.smtp.syntax import parse_path, queue_id
+from capture.stream import Connection, Direction
+
+NS = 1_000_000_000
+_HEADER_COLUMNS = {
+    "date": "date",
+    "from": "from_",
+    "to": "to",
+    "cc": "cc",
+    "subject": "subject",
+    "message-id": "message_id",
+}
+
+
+def session_id(conn: Connection) -> str:
+    """A stable id from the connection's first packet time and 4-tuple.
+
+    Stable means the same connection gets the same id however the input is
+    split into files or across worker processes.
+    """
+    key = (
+        f"{conn.first_ts}|{conn.client_ip}|{conn.client_port}|"
+        f"{conn.server_ip}|{conn.server_port}"
+    )
+    digest = hashlib.blake2b(key.encode(), digest_size=10).digest()
+    return "S" + base64.b32encode(digest).decode().lower()
+
+
+def _is_last_chunk(argument: str) -> bool:
+    parts = argument.split()
+    return len(parts) > 1 and parts[1].upper() == "LAST"
+
+
+def _seconds(later: int | None, earlier: int | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    return (later - earlier) / NS
+
+
+class SessionBuilder:
+    """Builds the records of one connection. Feed it in capture order."""
+
+    def __init__(self, conn: Connection, implicit_tls_ports: frozenset[int]) -> None:
+        self.conn = conn
+        sid = session_id(conn)
+        self.session = SessionRecord(
+            session_id=sid,
+            start=conn.first_ts,
+            end=conn.first_ts,
+            client_ip=conn.client_ip,
+            client_port=conn.client_port,
+            server_ip=conn.server_ip,
+            server_port=conn.server_port,
+        )
+        self.parser = SmtpParser(implicit_tls=conn.server_port in implicit_tls_ports)
+        self.transactions: list[TransactionRecord] = []
+        self.commands: list[CommandRecord] = []
+        self.anomalies: list[AnomalyRecord] = []
+        self._rows: dict[int, CommandRecord] = {}  # command index -> row
+        self._txn: TransactionRecord | None = None  # the open transaction
+        self._txn_of: dict[int, TransactionRecord] = {}  # command -> txn
+        self._rcpt_slot: dict[int, int] = {}  # RCPT command -> rcpt index
+        self._message_txn: TransactionRecord | None = None
+        self._message_start = 0
+        self._auth_cancelled = False
+
+    # Stream side ---------------------------------------------------------
+
+    def data(self, direction: Direction, data: bytes, ts: int) -> None:
+        if direction is Direction.CLIENT:
+            self.session.client_bytes += len(data)
+            self._apply(self.parser.feed_client(data, ts))
+        else:
+            self.session.server_bytes += len(data)
+            self._apply(self.parser.feed_server(data, ts))
+
+    def gap(self, direction: Direction, size: int, ts: int) -> None:
+        self.session.gaps += 1
+        self.session.gap_bytes += size
+        side = "client" if direction is Direction.CLIENT else "server"
+        self._add_anomaly(ts, "tcp_gap", f"{size} {side} bytes missing")
+        if direction is Direction.CLIENT:
+            self._apply(self.parser.client_gap(size, ts))
+        else:
+            self._apply(self.parser.server_gap(size, ts))
+
+    def tcp_anomaly(self, ts: int, kind: str, detail: str) -> None:
+        self._add_anomaly(ts, kind, detail)
+
+    def close(self, ts: int, reason: str) -> SessionResult:
+        self._apply(self.parser.close(ts))
+        if self._txn is not None:
+            self._end_txn(self._txn, ts)
+        self._finish_session(ts, reason)
+        return SessionResult(
+            self.session, self.transactions, self.commands, self.anomalies
+        )
+
+    # SMTP side -----------------------------------------------------------
+
+    def _apply(self, events: list[SmtpEvent]) -> None:
+        for event in events:
+            if isinstance(event, CommandSeen):
+                self._on_command(event)
+            elif isinstance(event, ReplySeen):
+                self._on_reply(event)
+            elif isinstance(event, MessageStarted):
+                self._on_message_started(event)
+            elif isinstance(event, MessageEnded):
+                self._on_message_ended(event)
+            elif isinstance(event, GreetingSeen):
+                self._on_greeting(event)
+            elif isinstance(event, AuthUserSeen):
+                self.session.auth_user = event.user
+            elif isinstance(event, AuthResponseSeen):
+                self._auth_cancelled = event.cancelled
+            elif isinstance(event, TlsStarted):
+                self._on_tls(event)
+            elif isinstance(event, AnomalySeen):
+                self._add_anomaly(event.ts, event.kind, event.detail)
+
+    def _on_greeting(self, event: GreetingSeen) -> None:
+        self.session.greeting_code = event.reply.code
+        self.session.greeting_text = event.reply.text
+        start = self.conn.ack_ts or self.conn.synack_ts or self.conn.syn_ts
+        self.session.greeting_delay_s = _seconds(event.ts, start)
+
+    def _on_tls(self, event: TlsStarted) -> None:
+        self.session.tls = "implicit" if event.implicit else "starttls"
+        self.session.tls_start = event.ts
+
+    def _on_command(self, event: CommandSeen) -> None:
+        row = CommandRecord(
+            session_id=self.session.session_id,
+            ts=event.ts,
+            verb=event.verb,
+            argument=event.argument,
+            pipelined=event.pipelined,
+        )
+        self.commands.append(row)
+        self._rows[event.index] = row
+        self.session.commands += 1
+        verb = event.verb
+
+        if verb in ("EHLO", "HELO", "LHLO"):
+            self.session.helo = event.argument
+            self.session.helo_verb = verb
+        elif verb == "MAIL":
+            self._start_txn(event)
+        elif verb == "RCPT":
+            self._add_rcpt(event)
+        elif verb in ("DATA", "BDAT"):
+            if self._txn is not None:
+                self._txn_of[event.index] = self._txn
+        elif verb == "RSET":
+            if self._txn is not None:
+                if self._txn.status == "incomplete":
+                    self._txn.status = "reset"
+                self._end_txn(self._txn, event.ts)
+        elif verb == "AUTH":
+            mechanism = event.argument.partition(" ")[0].upper()
+            self.session.auth_mechanism = mechanism
+            self.session.auth_attempts += 1
+            self._auth_cancelled = False
+
+    def _start_txn(self, event: CommandSeen) -> None:
+        if self._txn is not None:
+            # RFC 5321 3.3: a MAIL inside a transaction is out of sequence;
+            # the old transaction is over whatever the server says.
+            self._end_txn(self._txn, event.ts)
+        address, params = parse_path(event.argument, "FROM")
+        txn = TransactionRecord(
+            session_id=self.session.session_id,
+            index=len(self.transactions),
+            start=event.ts,
+            mail_from=address,
+            mail_params=params or None,
+            tls=self.parser.in_tls,
+        )
+        self.transactions.append(txn)
+        self.session.transactions += 1
+        self._txn = txn
+        self._txn_of[event.index] = txn
+
+    def _add_rcpt(self, event: CommandSeen) -> None:
+        txn = self._txn
+        if txn is None:
+            self._add_anomaly(event.ts, "rcpt_without_mail", event.argument)
+            return
+        address, _ = parse_path(event.argument, "TO")
+        self._txn_of[event.index] = txn
+        self._rcpt_slot[event.index] = len(txn.rcpt_to)
+        txn.rcpt_to.append(address if address is not None else event.argument)
+        txn.rcpt_codes.append(None)
+
+    def _on_reply(self, event: ReplySeen) -> None:
+        if event.command_index is None:
+            return
+        reply = event.reply
+        answers = event.answers
+        if answers == ".":
+            self._on_message_reply(event.command_index, reply, event.ts)
+            return
+        row = self._rows.get(event.command_index)
+        if row is None:
+            return
+        if answers == "AUTH" or row.verb == "AUTH":
+            if reply.klass == 3:
+                return  # a 334 challenge: the row waits for the outcome
+            self._on_auth_result(reply)
+        self._fill_reply(row, reply, event.ts)
+
+        verb = row.verb
+        if verb in ("EHLO", "LHLO") and reply.klass == 2:
+            self.session.capabilities = list(reply.lines[1:])
+        elif verb == "MAIL":
+            txn = self._txn_of.get(event.command_index)
+            if txn is not None:
+                txn.mail_from_code = reply.code
+                if reply.klass != 2:
+                    txn.status = "rejected"
+        elif verb == "RCPT":
+            self._on_rcpt_reply(event.command_index, reply)
+        elif verb == "DATA" and reply.klass != 3:
+            txn = self._txn_of.get(event.command_index)
+            if txn is not None:
+                txn.data_method = "DATA"
+                txn.data_code = reply.code
+                txn.status = "rejected"
+                self._end_txn(txn, event.ts)
+        elif verb == "BDAT":
+            # RFC 3030 2: every chunk gets a reply; a refused chunk ends the
+            # message, and the reply to the LAST chunk is its verdict.
+            txn = self._txn_of.get(event.command_index)
+            settles = reply.klass != 2 or _is_last_chunk(row.argument)
+            if txn is not None and txn.end is None and settles:
+                self._settle_message(txn, reply, event.ts)
+
+    def _fill_reply(self, row: CommandRecord, reply: Reply, ts: int) -> None:
+        row.reply_code = reply.code
+        row.reply_enhanced = reply.enhanced
+        row.reply_text = reply.text
+        row.reply_ts = ts
+        row.latency_s = _seconds(ts, row.ts)
+
+    def _on_auth_result(self, reply: Reply) -> None:
+        if reply.klass == 2:
+            self.session.auth_result = "success"
+        elif self._auth_cancelled:
+            self.session.auth_result = "cancelled"
+        else:
+            self.session.auth_result = "failure"
+            self.session.auth_failures += 1
+
+    def _on_rcpt_reply(self, index: int, reply: Reply) -> None:
+        txn = self._txn_of.get(index)
+        slot = self._rcpt_slot.get(index)
+        if txn is None or slot is None:
+            return
+        txn.rcpt_codes[slot] = reply.code
+        if reply.klass == 2:
+            txn.rcpts_accepted += 1
+
+    def _on_message_started(self, event: MessageStarted) -> None:
+        txn = self._txn
+        if txn is None:
+            self._add_anomaly(
+                event.ts, "message_without_mail", f"{event.method} with no MAIL"
+            )
+            return
+        txn.data_method = event.method
+        self._message_txn = txn
+        self._message_start = event.ts
+
+    def _on_message_ended(self, event: MessageEnded) -> None:
+        txn = self._message_txn
+        if txn is None:
+            return
+        txn.message_bytes = event.size
+        for name, value in event.headers:
+            column = _HEADER_COLUMNS.get(name)
+            if column is not None and getattr(txn, column) is None:
+                setattr(txn, column, value)
+        if not event.complete:
+            txn.status = "incomplete"
+
+    def _on_message_reply(self, data_index: int, reply: Reply, ts: int) -> None:
+        txn = self._txn_of.get(data_index) or self._message_txn
+        if txn is None:
+            return
+        self._settle_message(txn, reply, ts)
+
+    def _settle_message(self, txn: TransactionRecord, reply: Reply, ts: int) -> None:
+        txn.data_code = reply.code
+        txn.queue_id = queue_id(reply.text) if reply.klass == 2 else None
+        txn.data_duration_s = _seconds(ts, self._message_start or None)
+        # A message the capture saw only in part keeps "incomplete" even
+        # when the server took it: the row does not describe all of it.
+        if reply.klass != 2:
+            txn.status = "rejected"
+        elif txn.status != "incomplete":
+            txn.status = "accepted"
+        if reply.klass == 2:
+            self.session.messages_accepted += 1
+        self._message_txn = None
+        self._end_txn(txn, ts)
+
+    def _end_txn(self, txn: TransactionRecord, ts: int) -> None:
+        if txn.end is None:
+            txn.end = ts
+        if self._txn is txn:
+            self._txn = None
+
+    # Session -------------------------------------------------------------
+
+    def _add_anomaly(self, ts: int, kind: str, detail: str) -> None:
+        self.anomalies.append(AnomalyRecord(self.session.session_id, ts, kind, detail))
+        self.session.anomalies += 1
+
+    def _finish_session(self, ts: int, reason: str) -> None:
+        s = self.session
+        conn = self.conn
+        s.end = max(conn.last_ts, ts) if conn.last_ts else ts
+        s.duration_s = (s.end - s.start) / NS
+        s.close = reason
+        s.handshake_seen = conn.handshake_seen
+        s.handshake_rtt_s = _seconds(conn.ack_ts, conn.syn_ts)
+        s.client_packets = conn.packets[Direction.CLIENT]
+        s.server_packets = conn.packets[Direction.SERVER]
+        s.tls_client_bytes = self.parser.tls_client_bytes
+        s.tls_server_bytes = self.parser.tls_server_bytes
+        if s.auth_attempts and s.auth_result is None:
+            s.auth_result = "no_reply"
+        silent = s.greeting_code is None and not self.commands
+        if silent and s.tls == "none" and (s.client_bytes or s.server_bytes):
+            self._add_anomaly(
+                ts, "not_smtp", "no SMTP greeting or command on an SMTP port"
+            )

@@ -1,0 +1,705 @@
+"""The SMTP conversation state machine (RFC 5321, 2920, 3030, 3207, 4954).
+
+One ``SmtpParser`` follows one TCP connection. It is fed the client's and the
+server's bytes in capture order and returns typed events. Two cursors move
+independently: the client side (commands, message content, AUTH answers) and
+the server side (replies), joined by a queue of commands waiting for a reply,
+which is what makes pipelining (RFC 2920) work.
+
+Some client bytes cannot be understood before the server has answered: what
+follows DATA is a message only if the reply was 354; what follows STARTTLS is
+TLS only if the reply was 220. After such a *blocking* command the parser
+holds the client's bytes until the reply arrives and then replays them in the
+mode the reply chose. When the server is silent (a capture of one side only)
+nothing is held and the hopeful outcome is assumed.
+
+All transitions driven by replies are in ``_AFTER_REPLY``; anything the table
+does not know leaves the client in command mode.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+from analysis.smtp import auth
+from analysis.smtp.events import (
+    AnomalySeen,
+    AuthResponseSeen,
+    AuthUserSeen,
+    CommandSeen,
+    GreetingSeen,
+    MessageEnded,
+    MessageStarted,
+    Reply,
+    ReplySeen,
+    SmtpEvent,
+    TlsStarted,
+)
+from analysis.smtp.framing import ChunkHeaders, DataBody
+from analysis.smtp.syntax import (
+    enhanced_code,
+    parse_reply_line,
+    show_bytes,
+    split_command,
+    wire_text,
+)
+
+# RFC 5321 4.5.3.1.4 / 4.5.3.1.5: command and reply lines are at most 512
+# octets with their CRLF. Longer lines are flagged; past MAX_LINE they are
+# also cut, so that memory stays bounded whatever the peer sends.
+RFC_LINE_LIMIT = 512
+MAX_LINE = 16 * 1024
+MAX_REPLY_LINES = 256
+MAX_HELD_BYTES = 256 * 1024  # client bytes held while a reply is awaited
+MAX_PENDING = 4096  # commands waiting for a reply
+MAX_ANOMALIES_PER_KIND = 20
+BDAT_MAX_CHUNK = 1 << 40  # larger sizes are treated as invalid
+
+_TLS_HANDSHAKE = 0x16  # TLS record content type handshake (RFC 8446 5.1)
+
+
+class ClientMode(enum.Enum):
+    COMMAND = "command"
+    DATA_BODY = "data_body"  # after 354, until CRLF "." CRLF
+    BDAT_CHUNK = "bdat_chunk"  # a counted chunk (RFC 3030 2)
+    AUTH_ANSWER = "auth_answer"  # the next line answers a 334 challenge
+    REFUSED_BODY = "refused_body"  # a body sent although DATA was refused
+    TLS = "tls"
+
+
+# (what the reply answers, reply class) -> client mode afterwards.
+_AFTER_REPLY: dict[tuple[str, int], ClientMode] = {
+    ("DATA", 3): ClientMode.DATA_BODY,
+    ("STARTTLS", 2): ClientMode.TLS,
+    ("AUTH", 3): ClientMode.AUTH_ANSWER,
+}
+_BLOCKING = frozenset({"DATA", "STARTTLS", "AUTH"})
+
+
+@dataclass(slots=True)
+class _Pending:
+    index: int  # the command row the reply belongs to
+    answers: str  # verb, "." for end of data, "AUTH" inside an exchange
+    ts: int
+    assumed: bool = False  # the parser already acted as if it were positive
+
+
+class SmtpParser:
+    """Sans-IO parser of one SMTP connection. Never raises on wire input."""
+
+    def __init__(self, *, implicit_tls: bool = False) -> None:
+        self._implicit_tls_port = implicit_tls
+        self._mode = ClientMode.COMMAND
+        self._server_tls = False
+        self._tls_decided = not implicit_tls
+        self._cbuf = b""
+        self._sbuf = b""
+        self._client_discard = False  # skip to the next LF (after a gap)
+        self._server_discard = False
+        self._pending: deque[_Pending] = deque()
+        self._held: list[tuple[int, bytes]] | None = None
+        self._held_bytes = 0
+        self._reply_lines: list[str] = []
+        self._reply_code = 0
+        self._greeting_seen = False
+        self._server_spoke = False
+        self._client_spoke_first = False
+        self._command_index = 0
+        self._body: DataBody | None = None
+        self._chunk_left = 0
+        self._chunk_last = False
+        self._chunk_headers: ChunkHeaders | None = None
+        self._chunk_total = 0
+        self._chunk_complete = True
+        self._auth_index = -1
+        self._auth_mechanism = ""
+        self._auth_expect = ""  # "user", "plain" or "" for the next answer
+        self._auth_open = False  # an AUTH exchange awaits its final reply
+        self._last_data_index = -1
+        self._data_refused = False
+        self._lf_only_client = False
+        self._lf_only_server = False
+        self._anomaly_counts: dict[str, int] = {}
+        self.tls_started_ts: int | None = None
+        self.tls_client_bytes = 0
+        self.tls_server_bytes = 0
+
+    # ------------------------------------------------------------------
+    # Public interface
+
+    @property
+    def in_tls(self) -> bool:
+        return self._mode is ClientMode.TLS
+
+    def feed_client(self, data: bytes, ts: int) -> list[SmtpEvent]:
+        out: list[SmtpEvent] = []
+        if not data:
+            return out
+        if not self._tls_decided:
+            self._decide_tls(data, ts, from_client=True, out=out)
+        if self._held is not None:
+            self._hold(data, ts, out)
+            return out
+        if not self._greeting_seen and not self._server_spoke:
+            self._client_spoke_first = True
+        if (
+            self._mode is ClientMode.COMMAND
+            and self._command_index == 0
+            and not self._cbuf
+            and data[:2] == b"\x16\x03"
+        ):
+            # A TLS ClientHello where SMTP commands were due.
+            self._anomaly(out, ts, "tls_on_plain_port", "client began TLS at once")
+            self._start_tls(ts, out, implicit=True)
+        self._client_input(data, ts, out)
+        return out
+
+    def feed_server(self, data: bytes, ts: int) -> list[SmtpEvent]:
+        out: list[SmtpEvent] = []
+        if not data:
+            return out
+        if not self._tls_decided:
+            self._decide_tls(data, ts, from_client=False, out=out)
+        self._server_spoke = True
+        if self._server_tls:
+            self.tls_server_bytes += len(data)
+            return out
+        self._server_input(data, ts, out)
+        return out
+
+    def client_gap(self, size: int, ts: int) -> list[SmtpEvent]:
+        """Bytes the client sent that the capture never showed."""
+        out: list[SmtpEvent] = []
+        if self._held is not None:
+            self._release_held(ts, out, hopeful=True)
+        mode = self._mode
+        if mode is ClientMode.TLS:
+            self.tls_client_bytes += size
+        elif mode is ClientMode.DATA_BODY and self._body is not None:
+            self._body.lost(size)
+        elif mode is ClientMode.BDAT_CHUNK:
+            self._chunk_complete = False
+            if size < self._chunk_left:
+                self._chunk_left -= size
+            else:
+                # The gap swallowed the rest of the chunk and some of what
+                # followed it: resume at the next line we can trust.
+                self._chunk_left = 0
+                self._end_chunk(ts, out)
+                self._cbuf = b""
+                self._client_discard = True
+        else:
+            self._cbuf = b""
+            self._client_discard = True
+        return out
+
+    def server_gap(self, size: int, ts: int) -> list[SmtpEvent]:
+        """Bytes the server sent that the capture never showed."""
+        out: list[SmtpEvent] = []
+        self._server_spoke = True
+        if self._server_tls:
+            self.tls_server_bytes += size
+            return out
+        self._sbuf = b""
+        self._server_discard = True
+        if self._reply_lines:
+            self._reply_lines = []
+        return out
+
+    def close(self, ts: int) -> list[SmtpEvent]:
+        """The connection ended: finish whatever was under way."""
+        out: list[SmtpEvent] = []
+        if self._held is not None:
+            self._release_held(ts, out, hopeful=True)
+        if self._cbuf and self._mode in (ClientMode.COMMAND, ClientMode.AUTH_ANSWER):
+            rest = self._cbuf
+            self._cbuf = b""
+            self._anomaly(out, ts, "unterminated_line", rest)
+            self._client_line(rest, ts, out)
+        if self._mode is ClientMode.DATA_BODY and self._body is not None:
+            self._body.complete = False
+            self._finish_body(ts, out)
+            self._anomaly(out, ts, "message_incomplete", "connection ended in DATA")
+        elif self._mode is ClientMode.BDAT_CHUNK:
+            self._chunk_complete = False
+            self._anomaly(out, ts, "message_incomplete", "connection ended in BDAT")
+            self._finish_chunks(ts, out)
+        if self._server_spoke and self._pending and not self.in_tls:
+            verbs = ", ".join(p.answers for p in list(self._pending)[:10])
+            self._anomaly(
+                out, ts, "no_reply", f"{len(self._pending)} unanswered: {verbs}"
+            )
+        return out
+
+    # ------------------------------------------------------------------
+    # Client side
+
+    def _client_input(self, data: bytes, ts: int, out: list[SmtpEvent]) -> None:
+        buf = self._cbuf + data if self._cbuf else data
+        self._cbuf = b""
+        pos = 0
+        size = len(buf)
+        while pos < size:
+            mode = self._mode
+            if mode is ClientMode.TLS:
+                self.tls_client_bytes += size - pos
+                return
+            if mode is ClientMode.DATA_BODY:
+                pos = self._body_input(buf, pos, ts, out)
+                continue
+            if mode is ClientMode.BDAT_CHUNK:
+                pos = self._chunk_input(buf, pos, ts, out)
+                continue
+
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                self._partial_line(buf, pos, ts, out)
+                return
+            line = buf[pos:nl]
+            pos = nl + 1
+            if self._client_discard:
+                self._client_discard = False
+                continue
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            elif not self._lf_only_client:
+                # Flagged once per direction: a client that does it, does it
+                # on every line.
+                self._lf_only_client = True
+                self._anomaly(out, ts, "bare_lf", "client lines end with LF alone")
+            self._client_line(line, ts, out)
+            if self._held is not None and pos < size:
+                self._hold(buf[pos:], ts, out)
+                return
+
+    def _partial_line(
+        self, buf: bytes, pos: int, ts: int, out: list[SmtpEvent]
+    ) -> None:
+        rest = buf[pos:]
+        if len(rest) <= MAX_LINE:
+            self._cbuf = rest
+            return
+        # A line longer than anyone should send: keep its start as the
+        # command, drop the rest up to the next LF.
+        if not self._client_discard:
+            self._anomaly(
+                out, ts, "line_truncated", f"client line over {MAX_LINE} bytes"
+            )
+            self._client_line(rest[:MAX_LINE], ts, out)
+        self._client_discard = True
+
+    def _client_line(self, line: bytes, ts: int, out: list[SmtpEvent]) -> None:
+        if len(line) + 2 > RFC_LINE_LIMIT and self._mode is not ClientMode.REFUSED_BODY:
+            self._anomaly(
+                out, ts, "line_too_long", f"client line of {len(line) + 2} bytes"
+            )
+        mode = self._mode
+        if mode is ClientMode.AUTH_ANSWER:
+            self._auth_answer(line, ts, out)
+            return
+        if mode is ClientMode.REFUSED_BODY:
+            if line == b".":
+                self._mode = ClientMode.COMMAND
+            return
+        text = wire_text(line)
+        verb, argument, known = split_command(text)
+        if self._auth_open and not self._server_spoke and not known:
+            # One-sided capture inside AUTH: an unknown "verb" is an answer
+            # (a password, perhaps) and must not become a command row.
+            self._mode = ClientMode.AUTH_ANSWER
+            self._auth_answer(line, ts, out)
+            return
+        if self._data_refused and not known and text:
+            # RFC 5321 3.3: after a refused DATA the client must not send
+            # the message; one that does gets its body read as commands.
+            self._data_refused = False
+            self._mode = ClientMode.REFUSED_BODY
+            self._anomaly(out, ts, "data_body_after_refusal", text)
+            if line == b".":
+                self._mode = ClientMode.COMMAND
+            return
+        self._data_refused = False
+        self._command(verb, argument, known, ts, out)
+
+    def _command(
+        self, verb: str, argument: str, known: bool, ts: int, out: list[SmtpEvent]
+    ) -> None:
+        index = self._command_index
+        self._command_index += 1
+        pipelined = bool(self._pending) and self._server_spoke
+        shown = auth.redact_auth_argument(argument) if verb == "AUTH" else argument
+        out.append(CommandSeen(ts, index, verb, shown, pipelined, known))
+        if len(self._pending) >= MAX_PENDING:
+            self._pending.popleft()
+            self._anomaly(out, ts, "pending_overflow", "too many unanswered commands")
+        self._pending.append(_Pending(index, verb if known else "?", ts))
+
+        if verb == "DATA":
+            self._last_data_index = index
+        elif verb == "AUTH":
+            self._auth_start(index, argument, ts, out)
+        elif verb == "BDAT":
+            self._bdat_start(argument, ts, out)
+        if verb in _BLOCKING and self._server_spoke:
+            self._held = []
+            self._held_bytes = 0
+        elif verb in _BLOCKING:
+            self._assume_outcome(verb, ts, out)
+
+    def _assume_outcome(self, verb: str, ts: int, out: list[SmtpEvent]) -> None:
+        """No server in sight: carry on as if the reply were positive."""
+        if self._pending:
+            self._pending[-1].assumed = True
+        if verb == "DATA":
+            self._start_body(ts, out)
+        elif verb == "AUTH" and self._auth_open:
+            self._mode = ClientMode.AUTH_ANSWER
+
+    # Hold and replay ----------------------------------------------------
+
+    def _hold(self, data: bytes, ts: int, out: list[SmtpEvent]) -> None:
+        assert self._held is not None
+        self._held.append((ts, data))
+        self._held_bytes += len(data)
+        if self._held_bytes > MAX_HELD_BYTES:
+            self._anomaly(out, ts, "reply_missing", "client went on without the reply")
+            self._release_held(ts, out, hopeful=True)
+
+    def _release_held(self, ts: int, out: list[SmtpEvent], *, hopeful: bool) -> None:
+        held = self._held or []
+        self._held = None
+        if hopeful and self._pending and not self._pending[-1].assumed:
+            self._assume_outcome(self._pending[-1].answers, ts, out)
+        self._replay(held, out)
+
+    def _replay(self, held: list[tuple[int, bytes]], out: list[SmtpEvent]) -> None:
+        for i, (ts, data) in enumerate(held):
+            if self._held is not None:
+                # A replayed line blocked again: keep the rest for later.
+                for later_ts, later in held[i:]:
+                    self._hold(later, later_ts, out)
+                return
+            self._client_input(data, ts, out)
+
+    # DATA ---------------------------------------------------------------
+
+    def _start_body(self, ts: int, out: list[SmtpEvent]) -> None:
+        self._mode = ClientMode.DATA_BODY
+        self._body = DataBody(strict=not self._lf_only_client)
+        out.append(MessageStarted(ts, "DATA"))
+
+    def _body_input(self, buf: bytes, pos: int, ts: int, out: list[SmtpEvent]) -> int:
+        body = self._body
+        assert body is not None
+        end = body.feed(buf, pos)
+        if end < 0:
+            return len(buf)
+        self._finish_body(ts, out)
+        self._pending.append(_Pending(self._data_index(), ".", ts))
+        return end
+
+    def _finish_body(self, ts: int, out: list[SmtpEvent]) -> None:
+        body = self._body
+        assert body is not None
+        self._body = None
+        self._mode = ClientMode.COMMAND
+        if body.bare_lf_dot_lines:
+            self._anomaly(
+                out,
+                ts,
+                "bare_lf_dot_line",
+                f"{body.bare_lf_dot_lines} dot line(s) with a bare LF in a CRLF body",
+            )
+        out.append(MessageEnded(ts, body.size, body.headers(), body.complete))
+
+    def _data_index(self) -> int:
+        return self._last_data_index
+
+    # BDAT (RFC 3030 2) --------------------------------------------------
+
+    def _bdat_start(self, argument: str, ts: int, out: list[SmtpEvent]) -> None:
+        parts = argument.split()
+        size_text = parts[0] if parts else ""
+        last = len(parts) > 1 and parts[1].upper() == "LAST"
+        if (
+            not size_text.isascii()
+            or not size_text.isdigit()
+            or int(size_text) > BDAT_MAX_CHUNK
+            or len(parts) > 2
+            or (len(parts) == 2 and not last)
+        ):
+            self._anomaly(out, ts, "bdat_invalid", argument)
+            return
+        size = int(size_text)
+        if self._chunk_headers is None:
+            self._chunk_headers = ChunkHeaders()
+            self._chunk_total = 0
+            self._chunk_complete = True
+            out.append(MessageStarted(ts, "BDAT"))
+        self._chunk_left = size
+        self._chunk_last = last
+        self._chunk_total += size
+        if size:
+            self._mode = ClientMode.BDAT_CHUNK
+        elif last:
+            self._finish_chunks(ts, out)
+
+    def _chunk_input(self, buf: bytes, pos: int, ts: int, out: list[SmtpEvent]) -> int:
+        take = min(self._chunk_left, len(buf) - pos)
+        if self._chunk_headers is not None:
+            self._chunk_headers.feed(buf[pos : pos + min(take, 65536)])
+        self._chunk_left -= take
+        if self._chunk_left == 0:
+            self._end_chunk(ts, out)
+        return pos + take
+
+    def _end_chunk(self, ts: int, out: list[SmtpEvent]) -> None:
+        self._mode = ClientMode.COMMAND
+        if self._chunk_last:
+            self._finish_chunks(ts, out)
+
+    def _finish_chunks(self, ts: int, out: list[SmtpEvent]) -> None:
+        self._mode = ClientMode.COMMAND
+        headers = self._chunk_headers.headers() if self._chunk_headers else ()
+        out.append(MessageEnded(ts, self._chunk_total, headers, self._chunk_complete))
+        self._chunk_headers = None
+        self._chunk_last = False
+
+    # AUTH (RFC 4954) ----------------------------------------------------
+
+    def _auth_start(
+        self, index: int, argument: str, ts: int, out: list[SmtpEvent]
+    ) -> None:
+        mechanism, _, initial = argument.partition(" ")
+        mechanism = mechanism.upper()
+        initial = initial.strip()
+        self._auth_index = index
+        self._auth_open = True
+        self._auth_mechanism = mechanism
+        self._auth_expect = ""
+        if mechanism == "PLAIN":
+            if initial and initial != "=":
+                self._auth_user(auth.plain_user(initial), ts, out)
+            else:
+                self._auth_expect = "plain"
+        elif mechanism == "LOGIN":
+            if initial and initial != "=":
+                self._auth_user(auth.login_user(initial), ts, out)
+            else:
+                self._auth_expect = "user"
+
+    def _auth_user(self, user: str | None, ts: int, out: list[SmtpEvent]) -> None:
+        if user is not None:
+            out.append(AuthUserSeen(ts, self._auth_mechanism, user))
+
+    def _auth_answer(self, line: bytes, ts: int, out: list[SmtpEvent]) -> None:
+        self._mode = ClientMode.COMMAND
+        text = wire_text(line).strip()
+        cancelled = text == "*"
+        out.append(AuthResponseSeen(ts, self._auth_index, cancelled))
+        if not cancelled:
+            if self._auth_expect == "plain":
+                self._auth_user(auth.plain_user(text), ts, out)
+            elif self._auth_expect == "user":
+                self._auth_user(auth.login_user(text), ts, out)
+        self._auth_expect = ""
+        self._pending.append(_Pending(self._auth_index, "AUTH", ts))
+        if self._server_spoke:
+            self._held = []
+            self._held_bytes = 0
+
+    def _auth_challenge(self, reply: Reply) -> None:
+        """Decide what the client's next answer will carry."""
+        if self._auth_mechanism == "LOGIN":
+            prompt = (auth.challenge_text(reply.text) or "").lower()
+            if prompt.startswith("user"):
+                self._auth_expect = "user"
+            elif prompt.startswith("pass"):
+                self._auth_expect = ""
+        elif self._auth_mechanism == "PLAIN" and not self._auth_expect:
+            self._auth_expect = ""
+
+    # ------------------------------------------------------------------
+    # Server side
+
+    def _server_input(self, data: bytes, ts: int, out: list[SmtpEvent]) -> None:
+        buf = self._sbuf + data if self._sbuf else data
+        self._sbuf = b""
+        pos = 0
+        size = len(buf)
+        while pos < size:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                rest = buf[pos:]
+                if len(rest) > MAX_LINE:
+                    self._anomaly(
+                        out, ts, "line_truncated", f"server line over {MAX_LINE}"
+                    )
+                    self._server_discard = True
+                else:
+                    self._sbuf = rest
+                return
+            line = buf[pos:nl]
+            pos = nl + 1
+            if self._server_discard:
+                self._server_discard = False
+                continue
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            elif not self._lf_only_server:
+                self._lf_only_server = True
+                self._anomaly(out, ts, "bare_lf", "server lines end with LF alone")
+            self._server_line(line, ts, out)
+            if self._server_tls:
+                # Bytes after the 220 to STARTTLS in the same burst were sent
+                # before the TLS handshake could start (reply injection).
+                rest = buf[pos:]
+                if rest:
+                    self._anomaly(
+                        out,
+                        ts,
+                        "starttls_server_injection",
+                        f"{len(rest)} bytes after the 220: {show_bytes(rest)}",
+                    )
+                    self.tls_server_bytes += len(rest)
+                return
+
+    def _server_line(self, line: bytes, ts: int, out: list[SmtpEvent]) -> None:
+        if len(line) + 2 > RFC_LINE_LIMIT:
+            self._anomaly(
+                out, ts, "line_too_long", f"server line of {len(line) + 2} bytes"
+            )
+        text = wire_text(line)
+        parsed = parse_reply_line(text)
+        if parsed is None:
+            self._anomaly(out, ts, "malformed_reply", text[:200])
+            return
+        code, more, rest = parsed
+        if self._reply_lines and code != self._reply_code:
+            self._anomaly(
+                out, ts, "malformed_reply", f"code changed inside a reply: {text}"
+            )
+        if not self._reply_lines:
+            self._reply_code = code
+        if len(self._reply_lines) < MAX_REPLY_LINES:
+            self._reply_lines.append(rest)
+        if more:
+            return
+        lines = tuple(self._reply_lines)
+        self._reply_lines = []
+        first = lines[0] if lines else ""
+        reply = Reply(self._reply_code, enhanced_code(first, self._reply_code), lines)
+        self._reply(reply, ts, out)
+
+    def _reply(self, reply: Reply, ts: int, out: list[SmtpEvent]) -> None:
+        if not self._greeting_seen and self._is_greeting(reply):
+            self._greeting_seen = True
+            if self._client_spoke_first:
+                self._anomaly(
+                    out, ts, "early_talker", "client sent data before the greeting"
+                )
+            out.append(GreetingSeen(ts, reply))
+            return
+        if not self._greeting_seen:
+            self._greeting_seen = True
+            self._anomaly(
+                out, ts, "greeting_missing", "capture starts after the greeting"
+            )
+
+        if not self._pending:
+            self._anomaly(
+                out, ts, "reply_without_command", f"{reply.code} {reply.text[:120]}"
+            )
+            out.append(ReplySeen(ts, reply, None, None))
+            return
+        waiting = self._pending.popleft()
+        out.append(ReplySeen(ts, reply, waiting.index, waiting.answers))
+        self._after_reply(waiting, reply, ts, out)
+
+    def _is_greeting(self, reply: Reply) -> bool:
+        if not self._pending:
+            return True
+        # A capture that starts mid-connection shows a reply to a command
+        # first; the greeting is 220, or 421/554 for a refusal (RFC 5321 3.1).
+        first = self._pending[0].answers
+        return reply.code in (220, 421, 554) and first not in ("STARTTLS", "?")
+
+    def _after_reply(
+        self, waiting: _Pending, reply: Reply, ts: int, out: list[SmtpEvent]
+    ) -> None:
+        answers = waiting.answers
+        if answers == "AUTH" and reply.klass != 3:
+            self._auth_open = False
+        if answers not in _BLOCKING or waiting.assumed:
+            return
+        mode = _AFTER_REPLY.get((answers, reply.klass), ClientMode.COMMAND)
+        held = self._held if self._held is not None else []
+        self._held = None
+        self._mode = mode
+
+        if answers == "DATA":
+            if mode is ClientMode.DATA_BODY:
+                self._start_body(ts, out)
+            else:
+                self._data_refused = True
+        elif answers == "STARTTLS" and mode is ClientMode.TLS:
+            self._start_tls(ts, out, implicit=False)
+            if held:
+                sent = b"".join(data for _, data in held)
+                self._anomaly(
+                    out,
+                    ts,
+                    "starttls_client_injection",
+                    f"{len(sent)} bytes before the 220: {show_bytes(sent)}",
+                )
+                held = []
+        elif answers == "AUTH" and mode is ClientMode.AUTH_ANSWER:
+            self._auth_challenge(reply)
+        self._replay(held, out)
+
+    # ------------------------------------------------------------------
+    # TLS
+
+    def _start_tls(self, ts: int, out: list[SmtpEvent], *, implicit: bool) -> None:
+        self._mode = ClientMode.TLS
+        self._server_tls = True
+        self.tls_started_ts = ts
+        self._pending.clear()
+        out.append(TlsStarted(ts, implicit))
+        if self._cbuf:
+            self.tls_client_bytes += len(self._cbuf)
+            self._cbuf = b""
+
+    def _decide_tls(
+        self, data: bytes, ts: int, *, from_client: bool, out: list[SmtpEvent]
+    ) -> None:
+        """On an implicit-TLS port, check the first bytes really are TLS."""
+        self._tls_decided = True
+        if data[0] == _TLS_HANDSHAKE:
+            self._start_tls(ts, out, implicit=True)
+            return
+        side = "client" if from_client else "server"
+        self._anomaly(
+            out,
+            ts,
+            "plaintext_on_tls_port",
+            f"{side} began with {show_bytes(data, 40)}",
+        )
+
+    # ------------------------------------------------------------------
+
+    def _anomaly(
+        self, out: list[SmtpEvent], ts: int, kind: str, detail: str | bytes
+    ) -> None:
+        """Record an anomaly; repeated kinds are capped to bound memory."""
+        count = self._anomaly_counts.get(kind, 0) + 1
+        self._anomaly_counts[kind] = count
+        if count > MAX_ANOMALIES_PER_KIND:
+            return
+        if isinstance(detail, bytes):
+            detail = show_bytes(detail, 200)
+        if count == MAX_ANOMALIES_PER_KIND:
+            detail = f"{detail} (further {kind} not recorded)"
+        out.append(AnomalySeen(ts, kind, detail))

@@ -1,0 +1,163 @@
+"""Small, pure parsers for the pieces of SMTP text: no state, no I/O.
+
+Each function takes one line (or one argument) exactly as it came off the
+wire, minus its line ending, and never raises on malformed input.
+"""
+
+from __future__ import annotations
+
+import re
+
+# RFC 5321 4.1.1 and the extensions seen in practice. Anything else is kept
+# verbatim as an unknown verb.
+KNOWN_VERBS = frozenset(
+    {
+        "EHLO",
+        "HELO",
+        "LHLO",
+        "MAIL",
+        "RCPT",
+        "DATA",
+        "BDAT",
+        "RSET",
+        "VRFY",
+        "EXPN",
+        "HELP",
+        "NOOP",
+        "QUIT",
+        "STARTTLS",
+        "AUTH",
+        "ETRN",
+        "TURN",
+        "ATRN",
+        "XCLIENT",
+        "XFORWARD",
+        "XEXCH50",
+        "X-EXPS",
+        "SEND",
+        "SOML",
+        "SAML",
+    }
+)
+
+# RFC 3463 2: class "." subject "." detail, class matching the reply's digit.
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+
+# Queue identifiers as the common MTAs print them in the reply to the end of
+# data: Postfix "queued as 4Xyz", Exim "id=1Mugho-0003Dg-Un", Sendmail
+# "x8F1abc123 Message accepted", Microsoft "InternalId=...".
+_QUEUE_ID_PATTERNS = (
+    re.compile(r"queued as ([A-Za-z0-9][A-Za-z0-9._-]*)", re.IGNORECASE),
+    re.compile(r"\bid=([A-Za-z0-9][A-Za-z0-9._-]*)"),
+    re.compile(r"^(?:[245]\.\d+\.\d+ )?([A-Za-z0-9]{8,24}) Message accepted"),
+    re.compile(r"InternalId=([0-9]+)"),
+    re.compile(r"^(?:[245]\.\d+\.\d+ )?OK ([0-9]{6,}) "),
+)
+
+
+def wire_text(raw: bytes) -> str:
+    """Decode wire bytes as UTF-8, keeping invalid bytes as ``\\xNN`` escapes."""
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "backslashreplace")
+
+
+def show_bytes(raw: bytes, limit: int = 64) -> str:
+    """A short, printable rendering of raw bytes for an anomaly's detail.
+
+    Printable ASCII is kept; CR, LF and tab become \\r, \\n and \\t; every
+    other byte becomes \\xNN, so the detail is safe in any view.
+    """
+    text = repr(raw[:limit])[2:-1]
+    return text + ("..." if len(raw) > limit else "")
+
+
+def parse_reply_line(line: str) -> tuple[int, bool, str] | None:
+    """Split "250-text" into (250, more_lines_follow, "text").
+
+    RFC 5321 4.2: a reply line is three digits, then "-" on every line but the
+    last, or " " (or nothing) on the last. Returns None for anything else.
+    """
+    if len(line) < 3 or not line[:3].isdigit() or not line[:3].isascii():
+        return None
+    sep = line[3:4]
+    if sep == "-":
+        return int(line[:3]), True, line[4:]
+    if sep in (" ", ""):
+        return int(line[:3]), False, line[4:]
+    return None
+
+
+def enhanced_code(text: str, code: int) -> str | None:
+    """The RFC 3463 status code at the start of a reply text, if present."""
+    m = _ENHANCED.match(text)
+    if m is None or int(m.group(1)) != code // 100:
+        return None
+    return m.group(0)
+
+
+def split_command(line: str) -> tuple[str, str, bool]:
+    """Split a command line into (verb, argument, known).
+
+    Verbs are matched case-insensitively (RFC 5321 2.4) and upper-cased when
+    known; unknown verbs are kept as sent so that garbage stays visible.
+    """
+    verb, _, argument = line.strip(" \t").partition(" ")
+    upper = verb.upper()
+    if upper in KNOWN_VERBS:
+        return upper, argument.strip(" \t"), True
+    return verb, argument.strip(" \t"), False
+
+
+def parse_path(argument: str, keyword: str) -> tuple[str | None, str]:
+    """Take the path out of a MAIL/RCPT argument: (address, parameters).
+
+    ``argument`` is everything after the verb, e.g. "FROM:<a@b> SIZE=10".
+    RFC 5321 4.1.2 wants "<...>", but bare addresses and a space after the
+    colon are common, so both are accepted. Returns (None, argument) when
+    the keyword is missing.
+    """
+    head = argument[: len(keyword) + 1]
+    if head.upper() != keyword + ":":
+        return None, argument
+    rest = argument[len(keyword) + 1 :].lstrip(" \t")
+    if rest.startswith("<"):
+        close = rest.find(">")
+        if close < 0:
+            return rest[1:], ""
+        return rest[1:close], rest[close + 1 :].strip(" \t")
+    address, _, params = rest.partition(" ")
+    return address, params.strip(" \t")
+
+
+def queue_id(reply_text: str) -> str | None:
+    """The MTA's queue identifier in a reply to the end of data, if any."""
+    for pattern in _QUEUE_ID_PATTERNS:
+        m = pattern.search(reply_text)
+        if m is not None:
+            return m.group(1)
+    return None
+
+
+def parse_headers(block: bytes) -> tuple[tuple[str, str], ...]:
+    """Parse an RFC 5322 header block into (lower-cased name, value) pairs.
+
+    Folded lines are unfolded (RFC 5322 2.2.3); a line that is neither a
+    header nor a continuation ends the block, as a mail client would treat it.
+    """
+    headers: list[tuple[str, str]] = []
+    for raw in block.split(b"\n"):
+        line = wire_text(raw.rstrip(b"\r"))
+        if not line:
+            break
+        if line[0] in " \t":
+            if headers:
+                name, value = headers[-1]
+                headers[-1] = (name, f"{value} {line.strip()}".strip())
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name or " " in name.strip():
+            break
+        headers.append((name.strip().lower(), value.strip()))
+    return tuple(headers)

@@ -1,0 +1,454 @@
+"""The SMTP parser, one wire quirk per test: bytes in, exact events out."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analysis.smtp.events import (
+    AnomalySeen,
+    AuthResponseSeen,
+    AuthUserSeen,
+    CommandSeen,
+    GreetingSeen,
+    MessageEnded,
+    MessageStarted,
+    Reply,
+    ReplySeen,
+    SmtpEvent,
+    TlsStarted,
+)
+from analysis.smtp.parser import SmtpParser
+
+C, S = "C", "S"
+
+
+def run(
+    steps: list[tuple[str, bytes]], *, implicit_tls: bool = False
+) -> list[SmtpEvent]:
+    """Feed (side, bytes) steps with timestamps 1, 2, 3 ... then close."""
+    parser = SmtpParser(implicit_tls=implicit_tls)
+    events: list[SmtpEvent] = []
+    ts = 0
+    for side, data in steps:
+        ts += 1
+        feed = parser.feed_client if side == C else parser.feed_server
+        events += feed(data, ts)
+    events += parser.close(ts + 1)
+    return events
+
+
+def of(events: list[SmtpEvent], kind: type) -> list:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def anomalies(events: list[SmtpEvent]) -> list[str]:
+    return [e.kind for e in of(events, AnomalySeen)]
+
+
+def verbs(events: list[SmtpEvent]) -> list[str]:
+    return [e.verb for e in of(events, CommandSeen)]
+
+
+def answered(events: list[SmtpEvent]) -> list[tuple[str | None, int]]:
+    return [(e.answers, e.reply.code) for e in of(events, ReplySeen)]
+
+
+def test_plain_delivery_with_multiline_replies_and_enhanced_codes() -> None:
+    events = run(
+        [
+            (S, b"220-mx.example ESMTP\r\n220 second line\r\n"),
+            (C, b"EHLO client.example\r\n"),
+            (S, b"250-mx.example\r\n250-SIZE 1000\r\n250 8BITMIME\r\n"),
+            (C, b"MAIL FROM:<a@example.org>\r\n"),
+            (S, b"250 2.1.0 Ok\r\n"),
+            (C, b"RCPT TO:<b@example.net>\r\n"),
+            (S, b"250 2.1.5 Ok\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 End data with <CR><LF>.<CR><LF>\r\n"),
+            (C, b"Subject: hi\r\n\r\nhello\r\n.\r\n"),
+            (S, b"250 2.0.0 Ok: queued as 4AbC\r\n"),
+            (C, b"QUIT\r\n"),
+            (S, b"221 2.0.0 Bye\r\n"),
+        ]
+    )
+    assert of(events, GreetingSeen) == [
+        GreetingSeen(1, Reply(220, None, ("mx.example ESMTP", "second line")))
+    ]
+    assert verbs(events) == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+    assert answered(events) == [
+        ("EHLO", 250),
+        ("MAIL", 250),
+        ("RCPT", 250),
+        ("DATA", 354),
+        (".", 250),
+        ("QUIT", 221),
+    ]
+    assert of(events, ReplySeen)[1].reply.enhanced == "2.1.0"
+    assert of(events, MessageEnded) == [
+        MessageEnded(10, 22, (("subject", "hi"),), True)
+    ]
+    assert anomalies(events) == []
+
+
+def test_pipelined_group_is_matched_in_order() -> None:
+    # RFC 2920 3.1: MAIL, RCPT, RCPT and DATA in one segment.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 PIPELINING\r\n"),
+            (C, b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"),
+            (S, b"250 ok\r\n550 5.1.1 no such user\r\n250 ok\r\n354 go\r\n"),
+            (C, b"x\r\n.\r\n"),
+            (S, b"250 ok\r\n"),
+        ]
+    )
+    commands = of(events, CommandSeen)
+    assert [(c.verb, c.pipelined) for c in commands] == [
+        ("EHLO", False),
+        ("MAIL", False),
+        ("RCPT", True),
+        ("RCPT", True),
+        ("DATA", True),
+    ]
+    assert answered(events) == [
+        ("EHLO", 250),
+        ("MAIL", 250),
+        ("RCPT", 550),
+        ("RCPT", 250),
+        ("DATA", 354),
+        (".", 250),
+    ]
+
+
+def test_body_sent_before_354_is_held_until_the_reply() -> None:
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@x>\r\nDATA\r\nSubject: s\r\n\r\nbody\r\n.\r\nQUIT\r\n"),
+            (S, b"250 ok\r\n354 go\r\n250 queued\r\n221 bye\r\n"),
+        ]
+    )
+    assert verbs(events) == ["MAIL", "DATA", "QUIT"]
+    assert of(events, MessageEnded)[0].size == len(b"Subject: s\r\n\r\nbody\r\n")
+    assert answered(events)[-2:] == [(".", 250), ("QUIT", 221)]
+
+
+def test_dot_unstuffing_and_end_of_data_split_across_segments() -> None:
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 go\r\n"),
+            (C, b"..leading dot\r\n.."),
+            (C, b"second\r\n\r"),
+            (C, b"\n."),
+            (C, b"\r"),
+            (C, b"\nNOOP\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n"),
+        ]
+    )
+    # ".leading dot\r\n" + ".second\r\n" + "\r\n" after unstuffing.
+    assert of(events, MessageEnded)[0].size == 14 + 9 + 2
+    assert verbs(events) == ["DATA", "NOOP"]
+
+
+def test_data_refused_and_body_sent_anyway_is_an_anomaly() -> None:
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"503 5.5.1 Error: need RCPT command\r\n"),
+            (C, b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n"),
+            (S, b"221 bye\r\n"),
+        ]
+    )
+    assert verbs(events) == ["DATA", "QUIT"]
+    assert anomalies(events) == ["data_body_after_refusal"]
+    assert of(events, MessageStarted) == []
+
+
+def test_data_refused_then_commands_again() -> None:
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"554 5.5.1 no valid recipients\r\n"),
+            (C, b"RSET\r\n"),
+            (S, b"250 ok\r\n"),
+        ]
+    )
+    assert verbs(events) == ["DATA", "RSET"]
+    assert anomalies(events) == []
+
+
+def test_bdat_chunks_with_pipelined_data_in_one_segment() -> None:
+    # RFC 3030 4.2: chunk data follows the BDAT line in the same segment.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 14\r\nSubject: s\r\n\r\n"),
+            (C, b"BDAT 6 LAST\r\nbody\r\nQUIT\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n250 14 octets\r\n250 queued\r\n221 bye\r\n"),
+        ]
+    )
+    assert verbs(events) == ["MAIL", "RCPT", "BDAT", "BDAT", "QUIT"]
+    assert of(events, MessageStarted) == [MessageStarted(2, "BDAT")]
+    assert of(events, MessageEnded) == [MessageEnded(3, 20, (("subject", "s"),), True)]
+    assert answered(events)[2:] == [("BDAT", 250), ("BDAT", 250), ("QUIT", 221)]
+
+
+def test_bdat_zero_last_and_invalid_size() -> None:
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"BDAT 3\r\nabcBDAT 0 LAST\r\nBDAT -5\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n501 bad\r\n"),
+        ]
+    )
+    assert of(events, MessageEnded)[0].size == 3
+    assert anomalies(events) == ["bdat_invalid"]
+
+
+def test_auth_plain_initial_response_keeps_user_not_password() -> None:
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH PLAIN AGFsaWNlAHMzY3JldA==\r\n"),  # \0alice\0s3cret
+            (S, b"235 2.7.0 ok\r\n"),
+        ]
+    )
+    assert of(events, CommandSeen)[0].argument == "PLAIN [redacted]"
+    assert of(events, AuthUserSeen) == [AuthUserSeen(2, "PLAIN", "alice")]
+    assert "s3cret" not in repr(events)
+
+
+def test_auth_login_challenges_and_failure() -> None:
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"Ym9i\r\n"),  # bob
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, b"d3Jvbmc=\r\n"),  # wrong
+            (S, b"535 5.7.8 authentication failed\r\n"),
+            (C, b"QUIT\r\n"),
+            (S, b"221 bye\r\n"),
+        ]
+    )
+    assert verbs(events) == ["AUTH", "QUIT"]
+    assert of(events, AuthUserSeen) == [AuthUserSeen(4, "LOGIN", "bob")]
+    assert answered(events) == [
+        ("AUTH", 334),
+        ("AUTH", 334),
+        ("AUTH", 535),
+        ("QUIT", 221),
+    ]
+    assert "d3Jvbmc" not in repr(events) and "wrong" not in repr(events)
+
+
+def test_auth_cancelled_with_star() -> None:
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"*\r\n"),
+            (S, b"501 5.7.0 cancelled\r\n"),
+        ]
+    )
+    assert of(events, AuthResponseSeen) == [AuthResponseSeen(4, 0, True)]
+    assert of(events, AuthUserSeen) == []
+
+
+def test_one_sided_auth_login_never_turns_the_password_into_a_command() -> None:
+    events = run([(C, b"EHLO c\r\nAUTH LOGIN\r\nYm9i\r\nc2VjcmV0\r\nQUIT\r\n")])
+    assert verbs(events) == ["EHLO", "AUTH", "QUIT"]
+    assert "c2VjcmV0" not in repr(events)
+
+
+def test_starttls_then_tls_bytes_are_counted_not_parsed() -> None:
+    parser = SmtpParser()
+    events = parser.feed_server(b"220 mx\r\n", 1)
+    events += parser.feed_client(b"STARTTLS\r\n", 2)
+    events += parser.feed_server(b"220 2.0.0 Ready to start TLS\r\n", 3)
+    events += parser.feed_client(b"\x16\x03\x01\x00\x05hello", 4)
+    events += parser.feed_server(b"\x16\x03\x03\x00\x02hi", 5)
+    events += parser.close(6)
+    assert of(events, TlsStarted) == [TlsStarted(3, False)]
+    assert (parser.tls_client_bytes, parser.tls_server_bytes) == (10, 7)
+    assert anomalies(events) == []
+
+
+def test_starttls_injection_both_directions() -> None:
+    # The class of Postfix CVE-2011-0411: commands pipelined after STARTTLS.
+    parser = SmtpParser()
+    events = parser.feed_server(b"220 mx\r\n", 1)
+    events += parser.feed_client(b"STARTTLS\r\nRSET\r\n", 2)
+    events += parser.feed_server(b"220 go ahead\r\n250 injected\r\n", 3)
+    kinds = [(e.kind, e.detail) for e in of(events, AnomalySeen)]
+    assert kinds == [
+        ("starttls_client_injection", "6 bytes before the 220: RSET\\r\\n"),
+        ("starttls_server_injection", "14 bytes after the 220: 250 injected\\r\\n"),
+    ]
+
+
+def test_starttls_refused_keeps_parsing_commands() -> None:
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"454 4.7.0 TLS not available\r\n"),
+            (C, b"QUIT\r\n"),
+            (S, b"221 bye\r\n"),
+        ]
+    )
+    assert of(events, TlsStarted) == []
+    assert answered(events) == [("STARTTLS", 454), ("QUIT", 221)]
+
+
+def test_implicit_tls_port_and_plaintext_on_it() -> None:
+    tls = run([(C, b"\x16\x03\x01\x00\x01x"), (S, b"\x16\x03\x03")], implicit_tls=True)
+    assert of(tls, TlsStarted) == [TlsStarted(1, True)]
+    plain = run(
+        [(S, b"220 mx\r\n"), (C, b"QUIT\r\n"), (S, b"221 bye\r\n")], implicit_tls=True
+    )
+    assert anomalies(plain) == ["plaintext_on_tls_port"]
+    assert verbs(plain) == ["QUIT"]
+
+
+def test_tls_sent_to_a_plain_port() -> None:
+    events = run([(S, b"220 mx\r\n"), (C, b"\x16\x03\x01\x02\x00\x01\x00")])
+    assert anomalies(events) == ["tls_on_plain_port"]
+    assert of(events, TlsStarted) == [TlsStarted(2, True)]
+    assert verbs(events) == []
+
+
+def test_lf_only_lines_are_accepted_and_flagged() -> None:
+    events = run(
+        [
+            (S, b"220 mx\n"),
+            (C, b"helo c\n"),
+            (S, b"250 ok\n"),
+            (C, b"data\n"),
+            (S, b"354 go\n"),
+            (C, b"Subject: s\n\nbody\n.\n"),
+            (S, b"250 ok\n"),
+        ]
+    )
+    assert verbs(events) == ["HELO", "DATA"]
+    assert of(events, MessageEnded)[0].size == len(b"Subject: s\n\nbody\n")
+    assert anomalies(events) == ["bare_lf", "bare_lf"]  # once per direction
+
+
+def test_bare_lf_dot_inside_a_crlf_body_does_not_end_it() -> None:
+    # The SMTP smuggling shape: <LF>.<CR><LF> inside a CRLF message.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 go\r\n"),
+            (C, b"a\n.\r\nMAIL FROM:<x@y>\r\n\r\n.\r\n"),
+            (S, b"250 ok\r\n"),
+        ]
+    )
+    assert verbs(events) == ["DATA"]
+    assert anomalies(events) == ["bare_lf_dot_line"]
+
+
+def test_early_talker_and_reply_without_command() -> None:
+    events = run(
+        [
+            (C, b"EHLO fast\r\n"),
+            (S, b"220 mx\r\n250 mx\r\n"),
+            (S, b"250 unsolicited\r\n"),
+        ]
+    )
+    assert anomalies(events) == ["early_talker", "reply_without_command"]
+    assert answered(events) == [("EHLO", 250), (None, 250)]
+
+
+def test_over_long_command_line_is_flagged_and_bounded() -> None:
+    events = run([(S, b"220 mx\r\n"), (C, b"NOOP " + b"x" * 600 + b"\r\n")])
+    assert anomalies(events) == ["line_too_long", "no_reply"]
+    huge = run([(S, b"220 mx\r\n"), (C, b"X" * 40_000), (C, b"\r\nQUIT\r\n")])
+    assert anomalies(huge) == ["line_truncated", "line_too_long", "no_reply"]
+    assert verbs(huge) == ["X" * 16384, "QUIT"]
+
+
+def test_unknown_verbs_kept_verbatim_and_case_insensitive_known_verbs() -> None:
+    events = run([(S, b"220 mx\r\n"), (C, b"mail from:<a@b>\r\nXyZZy now\r\n")])
+    commands = of(events, CommandSeen)
+    assert [(c.verb, c.argument, c.known) for c in commands] == [
+        ("MAIL", "from:<a@b>", True),
+        ("XyZZy", "now", False),
+    ]
+
+
+def test_client_gap_resumes_at_the_next_line() -> None:
+    parser = SmtpParser()
+    events = parser.feed_server(b"220 mx\r\n", 1)
+    events += parser.feed_client(b"NOOP\r\nRCPT TO:<lo", 2)
+    events += parser.client_gap(10, 3)
+    events += parser.feed_client(b"st>\r\nQUIT\r\n", 4)
+    assert verbs(events) == ["NOOP", "QUIT"]
+
+
+def test_gap_inside_a_message_marks_it_incomplete() -> None:
+    parser = SmtpParser()
+    events = parser.feed_server(b"220 mx\r\n", 1)
+    events += parser.feed_client(b"DATA\r\n", 2)
+    events += parser.feed_server(b"354 go\r\n", 3)
+    events += parser.feed_client(b"abc\r\n", 4)
+    events += parser.client_gap(100, 5)
+    events += parser.feed_client(b"def\r\n.\r\n", 6)
+    assert of(events, MessageEnded) == [MessageEnded(6, 110, (), False)]
+
+
+def test_missing_greeting_when_capture_starts_mid_connection() -> None:
+    events = run([(C, b"RCPT TO:<a@b>\r\n"), (S, b"250 ok\r\n")])
+    assert of(events, GreetingSeen) == []
+    assert anomalies(events) == ["greeting_missing"]
+    assert answered(events) == [("RCPT", 250)]
+
+
+CONVERSATION = [
+    (S, b"220 mx ESMTP\r\n"),
+    (C, b"EHLO c\r\n"),
+    (S, b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n"),
+    (C, b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"),
+    (S, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+    (C, b"Subject: s\r\n\r\n..x\r\n.\r\nBDAT 5 LAST\r\n12345QUIT\r\n"),
+    (S, b"250 queued\r\n250 ok\r\n221 bye\r\n"),
+]
+
+
+def _without_ts(events: list[SmtpEvent]) -> list[tuple[str, object]]:
+    shown = []
+    for e in events:
+        fields = {k: getattr(e, k) for k in e.__slots__ if k != "ts"}  # type: ignore[attr-defined]
+        shown.append((type(e).__name__, fields))
+    return shown
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_segmentation_gives_the_same_events(data: st.DataObject) -> None:
+    whole = _without_ts(run(CONVERSATION))
+    steps: list[tuple[str, bytes]] = []
+    for side, chunk in CONVERSATION:
+        cuts = sorted(
+            data.draw(
+                st.lists(
+                    st.integers(1, max(1, len(chunk) - 1)), max_size=4, unique=True
+                )
+            )
+        )
+        start = 0
+        for cut in [*cuts, len(chunk)]:
+            if cut > start:
+                steps.append((side, chunk[start:cut]))
+                start = cut
+    assert _without_ts(run(steps)) == whole
