@@ -82,6 +82,7 @@ class TransactionRecord:
     status: str = "incomplete"  # accepted, rejected, reset, incomplete
     end: int | None = None
     tls: bool = False
+    message_complete: bool = True  # false when a gap or close cut the content
 
 
 @dataclass(slots=True)

@@ -128,6 +128,7 @@ TRANSACTIONS: tuple[Column, ...] = (
     Column("status", _S, "accepted, rejected, reset or incomplete"),
     Column("end", _T, "when the transaction ended; missing if it did not"),
     Column("tls", _B, "whether the transaction ran inside TLS"),
+    Column("message_complete", _B, "false when part of the content was never seen"),
 )
 
 COMMANDS: tuple[Column, ...] = (

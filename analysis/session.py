@@ -317,8 +317,7 @@ class SessionBuilder:
             column = _HEADER_COLUMNS.get(name)
             if column is not None and getattr(txn, column) is None:
                 setattr(txn, column, value)
-        if not event.complete:
-            txn.status = "incomplete"
+        txn.message_complete = event.complete
 
     def _on_message_reply(self, data_index: int, reply: Reply, ts: int) -> None:
         txn = self._txn_of.get(data_index) or self._message_txn
@@ -330,12 +329,7 @@ class SessionBuilder:
         txn.data_code = reply.code
         txn.queue_id = queue_id(reply.text) if reply.klass == 2 else None
         txn.data_duration_s = _seconds(ts, self._message_start or None)
-        # A message the capture saw only in part keeps "incomplete" even
-        # when the server took it: the row does not describe all of it.
-        if reply.klass != 2:
-            txn.status = "rejected"
-        elif txn.status != "incomplete":
-            txn.status = "accepted"
+        txn.status = "accepted" if reply.klass == 2 else "rejected"
         if reply.klass == 2:
             self.session.messages_accepted += 1
         self._message_txn = None
