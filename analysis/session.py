@@ -62,9 +62,15 @@ def session_id(conn: Connection) -> str:
     return "S" + base64.b32encode(digest).decode().lower()
 
 
+def _valid_chunk(argument: str) -> bool:
+    parts = argument.split()
+    size_ok = bool(parts) and parts[0].isascii() and parts[0].isdigit()
+    return size_ok and (len(parts) == 1 or _is_last_chunk(argument))
+
+
 def _is_last_chunk(argument: str) -> bool:
     parts = argument.split()
-    return len(parts) > 1 and parts[1].upper() == "LAST"
+    return len(parts) == 2 and parts[1].upper() == "LAST"
 
 
 def _seconds(later: int | None, earlier: int | None) -> float | None:
@@ -268,7 +274,10 @@ class SessionBuilder:
             # RFC 3030 2: every chunk gets a reply; a refused chunk ends the
             # message, and the reply to the LAST chunk is its verdict.
             txn = self._txn_of.get(event.command_index)
-            settles = reply.klass != 2 or _is_last_chunk(row.argument)
+            # A BDAT refused for its syntax carried no chunk: the
+            # transaction goes on (Postfix answers 521 and keeps it).
+            valid = _valid_chunk(row.argument)
+            settles = valid and (reply.klass != 2 or _is_last_chunk(row.argument))
             if txn is not None and txn.end is None and settles:
                 self._settle_message(txn, reply, event.ts)
 

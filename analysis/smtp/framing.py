@@ -70,6 +70,8 @@ class DataBody:
         buf = self._carry + data[start:] if self._carry else data[start:]
         carried = len(self._carry)
         self._carry = b""
+        if self._strict and self.raw_bytes == 0 and not carried:
+            self._choose_line_ending(buf)
 
         end_at, body_len = self._find_end(buf)
         if end_at < 0:
@@ -80,6 +82,17 @@ class DataBody:
             self._carry = buf[body_len:]
             return -1
         return start + end_at - carried
+
+    def _choose_line_ending(self, buf: bytes) -> None:
+        """A body whose first line ends in a bare LF is an LF-only body.
+
+        Some clients send CRLF commands but LF-only content, and servers that
+        accept it end such a message at LF "." LF. A smuggling attempt looks
+        different: its first lines end in CRLF, so it stays strict.
+        """
+        first = buf.find(b"\n")
+        if first == 0 or (first > 0 and buf[first - 1] != 0x0D):
+            self._strict = False
 
     def _find_end(self, buf: bytes) -> tuple[int, int]:
         """(offset after the end line, body length before it) or (-1, 0)."""

@@ -76,6 +76,10 @@ _AFTER_REPLY: dict[tuple[str, int], ClientMode] = {
     ("AUTH", 3): ClientMode.AUTH_ANSWER,
 }
 _BLOCKING = frozenset({"DATA", "STARTTLS", "AUTH"})
+# RFC 2920 3.1: commands that can only be last in a pipelined group.
+_GROUP_ENDERS = frozenset(
+    {"EHLO", "HELO", "LHLO", "DATA", "VRFY", "EXPN", "TURN", "QUIT", "NOOP"} | _BLOCKING
+)
 
 
 @dataclass(slots=True)
@@ -326,6 +330,8 @@ class SmtpParser:
     def _command(
         self, verb: str, argument: str, known: bool, ts: int, out: list[SmtpEvent]
     ) -> None:
+        if self._server_spoke and not self._server_tls:
+            self._close_unterminated_reply(ts, out)
         index = self._command_index
         self._command_index += 1
         pipelined = bool(self._pending) and self._server_spoke
@@ -617,6 +623,35 @@ class SmtpParser:
         waiting = self._pending.popleft()
         out.append(ReplySeen(ts, reply, waiting.index, waiting.answers))
         self._after_reply(waiting, reply, ts, out)
+
+    def _close_unterminated_reply(self, ts: int, out: list[SmtpEvent]) -> None:
+        """The client moved on while the server's reply looked unfinished.
+
+        A client waits for the greeting, and RFC 2920 3.1 lets EHLO, DATA,
+        VRFY, EXPN, TURN, QUIT and NOOP only end a pipelined group; a client
+        that sends a command after one of them has seen the whole reply, so
+        the server never sent the line ending or the last "ddd " line.
+        """
+        waiting = not self._greeting_seen or (
+            bool(self._pending) and self._pending[0].answers in _GROUP_ENDERS
+        )
+        if not waiting:
+            return
+        partial = self._sbuf.rstrip(b"\r")
+        parsed = parse_reply_line(wire_text(partial)) if partial else None
+        if parsed is not None and not parsed[1]:
+            self._sbuf = b""
+            self._anomaly(out, ts, "unterminated_reply", "reply line without CRLF")
+            self._server_line(partial, ts, out)
+            return
+        if self._reply_lines:
+            code = self._reply_code
+            self._anomaly(
+                out, ts, "unterminated_reply", f"{code} reply had no last line"
+            )
+            lines = tuple(self._reply_lines)
+            self._reply_lines = []
+            self._reply(Reply(code, enhanced_code(lines[0], code), lines), ts, out)
 
     def _is_greeting(self, reply: Reply) -> bool:
         if not self._pending:

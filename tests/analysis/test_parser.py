@@ -350,12 +350,42 @@ def test_bare_lf_dot_inside_a_crlf_body_does_not_end_it() -> None:
             (S, b"220 mx\r\n"),
             (C, b"DATA\r\n"),
             (S, b"354 go\r\n"),
-            (C, b"a\n.\r\nMAIL FROM:<x@y>\r\n\r\n.\r\n"),
+            (C, b"Subject: s\r\n\r\na\n.\r\nMAIL FROM:<x@y>\r\n\r\n.\r\n"),
             (S, b"250 ok\r\n"),
         ]
     )
     assert verbs(events) == ["DATA"]
     assert anomalies(events) == ["bare_lf_dot_line"]
+
+
+def test_lf_only_body_after_crlf_commands_ends_at_lf_dot_lf() -> None:
+    # Seen from a Windows client to Sendmail: CRLF commands, LF-only content.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 go\r\n"),
+            (C, b"Subject: s\n\nbody\n.\nQUIT\r\n"),
+            (S, b"250 ok\r\n221 bye\r\n"),
+        ]
+    )
+    assert verbs(events) == ["DATA", "QUIT"]
+    assert answered(events)[-2:] == [(".", 250), ("QUIT", 221)]
+
+
+def test_reply_without_line_ending_is_closed_when_the_client_moves_on() -> None:
+    events = run(
+        [
+            (S, b"220 mx ESMTP"),  # no CRLF
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n"),  # no last line
+            (C, b"MAIL FROM:<a@b>\r\n"),
+            (S, b"250 ok\r\n"),
+        ]
+    )
+    assert of(events, GreetingSeen)[0].reply.code == 220
+    assert answered(events) == [("EHLO", 250), ("MAIL", 250)]
+    assert anomalies(events) == ["unterminated_reply", "unterminated_reply"]
 
 
 def test_early_talker_and_reply_without_command() -> None:
