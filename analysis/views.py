@@ -1,0 +1,249 @@
+"""Terminal views of the tables: a summary panel and a table of sessions.
+
+Everything that came off the wire reaches rich only as a ``Text`` built by
+``analysis.escape.terminal_text``: never as a markup string, so neither
+control characters nor ``[bold]``-style markup from a peer can change what
+the terminal shows. Labels and numbers made here are ``Text`` as well, so
+there is no string cell anywhere for rich to interpret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from rich.console import Console, Group, JustifyMethod, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from analysis.escape import terminal_text
+from analysis.tables import SmtpTables
+
+MISSING = "-"
+
+# Header, alignment and minimum width of each column of the session table.
+# Times, flags and counts keep their width (a minimum); addresses and names
+# from the wire (no minimum) give way, with an ellipsis, on a narrow terminal.
+_SESSION_COLUMNS: tuple[tuple[str, JustifyMethod, int], ...] = (
+    ("start (UTC)", "left", 19),
+    ("client", "left", 0),
+    ("server", "left", 0),
+    ("helo", "left", 0),
+    ("tls", "left", 8),
+    ("auth", "left", 0),
+    ("mails", "right", 5),
+    ("accepted", "right", 8),
+    ("close", "left", 0),
+    ("anomalies", "right", 9),
+)
+
+# Shorter words for the session builder's AUTH results.
+_AUTH_RESULTS = {"success": "ok", "failure": "failed", "no_reply": "no reply"}
+REPLY_CLASSES = ("2xx", "3xx", "4xx", "5xx", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The numbers of the summary panel, computed apart from their layout."""
+
+    captures: int
+    packets: int
+    errors: int
+    sessions: int
+    transactions: int
+    messages_accepted: int
+    tls_sessions: int
+    auth_successes: int  # sessions whose last AUTH succeeded
+    auth_failures: int  # refused AUTH commands, all sessions together
+    # Greetings and replies to commands, by first digit; "other" holds codes
+    # outside 200-599, which RFC 5321 4.2.1 does not define.
+    reply_classes: dict[str, int] = field(default_factory=dict)
+    top_clients: list[tuple[str, int]] = field(default_factory=list)
+
+
+def summarize(tables: SmtpTables, top: int = 5) -> Summary:
+    sessions = tables.sessions
+    codes = pd.concat(
+        [sessions["greeting_code"], tables.commands["reply_code"]], ignore_index=True
+    ).dropna()
+    return Summary(
+        captures=tables.stats.captures,
+        packets=tables.stats.packets,
+        errors=len(tables.stats.errors),
+        sessions=len(sessions),
+        transactions=len(tables.transactions),
+        messages_accepted=int(sessions["messages_accepted"].sum()),
+        tls_sessions=int((sessions["tls"] != "none").sum()),
+        auth_successes=int((sessions["auth_result"] == "success").sum()),
+        auth_failures=int(sessions["auth_failures"].sum()),
+        reply_classes=_reply_classes(int(code) for code in codes),
+        top_clients=_top_clients(sessions, top),
+    )
+
+
+def summary_panel(summary: Summary) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows: list[tuple[str, Text]] = [
+        ("captures", _count_text(summary.captures)),
+        ("packets", _count_text(summary.packets)),
+        ("sessions", _count_text(summary.sessions)),
+        ("transactions", _count_text(summary.transactions)),
+        ("messages accepted", _count_text(summary.messages_accepted)),
+        ("replies", _reply_text(summary.reply_classes)),
+        ("TLS", _share_text(summary.tls_sessions, summary.sessions)),
+        ("AUTH", _auth_text(summary)),
+        ("top clients", _clients_text(summary.top_clients)),
+    ]
+    if summary.errors:
+        rows.insert(2, ("damaged inputs", Text(str(summary.errors), style="red")))
+    for label, value in rows:
+        grid.add_row(Text(label), value)
+    return Panel(grid, title=Text("smtpscope summary"), expand=False)
+
+
+def sessions_table(sessions: pd.DataFrame, limit: int | None = 20) -> Table:
+    """One row per session, the first ``limit`` of them (all for ``None``)."""
+    shown = sessions if limit is None else sessions.head(limit)
+    table = Table(
+        title=Text("sessions"),
+        box=None,
+        padding=(0, 1, 0, 0),  # one space between columns, none at the edges
+        pad_edge=False,
+        header_style="bold underline",
+    )
+    for header, justify, min_width in _SESSION_COLUMNS:
+        if min_width:
+            table.add_column(
+                Text(header), justify=justify, min_width=min_width, no_wrap=True
+            )
+        else:
+            table.add_column(Text(header), justify=justify, overflow="ellipsis")
+
+    for row in shown.to_dict("records"):
+        table.add_row(*_session_cells(row))
+    hidden = len(sessions) - len(shown)
+    if hidden:
+        table.caption = Text(f"… and {hidden:,} more")
+    return table
+
+
+def _session_cells(row: Mapping[Hashable, Any]) -> list[Text]:
+    anomalies = int(row["anomalies"])
+    return [
+        Text(_format_start(row["start"])),
+        terminal_text(row["client_ip"]),
+        terminal_text(_endpoint(row["server_ip"], row["server_port"])),
+        terminal_text(_optional(row["helo"]), missing=MISSING),
+        terminal_text(row["tls"]),
+        _auth_cell(_optional(row["auth_mechanism"]), _optional(row["auth_result"])),
+        Text(f"{row['transactions']:,}"),
+        Text(f"{row['messages_accepted']:,}"),
+        terminal_text(row["close"]),
+        Text(f"{anomalies:,}", style="yellow" if anomalies else ""),
+    ]
+
+
+def report(
+    tables: SmtpTables, *, limit: int | None = 20, summary: bool = True
+) -> Group:
+    """Summary panel (unless ``summary`` is false) above the session table."""
+    parts: list[RenderableType] = []
+    if summary:
+        parts.append(summary_panel(summarize(tables)))
+    if len(tables.sessions):
+        parts.append(sessions_table(tables.sessions, limit))
+    return Group(*parts)
+
+
+def print_report(
+    console: Console,
+    tables: SmtpTables,
+    *,
+    limit: int | None = 20,
+    summary: bool = True,
+) -> None:
+    console.print(report(tables, limit=limit, summary=summary))
+
+
+def _reply_classes(codes: Iterable[int]) -> dict[str, int]:
+    counts = dict.fromkeys(REPLY_CLASSES, 0)
+    for code in codes:
+        key = f"{code // 100}xx" if 200 <= code <= 599 else "other"
+        counts[key] += 1
+    return counts
+
+
+def _top_clients(sessions: pd.DataFrame, top: int) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for ip in sessions["client_ip"].dropna():
+        counts[ip] = counts.get(ip, 0) + 1
+    # Ties broken by address so the panel does not change from run to run.
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return ranked[:top]
+
+
+def _count_text(value: int) -> Text:
+    return Text(f"{value:,}")
+
+
+def _share_text(part: int, whole: int) -> Text:
+    if not whole:
+        return Text(MISSING)
+    return Text(f"{part:,} of {whole:,} sessions ({100 * part / whole:.0f}%)")
+
+
+def _reply_text(classes: dict[str, int]) -> Text:
+    shown = [f"{name} {count:,}" for name, count in classes.items()]
+    if not classes.get("other"):
+        shown = shown[:-1]
+    return Text("  ".join(shown))
+
+
+def _auth_text(summary: Summary) -> Text:
+    text = Text(f"{summary.auth_successes:,} succeeded, ")
+    text.append(
+        f"{summary.auth_failures:,} failed attempts",
+        style="red" if summary.auth_failures else "",
+    )
+    return text
+
+
+def _clients_text(clients: list[tuple[str, int]]) -> Text:
+    if not clients:
+        return Text(MISSING)
+    text = Text()
+    for i, (ip, count) in enumerate(clients):
+        if i:
+            text.append(", ")
+        text.append_text(terminal_text(ip))
+        text.append(f" ({count:,})")
+    return text
+
+
+def _auth_cell(mechanism: str | None, result: str | None) -> Text:
+    if mechanism is None and result is None:
+        return Text(MISSING, style="dim")
+    text = terminal_text(mechanism or "?")
+    if result is not None:
+        text.append(" ")
+        start = len(text)
+        text.append_text(terminal_text(_AUTH_RESULTS.get(result, result)))
+        text.stylize("green" if result == "success" else "red", start)
+    return text
+
+
+def _endpoint(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _format_start(start: pd.Timestamp) -> str:
+    return start.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _optional(value: object) -> str | None:
+    return None if value is None or value is pd.NA else str(value)

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pytest
+from rich.console import Console
+
+from analysis import pipeline
+from analysis.records import SessionResult
+from analysis.tables import SmtpTables, TableBuilder, empty_tables
+from analysis.views import print_report, summarize
+from tests.analysis.table_samples import MARKUP_HELO, sample_results, twin_session
+
+
+def build(
+    results: list[SessionResult], stats: pipeline.RunStats | None = None
+) -> SmtpTables:
+    builder = TableBuilder(stats)
+    builder.add_all(results)
+    return builder.build()
+
+
+def render(tables: SmtpTables, *, limit: int | None = 20, summary: bool = True) -> str:
+    console = Console(
+        file=io.StringIO(),
+        record=True,
+        width=120,
+        force_terminal=True,
+        color_system=None,
+    )
+    print_report(console, tables, limit=limit, summary=summary)
+    return console.export_text()
+
+
+@pytest.fixture
+def tables() -> SmtpTables:
+    return build(sample_results(), pipeline.RunStats(captures=1, packets=1234))
+
+
+def test_summary_numbers(tables: SmtpTables) -> None:
+    summary = summarize(tables)
+    assert (summary.captures, summary.packets, summary.errors) == (1, 1234, 0)
+    assert (summary.sessions, summary.transactions, summary.messages_accepted) == (
+        3,
+        3,
+        1,
+    )
+    # Greetings 220 and 554; replies 250 x3, 550 and 535; two commands unanswered.
+    assert summary.reply_classes == {"2xx": 4, "3xx": 0, "4xx": 0, "5xx": 3, "other": 0}
+    assert summary.tls_sessions == 1
+    assert (summary.auth_successes, summary.auth_failures) == (1, 3)
+    assert summary.top_clients == [("192.0.2.10", 2), ("203.0.113.7", 1)]
+
+
+def test_summary_panel_content(tables: SmtpTables) -> None:
+    text = render(tables)
+    assert "smtpscope summary" in text
+    assert "1,234" in text
+    assert "2xx 4  3xx 0  4xx 0  5xx 3" in text
+    assert "other" not in text
+    assert "1 of 3 sessions (33%)" in text
+    assert "1 succeeded, 3 failed attempts" in text
+    assert "192.0.2.10 (2), 203.0.113.7 (1)" in text
+    assert "damaged inputs" not in text
+
+
+def test_summary_of_nothing() -> None:
+    text = render(empty_tables(pipeline.RunStats(captures=1, errors=["bad"])))
+    assert "damaged inputs" in text
+    assert "sessions           0" in text
+    assert "TLS                -" in text
+    assert "start (UTC)" not in text  # no empty session table
+
+
+def test_session_table_rows(tables: SmtpTables) -> None:
+    lines = render(tables, summary=False).splitlines()
+    header = next(line for line in lines if line.startswith("start (UTC)"))
+    for column in ("client", "server", "helo", "tls", "auth", "mails", "accepted"):
+        assert column in header
+    rows = [line for line in lines if line.startswith("2024-")]
+    assert len(rows) == 3
+    assert rows[0].startswith("2024-01-02 03:03:55 203.0.113.7")
+    assert "LOGIN failed" in rows[0]
+    assert "PLAIN ok" in rows[2]
+    assert "starttls" in rows[2]
+    assert "smtpscope summary" not in "\n".join(lines)
+
+
+def test_session_table_is_truncated(tables: SmtpTables) -> None:
+    text = render(tables, limit=1)
+    assert len([line for line in text.splitlines() if line.startswith("2024-")]) == 1
+    assert "… and 2 more" in text
+    assert "more" not in render(tables, limit=None)
+
+
+def test_escape_sequences_from_the_wire_are_shown_escaped(tables: SmtpTables) -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=120, force_terminal=True)
+    print_report(console, tables)
+    written = out.getvalue()
+    assert "\x1b[31mred" not in written  # the peer's ESC never reaches the terminal
+    assert "evil\\x1b[31m" in written
+
+
+def test_markup_from_the_wire_is_shown_literally() -> None:
+    session = twin_session()
+    session = dataclasses.replace(
+        session,
+        session=dataclasses.replace(session.session, helo=MARKUP_HELO[:10]),
+    )
+    text = render(build([session]))
+    assert "[bold]shou" in text
