@@ -1,0 +1,403 @@
+"""From a captured frame to the TCP segment inside it, if it is one we watch.
+
+``decode_tcp`` walks link layer, IP and TCP headers over the raw bytes with
+precompiled ``struct`` readers and slicing. It runs once per packet of the
+capture, so nothing is built for a packet that turns out not to be TCP on a
+watched port: such packets only bump a counter in ``DecodeStats``.
+
+What it does not do: reassemble IP fragments (RFC 791 3.2, RFC 8200 4.5).
+A fragmented segment on a watched port is counted and skipped, and the
+reassembler later sees the hole as a gap.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass, fields
+from typing import Any, Final, NamedTuple
+
+SMTP_PORTS: Final = frozenset({25, 465, 587, 2525})
+
+# TCP header flags (RFC 9293 3.1).
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+URG: Final = 0x20
+
+# LINKTYPE_* values (tcpdump.org link-layer header types).
+LINKTYPE_NULL: Final = 0
+LINKTYPE_ETHERNET: Final = 1
+LINKTYPE_RAW: Final = 101
+LINKTYPE_LOOP: Final = 108
+LINKTYPE_LINUX_SLL: Final = 113
+LINKTYPE_IPV4: Final = 228
+LINKTYPE_IPV6: Final = 229
+LINKTYPE_LINUX_SLL2: Final = 276
+# DLT_RAW's value before libpcap settled on 101; 12 and 14 both mean raw IP
+# on every platform but OpenBSD, whose captures use LINKTYPE_LOOP anyway.
+_RAW_IP_TYPES: Final = frozenset({LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6})
+
+_IP_ETHERTYPES: Final = frozenset({0x0800, 0x86DD})  # IPv4, IPv6
+# 802.1Q, 802.1ad and the pre-standard Q-in-Q tag.
+_VLAN_TPIDS: Final = frozenset({0x8100, 0x88A8, 0x9100})
+
+# Address families in the 4-byte header of BSD loopback captures.
+# AF_INET6 differs by system: 24 NetBSD/OpenBSD, 28 FreeBSD, 30 macOS.
+_AF_INET: Final = 2
+_AF_INET6: Final = frozenset({24, 28, 30})
+
+_PROTO_TCP: Final = 6
+# IPv6 extension headers we step over (RFC 8200 4; RFC 4302 2 for AH).
+_V6_HOP_BY_HOP: Final = 0
+_V6_ROUTING: Final = 43
+_V6_FRAGMENT: Final = 44
+_V6_AH: Final = 51
+_V6_NO_NEXT: Final = 59
+_V6_DEST_OPTS: Final = 60
+_V6_EXTENSIONS: Final = frozenset(
+    {_V6_HOP_BY_HOP, _V6_ROUTING, _V6_FRAGMENT, _V6_AH, _V6_DEST_OPTS}
+)
+
+# Link-layer results that are not an offset.
+_NOT_IP: Final = -1
+_SHORT: Final = -2
+_UNKNOWN_LINK: Final = -3
+
+_U16 = struct.Struct(">H").unpack_from
+_U32 = struct.Struct(">I").unpack_from
+_V4_FIELDS = struct.Struct(">H2xH1xB").unpack_from  # total length, frag, protocol
+_PORTS = struct.Struct(">HH").unpack_from
+_SEQ_ACK = struct.Struct(">IIBB").unpack_from  # seq, ack, data offset, flags
+
+
+class TcpSegment(NamedTuple):
+    """A TCP segment on a watched port. A NamedTuple for speed."""
+
+    src_ip: str
+    dst_ip: str
+    src_port: int
+    dst_port: int
+    seq: int
+    ack: int
+    flags: int  # FIN, SYN, RST, PSH, ACK, URG bits
+    payload: bytes  # what the capture holds of the payload
+    truncated: bool  # the capture cut the payload short
+    missing: int = 0  # payload bytes announced by the IP header but not captured
+
+
+@dataclass(slots=True)
+class DecodeStats:
+    """Why packets were not handed on, by reason, plus what was."""
+
+    tcp: int = 0  # segments returned: TCP on a watched port
+    truncated: int = 0  # of those, payload cut short by the snap length
+    other_port: int = 0  # TCP, neither port watched
+    not_tcp: int = 0  # IP carrying something else (UDP, ICMP, ESP...)
+    not_ip: int = 0  # link layer carrying something else (ARP, LLC...)
+    ip_fragment: int = 0  # first fragment of a watched segment: data lost
+    ip_fragment_later: int = 0  # non-first fragment: no TCP header to read
+    ipv6_no_next_header: int = 0
+    malformed: int = 0  # headers too short or inconsistent
+    unknown_linktype: int = 0  # link type we cannot decode, even with scapy
+    via_scapy: int = 0  # rare link types whose IP layer scapy found
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# Address text is built once per distinct address; captures hold few.
+_TEXT_CACHE_LIMIT: Final = 1 << 16
+_v4_text: dict[bytes, str] = {}
+_v6_text: dict[bytes, str] = {}
+
+
+def _address(raw: bytes) -> str:
+    if len(raw) == 4:
+        text = _v4_text.get(raw)
+        if text is None:
+            text = socket.inet_ntop(socket.AF_INET, raw)
+            if len(_v4_text) < _TEXT_CACHE_LIMIT:
+                _v4_text[raw] = text
+        return text
+    text = _v6_text.get(raw)
+    if text is None:
+        text = socket.inet_ntop(socket.AF_INET6, raw)
+        if len(_v6_text) < _TEXT_CACHE_LIMIT:
+            _v6_text[raw] = text
+    return text
+
+
+def decode_tcp(
+    linktype: int,
+    data: bytes,
+    ports: frozenset[int],
+    stats: DecodeStats | None = None,
+) -> TcpSegment | None:
+    """The TCP segment in ``data`` if either of its ports is in ``ports``.
+
+    Returns None for anything else, counting the reason in ``stats``.
+    """
+    if stats is None:
+        stats = DecodeStats()
+    off = _ip_offset(linktype, data, stats)
+    if off < 0:
+        if off != _UNKNOWN_LINK:
+            return None
+        ip = _scapy_ip(linktype, data)
+        if ip is None:
+            stats.unknown_linktype += 1
+            return None
+        stats.via_scapy += 1
+        data, off = ip, 0
+    if off >= len(data):
+        stats.malformed += 1
+        return None
+    version = data[off] >> 4
+    if version == 4:
+        return _ipv4(data, off, ports, stats)
+    if version == 6:
+        return _ipv6(data, off, ports, stats)
+    stats.malformed += 1
+    return None
+
+
+def _ip_offset(linktype: int, data: bytes, stats: DecodeStats) -> int:
+    """Where the IP header starts, or a negative code.
+
+    Frames that are not IP are counted here; _UNKNOWN_LINK is left to the
+    caller, which may still find IP with scapy.
+    """
+    if linktype == LINKTYPE_ETHERNET:
+        off = _after_tags(data, 12)
+    elif linktype in _RAW_IP_TYPES:
+        return 0
+    elif linktype == LINKTYPE_LINUX_SLL:
+        off = _after_tags(data, 14)
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        off = _sll2(data)
+    elif linktype == LINKTYPE_NULL:
+        off = _bsd_loopback(data, little=data[:2] != b"\0\0")
+    elif linktype == LINKTYPE_LOOP:
+        off = _bsd_loopback(data, little=False)
+    else:
+        return _UNKNOWN_LINK
+    if off == _NOT_IP:
+        stats.not_ip += 1
+    elif off == _SHORT:
+        stats.malformed += 1
+    return off
+
+
+def _after_tags(data: bytes, type_pos: int) -> int:
+    """Offset of the IP header after the EtherType at ``type_pos``.
+
+    Any number of VLAN tags may come first (IEEE 802.1Q, 802.1ad): each is
+    a TPID in the EtherType slot followed by a TCI and the next EtherType.
+    """
+    n = len(data)
+    while type_pos + 2 <= n:
+        ethertype = (data[type_pos] << 8) | data[type_pos + 1]
+        if ethertype in _IP_ETHERTYPES:
+            return type_pos + 2
+        if ethertype not in _VLAN_TPIDS:
+            return _NOT_IP
+        type_pos += 4
+    return _SHORT
+
+
+def _sll2(data: bytes) -> int:
+    """Linux cooked header v2: protocol first, 20 bytes in all."""
+    if len(data) < 20:
+        return _SHORT
+    protocol = (data[0] << 8) | data[1]
+    if protocol in _IP_ETHERTYPES:
+        return 20
+    if protocol in _VLAN_TPIDS:
+        # The tag's TCI and inner EtherType open the payload.
+        return _after_tags(data, 18)
+    return _NOT_IP
+
+
+def _bsd_loopback(data: bytes, *, little: bool) -> int:
+    """BSD loopback: a 4-byte address family, then the IP header.
+
+    LINKTYPE_NULL stores it in the capturing host's byte order, which the
+    file does not record; the family is small, so zeros in the first two
+    bytes mean big-endian. LINKTYPE_LOOP is always big-endian.
+    """
+    if len(data) < 4:
+        return _SHORT
+    family = data[0] if little else _U32(data, 0)[0]
+    if family == _AF_INET or family in _AF_INET6:
+        return 4
+    return _NOT_IP
+
+
+# Link type -> scapy layer class, or None when scapy has none for it.
+_scapy_layers: dict[int, Any] = {}
+
+
+def _scapy_ip(linktype: int, data: bytes) -> bytes | None:
+    """The IP packet scapy finds in a frame of a rare link type, if any.
+
+    scapy is imported only when such a frame first appears: it takes about
+    a second to load and is far slower than the code above, which is fine
+    for the odd PPP or radiotap capture and the reason the common link
+    types never come here.
+    """
+    if linktype not in _scapy_layers:
+        _scapy_layers[linktype] = _scapy_layer_class(linktype)
+    layer_class = _scapy_layers[linktype]
+    if layer_class is None:
+        return None
+    try:
+        from scapy.layers.inet import IP
+        from scapy.layers.inet6 import IPv6
+
+        frame = layer_class(data)
+        layer = frame.getlayer(IP) or frame.getlayer(IPv6)
+        if layer is None:
+            return None
+        raw = layer.original or bytes(layer)
+    except Exception:  # scapy's dissectors raise anything on odd bytes
+        return None
+    return bytes(raw)
+
+
+def _scapy_layer_class(linktype: int) -> Any:
+    try:
+        import scapy.layers.all  # noqa: F401 - registers the link types
+        from scapy.config import conf
+    except ImportError:
+        return None
+    return conf.l2types.num2layer.get(linktype)
+
+
+def _ipv4(
+    data: bytes, off: int, ports: frozenset[int], stats: DecodeStats
+) -> TcpSegment | None:
+    """IPv4 header (RFC 791 3.1) to the TCP segment it carries."""
+    n = len(data)
+    if off + 20 > n:
+        stats.malformed += 1
+        return None
+    total, frag, proto = _V4_FIELDS(data, off + 2)
+    if proto != _PROTO_TCP:
+        stats.not_tcp += 1
+        return None
+    if frag & 0x1FFF:
+        stats.ip_fragment_later += 1
+        return None
+    header_len = (data[off] & 0x0F) << 2
+    if total == 0:
+        # Captured on the sending host before segmentation offload filled
+        # the length in: take what was captured.
+        total = n - off
+    if header_len < 20 or total < header_len:
+        stats.malformed += 1
+        return None
+    return _tcp(
+        data, off + header_len, off + total, off + 12, 4, ports, stats, frag & 0x2000
+    )
+
+
+def _ipv6(
+    data: bytes, off: int, ports: frozenset[int], stats: DecodeStats
+) -> TcpSegment | None:
+    """IPv6 header and extension headers (RFC 8200 3, 4) to the TCP segment."""
+    n = len(data)
+    if off + 40 > n:
+        stats.malformed += 1
+        return None
+    payload_len = _U16(data, off + 4)[0]
+    # Zero is a jumbogram (RFC 2675) or offload; either way use what is there.
+    wire_end = off + 40 + payload_len if payload_len else n
+    end = min(wire_end, n)
+    next_header = data[off + 6]
+    pos = off + 40
+    first_fragment = 0
+    while next_header != _PROTO_TCP:
+        if next_header == _V6_NO_NEXT:
+            stats.ipv6_no_next_header += 1
+            return None
+        if next_header not in _V6_EXTENSIONS:
+            stats.not_tcp += 1
+            return None
+        if pos + 8 > end:  # every extension header is at least 8 bytes
+            stats.malformed += 1
+            return None
+        if next_header in (_V6_HOP_BY_HOP, _V6_ROUTING, _V6_DEST_OPTS):
+            size = (data[pos + 1] + 1) << 3
+        elif next_header == _V6_FRAGMENT:
+            frag = _U16(data, pos + 2)[0]
+            if frag & 0xFFF8:
+                stats.ip_fragment_later += 1
+                return None
+            first_fragment |= frag & 1
+            size = 8
+        else:  # _V6_AH
+            size = (data[pos + 1] + 2) << 2
+        next_header = data[pos]
+        pos += size
+    return _tcp(data, pos, wire_end, off + 8, 16, ports, stats, first_fragment)
+
+
+def _tcp(
+    data: bytes,
+    off: int,
+    wire_end: int,
+    addr_off: int,
+    addr_len: int,
+    ports: frozenset[int],
+    stats: DecodeStats,
+    fragmented: int,
+) -> TcpSegment | None:
+    """TCP header (RFC 9293 3.1) up to ``wire_end``, where the IP packet ends.
+
+    Bytes past ``wire_end`` are link-layer padding and are dropped; a
+    ``wire_end`` past the captured data means the snap length cut it.
+    """
+    end = len(data)
+    if wire_end < end:
+        end = wire_end
+    if off + 20 > end:
+        stats.malformed += 1
+        return None
+    src_port, dst_port = _PORTS(data, off)
+    if src_port not in ports and dst_port not in ports:
+        stats.other_port += 1
+        return None
+    if fragmented:
+        stats.ip_fragment += 1
+        return None
+    seq, ack, data_offset, flags = _SEQ_ACK(data, off + 4)
+    start = off + ((data_offset >> 4) << 2)
+    if start < off + 20 or start > wire_end:
+        stats.malformed += 1
+        return None
+    missing = wire_end - end
+    if start > end:
+        # Options cut by the snap length: the whole payload is missing.
+        missing = wire_end - start
+        start = end
+    stats.tcp += 1
+    if missing:
+        stats.truncated += 1
+    return tuple.__new__(
+        TcpSegment,
+        (
+            _address(data[addr_off : addr_off + addr_len]),
+            _address(data[addr_off + addr_len : addr_off + 2 * addr_len]),
+            src_port,
+            dst_port,
+            seq,
+            ack,
+            flags,
+            data[start:end],
+            missing > 0,
+            missing,
+        ),
+    )

@@ -1,0 +1,248 @@
+"""capture.decode: hand-made frames for each link type and IP variant."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from capture.decode import (
+    ACK,
+    FIN,
+    SMTP_PORTS,
+    SYN,
+    DecodeStats,
+    TcpSegment,
+    decode_tcp,
+)
+from tests.capture.craft import ethernet, ipv4, ipv6, tcp_header, v4_tcp
+
+PAYLOAD = b"EHLO client.example\r\n"
+EXPECTED = TcpSegment(
+    "192.0.2.1", "198.51.100.2", 40000, 25, 1000, 0, 0x18, PAYLOAD, False, 0
+)
+
+
+def decode(linktype: int, frame: bytes) -> tuple[TcpSegment | None, DecodeStats]:
+    stats = DecodeStats()
+    return decode_tcp(linktype, frame, SMTP_PORTS, stats), stats
+
+
+def test_ethernet() -> None:
+    segment, stats = decode(1, ethernet(v4_tcp(payload=PAYLOAD)))
+    assert segment == EXPECTED
+    assert stats.tcp == 1
+
+
+@pytest.mark.parametrize("tpids", [(0x8100,), (0x88A8, 0x8100), (0x9100, 0x8100)])
+def test_ethernet_vlan_tags(tpids: tuple[int, ...]) -> None:
+    segment, _ = decode(1, ethernet(v4_tcp(payload=PAYLOAD), vlans=tpids))
+    assert segment == EXPECTED
+
+
+def test_ethernet_padding_stripped() -> None:
+    # A bare SYN is 40 bytes of IP; Ethernet pads the frame to 60.
+    frame = ethernet(v4_tcp(flags=SYN)) + b"\0" * 6
+    segment, _ = decode(1, frame)
+    assert segment is not None
+    assert segment.payload == b""
+    assert not segment.truncated
+
+
+def test_truncated_by_snap_length() -> None:
+    frame = ethernet(v4_tcp(payload=PAYLOAD))
+    segment, stats = decode(1, frame[:-5])
+    assert segment is not None
+    assert segment.payload == PAYLOAD[:-5]
+    assert segment.truncated and segment.missing == 5
+    assert stats.truncated == 1
+
+
+def test_options_cut_by_snap_length() -> None:
+    header = tcp_header(40000, 25, 7, 0, ACK, options=b"\x01" * 12)
+    frame = ipv4("192.0.2.1", "198.51.100.2", header + PAYLOAD)
+    segment, _ = decode(101, frame[: 20 + 24])
+    assert segment is not None
+    assert segment.payload == b""
+    assert segment.missing == len(PAYLOAD)
+
+
+def test_ipv4_options_honoured() -> None:
+    frame = ipv4(
+        "192.0.2.1",
+        "198.51.100.2",
+        tcp_header(40000, 25, 1000, 0, 0x18) + PAYLOAD,
+        options=b"\x01\x01\x01\x00",
+    )
+    segment, _ = decode(101, frame)
+    assert segment == EXPECTED
+
+
+def test_linux_cooked_v1() -> None:
+    sll = struct.pack(">HHH8sH", 0, 1, 6, b"\2" * 8, 0x0800)
+    segment, _ = decode(113, sll + v4_tcp(payload=PAYLOAD))
+    assert segment == EXPECTED
+
+
+def test_linux_cooked_v2() -> None:
+    sll2 = struct.pack(">HHIHBB8s", 0x86DD, 0, 2, 1, 0, 6, b"\2" * 8)
+    packet = ipv6("2001:db8::1", "2001:db8::2", tcp_header(40000, 587) + PAYLOAD)
+    segment, _ = decode(276, sll2 + packet)
+    assert segment is not None
+    assert (segment.src_ip, segment.dst_ip) == ("2001:db8::1", "2001:db8::2")
+    assert segment.payload == PAYLOAD
+
+
+@pytest.mark.parametrize("linktype", [101, 12, 14, 228])
+def test_raw_ipv4(linktype: int) -> None:
+    segment, _ = decode(linktype, v4_tcp(payload=PAYLOAD))
+    assert segment == EXPECTED
+
+
+def test_raw_ipv6_link_type() -> None:
+    packet = ipv6("2001:db8::1", "2001:db8::2", tcp_header(40000, 25) + PAYLOAD)
+    segment, _ = decode(229, packet)
+    assert segment is not None and segment.payload == PAYLOAD
+
+
+@pytest.mark.parametrize(
+    ("family", "order"),
+    [(2, "<"), (2, ">"), (24, "<"), (28, "<"), (30, "<"), (30, ">")],
+)
+def test_bsd_null(family: int, order: str) -> None:
+    if family == 2:
+        packet = v4_tcp(payload=PAYLOAD)
+    else:
+        packet = ipv6("2001:db8::1", "2001:db8::2", tcp_header(40000, 25) + PAYLOAD)
+    segment, _ = decode(0, struct.pack(order + "I", family) + packet)
+    assert segment is not None and segment.payload == PAYLOAD
+
+
+def test_openbsd_loop() -> None:
+    segment, _ = decode(108, struct.pack(">I", 2) + v4_tcp(payload=PAYLOAD))
+    assert segment == EXPECTED
+
+
+def test_ipv6_extension_headers() -> None:
+    hop_by_hop = b"\0" + b"\x01\x04\0\0\0\0"  # hdr ext len 0, PadN
+    routing = b"\0" + b"\0\0\0\0\0\0"  # type 0, segments left 0
+    fragment = b"\0" + struct.pack(">HI", 0, 7)  # offset 0, M clear: atomic
+    dest_opts = b"\0" + b"\x01\x04\0\0\0\0"
+    auth = b"\x04" + b"\0\0" + b"\0" * 4 + b"\0" * 4 + b"\0" * 12  # 24-byte AH
+    packet = ipv6(
+        "2001:db8::1",
+        "2001:db8::2",
+        tcp_header(40000, 25, 5, 6, ACK | FIN) + PAYLOAD,
+        extensions=[
+            (0, hop_by_hop),
+            (43, routing),
+            (44, fragment),
+            (60, dest_opts),
+            (51, auth),
+        ],
+    )
+    segment, _ = decode(229, packet)
+    assert segment is not None
+    assert (segment.seq, segment.ack, segment.flags) == (5, 6, ACK | FIN)
+    assert segment.payload == PAYLOAD
+
+
+def test_ipv6_no_next_header() -> None:
+    packet = ipv6("2001:db8::1", "2001:db8::2", b"", next_header=59)
+    segment, stats = decode(229, packet)
+    assert segment is None and stats.ipv6_no_next_header == 1
+
+
+def test_ipv6_fragments() -> None:
+    first = b"\0" + struct.pack(">HI", 1, 7)  # offset 0, M set
+    later = b"\0" + struct.pack(">HI", 8 << 3, 7)
+    stats = DecodeStats()
+    for frag, payload in ((first, tcp_header(40000, 25) + PAYLOAD), (later, b"x" * 8)):
+        packet = ipv6("2001:db8::1", "2001:db8::2", payload, extensions=[(44, frag)])
+        assert decode_tcp(229, packet, SMTP_PORTS, stats) is None
+    assert (stats.ip_fragment, stats.ip_fragment_later) == (1, 1)
+
+
+def test_ipv4_fragments() -> None:
+    stats = DecodeStats()
+    whole = tcp_header(40000, 25) + PAYLOAD
+    first = ipv4("192.0.2.1", "198.51.100.2", whole, frag=0x2000)
+    later = ipv4("192.0.2.1", "198.51.100.2", b"x" * 8, frag=0x0003)
+    other_port = ipv4("192.0.2.1", "198.51.100.2", tcp_header(1, 2), frag=0x2000)
+    for packet in (first, later, other_port):
+        assert decode_tcp(101, packet, SMTP_PORTS, stats) is None
+    assert (stats.ip_fragment, stats.ip_fragment_later, stats.other_port) == (1, 1, 1)
+
+
+def test_ipv4_total_length_zero_uses_captured_bytes() -> None:
+    # Captured on the sender before segmentation offload filled it in.
+    packet = ipv4(
+        "192.0.2.1", "198.51.100.2", tcp_header(40000, 25, 1000) + PAYLOAD, total=0
+    )
+    segment, _ = decode(101, packet)
+    assert segment == EXPECTED
+
+
+def test_other_port_returns_none() -> None:
+    segment, stats = decode(1, ethernet(v4_tcp(sport=40000, dport=80, payload=PAYLOAD)))
+    assert segment is None and stats.other_port == 1
+
+
+def test_server_side_port_matches() -> None:
+    segment, _ = decode(1, ethernet(v4_tcp(sport=465, dport=50000)))
+    assert segment is not None and segment.src_port == 465
+
+
+def test_udp_arp_and_garbage_are_counted() -> None:
+    stats = DecodeStats()
+    udp = ipv4("192.0.2.1", "198.51.100.2", b"\0" * 8, proto=17)
+    frames = [
+        (1, ethernet(udp)),
+        (1, ethernet(b"\0" * 28, ethertype=0x0806)),
+        (1, b"\0" * 10),
+        (1, ethernet(b"\x45")),
+        (101, b"\x55" * 30),
+        (0, struct.pack("<I", 7) + udp),
+    ]
+    for linktype, frame in frames:
+        assert decode_tcp(linktype, frame, SMTP_PORTS, stats) is None
+    assert stats.as_dict() == {
+        **DecodeStats().as_dict(),
+        "not_tcp": 1,
+        "not_ip": 2,
+        "malformed": 3,
+    }
+
+
+def test_bad_tcp_data_offset() -> None:
+    header = bytearray(tcp_header(40000, 25) + PAYLOAD)
+    header[12] = 0x30  # 12 bytes: shorter than the fixed header
+    segment, stats = decode(101, ipv4("192.0.2.1", "198.51.100.2", bytes(header)))
+    assert segment is None and stats.malformed == 1
+
+
+def test_unknown_link_type_through_scapy() -> None:
+    # PPP in HDLC-like framing is not decoded here; scapy knows it.
+    ppp = b"\xff\x03\x00\x21" + v4_tcp(payload=PAYLOAD)
+    segment, stats = decode(50, ppp)
+    assert segment == EXPECTED
+    assert stats.via_scapy == 1
+
+
+def test_unknown_link_type_scapy_cannot_read() -> None:
+    segment, stats = decode(147, v4_tcp(payload=PAYLOAD))  # LINKTYPE_USER0
+    assert segment is None and stats.unknown_linktype == 1
+
+
+def test_truncated_headers_never_raise() -> None:
+    frame = ethernet(v4_tcp(payload=PAYLOAD), vlans=(0x8100,))
+    for cut in range(len(frame)):
+        decode(1, frame[:cut])
+    packet = ipv6(
+        "2001:db8::1",
+        "2001:db8::2",
+        tcp_header(40000, 25) + PAYLOAD,
+        extensions=[(0, b"\0" * 7)],
+    )
+    for cut in range(len(packet)):
+        decode(229, packet[:cut])
