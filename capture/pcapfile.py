@@ -1,0 +1,697 @@
+"""Streaming reader for pcap and pcapng captures, plain or gzip-compressed.
+
+``open_capture`` turns a capture file (or ``-`` for standard input) into
+``RawPacket`` records, in file order, without scapy and in bounded memory:
+the file is read in 1 MiB chunks and only the records not yet yielded are
+held, so memory stays within a few chunks plus the largest block (16 MiB)
+whatever the file size.
+
+Invariants:
+- every packet stored before the first damage is yielded; the damage then
+  surfaces as one ``CaptureError`` naming the byte offset of the record that
+  could not be read, and no other exception escapes from bad input;
+- offsets count bytes of the decompressed capture;
+- timestamps are integer nanoseconds since the Unix epoch (UTC).
+
+Formats follow draft-ietf-opsawg-pcap (classic pcap) and
+draft-ietf-opsawg-pcapng (pcapng); gzip follows RFC 1952.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import stat
+import struct
+import sys
+import zlib
+from collections.abc import Callable, Generator, Iterator
+from types import TracebackType
+from typing import Any, BinaryIO, Final, NamedTuple
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE: Final = 1 << 20
+# Larger than any snap length tcpdump or dumpcap writes (262144 is their
+# maximum); a bigger record length means the file is damaged, not that the
+# packet is big.
+MAX_CAPLEN: Final = 262_144
+# pcapng blocks are read whole; none of the block types we read comes close
+# to this, so a bigger length is damage (and the cap bounds memory).
+MAX_BLOCK_LEN: Final = 16 << 20
+
+_NS_PER_S: Final = 1_000_000_000
+# pcap's link-type field carries FCS information in its top bits
+# (draft-ietf-opsawg-pcap 4, "LinkType and additional information").
+_LINKTYPE_MASK: Final = 0x03FF_FFFF
+
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_PCAPNG_SHB: Final = b"\x0a\x0d\x0d\x0a"
+# magic bytes -> (big endian, nanosecond timestamps, record header length)
+_PCAP_MAGICS: Final[dict[bytes, tuple[bool, bool, int]]] = {
+    b"\xd4\xc3\xb2\xa1": (False, False, 16),
+    b"\xa1\xb2\xc3\xd4": (True, False, 16),
+    b"\x4d\x3c\xb2\xa1": (False, True, 16),
+    b"\xa1\xb2\x3c\x4d": (True, True, 16),
+    # Alexey Kuznetzov's patched libpcap: 8 more bytes per record header.
+    b"\x34\xcd\xb2\xa1": (False, False, 24),
+    b"\xa1\xb2\xcd\x34": (True, False, 24),
+}
+# Other containers a user might hand us: say what they are.
+_OTHER_MAGICS: Final[dict[bytes, str]] = {
+    b"\x28\xb5\x2f\xfd": "zstd-compressed",
+    b"\xfd\x37\x7a\x58": "xz-compressed",
+    b"\x42\x5a\x68": "bzip2-compressed",
+    b"\x04\x22\x4d\x18": "lz4-compressed",
+    b"\x50\x4b\x03\x04": "a zip archive",
+}
+
+# pcapng block types (draft-ietf-opsawg-pcapng 4, 10.1).
+_SHB: Final = 0x0A0D0D0A
+_IDB: Final = 0x00000001
+_PB: Final = 0x00000002  # obsolete Packet Block, appendix A
+_SPB: Final = 0x00000003
+_EPB: Final = 0x00000006
+_OPT_END: Final = 0
+_OPT_IF_TSRESOL: Final = 9
+_OPT_IF_TSOFFSET: Final = 14
+
+
+class RawPacket(NamedTuple):
+    """One captured frame. A NamedTuple because a million are built per run."""
+
+    ts: int  # nanoseconds since the Unix epoch, UTC
+    linktype: int  # LINKTYPE_* value of the interface it was captured on
+    data: bytes  # the captured bytes, possibly shorter than wire_len
+    wire_len: int  # length of the frame on the wire
+    offset: int  # byte offset of its record in the (decompressed) capture
+
+
+class CaptureError(Exception):
+    """A capture that cannot be read (further): damaged, not a capture, unreadable.
+
+    ``offset`` is the byte offset in the decompressed capture of the record
+    that could not be read; 0 when the file is not a capture at all.
+    """
+
+    def __init__(
+        self, path: str, offset: int, message: str, *, damaged: bool = True
+    ) -> None:
+        super().__init__(path, offset, message)
+        self.path = path
+        self.offset = offset
+        self.message = message
+        self.damaged = damaged
+
+    def __str__(self) -> str:
+        name = "<stdin>" if self.path == "-" else self.path
+        if self.damaged:
+            return f"{name}: damaged at byte {self.offset}: {self.message}"
+        return f"{name}: {self.message}"
+
+
+class _SourceDamage(Exception):
+    """The bytes under the capture format are bad: a gzip or read error."""
+
+
+class _FileChunks:
+    """Chunks of a file as stored on disk (or of standard input)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.raw_bytes = 0
+
+    def read(self) -> bytes:
+        try:
+            chunk = self._stream.read(CHUNK_SIZE)
+        except OSError as exc:
+            raise _SourceDamage(f"read error: {exc.strerror or exc}") from exc
+        self.raw_bytes += len(chunk)
+        return chunk
+
+
+class _GzipChunks:
+    """Decompressed chunks of a gzip stream (RFC 1952), member after member.
+
+    The gzip framing is read here and zlib inflates the raw deflate data,
+    so that every byte decompressed before a CRC or truncation error is
+    handed on before that error is raised (``gzip.GzipFile`` and zlib's own
+    gzip mode can lose the last output along with the error).
+    """
+
+    def __init__(self, raw: _FileChunks, first: bytes) -> None:
+        self._raw = raw
+        self._carry = first  # compressed bytes read but not yet used
+        self._inflate: Any = None  # zlib's Decompress, while inside a member
+        self._crc = 0
+        self._size = 0
+
+    @property
+    def raw_bytes(self) -> int:
+        return self._raw.raw_bytes
+
+    def read(self) -> bytes:
+        while True:
+            inflate = self._inflate
+            if inflate is None:
+                if not self._start_member():
+                    return b""
+                continue
+            if inflate.eof:
+                self._end_member()
+                continue
+            data = inflate.unconsumed_tail or self._compressed()
+            if not data:
+                raise _SourceDamage("gzip data truncated")
+            try:
+                out: bytes = inflate.decompress(data, CHUNK_SIZE)
+            except zlib.error as exc:
+                raise _SourceDamage(f"gzip data damaged ({exc})") from exc
+            if out:
+                self._crc = zlib.crc32(out, self._crc)
+                self._size += len(out)
+                return out
+
+    def _compressed(self) -> bytes:
+        if self._carry:
+            data, self._carry = self._carry, b""
+            return data
+        return self._raw.read()
+
+    def _gather(self, need: int) -> bool:
+        """Have at least ``need`` bytes in the carry; False at the end."""
+        while len(self._carry) < need:
+            more = self._raw.read()
+            if not more:
+                return False
+            self._carry += more
+        return True
+
+    def _start_member(self) -> bool:
+        """Read a member header (RFC 1952 2.3); False at a clean end."""
+        # Trailing zeros are padding some tools add; gzip(1) ignores them too.
+        while not self._carry.strip(b"\0"):
+            self._carry = self._raw.read()
+            if not self._carry:
+                return False
+        if not self._gather(10):
+            raise _SourceDamage("gzip header truncated")
+        head = self._carry
+        if not head.startswith(_GZIP_MAGIC):
+            raise _SourceDamage("unexpected bytes after the gzip data")
+        if head[2] != 8:
+            raise _SourceDamage(f"gzip compression method {head[2]}, not deflate")
+        flags = head[3]
+        pos = 10
+        if flags & 0x04:  # FEXTRA: a length, then that many bytes
+            if not self._gather(pos + 2):
+                raise _SourceDamage("gzip header truncated")
+            pos += 2 + int.from_bytes(self._carry[pos : pos + 2], "little")
+        for flag in (0x08, 0x10):  # FNAME, FCOMMENT: zero-terminated
+            if flags & flag:
+                pos = self._past_zero(pos)
+        if flags & 0x02:  # FHCRC
+            pos += 2
+        if not self._gather(pos):
+            raise _SourceDamage("gzip header truncated")
+        self._carry = self._carry[pos:]
+        self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._crc = 0
+        self._size = 0
+        return True
+
+    def _past_zero(self, pos: int) -> int:
+        while True:
+            end = self._carry.find(b"\0", pos)
+            if end >= 0:
+                return end + 1
+            if len(self._carry) > pos + (1 << 16):
+                raise _SourceDamage("gzip header field longer than 64 KiB")
+            if not self._gather(len(self._carry) + 1):
+                raise _SourceDamage("gzip header truncated")
+
+    def _end_member(self) -> None:
+        """Check a member's trailer: CRC-32 and size of its data (RFC 1952 2.3.1)."""
+        self._carry = self._inflate.unused_data + self._carry
+        self._inflate = None
+        if not self._gather(8):
+            raise _SourceDamage("gzip data truncated (trailer missing)")
+        crc, size = struct.unpack_from("<II", self._carry, 0)
+        self._carry = self._carry[8:]
+        if crc != self._crc:
+            raise _SourceDamage("gzip CRC check failed")
+        if size != self._size & 0xFFFFFFFF:
+            raise _SourceDamage("gzip length check failed")
+
+
+_Chunks = _FileChunks | _GzipChunks
+
+
+class CaptureReader:
+    """Iterator over the packets of one capture; also a context manager.
+
+    Counters: ``packets_read`` (packets yielded so far), ``bytes_read``
+    (decompressed capture bytes read from the source so far, in whole chunks),
+    ``raw_bytes_read`` (bytes read from the file as stored, for progress
+    against ``size``, the stored size when known). ``format`` is "pcap" or
+    "pcapng" and ``compressed`` tells whether the file was gzip-compressed,
+    both known once iteration has started.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        stream: BinaryIO,
+        *,
+        owns_stream: bool,
+        size: int | None,
+        on_read: Callable[[int], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.size = size
+        self.packets_read = 0
+        self.bytes_read = 0
+        self.format = ""
+        self.compressed = False
+        self._stream = stream
+        self._owns_stream = owns_stream
+        self._on_read = on_read
+        self._file = _FileChunks(stream)
+        self._chunks: _Chunks = self._file
+        self._failure: str | None = None  # a source error, raised after the data
+        self._packets = self._run()
+
+    @property
+    def raw_bytes_read(self) -> int:
+        return self._file.raw_bytes
+
+    def __iter__(self) -> Iterator[RawPacket]:
+        return self
+
+    def __next__(self) -> RawPacket:
+        return next(self._packets)
+
+    def __enter__(self) -> CaptureReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._packets.close()
+        if self._owns_stream:
+            self._stream.close()
+
+    # -- reading chunks -------------------------------------------------
+
+    def _read(self) -> bytes:
+        """The next decompressed chunk; b"" at the end or after a source error."""
+        if self._failure is not None:
+            return b""
+        try:
+            chunk = self._chunks.read()
+        except _SourceDamage as exc:
+            self._failure = str(exc)
+            chunk = b""
+        self.bytes_read += len(chunk)
+        if self._on_read is not None:
+            self._on_read(self._file.raw_bytes)
+        return chunk
+
+    def _refill(self, buf: bytes, pos: int, need: int) -> bytes:
+        """``buf[pos:]`` extended by whole chunks until it holds ``need`` bytes.
+
+        Returns fewer bytes only at the end of the data.
+        """
+        parts = [buf[pos:]]
+        have = len(parts[0])
+        while have < need:
+            chunk = self._read()
+            if not chunk:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        return b"".join(parts)
+
+    def _damage(self, offset: int, message: str) -> CaptureError:
+        # A gzip or read error explains the shortfall better than its symptom.
+        reason = self._failure if self._failure is not None else message
+        return CaptureError(self.path, offset, reason)
+
+    def _not_capture(self, message: str) -> CaptureError:
+        return CaptureError(self.path, 0, message, damaged=False)
+
+    # -- format detection -----------------------------------------------
+
+    def _run(self) -> Generator[RawPacket, None, None]:
+        head = self._refill(b"", 0, 4)
+        if not head:
+            raise self._not_capture("empty file, not a pcap or pcapng file")
+        if head.startswith(_GZIP_MAGIC):
+            # Detected by content, whatever the name says (RFC 1952 2.3.1).
+            self.compressed = True
+            self._chunks = _GzipChunks(self._file, head)
+            self.bytes_read = 0
+            head = self._refill(b"", 0, 4)
+            if not head:
+                if self._failure is not None:
+                    raise self._damage(0, self._failure)
+                raise self._not_capture("empty file inside gzip")
+        magic = head[:4]
+        if magic == _PCAPNG_SHB:
+            self.format = "pcapng"
+            yield from self._pcapng(head)
+            return
+        layout = _PCAP_MAGICS.get(magic)
+        if layout is not None:
+            self.format = "pcap"
+            yield from self._pcap(head, *layout)
+            return
+        if self._failure is not None:
+            raise self._damage(0, self._failure)
+        for other, what in _OTHER_MAGICS.items():
+            if magic.startswith(other):
+                raise self._not_capture(f"{what}, not a pcap or pcapng file")
+        raise self._not_capture("not a pcap or pcapng file")
+
+    # -- classic pcap ---------------------------------------------------
+
+    def _pcap(
+        self, buf: bytes, big: bool, nano: bool, header_len: int
+    ) -> Iterator[RawPacket]:
+        order = ">" if big else "<"
+        buf = self._refill(buf, 0, 24)
+        if len(buf) < 24:
+            raise self._damage(0, f"file header truncated at {len(buf)} of 24 bytes")
+        linktype = struct.unpack_from(order + "I", buf, 20)[0] & _LINKTYPE_MASK
+        frac_ns = 1 if nano else 1000
+        unpack = struct.Struct(order + "IIII").unpack_from
+        new = tuple.__new__  # skips NamedTuple's Python-level __new__
+        packet = RawPacket
+        base = 0  # offset of buf[0] in the capture
+        pos = 24
+        end = len(buf)
+        while True:
+            if end - pos < header_len:
+                base += pos
+                buf = self._refill(buf, pos, header_len)
+                pos = 0
+                end = len(buf)
+                if end < header_len:
+                    if end == 0 and self._failure is None:
+                        return
+                    raise self._damage(
+                        base, f"record header truncated at {end} of {header_len} bytes"
+                    )
+            sec, frac, caplen, wire_len = unpack(buf, pos)
+            if caplen > MAX_CAPLEN:
+                raise self._damage(
+                    base + pos, f"record length {caplen} exceeds {MAX_CAPLEN}"
+                )
+            start = pos + header_len
+            stop = start + caplen
+            if stop > end:
+                base += pos
+                buf = self._refill(buf, pos, header_len + caplen)
+                pos = 0
+                end = len(buf)
+                start = header_len
+                stop = start + caplen
+                if stop > end:
+                    raise self._damage(
+                        base,
+                        f"record truncated: {caplen} bytes of packet announced, "
+                        f"{end - start} present",
+                    )
+            self.packets_read += 1
+            yield new(
+                packet,
+                (
+                    sec * _NS_PER_S + frac * frac_ns,
+                    linktype,
+                    buf[start:stop],
+                    wire_len,
+                    base + pos,
+                ),
+            )
+            pos = stop
+
+    # -- pcapng ---------------------------------------------------------
+
+    def _pcapng(self, buf: bytes) -> Iterator[RawPacket]:
+        section = _Section("<")
+        new = tuple.__new__
+        packet = RawPacket
+        base = 0
+        pos = 0
+        end = len(buf)
+        while True:
+            # Step 1: have the whole block in buf[pos:pos + length].
+            if end - pos < 12:
+                base += pos
+                buf = self._refill(buf, pos, 12)
+                pos = 0
+                end = len(buf)
+                if end < 12:
+                    if end == 0 and self._failure is None:
+                        return
+                    raise self._damage(
+                        base, f"block header truncated at {end} of 12 bytes"
+                    )
+            if buf[pos : pos + 4] == _PCAPNG_SHB:
+                # The SHB's type reads the same in both byte orders; its
+                # byte-order magic sets the order of the whole section (4.1).
+                section = self._section_order(buf, base + pos, pos)
+            btype, length = section.block_head(buf, pos)
+            if length < 12 or length & 3 or length > MAX_BLOCK_LEN:
+                raise self._damage(base + pos, f"bad block length {length}")
+            if end - pos < length:
+                base += pos
+                buf = self._refill(buf, pos, length)
+                pos = 0
+                end = len(buf)
+                if end < length:
+                    raise self._damage(
+                        base,
+                        f"block truncated: {length} bytes announced, {end} present",
+                    )
+            if section.block_tail(buf, pos + length - 4) != length:
+                raise self._damage(
+                    base + pos, f"block length {length} does not match its trailer"
+                )
+
+            # Step 2: packets out, section and interface blocks noted, the
+            # rest (name resolution, statistics, custom...) skipped.
+            if btype == _EPB:
+                found = section.enhanced(buf, pos, length)
+            elif btype == _SPB:
+                found = section.simple(buf, pos, length)
+            elif btype == _PB:
+                found = section.obsolete(buf, pos, length)
+            else:
+                found = None
+                if btype == _SHB:
+                    problem = section.start(buf, pos, length)
+                    if problem is not None:
+                        raise self._damage(base + pos, problem)
+                elif btype == _IDB:
+                    section.add_interface(buf, pos, length)
+            if found is not None:
+                if isinstance(found, str):
+                    raise self._damage(base + pos, found)
+                ts, linktype, start, caplen, wire_len = found
+                self.packets_read += 1
+                yield new(
+                    packet,
+                    (ts, linktype, buf[start : start + caplen], wire_len, base + pos),
+                )
+            pos += length
+
+    def _section_order(self, buf: bytes, offset: int, pos: int) -> _Section:
+        bom = buf[pos + 8 : pos + 12]
+        if bom == b"\x4d\x3c\x2b\x1a":
+            return _Section("<")
+        if bom == b"\x1a\x2b\x3c\x4d":
+            return _Section(">")
+        if offset == 0:
+            raise self._not_capture("not a pcap or pcapng file")
+        raise self._damage(offset, "section header with a bad byte-order magic")
+
+
+class _Interface(NamedTuple):
+    linktype: int
+    snaplen: int
+    ts_mul: int  # ns = ticks * ts_mul // ts_div + ts_offset
+    ts_div: int
+    ts_offset: int
+
+
+# What a packet block yields: (ts, linktype, data start, caplen, wire_len),
+# or a message saying why the block is damaged.
+_Found = tuple[int, int, int, int, int] | str | None
+
+
+class _Section:
+    """One pcapng section: its byte order and its interfaces (4.1, 4.2)."""
+
+    def __init__(self, order: str) -> None:
+        self.interfaces: list[_Interface] = []
+        self.last_ts = 0
+        self._order = order
+        head = struct.Struct(order + "II")
+        self.block_head = head.unpack_from
+        self._u32 = struct.Struct(order + "I").unpack_from
+        self._u16 = struct.Struct(order + "H").unpack_from
+        self._i64 = struct.Struct(order + "q").unpack_from
+        self._epb = struct.Struct(order + "IIIII").unpack_from
+        self._pb = struct.Struct(order + "HHIIII").unpack_from
+
+    def block_tail(self, buf: bytes, pos: int) -> int:
+        value: int = self._u32(buf, pos)[0]
+        return value
+
+    def start(self, buf: bytes, pos: int, length: int) -> str | None:
+        """Section Header Block (4.1); returns why it is unusable, if it is."""
+        if length < 28:
+            return f"section header block of {length} bytes, less than 28"
+        major = self._u16(buf, pos + 12)[0]
+        if major != 1:
+            # A new major version may lay blocks out differently (4.1).
+            return f"pcapng major version {major}, only 1 is known"
+        # Interfaces are numbered per section (4.2): a new SHB forgets them.
+        self.interfaces = []
+        return None
+
+    def add_interface(self, buf: bytes, pos: int, length: int) -> None:
+        if length < 20:
+            linktype, snaplen = 0, 0
+        else:
+            linktype = self._u16(buf, pos + 8)[0]
+            snaplen = self._u32(buf, pos + 12)[0]
+        units, offset_s = 1_000_000, 0  # microseconds unless told (4.2)
+        for code, value in self._options(buf, pos + 16, pos + length - 4):
+            if code == _OPT_IF_TSRESOL and len(value) >= 1:
+                exp = value[0]
+                # MSB clear: 10^-n seconds; MSB set: 2^-n seconds (4.2).
+                units = 2 ** (exp & 0x7F) if exp & 0x80 else 10**exp
+            elif code == _OPT_IF_TSOFFSET and len(value) >= 8:
+                offset_s = self._i64(value, 0)[0]
+        common = math.gcd(_NS_PER_S, units)
+        self.interfaces.append(
+            _Interface(
+                linktype,
+                snaplen,
+                _NS_PER_S // common,
+                units // common,
+                offset_s * _NS_PER_S,
+            )
+        )
+
+    def _options(self, buf: bytes, pos: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        """Options as (code, value) until opt_endofopt (3.5).
+
+        A malformed option list ends the list rather than the capture:
+        options only refine how packets are read.
+        """
+        while pos + 4 <= stop:
+            code = self._u16(buf, pos)[0]
+            size = self._u16(buf, pos + 2)[0]
+            if code == _OPT_END or pos + 4 + size > stop:
+                return
+            yield code, buf[pos + 4 : pos + 4 + size]
+            pos += 4 + ((size + 3) & ~3)
+
+    def _interface(self, index: int) -> _Interface | str:
+        if index >= len(self.interfaces):
+            return f"packet for interface {index}, which the section never described"
+        return self.interfaces[index]
+
+    def _timestamp(self, iface: _Interface, high: int, low: int) -> int:
+        ticks = (high << 32) | low
+        ts = ticks * iface.ts_mul // iface.ts_div + iface.ts_offset
+        self.last_ts = ts
+        return ts
+
+    def enhanced(self, buf: bytes, pos: int, length: int) -> _Found:
+        """Enhanced Packet Block (4.3)."""
+        if length < 32:
+            return f"enhanced packet block of {length} bytes, less than 32"
+        index, high, low, caplen, wire_len = self._epb(buf, pos + 8)
+        if caplen > MAX_CAPLEN:
+            return f"record length {caplen} exceeds {MAX_CAPLEN}"
+        if 28 + caplen + 4 > length:
+            return f"captured length {caplen} does not fit its {length}-byte block"
+        iface = self._interface(index)
+        if isinstance(iface, str):
+            return iface
+        ts = self._timestamp(iface, high, low)
+        return ts, iface.linktype, pos + 28, caplen, wire_len
+
+    def simple(self, buf: bytes, pos: int, length: int) -> _Found:
+        """Simple Packet Block (4.4): interface 0, no timestamp.
+
+        Its time is taken to be that of the section's previous packet, so
+        that the capture clock never runs backwards.
+        """
+        if length < 16:
+            return f"simple packet block of {length} bytes, less than 16"
+        iface = self._interface(0)
+        if isinstance(iface, str):
+            return iface
+        wire_len = self._u32(buf, pos + 8)[0]
+        caplen = min(wire_len, length - 16)
+        if iface.snaplen:
+            caplen = min(caplen, iface.snaplen)
+        if caplen > MAX_CAPLEN:
+            return f"record length {caplen} exceeds {MAX_CAPLEN}"
+        return self.last_ts, iface.linktype, pos + 12, caplen, wire_len
+
+    def obsolete(self, buf: bytes, pos: int, length: int) -> _Found:
+        """Packet Block, obsoleted by the EPB (appendix A)."""
+        if length < 32:
+            return f"packet block of {length} bytes, less than 32"
+        index, _drops, high, low, caplen, wire_len = self._pb(buf, pos + 8)
+        if caplen > MAX_CAPLEN:
+            return f"record length {caplen} exceeds {MAX_CAPLEN}"
+        if 28 + caplen + 4 > length:
+            return f"captured length {caplen} does not fit its {length}-byte block"
+        iface = self._interface(index)
+        if isinstance(iface, str):
+            return iface
+        ts = self._timestamp(iface, high, low)
+        return ts, iface.linktype, pos + 28, caplen, wire_len
+
+
+def open_capture(
+    path: str, *, on_read: Callable[[int], None] | None = None
+) -> CaptureReader:
+    """Open a capture for reading; ``-`` reads standard input.
+
+    Raises ``CaptureError`` (not damaged) when the file cannot be opened.
+    Everything about its content, including not being a capture at all, is
+    reported by the iterator, after every packet that could be read.
+    ``on_read`` is called with the stored bytes read so far after each chunk.
+    """
+    if path == "-":
+        return CaptureReader(
+            path, sys.stdin.buffer, owns_stream=False, size=None, on_read=on_read
+        )
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - the reader owns and closes it
+    except OSError as exc:
+        raise CaptureError(
+            path, 0, f"cannot open: {exc.strerror or exc}", damaged=False
+        ) from exc
+    try:
+        info = os.fstat(stream.fileno())
+    except OSError:
+        info = None
+    size = info.st_size if info is not None and stat.S_ISREG(info.st_mode) else None
+    log.debug("reading %s (%s bytes)", path, size)
+    return CaptureReader(path, stream, owns_stream=True, size=size, on_read=on_read)
