@@ -1,0 +1,710 @@
+"""TCP stream reassembly: segments in, the events of ``capture.stream`` out.
+
+``Reassembler.feed`` takes one decoded segment at a time, in capture order,
+and returns what that segment made known: a connection opened, bytes that
+are now in order, holes given up on, oddities, a connection closed. It owns
+no clock but the capture timestamps it is fed.
+
+Invariants, per direction of a connection:
+- stream offsets are absolute (Python ints, so past 2**32 without wrapping);
+  a sequence number is mapped to the offset nearest the next expected one
+  (RFC 9293 3.4: sequence space is modulo 2**32);
+- ``StreamData`` and ``StreamGap`` cover the stream once, in order; a byte
+  is never delivered twice and a hole is never filled with invented bytes;
+- out-of-order bytes held back are at most ``max_buffered_bytes`` in at
+  most ``max_buffered_segments`` pieces; delivered bytes kept to check
+  retransmissions against are at most ``overlap_window`` and only until
+  the peer acknowledges them.
+
+Overlapping copies of the same bytes: the copy seen first wins (what a
+receiver that got the first copy keeps, RFC 9293 3.10.7.4), and copies that
+differ are reported as ``tcp_overlap_mismatch``.
+
+The number of connections tracked at once is not bounded: each costs a few
+hundred bytes plus its buffers, and idle ones are closed after
+``idle_timeout_s``. A capture of millions of simultaneous connections would
+need a cap here.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, fields
+from typing import Final
+
+from capture.decode import ACK, FIN, RST, SYN, TcpSegment
+from capture.stream import (
+    CloseReason,
+    Connection,
+    Direction,
+    StreamAnomaly,
+    StreamClosed,
+    StreamData,
+    StreamEvent,
+    StreamGap,
+    StreamOpened,
+)
+
+_SEQ_MOD: Final = 1 << 32
+_SEQ_HALF: Final = 1 << 31
+_NS_PER_S: Final = 1_000_000_000
+_DIRECTIONS: Final = (Direction.CLIENT, Direction.SERVER)
+
+_FlowKey = tuple[str, int, str, int]  # src ip, src port, dst ip, dst port
+# A held-back piece of stream: (start, end, bytes), or bytes None for a
+# range the capture is known to lack (a segment the snap length cut short).
+_Piece = tuple[int, int, bytes | None]
+
+
+@dataclass(slots=True)
+class ReassemblyStats:
+    connections: int = 0
+    retransmissions: int = 0  # segments whose bytes had all been delivered
+    packets_after_close: int = 0  # late packets of a closed connection
+    bytes_after_close: int = 0
+    gaps: int = 0
+    gap_bytes: int = 0
+    overlap_mismatches: int = 0
+    buffer_limit_hits: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class _Half:
+    """One direction of a connection: where its byte stream stands."""
+
+    __slots__ = (
+        "acked",
+        "base",
+        "fin_off",
+        "isn",
+        "next_off",
+        "pending",
+        "pending_bytes",
+        "tail",
+    )
+
+    def __init__(self) -> None:
+        self.base: int | None = None  # sequence number of stream offset 0
+        self.isn: int | None = None  # the SYN's sequence number, if seen
+        self.next_off = 0  # offset of the next byte to deliver
+        self.pending: list[_Piece] = []  # sorted, non-overlapping, >= next_off
+        self.pending_bytes = 0
+        self.fin_off: int | None = None  # offset the FIN occupies
+        self.acked = 0  # highest offset the peer has acknowledged
+        # Delivered bytes not yet acknowledged, ending at next_off, kept to
+        # compare retransmissions with.
+        self.tail = bytearray()
+
+    def offset(self, seq: int) -> int:
+        """The stream offset of ``seq``: the one nearest ``next_off``."""
+        assert self.base is not None
+        expected = self.base + self.next_off
+        delta = ((seq - expected + _SEQ_HALF) % _SEQ_MOD) - _SEQ_HALF
+        return self.next_off + delta
+
+    def finished(self) -> bool:
+        return self.fin_off is not None and self.next_off >= self.fin_off
+
+
+class _Flow:
+    __slots__ = ("closed", "closed_ts", "conn", "halves", "keys")
+
+    def __init__(self, conn: Connection, keys: tuple[_FlowKey, _FlowKey]) -> None:
+        self.conn = conn
+        self.keys = keys
+        self.halves = (_Half(), _Half())
+        self.closed = False
+        self.closed_ts = 0
+
+
+class Reassembler:
+    """Turns the TCP segments of many connections into ``StreamEvent``s.
+
+    ``smtp_ports`` only decides which side is the server when the handshake
+    was not captured. Connections idle for longer than ``idle_timeout_s``
+    of capture time are closed with ``CloseReason.IDLE``; a closed
+    connection's 4-tuple is remembered as long again, so that its late
+    ACKs and retransmissions are recognised (and counted) rather than taken
+    for a new connection.
+    """
+
+    def __init__(
+        self,
+        smtp_ports: frozenset[int],
+        idle_timeout_s: float = 600.0,
+        max_buffered_bytes: int = 1 << 20,
+        *,
+        max_buffered_segments: int = 4096,
+        overlap_window: int = 1 << 16,
+    ) -> None:
+        self.stats = ReassemblyStats()
+        self._ports = smtp_ports
+        self._idle_ns = int(idle_timeout_s * _NS_PER_S)
+        self._max_bytes = max_buffered_bytes
+        self._max_pieces = max_buffered_segments
+        self._window = overlap_window
+        # Checking for idle connections scans them all, so it is done only
+        # when the capture clock has moved on by a fraction of the timeout.
+        self._sweep_every = max(1, min(self._idle_ns // 8, 30 * _NS_PER_S))
+        self._next_sweep: int | None = None
+        self._next_id = 0
+        # Both orientations of each 4-tuple, to the flow and the direction
+        # a segment sent from its source travels in.
+        self._flows: dict[_FlowKey, tuple[_Flow, Direction]] = {}
+        self._open: dict[int, _Flow] = {}  # by conn_id, so in opening order
+        self._closed: dict[int, _Flow] = {}  # in closing order
+
+    # -- public ---------------------------------------------------------
+
+    def feed(self, ts: int, seg: TcpSegment) -> list[StreamEvent]:
+        """Take one segment captured at ``ts``; return the events it causes."""
+        events: list[StreamEvent] = []
+        if self._next_sweep is None:
+            self._next_sweep = ts + self._sweep_every
+        elif ts >= self._next_sweep:
+            self._sweep(ts, events)
+
+        key = (seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)
+        found = self._flows.get(key)
+        flags = seg.flags
+        new_syn = flags & (SYN | ACK) == SYN
+        if found is None:
+            flow, direction = self._start(key, ts, seg, events)
+        else:
+            flow, direction = found
+            if flow.closed:
+                if not new_syn:
+                    self.stats.packets_after_close += 1
+                    self.stats.bytes_after_close += len(seg.payload)
+                    return events
+                flow, direction = self._start(key, ts, seg, events)
+            elif ts - flow.conn.last_ts > self._idle_ns:
+                self._close(
+                    flow, flow.conn.last_ts + self._idle_ns, CloseReason.IDLE, events
+                )
+                flow, direction = self._start(key, ts, seg, events)
+            elif new_syn and flow.halves[direction].isn != seg.seq:
+                # A SYN that is not a retransmission of this one's: the
+                # 4-tuple is being used again (RFC 9293 3.4.1 lets an old
+                # connection's pair be reused).
+                self._close(flow, ts, CloseReason.REUSED, events)
+                flow, direction = self._start(key, ts, seg, events)
+        self._segment(flow, direction, ts, seg, events)
+        return events
+
+    def finish(self, ts: int | None = None) -> list[StreamEvent]:
+        """Close every open connection with END_OF_CAPTURE, in opening order.
+
+        ``ts`` is the time to stamp on the closes; by default each
+        connection's last packet time.
+        """
+        events: list[StreamEvent] = []
+        for flow in list(self._open.values()):
+            at = flow.conn.last_ts if ts is None else ts
+            self._close(flow, at, CloseReason.END_OF_CAPTURE, events)
+        self._flows.clear()
+        self._closed.clear()
+        self._next_sweep = None
+        return events
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    # -- connections ----------------------------------------------------
+
+    def _start(
+        self, key: _FlowKey, ts: int, seg: TcpSegment, events: list[StreamEvent]
+    ) -> tuple[_Flow, Direction]:
+        """Open a connection for the segment's 4-tuple and say who is client."""
+        flags = seg.flags
+        if flags & SYN:
+            # The SYN's sender is the client; a SYN-ACK's, the server.
+            client_sent = not flags & ACK
+        else:
+            src_smtp = seg.src_port in self._ports
+            dst_smtp = seg.dst_port in self._ports
+            if src_smtp != dst_smtp:
+                client_sent = dst_smtp
+            else:
+                client_sent = seg.src_port >= seg.dst_port  # lower port serves
+        if client_sent:
+            conn = Connection(
+                self._next_id, seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port, ts
+            )
+        else:
+            conn = Connection(
+                self._next_id, seg.dst_ip, seg.dst_port, seg.src_ip, seg.src_port, ts
+            )
+        self._next_id += 1
+        self.stats.connections += 1
+        reverse = (seg.dst_ip, seg.dst_port, seg.src_ip, seg.src_port)
+        flow = _Flow(conn, (key, reverse))
+        sent, received = (
+            (Direction.CLIENT, Direction.SERVER)
+            if client_sent
+            else (Direction.SERVER, Direction.CLIENT)
+        )
+        self._flows[key] = (flow, sent)
+        self._flows[reverse] = (flow, received)
+        self._open[conn.conn_id] = flow
+        events.append(StreamOpened(conn))
+        return flow, sent
+
+    def _close(
+        self, flow: _Flow, ts: int, reason: CloseReason, events: list[StreamEvent]
+    ) -> None:
+        """Hand over what is held back (gaps, then bytes) and close."""
+        for direction in _DIRECTIONS:
+            self._flush(flow, direction, ts, events)
+        events.append(StreamClosed(flow.conn, ts, reason))
+        flow.closed = True
+        flow.closed_ts = ts
+        for half in flow.halves:
+            half.tail = bytearray()
+        del self._open[flow.conn.conn_id]
+        self._closed[flow.conn.conn_id] = flow
+
+    def _sweep(self, now: int, events: list[StreamEvent]) -> None:
+        """Close connections idle too long; forget long-closed 4-tuples."""
+        self._next_sweep = now + self._sweep_every
+        limit = now - self._idle_ns
+        idle = [f for f in self._open.values() if f.conn.last_ts < limit]
+        for flow in idle:  # in opening order: deterministic
+            self._close(
+                flow, flow.conn.last_ts + self._idle_ns, CloseReason.IDLE, events
+            )
+        while self._closed:
+            conn_id, flow = next(iter(self._closed.items()))
+            if flow.closed_ts >= limit:
+                break
+            del self._closed[conn_id]
+            for key in flow.keys:
+                found = self._flows.get(key)
+                if found is not None and found[0] is flow:
+                    del self._flows[key]
+
+    # -- one segment ----------------------------------------------------
+
+    def _segment(
+        self,
+        flow: _Flow,
+        direction: Direction,
+        ts: int,
+        seg: TcpSegment,
+        events: list[StreamEvent],
+    ) -> None:
+        conn = flow.conn
+        conn.last_ts = ts
+        conn.packets[direction] += 1
+        conn.wire_bytes[direction] += len(seg.payload) + seg.missing
+        half = flow.halves[direction]
+        peer = flow.halves[1 - direction]
+        flags = seg.flags
+
+        # Handshake (RFC 9293 3.5): the SYN sets the direction's ISN, and a
+        # SYN-ACK's acknowledgment tells the client's when its SYN was missed.
+        if flags & SYN:
+            if flags & ACK:
+                if conn.synack_ts is None:
+                    conn.synack_ts = ts
+                if peer.base is None:
+                    peer.base = seg.ack
+            elif conn.syn_ts is None:
+                conn.syn_ts = ts
+            if half.base is None:
+                half.isn = seg.seq
+                half.base = (seg.seq + 1) % _SEQ_MOD
+        elif (
+            direction == Direction.CLIENT
+            and flags & ACK
+            and conn.synack_ts is not None
+            and conn.ack_ts is None
+        ):
+            conn.ack_ts = ts
+
+        if flags & RST:
+            if seg.payload:
+                # RFC 9293 3.5.3: data on a RST is diagnostic, not stream.
+                self._anomaly(
+                    flow,
+                    direction,
+                    ts,
+                    "tcp_rst_with_data",
+                    f"{len(seg.payload)} bytes carried by a RST",
+                    events,
+                )
+            self._close(flow, ts, CloseReason.RST, events)
+            return
+
+        # The acknowledgment first: it speaks of bytes sent before this.
+        if flags & ACK and peer.base is not None:
+            self._acknowledged(flow, 1 - direction, peer.offset(seg.ack), ts, events)
+
+        if seg.payload or seg.missing or flags & FIN:
+            self._data(flow, direction, ts, seg, events)
+
+        # Closed once each side's FIN is reached (RFC 9293 3.6).
+        if (
+            (half.fin_off is not None or peer.fin_off is not None)
+            and half.finished()
+            and peer.finished()
+        ):
+            self._close(flow, ts, CloseReason.FIN, events)
+
+    def _acknowledged(
+        self,
+        flow: _Flow,
+        direction: int,
+        ack_off: int,
+        ts: int,
+        events: list[StreamEvent],
+    ) -> None:
+        """The peer of ``direction`` acknowledged everything before ``ack_off``."""
+        half = flow.halves[direction]
+        if ack_off <= half.acked:
+            return
+        half.acked = ack_off
+        # Acknowledged bytes will not be retransmitted in earnest: stop
+        # keeping them for comparison.
+        drop = len(half.tail) - max(0, half.next_off - ack_off)
+        if drop > 0:
+            del half.tail[:drop]
+        if ack_off > half.next_off and (half.pending or half.fin_off is not None):
+            self._gaps_proven(flow, direction, ts, events)
+
+    def _data(
+        self,
+        flow: _Flow,
+        direction: Direction,
+        ts: int,
+        seg: TcpSegment,
+        events: list[StreamEvent],
+    ) -> None:
+        """Place the segment's bytes (and FIN) in the direction's stream."""
+        half = flow.halves[direction]
+        payload = seg.payload
+        seq = (seg.seq + 1) % _SEQ_MOD if seg.flags & SYN else seg.seq
+        if half.base is None:
+            # No SYN seen: the first bytes seen start the stream.
+            half.base = seq
+        start = half.offset(seq)
+        end = start + len(payload)
+        wire_end = end + seg.missing
+        if seg.flags & FIN and half.fin_off is None and wire_end >= half.next_off:
+            half.fin_off = wire_end
+
+        # Clip what cannot belong to the stream: bytes before its start
+        # (a capture begun mid-connection, then a reordered segment) and
+        # bytes past the FIN (RFC 9293 3.10.7.4: none may follow it).
+        if start < 0:
+            if wire_end > start:
+                self._anomaly(
+                    flow,
+                    direction,
+                    ts,
+                    "tcp_data_before_start",
+                    f"{min(wire_end, 0) - start} bytes before the first byte seen",
+                    events,
+                )
+            if wire_end <= 0:
+                return
+            payload = payload[-start:]
+            start = 0
+            end = max(end, 0)
+        if half.fin_off is not None and wire_end > half.fin_off:
+            self._anomaly(
+                flow,
+                direction,
+                ts,
+                "tcp_data_after_fin",
+                f"{wire_end - max(start, half.fin_off)} bytes past the FIN "
+                f"at offset {half.fin_off}",
+                events,
+            )
+            if start >= half.fin_off:
+                return
+            wire_end = half.fin_off
+            end = min(end, wire_end)
+            payload = payload[: end - start]
+
+        if payload:
+            if start == half.next_off and not half.pending:
+                self._deliver(flow, direction, ts, payload, events)
+            else:
+                self._insert(flow, direction, ts, start, payload, events)
+        if wire_end > end:
+            self._missing(flow, direction, ts, end, wire_end, events)
+        if half.pending and half.pending[0][0] <= half.next_off:
+            self._drain(flow, direction, ts, events)
+
+        # More data past a hole the peer already acknowledged: the hole's
+        # bytes were sent and the capture lost them.
+        if half.acked > half.next_off and (half.pending or half.fin_off is not None):
+            self._gaps_proven(flow, direction, ts, events)
+        if len(half.pending) > self._max_pieces or half.pending_bytes > self._max_bytes:
+            self._over_limit(flow, direction, ts, events)
+
+    # -- byte stream bookkeeping ----------------------------------------
+
+    def _deliver(
+        self,
+        flow: _Flow,
+        direction: Direction,
+        ts: int,
+        data: bytes,
+        events: list[StreamEvent],
+    ) -> None:
+        half = flow.halves[direction]
+        events.append(StreamData(flow.conn, direction, ts, data))
+        half.next_off += len(data)
+        tail = half.tail
+        tail += data
+        if len(tail) > self._window:
+            del tail[: len(tail) - self._window]
+
+    def _gap(
+        self,
+        flow: _Flow,
+        direction: Direction,
+        ts: int,
+        size: int,
+        events: list[StreamEvent],
+    ) -> None:
+        half = flow.halves[direction]
+        events.append(StreamGap(flow.conn, direction, ts, size))
+        self.stats.gaps += 1
+        self.stats.gap_bytes += size
+        half.next_off += size
+        half.tail = bytearray()
+
+    def _insert(
+        self,
+        flow: _Flow,
+        direction: Direction,
+        ts: int,
+        start: int,
+        data: bytes,
+        events: list[StreamEvent],
+    ) -> None:
+        """Hold ``data`` (at ``start``) back, keeping bytes seen earlier."""
+        half = flow.halves[direction]
+
+        # Step 1: bytes already delivered: compare with what is kept of them.
+        if start < half.next_off:
+            old_end = min(start + len(data), half.next_off)
+            tail_start = half.next_off - len(half.tail)
+            lo = max(start, tail_start)
+            if lo < old_end and (
+                half.tail[lo - tail_start : old_end - tail_start]
+                != data[lo - start : old_end - start]
+            ):
+                self._mismatch(flow, direction, ts, lo, old_end - lo, events)
+            if old_end == start + len(data):
+                self.stats.retransmissions += 1
+                return
+            data = data[half.next_off - start :]
+            start = half.next_off
+
+        # Step 2: bytes held back already win; only the uncovered parts of
+        # ``data`` are added, and a marked-missing range yields to data.
+        pending = half.pending
+        end = start + len(data)
+        i = bisect.bisect_left(pending, start, key=_piece_end_after)
+        j = i
+        merged: list[_Piece] = []
+        cursor = start
+        while j < len(pending) and pending[j][0] < end:
+            p_start, p_end, p_data = pending[j]
+            if p_data is None:
+                # Split the marker around the real bytes.
+                if p_start < start:
+                    merged.append((p_start, start, None))
+                if p_end > end:
+                    merged.append((end, p_end, None))
+                j += 1
+                continue
+            if p_start > cursor:
+                merged.append((cursor, p_start, data[cursor - start : p_start - start]))
+            lo, hi = max(p_start, start), min(p_end, end)
+            if p_data[lo - p_start : hi - p_start] != data[lo - start : hi - start]:
+                self._mismatch(flow, direction, ts, lo, hi - lo, events)
+            merged.append(pending[j])
+            cursor = max(cursor, p_end)
+            j += 1
+        if cursor < end:
+            merged.append((cursor, end, data[cursor - start :]))
+        added = _held(merged) - _held(pending[i:j])
+        if added == 0:
+            self.stats.retransmissions += 1
+        merged.sort(key=_piece_start)
+        pending[i:j] = merged
+        half.pending_bytes += added
+
+    def _missing(
+        self,
+        flow: _Flow,
+        direction: Direction,
+        ts: int,
+        start: int,
+        end: int,
+        events: list[StreamEvent],
+    ) -> None:
+        """Bytes the segment carried but the capture cut off (snap length)."""
+        half = flow.halves[direction]
+        if start < half.next_off:
+            start = half.next_off
+        if start >= end:
+            return
+        if start == half.next_off and not half.pending:
+            self._gap(flow, direction, ts, end - start, events)
+            return
+        # Out of order: mark the range; any real bytes for it take over.
+        pending = half.pending
+        i = bisect.bisect_left(pending, start, key=_piece_end_after)
+        j = i
+        merged: list[_Piece] = []
+        cursor = start
+        while j < len(pending) and pending[j][0] < end:
+            p_start, p_end, _ = pending[j]
+            if p_start > cursor:
+                merged.append((cursor, p_start, None))
+            merged.append(pending[j])
+            cursor = max(cursor, p_end)
+            j += 1
+        if cursor < end:
+            merged.append((cursor, end, None))
+        pending[i:j] = merged
+
+    def _drain(
+        self, flow: _Flow, direction: Direction, ts: int, events: list[StreamEvent]
+    ) -> None:
+        """Deliver held-back pieces that now continue the stream."""
+        half = flow.halves[direction]
+        pending = half.pending
+        cursor = half.next_off
+        taken = 0
+        run: list[bytes] = []
+        for p_start, p_end, p_data in pending:
+            if p_start > cursor:
+                break
+            taken += 1
+            cursor = p_end
+            if p_data is None:
+                if run:
+                    self._deliver(flow, direction, ts, b"".join(run), events)
+                    run = []
+                self._gap(flow, direction, ts, p_end - p_start, events)
+            else:
+                half.pending_bytes -= len(p_data)
+                run.append(p_data)
+        del pending[:taken]
+        if run:
+            self._deliver(flow, direction, ts, b"".join(run), events)
+
+    def _gaps_proven(
+        self, flow: _Flow, direction: int, ts: int, events: list[StreamEvent]
+    ) -> None:
+        """Give up on holes the peer's acknowledgment proves were sent."""
+        half = flow.halves[direction]
+        d = _DIRECTIONS[direction]
+        while half.acked > half.next_off:
+            if half.pending:
+                target = min(half.acked, half.pending[0][0])
+            elif half.fin_off is not None:
+                target = min(half.acked, half.fin_off)
+            else:
+                return
+            if target <= half.next_off:
+                return
+            self._gap(flow, d, ts, target - half.next_off, events)
+            if half.pending and half.pending[0][0] <= half.next_off:
+                self._drain(flow, d, ts, events)
+
+    def _over_limit(
+        self, flow: _Flow, direction: Direction, ts: int, events: list[StreamEvent]
+    ) -> None:
+        """Too much held back: the oldest hole becomes a gap."""
+        half = flow.halves[direction]
+        while half.pending and (
+            len(half.pending) > self._max_pieces or half.pending_bytes > self._max_bytes
+        ):
+            self.stats.buffer_limit_hits += 1
+            hole = half.pending[0][0] - half.next_off
+            self._anomaly(
+                flow,
+                direction,
+                ts,
+                "tcp_buffer_limit",
+                f"{half.pending_bytes} bytes in {len(half.pending)} pieces held "
+                f"past a hole of {hole} bytes at offset {half.next_off}; "
+                "hole given up as a gap",
+                events,
+            )
+            if hole > 0:
+                self._gap(flow, direction, ts, hole, events)
+            self._drain(flow, direction, ts, events)
+
+    def _flush(
+        self, flow: _Flow, direction: Direction, ts: int, events: list[StreamEvent]
+    ) -> None:
+        """At close: every hole becomes a gap, held-back bytes go out in order."""
+        half = flow.halves[direction]
+        while half.pending:
+            hole = half.pending[0][0] - half.next_off
+            if hole > 0:
+                self._gap(flow, direction, ts, hole, events)
+            self._drain(flow, direction, ts, events)
+        # Bytes proven sent past the last seen: by the FIN's place, else by
+        # the peer's acknowledgment.
+        proven = half.fin_off if half.fin_off is not None else half.acked
+        if proven > half.next_off:
+            self._gap(flow, direction, ts, proven - half.next_off, events)
+
+    # -- reporting ------------------------------------------------------
+
+    def _mismatch(
+        self,
+        flow: _Flow,
+        direction: Direction,
+        ts: int,
+        offset: int,
+        size: int,
+        events: list[StreamEvent],
+    ) -> None:
+        self.stats.overlap_mismatches += 1
+        self._anomaly(
+            flow,
+            direction,
+            ts,
+            "tcp_overlap_mismatch",
+            f"{size} bytes at offset {offset} differ from the copy seen first; "
+            "first copy kept",
+            events,
+        )
+
+    def _anomaly(
+        self,
+        flow: _Flow,
+        direction: Direction,
+        ts: int,
+        kind: str,
+        detail: str,
+        events: list[StreamEvent],
+    ) -> None:
+        events.append(StreamAnomaly(flow.conn, direction, ts, kind, detail))
+
+
+def _held(pieces: list[_Piece]) -> int:
+    return sum(len(data) for _, _, data in pieces if data is not None)
+
+
+def _piece_start(piece: _Piece) -> int:
+    return piece[0]
+
+
+def _piece_end_after(piece: _Piece) -> int:
+    # bisect key: the first piece whose end lies past a start overlaps it.
+    return piece[1] - 1

@@ -1,0 +1,585 @@
+"""capture.reassembly: hand-made segment sequences in, stream events out."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capture.decode import ACK, FIN, RST, SYN, TcpSegment
+from capture.reassembly import Reassembler
+from capture.stream import (
+    CloseReason,
+    Direction,
+    StreamAnomaly,
+    StreamClosed,
+    StreamData,
+    StreamEvent,
+    StreamGap,
+    StreamOpened,
+)
+from tests.capture.craft import CLIENT, SERVER, seg
+
+PORTS = frozenset({25})
+S = 1_000_000_000  # one second in nanoseconds
+C_ISN = 1000
+S_ISN = 5000
+PSH_ACK = 0x18
+
+
+def feed_all(
+    segments: Sequence[tuple[int, TcpSegment]],
+    reassembler: Reassembler | None = None,
+    *,
+    finish: bool = True,
+) -> list[StreamEvent]:
+    r = reassembler if reassembler is not None else Reassembler(PORTS)
+    events: list[StreamEvent] = []
+    for ts, segment in segments:
+        events += r.feed(ts, segment)
+    if finish:
+        events += r.finish()
+    return events
+
+
+def stream(events: Sequence[StreamEvent], direction: Direction) -> list[object]:
+    """One direction as a list of bytes runs and ("gap", size) entries."""
+    out: list[object] = []
+    for event in events:
+        if isinstance(event, StreamData) and event.direction == direction:
+            if out and isinstance(out[-1], bytes):
+                out[-1] += event.data
+            else:
+                out.append(event.data)
+        elif isinstance(event, StreamGap) and event.direction == direction:
+            out.append(("gap", event.size))
+    return out
+
+
+def anomalies(events: Sequence[StreamEvent]) -> list[tuple[str, str]]:
+    return [(e.kind, e.detail) for e in events if isinstance(e, StreamAnomaly)]
+
+
+def closes(events: Sequence[StreamEvent]) -> list[tuple[int, CloseReason, int]]:
+    return [
+        (e.conn.conn_id, e.reason, e.ts) for e in events if isinstance(e, StreamClosed)
+    ]
+
+
+def handshake(t: int = 0) -> list[tuple[int, TcpSegment]]:
+    return [
+        (t, seg(CLIENT, C_ISN, flags=SYN)),
+        (t + 1, seg(SERVER, S_ISN, ack=C_ISN + 1, flags=SYN | ACK)),
+        (t + 2, seg(CLIENT, C_ISN + 1, ack=S_ISN + 1, flags=ACK)),
+    ]
+
+
+def c(offset: int, data: bytes = b"", **kw: int) -> TcpSegment:
+    """Client segment at stream ``offset`` (after the handshake)."""
+    kw.setdefault("flags", PSH_ACK)
+    kw.setdefault("ack", S_ISN + 1)
+    return seg(CLIENT, C_ISN + 1 + offset, data, **kw)
+
+
+def s(offset: int, data: bytes = b"", **kw: int) -> TcpSegment:
+    kw.setdefault("flags", PSH_ACK)
+    kw.setdefault("ack", C_ISN + 1)
+    return seg(SERVER, S_ISN + 1 + offset, data, **kw)
+
+
+# -- the ordinary life of a connection ------------------------------------
+
+
+def test_in_order_session_closed_by_fins() -> None:
+    events = feed_all(
+        [
+            *handshake(),
+            (10, s(0, b"220 hi\r\n")),
+            (20, c(0, b"QUIT\r\n", ack=S_ISN + 9)),
+            (30, s(8, b"221 bye\r\n", ack=C_ISN + 7, flags=PSH_ACK | FIN)),
+            (40, c(6, ack=S_ISN + 18, flags=ACK | FIN)),
+            (50, s(17, ack=C_ISN + 8, flags=ACK)),  # last ACK, after the close
+        ]
+    )
+    assert isinstance(events[0], StreamOpened)
+    conn = events[0].conn
+    assert (conn.client_ip, conn.client_port) == CLIENT
+    assert (conn.server_ip, conn.server_port) == SERVER
+    assert (conn.syn_ts, conn.synack_ts, conn.ack_ts) == (0, 1, 2)
+    assert conn.handshake_seen
+    assert stream(events, Direction.SERVER) == [b"220 hi\r\n221 bye\r\n"]
+    assert stream(events, Direction.CLIENT) == [b"QUIT\r\n"]
+    assert closes(events) == [(0, CloseReason.FIN, 40)]
+    assert isinstance(events[-1], StreamClosed)
+    assert conn.packets == [4, 3]  # the ACK after the close is not counted
+    assert conn.wire_bytes == [6, 17]
+    assert conn.last_ts == 40
+    data_ts = [e.ts for e in events if isinstance(e, StreamData)]
+    assert data_ts == [10, 20, 30]
+
+
+def test_reordered_segments_delivered_in_order() -> None:
+    r = Reassembler(PORTS)
+    feed_all(handshake(), r, finish=False)
+    assert feed_all([(10, c(5, b"world"))], r, finish=False) == []
+    events = feed_all([(11, c(0, b"hello"))], r, finish=False)
+    assert [(e.ts, e.data) for e in events if isinstance(e, StreamData)] == [
+        (11, b"helloworld")
+    ]
+
+
+def test_retransmission_delivered_once() -> None:
+    r = Reassembler(PORTS)
+    events = feed_all([*handshake(), (10, c(0, b"MAIL")), (11, c(0, b"MAIL"))], r)
+    assert stream(events, Direction.CLIENT) == [b"MAIL"]
+    assert anomalies(events) == []
+    assert r.stats.retransmissions == 1
+
+
+def test_overlap_with_same_bytes_is_quiet() -> None:
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(4, b"456789")),  # held back
+            (11, c(6, b"6789ab")),  # overlaps held bytes
+            (12, c(0, b"012345")),  # overlaps held bytes, fills the hole
+            (13, c(8, b"89abcdef")),  # overlaps delivered bytes
+        ]
+    )
+    assert stream(events, Direction.CLIENT) == [b"0123456789abcdef"]
+    assert anomalies(events) == []
+
+
+def test_overlap_with_different_bytes_first_copy_wins() -> None:
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"RCPT TO:<a@example.org>\r\n")),
+            (11, c(9, b"<b@evil.example>")),  # rewrites delivered bytes
+            (12, c(40, b"tail")),  # held back...
+            (13, c(38, b"XXYY")),  # ...and contradicted before delivery
+            (14, c(25, b"0123456789abc")),
+        ]
+    )
+    assert stream(events, Direction.CLIENT) == [
+        b"RCPT TO:<a@example.org>\r\n0123456789abcXXtail"
+    ]
+    assert anomalies(events) == [
+        (
+            "tcp_overlap_mismatch",
+            "16 bytes at offset 9 differ from the copy seen first; first copy kept",
+        ),
+        (
+            "tcp_overlap_mismatch",
+            "2 bytes at offset 40 differ from the copy seen first; first copy kept",
+        ),
+    ]
+
+
+def test_acknowledged_bytes_are_not_compared() -> None:
+    # A keepalive probe resends one old byte, often as garbage (RFC 9293
+    # 3.8.4); once the peer acknowledged that byte it is not an anomaly.
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"NOOP\r\n")),
+            (11, s(0, ack=C_ISN + 7, flags=ACK)),
+            (12, c(5, b"\0", flags=ACK)),
+        ]
+    )
+    assert anomalies(events) == []
+    assert stream(events, Direction.CLIENT) == [b"NOOP\r\n"]
+
+
+# -- holes ----------------------------------------------------------------
+
+
+def test_gap_at_end_of_capture() -> None:
+    events = feed_all([*handshake(), (10, c(0, b"abc")), (11, c(10, b"xyz"))])
+    assert stream(events, Direction.CLIENT) == [b"abc", ("gap", 7), b"xyz"]
+    closed = events[-1]
+    assert isinstance(closed, StreamClosed)
+    assert closed.reason == CloseReason.END_OF_CAPTURE
+
+
+def test_gap_declared_when_peer_acks_past_it() -> None:
+    r = Reassembler(PORTS)
+    feed_all([*handshake(), (10, c(0, b"abc")), (11, c(10, b"xyz"))], r, finish=False)
+    # The server acknowledged the 7 lost bytes: they will not come again.
+    events = feed_all([(12, s(0, ack=C_ISN + 1 + 13, flags=ACK))], r, finish=False)
+    assert stream(events, Direction.CLIENT) == [("gap", 7), b"xyz"]
+    assert all(e.ts == 12 for e in events if isinstance(e, (StreamGap, StreamData)))
+
+
+def test_gap_declared_when_data_arrives_past_an_acked_hole() -> None:
+    r = Reassembler(PORTS)
+    feed_all([*handshake(), (10, c(0, b"abc"))], r, finish=False)
+    # An ACK for bytes not seen, but nothing after them yet: wait.
+    assert feed_all([(11, s(0, ack=C_ISN + 11, flags=ACK))], r, finish=False) == []
+    events = feed_all([(12, c(10, b"xyz"))], r, finish=False)
+    assert stream(events, Direction.CLIENT) == [("gap", 7), b"xyz"]
+
+
+def test_partially_acked_hole() -> None:
+    r = Reassembler(PORTS)
+    feed_all([*handshake(), (10, c(0, b"abc")), (11, c(10, b"xyz"))], r, finish=False)
+    events = feed_all([(12, s(0, ack=C_ISN + 1 + 6, flags=ACK))], r, finish=False)
+    # Bytes 3..6 were received by the server; 6..10 may still come.
+    assert stream(events, Direction.CLIENT) == [("gap", 3)]
+    events = feed_all([(13, c(6, b"6789"))], r)
+    assert stream(events, Direction.CLIENT) == [b"6789xyz"]
+
+
+def test_trailing_bytes_proven_by_ack_become_a_gap() -> None:
+    events = feed_all(
+        [*handshake(), (10, c(0, b"abc")), (11, s(0, ack=C_ISN + 1 + 8, flags=ACK))]
+    )
+    assert stream(events, Direction.CLIENT) == [b"abc", ("gap", 5)]
+
+
+def test_truncated_segment_reports_the_missing_part() -> None:
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"DATA", missing=96)),
+            (11, c(100, b"more")),
+        ]
+    )
+    assert stream(events, Direction.CLIENT) == [b"DATA", ("gap", 96), b"more"]
+
+
+def test_truncated_segment_out_of_order_yields_to_full_copy() -> None:
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(4, b"ef", missing=4)),  # bytes 4..10, only 4..6 captured
+            (11, c(6, b"ghij")),  # a full copy of 6..10
+            (12, c(0, b"abcd")),
+        ]
+    )
+    assert stream(events, Direction.CLIENT) == [b"abcdefghij"]
+
+
+def test_buffer_limit_gives_up_the_hole() -> None:
+    r = Reassembler(PORTS, max_buffered_bytes=100)
+    feed_all([*handshake(), (10, c(0, b"ok"))], r, finish=False)
+    events = feed_all(
+        [(11, c(50, b"x" * 60)), (12, c(110, b"y" * 60))], r, finish=False
+    )
+    assert stream(events, Direction.CLIENT) == [("gap", 48), b"x" * 60 + b"y" * 60]
+    ((kind, detail),) = anomalies(events)
+    assert kind == "tcp_buffer_limit"
+    assert "hole of 48 bytes at offset 2" in detail
+    assert r.stats.buffer_limit_hits == 1
+
+
+def test_segment_count_limit() -> None:
+    r = Reassembler(PORTS, max_buffered_segments=3)
+    segments = [(10 + i, c(10 + 2 * i, b"z")) for i in range(4)]
+    events = feed_all([*handshake(), *segments], r, finish=False)
+    assert [k for k, _ in anomalies(events)] == ["tcp_buffer_limit"]
+    assert stream(events, Direction.CLIENT)[:2] == [("gap", 10), b"z"]
+
+
+# -- sequence numbers -----------------------------------------------------
+
+
+def test_sequence_wraparound() -> None:
+    isn = (1 << 32) - 3
+    events = feed_all(
+        [
+            (0, seg(CLIENT, isn, flags=SYN)),
+            (1, seg(CLIENT, isn + 1, b"abcd")),  # crosses 2**32
+            (2, seg(CLIENT, isn + 9, b"ijkl")),  # after the wrap, early
+            (3, seg(CLIENT, isn + 5, b"efgh")),
+        ]
+    )
+    assert stream(events, Direction.CLIENT) == [b"abcdefghijkl"]
+
+
+def test_offsets_past_four_gigabytes() -> None:
+    # Many wraps: absolute offsets keep growing; only the modulus wraps.
+    r = Reassembler(PORTS)
+    feed_all([(0, seg(CLIENT, 7, flags=SYN))], r, finish=False)
+    chunk = b"q" * 60000
+    sent = 0
+    for i in range(80_000):  # 4.8 GB, far past 2**32
+        out = r.feed(i + 1, seg(CLIENT, 8 + sent, chunk))
+        assert len(out) == 1
+        sent += len(chunk)
+    events = r.finish()
+    assert [type(e) for e in events] == [StreamClosed]
+
+
+def test_mid_stream_capture() -> None:
+    events = feed_all(
+        [
+            (10, seg(SERVER, 777, b"250 ok\r\n", ack=123)),
+            (11, seg(CLIENT, 123, b"RSET\r\n", ack=785)),
+            (12, seg(SERVER, 785, b"250 reset\r\n", ack=129)),
+        ]
+    )
+    opened = events[0]
+    assert isinstance(opened, StreamOpened)
+    assert opened.conn.server_port == 25
+    assert not opened.conn.handshake_seen
+    assert stream(events, Direction.SERVER) == [b"250 ok\r\n250 reset\r\n"]
+    assert stream(events, Direction.CLIENT) == [b"RSET\r\n"]
+
+
+def test_mid_stream_without_smtp_port_lower_port_serves() -> None:
+    segment = TcpSegment("10.0.0.9", "10.0.0.8", 40001, 8025, 1, 0, ACK, b"x", False, 0)
+    (opened, *_) = feed_all([(0, segment)])
+    assert isinstance(opened, StreamOpened)
+    assert opened.conn.server_port == 8025
+
+
+def test_synack_first_sets_both_sides() -> None:
+    events = feed_all(
+        [
+            (0, seg(SERVER, S_ISN, ack=C_ISN + 1, flags=SYN | ACK)),
+            (1, c(0, b"EHLO x\r\n")),
+        ]
+    )
+    opened = events[0]
+    assert isinstance(opened, StreamOpened)
+    assert (opened.conn.client_ip, opened.conn.client_port) == CLIENT
+    assert opened.conn.synack_ts == 0 and opened.conn.ack_ts == 1
+    assert stream(events, Direction.CLIENT) == [b"EHLO x\r\n"]
+
+
+def test_data_before_first_seen_byte_is_reported() -> None:
+    events = feed_all(
+        [(0, seg(CLIENT, 100, b"later", ack=1)), (1, seg(CLIENT, 95, b"early", ack=1))]
+    )
+    assert stream(events, Direction.CLIENT) == [b"later"]
+    assert anomalies(events) == [
+        ("tcp_data_before_start", "5 bytes before the first byte seen")
+    ]
+
+
+# -- endings ----------------------------------------------------------------
+
+
+def test_rst_closes_after_flushing() -> None:
+    r = Reassembler(PORTS)
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"ab")),
+            (11, c(5, b"fg")),
+            (12, s(0, flags=RST | ACK)),
+            (13, c(7, b"late bytes")),
+        ],
+        r,
+    )
+    assert stream(events, Direction.CLIENT) == [b"ab", ("gap", 3), b"fg"]
+    assert closes(events) == [(0, CloseReason.RST, 12)]
+    assert r.stats.packets_after_close == 1
+    assert r.stats.bytes_after_close == 10
+
+
+def test_fin_waits_for_the_hole_before_it() -> None:
+    r = Reassembler(PORTS)
+    events = feed_all(
+        [
+            *handshake(),
+            (10, s(0, b"221 bye\r\n", flags=PSH_ACK | FIN)),
+            (11, c(4, flags=ACK | FIN)),  # FIN after 4 bytes not yet seen
+        ],
+        r,
+        finish=False,
+    )
+    assert closes(events) == []
+    events = feed_all([(12, c(0, b"QUIT"))], r, finish=False)
+    assert closes(events) == [(0, CloseReason.FIN, 12)]
+    assert stream(events, Direction.CLIENT) == [b"QUIT"]
+
+
+def test_fin_hole_proven_by_ack_closes() -> None:
+    events = feed_all(
+        [
+            *handshake(),
+            (10, s(0, b"221 bye\r\n", flags=PSH_ACK | FIN)),
+            (11, c(4, flags=ACK | FIN)),
+            (12, s(10, ack=C_ISN + 1 + 5, flags=ACK)),  # acks the FIN
+        ],
+        finish=False,
+    )
+    assert stream(events, Direction.CLIENT) == [("gap", 4)]
+    assert closes(events) == [(0, CloseReason.FIN, 12)]
+
+
+def test_data_after_fin_is_reported_and_dropped() -> None:
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"QUIT", flags=PSH_ACK | FIN)),
+            (11, c(4, b"more")),
+        ]
+    )
+    assert stream(events, Direction.CLIENT) == [b"QUIT"]
+    assert [k for k, _ in anomalies(events)] == ["tcp_data_after_fin"]
+
+
+def test_idle_timeout() -> None:
+    r = Reassembler(PORTS, idle_timeout_s=10)
+    other = ("10.0.0.3", 41000)
+    events = feed_all(
+        [
+            *handshake(),
+            (5 * S, c(0, b"abc")),
+            (100 * S, seg(other, 1, b"x", ack=1)),
+        ],
+        r,
+        finish=False,
+    )
+    assert closes(events) == [(0, CloseReason.IDLE, 15 * S)]
+    idle_close = next(e for e in events if isinstance(e, StreamClosed))
+    # The idle close comes before the other connection's events.
+    assert events.index(idle_close) < len(events) - 2
+
+
+def test_idle_tuple_starts_a_new_connection() -> None:
+    r = Reassembler(PORTS, idle_timeout_s=10)
+    events = feed_all([*handshake(), (5 * S, c(0, b"abc")), (50 * S, c(3, b"def"))], r)
+    assert closes(events)[0] == (0, CloseReason.IDLE, 15 * S)
+    opened = [e.conn.conn_id for e in events if isinstance(e, StreamOpened)]
+    assert opened == [0, 1]
+
+
+def test_idle_sweep_closes_in_opening_order() -> None:
+    r = Reassembler(PORTS, idle_timeout_s=10)
+    segments = [(i, seg((f"10.0.1.{i}", 40000), 1, b"x", ack=1)) for i in range(1, 5)]
+    events = feed_all([*segments, (60 * S, seg(("10.0.2.1", 1), 1, b"y"))], r)
+    assert [cid for cid, reason, _ in closes(events) if reason == "idle"] == [
+        0,
+        1,
+        2,
+        3,
+    ]
+
+
+def test_new_syn_on_closed_tuple_is_a_new_connection() -> None:
+    first = [*handshake(), (5, c(0, b"x", flags=PSH_ACK | RST))]
+    events = feed_all([*first, *handshake(100)])
+    opened = [e.conn for e in events if isinstance(e, StreamOpened)]
+    assert [conn.conn_id for conn in opened] == [0, 1]
+    assert opened[1].syn_ts == 100
+    assert closes(events) == [
+        (0, CloseReason.RST, 5),
+        (1, CloseReason.END_OF_CAPTURE, 102),
+    ]
+
+
+def test_new_syn_on_open_tuple_reuses_it() -> None:
+    second_syn = seg(CLIENT, 99_999, flags=SYN)
+    events = feed_all([*handshake(), (10, c(0, b"abc")), (20, second_syn)])
+    assert closes(events) == [
+        (0, CloseReason.REUSED, 20),
+        (1, CloseReason.END_OF_CAPTURE, 20),
+    ]
+
+
+def test_retransmitted_syn_is_the_same_connection() -> None:
+    events = feed_all([(0, seg(CLIENT, C_ISN, flags=SYN)), *handshake(3)])
+    assert [e.conn.conn_id for e in events if isinstance(e, StreamOpened)] == [0]
+    assert events[0].conn.syn_ts == 0
+
+
+def test_finish_uses_given_time_and_empties() -> None:
+    r = Reassembler(PORTS)
+    feed_all(handshake(), r, finish=False)
+    assert r.open_connections == 1
+    assert closes(r.finish(999)) == [(0, CloseReason.END_OF_CAPTURE, 999)]
+    assert r.open_connections == 0
+
+
+# -- any segmentation, any order, any duplicates ----------------------------
+
+
+@st.composite
+def shuffled_stream(draw: st.DrawFn) -> tuple[bytes, int, list[tuple[int, bytes]]]:
+    data = draw(st.binary(min_size=2, max_size=2000))
+    isn = draw(st.sampled_from([0, 12345, (1 << 32) - 700, (1 << 32) - 1]))
+    cuts = sorted(draw(st.sets(st.integers(1, len(data) - 1), max_size=30)))
+    bounds = [0, *cuts, len(data)]
+    pieces = [(a, data[a:b]) for a, b in itertools.pairwise(bounds)]
+    # Duplicates, including overlapping slices that straddle piece bounds.
+    extra = draw(
+        st.lists(
+            st.tuples(st.integers(0, len(data) - 1), st.integers(1, 300)), max_size=10
+        )
+    )
+    pieces += [(a, data[a : a + n]) for a, n in extra]
+    order = draw(st.permutations(range(len(pieces))))
+    return data, isn, [pieces[i] for i in order]
+
+
+@settings(max_examples=300, deadline=None)
+@given(shuffled_stream())
+def test_any_order_reassembles_exactly(
+    case: tuple[bytes, int, list[tuple[int, bytes]]],
+) -> None:
+    data, isn, pieces = case
+    segments = [(0, seg(CLIENT, isn, flags=SYN))]
+    segments += [
+        (i + 1, seg(CLIENT, isn + 1 + off, chunk))
+        for i, (off, chunk) in enumerate(pieces)
+    ]
+    events = feed_all(segments)
+    assert stream(events, Direction.CLIENT) == [data]
+    assert anomalies(events) == []
+    assert isinstance(events[0], StreamOpened) and isinstance(events[-1], StreamClosed)
+
+
+@st.composite
+def lossy_stream(
+    draw: st.DrawFn,
+) -> tuple[bytes, list[tuple[int, bytes] | int]]:
+    """Pieces of a stream, some lost, in any order, with ACKs up to anywhere."""
+    data, _, pieces = draw(shuffled_stream())
+    kept: list[tuple[int, bytes] | int] = [
+        p for p in pieces if draw(st.booleans()) or draw(st.booleans())
+    ]
+    acks = draw(st.lists(st.integers(0, len(data)), max_size=5))
+    for ack in acks:
+        kept.insert(draw(st.integers(0, len(kept))), ack)
+    return data, kept
+
+
+@settings(max_examples=300, deadline=None)
+@given(lossy_stream(), st.sampled_from([64, 1 << 20]))
+def test_losses_never_misplace_a_byte(
+    case: tuple[bytes, list[tuple[int, bytes] | int]], limit: int
+) -> None:
+    data, items = case
+    r = Reassembler(PORTS, max_buffered_bytes=limit)
+    segments = [(0, seg(CLIENT, C_ISN, flags=SYN))]
+    for i, item in enumerate(items, start=1):
+        if isinstance(item, int):
+            segments.append((i, seg(SERVER, S_ISN, ack=C_ISN + 1 + item, flags=ACK)))
+        else:
+            segments.append((i, seg(CLIENT, C_ISN + 1 + item[0], item[1])))
+    events = feed_all(segments, r)
+    offset = 0
+    for entry in stream(events, Direction.CLIENT):
+        if isinstance(entry, bytes):
+            assert entry == data[offset : offset + len(entry)]
+            offset += len(entry)
+        else:
+            assert isinstance(entry, tuple)
+            offset += entry[1]
+    received_end = max(
+        [0]
+        + [
+            off + len(chunk)
+            for off, chunk in (i for i in items if isinstance(i, tuple))
+        ]
+        + [i for i in items if isinstance(i, int)]
+    )
+    assert offset == received_end
+    kinds = {kind for kind, _ in anomalies(events)}
+    assert kinds <= {"tcp_buffer_limit"}
