@@ -13,7 +13,7 @@ only, relayhost empty, every non-local transport "discard", no DNS).  Clients:
 Python's smtplib, swaks, and a raw-socket client (scripts/rawclient.py).  Each
 capture is taken with
 
-    tcpdump -i lo -w FILE -s 0 -Z root --immediate-mode 'tcp port N'
+    tcpdump -i lo -w FILE -s 0 -Z root --immediate-mode -B 8192 'tcp port N'
 
 (``-i any`` for sll2-any.pcap).  After capturing, every pcap is read back with
 tshark (scripts/truth.py), checked against the dialog this script drove, and
@@ -58,18 +58,30 @@ CAROL = "carol@smtpscope.test"
 NOSUCH = "nosuch@smtpscope.test"
 FOREIGN = "victim@example.net"
 DATE = "Mon, 01 Jan 2024 12:00:00 +0000"
-NAMES = {ALICE: "Alice", BOB: "Bob", CAROL: "Carol", NOSUCH: "Nobody",
-         FOREIGN: "Victim"}
+NAMES = {
+    ALICE: "Alice",
+    BOB: "Bob",
+    CAROL: "Carol",
+    NOSUCH: "Nobody",
+    FOREIGN: "Victim",
+}
 
 # Throwaway test credentials for the aiosmtpd AUTH server.
 AUTH_USERS = {"alice": "alice-throwaway-pw", "bob": "bob-throwaway-pw"}
 WRONG_PASSWORD = "not-bobs-password"
 
 
-def message(capture: str, n: int, subject: str, to: list[str],
-            cc: list[str] | None = None, body: list[str] | None = None,
-            eol: bytes = b"\r\n") -> bytes:
+def message(
+    capture: str,
+    n: int,
+    subject: str,
+    to: list[str],
+    cc: list[str] | None = None,
+    body: list[str] | None = None,
+    eol: bytes = b"\r\n",
+) -> bytes:
     """A fixed message: Date, From, To, [Cc], Subject, Message-ID, body."""
+
     def fmt(addrs: list[str]) -> str:
         return ", ".join(f"{NAMES[a]} <{a}>" for a in addrs)
 
@@ -83,8 +95,13 @@ def message(capture: str, n: int, subject: str, to: list[str],
         "MIME-Version: 1.0",
         "Content-Type: text/plain; charset=us-ascii",
         "",
-        *(body or [f"Test message {n} of the {capture} capture.",
-                   "This line is plain ASCII text."]),
+        *(
+            body
+            or [
+                f"Test message {n} of the {capture} capture.",
+                "This line is plain ASCII text.",
+            ]
+        ),
     ]
     return b"".join(line.encode() + eol for line in lines)
 
@@ -111,8 +128,7 @@ class Scenario:
     keylog: str | None = None
     messages: list[bytes] = field(default_factory=list)
     deliveries: dict[str, int] = field(default_factory=dict)
-    checks: list[Callable[[Path, dict[str, Any]], None]] = field(
-        default_factory=list)
+    checks: list[Callable[[Path, dict[str, Any]], None]] = field(default_factory=list)
 
     @property
     def bpf(self) -> str:
@@ -122,11 +138,13 @@ class Scenario:
 SCENARIOS: list[Scenario] = []
 
 
-def scenario(**kw: Any) -> Callable[[Callable[[Ctx, Scenario], None]],
-                                    Callable[[Ctx, Scenario], None]]:
+def scenario(
+    **kw: Any,
+) -> Callable[[Callable[[Ctx, Scenario], None]], Callable[[Ctx, Scenario], None]]:
     def deco(fn: Callable[[Ctx, Scenario], None]) -> Callable[[Ctx, Scenario], None]:
         SCENARIOS.append(Scenario(run=fn, **kw))
         return fn
+
     return deco
 
 
@@ -134,8 +152,9 @@ def smtp(host: str, port: int) -> smtplib.SMTP:
     return smtplib.SMTP(host, port, local_hostname=HELO, timeout=10)
 
 
-def check_aiosmtpd(handler: lab.RecordingHandler, want: list[tuple[str, list[str]]]
-                   ) -> None:
+def check_aiosmtpd(
+    handler: lab.RecordingHandler, want: list[tuple[str, list[str]]]
+) -> None:
     got = [(e.mail_from, list(e.rcpt_tos)) for e in handler.envelopes]
     if got != want:
         raise RuntimeError(f"aiosmtpd received {got}, wanted {want}")
@@ -145,20 +164,28 @@ def check_aiosmtpd(handler: lab.RecordingHandler, want: list[tuple[str, list[str
 # 1. plain delivery: smtplib -> aiosmtpd, 127.0.0.1:25
 # --------------------------------------------------------------------------
 
-PLAIN = [("EHLO", 250), ("MAIL", 250), ("RCPT", 250), ("DATA", 354, 250),
-         ("QUIT", 221)]
+PLAIN = [("EHLO", 250), ("MAIL", 250), ("RCPT", 250), ("DATA", 354, 250), ("QUIT", 221)]
 
 
 @scenario(
-    name="plain-delivery", pcap="plain-delivery.pcap", server="aiosmtpd",
-    client="smtplib", port=25,
+    name="plain-delivery",
+    pcap="plain-delivery.pcap",
+    server="aiosmtpd",
+    client="smtplib",
+    port=25,
     summary="One message, EHLO/MAIL/RCPT/DATA/QUIT, smtplib to aiosmtpd on "
-            "127.0.0.1:25. The body has a line starting with '.', so the "
-            "wire shows dot-stuffing ('..').",
+    "127.0.0.1:25. The body has a line starting with '.', so the "
+    "wire shows dot-stuffing ('..').",
     expect=[PLAIN],
-    messages=[message("plain-delivery", 1, "Plain delivery test", [ALICE],
-                      body=["Hello Alice,", ".this line starts with a dot",
-                            "Regards."])],
+    messages=[
+        message(
+            "plain-delivery",
+            1,
+            "Plain delivery test",
+            [ALICE],
+            body=["Hello Alice,", ".this line starts with a dot", "Regards."],
+        )
+    ],
 )
 def plain_delivery(ctx: Ctx, sc: Scenario) -> None:
     s = smtp(V4, 25)
@@ -172,21 +199,40 @@ def plain_delivery(ctx: Ctx, sc: Scenario) -> None:
 
 
 @scenario(
-    name="rset-multi", pcap="rset-multi.pcap", server="postfix", client="smtplib",
+    name="rset-multi",
+    pcap="rset-multi.pcap",
+    server="postfix",
+    client="smtplib",
     port=25,
     summary="One session, three delivered messages with RSET between them, "
-            "and one transaction abandoned with RSET after RCPT "
-            "(smtplib to Postfix on 127.0.0.1:25).",
-    expect=[[("EHLO", 250),
-             ("MAIL", 250), ("RCPT", 250), ("DATA", 354, 250), ("RSET", 250),
-             ("MAIL", 250), ("RCPT", 250), ("RCPT", 250), ("DATA", 354, 250),
-             ("RSET", 250),
-             ("MAIL", 250), ("RCPT", 250), ("RSET", 250),
-             ("MAIL", 250), ("RCPT", 250), ("DATA", 354, 250),
-             ("QUIT", 221)]],
-    messages=[message("rset-multi", 1, "First of three", [ALICE]),
-              message("rset-multi", 2, "Second of three", [BOB], cc=[CAROL]),
-              message("rset-multi", 3, "Third of three", [CAROL])],
+    "and one transaction abandoned with RSET after RCPT "
+    "(smtplib to Postfix on 127.0.0.1:25).",
+    expect=[
+        [
+            ("EHLO", 250),
+            ("MAIL", 250),
+            ("RCPT", 250),
+            ("DATA", 354, 250),
+            ("RSET", 250),
+            ("MAIL", 250),
+            ("RCPT", 250),
+            ("RCPT", 250),
+            ("DATA", 354, 250),
+            ("RSET", 250),
+            ("MAIL", 250),
+            ("RCPT", 250),
+            ("RSET", 250),
+            ("MAIL", 250),
+            ("RCPT", 250),
+            ("DATA", 354, 250),
+            ("QUIT", 221),
+        ]
+    ],
+    messages=[
+        message("rset-multi", 1, "First of three", [ALICE]),
+        message("rset-multi", 2, "Second of three", [BOB], cc=[CAROL]),
+        message("rset-multi", 3, "Third of three", [CAROL]),
+    ],
     deliveries={"alice": 1, "bob": 1, "carol": 2},
 )
 def rset_multi(ctx: Ctx, sc: Scenario) -> None:
@@ -196,7 +242,7 @@ def rset_multi(ctx: Ctx, sc: Scenario) -> None:
     s.rset()
     s.sendmail(SENDER, [BOB, CAROL], sc.messages[1])
     s.rset()
-    s.mail(SENDER)          # abandoned transaction
+    s.mail(SENDER)  # abandoned transaction
     s.rcpt(ALICE)
     s.rset()
     s.sendmail(SENDER, [CAROL], sc.messages[2])
@@ -209,18 +255,33 @@ def rset_multi(ctx: Ctx, sc: Scenario) -> None:
 
 
 @scenario(
-    name="rejected-rcpt", pcap="rejected-rcpt.pcap", server="postfix",
-    client="smtplib", port=25,
+    name="rejected-rcpt",
+    pcap="rejected-rcpt.pcap",
+    server="postfix",
+    client="smtplib",
+    port=25,
     summary="Postfix refuses an unknown local user (550 5.1.1) and relaying "
-            "to a foreign domain (554 5.7.1 Relay access denied), accepts "
-            "alice; DATA is delivered to alice only (250 ... queued as ID). "
-            "A second transaction has its only recipient refused, so smtplib "
-            "sends RSET instead of DATA.",
-    expect=[[("EHLO", 250), ("MAIL", 250), ("RCPT", 550), ("RCPT", 250),
-             ("RCPT", 554), ("DATA", 354, 250),
-             ("MAIL", 250), ("RCPT", 550), ("RSET", 250), ("QUIT", 221)]],
-    messages=[message("rejected-rcpt", 1, "Mixed recipients", [NOSUCH, ALICE],
-                      cc=[FOREIGN])],
+    "to a foreign domain (554 5.7.1 Relay access denied), accepts "
+    "alice; DATA is delivered to alice only (250 ... queued as ID). "
+    "A second transaction has its only recipient refused, so smtplib "
+    "sends RSET instead of DATA.",
+    expect=[
+        [
+            ("EHLO", 250),
+            ("MAIL", 250),
+            ("RCPT", 550),
+            ("RCPT", 250),
+            ("RCPT", 554),
+            ("DATA", 354, 250),
+            ("MAIL", 250),
+            ("RCPT", 550),
+            ("RSET", 250),
+            ("QUIT", 221),
+        ]
+    ],
+    messages=[
+        message("rejected-rcpt", 1, "Mixed recipients", [NOSUCH, ALICE], cc=[FOREIGN])
+    ],
     deliveries={"alice": 1},
 )
 def rejected_rcpt(ctx: Ctx, sc: Scenario) -> None:
@@ -228,8 +289,9 @@ def rejected_rcpt(ctx: Ctx, sc: Scenario) -> None:
     refused = s.sendmail(SENDER, [NOSUCH, ALICE, FOREIGN], sc.messages[0])
     assert set(refused) == {NOSUCH, FOREIGN}, refused
     try:
-        s.sendmail(SENDER, [NOSUCH],
-                   message("rejected-rcpt", 2, "Never sent", [NOSUCH]))
+        s.sendmail(
+            SENDER, [NOSUCH], message("rejected-rcpt", 2, "Never sent", [NOSUCH])
+        )
         raise AssertionError("all-refused transaction was accepted")
     except smtplib.SMTPRecipientsRefused:
         pass
@@ -246,8 +308,18 @@ def swaks(ctx: Ctx, msg: bytes, *args: str) -> str:
     # swaks turns LF into CRLF and always appends CRLF "." CRLF, so the file
     # leaves out the message's final line break.
     data.write_bytes(msg.replace(b"\r\n", b"\n").removesuffix(b"\n"))
-    argv = ["swaks", "--ehlo", HELO, "--from", SENDER, "--data", f"@{data}",
-            "--timeout", "10", *args]
+    argv = [
+        "swaks",
+        "--ehlo",
+        HELO,
+        "--from",
+        SENDER,
+        "--data",
+        f"@{data}",
+        "--timeout",
+        "10",
+        *args,
+    ]
     p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     lab.log(f"swaks rc {p.returncode}: {' '.join(argv)}")
     if p.returncode != 0:
@@ -258,9 +330,25 @@ def swaks(ctx: Ctx, msg: bytes, *args: str) -> str:
 def check_pipelined(pcap: Path, exp: dict[str, Any]) -> None:
     """The client's MAIL, RCPTs and DATA travel in a single TCP segment."""
     out = subprocess.run(
-        ["tshark", "-r", str(pcap), "-Y", "smtp.req", "-T", "fields",
-         "-E", "occurrence=a", "-E", "aggregator=|", "-e", "smtp.req.command"],
-        capture_output=True, text=True, check=True).stdout
+        [
+            "tshark",
+            "-r",
+            str(pcap),
+            "-Y",
+            "smtp.req",
+            "-T",
+            "fields",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=|",
+            "-e",
+            "smtp.req.command",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     batches = [ln.split("|") for ln in out.splitlines() if "|" in ln]
     want = ["MAIL", "RCPT", "RCPT", "RCPT", "DATA"]
     if want not in batches:
@@ -269,21 +357,43 @@ def check_pipelined(pcap: Path, exp: dict[str, Any]) -> None:
 
 
 @scenario(
-    name="pipelining", pcap="pipelining.pcap", server="postfix",
-    client="swaks --pipeline", port=25,
+    name="pipelining",
+    pcap="pipelining.pcap",
+    server="postfix",
+    client="swaks --pipeline",
+    port=25,
     summary="swaks --pipeline against Postfix (advertises PIPELINING): MAIL, "
-            "three RCPTs and DATA in one TCP segment, the five replies back "
-            "in one segment; the middle RCPT (unknown user) gets 550.",
-    expect=[[("EHLO", 250), ("MAIL", 250), ("RCPT", 250), ("RCPT", 550),
-             ("RCPT", 250), ("DATA", 354, 250), ("QUIT", 221)]],
-    messages=[message("pipelining", 1, "Pipelined delivery", [ALICE, NOSUCH],
-                      cc=[BOB])],
+    "three RCPTs and DATA in one TCP segment, the five replies back "
+    "in one segment; the middle RCPT (unknown user) gets 550.",
+    expect=[
+        [
+            ("EHLO", 250),
+            ("MAIL", 250),
+            ("RCPT", 250),
+            ("RCPT", 550),
+            ("RCPT", 250),
+            ("DATA", 354, 250),
+            ("QUIT", 221),
+        ]
+    ],
+    messages=[
+        message("pipelining", 1, "Pipelined delivery", [ALICE, NOSUCH], cc=[BOB])
+    ],
     deliveries={"alice": 1, "bob": 1},
     checks=[check_pipelined],
 )
 def pipelining(ctx: Ctx, sc: Scenario) -> None:
-    swaks(ctx, sc.messages[0], "--server", V4, "--port", "25", "--pipeline",
-          "--to", f"{ALICE},{NOSUCH},{BOB}")
+    swaks(
+        ctx,
+        sc.messages[0],
+        "--server",
+        V4,
+        "--port",
+        "25",
+        "--pipeline",
+        "--to",
+        f"{ALICE},{NOSUCH},{BOB}",
+    )
 
 
 # --------------------------------------------------------------------------
@@ -300,22 +410,44 @@ def check_bdat(pcap: Path, exp: dict[str, Any]) -> None:
 
 
 @scenario(
-    name="bdat", pcap="bdat.pcap", server="postfix", client="raw socket client",
+    name="bdat",
+    pcap="bdat.pcap",
+    server="postfix",
+    client="raw socket client",
     port=25,
     summary="BDAT/CHUNKING against Postfix (advertises CHUNKING). Transaction "
-            "1: three chunks sent one at a time (chunk borders fall inside "
-            "header lines), the last 'BDAT n LAST'. Transaction 2: the whole "
-            "message in one chunk, then 'BDAT 0 LAST', both pipelined in one "
-            "segment.",
-    expect=[[("EHLO", 250),
-             ("MAIL", 250), ("RCPT", 250), ("BDAT", 250), ("BDAT", 250),
-             ("BDAT", 250),
-             ("MAIL", 250), ("RCPT", 250), ("BDAT", 250), ("BDAT", 250),
-             ("QUIT", 221)]],
-    messages=[message("bdat", 1, "Chunked in three", [ALICE],
-                      body=["Sent with BDAT in three chunks.",
-                            ".a leading dot is not stuffed in BDAT"]),
-              message("bdat", 2, "Chunk then BDAT 0 LAST", [BOB], cc=[ALICE])],
+    "1: three chunks sent one at a time (chunk borders fall inside "
+    "header lines), the last 'BDAT n LAST'. Transaction 2: the whole "
+    "message in one chunk, then 'BDAT 0 LAST', both pipelined in one "
+    "segment.",
+    expect=[
+        [
+            ("EHLO", 250),
+            ("MAIL", 250),
+            ("RCPT", 250),
+            ("BDAT", 250),
+            ("BDAT", 250),
+            ("BDAT", 250),
+            ("MAIL", 250),
+            ("RCPT", 250),
+            ("BDAT", 250),
+            ("BDAT", 250),
+            ("QUIT", 221),
+        ]
+    ],
+    messages=[
+        message(
+            "bdat",
+            1,
+            "Chunked in three",
+            [ALICE],
+            body=[
+                "Sent with BDAT in three chunks.",
+                ".a leading dot is not stuffed in BDAT",
+            ],
+        ),
+        message("bdat", 2, "Chunk then BDAT 0 LAST", [BOB], cc=[ALICE]),
+    ],
     deliveries={"alice": 1, "bob": 1},
     checks=[check_bdat],
 )
@@ -345,29 +477,52 @@ def bdat(ctx: Ctx, sc: Scenario) -> None:
 
 
 @scenario(
-    name="auth", pcap="auth.pcap", server="aiosmtpd", client="smtplib + raw",
+    name="auth",
+    pcap="auth.pcap",
+    server="aiosmtpd",
+    client="smtplib + raw",
     port=587,
     summary="Four sessions to aiosmtpd on 127.0.0.1:587 (AUTH without TLS): "
-            "1) AUTH PLAIN with initial response, user alice, 235, then a "
-            "message; 2) AUTH LOGIN challenge/response, user bob, wrong "
-            "password, 535; 3) AUTH LOGIN challenge/response, bob, 235, then "
-            "a message; 4) AUTH LOGIN cancelled with '*' (501), then AUTH "
-            "PLAIN without initial response (334 empty challenge), alice, 235.",
-    expect=[[("EHLO", 250), ("AUTH", 235), ("MAIL", 250), ("RCPT", 250),
-             ("DATA", 354, 250), ("QUIT", 221)],
-            [("EHLO", 250), ("AUTH", 535), ("QUIT", 221)],
-            [("EHLO", 250), ("AUTH", 235), ("MAIL", 250), ("RCPT", 250),
-             ("RCPT", 250), ("DATA", 354, 250), ("QUIT", 221)],
-            [("EHLO", 250), ("AUTH", 501), ("AUTH", 235), ("QUIT", 221)]],
-    messages=[message("auth", 1, "Sent after AUTH PLAIN", [BOB]),
-              message("auth", 2, "Sent after AUTH LOGIN", [ALICE], cc=[CAROL])],
+    "1) AUTH PLAIN with initial response, user alice, 235, then a "
+    "message; 2) AUTH LOGIN challenge/response, user bob, wrong "
+    "password, 535; 3) AUTH LOGIN challenge/response, bob, 235, then "
+    "a message; 4) AUTH LOGIN cancelled with '*' (501), then AUTH "
+    "PLAIN without initial response (334 empty challenge), alice, 235.",
+    expect=[
+        [
+            ("EHLO", 250),
+            ("AUTH", 235),
+            ("MAIL", 250),
+            ("RCPT", 250),
+            ("DATA", 354, 250),
+            ("QUIT", 221),
+        ],
+        [("EHLO", 250), ("AUTH", 535), ("QUIT", 221)],
+        [
+            ("EHLO", 250),
+            ("AUTH", 235),
+            ("MAIL", 250),
+            ("RCPT", 250),
+            ("RCPT", 250),
+            ("DATA", 354, 250),
+            ("QUIT", 221),
+        ],
+        [("EHLO", 250), ("AUTH", 501), ("AUTH", 235), ("QUIT", 221)],
+    ],
+    messages=[
+        message("auth", 1, "Sent after AUTH PLAIN", [BOB]),
+        message("auth", 2, "Sent after AUTH LOGIN", [ALICE], cc=[CAROL]),
+    ],
 )
 def auth(ctx: Ctx, sc: Scenario) -> None:
     handler = lab.RecordingHandler()
     authenticator = lab.Authenticator(AUTH_USERS)
-    with lab.aiosmtpd_server(V4, 587, handler, authenticator=authenticator,
-                             auth_require_tls=False), \
-            lab.capture(sc.iface, ctx.workdir / sc.pcap, sc.bpf):
+    with (
+        lab.aiosmtpd_server(
+            V4, 587, handler, authenticator=authenticator, auth_require_tls=False
+        ),
+        lab.capture(sc.iface, ctx.workdir / sc.pcap, sc.bpf),
+    ):
         # 1: AUTH PLAIN with initial response (smtplib's choice for PLAIN)
         s = smtp(V4, 587)
         s.ehlo()
@@ -394,6 +549,7 @@ def auth(ctx: Ctx, sc: Scenario) -> None:
         # 4: AUTH LOGIN cancelled with "*", then AUTH PLAIN without
         #    initial response
         import base64
+
         r = RawSMTP(V4, 587)
         assert r.reply()[0] == 220
         r.cmd(f"EHLO {HELO}\r\n".encode(), 250)
@@ -405,8 +561,12 @@ def auth(ctx: Ctx, sc: Scenario) -> None:
         r.cmd(b"QUIT\r\n", 221)
         r.close()
     check_aiosmtpd(handler, [(SENDER, [BOB]), (SENDER, [ALICE, CAROL])])
-    want = [("PLAIN", "alice", True), ("LOGIN", "bob", False),
-            ("LOGIN", "bob", True), ("PLAIN", "alice", True)]
+    want = [
+        ("PLAIN", "alice", True),
+        ("LOGIN", "bob", False),
+        ("LOGIN", "bob", True),
+        ("PLAIN", "alice", True),
+    ]
     if authenticator.attempts != want:
         raise RuntimeError(f"auth attempts {authenticator.attempts} != {want}")
 
@@ -415,8 +575,15 @@ def auth(ctx: Ctx, sc: Scenario) -> None:
 # 7. STARTTLS: smtplib (key log) -> Postfix submission 127.0.0.1:587
 # --------------------------------------------------------------------------
 
-TLS_PLAIN = [("EHLO", 250), ("STARTTLS", 220), ("EHLO", 250), ("MAIL", 250),
-             ("RCPT", 250), ("DATA", 354, 250), ("QUIT", 221)]
+TLS_PLAIN = [
+    ("EHLO", 250),
+    ("STARTTLS", 220),
+    ("EHLO", 250),
+    ("MAIL", 250),
+    ("RCPT", 250),
+    ("DATA", 354, 250),
+    ("QUIT", 221),
+]
 
 
 def tls_ctx(ctx: Ctx, sc: Scenario) -> ssl.SSLContext:
@@ -451,12 +618,16 @@ def check_tls(pcap: Path, exp: dict[str, Any]) -> None:
 
 
 @scenario(
-    name="starttls", pcap="starttls.pcap", keylog="starttls.keylog",
-    server="postfix", client="smtplib", port=587,
+    name="starttls",
+    pcap="starttls.pcap",
+    keylog="starttls.keylog",
+    server="postfix",
+    client="smtplib",
+    port=587,
     summary="STARTTLS on Postfix's submission port 127.0.0.1:587 with a "
-            "self-signed certificate (TLS 1.3); EHLO again inside TLS, then "
-            "one message. starttls.keylog (NSS key log written by the client) "
-            "decrypts it: tshark -o tls.keylog_file:starttls.keylog.",
+    "self-signed certificate (TLS 1.3); EHLO again inside TLS, then "
+    "one message. starttls.keylog (NSS key log written by the client) "
+    "decrypts it: tshark -o tls.keylog_file:starttls.keylog.",
     expect=[TLS_PLAIN],
     messages=[message("starttls", 1, "Sent over STARTTLS", [ALICE])],
     deliveries={"alice": 1},
@@ -477,20 +648,24 @@ def starttls(ctx: Ctx, sc: Scenario) -> None:
 
 
 @scenario(
-    name="implicit-tls-465", pcap="implicit-tls-465.pcap",
-    keylog="implicit-tls-465.keylog", server="postfix", client="smtplib.SMTP_SSL",
+    name="implicit-tls-465",
+    pcap="implicit-tls-465.pcap",
+    keylog="implicit-tls-465.keylog",
+    server="postfix",
+    client="smtplib.SMTP_SSL",
     port=465,
     summary="SMTP inside TLS from the first byte (Postfix smtps wrapper mode "
-            "on 127.0.0.1:465, TLS 1.3, self-signed certificate), one message. "
-            "Decrypt with tshark -o tls.keylog_file:implicit-tls-465.keylog.",
+    "on 127.0.0.1:465, TLS 1.3, self-signed certificate), one message. "
+    "Decrypt with tshark -o tls.keylog_file:implicit-tls-465.keylog.",
     expect=[PLAIN],
     messages=[message("implicit-tls-465", 1, "Sent over implicit TLS", [BOB])],
     deliveries={"bob": 1},
     checks=[check_tls],
 )
 def implicit_tls(ctx: Ctx, sc: Scenario) -> None:
-    s = smtplib.SMTP_SSL(V4, 465, local_hostname=HELO, timeout=10,
-                         context=tls_ctx(ctx, sc))
+    s = smtplib.SMTP_SSL(
+        V4, 465, local_hostname=HELO, timeout=10, context=tls_ctx(ctx, sc)
+    )
     s.sendmail(SENDER, [BOB], sc.messages[0])
     tls_quit(s)
 
@@ -501,15 +676,18 @@ def implicit_tls(ctx: Ctx, sc: Scenario) -> None:
 
 
 @scenario(
-    name="ipv6", pcap="ipv6.pcap", server="postfix", client="swaks", port=25,
+    name="ipv6",
+    pcap="ipv6.pcap",
+    server="postfix",
+    client="swaks",
+    port=25,
     summary="Plain delivery over IPv6 loopback: swaks to Postfix on [::1]:25.",
     expect=[PLAIN],
     messages=[message("ipv6", 1, "Delivered over IPv6", [CAROL])],
     deliveries={"carol": 1},
 )
 def ipv6(ctx: Ctx, sc: Scenario) -> None:
-    swaks(ctx, sc.messages[0], "-6", "--server", V6, "--port", "25",
-          "--to", CAROL)
+    swaks(ctx, sc.messages[0], "-6", "--server", V6, "--port", "25", "--to", CAROL)
 
 
 # --------------------------------------------------------------------------
@@ -518,12 +696,24 @@ def ipv6(ctx: Ctx, sc: Scenario) -> None:
 
 
 @scenario(
-    name="sll2-any", pcap="sll2-any.pcap", server="aiosmtpd", client="smtplib",
-    port=25, iface="any",
+    name="sll2-any",
+    pcap="sll2-any.pcap",
+    server="aiosmtpd",
+    client="smtplib",
+    port=25,
+    iface="any",
     summary="One plain delivery (smtplib to aiosmtpd on 127.0.0.1:25) "
-            "captured with tcpdump -i any: link type LINUX_SLL2.",
-    expect=[[("EHLO", 250), ("MAIL", 250), ("RCPT", 250), ("RCPT", 250),
-             ("DATA", 354, 250), ("QUIT", 221)]],
+    "captured with tcpdump -i any: link type LINUX_SLL2.",
+    expect=[
+        [
+            ("EHLO", 250),
+            ("MAIL", 250),
+            ("RCPT", 250),
+            ("RCPT", 250),
+            ("DATA", 354, 250),
+            ("QUIT", 221),
+        ]
+    ],
     messages=[message("sll2-any", 1, "Captured on any", [ALICE], cc=[BOB])],
 )
 def sll2_any(ctx: Ctx, sc: Scenario) -> None:
@@ -538,13 +728,24 @@ def sll2_any(ctx: Ctx, sc: Scenario) -> None:
 
 
 @scenario(
-    name="starttls-454", pcap="starttls-454.pcap", server="aiosmtpd (subclass)",
-    client="smtplib", port=25,
+    name="starttls-454",
+    pcap="starttls-454.pcap",
+    server="aiosmtpd (subclass)",
+    client="smtplib",
+    port=25,
     summary="aiosmtpd advertises STARTTLS but answers it with '454 4.7.0 TLS "
-            "not available due to temporary reason'; smtplib then goes on in "
-            "plaintext and delivers one message.",
-    expect=[[("EHLO", 250), ("STARTTLS", 454), ("MAIL", 250), ("RCPT", 250),
-             ("DATA", 354, 250), ("QUIT", 221)]],
+    "not available due to temporary reason'; smtplib then goes on in "
+    "plaintext and delivers one message.",
+    expect=[
+        [
+            ("EHLO", 250),
+            ("STARTTLS", 454),
+            ("MAIL", 250),
+            ("RCPT", 250),
+            ("DATA", 354, 250),
+            ("QUIT", 221),
+        ]
+    ],
     messages=[message("starttls-454", 1, "Sent in clear after 454", [ALICE])],
 )
 def starttls_454(ctx: Ctx, sc: Scenario) -> None:
@@ -565,16 +766,26 @@ def starttls_454(ctx: Ctx, sc: Scenario) -> None:
 
 
 @scenario(
-    name="lf-only", pcap="lf-only.pcap", server="postfix",
-    client="raw socket client", port=25,
+    name="lf-only",
+    pcap="lf-only.pcap",
+    server="postfix",
+    client="raw socket client",
+    port=25,
     summary="An odd client: bare LF line endings everywhere (commands, "
-            "message, the '.' terminator) and lowercase verbs (helo, noop, "
-            "mail from:, rcpt to:, data, quit). Postfix 3.7 "
-            "(smtpd_forbid_bare_newline = no) accepts and delivers it.",
-    expect=[[("HELO", 250), ("NOOP", 250), ("MAIL", 250), ("RCPT", 250),
-             ("DATA", 354, 250), ("QUIT", 221)]],
-    messages=[message("lf-only", 1, "LF-only line endings", [ALICE],
-                      eol=b"\n")],
+    "message, the '.' terminator) and lowercase verbs (helo, noop, "
+    "mail from:, rcpt to:, data, quit). Postfix 3.7 "
+    "(smtpd_forbid_bare_newline = no) accepts and delivers it.",
+    expect=[
+        [
+            ("HELO", 250),
+            ("NOOP", 250),
+            ("MAIL", 250),
+            ("RCPT", 250),
+            ("DATA", 354, 250),
+            ("QUIT", 221),
+        ]
+    ],
+    messages=[message("lf-only", 1, "LF-only line endings", [ALICE], eol=b"\n")],
     deliveries={"alice": 1},
 )
 def lf_only(ctx: Ctx, sc: Scenario) -> None:
@@ -596,12 +807,26 @@ def lf_only(ctx: Ctx, sc: Scenario) -> None:
 
 
 def run_scenario(ctx: Ctx, sc: Scenario, outdir: Path) -> dict[str, Any]:
+    """Make one capture; try again (up to 3 times) if tcpdump lost packets."""
+    for attempt in range(1, 4):
+        try:
+            return run_once(ctx, sc, outdir)
+        except lab.PacketsDropped as e:
+            lab.log(f"{sc.name}: attempt {attempt}: {e}")
+    raise RuntimeError(f"{sc.name}: tcpdump dropped packets three times")
+
+
+def run_once(ctx: Ctx, sc: Scenario, outdir: Path) -> dict[str, Any]:
     lab.log(f"=== {sc.name}")
+    lab.DROPS.clear()
     pcap_tmp = ctx.workdir / sc.pcap
-    for p in (pcap_tmp, *( [ctx.workdir / sc.keylog] if sc.keylog else [])):
+    for p in (pcap_tmp, *([ctx.workdir / sc.keylog] if sc.keylog else [])):
         p.unlink(missing_ok=True)
-    before = ({u: ctx.postfix.maildir_count(u) for u in lab.POSTFIX_USERS}
-              if ctx.postfix else {})
+    before = (
+        {u: ctx.postfix.maildir_count(u) for u in lab.POSTFIX_USERS}
+        if ctx.postfix
+        else {}
+    )
     if sc.name == "auth":
         sc.run(ctx, sc)  # manages its own server and capture
     elif sc.server.startswith("aiosmtpd"):
@@ -610,10 +835,11 @@ def run_scenario(ctx: Ctx, sc: Scenario, outdir: Path) -> dict[str, Any]:
         if sc.name == "starttls-454":
             sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             sctx.load_cert_chain(ctx.cert, ctx.key)
-            kwargs = {"controller_cls": lab.Refuse454Controller,
-                      "tls_context": sctx}
-        with lab.aiosmtpd_server(V4, sc.port, handler, **kwargs), \
-                lab.capture(sc.iface, pcap_tmp, sc.bpf):
+            kwargs = {"controller_cls": lab.Refuse454Controller, "tls_context": sctx}
+        with (
+            lab.aiosmtpd_server(V4, sc.port, handler, **kwargs),
+            lab.capture(sc.iface, pcap_tmp, sc.bpf),
+        ):
             sc.run(ctx, sc)
         if len(handler.envelopes) != len(sc.messages):
             raise RuntimeError(f"aiosmtpd got {len(handler.envelopes)} messages")
@@ -624,6 +850,8 @@ def run_scenario(ctx: Ctx, sc: Scenario, outdir: Path) -> dict[str, Any]:
         want = {u: before[u] + sc.deliveries.get(u, 0) for u in lab.POSTFIX_USERS}
         ctx.postfix.wait_delivered(want)
         lab.log(f"delivered to maildirs: {sc.deliveries}")
+    if lab.DROPS != [0]:
+        raise lab.PacketsDropped(f"tcpdump kernel drops: {lab.DROPS}")
     return verify_and_describe(ctx, sc, outdir)
 
 
@@ -641,11 +869,15 @@ def verify_and_describe(ctx: Ctx, sc: Scenario, outdir: Path) -> dict[str, Any]:
         t = s["tcp"]
         if not (t["handshake"] and t["fin_client"] and t["fin_server"]) or t["rst"]:
             problems.append(f"stream {s['tcp_stream']}: incomplete TCP: {t}")
-        if s["unpaired_client_bytes"] or s["unpaired_replies"] or \
-                s["partial_reply_bytes"]:
+        if (
+            s["unpaired_client_bytes"]
+            or s["unpaired_replies"]
+            or s["partial_reply_bytes"]
+        ):
             problems.append(f"stream {s['tcp_stream']}: leftovers in pairing")
-    delivered = [t for s in sessions for t in s["transactions"]
-                 if t.get("final_code") == 250]
+    delivered = [
+        t for s in sessions for t in s["transactions"] if t.get("final_code") == 250
+    ]
     got_hashes = [t["message_sha256"] for t in delivered]
     want_hashes = [hashlib.sha256(m).hexdigest() for m in sc.messages]
     if got_hashes != want_hashes:
@@ -656,8 +888,7 @@ def verify_and_describe(ctx: Ctx, sc: Scenario, outdir: Path) -> dict[str, Any]:
         "keylog": sc.keylog,
         "link_type": ltname,
         "dlt": net,
-        "capture_command": f"tcpdump -i {sc.iface} -w {sc.pcap} -s 0 "
-                           f"'{sc.bpf}'",
+        "capture_command": f"tcpdump -i {sc.iface} -w {sc.pcap} -s 0 '{sc.bpf}'",
         "server": sc.server,
         "client": sc.client,
         "server_port": sc.port,
@@ -675,17 +906,23 @@ def verify_and_describe(ctx: Ctx, sc: Scenario, outdir: Path) -> dict[str, Any]:
     if problems:
         raise RuntimeError(f"{sc.name}: " + "\n".join(problems))
     shutil.copyfile(pcap_tmp, outdir / sc.pcap)
-    if keylog_tmp:
+    if keylog_tmp and sc.keylog:
         shutil.copyfile(keylog_tmp, outdir / sc.keylog)
-    lab.log(f"{sc.pcap}: {exp['size_bytes']} bytes, {ltname}, "
-            f"{len(sessions)} session(s), ok")
+    lab.log(
+        f"{sc.pcap}: {exp['size_bytes']} bytes, {ltname}, "
+        f"{len(sessions)} session(s), ok"
+    )
     return exp
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", nargs="+", metavar="NAME",
-                    help="re-make only these captures (see --list)")
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="re-make only these captures (see --list)",
+    )
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--keep-workdir", action="store_true")
@@ -760,7 +997,8 @@ def write_expected(path: Path, results: dict[str, Any]) -> None:
         "make_captures.py from tshark's reading of each pcap (follow "
         "tcp/tls streams), checked against the dialog the script drove. "
         "Passwords are not recorded: AUTH lines are summarised and "
-        "'password' says whether the one sent was right or wrong.")
+        "'password' says whether the one sent was right or wrong."
+    )
     doc["tools"] = lab.tool_versions()
     caps = doc.setdefault("captures", {})
     caps.update(results)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -117,6 +118,12 @@ def wait_listening(port: int, v6: bool = False, timeout: float = 15.0) -> None:
 # tcpdump
 # --------------------------------------------------------------------------
 
+DROPS: list[int] = []  # "packets dropped by kernel" of each tcpdump run
+
+
+class PacketsDropped(RuntimeError):
+    """tcpdump reported kernel drops: the capture is incomplete."""
+
 
 @dataclass
 class Tcpdump:
@@ -135,13 +142,26 @@ class Tcpdump:
         # --immediate-mode: hand packets to tcpdump as they arrive, so the
         # last packets are not left in a TPACKET_V3 block when we stop it.
         return [
-            "tcpdump", "-i", self.iface, "-w", str(self.path), "-s", "0",
-            "-Z", "root", "--immediate-mode", self.bpf,
+            "tcpdump",
+            "-i",
+            self.iface,
+            "-w",
+            str(self.path),
+            "-s",
+            "0",
+            "-Z",
+            "root",
+            "--immediate-mode",
+            "-B",
+            "8192",
+            self.bpf,
         ]
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            self.argv(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
         )
         log(f"tcpdump pid {self.proc.pid}: {' '.join(self.argv())}")
@@ -150,8 +170,9 @@ class Tcpdump:
         # socket is open and the filter attached: wait for that line.
         # (with -i any it first prints "data link type LINUX_SLL2").
         seen = []
+        stderr = self.proc.stderr
         while True:
-            line = self.proc.stderr.readline()
+            line = stderr.readline()
             seen.append(line.strip())
             if "listening on" in line:
                 break
@@ -174,6 +195,8 @@ class Tcpdump:
             self.proc.kill()
             _, err = self.proc.communicate()
         self.stats = " / ".join(x for x in err.strip().splitlines() if x)
+        m = re.search(r"(\d+) packets? dropped by kernel", err)
+        DROPS.append(int(m.group(1)) if m else -1)
         log(f"tcpdump pid {self.proc.pid} stopped: {self.stats}")
         self.proc = None
 
@@ -200,13 +223,27 @@ def make_cert(workdir: Path) -> tuple[Path, Path]:
     key.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
-            "openssl", "req", "-x509", "-newkey", "ec",
-            "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", str(key), "-out", str(cert), "-days", "3650",
-            "-subj", f"/CN={SERVER_NAME}",
-            "-addext", f"subjectAltName=DNS:{SERVER_NAME}",
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "3650",
+            "-subj",
+            f"/CN={SERVER_NAME}",
+            "-addext",
+            f"subjectAltName=DNS:{SERVER_NAME}",
         ],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     key.chmod(0o644)  # read by Postfix's smtpd (runs as postfix)
     return cert, key
@@ -337,7 +374,8 @@ class Postfix:
     def postfix(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["postfix", "-c", str(self.etc), *args],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
 
     def write_config(self) -> None:
@@ -349,9 +387,13 @@ class Postfix:
         mbox = ", ".join(f"{u}@{POSTFIX_DOMAIN}={u}/" for u in POSTFIX_USERS)
         (self.etc / "main.cf").write_text(
             MAIN_CF.format(
-                root=self.root, server_name=SERVER_NAME, domain=POSTFIX_DOMAIN,
-                rcpt_map=f"inline:{{ {rcpt} }}", mbox_map=f"inline:{{ {mbox} }}",
-                cert=self.cert, key=self.key,
+                root=self.root,
+                server_name=SERVER_NAME,
+                domain=POSTFIX_DOMAIN,
+                rcpt_map=f"inline:{{ {rcpt} }}",
+                mbox_map=f"inline:{{ {mbox} }}",
+                cert=self.cert,
+                key=self.key,
             )
         )
         (self.etc / "master.cf").write_text(MASTER_CF)
@@ -362,7 +404,9 @@ class Postfix:
     def version(self) -> str:
         return subprocess.run(
             ["postconf", "-c", str(self.etc), "-h", "mail_version"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
 
     def start(self) -> None:
@@ -381,8 +425,9 @@ class Postfix:
             wait_listening(port, v6)
         pidfile = self.root / "spool" / "pid" / "master.pid"
         self.master_pid = int(pidfile.read_text().split()[0])
-        log(f"postfix {self.version()} master pid {self.master_pid} "
-            f"(config {self.etc})")
+        log(
+            f"postfix {self.version()} master pid {self.master_pid} (config {self.etc})"
+        )
 
     def stop(self) -> None:
         if self.master_pid is None:
@@ -438,8 +483,9 @@ class RecordingHandler:
         self.envelopes: list[Envelope] = []
         self.lock = threading.Lock()
 
-    async def handle_DATA(self, server: SMTP, session: Session,
-                          envelope: Envelope) -> str:
+    async def handle_DATA(
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
         with self.lock:
             self.envelopes.append(envelope)
         return "250 2.0.0 Message accepted for delivery"
@@ -464,8 +510,14 @@ class Authenticator:
     users: dict[str, str]
     attempts: list[tuple[str, str, bool]] = field(default_factory=list)
 
-    def __call__(self, server: SMTP, session: Session, envelope: Envelope,
-                 mechanism: str, auth_data: Any) -> AuthResult:
+    def __call__(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        mechanism: str,
+        auth_data: Any,
+    ) -> AuthResult:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         user = auth_data.login.decode()
@@ -476,15 +528,20 @@ class Authenticator:
 
 @contextlib.contextmanager
 def aiosmtpd_server(
-    host: str, port: int, handler: RecordingHandler, *,
-    controller_cls: type[Controller] = Controller, **kwargs: Any,
+    host: str,
+    port: int,
+    handler: RecordingHandler,
+    *,
+    controller_cls: type[Controller] = Controller,
+    **kwargs: Any,
 ) -> Iterator[Controller]:
     if host not in (LOOPBACK_V4, LOOPBACK_V6):
         raise ValueError("aiosmtpd servers bind to loopback only")
     if not port_is_free(host, port):
         raise RuntimeError(f"[{host}]:{port} is busy")
-    ctrl = controller_cls(handler, hostname=host, port=port,
-                          server_hostname=SERVER_NAME, **kwargs)
+    ctrl = controller_cls(
+        handler, hostname=host, port=port, server_hostname=SERVER_NAME, **kwargs
+    )
     ctrl.start()
     log(f"aiosmtpd on [{host}]:{port} (thread in pid {os.getpid()})")
     try:
@@ -506,8 +563,9 @@ def tool_versions() -> dict[str, str]:
         "python": sys.version.split()[0],
         "aiosmtpd": aiosmtpd.__version__,
         "openssl": ssl.OPENSSL_VERSION,
-        "postfix": subprocess.run(["postconf", "-d", "-h", "mail_version"],
-                                  capture_output=True, text=True).stdout.strip(),
+        "postfix": subprocess.run(
+            ["postconf", "-d", "-h", "mail_version"], capture_output=True, text=True
+        ).stdout.strip(),
         "swaks": first_line(["swaks", "--version"]),
         "tcpdump": first_line(["tcpdump", "--version"]),
         "tshark": first_line(["tshark", "--version"]),

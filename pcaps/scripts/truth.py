@@ -67,13 +67,38 @@ class StreamInfo:
 
 
 def stream_infos(pcap: Path) -> list[StreamInfo]:
-    out = _tshark(pcap, [
-        "-T", "fields", "-E", "separator=|",
-        "-e", "tcp.stream", "-e", "ip.src", "-e", "ipv6.src", "-e", "tcp.srcport",
-        "-e", "ip.dst", "-e", "ipv6.dst", "-e", "tcp.dstport",
-        "-e", "tcp.flags.syn", "-e", "tcp.flags.ack", "-e", "tcp.flags.fin",
-        "-e", "tcp.flags.reset",
-    ], None)
+    out = _tshark(
+        pcap,
+        [
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "tcp.stream",
+            "-e",
+            "ip.src",
+            "-e",
+            "ipv6.src",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "ip.dst",
+            "-e",
+            "ipv6.dst",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "tcp.flags.syn",
+            "-e",
+            "tcp.flags.ack",
+            "-e",
+            "tcp.flags.fin",
+            "-e",
+            "tcp.flags.reset",
+        ],
+        None,
+    )
     infos: dict[int, StreamInfo] = {}
     for line in out.splitlines():
         f = line.split("|")
@@ -103,8 +128,9 @@ def stream_infos(pcap: Path) -> list[StreamInfo]:
     return [infos[k] for k in sorted(infos)]
 
 
-def follow(pcap: Path, proto: str, st: StreamInfo,
-           keylog: Path | None) -> tuple[bytes, bytes]:
+def follow(
+    pcap: Path, proto: str, st: StreamInfo, keylog: Path | None
+) -> tuple[bytes, bytes]:
     """(client->server bytes, server->client bytes) of one stream.
 
     tshark calls the endpoint whose data it saw first "Node 0": for the
@@ -116,8 +142,10 @@ def follow(pcap: Path, proto: str, st: StreamInfo,
     for line in out.splitlines():
         if line.startswith("Node 0:"):
             node0 = line.split(":", 1)[1].strip()
-            swap = node0 == f"{st.server_ip}:{st.server_port}" or \
-                node0 == f"[{st.server_ip}]:{st.server_port}"
+            swap = (
+                node0 == f"{st.server_ip}:{st.server_port}"
+                or node0 == f"[{st.server_ip}]:{st.server_port}"
+            )
             continue
         if line.startswith("Node 1:"):
             started = True
@@ -171,17 +199,17 @@ class Reader:
         i = self.data.find(b"\n", self.pos)
         if i < 0:
             return None
-        line = self.data[self.pos:i + 1]
+        line = self.data[self.pos : i + 1]
         self.pos = i + 1
         return line
 
     def take(self, n: int) -> bytes:
-        chunk = self.data[self.pos:self.pos + n]
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
     def rest(self) -> bytes:
-        return self.data[self.pos:]
+        return self.data[self.pos :]
 
 
 def _b64(s: str) -> bytes:
@@ -196,9 +224,12 @@ def _headers(msg: bytes) -> dict[str, str]:
     return {n: str(h[n]) for n in HEADER_NAMES if h[n] is not None}
 
 
-def pair_session(client: bytes, server: bytes,
-                 tls_client: bytes | None = None,
-                 tls_server: bytes | None = None) -> dict[str, Any]:
+def pair_session(
+    client: bytes,
+    server: bytes,
+    tls_client: bytes | None = None,
+    tls_server: bytes | None = None,
+) -> dict[str, Any]:
     """Pair commands with replies.  For STARTTLS, pass the decrypted streams
     as tls_client/tls_server: they take over after the 220 to STARTTLS."""
     replies, server_rest = parse_replies(server)
@@ -226,8 +257,12 @@ def pair_session(client: bytes, server: bytes,
         text = _text(line)
         verb_raw, _, arg = text.partition(" ")
         verb = verb_raw.upper()
-        cmd: dict[str, Any] = {"verb": verb, "verb_raw": verb_raw, "arg": arg,
-                               "line_ending": _ending(line)}
+        cmd: dict[str, Any] = {
+            "verb": verb,
+            "verb_raw": verb_raw,
+            "arg": arg,
+            "line_ending": _ending(line),
+        }
         rep = next_reply()
         cmd["code"] = int(rep[0][:3]) if rep else None
         cmd["reply"] = [_text(x) for x in rep]
@@ -302,7 +337,7 @@ def _addr(arg: str, prefix: str) -> tuple[str, str]:
 
 def summarise(paired: dict[str, Any]) -> dict[str, Any]:
     """Derive helo, auth and transactions from the paired command list."""
-    helos: list[dict[str, str]] = []
+    helos: list[dict[str, Any]] = []
     auths: list[dict[str, Any]] = []
     txs: list[dict[str, Any]] = []
     cur: dict[str, Any] | None = None
@@ -311,14 +346,16 @@ def summarise(paired: dict[str, Any]) -> dict[str, Any]:
     def close(end: str) -> None:
         nonlocal cur, bdat
         if cur is not None:
-            cur["rcpt_accepted"] = [r["addr"] for r in cur["rcpt_to"]
-                                    if r["code"] == 250]
+            cur["rcpt_accepted"] = [
+                r["addr"] for r in cur["rcpt_to"] if r["code"] == 250
+            ]
             cur["end"] = end
             txs.append(cur)
         cur, bdat = None, None
 
-    def finish_message(tx: dict[str, Any], msg: bytes, code: int,
-                       reply: list[str]) -> None:
+    def finish_message(
+        tx: dict[str, Any], msg: bytes, code: int, reply: list[str]
+    ) -> None:
         tx["final_code"] = code
         tx["final_reply"] = reply[0] if reply else ""
         m = QUEUED_RE.search(tx["final_reply"])
@@ -327,38 +364,58 @@ def summarise(paired: dict[str, Any]) -> dict[str, Any]:
         tx["message_sha256"] = hashlib.sha256(msg).hexdigest()
         tx["headers"] = _headers(msg)
 
+    after_starttls = False
     for cmd in paired["commands"]:
         verb, code = cmd["verb"], cmd["code"]
         if verb in ("EHLO", "HELO"):
             close("helo")
-            helos.append({"verb": verb, "name": cmd["arg"],
-                          "after_tls": paired["tls_started"] and bool(helos)})
+            helos.append(
+                {"verb": verb, "name": cmd["arg"], "after_starttls": after_starttls}
+            )
+        elif verb == "STARTTLS":
+            after_starttls = after_starttls or code == 220
         elif verb in ("RSET", "QUIT"):
             close(verb.lower())
         elif verb == "MAIL":
             close("mail")
             if code == 250:
                 addr, params = _addr(cmd["arg"], "FROM")
-                cur = {"mail_from": addr, "mail_params": params, "mail_code": code,
-                       "rcpt_to": []}
+                cur = {
+                    "mail_from": addr,
+                    "mail_params": params,
+                    "mail_code": code,
+                    "rcpt_to": [],
+                }
         elif verb == "RCPT" and cur is not None:
             addr, params = _addr(cmd["arg"], "TO")
-            cur["rcpt_to"].append({"addr": addr, "params": params, "code": code,
-                                   "reply": cmd["reply"][0] if cmd["reply"] else ""})
+            cur["rcpt_to"].append(
+                {
+                    "addr": addr,
+                    "params": params,
+                    "code": code,
+                    "reply": cmd["reply"][0] if cmd["reply"] else "",
+                }
+            )
         elif verb == "DATA" and cur is not None:
             cur["data_mode"] = "DATA"
             cur["data_code"] = code
             if code == 354:
-                finish_message(cur, cmd["message"], cmd["final_code"],
-                               cmd["final_reply"])
+                finish_message(
+                    cur, cmd["message"], cmd["final_code"], cmd["final_reply"]
+                )
                 close("data")
             else:
                 cur["data_reply"] = cmd["reply"][0] if cmd["reply"] else ""
         elif verb == "BDAT" and cur is not None:
             cur["data_mode"] = "BDAT"
             cur.setdefault("bdat_chunks", []).append(
-                {"size": cmd["chunk_size"], "last": cmd["last"], "code": code,
-                 "reply": cmd["reply"][0] if cmd["reply"] else ""})
+                {
+                    "size": cmd["chunk_size"],
+                    "last": cmd["last"],
+                    "code": code,
+                    "reply": cmd["reply"][0] if cmd["reply"] else "",
+                }
+            )
             bdat = (bdat or bytearray()) + cmd["chunk"]
             if cmd["last"]:
                 finish_message(cur, bytes(bdat), code, cmd["reply"])
@@ -373,36 +430,49 @@ def summarise(paired: dict[str, Any]) -> dict[str, Any]:
             elif cmd["mechanism"] == "LOGIN" and responses:
                 user = _b64(responses[0]).decode() or None
             cancelled = "*" in responses
-            result = ("cancelled" if cancelled else
-                      "success" if code == 235 else "failure")
-            auths.append({
-                "mechanism": cmd["mechanism"],
-                "initial_response": cmd["initial_response"],
-                "user": user, "result": result, "code": code,
-                "reply_codes": cmd["reply_codes"],
-                "challenges": cmd["challenges"],
-                "challenges_decoded": [
-                    _b64(c).decode("utf-8", "replace") for c in cmd["challenges"]],
-                "client_lines": ["*" if r == "*" else "<base64 credential>"
-                                 for r in responses[
-                                     1 if cmd["initial_response"] else 0:]],
-                "password": (None if cancelled else
-                             "correct" if code == 235 else "wrong"),
-            })
+            result = (
+                "cancelled" if cancelled else "success" if code == 235 else "failure"
+            )
+            auths.append(
+                {
+                    "mechanism": cmd["mechanism"],
+                    "initial_response": cmd["initial_response"],
+                    "user": user,
+                    "result": result,
+                    "code": code,
+                    "reply_codes": cmd["reply_codes"],
+                    "challenges": cmd["challenges"],
+                    "challenges_decoded": [
+                        _b64(c).decode("utf-8", "replace") for c in cmd["challenges"]
+                    ],
+                    "client_lines": [
+                        "*" if r == "*" else "<base64 credential>"
+                        for r in responses[1 if cmd["initial_response"] else 0 :]
+                    ],
+                    "password": (
+                        None if cancelled else "correct" if code == 235 else "wrong"
+                    ),
+                }
+            )
     close("connection_end")
     ehlo_keywords: list[str] = []
     for cmd in paired["commands"]:
         if cmd["verb"] == "EHLO" and cmd["code"] == 250:
             ehlo_keywords = [r[4:] for r in cmd["reply"][1:]]
-    return {"helo": helos, "auth": auths, "transactions": txs,
-            "ehlo_keywords_last": ehlo_keywords}
+    return {
+        "helo": helos,
+        "auth": auths,
+        "transactions": txs,
+        "ehlo_keywords_last": ehlo_keywords,
+    }
 
 
 def public_commands(paired: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for cmd in paired["commands"]:
-        c = {k: v for k, v in cmd.items()
-             if k not in ("message", "chunk", "_responses")}
+        c = {
+            k: v for k, v in cmd.items() if k not in ("message", "chunk", "_responses")
+        }
         if cmd["verb"] == "EHLO" and len(cmd["reply"]) > 2:
             c["reply"] = cmd["reply"]
         out.append(c)
@@ -419,34 +489,42 @@ def sessions(pcap: Path, keylog: Path | None = None) -> list[dict[str, Any]]:
             c, s = follow(pcap, "tls", st, keylog)
             paired = pair_session(c, s)
         elif re.search(rb"(?im)^starttls\r?\n", c):
-            tc, ts = (follow(pcap, "tls", st, keylog)
-                      if keylog else (b"", b""))
+            tc, ts = follow(pcap, "tls", st, keylog) if keylog else (b"", b"")
             paired = pair_session(c, s, tc, ts)
             if paired["tls_started"]:
                 tls = "starttls"
         else:
             paired = pair_session(c, s)
         summ = summarise(paired)
-        result.append({
-            "tcp_stream": st.stream,
-            "client_ip": st.client_ip, "client_port": st.client_port,
-            "server_ip": st.server_ip, "server_port": st.server_port,
-            "ip_version": 6 if ":" in st.server_ip else 4,
-            "tcp": {"handshake": st.syn and st.synack, "fin_client": st.fin_client,
-                    "fin_server": st.fin_server, "first_fin": st.first_fin,
-                    "rst": st.rst, "frames": st.frames},
-            "tls": tls,
-            "greeting": paired["greeting"],
-            "line_endings": paired["line_endings"],
-            "helo": summ["helo"],
-            "ehlo_keywords": summ["ehlo_keywords_last"],
-            "auth": summ["auth"],
-            "commands": public_commands(paired),
-            "transactions": summ["transactions"],
-            "unpaired_client_bytes": paired["unpaired_client_bytes"],
-            "unpaired_replies": paired["unpaired_replies"],
-            "partial_reply_bytes": paired["partial_reply_bytes"],
-        })
+        result.append(
+            {
+                "tcp_stream": st.stream,
+                "client_ip": st.client_ip,
+                "client_port": st.client_port,
+                "server_ip": st.server_ip,
+                "server_port": st.server_port,
+                "ip_version": 6 if ":" in st.server_ip else 4,
+                "tcp": {
+                    "handshake": st.syn and st.synack,
+                    "fin_client": st.fin_client,
+                    "fin_server": st.fin_server,
+                    "first_fin": st.first_fin,
+                    "rst": st.rst,
+                    "frames": st.frames,
+                },
+                "tls": tls,
+                "greeting": paired["greeting"],
+                "line_endings": paired["line_endings"],
+                "helo": summ["helo"],
+                "ehlo_keywords": summ["ehlo_keywords_last"],
+                "auth": summ["auth"],
+                "commands": public_commands(paired),
+                "transactions": summ["transactions"],
+                "unpaired_client_bytes": paired["unpaired_client_bytes"],
+                "unpaired_replies": paired["unpaired_replies"],
+                "partial_reply_bytes": paired["partial_reply_bytes"],
+            }
+        )
     return result
 
 
@@ -459,11 +537,3 @@ def dialog(session: dict[str, Any]) -> list[tuple[Any, ...]]:
         else:
             out.append((c["verb"], c["code"]))
     return out
-
-
-def tshark_smtp_summary(pcap: Path, keylog: Path | None = None) -> str:
-    """The brief's view: tshark -Y smtp with command/parameter/code fields."""
-    return _tshark(pcap, [
-        "-Y", "smtp", "-T", "fields", "-e", "tcp.stream", "-e", "smtp.req.command",
-        "-e", "smtp.req.parameter", "-e", "smtp.response.code",
-    ], keylog)
