@@ -57,7 +57,8 @@ class Connection:
     ack_ts: int | None = None  # the client's ACK that completes the handshake
     last_ts: int = 0
     packets: list[int] = field(default_factory=lambda: [0, 0])  # per Direction
-    # Bytes seen on the wire per direction, retransmissions included.
+    # TCP payload bytes seen per direction, retransmissions included, counted
+    # at the length the IP header gives (so bytes the snap length cut count).
     wire_bytes: list[int] = field(default_factory=lambda: [0, 0])
 
     @property

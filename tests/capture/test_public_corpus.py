@@ -1,0 +1,93 @@
+"""The reader, decoder and reassembler over every public capture.
+
+The captures are read in place from ``../shared/pcaps/public`` beside the
+checkout (see that folder's README); none is copied into the project.
+Where the folder is absent the tests skip, unless ``CI`` is set: there the
+corpus must be present, so its absence fails.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+from capture.decode import SMTP_PORTS, DecodeStats, decode_tcp
+from capture.pcapfile import open_capture
+from capture.source import SourceStats, iter_stream_events
+from capture.stream import StreamClosed, StreamData, StreamGap, StreamOpened
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "pcaps" / "public"
+MANIFEST = CORPUS / "MANIFEST.tsv"
+
+pytestmark = pytest.mark.corpus
+
+
+def manifest_rows() -> list[dict[str, str]]:
+    if not MANIFEST.is_file():
+        return []
+    with MANIFEST.open(newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+ROWS = manifest_rows()
+
+
+def require_corpus() -> None:
+    if MANIFEST.is_file():
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"public capture corpus missing at {CORPUS} (CI is set)")
+    pytest.skip(f"public capture corpus not found at {CORPUS}")
+
+
+def test_corpus_present() -> None:
+    require_corpus()
+    assert len(ROWS) > 0
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row["path"] for row in ROWS])
+def test_packet_count_matches_manifest(row: dict[str, str]) -> None:
+    require_corpus()
+    stats = DecodeStats()
+    all_ports = frozenset(range(65536))
+    with open_capture(str(CORPUS / row["path"])) as reader:
+        count = 0
+        for packet in reader:
+            count += 1
+            decode_tcp(packet.linktype, packet.data, all_ports, stats)
+        assert reader.format == row["format"].removesuffix("+gzip")
+        assert reader.compressed == row["format"].endswith("+gzip")
+    assert count == int(row["packets"])
+    assert stats.malformed == 0
+    assert stats.unknown_linktype == 0
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row["path"] for row in ROWS])
+def test_streams_are_well_formed(row: dict[str, str]) -> None:
+    require_corpus()
+    ports = SMTP_PORTS | {1224}  # one capture serves SMTP on an odd port
+    stats = SourceStats()
+    opened: set[int] = set()
+    closed: set[int] = set()
+    for event in iter_stream_events([str(CORPUS / row["path"])], ports, stats=stats):
+        conn_id = event.conn.conn_id
+        if isinstance(event, StreamOpened):
+            assert conn_id not in opened
+            opened.add(conn_id)
+        elif isinstance(event, StreamClosed):
+            assert conn_id in opened and conn_id not in closed
+            closed.add(conn_id)
+        else:
+            assert conn_id in opened and conn_id not in closed
+            if isinstance(event, StreamData):
+                assert event.data
+            elif isinstance(event, StreamGap):
+                assert event.size > 0
+    assert stats.errors == []
+    assert opened == closed
+    assert stats.packets == int(row["packets"])
+    if int(row["smtp_sessions"]) > 0:
+        assert opened

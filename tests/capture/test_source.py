@@ -1,0 +1,158 @@
+"""capture.source: several captures through one reassembler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from capture.decode import FIN, SYN
+from capture.pcapfile import CaptureError
+from capture.source import SourceStats, iter_stream_events
+from capture.stream import (
+    CloseReason,
+    StreamClosed,
+    StreamData,
+    StreamEvent,
+    StreamGap,
+    StreamOpened,
+)
+from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
+
+CLIENT_ISN = 100
+SERVER_ISN = 900
+
+
+def client(payload: bytes = b"", offset: int = 0, flags: int = 0x18) -> bytes:
+    return ethernet(
+        v4_tcp(
+            "192.0.2.1",
+            "198.51.100.2",
+            40000,
+            25,
+            payload,
+            seq=CLIENT_ISN + 1 + offset,
+            ack=SERVER_ISN + 1,
+            flags=flags,
+        )
+    )
+
+
+def server(payload: bytes = b"", offset: int = 0, flags: int = 0x18) -> bytes:
+    return ethernet(
+        v4_tcp(
+            "198.51.100.2",
+            "192.0.2.1",
+            25,
+            40000,
+            payload,
+            seq=SERVER_ISN + 1 + offset,
+            ack=CLIENT_ISN + 1,
+            flags=flags,
+        )
+    )
+
+
+def frames(*datas: bytes, start: int = 0) -> list[Frame]:
+    return [Frame(1000 + start + i, 0, data) for i, data in enumerate(datas)]
+
+
+def first_half() -> bytes:
+    syn = ethernet(
+        v4_tcp("192.0.2.1", "198.51.100.2", 40000, 25, seq=CLIENT_ISN, flags=SYN)
+    )
+    noise = ethernet(v4_tcp(dport=80, payload=b"GET / HTTP/1.1\r\n"))
+    return pcap(frames(syn, server(b"220 hi\r\n"), noise, client(b"EHLO a\r\n")))
+
+
+def second_half() -> bytes:
+    return pcap(
+        frames(
+            server(b"250 ok\r\n", offset=8),
+            client(b"QUIT\r\n", offset=8, flags=0x18 | FIN),
+            server(b"221 bye\r\n", offset=16, flags=0x18 | FIN),
+            start=10,
+        )
+    )
+
+
+def data_of(events: list[StreamEvent]) -> bytes:
+    return b"".join(e.data for e in events if isinstance(e, StreamData))
+
+
+def test_connection_continues_across_captures(tmp_path: Path) -> None:
+    one, two = tmp_path / "1.pcap", tmp_path / "2.pcap"
+    one.write_bytes(first_half())
+    two.write_bytes(second_half())
+    stats = SourceStats()
+    events = list(iter_stream_events([str(one), str(two)], stats=stats))
+    assert sum(isinstance(e, StreamOpened) for e in events) == 1
+    assert data_of(events) == b"220 hi\r\nEHLO a\r\n250 ok\r\nQUIT\r\n221 bye\r\n"
+    closed = events[-1]
+    assert isinstance(closed, StreamClosed) and closed.reason == CloseReason.FIN
+    assert stats.captures == 2
+    assert stats.packets == 7
+    assert stats.smtp_packets == 6
+    assert stats.decode.other_port == 1
+    assert stats.bytes == len(first_half()) + len(second_half())
+    assert stats.errors == []
+    assert stats.reassembly.connections == 1
+
+
+def test_damaged_capture_recorded_and_reading_goes_on(tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.pcap"
+    damaged.write_bytes(first_half()[:-10])
+    other = tmp_path / "other.pcap"
+    other.write_bytes(second_half())
+    missing = tmp_path / "missing.pcap"
+    seen: list[CaptureError] = []
+    stats = SourceStats()
+    events = list(
+        iter_stream_events(
+            [str(damaged), str(missing), str(other)], stats=stats, on_error=seen.append
+        )
+    )
+    assert [e.path for e in stats.errors] == [str(damaged), str(missing)]
+    assert seen == stats.errors
+    assert "damaged at byte" in str(stats.errors[0])
+    assert "cannot open" in str(stats.errors[1])
+    # What came before the damage was used; the next capture still read.
+    # The EHLO was in the cut-off record: the client's QUIT waits behind
+    # that hole until the end, then comes after a gap.
+    assert data_of(events) == b"220 hi\r\n250 ok\r\n221 bye\r\nQUIT\r\n"
+    assert [e.size for e in events if isinstance(e, StreamGap)] == [8]
+    assert stats.captures == 2
+    assert isinstance(events[-1], StreamClosed)
+
+
+def test_progress_reports_bytes_over_all_captures(tmp_path: Path) -> None:
+    one, two = tmp_path / "1.pcap", tmp_path / "2.pcap"
+    one.write_bytes(first_half())
+    two.write_bytes(second_half())
+    total = len(first_half()) + len(second_half())
+    calls: list[tuple[str, int, int | None]] = []
+    list(
+        iter_stream_events(
+            [str(one), str(two)],
+            progress=lambda path, done, size: calls.append((path, done, size)),
+        )
+    )
+    assert calls[0] == (str(one), len(first_half()), total)
+    assert calls[-1] == (str(two), total, total)
+    dones = [done for _, done, _ in calls]
+    assert dones == sorted(dones)
+
+
+def test_open_connections_closed_at_the_end(tmp_path: Path) -> None:
+    one = tmp_path / "1.pcap"
+    one.write_bytes(first_half())
+    events = list(iter_stream_events([str(one)]))
+    closed = events[-1]
+    assert isinstance(closed, StreamClosed)
+    assert closed.reason == CloseReason.END_OF_CAPTURE
+    assert closed.ts == 1003 * 1_000_000_000
+
+
+def test_ports_choose_what_is_watched(tmp_path: Path) -> None:
+    one = tmp_path / "1.pcap"
+    one.write_bytes(first_half())
+    events = list(iter_stream_events([str(one)], frozenset({80})))
+    assert data_of(events) == b"GET / HTTP/1.1\r\n"
