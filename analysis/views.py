@@ -24,20 +24,31 @@ from analysis.tables import SmtpTables
 
 MISSING = "-"
 
-# Header, alignment and minimum width of each column of the session table.
-# Times, flags and counts keep their width (a minimum); addresses and names
-# from the wire (no minimum) give way, with an ellipsis, on a narrow terminal.
-_SESSION_COLUMNS: tuple[tuple[str, JustifyMethod, int], ...] = (
-    ("start (UTC)", "left", 19),
-    ("client", "left", 0),
-    ("server", "left", 0),
-    ("helo", "left", 0),
-    ("tls", "left", 8),
-    ("auth", "left", 0),
-    ("mails", "right", 5),
-    ("accepted", "right", 8),
-    ("close", "left", 0),
-    ("anomalies", "right", 9),
+
+@dataclass(frozen=True, slots=True)
+class _SessionColumn:
+    header: str
+    justify: JustifyMethod = "left"
+    # On a terminal too narrow for every column, the column with the highest
+    # rank goes first; rank 0 is never dropped.
+    drop_rank: int = 0
+    max_width: int | None = None  # wider cells end in an ellipsis
+    # A column that may shrink to this width, with an ellipsis, before any
+    # column is dropped; 0 for one that keeps the width of its widest cell.
+    shrinks_to: int = 0
+
+
+_SESSION_COLUMNS: tuple[_SessionColumn, ...] = (
+    _SessionColumn("start"),
+    _SessionColumn("client"),
+    _SessionColumn("server", drop_rank=3),
+    _SessionColumn("helo", drop_rank=2, max_width=24, shrinks_to=10),
+    _SessionColumn("tls"),
+    _SessionColumn("auth", drop_rank=1),
+    _SessionColumn("mails", "right"),
+    _SessionColumn("accepted", "right"),
+    _SessionColumn("close", drop_rank=4),
+    _SessionColumn("anomalies", "right"),
 )
 
 # Shorter words for the session builder's AUTH results.
@@ -106,36 +117,80 @@ def summary_panel(summary: Summary) -> Panel:
     return Panel(grid, title=Text("smtpscope summary"), expand=False)
 
 
-def sessions_table(sessions: pd.DataFrame, limit: int | None = 20) -> Table:
-    """One row per session, the first ``limit`` of them (all for ``None``)."""
+def sessions_table(
+    sessions: pd.DataFrame, limit: int | None = 20, width: int | None = None
+) -> Table:
+    """One row per session, the first ``limit`` of them (all for ``None``).
+
+    With ``width``, columns that would not fit are left out, least useful
+    first, and the caption says which; the rest keep readable widths.
+    """
     shown = sessions if limit is None else sessions.head(limit)
+    dates = {start.date() for start in shown["start"]}
+    one_date = len(dates) == 1
+    rows = [_session_cells(row, time_only=one_date) for row in shown.to_dict("records")]
+    keep = _columns_that_fit(rows, width)
+
+    title = f"sessions on {dates.pop()} (UTC)" if one_date else "sessions (UTC)"
     table = Table(
-        title=Text("sessions"),
+        title=Text(title),
         box=None,
         padding=(0, 1, 0, 0),  # one space between columns, none at the edges
         pad_edge=False,
         header_style="bold underline",
     )
-    for header, justify, min_width in _SESSION_COLUMNS:
-        if min_width:
-            table.add_column(
-                Text(header), justify=justify, min_width=min_width, no_wrap=True
-            )
-        else:
-            table.add_column(Text(header), justify=justify, overflow="ellipsis")
+    for i in keep:
+        column = _SESSION_COLUMNS[i]
+        table.add_column(
+            Text(column.header),
+            justify=column.justify,
+            max_width=column.max_width,
+            # rich narrows wrapping columns first; cells without spaces are
+            # cut with an ellipsis instead of being wrapped.
+            no_wrap=not column.shrinks_to,
+            overflow="ellipsis",
+        )
+    for cells in rows:
+        table.add_row(*(cells[i] for i in keep))
 
-    for row in shown.to_dict("records"):
-        table.add_row(*_session_cells(row))
+    notes = []
     hidden = len(sessions) - len(shown)
     if hidden:
-        table.caption = Text(f"… and {hidden:,} more")
+        notes.append(f"… and {hidden:,} more")
+    left_out = [c.header for i, c in enumerate(_SESSION_COLUMNS) if i not in keep]
+    if left_out:
+        notes.append(f"too narrow to show: {', '.join(left_out)}")
+    if notes:
+        table.caption = Text("; ".join(notes))
     return table
 
 
-def _session_cells(row: Mapping[Hashable, Any]) -> list[Text]:
+def _columns_that_fit(rows: list[list[Text]], width: int | None) -> list[int]:
+    """Indexes of the columns to show in ``width`` terminal cells."""
+    widths = []
+    for i, column in enumerate(_SESSION_COLUMNS):
+        cells = [len(column.header), *(row[i].cell_len for row in rows)]
+        widths.append(min(max(cells), column.max_width or max(cells)))
+        if column.shrinks_to:
+            widths[-1] = min(widths[-1], column.shrinks_to)
+    keep = list(range(len(_SESSION_COLUMNS)))
+    droppable = sorted(
+        (i for i, c in enumerate(_SESSION_COLUMNS) if c.drop_rank),
+        key=lambda i: -_SESSION_COLUMNS[i].drop_rank,
+    )
+    for i in droppable:
+        # One space between columns.
+        if width is None or sum(widths[k] for k in keep) + len(keep) - 1 <= width:
+            break
+        keep.remove(i)
+    return keep
+
+
+def _session_cells(row: Mapping[Hashable, Any], *, time_only: bool) -> list[Text]:
     anomalies = int(row["anomalies"])
+    start: pd.Timestamp = row["start"]
     return [
-        Text(_format_start(row["start"])),
+        Text(start.strftime("%H:%M:%S" if time_only else "%Y-%m-%d %H:%M:%S")),
         terminal_text(row["client_ip"]),
         terminal_text(_endpoint(row["server_ip"], row["server_port"])),
         terminal_text(_optional(row["helo"]), missing=MISSING),
@@ -149,14 +204,18 @@ def _session_cells(row: Mapping[Hashable, Any]) -> list[Text]:
 
 
 def report(
-    tables: SmtpTables, *, limit: int | None = 20, summary: bool = True
+    tables: SmtpTables,
+    *,
+    limit: int | None = 20,
+    summary: bool = True,
+    width: int | None = None,
 ) -> Group:
     """Summary panel (unless ``summary`` is false) above the session table."""
     parts: list[RenderableType] = []
     if summary:
         parts.append(summary_panel(summarize(tables)))
     if len(tables.sessions):
-        parts.append(sessions_table(tables.sessions, limit))
+        parts.append(sessions_table(tables.sessions, limit, width))
     return Group(*parts)
 
 
@@ -167,7 +226,7 @@ def print_report(
     limit: int | None = 20,
     summary: bool = True,
 ) -> None:
-    console.print(report(tables, limit=limit, summary=summary))
+    console.print(report(tables, limit=limit, summary=summary, width=console.width))
 
 
 def _reply_classes(codes: Iterable[int]) -> dict[str, int]:
@@ -239,10 +298,6 @@ def _auth_cell(mechanism: str | None, result: str | None) -> Text:
 
 def _endpoint(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def _format_start(start: pd.Timestamp) -> str:
-    return start.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _optional(value: object) -> str | None:

@@ -10,7 +10,13 @@ from analysis import pipeline
 from analysis.records import SessionResult
 from analysis.tables import SmtpTables, TableBuilder, empty_tables
 from analysis.views import print_report, summarize
-from tests.analysis.table_samples import MARKUP_HELO, sample_results, twin_session
+from tests.analysis.table_samples import (
+    MARKUP_HELO,
+    SECOND,
+    hostile_session,
+    sample_results,
+    twin_session,
+)
 
 
 def build(
@@ -21,11 +27,17 @@ def build(
     return builder.build()
 
 
-def render(tables: SmtpTables, *, limit: int | None = 20, summary: bool = True) -> str:
+def render(
+    tables: SmtpTables,
+    *,
+    limit: int | None = 20,
+    summary: bool = True,
+    width: int = 120,
+) -> str:
     console = Console(
         file=io.StringIO(),
         record=True,
-        width=120,
+        width=width,
         force_terminal=True,
         color_system=None,
     )
@@ -70,28 +82,64 @@ def test_summary_of_nothing() -> None:
     assert "damaged inputs" in text
     assert "sessions           0" in text
     assert "TLS                -" in text
-    assert "start (UTC)" not in text  # no empty session table
+    assert "anomalies" not in text  # no empty session table
+
+
+def session_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line[:2] in ("03", "20")]
 
 
 def test_session_table_rows(tables: SmtpTables) -> None:
-    lines = render(tables, summary=False).splitlines()
-    header = next(line for line in lines if line.startswith("start (UTC)"))
-    for column in ("client", "server", "helo", "tls", "auth", "mails", "accepted"):
-        assert column in header
-    rows = [line for line in lines if line.startswith("2024-")]
+    text = render(tables, summary=False)
+    assert "smtpscope summary" not in text
+    assert "sessions on 2024-01-02 (UTC)" in text
+    header = next(line for line in text.splitlines() if line.startswith("start"))
+    assert header.split() == [
+        "start",
+        "client",
+        "server",
+        "helo",
+        "tls",
+        "auth",
+        "mails",
+        "accepted",
+        "close",
+        "anomalies",
+    ]
+    rows = session_rows(text)
     assert len(rows) == 3
-    assert rows[0].startswith("2024-01-02 03:03:55 203.0.113.7")
+    assert rows[0].split()[:3] == ["03:03:55", "203.0.113.7", "198.51.100.1:587"]
     assert "LOGIN failed" in rows[0]
+    assert rows[0].split()[-4:] == ["2", "0", "rst", "2"]
     assert "PLAIN ok" in rows[2]
     assert "starttls" in rows[2]
-    assert "smtpscope summary" not in "\n".join(lines)
+    assert "too narrow" not in text
+
+
+def test_sessions_on_several_days_show_dates() -> None:
+    early = hostile_session()
+    early.session.start -= 86_400 * SECOND
+    text = render(build([early, twin_session()]), summary=False)
+    assert "sessions (UTC)" in text
+    assert [row[:19] for row in session_rows(text)] == [
+        "2024-01-01 03:03:55",
+        "2024-01-02 03:04:05",
+    ]
 
 
 def test_session_table_is_truncated(tables: SmtpTables) -> None:
     text = render(tables, limit=1)
-    assert len([line for line in text.splitlines() if line.startswith("2024-")]) == 1
+    assert len(session_rows(text)) == 1
     assert "… and 2 more" in text
     assert "more" not in render(tables, limit=None)
+
+
+def test_narrow_terminal_leaves_out_columns(tables: SmtpTables) -> None:
+    text = render(tables, summary=False, width=80)
+    assert "too narrow to show: server, close" in text
+    header = next(line for line in text.splitlines() if line.startswith("start"))
+    assert "server" not in header
+    assert all(len(line) <= 80 for line in text.splitlines())
 
 
 def test_escape_sequences_from_the_wire_are_shown_escaped(tables: SmtpTables) -> None:

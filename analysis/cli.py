@@ -1,0 +1,382 @@
+"""The ``smtpscope`` command: argument parsing, logging, progress, exit status.
+
+This is the only module that prints, reads the environment's terminals or
+configures logging. Each subcommand is a function taking the parsed
+arguments and returning the exit status; ``main`` maps the interruptions
+every subcommand shares (Ctrl-C, a closed pipe) to their own statuses.
+
+Exit status: 0 when every input was read, 1 when an input could not be read,
+was damaged or the output could not be written, 2 for a usage error, 130
+after Ctrl-C and 141 when standard output was closed early (``| head``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import errno
+import functools
+import importlib.metadata
+import logging
+import os
+import stat
+import sys
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TextIO
+
+from rich.console import Console
+from rich.markup import escape as escape_markup
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from analysis import pipeline
+from analysis.escape import escape_controls
+from analysis.export import ExportError, Format, prepare_directory, require_format
+from analysis.export import write_tables as export_tables
+from analysis.tables import SmtpTables, TableBuilder
+from analysis.views import print_report
+
+PROG = "smtpscope"
+
+# Inputs smaller than this are read before a progress bar would be useful.
+PROGRESS_THRESHOLD = 4 << 20
+
+
+class Exit(enum.IntEnum):
+    OK = 0
+    INPUT = 1  # unreadable or damaged input, or output not written
+    USAGE = 2  # what argparse uses for its own errors
+    INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+    BROKEN_PIPE = 141  # 128 + SIGPIPE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is not None:
+            args.validate(args)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else Exit.USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return Exit.USAGE
+
+    _configure_logging(args.verbose)
+    try:
+        status: int = args.run(args)
+        sys.stdout.flush()
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return Exit.INTERRUPTED
+    except BrokenPipeError:
+        _discard_stdout()
+        return Exit.BROKEN_PIPE
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Passive SMTP traffic analyzer: captures in, SMTP sessions, "
+        "transactions, commands and anomalies out.",
+        epilog=f"Run '{PROG} COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    parser.set_defaults(command=None)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    # Options every subcommand has; later ones (live, check) reuse them.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log progress to stderr: -v for milestones, -vv for every line",
+    )
+    _add_read_command(commands, common)
+    return parser
+
+
+def _add_read_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    default_ports = ", ".join(str(p) for p in sorted(pipeline.DEFAULT_PORTS))
+    read = commands.add_parser(
+        "read",
+        parents=[common],
+        help="analyse capture files",
+        description="Read pcap or pcapng captures (gzip-compressed too) and show "
+        "the SMTP sessions in them; with -o, also write them as tables.",
+        epilog="Tables written with -o: sessions, transactions, commands and "
+        "anomalies, one file each. JSON Lines and Parquet keep every value "
+        "exactly; CSV is for spreadsheets and escapes control characters and "
+        "formula starts. Exit status: 0 when every capture was read, 1 when "
+        "one could not be read or was damaged (the sessions before the damage "
+        "are still shown and written), 2 for a usage error.",
+    )
+    read.add_argument(
+        "captures",
+        nargs="+",
+        metavar="CAPTURE",
+        help="capture file to read, in the order given; '-' reads standard input",
+    )
+    read.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="write the tables into DIR (created if missing), replacing files "
+        "of the same names",
+    )
+    read.add_argument(
+        "--format",
+        choices=[f.value for f in Format],
+        help="file format for -o (default: jsonl)",
+    )
+    read.add_argument(
+        "--port",
+        dest="ports",
+        action="extend",
+        type=_port_list,
+        default=[],
+        metavar="N",
+        help=f"also treat TCP port N as SMTP, besides {default_ports}; "
+        "repeat the option or give a comma list (--port 2526,10025)",
+    )
+    read.add_argument(
+        "--limit",
+        type=_row_limit,
+        default=20,
+        metavar="N",
+        help="show at most N sessions in the table (default: 20; 0 shows all)",
+    )
+    read.add_argument(
+        "--no-summary",
+        action="store_true",
+        help="do not show the summary panel above the session table",
+    )
+    read.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="show nothing on stdout; errors still go to stderr",
+    )
+    read.set_defaults(
+        command="read", run=_run_read, validate=functools.partial(_validate_read, read)
+    )
+
+
+def _validate_read(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors argparse cannot see by itself; exits 2 like its own."""
+    if args.format is not None and args.output is None:
+        parser.error("--format only applies to files written with -o DIR")
+    if args.captures.count("-") > 1:
+        parser.error("standard input ('-') can be read only once")
+    if "-" in args.captures and sys.stdin.isatty():
+        parser.error("'-' reads a capture from standard input, which is a terminal")
+
+
+def _run_read(args: argparse.Namespace) -> int:
+    ports = pipeline.DEFAULT_PORTS | frozenset(args.ports)
+
+    # Step 1: everything that can fail before a long read, checked first.
+    fmt = Format(args.format or Format.JSONL)
+    if args.output is not None:
+        try:
+            require_format(fmt)
+            prepare_directory(args.output)
+        except ExportError as exc:
+            _error(str(exc))
+            return Exit.INPUT
+    readable = [path for path in args.captures if _check_readable(path)]
+    failed = len(readable) < len(args.captures)
+    if not readable:
+        return Exit.INPUT
+
+    # Step 2: read, keeping every session decoded before any trouble.
+    stats = pipeline.RunStats()
+    builder = TableBuilder(stats)
+    show_progress = not args.quiet and sys.stderr.isatty()
+    with _ProgressBar(show_progress) as progress:
+        try:
+            for result in pipeline.analyze(
+                readable, ports, stats=stats, progress=progress
+            ):
+                builder.add(result)
+        except OSError as exc:
+            stats.errors.append(_os_error_message(exc))
+    tables = builder.build()
+
+    # Step 3: files first, so that a closed stdout cannot lose them.
+    if args.output is not None and not _write(tables, args.output, fmt):
+        failed = True
+    if not args.quiet:
+        console = Console(highlight=False, emoji=False)
+        limit = args.limit or None
+        print_report(console, tables, limit=limit, summary=not args.no_summary)
+
+    for message in stats.errors:
+        _error(message)
+    return Exit.INPUT if failed or stats.errors else Exit.OK
+
+
+def _write(tables: SmtpTables, directory: str, fmt: Format) -> bool:
+    try:
+        export_tables(tables.frames(), directory, fmt)
+    except ExportError as exc:
+        _error(str(exc))
+        return False
+    except OSError as exc:
+        _error(_os_error_message(exc, action="write"))
+        return False
+    return True
+
+
+def _check_readable(path: str) -> bool:
+    """Report on stderr and return False if ``path`` cannot be read.
+
+    Checked without opening it: opening and closing a named pipe would take
+    the data from its writer, or end it.
+    """
+    if path == "-":
+        return True
+    try:
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not os.access(path, os.R_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    except OSError as exc:
+        _error(_os_error_message(exc, path))
+        return False
+    return True
+
+
+class _ProgressBar:
+    """A progress hook that shows a bar on stderr once the input is large.
+
+    The pipeline reports bytes read over all captures and their total size,
+    or None for standard input; the bar appears when either passes
+    ``PROGRESS_THRESHOLD``, so small captures finish without flicker.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._task: TaskID | None = None
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+
+    def __enter__(self) -> pipeline.ProgressHook | None:
+        return self if self._enabled else None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._progress.stop()
+
+    def __call__(self, path: str, done: int, total: int | None) -> None:
+        # The description is markup to rich, and file names are the user's.
+        description = escape_markup(escape_controls(os.path.basename(path)))
+        if self._task is None:
+            if max(done, total or 0) < PROGRESS_THRESHOLD:
+                return
+            self._progress.start()
+            self._task = self._progress.add_task(description, total=total)
+        self._progress.update(
+            self._task, completed=done, total=total, description=description
+        )
+
+
+def _port_list(text: str) -> list[int]:
+    ports = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdecimal() or not 1 <= int(part) <= 65535:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a TCP port (1-65535)")
+        ports.append(int(part))
+    return ports
+
+
+def _row_limit(text: str) -> int:
+    if not text.isdecimal():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of rows")
+    return int(text)
+
+
+def _configure_logging(verbosity: int) -> None:
+    # Without -v only errors are logged: trouble with the input is reported
+    # once, at the end, from RunStats.errors, and would otherwise show twice.
+    level = {0: logging.ERROR, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = _StderrHandler()
+    handler.setFormatter(_EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is when a record arrives.
+
+    While the progress bar is shown, rich puts a proxy in ``sys.stderr`` that
+    prints above the bar; a stream bound once would garble the bar.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+class _EscapingFormatter(logging.Formatter):
+    """Log messages may quote the wire; they reach the terminal escaped."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+
+def _os_error_message(
+    exc: OSError, path: str | None = None, action: str = "read"
+) -> str:
+    name = path if path is not None else exc.filename
+    reason = exc.strerror or str(exc)
+    if name is None:
+        return f"cannot {action}: {reason}"
+    return f"cannot {action} {os.fsdecode(name)}: {reason}"
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: {escape_controls(message)}", file=sys.stderr)
+
+
+def _discard_stdout() -> None:
+    # Python flushes stdout again at exit, which would raise a second
+    # BrokenPipeError; pointing the descriptor at /dev/null prevents that.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("smtpscope")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"

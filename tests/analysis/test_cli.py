@@ -1,0 +1,295 @@
+"""The ``smtpscope`` command, with the pipeline replaced by hand-made sessions.
+
+``FakePipeline`` stands in for ``analysis.pipeline.analyze``: it records how
+it was called, yields the sample sessions and can then report damage, raise
+an OSError or be interrupted, as the real pipeline may.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from analysis import cli, pipeline
+from analysis.cli import PROGRESS_THRESHOLD, main
+from analysis.records import SessionResult
+from tests.analysis.table_samples import sample_results
+
+
+class FakePipeline:
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], frozenset[int]]] = []
+        self.damage: str | None = None
+        self.raise_after: BaseException | None = None
+
+    def __call__(
+        self,
+        paths: Sequence[str],
+        ports: frozenset[int] = pipeline.DEFAULT_PORTS,
+        *,
+        stats: pipeline.RunStats | None = None,
+        progress: pipeline.ProgressHook | None = None,
+    ) -> Iterator[SessionResult]:
+        assert stats is not None
+        self.calls.append((list(paths), ports))
+        stats.captures += len(paths)
+        yield from sample_results()
+        if self.damage is not None:
+            stats.errors.append(self.damage)
+        if self.raise_after is not None:
+            raise self.raise_after
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakePipeline:
+    fake = FakePipeline()
+    monkeypatch.setattr(pipeline, "analyze", fake)
+    return fake
+
+
+@pytest.fixture
+def capture(tmp_path: Path) -> str:
+    path = tmp_path / "one.pcap"
+    path.write_bytes(b"")  # never parsed: the pipeline is faked
+    return str(path)
+
+
+def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: smtpscope" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("smtpscope ")
+
+
+def test_read_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["read", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--output", "--format", "--port", "--limit", "--no-summary", "-q"):
+        assert option in out
+    assert "25, 465, 587, 2525" in " ".join(out.split())
+    assert "Exit status" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["read"],
+        ["read", "--bogus", "x.pcap"],
+        ["read", "--port", "0", "x.pcap"],
+        ["read", "--port", "65536", "x.pcap"],
+        ["read", "--port", "smtp", "x.pcap"],
+        ["read", "--port", "25,x", "x.pcap"],
+        ["read", "--port", "-5", "x.pcap"],
+        ["read", "--limit", "-1", "x.pcap"],
+        ["read", "--format", "xml", "-o", "out", "x.pcap"],
+        ["read", "--format", "csv", "x.pcap"],
+        ["read", "-", "-"],
+    ],
+)
+def test_usage_errors_exit_2(
+    argv: list[str], fake: FakePipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert ": error: " in capsys.readouterr().err
+    assert fake.calls == []
+
+
+def test_read_shows_summary_and_sessions(
+    fake: FakePipeline, capture: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["read", capture]) == 0
+    out, err = capsys.readouterr()
+    assert "smtpscope summary" in out
+    assert "203.0.113.7" in out
+    assert "\x1b[31m" not in out
+    assert err == ""
+    assert fake.calls == [([capture], pipeline.DEFAULT_PORTS)]
+
+
+def test_ports_add_to_the_defaults(fake: FakePipeline, capture: str) -> None:
+    assert main(["read", "--port", "2526", "--port", "10025, 10026", capture]) == 0
+    assert fake.calls[0][1] == pipeline.DEFAULT_PORTS | {2526, 10025, 10026}
+
+
+def test_stdin_is_passed_to_the_pipeline(fake: FakePipeline, capture: str) -> None:
+    assert main(["read", "-q", capture, "-"]) == 0
+    assert fake.calls[0][0] == [capture, "-"]
+
+
+def test_output_options(
+    fake: FakePipeline, capture: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["read", "--no-summary", "--limit", "1", capture]) == 0
+    out = capsys.readouterr().out
+    assert "smtpscope summary" not in out
+    assert "… and 2 more" in out
+
+    assert main(["read", "-q", capture]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+def test_tables_are_written(fake: FakePipeline, capture: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["read", "-q", "-o", str(out), capture]) == 0
+    sessions = (out / "sessions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["session_id"] for line in sessions] == [
+        "s-a",
+        "s-0",
+        "s-b",
+    ]
+
+    assert main(["read", "-q", "-o", str(out), "--format", "csv", capture]) == 0
+    assert (out / "commands.csv").read_text().startswith("session_id,ts,verb,")
+
+
+def test_missing_file_is_reported_and_nothing_is_read(
+    fake: FakePipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.pcap"
+    assert main(["read", "-o", str(tmp_path / "out"), str(missing)]) == 1
+    out, err = capsys.readouterr()
+    assert err == f"smtpscope: cannot read {missing}: No such file or directory\n"
+    assert out == ""
+    assert fake.calls == []
+    assert not (tmp_path / "out" / "sessions.jsonl").exists()
+
+
+def test_each_bad_input_is_reported_and_the_rest_read(
+    fake: FakePipeline, capture: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["read", str(tmp_path / "a.pcap"), capture, str(tmp_path), "b\x1b[2J.pcap"]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"smtpscope: cannot read {tmp_path / 'a.pcap'}: No such file or directory",
+        f"smtpscope: cannot read {tmp_path}: Is a directory",
+        "smtpscope: cannot read b\\x1b[2J.pcap: No such file or directory",
+    ]
+    assert fake.calls[0][0] == [capture]
+    assert "smtpscope summary" in out
+
+
+def test_damaged_capture_keeps_earlier_sessions(
+    fake: FakePipeline, capture: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.damage = f"{capture}: damaged at byte 4242: truncated record"
+    assert main(["read", "-o", str(tmp_path / "out"), capture]) == 1
+    out, err = capsys.readouterr()
+    assert err == f"smtpscope: {fake.damage}\n"
+    assert "damaged inputs" in out
+    assert len((tmp_path / "out" / "sessions.jsonl").read_text().splitlines()) == 3
+
+
+def test_os_error_while_reading_keeps_earlier_sessions(
+    fake: FakePipeline, capture: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.raise_after = OSError(5, "Input/output error", capture)
+    assert main(["read", "-q", "-o", str(tmp_path / "out"), capture]) == 1
+    assert (
+        capsys.readouterr().err
+        == f"smtpscope: cannot read {capture}: Input/output error\n"
+    )
+    assert len((tmp_path / "out" / "sessions.jsonl").read_text().splitlines()) == 3
+
+
+def test_unwritable_output_is_reported_before_reading(
+    fake: FakePipeline, capture: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    assert main(["read", "-o", str(tmp_path / "file"), capture]) == 1
+    assert "smtpscope: cannot create" in capsys.readouterr().err
+    assert fake.calls == []
+
+
+def test_missing_pyarrow_is_reported_before_reading(
+    fake: FakePipeline,
+    capture: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    argv = ["read", "-o", str(tmp_path), "--format", "parquet", capture]
+    assert main(argv) == 1
+    assert "needs pyarrow" in capsys.readouterr().err
+    assert fake.calls == []
+
+
+def test_interrupt_exits_130(
+    fake: FakePipeline, capture: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.raise_after = KeyboardInterrupt()
+    assert main(["read", capture]) == 130
+    assert capsys.readouterr().err == "smtpscope: interrupted\n"
+
+
+def test_closed_stdout_exits_quietly(
+    fake: FakePipeline,
+    capture: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def closed_pipe(*args: object, **kwargs: object) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "print_report", closed_pipe)
+    assert main(["read", capture]) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_waits_for_large_inputs() -> None:
+    with cli._ProgressBar(enabled=True) as hook:
+        assert hook is not None
+        hook("small.pcap", 1000, 2000)
+        assert hook._task is None  # type: ignore[attr-defined]
+        hook("big.pcap", 0, PROGRESS_THRESHOLD + 1)
+        assert hook._task is not None  # type: ignore[attr-defined]
+    with cli._ProgressBar(enabled=False) as hook:
+        assert hook is None
+
+
+def test_verbose_logging_escapes_wire_text(
+    fake: FakePipeline, capture: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        assert main(["read", "-q", "-vv", capture]) == 0
+        logging.getLogger("analysis.test").debug("line %s", "x\x1b[2Jy")
+        assert "DEBUG analysis.test: line x\\x1b[2Jy" in capsys.readouterr().err
+    finally:
+        logging.basicConfig(handlers=[logging.NullHandler()], force=True)
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "analysis", "--version"],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("smtpscope ")
+
+
+def test_stdin_from_a_terminal_is_a_usage_error(
+    fake: FakePipeline,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    assert main(["read", "-"]) == 2
+    assert "standard input, which is a terminal" in capsys.readouterr().err
+    assert fake.calls == []
