@@ -1,0 +1,495 @@
+#!/usr/bin/env python3
+"""Time smtpscope, tshark and tcpdump on one capture, side by side.
+
+    python bench/run.py /tmp/smtpscope-bench/100M.pcap --runs 3
+    python bench/run.py CAPTURE --json > result.json
+
+Each round runs every tool once, one after the other, so slow drift of the
+machine touches them all alike; the figures are medians over the rounds.
+Each child is reaped with ``os.wait4``, which gives its own CPU time and
+peak resident set size (the largest single process among it and the
+children it waited for). The capture is read once beforehand so that every
+tool finds it in the page cache.
+
+The commands are the comparison the project's issue names:
+- ``python -m analysis read CAPTURE -o OUT --format jsonl -q`` (the
+  ``smtpscope`` console script if this checkout has no ``analysis``);
+- ``tshark -r CAPTURE -Y smtp -T fields -e frame.number
+  -e smtp.req.command -e smtp.response.code`` with stdout to /dev/null;
+- ``tcpdump -r CAPTURE -w /dev/null 'tcp port 25 or tcp port 465 or tcp
+  port 587'``.
+A tool that is not installed is skipped with a message. When the capture
+has a ``.truth.json`` sidecar (from ``make_capture.py``), smtpscope's row
+counts are checked against it. Exit status: 0 when every tool that ran
+succeeded and the check (if any) matched, 1 otherwise, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+REPO = Path(__file__).resolve().parent.parent
+SMTP_FILTER = "tcp port 25 or tcp port 465 or tcp port 587"
+TOOLS = ("smtpscope", "tshark", "tcpdump")
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """How to run one tool on the capture."""
+
+    tool: str
+    argv: list[str]
+    cwd: Path | None = None
+    version: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One run of one tool, as ``os.wait4`` reported it."""
+
+    wall_s: float
+    cpu_s: float
+    max_rss_kb: int
+    exit_code: int
+    stderr_tail: str
+
+
+@dataclass(slots=True)
+class Result:
+    command: Command
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def failed(self) -> Sample | None:
+        return next((s for s in self.samples if s.exit_code != 0), None)
+
+    def summary(self, packets: int, size: int) -> dict[str, Any]:
+        wall = statistics.median(s.wall_s for s in self.samples)
+        return {
+            "argv": self.command.argv,
+            "version": self.command.version,
+            "note": self.command.note,
+            "wall_s": [round(s.wall_s, 4) for s in self.samples],
+            "wall_median_s": round(wall, 4),
+            "cpu_median_s": round(statistics.median(s.cpu_s for s in self.samples), 4),
+            "peak_rss_kb": max(s.max_rss_kb for s in self.samples),
+            "packets_per_s": round(packets / wall),
+            "mb_per_s": round(size / wall / 1e6, 2),
+        }
+
+
+# -- finding the tools --------------------------------------------------------
+
+
+def _first_line(argv: list[str], cwd: Path | None = None) -> str:
+    """First line a command prints (a version string), or ''."""
+    try:
+        done = subprocess.run(
+            argv, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+        )
+    except OSError:
+        return ""
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _help_text(argv: list[str], cwd: Path | None) -> str | None:
+    """``argv --help`` output, or None when the command does not run."""
+    try:
+        done = subprocess.run(
+            [*argv, "--help"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except OSError:
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def smtpscope_command(capture: Path, out: Path, jobs: int | None) -> Command | str:
+    """The smtpscope command line, or why it cannot run."""
+    if (REPO / "analysis" / "__main__.py").exists():
+        base, cwd = [sys.executable, "-m", "analysis"], REPO
+    elif shutil.which("smtpscope"):
+        base, cwd = ["smtpscope"], None
+    else:
+        return "no analysis package in this checkout and no smtpscope on PATH"
+    help_text = _help_text([*base, "read"], cwd)
+    if help_text is None:
+        return f"'{' '.join(base)} read --help' failed: the CLI is not usable"
+
+    argv = [*base, "read", str(capture), "-o", str(out), "--format", "jsonl"]
+    notes = []
+    if "--quiet" in help_text or " -q" in help_text:
+        argv.append("-q" if " -q" in help_text else "--quiet")
+    else:
+        notes.append("no quiet flag; stdout goes to /dev/null")
+    if jobs is not None:
+        if "--jobs" in help_text:
+            argv += ["--jobs", str(jobs)]
+        else:
+            notes.append(f"read has no --jobs option; --jobs {jobs} ignored")
+    version = _first_line([*base, "--version"], cwd)
+    return Command("smtpscope", argv, cwd, version, "; ".join(notes))
+
+
+def tshark_command(capture: Path) -> Command | str:
+    if not shutil.which("tshark"):
+        return "tshark is not installed (Debian package tshark)"
+    argv = ["tshark", "-r", str(capture), "-Y", "smtp", "-T", "fields"]
+    argv += ["-e", "frame.number", "-e", "smtp.req.command"]
+    argv += ["-e", "smtp.response.code"]
+    return Command("tshark", argv, version=_first_line(["tshark", "--version"]))
+
+
+def tcpdump_command(capture: Path) -> Command | str:
+    if not shutil.which("tcpdump"):
+        return "tcpdump is not installed (Debian package tcpdump)"
+    argv = ["tcpdump", "-r", str(capture), "-w", "/dev/null", SMTP_FILTER]
+    return Command("tcpdump", argv, version=_first_line(["tcpdump", "--version"]))
+
+
+# -- measuring ----------------------------------------------------------------
+
+
+def measure(command: Command) -> Sample:
+    """Run ``command`` once with stdout to /dev/null; reap it with wait4."""
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            command.argv,
+            cwd=command.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped already
+        err.seek(0)
+        tail = err.read()[-2000:].decode("utf-8", "replace")
+    return Sample(
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        max_rss_kb=usage.ru_maxrss,  # kilobytes on Linux
+        exit_code=proc.returncode,
+        stderr_tail=tail,
+    )
+
+
+def warm(capture: Path) -> float:
+    """Read the whole capture once so that no tool pays for the disk."""
+    started = time.perf_counter()
+    with capture.open("rb", buffering=0) as f:
+        while f.read(8 << 20):
+            pass
+    return time.perf_counter() - started
+
+
+# -- the capture --------------------------------------------------------------
+
+
+def truth_of(capture: Path) -> dict[str, Any] | None:
+    sidecar = capture.with_name(capture.name + ".truth.json")
+    if not sidecar.exists():
+        return None
+    truth: dict[str, Any] = json.loads(sidecar.read_text())
+    return truth
+
+
+class _Reader(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+    def seek(self, offset: int, whence: int = ..., /) -> int: ...
+
+
+def count_packets(capture: Path) -> int:
+    """Records in a pcap or pcapng file (gzip-compressed too)."""
+    with capture.open("rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gzipped else open
+    with opener(capture, "rb") as f:
+        magic = f.read(4)
+        if magic == b"\x0a\x0d\x0d\x0a":
+            return _count_pcapng(f, magic)
+        return _count_pcap(f, magic)
+
+
+def _count_pcap(f: _Reader, magic: bytes) -> int:
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        record = struct.Struct("<8xI4x")
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        record = struct.Struct(">8xI4x")
+    else:
+        raise ValueError("not a pcap or pcapng file")
+    f.read(20)
+    count = 0
+    while len(header := f.read(16)) == 16:
+        (caplen,) = record.unpack(header)
+        f.seek(caplen, 1)
+        count += 1
+    return count
+
+
+def _count_pcapng(f: _Reader, magic: bytes) -> int:
+    # Each block: type, total length (the section header's byte-order magic
+    # tells the endianness); packets are blocks 2, 3 and 6.
+    head = magic + f.read(8)
+    order = "<" if head[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+    count = 0
+    length = struct.unpack(order + "I", head[4:8])[0]
+    f.seek(length - 12, 1)
+    while len(block := f.read(8)) == 8:
+        kind, length = struct.unpack(order + "II", block)
+        count += kind in (2, 3, 6)
+        f.seek(length - 8, 1)
+    return count
+
+
+def check_rows(out: Path, truth: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """smtpscope's row counts next to the ground truth."""
+    sessions = _rows(out / "sessions.jsonl")
+    transactions = _rows(out / "transactions.jsonl")
+    accepted = sum(1 for t in transactions if t.get("status") == "accepted")
+    found = {
+        "sessions": len(sessions),
+        "transactions": len(transactions),
+        "messages_accepted": accepted,
+    }
+    return {
+        key: {"expected": truth[key], "found": value, "match": truth[key] == value}
+        for key, value in found.items()
+    }
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# -- output -------------------------------------------------------------------
+
+
+def ratios(tools: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """smtpscope against the others, from median wall and CPU times.
+
+    CPU-time ratios hold up better than wall-time ones on a machine that
+    is busy with other work while the benchmark runs.
+    """
+    out: dict[str, float] = {}
+    ours = tools.get("smtpscope", {})
+    if "wall_median_s" not in ours:
+        return out
+    for other, name, ours_on_top in (
+        ("tshark", "throughput_vs_tshark", False),
+        ("tcpdump", "time_vs_tcpdump", True),
+    ):
+        theirs = tools.get(other, {})
+        if "wall_median_s" not in theirs:
+            continue
+        for measure, suffix in (("wall_median_s", ""), ("cpu_median_s", "_cpu")):
+            top, bottom = (ours, theirs) if ours_on_top else (theirs, ours)
+            if bottom[measure] > 0:
+                out[name + suffix] = round(top[measure] / bottom[measure], 2)
+    return out
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print(
+        f"capture  {report['capture']}  {report['bytes'] / 1e6:,.1f} MB  "
+        f"{report['packets']:,} packets ({report['packets_from']})"
+    )
+    load = report["machine"]["load_average_before"][0]
+    print(
+        f"runs     {report['runs']} per tool, medians; peak RSS is the max; "
+        f"load average {load} on {report['machine']['cpus']} CPUs before\n"
+    )
+    print(
+        f"{'tool':10} {'wall s':>8} {'packets/s':>11} {'MB/s':>8} "
+        f"{'CPU s':>7} {'peak RSS MiB':>13}"
+    )
+    for name, tool in report["tools"].items():
+        if "wall_median_s" not in tool:
+            print(f"{name:10} {tool['status']}: {tool['reason']}")
+            continue
+        print(
+            f"{name:10} {tool['wall_median_s']:8.2f} {tool['packets_per_s']:11,} "
+            f"{tool['mb_per_s']:8.1f} {tool['cpu_median_s']:7.2f} "
+            f"{tool['peak_rss_kb'] / 1024:13.1f}"
+        )
+        if tool["note"]:
+            print(f"{'':10} note: {tool['note']}")
+    print()
+    found = report["ratios"]
+    for key, label, meaning in (
+        ("throughput_vs_tshark", "smtpscope vs tshark", "the throughput"),
+        ("time_vs_tcpdump", "smtpscope vs tcpdump", "the time"),
+    ):
+        if key in found:
+            cpu = found.get(key + "_cpu")
+            cpu_text = f", {cpu:.2f}x by CPU time" if cpu is not None else ""
+            print(f"{label}: {found[key]:.2f}x {meaning} by wall time{cpu_text}")
+    check = report.get("truth_check")
+    if isinstance(check, dict):
+        for key, row in check.items():
+            verdict = "match" if row["match"] else "MISMATCH"
+            print(
+                f"truth {key:18} expected {row['expected']:>8,} "
+                f"found {row['found']:>8,}  {verdict}"
+            )
+    elif check:
+        print(f"truth check: {check}")
+
+
+# -- main ---------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("capture", type=Path)
+    parser.add_argument("--runs", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--jobs", type=int, help="passed to smtpscope read --jobs")
+    parser.add_argument(
+        "--tools",
+        default=",".join(TOOLS),
+        help="comma list of tools to run (default: all three)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="smtpscope output directory (default: bench/out/CAPTURE_NAME)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument(
+        "--no-warm", action="store_true", help="skip reading the capture first"
+    )
+    args = parser.parse_args(argv)
+    unknown = set(args.tools.split(",")) - set(TOOLS)
+    if unknown:
+        parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if not args.capture.is_file():
+        parser.error(f"{args.capture} is not a file")
+    return args
+
+
+def commands(args: argparse.Namespace, out: Path) -> dict[str, Command | str]:
+    wanted = args.tools.split(",")
+    found: dict[str, Command | str] = {}
+    for tool in TOOLS:
+        if tool not in wanted:
+            continue
+        if tool == "smtpscope":
+            found[tool] = smtpscope_command(args.capture, out, args.jobs)
+        elif tool == "tshark":
+            found[tool] = tshark_command(args.capture)
+        else:
+            found[tool] = tcpdump_command(args.capture)
+    return found
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    capture: Path = args.capture.resolve()
+    out: Path = args.out or REPO / "bench" / "out" / capture.name
+    size = capture.stat().st_size
+    truth = truth_of(capture)
+    if truth is not None:
+        packets, packets_from = int(truth["packets"]), "truth sidecar"
+    else:
+        packets, packets_from = count_packets(capture), "counted"
+
+    # Find the tools, warm the page cache, then run the rounds.
+    results: dict[str, Result] = {}
+    report_tools: dict[str, dict[str, Any]] = {}
+    for tool, command in commands(args, out).items():
+        if isinstance(command, str):
+            log(f"skipping {tool}: {command}")
+            report_tools[tool] = {"status": "skipped", "reason": command}
+        else:
+            results[tool] = Result(command)
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    if not args.no_warm:
+        log(f"reading {capture} once: {warm(capture):.2f} s")
+    if "smtpscope" in results:
+        out.mkdir(parents=True, exist_ok=True)
+    for round_no in range(1, args.runs + 1):
+        for tool, result in results.items():
+            if result.failed:
+                continue
+            sample = measure(result.command)
+            result.samples.append(sample)
+            log(
+                f"round {round_no}/{args.runs} {tool:9} {sample.wall_s:8.2f} s"
+                f"  exit {sample.exit_code}"
+            )
+
+    # Summaries, ratios and the check against the ground truth.
+    ok = True
+    for tool, result in results.items():
+        bad = result.failed
+        if bad is not None:
+            ok = False
+            reason = f"exit {bad.exit_code}: {bad.stderr_tail.strip()[-500:]}"
+            report_tools[tool] = {"status": "failed", "reason": reason}
+        else:
+            report_tools[tool] = {"status": "ok", **result.summary(packets, size)}
+    report_tools = {t: report_tools[t] for t in TOOLS if t in report_tools}
+    report: dict[str, Any] = {
+        "capture": str(capture),
+        "bytes": size,
+        "packets": packets,
+        "packets_from": packets_from,
+        "runs": args.runs,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "tools": report_tools,
+        "ratios": ratios(report_tools),
+        "truth_check": None,
+    }
+    if truth is None:
+        report["truth_check"] = "no .truth.json sidecar next to the capture"
+    elif report_tools.get("smtpscope", {}).get("status") == "ok":
+        check = check_rows(out, truth)
+        report["truth_check"] = check
+        ok = ok and all(row["match"] for row in check.values())
+    else:
+        report["truth_check"] = "smtpscope did not run"
+
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_table(report)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
