@@ -221,7 +221,7 @@ def _run_read(args: argparse.Namespace) -> int:
     if args.output is not None and not _write(tables, args.output, fmt):
         failed = True
     if not args.quiet:
-        console = Console(highlight=False, emoji=False)
+        console = _StdoutConsole(highlight=False, emoji=False)
         limit = args.limit or None
         print_report(console, tables, limit=limit, summary=not args.no_summary)
 
@@ -240,6 +240,14 @@ def _write(tables: SmtpTables, directory: str, fmt: Format) -> bool:
         _error(_os_error_message(exc, action="write"))
         return False
     return True
+
+
+class _StdoutConsole(Console):
+    def on_broken_pipe(self) -> None:
+        # rich would exit with status 1, which here means bad input; main()
+        # turns this into the status of a closed pipe instead.
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
 
 def _check_readable(path: str) -> bool:

@@ -7,6 +7,7 @@ an OSError or be interrupted, as the real pipeline may.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import subprocess
@@ -242,6 +243,21 @@ def test_closed_stdout_exits_quietly(
         raise BrokenPipeError(32, "Broken pipe")
 
     monkeypatch.setattr(cli, "print_report", closed_pipe)
+    assert main(["read", capture]) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_closed_pipe_seen_by_rich_exits_quietly(
+    fake: FakePipeline,
+    capture: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
     assert main(["read", capture]) == 141
     assert capsys.readouterr().err == ""
 
