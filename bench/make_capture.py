@@ -47,10 +47,16 @@ _SUFFIXES = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 def parse_size(text: str) -> int:
     """'100M' -> 104857600; a bare number is bytes."""
-    text = text.strip().upper().removesuffix("B")
-    factor = _SUFFIXES.get(text[-1:], 1)
-    number = text[:-1] if text[-1:] in _SUFFIXES else text
-    return int(float(number) * factor)
+    clean = text.strip().upper().removesuffix("B")
+    factor = _SUFFIXES.get(clean[-1:], 1)
+    number = clean[:-1] if clean[-1:] in _SUFFIXES else clean
+    try:
+        size = int(float(number) * factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return size
 
 
 class Hosts:
@@ -201,14 +207,16 @@ class Generator:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output", type=Path, help="pcap file to write")
-    parser.add_argument("--size", default="100M", help="target size, e.g. 1G")
+    parser.add_argument(
+        "--size", type=parse_size, default="100M", help="target size, e.g. 1G"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--bulk-flows", type=int, default=4, help="non-SMTP transfers at once"
     )
     args = parser.parse_args(argv)
 
-    target = parse_size(args.size)
+    target: int = args.size
     args.output.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     generator = Generator(args.seed, args.bulk_flows)
