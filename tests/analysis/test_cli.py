@@ -309,3 +309,35 @@ def test_stdin_from_a_terminal_is_a_usage_error(
     assert main(["read", "-"]) == 2
     assert "standard input, which is a terminal" in capsys.readouterr().err
     assert fake.calls == []
+
+
+PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
+
+
+def test_end_to_end_on_the_projects_own_captures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    captures = sorted(str(p) for p in PCAPS.glob("*.pcap"))
+    assert main(["read", "-o", str(tmp_path), *captures]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert f"captures           {len(captures)}" in out
+    sessions = (tmp_path / "sessions.jsonl").read_text().splitlines()
+    assert len(sessions) > len(captures)
+
+
+def test_end_to_end_damaged_capture(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = (PCAPS / "rset-multi.pcap").read_bytes()
+    damaged = tmp_path / "cut.pcap"
+    damaged.write_bytes(whole[: len(whole) // 2])
+    intact = str(PCAPS / "plain-delivery.pcap")
+    out_dir = tmp_path / "out"
+    assert main(["read", "-q", "-o", str(out_dir), intact, str(damaged)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"smtpscope: {damaged}: damaged at byte ")
+    sessions = [json.loads(line) for line in (out_dir / "sessions.jsonl").open()]
+    # The intact capture's session and the one cut short are both kept.
+    assert len(sessions) == 2

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -201,3 +202,22 @@ def test_schema_markdown_lists_every_column() -> None:
         assert f"### {name}" in text
         for column in columns:
             assert f"| `{column.name}` | `{column.dtype}` |" in text
+
+
+PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
+
+
+def test_read_captures_on_the_projects_own_captures() -> None:
+    expected = json.loads((PCAPS / "expected.json").read_text())["captures"]
+    paths = sorted(PCAPS.glob("*.pcap"))
+    assert paths, "pcaps/ has no captures"
+    tables = read_captures(paths)
+    assert_schema(tables)
+    assert tables.stats.errors == []
+    assert tables.stats.captures == len(paths)
+    dialogs = sum(len(expected[path.name]["dialogs"]) for path in paths)
+    assert len(tables.sessions) == dialogs
+    assert tables.sessions["start"].is_monotonic_increasing
+    # Every child row belongs to a session of the table.
+    for frame in (tables.transactions, tables.commands, tables.anomalies):
+        assert set(frame["session_id"]) <= set(tables.sessions["session_id"])
