@@ -108,8 +108,12 @@ class _Half:
         return self.fin_off is not None and self.next_off >= self.fin_off
 
 
+# How long a connection whose FINs are both in waits for the last ACK.
+_FIN_LINGER_NS = 5 * 1_000_000_000
+
+
 class _Flow:
-    __slots__ = ("closed", "closed_ts", "conn", "halves", "keys")
+    __slots__ = ("closed", "closed_ts", "conn", "fin_done", "halves", "keys")
 
     def __init__(self, conn: Connection, keys: tuple[_FlowKey, _FlowKey]) -> None:
         self.conn = conn
@@ -117,6 +121,9 @@ class _Flow:
         self.halves = (_Half(), _Half())
         self.closed = False
         self.closed_ts = 0
+        # Both FINs are in, but the ACK of the last one may still come: the
+        # connection stays open for it so its packet counts and times it.
+        self.fin_done = False
 
 
 class Reassembler:
@@ -257,6 +264,8 @@ class Reassembler:
         self, flow: _Flow, ts: int, reason: CloseReason, events: list[StreamEvent]
     ) -> None:
         """Hand over what is held back (gaps, then bytes) and close."""
+        if flow.fin_done:
+            reason = CloseReason.FIN  # only the final ACK was missing
         for direction in _DIRECTIONS:
             self._flush(flow, direction, ts, events)
         events.append(StreamClosed(flow.conn, ts, reason))
@@ -271,11 +280,15 @@ class Reassembler:
         """Close connections idle too long; forget long-closed 4-tuples."""
         self._next_sweep = now + self._sweep_every
         limit = now - self._idle_ns
-        idle = [f for f in self._open.values() if f.conn.last_ts < limit]
+        linger = now - _FIN_LINGER_NS
+        idle = [
+            f
+            for f in self._open.values()
+            if f.conn.last_ts < limit or (f.fin_done and f.conn.last_ts < linger)
+        ]
         for flow in idle:  # in opening order: deterministic
-            self._close(
-                flow, flow.conn.last_ts + self._idle_ns, CloseReason.IDLE, events
-            )
+            wait = 0 if flow.fin_done else self._idle_ns
+            self._close(flow, flow.conn.last_ts + wait, CloseReason.IDLE, events)
         while self._closed:
             conn_id, flow = next(iter(self._closed.items()))
             if flow.closed_ts >= limit:
@@ -346,13 +359,18 @@ class Reassembler:
         if seg.payload or seg.missing or flags & FIN:
             self._data(flow, direction, ts, seg, events)
 
-        # Closed once each side's FIN is reached (RFC 9293 3.6).
+        # Closed once each side's FIN is reached (RFC 9293 3.6) and the last
+        # FIN is acknowledged: that final ACK is the connection's last packet.
         if (
             (half.fin_off is not None or peer.fin_off is not None)
             and half.finished()
             and peer.finished()
         ):
-            self._close(flow, ts, CloseReason.FIN, events)
+            final_ack = not seg.payload and not flags & FIN
+            if flow.fin_done or final_ack:
+                self._close(flow, ts, CloseReason.FIN, events)
+            else:
+                flow.fin_done = True
 
     def _acknowledged(
         self,

@@ -72,16 +72,7 @@ ANOMALIES: dict[str, dict[int, list[str]]] = {
 }
 
 # (test, capture) -> the smtpscope bug that makes it fail.
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("whole_connection", name): (
-        "capture.reassembly closes a connection when the second FIN is "
-        "reached and drops the ACK that answers it as a packet after close, "
-        "so sessions.end, duration_s and the packet counts miss the last "
-        "packet of every cleanly closed connection (schema: end is the 'last "
-        "packet of the connection'); the mark can go when that ACK is counted"
-    )
-    for name in CAPTURES
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 
 def _params(test: str) -> list[Any]:

@@ -100,7 +100,7 @@ def test_in_order_session_closed_by_fins() -> None:
             (20, c(0, b"QUIT\r\n", ack=S_ISN + 9)),
             (30, s(8, b"221 bye\r\n", ack=C_ISN + 7, flags=PSH_ACK | FIN)),
             (40, c(6, ack=S_ISN + 18, flags=ACK | FIN)),
-            (50, s(17, ack=C_ISN + 8, flags=ACK)),  # last ACK, after the close
+            (50, s(17, ack=C_ISN + 8, flags=ACK)),  # the last ACK closes it
         ]
     )
     assert isinstance(events[0], StreamOpened)
@@ -111,11 +111,11 @@ def test_in_order_session_closed_by_fins() -> None:
     assert conn.handshake_seen
     assert stream(events, Direction.SERVER) == [b"220 hi\r\n221 bye\r\n"]
     assert stream(events, Direction.CLIENT) == [b"QUIT\r\n"]
-    assert closes(events) == [(0, CloseReason.FIN, 40)]
+    assert closes(events) == [(0, CloseReason.FIN, 50)]
     assert isinstance(events[-1], StreamClosed)
-    assert conn.packets == [4, 3]  # the ACK after the close is not counted
+    assert conn.packets == [4, 4]  # the ACK of the last FIN is the last packet
     assert conn.wire_bytes == [6, 17]
-    assert conn.last_ts == 40
+    assert conn.last_ts == 50
     data_ts = [e.ts for e in events if isinstance(e, StreamData)]
     assert data_ts == [10, 20, 30]
 
@@ -394,8 +394,9 @@ def test_fin_waits_for_the_hole_before_it() -> None:
     )
     assert closes(events) == []
     events = feed_all([(12, c(0, b"QUIT"))], r, finish=False)
-    assert closes(events) == [(0, CloseReason.FIN, 12)]
     assert stream(events, Direction.CLIENT) == [b"QUIT"]
+    assert closes(events) == []  # both FINs in: waiting for the last ACK
+    assert closes(r.finish()) == [(0, CloseReason.FIN, 12)]
 
 
 def test_fin_hole_proven_by_ack_closes() -> None:
