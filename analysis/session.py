@@ -105,6 +105,7 @@ class SessionBuilder:
         self._message_txn: TransactionRecord | None = None
         self._message_start = 0
         self._auth_cancelled = False
+        self._displaced: dict[int, TransactionRecord] = {}  # MAIL -> older txn
 
     # Stream side ---------------------------------------------------------
 
@@ -207,9 +208,10 @@ class SessionBuilder:
 
     def _start_txn(self, event: CommandSeen) -> None:
         if self._txn is not None:
-            # RFC 5321 3.3: a MAIL inside a transaction is out of sequence;
-            # the old transaction is over whatever the server says.
-            self._end_txn(self._txn, event.ts)
+            # RFC 5321 3.3: a MAIL inside a transaction is out of sequence.
+            # Whether it replaced the open one only the reply tells (Postfix
+            # answers 503 and keeps the first), so the old one waits aside.
+            self._displaced[event.index] = self._txn
         address, params = parse_path(event.argument, "FROM")
         txn = TransactionRecord(
             session_id=self.session.session_id,
@@ -253,23 +255,27 @@ class SessionBuilder:
         self._fill_reply(row, reply, event.ts)
 
         verb = row.verb
-        if verb in ("EHLO", "LHLO") and reply.klass == 2:
-            self.session.capabilities = list(reply.lines[1:])
+        if verb in ("EHLO", "HELO", "LHLO") and reply.klass == 2:
+            if verb != "HELO":
+                self.session.capabilities = list(reply.lines[1:])
+            # RFC 5321 4.1.4: an accepted EHLO or HELO resets the state.
+            if self._txn is not None:
+                if self._txn.status == "incomplete":
+                    self._txn.status = "reset"
+                self._end_txn(self._txn, event.ts)
         elif verb == "MAIL":
-            txn = self._txn_of.get(event.command_index)
-            if txn is not None:
-                txn.mail_from_code = reply.code
-                if reply.klass != 2:
-                    txn.status = "rejected"
+            self._on_mail_reply(event.command_index, reply, event.ts)
         elif verb == "RCPT":
             self._on_rcpt_reply(event.command_index, reply)
         elif verb == "DATA" and reply.klass != 3:
+            # A refused DATA leaves the transaction open on the server (it
+            # may still be reset, or DATA tried again): only the outcome so
+            # far is recorded.
             txn = self._txn_of.get(event.command_index)
-            if txn is not None:
+            if txn is not None and txn.status != "accepted":
                 txn.data_method = "DATA"
                 txn.data_code = reply.code
                 txn.status = "rejected"
-                self._end_txn(txn, event.ts)
         elif verb == "BDAT":
             # RFC 3030 2: every chunk gets a reply; a refused chunk ends the
             # message, and the reply to the LAST chunk is its verdict.
@@ -280,6 +286,25 @@ class SessionBuilder:
             settles = valid and (reply.klass != 2 or _is_last_chunk(row.argument))
             if txn is not None and txn.end is None and settles:
                 self._settle_message(txn, reply, event.ts)
+
+    def _on_mail_reply(self, index: int, reply: Reply, ts: int) -> None:
+        txn = self._txn_of.get(index)
+        older = self._displaced.pop(index, None)
+        if txn is None:
+            return
+        txn.mail_from_code = reply.code
+        if reply.klass == 2:
+            if older is not None:
+                self._end_txn(older, ts)
+            return
+        txn.status = "rejected"
+        self._end_txn(txn, ts)
+        if older is not None and older.end is None:
+            self._txn = older  # the server kept the transaction it had
+        elif self._txn is None:
+            # Keep the refused MAIL current so that the RCPTs sent after it
+            # (refused with 503 in turn) still land in its row.
+            self._txn = txn
 
     def _fill_reply(self, row: CommandRecord, reply: Reply, ts: int) -> None:
         row.reply_code = reply.code

@@ -39,6 +39,7 @@ from analysis.smtp.events import (
 )
 from analysis.smtp.framing import ChunkHeaders, DataBody
 from analysis.smtp.syntax import (
+    KNOWN_VERBS,
     enhanced_code,
     parse_reply_line,
     show_bytes,
@@ -82,6 +83,12 @@ _GROUP_ENDERS = frozenset(
 )
 
 
+def _starts_like_command(line: bytes) -> bool:
+    """Whether a line after a gap begins with a known verb (RFC 5321 4.1.1)."""
+    verb = line.split(b" ", 1)[0].rstrip(b"\r").upper()
+    return verb.decode("ascii", "replace") in KNOWN_VERBS
+
+
 @dataclass(slots=True)
 class _Pending:
     index: int  # the command row the reply belongs to
@@ -100,8 +107,12 @@ class SmtpParser:
         self._tls_decided = not implicit_tls
         self._cbuf = b""
         self._sbuf = b""
-        self._client_discard = False  # skip to the next LF (after a gap)
+        self._client_discard = False  # skip to the next LF (over-long line)
         self._server_discard = False
+        # After a gap the first line may be the tail of a lost one: it is
+        # kept only if it looks like the start of a command or reply.
+        self._client_resync = False
+        self._server_resync = False
         self._pending: deque[_Pending] = deque()
         self._held: list[tuple[int, bytes]] | None = None
         self._held_bytes = 0
@@ -193,10 +204,10 @@ class SmtpParser:
                 self._chunk_left = 0
                 self._end_chunk(ts, out)
                 self._cbuf = b""
-                self._client_discard = True
+                self._client_resync = True
         else:
             self._cbuf = b""
-            self._client_discard = True
+            self._client_resync = True
         return out
 
     def server_gap(self, size: int, ts: int) -> list[SmtpEvent]:
@@ -207,7 +218,7 @@ class SmtpParser:
             self.tls_server_bytes += size
             return out
         self._sbuf = b""
-        self._server_discard = True
+        self._server_resync = True
         if self._reply_lines:
             self._reply_lines = []
         return out
@@ -266,6 +277,10 @@ class SmtpParser:
             if self._client_discard:
                 self._client_discard = False
                 continue
+            if self._client_resync:
+                self._client_resync = False
+                if not _starts_like_command(line):
+                    continue
             if line.endswith(b"\r"):
                 line = line[:-1]
             elif not self._lf_only_client:
@@ -552,6 +567,10 @@ class SmtpParser:
             if self._server_discard:
                 self._server_discard = False
                 continue
+            if self._server_resync:
+                self._server_resync = False
+                if parse_reply_line(wire_text(line.rstrip(b"\r"))) is None:
+                    continue
             if line.endswith(b"\r"):
                 line = line[:-1]
             elif not self._lf_only_server:

@@ -152,9 +152,10 @@ def parse_headers(block: bytes) -> tuple[tuple[str, str], ...]:
         if not line:
             break
         if line[0] in " \t":
+            # RFC 5322 2.2.3: unfolding removes the CRLF and nothing else.
             if headers:
                 name, value = headers[-1]
-                headers[-1] = (name, f"{value} {line.strip()}".strip())
+                headers[-1] = (name, (value + line).strip())
             continue
         name, colon, value = line.partition(":")
         if not colon or not name or " " in name.strip():

@@ -482,3 +482,34 @@ def test_any_segmentation_gives_the_same_events(data: st.DataObject) -> None:
                 steps.append((side, chunk[start:cut]))
                 start = cut
     assert _without_ts(run(steps)) == whole
+
+
+def test_gap_ending_at_a_command_keeps_that_command() -> None:
+    # The gap swallowed the rest of a BDAT chunk and ended on a line start.
+    parser = SmtpParser()
+    events = parser.feed_server(b"220 mx\r\n", 1)
+    events += parser.feed_client(b"BDAT 20\r\n0123456789", 2)
+    events += parser.client_gap(30, 3)
+    events += parser.feed_client(b"DATA\r\n", 4)
+    assert verbs(events) == ["BDAT", "DATA"]
+
+
+def test_server_gap_resumes_at_a_reply_line() -> None:
+    parser = SmtpParser()
+    events = parser.feed_server(b"220 mx\r\n", 1)
+    events += parser.feed_client(b"NOOP\r\nNOOP\r\n", 2)
+    events += parser.server_gap(5, 3)
+    events += parser.feed_server(b"250 ok\r\n", 4)
+    assert answered(events) == [("NOOP", 250)]
+
+
+def test_folded_header_keeps_the_whitespace_after_the_fold() -> None:
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 go\r\n"),
+            (C, b"Subject: a\r\n   b\r\n\r\n.\r\n"),
+        ]
+    )
+    assert of(events, MessageEnded)[0].headers == (("subject", "a   b"),)

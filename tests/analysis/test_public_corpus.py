@@ -49,32 +49,10 @@ from tests.corpus import CAPTURES, CORPUS, or_missing, require_corpus, tables
 pytestmark = pytest.mark.corpus
 
 # Bugs the bytes show, one sentence each; every xfail below names one.
-BUG_GAP_RESYNC = (
-    "bug: when a client gap swallows the rest of a BDAT chunk, the parser "
-    "drops the next whole line (DATA, which the server answered 354) and "
-    "then reads the message content as commands"
-)
-BUG_REFUSED_MAIL = (
-    "bug: a MAIL refused with 503 (nested MAIL, sender already given) ends "
-    "the open transaction and starts a new one, so the message the server "
-    "accepted is filed under the refused MAIL instead of the accepted one"
-)
-BUG_REFUSED_DATA = (
-    "bug: a DATA refused with 503 ends the transaction as rejected, although "
-    "the server keeps it (it later answers MAIL with 503 sender already given)"
-)
-BUG_UNFOLDING = (
-    "bug: header unfolding replaces the whitespace after a fold with one "
-    "space; RFC 5322 2.2.3 removes only the CRLF"
-)
 BUG_BARE_LF_DOT = (
     "bug: a bare-LF dot line that the server took as the end of data (its "
     "next reply is 250) does not end the message, so the transaction stays "
     "incomplete and the 250 becomes a reply without a command"
-)
-BUG_HELO_RESET = (
-    "bug: a HELO/EHLO the server accepts inside a transaction does not end "
-    "it as reset (RFC 5321 4.1.4); it stays incomplete until the next MAIL"
 )
 
 
@@ -392,7 +370,6 @@ def test_zeek_split_transaction() -> None:
     assert list(refused_body.detail) == [f"Hello, Alice ({n})" for n in (2, 3, 4)]
 
 
-@known_bug(f"{BUG_REFUSED_DATA}; and {BUG_REFUSED_MAIL}")
 def test_zeek_accepted_message_belongs_to_accepted_mail() -> None:
     # Same capture: the server refuses the third MAIL with "503 sender
     # already given", so the message it accepts (1pgobM-001mwq-Vc) belongs
@@ -427,7 +404,6 @@ def test_zeek_bdat_gap_envelope() -> None:
     )
 
 
-@known_bug(BUG_GAP_RESYNC)
 def test_zeek_bdat_gap_final_reply() -> None:
     # Today the DATA line is dropped, "From:" becomes a command answered by
     # the 250 and "To:" one answered by the 221.
@@ -841,11 +817,7 @@ SURICATA: dict[str, SuricataCase] = {
     ),
 }
 
-SURICATA_XFAIL = {
-    "suricata/firewall-132-smtp-nested-mail-from__smtp-nested-mail.pcap": (
-        BUG_REFUSED_MAIL
-    ),
-}
+SURICATA_XFAIL: dict[str, str] = {}
 
 
 def _suricata_cases() -> list[Any]:
@@ -953,16 +925,10 @@ def test_arkime_envelope(capture_id: str) -> None:
             assert codes == ours
 
 
-ARKIME_SUBJECT_XFAIL = {
-    # Subject: 4spaces    =?iso-8859-1?B?5SDpIO4g+CA=?= =?iso-8859-1?Q?=FC?=
-    #      5spaces  (CRLF and five spaces before "5spaces"): we give one space.
-    "arkime/smtp-subject-8859-multi.pcap": BUG_UNFOLDING,
-    # The last encoded word is followed by CRLF, 53 spaces and "test".
-    "arkime/smtp-subject-8859-q.pcap": BUG_UNFOLDING,
-    # The last encoded word is followed by CRLF, 58 spaces and "test".
-    "arkime/smtp-subject-utf8-mixed.pcap": BUG_UNFOLDING,
-    "arkime/smtp-subject-multi-nospace.pcap": BUG_UNFOLDING,
-}
+# Folded subjects (RFC 5322 2.2.3 unfolding keeps the whitespace after the
+# fold): 8859-multi has CRLF and five spaces before "5spaces", 8859-q and
+# utf8-mixed CRLF and 53 or 58 spaces before "test".
+ARKIME_SUBJECT_XFAIL: dict[str, str] = {}
 
 # Subjects compared as sent rather than decoded, and why.
 ARKIME_RAW_SUBJECTS = {
@@ -1053,7 +1019,6 @@ def test_bare_lf_dot_accepted_by_server() -> None:
     assert (txn.status, value(txn.data_code)) == ("accepted", 250)
 
 
-@known_bug(BUG_HELO_RESET)
 @pytest.mark.parametrize(
     "capture_id",
     [
