@@ -110,23 +110,14 @@ class DecodeStats:
 
 # Address text is built once per distinct address; captures hold few.
 _TEXT_CACHE_LIMIT: Final = 1 << 16
-_v4_text: dict[bytes, str] = {}
-_v6_text: dict[bytes, str] = {}
+_address_text: dict[bytes, str] = {}
 
 
 def _address(raw: bytes) -> str:
-    if len(raw) == 4:
-        text = _v4_text.get(raw)
-        if text is None:
-            text = socket.inet_ntop(socket.AF_INET, raw)
-            if len(_v4_text) < _TEXT_CACHE_LIMIT:
-                _v4_text[raw] = text
-        return text
-    text = _v6_text.get(raw)
-    if text is None:
-        text = socket.inet_ntop(socket.AF_INET6, raw)
-        if len(_v6_text) < _TEXT_CACHE_LIMIT:
-            _v6_text[raw] = text
+    """Text of a 4- or 16-byte address (RFC 5952 form for IPv6), cached."""
+    text = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    if len(_address_text) < _TEXT_CACHE_LIMIT:
+        _address_text[raw] = text
     return text
 
 
@@ -142,6 +133,9 @@ def decode_tcp(
     """
     if stats is None:
         stats = DecodeStats()
+    # Untagged Ethernet carrying IPv4 is most of any capture: go straight on.
+    if linktype == LINKTYPE_ETHERNET and len(data) > 14 and data[12:14] == b"\x08\x00":
+        return _ipv4(data, 14, ports, stats)
     off = _ip_offset(linktype, data, stats)
     if off < 0:
         if off != _UNKNOWN_LINK:
@@ -281,7 +275,7 @@ def _ipv4(
 ) -> TcpSegment | None:
     """IPv4 header (RFC 791 3.1) to the TCP segment it carries."""
     n = len(data)
-    if off + 20 > n:
+    if off + 20 > n or data[off] >> 4 != 4:
         stats.malformed += 1
         return None
     total, frag, proto = _V4_FIELDS(data, off + 2)
@@ -299,9 +293,20 @@ def _ipv4(
     if header_len < 20 or total < header_len:
         stats.malformed += 1
         return None
-    return _tcp(
-        data, off + header_len, off + total, off + 12, 4, ports, stats, frag & 0x2000
-    )
+    tcp = off + header_len
+    wire_end = off + total
+    end = wire_end if wire_end < n else n
+    if tcp + 20 > end:
+        stats.malformed += 1
+        return None
+    src_port, dst_port = _PORTS(data, tcp)
+    if src_port not in ports and dst_port not in ports:
+        stats.other_port += 1
+        return None
+    if frag & 0x2000:  # more fragments: the payload is not all here
+        stats.ip_fragment += 1
+        return None
+    return _tcp(data, tcp, wire_end, end, off + 12, 4, src_port, dst_port, stats)
 
 
 def _ipv6(
@@ -315,10 +320,10 @@ def _ipv6(
     payload_len = _U16(data, off + 4)[0]
     # Zero is a jumbogram (RFC 2675) or offload; either way use what is there.
     wire_end = off + 40 + payload_len if payload_len else n
-    end = min(wire_end, n)
+    end = wire_end if wire_end < n else n
     next_header = data[off + 6]
     pos = off + 40
-    first_fragment = 0
+    fragmented = 0
     while next_header != _PROTO_TCP:
         if next_header == _V6_NO_NEXT:
             stats.ipv6_no_next_header += 1
@@ -336,43 +341,42 @@ def _ipv6(
             if frag & 0xFFF8:
                 stats.ip_fragment_later += 1
                 return None
-            first_fragment |= frag & 1
+            fragmented |= frag & 1
             size = 8
         else:  # _V6_AH
             size = (data[pos + 1] + 2) << 2
         next_header = data[pos]
         pos += size
-    return _tcp(data, pos, wire_end, off + 8, 16, ports, stats, first_fragment)
-
-
-def _tcp(
-    data: bytes,
-    off: int,
-    wire_end: int,
-    addr_off: int,
-    addr_len: int,
-    ports: frozenset[int],
-    stats: DecodeStats,
-    fragmented: int,
-) -> TcpSegment | None:
-    """TCP header (RFC 9293 3.1) up to ``wire_end``, where the IP packet ends.
-
-    Bytes past ``wire_end`` are link-layer padding and are dropped; a
-    ``wire_end`` past the captured data means the snap length cut it.
-    """
-    end = len(data)
-    if wire_end < end:
-        end = wire_end
-    if off + 20 > end:
+    if pos + 20 > end:
         stats.malformed += 1
         return None
-    src_port, dst_port = _PORTS(data, off)
+    src_port, dst_port = _PORTS(data, pos)
     if src_port not in ports and dst_port not in ports:
         stats.other_port += 1
         return None
     if fragmented:
         stats.ip_fragment += 1
         return None
+    return _tcp(data, pos, wire_end, end, off + 8, 16, src_port, dst_port, stats)
+
+
+def _tcp(
+    data: bytes,
+    off: int,
+    wire_end: int,
+    end: int,
+    addr_off: int,
+    addr_len: int,
+    src_port: int,
+    dst_port: int,
+    stats: DecodeStats,
+) -> TcpSegment | None:
+    """TCP header (RFC 9293 3.1) of a segment on a watched port.
+
+    The IP packet ends at ``wire_end``; ``end`` is where the captured bytes
+    of it stop. Bytes past ``wire_end`` are link-layer padding and are
+    dropped; a ``wire_end`` past ``end`` means the snap length cut it.
+    """
     seq, ack, data_offset, flags = _SEQ_ACK(data, off + 4)
     start = off + ((data_offset >> 4) << 2)
     if start < off + 20 or start > wire_end:
@@ -386,11 +390,14 @@ def _tcp(
     stats.tcp += 1
     if missing:
         stats.truncated += 1
+    src = data[addr_off : addr_off + addr_len]
+    dst = data[addr_off + addr_len : addr_off + 2 * addr_len]
+    text = _address_text
     return tuple.__new__(
         TcpSegment,
         (
-            _address(data[addr_off : addr_off + addr_len]),
-            _address(data[addr_off + addr_len : addr_off + 2 * addr_len]),
+            text.get(src) or _address(src),
+            text.get(dst) or _address(dst),
             src_port,
             dst_port,
             seq,

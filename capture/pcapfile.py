@@ -251,7 +251,9 @@ _Chunks = _FileChunks | _GzipChunks
 class CaptureReader:
     """Iterator over the packets of one capture; also a context manager.
 
-    Counters: ``packets_read`` (packets yielded so far), ``bytes_read``
+    Counters: ``packets_read`` (packets yielded; kept in a local while the
+    loop runs and published at each chunk and at the end, so exact once
+    iteration has stopped and at most a chunk behind before), ``bytes_read``
     (decompressed capture bytes read from the source so far, in whole chunks),
     ``raw_bytes_read`` (bytes read from the file as stored, for progress
     against ``size``, the stored size when known). ``format`` is "pcap" or
@@ -287,7 +289,8 @@ class CaptureReader:
         return self._file.raw_bytes
 
     def __iter__(self) -> Iterator[RawPacket]:
-        return self
+        # The generator itself, not self: spares a Python call per packet.
+        return self._packets
 
     def __next__(self) -> RawPacket:
         return next(self._packets)
@@ -390,57 +393,66 @@ class CaptureReader:
         if len(buf) < 24:
             raise self._damage(0, f"file header truncated at {len(buf)} of 24 bytes")
         linktype = struct.unpack_from(order + "I", buf, 20)[0] & _LINKTYPE_MASK
+        # Locals rather than globals and attributes: this loop runs per packet.
+        ns_per_s = _NS_PER_S
         frac_ns = 1 if nano else 1000
         unpack = struct.Struct(order + "IIII").unpack_from
         new = tuple.__new__  # skips NamedTuple's Python-level __new__
         packet = RawPacket
+        count = 0
         base = 0  # offset of buf[0] in the capture
         pos = 24
         end = len(buf)
-        while True:
-            if end - pos < header_len:
-                base += pos
-                buf = self._refill(buf, pos, header_len)
-                pos = 0
-                end = len(buf)
-                if end < header_len:
-                    if end == 0 and self._failure is None:
-                        return
+        try:
+            while True:
+                if end - pos < header_len:
+                    self.packets_read = count
+                    base += pos
+                    buf = self._refill(buf, pos, header_len)
+                    pos = 0
+                    end = len(buf)
+                    if end < header_len:
+                        if end == 0 and self._failure is None:
+                            return
+                        raise self._damage(
+                            base,
+                            f"record header truncated at {end} of {header_len} bytes",
+                        )
+                sec, frac, caplen, wire_len = unpack(buf, pos)
+                if caplen > MAX_CAPLEN:
                     raise self._damage(
-                        base, f"record header truncated at {end} of {header_len} bytes"
+                        base + pos, f"record length {caplen} exceeds {MAX_CAPLEN}"
                     )
-            sec, frac, caplen, wire_len = unpack(buf, pos)
-            if caplen > MAX_CAPLEN:
-                raise self._damage(
-                    base + pos, f"record length {caplen} exceeds {MAX_CAPLEN}"
-                )
-            start = pos + header_len
-            stop = start + caplen
-            if stop > end:
-                base += pos
-                buf = self._refill(buf, pos, header_len + caplen)
-                pos = 0
-                end = len(buf)
-                start = header_len
+                start = pos + header_len
                 stop = start + caplen
                 if stop > end:
-                    raise self._damage(
-                        base,
-                        f"record truncated: {caplen} bytes of packet announced, "
-                        f"{end - start} present",
-                    )
-            self.packets_read += 1
-            yield new(
-                packet,
-                (
-                    sec * _NS_PER_S + frac * frac_ns,
-                    linktype,
-                    buf[start:stop],
-                    wire_len,
-                    base + pos,
-                ),
-            )
-            pos = stop
+                    self.packets_read = count
+                    base += pos
+                    buf = self._refill(buf, pos, header_len + caplen)
+                    pos = 0
+                    end = len(buf)
+                    start = header_len
+                    stop = start + caplen
+                    if stop > end:
+                        raise self._damage(
+                            base,
+                            f"record truncated: {caplen} bytes of packet announced, "
+                            f"{end - start} present",
+                        )
+                count += 1
+                yield new(
+                    packet,
+                    (
+                        sec * ns_per_s + frac * frac_ns,
+                        linktype,
+                        buf[start:stop],
+                        wire_len,
+                        base + pos,
+                    ),
+                )
+                pos = stop
+        finally:
+            self.packets_read = count
 
     # -- pcapng ---------------------------------------------------------
 

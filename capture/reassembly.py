@@ -49,6 +49,7 @@ _SEQ_MOD: Final = 1 << 32
 _SEQ_HALF: Final = 1 << 31
 _NS_PER_S: Final = 1_000_000_000
 _DIRECTIONS: Final = (Direction.CLIENT, Direction.SERVER)
+_NEVER_SWEPT: Final = -(1 << 63)
 
 _FlowKey = tuple[str, int, str, int]  # src ip, src port, dst ip, dst port
 # A held-back piece of stream: (start, end, bytes), or bytes None for a
@@ -155,7 +156,7 @@ class Reassembler:
         # Checking for idle connections scans them all, so it is done only
         # when the capture clock has moved on by a fraction of the timeout.
         self._sweep_every = max(1, min(self._idle_ns // 8, 30 * _NS_PER_S))
-        self._next_sweep: int | None = None
+        self._next_sweep = _NEVER_SWEPT  # the first packet sweeps (nothing)
         self._next_id = 0
         # Both orientations of each 4-tuple, to the flow and the direction
         # a segment sent from its source travels in.
@@ -168,9 +169,7 @@ class Reassembler:
     def feed(self, ts: int, seg: TcpSegment) -> list[StreamEvent]:
         """Take one segment captured at ``ts``; return the events it causes."""
         events: list[StreamEvent] = []
-        if self._next_sweep is None:
-            self._next_sweep = ts + self._sweep_every
-        elif ts >= self._next_sweep:
+        if ts >= self._next_sweep:
             self._sweep(ts, events)
 
         key = (seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)
@@ -213,7 +212,7 @@ class Reassembler:
             self._close(flow, at, CloseReason.END_OF_CAPTURE, events)
         self._flows.clear()
         self._closed.clear()
-        self._next_sweep = None
+        self._next_sweep = _NEVER_SWEPT
         return events
 
     @property
@@ -312,13 +311,66 @@ class Reassembler:
         conn = flow.conn
         conn.last_ts = ts
         conn.packets[direction] += 1
-        conn.wire_bytes[direction] += len(seg.payload) + seg.missing
+        payload = seg.payload
+        conn.wire_bytes[direction] += len(payload) + seg.missing
         half = flow.halves[direction]
         peer = flow.halves[1 - direction]
         flags = seg.flags
+        if flags & SYN or (conn.synack_ts is not None and conn.ack_ts is None):
+            self._handshake(conn, direction, ts, seg, half, peer)
+        if flags & RST:
+            self._reset(flow, direction, ts, seg, events)
+            return
 
-        # Handshake (RFC 9293 3.5): the SYN sets the direction's ISN, and a
-        # SYN-ACK's acknowledgment tells the client's when its SYN was missed.
+        # The acknowledgment first: it speaks of bytes sent before this.
+        if flags & ACK and peer.base is not None:
+            ack_off = peer.offset(seg.ack)
+            if ack_off > peer.acked:
+                self._acknowledged(flow, 1 - direction, ack_off, ts, events)
+
+        if payload or seg.missing or flags & FIN:
+            # The common case, next bytes in order with nothing held back
+            # and no FIN about, goes straight out; the rest goes by _data.
+            if (
+                half.base is not None
+                and not half.pending
+                and half.fin_off is None
+                and not seg.missing
+                and not flags & (SYN | FIN)
+                and half.offset(seg.seq) == half.next_off
+            ):
+                self._deliver(flow, direction, ts, payload, events)
+            else:
+                self._data(flow, direction, ts, seg, events)
+
+        # Closed once each side's FIN is reached (RFC 9293 3.6) and the last
+        # FIN is acknowledged: that final ACK is the connection's last packet.
+        if (
+            (half.fin_off is not None or peer.fin_off is not None)
+            and half.finished()
+            and peer.finished()
+        ):
+            final_ack = not payload and not flags & FIN
+            if flow.fin_done or final_ack:
+                self._close(flow, ts, CloseReason.FIN, events)
+            else:
+                flow.fin_done = True
+
+    def _handshake(
+        self,
+        conn: Connection,
+        direction: Direction,
+        ts: int,
+        seg: TcpSegment,
+        half: _Half,
+        peer: _Half,
+    ) -> None:
+        """Note the handshake's times and initial sequence numbers (RFC 9293 3.5).
+
+        The SYN sets its direction's ISN; a SYN-ACK's acknowledgment gives
+        the client's when the SYN itself was not captured.
+        """
+        flags = seg.flags
         if flags & SYN:
             if flags & ACK:
                 if conn.synack_ts is None:
@@ -330,47 +382,28 @@ class Reassembler:
             if half.base is None:
                 half.isn = seg.seq
                 half.base = (seg.seq + 1) % _SEQ_MOD
-        elif (
-            direction == Direction.CLIENT
-            and flags & ACK
-            and conn.synack_ts is not None
-            and conn.ack_ts is None
-        ):
+        elif direction == Direction.CLIENT and flags & ACK:
             conn.ack_ts = ts
 
-        if flags & RST:
-            if seg.payload:
-                # RFC 9293 3.5.3: data on a RST is diagnostic, not stream.
-                self._anomaly(
-                    flow,
-                    direction,
-                    ts,
-                    "tcp_rst_with_data",
-                    f"{len(seg.payload)} bytes carried by a RST",
-                    events,
-                )
-            self._close(flow, ts, CloseReason.RST, events)
-            return
-
-        # The acknowledgment first: it speaks of bytes sent before this.
-        if flags & ACK and peer.base is not None:
-            self._acknowledged(flow, 1 - direction, peer.offset(seg.ack), ts, events)
-
-        if seg.payload or seg.missing or flags & FIN:
-            self._data(flow, direction, ts, seg, events)
-
-        # Closed once each side's FIN is reached (RFC 9293 3.6) and the last
-        # FIN is acknowledged: that final ACK is the connection's last packet.
-        if (
-            (half.fin_off is not None or peer.fin_off is not None)
-            and half.finished()
-            and peer.finished()
-        ):
-            final_ack = not seg.payload and not flags & FIN
-            if flow.fin_done or final_ack:
-                self._close(flow, ts, CloseReason.FIN, events)
-            else:
-                flow.fin_done = True
+    def _reset(
+        self,
+        flow: _Flow,
+        direction: Direction,
+        ts: int,
+        seg: TcpSegment,
+        events: list[StreamEvent],
+    ) -> None:
+        if seg.payload:
+            # RFC 9293 3.5.3: data on a RST is diagnostic, not stream.
+            self._anomaly(
+                flow,
+                direction,
+                ts,
+                "tcp_rst_with_data",
+                f"{len(seg.payload)} bytes carried by a RST",
+                events,
+            )
+        self._close(flow, ts, CloseReason.RST, events)
 
     def _acknowledged(
         self,

@@ -136,14 +136,16 @@ def pcap(
     """A classic pcap file (draft-ietf-opsawg-pcap)."""
     order = ">" if big else "<"
     magic = 0xA1B23C4D if nano else 0xA1B2C3D4
-    out = struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 262144, linktype)
+    parts = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 262144, linktype)]
     for frame in frames:
         wire = len(frame.data) if frame.wire_len is None else frame.wire_len
-        out += struct.pack(
-            order + "IIII", frame.ts_sec, frame.ts_frac, len(frame.data), wire
+        parts.append(
+            struct.pack(
+                order + "IIII", frame.ts_sec, frame.ts_frac, len(frame.data), wire
+            )
         )
-        out += frame.data
-    return out
+        parts.append(frame.data)
+    return b"".join(parts)
 
 
 def _pad4(data: bytes) -> bytes:
