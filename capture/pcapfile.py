@@ -40,6 +40,7 @@ MAX_CAPLEN: Final = 262_144
 # pcapng blocks are read whole; none of the block types we read comes close
 # to this, so a bigger length is damage (and the cap bounds memory).
 MAX_BLOCK_LEN: Final = 16 << 20
+MAX_INTERFACES: Final = 65_536
 
 _NS_PER_S: Final = 1_000_000_000
 # pcap's link-type field carries FCS information in its top bits
@@ -460,70 +461,68 @@ class CaptureReader:
         section = _Section("<")
         new = tuple.__new__
         packet = RawPacket
+        count = 0
         base = 0
         pos = 0
         end = len(buf)
-        while True:
-            # Step 1: have the whole block in buf[pos:pos + length].
-            if end - pos < 12:
-                base += pos
-                buf = self._refill(buf, pos, 12)
-                pos = 0
-                end = len(buf)
-                if end < 12:
-                    if end == 0 and self._failure is None:
-                        return
+        try:
+            while True:
+                # Step 1: have the whole block in buf[pos:pos + length].
+                if end - pos < 12:
+                    self.packets_read = count
+                    base += pos
+                    buf = self._refill(buf, pos, 12)
+                    pos = 0
+                    end = len(buf)
+                    if end < 12:
+                        if end == 0 and self._failure is None:
+                            return
+                        raise self._damage(
+                            base, f"block header truncated at {end} of 12 bytes"
+                        )
+                if buf[pos : pos + 4] == _PCAPNG_SHB:
+                    # The SHB's type reads the same in both byte orders; its
+                    # byte-order magic sets the order of the section (4.1).
+                    section = self._section_order(buf, base + pos, pos)
+                btype, length = section.block_head(buf, pos)
+                if length < 12 or length & 3 or length > MAX_BLOCK_LEN:
+                    raise self._damage(base + pos, f"bad block length {length}")
+                if end - pos < length:
+                    self.packets_read = count
+                    base += pos
+                    buf = self._refill(buf, pos, length)
+                    pos = 0
+                    end = len(buf)
+                    if end < length:
+                        raise self._damage(
+                            base,
+                            f"block truncated: {length} bytes announced, {end} present",
+                        )
+                if section.block_tail(buf, pos + length - 4) != length:
                     raise self._damage(
-                        base, f"block header truncated at {end} of 12 bytes"
+                        base + pos, f"block length {length} does not match its trailer"
                     )
-            if buf[pos : pos + 4] == _PCAPNG_SHB:
-                # The SHB's type reads the same in both byte orders; its
-                # byte-order magic sets the order of the whole section (4.1).
-                section = self._section_order(buf, base + pos, pos)
-            btype, length = section.block_head(buf, pos)
-            if length < 12 or length & 3 or length > MAX_BLOCK_LEN:
-                raise self._damage(base + pos, f"bad block length {length}")
-            if end - pos < length:
-                base += pos
-                buf = self._refill(buf, pos, length)
-                pos = 0
-                end = len(buf)
-                if end < length:
-                    raise self._damage(
-                        base,
-                        f"block truncated: {length} bytes announced, {end} present",
-                    )
-            if section.block_tail(buf, pos + length - 4) != length:
-                raise self._damage(
-                    base + pos, f"block length {length} does not match its trailer"
-                )
 
-            # Step 2: packets out, section and interface blocks noted, the
-            # rest (name resolution, statistics, custom...) skipped.
-            if btype == _EPB:
-                found = section.enhanced(buf, pos, length)
-            elif btype == _SPB:
-                found = section.simple(buf, pos, length)
-            elif btype == _PB:
-                found = section.obsolete(buf, pos, length)
-            else:
-                found = None
-                if btype == _SHB:
-                    problem = section.start(buf, pos, length)
-                    if problem is not None:
-                        raise self._damage(base + pos, problem)
-                elif btype == _IDB:
-                    section.add_interface(buf, pos, length)
-            if found is not None:
-                if isinstance(found, str):
-                    raise self._damage(base + pos, found)
-                ts, linktype, start, caplen, wire_len = found
-                self.packets_read += 1
-                yield new(
-                    packet,
-                    (ts, linktype, buf[start : start + caplen], wire_len, base + pos),
-                )
-            pos += length
+                # Step 2: packets out; other blocks noted or skipped.
+                found = section.read_block(btype, buf, pos, length)
+                if found is not None:
+                    if isinstance(found, str):
+                        raise self._damage(base + pos, found)
+                    ts, linktype, start, caplen, wire_len = found
+                    count += 1
+                    yield new(
+                        packet,
+                        (
+                            ts,
+                            linktype,
+                            buf[start : start + caplen],
+                            wire_len,
+                            base + pos,
+                        ),
+                    )
+                pos += length
+        finally:
+            self.packets_read = count
 
     def _section_order(self, buf: bytes, offset: int, pos: int) -> _Section:
         bom = buf[pos + 8 : pos + 12]
@@ -534,6 +533,9 @@ class CaptureReader:
         if offset == 0:
             raise self._not_capture("not a pcap or pcapng file")
         raise self._damage(offset, "section header with a bad byte-order magic")
+
+
+_MAX_TS = 2**63 - 1
 
 
 class _Interface(NamedTuple):
@@ -564,6 +566,23 @@ class _Section:
         self._epb = struct.Struct(order + "IIIII").unpack_from
         self._pb = struct.Struct(order + "HHIIII").unpack_from
 
+    def read_block(self, btype: int, buf: bytes, pos: int, length: int) -> _Found:
+        """A packet from a packet block; section and interface blocks noted.
+
+        Other blocks (name resolution, statistics, custom...) are skipped.
+        """
+        if btype == _EPB:
+            return self.enhanced(buf, pos, length)
+        if btype == _SPB:
+            return self.simple(buf, pos, length)
+        if btype == _PB:
+            return self.obsolete(buf, pos, length)
+        if btype == _SHB:
+            return self.start(buf, pos, length)
+        if btype == _IDB:
+            return self.add_interface(buf, pos, length)
+        return None
+
     def block_tail(self, buf: bytes, pos: int) -> int:
         value: int = self._u32(buf, pos)[0]
         return value
@@ -580,7 +599,11 @@ class _Section:
         self.interfaces = []
         return None
 
-    def add_interface(self, buf: bytes, pos: int, length: int) -> None:
+    def add_interface(self, buf: bytes, pos: int, length: int) -> str | None:
+        """Interface Description Block (4.2); returns why it is unusable."""
+        if len(self.interfaces) >= MAX_INTERFACES:
+            # Real captures have a handful; this bounds memory on garbage.
+            return f"more than {MAX_INTERFACES} interfaces in one section"
         if length < 20:
             linktype, snaplen = 0, 0
         else:
@@ -604,6 +627,7 @@ class _Section:
                 offset_s * _NS_PER_S,
             )
         )
+        return None
 
     def _options(self, buf: bytes, pos: int, stop: int) -> Iterator[tuple[int, bytes]]:
         """Options as (code, value) until opt_endofopt (3.5).
@@ -643,6 +667,10 @@ class _Section:
         if isinstance(iface, str):
             return iface
         ts = self._timestamp(iface, high, low)
+        if not 0 <= ts <= _MAX_TS:
+            # Nanoseconds since 1970 must fit 64 bits (until 2262): beyond
+            # that the clock, the resolution or the offset is damaged.
+            return f"timestamp of {ts} ns since 1970 is out of range"
         return ts, iface.linktype, pos + 28, caplen, wire_len
 
     def simple(self, buf: bytes, pos: int, length: int) -> _Found:
@@ -677,6 +705,10 @@ class _Section:
         if isinstance(iface, str):
             return iface
         ts = self._timestamp(iface, high, low)
+        if not 0 <= ts <= _MAX_TS:
+            # Nanoseconds since 1970 must fit 64 bits (until 2262): beyond
+            # that the clock, the resolution or the offset is damaged.
+            return f"timestamp of {ts} ns since 1970 is out of range"
         return ts, iface.linktype, pos + 28, caplen, wire_len
 
 

@@ -381,3 +381,32 @@ def _read_stream(stream: io.BytesIO) -> tuple[list[RawPacket], CaptureError | No
     except CaptureError as error:
         return packets, error
     return packets, None
+
+
+def test_pcapng_many_chunks(tmp_path: Path) -> None:
+    # About 3.5 MiB of blocks, so blocks straddle the 1 MiB read chunks.
+    datas = [bytes([i % 251]) * (500 + i * 7 % 1500) for i in range(3500)]
+    content = (
+        ng_shb() + ng_idb(1) + b"".join(ng_epb(0, i, d) for i, d in enumerate(datas))
+    )
+    with open_capture(str(write(tmp_path, "big.pcapng", content))) as reader:
+        packets = list(reader)
+        assert reader.packets_read == len(datas)
+        assert reader.format == "pcapng"
+    assert [p.data for p in packets] == datas
+    assert [p.ts for p in packets] == [i * 1000 for i in range(len(datas))]
+
+
+def test_pcapng_interface_flood_is_damage(tmp_path: Path) -> None:
+    content = ng_shb() + ng_idb(1) * 65_537
+    packets, error = collect(write(tmp_path, "flood.pcapng", content))
+    assert packets == []
+    assert error is not None and "more than 65536 interfaces" in error.message
+
+
+def test_counter_is_exact_after_a_damaged_end(tmp_path: Path) -> None:
+    content = pcap(FRAMES)
+    with open_capture(str(write(tmp_path, "d.pcap", content[:-3]))) as reader:
+        with pytest.raises(CaptureError):
+            list(reader)
+        assert reader.packets_read == 2
