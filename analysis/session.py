@@ -34,10 +34,13 @@ from analysis.smtp.events import (
     TlsStarted,
 )
 from analysis.smtp.parser import SmtpParser
-from analysis.smtp.syntax import parse_path, queue_id
+from analysis.smtp.syntax import KNOWN_VERBS, parse_path, queue_id
 from capture.stream import Connection, Direction
 
 NS = 1_000_000_000
+# Replies that only SASL data gets (RFC 4954 4, 6): challenge, success,
+# failure, mechanism too weak, encryption required.
+_SASL_CODES = frozenset({334, 235, 535, 534, 538})
 _HEADER_COLUMNS = {
     "date": "date",
     "from": "from_",
@@ -64,7 +67,13 @@ def session_id(conn: Connection) -> str:
 
 def _valid_chunk(argument: str) -> bool:
     parts = argument.split()
-    size_ok = bool(parts) and parts[0].isascii() and parts[0].isdigit()
+    size_ok = (
+        bool(parts)
+        and parts[0].isascii()
+        and parts[0].isdigit()
+        and len(parts[0]) <= 15  # checked before int(), as in the parser
+        and int(parts[0]) <= 1 << 40
+    )
     return size_ok and (len(parts) == 1 or _is_last_chunk(argument))
 
 
@@ -248,6 +257,15 @@ class SessionBuilder:
         row = self._rows.get(event.command_index)
         if row is None:
             return
+        if reply.code in _SASL_CODES and row.verb not in KNOWN_VERBS:
+            # The server took this line as SASL data (a capture that began
+            # inside AUTH): it may hold a password, so it is not kept.
+            if row.verb != "[redacted]":
+                self._add_anomaly(
+                    event.ts, "auth_midstream", "SASL data seen outside an AUTH"
+                )
+            row.verb = "[redacted]"
+            row.argument = ""
         if answers == "AUTH" or row.verb == "AUTH":
             if reply.klass == 3:
                 return  # a 334 challenge: the row waits for the outcome

@@ -39,6 +39,7 @@ from analysis.smtp.events import (
 )
 from analysis.smtp.framing import ChunkHeaders, DataBody
 from analysis.smtp.syntax import (
+    BASE64_LINE,
     KNOWN_VERBS,
     enhanced_code,
     parse_reply_line,
@@ -132,6 +133,7 @@ class SmtpParser:
         self._auth_mechanism = ""
         self._auth_expect = ""  # "user", "plain" or "" for the next answer
         self._auth_open = False  # an AUTH exchange awaits its final reply
+        self._auth_recent = False  # the last command line was AUTH
         self._last_data_index = -1
         self._data_refused = False
         self._lf_only_client = False
@@ -322,6 +324,10 @@ class SmtpParser:
             if line == b".":
                 self._mode = ClientMode.COMMAND
             return
+        if not line.strip(b" \t"):
+            # An empty line is no command (RFC 5321 4.1.1); noted once.
+            self._anomaly(out, ts, "empty_line", "client sent an empty line")
+            return
         text = wire_text(line)
         verb, argument, known = split_command(text)
         if self._auth_open and not self._server_spoke and not known:
@@ -329,6 +335,12 @@ class SmtpParser:
             # (a password, perhaps) and must not become a command row.
             self._mode = ClientMode.AUTH_ANSWER
             self._auth_answer(line, ts, out)
+            return
+        if not known and self._auth_recent and BASE64_LINE.fullmatch(text):
+            # Base64 right after an AUTH exchange (one the server refused,
+            # say): SASL data the client sent anyway; it may be a password.
+            self._anomaly(out, ts, "auth_data_after_auth", "base64 line withheld")
+            self._command("[redacted]", "", False, ts, out)
             return
         if self._data_refused and not known and text:
             # RFC 5321 3.3: after a refused DATA the client must not send
@@ -341,6 +353,7 @@ class SmtpParser:
             return
         self._data_refused = False
         self._command(verb, argument, known, ts, out)
+        self._auth_recent = verb == "AUTH"
 
     def _command(
         self, verb: str, argument: str, known: bool, ts: int, out: list[SmtpEvent]
@@ -447,6 +460,7 @@ class SmtpParser:
         if (
             not size_text.isascii()
             or not size_text.isdigit()
+            or len(size_text) > 15  # before int(): huge digit strings are slow
             or int(size_text) > BDAT_MAX_CHUNK
             or len(parts) > 2
             or (len(parts) == 2 and not last)
@@ -505,11 +519,11 @@ class SmtpParser:
                 self._auth_user(auth.plain_user(initial), ts, out)
             else:
                 self._auth_expect = "plain"
-        elif mechanism == "LOGIN":
-            if initial and initial != "=":
-                self._auth_user(auth.login_user(initial), ts, out)
-            else:
-                self._auth_expect = "user"
+        elif mechanism == "LOGIN" and initial and initial != "=":
+            self._auth_user(auth.login_user(initial), ts, out)
+        # LOGIN without an initial response: only a "Username:" challenge
+        # says the next answer is a username. Guessing could store a
+        # password as a user name (a refused AUTH, a one-sided capture).
 
     def _auth_user(self, user: str | None, ts: int, out: list[SmtpEvent]) -> None:
         if user is not None:
@@ -535,12 +549,7 @@ class SmtpParser:
         """Decide what the client's next answer will carry."""
         if self._auth_mechanism == "LOGIN":
             prompt = (auth.challenge_text(reply.text) or "").lower()
-            if prompt.startswith("user"):
-                self._auth_expect = "user"
-            elif prompt.startswith("pass"):
-                self._auth_expect = ""
-        elif self._auth_mechanism == "PLAIN" and not self._auth_expect:
-            self._auth_expect = ""
+            self._auth_expect = "user" if prompt.startswith("user") else ""
 
     # ------------------------------------------------------------------
     # Server side
@@ -686,6 +695,15 @@ class SmtpParser:
         answers = waiting.answers
         if answers == "AUTH" and reply.klass != 3:
             self._auth_open = False
+        if answers == "?" and reply.code == 334:
+            # A 334 to a line we did not take for AUTH: the capture began
+            # inside an AUTH exchange. The next line is SASL data too.
+            self._auth_index = waiting.index
+            self._auth_mechanism = ""
+            self._auth_expect = ""
+            self._auth_open = True
+            self._mode = ClientMode.AUTH_ANSWER
+            return
         if answers not in _BLOCKING or waiting.assumed:
             return
         mode = _AFTER_REPLY.get((answers, reply.klass), ClientMode.COMMAND)

@@ -97,13 +97,21 @@ def enhanced_code(text: str, code: int) -> str | None:
     return m.group(0)
 
 
+# A line that is nothing but base64 (RFC 4648 4): what SASL answers look like.
+BASE64_LINE = re.compile(r"[A-Za-z0-9+/]{4,}={0,2}")
+
+
 def split_command(line: str) -> tuple[str, str, bool]:
     """Split a command line into (verb, argument, known).
 
     Verbs are matched case-insensitively (RFC 5321 2.4) and upper-cased when
     known; unknown verbs are kept as sent so that garbage stays visible.
     """
-    verb, _, argument = line.strip(" \t").partition(" ")
+    # RFC 5321 4.1.1 wants one SP; a TAB is accepted by some servers, so it
+    # separates too (an "AUTH<TAB>LOGIN" must still be seen as AUTH).
+    parts = line.strip(" \t").split(None, 1)
+    verb = parts[0] if parts else ""
+    argument = parts[1] if len(parts) > 1 else ""
     upper = verb.upper()
     if upper in KNOWN_VERBS:
         return upper, argument.strip(" \t"), True

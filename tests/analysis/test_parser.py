@@ -513,3 +513,70 @@ def test_folded_header_keeps_the_whitespace_after_the_fold() -> None:
         ]
     )
     assert of(events, MessageEnded)[0].headers == (("subject", "a   b"),)
+
+
+def test_auth_with_a_tab_is_still_auth() -> None:
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH\tLOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"YWxpY2U=\r\n"),
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, b"SHVudGVyMlNFQ1JFVA==\r\n"),
+            (S, b"235 ok\r\n"),
+        ]
+    )
+    assert verbs(events) == ["AUTH"]
+    assert of(events, AuthUserSeen) == [AuthUserSeen(4, "LOGIN", "alice")]
+    assert "SHVudGVy" not in repr(events)
+
+
+def test_capture_starting_inside_auth_never_keeps_the_password() -> None:
+    # The AUTH LOGIN line was before the capture: the username line gets a
+    # 334, which shows the next line is SASL data too.
+    events = run(
+        [
+            (C, b"YWxpY2U=\r\n"),
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, b"SHVudGVyMlNFQ1JFVA==\r\n"),
+            (S, b"235 2.7.0 ok\r\n"),
+            (C, b"QUIT\r\n"),
+            (S, b"221 bye\r\n"),
+        ]
+    )
+    assert "SHVudGVy" not in repr(events)
+    assert of(events, AuthResponseSeen) == [AuthResponseSeen(3, 0, False)]
+
+
+def test_base64_after_a_refused_auth_is_withheld() -> None:
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"504 5.5.4 mechanism not available\r\n"),
+            (C, b"SHVudGVyMlNFQ1JFVA==\r\n"),
+            (S, b"500 5.5.2 what?\r\n"),
+        ]
+    )
+    assert verbs(events) == ["AUTH", "[redacted]"]
+    assert "auth_data_after_auth" in anomalies(events)
+    assert "SHVudGVy" not in repr(events)
+
+
+def test_one_sided_auth_login_without_challenge_decodes_no_user() -> None:
+    # With no server to say "Username:", the one line could be a password.
+    events = run([(C, b"EHLO c\r\nAUTH LOGIN\r\nSHVudGVyMlNFQ1JFVA==\r\n")])
+    assert of(events, AuthUserSeen) == []
+    assert "SHVudGVy" not in repr(events)
+
+
+def test_bdat_size_with_thousands_of_digits_is_invalid_not_a_crash() -> None:
+    events = run([(S, b"220 mx\r\n"), (C, b"BDAT " + b"9" * 5000 + b" LAST\r\n")])
+    assert anomalies(events)[:2] == ["line_too_long", "bdat_invalid"]
+
+
+def test_empty_lines_are_not_commands() -> None:
+    events = run([(S, b"220 mx\r\n"), (C, b"\r\n" * 1000 + b"NOOP\r\n")])
+    assert verbs(events) == ["NOOP"]
+    assert anomalies(events).count("empty_line") == 20  # capped per kind

@@ -410,3 +410,16 @@ def test_counter_is_exact_after_a_damaged_end(tmp_path: Path) -> None:
         with pytest.raises(CaptureError):
             list(reader)
         assert reader.packets_read == 2
+
+
+def test_pcapng_timestamp_beyond_64_bit_nanoseconds_is_damage(tmp_path: Path) -> None:
+    # An EPB whose tick count, in nanoseconds, does not fit 64 bits (past
+    # 2262): reported as damage at its offset, earlier packets kept.
+    good = ng_epb(0, 1_700_000_000_000_000, b"first")
+    bad = ng_epb(0, 2**64 - 1, b"second")
+    head = ng_shb() + ng_idb(1)
+    path = write(tmp_path, "ts.pcapng", head + good + bad)
+    packets, error = collect(path)
+    assert [p.data for p in packets] == [b"first"]
+    assert error is not None and error.offset == len(head) + len(good)
+    assert "out of range" in error.message
