@@ -11,6 +11,7 @@ from __future__ import annotations
 from analysis.smtp.syntax import parse_headers
 
 MAX_HEADER_BYTES = 64 * 1024
+MAX_AFTER_BARE_LF_END = 64 * 1024
 
 
 class DataBody:
@@ -24,10 +25,12 @@ class DataBody:
     """
 
     __slots__ = (
+        "_after",
         "_at_line_start",
         "_carry",
         "_header_buf",
         "_headers_done",
+        "_lenient_size",
         "_strict",
         "bare_lf_dot_lines",
         "complete",
@@ -45,6 +48,11 @@ class DataBody:
         self.stuffed_dots = 0  # lines starting with "." (RFC 5321 4.5.2)
         self.bare_lf_dot_lines = 0
         self.complete = True
+        # The first place a lenient server would have ended a strict body,
+        # and the bytes after it (bounded), in case the server's reply shows
+        # that it did: see ``cut_at_bare_lf_end``.
+        self._lenient_size: int | None = None
+        self._after = bytearray()
 
     @property
     def size(self) -> int:
@@ -52,6 +60,19 @@ class DataBody:
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         return parse_headers(bytes(self._header_buf))
+
+    def cut_at_bare_lf_end(self) -> tuple[int, bytes] | None:
+        """End the body where a lenient server ended it; None if nowhere.
+
+        Returns the message size up to that end-of-data line and the client
+        bytes that followed it, which the server read as commands.
+        """
+        if self._lenient_size is None:
+            return None
+        rest = bytes(self._after) + self._carry
+        self.raw_bytes, self.stuffed_dots = self._lenient_size, 0
+        self._carry = b""
+        return self._lenient_size, rest
 
     def lost(self, size: int) -> None:
         """A TCP gap inside the body: the size stays an estimate."""
@@ -149,9 +170,30 @@ class DataBody:
             self.bare_lf_dot_lines += body.count(b"\n.\n") + (
                 body.count(b"\n.\r\n") - body.count(b"\r\n.\r\n")
             )
+        if self._strict:
+            self._note_bare_lf_end(body)
         self._at_line_start = body[-1:] == b"\n"
         if not self._headers_done:
             self._collect_headers(body)
+
+    def _note_bare_lf_end(self, body: bytes) -> None:
+        """Remember the first dot line a lenient server would end data at."""
+        if self._lenient_size is not None:
+            if len(self._after) < MAX_AFTER_BARE_LF_END:
+                self._after += body
+            else:
+                self._lenient_size = None  # too far back to matter
+            return
+        ends = [i for i in (body.find(b"\n.\n"), body.find(b"\n.\r\n")) if i >= 0]
+        if not ends:
+            return
+        i = min(ends)
+        marker = 3 if body[i : i + 3] == b"\n.\n" else 4
+        kept = body[: i + 1]
+        before = self.raw_bytes - len(body)
+        dots = self.stuffed_dots - body.count(b"\n.") + kept.count(b"\n.")
+        self._lenient_size = before + len(kept) - dots
+        self._after = bytearray(body[i + marker :])
 
     def _collect_headers(self, body: bytes) -> None:
         room = MAX_HEADER_BYTES - len(self._header_buf)

@@ -325,9 +325,9 @@ class SmtpParser:
                 self._mode = ClientMode.COMMAND
             return
         if not line.strip(b" \t"):
-            # An empty line is no command (RFC 5321 4.1.1); noted once.
+            # Not a command (RFC 5321 4.1.1), but servers answer it (500),
+            # so it takes its place in the queue like any unknown verb.
             self._anomaly(out, ts, "empty_line", "client sent an empty line")
-            return
         text = wire_text(line)
         verb, argument, known = split_command(text)
         if self._auth_open and not self._server_spoke and not known:
@@ -642,6 +642,8 @@ class SmtpParser:
                 out, ts, "greeting_missing", "capture starts after the greeting"
             )
 
+        if not self._pending and self._mode is ClientMode.DATA_BODY:
+            self._server_ended_data(ts, out)
         if not self._pending:
             self._anomaly(
                 out, ts, "reply_without_command", f"{reply.code} {reply.text[:120]}"
@@ -651,6 +653,26 @@ class SmtpParser:
         waiting = self._pending.popleft()
         out.append(ReplySeen(ts, reply, waiting.index, waiting.answers))
         self._after_reply(waiting, reply, ts, out)
+
+    def _server_ended_data(self, ts: int, out: list[SmtpEvent]) -> None:
+        """The server replied while the client was, for us, inside DATA.
+
+        A server that accepts a bare LF before the dot (Sendmail, older
+        Postfix) ended the message at the first LF "." line; the reply is its
+        verdict and what followed that line were commands.
+        """
+        body = self._body
+        cut = body.cut_at_bare_lf_end() if body is not None else None
+        if cut is None:
+            return
+        _size, rest = cut
+        self._anomaly(
+            out, ts, "bare_lf_end_of_data", "the server ended DATA at a bare LF dot"
+        )
+        self._finish_body(ts, out)
+        self._pending.append(_Pending(self._last_data_index, ".", ts))
+        if rest:
+            self._client_input(rest, ts, out)
 
     def _close_unterminated_reply(self, ts: int, out: list[SmtpEvent]) -> None:
         """The client moved on while the server's reply looked unfinished.

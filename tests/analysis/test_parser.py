@@ -576,7 +576,28 @@ def test_bdat_size_with_thousands_of_digits_is_invalid_not_a_crash() -> None:
     assert anomalies(events)[:2] == ["line_too_long", "bdat_invalid"]
 
 
-def test_empty_lines_are_not_commands() -> None:
-    events = run([(S, b"220 mx\r\n"), (C, b"\r\n" * 1000 + b"NOOP\r\n")])
-    assert verbs(events) == ["NOOP"]
-    assert anomalies(events).count("empty_line") == 20  # capped per kind
+def test_empty_lines_are_answered_so_they_keep_their_place() -> None:
+    # Sendmail and Postfix answer an empty line with 500.
+    events = run(
+        [(S, b"220 mx\r\n"), (C, b"\r\nNOOP\r\n"), (S, b"500 what\r\n250 ok\r\n")]
+    )
+    assert verbs(events) == ["", "NOOP"]
+    assert answered(events) == [("?", 500), ("NOOP", 250)]
+    assert anomalies(events) == ["empty_line"]
+
+
+def test_server_reply_inside_data_ends_it_at_the_bare_lf_dot() -> None:
+    # Sendmail ends a CRLF body at LF "." LF; its 250 arrives while a strict
+    # reader still waits for CRLF "." CRLF. The reply decides.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 go\r\n"),
+            (C, b"Subject: s\r\n\r\nhate\n.\n\r\nQUIT\r\n"),
+            (S, b"250 accepted\r\n500 what\r\n221 bye\r\n"),
+        ]
+    )
+    assert of(events, MessageEnded)[0].size == len(b"Subject: s\r\n\r\nhate\n")
+    assert answered(events) == [("DATA", 354), (".", 250), ("?", 500), ("QUIT", 221)]
+    assert "bare_lf_end_of_data" in anomalies(events)

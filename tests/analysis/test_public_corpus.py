@@ -49,11 +49,6 @@ from tests.corpus import CAPTURES, CORPUS, or_missing, require_corpus, tables
 pytestmark = pytest.mark.corpus
 
 # Bugs the bytes show, one sentence each; every xfail below names one.
-BUG_BARE_LF_DOT = (
-    "bug: a bare-LF dot line that the server took as the end of data (its "
-    "next reply is 250) does not end the message, so the transaction stays "
-    "incomplete and the 250 becomes a reply without a command"
-)
 
 
 def known_bug(reason: str) -> pytest.MarkDecorator:
@@ -1006,7 +1001,6 @@ def test_ndpi_flow() -> None:
 # 3. Findings from the bytes that no expected output states
 
 
-@known_bug(BUG_BARE_LF_DOT)
 def test_bare_lf_dot_accepted_by_server() -> None:
     # The client sends the whole dialogue in one segment before the banner;
     # its message ends "hate hate hate\r\n.\n\n". Sendmail answers, after
