@@ -41,6 +41,7 @@ from analysis import pipeline
 from analysis.escape import escape_controls
 from analysis.export import ExportError, Format, prepare_directory, require_format
 from analysis.export import write_tables as export_tables
+from analysis.parallel import read_sharded
 from analysis.tables import SmtpTables, TableBuilder
 from analysis.views import print_report
 
@@ -154,6 +155,15 @@ def _add_read_command(
         "repeat the option or give a comma list (--port 2526,10025)",
     )
     read.add_argument(
+        "-j",
+        "--jobs",
+        type=_job_count,
+        default=1,
+        metavar="N",
+        help="analyse with N worker processes, each taking a share of the "
+        "connections (default: 1; 0 means one per CPU); not for standard input",
+    )
+    read.add_argument(
         "--limit",
         type=_row_limit,
         default=20,
@@ -174,6 +184,16 @@ def _add_read_command(
     read.set_defaults(
         command="read", run=_run_read, validate=functools.partial(_validate_read, read)
     )
+
+
+def _job_count(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of jobs: {text!r}") from None
+    if not 0 <= jobs <= 256:
+        raise argparse.ArgumentTypeError(f"jobs must be 0 to 256, not {jobs}")
+    return jobs
 
 
 def _validate_read(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -207,14 +227,26 @@ def _run_read(args: argparse.Namespace) -> int:
     stats = pipeline.RunStats()
     builder = TableBuilder(stats)
     show_progress = not args.quiet and sys.stderr.isatty()
-    with _ProgressBar(show_progress) as progress:
+    jobs = args.jobs or os.cpu_count() or 1
+    if jobs > 1 and "-" not in readable:
+        # Each worker reads every capture; progress would be per worker, so
+        # none is shown.
         try:
-            for result in pipeline.analyze(
-                readable, ports, stats=stats, progress=progress
-            ):
-                builder.add(result)
+            builder = read_sharded(readable, ports, jobs)
         except OSError as exc:
             stats.errors.append(_os_error_message(exc))
+        stats = builder.stats
+    else:
+        with _ProgressBar(show_progress) as progress:
+            try:
+                for result in pipeline.analyze(
+                    readable, ports, stats=stats, progress=progress
+                ):
+                    builder.add(result)
+            except OSError as exc:
+                stats.errors.append(_os_error_message(exc))
+            except KeyboardInterrupt:
+                stats.interrupted = True
     tables = builder.build()
 
     # Step 3: files first, so that a closed stdout cannot lose them.
@@ -227,6 +259,9 @@ def _run_read(args: argparse.Namespace) -> int:
 
     for message in stats.errors:
         _error(message)
+    if stats.interrupted:
+        _error("interrupted: the tables hold what was read until then")
+        return Exit.INTERRUPTED
     return Exit.INPUT if failed or stats.errors else Exit.OK
 
 

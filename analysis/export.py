@@ -61,7 +61,8 @@ def require_format(fmt: Format) -> None:
     if fmt is Format.PARQUET and importlib.util.find_spec("pyarrow") is None:
         raise ExportError(
             "Parquet output needs pyarrow, which is not installed; "
-            "install it with: pip install 'smtpscope[parquet]'"
+            "install it with: pip install pyarrow "
+            "(or, from a checkout: pip install '.[parquet]')"
         )
 
 

@@ -38,6 +38,11 @@ class RunStats:
     bytes: int = 0
     smtp_packets: int = 0
     errors: list[str] = field(default_factory=list)  # one message per bad input
+    # True when libpcap's BPF filter skipped the packets off the SMTP ports,
+    # so that ``packets`` counts only those on them.
+    filtered: bool = False
+    # Reading stopped on Ctrl-C; the sessions open then were closed early.
+    interrupted: bool = False
 
 
 def analyze(
@@ -46,12 +51,14 @@ def analyze(
     *,
     stats: RunStats | None = None,
     progress: ProgressHook | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[SessionResult]:
     """Yield every SMTP session found in ``paths``, read in the given order.
 
     A capture that cannot be read, or is damaged part way, adds a message to
     ``stats.errors``; the sessions decoded before the damage are still
-    yielded, and reading goes on with the next capture.
+    yielded, and reading goes on with the next capture. ``shard`` (k, n)
+    keeps only the connections that hash to worker k of n.
     """
     run = stats if stats is not None else RunStats()
     source = SourceStats()
@@ -60,7 +67,7 @@ def analyze(
 
     try:
         for event in iter_stream_events(
-            list(paths), all_ports, stats=source, progress=progress
+            list(paths), all_ports, stats=source, progress=progress, shard=shard
         ):
             if isinstance(event, StreamData):
                 builder = builders.get(event.conn.conn_id)
@@ -88,9 +95,17 @@ def analyze(
                 builder = builders.get(event.conn.conn_id)
                 if builder is not None:
                     builder.tcp_anomaly(event.ts, event.kind, event.detail)
+    except KeyboardInterrupt:
+        # Ctrl-C (a user ending "tcpdump -w - | smtpscope read -"): what was
+        # read so far is kept, the open sessions marked as cut short.
+        run.interrupted = True
+        for builder in list(builders.values()):
+            yield builder.close(builder.conn.last_ts, "interrupted")
+        builders.clear()
     finally:
         run.captures += source.captures
         run.packets += source.packets
         run.bytes += source.bytes
         run.smtp_packets += source.smtp_packets
+        run.filtered = run.filtered or source.filtered
         run.errors.extend(str(error) for error in source.errors)

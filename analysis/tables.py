@@ -225,7 +225,9 @@ def _add_stats(total: pipeline.RunStats, part: pipeline.RunStats) -> None:
     # change here: numbers add up, lists concatenate.
     for f in dataclasses.fields(total):
         mine, theirs = getattr(total, f.name), getattr(part, f.name)
-        if isinstance(mine, list):
+        if isinstance(mine, bool):
+            setattr(total, f.name, mine or theirs)
+        elif isinstance(mine, list):
             mine.extend(theirs)
         elif isinstance(mine, int | float):
             setattr(total, f.name, mine + theirs)

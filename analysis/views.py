@@ -63,6 +63,7 @@ class Summary:
     captures: int
     packets: int
     errors: int
+    packets_filtered: bool  # libpcap skipped the packets off the SMTP ports
     sessions: int
     transactions: int
     messages_accepted: int
@@ -77,13 +78,20 @@ class Summary:
 
 def summarize(tables: SmtpTables, top: int = 5) -> Summary:
     sessions = tables.sessions
+    # The verdict on a DATA message answers no command row of its own, so
+    # it is taken from the transactions (BDAT verdicts are command rows).
+    verdicts = tables.transactions.loc[
+        tables.transactions["data_method"] == "DATA", "data_code"
+    ]
     codes = pd.concat(
-        [sessions["greeting_code"], tables.commands["reply_code"]], ignore_index=True
+        [sessions["greeting_code"], tables.commands["reply_code"], verdicts],
+        ignore_index=True,
     ).dropna()
     return Summary(
         captures=tables.stats.captures,
         packets=tables.stats.packets,
         errors=len(tables.stats.errors),
+        packets_filtered=tables.stats.filtered,
         sessions=len(sessions),
         transactions=len(tables.transactions),
         messages_accepted=int(sessions["messages_accepted"].sum()),
@@ -101,7 +109,10 @@ def summary_panel(summary: Summary) -> Panel:
     grid.add_column()
     rows: list[tuple[str, Text]] = [
         ("captures", _count_text(summary.captures)),
-        ("packets", _count_text(summary.packets)),
+        (
+            "packets on SMTP ports" if summary.packets_filtered else "packets",
+            _count_text(summary.packets),
+        ),
         ("sessions", _count_text(summary.sessions)),
         ("transactions", _count_text(summary.transactions)),
         ("messages accepted", _count_text(summary.messages_accepted)),

@@ -218,5 +218,5 @@ def test_directory_that_is_a_file_is_an_export_error(tmp_path: Path) -> None:
 
 def test_missing_pyarrow_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(ExportError, match=r"pip install 'smtpscope\[parquet\]'"):
+    with pytest.raises(ExportError, match=r"pip install pyarrow"):
         export.require_format(Format.PARQUET)

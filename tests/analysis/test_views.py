@@ -58,8 +58,9 @@ def test_summary_numbers(tables: SmtpTables) -> None:
         3,
         1,
     )
-    # Greetings 220 and 554; replies 250 x3, 550 and 535; two commands unanswered.
-    assert summary.reply_classes == {"2xx": 4, "3xx": 0, "4xx": 0, "5xx": 3, "other": 0}
+    # Greetings 220 and 554; replies 250 x3, 550 and 535; two commands
+    # unanswered; and the 250 verdict on the DATA message.
+    assert summary.reply_classes == {"2xx": 5, "3xx": 0, "4xx": 0, "5xx": 3, "other": 0}
     assert summary.tls_sessions == 1
     assert (summary.auth_successes, summary.auth_failures) == (1, 3)
     assert summary.top_clients == [("192.0.2.10", 2), ("203.0.113.7", 1)]
@@ -69,7 +70,7 @@ def test_summary_panel_content(tables: SmtpTables) -> None:
     text = render(tables)
     assert "smtpscope summary" in text
     assert "1,234" in text
-    assert "2xx 4  3xx 0  4xx 0  5xx 3" in text
+    assert "2xx 5  3xx 0  4xx 0  5xx 3" in text
     assert "other" not in text
     assert "1 of 3 sessions (33%)" in text
     assert "1 succeeded, 3 failed attempts" in text

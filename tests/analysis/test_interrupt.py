@@ -1,0 +1,54 @@
+"""Ctrl-C keeps what was read: the open sessions are closed as interrupted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analysis import cli, pipeline
+from analysis.tables import read_captures
+from capture import source
+from capture.stream import StreamClosed, StreamEvent
+
+CAPTURE = str(Path(__file__).parents[2] / "pcaps" / "rset-multi.pcap")
+
+
+def _interrupted_source(*args: Any, **kwargs: Any) -> Iterator[StreamEvent]:
+    """The real events of the capture, until Ctrl-C before the close."""
+    for event in source.iter_stream_events(*args, **kwargs):
+        if isinstance(event, StreamClosed):
+            raise KeyboardInterrupt
+        yield event
+
+
+@pytest.fixture
+def ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "iter_stream_events", _interrupted_source)
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_open_sessions_are_kept_and_marked() -> None:
+    tables = read_captures(CAPTURE)
+    assert tables.stats.interrupted
+    assert list(tables.sessions["close"]) == ["interrupted"]
+    assert list(tables.transactions["status"]) == [
+        "accepted",
+        "accepted",
+        "reset",
+        "accepted",
+    ]
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_cli_shows_the_sessions_and_exits_130(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status = cli.main(["read", CAPTURE, "-o", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert status == 130
+    assert "interrupted" in err
+    assert "messages accepted" in out
+    assert (tmp_path / "sessions.jsonl").read_text().count("\n") == 1

@@ -1,0 +1,74 @@
+"""The fast paths give the same tables as the plain one.
+
+``-j N`` splits connections over worker processes and libpcap's BPF filter
+skips non-SMTP packets in C; neither may change a single row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis import pipeline
+from analysis.parallel import read_sharded
+from analysis.tables import SmtpTables, read_captures
+from capture import libpcap, source
+
+PCAPS = sorted(str(p) for p in (Path(__file__).parents[2] / "pcaps").glob("*.pcap"))
+
+
+def _same(left: SmtpTables, right: SmtpTables) -> None:
+    for name, frame in left.frames().items():
+        pd.testing.assert_frame_equal(frame, right.frames()[name], obj=name)
+
+
+@pytest.fixture
+def plain(monkeypatch: pytest.MonkeyPatch) -> SmtpTables:
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    tables = read_captures(PCAPS)
+    monkeypatch.delenv("SMTPSCOPE_NO_LIBPCAP")
+    return tables
+
+
+def test_project_captures_are_there() -> None:
+    assert len(PCAPS) >= 12
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_sharded_run_gives_the_same_tables(plain: SmtpTables, jobs: int) -> None:
+    tables = read_sharded(PCAPS, pipeline.DEFAULT_PORTS, jobs).build()
+    _same(tables, plain)
+    assert tables.stats.captures == len(PCAPS)
+    assert tables.stats.packets == plain.stats.packets
+    assert tables.stats.errors == []
+
+
+@pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")
+def test_libpcap_fast_path_gives_the_same_tables(
+    plain: SmtpTables, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    tables = read_captures(PCAPS)
+    _same(tables, plain)
+    assert tables.stats.filtered
+    # Only the packets on SMTP ports were counted: all of them, here.
+    assert tables.stats.packets == plain.stats.packets
+
+
+@pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")
+def test_damage_on_the_fast_path_is_located_by_the_python_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = Path(PCAPS[0]).read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    reference = read_captures([str(cut)])
+    monkeypatch.delenv("SMTPSCOPE_NO_LIBPCAP")
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    fast = read_captures([str(cut)])
+    _same(fast, reference)
+    assert fast.stats.errors == reference.stats.errors
+    assert len(fast.stats.errors) == 1 and "damaged at byte" in fast.stats.errors[0]
