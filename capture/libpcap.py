@@ -18,10 +18,12 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import os
 import socket
 import struct
+import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from capture.pcapfile import RawPacket
 
@@ -94,7 +96,25 @@ def _lib() -> Any | None:
     lib.pcap_geterr.restype = ctypes.c_char_p
     lib.pcap_file.argtypes = (ctypes.c_void_p,)
     lib.pcap_file.restype = ctypes.c_void_p
+    lib.pcap_dump_fopen.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
+    lib.pcap_dump_fopen.restype = ctypes.c_void_p
+    lib.pcap_dump_close.argtypes = (ctypes.c_void_p,)
+    lib.pcap_loop.argtypes = (
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    )
+    lib.pcap_breakloop.argtypes = (ctypes.c_void_p,)
     return lib
+
+
+@functools.cache
+def _fdopen() -> Any:
+    libc = ctypes.CDLL(None)
+    libc.fdopen.argtypes = (ctypes.c_int, ctypes.c_char_p)
+    libc.fdopen.restype = ctypes.c_void_p
+    return libc.fdopen
 
 
 @functools.cache
@@ -158,6 +178,11 @@ def smtp_filter(ports: Iterable[int], shard: tuple[int, int] = (0, 1)) -> str:
 
 def open_filtered(path: str, expression: str) -> FilteredReader:
     """Open a classic pcap file with a BPF filter applied by libpcap."""
+    lib, handle = _open_with_filter(path, expression)
+    return FilteredReader(lib, handle)
+
+
+def _open_with_filter(path: str, expression: str) -> tuple[Any, int]:
     lib = _lib()
     if lib is None:
         raise LibpcapError("libpcap is not available")
@@ -178,7 +203,77 @@ def open_filtered(path: str, expression: str) -> FilteredReader:
         message = lib.pcap_geterr(handle).decode(errors="replace")
         lib.pcap_close(handle)
         raise LibpcapError(f"filter: {message}")
-    return FilteredReader(lib, handle)
+    return lib, handle
+
+
+class FilteredPipe:
+    """libpcap filters in a thread of its own and writes a pcap stream.
+
+    ``pcap_loop`` with ``pcap_dump`` as its callback runs entirely in C, so
+    ctypes releases the GIL for the whole pass: libpcap reads and filters
+    the file on one core while Python decodes what passed on another, from
+    the read end of a pipe, with the ordinary pcap reader.
+    """
+
+    def __init__(self, path: str, expression: str) -> None:
+        lib, handle = _open_with_filter(path, expression)
+        self._lib = lib
+        self._handle: int | None = handle
+        read_fd, write_fd = os.pipe()
+        stream = _fdopen()(write_fd, b"wb")
+        dumper = lib.pcap_dump_fopen(handle, stream) if stream else None
+        if not dumper:
+            os.close(read_fd)
+            if stream:
+                _fclose()(stream)
+            else:
+                os.close(write_fd)
+            lib.pcap_close(handle)
+            raise LibpcapError("cannot write the filtered stream")
+        self._dumper = dumper
+        self.stream: BinaryIO = os.fdopen(read_fd, "rb", buffering=1 << 20)
+        self.status = 0  # pcap_loop's result: 0 end of file, -1 error
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        lib = self._lib
+        callback = ctypes.cast(lib.pcap_dump, ctypes.c_void_p)
+        self.status = lib.pcap_loop(self._handle, -1, callback, self._dumper)
+        if self.status == -1:
+            message = lib.pcap_geterr(self._handle)
+            self.error = message.decode(errors="replace") if message else "error"
+        lib.pcap_dump_close(self._dumper)  # closes the pipe: the reader ends
+
+    def position(self) -> int:
+        """How far libpcap has read into the file, for a progress bar."""
+        if self._handle is None:
+            return 0
+        stream = self._lib.pcap_file(self._handle)
+        return int(_ftell()(stream)) if stream else 0
+
+    def close(self) -> None:
+        """Stop libpcap if it is still running and release everything."""
+        if self._handle is None:
+            return
+        self._lib.pcap_breakloop(self._handle)
+        self.stream.close()  # a blocked writer fails and sees the break
+        self._thread.join()
+        self._lib.pcap_close(self._handle)
+        self._handle = None
+
+    def finish(self) -> str | None:
+        """Wait for libpcap to end; its error, if it stopped on damage."""
+        self._thread.join()
+        return self.error
+
+
+@functools.cache
+def _fclose() -> Any:
+    libc = ctypes.CDLL(None)
+    libc.fclose.argtypes = (ctypes.c_void_p,)
+    return libc.fclose
 
 
 class FilteredReader:

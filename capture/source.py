@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from capture import libpcap
 from capture.decode import SMTP_PORTS, DecodeStats, TcpSegment, decode_tcp
 from capture.libpcap import shard_of
-from capture.pcapfile import CaptureError, open_capture
+from capture.pcapfile import CaptureError, CaptureReader, open_capture
 from capture.reassembly import Reassembler, ReassemblyStats
 from capture.stream import StreamEvent
 
@@ -183,16 +183,18 @@ def _filtered_capture(
     """
     stats.captures += 1
     try:
-        reader = libpcap.open_filtered(path, libpcap.smtp_filter(ports, shard))
-    except libpcap.LibpcapError as error:
-        log.info("libpcap fast path not used for %s: %s", path, error)
+        pipe = libpcap.FilteredPipe(path, libpcap.smtp_filter(ports, shard))
+    except libpcap.LibpcapError as refused:
+        log.info("libpcap fast path not used for %s: %s", path, refused)
         return 0
     stats.filtered = True
     log.info("reading %s through libpcap", path)
+    reader = CaptureReader(path, pipe.stream, owns_stream=True, size=None)
     decode_stats = stats.decode
     feed = reassembler.feed
     mine, parts = shard
     delivered = 0
+    stopped: str | None = None
     try:
         with reader:
             for packet in reader:
@@ -202,16 +204,23 @@ def _filtered_capture(
                         continue
                     delivered += 1
                     if on_read is not None and not delivered & 0xFFF:
-                        on_read(reader.position())
+                        on_read(pipe.position())
                     events = feed(packet.ts, segment)
                     if events:
                         yield from events
+        stopped = pipe.finish()
+    except CaptureError:
+        # The stream libpcap writes is well formed unless it was cut short:
+        # either way, the Python reader below says what is wrong with the file.
+        stopped = pipe.finish() or "filtered stream ended early"
     finally:
+        pipe.close()
         stats.packets += reader.packets_read
         stats.smtp_packets = decode_stats.tcp
-    if reader.error is None:
+    if stopped is None:
         stats.bytes += os.path.getsize(path)
         return None
+    log.debug("libpcap stopped on %s: %s", path, stopped)
     stats.packets -= reader.packets_read  # the Python reader counts them again
     return delivered
 
