@@ -431,7 +431,7 @@ class SmtpParser:
         if end < 0:
             return len(buf)
         self._finish_body(ts, out)
-        self._pending.append(_Pending(self._data_index(), ".", ts))
+        self._pending.append(_Pending(self._last_data_index, ".", ts))
         return end
 
     def _finish_body(self, ts: int, out: list[SmtpEvent]) -> None:
@@ -447,9 +447,6 @@ class SmtpParser:
                 f"{body.bare_lf_dot_lines} dot line(s) with a bare LF in a CRLF body",
             )
         out.append(MessageEnded(ts, body.size, body.headers(), body.complete))
-
-    def _data_index(self) -> int:
-        return self._last_data_index
 
     # BDAT (RFC 3030 2) --------------------------------------------------
 
