@@ -53,7 +53,8 @@ class Wording:
 
     The template gets ``who`` (the client, or the user for per-user rules),
     ``server``, ``count``, ``threshold``, ``window``, ``total``, ``ratio``,
-    ``sessions`` and ``note`` (with a leading "; " when there is one).
+    ``sessions``, ``note`` (the observations' notes, each after "; ") and
+    ``notes`` (the same joined with ", ").
     ``measured`` marks rules whose detector measures each item against
     ``limit`` (recipients of a message, say): ``count`` is then the largest
     measured value and ``threshold`` the limit.
@@ -89,7 +90,8 @@ WORDING: dict[str, Wording] = {
         "AUTH for {who} failed from {count} different clients within {window}"
     ),
     "auth_success_after_failures": Wording(
-        "{who} authenticated after {count} refused AUTH attempts{note} within {window}",
+        "{who} authenticated after {count} refused AUTH attempts {notes} "
+        "within {window}",
         measured=True,
     ),
     "connection_flood": Wording("{who} opened {count} sessions within {window}"),
@@ -132,7 +134,8 @@ WORDING: dict[str, Wording] = {
         "in {sessions} session(s)"
     ),
     "helo_changed": Wording(
-        "{who} changed its HELO name within a session in {sessions} session(s){note}"
+        "{who} changed its HELO name within a session in {sessions} session(s) "
+        "({notes})"
     ),
     "early_talker": Wording(
         "{who} sent data before the server's greeting in {sessions} session(s)"
@@ -235,6 +238,7 @@ class AlertEngine:
             "ratio": f"{count / total:.0%}" if total else "-",
             "sessions": len(session_ids),
             "note": "".join(f"; {note}" for note in notes),
+            "notes": ", ".join(notes),
         }
         if kind in _PER_USER:
             values["who"] = f"user {key[0]}"

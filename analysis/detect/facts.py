@@ -39,6 +39,17 @@ class Target:
     domain: str | None  # lower-case; the final domain of a routed address
     routed: str | None  # "percent-hack", "source route" or "bang path"
 
+    @property
+    def internal(self) -> bool:
+        """A domain no mail can be relayed to over the Internet.
+
+        A name without a dot (``root@localhost``, ``postmaster``) and an
+        address literal (RFC 5321 4.1.3) are the receiving host itself.
+        """
+        return self.domain is not None and (
+            "." not in self.domain or self.domain.startswith("[")
+        )
+
 
 def target(address: str) -> Target:
     """The final domain of an RCPT address and how it is routed, if at all."""
@@ -139,6 +150,14 @@ def host_names(text: str | None) -> set[str]:
     if "." in parent:
         names.add(parent)
     return names
+
+
+def is_global(text: str) -> bool:
+    """An Internet address: not private, loopback, link-local or reserved."""
+    try:
+        return ipaddress.ip_address(text).is_global
+    except ValueError:
+        return False
 
 
 def is_address(text: str) -> bool:

@@ -38,6 +38,9 @@ class HeloDetector:
         helos = [c for c in result.commands if c.verb in _HELO_VERBS and c.argument]
         server_names = self._own_names | facts.host_names(session.greeting_text)
         authenticated = session.auth_result == "success"
+        # RFC 5321 4.1.1.1 matters between MTAs on the Internet; hosts on a
+        # private network or loopback name themselves as they like.
+        public = facts.is_global(session.client_ip)
         found: dict[str, CommandRecord] = {}  # kind -> first command showing it
         names: list[str] = []
         for command in helos:
@@ -47,7 +50,7 @@ class HeloDetector:
             for kind in _kinds(
                 name, session.client_ip, session.server_ip, server_names
             ):
-                if kind == "helo_not_fqdn" and authenticated:
+                if kind == "helo_not_fqdn" and (authenticated or not public):
                     continue
                 found.setdefault(kind, command)
         if len(names) > 1:
@@ -72,7 +75,9 @@ def _kinds(
     if literal is not None:
         if literal == _normal(server):
             return ["helo_impersonation"]
-        return [] if literal == _normal(client) else ["helo_literal_mismatch"]
+        # A private address is what a client behind NAT knows as its own.
+        foreign = facts.is_global(literal) and literal != _normal(client)
+        return ["helo_literal_mismatch"] if foreign else []
     if facts.is_address(name):
         return [
             "helo_bare_ip",

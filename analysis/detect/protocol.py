@@ -45,6 +45,8 @@ class ProtocolDetector:
         reported: set[str] = set()
         for anomaly in result.anomalies:
             kind = _FROM_ANOMALY.get(anomaly.kind)
+            if kind == "unsolicited_reply" and not _injected(result, anomaly.detail):
+                continue
             if kind is not None and kind not in reported:
                 reported.add(kind)
                 shown = escape_controls(f"{anomaly.kind}: {anomaly.detail}")
@@ -83,6 +85,17 @@ class ProtocolDetector:
                     )
                 )
         return out
+
+
+def _injected(result: SessionResult, detail: str) -> bool:
+    """Whether a reply nobody asked for looks injected rather than routine.
+
+    A server may send 421 at any time (RFC 5321 3.8) and many send 4xx or
+    5xx on a timeout; a positive reply is what could make a client or a
+    filter believe a command it never sent was accepted. After a TCP gap
+    the command may simply be in the part that was not captured.
+    """
+    return result.session.gaps == 0 and detail[:1] in ("2", "3")
 
 
 def _first_unoffered_pipelining(commands: list[CommandRecord]) -> CommandRecord | None:
