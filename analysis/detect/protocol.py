@@ -105,8 +105,10 @@ def _first_unoffered_pipelining(commands: list[CommandRecord]) -> CommandRecord 
             return command
         if command.verb in _HELO_VERBS and facts.accepted(command):
             # RFC 2920 3.1: the EHLO reply's keywords, one per line after the
-            # first; HELO offers no extensions at all.
-            keywords = (command.reply_text or "").split("\n")[1:]
+            # first; HELO offers no extensions at all. The first line, the
+            # server's name, is searched too: some servers put a keyword
+            # there, and a client that trusts it is not the one to blame.
+            keywords = (command.reply_text or "").split("\n")
             offered = command.verb != "HELO" and any(
                 k.split()[0].upper() == "PIPELINING" for k in keywords if k.split()
             )

@@ -244,3 +244,41 @@ def test_tracker_counts_within_the_window_only() -> None:
         [0, 4, 8],
     ]
     assert burst.finish() is None
+
+
+# The public corpus: every alert it raises, each checked by hand (README,
+# "Detectors"). Everything else in it is ordinary or parser-test traffic.
+CORPUS_ALERTS = {
+    # Client pipelines MAIL after an EHLO the server never answered.
+    ("arkime/arkime_synthetic.pcap", "pipelining_unadvertised"),
+    # MAIL, RCPT and DATA sent together after a refused HELO.
+    ("arkime/smtp-nospaces.pcap", "pipelining_unadvertised"),
+    # The body ends "<CR><LF>.<LF>": the smuggling shape.
+    ("arkime/smtp-subject-multi-nospace.pcap", "smtp_smuggling"),
+    # Bare-LF client talking first; the server ended DATA at "<LF>.<LF>".
+    ("arkime/smtp-subject-windows.pcap", "early_talker"),
+    ("arkime/smtp-subject-windows.pcap", "smtp_smuggling"),
+    # Internet clients greeting as "Simone" and "hRkscBv0ATXN".
+    ("suricata/detect-email-received__input.pcap", "helo_not_fqdn"),
+    ("suricata/smtp-extract-url-schemes__input.pcap", "helo_not_fqdn"),
+    # STARTTLS pipelined behind EHLO or RSET with no PIPELINING offered.
+    ("suricata/protocol-change-failed-event__input.pcap", "pipelining_unadvertised"),
+    ("suricata/smtp-rset-starttls__input.pcap", "pipelining_unadvertised"),
+    # A test of invalid transactions whose client talks first.
+    ("zeek/smtp-mail-transactions-invalid.pcap", "early_talker"),
+    # A "250 OK" the parser cannot place (BDAT with non-ASCII content).
+    ("zeek/smtp__rfc3030-bdat-nonascii.pcap", "unsolicited_reply"),
+}
+
+
+@pytest.mark.corpus
+def test_public_corpus_raises_only_the_alerts_checked_by_hand() -> None:
+    from tests.corpus import CAPTURES, require_corpus, tables
+
+    require_corpus()
+    found = {
+        (capture_id, kind)
+        for capture_id in CAPTURES
+        for kind in tables(capture_id).alerts["kind"]
+    }
+    assert found == CORPUS_ALERTS
