@@ -38,6 +38,7 @@ from rich.progress import (
 )
 
 from analysis import pipeline
+from analysis.detect import Rules, RulesError, load_rules
 from analysis.escape import escape_controls
 from analysis.export import ExportError, Format, prepare_directory, require_format
 from analysis.export import write_tables as export_tables
@@ -119,10 +120,10 @@ def _add_read_command(
         help="analyse capture files",
         description="Read pcap or pcapng captures (gzip-compressed too) and show "
         "the SMTP sessions in them; with -o, also write them as tables.",
-        epilog="Tables written with -o: sessions, transactions, commands and "
-        "anomalies, one file each. JSON Lines and Parquet keep every value "
-        "exactly; CSV is for spreadsheets and escapes control characters and "
-        "formula starts. Exit status: 0 when every capture was read, 1 when "
+        epilog="One file per table with -o: sessions, transactions, commands, "
+        "anomalies, alerts. JSON Lines and Parquet keep every value exactly; "
+        "CSV is for spreadsheets and escapes control characters "
+        "and formula starts. Exit status: 0 when every capture was read, 1 when "
         "one could not be read or was damaged (the sessions before the damage "
         "are still shown and written), 2 for a usage error.",
     )
@@ -164,11 +165,18 @@ def _add_read_command(
         "connections (default: 1; 0 means one per CPU); not for standard input",
     )
     read.add_argument(
+        "--rules",
+        type=_rules_file,
+        metavar="FILE",
+        help="detection rules (TOML) laid over the defaults; see "
+        "analysis/detect/default_rules.toml for every key",
+    )
+    read.add_argument(
         "--limit",
         type=_row_limit,
         default=20,
         metavar="N",
-        help="show at most N sessions in the table (default: 20; 0 shows all)",
+        help="show at most N alerts and N sessions (default: 20; 0 shows all)",
     )
     read.add_argument(
         "--no-summary",
@@ -225,14 +233,14 @@ def _run_read(args: argparse.Namespace) -> int:
 
     # Step 2: read, keeping every session decoded before any trouble.
     stats = pipeline.RunStats()
-    builder = TableBuilder(stats)
+    builder = TableBuilder(stats, rules=args.rules)
     show_progress = not args.quiet and sys.stderr.isatty()
     jobs = args.jobs or os.cpu_count() or 1
     if jobs > 1 and "-" not in readable:
         # Each worker reads every capture; progress would be per worker, so
         # none is shown.
         try:
-            builder = read_sharded(readable, ports, jobs)
+            builder = read_sharded(readable, ports, jobs, rules=args.rules)
         except OSError as exc:
             stats.errors.append(_os_error_message(exc))
         stats = builder.stats
@@ -358,6 +366,13 @@ def _port_list(text: str) -> list[int]:
             raise argparse.ArgumentTypeError(f"{part!r} is not a TCP port (1-65535)")
         ports.append(int(part))
     return ports
+
+
+def _rules_file(path: str) -> Rules:
+    try:
+        return load_rules(path)
+    except RulesError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _row_limit(text: str) -> int:

@@ -15,19 +15,28 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from analysis import pipeline
+from analysis.detect import Rules
 from analysis.tables import TableBuilder
 
 
 def read_sharded(
-    paths: Sequence[str], ports: frozenset[int], jobs: int
+    paths: Sequence[str],
+    ports: frozenset[int],
+    jobs: int,
+    *,
+    rules: Rules | None = None,
 ) -> TableBuilder:
-    """Analyse ``paths`` in ``jobs`` processes and merge what they found."""
+    """Analyse ``paths`` in ``jobs`` processes and merge what they found.
+
+    The detectors run on the merged builder, over every session at once, so
+    alerts that count across connections see all of them.
+    """
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
     work = [(list(paths), ports, (k, jobs)) for k in range(jobs)]
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         parts = list(pool.map(_work, work))
 
-    merged = TableBuilder()
+    merged = TableBuilder(rules=rules)
     for part in parts:
         merged.merge(part)
     merged.stats = _merged_stats([part.stats for part in parts])

@@ -152,11 +152,30 @@ ANOMALIES: tuple[Column, ...] = (
     Column("detail", _S, "human-readable explanation"),
 )
 
+ALERTS: tuple[Column, ...] = (
+    Column("alert_id", _S, "stable identifier of the alert"),
+    Column("kind", _S, "which detector raised it (see Detectors)"),
+    Column("severity", _S, "info, low, medium, high or critical"),
+    Column("client_ip", _S, "the client it is about; missing when many"),
+    Column("server_ip", _S, "the server involved; missing when many"),
+    Column("first_seen", _T, "first piece of evidence"),
+    Column("last_seen", _T, "last piece of evidence"),
+    Column("count", _I, "the number that crossed the threshold"),
+    Column("threshold", _I, "the rule's threshold or per-item limit"),
+    Column("window_s", _F, "the rule's time window"),
+    Column("total", _NI, "denominator of a ratio; items over a per-item limit"),
+    Column("sessions", _I, "sessions holding the evidence"),
+    Column("session_ids", Kind.STRING_LIST, "those sessions' ids"),
+    Column("examples", Kind.STRING_LIST, "a few commands and replies, escaped"),
+    Column("summary", _S, "one sentence saying what happened"),
+)
+
 TABLES: dict[str, tuple[Column, ...]] = {
     "sessions": SESSIONS,
     "transactions": TRANSACTIONS,
     "commands": COMMANDS,
     "anomalies": ANOMALIES,
+    "alerts": ALERTS,
 }
 
 

@@ -1,9 +1,11 @@
 """Finished sessions into pandas DataFrames: the public Python API.
 
-``read_captures`` reads capture files and returns the four tables described
-in ``analysis.schema``. ``TableBuilder`` does the same one ``SessionResult``
-at a time, so the CLI can stream sessions and parallel workers' results can
-be merged.
+``read_captures`` reads capture files and returns the tables described in
+``analysis.schema``: four with a row per session or per thing a session
+holds, and ``alerts``, which the detectors of ``analysis.detect`` compute
+from all sessions at ``build`` time. ``TableBuilder`` does the same one
+``SessionResult`` at a time, so the CLI can stream sessions and parallel
+workers' results can be merged.
 
 Invariants of every ``SmtpTables``:
 - each table has exactly the columns and dtypes of ``analysis.schema``, in
@@ -12,7 +14,8 @@ Invariants of every ``SmtpTables``:
   follow that session order, then ``index`` (transactions) or ``ts``
   (commands, anomalies), keeping the order the session produced them in for
   equal timestamps. The order does not depend on the order sessions closed
-  in or on how results were merged.
+  in or on how results were merged;
+- alerts are ordered by ``first_seen``, then ``alert_id``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import pipeline
+from analysis.detect import Alert, Rules, detect
 from analysis.records import SessionResult
 from analysis.schema import TABLES, Column, Kind
 
@@ -40,19 +44,23 @@ _CHILD_KEY: dict[str, str] = {
     "anomalies": "ts",
 }
 
+# Tables filled from session results; "alerts" is computed from all of them.
+_SESSION_TABLES: tuple[str, ...] = ("sessions", "transactions", "commands", "anomalies")
+
 # numpy's NaT is the smallest int64; missing timestamps are stored as it.
 _NAT = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True, slots=True)
 class SmtpTables:
-    """The four tables of one analysis run, and what the run read."""
+    """The tables of one analysis run, and what the run read."""
 
     sessions: pd.DataFrame
     transactions: pd.DataFrame
     commands: pd.DataFrame
     anomalies: pd.DataFrame
     stats: pipeline.RunStats
+    alerts: pd.DataFrame
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """Table name to DataFrame, in schema order, for exporters."""
@@ -63,17 +71,23 @@ class TableBuilder:
     """Collects ``SessionResult`` objects column by column.
 
     Values are kept as plain Python lists until ``build``, which sorts and
-    converts them; adding a session is cheap and never touches pandas.
+    converts them; adding a session is cheap and never touches pandas. The
+    results themselves are kept too, for the detectors, which ``build`` runs
+    over all of them in start order (``rules``: None for the defaults).
     """
 
-    def __init__(self, stats: pipeline.RunStats | None = None) -> None:
+    def __init__(
+        self, stats: pipeline.RunStats | None = None, rules: Rules | None = None
+    ) -> None:
         self.stats = stats if stats is not None else pipeline.RunStats()
+        self.rules = rules
         self._values: dict[str, dict[str, list[Any]]] = {
-            table: {column.name: [] for column in columns}
-            for table, columns in TABLES.items()
+            table: {column.name: [] for column in TABLES[table]}
+            for table in _SESSION_TABLES
         }
         # Per table, the arrival number of the session each row came from.
-        self._owner: dict[str, list[int]] = {table: [] for table in TABLES}
+        self._owner: dict[str, list[int]] = {table: [] for table in _SESSION_TABLES}
+        self._results: list[SessionResult] = []
         self._sessions_added = 0
 
     def __len__(self) -> int:
@@ -86,6 +100,7 @@ class TableBuilder:
         self._append("transactions", result.transactions, owner)
         self._append("commands", result.commands, owner)
         self._append("anomalies", result.anomalies, owner)
+        self._results.append(result)
 
     def add_all(self, results: Iterable[SessionResult]) -> None:
         for result in results:
@@ -94,7 +109,8 @@ class TableBuilder:
     def merge(self, other: TableBuilder) -> None:
         """Append everything ``other`` collected, stats included."""
         offset = self._sessions_added
-        for table in TABLES:
+        self._results.extend(other._results)
+        for table in _SESSION_TABLES:
             for name, values in other._values[table].items():
                 self._values[table][name].extend(values)
             self._owner[table].extend(o + offset for o in other._owner[table])
@@ -105,9 +121,10 @@ class TableBuilder:
         session_rank = self._session_rank()
         frames = {
             table: self._frame(table, self._row_order(table, session_rank))
-            for table in TABLES
+            for table in _SESSION_TABLES
         }
-        return SmtpTables(stats=self.stats, **frames)
+        alerts = _alert_frame(detect(self._results, self.rules))
+        return SmtpTables(stats=self.stats, alerts=alerts, **frames)
 
     def _append(self, table: str, records: Sequence[object], owner: int) -> None:
         values = self._values[table]
@@ -151,6 +168,7 @@ def read_captures(
     ports: Iterable[int] | None = None,
     *,
     progress: pipeline.ProgressHook | None = None,
+    rules: Rules | None = None,
 ) -> SmtpTables:
     """Read capture files and return their SMTP sessions as DataFrames.
 
@@ -162,12 +180,14 @@ def read_captures(
 
     A damaged capture does not raise: the sessions decoded before the damage
     are in the tables and ``stats.errors`` says what went wrong and where.
-    Column names and dtypes are listed in ``analysis.schema``.
+    Column names and dtypes are listed in ``analysis.schema``. ``rules``
+    (from ``analysis.detect.load_rules``) replaces the default detection
+    rules.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     port_set = pipeline.DEFAULT_PORTS if ports is None else frozenset(ports)
-    builder = TableBuilder()
+    builder = TableBuilder(rules=rules)
     builder.add_all(
         pipeline.analyze(
             [os.fspath(p) for p in paths],
@@ -182,6 +202,14 @@ def read_captures(
 def empty_tables(stats: pipeline.RunStats | None = None) -> SmtpTables:
     """Tables with every column and dtype and no rows."""
     return TableBuilder(stats).build()
+
+
+def _alert_frame(alerts: list[Alert]) -> pd.DataFrame:
+    data = {
+        column.name: _series(column, [getattr(a, column.attribute) for a in alerts])
+        for column in TABLES["alerts"]
+    }
+    return pd.DataFrame(data, index=pd.RangeIndex(len(alerts)))
 
 
 def _series(column: Column, values: list[Any]) -> pd.Series:

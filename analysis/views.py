@@ -1,4 +1,4 @@
-"""Terminal views of the tables: a summary panel and a table of sessions.
+"""Terminal views of the tables: a summary panel, alerts and sessions.
 
 Everything that came off the wire reaches rich only as a ``Text`` built by
 ``analysis.escape.terminal_text``: never as a markup string, so neither
@@ -19,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from analysis.detect import Severity
 from analysis.escape import terminal_text
 from analysis.tables import SmtpTables
 
@@ -51,6 +52,14 @@ _SESSION_COLUMNS: tuple[_SessionColumn, ...] = (
     _SessionColumn("anomalies", "right"),
 )
 
+_SEVERITY_STYLE = {
+    Severity.CRITICAL: "bold red",
+    Severity.HIGH: "red",
+    Severity.MEDIUM: "yellow",
+    Severity.LOW: "cyan",
+    Severity.INFO: "dim",
+}
+
 # Shorter words for the session builder's AUTH results.
 _AUTH_RESULTS = {"success": "ok", "failure": "failed", "no_reply": "no reply"}
 REPLY_CLASSES = ("2xx", "3xx", "4xx", "5xx", "other")
@@ -74,6 +83,7 @@ class Summary:
     # outside 200-599, which RFC 5321 4.2.1 does not define.
     reply_classes: dict[str, int] = field(default_factory=dict)
     top_clients: list[tuple[str, int]] = field(default_factory=list)
+    alerts: dict[str, int] = field(default_factory=dict)  # severity -> count
 
 
 def summarize(tables: SmtpTables, top: int = 5) -> Summary:
@@ -100,6 +110,7 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
         auth_failures=int(sessions["auth_failures"].sum()),
         reply_classes=_reply_classes(int(code) for code in codes),
         top_clients=_top_clients(sessions, top),
+        alerts=_alert_counts(tables.alerts),
     )
 
 
@@ -120,6 +131,7 @@ def summary_panel(summary: Summary) -> Panel:
         ("TLS", _share_text(summary.tls_sessions, summary.sessions)),
         ("AUTH", _auth_text(summary)),
         ("top clients", _clients_text(summary.top_clients)),
+        ("alerts", _alerts_text(summary.alerts)),
     ]
     if summary.errors:
         rows.insert(2, ("damaged inputs", Text(str(summary.errors), style="red")))
@@ -176,6 +188,37 @@ def sessions_table(
     return table
 
 
+def alerts_table(alerts: pd.DataFrame, limit: int | None = 20) -> Table:
+    """Alerts, most severe first, then by when they began."""
+    rank = alerts["severity"].map(lambda s: -Severity(s).rank)
+    order = alerts.assign(_rank=rank).sort_values(
+        ["_rank", "first_seen", "alert_id"], kind="stable"
+    )
+    shown = order if limit is None else order.head(limit)
+    table = Table(
+        title=Text("alerts, most severe first (UTC)"),
+        box=None,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+        header_style="bold underline",
+    )
+    for header in ("severity", "kind", "first seen", "summary"):
+        table.add_column(Text(header), no_wrap=header != "summary")
+    for row in shown.to_dict("records"):
+        severity = Severity(row["severity"])
+        first: pd.Timestamp = row["first_seen"]
+        table.add_row(
+            Text(severity.value, style=_SEVERITY_STYLE[severity]),
+            Text(str(row["kind"])),
+            Text(first.strftime("%Y-%m-%d %H:%M:%S")),
+            terminal_text(row["summary"]),
+        )
+    hidden = len(alerts) - len(shown)
+    if hidden:
+        table.caption = Text(f"… and {hidden:,} more (all of them in alerts with -o)")
+    return table
+
+
 def _columns_that_fit(rows: list[list[Text]], width: int | None) -> list[int]:
     """Indexes of the columns to show in ``width`` terminal cells."""
     widths = []
@@ -221,10 +264,12 @@ def report(
     summary: bool = True,
     width: int | None = None,
 ) -> Group:
-    """Summary panel (unless ``summary`` is false) above the session table."""
+    """Summary panel (unless ``summary`` is false), alerts, then sessions."""
     parts: list[RenderableType] = []
     if summary:
         parts.append(summary_panel(summarize(tables)))
+    if len(tables.alerts):
+        parts.append(alerts_table(tables.alerts, limit))
     if len(tables.sessions):
         parts.append(sessions_table(tables.sessions, limit, width))
     return Group(*parts)
@@ -255,6 +300,25 @@ def _top_clients(sessions: pd.DataFrame, top: int) -> list[tuple[str, int]]:
     # Ties broken by address so the panel does not change from run to run.
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return ranked[:top]
+
+
+def _alert_counts(alerts: pd.DataFrame) -> dict[str, int]:
+    counts = {s.value: 0 for s in reversed(Severity)}
+    for severity in alerts["severity"]:
+        counts[str(severity)] += 1
+    return {name: count for name, count in counts.items() if count}
+
+
+def _alerts_text(counts: dict[str, int]) -> Text:
+    if not counts:
+        return Text("none")
+    text = Text(f"{sum(counts.values()):,} (")
+    for i, (name, count) in enumerate(counts.items()):
+        if i:
+            text.append(", ")
+        text.append(f"{count:,} {name}", style=_SEVERITY_STYLE[Severity(name)])
+    text.append(")")
+    return text
 
 
 def _count_text(value: int) -> Text:

@@ -1,0 +1,284 @@
+"""Finished sessions in, alerts out: the detectors and their rule table.
+
+``AlertEngine`` takes ``SessionResult``s in session-start order, asks every
+detector for observations, counts them per kind and key in a ``Tracker``
+and turns each incident into one ``Alert``. ``detect`` does that for a
+whole offline run, sorting the sessions first, so the alerts do not depend
+on the order sessions closed in or on how the input was split into files.
+A live mode feeds sessions as they come (after a short reorder delay) and
+calls ``expire`` as time passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from analysis.detect.alert import Alert, alert_id
+from analysis.detect.auth import AuthDetector
+from analysis.detect.bulk import BulkDetector
+from analysis.detect.flood import FloodDetector
+from analysis.detect.helo import HeloDetector
+from analysis.detect.protocol import ProtocolDetector
+from analysis.detect.recipients import RecipientDetector
+from analysis.detect.relay import RelayDetector
+from analysis.detect.rules import Rule, Rules, default_rules
+from analysis.detect.window import Observation, Tracker, count_hits
+from analysis.records import SessionResult
+
+MAX_EXAMPLES = 3
+# Kinds counted per user name rather than per client.
+_PER_USER = frozenset({"auth_user_many_clients"})
+
+
+class Detector(Protocol):
+    def observe(self, result: SessionResult) -> list[Observation]: ...
+
+
+DETECTORS: tuple[Callable[[Rules], Detector], ...] = (
+    RelayDetector,
+    RecipientDetector,
+    AuthDetector,
+    FloodDetector,
+    BulkDetector,
+    HeloDetector,
+    ProtocolDetector,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Wording:
+    """How an alert of one kind is told: its summary sentence.
+
+    The template gets ``who`` (the client, or the user for per-user rules),
+    ``server``, ``count``, ``threshold``, ``window``, ``total``, ``ratio``,
+    ``sessions``, ``note`` (the observations' notes, each after "; ") and
+    ``notes`` (the same joined with ", ").
+    ``measured`` marks rules whose detector measures each item against
+    ``limit`` (recipients of a message, say): ``count`` is then the largest
+    measured value and ``threshold`` the limit.
+    """
+
+    template: str
+    measured: bool = False
+
+
+WORDING: dict[str, Wording] = {
+    "open_relay": Wording(
+        "{who} relayed {count} recipient domain(s) through {server} "
+        "without authenticating{note}"
+    ),
+    "relay_attempt": Wording(
+        "{server} refused {who} relaying to {count} recipient domain(s){note}"
+    ),
+    "directory_harvest": Wording(
+        "{who} had {count} recipients refused as unknown users within {window} "
+        "({ratio} of {total} RCPTs)"
+    ),
+    "high_refusal": Wording(
+        "{who} had {count} recipients refused within {window} "
+        "({ratio} of {total} RCPTs)"
+    ),
+    "auth_brute_force": Wording(
+        "{who} failed AUTH {count} times within {window} in {sessions} session(s)"
+    ),
+    "auth_spraying": Wording(
+        "{who} failed AUTH for {count} different user names within {window}"
+    ),
+    "auth_user_many_clients": Wording(
+        "AUTH for {who} failed from {count} different clients within {window}"
+    ),
+    "auth_success_after_failures": Wording(
+        "{who} authenticated after {count} refused AUTH attempts {notes} "
+        "within {window}",
+        measured=True,
+    ),
+    "connection_flood": Wording("{who} opened {count} sessions within {window}"),
+    "short_sessions": Wording(
+        "{who} opened {count} short sessions without sending mail within {window}"
+    ),
+    "greeting_refused": Wording(
+        "{server} refused or dropped {who} with 421/554 in {count} sessions "
+        "within {window}"
+    ),
+    "bulk_recipients": Wording(
+        "{who} sent {total} message(s) with {threshold} or more recipients "
+        "(most: {count})",
+        measured=True,
+    ),
+    "bulk_messages": Wording(
+        "{who} sent {total} session(s) with {threshold} or more messages "
+        "(most: {count})",
+        measured=True,
+    ),
+    "sender_domains": Wording(
+        "{who} used {count} different envelope-sender domains within {window}"
+    ),
+    "null_sender_burst": Wording(
+        "{who} sent {count} messages with the null sender <> within {window}"
+    ),
+    "helo_literal_mismatch": Wording(
+        "{who} greeted with an address literal that is not its address "
+        "in {sessions} session(s)"
+    ),
+    "helo_bare_ip": Wording(
+        "{who} greeted with a bare IP address in {sessions} session(s)"
+    ),
+    "helo_not_fqdn": Wording(
+        "{who} greeted with a name that is not a fully qualified domain "
+        "in {sessions} session(s)"
+    ),
+    "helo_impersonation": Wording(
+        "{who} greeted {server} with the server's own name or address "
+        "in {sessions} session(s)"
+    ),
+    "helo_changed": Wording(
+        "{who} changed its HELO name within a session in {sessions} session(s) "
+        "({notes})"
+    ),
+    "early_talker": Wording(
+        "{who} sent data before the server's greeting in {sessions} session(s)"
+    ),
+    "pipelining_unadvertised": Wording(
+        "{who} pipelined commands to {server}, which did not offer PIPELINING, "
+        "in {sessions} session(s)"
+    ),
+    "data_after_quit": Wording(
+        "{who} sent commands after QUIT in {sessions} session(s)"
+    ),
+    "smtp_smuggling": Wording(
+        "{who} sent a message with a bare-LF end-of-data sequence (SMTP "
+        "smuggling shape) in {sessions} session(s)"
+    ),
+    "unsolicited_reply": Wording(
+        "{server} sent replies to commands {who} never gave in {sessions} session(s)"
+    ),
+    "syntax_errors": Wording(
+        "{who} had {count} commands refused as syntax errors within {window}"
+    ),
+}
+
+
+class AlertEngine:
+    """Counts observations per (kind, key) and hands out finished alerts."""
+
+    def __init__(self, rules: Rules | None = None) -> None:
+        self.rules = rules if rules is not None else default_rules()
+        self._detectors = [make(self.rules) for make in DETECTORS]
+        self._trackers: dict[tuple[str, tuple[str, ...]], Tracker] = {}
+
+    def feed(self, result: SessionResult) -> list[Alert]:
+        """Take the next session, in start order; return alerts now final."""
+        alerts = self.expire(result.session.start)
+        for detector in self._detectors:
+            for obs in detector.observe(result):
+                rule = self.rules.rule(obs.kind)
+                if rule.enabled:
+                    self._tracker(obs, rule).add(obs)
+        return alerts
+
+    def expire(self, now: int) -> list[Alert]:
+        """Alerts whose activity ended more than a window before ``now``."""
+        alerts = []
+        for (kind, key), tracker in list(self._trackers.items()):
+            incident = tracker.expire(now)
+            if incident is not None:
+                alerts.append(self._alert(kind, key, incident))
+            if tracker.idle:
+                del self._trackers[(kind, key)]
+        return alerts
+
+    def finish(self) -> list[Alert]:
+        """Every alert still open: the end of the input."""
+        alerts = []
+        for (kind, key), tracker in self._trackers.items():
+            incident = tracker.finish()
+            if incident is not None:
+                alerts.append(self._alert(kind, key, incident))
+        self._trackers.clear()
+        return alerts
+
+    def _tracker(self, obs: Observation, rule: Rule) -> Tracker:
+        tracker = self._trackers.get((obs.kind, obs.key))
+        if tracker is None:
+            tracker = Tracker(rule.threshold, rule.window_ns, rule.min_ratio)
+            self._trackers[(obs.kind, obs.key)] = tracker
+        return tracker
+
+    def _alert(
+        self, kind: str, key: tuple[str, ...], incident: list[Observation]
+    ) -> Alert:
+        rule = self.rules.rule(kind)
+        wording = WORDING[kind]
+        incident = sorted(incident, key=lambda o: o.ts)
+        hits = [o for o in incident if o.hit]
+        first = hits[0]
+        session_ids = tuple(dict.fromkeys(o.session_id for o in hits))
+        total: int | None
+        if wording.measured:
+            count = max(o.measure or 0 for o in hits)
+            threshold, total = rule.limit, len(hits)
+        else:
+            count, threshold = count_hits(hits), rule.threshold
+            total = len(incident) if rule.min_ratio else None
+        clients = {o.client_ip for o in hits}
+        servers = {o.server_ip for o in hits}
+        client = clients.pop() if len(clients) == 1 else None
+        server = servers.pop() if len(servers) == 1 else None
+        notes = list(dict.fromkeys(o.note for o in hits if o.note))
+        shift = max(o.severity_shift for o in hits)
+        values = {
+            "who": client or f"{len(clients)} clients",
+            "server": server or f"{len(servers)} servers",
+            "count": count,
+            "threshold": threshold,
+            "window": _duration(rule.window_s),
+            "total": total if total is not None else len(hits),
+            "ratio": f"{count / total:.0%}" if total else "-",
+            "sessions": len(session_ids),
+            "note": "".join(f"; {note}" for note in notes),
+            "notes": ", ".join(notes),
+        }
+        if kind in _PER_USER:
+            values["who"] = f"user {key[0]}"
+        return Alert(
+            alert_id=alert_id(kind, key, first.session_id, first.ts),
+            kind=kind,
+            severity=rule.severity.shifted(shift).value,
+            client_ip=client,
+            server_ip=server,
+            first_seen=incident[0].ts,
+            last_seen=incident[-1].ts,
+            count=count,
+            threshold=threshold,
+            window_s=rule.window_s,
+            total=total,
+            sessions=len(session_ids),
+            session_ids=session_ids,
+            examples=tuple(
+                list(dict.fromkeys(o.example for o in hits if o.example))[:MAX_EXAMPLES]
+            ),
+            summary=wording.template.format(**values) + ".",
+        )
+
+
+def detect(results: Iterable[SessionResult], rules: Rules | None = None) -> list[Alert]:
+    """Every alert of an offline run, ordered by first_seen then alert_id."""
+    engine = AlertEngine(rules)
+    ordered = sorted(results, key=lambda r: (r.session.start, r.session.session_id))
+    alerts = []
+    for result in ordered:
+        alerts += engine.feed(result)
+    alerts += engine.finish()
+    return sorted(alerts, key=lambda a: (a.first_seen, a.alert_id))
+
+
+def _duration(seconds: float) -> str:
+    if seconds % 3600 == 0:
+        hours = int(seconds // 3600)
+        return f"{hours} hour" + ("s" if hours != 1 else "")
+    if seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute" + ("s" if minutes != 1 else "")
+    return f"{seconds:g} seconds"

@@ -1,0 +1,107 @@
+"""HELO and EHLO names that say something about the client.
+
+RFC 5321 4.1.1.1 asks for the client's fully qualified domain name or, when
+it has none, an address literal of its own address (4.1.3). Bots often send
+an address literal that is not theirs, a bare IP without brackets, a
+single word, or the server's own name or address (to look local to naive
+filters), and some change names within a session.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from analysis.detect import facts
+from analysis.detect.rules import Rules
+from analysis.detect.window import Observation, client_observation
+from analysis.records import CommandRecord, SessionResult
+
+_HELO_VERBS = frozenset({"EHLO", "HELO"})
+# Names with a dot that still name no host on the Internet.
+_NOT_QUALIFIED = frozenset({"localhost.localdomain", "localhost.local"})
+
+
+class HeloDetector:
+    KINDS = (
+        "helo_literal_mismatch",
+        "helo_bare_ip",
+        "helo_not_fqdn",
+        "helo_impersonation",
+        "helo_changed",
+    )
+
+    def __init__(self, rules: Rules) -> None:
+        self._own_names = rules.local.server_names
+
+    def observe(self, result: SessionResult) -> list[Observation]:
+        session = result.session
+        helos = [c for c in result.commands if c.verb in _HELO_VERBS and c.argument]
+        server_names = self._own_names | facts.host_names(session.greeting_text)
+        authenticated = session.auth_result == "success"
+        # RFC 5321 4.1.1.1 matters between MTAs on the Internet; hosts on a
+        # private network or loopback name themselves as they like.
+        public = facts.is_global(session.client_ip)
+        found: dict[str, CommandRecord] = {}  # kind -> first command showing it
+        names: list[str] = []
+        for command in helos:
+            name = command.argument.split()[0].rstrip(".").lower()
+            if name not in names:
+                names.append(name)
+            for kind in _kinds(
+                name, session.client_ip, session.server_ip, server_names
+            ):
+                if kind == "helo_not_fqdn" and (authenticated or not public):
+                    continue
+                found.setdefault(kind, command)
+        if len(names) > 1:
+            found.setdefault("helo_changed", helos[-1])
+        return [
+            client_observation(
+                result,
+                kind,
+                command.ts,
+                example=facts.example(command),
+                note=", ".join(names) if kind == "helo_changed" else None,
+            )
+            for kind, command in found.items()
+        ]
+
+
+def _kinds(
+    name: str, client: str, server: str, server_names: set[str] | frozenset[str]
+) -> list[str]:
+    """The anomalies one HELO name shows."""
+    literal = _address_literal(name)
+    if literal is not None:
+        if literal == _normal(server):
+            return ["helo_impersonation"]
+        # A private address is what a client behind NAT knows as its own.
+        foreign = facts.is_global(literal) and literal != _normal(client)
+        return ["helo_literal_mismatch"] if foreign else []
+    if facts.is_address(name):
+        return [
+            "helo_bare_ip",
+            *(["helo_impersonation"] if _normal(name) == _normal(server) else []),
+        ]
+    if name in server_names:
+        return ["helo_impersonation"]
+    if "." not in name or name in _NOT_QUALIFIED:
+        return ["helo_not_fqdn"]
+    return []
+
+
+def _address_literal(name: str) -> str | None:
+    """The address of "[192.0.2.1]" or "[IPv6:2001:db8::1]" (RFC 5321 4.1.3)."""
+    if not (name.startswith("[") and name.endswith("]")):
+        return None
+    inner = name[1:-1]
+    if inner.startswith("ipv6:"):
+        inner = inner[5:]
+    return _normal(inner)
+
+
+def _normal(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address

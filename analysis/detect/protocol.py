@@ -1,0 +1,124 @@
+"""Protocol abuse: what well-behaved SMTP clients do not do.
+
+Talking before the greeting (RFC 5321 4.3.1, which spam bots do to save
+time), pipelining to a server that did not offer it (RFC 2920 3.1),
+commands after QUIT (RFC 5321 4.1.1.10), an end of data that is not
+CRLF.CRLF inside a CRLF message (the shape of SMTP smuggling, RFC 5321
+4.1.1.4 and 2.3.8), replies to commands nobody gave, and many syntax errors.
+Most come from the parser's anomalies; this module only turns them into
+observations.
+"""
+
+from __future__ import annotations
+
+from analysis.detect import facts
+from analysis.detect.rules import Rules
+from analysis.detect.window import Observation, client_observation
+from analysis.escape import escape_controls
+from analysis.records import CommandRecord, SessionResult
+
+# Parser anomaly kind -> the alert kind it is evidence for.
+_FROM_ANOMALY = {
+    "early_talker": "early_talker",
+    "bare_lf_dot_line": "smtp_smuggling",
+    "bare_lf_end_of_data": "smtp_smuggling",
+    "reply_without_command": "unsolicited_reply",
+}
+_HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
+
+
+class ProtocolDetector:
+    KINDS = (
+        "early_talker",
+        "pipelining_unadvertised",
+        "data_after_quit",
+        "smtp_smuggling",
+        "unsolicited_reply",
+        "syntax_errors",
+    )
+
+    def __init__(self, rules: Rules) -> None:
+        del rules  # nothing site-specific: protocol rules hold for every client
+
+    def observe(self, result: SessionResult) -> list[Observation]:
+        out = []
+        reported: set[str] = set()
+        for anomaly in result.anomalies:
+            kind = _FROM_ANOMALY.get(anomaly.kind)
+            if kind == "unsolicited_reply" and not _injected(result, anomaly.detail):
+                continue
+            if kind is not None and kind not in reported:
+                reported.add(kind)
+                shown = escape_controls(f"{anomaly.kind}: {anomaly.detail}")
+                out.append(client_observation(result, kind, anomaly.ts, example=shown))
+        unoffered = _first_unoffered_pipelining(result.commands)
+        if unoffered is not None:
+            out.append(
+                client_observation(
+                    result,
+                    "pipelining_unadvertised",
+                    unoffered.ts,
+                    example=facts.example(unoffered),
+                )
+            )
+        after_quit = _first_after_quit(result.commands)
+        if after_quit is not None:
+            out.append(
+                client_observation(
+                    result,
+                    "data_after_quit",
+                    after_quit.ts,
+                    example=facts.example(after_quit),
+                )
+            )
+        for command in result.commands:
+            if (
+                command.reply_code in facts.SYNTAX_ERROR_CODES
+                and command.verb != "AUTH"
+            ):
+                out.append(
+                    client_observation(
+                        result,
+                        "syntax_errors",
+                        command.ts,
+                        example=facts.example(command),
+                    )
+                )
+        return out
+
+
+def _injected(result: SessionResult, detail: str) -> bool:
+    """Whether a reply nobody asked for looks injected rather than routine.
+
+    A server may send 421 at any time (RFC 5321 3.8) and many send 4xx or
+    5xx on a timeout; a positive reply is what could make a client or a
+    filter believe a command it never sent was accepted. After a TCP gap
+    the command may simply be in the part that was not captured.
+    """
+    return result.session.gaps == 0 and detail[:1] in ("2", "3")
+
+
+def _first_unoffered_pipelining(commands: list[CommandRecord]) -> CommandRecord | None:
+    offered = False
+    for command in commands:
+        if command.pipelined and not offered:
+            return command
+        if command.verb in _HELO_VERBS and facts.accepted(command):
+            # RFC 2920 3.1: the EHLO reply's keywords, one per line after the
+            # first; HELO offers no extensions at all. The first line, the
+            # server's name, is searched too: some servers put a keyword
+            # there, and a client that trusts it is not the one to blame.
+            keywords = (command.reply_text or "").split("\n")
+            offered = command.verb != "HELO" and any(
+                k.split()[0].upper() == "PIPELINING" for k in keywords if k.split()
+            )
+    return None
+
+
+def _first_after_quit(commands: list[CommandRecord]) -> CommandRecord | None:
+    quit_seen = False
+    for command in commands:
+        if quit_seen:
+            return command
+        quit_seen = command.verb == "QUIT"
+    return None

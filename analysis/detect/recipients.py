@@ -1,0 +1,40 @@
+"""Refused recipients: directory harvest and a high refusal ratio.
+
+A harvester tries many local parts at a domain to learn which exist, so
+most of its RCPTs are refused as unknown users (RFC 3463 x.1.1); a bot
+sending to a stale or bought list sees most of its RCPTs refused for any
+reason. Both count every answered RCPT of one client, so the ratio of
+refused to all can be checked within the window.
+"""
+
+from __future__ import annotations
+
+from analysis.detect import facts
+from analysis.detect.rules import Rules
+from analysis.detect.window import Observation, client_observation
+from analysis.records import SessionResult
+
+
+class RecipientDetector:
+    KINDS = ("directory_harvest", "high_refusal")
+
+    def __init__(self, rules: Rules) -> None:
+        self._local = rules.local
+
+    def observe(self, result: SessionResult) -> list[Observation]:
+        session = result.session
+        if self._local.is_own_client(session.client_ip):
+            return []
+        out = []
+        for command in result.commands:
+            if command.verb != "RCPT" or command.reply_code is None:
+                continue
+            for kind, hit in (
+                ("directory_harvest", facts.is_unknown_user(command)),
+                ("high_refusal", facts.refused(command)),
+            ):
+                shown = facts.example(command) if hit else None
+                out.append(
+                    client_observation(result, kind, command.ts, hit=hit, example=shown)
+                )
+        return out

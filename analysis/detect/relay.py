@@ -1,0 +1,150 @@
+"""Open relays and relay attempts (RFC 5321 3.6, 7.1).
+
+An unauthenticated client whose RCPT to a domain that is not the server's
+own gets a 2xx reply has found an open relay; one that is refused
+(554 5.7.1, 454 4.7.1, "Relay access denied") tried to. Which domains are
+the server's own comes from ``[local] domains`` when set; otherwise it is
+inferred per server as sessions go by: the names the server gives in its
+greeting and EHLO reply (and their parent domain), and the domains for
+which it refused a recipient as an unknown user, which only a server that
+knows the domain's users does. A domain the server once refused as
+relaying is never taken as local.
+
+The inference cannot tell an open relay from a server that trusts the
+client by its address (a mail program submitting on port 25 the way
+Postfix's ``mynetworks`` allows), which looks the same on the wire. So
+without configured domains a client is reported only once it got
+``limit`` different foreign domains accepted by one server within the
+window, or one source-routed or percent-hack address; such alerts say
+that they rest on the inference and are one step less severe.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+
+from analysis.detect import facts
+from analysis.detect.rules import Rules
+from analysis.detect.window import Observation
+from analysis.records import SessionResult
+
+
+class RelayDetector:
+    KINDS = ("open_relay", "relay_attempt")
+
+    def __init__(self, rules: Rules) -> None:
+        self._configured = rules.local.domains
+        self._local = rules.local
+        rule = rules.rule("open_relay")
+        self._min_domains, self._window = rule.limit, rule.window_ns
+        # (client, server) -> accepted foreign RCPTs not reported yet, by ts.
+        self._pending: defaultdict[tuple[str, str], list[Observation]] = defaultdict(
+            list
+        )
+        self._confirmed: dict[tuple[str, str], int] = {}  # pair -> last relay ts
+        self._inferred: defaultdict[str, set[str]] = defaultdict(set)  # server ->
+        self._foreign: defaultdict[str, set[str]] = defaultdict(set)
+
+    def observe(self, result: SessionResult) -> list[Observation]:
+        session = result.session
+        if self._local.is_own_client(session.client_ip):
+            return []
+        server = session.server_ip
+        self._learn(result)
+        out = []
+        for command, authenticated in facts.commands_with_auth(result):
+            if command.verb != "RCPT" or authenticated or command.reply_code is None:
+                continue
+            where = facts.target(facts.rcpt_address(command))
+            local = self._is_local(server, where)
+            routed_away = where.routed is not None and local is not True
+            note: str | None
+            if facts.accepted(command) and (local is False or routed_away):
+                kind, note = "open_relay", self._note(server, where)
+                shift = 0 if self._configured else -1
+            elif facts.is_relay_refusal(command, foreign=local is False):
+                kind, note = "relay_attempt", where.routed
+                shift = 1 if where.routed else 0
+                if where.domain is not None and not where.routed:
+                    self._foreign[server].add(where.domain)
+            else:
+                continue
+            obs = Observation(
+                kind=kind,
+                key=(session.client_ip, server),
+                ts=command.ts,
+                session_id=session.session_id,
+                client_ip=session.client_ip,
+                server_ip=server,
+                value=where.domain,
+                example=facts.example(command),
+                note=note,
+                severity_shift=shift,
+            )
+            if kind == "open_relay" and not self._configured and not where.routed:
+                out += self._confirm(obs)
+            else:
+                out.append(obs)
+        return out
+
+    def _confirm(self, obs: Observation) -> list[Observation]:
+        """Hold inferred relaying back until enough foreign domains add up."""
+        pair = (obs.key[0], obs.key[1])
+        held = self._pending[pair]
+        confirmed = self._confirmed.get(pair)
+        if confirmed is not None and obs.ts - confirmed <= self._window:
+            self._confirmed[pair] = max(confirmed, obs.ts)
+            return [obs]
+        bisect.insort(held, obs, key=lambda o: o.ts)
+        stale = bisect.bisect_left(held, obs.ts - self._window, key=lambda o: o.ts)
+        del held[:stale]
+        if len({o.value for o in held}) < self._min_domains:
+            return []
+        self._confirmed[pair] = held[-1].ts
+        released = list(held)
+        held.clear()
+        return released
+
+    def inferred(self, server: str) -> frozenset[str]:
+        return frozenset(self._inferred[server])
+
+    def _learn(self, result: SessionResult) -> None:
+        server = result.session.server_ip
+        known = self._inferred[server]
+        known |= facts.host_names(result.session.greeting_text)
+        for command in result.commands:
+            if command.verb in ("EHLO", "HELO", "LHLO") and facts.accepted(command):
+                known |= facts.host_names(command.reply_text)
+            elif command.verb == "RCPT" and facts.is_unknown_user(command):
+                where = facts.target(facts.rcpt_address(command))
+                if where.domain is not None and not where.routed:
+                    known.add(where.domain)
+        known -= self._foreign[server]
+
+    def _is_local(self, server: str, where: facts.Target) -> bool | None:
+        """True or False, or None when nothing is known either way."""
+        domain = where.domain
+        if domain is None:
+            return None
+        if where.internal:
+            return True
+        if self._configured:
+            return _within(domain, self._configured)
+        if domain in self._foreign[server]:
+            return False
+        if not self._inferred[server]:
+            return None
+        return _within(domain, self._inferred[server])
+
+    def _note(self, server: str, where: facts.Target) -> str:
+        parts = [where.routed] if where.routed else []
+        if not self._configured:
+            known = ", ".join(sorted(self._inferred[server])) or "none"
+            parts.append(f"local domains inferred as {known}")
+        return "; ".join(parts)
+
+
+def _within(domain: str, domains: frozenset[str] | set[str]) -> bool:
+    """``domain`` is one of ``domains`` or a subdomain of one."""
+    return any(domain == d or domain.endswith("." + d) for d in domains)

@@ -1,0 +1,137 @@
+"""Counting observations per key within a time window, and when to alert.
+
+Detectors turn each finished session into ``Observation``s; a ``Tracker``
+per (kind, key) counts them on their own timestamps, never on when they
+arrived. It opens an incident when ``threshold`` hits (distinct ones, for
+rules that count distinct values) fall within ``window``, and, when a
+``min_ratio`` is set, hits are at least that share of all observations in
+the window. The incident then takes every later observation of its key
+until ``window`` passes without one, and becomes one alert.
+
+Sessions are fed in start order, so an observation from a later session is
+never older than that session's start: anything older than
+``start - window`` can be forgotten, and an incident idle since then is
+final. That is what makes the result independent of how the input was split
+into files, and lets a live mode close incidents as time goes by.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from analysis.records import SessionResult
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One event a detector saw in one session.
+
+    ``hit`` observations count toward the threshold; the others only toward
+    the denominator of a ratio rule. ``value`` makes hits count once per
+    distinct value (user names for spraying); None counts each hit.
+    ``measure`` is what a per-item rule measured (recipients of a message).
+    An alert takes the largest ``severity_shift`` of its observations.
+    """
+
+    kind: str
+    key: tuple[str, ...]
+    ts: int
+    session_id: str
+    client_ip: str | None
+    server_ip: str | None
+    hit: bool = True
+    value: str | None = None
+    measure: int | None = None
+    example: str | None = None
+    note: str | None = None  # a phrase the summary adds (an inference, a user)
+    severity_shift: int = 0  # steps above (+) or below (-) the rule's severity
+
+
+@dataclass(slots=True)
+class Tracker:
+    """The recent observations of one key, and its open incident if any."""
+
+    threshold: int
+    window: int  # ns
+    min_ratio: float
+    recent: list[Observation] = field(default_factory=list)  # sorted by ts
+    incident: list[Observation] | None = None
+
+    def add(self, obs: Observation) -> None:
+        if self.incident is not None:
+            self.incident.append(obs)
+            return
+        bisect.insort(self.recent, obs, key=lambda o: o.ts)
+        if obs.hit and self._crossed(obs.ts):
+            self.incident = list(self.recent)
+            self.recent = []
+
+    def expire(self, now: int) -> list[Observation] | None:
+        """Forget what ``now`` leaves behind; return an incident now final."""
+        cut = bisect.bisect_left(self.recent, now - self.window, key=lambda o: o.ts)
+        del self.recent[:cut]
+        incident = self.incident
+        if incident is not None and max(o.ts for o in incident) + self.window < now:
+            self.incident = None
+            return incident
+        return None
+
+    def finish(self) -> list[Observation] | None:
+        incident, self.incident = self.incident, None
+        self.recent = []
+        return incident
+
+    @property
+    def idle(self) -> bool:
+        return self.incident is None and not self.recent
+
+    def _crossed(self, ts: int) -> bool:
+        # The window that ends at the newest observation (the usual case, in
+        # order) and the one that ends at the observation just added.
+        newest = self.recent[-1].ts
+        return any(self._window_crosses(end) for end in {newest, ts})
+
+    def _window_crosses(self, end: int) -> bool:
+        lo = bisect.bisect_left(self.recent, end - self.window, key=lambda o: o.ts)
+        hi = bisect.bisect_right(self.recent, end, key=lambda o: o.ts)
+        inside = self.recent[lo:hi]
+        hits = [o for o in inside if o.hit]
+        if count_hits(hits) < self.threshold:
+            return False
+        return len(hits) >= self.min_ratio * len(inside)
+
+
+def count_hits(observations: list[Observation]) -> int:
+    """Hits, each distinct ``value`` once; hits without a value each once."""
+    hits = [o for o in observations if o.hit]
+    values = {o.value for o in hits if o.value is not None}
+    return len(values) + sum(1 for o in hits if o.value is None)
+
+
+def client_observation(
+    result: SessionResult,
+    kind: str,
+    ts: int,
+    *,
+    hit: bool = True,
+    value: str | None = None,
+    measure: int | None = None,
+    example: str | None = None,
+    note: str | None = None,
+) -> Observation:
+    """An observation counted per client address, the usual key."""
+    session = result.session
+    return Observation(
+        kind=kind,
+        key=(session.client_ip,),
+        ts=ts,
+        session_id=session.session_id,
+        client_ip=session.client_ip,
+        server_ip=session.server_ip,
+        hit=hit,
+        value=value,
+        measure=measure,
+        example=example,
+        note=note,
+    )
