@@ -160,6 +160,9 @@ WORDING: dict[str, Wording] = {
 }
 
 
+_SWEEP_EVERY_NS = 60 * 1_000_000_000
+
+
 class AlertEngine:
     """Counts observations per (kind, key) and hands out finished alerts."""
 
@@ -167,15 +170,28 @@ class AlertEngine:
         self.rules = rules if rules is not None else default_rules()
         self._detectors = [make(self.rules) for make in DETECTORS]
         self._trackers: dict[tuple[str, tuple[str, ...]], Tracker] = {}
+        self._next_sweep = 0
 
     def feed(self, result: SessionResult) -> list[Alert]:
         """Take the next session, in start order; return alerts now final."""
-        alerts = self.expire(result.session.start)
+        now = result.session.start
+        alerts: list[Alert] = []
+        # Sweeping every tracker at every session is quadratic; a tracker is
+        # brought up to date when it is touched, and the rest once a sweep
+        # interval, which only delays when their alerts come out.
+        if now >= self._next_sweep:
+            alerts = self.expire(now)
+            self._next_sweep = now + _SWEEP_EVERY_NS
         for detector in self._detectors:
             for obs in detector.observe(result):
                 rule = self.rules.rule(obs.kind)
-                if rule.enabled:
-                    self._tracker(obs, rule).add(obs)
+                if not rule.enabled:
+                    continue
+                tracker = self._tracker(obs, rule)
+                incident = tracker.expire(now)
+                if incident is not None:
+                    alerts.append(self._alert(obs.kind, obs.key, incident))
+                tracker.add(obs)
         return alerts
 
     def expire(self, now: int) -> list[Alert]:

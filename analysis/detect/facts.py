@@ -7,6 +7,7 @@ classifies them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterator
@@ -152,17 +153,20 @@ def host_names(text: str | None) -> set[str]:
     return names
 
 
+@functools.lru_cache(maxsize=65536)
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in ``text``, or None; cached, as clients come back often."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def is_global(text: str) -> bool:
     """An Internet address: not private, loopback, link-local or reserved."""
-    try:
-        return ipaddress.ip_address(text).is_global
-    except ValueError:
-        return False
+    address = parse_address(text)
+    return address is not None and address.is_global
 
 
 def is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+    return parse_address(text) is not None

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 from analysis.detect.alert import Severity
+from analysis.detect.facts import parse_address
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -48,9 +49,10 @@ class Local:
     server_names: frozenset[str]  # lower-case names and addresses
 
     def is_own_client(self, ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
+        if not self.networks:
+            return False
+        address = parse_address(ip)
+        if address is None:
             return False
         return any(address in network for network in self.networks)
 

@@ -57,14 +57,17 @@ class Tracker:
     min_ratio: float
     recent: list[Observation] = field(default_factory=list)  # sorted by ts
     incident: list[Observation] | None = None
+    last: int = 0  # newest observation in the incident
 
     def add(self, obs: Observation) -> None:
         if self.incident is not None:
             self.incident.append(obs)
+            self.last = max(self.last, obs.ts)
             return
         bisect.insort(self.recent, obs, key=lambda o: o.ts)
         if obs.hit and self._crossed(obs.ts):
             self.incident = list(self.recent)
+            self.last = max(o.ts for o in self.incident)
             self.recent = []
 
     def expire(self, now: int) -> list[Observation] | None:
@@ -72,7 +75,7 @@ class Tracker:
         cut = bisect.bisect_left(self.recent, now - self.window, key=lambda o: o.ts)
         del self.recent[:cut]
         incident = self.incident
-        if incident is not None and max(o.ts for o in incident) + self.window < now:
+        if incident is not None and self.last + self.window < now:
             self.incident = None
             return incident
         return None
