@@ -1,6 +1,6 @@
 """Finished sessions into pandas DataFrames: the public Python API.
 
-``read_captures`` reads capture files and returns the four tables described
+``read_captures`` reads capture files and returns the tables described
 in ``analysis.schema``. ``TableBuilder`` does the same one ``SessionResult``
 at a time, so the CLI can stream sessions and parallel workers' results can
 be merged.
@@ -38,6 +38,7 @@ _CHILD_KEY: dict[str, str] = {
     "transactions": "index",
     "commands": "ts",
     "anomalies": "ts",
+    "tls": "start",
 }
 
 # numpy's NaT is the smallest int64; missing timestamps are stored as it.
@@ -46,12 +47,13 @@ _NAT = np.iinfo(np.int64).min
 
 @dataclass(frozen=True, slots=True)
 class SmtpTables:
-    """The four tables of one analysis run, and what the run read."""
+    """The tables of one analysis run, and what the run read."""
 
     sessions: pd.DataFrame
     transactions: pd.DataFrame
     commands: pd.DataFrame
     anomalies: pd.DataFrame
+    tls: pd.DataFrame
     stats: pipeline.RunStats
 
     def frames(self) -> dict[str, pd.DataFrame]:
@@ -86,6 +88,7 @@ class TableBuilder:
         self._append("transactions", result.transactions, owner)
         self._append("commands", result.commands, owner)
         self._append("anomalies", result.anomalies, owner)
+        self._append("tls", result.tls, owner)
 
     def add_all(self, results: Iterable[SessionResult]) -> None:
         for result in results:
@@ -151,6 +154,7 @@ def read_captures(
     ports: Iterable[int] | None = None,
     *,
     progress: pipeline.ProgressHook | None = None,
+    tls_keylog: StrPath | None = None,
 ) -> SmtpTables:
     """Read capture files and return their SMTP sessions as DataFrames.
 
@@ -163,6 +167,11 @@ def read_captures(
     A damaged capture does not raise: the sessions decoded before the damage
     are in the tables and ``stats.errors`` says what went wrong and where.
     Column names and dtypes are listed in ``analysis.schema``.
+
+    ``tls_keylog`` names an NSS key log (SSLKEYLOGFILE): sessions whose keys
+    are in it are decrypted with tshark and the SMTP inside them is parsed
+    (``commands.tls`` and ``sessions.tls_decrypted`` are then true). Without
+    tshark this raises ``analysis.tls.decrypt.DecryptError``.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
@@ -174,6 +183,7 @@ def read_captures(
             port_set,
             stats=builder.stats,
             progress=progress,
+            tls_keylog=None if tls_keylog is None else os.fspath(tls_keylog),
         )
     )
     return builder.build()
@@ -214,6 +224,7 @@ _CONVERTERS: dict[Kind, Callable[[list[Any]], pd.Series]] = {
     Kind.INT: lambda values: pd.Series(np.array(values, dtype=np.int64)),
     Kind.NULLABLE_INT: lambda values: pd.Series(pd.array(values, dtype="Int64")),
     Kind.BOOL: lambda values: pd.Series(np.array(values, dtype=np.bool_)),
+    Kind.NULLABLE_BOOL: lambda values: pd.Series(pd.array(values, dtype="boolean")),
     Kind.STRING: lambda values: pd.Series(pd.array(values, dtype="string")),
     Kind.STRING_LIST: _lists,
     Kind.INT_LIST: _lists,

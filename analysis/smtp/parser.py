@@ -35,6 +35,7 @@ from analysis.smtp.events import (
     Reply,
     ReplySeen,
     SmtpEvent,
+    TlsBytesSeen,
     TlsStarted,
 )
 from analysis.smtp.framing import ChunkHeaders, DataBody
@@ -101,7 +102,16 @@ class _Pending:
 class SmtpParser:
     """Sans-IO parser of one SMTP connection. Never raises on wire input."""
 
-    def __init__(self, *, implicit_tls: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        implicit_tls: bool = False,
+        after_starttls: bool = False,
+        first_command_index: int = 0,
+    ) -> None:
+        """``after_starttls`` starts a parser for the SMTP inside a decrypted
+        STARTTLS session: no greeting comes (RFC 3207 4.2). Its command
+        indexes start at ``first_command_index``."""
         self._implicit_tls_port = implicit_tls
         self._mode = ClientMode.COMMAND
         self._server_tls = False
@@ -119,10 +129,10 @@ class SmtpParser:
         self._held_bytes = 0
         self._reply_lines: list[str] = []
         self._reply_code = 0
-        self._greeting_seen = False
-        self._server_spoke = False
+        self._greeting_seen = after_starttls
+        self._server_spoke = after_starttls
         self._client_spoke_first = False
-        self._command_index = 0
+        self._command_index = first_command_index
         self._body: DataBody | None = None
         self._chunk_left = 0
         self._chunk_last = False
@@ -149,6 +159,11 @@ class SmtpParser:
     @property
     def in_tls(self) -> bool:
         return self._mode is ClientMode.TLS
+
+    @property
+    def commands_seen(self) -> int:
+        """The index the next command line would get."""
+        return self._command_index
 
     def feed_client(self, data: bytes, ts: int) -> list[SmtpEvent]:
         out: list[SmtpEvent] = []
@@ -182,6 +197,7 @@ class SmtpParser:
         self._server_spoke = True
         if self._server_tls:
             self.tls_server_bytes += len(data)
+            out.append(TlsBytesSeen(ts, False, data))
             return out
         self._server_input(data, ts, out)
         return out
@@ -194,6 +210,7 @@ class SmtpParser:
         mode = self._mode
         if mode is ClientMode.TLS:
             self.tls_client_bytes += size
+            out.append(TlsBytesSeen(ts, True, b"", size))
         elif mode is ClientMode.DATA_BODY and self._body is not None:
             self._body.lost(size)
         elif mode is ClientMode.BDAT_CHUNK:
@@ -218,6 +235,7 @@ class SmtpParser:
         self._server_spoke = True
         if self._server_tls:
             self.tls_server_bytes += size
+            out.append(TlsBytesSeen(ts, False, b"", size))
             return out
         self._sbuf = b""
         self._server_resync = True
@@ -262,6 +280,7 @@ class SmtpParser:
             mode = self._mode
             if mode is ClientMode.TLS:
                 self.tls_client_bytes += size - pos
+                out.append(TlsBytesSeen(ts, True, buf[pos:]))
                 return
             if mode is ClientMode.DATA_BODY:
                 pos = self._body_input(buf, pos, ts, out)
@@ -764,6 +783,7 @@ class SmtpParser:
         out.append(TlsStarted(ts, implicit))
         if self._cbuf:
             self.tls_client_bytes += len(self._cbuf)
+            out.append(TlsBytesSeen(ts, True, self._cbuf))
             self._cbuf = b""
 
     def _decide_tls(

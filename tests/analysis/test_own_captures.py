@@ -69,6 +69,8 @@ PIPELINED: dict[str, dict[int, set[int]]] = {
 # lf-only.pcap: the client ends every line with a bare LF (RFC 5321 2.3.8).
 ANOMALIES: dict[str, dict[int, list[str]]] = {
     "lf-only.pcap": {0: ["bare_lf"]},
+    # RFC 4954 4: every AUTH in auth.pcap is sent without TLS.
+    "auth.pcap": {stream: ["auth_cleartext"] for stream in range(4)},
 }
 
 # (test, capture) -> the smtpscope bug that makes it fail.

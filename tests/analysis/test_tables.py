@@ -165,6 +165,7 @@ def fake_analyze(
         *,
         stats: pipeline.RunStats | None = None,
         progress: pipeline.ProgressHook | None = None,
+        tls_keylog: str | None = None,
     ) -> Iterator[SessionResult]:
         calls.append((list(paths), ports))
         assert stats is not None
