@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import pipeline
+from analysis import downgrade, pipeline
 from analysis.records import SessionResult
 from analysis.schema import TABLES, Column, Kind
 
@@ -105,9 +105,33 @@ class TableBuilder:
         _add_stats(self.stats, other.stats)
 
     def build(self) -> SmtpTables:
+        """The tables, with the findings that need every session added.
+
+        Those findings (``analysis.downgrade``) go into copies of the
+        collected values, so building twice gives the same tables.
+        """
+        values = self._values
+        owners = self._owner
+        extra = downgrade.find(values["sessions"])
+        if extra:
+            values = {table: dict(columns) for table, columns in values.items()}
+            owners = dict(owners)
+            counts = list(values["sessions"]["anomalies"])
+            anomalies = {name: list(v) for name, v in values["anomalies"].items()}
+            anomaly_owners = list(owners["anomalies"])
+            for owner, record in extra:
+                counts[owner] += 1
+                for column in TABLES["anomalies"]:
+                    anomalies[column.name].append(getattr(record, column.attribute))
+                anomaly_owners.append(owner)
+            values["sessions"]["anomalies"] = counts
+            values["anomalies"] = anomalies
+            owners["anomalies"] = anomaly_owners
         session_rank = self._session_rank()
         frames = {
-            table: self._frame(table, self._row_order(table, session_rank))
+            table: self._frame(
+                values, table, self._row_order(table, session_rank, values, owners)
+            )
             for table in TABLES
         }
         return SmtpTables(stats=self.stats, **frames)
@@ -128,11 +152,17 @@ class TableBuilder:
             rank[arrival] = position
         return rank
 
-    def _row_order(self, table: str, session_rank: list[int]) -> list[int]:
-        owners = self._owner[table]
+    def _row_order(
+        self,
+        table: str,
+        session_rank: list[int],
+        values: dict[str, dict[str, list[Any]]],
+        all_owners: dict[str, list[int]],
+    ) -> list[int]:
+        owners = all_owners[table]
         if table == "sessions":
             return sorted(range(len(owners)), key=lambda i: session_rank[owners[i]])
-        keys = self._values[table][_CHILD_KEY[table]]
+        keys = values[table][_CHILD_KEY[table]]
 
         def key(i: int) -> tuple[int, Any]:
             return session_rank[owners[i]], keys[i]
@@ -140,8 +170,10 @@ class TableBuilder:
         # Python's sort is stable, so equal keys keep arrival order.
         return sorted(range(len(owners)), key=key)
 
-    def _frame(self, table: str, order: list[int]) -> pd.DataFrame:
-        values = self._values[table]
+    def _frame(
+        self, all_values: dict[str, dict[str, list[Any]]], table: str, order: list[int]
+    ) -> pd.DataFrame:
+        values = all_values[table]
         data = {
             column.name: _series(column, [values[column.name][i] for i in order])
             for column in TABLES[table]
