@@ -499,7 +499,13 @@ class SessionBuilder:
         if s.auth_attempts and s.auth_result is None:
             s.auth_result = "no_reply"
         silent = s.greeting_code is None and not self.commands
-        if silent and s.tls == "none" and (s.client_bytes or s.server_bytes):
+        recognised = any(a.kind == "not_smtp" for a in self.anomalies)
+        if (
+            silent
+            and not recognised
+            and s.tls == "none"
+            and (s.client_bytes or s.server_bytes)
+        ):
             self._add_anomaly(
                 ts, "not_smtp", "no SMTP greeting or command on an SMTP port"
             )

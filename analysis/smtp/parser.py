@@ -23,7 +23,7 @@ import enum
 from collections import deque
 from dataclasses import dataclass
 
-from analysis.smtp import auth
+from analysis.smtp import auth, sniff
 from analysis.smtp.events import (
     AnomalySeen,
     AuthResponseSeen,
@@ -70,6 +70,7 @@ class ClientMode(enum.Enum):
     AUTH_ANSWER = "auth_answer"  # the next line answers a 334 challenge
     REFUSED_BODY = "refused_body"  # a body sent although DATA was refused
     TLS = "tls"
+    OTHER = "other"  # another protocol on an SMTP port: nothing is parsed
 
 
 # (what the reply answers, reply class) -> client mode afterwards.
@@ -171,6 +172,10 @@ class SmtpParser:
             return out
         if not self._tls_decided:
             self._decide_tls(data, ts, from_client=True, out=out)
+        if self._mode is ClientMode.OTHER or self._other_protocol(
+            data, ts, out, from_client=True
+        ):
+            return out
         if self._held is not None:
             self._hold(data, ts, out)
             return out
@@ -194,6 +199,10 @@ class SmtpParser:
             return out
         if not self._tls_decided:
             self._decide_tls(data, ts, from_client=False, out=out)
+        if self._mode is ClientMode.OTHER or self._other_protocol(
+            data, ts, out, from_client=False
+        ):
+            return out
         self._server_spoke = True
         if self._server_tls:
             self.tls_server_bytes += len(data)
@@ -771,6 +780,30 @@ class SmtpParser:
         elif answers == "AUTH" and mode is ClientMode.AUTH_ANSWER:
             self._auth_challenge(reply)
         self._replay(held, out)
+
+    def _other_protocol(
+        self, data: bytes, ts: int, out: list[SmtpEvent], *, from_client: bool
+    ) -> bool:
+        """At the very start, recognise a protocol that is not SMTP."""
+        opening = self._command_index == 0 and not self._server_spoke
+        if not opening or self._mode is not ClientMode.COMMAND:
+            return False
+        side = "client" if from_client else "server"
+        if from_client:
+            if self._cbuf:
+                return False
+            name = sniff.client_protocol(data)
+        else:
+            if self._sbuf:
+                return False
+            name = sniff.server_protocol(data)
+        if name is None:
+            return False
+        self._mode = ClientMode.OTHER
+        self._anomaly(
+            out, ts, "not_smtp", f"{side} speaks {name}: {show_bytes(data, 40)}"
+        )
+        return True
 
     # ------------------------------------------------------------------
     # TLS

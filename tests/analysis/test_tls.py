@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 from analysis.downgrade import mangled_keyword
+from analysis.smtp.events import AnomalySeen, CommandSeen, TlsBytesSeen
+from analysis.smtp.parser import SmtpParser
 from analysis.tls import fingerprint
 from analysis.tls.events import (
     AlertSeen,
@@ -217,3 +219,52 @@ def test_mangled_keywords() -> None:
     assert not mangled_keyword("XEXCH50")
     assert not mangled_keyword("STARTTLS")
     assert not mangled_keyword("XXX")
+
+
+# Traffic that is not what the port promises ---------------------------------
+
+
+def test_http_on_an_smtp_port_is_recognised_not_parsed() -> None:
+    p = SmtpParser()
+    events = p.feed_client(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+    events += p.feed_server(b"HTTP/1.1 400 Bad Request\r\n\r\n", 2) + p.close(3)
+    assert [(e.kind, e.detail[:22]) for e in events if isinstance(e, AnomalySeen)] == [
+        ("not_smtp", "client speaks HTTP: GE")
+    ]
+    assert not [e for e in events if isinstance(e, CommandSeen)]
+
+
+def test_ssh_server_on_an_smtp_port() -> None:
+    p = SmtpParser()
+    events = p.feed_server(b"SSH-2.0-OpenSSH_9.2\r\n", 1) + p.close(2)
+    assert [e.kind for e in events if isinstance(e, AnomalySeen)] == ["not_smtp"]
+
+
+def test_plain_smtp_on_the_implicit_tls_port_is_still_parsed() -> None:
+    p = SmtpParser(implicit_tls=True)
+    events = p.feed_server(b"220 mx ESMTP\r\n", 1) + p.feed_client(b"EHLO a\r\n", 2)
+    assert [e.kind for e in events if isinstance(e, AnomalySeen)] == [
+        "plaintext_on_tls_port"
+    ]
+    assert [e.verb for e in events if isinstance(e, CommandSeen)] == ["EHLO"]
+
+
+def test_tls_on_a_plain_port_goes_to_the_tls_parser() -> None:
+    p = SmtpParser()
+    hello = record(22, handshake(1, client_hello_body()))
+    events = p.feed_client(hello, 1)
+    kinds = [e.kind for e in events if isinstance(e, AnomalySeen)]
+    assert kinds == ["tls_on_plain_port"]
+    sent = b"".join(e.data for e in events if isinstance(e, TlsBytesSeen))
+    assert sent == hello
+
+
+def test_server_injection_bytes_stay_out_of_the_tls_stream() -> None:
+    p = SmtpParser()
+    p.feed_server(b"220 mx\r\n", 1)
+    p.feed_client(b"STARTTLS\r\n", 2)
+    events = p.feed_server(b"220 go\r\n250 fake\r\n", 3)
+    (anomaly,) = [e for e in events if isinstance(e, AnomalySeen)]
+    assert anomaly.kind == "starttls_server_injection"
+    assert anomaly.detail == "10 bytes after the 220: 250 fake\\r\\n"
+    assert not [e for e in events if isinstance(e, TlsBytesSeen)]
