@@ -44,6 +44,7 @@ from analysis.export import ExportError, Format, prepare_directory, require_form
 from analysis.export import write_tables as export_tables
 from analysis.parallel import read_sharded
 from analysis.tables import SmtpTables, TableBuilder
+from analysis.tls import decrypt
 from analysis.views import print_report
 
 PROG = "smtpscope"
@@ -121,7 +122,7 @@ def _add_read_command(
         description="Read pcap or pcapng captures (gzip-compressed too) and show "
         "the SMTP sessions in them; with -o, also write them as tables.",
         epilog="One file per table with -o: sessions, transactions, commands, "
-        "anomalies, alerts. JSON Lines and Parquet keep every value exactly; "
+        "anomalies, alerts, tls. JSON Lines and Parquet keep every value exactly; "
         "CSV is for spreadsheets and escapes control characters "
         "and formula starts. Exit status: 0 when every capture was read, 1 when "
         "one could not be read or was damaged (the sessions before the damage "
@@ -172,6 +173,13 @@ def _add_read_command(
         "analysis/detect/default_rules.toml for every key",
     )
     read.add_argument(
+        "--tls-keylog",
+        metavar="KEYLOG",
+        help="decrypt the TLS sessions whose keys are in KEYLOG (NSS key log "
+        "format, as written by SSLKEYLOGFILE) with tshark, and parse the SMTP "
+        "inside them; needs tshark installed",
+    )
+    read.add_argument(
         "--limit",
         type=_row_limit,
         default=20,
@@ -212,6 +220,8 @@ def _validate_read(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error("standard input ('-') can be read only once")
     if "-" in args.captures and sys.stdin.isatty():
         parser.error("'-' reads a capture from standard input, which is a terminal")
+    if args.tls_keylog is not None and "-" in args.captures:
+        parser.error("--tls-keylog needs capture files, not standard input")
 
 
 def _run_read(args: argparse.Namespace) -> int:
@@ -226,6 +236,15 @@ def _run_read(args: argparse.Namespace) -> int:
         except ExportError as exc:
             _error(str(exc))
             return Exit.INPUT
+    if args.tls_keylog is not None:
+        if not decrypt.tshark_available():
+            _error(
+                "--tls-keylog needs tshark, which is not installed; "
+                + decrypt.INSTALL_HINT
+            )
+            return Exit.INPUT
+        if not _check_readable(args.tls_keylog):
+            return Exit.INPUT
     readable = [path for path in args.captures if _check_readable(path)]
     failed = len(readable) < len(args.captures)
     if not readable:
@@ -236,7 +255,8 @@ def _run_read(args: argparse.Namespace) -> int:
     builder = TableBuilder(stats, rules=args.rules)
     show_progress = not args.quiet and sys.stderr.isatty()
     jobs = args.jobs or os.cpu_count() or 1
-    if jobs > 1 and "-" not in readable:
+    # Decryption runs tshark over whole captures: one process does it.
+    if jobs > 1 and "-" not in readable and args.tls_keylog is None:
         # Each worker reads every capture; progress would be per worker, so
         # none is shown.
         try:
@@ -248,11 +268,17 @@ def _run_read(args: argparse.Namespace) -> int:
         with _ProgressBar(show_progress) as progress:
             try:
                 for result in pipeline.analyze(
-                    readable, ports, stats=stats, progress=progress
+                    readable,
+                    ports,
+                    stats=stats,
+                    progress=progress,
+                    tls_keylog=args.tls_keylog,
                 ):
                     builder.add(result)
             except OSError as exc:
                 stats.errors.append(_os_error_message(exc))
+            except decrypt.DecryptError as exc:
+                stats.errors.append(str(exc))
             except KeyboardInterrupt:
                 stats.interrupted = True
     tables = builder.build()

@@ -195,6 +195,7 @@ def _arrow_type(column: Column) -> Any:
         Kind.INT: pa.int64(),
         Kind.NULLABLE_INT: pa.int64(),
         Kind.BOOL: pa.bool_(),
+        Kind.NULLABLE_BOOL: pa.bool_(),
         Kind.STRING: pa.string(),
         Kind.STRING_LIST: pa.list_(pa.string()),
         Kind.INT_LIST: pa.list_(pa.int64()),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from analysis.records import SessionResult
 from analysis.session import SessionBuilder
+from analysis.tls.decrypt import DecryptedStreams, decrypt_captures
 from capture.source import SourceStats, iter_stream_events
 from capture.stream import (
     StreamAnomaly,
@@ -52,6 +53,7 @@ def analyze(
     stats: RunStats | None = None,
     progress: ProgressHook | None = None,
     shard: tuple[int, int] = (0, 1),
+    tls_keylog: str | None = None,
 ) -> Iterator[SessionResult]:
     """Yield every SMTP session found in ``paths``, read in the given order.
 
@@ -59,11 +61,20 @@ def analyze(
     ``stats.errors``; the sessions decoded before the damage are still
     yielded, and reading goes on with the next capture. ``shard`` (k, n)
     keeps only the connections that hash to worker k of n.
+
+    With ``tls_keylog`` (an NSS key log), tshark first decrypts the sessions
+    whose keys are in it (``analysis.tls.decrypt``; raises ``DecryptError``
+    when tshark is missing) and the SMTP inside them is parsed too.
     """
     run = stats if stats is not None else RunStats()
     source = SourceStats()
     builders: dict[int, SessionBuilder] = {}
     all_ports = frozenset(ports)
+    decrypted = (
+        decrypt_captures(paths, tls_keylog, all_ports)
+        if tls_keylog is not None
+        else DecryptedStreams()
+    )
 
     try:
         for event in iter_stream_events(
@@ -74,8 +85,15 @@ def analyze(
                 if builder is not None:
                     builder.data(event.direction, event.data, event.ts)
             elif isinstance(event, StreamOpened):
-                builders[event.conn.conn_id] = SessionBuilder(
-                    event.conn, IMPLICIT_TLS_PORTS
+                conn = event.conn
+                key = (
+                    conn.client_ip,
+                    conn.client_port,
+                    conn.server_ip,
+                    conn.server_port,
+                )
+                builders[conn.conn_id] = SessionBuilder(
+                    conn, IMPLICIT_TLS_PORTS, decrypted.take(key, conn.first_ts)
                 )
             elif isinstance(event, StreamClosed):
                 builder = builders.pop(event.conn.conn_id, None)

@@ -2,7 +2,8 @@
 
 Records are filled in while a connection is being analysed and are final once
 its ``StreamClosed`` has been handled. Field names are the public column names
-of the ``sessions``, ``transactions``, ``commands`` and ``anomalies`` tables;
+of the ``sessions``, ``transactions``, ``commands``, ``anomalies`` and ``tls``
+tables;
 users' scripts depend on them, so fields are only ever added, never renamed.
 
 Timestamps are integer nanoseconds since the Unix epoch (UTC); the table layer
@@ -55,6 +56,24 @@ class SessionRecord:
     handshake_seen: bool = False
     client_packets: int = 0
     server_packets: int = 0
+    # TLS handshake, read without keys (see analysis.tls).
+    tls_version: str | None = None  # negotiated, e.g. TLSv1.3
+    tls_cipher: str | None = None
+    tls_sni: str | None = None
+    tls_ja3: str | None = None
+    tls_ja4: str | None = None
+    tls_handshake: str = "none"  # none, completed, failed, incomplete
+    tls_alert: str | None = None  # first alert, e.g. "server fatal unknown_ca"
+    cert_subject: str | None = None  # the server's own certificate
+    cert_issuer: str | None = None
+    cert_sha256: str | None = None
+    cert_self_signed: bool | None = None
+    # STARTTLS posture (RFC 3207).
+    starttls_offered: bool = False  # a clear-text EHLO reply listed STARTTLS
+    starttls_attempted: bool = False
+    starttls_reply: int | None = None
+    auth_cleartext: bool = False  # AUTH sent before any TLS
+    tls_decrypted: bool = False  # the SMTP inside TLS was read with a key log
 
 
 @dataclass(slots=True)
@@ -109,6 +128,41 @@ class AnomalyRecord:
 
 
 @dataclass(slots=True)
+class TlsRecord:
+    """One TLS handshake: its hellos, certificates and outcome."""
+
+    session_id: str
+    start: int  # first TLS byte
+    mode: str  # starttls or implicit
+    outcome: str = "incomplete"  # completed, failed, incomplete
+    client_version: str | None = None  # legacy_version of the ClientHello
+    client_versions: list[str] = field(default_factory=list)  # supported_versions
+    cipher_suites: list[int] = field(default_factory=list)  # offered, wire order
+    extensions: list[int] = field(default_factory=list)  # ClientHello, wire order
+    sni: str | None = None
+    alpn: list[str] = field(default_factory=list)
+    ja3: str | None = None
+    ja3_string: str | None = None
+    ja4: str | None = None
+    ja4_r: str | None = None
+    version: str | None = None  # negotiated
+    cipher: str | None = None  # chosen by the server
+    cipher_id: int | None = None
+    hello_retry: bool = False  # the server sent a HelloRetryRequest
+    alert: str | None = None
+    cert_count: int = 0  # certificates the server sent in the clear
+    cert_subject: str | None = None
+    cert_issuer: str | None = None
+    cert_sans: list[str] = field(default_factory=list)
+    cert_not_before: int | None = None
+    cert_not_after: int | None = None
+    cert_sha256: str | None = None
+    cert_self_signed: bool | None = None
+    chain_sha256: list[str] = field(default_factory=list)
+    end: int | None = None  # when the outcome was known
+
+
+@dataclass(slots=True)
 class SessionResult:
     """Everything one connection produced, handed over when it closes."""
 
@@ -116,3 +170,4 @@ class SessionResult:
     transactions: list[TransactionRecord]
     commands: list[CommandRecord]
     anomalies: list[AnomalyRecord]
+    tls: list[TlsRecord] = field(default_factory=list)

@@ -25,6 +25,7 @@ class Kind(enum.StrEnum):
     INT = "int"  # counts and ports, never missing
     NULLABLE_INT = "nullable_int"  # reply codes and sizes that may be missing
     BOOL = "bool"
+    NULLABLE_BOOL = "nullable_bool"  # yes, no or unknown
     STRING = "string"
     STRING_LIST = "string_list"  # Python list of str per cell
     INT_LIST = "int_list"  # Python list of int | None per cell
@@ -36,6 +37,7 @@ DTYPE: dict[Kind, str] = {
     Kind.INT: "int64",
     Kind.NULLABLE_INT: "Int64",
     Kind.BOOL: "bool",
+    Kind.NULLABLE_BOOL: "boolean",
     Kind.STRING: "string",
     Kind.STRING_LIST: "object",
     Kind.INT_LIST: "object",
@@ -63,7 +65,9 @@ _F = Kind.FLOAT
 _I = Kind.INT
 _NI = Kind.NULLABLE_INT
 _B = Kind.BOOL
+_NB = Kind.NULLABLE_BOOL
 _S = Kind.STRING
+_SL = Kind.STRING_LIST
 
 SESSIONS: tuple[Column, ...] = (
     Column("session_id", _S, "identifier shared by all rows of one connection"),
@@ -102,6 +106,22 @@ SESSIONS: tuple[Column, ...] = (
     Column("handshake_seen", _B, "whether the capture shows the SYN"),
     Column("client_packets", _I, "packets from the client"),
     Column("server_packets", _I, "packets from the server"),
+    Column("tls_version", _S, "TLS version the server chose"),
+    Column("tls_cipher", _S, "cipher suite the server chose"),
+    Column("tls_sni", _S, "server name the client asked for (SNI)"),
+    Column("tls_ja3", _S, "JA3 fingerprint of the ClientHello (MD5)"),
+    Column("tls_ja4", _S, "JA4 fingerprint of the ClientHello"),
+    Column("tls_handshake", _S, "none, completed, failed or incomplete"),
+    Column("tls_alert", _S, "first TLS alert: side, level and description"),
+    Column("cert_subject", _S, "subject of the server certificate (TLS 1.2-)"),
+    Column("cert_issuer", _S, "issuer of the server certificate"),
+    Column("cert_sha256", _S, "SHA-256 of the server certificate (DER)"),
+    Column("cert_self_signed", _NB, "whether the server certificate signed itself"),
+    Column("starttls_offered", _B, "a clear-text EHLO reply listed STARTTLS"),
+    Column("starttls_attempted", _B, "the client sent STARTTLS"),
+    Column("starttls_reply", _NI, "reply code to STARTTLS"),
+    Column("auth_cleartext", _B, "AUTH was sent before any TLS"),
+    Column("tls_decrypted", _B, "SMTP inside TLS was read with a key log"),
 )
 
 TRANSACTIONS: tuple[Column, ...] = (
@@ -170,12 +190,45 @@ ALERTS: tuple[Column, ...] = (
     Column("summary", _S, "one sentence saying what happened"),
 )
 
+TLS: tuple[Column, ...] = (
+    Column("session_id", _S, "the session the handshake belongs to"),
+    Column("start", _T, "first TLS byte"),
+    Column("mode", _S, "starttls or implicit"),
+    Column("outcome", _S, "completed, failed or incomplete"),
+    Column("client_version", _S, "legacy_version of the ClientHello"),
+    Column("client_versions", _SL, "supported_versions the client offered"),
+    Column("cipher_suites", Kind.INT_LIST, "cipher suites offered, wire order"),
+    Column("extensions", Kind.INT_LIST, "ClientHello extension types, wire order"),
+    Column("sni", _S, "server name (SNI)"),
+    Column("alpn", _SL, "ALPN protocols offered"),
+    Column("ja3", _S, "JA3 fingerprint (MD5 of ja3_string)"),
+    Column("ja3_string", _S, "JA3 input string"),
+    Column("ja4", _S, "JA4 fingerprint"),
+    Column("ja4_r", _S, "JA4 before hashing (sorted)"),
+    Column("version", _S, "TLS version the server chose"),
+    Column("cipher", _S, "cipher suite the server chose"),
+    Column("cipher_id", _NI, "its IANA number"),
+    Column("hello_retry", _B, "the server sent a HelloRetryRequest"),
+    Column("alert", _S, "first alert: side, level and description"),
+    Column("cert_count", _I, "certificates the server sent in the clear"),
+    Column("cert_subject", _S, "subject of the server certificate"),
+    Column("cert_issuer", _S, "issuer of the server certificate"),
+    Column("cert_sans", _SL, "its subject alternative names"),
+    Column("cert_not_before", _T, "start of its validity"),
+    Column("cert_not_after", _T, "end of its validity"),
+    Column("cert_sha256", _S, "SHA-256 of its DER encoding"),
+    Column("cert_self_signed", _NB, "whether it signed itself"),
+    Column("chain_sha256", _SL, "SHA-256 of every certificate sent, in order"),
+    Column("end", _T, "when the outcome was known"),
+)
+
 TABLES: dict[str, tuple[Column, ...]] = {
     "sessions": SESSIONS,
     "transactions": TRANSACTIONS,
     "commands": COMMANDS,
     "anomalies": ANOMALIES,
     "alerts": ALERTS,
+    "tls": TLS,
 }
 
 

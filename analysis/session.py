@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections import deque
+from collections.abc import Sequence
 
+from analysis.handshake import HandshakeBuilder
 from analysis.records import (
     AnomalyRecord,
     CommandRecord,
     SessionRecord,
     SessionResult,
+    TlsRecord,
     TransactionRecord,
 )
 from analysis.smtp.events import (
@@ -31,10 +35,12 @@ from analysis.smtp.events import (
     Reply,
     ReplySeen,
     SmtpEvent,
+    TlsBytesSeen,
     TlsStarted,
 )
 from analysis.smtp.parser import SmtpParser
 from analysis.smtp.syntax import KNOWN_VERBS, parse_path, queue_id
+from analysis.tls.decrypt import DecryptedChunk
 from capture.stream import Connection, Direction
 
 NS = 1_000_000_000
@@ -82,6 +88,11 @@ def _is_last_chunk(argument: str) -> bool:
     return len(parts) == 2 and parts[1].upper() == "LAST"
 
 
+def _offers_starttls(reply: Reply) -> bool:
+    # RFC 3207 4: the EHLO keyword is STARTTLS, with no parameters.
+    return any(line.split(" ", 1)[0].upper() == "STARTTLS" for line in reply.lines[1:])
+
+
 def _seconds(later: int | None, earlier: int | None) -> float | None:
     if later is None or earlier is None:
         return None
@@ -91,7 +102,12 @@ def _seconds(later: int | None, earlier: int | None) -> float | None:
 class SessionBuilder:
     """Builds the records of one connection. Feed it in capture order."""
 
-    def __init__(self, conn: Connection, implicit_tls_ports: frozenset[int]) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        implicit_tls_ports: frozenset[int],
+        decrypted: Sequence[DecryptedChunk] = (),
+    ) -> None:
         self.conn = conn
         sid = session_id(conn)
         self.session = SessionRecord(
@@ -115,6 +131,12 @@ class SessionBuilder:
         self._message_start = 0
         self._auth_cancelled = False
         self._displaced: dict[int, TransactionRecord] = {}  # MAIL -> older txn
+        self._handshake: HandshakeBuilder | None = None
+        # The SMTP inside TLS, when a key log decrypted it: its own parser,
+        # fed the plaintext tshark recovered, in capture order.
+        self._decrypted = deque(decrypted)
+        self._inner: SmtpParser | None = None
+        self._inside = False  # the events being applied came from inside TLS
 
     # Stream side ---------------------------------------------------------
 
@@ -125,6 +147,24 @@ class SessionBuilder:
         else:
             self.session.server_bytes += len(data)
             self._apply(self.parser.feed_server(data, ts))
+        if self._inner is not None and self._decrypted:
+            self._feed_decrypted(ts)
+
+    def _feed_decrypted(self, until: int | None) -> None:
+        """Hand the inner parser the plaintext recorded up to ``until``."""
+        inner = self._inner
+        assert inner is not None
+        self._inside = True
+        try:
+            while self._decrypted and (until is None or self._decrypted[0].ts <= until):
+                chunk = self._decrypted.popleft()
+                self.session.tls_decrypted = True
+                if chunk.from_client:
+                    self._apply(inner.feed_client(chunk.data, chunk.ts))
+                else:
+                    self._apply(inner.feed_server(chunk.data, chunk.ts))
+        finally:
+            self._inside = False
 
     def gap(self, direction: Direction, size: int, ts: int) -> None:
         self.session.gaps += 1
@@ -141,11 +181,21 @@ class SessionBuilder:
 
     def close(self, ts: int, reason: str) -> SessionResult:
         self._apply(self.parser.close(ts))
+        if self._inner is not None:
+            self._feed_decrypted(None)
+            self._inside = True
+            self._apply(self._inner.close(ts))
+            self._inside = False
         if self._txn is not None:
             self._end_txn(self._txn, ts)
+        tls: list[TlsRecord] = []
+        if self._handshake is not None:
+            tls.append(self._handshake.close(ts, self.session))
+            for anomaly in self._handshake.anomalies:
+                self._add_anomaly(anomaly.ts, anomaly.kind, anomaly.detail)
         self._finish_session(ts, reason)
         return SessionResult(
-            self.session, self.transactions, self.commands, self.anomalies
+            self.session, self.transactions, self.commands, self.anomalies, tls
         )
 
     # SMTP side -----------------------------------------------------------
@@ -166,6 +216,11 @@ class SessionBuilder:
                 self.session.auth_user = event.user
             elif isinstance(event, AuthResponseSeen):
                 self._auth_cancelled = event.cancelled
+            elif isinstance(event, TlsBytesSeen):
+                if self._handshake is not None and not self._inside:
+                    self._handshake.data(
+                        event.from_client, event.data, event.missing, event.ts
+                    )
             elif isinstance(event, TlsStarted):
                 self._on_tls(event)
             elif isinstance(event, AnomalySeen):
@@ -178,8 +233,21 @@ class SessionBuilder:
         self.session.greeting_delay_s = _seconds(event.ts, start)
 
     def _on_tls(self, event: TlsStarted) -> None:
+        if self._inside:
+            # STARTTLS inside TLS is refused by servers (RFC 3207 4.2);
+            # one that said 220 anyway is worth a look.
+            self._add_anomaly(event.ts, "starttls_inside_tls", "220 to STARTTLS in TLS")
+            return
         self.session.tls = "implicit" if event.implicit else "starttls"
         self.session.tls_start = event.ts
+        self._handshake = HandshakeBuilder(
+            self.session.session_id, event.ts, event.implicit
+        )
+        if self._decrypted:
+            self._inner = SmtpParser(
+                after_starttls=not event.implicit,
+                first_command_index=self.parser.commands_seen,
+            )
 
     def _on_command(self, event: CommandSeen) -> None:
         row = CommandRecord(
@@ -188,6 +256,7 @@ class SessionBuilder:
             verb=event.verb,
             argument=event.argument,
             pipelined=event.pipelined,
+            tls=self._inside,
         )
         self.commands.append(row)
         self._rows[event.index] = row
@@ -209,7 +278,19 @@ class SessionBuilder:
                 if self._txn.status == "incomplete":
                     self._txn.status = "reset"
                 self._end_txn(self._txn, event.ts)
+        elif verb == "STARTTLS" and not self._inside:
+            self.session.starttls_attempted = True
         elif verb == "AUTH":
+            cleartext = not self._inside and not self.parser.in_tls
+            if cleartext and not self.session.auth_cleartext:
+                # RFC 4954 4: credentials in clear text; on an implicit-TLS
+                # port the parser is in TLS from the start, so this is AUTH
+                # on a plain port or plain text where TLS was due. Flagged
+                # once per session.
+                self.session.auth_cleartext = True
+                self._add_anomaly(
+                    event.ts, "auth_cleartext", "AUTH sent before any TLS"
+                )
             mechanism = event.argument.partition(" ")[0].upper()
             self.session.auth_mechanism = mechanism
             self.session.auth_attempts += 1
@@ -273,9 +354,13 @@ class SessionBuilder:
         self._fill_reply(row, reply, event.ts)
 
         verb = row.verb
+        if verb == "STARTTLS" and not self._inside:
+            self.session.starttls_reply = reply.code
         if verb in ("EHLO", "HELO", "LHLO") and reply.klass == 2:
             if verb != "HELO":
                 self.session.capabilities = list(reply.lines[1:])
+                if not self._inside and not self.parser.in_tls:
+                    self.session.starttls_offered |= _offers_starttls(reply)
             # RFC 5321 4.1.4: an accepted EHLO or HELO resets the state.
             if self._txn is not None:
                 if self._txn.status == "incomplete":
@@ -414,7 +499,13 @@ class SessionBuilder:
         if s.auth_attempts and s.auth_result is None:
             s.auth_result = "no_reply"
         silent = s.greeting_code is None and not self.commands
-        if silent and s.tls == "none" and (s.client_bytes or s.server_bytes):
+        recognised = any(a.kind == "not_smtp" for a in self.anomalies)
+        if (
+            silent
+            and not recognised
+            and s.tls == "none"
+            and (s.client_bytes or s.server_bytes)
+        ):
             self._add_anomaly(
                 ts, "not_smtp", "no SMTP greeting or command on an SMTP port"
             )

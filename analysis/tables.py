@@ -1,11 +1,11 @@
 """Finished sessions into pandas DataFrames: the public Python API.
 
 ``read_captures`` reads capture files and returns the tables described in
-``analysis.schema``: four with a row per session or per thing a session
-holds, and ``alerts``, which the detectors of ``analysis.detect`` compute
-from all sessions at ``build`` time. ``TableBuilder`` does the same one
-``SessionResult`` at a time, so the CLI can stream sessions and parallel
-workers' results can be merged.
+``analysis.schema``: five with rows per session or per thing a session holds
+(``tls`` among them), and ``alerts``, which the detectors of
+``analysis.detect`` compute from all sessions at ``build`` time.
+``TableBuilder`` does the same one ``SessionResult`` at a time, so the CLI
+can stream sessions and parallel workers' results can be merged.
 
 Invariants of every ``SmtpTables``:
 - each table has exactly the columns and dtypes of ``analysis.schema``, in
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis import pipeline
+from analysis import downgrade, pipeline
 from analysis.detect import Alert, Rules, detect
 from analysis.records import SessionResult
 from analysis.schema import TABLES, Column, Kind
@@ -42,10 +42,17 @@ _CHILD_KEY: dict[str, str] = {
     "transactions": "index",
     "commands": "ts",
     "anomalies": "ts",
+    "tls": "start",
 }
 
 # Tables filled from session results; "alerts" is computed from all of them.
-_SESSION_TABLES: tuple[str, ...] = ("sessions", "transactions", "commands", "anomalies")
+_SESSION_TABLES: tuple[str, ...] = (
+    "sessions",
+    "transactions",
+    "commands",
+    "anomalies",
+    "tls",
+)
 
 # numpy's NaT is the smallest int64; missing timestamps are stored as it.
 _NAT = np.iinfo(np.int64).min
@@ -59,6 +66,7 @@ class SmtpTables:
     transactions: pd.DataFrame
     commands: pd.DataFrame
     anomalies: pd.DataFrame
+    tls: pd.DataFrame
     stats: pipeline.RunStats
     alerts: pd.DataFrame
 
@@ -100,6 +108,7 @@ class TableBuilder:
         self._append("transactions", result.transactions, owner)
         self._append("commands", result.commands, owner)
         self._append("anomalies", result.anomalies, owner)
+        self._append("tls", result.tls, owner)
         self._results.append(result)
 
     def add_all(self, results: Iterable[SessionResult]) -> None:
@@ -118,9 +127,33 @@ class TableBuilder:
         _add_stats(self.stats, other.stats)
 
     def build(self) -> SmtpTables:
+        """The tables, with the findings that need every session added.
+
+        Those findings (``analysis.downgrade``) go into copies of the
+        collected values, so building twice gives the same tables.
+        """
+        values = self._values
+        owners = self._owner
+        extra = downgrade.find(values["sessions"])
+        if extra:
+            values = {table: dict(columns) for table, columns in values.items()}
+            owners = dict(owners)
+            counts = list(values["sessions"]["anomalies"])
+            anomalies = {name: list(v) for name, v in values["anomalies"].items()}
+            anomaly_owners = list(owners["anomalies"])
+            for owner, record in extra:
+                counts[owner] += 1
+                for column in TABLES["anomalies"]:
+                    anomalies[column.name].append(getattr(record, column.attribute))
+                anomaly_owners.append(owner)
+            values["sessions"]["anomalies"] = counts
+            values["anomalies"] = anomalies
+            owners["anomalies"] = anomaly_owners
         session_rank = self._session_rank()
         frames = {
-            table: self._frame(table, self._row_order(table, session_rank))
+            table: self._frame(
+                values, table, self._row_order(table, session_rank, values, owners)
+            )
             for table in _SESSION_TABLES
         }
         alerts = _alert_frame(detect(self._results, self.rules))
@@ -142,11 +175,17 @@ class TableBuilder:
             rank[arrival] = position
         return rank
 
-    def _row_order(self, table: str, session_rank: list[int]) -> list[int]:
-        owners = self._owner[table]
+    def _row_order(
+        self,
+        table: str,
+        session_rank: list[int],
+        values: dict[str, dict[str, list[Any]]],
+        all_owners: dict[str, list[int]],
+    ) -> list[int]:
+        owners = all_owners[table]
         if table == "sessions":
             return sorted(range(len(owners)), key=lambda i: session_rank[owners[i]])
-        keys = self._values[table][_CHILD_KEY[table]]
+        keys = values[table][_CHILD_KEY[table]]
 
         def key(i: int) -> tuple[int, Any]:
             return session_rank[owners[i]], keys[i]
@@ -154,8 +193,10 @@ class TableBuilder:
         # Python's sort is stable, so equal keys keep arrival order.
         return sorted(range(len(owners)), key=key)
 
-    def _frame(self, table: str, order: list[int]) -> pd.DataFrame:
-        values = self._values[table]
+    def _frame(
+        self, all_values: dict[str, dict[str, list[Any]]], table: str, order: list[int]
+    ) -> pd.DataFrame:
+        values = all_values[table]
         data = {
             column.name: _series(column, [values[column.name][i] for i in order])
             for column in TABLES[table]
@@ -169,6 +210,7 @@ def read_captures(
     *,
     progress: pipeline.ProgressHook | None = None,
     rules: Rules | None = None,
+    tls_keylog: StrPath | None = None,
 ) -> SmtpTables:
     """Read capture files and return their SMTP sessions as DataFrames.
 
@@ -183,6 +225,11 @@ def read_captures(
     Column names and dtypes are listed in ``analysis.schema``. ``rules``
     (from ``analysis.detect.load_rules``) replaces the default detection
     rules.
+
+    ``tls_keylog`` names an NSS key log (SSLKEYLOGFILE): sessions whose keys
+    are in it are decrypted with tshark and the SMTP inside them is parsed
+    (``commands.tls`` and ``sessions.tls_decrypted`` are then true). Without
+    tshark this raises ``analysis.tls.decrypt.DecryptError``.
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
@@ -194,6 +241,7 @@ def read_captures(
             port_set,
             stats=builder.stats,
             progress=progress,
+            tls_keylog=None if tls_keylog is None else os.fspath(tls_keylog),
         )
     )
     return builder.build()
@@ -242,6 +290,7 @@ _CONVERTERS: dict[Kind, Callable[[list[Any]], pd.Series]] = {
     Kind.INT: lambda values: pd.Series(np.array(values, dtype=np.int64)),
     Kind.NULLABLE_INT: lambda values: pd.Series(pd.array(values, dtype="Int64")),
     Kind.BOOL: lambda values: pd.Series(np.array(values, dtype=np.bool_)),
+    Kind.NULLABLE_BOOL: lambda values: pd.Series(pd.array(values, dtype="boolean")),
     Kind.STRING: lambda values: pd.Series(pd.array(values, dtype="string")),
     Kind.STRING_LIST: _lists,
     Kind.INT_LIST: _lists,

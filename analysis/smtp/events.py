@@ -100,6 +100,19 @@ class TlsStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsBytesSeen:
+    """Bytes of the TLS stream, in order per direction, for a TLS parser.
+
+    ``missing`` is non-zero for bytes the capture lost (``data`` is empty).
+    """
+
+    ts: int
+    from_client: bool
+    data: bytes
+    missing: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class AnomalySeen:
     ts: int
     kind: str
@@ -115,5 +128,6 @@ SmtpEvent = (
     | MessageStarted
     | MessageEnded
     | TlsStarted
+    | TlsBytesSeen
     | AnomalySeen
 )

@@ -23,7 +23,7 @@ import enum
 from collections import deque
 from dataclasses import dataclass
 
-from analysis.smtp import auth
+from analysis.smtp import auth, sniff
 from analysis.smtp.events import (
     AnomalySeen,
     AuthResponseSeen,
@@ -35,6 +35,7 @@ from analysis.smtp.events import (
     Reply,
     ReplySeen,
     SmtpEvent,
+    TlsBytesSeen,
     TlsStarted,
 )
 from analysis.smtp.framing import ChunkHeaders, DataBody
@@ -69,6 +70,7 @@ class ClientMode(enum.Enum):
     AUTH_ANSWER = "auth_answer"  # the next line answers a 334 challenge
     REFUSED_BODY = "refused_body"  # a body sent although DATA was refused
     TLS = "tls"
+    OTHER = "other"  # another protocol on an SMTP port: nothing is parsed
 
 
 # (what the reply answers, reply class) -> client mode afterwards.
@@ -101,7 +103,16 @@ class _Pending:
 class SmtpParser:
     """Sans-IO parser of one SMTP connection. Never raises on wire input."""
 
-    def __init__(self, *, implicit_tls: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        implicit_tls: bool = False,
+        after_starttls: bool = False,
+        first_command_index: int = 0,
+    ) -> None:
+        """``after_starttls`` starts a parser for the SMTP inside a decrypted
+        STARTTLS session: no greeting comes (RFC 3207 4.2). Its command
+        indexes start at ``first_command_index``."""
         self._implicit_tls_port = implicit_tls
         self._mode = ClientMode.COMMAND
         self._server_tls = False
@@ -119,10 +130,10 @@ class SmtpParser:
         self._held_bytes = 0
         self._reply_lines: list[str] = []
         self._reply_code = 0
-        self._greeting_seen = False
-        self._server_spoke = False
+        self._greeting_seen = after_starttls
+        self._server_spoke = after_starttls
         self._client_spoke_first = False
-        self._command_index = 0
+        self._command_index = first_command_index
         self._body: DataBody | None = None
         self._chunk_left = 0
         self._chunk_last = False
@@ -150,12 +161,21 @@ class SmtpParser:
     def in_tls(self) -> bool:
         return self._mode is ClientMode.TLS
 
+    @property
+    def commands_seen(self) -> int:
+        """The index the next command line would get."""
+        return self._command_index
+
     def feed_client(self, data: bytes, ts: int) -> list[SmtpEvent]:
         out: list[SmtpEvent] = []
         if not data:
             return out
         if not self._tls_decided:
             self._decide_tls(data, ts, from_client=True, out=out)
+        if self._mode is ClientMode.OTHER or self._other_protocol(
+            data, ts, out, from_client=True
+        ):
+            return out
         if self._held is not None:
             self._hold(data, ts, out)
             return out
@@ -179,9 +199,14 @@ class SmtpParser:
             return out
         if not self._tls_decided:
             self._decide_tls(data, ts, from_client=False, out=out)
+        if self._mode is ClientMode.OTHER or self._other_protocol(
+            data, ts, out, from_client=False
+        ):
+            return out
         self._server_spoke = True
         if self._server_tls:
             self.tls_server_bytes += len(data)
+            out.append(TlsBytesSeen(ts, False, data))
             return out
         self._server_input(data, ts, out)
         return out
@@ -194,6 +219,7 @@ class SmtpParser:
         mode = self._mode
         if mode is ClientMode.TLS:
             self.tls_client_bytes += size
+            out.append(TlsBytesSeen(ts, True, b"", size))
         elif mode is ClientMode.DATA_BODY and self._body is not None:
             self._body.lost(size)
         elif mode is ClientMode.BDAT_CHUNK:
@@ -218,6 +244,7 @@ class SmtpParser:
         self._server_spoke = True
         if self._server_tls:
             self.tls_server_bytes += size
+            out.append(TlsBytesSeen(ts, False, b"", size))
             return out
         self._sbuf = b""
         self._server_resync = True
@@ -262,6 +289,7 @@ class SmtpParser:
             mode = self._mode
             if mode is ClientMode.TLS:
                 self.tls_client_bytes += size - pos
+                out.append(TlsBytesSeen(ts, True, buf[pos:]))
                 return
             if mode is ClientMode.DATA_BODY:
                 pos = self._body_input(buf, pos, ts, out)
@@ -750,6 +778,30 @@ class SmtpParser:
             self._auth_challenge(reply)
         self._replay(held, out)
 
+    def _other_protocol(
+        self, data: bytes, ts: int, out: list[SmtpEvent], *, from_client: bool
+    ) -> bool:
+        """At the very start, recognise a protocol that is not SMTP."""
+        opening = self._command_index == 0 and not self._server_spoke
+        if not opening or self._mode is not ClientMode.COMMAND:
+            return False
+        side = "client" if from_client else "server"
+        if from_client:
+            if self._cbuf:
+                return False
+            name = sniff.client_protocol(data)
+        else:
+            if self._sbuf:
+                return False
+            name = sniff.server_protocol(data)
+        if name is None:
+            return False
+        self._mode = ClientMode.OTHER
+        self._anomaly(
+            out, ts, "not_smtp", f"{side} speaks {name}: {show_bytes(data, 40)}"
+        )
+        return True
+
     # ------------------------------------------------------------------
     # TLS
 
@@ -761,6 +813,7 @@ class SmtpParser:
         out.append(TlsStarted(ts, implicit))
         if self._cbuf:
             self.tls_client_bytes += len(self._cbuf)
+            out.append(TlsBytesSeen(ts, True, self._cbuf))
             self._cbuf = b""
 
     def _decide_tls(

@@ -14,6 +14,7 @@ from analysis.records import (
     CommandRecord,
     SessionRecord,
     SessionResult,
+    TlsRecord,
     TransactionRecord,
 )
 
@@ -133,7 +134,33 @@ def plain_session() -> SessionResult:
             pipelined=True,
         ),
     ]
-    return SessionResult(session, [transaction], commands, [])
+    handshake = TlsRecord(
+        session_id=sid,
+        start=T0 + SECOND,
+        mode="starttls",
+        outcome="completed",
+        client_version="TLSv1.2",
+        client_versions=["TLSv1.3", "TLSv1.2"],
+        cipher_suites=[4865, 49199],
+        extensions=[0, 43, 13],
+        sni="mx.example",
+        alpn=["smtp"],
+        ja3="0" * 32,
+        version="TLSv1.2",
+        cipher="TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        cipher_id=49199,
+        cert_count=1,
+        cert_subject="CN=mx.example",
+        cert_issuer="CN=mx.example",
+        cert_sans=["mx.example"],
+        cert_not_before=T0 - 86400 * SECOND,
+        cert_not_after=T0 + 86400 * SECOND,
+        cert_sha256="ab" * 32,
+        cert_self_signed=True,
+        chain_sha256=["ab" * 32],
+        end=T0 + SECOND + 5_000_000,
+    )
+    return SessionResult(session, [transaction], commands, [], [handshake])
 
 
 def hostile_session() -> SessionResult:

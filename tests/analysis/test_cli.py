@@ -36,6 +36,7 @@ class FakePipeline:
         *,
         stats: pipeline.RunStats | None = None,
         progress: pipeline.ProgressHook | None = None,
+        tls_keylog: str | None = None,
     ) -> Iterator[SessionResult]:
         assert stats is not None
         self.calls.append((list(paths), ports))

@@ -60,6 +60,11 @@ def coerce(frame: pd.DataFrame, table: str) -> pd.DataFrame:
             out[column.name] = pd.Series(cells, dtype=object)
         elif column.kind is Kind.BOOL:
             out[column.name] = values.map(lambda v: v in (True, "true")).astype(bool)
+        elif column.kind is Kind.NULLABLE_BOOL:
+            flags = {True: True, "true": True, False: False, "false": False}
+            out[column.name] = pd.Series(
+                pd.array([flags.get(v) for v in values], dtype="boolean")
+            )
         else:
             out[column.name] = values.astype(column.dtype)
     return pd.DataFrame(out)

@@ -165,6 +165,7 @@ def fake_analyze(
         *,
         stats: pipeline.RunStats | None = None,
         progress: pipeline.ProgressHook | None = None,
+        tls_keylog: str | None = None,
     ) -> Iterator[SessionResult]:
         calls.append((list(paths), ports))
         assert stats is not None
@@ -215,9 +216,15 @@ def test_read_captures_on_the_projects_own_captures() -> None:
     assert_schema(tables)
     assert tables.stats.errors == []
     assert tables.stats.captures == len(paths)
-    dialogs = sum(len(expected[path.name]["dialogs"]) for path in paths)
+    # The captures of pcaps/scripts/tls.py: one session each, three for
+    # stripping.pcap.
+    tls_made = {"starttls-tls12.pcap": 1, "starttls-injection.pcap": 1}
+    tls_made["stripping.pcap"] = 3
+    dialogs = sum(
+        tls_made.get(path.name) or len(expected[path.name]["dialogs"]) for path in paths
+    )
     assert len(tables.sessions) == dialogs
     assert tables.sessions["start"].is_monotonic_increasing
     # Every child row belongs to a session of the table.
-    for frame in (tables.transactions, tables.commands, tables.anomalies):
+    for frame in (tables.transactions, tables.commands, tables.anomalies, tables.tls):
         assert set(frame["session_id"]) <= set(tables.sessions["session_id"])

@@ -1,0 +1,132 @@
+"""From a connection's TLS bytes to its ``tls`` row and session columns.
+
+``HandshakeBuilder`` owns the TLS parser of one session. The SMTP parser
+hands it the TLS bytes of each direction (``TlsBytesSeen``); it turns the TLS
+events into one ``TlsRecord`` and copies the main facts onto the session row
+when the connection closes.
+"""
+
+from __future__ import annotations
+
+from analysis.records import AnomalyRecord, SessionRecord, TlsRecord
+from analysis.tls import fingerprint, x509
+from analysis.tls.events import (
+    AlertSeen,
+    CertificatesSeen,
+    ClientHelloSeen,
+    HandshakeEnded,
+    ServerHelloSeen,
+    TlsAnomalySeen,
+    TlsEvent,
+)
+from analysis.tls.names import cipher_name, version_name
+from analysis.tls.parser import TlsParser
+
+
+class HandshakeBuilder:
+    def __init__(self, session_id: str, ts: int, implicit: bool) -> None:
+        self.record = TlsRecord(
+            session_id=session_id,
+            start=ts,
+            mode="implicit" if implicit else "starttls",
+        )
+        self._parser = TlsParser()
+        self.anomalies: list[AnomalyRecord] = []
+
+    def data(self, from_client: bool, data: bytes, missing: int, ts: int) -> None:
+        if missing:
+            self._apply(self._parser.gap(from_client, missing, ts))
+        else:
+            self._apply(self._parser.feed(from_client, data, ts))
+
+    def close(self, ts: int, session: SessionRecord) -> TlsRecord:
+        self._apply(self._parser.close(ts))
+        r = self.record
+        session.tls_version = r.version
+        session.tls_cipher = r.cipher
+        session.tls_sni = r.sni
+        session.tls_ja3 = r.ja3
+        session.tls_ja4 = r.ja4
+        session.tls_handshake = r.outcome
+        session.tls_alert = r.alert
+        session.cert_subject = r.cert_subject
+        session.cert_issuer = r.cert_issuer
+        session.cert_sha256 = r.cert_sha256
+        session.cert_self_signed = r.cert_self_signed
+        return r
+
+    def _apply(self, events: list[TlsEvent]) -> None:
+        r = self.record
+        for event in events:
+            if isinstance(event, ClientHelloSeen):
+                self._client_hello(event)
+            elif isinstance(event, ServerHelloSeen):
+                hello = event.hello
+                if hello.retry_request:
+                    r.hello_retry = True
+                    continue
+                r.version = version_name(hello.version)
+                r.cipher = cipher_name(hello.cipher_suite)
+                r.cipher_id = hello.cipher_suite
+            elif isinstance(event, CertificatesSeen):
+                self._certificates(event)
+            elif isinstance(event, AlertSeen):
+                if r.alert is None:
+                    r.alert = _alert_text(event)
+            elif isinstance(event, HandshakeEnded):
+                r.outcome = str(event.outcome)
+                r.end = event.ts
+            elif isinstance(event, TlsAnomalySeen):
+                self.anomalies.append(
+                    AnomalyRecord(r.session_id, event.ts, event.kind, event.detail)
+                )
+
+    def _client_hello(self, event: ClientHelloSeen) -> None:
+        r = self.record
+        hello = event.hello
+        r.client_version = version_name(hello.legacy_version)
+        r.client_versions = [
+            version_name(v)
+            for v in hello.supported_versions
+            if not fingerprint.is_grease(v)
+        ]
+        r.cipher_suites = list(hello.cipher_suites)
+        r.extensions = list(hello.extensions)
+        r.sni = hello.server_name
+        r.alpn = list(hello.alpn)
+        r.ja3_string = fingerprint.ja3_string(hello)
+        r.ja3 = fingerprint.ja3(hello)
+        r.ja4 = fingerprint.ja4(hello)
+        r.ja4_r = fingerprint.ja4_raw(hello)
+
+    def _certificates(self, event: CertificatesSeen) -> None:
+        r = self.record
+        infos = [x509.describe(der) for der in event.chain]
+        r.cert_count = len(infos)
+        r.chain_sha256 = [info.sha256 for info in infos]
+        if not infos:
+            return
+        leaf = infos[0]
+        r.cert_subject = leaf.subject
+        r.cert_issuer = leaf.issuer
+        r.cert_sans = list(leaf.sans)
+        r.cert_not_before = leaf.not_before
+        r.cert_not_after = leaf.not_after
+        r.cert_sha256 = leaf.sha256
+        r.cert_self_signed = leaf.self_signed
+        for info in infos:
+            if info.error is not None:
+                self.anomalies.append(
+                    AnomalyRecord(
+                        r.session_id,
+                        event.ts,
+                        "certificate_unreadable",
+                        f"{info.sha256[:16]}: {info.error[:120]}",
+                    )
+                )
+
+
+def _alert_text(event: AlertSeen) -> str:
+    side = "client" if event.from_client else "server"
+    level = {1: "warning", 2: "fatal"}.get(event.level or 0, "")
+    return " ".join(part for part in (side, level, event.description) if part)

@@ -1,0 +1,144 @@
+"""Decrypted TLS application data from tshark, driven through pyshark.
+
+With an NSS key log (the SSLKEYLOGFILE format), tshark decrypts the TLS
+sessions whose secrets it finds and hands each record's plaintext to the
+next dissector. SMTP and IMF dissection is switched off here so that the
+plaintext arrives as raw ``data``, which goes through smtpscope's own SMTP
+parser. Sessions without keys give no plaintext and stay as they were.
+
+This module alone needs tshark; nothing is imported from pyshark until a
+key log is actually used.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "install it with: apt-get install tshark"
+
+
+class DecryptError(Exception):
+    """Decryption cannot be done: tshark missing or failing."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptedChunk:
+    """Plaintext of one TLS record, or of the records one frame completed."""
+
+    ts: int  # ns, the frame that completed the record
+    from_client: bool
+    data: bytes
+
+
+# (client ip, client port, server ip, server port)
+Endpoints = tuple[str, int, str, int]
+
+
+@dataclass(slots=True)
+class _Stream:
+    first_ts: int
+    chunks: list[DecryptedChunk]
+
+
+class DecryptedStreams:
+    """Decrypted chunks per TCP connection, handed out once each."""
+
+    def __init__(self) -> None:
+        self._streams: dict[Endpoints, list[_Stream]] = defaultdict(list)
+
+    def __len__(self) -> int:
+        return sum(len(streams) for streams in self._streams.values())
+
+    def add(self, key: Endpoints, chunks: list[DecryptedChunk]) -> None:
+        if chunks:
+            self._streams[key].append(_Stream(chunks[0].ts, chunks))
+
+    def take(self, key: Endpoints, first_ts: int) -> list[DecryptedChunk]:
+        """The chunks of the connection with these endpoints opened at
+        ``first_ts``: the earliest stream that began after it."""
+        streams = self._streams.get(key)
+        if not streams:
+            return []
+        candidates = [s for s in streams if s.first_ts >= first_ts]
+        if not candidates:
+            return []
+        chosen = min(candidates, key=lambda s: s.first_ts)
+        streams.remove(chosen)
+        return chosen.chunks
+
+
+def tshark_available() -> bool:
+    return shutil.which("tshark") is not None
+
+
+def decrypt_captures(
+    paths: Sequence[str], keylog: str, ports: Iterable[int]
+) -> DecryptedStreams:
+    """Decrypt every capture in ``paths`` with ``keylog``."""
+    if not tshark_available():
+        raise DecryptError(
+            f"--tls-keylog needs tshark, which is not installed; {INSTALL_HINT}"
+        )
+    server_ports = frozenset(ports)
+    streams = DecryptedStreams()
+    for path in paths:
+        for (_stream, key), chunks in _read(path, keylog, server_ports).items():
+            streams.add(key, chunks)
+    log.info("decrypted %d TLS streams with the key log", len(streams))
+    return streams
+
+
+def _read(
+    path: str, keylog: str, server_ports: frozenset[int]
+) -> dict[tuple[int, Endpoints], list[DecryptedChunk]]:
+    import pyshark
+
+    capture = pyshark.FileCapture(
+        path,
+        keep_packets=False,
+        display_filter="tls && data",
+        override_prefs={"tls.keylog_file": keylog},
+        disable_protocol="smtp",
+        use_json=True,
+    )
+    found: dict[tuple[int, Endpoints], list[DecryptedChunk]] = defaultdict(list)
+    try:
+        for packet in capture:
+            _add_packet(packet, server_ports, found)
+    except Exception as exc:  # pyshark raises its own and asyncio errors
+        raise DecryptError(f"tshark could not decrypt {path}: {exc}") from exc
+    finally:
+        capture.close()
+    return found
+
+
+def _add_packet(
+    packet: Any,
+    server_ports: frozenset[int],
+    found: dict[tuple[int, Endpoints], list[DecryptedChunk]],
+) -> None:
+    network = packet.ip if hasattr(packet, "ip") else packet.ipv6
+    src, dst = str(network.src), str(network.dst)
+    sport, dport = int(packet.tcp.srcport), int(packet.tcp.dstport)
+    from_client = dport in server_ports or sport not in server_ports
+    key: Endpoints = (
+        (src, sport, dst, dport) if from_client else (dst, dport, src, sport)
+    )
+    # The timestamp is kept as text by pyshark: exact to the nanosecond.
+    ts = int(Decimal(packet.sniff_timestamp) * 1_000_000_000)
+    data = b"".join(
+        bytes.fromhex(str(layer.data).replace(":", ""))
+        for layer in packet.get_multiple_layers("data")
+    )
+    if data:
+        found[(int(packet.tcp.stream), key)].append(
+            DecryptedChunk(ts, from_client, data)
+        )

@@ -1,0 +1,270 @@
+"""The sans-IO TLS parser, the fingerprints and the downgrade rules."""
+
+from __future__ import annotations
+
+import struct
+
+from analysis.downgrade import mangled_keyword
+from analysis.smtp.events import AnomalySeen, CommandSeen, TlsBytesSeen
+from analysis.smtp.parser import SmtpParser
+from analysis.tls import fingerprint
+from analysis.tls.events import (
+    AlertSeen,
+    ClientHelloSeen,
+    HandshakeEnded,
+    Outcome,
+    TlsAnomalySeen,
+    TlsEvent,
+)
+from analysis.tls.hello import ClientHello, parse_client_hello
+from analysis.tls.parser import TlsParser
+
+# The example of FoxIO's JA4 specification (technical_details/JA4.md).
+SPEC_CIPHERS = (
+    0x1301, 0x1302, 0x1303, 0xC02B, 0xC02F, 0xC02C, 0xC030, 0xCCA9, 0xCCA8,
+    0xC013, 0xC014, 0x009C, 0x009D, 0x002F, 0x0035,
+)  # fmt: skip
+SPEC_EXTENSIONS = (
+    0x001B, 0x0000, 0x0033, 0x0010, 0x4469, 0x0017, 0x002D, 0x000D, 0x0005,
+    0x0023, 0x0012, 0x002B, 0xFF01, 0x000B, 0x000A, 0x0015,
+)  # fmt: skip
+SPEC_SIGNATURES = (0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601)
+
+
+def spec_hello(grease: bool = False) -> ClientHello:
+    g = (0x3A3A,) if grease else ()
+    return ClientHello(
+        legacy_version=0x0303,
+        cipher_suites=g + SPEC_CIPHERS,
+        extensions=g + SPEC_EXTENSIONS + g,
+        server_name="example.com",
+        alpn_raw=(b"h2", b"http/1.1"),
+        supported_versions=(*g, 0x0304, 0x0303),
+        supported_groups=(*g, 0x001D, 0x0017),
+        ec_point_formats=(0,),
+        signature_algorithms=SPEC_SIGNATURES,
+    )
+
+
+def test_ja4_of_the_specification_example() -> None:
+    assert fingerprint.ja4(spec_hello()) == "t13d1516h2_8daaf6152771_e5627efa2ab1"
+    assert fingerprint.ja4_raw(spec_hello()) == (
+        "t13d1516h2_002f,0035,009c,009d,1301,1302,1303,c013,c014,c02b,c02c,c02f,"
+        "c030,cca8,cca9_0005,000a,000b,000d,0012,0015,0017,001b,0023,002b,002d,"
+        "0033,4469,ff01_0403,0804,0401,0503,0805,0501,0806,0601"
+    )
+
+
+def test_grease_changes_no_fingerprint() -> None:
+    assert fingerprint.ja4(spec_hello(True)) == fingerprint.ja4(spec_hello())
+    assert fingerprint.ja3(spec_hello(True)) == fingerprint.ja3(spec_hello())
+    assert fingerprint.is_grease(0xFAFA) and not fingerprint.is_grease(0x0A0B)
+
+
+def test_ja3_string_fields() -> None:
+    text = fingerprint.ja3_string(spec_hello(True))
+    assert text.startswith("771,4865-4866-4867-")
+    assert text.endswith(",29-23,0")
+
+
+def test_ja4_alpn_and_no_sni_cases() -> None:
+    plain = spec_hello()
+    no_alpn = ClientHello(**{**_fields(plain), "alpn_raw": ()})
+    assert fingerprint.ja4(no_alpn).startswith("t13d151600_")
+    odd = ClientHello(**{**_fields(plain), "alpn_raw": (b"\xabx\x01",)})
+    assert fingerprint.ja4(odd)[8:10] == "a1"  # hex digits at both ends
+    no_sni = ClientHello(
+        **{
+            **_fields(plain),
+            "extensions": tuple(e for e in SPEC_EXTENSIONS if e != 0),
+            "server_name": None,
+        }
+    )
+    assert fingerprint.ja4(no_sni).startswith("t13i1515h2_8daaf6152771_e5627efa2ab1")
+
+
+def _fields(hello: ClientHello) -> dict[str, object]:
+    return {name: getattr(hello, name) for name in ClientHello.__slots__}
+
+
+# Wire encoding, to feed the parser ------------------------------------------
+
+
+def _vec(size: int, data: bytes) -> bytes:
+    return len(data).to_bytes(size, "big") + data
+
+
+def _u16s(values: tuple[int, ...]) -> bytes:
+    return b"".join(struct.pack("!H", v) for v in values)
+
+
+def client_hello_body() -> bytes:
+    extensions = [
+        (0x0000, _vec(2, b"\x00" + _vec(2, b"mail.example"))),
+        (0x0010, _vec(2, _vec(1, b"smtp"))),
+        (0x002B, _vec(1, _u16s((0x0304, 0x0303)))),
+        (0x000A, _vec(2, _u16s((0x001D,)))),
+        (0x000D, _vec(2, _u16s((0x0403, 0x0804)))),
+        (0x0015, b"\x00" * 300),  # padding, so the hello spans records below
+    ]
+    ext = b"".join(struct.pack("!H", t) + _vec(2, d) for t, d in extensions)
+    return (
+        b"\x03\x03"
+        + b"\x11" * 32
+        + _vec(1, b"\x22" * 32)
+        + _vec(2, _u16s((0x1301, 0xC02F)))
+        + _vec(1, b"\x00")
+        + _vec(2, ext)
+    )
+
+
+def handshake(kind: int, body: bytes) -> bytes:
+    return bytes([kind]) + _vec(3, body)
+
+
+def record(kind: int, fragment: bytes) -> bytes:
+    return bytes([kind, 3, 3]) + _vec(2, fragment)
+
+
+def feed_all(parser: TlsParser, chunks: list[tuple[bool, bytes]]) -> list[TlsEvent]:
+    events: list[TlsEvent] = []
+    for i, (from_client, data) in enumerate(chunks):
+        events += parser.feed(from_client, data, i)
+    return events
+
+
+def test_client_hello_parses() -> None:
+    hello = parse_client_hello(client_hello_body())
+    assert hello.server_name == "mail.example"
+    assert hello.alpn == ("smtp",)
+    assert hello.cipher_suites == (0x1301, 0xC02F)
+    assert hello.supported_versions == (0x0304, 0x0303)
+    assert fingerprint.ja4(hello).startswith("t13d0206sp_")
+
+
+def test_record_split_byte_by_byte_and_message_across_records() -> None:
+    message = handshake(1, client_hello_body())
+    # The hello in three records, sent one byte per segment.
+    wire = b"".join(record(22, message[i : i + 150]) for i in range(0, 450, 150))
+    assert len(message) < 450
+    parser = TlsParser()
+    events = feed_all(parser, [(True, wire[i : i + 1]) for i in range(len(wire))])
+    hellos = [e for e in events if isinstance(e, ClientHelloSeen)]
+    assert [h.hello for h in hellos] == [parse_client_hello(client_hello_body())]
+
+
+def test_several_records_in_one_segment_then_tls12_completion() -> None:
+    server_hello = (
+        b"\x03\x03" + b"\x33" * 32 + _vec(1, b"") + b"\xc0\x2f" + b"\x00" + _vec(2, b"")
+    )
+    flight = record(22, handshake(2, server_hello)) + record(22, handshake(14, b""))
+    parser = TlsParser()
+    events = feed_all(
+        parser,
+        [
+            (True, record(22, handshake(1, client_hello_body()))),
+            (False, flight),
+            (True, record(20, b"\x01") + record(22, b"\x99" * 40)),
+            (False, record(20, b"\x01")),
+            (False, record(22, b"\x98" * 40)[:10]),  # Finished, split
+        ],
+    )
+    assert parser.outcome is None
+    events += parser.feed(False, record(22, b"\x98" * 40)[10:], 9)
+    assert [e.outcome for e in events if isinstance(e, HandshakeEnded)] == [
+        Outcome.COMPLETED
+    ]
+
+
+def test_fatal_alert_fails_the_handshake() -> None:
+    parser = TlsParser()
+    events = feed_all(
+        parser,
+        [
+            (True, record(22, handshake(1, client_hello_body()))),
+            (False, record(21, b"\x02\x28")),
+        ],
+    )
+    alerts = [e for e in events if isinstance(e, AlertSeen)]
+    assert alerts == [AlertSeen(1, False, 2, "handshake_failure")]
+    assert parser.outcome is Outcome.FAILED
+
+
+def test_plain_text_where_tls_was_due() -> None:
+    parser = TlsParser()
+    events = parser.feed(True, b"EHLO client\r\n", 5)
+    kinds = [e.kind for e in events if isinstance(e, TlsAnomalySeen)]
+    assert kinds == ["not_tls"]
+    assert parser.outcome is Outcome.FAILED
+    assert parser.feed(True, b"more", 6) == []
+
+
+def test_connection_ends_during_the_handshake() -> None:
+    parser = TlsParser()
+    feed_all(parser, [(True, record(22, handshake(1, client_hello_body()))[:20])])
+    assert parser.close(9) == [HandshakeEnded(9, Outcome.INCOMPLETE)]
+
+
+def test_gap_inside_a_skipped_record_keeps_framing() -> None:
+    parser = TlsParser()
+    parser.feed(True, record(23, b"\x00" * 100)[:10], 1)
+    parser.gap(True, 50, 2)
+    events = parser.feed(True, b"\x00" * 45 + record(21, b"\x02\x28"), 3)
+    assert [type(e).__name__ for e in events] == ["AlertSeen", "HandshakeEnded"]
+
+
+def test_mangled_keywords() -> None:
+    assert mangled_keyword("XXXXXXXA")
+    assert mangled_keyword("XXXXXXXX")
+    assert not mangled_keyword("XEXCH50")
+    assert not mangled_keyword("STARTTLS")
+    assert not mangled_keyword("XXX")
+
+
+# Traffic that is not what the port promises ---------------------------------
+
+
+def test_http_on_an_smtp_port_is_recognised_not_parsed() -> None:
+    p = SmtpParser()
+    events = p.feed_client(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+    events += p.feed_server(b"HTTP/1.1 400 Bad Request\r\n\r\n", 2) + p.close(3)
+    assert [(e.kind, e.detail[:22]) for e in events if isinstance(e, AnomalySeen)] == [
+        ("not_smtp", "client speaks HTTP: GE")
+    ]
+    assert not [e for e in events if isinstance(e, CommandSeen)]
+
+
+def test_ssh_server_on_an_smtp_port() -> None:
+    p = SmtpParser()
+    events = p.feed_server(b"SSH-2.0-OpenSSH_9.2\r\n", 1) + p.close(2)
+    assert [e.kind for e in events if isinstance(e, AnomalySeen)] == ["not_smtp"]
+
+
+def test_plain_smtp_on_the_implicit_tls_port_is_still_parsed() -> None:
+    p = SmtpParser(implicit_tls=True)
+    events = p.feed_server(b"220 mx ESMTP\r\n", 1) + p.feed_client(b"EHLO a\r\n", 2)
+    assert [e.kind for e in events if isinstance(e, AnomalySeen)] == [
+        "plaintext_on_tls_port"
+    ]
+    assert [e.verb for e in events if isinstance(e, CommandSeen)] == ["EHLO"]
+
+
+def test_tls_on_a_plain_port_goes_to_the_tls_parser() -> None:
+    p = SmtpParser()
+    hello = record(22, handshake(1, client_hello_body()))
+    events = p.feed_client(hello, 1)
+    kinds = [e.kind for e in events if isinstance(e, AnomalySeen)]
+    assert kinds == ["tls_on_plain_port"]
+    sent = b"".join(e.data for e in events if isinstance(e, TlsBytesSeen))
+    assert sent == hello
+
+
+def test_server_injection_bytes_stay_out_of_the_tls_stream() -> None:
+    p = SmtpParser()
+    p.feed_server(b"220 mx\r\n", 1)
+    p.feed_client(b"STARTTLS\r\n", 2)
+    events = p.feed_server(b"220 go\r\n250 fake\r\n", 3)
+    (anomaly,) = [e for e in events if isinstance(e, AnomalySeen)]
+    assert anomaly.kind == "starttls_server_injection"
+    assert anomaly.detail == "10 bytes after the 220: 250 fake\\r\\n"
+    assert not [e for e in events if isinstance(e, TlsBytesSeen)]

@@ -1,0 +1,344 @@
+"""TLS facts of real captures: the project's own and the public corpus.
+
+The project's captures are in ``pcaps/`` (see its README; the TLS 1.2,
+injection and stripping ones are made by ``pcaps/scripts/tls.py``, which
+records what it did in ``tls-captures.json``). JA3 values are cross-checked
+with tshark's own ``tls.handshake.ja3`` where tshark is installed; JA4 is
+checked against FoxIO's example in test_tls.py, since tshark 4.0 has no JA4.
+
+Decryption with a key log needs tshark. Those tests skip without it, except
+under ``CI=true``, where tshark is installed by ``.ci/run`` and they must run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from analysis import SmtpTables, read_captures
+from analysis.cli import main
+from analysis.tls import decrypt
+from tests.corpus import CORPUS, require_corpus
+
+PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
+MADE = json.loads((PCAPS / "tls-captures.json").read_text())
+CERT = MADE["starttls-tls12"]["cert_sha256"]
+# Python's ssl (OpenSSL 3.0) without SNI: smtplib connects to 127.0.0.1.
+JA4_TLS13 = "t13i181000_85036bcba153_d41ae481755e"
+JA3_TLS13 = "8a9d5d0f12f7d43ee3af1c51d2998d99"
+JA4_TLS12 = "t12i150600_d68b136fe8d9_e7e480e5a997"
+JA3_TLS12 = "e9d8351d9365fe7b2c666bf31aad662f"
+
+TLS_COLUMNS = (
+    "tls",
+    "tls_version",
+    "tls_cipher",
+    "tls_sni",
+    "tls_ja3",
+    "tls_ja4",
+    "tls_handshake",
+    "tls_alert",
+    "cert_subject",
+    "cert_issuer",
+    "cert_sha256",
+    "cert_self_signed",
+    "starttls_offered",
+    "starttls_attempted",
+    "starttls_reply",
+    "auth_cleartext",
+    "tls_decrypted",
+)
+
+
+def needs_tshark() -> None:
+    if decrypt.tshark_available():
+        return
+    if os.environ.get("CI"):
+        pytest.fail("tshark is missing but CI is set: .ci/run installs it")
+    pytest.skip("tshark is not installed")
+
+
+@cache
+def tables(name: str, keylog: bool = False) -> SmtpTables:
+    key = PCAPS / name.replace(".pcap", ".keylog") if keylog else None
+    return read_captures(PCAPS / name, tls_keylog=key)
+
+
+def plain(value: Any) -> Any:
+    if value is pd.NA or value is None or (isinstance(value, float) and value != value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def session_tls(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{c: plain(row[c]) for c in TLS_COLUMNS} for _, row in frame.iterrows()]
+
+
+NO_TLS: dict[str, Any] = dict.fromkeys(TLS_COLUMNS)
+NO_TLS.update(
+    tls="none",
+    tls_handshake="none",
+    starttls_offered=False,
+    starttls_attempted=False,
+    auth_cleartext=False,
+    tls_decrypted=False,
+)
+TLS13 = {
+    **NO_TLS,
+    "tls": "starttls",
+    "tls_version": "TLSv1.3",
+    "tls_cipher": "TLS_AES_256_GCM_SHA384",
+    "tls_ja3": JA3_TLS13,
+    "tls_ja4": JA4_TLS13,
+    "tls_handshake": "completed",
+    "starttls_offered": True,
+    "starttls_attempted": True,
+    "starttls_reply": 220,
+}
+SELF = "CN=mail.smtpscope.test"
+TLS12 = {
+    **TLS13,
+    "tls_version": "TLSv1.2",
+    "tls_cipher": "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "tls_ja3": JA3_TLS12,
+    "tls_ja4": JA4_TLS12,
+    "cert_subject": SELF,
+    "cert_issuer": SELF,
+    "cert_sha256": CERT,
+    "cert_self_signed": True,
+}
+EXPECTED_SESSIONS: dict[str, list[dict[str, Any]]] = {
+    "starttls.pcap": [TLS13],
+    "implicit-tls-465.pcap": [
+        {
+            **TLS13,
+            "tls": "implicit",
+            "starttls_offered": False,
+            "starttls_attempted": False,
+            "starttls_reply": None,
+        }
+    ],
+    "starttls-454.pcap": [
+        {**NO_TLS, "starttls_offered": True, "starttls_attempted": True}
+        | {"starttls_reply": 454}
+    ],
+    "starttls-tls12.pcap": [TLS12],
+    "starttls-injection.pcap": [
+        {
+            **TLS12,
+            "tls_sni": "mail.smtpscope.test",  # the raw client sends SNI
+            "tls_ja3": "70e47b149c152d891341c87d58c2b327",
+            "tls_ja4": "t12d150700_d68b136fe8d9_e7e480e5a997",
+        }
+    ],
+    "stripping.pcap": [TLS13, NO_TLS, NO_TLS],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SESSIONS))
+def test_session_tls_columns(name: str) -> None:
+    frame = tables(name).sessions
+    assert session_tls(frame) == EXPECTED_SESSIONS[name]
+    assert tables(name).stats.errors == []
+
+
+def test_tls12_table_row_shows_the_certificate() -> None:
+    row = tables("starttls-tls12.pcap").tls.iloc[0]
+    assert row["mode"] == "starttls"
+    assert row["outcome"] == "completed"
+    assert row["client_version"] == "TLSv1.2"
+    assert row["version"] == "TLSv1.2"
+    assert row["cipher_id"] == 0xC02C
+    assert row["cert_count"] == 1
+    assert list(row["cert_sans"]) == ["mail.smtpscope.test"]
+    assert list(row["chain_sha256"]) == [CERT]
+    assert row["cert_not_after"] - row["cert_not_before"] == pd.Timedelta(days=3650)
+    assert row["ja3_string"].startswith("771,49196-49200-49195-49199-")
+
+
+def test_tls13_hides_the_certificate() -> None:
+    row = tables("starttls.pcap").tls.iloc[0]
+    assert (row["version"], row["cert_count"]) == ("TLSv1.3", 0)
+    assert pd.isna(row["cert_sha256"])
+    assert list(row["client_versions"]) == ["TLSv1.3", "TLSv1.2"]
+
+
+def test_injection_is_reported_with_count_and_bytes() -> None:
+    anomalies = tables("starttls-injection.pcap").anomalies
+    assert list(anomalies["kind"]) == ["starttls_client_injection"]
+    assert list(anomalies["detail"]) == ["6 bytes before the 220: NOOP\\r\\n"]
+
+
+def test_stripping_is_flagged_as_possible_downgrade() -> None:
+    t = tables("stripping.pcap")
+    anomalies = t.anomalies
+    assert list(anomalies["kind"]) == ["possible_downgrade"] * 2
+    assert "'XXXXXXXA'" in anomalies["detail"].iloc[0]
+    assert "1 other session(s) to 127.0.0.1:25" in anomalies["detail"].iloc[1]
+    assert list(t.sessions["anomalies"]) == [0, 1, 1]
+    assert list(anomalies["session_id"]) == list(t.sessions["session_id"][1:])
+
+
+def test_auth_in_clear_text_is_flagged() -> None:
+    sessions = read_captures(PCAPS / "auth.pcap").sessions
+    assert list(sessions["auth_cleartext"]) == [True] * 4
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["starttls.pcap", "implicit-tls-465.pcap", "starttls-tls12.pcap", "stripping.pcap"],
+)
+def test_ja3_agrees_with_tshark(name: str) -> None:
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark is not installed")
+    out = subprocess.run(
+        [
+            *("tshark", "-r", str(PCAPS / name)),
+            *("-Y", "tls.handshake.type == 1", "-T", "fields"),
+            *("-e", "tls.handshake.ja3"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    ours = [v for v in tables(name).tls["ja3"]]
+    assert ours == out
+
+
+# Decryption with a key log ---------------------------------------------------
+
+
+DECRYPTED_VERBS = {
+    "starttls.pcap": ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"],
+    "implicit-tls-465.pcap": ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"],
+    "starttls-tls12.pcap": ["EHLO", "AUTH", "MAIL", "RCPT", "DATA", "QUIT"],
+    "starttls-injection.pcap": ["EHLO", "QUIT"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(DECRYPTED_VERBS))
+def test_decrypted_smtp_goes_through_the_parser(name: str) -> None:
+    needs_tshark()
+    t = tables(name, keylog=True)
+    inside = t.commands[t.commands["tls"]]
+    assert list(inside["verb"]) == DECRYPTED_VERBS[name]
+    assert all(inside["reply_code"].notna())
+    assert bool(t.sessions["tls_decrypted"].iloc[0])
+    assert list(t.transactions["tls"]) == [True] * len(t.transactions)
+    # The handshake facts do not change with decryption.
+    got = session_tls(t.sessions)[0]
+    assert got == {**EXPECTED_SESSIONS[name][0], "tls_decrypted": True}
+
+
+def test_decrypted_auth_keeps_no_password() -> None:
+    needs_tshark()
+    t = tables("starttls-tls12.pcap", keylog=True)
+    assert t.sessions["auth_user"].iloc[0] == "alice"
+    assert t.sessions["auth_result"].iloc[0] == "success"
+    assert t.transactions["status"].tolist() == ["accepted"]
+    assert t.transactions["subject"].tolist() == ["Sent over TLS 1.2"]
+    auth = t.commands[t.commands["verb"] == "AUTH"]
+    assert auth["argument"].tolist() == ["PLAIN [redacted]"]
+    text = "".join(frame.to_csv() for frame in t.frames().values())
+    assert "throwaway" not in text  # the test password, in any form
+
+
+def test_sessions_without_keys_stay_as_they_were() -> None:
+    needs_tshark()
+    # starttls.keylog holds only its own capture's secrets.
+    t = read_captures(PCAPS / "stripping.pcap", tls_keylog=PCAPS / "starttls.keylog")
+    assert not t.sessions["tls_decrypted"].any()
+    assert not t.commands["tls"].any()
+    keyed = read_captures(
+        PCAPS / "stripping.pcap", tls_keylog=PCAPS / "stripping.keylog"
+    )
+    assert keyed.sessions["tls_decrypted"].tolist() == [True, False, False]
+
+
+def test_keylog_without_tshark_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(decrypt, "tshark_available", lambda: False)
+    status = main(
+        ["read", str(PCAPS / "starttls.pcap"), "--tls-keylog", str(PCAPS / "x")]
+    )
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "needs tshark, which is not installed" in err
+    assert "apt-get install tshark" in err
+
+
+def test_keylog_from_standard_input_is_a_usage_error() -> None:
+    assert main(["read", "-", "--tls-keylog", "k"]) == 2
+
+
+# The public corpus -------------------------------------------------------------
+
+ZEEK = "zeek__zeek/testing__btest__Baseline__scripts.base.protocols.smtp.starttls__"
+ZEEK_PCAP = "zeek__zeek/testing__btest__Traces__tls__smtp-starttls.pcap"
+SURICATA_PCAP = "OISF__suricata-verify/tests__smtp-startssl__input.pcap"
+
+
+def zeek_log(name: str) -> list[dict[str, str]]:
+    lines = (CORPUS / f"{ZEEK}{name}.log").read_text().splitlines()
+    fields = next(line for line in lines if line.startswith("#fields")).split("\t")[1:]
+    return [
+        dict(zip(fields, line.split("\t"), strict=True))
+        for line in lines
+        if not line.startswith("#")
+    ]
+
+
+def test_zeek_starttls_matches_ssl_and_x509_logs() -> None:
+    require_corpus()
+    t = read_captures(CORPUS / ZEEK_PCAP)
+    (ssl_row,) = zeek_log("ssl")
+    certs = zeek_log("x509")
+    (row,) = t.tls.to_dict("records")
+    assert row["version"].replace(".", "") == ssl_row["version"]  # TLSv12
+    assert row["cipher"] == ssl_row["cipher"]
+    assert (row["outcome"] == "completed") == (ssl_row["established"] == "T")
+    assert row["sni"] is pd.NA or pd.isna(row["sni"])
+    assert ssl_row["server_name"] == "-"
+    assert list(row["chain_sha256"]) == ssl_row["cert_chain_fps"].split(",")
+    assert list(row["chain_sha256"]) == [c["fingerprint"] for c in certs]
+    leaf = certs[0]
+    assert row["cert_subject"] == leaf["certificate.subject"]
+    assert row["cert_issuer"] == leaf["certificate.issuer"]
+    assert ",".join(row["cert_sans"]) == leaf["san.dns"]
+    assert row["cert_not_before"].timestamp() == float(
+        leaf["certificate.not_valid_before"]
+    )
+    assert row["cert_not_after"].timestamp() == float(
+        leaf["certificate.not_valid_after"]
+    )
+    assert row["cert_self_signed"] is False or not row["cert_self_signed"]
+    session = t.sessions.iloc[0]
+    assert (session["tls"], session["starttls_reply"]) == ("starttls", 220)
+    assert session["tls_handshake"] == "completed"
+
+
+def test_suricata_startssl_handshake() -> None:
+    require_corpus()
+    t = read_captures(CORPUS / SURICATA_PCAP)
+    # suricata-verify's test.yaml: one SMTP event, helo desktop.unx.ca.
+    assert t.sessions["helo"].tolist() == ["desktop.unx.ca"]
+    (row,) = t.tls.to_dict("records")
+    # tshark 4.0: tls.handshake.ja3 of this ClientHello.
+    assert row["ja3"] == "8708213741ab46424b1fbfcc9517ba07"
+    assert (row["version"], row["cipher"], row["outcome"]) == (
+        "TLSv1.3",
+        "TLS_AES_256_GCM_SHA384",
+        "completed",
+    )
+    assert t.anomalies["kind"].tolist() == []
