@@ -291,6 +291,12 @@ def _run_read(args: argparse.Namespace) -> int:
         limit = args.limit or None
         print_report(console, tables, limit=limit, summary=not args.no_summary)
 
+    if tables.sessions.empty and stats.packets and not stats.errors:
+        watched = ", ".join(str(p) for p in sorted(ports))
+        _error(
+            f"no TCP connection on the SMTP ports ({watched}); if the server "
+            "listens on another port, add it with --port N"
+        )
     for message in stats.errors:
         _error(message)
     if stats.interrupted:

@@ -12,6 +12,7 @@ from analysis import cli, pipeline
 from analysis.tables import read_captures
 from capture import source
 from capture.stream import StreamClosed, StreamEvent
+from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
 CAPTURE = str(Path(__file__).parents[2] / "pcaps" / "rset-multi.pcap")
 
@@ -52,3 +53,16 @@ def test_cli_shows_the_sessions_and_exits_130(
     assert "interrupted" in err
     assert "messages accepted" in out
     assert (tmp_path / "sessions.jsonl").read_text().count("\n") == 1
+
+
+def test_nothing_on_the_smtp_ports_says_how_to_add_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    web = tmp_path / "web.pcap"
+    frame = ethernet(v4_tcp(sport=40000, dport=80, payload=b"GET / HTTP/1.0\r\n"))
+    web.write_bytes(pcap([Frame(1_700_000_000, 0, frame)]))
+    status = cli.main(["read", str(web), "-q"])
+    err = capsys.readouterr().err
+    assert status == 0
+    assert "no TCP connection on the SMTP ports (25, 465, 587, 2525)" in err
+    assert "--port N" in err
