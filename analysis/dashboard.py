@@ -42,8 +42,7 @@ def _totals(
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    received = sum(i.received for i in interfaces)
-    dropped = sum(i.dropped + i.interface_dropped for i in interfaces)
+    received, dropped = m.capture.received, m.capture.dropped
     replies = "  ".join(
         f"{k} {v:,}" for k, v in m.reply_classes.items() if k != "other" or v
     )
