@@ -23,7 +23,7 @@ import stat
 import sys
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TextIO
+from typing import Any, NoReturn, TextIO
 
 from rich.console import Console
 from rich.markup import escape as escape_markup
@@ -37,7 +37,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from analysis import pipeline
+from analysis import livecli, pipeline
 from analysis.detect import Rules, RulesError, load_rules
 from analysis.escape import escape_controls
 from analysis.export import ExportError, Format, prepare_directory, require_format
@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     parser.set_defaults(command=None)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands = parser.add_subparsers(
+        title="commands", metavar="COMMAND", parser_class=_Parser
+    )
 
     # Options every subcommand has; later ones (live, check) reuse them.
     common = argparse.ArgumentParser(add_help=False)
@@ -107,11 +109,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="log progress to stderr: -v for milestones, -vv for every line",
     )
     _add_read_command(commands, common)
+    livecli.add_live_command(commands, common)
+    livecli.add_check_command(commands, common)
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """A subcommand's parser; ``plugin_name`` makes usage errors plugin-shaped.
+
+    A monitoring plugin must answer a usage error with status 3 (UNKNOWN)
+    and one status line on stdout: status 2 would read as CRITICAL.
+    """
+
+    def __init__(self, *args: Any, plugin_name: str | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.plugin_name = plugin_name
+
+    def error(self, message: str) -> NoReturn:
+        if self.plugin_name is None:
+            super().error(message)
+        print(f"{self.plugin_name} UNKNOWN - usage: {escape_controls(message)}")
+        self.exit(3)
+
+
 def _add_read_command(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    commands: argparse._SubParsersAction[Any],
     common: argparse.ArgumentParser,
 ) -> None:
     default_ports = ", ".join(str(p) for p in sorted(pipeline.DEFAULT_PORTS))
@@ -167,7 +189,7 @@ def _add_read_command(
     )
     read.add_argument(
         "--rules",
-        type=_rules_file,
+        type=rules_file,
         metavar="FILE",
         help="detection rules (TOML) laid over the defaults; see "
         "analysis/detect/default_rules.toml for every key",
@@ -400,7 +422,7 @@ def _port_list(text: str) -> list[int]:
     return ports
 
 
-def _rules_file(path: str) -> Rules:
+def rules_file(path: str) -> Rules:
     try:
         return load_rules(path)
     except RulesError as exc:

@@ -141,6 +141,36 @@ def _json_cells(series: pd.Series) -> list[Any]:
     return [_plain(value) for value in series.tolist()]
 
 
+def json_line(table: str, record: object) -> str:
+    """One record as a JSON line of live output, ``table`` naming its table.
+
+    The cells are encoded as ``_write_jsonl`` encodes them after the trip
+    through pandas, so a live row equals the row ``smtpscope read`` writes
+    for the same connection; only the leading ``table`` key is added.
+    """
+    row: dict[str, Any] = {"table": table}
+    for column in TABLES[table]:
+        row[column.name] = _record_cell(column, getattr(record, column.attribute))
+    return _LINE_ENCODER.encode(row) + "\n"
+
+
+_LINE_ENCODER = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, separators=(",", ":")
+)
+
+
+def _record_cell(column: Column, value: Any) -> Any:
+    if value is None:
+        return None
+    if column.kind is Kind.TIMESTAMP:
+        return iso_timestamp(value)
+    if column.kind is Kind.FLOAT:
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, list):
+        return list(value)
+    return value
+
+
 # CSV
 
 

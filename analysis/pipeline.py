@@ -20,6 +20,7 @@ from capture.stream import (
     StreamAnomaly,
     StreamClosed,
     StreamData,
+    StreamEvent,
     StreamGap,
     StreamOpened,
 )
@@ -68,58 +69,26 @@ def analyze(
     """
     run = stats if stats is not None else RunStats()
     source = SourceStats()
-    builders: dict[int, SessionBuilder] = {}
     all_ports = frozenset(ports)
     decrypted = (
         decrypt_captures(paths, tls_keylog, all_ports)
         if tls_keylog is not None
         else DecryptedStreams()
     )
+    tracker = SessionTracker(decrypted=decrypted)
 
     try:
         for event in iter_stream_events(
             list(paths), all_ports, stats=source, progress=progress, shard=shard
         ):
-            if isinstance(event, StreamData):
-                builder = builders.get(event.conn.conn_id)
-                if builder is not None:
-                    builder.data(event.direction, event.data, event.ts)
-            elif isinstance(event, StreamOpened):
-                conn = event.conn
-                key = (
-                    conn.client_ip,
-                    conn.client_port,
-                    conn.server_ip,
-                    conn.server_port,
-                )
-                builders[conn.conn_id] = SessionBuilder(
-                    conn, IMPLICIT_TLS_PORTS, decrypted.take(key, conn.first_ts)
-                )
-            elif isinstance(event, StreamClosed):
-                builder = builders.pop(event.conn.conn_id, None)
-                if builder is not None:
-                    result = builder.close(event.ts, str(event.reason))
-                    log.info(
-                        "session %s closed (%s)",
-                        result.session.session_id,
-                        event.reason,
-                    )
-                    yield result
-            elif isinstance(event, StreamGap):
-                builder = builders.get(event.conn.conn_id)
-                if builder is not None:
-                    builder.gap(event.direction, event.size, event.ts)
-            elif isinstance(event, StreamAnomaly):
-                builder = builders.get(event.conn.conn_id)
-                if builder is not None:
-                    builder.tcp_anomaly(event.ts, event.kind, event.detail)
+            result = tracker.handle(event)
+            if result is not None:
+                yield result
     except KeyboardInterrupt:
         # Ctrl-C (a user ending "tcpdump -w - | smtpscope read -"): what was
         # read so far is kept, the open sessions marked as cut short.
         run.interrupted = True
-        for builder in list(builders.values()):
-            yield builder.close(builder.conn.last_ts, "interrupted")
-        builders.clear()
+        yield from tracker.close_all("interrupted")
     finally:
         run.captures += source.captures
         run.packets += source.packets
@@ -127,3 +96,62 @@ def analyze(
         run.smtp_packets += source.smtp_packets
         run.filtered = run.filtered or source.filtered
         run.errors.extend(str(error) for error in source.errors)
+
+
+class SessionTracker:
+    """Stream events to sessions: one ``SessionBuilder`` per open connection.
+
+    Shared by the offline loop and live capture, so both turn the same
+    events into the same rows.
+    """
+
+    def __init__(
+        self,
+        implicit_tls_ports: frozenset[int] = IMPLICIT_TLS_PORTS,
+        decrypted: DecryptedStreams | None = None,
+    ) -> None:
+        self._implicit_tls = implicit_tls_ports
+        # Plaintext of TLS sessions tshark decrypted with a key log, if any.
+        self._decrypted = decrypted if decrypted is not None else DecryptedStreams()
+        self.builders: dict[int, SessionBuilder] = {}  # by conn_id, opening order
+
+    def handle(
+        self, event: StreamEvent, close_as: str | None = None
+    ) -> SessionResult | None:
+        """Apply ``event``; return the session it closed, if it closed one.
+
+        ``close_as`` replaces the reassembler's close reason (live capture
+        stopping closes with "interrupted").
+        """
+        if isinstance(event, StreamData):
+            builder = self.builders.get(event.conn.conn_id)
+            if builder is not None:
+                builder.data(event.direction, event.data, event.ts)
+        elif isinstance(event, StreamOpened):
+            conn = event.conn
+            key = (conn.client_ip, conn.client_port, conn.server_ip, conn.server_port)
+            self.builders[conn.conn_id] = SessionBuilder(
+                conn, self._implicit_tls, self._decrypted.take(key, conn.first_ts)
+            )
+        elif isinstance(event, StreamClosed):
+            builder = self.builders.pop(event.conn.conn_id, None)
+            if builder is not None:
+                reason = close_as or str(event.reason)
+                result = builder.close(event.ts, reason)
+                log.info("session %s closed (%s)", result.session.session_id, reason)
+                return result
+        elif isinstance(event, StreamGap):
+            builder = self.builders.get(event.conn.conn_id)
+            if builder is not None:
+                builder.gap(event.direction, event.size, event.ts)
+        elif isinstance(event, StreamAnomaly):
+            builder = self.builders.get(event.conn.conn_id)
+            if builder is not None:
+                builder.tcp_anomaly(event.ts, event.kind, event.detail)
+        return None
+
+    def close_all(self, reason: str) -> list[SessionResult]:
+        """Close every open session now, at its last packet, as ``reason``."""
+        results = [b.close(b.conn.last_ts, reason) for b in self.builders.values()]
+        self.builders.clear()
+        return results

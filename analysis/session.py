@@ -137,6 +137,7 @@ class SessionBuilder:
         self._decrypted = deque(decrypted)
         self._inner: SmtpParser | None = None
         self._inside = False  # the events being applied came from inside TLS
+        self._settled_transactions = 0  # see settled()
 
     # Stream side ---------------------------------------------------------
 
@@ -197,6 +198,33 @@ class SessionBuilder:
         return SessionResult(
             self.session, self.transactions, self.commands, self.anomalies, tls
         )
+
+    def settled(self) -> tuple[int, int]:
+        """How many leading transactions and commands can no longer change.
+
+        Live capture writes these rows before the session closes. A command
+        row is final once its reply is in. A transaction is final once it
+        has ended, is neither current (a refused MAIL stays current for the
+        RCPTs after it) nor waiting aside or for its message's verdict, and
+        no command sent so far awaits a reply (a pipelined RCPT's reply may
+        still land in an ended transaction).
+        """
+        commands = 0
+        for row in self.commands:
+            if row.reply_code is None:
+                break
+            commands += 1
+        if commands < len(self.commands):
+            return self._settled_transactions, commands
+        pending = {id(t) for t in self._displaced.values()}
+        count = self._settled_transactions
+        for txn in self.transactions[count:]:
+            open_ = txn.end is None or txn is self._txn or txn is self._message_txn
+            if open_ or id(txn) in pending:
+                break
+            count += 1
+        self._settled_transactions = count
+        return count, commands
 
     # SMTP side -----------------------------------------------------------
 

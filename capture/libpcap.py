@@ -1,4 +1,4 @@
-"""libpcap through ctypes: the fast path for large classic pcap files.
+"""libpcap through ctypes: live capture, and the fast path for large pcap files.
 
 Most packets in a forensic capture are not SMTP. Handing each of them to
 Python costs about a microsecond before any decoding; libpcap instead runs a
@@ -7,9 +7,15 @@ Python. The pure-Python reader (``capture.pcapfile``) stays the reference: it
 handles pcapng, gzip and standard input, counts every packet, and is used to
 locate damage exactly when libpcap reports an error.
 
-Nothing here is required: when libpcap cannot be loaded, or cannot compile
-the filter for a link type, ``available()``/``open_filtered`` say so and the
-caller falls back to the Python reader.
+Nothing here is required for reading files: when libpcap cannot be loaded,
+or cannot compile the filter for a link type, ``available()``/
+``open_filtered`` say so and the caller falls back to the Python reader.
+
+Live capture (``open_live``) has no fallback: it opens an interface with
+pcap_create/pcap_activate, sets a kernel BPF filter and non-blocking mode,
+and hands out the packets waiting in the ring, for a caller that waits on
+``fileno()`` with select. Timestamps are nanoseconds where the platform can
+give them (Linux can), else microseconds scaled up.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import socket
 import struct
 import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from capture.pcapfile import RawPacket
@@ -57,8 +64,27 @@ _HDR_SIZE = ctypes.sizeof(_PktHdr)
 assert _HDR.size == _HDR_SIZE
 
 
+class _Stat(ctypes.Structure):
+    _fields_ = (
+        ("ps_recv", ctypes.c_uint),
+        ("ps_drop", ctypes.c_uint),
+        ("ps_ifdrop", ctypes.c_uint),
+    )
+
+
 class LibpcapError(Exception):
     """libpcap refused: could not open, compile or read."""
+
+
+class CapturePermissionError(LibpcapError):
+    """The process may not capture on the interface (no CAP_NET_RAW)."""
+
+
+# pcap_activate's results (pcap/pcap.h) that the caller must tell apart.
+_PCAP_ERROR_NO_SUCH_DEVICE = -5
+_PCAP_ERROR_PERM_DENIED = -8
+_PCAP_ERROR_PROMISC_PERM_DENIED = -11
+_PCAP_ERROR_TSTAMP_PRECISION_NOTSUP = -12
 
 
 @functools.cache
@@ -106,7 +132,32 @@ def _lib() -> Any | None:
         ctypes.c_void_p,
     )
     lib.pcap_breakloop.argtypes = (ctypes.c_void_p,)
+    _declare_live(lib)
     return lib
+
+
+def _declare_live(lib: Any) -> None:
+    """Prototypes of the calls live capture makes (libpcap 1.5 and later)."""
+    handle = ctypes.c_void_p
+    lib.pcap_create.restype = ctypes.c_void_p
+    lib.pcap_create.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
+    for name in (
+        "pcap_set_snaplen",
+        "pcap_set_promisc",
+        "pcap_set_timeout",
+        "pcap_set_immediate_mode",
+        "pcap_set_buffer_size",
+        "pcap_set_tstamp_precision",
+    ):
+        getattr(lib, name).argtypes = (handle, ctypes.c_int)
+    lib.pcap_activate.argtypes = (handle,)
+    lib.pcap_statustostr.argtypes = (ctypes.c_int,)
+    lib.pcap_statustostr.restype = ctypes.c_char_p
+    lib.pcap_get_tstamp_precision.argtypes = (handle,)
+    lib.pcap_setnonblock.argtypes = (handle, ctypes.c_int, ctypes.c_char_p)
+    lib.pcap_get_selectable_fd.argtypes = (handle,)
+    lib.pcap_stats.argtypes = (handle, ctypes.POINTER(_Stat))
+    lib.pcap_breakloop.argtypes = (handle,)
 
 
 @functools.cache
@@ -192,17 +243,11 @@ def _open_with_filter(path: str, expression: str) -> tuple[Any, int]:
     )
     if not handle:
         raise LibpcapError(errbuf.value.decode(errors="replace"))
-    program = _BpfProgram()
-    if lib.pcap_compile(handle, ctypes.byref(program), expression.encode(), 1, 0):
-        message = lib.pcap_geterr(handle).decode(errors="replace")
+    try:
+        _set_filter(lib, handle, expression)
+    except LibpcapError:
         lib.pcap_close(handle)
-        raise LibpcapError(f"filter: {message}")
-    failed = lib.pcap_setfilter(handle, ctypes.byref(program))
-    lib.pcap_freecode(ctypes.byref(program))
-    if failed:
-        message = lib.pcap_geterr(handle).decode(errors="replace")
-        lib.pcap_close(handle)
-        raise LibpcapError(f"filter: {message}")
+        raise
     return lib, handle
 
 
@@ -343,3 +388,196 @@ class FilteredReader:
             message = self._lib.pcap_geterr(handle)
             self.error = message.decode(errors="replace") if message else "error"
             log.debug("libpcap stopped: %s", self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureCounts:
+    """libpcap's counters for one live handle since it was opened.
+
+    ``received`` counts packets that passed the filter; ``dropped`` those
+    the kernel had no room for in the ring; ``interface_dropped`` those the
+    interface or its driver dropped, where the platform reports it.
+    """
+
+    received: int = 0
+    dropped: int = 0
+    interface_dropped: int = 0
+
+
+def open_live(
+    interface: str,
+    expression: str,
+    *,
+    snaplen: int = 262144,
+    promiscuous: bool = False,
+    buffer_bytes: int = 16 << 20,
+) -> LiveCapture:
+    """Open ``interface`` for capture through a kernel BPF filter.
+
+    Raises ``CapturePermissionError`` when the process lacks the privilege,
+    ``LibpcapError`` for any other refusal (no such interface, a filter
+    that does not compile).
+    """
+    lib = _lib()
+    if lib is None:
+        raise LibpcapError("libpcap is not available (install libpcap)")
+    errbuf = ctypes.create_string_buffer(_ERRBUF_SIZE)
+    handle = lib.pcap_create(interface.encode(), errbuf)
+    if not handle:
+        raise LibpcapError(f"{interface}: {errbuf.value.decode(errors='replace')}")
+    try:
+        return _activate(
+            lib, handle, interface, expression, snaplen, promiscuous, buffer_bytes
+        )
+    except BaseException:
+        lib.pcap_close(handle)
+        raise
+
+
+def _activate(
+    lib: Any,
+    handle: int,
+    interface: str,
+    expression: str,
+    snaplen: int,
+    promiscuous: bool,
+    buffer_bytes: int,
+) -> LiveCapture:
+    # Step 1: options, which only take effect before activation.
+    lib.pcap_set_snaplen(handle, snaplen)
+    lib.pcap_set_promisc(handle, int(promiscuous))
+    # Immediate mode hands each packet over as it arrives instead of when a
+    # ring block fills, so rows are written while the session is fresh.
+    lib.pcap_set_immediate_mode(handle, 1)
+    lib.pcap_set_timeout(handle, 100)
+    lib.pcap_set_buffer_size(handle, buffer_bytes)
+    nano = lib.pcap_set_tstamp_precision(handle, _PRECISION_NANO) == 0
+
+    # Step 2: activation, where privileges and the interface are checked.
+    status = lib.pcap_activate(handle)
+    if status < 0:
+        raise _activation_error(lib, handle, interface, status)
+    if status > 0:
+        log.warning("%s: %s", interface, _status_text(lib, handle, status))
+    if nano and lib.pcap_get_tstamp_precision(handle) != _PRECISION_NANO:
+        nano = False
+
+    # Step 3: the kernel filter, then non-blocking reads for select.
+    _set_filter(lib, handle, expression)
+    errbuf = ctypes.create_string_buffer(_ERRBUF_SIZE)
+    if lib.pcap_setnonblock(handle, 1, errbuf) < 0:
+        raise LibpcapError(f"{interface}: {errbuf.value.decode(errors='replace')}")
+    fd = lib.pcap_get_selectable_fd(handle)
+    if fd < 0:
+        raise LibpcapError(f"{interface}: no selectable descriptor on this platform")
+    return LiveCapture(lib, handle, interface, fd, nano)
+
+
+def _activation_error(lib: Any, handle: int, interface: str, status: int) -> Exception:
+    text = _status_text(lib, handle, status)
+    if status in (_PCAP_ERROR_PERM_DENIED, _PCAP_ERROR_PROMISC_PERM_DENIED):
+        return CapturePermissionError(f"{interface}: {text}")
+    if status == _PCAP_ERROR_NO_SUCH_DEVICE:
+        return LibpcapError(f"{interface}: no such interface ({text})")
+    return LibpcapError(f"{interface}: {text}")
+
+
+def _status_text(lib: Any, handle: int, status: int) -> str:
+    # The generic statuses carry their detail in pcap_geterr; the specific
+    # ones only in pcap_statustostr.
+    detail = lib.pcap_geterr(handle) or b""
+    summary = lib.pcap_statustostr(status) or b""
+    text = detail.decode(errors="replace") or summary.decode(errors="replace")
+    return text or f"libpcap status {status}"
+
+
+def _set_filter(lib: Any, handle: int, expression: str) -> None:
+    program = _BpfProgram()
+    if lib.pcap_compile(handle, ctypes.byref(program), expression.encode(), 1, 0):
+        message = lib.pcap_geterr(handle).decode(errors="replace")
+        raise LibpcapError(f"filter: {message}")
+    failed = lib.pcap_setfilter(handle, ctypes.byref(program))
+    lib.pcap_freecode(ctypes.byref(program))
+    if failed:
+        message = lib.pcap_geterr(handle).decode(errors="replace")
+        raise LibpcapError(f"filter: {message}")
+
+
+class LiveCapture:
+    """One activated, filtered, non-blocking libpcap handle.
+
+    Not thread-safe: one thread reads it. ``breakloop`` alone may be called
+    from elsewhere (a signal handler), as libpcap allows.
+    """
+
+    def __init__(
+        self, lib: Any, handle: int, interface: str, fd: int, nano: bool
+    ) -> None:
+        self._lib = lib
+        self._handle: int | None = handle
+        self.interface = interface
+        self.linktype: int = lib.pcap_datalink(handle)
+        self.nanosecond = nano
+        self._fd = fd
+        self._header = ctypes.POINTER(_PktHdr)()
+        self._data = ctypes.POINTER(ctypes.c_ubyte)()
+        self.error: str | None = None
+
+    def __enter__(self) -> LiveCapture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self, limit: int = 4096) -> list[RawPacket]:
+        """The packets waiting now, at most ``limit`` of them; never blocks."""
+        handle = self._handle
+        if handle is None:
+            return []
+        next_ex = self._lib.pcap_next_ex
+        href = ctypes.byref(self._header)
+        dref = ctypes.byref(self._data)
+        string_at = ctypes.string_at
+        unpack = _HDR.unpack
+        linktype = self.linktype
+        scale = 1 if self.nanosecond else 1000
+        packets: list[RawPacket] = []
+        while len(packets) < limit:
+            status = next_ex(handle, href, dref)
+            if status != 1:
+                if status < 0 and status != -2:  # -2: pcap_breakloop
+                    message = self._lib.pcap_geterr(handle) or b"read error"
+                    self.error = message.decode(errors="replace")
+                break
+            sec, frac, caplen, wire_len = unpack(string_at(self._header, _HDR_SIZE))
+            packets.append(
+                RawPacket(
+                    sec * _NS_PER_S + frac * scale,
+                    linktype,
+                    string_at(self._data, caplen),
+                    wire_len,
+                    -1,
+                )
+            )
+        return packets
+
+    def counts(self) -> CaptureCounts:
+        handle = self._handle
+        if handle is None:
+            return CaptureCounts()
+        stat = _Stat()
+        if self._lib.pcap_stats(handle, ctypes.byref(stat)) < 0:
+            return CaptureCounts()
+        return CaptureCounts(stat.ps_recv, stat.ps_drop, stat.ps_ifdrop)
+
+    def breakloop(self) -> None:
+        if self._handle is not None:
+            self._lib.pcap_breakloop(self._handle)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._lib.pcap_close(self._handle)
+            self._handle = None

@@ -215,6 +215,16 @@ class Reassembler:
         self._next_sweep = _NEVER_SWEPT
         return events
 
+    def expire(self, now: int) -> list[StreamEvent]:
+        """Close the connections idle at ``now``, though no packet came.
+
+        Live capture calls this on a timer: without it an idle connection
+        would wait for the next packet of any connection to be closed.
+        """
+        events: list[StreamEvent] = []
+        self._sweep(now, events)
+        return events
+
     @property
     def open_connections(self) -> int:
         return len(self._open)

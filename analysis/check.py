@@ -1,0 +1,126 @@
+"""``smtpscope check``: a monitor's totals judged against thresholds.
+
+The verdict follows the Nagios plugin guidelines, which Icinga, Zabbix's
+Nagios-compatible checks and Naemon share: one line of output, ``SERVICE
+STATUS - text | perfdata``, and exit status 0 OK, 1 WARNING, 2 CRITICAL,
+3 UNKNOWN. Performance data is ``label=value[unit];warn;crit;min;max``
+with Nagios ranges: ``0.2`` alerts above 0.2, ``0.5:`` alerts below 0.5.
+A figure that cannot be computed (no sessions, no greeting seen) is
+printed as ``U`` and never alerts: too little traffic is not a failure of
+the mail server.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from analysis.monitor import Monitor
+
+
+class Status(enum.IntEnum):
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """Warning and critical limits; ``minimum`` alerts below them, not above."""
+
+    warn: float | None = None
+    crit: float | None = None
+    minimum: bool = False
+
+    def judge(self, value: float | None) -> Status:
+        if value is None:
+            return Status.OK
+        if self.crit is not None and self._beyond(value, self.crit):
+            return Status.CRITICAL
+        if self.warn is not None and self._beyond(value, self.warn):
+            return Status.WARNING
+        return Status.OK
+
+    def _beyond(self, value: float, limit: float) -> bool:
+        return value < limit if self.minimum else value > limit
+
+    def perf(self) -> str:
+        """``;warn;crit`` in Nagios range syntax."""
+        return f";{self._range(self.warn)};{self._range(self.crit)}"
+
+    def _range(self, limit: float | None) -> str:
+        if limit is None:
+            return ""
+        return f"{_num(limit)}:" if self.minimum else _num(limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    refusal_ratio: Threshold = Threshold()
+    greeting_delay: Threshold = Threshold()
+    tls_share: Threshold = Threshold(minimum=True)
+    alerts: Threshold = Threshold()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: Status
+    line: str
+
+
+def _num(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _value(value: float | None, unit: str = "") -> str:
+    return "U" if value is None else f"{_num(value)}{unit}"
+
+
+def evaluate(monitor: Monitor, limits: Thresholds, source: str) -> Verdict:
+    """Judge the monitor's totals; ``source`` names what was watched or read."""
+    m = monitor
+    alerts = float(sum(m.alerts.values()))
+    figures = [
+        ("refusal ratio", m.refusal_ratio, limits.refusal_ratio),
+        ("greeting delay", m.greeting_delay_max, limits.greeting_delay),
+        ("TLS share", m.tls_share, limits.tls_share),
+        ("alerts", alerts, limits.alerts),
+    ]
+    status = Status.OK
+    problems = []
+    for name, value, threshold in figures:
+        verdict = threshold.judge(value)
+        if verdict is not Status.OK:
+            assert value is not None
+            side = "below" if threshold.minimum else "above"
+            limit = threshold.crit if verdict is Status.CRITICAL else threshold.warn
+            assert limit is not None
+            problems.append(f"{name} {_num(value)} {side} {_num(limit)}")
+        status = max(status, verdict)
+
+    summary = (
+        f"{m.sessions} sessions on {source}, refusal ratio "
+        f"{_value(m.refusal_ratio)}, max greeting delay "
+        f"{_value(m.greeting_delay_max, 's')}, TLS share {_value(m.tls_share)}, "
+        f"{int(alerts)} alerts"
+    )
+    text = "; ".join(problems) + " - " + summary if problems else summary
+    perf = " ".join(
+        [
+            f"sessions={m.sessions};;;0",
+            f"refusal_ratio={_value(m.refusal_ratio)}{limits.refusal_ratio.perf()};0;1",
+            f"greeting_delay={_value(m.greeting_delay_max, 's')}"
+            f"{limits.greeting_delay.perf()};0",
+            f"tls_share={_value(m.tls_share)}{limits.tls_share.perf()};0;1",
+            f"alerts={int(alerts)}{limits.alerts.perf()};0",
+            f"packets={m.capture.received}c;;;0",
+            f"dropped={m.capture.dropped}c;;;0",
+        ]
+    )
+    return Verdict(status, f"SMTPSCOPE {status.name} - {text} | {perf}")
+
+
+def unknown(message: str) -> Verdict:
+    """The verdict when nothing could be judged: the check itself failed."""
+    return Verdict(Status.UNKNOWN, f"SMTPSCOPE UNKNOWN - {message}")

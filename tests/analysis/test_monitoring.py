@@ -1,0 +1,158 @@
+"""Dashboard, metrics endpoint and ``smtpscope check`` over the project's captures."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from analysis import cli
+from analysis.dashboard import dashboard
+from analysis.metrics import MetricsServer, exposition
+from analysis.monitor import Monitor, RecentEvent
+from analysis.pipeline import analyze
+from capture.live import InterfaceCounts
+
+PCAPS = Path(__file__).parents[2] / "pcaps"
+NOW = 1_800_000_000 * 10**9
+
+
+def _monitor(*names: str) -> Monitor:
+    monitor = Monitor(NOW - 125 * 10**9)
+    for result in analyze([str(PCAPS / n) for n in names]):
+        monitor.add(result, NOW - 10 * 10**9)
+    return monitor
+
+
+COUNTS = [InterfaceCounts("eth0", 1234, 7, 0)]
+
+
+def test_dashboard_shows_the_totals() -> None:
+    monitor = _monitor("auth.pcap", "rejected-rcpt.pcap")
+    monitor.active_sessions = 2
+    monitor.capture.received = 1234
+    monitor.capture.dropped = 7
+    monitor.add_alert(RecentEvent(NOW, "Sx", "192.0.2.9", "auth_brute", "9 fails"))
+    console = Console(width=100, height=40, record=True, color_system=None)
+    console.print(dashboard(monitor, COUNTS, NOW))
+    text = console.export_text()
+    assert "smtpscope live on eth0, up 0:02:05" in text
+    for expected in (
+        "sessions/min       5",
+        "active sessions    2",
+        "TLS                0 of 5 sessions (0%)",
+        "AUTH failures      1",
+        "alerts             1",
+        "packets            1,234 captured",
+        "dropped            7",
+        "127.0.0.1",
+        "auth_brute",
+        "9 fails",
+    ):
+        assert expected in text, expected
+    assert "2xx 30  3xx 3  4xx 0  5xx 5" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_metrics_endpoint_serves_the_page() -> None:
+    monitor = _monitor("plain-delivery.pcap", "rejected-rcpt.pcap")
+    server = MetricsServer("127.0.0.1", 0)
+    server.start()
+    try:
+        server.publish(exposition(monitor, COUNTS))
+        host, port = server.address
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            page = r.read().decode()
+    finally:
+        server.close()
+    lines = set(page.splitlines())
+    for expected in (
+        "smtpscope_sessions_total 2",
+        'smtpscope_replies_total{class="5xx"} 3',
+        "smtpscope_refusals_total 3",
+        "smtpscope_alerts_total 0",
+        'smtpscope_packets_dropped_total{interface="eth0"} 7',
+        "# TYPE smtpscope_greeting_delay_seconds histogram",
+        'smtpscope_greeting_delay_seconds_bucket{le="+Inf"} 2',
+        "smtpscope_greeting_delay_seconds_count 2",
+        'smtpscope_command_latency_seconds_count{verb="RCPT"} 5',
+    ):
+        assert expected in lines, expected
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "start"),
+    [
+        (["-r", "plain-delivery.pcap", "--refusal-warn", "0.2"], 0, "SMTPSCOPE OK - 1"),
+        (
+            [
+                "-r",
+                "rejected-rcpt.pcap",
+                "--refusal-warn",
+                "0.2",
+                "--refusal-crit",
+                "0.5",
+            ],
+            1,
+            "SMTPSCOPE WARNING - refusal ratio 0.428571 above 0.2",
+        ),
+        (
+            [
+                "-r",
+                "plain-delivery.pcap",
+                "--tls-min-warn",
+                "0.9",
+                "--tls-min-crit",
+                "0.5",
+            ],
+            2,
+            "SMTPSCOPE CRITICAL - TLS share 0 below 0.5",
+        ),
+        (["-r", "no-such.pcap"], 3, "SMTPSCOPE UNKNOWN - no-such.pcap: cannot open"),
+        (["--refusal-warn", "x"], 3, "SMTPSCOPE UNKNOWN - usage:"),
+    ],
+)
+def test_check_exit_status(
+    args: list[str],
+    status: int,
+    start: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(PCAPS)
+    assert cli.main(["check", *args]) == status
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert out.startswith(start), out
+    if status < 3:
+        assert " | sessions=" in out and "refusal_ratio=" in out
+
+
+def test_check_perfdata_uses_nagios_ranges(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(PCAPS / "starttls.pcap")
+    args = ["check", "-r", path, "--tls-min-warn", "0.8", "--greeting-delay-crit", "5"]
+    assert cli.main(args) == 0
+    perf = capsys.readouterr().out.split(" | ", 1)[1].split()
+    assert "tls_share=1;0.8:;;0;1" in perf
+    assert any(p.startswith("greeting_delay=") and p.endswith("s;;5;0") for p in perf)
+
+
+def test_sessions_per_minute_forgets_old_ones() -> None:
+    monitor = _monitor("auth.pcap")
+    assert monitor.sessions_last_minute(NOW) == 4
+    assert monitor.sessions_last_minute(NOW + 51 * 10**9) == 0
+    assert time.time_ns() > 0
+
+
+def test_check_counts_the_detectors_alerts(capsys: pytest.CaptureFixture[str]) -> None:
+    # harvest.pcap raises one directory_harvest alert.
+    capture = str(PCAPS / "abuse" / "harvest.pcap")
+    status = cli.main(["check", "-r", capture, "--alerts-warn", "0"])
+    line = capsys.readouterr().out
+    assert status == 1
+    assert line.startswith("SMTPSCOPE WARNING - alerts 1 above 0")
+    assert " alerts=1;0;;0 " in line
