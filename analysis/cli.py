@@ -19,10 +19,11 @@ import functools
 import importlib.metadata
 import logging
 import os
+import signal
 import stat
 import sys
 from collections.abc import Sequence
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, NoReturn, TextIO
 
 from rich.console import Console
@@ -74,6 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Exit.USAGE
 
     _configure_logging(args.verbose)
+    # SIGTERM ends a run as Ctrl-C does, so that what was read is still shown
+    # and written and child processes (tshark for --tls-keylog) are stopped
+    # by the cleanup code; live capture installs its own handlers.
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: a caller embedding main()
+        previous = None
     try:
         status: int = args.run(args)
         sys.stdout.flush()
@@ -83,7 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _discard_stdout()
         return Exit.BROKEN_PIPE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return status
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,7 +281,7 @@ def _run_read(args: argparse.Namespace) -> int:
             )
             return Exit.INPUT
         if not _check_readable(args.tls_keylog):
-            return Exit.INPUT
+            return Exit.USAGE
     readable = [path for path in args.captures if _check_readable(path)]
     failed = len(readable) < len(args.captures)
     if not readable:
@@ -442,6 +457,9 @@ def _configure_logging(verbosity: int) -> None:
     handler = _StderrHandler()
     handler.setFormatter(_EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # pyshark's event loop logs its own tracebacks when tshark is stopped
+    # (Ctrl-C during --tls-keylog); they are noise, never the user's fault.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 class _StderrHandler(logging.StreamHandler[TextIO]):

@@ -44,6 +44,7 @@ from analysis.tls.decrypt import DecryptedChunk
 from capture.stream import Connection, Direction
 
 NS = 1_000_000_000
+MAX_ANOMALIES_PER_KIND = 100  # rows of one kind per session
 # Replies that only SASL data gets (RFC 4954 4, 6): challenge, success,
 # failure, mechanism too weak, encryption required.
 _SASL_CODES = frozenset({334, 235, 535, 534, 538})
@@ -131,6 +132,7 @@ class SessionBuilder:
         self._message_start = 0
         self._auth_cancelled = False
         self._displaced: dict[int, TransactionRecord] = {}  # MAIL -> older txn
+        self._anomaly_kinds: dict[str, int] = {}
         self._handshake: HandshakeBuilder | None = None
         # The SMTP inside TLS, when a key log decrypted it: its own parser,
         # fed the plaintext tshark recovered, in capture order.
@@ -509,6 +511,15 @@ class SessionBuilder:
     # Session -------------------------------------------------------------
 
     def _add_anomaly(self, ts: int, kind: str, detail: str) -> None:
+        # One session must not flood the table (87,000 unreadable
+        # certificates in one handshake, a gap in every segment): past a cap
+        # per kind the rest is counted in the last row's detail only.
+        count = self._anomaly_kinds.get(kind, 0) + 1
+        self._anomaly_kinds[kind] = count
+        if count > MAX_ANOMALIES_PER_KIND:
+            return
+        if count == MAX_ANOMALIES_PER_KIND:
+            detail = f"{detail} (further {kind} not recorded)"
         self.anomalies.append(AnomalyRecord(self.session.session_id, ts, kind, detail))
         self.session.anomalies += 1
 

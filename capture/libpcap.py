@@ -206,7 +206,9 @@ def _bpf_shard(mine: int, parts: int) -> str:
     )
 
 
-def smtp_filter(ports: Iterable[int], shard: tuple[int, int] = (0, 1)) -> str:
+def smtp_filter(
+    ports: Iterable[int], shard: tuple[int, int] = (0, 1), *, vlan: bool = True
+) -> str:
     """A BPF expression keeping what ``decode_tcp`` could want.
 
     TCP on the given ports, also behind one or two VLAN tags,
@@ -222,6 +224,8 @@ def smtp_filter(ports: Iterable[int], shard: tuple[int, int] = (0, 1)) -> str:
         tcp = f"({tcp} and ({_bpf_shard(mine, parts)}))"
     v6 = "(ip6 and not ip6 proto 6)"
     base = f"({tcp} or {v6})"
+    if not vlan:
+        return base
     # Nested, because each ``vlan`` moves the offsets for everything after
     # it in the expression, alternatives included.
     return f"{base} or (vlan and ({base} or (vlan and {base})))"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -138,6 +139,7 @@ def _one_capture(
 
 # Below this size the Python reader is quick enough and counts every packet.
 FAST_PATH_MIN_BYTES = 16 * 1024 * 1024
+_FULL_SNAPLEN = 65535
 _PCAP_MAGICS = frozenset(
     {
         b"\xd4\xc3\xb2\xa1",
@@ -162,10 +164,31 @@ def _fast_path_suits(path: str) -> bool:
         if os.path.getsize(path) < FAST_PATH_MIN_BYTES:
             return False
         with open(path, "rb") as stream:
-            magic = stream.read(4)
+            header = stream.read(24)
     except OSError:
         return False
-    return magic in _PCAP_MAGICS and libpcap.available()
+    if len(header) < 24 or header[:4] not in _PCAP_MAGICS:
+        return False
+    # libpcap cuts every packet to the header's snaplen, the Python reader
+    # does not: with a small snaplen (records longer than it are damage, but
+    # seen) the two would disagree, so only the Python reader reads those.
+    order = "<" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    snaplen = struct.unpack(order + "I", header[16:20])[0]
+    return snaplen >= _FULL_SNAPLEN and libpcap.available()
+
+
+def _open_pipe(
+    path: str, ports: frozenset[int], shard: tuple[int, int]
+) -> libpcap.FilteredPipe:
+    """Open libpcap's filtered stream; without VLAN terms where they fail.
+
+    libpcap has no ``vlan`` for link types such as Linux cooked or raw IP,
+    and they carry no tags anyway.
+    """
+    try:
+        return libpcap.FilteredPipe(path, libpcap.smtp_filter(ports, shard))
+    except libpcap.LibpcapError:
+        return libpcap.FilteredPipe(path, libpcap.smtp_filter(ports, shard, vlan=False))
 
 
 def _filtered_capture(
@@ -183,7 +206,7 @@ def _filtered_capture(
     """
     stats.captures += 1
     try:
-        pipe = libpcap.FilteredPipe(path, libpcap.smtp_filter(ports, shard))
+        pipe = _open_pipe(path, ports, shard)
     except libpcap.LibpcapError as refused:
         log.info("libpcap fast path not used for %s: %s", path, refused)
         return 0

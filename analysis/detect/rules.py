@@ -73,14 +73,27 @@ def default_rules() -> Rules:
     return _build(_defaults(), {}, "defaults")
 
 
+MAX_RULES_BYTES = 1 << 20
+# Windows beyond ten years are a typo, and float seconds must stay finite.
+MAX_WINDOW_S = 10 * 365 * 86400
+
+
 def load_rules(path: str | os.PathLike[str]) -> Rules:
     """The defaults with the settings of the TOML file at ``path`` laid over."""
     name = os.fspath(path)
     try:
         with open(path, "rb") as handle:
-            user = tomllib.load(handle)
+            # Read at most a little past the cap: /dev/zero or a FIFO that
+            # never ends must not fill memory.
+            raw = handle.read(MAX_RULES_BYTES + 1)
     except OSError as exc:
         raise RulesError(f"cannot read {name}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_RULES_BYTES:
+        raise RulesError(f"{name}: larger than {MAX_RULES_BYTES} bytes")
+    try:
+        user = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RulesError(f"{name}: not a text file (TOML is UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"{name}: not valid TOML: {exc}") from exc
     return _build(_defaults(), user, name)
@@ -118,8 +131,8 @@ def _merge(defaults: dict[str, Any], user: dict[str, Any], name: str) -> dict[st
 def _check_type(value: Any, default: Any, where: str) -> None:
     # A float key accepts an int (window_s = 60); bool is not taken for int.
     expected: tuple[type, ...] = (type(default),)
-    if isinstance(default, float):
-        expected = (float, int)
+    if isinstance(default, float) or where.endswith("window_s"):
+        expected = (float, int)  # seconds may be fractional
     if isinstance(value, bool) != isinstance(default, bool) or not isinstance(
         value, expected
     ):
@@ -142,8 +155,16 @@ def _rule(settings: dict[str, Any], where: str) -> Rule:
         min_ratio=float(settings.get("min_ratio", 0.0)),
         limit=settings.get("limit", 0),
     )
-    if rule.threshold < 1 or rule.window_s <= 0 or not 0 <= rule.min_ratio <= 1:
-        raise RulesError(f"{where}: threshold >= 1, window_s > 0, 0 <= min_ratio <= 1")
+    if (
+        rule.threshold < 1
+        or not 0 < rule.window_s <= MAX_WINDOW_S
+        or not 0 <= rule.min_ratio <= 1
+        or rule.limit < 0
+    ):
+        raise RulesError(
+            f"{where}: threshold >= 1, 0 < window_s <= {MAX_WINDOW_S}, "
+            "0 <= min_ratio <= 1, limit >= 0"
+        )
     return rule
 
 

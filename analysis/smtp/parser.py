@@ -56,7 +56,7 @@ RFC_LINE_LIMIT = 512
 MAX_LINE = 16 * 1024
 MAX_REPLY_LINES = 256
 MAX_HELD_BYTES = 256 * 1024  # client bytes held while a reply is awaited
-MAX_PENDING = 4096  # commands waiting for a reply
+MAX_PENDING = 65536  # commands waiting for a reply (bounds a hostile pipeline)
 MAX_ANOMALIES_PER_KIND = 20
 BDAT_MAX_CHUNK = 1 << 40  # larger sizes are treated as invalid
 

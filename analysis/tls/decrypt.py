@@ -87,6 +87,7 @@ def decrypt_captures(
         raise DecryptError(
             f"--tls-keylog needs tshark, which is not installed; {INSTALL_HINT}"
         )
+    _check_keylog_size(keylog)
     server_ports = frozenset(ports)
     streams = DecryptedStreams()
     for path in paths:
@@ -94,6 +95,27 @@ def decrypt_captures(
             streams.add(key, chunks)
     log.info("decrypted %d TLS streams with the key log", len(streams))
     return streams
+
+
+# tshark's time grows with the square of the key log's length (40,000 lines
+# take seconds, 300,000 hours): past this, the user is asked to cut it down.
+MAX_KEYLOG_LINES = 50_000
+
+
+def _check_keylog_size(keylog: str) -> None:
+    lines = 0
+    try:
+        with open(keylog, "rb") as handle:
+            for _ in handle:
+                lines += 1
+                if lines > MAX_KEYLOG_LINES:
+                    raise DecryptError(
+                        f"{keylog} has more than {MAX_KEYLOG_LINES} lines, which "
+                        "tshark would take hours over; keep the lines of the "
+                        "sessions wanted (grep their client randoms) and retry"
+                    )
+    except OSError as exc:
+        raise DecryptError(f"cannot read {keylog}: {exc.strerror or exc}") from exc
 
 
 def _read(

@@ -282,3 +282,30 @@ def test_public_corpus_raises_only_the_alerts_checked_by_hand() -> None:
         for kind in tables(capture_id).alerts["kind"]
     }
     assert found == CORPUS_ALERTS
+
+
+def test_rules_file_limits(tmp_path: Path) -> None:
+    from analysis.detect.rules import MAX_RULES_BYTES, RulesError, load_rules
+
+    fractional = tmp_path / "ok.toml"
+    fractional.write_text("[auth_brute_force]\nwindow_s = 90.5\n")
+    assert load_rules(fractional).rule("auth_brute_force").window_s == 90.5
+
+    for text, message in [
+        ("[auth_brute_force]\nwindow_s = inf\n", "window_s"),
+        ("[auth_brute_force]\nwindow_s = 9223372036854775807\n", "window_s"),
+        ("[short_sessions]\nlimit = -5\n", "limit >= 0"),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(RulesError, match=message):
+            load_rules(bad)
+
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(RulesError, match="not a text file"):
+        load_rules(binary)
+    huge = tmp_path / "huge.toml"
+    huge.write_bytes(b"#" * (MAX_RULES_BYTES + 10))
+    with pytest.raises(RulesError, match="larger than"):
+        load_rules(huge)

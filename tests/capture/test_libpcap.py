@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+import struct
 from pathlib import Path
 
 import pytest
 
-from capture import libpcap
+from capture import libpcap, source
 from capture.decode import SMTP_PORTS, decode_tcp
-from capture.pcapfile import open_capture
+from capture.pcapfile import CaptureReader, open_capture
 from tests.capture.craft import Frame, ethernet, ipv4, ipv6, pcap, tcp_header
 
 pytestmark = pytest.mark.skipif(
@@ -117,3 +118,37 @@ def test_unreadable_file_raises_libpcap_error(tmp_path: Path) -> None:
     path.write_bytes(b"not a capture at all")
     with pytest.raises(libpcap.LibpcapError):
         libpcap.open_filtered(str(path), "tcp")
+
+
+def test_fast_path_only_for_files_libpcap_reads_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # libpcap cuts packets to the header's snaplen; the Python reader keeps
+    # what the record holds. A small snaplen goes to the Python reader.
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    content = bytearray(pcap(_frames()))
+    full = tmp_path / "full.pcap"
+    full.write_bytes(content)
+    struct.pack_into("<I", content, 16, 64)
+    small = tmp_path / "snap64.pcap"
+    small.write_bytes(content)
+    assert source._fast_path_suits(str(full))
+    assert not source._fast_path_suits(str(small))
+
+
+def test_link_types_without_vlan_support_still_take_the_fast_path(
+    tmp_path: Path,
+) -> None:
+    # Raw IPv4 (101): libpcap refuses "vlan" there; the filter drops it.
+    seg = tcp_header(40000, 25) + b"EHLO x\r\n"
+    frames = [Frame(1_700_000_000, 0, ipv4("192.0.2.1", "192.0.2.2", seg))]
+    path = tmp_path / "raw.pcap"
+    path.write_bytes(pcap(frames, linktype=101))
+    pipe = source._open_pipe(str(path), SMTP_PORTS, (0, 1))
+    try:
+        with CaptureReader("raw", pipe.stream, owns_stream=True, size=None) as r:
+            packets = list(r)
+        assert pipe.finish() is None
+    finally:
+        pipe.close()
+    assert [p.linktype for p in packets] == [101]
