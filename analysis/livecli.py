@@ -296,10 +296,12 @@ def _signals_stop(flag: _StopFlag) -> Iterator[None]:
 
 
 def _open_source(
-    interfaces: Sequence[str], expression: str
+    interfaces: Sequence[str], ports: frozenset[int], user_filter: str | None
 ) -> tuple[LiveSource | None, str | None]:
     try:
-        return LiveSource(interfaces, expression), None
+        expression = capture_filter(ports, user_filter)
+        fallback = capture_filter(ports, user_filter, vlan=False)
+        return LiveSource(interfaces, expression, fallback=fallback), None
     except CapturePermissionError as exc:
         name = str(exc).partition(":")[0]
         return None, permission_help(name)
@@ -340,9 +342,7 @@ def _run_live(args: argparse.Namespace) -> int:
             )
 
         # Step 2: the capture itself.
-        source, problem = _open_source(
-            args.interfaces, capture_filter(ports, args.filter)
-        )
+        source, problem = _open_source(args.interfaces, ports, args.filter)
         if source is None:
             cli._error(problem or "cannot capture")
             return cli.Exit.INPUT
@@ -529,7 +529,7 @@ def _check_captures(
 def _check_live(
     args: argparse.Namespace, ports: frozenset[int], monitor: Monitor
 ) -> Verdict:
-    source, problem = _open_source(args.interfaces, capture_filter(ports, args.filter))
+    source, problem = _open_source(args.interfaces, ports, args.filter)
     if source is None:
         return unknown(problem or "cannot capture")
 

@@ -35,9 +35,16 @@ class InterfaceCounts:
     interface_dropped: int  # dropped by the interface or driver (ps_ifdrop)
 
 
-def capture_filter(ports: Iterable[int], user_filter: str | None = None) -> str:
-    """The kernel filter: SMTP ports, and the user's expression if any."""
-    smtp = libpcap.smtp_filter(ports)
+def capture_filter(
+    ports: Iterable[int], user_filter: str | None = None, *, vlan: bool = True
+) -> str:
+    """The kernel filter: SMTP ports, and the user's expression if any.
+
+    ``vlan=False`` leaves out the VLAN terms, which libpcap cannot compile
+    for some link types (Linux cooked on ``any``); ``LiveSource`` falls back
+    to it on its own.
+    """
+    smtp = libpcap.smtp_filter(ports, vlan=vlan)
     if not user_filter:
         return smtp
     return f"({smtp}) and ({user_filter})"
@@ -53,13 +60,25 @@ class LiveSource:
         *,
         snaplen: int = 262144,
         promiscuous: bool = False,
+        fallback: str | None = None,
     ) -> None:
         self.captures: list[libpcap.LiveCapture] = []
         try:
             for name in interfaces:
-                capture = libpcap.open_live(
-                    name, expression, snaplen=snaplen, promiscuous=promiscuous
-                )
+                try:
+                    capture = libpcap.open_live(
+                        name, expression, snaplen=snaplen, promiscuous=promiscuous
+                    )
+                except libpcap.CapturePermissionError:
+                    raise
+                except libpcap.LibpcapError as exc:
+                    # The filter may not compile for this interface's link
+                    # type (no VLAN on "any"): try the one without VLAN terms.
+                    if fallback is None or not str(exc).startswith("filter"):
+                        raise
+                    capture = libpcap.open_live(
+                        name, fallback, snaplen=snaplen, promiscuous=promiscuous
+                    )
                 self.captures.append(capture)
                 log.info(
                     "capturing on %s (link type %d, %s timestamps)",
