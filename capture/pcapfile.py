@@ -116,16 +116,34 @@ class _SourceDamage(Exception):
     """The bytes under the capture format are bad: a gzip or read error."""
 
 
+def _seekable(stream: BinaryIO) -> bool:
+    try:
+        return stream.seekable()
+    except (OSError, ValueError):
+        return False
+
+
 class _FileChunks:
     """Chunks of a file as stored on disk (or of standard input)."""
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self.raw_bytes = 0
+        pipe = not _seekable(stream)
+        self._read1: Callable[[int], bytes] | None = (
+            getattr(stream, "read1", None) if pipe else None
+        )
 
     def read(self) -> bytes:
         try:
-            chunk = self._stream.read(CHUNK_SIZE)
+            # read1 returns what a pipe holds now rather than waiting for a
+            # whole chunk: "tcpdump -w - | smtpscope read -" then sees each
+            # packet as it comes, and Ctrl-C loses nothing already written.
+            chunk: bytes
+            if self._read1 is not None:
+                chunk = bytes(self._read1(CHUNK_SIZE))
+            else:
+                chunk = self._stream.read(CHUNK_SIZE)
         except OSError as exc:
             raise _SourceDamage(f"read error: {exc.strerror or exc}") from exc
         self.raw_bytes += len(chunk)

@@ -423,3 +423,30 @@ def test_pcapng_timestamp_beyond_64_bit_nanoseconds_is_damage(tmp_path: Path) ->
     assert [p.data for p in packets] == [b"first"]
     assert error is not None and error.offset == len(head) + len(good)
     assert "out of range" in error.message
+
+
+def test_a_pipe_is_read_as_packets_arrive() -> None:
+    # "tcpdump -U -w - | smtpscope read -": the writer keeps the pipe open;
+    # the packets already written must come out without waiting for more.
+    import os
+    import threading
+
+    from capture.pcapfile import CaptureReader
+
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, pcap(FRAMES))
+    got: list[bytes] = []
+
+    def consume() -> None:
+        stream = os.fdopen(read_fd, "rb")
+        reader = CaptureReader("-", stream, owns_stream=True, size=None)
+        for packet in reader:
+            got.append(packet.data)
+            if len(got) == len(FRAMES):
+                return
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    os.close(write_fd)
+    assert len(got) == len(FRAMES)
