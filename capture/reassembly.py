@@ -157,6 +157,7 @@ class Reassembler:
         # when the capture clock has moved on by a fraction of the timeout.
         self._sweep_every = max(1, min(self._idle_ns // 8, 30 * _NS_PER_S))
         self._next_sweep = _NEVER_SWEPT  # the first packet sweeps (nothing)
+        self._capture_start = False  # see start_capture
         self._next_id = 0
         # Both orientations of each 4-tuple, to the flow and the direction
         # a segment sent from its source travels in.
@@ -170,6 +171,8 @@ class Reassembler:
         """Take one segment captured at ``ts``; return the events it causes."""
         events: list[StreamEvent] = []
         if ts >= self._next_sweep:
+            if self._capture_start:
+                self._new_capture(ts, events)
             self._sweep(ts, events)
 
         key = (seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)
@@ -199,6 +202,23 @@ class Reassembler:
                 flow, direction = self._start(key, ts, seg, events)
         self._segment(flow, direction, ts, seg, events)
         return events
+
+    def start_capture(self) -> None:
+        """The next segment comes from another capture file.
+
+        A file that goes on where the last ended (rotated by size or time)
+        continues its connections. One whose clock starts before the last
+        file's open connections were last seen is another recording, and
+        its packets must not join those connections: they are closed first.
+        """
+        self._capture_start = True
+        self._next_sweep = _NEVER_SWEPT  # the check runs on the next packet
+
+    def _new_capture(self, ts: int, events: list[StreamEvent]) -> None:
+        self._capture_start = False
+        latest = max((f.conn.last_ts for f in self._open.values()), default=None)
+        if latest is not None and ts < latest:
+            events.extend(self.finish())
 
     def finish(self, ts: int | None = None) -> list[StreamEvent]:
         """Close every open connection with END_OF_CAPTURE, in opening order.

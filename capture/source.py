@@ -72,7 +72,9 @@ def iter_stream_events(
     total = _total_size(paths)
     done = 0  # stored bytes of the captures already finished
 
-    for path in paths:
+    for number, path in enumerate(paths):
+        if number:
+            reassembler.start_capture()
         try:
             yield from _one_capture(
                 path, ports, reassembler, stats, done, total, progress, shard

@@ -584,3 +584,25 @@ def test_losses_never_misplace_a_byte(
     assert offset == received_end
     kinds = {kind for kind, _ in anomalies(events)}
     assert kinds <= {"tcp_buffer_limit"}
+
+
+def test_a_rotated_capture_continues_its_connections() -> None:
+    r = Reassembler(PORTS)
+    events = feed_all([*handshake(), (10, s(0, b"220 hi\r\n"))], r, finish=False)
+    r.start_capture()
+    events += feed_all([(20, c(0, b"QUIT\r\n", ack=S_ISN + 9))], r, finish=False)
+    opened = [e for e in events if isinstance(e, StreamOpened)]
+    assert len(opened) == 1
+    assert stream(events, Direction.CLIENT) == [b"QUIT\r\n"]
+
+
+def test_an_unrelated_capture_with_an_earlier_clock_starts_afresh() -> None:
+    # Two test recordings that reuse one 4-tuple and never close: reading
+    # them together must not make one session of both.
+    r = Reassembler(PORTS)
+    events = feed_all([*handshake(), (10, s(0, b"220 hi\r\n"))], r, finish=False)
+    r.start_capture()
+    events += feed_all([(5, c(0, b"EHLO x\r\n", ack=S_ISN + 9))], r, finish=False)
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 10)]
+    opened = [e for e in events if isinstance(e, StreamOpened)]
+    assert [e.conn.conn_id for e in opened] == [0, 1]
