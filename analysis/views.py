@@ -84,6 +84,9 @@ class Summary:
     reply_classes: dict[str, int] = field(default_factory=dict)
     top_clients: list[tuple[str, int]] = field(default_factory=list)
     alerts: dict[str, int] = field(default_factory=dict)  # severity -> count
+    # The most frequent anomaly kinds, (kind, rows), most frequent first.
+    anomaly_kinds: list[tuple[str, int]] = field(default_factory=list)
+    tls_decrypted: int = 0  # sessions whose TLS a key log opened
 
 
 def summarize(tables: SmtpTables, top: int = 5) -> Summary:
@@ -111,6 +114,8 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
         reply_classes=_reply_classes(int(code) for code in codes),
         top_clients=_top_clients(sessions, top),
         alerts=_alert_counts(tables.alerts),
+        anomaly_kinds=_top_kinds(tables.anomalies, top),
+        tls_decrypted=int(sessions["tls_decrypted"].sum()),
     )
 
 
@@ -128,10 +133,11 @@ def summary_panel(summary: Summary) -> Panel:
         ("transactions", _count_text(summary.transactions)),
         ("messages accepted", _count_text(summary.messages_accepted)),
         ("replies", _reply_text(summary.reply_classes)),
-        ("TLS", _share_text(summary.tls_sessions, summary.sessions)),
+        ("TLS", _tls_text(summary)),
         ("AUTH", _auth_text(summary)),
         ("top clients", _clients_text(summary.top_clients)),
         ("alerts", _alerts_text(summary.alerts)),
+        ("anomalies", _kinds_text(summary.anomaly_kinds)),
     ]
     if summary.errors:
         rows.insert(2, ("damaged inputs", Text(str(summary.errors), style="red")))
@@ -344,6 +350,33 @@ def _auth_text(summary: Summary) -> Text:
         f"{summary.auth_failures:,} failed attempts",
         style="red" if summary.auth_failures else "",
     )
+    return text
+
+
+def _top_kinds(anomalies: pd.DataFrame, top: int) -> list[tuple[str, int]]:
+    counts = anomalies["kind"].value_counts()
+    ranked = sorted(counts.items(), key=lambda kv: (-int(kv[1]), str(kv[0])))
+    return [(str(kind), int(count)) for kind, count in ranked[:top]]
+
+
+def _kinds_text(kinds: list[tuple[str, int]]) -> Text:
+    # Named, not only counted: an injection or a downgrade must be seen
+    # without opening the anomalies table.
+    if not kinds:
+        return Text("none")
+    text = Text()
+    for i, (kind, count) in enumerate(kinds):
+        if i:
+            text.append(", ")
+        text.append_text(terminal_text(kind))
+        text.append(f" ({count:,})")
+    return text
+
+
+def _tls_text(summary: Summary) -> Text:
+    text = _share_text(summary.tls_sessions, summary.sessions)
+    if summary.tls_decrypted:
+        text.append(f", {summary.tls_decrypted:,} decrypted with the key log")
     return text
 
 

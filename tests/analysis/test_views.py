@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from analysis import pipeline
 from analysis.records import SessionResult
-from analysis.tables import SmtpTables, TableBuilder, empty_tables
+from analysis.tables import SmtpTables, TableBuilder, empty_tables, read_captures
 from analysis.views import print_report, summarize
 from tests.analysis.table_samples import (
     MARKUP_HELO,
@@ -83,7 +84,14 @@ def test_summary_of_nothing() -> None:
     assert "damaged inputs" in text
     assert "sessions           0" in text
     assert "TLS                -" in text
-    assert "anomalies" not in text  # no empty session table
+    assert "anomalies          none" in text
+    assert "close" not in text  # no empty session table
+
+
+def test_summary_names_the_anomaly_kinds() -> None:
+    capture = Path(__file__).parents[2] / "pcaps" / "starttls-injection.pcap"
+    text = render(read_captures(capture))
+    assert "anomalies          starttls_client_injection (1)" in text
 
 
 def session_rows(text: str) -> list[str]:
