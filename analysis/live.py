@@ -70,8 +70,9 @@ class LiveAnalyzer:
         self.packets = 0  # packets fed, all kinds
         self._written: dict[int, _Written] = {}  # by conn_id
         # The detectors see sessions as they close, which live is close to
-        # start order; an alert is written once its incident is over.
-        self.alerts = AlertEngine(rules)
+        # start order. An alert row is written when its threshold is crossed
+        # and again, complete and with the same alert_id, when it is over.
+        self.alerts = AlertEngine(rules, early=True)
 
     @property
     def active_sessions(self) -> int:

@@ -372,7 +372,7 @@ def _run_live(args: argparse.Namespace) -> int:
         def on_row(table: str, record: object) -> None:
             summary.rows += 1
             if isinstance(record, Alert):
-                monitor.add_alert(_alert_event(record))
+                _count_alert(monitor, record)
             if out is not None:
                 out.write(json_line(table, record))
                 out.flush()
@@ -499,6 +499,13 @@ def _run_check(args: argparse.Namespace) -> int:
     return int(verdict.status)
 
 
+def _count_alert(monitor: Monitor, alert: Alert) -> None:
+    """Count an alert once: live writes it when crossed and when over."""
+    if alert.alert_id not in monitor.alert_ids:
+        monitor.alert_ids.add(alert.alert_id)
+        monitor.add_alert(_alert_event(alert))
+
+
 def _alert_event(alert: Alert) -> RecentEvent:
     """An alert as the dashboard and the check count and list it."""
     first = alert.session_ids[0] if alert.session_ids else ""
@@ -539,7 +546,7 @@ def _check_live(
     def discard(table: str, record: object) -> None:
         # A check keeps totals only: alerts are counted, rows dropped.
         if isinstance(record, Alert):
-            monitor.add_alert(_alert_event(record))
+            _count_alert(monitor, record)
 
     analyzer = LiveAnalyzer(ports, discard, hooks=[add])
     flag = _StopFlag()

@@ -106,6 +106,7 @@ class Monitor:
         self.clients: collections.Counter[str] = collections.Counter()
         self.anomalies: collections.Counter[str] = collections.Counter()
         self.alerts: collections.Counter[str] = collections.Counter()
+        self.alert_ids: set[str] = set()  # alerts counted, by alert_id
         self.recent: collections.deque[RecentEvent] = collections.deque(maxlen=RECENT)
         self.greeting = Histogram()
         # Per verb; verbs the parser does not know share "other", so a peer

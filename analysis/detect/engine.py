@@ -166,7 +166,11 @@ _SWEEP_EVERY_NS = 60 * 1_000_000_000
 class AlertEngine:
     """Counts observations per (kind, key) and hands out finished alerts."""
 
-    def __init__(self, rules: Rules | None = None) -> None:
+    def __init__(self, rules: Rules | None = None, *, early: bool = False) -> None:
+        # ``early`` (live capture): an alert is also handed out the moment
+        # its threshold is crossed, with the evidence so far, and again,
+        # complete and with the same alert_id, when its incident is over.
+        self.early = early
         self.rules = rules if rules is not None else default_rules()
         self._detectors = [make(self.rules) for make in DETECTORS]
         self._trackers: dict[tuple[str, tuple[str, ...]], Tracker] = {}
@@ -191,7 +195,10 @@ class AlertEngine:
                 incident = tracker.expire(now)
                 if incident is not None:
                     alerts.append(self._alert(obs.kind, obs.key, incident))
+                opened = tracker.incident is None
                 tracker.add(obs)
+                if self.early and opened and tracker.incident is not None:
+                    alerts.append(self._alert(obs.kind, obs.key, tracker.incident))
         return alerts
 
     def expire(self, now: int) -> list[Alert]:

@@ -52,6 +52,28 @@ def _read_rows(path: Path, tmp_path: Path) -> list[dict[str, object]]:
     return rows
 
 
+def _final_alerts(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Live writes an alert when crossed and again when over: keep the last."""
+    last = {
+        row["alert_id"]: i for i, row in enumerate(rows) if row["table"] == "alerts"
+    }
+    return [
+        row
+        for i, row in enumerate(rows)
+        if row["table"] != "alerts" or last[row["alert_id"]] == i
+    ]
+
+
+def test_live_alert_is_written_when_crossed_and_when_over() -> None:
+    rows = _live_rows(PCAPS / "rejected-rcpt.pcap")
+    alerts = [row for row in rows if row["table"] == "alerts"]
+    assert [a["kind"] for a in alerts] == ["relay_attempt", "relay_attempt"]
+    assert alerts[0]["alert_id"] == alerts[1]["alert_id"]
+    # The first comes as soon as the session that crossed it has closed.
+    first = rows.index(alerts[0])
+    assert any(row["table"] == "sessions" for row in rows[:first])
+
+
 def _canonical(rows: list[dict[str, object]]) -> list[str]:
     return sorted(json.dumps(row, sort_keys=True) for row in rows)
 
@@ -71,7 +93,7 @@ def _canonical(rows: list[dict[str, object]]) -> list[str]:
     ],
 )
 def test_live_rows_equal_read_rows(name: str, tmp_path: Path) -> None:
-    live = _live_rows(PCAPS / name)
+    live = _final_alerts(_live_rows(PCAPS / name))
     read = _read_rows(PCAPS / name, tmp_path)
     # Captures end with every connection closed by FIN, so the close
     # reasons agree; a far-future tick would otherwise say "idle".
