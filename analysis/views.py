@@ -362,15 +362,7 @@ def _top_kinds(anomalies: pd.DataFrame, top: int) -> list[tuple[str, int]]:
 def _kinds_text(kinds: list[tuple[str, int]]) -> Text:
     # Named, not only counted: an injection or a downgrade must be seen
     # without opening the anomalies table.
-    if not kinds:
-        return Text("none")
-    text = Text()
-    for i, (kind, count) in enumerate(kinds):
-        if i:
-            text.append(", ")
-        text.append_text(terminal_text(kind))
-        text.append(f" ({count:,})")
-    return text
+    return _counted(kinds, empty="none")
 
 
 def _tls_text(summary: Summary) -> Text:
@@ -381,13 +373,18 @@ def _tls_text(summary: Summary) -> Text:
 
 
 def _clients_text(clients: list[tuple[str, int]]) -> Text:
-    if not clients:
-        return Text(MISSING)
+    return _counted(clients, empty=MISSING)
+
+
+def _counted(items: list[tuple[str, int]], *, empty: str) -> Text:
+    """ "a (3), b (1)", wire strings escaped."""
+    if not items:
+        return Text(empty)
     text = Text()
-    for i, (ip, count) in enumerate(clients):
+    for i, (name, count) in enumerate(items):
         if i:
             text.append(", ")
-        text.append_text(terminal_text(ip))
+        text.append_text(terminal_text(name))
         text.append(f" ({count:,})")
     return text
 

