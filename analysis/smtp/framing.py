@@ -26,10 +26,13 @@ class DataBody:
 
     __slots__ = (
         "_after",
+        "_after_from",
         "_at_line_start",
         "_carry",
         "_header_buf",
         "_headers_done",
+        "_last_counted",
+        "_lenient_at",
         "_lenient_size",
         "_strict",
         "bare_lf_dot_lines",
@@ -52,7 +55,10 @@ class DataBody:
         # and the bytes after it (bounded), in case the server's reply shows
         # that it did: see ``cut_at_bare_lf_end``.
         self._lenient_size: int | None = None
+        self._lenient_at = 0  # stream offset of that line's LF
+        self._after_from = 0  # stream offset where the bytes after it begin
         self._after = bytearray()
+        self._last_counted = -1  # last byte counted so far, -1 before any
 
     @property
     def size(self) -> int:
@@ -69,7 +75,10 @@ class DataBody:
         """
         if self._lenient_size is None:
             return None
-        rest = bytes(self._after) + self._carry
+        # The held-back bytes follow what was counted; the end line may
+        # itself reach into them.
+        skip = max(0, self._after_from - self.raw_bytes)
+        rest = bytes(self._after) + self._carry[skip:]
         self.raw_bytes, self.stuffed_dots = self._lenient_size, 0
         self._carry = b""
         return self._lenient_size, rest
@@ -91,29 +100,20 @@ class DataBody:
         buf = self._carry + data[start:] if self._carry else data[start:]
         carried = len(self._carry)
         self._carry = b""
-        if self._strict and self.raw_bytes == 0 and not carried:
-            self._choose_line_ending(buf)
 
         end_at, body_len = self._find_end(buf)
         if end_at < 0:
             body_len = len(buf) - self._cut_tail(buf)
+        if self._strict:
+            # Up to the end line when there is one, else the whole buffer,
+            # the bytes held back included: a marker is seen whole.
+            self._scan_bare_lf(buf, end_at if end_at >= 0 else len(buf), carried)
         self._count(buf, body_len)
 
         if end_at < 0:
             self._carry = buf[body_len:]
             return -1
         return start + end_at - carried
-
-    def _choose_line_ending(self, buf: bytes) -> None:
-        """A body whose first line ends in a bare LF is an LF-only body.
-
-        Some clients send CRLF commands but LF-only content, and servers that
-        accept it end such a message at LF "." LF. A smuggling attempt looks
-        different: its first lines end in CRLF, so it stays strict.
-        """
-        first = buf.find(b"\n")
-        if first == 0 or (first > 0 and buf[first - 1] != 0x0D):
-            self._strict = False
 
     def _find_end(self, buf: bytes) -> tuple[int, int]:
         """(offset after the end line, body length before it) or (-1, 0)."""
@@ -148,8 +148,15 @@ class DataBody:
         return (b".\r\n", b".\n")
 
     def _cut_tail(self, buf: bytes) -> int:
-        """How many bytes at the end could start an end-of-data line."""
-        for tail in (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r", b"\n.\r", b"\n."):
+        """How many bytes at the end could start an end-of-data line.
+
+        Every proper prefix of the end markers, strict and lenient, is held
+        back, a lone final LF included: a marker is then always seen whole,
+        wherever the sender split its segments.
+        """
+        if self.raw_bytes == 0 and buf in (b".", b".\r"):
+            return len(buf)  # an empty message whose end was cut short
+        for tail in (b"\r\n.\r", b"\r\n.", b"\r\n", b"\n.\r", b"\n.", b"\r", b"\n"):
             if buf.endswith(tail):
                 return len(tail)
         if self._at_line_start and buf in (b".", b".\r"):
@@ -164,36 +171,61 @@ class DataBody:
         self.stuffed_dots += body.count(b"\n.")
         if self._at_line_start and body[:1] == b".":
             self.stuffed_dots += 1
-        # Dot lines ended by a bare LF, or a dot after a bare LF, inside a
-        # CRLF body: invisible to a strict server, an end to a lenient one.
-        if self._strict and b"\n." in body:
-            self.bare_lf_dot_lines += body.count(b"\n.\n") + (
-                body.count(b"\n.\r\n") - body.count(b"\r\n.\r\n")
-            )
-        if self._strict:
-            self._note_bare_lf_end(body)
+        if self._lenient_size is not None:
+            self._keep_after(buf[:n])
         self._at_line_start = body[-1:] == b"\n"
+        self._last_counted = body[-1]
         if not self._headers_done:
             self._collect_headers(body)
 
-    def _note_bare_lf_end(self, body: bytes) -> None:
-        """Remember the first dot line a lenient server would end data at."""
-        if self._lenient_size is not None:
-            if len(self._after) < MAX_AFTER_BARE_LF_END:
-                self._after += body
-            else:
-                self._lenient_size = None  # too far back to matter
+    def _scan_bare_lf(self, buf: bytes, stop: int, seen: int) -> None:
+        """Count dot lines a lenient server would end data at (smuggling).
+
+        In a CRLF body, LF "." LF, or LF "." CRLF after a bare LF, is no end
+        for a strict server and an end for a lenient one. ``buf`` starts at
+        stream offset ``raw_bytes``; its first ``seen`` bytes were scanned
+        last time (held back then), so only markers ending after them count.
+        """
+        region = buf[:stop]
+        if b"\n." not in region:
             return
-        ends = [i for i in (body.find(b"\n.\n"), body.find(b"\n.\r\n")) if i >= 0]
-        if not ends:
+        for marker in (b"\n.\n", b"\n.\r\n"):
+            i = region.find(marker)
+            while i >= 0:
+                end = i + len(marker)
+                bare = marker == b"\n.\n" or self._before(buf, i) != 0x0D
+                if bare and end > seen:
+                    self.bare_lf_dot_lines += 1
+                    self._note_bare_lf_end(buf, i, end)
+                i = region.find(marker, i + 1)
+
+    def _before(self, buf: bytes, i: int) -> int:
+        """The byte before ``buf[i]``, from the counted stream if need be."""
+        if i > 0:
+            return buf[i - 1]
+        return self._last_counted
+
+    def _note_bare_lf_end(self, buf: bytes, i: int, end: int) -> None:
+        """Remember the first such line: where the message would end there."""
+        if self._lenient_size is not None and self._lenient_at <= self.raw_bytes + i:
             return
-        i = min(ends)
-        marker = 3 if body[i : i + 3] == b"\n.\n" else 4
-        kept = body[: i + 1]
-        before = self.raw_bytes - len(body)
-        dots = self.stuffed_dots - body.count(b"\n.") + kept.count(b"\n.")
-        self._lenient_size = before + len(kept) - dots
-        self._after = bytearray(body[i + marker :])
+        kept = buf[: i + 1]
+        dots = self.stuffed_dots + kept.count(b"\n.")
+        if self.raw_bytes == 0 and buf[:1] == b".":
+            dots += 1
+        self._lenient_size = self.raw_bytes + len(kept) - dots
+        self._lenient_at = self.raw_bytes + i
+        self._after_from = self.raw_bytes + end
+        self._after = bytearray()
+
+    def _keep_after(self, counted: bytes) -> None:
+        """Bytes after the lenient end, for replay as commands (bounded)."""
+        start = self.raw_bytes - len(counted)  # raw_bytes already advanced
+        skip = max(0, self._after_from - start)
+        if skip < len(counted):
+            self._after += counted[skip:]
+        if len(self._after) > MAX_AFTER_BARE_LF_END:
+            self._lenient_size = None  # too far back to matter
 
     def _collect_headers(self, body: bytes) -> None:
         room = MAX_HEADER_BYTES - len(self._header_buf)
