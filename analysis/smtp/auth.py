@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from analysis.smtp.syntax import wire_text
+from analysis.smtp.syntax import BASE64_LINE, wire_text
 
 REDACTED = "[redacted]"
 
@@ -57,8 +57,25 @@ def redact_auth_argument(argument: str) -> str:
     RFC 4954 4: "AUTH mechanism [initial-response]"; "=" stands for an empty
     initial response and is harmless to show.
     """
-    mechanism, _, initial = argument.partition(" ")
-    initial = initial.strip()
+    # Split on any white space: "AUTH<TAB>PLAIN<TAB>payload" is seen too.
+    parts = argument.split(None, 1)
+    mechanism = parts[0] if parts else ""
+    initial = parts[1].strip() if len(parts) > 1 else ""
     if not initial or initial == "=":
-        return argument.strip()
+        return " ".join(part.strip() for part in parts)
     return f"{mechanism} {REDACTED}"
+
+
+def looks_like_sasl_data(text: str) -> bool:
+    """A line that could be a base64 SASL answer (a password, perhaps).
+
+    One token of the base64 alphabet (RFC 4648 4) with a digit, "+", "/",
+    "=" or both letter cases: what encoded credentials look like and SMTP
+    verbs (one case, letters only) do not.
+    """
+    token = text.strip()
+    if not BASE64_LINE.fullmatch(token):
+        return False
+    if any(c in token for c in "0123456789+/="):
+        return True
+    return token != token.upper() and token != token.lower()

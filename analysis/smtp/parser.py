@@ -40,7 +40,6 @@ from analysis.smtp.events import (
 )
 from analysis.smtp.framing import ChunkHeaders, DataBody
 from analysis.smtp.syntax import (
-    BASE64_LINE,
     KNOWN_VERBS,
     enhanced_code,
     parse_reply_line,
@@ -84,6 +83,21 @@ _BLOCKING = frozenset({"DATA", "STARTTLS", "AUTH"})
 _GROUP_ENDERS = frozenset(
     {"EHLO", "HELO", "LHLO", "DATA", "VRFY", "EXPN", "TURN", "QUIT", "NOOP"} | _BLOCKING
 )
+
+
+def _without_credentials(sent: bytes) -> bytes:
+    """Client bytes for an anomaly's detail, AUTH payloads replaced."""
+    shown = []
+    for line in sent.splitlines(keepends=True):
+        body = line.rstrip(b"\r\n")
+        ending = line[len(body) :]
+        verb, argument, known = split_command(wire_text(body))
+        if verb == "AUTH":
+            body = f"AUTH {auth.redact_auth_argument(argument)}".encode()
+        elif not known and auth.looks_like_sasl_data(wire_text(body)):
+            body = auth.REDACTED.encode()
+        shown.append(body + ending)
+    return b"".join(shown)
 
 
 def _starts_like_command(line: bytes) -> bool:
@@ -260,7 +274,10 @@ class SmtpParser:
         if self._cbuf and self._mode in (ClientMode.COMMAND, ClientMode.AUTH_ANSWER):
             rest = self._cbuf
             self._cbuf = b""
-            self._anomaly(out, ts, "unterminated_line", rest)
+            # Its length only: the line may be an AUTH answer.
+            self._anomaly(
+                out, ts, "unterminated_line", f"{len(rest)} bytes without a line end"
+            )
             self._client_line(rest, ts, out)
         if self._mode is ClientMode.DATA_BODY and self._body is not None:
             self._body.complete = False
@@ -364,10 +381,12 @@ class SmtpParser:
             self._mode = ClientMode.AUTH_ANSWER
             self._auth_answer(line, ts, out)
             return
-        if not known and self._auth_recent and BASE64_LINE.fullmatch(text):
-            # Base64 right after an AUTH exchange (one the server refused,
-            # say): SASL data the client sent anyway; it may be a password.
-            self._anomaly(out, ts, "auth_data_after_auth", "base64 line withheld")
+        if not known and auth.looks_like_sasl_data(text):
+            # Base64 where a command was due: SASL data after an AUTH the
+            # server refused, or in a capture that began inside an exchange
+            # or lost its reply. It may be a password, so it is not kept.
+            kind = "auth_data_after_auth" if self._auth_recent else "possible_sasl_data"
+            self._anomaly(out, ts, kind, "base64 line withheld")
             self._command("[redacted]", "", False, ts, out)
             return
         if self._data_refused and not known and text:
@@ -532,9 +551,9 @@ class SmtpParser:
     def _auth_start(
         self, index: int, argument: str, ts: int, out: list[SmtpEvent]
     ) -> None:
-        mechanism, _, initial = argument.partition(" ")
-        mechanism = mechanism.upper()
-        initial = initial.strip()
+        parts = argument.split(None, 1)
+        mechanism = parts[0].upper() if parts else ""
+        initial = parts[1].strip() if len(parts) > 1 else ""
         self._auth_index = index
         self._auth_open = True
         self._auth_mechanism = mechanism
@@ -771,7 +790,8 @@ class SmtpParser:
                     out,
                     ts,
                     "starttls_client_injection",
-                    f"{len(sent)} bytes before the 220: {show_bytes(sent)}",
+                    f"{len(sent)} bytes before the 220: "
+                    f"{show_bytes(_without_credentials(sent))}",
                 )
                 held = []
         elif answers == "AUTH" and mode is ClientMode.AUTH_ANSWER:

@@ -601,3 +601,44 @@ def test_server_reply_inside_data_ends_it_at_the_bare_lf_dot() -> None:
     assert of(events, MessageEnded)[0].size == len(b"Subject: s\r\n\r\nhate\n")
     assert answered(events) == [("DATA", 354), (".", 250), ("?", 500), ("QUIT", 221)]
     assert "bare_lf_end_of_data" in anomalies(events)
+
+
+def test_auth_tab_separated_initial_response_is_redacted() -> None:
+    events = run([(S, b"220 mx\r\n"), (C, b"AUTH\tPLAIN\tAGFsaWNlAHMzY3JldA==\r\n")])
+    assert of(events, CommandSeen)[0].argument == "PLAIN [redacted]"
+    assert of(events, AuthUserSeen) == [AuthUserSeen(2, "PLAIN", "alice")]
+    assert "AGFsaWNl" not in repr(events)
+
+
+def test_no_credential_in_anomaly_details() -> None:
+    # An AUTH answer cut off by the close, and AUTH pipelined behind
+    # STARTTLS: the details say how many bytes, not what they were.
+    cut = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"SHVudGVyMlNFQ1JFVA=="),
+        ]
+    )
+    parser = SmtpParser()
+    injected = parser.feed_server(b"220 mx\r\n", 1)
+    injected += parser.feed_client(
+        b"STARTTLS\r\nAUTH PLAIN AGFsaWNlAHMzY3JldA==\r\n", 2
+    )
+    injected += parser.feed_server(b"220 go\r\n", 3)
+    for events in (cut, injected):
+        assert "SHVudGVy" not in repr(events) and "AGFsaWNl" not in repr(events)
+    assert "AUTH PLAIN [redacted]" in repr(of(injected, AnomalySeen))
+
+
+def test_base64_where_a_command_was_due_is_withheld() -> None:
+    # A client-only capture that starts inside AUTH: nothing says the line is
+    # SASL data but its look, and it may be a password.
+    events = run([(C, b"SHVudGVyMlNFQ1JFVA== \r\nQUIT\r\n")])
+    assert verbs(events) == ["[redacted]", "QUIT"]
+    assert "possible_sasl_data" in anomalies(events)
+    assert "SHVudGVy" not in repr(events)
+    # Verbs in one case stay visible, known or not.
+    typo = run([(S, b"220 mx\r\n"), (C, b"EHLOO x\r\nNOOPQ\r\n")])
+    assert verbs(typo) == ["EHLOO", "NOOPQ"]
