@@ -428,16 +428,51 @@ class SessionBuilder:
         txn.mail_from_code = reply.code
         if reply.klass == 2:
             if older is not None:
+                if older.status == "incomplete":
+                    older.status = "reset"  # the server replaced it
                 self._end_txn(older, ts)
             return
         txn.status = "rejected"
         self._end_txn(txn, ts)
         if older is not None and older.end is None:
-            self._txn = older  # the server kept the transaction it had
+            # The server kept the transaction it had: what the client
+            # pipelined behind the refused MAIL belongs to that one.
+            self._rehome(index, txn, older)
+            self._txn = older
         elif self._txn is None:
             # Keep the refused MAIL current so that the RCPTs sent after it
             # (refused with 503 in turn) still land in its row.
             self._txn = txn
+
+    def _rehome(
+        self, mail: int, refused: TransactionRecord, kept: TransactionRecord
+    ) -> None:
+        """Move the commands sent after a refused MAIL to the kept transaction."""
+        later = sorted(i for i, t in self._txn_of.items() if t is refused and i > mail)
+        slots = {self._rcpt_slot[i] for i in later if i in self._rcpt_slot}
+        for i in later:
+            self._txn_of[i] = kept
+            slot = self._rcpt_slot.get(i)
+            if slot is None:
+                continue
+            code = refused.rcpt_codes[slot]
+            self._rcpt_slot[i] = len(kept.rcpt_to)
+            kept.rcpt_to.append(refused.rcpt_to[slot])
+            kept.rcpt_codes.append(code)
+            if code is not None and code // 100 == 2:
+                kept.rcpts_accepted += 1
+                refused.rcpts_accepted -= 1
+        if slots:
+            # Renumber what stays with the refused MAIL.
+            stay = [n for n in range(len(refused.rcpt_to)) if n not in slots]
+            renumber = {old: new for new, old in enumerate(stay)}
+            refused.rcpt_to = [refused.rcpt_to[n] for n in stay]
+            refused.rcpt_codes = [refused.rcpt_codes[n] for n in stay]
+            for i, t in self._txn_of.items():
+                if t is refused and i in self._rcpt_slot:
+                    self._rcpt_slot[i] = renumber[self._rcpt_slot[i]]
+        if self._message_txn is refused:
+            self._message_txn = kept
 
     def _fill_reply(self, row: CommandRecord, reply: Reply, ts: int) -> None:
         row.reply_code = reply.code

@@ -79,6 +79,8 @@ _AFTER_REPLY: dict[tuple[str, int], ClientMode] = {
     ("AUTH", 3): ClientMode.AUTH_ANSWER,
 }
 _BLOCKING = frozenset({"DATA", "STARTTLS", "AUTH"})
+# Commands after which a half-sent BDAT message no longer exists.
+_TRANSACTION_RESETS = frozenset({"RSET", "EHLO", "HELO", "LHLO", "MAIL"})
 # RFC 2920 3.1: commands that can only be last in a pipelined group.
 _GROUP_ENDERS = frozenset(
     {"EHLO", "HELO", "LHLO", "DATA", "VRFY", "EXPN", "TURN", "QUIT", "NOOP"} | _BLOCKING
@@ -163,6 +165,7 @@ class SmtpParser:
         self._data_refused = False
         self._lf_only_client = False
         self._lf_only_server = False
+        self._tls_expected = False  # STARTTLS sent, no server to answer it
         self._anomaly_counts: dict[str, int] = {}
         self.tls_started_ts: int | None = None
         self.tls_client_bytes = 0
@@ -195,7 +198,12 @@ class SmtpParser:
             return out
         if not self._greeting_seen and not self._server_spoke:
             self._client_spoke_first = True
-        if (
+        if self._tls_expected and not self._cbuf and data[:2] == b"\x16\x03":
+            # STARTTLS with no server in sight, then a ClientHello: the
+            # hopeful outcome, as for DATA.
+            self._tls_expected = False
+            self._start_tls(ts, out, implicit=False)
+        elif (
             self._mode is ClientMode.COMMAND
             and self._command_index == 0
             and not self._cbuf
@@ -417,6 +425,11 @@ class SmtpParser:
             self._anomaly(out, ts, "pending_overflow", "too many unanswered commands")
         self._pending.append(_Pending(index, verb if known else "?", ts))
 
+        if verb in _TRANSACTION_RESETS and self._chunk_headers is not None:
+            # RFC 3030 2 and RFC 5321 4.1.1.5: the chunks sent so far belong
+            # to a transaction this command abandons.
+            self._chunk_headers = None
+            self._chunk_last = False
         if verb == "DATA":
             self._last_data_index = index
         elif verb == "AUTH":
@@ -437,6 +450,8 @@ class SmtpParser:
             self._start_body(ts, out)
         elif verb == "AUTH" and self._auth_open:
             self._mode = ClientMode.AUTH_ANSWER
+        elif verb == "STARTTLS":
+            self._tls_expected = True  # TLS if the client's next bytes are
 
     # Hold and replay ----------------------------------------------------
 

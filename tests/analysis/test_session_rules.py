@@ -1,0 +1,84 @@
+"""Transaction rules of the session builder, conversation in, rows out."""
+
+from __future__ import annotations
+
+from analysis.records import SessionResult
+from analysis.session import SessionBuilder
+from capture.stream import Connection, Direction
+
+C, S = Direction.CLIENT, Direction.SERVER
+
+
+def session(steps: list[tuple[Direction, bytes]]) -> SessionResult:
+    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=0)
+    builder = SessionBuilder(conn, frozenset({465}))
+    for ts, (side, data) in enumerate(steps, start=1):
+        builder.data(side, data, ts)
+    return builder.close(len(steps) + 1, "fin")
+
+
+def test_rset_abandons_a_half_sent_bdat_message() -> None:
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n"),
+            (C, b"BDAT 5\r\nhello"),
+            (S, b"250 ok\r\n"),
+            (C, b"RSET\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"MAIL FROM:<e@f>\r\nRCPT TO:<c@d>\r\nBDAT 3 LAST\r\nabc"),
+            (S, b"250 ok\r\n250 ok\r\n250 2.0.0 Ok: queued as ABC123\r\n"),
+        ]
+    )
+    first, second = result.transactions
+    assert (first.status, first.message_bytes) == ("reset", None)
+    assert (second.data_method, second.message_bytes) == ("BDAT", 3)
+    assert (second.status, second.queue_id) == ("accepted", "ABC123")
+
+
+def test_commands_behind_a_refused_nested_mail_stay_with_the_first() -> None:
+    # Postfix answers a second MAIL with 503 and keeps the first transaction;
+    # the RCPT and DATA pipelined behind the refused MAIL belong to it.
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 PIPELINING\r\n"),
+            (C, b"MAIL FROM:<a@x>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"MAIL FROM:<b@x>\r\nRCPT TO:<r@y>\r\nDATA\r\n"),
+            (S, b"503 5.5.1 Error: nested MAIL command\r\n250 ok\r\n354 go\r\n"),
+            (C, b"Subject: s\r\n\r\nhi\r\n.\r\n"),
+            (S, b"250 2.0.0 Ok: queued as Q1\r\n"),
+        ]
+    )
+    first, nested = result.transactions
+    assert (first.mail_from, first.rcpt_to, first.rcpt_codes) == ("a@x", ["r@y"], [250])
+    assert (first.status, first.queue_id, first.message_bytes) == ("accepted", "Q1", 18)
+    assert (nested.mail_from_code, nested.status, nested.rcpt_to) == (
+        503,
+        "rejected",
+        [],
+    )
+
+
+def test_a_second_mail_the_server_accepts_resets_the_first() -> None:
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@x>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"MAIL FROM:<b@x>\r\n"),
+            (S, b"250 ok\r\n"),
+        ]
+    )
+    assert [t.status for t in result.transactions] == ["reset", "incomplete"]
+
+
+def test_one_sided_starttls_then_client_hello_is_tls() -> None:
+    result = session(
+        [(C, b"EHLO c\r\nSTARTTLS\r\n"), (C, b"\x16\x03\x01\x00\x05hello")]
+    )
+    assert result.session.tls == "starttls"
+    assert [c.verb for c in result.commands] == ["EHLO", "STARTTLS"]
