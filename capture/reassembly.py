@@ -109,8 +109,24 @@ class _Half:
         return self.fin_off is not None and self.next_off >= self.fin_off
 
 
+# How far from the next expected byte a RST may be and still be believed.
+# Endpoints take only an exact match (RFC 5961 3.2); a capture that lost
+# some segments sees the stream a little behind, hence some slack.
+_RST_WINDOW = 1 << 16
+
 # How long a connection whose FINs are both in waits for the last ACK.
 _FIN_LINGER_NS = 5 * 1_000_000_000
+
+
+def _same_syn(half: _Half, seq: int) -> bool:
+    """Whether a SYN is this connection's own, retransmitted.
+
+    When the capture missed the first SYN, its ISN is known only from the
+    SYN-ACK's acknowledgment (ISN + 1), which set ``base``.
+    """
+    if half.isn is not None:
+        return half.isn == seq
+    return half.base == (seq + 1) % _SEQ_MOD
 
 
 class _Flow:
@@ -194,7 +210,7 @@ class Reassembler:
                     flow, flow.conn.last_ts + self._idle_ns, CloseReason.IDLE, events
                 )
                 flow, direction = self._start(key, ts, seg, events)
-            elif new_syn and flow.halves[direction].isn != seg.seq:
+            elif new_syn and not _same_syn(flow.halves[direction], seg.seq):
                 # A SYN that is not a retransmission of this one's: the
                 # 4-tuple is being used again (RFC 9293 3.4.1 lets an old
                 # connection's pair be reused).
@@ -423,6 +439,22 @@ class Reassembler:
         seg: TcpSegment,
         events: list[StreamEvent],
     ) -> None:
+        half = flow.halves[direction]
+        if half.base is not None:
+            # RFC 5961 3.2: a RST whose sequence number lies outside the
+            # window is ignored by the endpoints, so the conversation goes
+            # on; closing on it would let an injected RST blind us.
+            distance = abs(half.offset(seg.seq) - half.next_off)
+            if distance > _RST_WINDOW:
+                self._anomaly(
+                    flow,
+                    direction,
+                    ts,
+                    "tcp_rst_out_of_window",
+                    f"RST {distance} bytes away from the stream, ignored",
+                    events,
+                )
+                return
         if seg.payload:
             # RFC 9293 3.5.3: data on a RST is diagnostic, not stream.
             self._anomaly(
@@ -475,7 +507,19 @@ class Reassembler:
         end = start + len(payload)
         wire_end = end + seg.missing
         if seg.flags & FIN and half.fin_off is None and wire_end >= half.next_off:
-            half.fin_off = wire_end
+            if wire_end - half.next_off <= self._max_bytes:
+                half.fin_off = wire_end
+            else:
+                # A FIN far past anything buffered is forged or corrupt: the
+                # real one will come where the stream ends.
+                self._anomaly(
+                    flow,
+                    direction,
+                    ts,
+                    "tcp_fin_out_of_window",
+                    f"FIN {wire_end - half.next_off} bytes ahead, ignored",
+                    events,
+                )
 
         # Clip what cannot belong to the stream: bytes before its start
         # (a capture begun mid-connection, then a reordered segment) and

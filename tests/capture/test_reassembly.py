@@ -606,3 +606,52 @@ def test_an_unrelated_capture_with_an_earlier_clock_starts_afresh() -> None:
     assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 10)]
     opened = [e for e in events if isinstance(e, StreamOpened)]
     assert [e.conn.conn_id for e in opened] == [0, 1]
+
+
+def test_a_rst_far_outside_the_stream_is_ignored() -> None:
+    # RFC 5961 3.2: endpoints ignore it, so the conversation goes on; an
+    # injected RST must not end the analysis of it.
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"MAIL FROM:<a@b>\r\n")),
+            (11, s(1_000_000, ack=C_ISN + 1, flags=RST)),
+            (12, s(0, b"250 ok\r\n")),
+            (13, c(17, b"RCPT TO:<x@y>\r\n")),
+        ]
+    )
+    assert b"".join(stream(events, Direction.CLIENT)) == (
+        b"MAIL FROM:<a@b>\r\nRCPT TO:<x@y>\r\n"
+    )
+    assert "tcp_rst_out_of_window" in [
+        e.kind for e in events if isinstance(e, StreamAnomaly)
+    ]
+    assert closes(events)[0][1] is CloseReason.END_OF_CAPTURE
+
+
+def test_a_fin_far_ahead_is_ignored_and_the_real_one_closes() -> None:
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(100_000_000, flags=ACK | FIN)),
+            (11, c(0, b"QUIT\r\n")),
+            (12, c(6, flags=ACK | FIN)),
+            (13, s(0, b"221 bye\r\n", flags=PSH_ACK | FIN)),
+            (14, c(7, ack=S_ISN + 11, flags=ACK)),
+        ]
+    )
+    assert stream(events, Direction.CLIENT) == [b"QUIT\r\n"]
+    assert closes(events) == [(0, CloseReason.FIN, 14)]
+
+
+def test_a_retransmitted_syn_after_the_syn_ack_is_the_same_connection() -> None:
+    # The first SYN was not captured: the SYN-ACK gave the client's ISN.
+    events = feed_all(
+        [
+            (1, s(-1, ack=C_ISN + 1, flags=SYN | ACK)),
+            (2, c(-1, flags=SYN)),
+            (3, c(0, b"EHLO x\r\n", ack=S_ISN + 1)),
+        ]
+    )
+    assert len([e for e in events if isinstance(e, StreamOpened)]) == 1
+    assert stream(events, Direction.CLIENT) == [b"EHLO x\r\n"]
