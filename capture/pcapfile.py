@@ -677,19 +677,7 @@ class _Section:
         if length < 32:
             return f"enhanced packet block of {length} bytes, less than 32"
         index, high, low, caplen, wire_len = self._epb(buf, pos + 8)
-        if caplen > MAX_CAPLEN:
-            return f"record length {caplen} exceeds {MAX_CAPLEN}"
-        if 28 + caplen + 4 > length:
-            return f"captured length {caplen} does not fit its {length}-byte block"
-        iface = self._interface(index)
-        if isinstance(iface, str):
-            return iface
-        ts = self._timestamp(iface, high, low)
-        if not 0 <= ts <= _MAX_TS:
-            # Nanoseconds since 1970 must fit 64 bits (until 2262): beyond
-            # that the clock, the resolution or the offset is damaged.
-            return f"timestamp of {ts} ns since 1970 is out of range"
-        return ts, iface.linktype, pos + 28, caplen, wire_len
+        return self._timed_packet(pos, length, index, high, low, caplen, wire_len)
 
     def simple(self, buf: bytes, pos: int, length: int) -> _Found:
         """Simple Packet Block (4.4): interface 0, no timestamp.
@@ -715,6 +703,19 @@ class _Section:
         if length < 32:
             return f"packet block of {length} bytes, less than 32"
         index, _drops, high, low, caplen, wire_len = self._pb(buf, pos + 8)
+        return self._timed_packet(pos, length, index, high, low, caplen, wire_len)
+
+    def _timed_packet(
+        self,
+        pos: int,
+        length: int,
+        index: int,
+        high: int,
+        low: int,
+        caplen: int,
+        wire_len: int,
+    ) -> _Found:
+        """What EPB and PB share after their fields: checks and the time."""
         if caplen > MAX_CAPLEN:
             return f"record length {caplen} exceeds {MAX_CAPLEN}"
         if 28 + caplen + 4 > length:
