@@ -678,13 +678,16 @@ class SmtpParser:
             self._reply_code = code
         if len(self._reply_lines) < MAX_REPLY_LINES:
             self._reply_lines.append(rest)
-        if more:
-            return
+        if not more:
+            self._complete_reply(ts, out)
+
+    def _complete_reply(self, ts: int, out: list[SmtpEvent]) -> None:
+        """The lines collected so far are one reply (RFC 5321 4.2.1)."""
         lines = tuple(self._reply_lines)
         self._reply_lines = []
+        code = self._reply_code
         first = lines[0] if lines else ""
-        reply = Reply(self._reply_code, enhanced_code(first, self._reply_code), lines)
-        self._reply(reply, ts, out)
+        self._reply(Reply(code, enhanced_code(first, code), lines), ts, out)
 
     def _reply(self, reply: Reply, ts: int, out: list[SmtpEvent]) -> None:
         if not self._greeting_seen and self._is_greeting(reply):
@@ -758,9 +761,7 @@ class SmtpParser:
             self._anomaly(
                 out, ts, "unterminated_reply", f"{code} reply had no last line"
             )
-            lines = tuple(self._reply_lines)
-            self._reply_lines = []
-            self._reply(Reply(code, enhanced_code(lines[0], code), lines), ts, out)
+            self._complete_reply(ts, out)
 
     def _is_greeting(self, reply: Reply) -> bool:
         if not self._pending:
