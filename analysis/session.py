@@ -39,7 +39,7 @@ from analysis.smtp.events import (
     TlsStarted,
 )
 from analysis.smtp.parser import SmtpParser
-from analysis.smtp.syntax import KNOWN_VERBS, parse_path, queue_id
+from analysis.smtp.syntax import KNOWN_VERBS, parse_bdat, parse_path, queue_id
 from analysis.tls.decrypt import DecryptedChunk
 from capture.stream import Connection, Direction
 
@@ -70,23 +70,6 @@ def session_id(conn: Connection) -> str:
     )
     digest = hashlib.blake2b(key.encode(), digest_size=10).digest()
     return "S" + base64.b32encode(digest).decode().lower()
-
-
-def _valid_chunk(argument: str) -> bool:
-    parts = argument.split()
-    size_ok = (
-        bool(parts)
-        and parts[0].isascii()
-        and parts[0].isdigit()
-        and len(parts[0]) <= 15  # checked before int(), as in the parser
-        and int(parts[0]) <= 1 << 40
-    )
-    return size_ok and (len(parts) == 1 or _is_last_chunk(argument))
-
-
-def _is_last_chunk(argument: str) -> bool:
-    parts = argument.split()
-    return len(parts) == 2 and parts[1].upper() == "LAST"
 
 
 def _offers_starttls(reply: Reply) -> bool:
@@ -415,8 +398,8 @@ class SessionBuilder:
             txn = self._txn_of.get(event.command_index)
             # A BDAT refused for its syntax carried no chunk: the
             # transaction goes on (Postfix answers 521 and keeps it).
-            valid = _valid_chunk(row.argument)
-            settles = valid and (reply.klass != 2 or _is_last_chunk(row.argument))
+            chunk = parse_bdat(row.argument)
+            settles = chunk is not None and (reply.klass != 2 or chunk[1])
             if txn is not None and txn.end is None and settles:
                 self._settle_message(txn, reply, event.ts)
 

@@ -42,6 +42,7 @@ from analysis.smtp.framing import ChunkHeaders, DataBody
 from analysis.smtp.syntax import (
     KNOWN_VERBS,
     enhanced_code,
+    parse_bdat,
     parse_reply_line,
     show_bytes,
     split_command,
@@ -57,7 +58,6 @@ MAX_REPLY_LINES = 256
 MAX_HELD_BYTES = 256 * 1024  # client bytes held while a reply is awaited
 MAX_PENDING = 65536  # commands waiting for a reply (bounds a hostile pipeline)
 MAX_ANOMALIES_PER_KIND = 20
-BDAT_MAX_CHUNK = 1 << 40  # larger sizes are treated as invalid
 
 _TLS_HANDSHAKE = 0x16  # TLS record content type handshake (RFC 8446 5.1)
 
@@ -513,20 +513,11 @@ class SmtpParser:
     # BDAT (RFC 3030 2) --------------------------------------------------
 
     def _bdat_start(self, argument: str, ts: int, out: list[SmtpEvent]) -> None:
-        parts = argument.split()
-        size_text = parts[0] if parts else ""
-        last = len(parts) > 1 and parts[1].upper() == "LAST"
-        if (
-            not size_text.isascii()
-            or not size_text.isdigit()
-            or len(size_text) > 15  # before int(): huge digit strings are slow
-            or int(size_text) > BDAT_MAX_CHUNK
-            or len(parts) > 2
-            or (len(parts) == 2 and not last)
-        ):
+        chunk = parse_bdat(argument)
+        if chunk is None:
             self._anomaly(out, ts, "bdat_invalid", argument)
             return
-        size = int(size_text)
+        size, last = chunk
         if self._chunk_headers is None:
             self._chunk_headers = ChunkHeaders()
             self._chunk_total = 0

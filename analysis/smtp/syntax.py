@@ -139,6 +139,31 @@ def parse_path(argument: str, keyword: str) -> tuple[str | None, str]:
     return address, params.strip(" \t")
 
 
+BDAT_MAX_CHUNK = 1 << 40  # larger sizes are taken as invalid
+
+
+def parse_bdat(argument: str) -> tuple[int, bool] | None:
+    """(chunk size, LAST) of a BDAT argument, or None when it is invalid.
+
+    RFC 3030 2: "BDAT" SP chunk-size [SP end-marker], the size a string of
+    digits and the end marker "LAST".
+    """
+    parts = argument.split()
+    if not parts or len(parts) > 2:
+        return None
+    size_text = parts[0]
+    last = len(parts) == 2 and parts[1].upper() == "LAST"
+    if len(parts) == 2 and not last:
+        return None
+    # The length first: int() of thousands of digits is slow on purpose.
+    if not size_text.isascii() or not size_text.isdigit() or len(size_text) > 15:
+        return None
+    size = int(size_text)
+    if size > BDAT_MAX_CHUNK:
+        return None
+    return size, last
+
+
 def queue_id(reply_text: str) -> str | None:
     """The MTA's queue identifier in a reply to the end of data, if any."""
     for pattern in _QUEUE_ID_PATTERNS:
