@@ -161,19 +161,23 @@ def _declare_live(lib: Any) -> None:
 
 
 @functools.cache
-def _fdopen() -> Any:
+def _libc() -> Any:
+    """The C library, for the stdio calls around libpcap's FILE streams."""
     libc = ctypes.CDLL(None)
     libc.fdopen.argtypes = (ctypes.c_int, ctypes.c_char_p)
     libc.fdopen.restype = ctypes.c_void_p
-    return libc.fdopen
-
-
-@functools.cache
-def _ftell() -> Any:
-    libc = ctypes.CDLL(None)
     libc.ftell.argtypes = (ctypes.c_void_p,)
     libc.ftell.restype = ctypes.c_long
-    return libc.ftell
+    libc.fclose.argtypes = (ctypes.c_void_p,)
+    return libc
+
+
+def _position(lib: Any, handle: int | None) -> int:
+    """How far libpcap has read into its file, for a progress bar."""
+    if handle is None:
+        return 0
+    stream = lib.pcap_file(handle)
+    return int(_libc().ftell(stream)) if stream else 0
 
 
 def available() -> bool:
@@ -269,12 +273,12 @@ class FilteredPipe:
         self._lib = lib
         self._handle: int | None = handle
         read_fd, write_fd = os.pipe()
-        stream = _fdopen()(write_fd, b"wb")
+        stream = _libc().fdopen(write_fd, b"wb")
         dumper = lib.pcap_dump_fopen(handle, stream) if stream else None
         if not dumper:
             os.close(read_fd)
             if stream:
-                _fclose()(stream)
+                _libc().fclose(stream)
             else:
                 os.close(write_fd)
             lib.pcap_close(handle)
@@ -297,10 +301,7 @@ class FilteredPipe:
 
     def position(self) -> int:
         """How far libpcap has read into the file, for a progress bar."""
-        if self._handle is None:
-            return 0
-        stream = self._lib.pcap_file(self._handle)
-        return int(_ftell()(stream)) if stream else 0
+        return _position(self._lib, self._handle)
 
     def close(self) -> None:
         """Stop libpcap if it is still running and release everything."""
@@ -316,13 +317,6 @@ class FilteredPipe:
         """Wait for libpcap to end; its error, if it stopped on damage."""
         self._thread.join()
         return self.error
-
-
-@functools.cache
-def _fclose() -> Any:
-    libc = ctypes.CDLL(None)
-    libc.fclose.argtypes = (ctypes.c_void_p,)
-    return libc.fclose
 
 
 class FilteredReader:
@@ -351,11 +345,8 @@ class FilteredReader:
             self._handle = None
 
     def position(self) -> int:
-        """How far into the file libpcap has read, for a progress bar."""
-        if self._handle is None:
-            return 0
-        stream = self._lib.pcap_file(self._handle)
-        return int(_ftell()(stream)) if stream else 0
+        """How far libpcap has read into the file, for a progress bar."""
+        return _position(self._lib, self._handle)
 
     def __iter__(self) -> Iterator[RawPacket]:
         handle = self._handle
