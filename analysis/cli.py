@@ -24,7 +24,7 @@ import stat
 import sys
 from collections.abc import Sequence
 from types import FrameType, TracebackType
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from rich.console import Console
 from rich.markup import escape as escape_markup
@@ -41,12 +41,20 @@ from rich.progress import (
 from analysis import livecli, pipeline
 from analysis.detect import Rules, RulesError, load_rules
 from analysis.escape import escape_controls
-from analysis.export import ExportError, Format, prepare_directory, require_format
-from analysis.export import write_tables as export_tables
+from analysis.offline import finish
 from analysis.parallel import read_sharded
-from analysis.tables import SmtpTables, TableBuilder
+from analysis.rowfiles import (
+    ExportError,
+    Format,
+    TableFiles,
+    prepare_directory,
+    require_format,
+)
+from analysis.spool import Spool
 from analysis.tls import decrypt
-from analysis.views import print_report
+
+if TYPE_CHECKING:
+    from analysis.tables import SmtpTables, TableBuilder
 
 PROG = "smtpscope"
 
@@ -287,48 +295,28 @@ def _run_read(args: argparse.Namespace) -> int:
     if not readable:
         return Exit.INPUT
 
-    # Step 2: read, keeping every session decoded before any trouble.
-    stats = pipeline.RunStats()
-    builder = TableBuilder(stats, rules=args.rules)
-    show_progress = not args.quiet and sys.stderr.isatty()
-    jobs = args.jobs or os.cpu_count() or 1
-    # Decryption runs tshark over whole captures: one process does it.
-    if jobs > 1 and "-" not in readable and args.tls_keylog is None:
-        # Each worker reads every capture; progress would be per worker, so
-        # none is shown.
-        try:
-            builder = read_sharded(readable, ports, jobs, rules=args.rules)
-        except OSError as exc:
-            stats.errors.append(_os_error_message(exc))
-        stats = builder.stats
-    else:
-        with _ProgressBar(show_progress) as progress:
-            try:
-                for result in pipeline.analyze(
-                    readable,
-                    ports,
-                    stats=stats,
-                    progress=progress,
-                    tls_keylog=args.tls_keylog,
-                ):
-                    builder.add(result)
-            except OSError as exc:
-                stats.errors.append(_os_error_message(exc))
-            except decrypt.DecryptError as exc:
-                stats.errors.append(str(exc))
-            except KeyboardInterrupt:
-                stats.interrupted = True
-    tables = builder.build()
+    # Step 2: read, keeping every session decoded before any trouble. The
+    # sessions wait in a spool on disk, so memory follows open connections.
+    with Spool() as spool:
+        _read_into(spool, args, readable, ports)
+        stats = spool.stats
 
-    # Step 3: files first, so that a closed stdout cannot lose them.
-    if args.output is not None and not _write(tables, args.output, fmt):
-        failed = True
-    if not args.quiet:
+        # Step 3: files first, so that a closed stdout cannot lose them.
+        # DataFrames (and pandas) only when the report or Parquet needs them.
+        report = not args.quiet
+        frames = report or (args.output is not None and fmt is Format.PARQUET)
+        streamed = args.output is not None and fmt is not Format.PARQUET
+        written, sessions, tables = _finish(spool, args, fmt, streamed, frames)
+        if not written:
+            failed = True
+    if tables is not None and args.output is not None and not streamed:
+        failed = not _write(tables, args.output, fmt) or failed
+    if tables is not None and report:
         console = _StdoutConsole(highlight=False, emoji=False)
         limit = args.limit or None
         print_report(console, tables, limit=limit, summary=not args.no_summary)
 
-    if tables.sessions.empty and stats.packets and not stats.errors:
+    if not sessions and stats.packets and not stats.errors:
         watched = ", ".join(str(p) for p in sorted(ports))
         _error(
             f"no TCP connection on the SMTP ports ({watched}); if the server "
@@ -342,9 +330,92 @@ def _run_read(args: argparse.Namespace) -> int:
     return Exit.INPUT if failed or stats.errors else Exit.OK
 
 
-def _write(tables: SmtpTables, directory: str, fmt: Format) -> bool:
+def _read_into(
+    spool: Spool, args: argparse.Namespace, readable: list[str], ports: frozenset[int]
+) -> None:
+    """Analyse ``readable`` into ``spool``; trouble ends up in its stats."""
+    stats = spool.stats
+    show_progress = not args.quiet and sys.stderr.isatty()
+    jobs = args.jobs or os.cpu_count() or 1
+    # Decryption runs tshark over whole captures: one process does it.
+    if jobs > 1 and "-" not in readable and args.tls_keylog is None:
+        # Each worker reads every capture; progress would be per worker, so
+        # none is shown.
+        try:
+            read_sharded(readable, ports, jobs, spool)
+        except OSError as exc:
+            spool.stats.errors.append(_os_error_message(exc))
+        return
+    with _ProgressBar(show_progress) as progress:
+        try:
+            for result in pipeline.analyze(
+                readable,
+                ports,
+                stats=stats,
+                progress=progress,
+                tls_keylog=args.tls_keylog,
+            ):
+                spool.add(result)
+        except OSError as exc:
+            stats.errors.append(_os_error_message(exc))
+        except decrypt.DecryptError as exc:
+            stats.errors.append(str(exc))
+        except KeyboardInterrupt:
+            stats.interrupted = True
+
+
+def _finish(
+    spool: Spool,
+    args: argparse.Namespace,
+    fmt: Format,
+    streamed: bool,
+    frames: bool,
+) -> tuple[bool, int, SmtpTables | None]:
+    """Replay the spool: (files written, sessions, DataFrames if wanted)."""
+    builder = _new_builder(spool, args) if frames else None
     try:
-        export_tables(tables.frames(), directory, fmt)
+        if streamed:
+            with TableFiles(args.output, fmt) as files:
+                done = finish(spool, rules=args.rules, files=files, builder=builder)
+                files.commit()
+        else:
+            done = finish(spool, rules=args.rules, builder=builder)
+    except (ExportError, OSError) as exc:
+        if isinstance(exc, ExportError):
+            _error(str(exc))
+        else:
+            _error(_os_error_message(exc, action="write"))
+        if not frames:
+            return False, len(spool), None
+        # The report is still shown, from a replay of its own.
+        builder = _new_builder(spool, args)
+        done = finish(spool, rules=args.rules, builder=builder)
+        return False, done.sessions, builder.build(done.alerts)
+    tables = builder.build(done.alerts) if builder is not None else None
+    return True, done.sessions, tables
+
+
+def print_report(console: Console, tables: SmtpTables, **options: Any) -> None:
+    """``analysis.views.print_report``, imported only when a report is shown.
+
+    The views need pandas; a quiet run that only writes files does not.
+    """
+    from analysis import views
+
+    views.print_report(console, tables, **options)
+
+
+def _new_builder(spool: Spool, args: argparse.Namespace) -> TableBuilder:
+    from analysis.tables import TableBuilder
+
+    return TableBuilder(spool.stats, rules=args.rules)
+
+
+def _write(tables: SmtpTables, directory: str, fmt: Format) -> bool:
+    from analysis.export import write_tables
+
+    try:
+        write_tables(tables.frames(), directory, fmt)
     except ExportError as exc:
         _error(str(exc))
         return False

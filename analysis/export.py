@@ -28,54 +28,38 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import enum
-import importlib.util
 import json
 import math
 import os
-import secrets
-import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.escape import csv_cell
+from analysis.rowfiles import (
+    ExportError,
+    Format,
+    csv_text,
+    iso_timestamp,
+    json_line,
+    open_text,
+    prepare_directory,
+    require_format,
+    reserve_temporary,
+)
 from analysis.schema import TABLES, Column, Kind
 
-
-class Format(enum.StrEnum):
-    JSONL = "jsonl"
-    CSV = "csv"
-    PARQUET = "parquet"
-
-
-class ExportError(Exception):
-    """An export that cannot be done: bad directory or missing dependency."""
-
-
-def require_format(fmt: Format) -> None:
-    """Raise ``ExportError`` now if ``fmt`` cannot be written later."""
-    if fmt is Format.PARQUET and importlib.util.find_spec("pyarrow") is None:
-        raise ExportError(
-            "Parquet output needs pyarrow, which is not installed; "
-            "install it with: pip install pyarrow "
-            "(or, from a checkout: pip install '.[parquet]')"
-        )
-
-
-def prepare_directory(directory: str | os.PathLike[str]) -> Path:
-    """Create ``directory`` if needed and check that files can be made in it."""
-    path = Path(directory)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"cannot create {path}: {exc.strerror or exc}") from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ExportError(f"cannot write to {path}: permission denied")
-    return path
+__all__ = [
+    "ExportError",
+    "Format",
+    "iso_timestamp",
+    "json_line",
+    "prepare_directory",
+    "require_format",
+    "write_tables",
+]
 
 
 def write_tables(
@@ -93,7 +77,7 @@ def write_tables(
             if not name.isidentifier():  # it becomes a file name
                 raise ValueError(f"table name {name!r} is not an identifier")
             final = target / f"{name}.{fmt.value}"
-            temporary = _reserve_temporary(final)
+            temporary = reserve_temporary(final)
             written.append((temporary, final))
             _WRITERS[fmt](name, frame, temporary)
 
@@ -109,18 +93,6 @@ def write_tables(
     return [final for _, final in written]
 
 
-def _reserve_temporary(final: Path) -> Path:
-    # Made with open(..., "x") rather than tempfile.mkstemp, whose mode 0600
-    # the renamed file would keep; this way the user's umask applies.
-    while True:
-        temporary = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            temporary.open("x").close()
-        except FileExistsError:
-            continue
-        return temporary
-
-
 # JSON Lines
 
 
@@ -129,7 +101,7 @@ def _write_jsonl(name: str, frame: pd.DataFrame, path: Path) -> None:
         ensure_ascii=True, allow_nan=False, separators=(",", ":")
     )
     names = [str(column) for column in frame.columns]
-    with _open_text(path) as out:
+    with open_text(path) as out:
         for row in _rows(frame, _json_cells):
             out.write(encoder.encode(dict(zip(names, row, strict=True))))
             out.write("\n")
@@ -141,41 +113,11 @@ def _json_cells(series: pd.Series) -> list[Any]:
     return [_plain(value) for value in series.tolist()]
 
 
-def json_line(table: str, record: object) -> str:
-    """One record as a JSON line of live output, ``table`` naming its table.
-
-    The cells are encoded as ``_write_jsonl`` encodes them after the trip
-    through pandas, so a live row equals the row ``smtpscope read`` writes
-    for the same connection; only the leading ``table`` key is added.
-    """
-    row: dict[str, Any] = {"table": table}
-    for column in TABLES[table]:
-        row[column.name] = _record_cell(column, getattr(record, column.attribute))
-    return _LINE_ENCODER.encode(row) + "\n"
-
-
-_LINE_ENCODER = json.JSONEncoder(
-    ensure_ascii=True, allow_nan=False, separators=(",", ":")
-)
-
-
-def _record_cell(column: Column, value: Any) -> Any:
-    if value is None:
-        return None
-    if column.kind is Kind.TIMESTAMP:
-        return iso_timestamp(value)
-    if column.kind is Kind.FLOAT:
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, list):
-        return list(value)
-    return value
-
-
 # CSV
 
 
 def _write_csv(name: str, frame: pd.DataFrame, path: Path) -> None:
-    with _open_text(path) as out:
+    with open_text(path) as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([str(column) for column in frame.columns])
         writer.writerows(_rows(frame, _csv_cells))
@@ -184,19 +126,7 @@ def _write_csv(name: str, frame: pd.DataFrame, path: Path) -> None:
 def _csv_cells(series: pd.Series) -> list[str]:
     if isinstance(series.dtype, pd.DatetimeTZDtype) or series.dtype.kind == "M":
         return ["" if ns is None else iso_timestamp(ns) for ns in _epoch_ns(series)]
-    return [_csv_text(_plain(value)) for value in series.tolist()]
-
-
-def _csv_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return csv_cell(",".join("" if v is None else str(v) for v in value))
-    return csv_cell(str(value))
+    return [csv_text(_plain(value)) for value in series.tolist()]
 
 
 # Parquet
@@ -243,14 +173,6 @@ _WRITERS: dict[Format, Callable[[str, pd.DataFrame, Path], None]] = {
 # Cells shared by the text formats
 
 
-def iso_timestamp(ns: int) -> str:
-    """Integer ns since the epoch as ``YYYY-MM-DDTHH:MM:SS.fffffffffZ``."""
-    seconds, fraction = divmod(ns, 1_000_000_000)
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
-    )
-
-
 def _epoch_ns(series: pd.Series) -> list[int | None]:
     # Naive datetimes are taken to be UTC already, as everywhere in smtpscope.
     if isinstance(series.dtype, pd.DatetimeTZDtype):
@@ -280,7 +202,3 @@ def _rows(
 ) -> Iterable[tuple[Any, ...]]:
     columns = [cells(frame.iloc[:, i]) for i in range(frame.shape[1])]
     return zip(*columns, strict=True)
-
-
-def _open_text(path: Path) -> IO[str]:
-    return path.open("w", encoding="utf-8", newline="")

@@ -30,11 +30,11 @@ from analysis import cli, pipeline
 from analysis.check import Threshold, Thresholds, Verdict, evaluate, unknown
 from analysis.dashboard import dashboard
 from analysis.detect import Alert, detect
-from analysis.export import json_line
 from analysis.live import LiveAnalyzer, LoopOptions, run
 from analysis.metrics import MetricsServer, exposition
 from analysis.monitor import Monitor, RecentEvent
 from analysis.records import SessionResult
+from analysis.rowfiles import json_line
 from capture.libpcap import CapturePermissionError, LibpcapError
 from capture.live import LiveSource, capture_filter
 from capture.pcapwriter import InterfaceInfo, RotatingWriter

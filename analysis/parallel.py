@@ -2,9 +2,12 @@
 
 Each worker reads every capture but keeps only the connections that hash to
 it (``capture.libpcap.shard_of``: the same both ways, so a connection is
-never split). Workers return their ``TableBuilder``; merged and sorted, the
-tables are the same rows in the same order as a single process gives,
-because session ids and row order depend only on the traffic.
+never split). Workers spool their results to files in a directory of the
+parent's spool and return only a description of them (``SpoolPart``), so
+nothing large crosses between processes. The parent replays all parts as
+one spool: the tables are the same rows in the same order as a single
+process gives, because session ids and row order depend only on the
+traffic, and the detectors see every session at once.
 """
 
 from __future__ import annotations
@@ -15,39 +18,38 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from analysis import pipeline
-from analysis.detect import Rules
-from analysis.tables import TableBuilder
+from analysis.spool import Spool, SpoolPart
 
 
 def read_sharded(
     paths: Sequence[str],
     ports: frozenset[int],
     jobs: int,
-    *,
-    rules: Rules | None = None,
-) -> TableBuilder:
-    """Analyse ``paths`` in ``jobs`` processes and merge what they found.
+    spool: Spool | None = None,
+) -> Spool:
+    """Analyse ``paths`` in ``jobs`` processes into ``spool`` (or a new one).
 
-    The detectors run on the merged builder, over every session at once, so
-    alerts that count across connections see all of them.
+    ``spool.stats`` is set to the merged statistics of the workers.
     """
+    spool = spool if spool is not None else Spool()
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-    work = [(list(paths), ports, (k, jobs)) for k in range(jobs)]
+    directory = spool.scratch_directory()
+    work = [(list(paths), ports, (k, jobs), directory) for k in range(jobs)]
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         parts = list(pool.map(_work, work))
 
-    merged = TableBuilder(rules=rules)
     for part in parts:
-        merged.merge(part)
-    merged.stats = _merged_stats([part.stats for part in parts])
-    return merged
+        spool.adopt(part)
+    spool.stats = _merged_stats([part.stats for part in parts])
+    return spool
 
 
-def _work(job: tuple[list[str], frozenset[int], tuple[int, int]]) -> TableBuilder:
-    paths, ports, shard = job
-    builder = TableBuilder()
-    builder.add_all(pipeline.analyze(paths, ports, stats=builder.stats, shard=shard))
-    return builder
+def _work(job: tuple[list[str], frozenset[int], tuple[int, int], str]) -> SpoolPart:
+    paths, ports, shard, directory = job
+    spool = Spool(directory)
+    for result in pipeline.analyze(paths, ports, stats=spool.stats, shard=shard):
+        spool.add(result)
+    return spool.detach()
 
 
 def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:

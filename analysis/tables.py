@@ -126,11 +126,13 @@ class TableBuilder:
         self._sessions_added += other._sessions_added
         _add_stats(self.stats, other.stats)
 
-    def build(self) -> SmtpTables:
+    def build(self, alerts: list[Alert] | None = None) -> SmtpTables:
         """The tables, with the findings that need every session added.
 
         Those findings (``analysis.downgrade``) go into copies of the
         collected values, so building twice gives the same tables.
+        ``alerts``, when the caller already ran the detectors over the same
+        sessions (``analysis.offline.finish``), are used as they are.
         """
         values = self._values
         owners = self._owner
@@ -156,8 +158,9 @@ class TableBuilder:
             )
             for table in _SESSION_TABLES
         }
-        alerts = _alert_frame(detect(self._results, self.rules))
-        return SmtpTables(stats=self.stats, alerts=alerts, **frames)
+        if alerts is None:
+            alerts = detect(self._results, self.rules)
+        return SmtpTables(stats=self.stats, alerts=_alert_frame(alerts), **frames)
 
     def _append(self, table: str, records: Sequence[object], owner: int) -> None:
         values = self._values[table]

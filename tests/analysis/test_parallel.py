@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from analysis import pipeline
+from analysis.offline import build_tables
 from analysis.parallel import read_sharded
 from analysis.tables import SmtpTables, read_captures
 from capture import libpcap, source
@@ -38,7 +39,8 @@ def test_project_captures_are_there() -> None:
 
 @pytest.mark.parametrize("jobs", [2, 3])
 def test_sharded_run_gives_the_same_tables(plain: SmtpTables, jobs: int) -> None:
-    tables = read_sharded(PCAPS, pipeline.DEFAULT_PORTS, jobs).build()
+    with read_sharded(PCAPS, pipeline.DEFAULT_PORTS, jobs) as spool:
+        tables = build_tables(spool)
     _same(tables, plain)
     assert len(tables.alerts) > 10  # detectors ran over all shards together
     assert tables.stats.captures == len(PCAPS)

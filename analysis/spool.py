@@ -1,0 +1,234 @@
+"""Finished sessions parked on disk until an offline run has read everything.
+
+The tables are ordered by session start and the detectors need every
+session, so nothing can be written while captures are still being read.
+Keeping every ``SessionResult`` in memory until then would make memory grow
+with the size of the input. A ``Spool`` instead pickles each result to a
+temporary file the moment its connection closes and keeps only a small
+index entry, plus the few session columns that the cross-session check
+(``analysis.downgrade``) reads. ``replay`` reads the results back one at a
+time, in table order, with that check's findings beside each.
+
+Worker processes of ``-j N`` each fill a spool of their own in a directory
+the parent gives them and hand back a ``SpoolPart``, a small picklable
+description; the parent's spool takes the parts over (``adopt``) and
+replays all of them as one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import IO, Any
+
+from analysis import downgrade
+from analysis.pipeline import RunStats
+from analysis.records import AnomalyRecord, SessionResult
+
+# Session columns ``downgrade.find`` reads; kept for every session.
+_CHECKED_COLUMNS: tuple[str, ...] = (
+    "session_id",
+    "start",
+    "server_ip",
+    "server_port",
+    "starttls_offered",
+    "capabilities",
+    "tls",
+    "helo_verb",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """Where one pickled result lies, and what orders it."""
+
+    start: int
+    session_id: str
+    part: int  # index into Spool._files
+    offset: int
+    length: int
+
+
+@dataclass(slots=True)
+class SpoolPart:
+    """A worker's spool, handed to the parent process (see ``Spool.adopt``)."""
+
+    path: str
+    entries: list[_Entry]
+    columns: dict[str, list[Any]]
+    stats: RunStats
+
+
+@dataclass(slots=True)
+class Replayed:
+    """One session as the tables show it.
+
+    ``result`` is the session as analysed, which the detectors take;
+    ``extra`` holds the anomalies found across sessions, which the tables
+    add to it (``with_extra``).
+    """
+
+    result: SessionResult
+    extra: list[AnomalyRecord] = field(default_factory=list)
+
+    def with_extra(self) -> SessionResult:
+        """The result with ``extra`` counted and listed among its anomalies."""
+        if not self.extra:
+            return self.result
+        session = self.result.session
+        return SessionResult(
+            # A copy: the detectors saw the session without these.
+            session=replace(session, anomalies=session.anomalies + len(self.extra)),
+            transactions=self.result.transactions,
+            commands=self.result.commands,
+            anomalies=self.result.anomalies + self.extra,
+            tls=self.result.tls,
+        )
+
+
+class Spool:
+    """Results on disk, an index in memory; see the module docstring.
+
+    ``directory`` None keeps the results in an unnamed temporary file that
+    disappears when the spool is closed or the process ends. With a
+    directory, the file is named, so that another process can read it
+    (``detach``).
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        self.stats = RunStats()
+        self._directory = directory
+        self._files: list[IO[bytes]] = []
+        self._paths: list[str | None] = []
+        self._entries: list[_Entry] = []
+        self._columns: dict[str, list[Any]] = {name: [] for name in _CHECKED_COLUMNS}
+        self._writer: IO[bytes] | None = None
+        self._scratch: str | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, result: SessionResult) -> None:
+        writer = self._writer
+        if writer is None:
+            writer = self._writer = self._new_file()
+        data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        # A replay in between may have moved the position.
+        offset = writer.seek(0, os.SEEK_END)
+        writer.write(data)
+        session = result.session
+        self._entries.append(
+            _Entry(
+                session.start,
+                session.session_id,
+                len(self._files) - 1,
+                offset,
+                len(data),
+            )
+        )
+        for name, values in self._columns.items():
+            values.append(getattr(session, name))
+
+    def detach(self) -> SpoolPart:
+        """Close the file and describe it for another process to ``adopt``."""
+        path = self._paths[-1] if self._writer is not None else None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if path is None:
+            path = ""  # nothing was added
+        part = SpoolPart(path, self._entries, self._columns, self.stats)
+        self._entries = []
+        self._columns = {name: [] for name in _CHECKED_COLUMNS}
+        self._files.clear()
+        self._paths.clear()
+        return part
+
+    def adopt(self, part: SpoolPart) -> None:
+        """Take over a worker's results; the file is deleted on ``close``."""
+        if not part.entries:
+            return
+        self._flush()
+        self._writer = None  # later adds start a file of their own
+        index = len(self._files)
+        self._files.append(open(part.path, "rb"))  # noqa: SIM115 (closed in close())
+        self._paths.append(part.path)
+        self._entries.extend(
+            _Entry(e.start, e.session_id, index, e.offset, e.length)
+            for e in part.entries
+        )
+        for name, values in self._columns.items():
+            values.extend(part.columns[name])
+
+    def replay(self) -> Iterator[Replayed]:
+        """Every result in table order: by start, then session id, then arrival.
+
+        The cross-session findings are computed first, from the kept
+        columns, so each result comes with its own.
+        """
+        self._flush()
+        extra: dict[int, list[AnomalyRecord]] = {}
+        for position, record in downgrade.find(self._columns):
+            extra.setdefault(position, []).append(record)
+        entries = self._entries
+        order = sorted(
+            range(len(entries)),
+            key=lambda i: (entries[i].start, entries[i].session_id, i),
+        )
+        for i in order:
+            entry = entries[i]
+            source = self._files[entry.part]
+            source.seek(entry.offset)
+            result = pickle.loads(source.read(entry.length))
+            yield Replayed(result, extra.get(i, []))
+
+    def scratch_directory(self) -> str:
+        """A private directory for worker spools, removed on ``close``."""
+        if self._scratch is None:
+            self._scratch = tempfile.mkdtemp(prefix="smtpscope-spool-")
+        return self._scratch
+
+    def close(self) -> None:
+        for handle in self._files:
+            handle.close()
+        for path in self._paths:
+            if path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        self._files.clear()
+        self._paths.clear()
+        self._writer = None
+        if self._scratch is not None:
+            # Parts that were never adopted (a worker failed) are in it too.
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def _new_file(self) -> IO[bytes]:
+        if self._directory is None:
+            handle: IO[bytes] = tempfile.TemporaryFile(  # noqa: SIM115 (closed in close())
+                prefix="smtpscope-spool-"
+            )
+            path = None
+        else:
+            handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in close())
+                prefix="spool-", dir=self._directory, delete=False
+            )
+            path = handle.name
+        self._files.append(handle)
+        self._paths.append(path)
+        return handle
+
+    def _flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
