@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import enum
+import functools
 import importlib.util
 import json
 import math
+import operator
 import os
 import secrets
 import time
@@ -82,9 +84,13 @@ def open_text(path: Path) -> IO[str]:
 def iso_timestamp(ns: int) -> str:
     """Integer ns since the epoch as ``YYYY-MM-DDTHH:MM:SS.fffffffffZ``."""
     seconds, fraction = divmod(ns, 1_000_000_000)
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{fraction:09d}Z"
-    )
+    return f"{_utc_second(seconds)}.{fraction:09d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_second(seconds: int) -> str:
+    # A session's rows share a few seconds; formatting each once is cheaper.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 # Cells of one record. pandas turns each column into its dtype before the
@@ -211,20 +217,50 @@ class TableFiles:
 RowWriter = Callable[[Iterable[object]], None]
 
 
+def _finite(value: float) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+# What ``json_cell`` does, by kind, for values that are not None; the kinds
+# not listed pass through (the encoder writes tuples as arrays too).
+_JSON_CONVERT: dict[Kind, Callable[[Any], Any]] = {
+    Kind.TIMESTAMP: iso_timestamp,
+    Kind.FLOAT: _finite,
+}
+
+
+def _getter(columns: tuple[Column, ...]) -> Callable[[object], tuple[Any, ...]]:
+    """All of a record's cells in one call, as a tuple even for one column."""
+    attributes = [c.attribute for c in columns]
+    if len(attributes) == 1:
+        single = operator.attrgetter(attributes[0])
+        return lambda record: (single(record),)
+    return operator.attrgetter(*attributes)
+
+
 def _jsonl_rows(out: IO[str], columns: tuple[Column, ...]) -> RowWriter:
     encode = _LINE_ENCODER.encode
-    fields = [(c.name, c.attribute, c) for c in columns]
+    names = [c.name for c in columns]
+    cells = _getter(columns)
+    convert = [
+        (i, _JSON_CONVERT[c.kind])
+        for i, c in enumerate(columns)
+        if c.kind in _JSON_CONVERT
+    ]
 
     def write(records: Iterable[object]) -> None:
         lines = []
         for record in records:
-            row = {
-                name: json_cell(column, getattr(record, attribute))
-                for name, attribute, column in fields
-            }
-            lines.append(encode(row))
-            lines.append("\n")
-        out.write("".join(lines))
+            values = list(cells(record))
+            for i, function in convert:
+                value = values[i]
+                if value is not None:
+                    values[i] = function(value)
+            lines.append(encode(dict(zip(names, values, strict=True))))
+        if lines:
+            lines.append("")
+            out.write("\n".join(lines))
 
     return write
 
@@ -232,16 +268,15 @@ def _jsonl_rows(out: IO[str], columns: tuple[Column, ...]) -> RowWriter:
 def _csv_rows(out: IO[str], columns: tuple[Column, ...]) -> RowWriter:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([c.name for c in columns])
-    fields = [(c.attribute, c) for c in columns]
+    cells = _getter(columns)
+    convert = list(enumerate(columns))
 
     def write(records: Iterable[object]) -> None:
-        writer.writerows(
-            [
-                csv_record_cell(column, getattr(record, attribute))
-                for attribute, column in fields
-            ]
-            for record in records
-        )
+        rows = []
+        for record in records:
+            values = cells(record)
+            rows.append([csv_record_cell(column, values[i]) for i, column in convert])
+        writer.writerows(rows)
 
     return write
 

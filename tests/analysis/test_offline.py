@@ -17,7 +17,7 @@ from analysis import pipeline
 from analysis.export import write_tables
 from analysis.offline import build_tables, finish
 from analysis.rowfiles import Format, TableFiles
-from analysis.spool import Spool
+from analysis.spool import Spool, decode, encode
 from analysis.tables import read_captures
 from tests import corpus
 
@@ -121,3 +121,10 @@ def test_failed_table_files_leave_the_old_ones(tmp_path: Path) -> None:
         raise RuntimeError("stop")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.jsonl"]
     assert (tmp_path / "sessions.jsonl").read_text() == "old\n"
+
+
+def test_spooled_results_come_back_equal() -> None:
+    results = list(pipeline.analyze(PROJECT))
+    assert any(r.tls for r in results) and any(r.anomalies for r in results)
+    for result in results:
+        assert decode(encode(result)) == result
