@@ -296,16 +296,19 @@ def _run_read(args: argparse.Namespace) -> int:
         return Exit.INPUT
 
     # Step 2: read, keeping every session decoded before any trouble. The
-    # sessions wait in a spool on disk, so memory follows open connections.
-    with Spool() as spool:
+    # sessions wait in a spool on disk, so memory follows open connections;
+    # their rows are encoded for the files there, while reading (in the
+    # workers, under -j). DataFrames, and pandas, only when the report or
+    # Parquet needs them.
+    report = not args.quiet
+    frames = report or (args.output is not None and fmt is Format.PARQUET)
+    streamed = args.output is not None and fmt is not Format.PARQUET
+    spool = Spool(rules=args.rules, rows=fmt if streamed else None, results=frames)
+    with spool:
         _read_into(spool, args, readable, ports)
         stats = spool.stats
 
         # Step 3: files first, so that a closed stdout cannot lose them.
-        # DataFrames (and pandas) only when the report or Parquet needs them.
-        report = not args.quiet
-        frames = report or (args.output is not None and fmt is Format.PARQUET)
-        streamed = args.output is not None and fmt is not Format.PARQUET
         written, sessions, tables = _finish(spool, args, fmt, streamed, frames)
         if not written:
             failed = True
@@ -376,10 +379,10 @@ def _finish(
     try:
         if streamed:
             with TableFiles(args.output, fmt) as files:
-                done = finish(spool, rules=args.rules, files=files, builder=builder)
+                done = finish(spool, files=files, builder=builder)
                 files.commit()
         else:
-            done = finish(spool, rules=args.rules, builder=builder)
+            done = finish(spool, builder=builder)
     except (ExportError, OSError) as exc:
         if isinstance(exc, ExportError):
             _error(str(exc))
@@ -389,7 +392,7 @@ def _finish(
             return False, len(spool), None
         # The report is still shown, from a replay of its own.
         builder = _new_builder(spool, args)
-        done = finish(spool, rules=args.rules, builder=builder)
+        done = finish(spool, builder=builder)
         return False, done.sessions, builder.build(done.alerts)
     tables = builder.build(done.alerts) if builder is not None else None
     return True, done.sessions, tables

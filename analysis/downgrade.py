@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from analysis.records import AnomalyRecord
+from analysis.records import AnomalyRecord, SessionRecord
 
 KIND = "possible_downgrade"
 
@@ -79,11 +79,37 @@ def find(sessions: Mapping[str, Sequence[Any]]) -> list[tuple[int, AnomalyRecord
 
 
 def _stripped(sessions: Mapping[str, Sequence[Any]], i: int) -> bool:
+    return _clear_ehlo_without_starttls(
+        sessions["tls"][i],
+        sessions["helo_verb"][i],
+        sessions["capabilities"][i],
+        sessions["starttls_offered"][i],
+    )
+
+
+def _clear_ehlo_without_starttls(
+    tls: str, helo_verb: str | None, capabilities: list[str] | None, offered: bool
+) -> bool:
     # A clear-text EHLO reply was seen (it listed keywords), and no TLS
     # followed: after TLS the capabilities may be those of the inner EHLO.
     return (
-        sessions["tls"][i] == "none"
-        and sessions["helo_verb"][i] in ("EHLO", "LHLO")
-        and bool(sessions["capabilities"][i])
-        and not sessions["starttls_offered"][i]
+        tls == "none"
+        and helo_verb in ("EHLO", "LHLO")
+        and bool(capabilities)
+        and not offered
+    )
+
+
+def may_apply(session: SessionRecord) -> bool:
+    """Whether ``find`` could flag this session, whatever the others hold.
+
+    Lets a caller keep only these sessions whole until ``find`` has run.
+    """
+    return any(mangled_keyword(c) for c in session.capabilities) or (
+        _clear_ehlo_without_starttls(
+            session.tls,
+            session.helo_verb,
+            session.capabilities,
+            session.starttls_offered,
+        )
     )

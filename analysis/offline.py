@@ -7,33 +7,22 @@ too (the terminal report, Parquet). Only one session is in memory at a time
 unless a builder is given.
 
 Rows come out exactly as ``TableBuilder.build`` orders them: sessions by
-start, then session id; each session's transactions by index, its commands
-and anomalies by time, its TLS handshakes by start, in the order the
-session produced them when those are equal.
+start, then session id (``Spool.replay``), each session's own rows as
+``analysis.rowfiles.SessionRows`` orders them.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from analysis.detect import Alert, AlertEngine, Rules
+from analysis.detect import Alert, AlertEngine
 from analysis.records import SessionResult
 from analysis.rowfiles import TableFiles
-from analysis.spool import Spool
+from analysis.spool import Replayed, Spool
 
 if TYPE_CHECKING:
     from analysis.tables import SmtpTables, TableBuilder
-
-# How each session's child rows are ordered (the sort is stable).
-_CHILD_ORDER: tuple[tuple[str, Callable[[Any], Any]], ...] = (
-    ("transactions", operator.attrgetter("index")),
-    ("commands", operator.attrgetter("ts")),
-    ("anomalies", operator.attrgetter("ts")),
-    ("tls", operator.attrgetter("start")),
-)
 
 
 @dataclass(slots=True)
@@ -47,27 +36,33 @@ class Finished:
 def finish(
     spool: Spool,
     *,
-    rules: Rules | None = None,
     files: TableFiles | None = None,
     builder: TableBuilder | None = None,
 ) -> Finished:
     """Replay ``spool`` into the detectors, ``files`` and ``builder``.
 
-    ``files`` gets every row of every table, alerts last; the caller
-    commits them. ``builder`` gets each session as analysed, so that its
-    ``build`` gives the same tables; pass it the returned alerts to spare
-    it running the detectors again.
+    The detectors run with the spool's rules. ``files`` gets every row of
+    every table, alerts last; the caller commits them. It takes the rows
+    the spool stored when their format matches, and encodes them itself
+    otherwise (the spool must then keep results). ``builder`` gets each
+    session as analysed, so that its ``build`` gives the same tables; pass
+    it the returned alerts to spare it running the detectors again.
     """
-    engine = AlertEngine(rules)
+    engine = AlertEngine(spool.rules)
     done = Finished()
     alerts: list[Alert] = []
+    stored_rows = files is not None and files.format is spool.rows
     for replayed in spool.replay():
         done.sessions += 1
-        alerts += engine.feed(replayed.result)
+        alerts += engine.feed_evidence(replayed.start, replayed.evidence)
         if builder is not None:
-            builder.add(replayed.result)
-        if files is not None:
-            _write_session(files, replayed.with_extra())
+            builder.add(_result(replayed))
+        if files is None:
+            continue
+        if stored_rows and not replayed.extra and replayed.rows is not None:
+            files.write_text(replayed.rows)
+        else:
+            files.write_session(replayed.with_extra())
     alerts += engine.finish()
     alerts.sort(key=lambda a: (a.first_seen, a.alert_id))
     if files is not None:
@@ -76,18 +71,19 @@ def finish(
     return done
 
 
-def _write_session(files: TableFiles, result: SessionResult) -> None:
-    files.write("sessions", (result.session,))
-    for table, key in _CHILD_ORDER:
-        rows = getattr(result, table)
-        if rows:
-            files.write(table, sorted(rows, key=key))
+def build_tables(spool: Spool) -> SmtpTables:
+    """The spooled sessions as DataFrames, as ``read_captures`` returns them.
 
-
-def build_tables(spool: Spool, rules: Rules | None = None) -> SmtpTables:
-    """The spooled sessions as DataFrames, as ``read_captures`` returns them."""
+    The spool must keep results (the default).
+    """
     from analysis.tables import TableBuilder
 
-    builder = TableBuilder(spool.stats, rules=rules)
-    done = finish(spool, rules=rules, builder=builder)
+    builder = TableBuilder(spool.stats, rules=spool.rules)
+    done = finish(spool, builder=builder)
     return builder.build(done.alerts)
+
+
+def _result(replayed: Replayed) -> SessionResult:
+    if replayed.result is None:
+        raise ValueError("a TableBuilder needs a spool that keeps results")
+    return replayed.result

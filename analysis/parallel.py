@@ -16,8 +16,11 @@ import multiprocessing
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 
 from analysis import pipeline
+from analysis.detect import Rules
+from analysis.rowfiles import Format
 from analysis.spool import Spool, SpoolPart
 
 
@@ -34,7 +37,8 @@ def read_sharded(
     spool = spool if spool is not None else Spool()
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
     directory = spool.scratch_directory()
-    work = [(list(paths), ports, (k, jobs), directory) for k in range(jobs)]
+    settings = _Settings(directory, spool.rules, spool.rows, spool.results)
+    work = [(list(paths), ports, (k, jobs), settings) for k in range(jobs)]
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         parts = list(pool.map(_work, work))
 
@@ -44,9 +48,26 @@ def read_sharded(
     return spool
 
 
-def _work(job: tuple[list[str], frozenset[int], tuple[int, int], str]) -> SpoolPart:
-    paths, ports, shard, directory = job
-    spool = Spool(directory)
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """What a worker's spool must share with the parent's."""
+
+    directory: str
+    rules: Rules | None
+    rows: Format | None
+    results: bool
+
+
+def _work(
+    job: tuple[list[str], frozenset[int], tuple[int, int], _Settings],
+) -> SpoolPart:
+    paths, ports, shard, settings = job
+    spool = Spool(
+        settings.directory,
+        rules=settings.rules,
+        rows=settings.rows,
+        results=settings.results,
+    )
     for result in pipeline.analyze(paths, ports, stats=spool.stats, shard=shard):
         spool.add(result)
     return spool.detach()

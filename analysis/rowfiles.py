@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from analysis.escape import csv_cell
+from analysis.records import SessionResult
 from analysis.schema import TABLES, Column, Kind
 
 
@@ -154,6 +155,58 @@ def json_line(table: str, record: object) -> str:
     return _LINE_ENCODER.encode(row) + "\n"
 
 
+# The tables one session fills, in file order, and how each session's rows
+# are ordered within a table (a stable sort: equal keys keep the order the
+# session produced them in). ``TableBuilder`` orders its rows the same way.
+SESSION_TABLES: tuple[str, ...] = (
+    "sessions",
+    "transactions",
+    "commands",
+    "anomalies",
+    "tls",
+)
+_ROW_ORDER: dict[str, Callable[[Any], Any]] = {
+    "transactions": operator.attrgetter("index"),
+    "commands": operator.attrgetter("ts"),
+    "anomalies": operator.attrgetter("ts"),
+    "tls": operator.attrgetter("start"),
+}
+
+
+class SessionRows:
+    """A session's rows of every table as text, in ``SESSION_TABLES`` order.
+
+    The text can be made where the session was analysed, a worker process
+    say, and written later with ``TableFiles.write_text``.
+    """
+
+    def __init__(self, fmt: Format) -> None:
+        self._encoders = [RowEncoder(fmt, table) for table in SESSION_TABLES]
+
+    def __call__(self, result: SessionResult) -> tuple[str, ...]:
+        encoders = self._encoders
+        texts = [encoders[0]((result.session,))]
+        for encoder in encoders[1:]:
+            rows = getattr(result, encoder.table)
+            texts.append(
+                encoder(sorted(rows, key=_ROW_ORDER[encoder.table])) if rows else ""
+            )
+        return tuple(texts)
+
+
+class RowEncoder:
+    """Records of one table to the text of their rows, header excluded."""
+
+    def __init__(self, fmt: Format, table: str) -> None:
+        if fmt not in _ROW_TEXT:
+            raise ValueError(f"{fmt.value} is not written row by row")
+        self.table = table
+        self._encode = _ROW_TEXT[fmt](TABLES[table])
+
+    def __call__(self, records: Iterable[object]) -> str:
+        return self._encode(records)
+
+
 class TableFiles:
     """One file per table in ``directory``, filled a record at a time.
 
@@ -169,23 +222,27 @@ class TableFiles:
         fmt: Format,
         tables: Iterable[str] = tuple(TABLES),
     ) -> None:
-        if fmt not in _ROW_WRITERS:
+        if fmt not in _ROW_TEXT:
             raise ValueError(f"{fmt.value} is not written row by row")
         target = prepare_directory(directory)
+        self.format = fmt
         self._temporary: list[tuple[Path, Path]] = []
-        self._writers: dict[str, Callable[[Iterable[object]], None]] = {}
-        self._handles: list[IO[str]] = []
+        self._encoders: dict[str, RowEncoder] = {}
+        self._handles: dict[str, IO[str]] = {}
         try:
             for name in tables:
                 final = target / f"{name}.{fmt.value}"
                 temporary = reserve_temporary(final)
                 self._temporary.append((temporary, final))
-                handle = open_text(temporary)
-                self._handles.append(handle)
-                self._writers[name] = _ROW_WRITERS[fmt](handle, TABLES[name])
+                handle = self._handles[name] = open_text(temporary)
+                self._encoders[name] = RowEncoder(fmt, name)
+                if fmt is Format.CSV:
+                    handle.write(_csv_line([c.name for c in TABLES[name]]))
         except BaseException:
             self.abort()
             raise
+        self._session_handles = [self._handles[name] for name in SESSION_TABLES]
+        self._rows = SessionRows(fmt)
 
     def __enter__(self) -> TableFiles:
         return self
@@ -196,25 +253,32 @@ class TableFiles:
 
     def write(self, table: str, records: Iterable[object]) -> None:
         """Append ``records`` (of ``table``'s record type) as rows."""
-        self._writers[table](records)
+        self._handles[table].write(self._encoders[table](records))
+
+    def write_session(self, result: SessionResult) -> None:
+        """Append one session's rows to every table it fills."""
+        self.write_text(self._rows(result))
+
+    def write_text(self, texts: tuple[str, ...]) -> None:
+        """Append the rows a ``SessionRows`` of the same format made."""
+        for handle, text in zip(self._session_handles, texts, strict=True):
+            if text:
+                handle.write(text)
 
     def commit(self) -> list[Path]:
         """Close every file and put it in place; return the final paths."""
-        for handle in self._handles:
+        for handle in self._handles.values():
             handle.close()
         for temporary, final in self._temporary:
             os.replace(temporary, final)
         return [final for _, final in self._temporary]
 
     def abort(self) -> None:
-        for handle in self._handles:
+        for handle in self._handles.values():
             handle.close()
         for temporary, _ in self._temporary:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
-
-
-RowWriter = Callable[[Iterable[object]], None]
 
 
 def _finite(value: float) -> float | None:
@@ -239,7 +303,10 @@ def _getter(columns: tuple[Column, ...]) -> Callable[[object], tuple[Any, ...]]:
     return operator.attrgetter(*attributes)
 
 
-def _jsonl_rows(out: IO[str], columns: tuple[Column, ...]) -> RowWriter:
+TextEncoder = Callable[[Iterable[object]], str]
+
+
+def _jsonl_text(columns: tuple[Column, ...]) -> TextEncoder:
     encode = _LINE_ENCODER.encode
     names = [c.name for c in columns]
     cells = _getter(columns)
@@ -249,7 +316,7 @@ def _jsonl_rows(out: IO[str], columns: tuple[Column, ...]) -> RowWriter:
         if c.kind in _JSON_CONVERT
     ]
 
-    def write(records: Iterable[object]) -> None:
+    def text(records: Iterable[object]) -> str:
         lines = []
         for record in records:
             values = list(cells(record))
@@ -258,30 +325,54 @@ def _jsonl_rows(out: IO[str], columns: tuple[Column, ...]) -> RowWriter:
                 if value is not None:
                     values[i] = function(value)
             lines.append(encode(dict(zip(names, values, strict=True))))
-        if lines:
-            lines.append("")
-            out.write("\n".join(lines))
+        if not lines:
+            return ""
+        lines.append("")
+        return "\n".join(lines)
 
-    return write
+    return text
 
 
-def _csv_rows(out: IO[str], columns: tuple[Column, ...]) -> RowWriter:
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([c.name for c in columns])
+class _Lines:
+    """A file-like sink for ``csv.writer`` that hands back what it got."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+    def take(self) -> str:
+        text = "".join(self.parts)
+        self.parts.clear()
+        return text
+
+
+def _csv_line(cells: list[str]) -> str:
+    sink = _Lines()
+    csv.writer(sink, lineterminator="\n").writerow(cells)
+    return sink.take()
+
+
+def _csv_text(columns: tuple[Column, ...]) -> TextEncoder:
+    sink = _Lines()
+    writer = csv.writer(sink, lineterminator="\n")
     cells = _getter(columns)
     convert = list(enumerate(columns))
 
-    def write(records: Iterable[object]) -> None:
+    def text(records: Iterable[object]) -> str:
         rows = []
         for record in records:
             values = cells(record)
             rows.append([csv_record_cell(column, values[i]) for i, column in convert])
         writer.writerows(rows)
+        return sink.take()
 
-    return write
+    return text
 
 
-_ROW_WRITERS: dict[Format, Callable[[IO[str], tuple[Column, ...]], RowWriter]] = {
-    Format.JSONL: _jsonl_rows,
-    Format.CSV: _csv_rows,
+_ROW_TEXT: dict[Format, Callable[[tuple[Column, ...]], TextEncoder]] = {
+    Format.JSONL: _jsonl_text,
+    Format.CSV: _csv_text,
 }

@@ -3,11 +3,19 @@
 The tables are ordered by session start and the detectors need every
 session, so nothing can be written while captures are still being read.
 Keeping every ``SessionResult`` in memory until then would make memory grow
-with the size of the input. A ``Spool`` instead writes each result to a
-temporary file the moment its connection closes and keeps only a small
-index entry, plus the few session columns that the cross-session check
-(``analysis.downgrade``) reads. ``replay`` reads the results back one at a
-time, in table order, with that check's findings beside each.
+with the size of the input. A ``Spool`` instead stores what the end of the
+run will need from each session in a temporary file the moment its
+connection closes, and keeps only a small index entry in memory, plus the
+few session columns that the cross-session check (``analysis.downgrade``)
+reads. ``replay`` reads the sessions back one at a time, in table order,
+with that check's findings beside each.
+
+What is stored per session is done work, so that it happens where the
+session was analysed (in parallel, under ``-j N``):
+- what the detectors take from it (``AlertEngine.evidence``), always;
+- its rows as text, when the spool is told the output format;
+- the whole result, when the caller wants results back (DataFrames), or
+  when the cross-session check might change the session's rows.
 
 Worker processes of ``-j N`` each fill a spool of their own in a directory
 the parent gives them and hand back a ``SpoolPart``, a small picklable
@@ -28,6 +36,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import IO, Any
 
 from analysis import downgrade
+from analysis.detect import AlertEngine, Rules
 from analysis.pipeline import RunStats
 from analysis.records import (
     AnomalyRecord,
@@ -37,6 +46,7 @@ from analysis.records import (
     TlsRecord,
     TransactionRecord,
 )
+from analysis.rowfiles import Format, SessionRows
 
 # Session columns ``downgrade.find`` reads; kept for every session.
 _CHECKED_COLUMNS: tuple[str, ...] = (
@@ -63,32 +73,36 @@ _TLS = _cells(TlsRecord)
 
 
 def encode(result: SessionResult) -> bytes:
-    """``result`` as bytes for ``decode``, in this process or a worker's.
-
-    The records hold only numbers, strings, None and lists of those, so
-    each becomes a tuple of its fields and ``marshal`` writes them: about
-    twice as fast as pickle, which rebuilds slotted objects attribute by
-    attribute. A value of any other type makes ``marshal`` raise.
-    """
-    return marshal.dumps(
-        (
-            _SESSION(result.session),
-            [_TRANSACTION(r) for r in result.transactions],
-            [_COMMAND(r) for r in result.commands],
-            [_ANOMALY(r) for r in result.anomalies],
-            [_TLS(r) for r in result.tls],
-        )
-    )
+    """``result`` as bytes for ``decode``, in this process or a worker's."""
+    return marshal.dumps(_result_cells(result))
 
 
 def decode(data: bytes) -> SessionResult:
-    session, transactions, commands, anomalies, tls = marshal.loads(data)
+    return _result_of(marshal.loads(data))
+
+
+def _result_cells(result: SessionResult) -> tuple[Any, ...]:
+    # The records hold only numbers, strings, None and lists of those, so
+    # each becomes a tuple of its fields, which ``marshal`` writes about
+    # twice as fast as pickle (pickle rebuilds slotted objects attribute by
+    # attribute). A value of any other type makes ``marshal`` raise.
+    return (
+        _SESSION(result.session),
+        [_TRANSACTION(r) for r in result.transactions],
+        [_COMMAND(r) for r in result.commands],
+        [_ANOMALY(r) for r in result.anomalies],
+        [_TLS(r) for r in result.tls],
+    )
+
+
+def _result_of(cells: tuple[Any, ...]) -> SessionResult:
+    session, transactions, commands, anomalies, tls = cells
     return SessionResult(
         SessionRecord(*session),
-        [TransactionRecord(*cells) for cells in transactions],
-        [CommandRecord(*cells) for cells in commands],
-        [AnomalyRecord(*cells) for cells in anomalies],
-        [TlsRecord(*cells) for cells in tls],
+        [TransactionRecord(*row) for row in transactions],
+        [CommandRecord(*row) for row in commands],
+        [AnomalyRecord(*row) for row in anomalies],
+        [TlsRecord(*row) for row in tls],
     )
 
 
@@ -115,42 +129,67 @@ class SpoolPart:
 
 @dataclass(slots=True)
 class Replayed:
-    """One session as the tables show it.
+    """One session, as the end of the run needs it.
 
-    ``result`` is the session as analysed, which the detectors take;
-    ``extra`` holds the anomalies found across sessions, which the tables
-    add to it (``with_extra``).
+    ``evidence`` goes to ``AlertEngine.feed_evidence``. ``rows`` is
+    the session's rows as text (None unless the spool had a format);
+    ``result`` the session as analysed (None unless kept). ``extra`` holds
+    the anomalies found across sessions, which the tables add to it; the
+    result is always kept when there are any (``with_extra``).
     """
 
-    result: SessionResult
+    start: int
+    evidence: list[Any]
+    rows: tuple[str, ...] | None
+    result: SessionResult | None
     extra: list[AnomalyRecord] = field(default_factory=list)
 
     def with_extra(self) -> SessionResult:
         """The result with ``extra`` counted and listed among its anomalies."""
+        result = self.result
+        if result is None:
+            raise ValueError("the spool did not keep this session's result")
         if not self.extra:
-            return self.result
-        session = self.result.session
+            return result
+        session = result.session
         return SessionResult(
             # A copy: the detectors saw the session without these.
             session=replace(session, anomalies=session.anomalies + len(self.extra)),
-            transactions=self.result.transactions,
-            commands=self.result.commands,
-            anomalies=self.result.anomalies + self.extra,
-            tls=self.result.tls,
+            transactions=result.transactions,
+            commands=result.commands,
+            anomalies=result.anomalies + self.extra,
+            tls=result.tls,
         )
 
 
 class Spool:
-    """Results on disk, an index in memory; see the module docstring.
+    """Sessions on disk, an index in memory; see the module docstring.
 
-    ``directory`` None keeps the results in an unnamed temporary file that
+    ``rules`` are the detection rules the observations are made with (None
+    for the defaults); the run's ``AlertEngine`` must use the same.
+    ``rows``: the format to keep each session's rows in, if any.
+    ``results``: keep every session's result for ``replay``.
+
+    ``directory`` None keeps everything in an unnamed temporary file that
     disappears when the spool is closed or the process ends. With a
     directory, the file is named, so that another process can read it
     (``detach``).
     """
 
-    def __init__(self, directory: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | None = None,
+        *,
+        rules: Rules | None = None,
+        rows: Format | None = None,
+        results: bool = True,
+    ) -> None:
         self.stats = RunStats()
+        self.rules = rules
+        self.rows = rows
+        self.results = results
+        self._evidence = AlertEngine(rules).evidence
+        self._rows = SessionRows(rows) if rows is not None else None
         self._directory = directory
         self._files: list[IO[bytes]] = []
         self._paths: list[str | None] = []
@@ -172,19 +211,18 @@ class Spool:
         writer = self._writer
         if writer is None:
             writer = self._writer = self._new_file()
-        data = encode(result)
+        session = result.session
+        rows = self._rows(result) if self._rows is not None else None
+        keep = self.results or downgrade.may_apply(session)
+        data = marshal.dumps(
+            (self._evidence(result), rows, _result_cells(result) if keep else None)
+        )
         # A replay in between may have moved the position.
         offset = writer.seek(0, os.SEEK_END)
         writer.write(data)
-        session = result.session
+        part = len(self._files) - 1
         self._entries.append(
-            _Entry(
-                session.start,
-                session.session_id,
-                len(self._files) - 1,
-                offset,
-                len(data),
-            )
+            _Entry(session.start, session.session_id, part, offset, len(data))
         )
         for name, values in self._columns.items():
             values.append(getattr(session, name))
@@ -195,9 +233,7 @@ class Spool:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        if path is None:
-            path = ""  # nothing was added
-        part = SpoolPart(path, self._entries, self._columns, self.stats)
+        part = SpoolPart(path or "", self._entries, self._columns, self.stats)
         self._entries = []
         self._columns = {name: [] for name in _CHECKED_COLUMNS}
         self._files.clear()
@@ -205,7 +241,11 @@ class Spool:
         return part
 
     def adopt(self, part: SpoolPart) -> None:
-        """Take over a worker's results; the file is deleted on ``close``."""
+        """Take over a worker's sessions; the file is deleted on ``close``.
+
+        The worker's spool must have been made with the same rules, format
+        and ``results`` as this one.
+        """
         if not part.entries:
             return
         self._flush()
@@ -221,10 +261,10 @@ class Spool:
             values.extend(part.columns[name])
 
     def replay(self) -> Iterator[Replayed]:
-        """Every result in table order: by start, then session id, then arrival.
+        """Every session in table order: by start, then session id, then arrival.
 
         The cross-session findings are computed first, from the kept
-        columns, so each result comes with its own.
+        columns, so each session comes with its own.
         """
         self._flush()
         extra: dict[int, list[AnomalyRecord]] = {}
@@ -239,8 +279,14 @@ class Spool:
             entry = entries[i]
             source = self._files[entry.part]
             source.seek(entry.offset)
-            result = decode(source.read(entry.length))
-            yield Replayed(result, extra.get(i, []))
+            evidence, rows, cells = marshal.loads(source.read(entry.length))
+            yield Replayed(
+                entry.start,
+                evidence,
+                rows,
+                _result_of(cells) if cells is not None else None,
+                extra.get(i, []),
+            )
 
     def scratch_directory(self) -> str:
         """A private directory for worker spools, removed on ``close``."""

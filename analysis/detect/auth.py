@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 from analysis.detect import facts
 from analysis.detect.rules import Rules
-from analysis.detect.window import Observation, client_observation
+from analysis.detect.window import Observation
 from analysis.records import SessionResult
 
 _UNKNOWN_USER = "(unknown)"
+
+
+# What ``extract`` keeps of a session: client, server, session id, user,
+# and per counted AUTH reply (ts, accepted, example).
+_Extract = tuple[str, str, str, str | None, list[tuple[int, bool, str]]]
 
 
 class AuthDetector:
@@ -39,59 +46,77 @@ class AuthDetector:
         self._by_user: defaultdict[str, list[int]] = defaultdict(list)
 
     def observe(self, result: SessionResult) -> list[Observation]:
+        return self.judge(self.extract(result))
+
+    def extract(self, result: SessionResult) -> _Extract | None:
+        """The session's AUTH outcomes that count: (ts, accepted, example).
+
+        Pure; ``judge`` weighs them against the refusals of earlier
+        sessions.
+        """
         session = result.session
-        client = session.client_ip
-        if self._local.is_own_client(client):
-            return []
-        # The session table keeps the last user name; the parser reveals no
-        # more, so every AUTH of a session is taken to be for that user.
-        user = session.auth_user
-        out = []
+        if self._local.is_own_client(session.client_ip):
+            return None
+        outcomes = []
         for command in result.commands:
             if command.verb != "AUTH" or command.reply_code is None:
                 continue
-            shown = facts.example(command)
             if facts.accepted(command):
-                out += self._success(result, command.ts, user, shown)
+                outcomes.append((command.ts, True, facts.example(command)))
+            elif command.reply_code // 100 == 5 and command.reply_code != 501:
+                # 501 is a cancelled or malformed exchange, no guess.
+                outcomes.append((command.ts, False, facts.example(command)))
+        # The session table keeps the last user name; the parser reveals no
+        # more, so every AUTH of a session is taken to be for that user.
+        return (
+            session.client_ip,
+            session.server_ip,
+            session.session_id,
+            session.auth_user,
+            outcomes,
+        )
+
+    def judge(self, extracted: _Extract | None) -> list[Observation]:
+        if extracted is None:
+            return []
+        client, server, session_id, user, outcomes = extracted
+
+        def observation(kind: str, ts: int, **details: Any) -> Observation:
+            # Per-user observations are only made when there is a user.
+            who = user if kind == "auth_user_many_clients" and user else client
+            return Observation(kind, (who,), ts, session_id, client, server, **details)
+
+        out = []
+        for ts, accepted, shown in outcomes:
+            if accepted:
+                out += self._success(observation, client, ts, user, shown)
                 continue
-            if command.reply_code // 100 != 5 or command.reply_code == 501:
-                continue  # 501 is a cancelled or malformed exchange, no guess
-            bisect.insort(self._by_client[client], command.ts)
+            bisect.insort(self._by_client[client], ts)
             if user is not None:
-                bisect.insort(self._by_user[user], command.ts)
+                bisect.insort(self._by_user[user], ts)
+            out.append(observation("auth_brute_force", ts, example=shown))
             out.append(
-                client_observation(
-                    result, "auth_brute_force", command.ts, example=shown
-                )
-            )
-            out.append(
-                client_observation(
-                    result,
-                    "auth_spraying",
-                    command.ts,
-                    value=user or _UNKNOWN_USER,
-                    example=shown,
+                observation(
+                    "auth_spraying", ts, value=user or _UNKNOWN_USER, example=shown
                 )
             )
             if user is not None:
                 out.append(
-                    Observation(
-                        kind="auth_user_many_clients",
-                        key=(user,),
-                        ts=command.ts,
-                        session_id=session.session_id,
-                        client_ip=client,
-                        server_ip=session.server_ip,
-                        value=client,
-                        example=shown,
+                    observation(
+                        "auth_user_many_clients", ts, value=client, example=shown
                     )
                 )
         return out
 
     def _success(
-        self, result: SessionResult, ts: int, user: str | None, shown: str
+        self,
+        observation: Callable[..., Observation],
+        client: str,
+        ts: int,
+        user: str | None,
+        shown: str,
     ) -> list[Observation]:
-        failures = self._recent(self._by_client[result.session.client_ip], ts)
+        failures = self._recent(self._by_client[client], ts)
         about = "from this client"
         if user is not None:
             for_user = self._recent(self._by_user[user], ts)
@@ -100,8 +125,7 @@ class AuthDetector:
         if failures < self._threshold:
             return []
         return [
-            client_observation(
-                result,
+            observation(
                 "auth_success_after_failures",
                 ts,
                 measure=failures,

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from analysis.detect import facts
 from analysis.detect.rules import Rules
-from analysis.detect.window import Observation, client_observation
+from analysis.detect.window import Observation, PerSession, client_observation
 from analysis.records import SessionResult
 
 
-class BulkDetector:
+class BulkDetector(PerSession):
     KINDS = ("bulk_recipients", "bulk_messages", "sender_domains", "null_sender_burst")
 
     def __init__(self, rules: Rules) -> None:

@@ -10,7 +10,7 @@ limits and tarpits answer when they trip.
 from __future__ import annotations
 
 from analysis.detect.rules import Rules
-from analysis.detect.window import Observation, client_observation
+from analysis.detect.window import Observation, PerSession, client_observation
 from analysis.escape import escape_controls
 from analysis.records import SessionResult
 
@@ -20,7 +20,7 @@ NS = 1_000_000_000
 _REFUSING_GREETINGS = frozenset({421, 554})
 
 
-class FloodDetector:
+class FloodDetector(PerSession):
     KINDS = ("connection_flood", "short_sessions", "greeting_refused")
 
     def __init__(self, rules: Rules) -> None:

@@ -13,7 +13,7 @@ import ipaddress
 
 from analysis.detect import facts
 from analysis.detect.rules import Rules
-from analysis.detect.window import Observation, client_observation
+from analysis.detect.window import Observation, PerSession, client_observation
 from analysis.records import CommandRecord, SessionResult
 
 _HELO_VERBS = frozenset({"EHLO", "HELO"})
@@ -21,7 +21,7 @@ _HELO_VERBS = frozenset({"EHLO", "HELO"})
 _NOT_QUALIFIED = frozenset({"localhost.localdomain", "localhost.local"})
 
 
-class HeloDetector:
+class HeloDetector(PerSession):
     KINDS = (
         "helo_literal_mismatch",
         "helo_bare_ip",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from analysis.detect import facts
 from analysis.detect.rules import Rules
-from analysis.detect.window import Observation, client_observation
+from analysis.detect.window import Observation, PerSession, client_observation
 from analysis.escape import escape_controls
 from analysis.records import CommandRecord, SessionResult
 
@@ -27,7 +27,7 @@ _FROM_ANOMALY = {
 _HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
 
 
-class ProtocolDetector:
+class ProtocolDetector(PerSession):
     KINDS = (
         "early_talker",
         "pipelining_unadvertised",

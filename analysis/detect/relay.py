@@ -29,6 +29,12 @@ from analysis.detect.rules import Rules
 from analysis.detect.window import Observation
 from analysis.records import SessionResult
 
+# What ``extract`` keeps of a session: client, server, session id, the
+# server's names, and per RCPT (ts, address, domain, routing, accepted,
+# refused as relaying if the domain is foreign, and if it is not, example).
+_Rcpt = tuple[int, str, str | None, str | None, bool, bool, bool, str]
+_Extract = tuple[str, str, str, list[str], list[_Rcpt]]
+
 
 class RelayDetector:
     KINDS = ("open_relay", "relay_attempt")
@@ -47,23 +53,59 @@ class RelayDetector:
         self._foreign: defaultdict[str, set[str]] = defaultdict(set)
 
     def observe(self, result: SessionResult) -> list[Observation]:
+        return self.judge(self.extract(result))
+
+    def extract(self, result: SessionResult) -> _Extract | None:
+        """What the session says about relaying, before knowing the domains.
+
+        Pure: the server's names and every unauthenticated RCPT that got a
+        reply, with both readings of a refusal (a foreign domain's or not),
+        since which one applies depends on what ``judge`` has learnt.
+        """
         session = result.session
         if self._local.is_own_client(session.client_ip):
-            return []
-        server = session.server_ip
-        self._learn(result)
-        out = []
+            return None
+        rcpts = []
         for command, authenticated in facts.commands_with_auth(result):
             if command.verb != "RCPT" or authenticated or command.reply_code is None:
                 continue
             where = facts.target(facts.rcpt_address(command))
+            rcpts.append(
+                (
+                    command.ts,
+                    where.address,
+                    where.domain,
+                    where.routed,
+                    facts.accepted(command),
+                    facts.is_relay_refusal(command, foreign=True),
+                    facts.is_relay_refusal(command, foreign=False),
+                    facts.example(command),
+                )
+            )
+        return (
+            session.client_ip,
+            session.server_ip,
+            session.session_id,
+            sorted(self._names(result)),
+            rcpts,
+        )
+
+    def judge(self, extracted: _Extract | None) -> list[Observation]:
+        """Observations of one session, with the domains learnt so far."""
+        if extracted is None:
+            return []
+        client, server, session_id, names, rcpts = extracted
+        self._learn(server, names)
+        out = []
+        for ts, address, domain, routed, accepted, if_foreign, if_not, shown in rcpts:
+            where = facts.Target(address, domain, routed)
             local = self._is_local(server, where)
             routed_away = where.routed is not None and local is not True
             note: str | None
-            if facts.accepted(command) and (local is False or routed_away):
+            if accepted and (local is False or routed_away):
                 kind, note = "open_relay", self._note(server, where)
                 shift = 0 if self._configured else -1
-            elif facts.is_relay_refusal(command, foreign=local is False):
+            elif if_foreign if local is False else if_not:
                 kind, note = "relay_attempt", where.routed
                 shift = 1 if where.routed else 0
                 if where.domain is not None and not where.routed:
@@ -72,13 +114,13 @@ class RelayDetector:
                 continue
             obs = Observation(
                 kind=kind,
-                key=(session.client_ip, server),
-                ts=command.ts,
-                session_id=session.session_id,
-                client_ip=session.client_ip,
+                key=(client, server),
+                ts=ts,
+                session_id=session_id,
+                client_ip=client,
                 server_ip=server,
                 value=where.domain,
-                example=facts.example(command),
+                example=shown,
                 note=note,
                 severity_shift=shift,
             )
@@ -109,17 +151,22 @@ class RelayDetector:
     def inferred(self, server: str) -> frozenset[str]:
         return frozenset(self._inferred[server])
 
-    def _learn(self, result: SessionResult) -> None:
-        server = result.session.server_ip
-        known = self._inferred[server]
-        known |= facts.host_names(result.session.greeting_text)
+    @staticmethod
+    def _names(result: SessionResult) -> set[str]:
+        """Domains the session shows to be the server's own."""
+        names = set(facts.host_names(result.session.greeting_text))
         for command in result.commands:
             if command.verb in ("EHLO", "HELO", "LHLO") and facts.accepted(command):
-                known |= facts.host_names(command.reply_text)
+                names |= facts.host_names(command.reply_text)
             elif command.verb == "RCPT" and facts.is_unknown_user(command):
                 where = facts.target(facts.rcpt_address(command))
                 if where.domain is not None and not where.routed:
-                    known.add(where.domain)
+                    names.add(where.domain)
+        return names
+
+    def _learn(self, server: str, names: list[str]) -> None:
+        known = self._inferred[server]
+        known.update(names)
         known -= self._foreign[server]
 
     def _is_local(self, server: str, where: facts.Target) -> bool | None:

@@ -18,7 +18,9 @@ into files, and lets a live mode close incidents as time goes by.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from analysis.records import SessionResult
 
@@ -46,6 +48,31 @@ class Observation:
     example: str | None = None
     note: str | None = None  # a phrase the summary adds (an inference, a user)
     severity_shift: int = 0  # steps above (+) or below (-) the rule's severity
+
+
+_OBSERVATION_CELLS = operator.attrgetter(*(f.name for f in fields(Observation)))
+
+
+class PerSession:
+    """A detector whose observations depend on one session alone.
+
+    Detectors take a session in two steps so that the first can run where
+    the session was analysed (a worker process) and the second where all
+    sessions meet, in start order: ``extract`` is a pure function of the
+    session that returns plain data (numbers, strings, None, and tuples
+    and lists of them) and ``judge`` turns that into observations, keeping
+    whatever the detector learns across sessions. Here, with nothing to
+    learn, ``extract`` does all the work.
+    """
+
+    def observe(self, result: SessionResult) -> list[Observation]:
+        raise NotImplementedError
+
+    def extract(self, result: SessionResult) -> list[tuple[Any, ...]]:
+        return [_OBSERVATION_CELLS(o) for o in self.observe(result)]
+
+    def judge(self, extracted: list[tuple[Any, ...]]) -> list[Observation]:
+        return [Observation(*cells) for cells in extracted]
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,15 +26,17 @@ ROOT = Path(__file__).parents[2]
 PROJECT = sorted(str(p) for p in (ROOT / "pcaps").glob("**/*.pcap*"))
 
 
-def _spooled(paths: list[str]) -> Spool:
-    spool = Spool()
+def _spooled(paths: list[str], **options: Any) -> Spool:
+    spool = Spool(**options)
     for result in pipeline.analyze(paths, pipeline.DEFAULT_PORTS, stats=spool.stats):
         spool.add(result)
     return spool
 
 
-def _streamed(paths: list[str], out: Path, fmt: Format) -> None:
-    with _spooled(paths) as spool, TableFiles(out, fmt) as files:
+def _streamed(paths: list[str], out: Path, fmt: Format, **options: Any) -> None:
+    # As the CLI does it: rows encoded as sessions arrive, no results kept.
+    options = options or {"rows": fmt, "results": False}
+    with _spooled(paths, **options) as spool, TableFiles(out, fmt) as files:
         finish(spool, files=files)
         files.commit()
 
@@ -52,6 +55,9 @@ def test_project_captures_stream_to_the_same_files(tmp_path: Path, fmt: Format) 
     write_tables(read_captures(paths).frames(), reference, fmt)
     _streamed(paths, tmp_path / "rows", fmt)
     _same_files(tmp_path / "rows", reference)
+    # From kept results, encoded at the end, as when the report is shown too.
+    _streamed(paths, tmp_path / "late", fmt, results=True)
+    _same_files(tmp_path / "late", reference)
     # Something of every kind was compared.
     for table in ("sessions", "transactions", "commands", "anomalies", "tls"):
         assert (reference / f"{table}.{fmt.value}").stat().st_size > 200, table
@@ -67,7 +73,7 @@ def test_public_corpus_streams_to_the_same_files(tmp_path: Path, fmt: Format) ->
         reference = tmp_path / f"{i}-frames"
         write_tables(corpus.tables(capture_id).frames(), reference, fmt)
         rows = tmp_path / f"{i}-rows"
-        with Spool() as spool, TableFiles(rows, fmt) as files:
+        with Spool(rows=fmt, results=False) as spool, TableFiles(rows, fmt) as files:
             for result in pipeline.analyze([str(found.file)], found.ports):
                 spool.add(result)
             finish(spool, files=files)
