@@ -8,12 +8,17 @@ Each round runs every tool once, one after the other, so slow drift of the
 machine touches them all alike; the figures are medians over the rounds.
 Each child is reaped with ``os.wait4``, which gives its own CPU time and
 peak resident set size (the largest single process among it and the
-children it waited for). The capture is read once beforehand so that every
-tool finds it in the page cache.
+children it waited for). Because ``--jobs`` runs several processes at once,
+the summed RSS of the whole process tree is also sampled every 10 ms from
+``/proc`` ("tree RSS"; shared pages are counted once per process, so it is
+an upper bound). The capture is read once beforehand so that every tool
+finds it in the page cache.
 
 The commands are the comparison the project's issue names:
-- ``python -m analysis read CAPTURE -o OUT --format jsonl -q`` (the
-  ``smtpscope`` console script if this checkout has no ``analysis``);
+- ``python -m analysis read CAPTURE -o OUT --format jsonl -q --jobs N`` (the
+  ``smtpscope`` console script if this checkout has no ``analysis``), once
+  per N of ``--jobs`` (default ``1,2``; the first is "smtpscope", the others
+  "smtpscope-jN", and each later one is compared with the first);
 - ``tshark -r CAPTURE -Y smtp -T fields -e frame.number
   -e smtp.req.command -e smtp.response.code`` with stdout to /dev/null;
 - ``tcpdump -r CAPTURE -w /dev/null 'tcp port 25 or tcp port 465 or tcp
@@ -37,6 +42,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,6 +74,7 @@ class Sample:
     max_rss_kb: int
     exit_code: int
     stderr_tail: str
+    tree_rss_kb: int = 0  # sampled peak of the summed RSS of all its processes
 
 
 @dataclass(slots=True)
@@ -89,6 +96,7 @@ class Result:
             "wall_median_s": round(wall, 4),
             "cpu_median_s": round(statistics.median(s.cpu_s for s in self.samples), 4),
             "peak_rss_kb": max(s.max_rss_kb for s in self.samples),
+            "tree_rss_kb": max(s.tree_rss_kb for s in self.samples),
             "packets_per_s": round(packets / wall),
             "mb_per_s": round(size / wall / 1e6, 2),
         }
@@ -125,7 +133,9 @@ def _help_text(argv: list[str], cwd: Path | None) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def smtpscope_command(capture: Path, out: Path, jobs: int | None) -> Command | str:
+def smtpscope_command(
+    capture: Path, out: Path, jobs: int | None, tool: str = "smtpscope"
+) -> Command | str:
     """The smtpscope command line, or why it cannot run."""
     if (REPO / "analysis" / "__main__.py").exists():
         base, cwd = [sys.executable, "-m", "analysis"], REPO
@@ -149,7 +159,7 @@ def smtpscope_command(capture: Path, out: Path, jobs: int | None) -> Command | s
         else:
             notes.append(f"read has no --jobs option; --jobs {jobs} ignored")
     version = _first_line([*base, "--version"], cwd)
-    return Command("smtpscope", argv, cwd, version, "; ".join(notes))
+    return Command(tool, argv, cwd, version, "; ".join(notes))
 
 
 def tshark_command(capture: Path) -> Command | str:
@@ -182,8 +192,11 @@ def measure(command: Command) -> Sample:
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
+        sampler = TreeRss(proc.pid)
+        sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
+        sampler.stop()
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped already
         err.seek(0)
         tail = err.read()[-2000:].decode("utf-8", "replace")
@@ -193,7 +206,43 @@ def measure(command: Command) -> Sample:
         max_rss_kb=usage.ru_maxrss,  # kilobytes on Linux
         exit_code=proc.returncode,
         stderr_tail=tail,
+        tree_rss_kb=sampler.peak_kb,
     )
+
+
+class TreeRss(threading.Thread):
+    """Samples the summed RSS of a process and all its descendants."""
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.peak_kb = 0
+        self._done = threading.Event()
+        self._page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            self.peak_kb = max(self.peak_kb, self._sample())
+            self._done.wait(self.interval)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+    def _sample(self) -> int:
+        total, todo = 0, [self.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                with open(f"/proc/{pid}/statm") as statm:
+                    total += int(statm.read().split()[1]) * self._page_kb
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as children:
+                        todo += [int(child) for child in children.read().split()]
+            except (OSError, ValueError, IndexError):
+                continue  # the process ended between two reads
+        return total
 
 
 def warm(capture: Path) -> float:
@@ -280,6 +329,22 @@ def check_rows(out: Path, truth: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
+def same_tables(out: Path, tools: list[str]) -> dict[str, bool]:
+    """Whether each later smtpscope run wrote the first one's files exactly."""
+    if "smtpscope" not in tools:
+        return {}
+    first = out / "smtpscope"
+    names = sorted(p.name for p in first.glob("*.jsonl"))
+    return {
+        tool: all(
+            (out / tool / name).read_bytes() == (first / name).read_bytes()
+            for name in names
+        )
+        for tool in tools
+        if tool != "smtpscope"
+    }
+
+
 def _rows(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -288,27 +353,39 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 # -- output -------------------------------------------------------------------
 
 
-def ratios(tools: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """smtpscope against the others, from median wall and CPU times.
+def ratios(tools: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each smtpscope run against the others, from median wall and CPU times.
 
-    CPU-time ratios hold up better than wall-time ones on a machine that
-    is busy with other work while the benchmark runs.
+    Per smtpscope tool: ``throughput_vs_tshark`` (tshark's time over ours),
+    ``time_vs_tcpdump`` (ours over tcpdump's) and, for the ``--jobs`` runs
+    after the first, ``speedup_vs_smtpscope`` (the first's time over
+    ours). CPU-time ratios (``_cpu``) hold up better than wall-time ones on
+    a machine busy with other work; there is no CPU speedup, since more
+    processes spend more CPU in all.
     """
-    out: dict[str, float] = {}
-    ours = tools.get("smtpscope", {})
-    if "wall_median_s" not in ours:
-        return out
-    for other, name, ours_on_top in (
-        ("tshark", "throughput_vs_tshark", False),
-        ("tcpdump", "time_vs_tcpdump", True),
-    ):
-        theirs = tools.get(other, {})
-        if "wall_median_s" not in theirs:
+    out: dict[str, dict[str, float]] = {}
+    for name, ours in tools.items():
+        if not name.startswith("smtpscope") or "wall_median_s" not in ours:
             continue
-        for measure, suffix in (("wall_median_s", ""), ("cpu_median_s", "_cpu")):
-            top, bottom = (ours, theirs) if ours_on_top else (theirs, ours)
-            if bottom[measure] > 0:
-                out[name + suffix] = round(top[measure] / bottom[measure], 2)
+        found: dict[str, float] = {}
+        comparisons = [
+            ("tshark", "throughput_vs_tshark", False, True),
+            ("tcpdump", "time_vs_tcpdump", True, True),
+        ]
+        if name != "smtpscope":
+            comparisons.append(("smtpscope", "speedup_vs_smtpscope", False, False))
+        for other, key, ours_on_top, with_cpu in comparisons:
+            theirs = tools.get(other, {})
+            if "wall_median_s" not in theirs:
+                continue
+            measures = [("wall_median_s", "")]
+            if with_cpu:
+                measures.append(("cpu_median_s", "_cpu"))
+            for measure, suffix in measures:
+                top, bottom = (ours, theirs) if ours_on_top else (theirs, ours)
+                if bottom[measure] > 0:
+                    found[key + suffix] = round(top[measure] / bottom[measure], 2)
+        out[name] = found
     return out
 
 
@@ -319,44 +396,52 @@ def print_table(report: dict[str, Any]) -> None:
     )
     load = report["machine"]["load_average_before"][0]
     print(
-        f"runs     {report['runs']} per tool, medians; peak RSS is the max; "
-        f"load average {load} on {report['machine']['cpus']} CPUs before\n"
+        f"runs     {report['runs']} per tool, medians; peak RSS is the max "
+        f"of the largest process, tree RSS of all processes summed; load "
+        f"average {load} on {report['machine']['cpus']} CPUs before\n"
     )
     print(
-        f"{'tool':10} {'wall s':>8} {'packets/s':>11} {'MB/s':>8} "
-        f"{'CPU s':>7} {'peak RSS MiB':>13}"
+        f"{'tool':14} {'wall s':>8} {'packets/s':>11} {'MB/s':>8} "
+        f"{'CPU s':>7} {'peak RSS MiB':>13} {'tree RSS MiB':>13}"
     )
     for name, tool in report["tools"].items():
         if "wall_median_s" not in tool:
-            print(f"{name:10} {tool['status']}: {tool['reason']}")
+            print(f"{name:14} {tool['status']}: {tool['reason']}")
             continue
         print(
-            f"{name:10} {tool['wall_median_s']:8.2f} {tool['packets_per_s']:11,} "
+            f"{name:14} {tool['wall_median_s']:8.2f} {tool['packets_per_s']:11,} "
             f"{tool['mb_per_s']:8.1f} {tool['cpu_median_s']:7.2f} "
-            f"{tool['peak_rss_kb'] / 1024:13.1f}"
+            f"{tool['peak_rss_kb'] / 1024:13.1f} {tool['tree_rss_kb'] / 1024:13.1f}"
         )
         if tool["note"]:
-            print(f"{'':10} note: {tool['note']}")
+            print(f"{'':14} note: {tool['note']}")
     print()
-    found = report["ratios"]
-    for key, label, meaning in (
-        ("throughput_vs_tshark", "smtpscope vs tshark", "the throughput"),
-        ("time_vs_tcpdump", "smtpscope vs tcpdump", "the time"),
-    ):
-        if key in found:
-            cpu = found.get(key + "_cpu")
-            cpu_text = f", {cpu:.2f}x by CPU time" if cpu is not None else ""
-            print(f"{label}: {found[key]:.2f}x {meaning} by wall time{cpu_text}")
+    for name, found in report["ratios"].items():
+        for key, other, meaning in (
+            ("throughput_vs_tshark", "tshark", "the throughput"),
+            ("time_vs_tcpdump", "tcpdump", "the time"),
+            ("speedup_vs_smtpscope", "smtpscope", "the throughput"),
+        ):
+            if key in found:
+                cpu = found.get(key + "_cpu")
+                cpu_text = f", {cpu:.2f}x by CPU time" if cpu is not None else ""
+                print(
+                    f"{name} vs {other}: {found[key]:.2f}x {meaning} "
+                    f"by wall time{cpu_text}"
+                )
     check = report.get("truth_check")
     if isinstance(check, dict):
-        for key, row in check.items():
-            verdict = "match" if row["match"] else "MISMATCH"
-            print(
-                f"truth {key:18} expected {row['expected']:>8,} "
-                f"found {row['found']:>8,}  {verdict}"
-            )
+        for tool, rows in check.items():
+            for key, row in rows.items():
+                verdict = "match" if row["match"] else "MISMATCH"
+                print(
+                    f"truth {tool:14} {key:18} expected {row['expected']:>8,} "
+                    f"found {row['found']:>8,}  {verdict}"
+                )
     elif check:
         print(f"truth check: {check}")
+    for tool, same in report.get("same_tables", {}).items():
+        print(f"tables of {tool} {'equal' if same else 'DIFFER FROM'} smtpscope's")
 
 
 # -- main ---------------------------------------------------------------------
@@ -366,7 +451,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("capture", type=Path)
     parser.add_argument("--runs", type=int, default=3, help="rounds (default 3)")
-    parser.add_argument("--jobs", type=int, help="passed to smtpscope read --jobs")
+    parser.add_argument(
+        "--jobs",
+        type=_job_list,
+        default=[1, 2],
+        help="comma list: one smtpscope run per value of read --jobs (default 1,2)",
+    )
     parser.add_argument(
         "--tools",
         default=",".join(TOOLS),
@@ -392,6 +482,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _job_list(text: str) -> list[int]:
+    try:
+        jobs = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not jobs or min(jobs) < 0 or len(set(jobs)) != len(jobs):
+        raise argparse.ArgumentTypeError(f"jobs must be distinct and >= 0: {text!r}")
+    return jobs
+
+
+def smtpscope_tools(jobs: list[int]) -> list[tuple[str, int]]:
+    """(tool name, jobs) per smtpscope run: the first is plain "smtpscope"."""
+    return [(f"smtpscope-j{n}" if i else "smtpscope", n) for i, n in enumerate(jobs)]
+
+
 def commands(args: argparse.Namespace, out: Path) -> dict[str, Command | str]:
     wanted = args.tools.split(",")
     found: dict[str, Command | str] = {}
@@ -399,7 +504,8 @@ def commands(args: argparse.Namespace, out: Path) -> dict[str, Command | str]:
         if tool not in wanted:
             continue
         if tool == "smtpscope":
-            found[tool] = smtpscope_command(args.capture, out, args.jobs)
+            for name, jobs in smtpscope_tools(args.jobs):
+                found[name] = smtpscope_command(args.capture, out / name, jobs, name)
         elif tool == "tshark":
             found[tool] = tshark_command(args.capture)
         else:
@@ -414,7 +520,7 @@ def log(message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     capture: Path = args.capture.resolve()
-    out: Path = args.out or REPO / "bench" / "out" / capture.name
+    out: Path = args.out or REPO / "bench" / "out" / capture.name  # one dir per run
     size = capture.stat().st_size
     truth = truth_of(capture)
     if truth is not None:
@@ -434,8 +540,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = [round(x, 2) for x in os.getloadavg()]
     if not args.no_warm:
         log(f"reading {capture} once: {warm(capture):.2f} s")
-    if "smtpscope" in results:
-        out.mkdir(parents=True, exist_ok=True)
+    for tool in results:
+        if tool.startswith("smtpscope"):
+            (out / tool).mkdir(parents=True, exist_ok=True)
     for round_no in range(1, args.runs + 1):
         for tool, result in results.items():
             if result.failed:
@@ -457,7 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             report_tools[tool] = {"status": "failed", "reason": reason}
         else:
             report_tools[tool] = {"status": "ok", **result.summary(packets, size)}
-    report_tools = {t: report_tools[t] for t in TOOLS if t in report_tools}
+    order = [name for name, _ in smtpscope_tools(args.jobs)] + list(TOOLS[1:])
+    report_tools = {t: report_tools[t] for t in order if t in report_tools}
     report: dict[str, Any] = {
         "capture": str(capture),
         "bytes": size,
@@ -475,14 +583,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratios": ratios(report_tools),
         "truth_check": None,
     }
+    ran = [
+        tool
+        for tool, found in report_tools.items()
+        if tool.startswith("smtpscope") and found.get("status") == "ok"
+    ]
     if truth is None:
         report["truth_check"] = "no .truth.json sidecar next to the capture"
-    elif report_tools.get("smtpscope", {}).get("status") == "ok":
-        check = check_rows(out, truth)
-        report["truth_check"] = check
-        ok = ok and all(row["match"] for row in check.values())
+    elif ran:
+        checks = {tool: check_rows(out / tool, truth) for tool in ran}
+        report["truth_check"] = checks
+        ok = ok and all(
+            row["match"] for check in checks.values() for row in check.values()
+        )
     else:
         report["truth_check"] = "smtpscope did not run"
+
+    report["same_tables"] = same_tables(out, ran)
+    ok = ok and all(report["same_tables"].values())
 
     if args.json:
         print(json.dumps(report, indent=2))
