@@ -88,7 +88,7 @@ def iso_timestamp(ns: int) -> str:
     return f"{_utc_second(seconds)}.{fraction:09d}Z"
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def _utc_second(seconds: int) -> str:
     # A session's rows share a few seconds; formatting each once is cheaper.
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))

@@ -213,7 +213,8 @@ class Spool:
             writer = self._writer = self._new_file()
         session = result.session
         rows = self._rows(result) if self._rows is not None else None
-        keep = self.results or downgrade.may_apply(session)
+        candidate = downgrade.may_apply(session)
+        keep = self.results or candidate
         data = marshal.dumps(
             (self._evidence(result), rows, _result_cells(result) if keep else None)
         )
@@ -226,6 +227,10 @@ class Spool:
         )
         for name, values in self._columns.items():
             values.append(getattr(session, name))
+        if not candidate:
+            # ``find`` cannot flag this session, only count its server as
+            # offering STARTTLS; its keywords would be memory per session.
+            self._columns["capabilities"][-1] = None
 
     def detach(self) -> SpoolPart:
         """Close the file and describe it for another process to ``adopt``."""

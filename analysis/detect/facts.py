@@ -153,7 +153,9 @@ def host_names(text: str | None) -> set[str]:
     return names
 
 
-@functools.lru_cache(maxsize=65536)
+# Small enough that a long run's memory does not grow with the number of
+# distinct names seen, large enough for the clients that come back often.
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address in ``text``, or None; cached, as clients come back often."""
     try:
