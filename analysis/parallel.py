@@ -32,15 +32,19 @@ def read_sharded(
 ) -> Spool:
     """Analyse ``paths`` in ``jobs`` processes into ``spool`` (or a new one).
 
-    ``spool.stats`` is set to the merged statistics of the workers.
+    This process takes the first share itself while ``jobs - 1`` workers
+    take the others, so no process sits idle. ``spool.stats`` is set to the
+    merged statistics of all shares.
     """
     spool = spool if spool is not None else Spool()
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
     directory = spool.scratch_directory()
     settings = _Settings(directory, spool.rules, spool.rows, spool.results)
     work = [(list(paths), ports, (k, jobs), settings) for k in range(jobs)]
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        parts = list(pool.map(_work, work))
+    with ProcessPoolExecutor(max_workers=jobs - 1, mp_context=context) as pool:
+        others = [pool.submit(_work, job) for job in work[1:]]
+        parts = [_work(work[0])]
+        parts += [future.result() for future in others]
 
     for part in parts:
         spool.adopt(part)
