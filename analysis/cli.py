@@ -303,7 +303,12 @@ def _run_read(args: argparse.Namespace) -> int:
     report = not args.quiet
     frames = report or (args.output is not None and fmt is Format.PARQUET)
     streamed = args.output is not None and fmt is not Format.PARQUET
-    spool = Spool(rules=args.rules, rows=fmt if streamed else None, results=frames)
+    spool = Spool(
+        args.output,
+        rules=args.rules,
+        rows=fmt if streamed else None,
+        results=frames,
+    )
     with spool:
         _read_into(spool, args, readable, ports)
         stats = spool.stats

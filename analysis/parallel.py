@@ -68,6 +68,7 @@ def _work(
     paths, ports, shard, settings = job
     spool = Spool(
         settings.directory,
+        named=True,
         rules=settings.rules,
         rows=settings.rows,
         results=settings.results,

@@ -170,16 +170,18 @@ class Spool:
     ``rows``: the format to keep each session's rows in, if any.
     ``results``: keep every session's result for ``replay``.
 
-    ``directory`` None keeps everything in an unnamed temporary file that
-    disappears when the spool is closed or the process ends. With a
-    directory, the file is named, so that another process can read it
-    (``detach``).
+    Files go in ``directory`` (None: the system's temporary directory; the
+    CLI uses the output directory, which needs the room anyway, rather than
+    a /tmp that may be in memory). They are unnamed, gone when the spool is
+    closed or the process ends, unless ``named``: then another process can
+    read them (``detach``), and ``close`` deletes them.
     """
 
     def __init__(
         self,
         directory: str | None = None,
         *,
+        named: bool = False,
         rules: Rules | None = None,
         rows: Format | None = None,
         results: bool = True,
@@ -191,6 +193,7 @@ class Spool:
         self._evidence = AlertEngine(rules).evidence
         self._rows = SessionRows(rows) if rows is not None else None
         self._directory = directory
+        self._named = named
         self._files: list[IO[bytes]] = []
         self._paths: list[str | None] = []
         self._entries: list[_Entry] = []
@@ -296,7 +299,9 @@ class Spool:
     def scratch_directory(self) -> str:
         """A private directory for worker spools, removed on ``close``."""
         if self._scratch is None:
-            self._scratch = tempfile.mkdtemp(prefix="smtpscope-spool-")
+            self._scratch = tempfile.mkdtemp(
+                prefix=".smtpscope-spool-", dir=self._directory
+            )
         return self._scratch
 
     def close(self) -> None:
@@ -315,9 +320,9 @@ class Spool:
             self._scratch = None
 
     def _new_file(self) -> IO[bytes]:
-        if self._directory is None:
+        if not self._named:
             handle: IO[bytes] = tempfile.TemporaryFile(  # noqa: SIM115 (closed in close())
-                prefix="smtpscope-spool-"
+                prefix=".smtpscope-spool-", dir=self._directory
             )
             path = None
         else:

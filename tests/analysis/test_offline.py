@@ -105,7 +105,7 @@ def test_worker_parts_are_adopted_and_their_files_removed(tmp_path: Path) -> Non
         directory = parent.scratch_directory()
         halves = [paths[::2], paths[1::2]]
         for half in halves:
-            worker = Spool(directory)
+            worker = Spool(directory, named=True)
             for result in pipeline.analyze(half, stats=worker.stats):
                 worker.add(result)
             parent.adopt(worker.detach())
