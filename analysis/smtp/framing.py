@@ -12,6 +12,8 @@ from analysis.smtp.syntax import parse_headers
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_AFTER_BARE_LF_END = 64 * 1024
+# Every proper prefix of an end-of-data line ends in one of these bytes.
+_TAIL_LAST_BYTES = (b"\r", b"\n", b".")
 
 
 class DataBody:
@@ -101,14 +103,26 @@ class DataBody:
         carried = len(self._carry)
         self._carry = b""
 
-        end_at, body_len = self._find_end(buf)
-        if end_at < 0:
+        if buf[:1] != b"." and b"\n." not in buf:
+            # Nearly every segment: no line in it starts with a dot, so it
+            # holds no end of data, no smuggling shape and no stuffed dot.
+            end_at = -1
             body_len = len(buf) - self._cut_tail(buf)
-        if self._strict:
-            # Up to the end line when there is one, else the whole buffer,
-            # the bytes held back included: a marker is seen whole.
-            self._scan_bare_lf(buf, end_at if end_at >= 0 else len(buf), carried)
-        self._count(buf, body_len)
+            self._count(buf, body_len, 0)
+        else:
+            end_at, body_len = self._find_end(buf)
+            if end_at < 0:
+                body_len = len(buf) - self._cut_tail(buf)
+            if self._strict:
+                # Up to the end line when there is one, else the whole
+                # buffer, the bytes held back included: a marker is seen
+                # whole.
+                stop = end_at if end_at >= 0 else len(buf)
+                self._scan_bare_lf(buf, stop, carried)
+            stuffed = buf.count(b"\n.", 0, body_len)
+            if self._at_line_start and buf[:1] == b".":
+                stuffed += 1
+            self._count(buf, body_len, stuffed)
 
         if end_at < 0:
             self._carry = buf[body_len:]
@@ -117,9 +131,16 @@ class DataBody:
 
     def _find_end(self, buf: bytes) -> tuple[int, int]:
         """(offset after the end line, body length before it) or (-1, 0)."""
-        # In a CRLF body only the very first line can be a bare "." without
-        # a CRLF in front of it; a lenient (bare LF) body ends at any such line.
-        at_start = self.raw_bytes == 0 if self._strict else self._at_line_start
+        if self._strict:
+            # The one marker, searched once; the body keeps the CRLF before
+            # the dot line. Only the very first line can be a bare "."
+            # without a CRLF in front of it.
+            if self.raw_bytes == 0 and buf.startswith(b".\r\n"):
+                return 3, 0
+            i = buf.find(b"\r\n.\r\n")
+            return (i + 5, i + 2) if i >= 0 else (-1, 0)
+        # A lenient (bare LF) body ends at any dot line.
+        at_start = self._at_line_start
         if at_start:
             for marker in self._line_start_markers():
                 if buf.startswith(marker):
@@ -154,6 +175,8 @@ class DataBody:
         back, a lone final LF included: a marker is then always seen whole,
         wherever the sender split its segments.
         """
+        if buf[-1:] not in _TAIL_LAST_BYTES:
+            return 0  # most segments: no marker can start in the last bytes
         if self.raw_bytes == 0 and buf in (b".", b".\r"):
             return len(buf)  # an empty message whose end was cut short
         for tail in (b"\r\n.\r", b"\r\n.", b"\r\n", b"\n.\r", b"\n.", b"\r", b"\n"):
@@ -163,20 +186,19 @@ class DataBody:
             return len(buf)
         return 0
 
-    def _count(self, buf: bytes, n: int) -> None:
+    def _count(self, buf: bytes, n: int, stuffed: int) -> None:
+        """Count ``buf[:n]`` as body, ``stuffed`` of its lines dot-stuffed."""
         if n <= 0:
             return
-        body = buf[:n]
         self.raw_bytes += n
-        self.stuffed_dots += body.count(b"\n.")
-        if self._at_line_start and body[:1] == b".":
-            self.stuffed_dots += 1
+        self.stuffed_dots += stuffed
         if self._lenient_size is not None:
             self._keep_after(buf[:n])
-        self._at_line_start = body[-1:] == b"\n"
-        self._last_counted = body[-1]
+        last = buf[n - 1]
+        self._at_line_start = last == 0x0A  # LF
+        self._last_counted = last
         if not self._headers_done:
-            self._collect_headers(body)
+            self._collect_headers(buf[:n])
 
     def _scan_bare_lf(self, buf: bytes, stop: int, seen: int) -> None:
         """Count dot lines a lenient server would end data at (smuggling).
@@ -186,9 +208,9 @@ class DataBody:
         stream offset ``raw_bytes``; its first ``seen`` bytes were scanned
         last time (held back then), so only markers ending after them count.
         """
+        if buf.find(b"\n.", 0, stop) < 0:
+            return  # nearly every segment: no dot line at all
         region = buf[:stop]
-        if b"\n." not in region:
-            return
         for marker in (b"\n.\n", b"\n.\r\n"):
             i = region.find(marker)
             while i >= 0:
