@@ -129,10 +129,12 @@ class SessionBuilder:
     def data(self, direction: Direction, data: bytes, ts: int) -> None:
         if direction is Direction.CLIENT:
             self.session.client_bytes += len(data)
-            self._apply(self.parser.feed_client(data, ts))
+            events = self.parser.feed_client(data, ts)
         else:
             self.session.server_bytes += len(data)
-            self._apply(self.parser.feed_server(data, ts))
+            events = self.parser.feed_server(data, ts)
+        if events:  # most segments of a message body or of TLS make none
+            self._apply(events)
         if self._inner is not None and self._decrypted:
             self._feed_decrypted(ts)
 

@@ -189,8 +189,10 @@ class SmtpParser:
             return out
         if not self._tls_decided:
             self._decide_tls(data, ts, from_client=True, out=out)
-        if self._mode is ClientMode.OTHER or self._other_protocol(
-            data, ts, out, from_client=True
+        mode = self._mode
+        if mode is ClientMode.OTHER or (
+            mode is ClientMode.COMMAND
+            and self._other_protocol(data, ts, out, from_client=True)
         ):
             return out
         if self._held is not None:
@@ -221,8 +223,10 @@ class SmtpParser:
             return out
         if not self._tls_decided:
             self._decide_tls(data, ts, from_client=False, out=out)
-        if self._mode is ClientMode.OTHER or self._other_protocol(
-            data, ts, out, from_client=False
+        mode = self._mode
+        if mode is ClientMode.OTHER or (
+            mode is ClientMode.COMMAND
+            and self._other_protocol(data, ts, out, from_client=False)
         ):
             return out
         self._server_spoke = True
