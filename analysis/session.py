@@ -216,11 +216,17 @@ class SessionBuilder:
     # SMTP side -----------------------------------------------------------
 
     def _apply(self, events: list[SmtpEvent]) -> None:
+        # The most frequent kinds first.
         for event in events:
-            if isinstance(event, CommandSeen):
-                self._on_command(event)
+            if isinstance(event, TlsBytesSeen):
+                if self._handshake is not None and not self._inside:
+                    self._handshake.data(
+                        event.from_client, event.data, event.missing, event.ts
+                    )
             elif isinstance(event, ReplySeen):
                 self._on_reply(event)
+            elif isinstance(event, CommandSeen):
+                self._on_command(event)
             elif isinstance(event, MessageStarted):
                 self._on_message_started(event)
             elif isinstance(event, MessageEnded):
@@ -231,11 +237,6 @@ class SessionBuilder:
                 self.session.auth_user = event.user
             elif isinstance(event, AuthResponseSeen):
                 self._auth_cancelled = event.cancelled
-            elif isinstance(event, TlsBytesSeen):
-                if self._handshake is not None and not self._inside:
-                    self._handshake.data(
-                        event.from_client, event.data, event.missing, event.ts
-                    )
             elif isinstance(event, TlsStarted):
                 self._on_tls(event)
             elif isinstance(event, AnomalySeen):
