@@ -275,7 +275,7 @@ class SessionBuilder:
             tls=self._inside,
         )
         self.commands.append(row)
-        self._rows[event.index] = row
+        self._rows[event.command_index] = row
         self.session.commands += 1
         verb = event.verb
 
@@ -288,7 +288,7 @@ class SessionBuilder:
             self._add_rcpt(event)
         elif verb in ("DATA", "BDAT"):
             if self._txn is not None:
-                self._txn_of[event.index] = self._txn
+                self._txn_of[event.command_index] = self._txn
         elif verb == "RSET":
             if self._txn is not None:
                 if self._txn.status == "incomplete":
@@ -317,7 +317,7 @@ class SessionBuilder:
             # RFC 5321 3.3: a MAIL inside a transaction is out of sequence.
             # Whether it replaced the open one only the reply tells (Postfix
             # answers 503 and keeps the first), so the old one waits aside.
-            self._displaced[event.index] = self._txn
+            self._displaced[event.command_index] = self._txn
         address, params = parse_path(event.argument, "FROM")
         txn = TransactionRecord(
             session_id=self.session.session_id,
@@ -330,7 +330,7 @@ class SessionBuilder:
         self.transactions.append(txn)
         self.session.transactions += 1
         self._txn = txn
-        self._txn_of[event.index] = txn
+        self._txn_of[event.command_index] = txn
 
     def _add_rcpt(self, event: CommandSeen) -> None:
         txn = self._txn
@@ -338,8 +338,8 @@ class SessionBuilder:
             self._add_anomaly(event.ts, "rcpt_without_mail", event.argument)
             return
         address, _ = parse_path(event.argument, "TO")
-        self._txn_of[event.index] = txn
-        self._rcpt_slot[event.index] = len(txn.rcpt_to)
+        self._txn_of[event.command_index] = txn
+        self._rcpt_slot[event.command_index] = len(txn.rcpt_to)
         txn.rcpt_to.append(address if address is not None else event.argument)
         txn.rcpt_codes.append(None)
 

@@ -239,8 +239,11 @@ class Reassembler:
                         and half.base is not None
                         and (half.base + half.next_off) % _SEQ_MOD == seg.seq
                     ):
-                        # _deliver, inline.
-                        events.append(StreamData(conn, direction, ts, payload))
+                        # _deliver, inline; tuple.__new__ skips the
+                        # NamedTuple's Python-level __new__.
+                        events.append(
+                            tuple.__new__(StreamData, (conn, direction, ts, payload))
+                        )
                         half.next_off += size
                         tail = half.tail
                         tail += payload
