@@ -35,9 +35,11 @@ class HandshakeBuilder:
 
     def data(self, from_client: bool, data: bytes, missing: int, ts: int) -> None:
         if missing:
-            self._apply(self._parser.gap(from_client, missing, ts))
+            events = self._parser.gap(from_client, missing, ts)
         else:
-            self._apply(self._parser.feed(from_client, data, ts))
+            events = self._parser.feed(from_client, data, ts)
+        if events:  # past the handshake, records pass by without any
+            self._apply(events)
 
     def close(self, ts: int, session: SessionRecord) -> TlsRecord:
         self._apply(self._parser.close(ts))

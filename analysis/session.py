@@ -14,6 +14,7 @@ import base64
 import hashlib
 from collections import deque
 from collections.abc import Sequence
+from typing import Final
 
 from analysis.handshake import HandshakeBuilder
 from analysis.records import (
@@ -56,6 +57,10 @@ _HEADER_COLUMNS = {
     "subject": "subject",
     "message-id": "message_id",
 }
+
+# Python 3.11 reads an Enum member through EnumType.__getattr__, a few
+# hundred nanoseconds a read: the check made for every segment uses this.
+_CLIENT: Final = Direction.CLIENT
 
 
 def session_id(conn: Connection) -> str:
@@ -127,12 +132,14 @@ class SessionBuilder:
     # Stream side ---------------------------------------------------------
 
     def data(self, direction: Direction, data: bytes, ts: int) -> None:
-        if direction is Direction.CLIENT:
+        if direction is _CLIENT:
             self.session.client_bytes += len(data)
-            self._apply(self.parser.feed_client(data, ts))
+            events = self.parser.feed_client(data, ts)
         else:
             self.session.server_bytes += len(data)
-            self._apply(self.parser.feed_server(data, ts))
+            events = self.parser.feed_server(data, ts)
+        if events:  # most segments of a message body or of TLS make none
+            self._apply(events)
         if self._inner is not None and self._decrypted:
             self._feed_decrypted(ts)
 
@@ -155,9 +162,9 @@ class SessionBuilder:
     def gap(self, direction: Direction, size: int, ts: int) -> None:
         self.session.gaps += 1
         self.session.gap_bytes += size
-        side = "client" if direction is Direction.CLIENT else "server"
+        side = "client" if direction is _CLIENT else "server"
         self._add_anomaly(ts, "tcp_gap", f"{size} {side} bytes missing")
-        if direction is Direction.CLIENT:
+        if direction is _CLIENT:
             self._apply(self.parser.client_gap(size, ts))
         else:
             self._apply(self.parser.server_gap(size, ts))
@@ -214,11 +221,17 @@ class SessionBuilder:
     # SMTP side -----------------------------------------------------------
 
     def _apply(self, events: list[SmtpEvent]) -> None:
+        # The most frequent kinds first.
         for event in events:
-            if isinstance(event, CommandSeen):
-                self._on_command(event)
+            if isinstance(event, TlsBytesSeen):
+                if self._handshake is not None and not self._inside:
+                    self._handshake.data(
+                        event.from_client, event.data, event.missing, event.ts
+                    )
             elif isinstance(event, ReplySeen):
                 self._on_reply(event)
+            elif isinstance(event, CommandSeen):
+                self._on_command(event)
             elif isinstance(event, MessageStarted):
                 self._on_message_started(event)
             elif isinstance(event, MessageEnded):
@@ -229,11 +242,6 @@ class SessionBuilder:
                 self.session.auth_user = event.user
             elif isinstance(event, AuthResponseSeen):
                 self._auth_cancelled = event.cancelled
-            elif isinstance(event, TlsBytesSeen):
-                if self._handshake is not None and not self._inside:
-                    self._handshake.data(
-                        event.from_client, event.data, event.missing, event.ts
-                    )
             elif isinstance(event, TlsStarted):
                 self._on_tls(event)
             elif isinstance(event, AnomalySeen):
@@ -272,7 +280,7 @@ class SessionBuilder:
             tls=self._inside,
         )
         self.commands.append(row)
-        self._rows[event.index] = row
+        self._rows[event.command_index] = row
         self.session.commands += 1
         verb = event.verb
 
@@ -285,7 +293,7 @@ class SessionBuilder:
             self._add_rcpt(event)
         elif verb in ("DATA", "BDAT"):
             if self._txn is not None:
-                self._txn_of[event.index] = self._txn
+                self._txn_of[event.command_index] = self._txn
         elif verb == "RSET":
             if self._txn is not None:
                 if self._txn.status == "incomplete":
@@ -314,7 +322,7 @@ class SessionBuilder:
             # RFC 5321 3.3: a MAIL inside a transaction is out of sequence.
             # Whether it replaced the open one only the reply tells (Postfix
             # answers 503 and keeps the first), so the old one waits aside.
-            self._displaced[event.index] = self._txn
+            self._displaced[event.command_index] = self._txn
         address, params = parse_path(event.argument, "FROM")
         txn = TransactionRecord(
             session_id=self.session.session_id,
@@ -327,7 +335,7 @@ class SessionBuilder:
         self.transactions.append(txn)
         self.session.transactions += 1
         self._txn = txn
-        self._txn_of[event.index] = txn
+        self._txn_of[event.command_index] = txn
 
     def _add_rcpt(self, event: CommandSeen) -> None:
         txn = self._txn
@@ -335,8 +343,8 @@ class SessionBuilder:
             self._add_anomaly(event.ts, "rcpt_without_mail", event.argument)
             return
         address, _ = parse_path(event.argument, "TO")
-        self._txn_of[event.index] = txn
-        self._rcpt_slot[event.index] = len(txn.rcpt_to)
+        self._txn_of[event.command_index] = txn
+        self._rcpt_slot[event.command_index] = len(txn.rcpt_to)
         txn.rcpt_to.append(address if address is not None else event.argument)
         txn.rcpt_codes.append(None)
 

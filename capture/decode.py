@@ -71,6 +71,12 @@ _U32 = struct.Struct(">I").unpack_from
 _V4_FIELDS = struct.Struct(">H2xH1xB").unpack_from  # total length, frag, protocol
 _PORTS = struct.Struct(">HH").unpack_from
 _SEQ_ACK = struct.Struct(">IIBB").unpack_from  # seq, ack, data offset, flags
+# From the start of an Ethernet frame: EtherType; IPv4 version and header
+# length, total length, fragment field, protocol, addresses; then TCP ports,
+# sequence and acknowledgment numbers, data offset and flags.
+_ETH_IPV4_TCP = struct.Struct(">12xHBxH2xHxB2x4s4sHHIIBB").unpack_from
+# The same for IPv6: version, payload length, next header, addresses, TCP.
+_ETH_IPV6_TCP = struct.Struct(">14xB3xHBx16s16sHHIIBB").unpack_from
 
 
 class TcpSegment(NamedTuple):
@@ -133,6 +139,55 @@ def decode_tcp(
     """
     if stats is None:
         stats = DecodeStats()
+    n = len(data)
+    if linktype == LINKTYPE_ETHERNET and n >= 54:
+        # Untagged Ethernet, then IPv4 with a 20-byte header and no
+        # fragmentation or IPv6 with TCP next, the whole packet captured and
+        # a sound TCP header: most frames of any capture, read in one go.
+        # Anything else, and whatever this path would have to count, takes
+        # the general path.
+        (ethertype, ver_ihl, total, frag, proto, src, dst, src_port, dst_port,
+         seq, ack, data_offset, flags) = _ETH_IPV4_TCP(data)  # fmt: skip
+        tcp = wire_end = 0  # no plain header found
+        if ethertype == 0x0800:
+            if ver_ihl == 0x45 and proto == _PROTO_TCP and not frag & 0x3FFF:
+                tcp = 34
+                wire_end = 14 + total
+        elif ethertype == 0x86DD and n >= 68:
+            (version, payload_len, next_header, src, dst, src_port, dst_port,
+             seq, ack, data_offset, flags) = _ETH_IPV6_TCP(data)  # fmt: skip
+            if version >> 4 == 6 and next_header == _PROTO_TCP and payload_len:
+                tcp = 54
+                wire_end = 54 + payload_len
+        start = tcp + ((data_offset >> 4) << 2)
+        if tcp and tcp + 20 <= start <= wire_end <= n:
+            if src_port not in ports and dst_port not in ports:
+                stats.other_port += 1
+                return None
+            stats.tcp += 1
+            text = _address_text
+            return tuple.__new__(
+                TcpSegment,
+                (
+                    text.get(src) or _address(src),
+                    text.get(dst) or _address(dst),
+                    src_port,
+                    dst_port,
+                    seq,
+                    ack,
+                    flags,
+                    data[start:wire_end],
+                    False,
+                    0,
+                ),
+            )
+    return _decode_general(linktype, data, ports, stats)
+
+
+def _decode_general(
+    linktype: int, data: bytes, ports: frozenset[int], stats: DecodeStats
+) -> TcpSegment | None:
+    """``decode_tcp`` for every link type and header shape."""
     # Untagged Ethernet carrying IPv4 is most of any capture: go straight on.
     if linktype == LINKTYPE_ETHERNET and len(data) > 14 and data[12:14] == b"\x08\x00":
         return _ipv4(data, 14, ports, stats)

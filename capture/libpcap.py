@@ -20,8 +20,10 @@ give them (Linux can), else microseconds scaled up.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import functools
 import logging
 import os
@@ -169,6 +171,12 @@ def _libc() -> Any:
     libc.ftell.argtypes = (ctypes.c_void_p,)
     libc.ftell.restype = ctypes.c_long
     libc.fclose.argtypes = (ctypes.c_void_p,)
+    libc.setvbuf.argtypes = (
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_size_t,
+    )
     return libc
 
 
@@ -259,6 +267,23 @@ def _open_with_filter(path: str, expression: str) -> tuple[Any, int]:
     return lib, handle
 
 
+# Linux pipes hold 64 KiB by default: Python drains that in about a
+# millisecond, then sleeps until the libpcap thread is scheduled again and
+# refills it. A pipe as large as an unprivileged process may ask for keeps
+# libpcap far enough ahead that the reader rarely waits.
+_PIPE_BYTES = 1 << 20
+_IOFBF = 0  # setvbuf's full buffering (stdio.h)
+
+
+def _widen_pipe(fd: int) -> None:
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsize is None:
+        return
+    # Above the system's limit the call fails; the default size still works.
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, setsize, _PIPE_BYTES)
+
+
 class FilteredPipe:
     """libpcap filters in a thread of its own and writes a pcap stream.
 
@@ -273,7 +298,12 @@ class FilteredPipe:
         self._lib = lib
         self._handle: int | None = handle
         read_fd, write_fd = os.pipe()
+        _widen_pipe(write_fd)
         stream = _libc().fdopen(write_fd, b"wb")
+        if stream:
+            # stdio buffers a pipe in 4 KiB: one write, and one wake-up of
+            # the reader, per few packets, unless given more room.
+            _libc().setvbuf(stream, None, _IOFBF, _PIPE_BYTES // 16)
         dumper = lib.pcap_dump_fopen(handle, stream) if stream else None
         if not dumper:
             os.close(read_fd)

@@ -51,7 +51,8 @@ _NS_PER_S: Final = 1_000_000_000
 _DIRECTIONS: Final = (Direction.CLIENT, Direction.SERVER)
 _NEVER_SWEPT: Final = -(1 << 63)
 
-_FlowKey = tuple[str, int, str, int]  # src ip, src port, dst ip, dst port
+# src ip, dst ip, src port, dst port: the first fields of a TcpSegment.
+_FlowKey = tuple[str, str, int, int]
 # A held-back piece of stream: (start, end, bytes), or bytes None for a
 # range the capture is known to lack (a segment the snap length cut short).
 _Piece = tuple[int, int, bytes | None]
@@ -191,9 +192,67 @@ class Reassembler:
                 self._new_capture(ts, events)
             self._sweep(ts, events)
 
-        key = (seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)
+        key = seg[:4]
         found = self._flows.get(key)
         flags = seg.flags
+        if found is not None and not flags & (SYN | FIN | RST):
+            flow, direction = found
+            conn = flow.conn
+            halves = flow.halves
+            half = halves[direction]
+            peer = halves[1 - direction]
+            if (
+                not flow.closed
+                and ts - conn.last_ts <= self._idle_ns
+                and (conn.ack_ts is not None or conn.synack_ts is None)
+                and half.fin_off is None
+                and peer.fin_off is None
+                and not seg.missing
+            ):
+                # An established connection, no FIN about and nothing cut by
+                # the snap length: what most segments are, and all that
+                # _segment would do for them.
+                conn.last_ts = ts
+                conn.packets[direction] += 1
+                if flags & ACK and peer.base is not None:
+                    # _Half.offset and _acknowledged, inline.
+                    sent = peer.next_off
+                    ack_off = (
+                        sent
+                        + ((seg.ack - peer.base - sent + _SEQ_HALF) % _SEQ_MOD)
+                        - _SEQ_HALF
+                    )
+                    if ack_off > peer.acked:
+                        peer.acked = ack_off
+                        tail = peer.tail
+                        drop = len(tail) - (sent - ack_off if sent > ack_off else 0)
+                        if drop > 0:
+                            del tail[:drop]
+                        if ack_off > sent and peer.pending:
+                            self._gaps_proven(flow, 1 - direction, ts, events)
+                payload = seg.payload
+                if payload:
+                    size = len(payload)
+                    conn.wire_bytes[direction] += size
+                    if (
+                        not half.pending
+                        and half.base is not None
+                        and (half.base + half.next_off) % _SEQ_MOD == seg.seq
+                    ):
+                        # _deliver, inline; tuple.__new__ skips the
+                        # NamedTuple's Python-level __new__.
+                        events.append(
+                            tuple.__new__(StreamData, (conn, direction, ts, payload))
+                        )
+                        half.next_off += size
+                        tail = half.tail
+                        tail += payload
+                        if len(tail) > self._window:
+                            del tail[: len(tail) - self._window]
+                    else:
+                        self._data(flow, direction, ts, seg, events)
+                return events
+
         new_syn = flags & (SYN | ACK) == SYN
         if found is None:
             flow, direction = self._start(key, ts, seg, events)
@@ -292,7 +351,7 @@ class Reassembler:
             )
         self._next_id += 1
         self.stats.connections += 1
-        reverse = (seg.dst_ip, seg.dst_port, seg.src_ip, seg.src_port)
+        reverse = (seg.dst_ip, seg.src_ip, seg.dst_port, seg.src_port)
         flow = _Flow(conn, (key, reverse))
         sent, received = (
             (Direction.CLIENT, Direction.SERVER)

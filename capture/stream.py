@@ -13,12 +13,16 @@ Invariants a consumer may rely on:
   byte stream exactly once and in order: no byte is delivered twice, and a
   hole is reported as a gap of known size, never filled with zeros;
 - timestamps are integer nanoseconds since the Unix epoch (UTC).
+
+The events are NamedTuples, immutable and cheap to build: the reassembler
+makes one for nearly every segment.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class Direction(enum.IntEnum):
@@ -66,21 +70,18 @@ class Connection:
         return self.syn_ts is not None
 
 
-@dataclass(frozen=True, slots=True)
-class StreamOpened:
+class StreamOpened(NamedTuple):
     conn: Connection
 
 
-@dataclass(frozen=True, slots=True)
-class StreamData:
+class StreamData(NamedTuple):
     conn: Connection
     direction: Direction
     ts: int  # capture time of the segment that completed these bytes
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class StreamGap:
+class StreamGap(NamedTuple):
     """Bytes that were never seen: the stream resumes ``size`` bytes later."""
 
     conn: Connection
@@ -89,8 +90,7 @@ class StreamGap:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class StreamAnomaly:
+class StreamAnomaly(NamedTuple):
     """Something odd at the TCP level, kept as data for the anomalies table."""
 
     conn: Connection
@@ -100,8 +100,7 @@ class StreamAnomaly:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class StreamClosed:
+class StreamClosed(NamedTuple):
     conn: Connection
     ts: int
     reason: CloseReason

@@ -12,6 +12,8 @@ from analysis.smtp.syntax import parse_headers
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_AFTER_BARE_LF_END = 64 * 1024
+# Every proper prefix of an end-of-data line ends in one of these bytes.
+_TAIL_LAST_BYTES = (b"\r", b"\n", b".")
 
 
 class DataBody:
@@ -101,14 +103,16 @@ class DataBody:
         carried = len(self._carry)
         self._carry = b""
 
-        end_at, body_len = self._find_end(buf)
-        if end_at < 0:
-            body_len = len(buf) - self._cut_tail(buf)
         if self._strict:
-            # Up to the end line when there is one, else the whole buffer,
-            # the bytes held back included: a marker is seen whole.
-            self._scan_bare_lf(buf, end_at if end_at >= 0 else len(buf), carried)
-        self._count(buf, body_len)
+            end_at, body_len, stuffed = self._scan_strict(buf, carried)
+        else:
+            end_at, body_len = self._find_end(buf)
+            if end_at < 0:
+                body_len = len(buf) - self._cut_tail(buf)
+            stuffed = buf.count(b"\n.", 0, body_len)
+        if self._at_line_start and buf[:1] == b".":
+            stuffed += 1
+        self._count(buf, body_len, stuffed)
 
         if end_at < 0:
             self._carry = buf[body_len:]
@@ -116,36 +120,23 @@ class DataBody:
         return start + end_at - carried
 
     def _find_end(self, buf: bytes) -> tuple[int, int]:
-        """(offset after the end line, body length before it) or (-1, 0)."""
-        # In a CRLF body only the very first line can be a bare "." without
-        # a CRLF in front of it; a lenient (bare LF) body ends at any such line.
-        at_start = self.raw_bytes == 0 if self._strict else self._at_line_start
-        if at_start:
-            for marker in self._line_start_markers():
+        """In a lenient (bare LF) body: (offset after the end line, body
+        length before it) or (-1, 0). Such a body ends at any dot line."""
+        if self._at_line_start:
+            for marker in (b".\r\n", b".\n"):
                 if buf.startswith(marker):
                     return len(marker), 0
         best = -1
         best_len = 0
-        for marker in self._markers():
+        for marker in (b"\n.\r\n", b"\n.\n"):
             i = buf.find(marker)
             if i >= 0 and (best < 0 or i < best):
                 best = i
                 best_len = len(marker)
         if best < 0:
             return -1, 0
-        # The body keeps the line ending that precedes the dot line.
-        lead = 2 if buf[best : best + 2] == b"\r\n" else 1
-        return best + best_len, best + lead
-
-    def _markers(self) -> tuple[bytes, ...]:
-        if self._strict:
-            return (b"\r\n.\r\n",)
-        return (b"\n.\r\n", b"\n.\n")
-
-    def _line_start_markers(self) -> tuple[bytes, ...]:
-        if self._strict:
-            return (b".\r\n",)
-        return (b".\r\n", b".\n")
+        # The body keeps the LF that precedes the dot line.
+        return best + best_len, best + 1
 
     def _cut_tail(self, buf: bytes) -> int:
         """How many bytes at the end could start an end-of-data line.
@@ -154,6 +145,8 @@ class DataBody:
         back, a lone final LF included: a marker is then always seen whole,
         wherever the sender split its segments.
         """
+        if buf[-1:] not in _TAIL_LAST_BYTES:
+            return 0  # most segments: no marker can start in the last bytes
         if self.raw_bytes == 0 and buf in (b".", b".\r"):
             return len(buf)  # an empty message whose end was cut short
         for tail in (b"\r\n.\r", b"\r\n.", b"\r\n", b"\n.\r", b"\n.", b"\r", b"\n"):
@@ -163,47 +156,63 @@ class DataBody:
             return len(buf)
         return 0
 
-    def _count(self, buf: bytes, n: int) -> None:
+    def _count(self, buf: bytes, n: int, stuffed: int) -> None:
+        """Count ``buf[:n]`` as body, ``stuffed`` of its lines dot-stuffed."""
         if n <= 0:
             return
-        body = buf[:n]
         self.raw_bytes += n
-        self.stuffed_dots += body.count(b"\n.")
-        if self._at_line_start and body[:1] == b".":
-            self.stuffed_dots += 1
+        self.stuffed_dots += stuffed
         if self._lenient_size is not None:
             self._keep_after(buf[:n])
-        self._at_line_start = body[-1:] == b"\n"
-        self._last_counted = body[-1]
+        last = buf[n - 1]
+        self._at_line_start = last == 0x0A  # LF
+        self._last_counted = last
         if not self._headers_done:
-            self._collect_headers(body)
+            self._collect_headers(buf[:n])
 
-    def _scan_bare_lf(self, buf: bytes, stop: int, seen: int) -> None:
-        """Count dot lines a lenient server would end data at (smuggling).
+    def _scan_strict(self, buf: bytes, seen: int) -> tuple[int, int, int]:
+        """One pass over the dot lines of a CRLF body.
 
-        In a CRLF body, LF "." LF, or LF "." CRLF after a bare LF, is no end
-        for a strict server and an end for a lenient one. ``buf`` starts at
-        stream offset ``raw_bytes``; its first ``seen`` bytes were scanned
-        last time (held back then), so only markers ending after them count.
+        Returns where the end-of-data line ends (-1 if ``buf`` has none),
+        the body bytes before it (the CRLF ahead of the dot line included;
+        without an end, all but what ``_cut_tail`` holds back), and how many
+        LF "." pairs those bytes hold: the stuffed dots.
+
+        Dot lines are also where smuggling hides: LF "." LF, or LF "." CRLF
+        after a bare LF, is no end for a strict server and an end for a
+        lenient one; each is counted and the first remembered. ``buf``
+        starts at stream offset ``raw_bytes``; its first ``seen`` bytes were
+        scanned last time (held back then), so only shapes ending after them
+        count.
         """
-        region = buf[:stop]
-        if b"\n." not in region:
-            return
-        for marker in (b"\n.\n", b"\n.\r\n"):
-            i = region.find(marker)
-            while i >= 0:
-                end = i + len(marker)
-                bare = marker == b"\n.\n" or self._before(buf, i) != 0x0D
-                if bare and end > seen:
-                    self.bare_lf_dot_lines += 1
-                    self._note_bare_lf_end(buf, i, end)
-                i = region.find(marker, i + 1)
+        if self.raw_bytes == 0 and buf.startswith(b".\r\n"):
+            return 3, 0, 0  # an empty message: the first line is the end
+        stuffed = 0
+        last = -1
+        i = buf.find(b"\n.")
+        while i >= 0:
+            after = buf[i + 2 : i + 4]
+            if after == b"\r\n":
+                before = buf[i - 1] if i else self._last_counted
+                if before != 0x0D:
+                    if i + 4 > seen:
+                        self._bare_lf_dot_line(buf, i, i + 4)
+                elif i:
+                    # CRLF "." CRLF: the end. The body keeps the CRLF.
+                    return i + 4, i + 1, stuffed
+            elif after[:1] == b"\n" and i + 3 > seen:
+                self._bare_lf_dot_line(buf, i, i + 3)
+            stuffed += 1
+            last = i
+            i = buf.find(b"\n.", i + 2)
+        body_len = len(buf) - self._cut_tail(buf)
+        if last >= 0 and last + 2 > body_len:
+            stuffed -= 1  # the last dot line starts in the bytes held back
+        return -1, body_len, stuffed
 
-    def _before(self, buf: bytes, i: int) -> int:
-        """The byte before ``buf[i]``, from the counted stream if need be."""
-        if i > 0:
-            return buf[i - 1]
-        return self._last_counted
+    def _bare_lf_dot_line(self, buf: bytes, i: int, end: int) -> None:
+        self.bare_lf_dot_lines += 1
+        self._note_bare_lf_end(buf, i, end)
 
     def _note_bare_lf_end(self, buf: bytes, i: int, end: int) -> None:
         """Remember the first such line: where the message would end there."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
+from typing import Final
 
 from analysis.smtp import auth, sniff
 from analysis.smtp.events import (
@@ -72,11 +73,23 @@ class ClientMode(enum.Enum):
     OTHER = "other"  # another protocol on an SMTP port: nothing is parsed
 
 
+# Python 3.11 reads an Enum member through EnumType.__getattr__, a few
+# hundred nanoseconds a read, and the mode is looked at several times for
+# every segment: the code below names the modes by these globals.
+_COMMAND: Final = ClientMode.COMMAND
+_DATA_BODY: Final = ClientMode.DATA_BODY
+_BDAT_CHUNK: Final = ClientMode.BDAT_CHUNK
+_AUTH_ANSWER: Final = ClientMode.AUTH_ANSWER
+_REFUSED_BODY: Final = ClientMode.REFUSED_BODY
+_TLS: Final = ClientMode.TLS
+_OTHER: Final = ClientMode.OTHER
+
+
 # (what the reply answers, reply class) -> client mode afterwards.
 _AFTER_REPLY: dict[tuple[str, int], ClientMode] = {
-    ("DATA", 3): ClientMode.DATA_BODY,
-    ("STARTTLS", 2): ClientMode.TLS,
-    ("AUTH", 3): ClientMode.AUTH_ANSWER,
+    ("DATA", 3): _DATA_BODY,
+    ("STARTTLS", 2): _TLS,
+    ("AUTH", 3): _AUTH_ANSWER,
 }
 _BLOCKING = frozenset({"DATA", "STARTTLS", "AUTH"})
 # Commands after which a half-sent BDAT message no longer exists.
@@ -130,7 +143,7 @@ class SmtpParser:
         STARTTLS session: no greeting comes (RFC 3207 4.2). Its command
         indexes start at ``first_command_index``."""
         self._implicit_tls_port = implicit_tls
-        self._mode = ClientMode.COMMAND
+        self._mode: ClientMode = _COMMAND
         self._server_tls = False
         self._tls_decided = not implicit_tls
         self._cbuf = b""
@@ -176,7 +189,7 @@ class SmtpParser:
 
     @property
     def in_tls(self) -> bool:
-        return self._mode is ClientMode.TLS
+        return self._mode is _TLS
 
     @property
     def commands_seen(self) -> int:
@@ -189,8 +202,9 @@ class SmtpParser:
             return out
         if not self._tls_decided:
             self._decide_tls(data, ts, from_client=True, out=out)
-        if self._mode is ClientMode.OTHER or self._other_protocol(
-            data, ts, out, from_client=True
+        mode = self._mode
+        if mode is _OTHER or (
+            mode is _COMMAND and self._other_protocol(data, ts, out, from_client=True)
         ):
             return out
         if self._held is not None:
@@ -204,7 +218,7 @@ class SmtpParser:
             self._tls_expected = False
             self._start_tls(ts, out, implicit=False)
         elif (
-            self._mode is ClientMode.COMMAND
+            self._mode is _COMMAND
             and self._command_index == 0
             and not self._cbuf
             and data[:2] == b"\x16\x03"
@@ -221,8 +235,9 @@ class SmtpParser:
             return out
         if not self._tls_decided:
             self._decide_tls(data, ts, from_client=False, out=out)
-        if self._mode is ClientMode.OTHER or self._other_protocol(
-            data, ts, out, from_client=False
+        mode = self._mode
+        if mode is _OTHER or (
+            mode is _COMMAND and self._other_protocol(data, ts, out, from_client=False)
         ):
             return out
         self._server_spoke = True
@@ -239,12 +254,12 @@ class SmtpParser:
         if self._held is not None:
             self._release_held(ts, out, hopeful=True)
         mode = self._mode
-        if mode is ClientMode.TLS:
+        if mode is _TLS:
             self.tls_client_bytes += size
             out.append(TlsBytesSeen(ts, True, b"", size))
-        elif mode is ClientMode.DATA_BODY and self._body is not None:
+        elif mode is _DATA_BODY and self._body is not None:
             self._body.lost(size)
-        elif mode is ClientMode.BDAT_CHUNK:
+        elif mode is _BDAT_CHUNK:
             self._chunk_complete = False
             if size < self._chunk_left:
                 self._chunk_left -= size
@@ -279,7 +294,7 @@ class SmtpParser:
         out: list[SmtpEvent] = []
         if self._held is not None:
             self._release_held(ts, out, hopeful=True)
-        if self._cbuf and self._mode in (ClientMode.COMMAND, ClientMode.AUTH_ANSWER):
+        if self._cbuf and self._mode in (_COMMAND, _AUTH_ANSWER):
             rest = self._cbuf
             self._cbuf = b""
             # Its length only: the line may be an AUTH answer.
@@ -287,11 +302,11 @@ class SmtpParser:
                 out, ts, "unterminated_line", f"{len(rest)} bytes without a line end"
             )
             self._client_line(rest, ts, out)
-        if self._mode is ClientMode.DATA_BODY and self._body is not None:
+        if self._mode is _DATA_BODY and self._body is not None:
             self._body.complete = False
             self._finish_body(ts, out)
             self._anomaly(out, ts, "message_incomplete", "connection ended in DATA")
-        elif self._mode is ClientMode.BDAT_CHUNK:
+        elif self._mode is _BDAT_CHUNK:
             self._chunk_complete = False
             self._anomaly(out, ts, "message_incomplete", "connection ended in BDAT")
             self._finish_chunks(ts, out)
@@ -312,14 +327,14 @@ class SmtpParser:
         size = len(buf)
         while pos < size:
             mode = self._mode
-            if mode is ClientMode.TLS:
+            if mode is _TLS:
                 self.tls_client_bytes += size - pos
                 out.append(TlsBytesSeen(ts, True, buf[pos:]))
                 return
-            if mode is ClientMode.DATA_BODY:
+            if mode is _DATA_BODY:
                 pos = self._body_input(buf, pos, ts, out)
                 continue
-            if mode is ClientMode.BDAT_CHUNK:
+            if mode is _BDAT_CHUNK:
                 pos = self._chunk_input(buf, pos, ts, out)
                 continue
 
@@ -365,17 +380,17 @@ class SmtpParser:
         self._client_discard = True
 
     def _client_line(self, line: bytes, ts: int, out: list[SmtpEvent]) -> None:
-        if len(line) + 2 > RFC_LINE_LIMIT and self._mode is not ClientMode.REFUSED_BODY:
+        if len(line) + 2 > RFC_LINE_LIMIT and self._mode is not _REFUSED_BODY:
             self._anomaly(
                 out, ts, "line_too_long", f"client line of {len(line) + 2} bytes"
             )
         mode = self._mode
-        if mode is ClientMode.AUTH_ANSWER:
+        if mode is _AUTH_ANSWER:
             self._auth_answer(line, ts, out)
             return
-        if mode is ClientMode.REFUSED_BODY:
+        if mode is _REFUSED_BODY:
             if line == b".":
-                self._mode = ClientMode.COMMAND
+                self._mode = _COMMAND
             return
         if not line.strip(b" \t"):
             # Not a command (RFC 5321 4.1.1), but servers answer it (500),
@@ -386,7 +401,7 @@ class SmtpParser:
         if self._auth_open and not self._server_spoke and not known:
             # One-sided capture inside AUTH: an unknown "verb" is an answer
             # (a password, perhaps) and must not become a command row.
-            self._mode = ClientMode.AUTH_ANSWER
+            self._mode = _AUTH_ANSWER
             self._auth_answer(line, ts, out)
             return
         if not known and auth.looks_like_sasl_data(text):
@@ -401,10 +416,10 @@ class SmtpParser:
             # RFC 5321 3.3: after a refused DATA the client must not send
             # the message; one that does gets its body read as commands.
             self._data_refused = False
-            self._mode = ClientMode.REFUSED_BODY
+            self._mode = _REFUSED_BODY
             self._anomaly(out, ts, "data_body_after_refusal", text)
             if line == b".":
-                self._mode = ClientMode.COMMAND
+                self._mode = _COMMAND
             return
         self._data_refused = False
         self._command(verb, argument, known, ts, out)
@@ -449,7 +464,7 @@ class SmtpParser:
         if verb == "DATA":
             self._start_body(ts, out)
         elif verb == "AUTH" and self._auth_open:
-            self._mode = ClientMode.AUTH_ANSWER
+            self._mode = _AUTH_ANSWER
         elif verb == "STARTTLS":
             self._tls_expected = True  # TLS if the client's next bytes are
 
@@ -482,7 +497,7 @@ class SmtpParser:
     # DATA ---------------------------------------------------------------
 
     def _start_body(self, ts: int, out: list[SmtpEvent]) -> None:
-        self._mode = ClientMode.DATA_BODY
+        self._mode = _DATA_BODY
         self._body = DataBody(strict=not self._lf_only_client)
         out.append(MessageStarted(ts, "DATA"))
 
@@ -500,7 +515,7 @@ class SmtpParser:
         body = self._body
         assert body is not None
         self._body = None
-        self._mode = ClientMode.COMMAND
+        self._mode = _COMMAND
         if body.bare_lf_dot_lines:
             self._anomaly(
                 out,
@@ -527,7 +542,7 @@ class SmtpParser:
         self._chunk_last = last
         self._chunk_total += size
         if size:
-            self._mode = ClientMode.BDAT_CHUNK
+            self._mode = _BDAT_CHUNK
         elif last:
             self._finish_chunks(ts, out)
 
@@ -541,12 +556,12 @@ class SmtpParser:
         return pos + take
 
     def _end_chunk(self, ts: int, out: list[SmtpEvent]) -> None:
-        self._mode = ClientMode.COMMAND
+        self._mode = _COMMAND
         if self._chunk_last:
             self._finish_chunks(ts, out)
 
     def _finish_chunks(self, ts: int, out: list[SmtpEvent]) -> None:
-        self._mode = ClientMode.COMMAND
+        self._mode = _COMMAND
         headers = self._chunk_headers.headers() if self._chunk_headers else ()
         out.append(MessageEnded(ts, self._chunk_total, headers, self._chunk_complete))
         self._chunk_headers = None
@@ -580,7 +595,7 @@ class SmtpParser:
             out.append(AuthUserSeen(ts, self._auth_mechanism, user))
 
     def _auth_answer(self, line: bytes, ts: int, out: list[SmtpEvent]) -> None:
-        self._mode = ClientMode.COMMAND
+        self._mode = _COMMAND
         text = wire_text(line).strip()
         cancelled = text == "*"
         out.append(AuthResponseSeen(ts, self._auth_index, cancelled))
@@ -695,7 +710,7 @@ class SmtpParser:
                 out, ts, "greeting_missing", "capture starts after the greeting"
             )
 
-        if not self._pending and self._mode is ClientMode.DATA_BODY:
+        if not self._pending and self._mode is _DATA_BODY:
             self._server_ended_data(ts, out)
         if not self._pending:
             self._anomaly(
@@ -775,21 +790,21 @@ class SmtpParser:
             self._auth_mechanism = ""
             self._auth_expect = ""
             self._auth_open = True
-            self._mode = ClientMode.AUTH_ANSWER
+            self._mode = _AUTH_ANSWER
             return
         if answers not in _BLOCKING or waiting.assumed:
             return
-        mode = _AFTER_REPLY.get((answers, reply.klass), ClientMode.COMMAND)
+        mode = _AFTER_REPLY.get((answers, reply.klass), _COMMAND)
         held = self._held if self._held is not None else []
         self._held = None
         self._mode = mode
 
         if answers == "DATA":
-            if mode is ClientMode.DATA_BODY:
+            if mode is _DATA_BODY:
                 self._start_body(ts, out)
             else:
                 self._data_refused = True
-        elif answers == "STARTTLS" and mode is ClientMode.TLS:
+        elif answers == "STARTTLS" and mode is _TLS:
             self._start_tls(ts, out, implicit=False)
             if held:
                 sent = b"".join(data for _, data in held)
@@ -801,7 +816,7 @@ class SmtpParser:
                     f"{show_bytes(_without_credentials(sent))}",
                 )
                 held = []
-        elif answers == "AUTH" and mode is ClientMode.AUTH_ANSWER:
+        elif answers == "AUTH" and mode is _AUTH_ANSWER:
             self._auth_challenge(reply)
         self._replay(held, out)
 
@@ -810,7 +825,7 @@ class SmtpParser:
     ) -> bool:
         """At the very start, recognise a protocol that is not SMTP."""
         opening = self._command_index == 0 and not self._server_spoke
-        if not opening or self._mode is not ClientMode.COMMAND:
+        if not opening or self._mode is not _COMMAND:
             return False
         side = "client" if from_client else "server"
         if from_client:
@@ -823,7 +838,7 @@ class SmtpParser:
             name = sniff.server_protocol(data)
         if name is None:
             return False
-        self._mode = ClientMode.OTHER
+        self._mode = _OTHER
         self._anomaly(
             out, ts, "not_smtp", f"{side} speaks {name}: {show_bytes(data, 40)}"
         )
@@ -833,7 +848,7 @@ class SmtpParser:
     # TLS
 
     def _start_tls(self, ts: int, out: list[SmtpEvent], *, implicit: bool) -> None:
-        self._mode = ClientMode.TLS
+        self._mode = _TLS
         self._server_tls = True
         self.tls_started_ts = ts
         self._pending.clear()
