@@ -245,6 +245,22 @@ class TreeRss(threading.Thread):
         return total
 
 
+def compile_checkout() -> float:
+    """Byte-compile the checkout's packages, as ``pip install`` does.
+
+    Without it, a Python run with PYTHONDONTWRITEBYTECODE (as on the
+    project's machines) compiles every module again in every round.
+    """
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "analysis", "capture"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+    return time.perf_counter() - started
+
+
 def warm(capture: Path) -> float:
     """Read the whole capture once so that no tool pays for the disk."""
     started = time.perf_counter()
@@ -537,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             report_tools[tool] = {"status": "skipped", "reason": command}
         else:
             results[tool] = Result(command)
+    if any(tool.startswith("smtpscope") for tool in results):
+        log(f"compiling smtpscope's modules once: {compile_checkout():.2f} s")
     load_before = [round(x, 2) for x in os.getloadavg()]
     if not args.no_warm:
         log(f"reading {capture} once: {warm(capture):.2f} s")
