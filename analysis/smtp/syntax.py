@@ -6,7 +6,9 @@ wire, minus its line ending, and never raises on malformed input.
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import Final
 
 # RFC 5321 4.1.1 and the extensions seen in practice. Anything else is kept
 # verbatim as an unknown verb.
@@ -73,22 +75,31 @@ def show_bytes(raw: bytes, limit: int = 64) -> str:
     return text + ("..." if len(raw) > limit else "")
 
 
+# Every three ASCII digits to their value: one lookup both checks and
+# converts a reply code, for half the cost of two tests and int().
+_REPLY_CODES: Final = {f"{n:03d}": n for n in range(1000)}
+
+
 def parse_reply_line(line: str) -> tuple[int, bool, str] | None:
     """Split "250-text" into (250, more_lines_follow, "text").
 
     RFC 5321 4.2: a reply line is three digits, then "-" on every line but the
     last, or " " (or nothing) on the last. Returns None for anything else.
     """
-    if len(line) < 3 or not line[:3].isdigit() or not line[:3].isascii():
+    code = _REPLY_CODES.get(line[:3])
+    if code is None:
         return None
     sep = line[3:4]
     if sep == "-":
-        return int(line[:3]), True, line[4:]
+        return code, True, line[4:]
     if sep in (" ", ""):
-        return int(line[:3]), False, line[4:]
+        return code, False, line[4:]
     return None
 
 
+# Most replies repeat a few texts ("2.1.0 Ok"): a bounded cache spares the
+# regular expression for them.
+@functools.lru_cache(maxsize=1024)
 def enhanced_code(text: str, code: int) -> str | None:
     """The RFC 3463 status code at the start of a reply text, if present."""
     m = _ENHANCED.match(text)
