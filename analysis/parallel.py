@@ -95,4 +95,7 @@ def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
         ),
         errors=list(first.errors),
         filtered=filtered,
+        # Any share stopped early (Ctrl-C reaches every process, SIGTERM
+        # at least this one) makes the whole run an interrupted one.
+        interrupted=any(part.interrupted for part in parts),
     )

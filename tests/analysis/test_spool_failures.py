@@ -1,0 +1,36 @@
+"""``read -o`` under -j N and when the disk fails: status, messages, old files.
+
+Found in review: an interrupted ``-j N`` run exited 0 without saying so; a
+full disk gave tracebacks and left temporary files, and under ``-j N`` a
+worker that could not spool replaced the previous files with empty tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from analysis import cli, pipeline
+from tests.analysis.test_interrupt import CAPTURE, _interrupted_source
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("jobs", ["2", "3"])
+def test_interrupted_sharded_run_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    jobs: str,
+) -> None:
+    # Workers are forked, so they are interrupted at the same place.
+    monkeypatch.setattr(pipeline, "iter_stream_events", _interrupted_source)
+    status = cli.main(["read", CAPTURE, "-q", "-o", str(tmp_path), "-j", jobs])
+    err = capsys.readouterr().err
+    assert status == 130
+    assert "interrupted" in err
+    assert '"close":"interrupted"' in (tmp_path / "sessions.jsonl").read_text()
+    assert _leftovers(tmp_path) == []
