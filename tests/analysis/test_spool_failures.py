@@ -7,11 +7,15 @@ worker that could not spool replaced the previous files with empty tables.
 
 from __future__ import annotations
 
+import errno
+import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from analysis import cli, pipeline
+from analysis.rowfiles import Format, TableFiles
 from tests.analysis.test_interrupt import CAPTURE, _interrupted_source
 
 
@@ -34,3 +38,22 @@ def test_interrupted_sharded_run_says_so(
     assert "interrupted" in err
     assert '"close":"interrupted"' in (tmp_path / "sessions.jsonl").read_text()
     assert _leftovers(tmp_path) == []
+
+
+def test_table_files_that_cannot_be_flushed_are_still_removed(tmp_path: Path) -> None:
+    (tmp_path / "sessions.csv").write_text("old\n")
+    files = TableFiles(tmp_path, Format.CSV)
+    for name, handle in files._handles.items():
+        files._handles[name] = _FailingText(handle)
+    files.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.csv"]
+
+
+class _FailingText(io.StringIO):
+    def __init__(self, real: Any) -> None:
+        super().__init__()
+        self._real = real
+
+    def close(self) -> None:
+        self._real.close()
+        raise OSError(errno.ENOSPC, "No space left on device")
