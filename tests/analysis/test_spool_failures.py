@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 
-from analysis import cli, pipeline
+from analysis import cli, pipeline, spool
 from analysis.rowfiles import Format, TableFiles
 from tests.analysis.test_interrupt import CAPTURE, _interrupted_source
+
+ROOT = Path(__file__).parents[2]
+AUTH = str(ROOT / "pcaps" / "auth.pcap")
 
 
 def _leftovers(directory: Path) -> list[str]:
@@ -38,6 +41,53 @@ def test_interrupted_sharded_run_says_so(
     assert "interrupted" in err
     assert '"close":"interrupted"' in (tmp_path / "sessions.jsonl").read_text()
     assert _leftovers(tmp_path) == []
+
+
+class _FullDisk:
+    """A spool file on a full filesystem: writes, flushes and closes fail."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self) -> None:
+        self._real.close()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_a_full_disk_under_the_spool_gives_a_message_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    real = spool.Spool._new_file
+
+    def full(self: spool.Spool) -> Any:
+        broken = self._files[-1] = _FullDisk(real(self))
+        return broken
+
+    monkeypatch.setattr(spool.Spool, "_new_file", full)
+    (tmp_path / "sessions.jsonl").write_text("old\n")
+    for jobs in ("1", "2"):
+        status = cli.main([
+            "read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "-j", jobs
+        ])  # fmt: skip
+        err = capsys.readouterr().err
+        assert status == 1
+        assert "No space left on device" in err
+        assert "Traceback" not in err and "Exception ignored" not in err
+        assert "cannot read" not in err  # it is the spool that cannot be written
+        # The run failed: the previous files stay as they were.
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.jsonl"]
+        assert (tmp_path / "sessions.jsonl").read_text() == "old\n"
 
 
 def test_table_files_that_cannot_be_flushed_are_still_removed(tmp_path: Path) -> None:
