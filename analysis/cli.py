@@ -23,6 +23,7 @@ import signal
 import stat
 import sys
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -50,7 +51,7 @@ from analysis.rowfiles import (
     prepare_directory,
     require_format,
 )
-from analysis.spool import Spool
+from analysis.spool import Spool, SpoolError
 from analysis.tls import decrypt
 
 if TYPE_CHECKING:
@@ -310,8 +311,14 @@ def _run_read(args: argparse.Namespace) -> int:
         results=frames,
     )
     with spool:
-        _read_into(spool, args, readable, ports)
+        spooled = _read_into(spool, args, readable, ports)
         stats = spool.stats
+        if not spooled:
+            # Sessions are missing from the spool: writing the tables
+            # would replace the previous files with incomplete ones.
+            for message in stats.errors:
+                _error(message)
+            return Exit.INTERRUPTED if stats.interrupted else Exit.INPUT
 
         # Step 3: files first, so that a closed stdout cannot lose them.
         written, sessions, tables = _finish(spool, args, fmt, streamed, frames)
@@ -340,8 +347,12 @@ def _run_read(args: argparse.Namespace) -> int:
 
 def _read_into(
     spool: Spool, args: argparse.Namespace, readable: list[str], ports: frozenset[int]
-) -> None:
-    """Analyse ``readable`` into ``spool``; trouble ends up in its stats."""
+) -> bool:
+    """Analyse ``readable`` into ``spool``; trouble ends up in its stats.
+
+    False when the spool could not be written or a worker process died:
+    then it lacks sessions that were read, and its tables must not be written.
+    """
     stats = spool.stats
     show_progress = not args.quiet and sys.stderr.isatty()
     jobs = args.jobs or os.cpu_count() or 1
@@ -351,9 +362,18 @@ def _read_into(
         # none is shown.
         try:
             read_sharded(readable, ports, jobs, spool)
+        except SpoolError as exc:
+            stats.errors.append(_os_error_message(exc, action="write"))
+            return False
+        except BrokenProcessPool:
+            stats.errors.append(
+                "a worker process ended unexpectedly (killed, or out of "
+                "memory?); no tables were written"
+            )
+            return False
         except OSError as exc:
             spool.stats.errors.append(_os_error_message(exc))
-        return
+        return True
     with _ProgressBar(show_progress) as progress:
         try:
             for result in pipeline.analyze(
@@ -364,12 +384,16 @@ def _read_into(
                 tls_keylog=args.tls_keylog,
             ):
                 spool.add(result)
+        except SpoolError as exc:
+            stats.errors.append(_os_error_message(exc, action="write"))
+            return False
         except OSError as exc:
             stats.errors.append(_os_error_message(exc))
         except decrypt.DecryptError as exc:
             stats.errors.append(str(exc))
         except KeyboardInterrupt:
             stats.interrupted = True
+    return True
 
 
 def _finish(

@@ -73,9 +73,13 @@ def _work(
         rows=settings.rows,
         results=settings.results,
     )
-    for result in pipeline.analyze(paths, ports, stats=spool.stats, shard=shard):
-        spool.add(result)
-    return spool.detach()
+    try:
+        for result in pipeline.analyze(paths, ports, stats=spool.stats, shard=shard):
+            spool.add(result)
+        return spool.detach()
+    except BaseException:
+        spool.close()  # its file would not be adopted
+        raise
 
 
 def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
@@ -95,4 +99,7 @@ def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
         ),
         errors=list(first.errors),
         filtered=filtered,
+        # Any share stopped early (Ctrl-C reaches every process, SIGTERM
+        # at least this one) makes the whole run an interrupted one.
+        interrupted=any(part.interrupted for part in parts),
     )

@@ -275,7 +275,10 @@ class TableFiles:
 
     def abort(self) -> None:
         for handle in self._handles.values():
-            handle.close()
+            # Closing flushes, which fails again on a full disk; the file is
+            # deleted below either way.
+            with contextlib.suppress(OSError):
+                handle.close()
         for temporary, _ in self._temporary:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()

@@ -106,6 +106,14 @@ def _result_of(cells: tuple[Any, ...]) -> SessionResult:
     )
 
 
+class SpoolError(OSError):
+    """The spool could not be written (a full disk, say).
+
+    ``filename`` is the spool's directory. Sessions are missing from the
+    spool then, so its tables must not replace anything.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     """Where one encoded result lies, and what orders it."""
@@ -211,9 +219,6 @@ class Spool:
         self.close()
 
     def add(self, result: SessionResult) -> None:
-        writer = self._writer
-        if writer is None:
-            writer = self._writer = self._new_file()
         session = result.session
         rows = self._rows(result) if self._rows is not None else None
         candidate = downgrade.may_apply(session)
@@ -221,9 +226,13 @@ class Spool:
         data = marshal.dumps(
             (self._evidence(result), rows, _result_cells(result) if keep else None)
         )
-        # A replay in between may have moved the position.
-        offset = writer.seek(0, os.SEEK_END)
-        writer.write(data)
+        with self._writing():
+            writer = self._writer
+            if writer is None:
+                writer = self._writer = self._new_file()
+            # A replay in between may have moved the position.
+            offset = writer.seek(0, os.SEEK_END)
+            writer.write(data)
         part = len(self._files) - 1
         self._entries.append(
             _Entry(session.start, session.session_id, part, offset, len(data))
@@ -239,7 +248,8 @@ class Spool:
         """Close the file and describe it for another process to ``adopt``."""
         path = self._paths[-1] if self._writer is not None else None
         if self._writer is not None:
-            self._writer.close()
+            with self._writing():
+                self._writer.close()
             self._writer = None
         part = SpoolPart(path or "", self._entries, self._columns, self.stats)
         self._entries = []
@@ -306,7 +316,10 @@ class Spool:
 
     def close(self) -> None:
         for handle in self._files:
-            handle.close()
+            # Closing flushes, which fails again after a write failed; the
+            # contents are being thrown away anyway.
+            with contextlib.suppress(OSError):
+                handle.close()
         for path in self._paths:
             if path:
                 with contextlib.suppress(FileNotFoundError):
@@ -336,4 +349,16 @@ class Spool:
 
     def _flush(self) -> None:
         if self._writer is not None:
-            self._writer.flush()
+            with self._writing():
+                self._writer.flush()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn a failure to write the spool into a ``SpoolError``."""
+        try:
+            yield
+        except SpoolError:
+            raise
+        except OSError as exc:
+            where = self._directory or tempfile.gettempdir()
+            raise SpoolError(exc.errno, exc.strerror or str(exc), where) from exc
