@@ -23,7 +23,6 @@ import signal
 import stat
 import sys
 from collections.abc import Sequence
-from concurrent.futures.process import BrokenProcessPool
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -43,7 +42,7 @@ from analysis import livecli, pipeline
 from analysis.detect import Rules, RulesError, load_rules
 from analysis.escape import escape_controls
 from analysis.offline import finish
-from analysis.parallel import read_sharded
+from analysis.parallel import WorkerLost, read_sharded
 from analysis.rowfiles import (
     ExportError,
     Format,
@@ -365,11 +364,8 @@ def _read_into(
         except SpoolError as exc:
             stats.errors.append(_os_error_message(exc, action="write"))
             return False
-        except BrokenProcessPool:
-            stats.errors.append(
-                "a worker process ended unexpectedly (killed, or out of "
-                "memory?); no tables were written"
-            )
+        except WorkerLost as exc:
+            stats.errors.append(f"{exc}; no tables were written")
             return False
         except OSError as exc:
             spool.stats.errors.append(_os_error_message(exc))

@@ -12,16 +12,25 @@ traffic, and the detectors see every session at once.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import multiprocessing
+import os
+import signal
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 from analysis import pipeline
 from analysis.detect import Rules
 from analysis.rowfiles import Format
 from analysis.spool import Spool, SpoolPart
+
+
+class WorkerLost(Exception):
+    """A worker process ended without handing back its share."""
 
 
 def read_sharded(
@@ -35,21 +44,124 @@ def read_sharded(
     This process takes the first share itself while ``jobs - 1`` workers
     take the others, so no process sits idle. ``spool.stats`` is set to the
     merged statistics of all shares.
+
+    Ctrl-C or SIGTERM stops every share, not just this process's: the
+    workers are told with SIGINT and hand back what they read, closing
+    their open sessions as interrupted, as a single process does. Raises
+    ``WorkerLost`` when a worker dies (killed, out of memory) and
+    ``SpoolError`` when a share cannot be spooled.
     """
     spool = spool if spool is not None else Spool()
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
     directory = spool.scratch_directory()
     settings = _Settings(directory, spool.rules, spool.rows, spool.results)
     work = [(list(paths), ports, (k, jobs), settings) for k in range(jobs)]
-    with ProcessPoolExecutor(max_workers=jobs - 1, mp_context=context) as pool:
-        others = [pool.submit(_work, job) for job in work[1:]]
+
+    workers = [_Worker(context, job) for job in work[1:]]
+    try:
         parts = [_work(work[0])]
-        parts += [future.result() for future in others]
+        stopped = parts[0].stats.interrupted  # SIGTERM may have reached only us
+        if stopped:
+            for worker in workers:
+                worker.stop()
+        for worker in workers:
+            part, interrupted = _wait(worker, workers)
+            parts.append(part)
+            stopped = stopped or interrupted
+    finally:
+        for worker in workers:
+            worker.reap()
 
     for part in parts:
         spool.adopt(part)
     spool.stats = _merged_stats([part.stats for part in parts])
+    spool.stats.interrupted = spool.stats.interrupted or stopped
     return spool
+
+
+class _Worker:
+    """One worker process and the pipe its share comes back through."""
+
+    def __init__(self, context: Any, job: _Job) -> None:
+        receive, send = context.Pipe(duplex=False)
+        self.process = context.Process(target=_child, args=(job, send), daemon=True)
+        self.process.start()
+        send.close()  # the child's end; EOF here then means the child is gone
+        self._receive = receive
+        self.stopped = False
+
+    def result(self) -> SpoolPart:
+        try:
+            outcome = self._receive.recv()
+        except EOFError:
+            self.process.join()
+            raise WorkerLost(
+                f"worker process {self.process.pid} ended without its share "
+                f"(exit status {self.process.exitcode}: killed, or out of memory?)"
+            ) from None
+        if isinstance(outcome, BaseException):
+            raise outcome
+        part: SpoolPart = outcome
+        return part
+
+    def stop(self) -> None:
+        """Ask the worker to stop reading, as Ctrl-C would."""
+        if not self.stopped and self.process.is_alive() and self.process.pid:
+            self.stopped = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGINT)
+
+    def reap(self) -> None:
+        self._receive.close()
+        self.process.join(timeout=5)
+        if self.process.is_alive():  # only after an error in this process
+            self.process.kill()
+            self.process.join()
+
+
+def _wait(worker: _Worker, everyone: list[_Worker]) -> tuple[SpoolPart, bool]:
+    """The worker's share, and whether Ctrl-C came meanwhile.
+
+    Ctrl-C (or SIGTERM) while waiting stops every worker, once; each then
+    hands back what it read.
+    """
+    interrupted = False
+    while True:
+        try:
+            return worker.result(), interrupted
+        except KeyboardInterrupt:
+            interrupted = True
+            for other in everyone:
+                other.stop()
+
+
+def _child(job: _Job, send: Any) -> None:
+    """A worker process: its share, or the exception that stopped it."""
+    # Ctrl-C while reading closes the open sessions as interrupted (inside
+    # pipeline.analyze); outside it, the share is handed back as it is.
+    outcome: SpoolPart | BaseException
+    # A group Ctrl-C and the parent's own stop may both arrive: only the
+    # first may interrupt, or the second would cut the closing short.
+    signal.signal(signal.SIGINT, _interrupt_once)
+    signal.signal(signal.SIGTERM, _interrupt_once)
+    try:
+        outcome = _work(job)
+    except KeyboardInterrupt:
+        outcome = OSError(errno.EINTR, "worker interrupted before it read anything")
+    except BaseException as exc:  # handed to the parent, which reports it
+        outcome = exc
+    # A stop that comes now, when the share is done, must not cut the
+    # hand-over short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        send.send(outcome)
+    except (KeyboardInterrupt, OSError):
+        pass  # the parent is gone or stopped listening
+    except Exception:  # an exception that does not pickle: its text then
+        with contextlib.suppress(KeyboardInterrupt, OSError):
+            send.send(RuntimeError(f"worker failed: {outcome!r}"))
+    send.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +174,16 @@ class _Settings:
     results: bool
 
 
-def _work(
-    job: tuple[list[str], frozenset[int], tuple[int, int], _Settings],
-) -> SpoolPart:
+def _interrupt_once(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+_Job = tuple[list[str], frozenset[int], tuple[int, int], "_Settings"]
+
+
+def _work(job: _Job) -> SpoolPart:
     paths, ports, shard, settings = job
     spool = Spool(
         settings.directory,
@@ -74,8 +193,15 @@ def _work(
         results=settings.results,
     )
     try:
-        for result in pipeline.analyze(paths, ports, stats=spool.stats, shard=shard):
-            spool.add(result)
+        try:
+            for result in pipeline.analyze(
+                paths, ports, stats=spool.stats, shard=shard
+            ):
+                spool.add(result)
+        except KeyboardInterrupt:
+            # Outside pipeline.analyze's own handling (while spooling): the
+            # sessions spooled so far are kept, as in a single process.
+            spool.stats.interrupted = True
         return spool.detach()
     except BaseException:
         spool.close()  # its file would not be adopted

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from analysis import cli, pipeline, spool
+from analysis import cli, parallel, pipeline, spool
 from analysis.rowfiles import Format, TableFiles
 from tests.analysis.test_interrupt import CAPTURE, _interrupted_source
 
@@ -109,30 +110,51 @@ class _FailingText(io.StringIO):
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: Ctrl-C while the parent waits for its workers under -j N "
-    "propagates out of read_sharded; nothing read is written",
-)
 def test_ctrl_c_while_waiting_for_workers_keeps_what_was_read(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    from concurrent.futures import Future
+    real = parallel._Worker.result
+    stops: list[int] = []
+    real_stop = parallel._Worker.stop
 
-    real = Future.result
-    raised: list[bool] = []
-
-    def result(self: Future[Any], timeout: float | None = None) -> Any:
-        if not raised:  # Ctrl-C once, as the parent starts waiting
-            raised.append(True)
+    def result(self: parallel._Worker) -> Any:
+        if not stops:  # Ctrl-C once, as the parent starts waiting
+            stops.append(0)
             raise KeyboardInterrupt
-        return real(self, timeout)
+        return real(self)
 
-    monkeypatch.setattr(Future, "result", result)
+    def stop(self: parallel._Worker) -> None:
+        stops.append(self.process.pid or 0)
+        real_stop(self)
+
+    monkeypatch.setattr(parallel._Worker, "result", result)
+    monkeypatch.setattr(parallel._Worker, "stop", stop)
     status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "-j", "2"])
     assert status == 130
     assert "interrupted" in capsys.readouterr().err
+    assert len(stops) == 2  # the one worker was told to stop
     # What the parent and the worker had read is written.
     assert (tmp_path / "sessions.jsonl").read_text().count("\n") == 5
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_worker_that_dies_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "sessions.jsonl").write_text("old\n")
+
+    def die(job: Any, send: Any) -> None:
+        os._exit(9)
+
+    monkeypatch.setattr(parallel, "_child", die)
+    status = cli.main(["read", AUTH, "-q", "-o", str(tmp_path), "-j", "2"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "ended without its share (exit status 9" in err
+    assert "Traceback" not in err
+    assert (tmp_path / "sessions.jsonl").read_text() == "old\n"
+    assert _leftovers(tmp_path) == []
