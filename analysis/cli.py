@@ -13,6 +13,7 @@ after Ctrl-C and 141 when standard output was closed early (``| head``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import errno
 import functools
@@ -60,6 +61,11 @@ PROG = "smtpscope"
 
 # Inputs smaller than this are read before a progress bar would be useful.
 PROGRESS_THRESHOLD = 4 << 20
+
+
+# Captures at least this large together are read with one process per CPU
+# unless --jobs says otherwise.
+AUTO_JOBS_MIN_BYTES = 64 << 20
 
 
 class Exit(enum.IntEnum):
@@ -205,10 +211,12 @@ def _add_read_command(
         "-j",
         "--jobs",
         type=_job_count,
-        default=1,
+        default=None,
         metavar="N",
-        help="analyse with N worker processes, each taking a share of the "
-        "connections (default: 1; 0 means one per CPU); not for standard input",
+        help="analyse with N processes, each taking a share of the "
+        "connections; 0 means one per CPU. Default: one per CPU when the "
+        f"captures add up to {AUTO_JOBS_MIN_BYTES >> 20} MiB or more, else 1. "
+        "Standard input and --tls-keylog always use one",
     )
     read.add_argument(
         "--rules",
@@ -245,6 +253,20 @@ def _add_read_command(
     read.set_defaults(
         command="read", run=_run_read, validate=functools.partial(_validate_read, read)
     )
+
+
+def _jobs(asked: int | None, paths: list[str]) -> int:
+    """How many processes to read ``paths`` with; see the --jobs help."""
+    cpus = os.cpu_count() or 1
+    if asked is not None:
+        return asked or cpus
+    total = 0
+    for path in paths:
+        with contextlib.suppress(OSError):
+            total += os.stat(path).st_size if path != "-" else 0
+    # Below this, forking and the extra reads of each capture cost more
+    # than a second process gains.
+    return cpus if total >= AUTO_JOBS_MIN_BYTES else 1
 
 
 def _job_count(text: str) -> int:
@@ -354,13 +376,14 @@ def _read_into(
     """
     stats = spool.stats
     show_progress = not args.quiet and sys.stderr.isatty()
-    jobs = args.jobs or os.cpu_count() or 1
+    jobs = _jobs(args.jobs, readable)
     # Decryption runs tshark over whole captures: one process does it.
     if jobs > 1 and "-" not in readable and args.tls_keylog is None:
-        # Each worker reads every capture; progress would be per worker, so
-        # none is shown.
+        # Every share reads every capture, at about the same pace: the
+        # progress of this process's own share stands for all of them.
         try:
-            read_sharded(readable, ports, jobs, spool)
+            with _ProgressBar(show_progress) as progress:
+                read_sharded(readable, ports, jobs, spool, progress=progress)
         except SpoolError as exc:
             stats.errors.append(_os_error_message(exc, action="write"))
             return False

@@ -38,12 +38,15 @@ def read_sharded(
     ports: frozenset[int],
     jobs: int,
     spool: Spool | None = None,
+    *,
+    progress: pipeline.ProgressHook | None = None,
 ) -> Spool:
     """Analyse ``paths`` in ``jobs`` processes into ``spool`` (or a new one).
 
     This process takes the first share itself while ``jobs - 1`` workers
     take the others, so no process sits idle. ``spool.stats`` is set to the
-    merged statistics of all shares.
+    merged statistics of all shares. ``progress`` follows this process's
+    share.
 
     Ctrl-C or SIGTERM stops every share, not just this process's: the
     workers are told with SIGINT and hand back what they read, closing
@@ -59,7 +62,7 @@ def read_sharded(
 
     workers = [_Worker(context, job) for job in work[1:]]
     try:
-        parts = [_work(work[0])]
+        parts = [_work(work[0], progress)]
         stopped = parts[0].stats.interrupted  # SIGTERM may have reached only us
         if stopped:
             for worker in workers:
@@ -183,7 +186,7 @@ def _interrupt_once(signum: int, frame: FrameType | None) -> None:
 _Job = tuple[list[str], frozenset[int], tuple[int, int], "_Settings"]
 
 
-def _work(job: _Job) -> SpoolPart:
+def _work(job: _Job, progress: pipeline.ProgressHook | None = None) -> SpoolPart:
     paths, ports, shard, settings = job
     spool = Spool(
         settings.directory,
@@ -195,7 +198,7 @@ def _work(job: _Job) -> SpoolPart:
     try:
         try:
             for result in pipeline.analyze(
-                paths, ports, stats=spool.stats, shard=shard
+                paths, ports, stats=spool.stats, shard=shard, progress=progress
             ):
                 spool.add(result)
         except KeyboardInterrupt:

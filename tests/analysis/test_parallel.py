@@ -6,12 +6,14 @@ skips non-SMTP packets in C; neither may change a single row.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
-from analysis import pipeline
+from analysis import cli, pipeline
 from analysis.offline import build_tables
 from analysis.parallel import read_sharded
 from analysis.tables import SmtpTables, read_captures
@@ -75,3 +77,39 @@ def test_damage_on_the_fast_path_is_located_by_the_python_reader(
     _same(fast, reference)
     assert fast.stats.errors == reference.stats.errors
     assert len(fast.stats.errors) == 1 and "damaged at byte" in fast.stats.errors[0]
+
+
+def test_jobs_default_to_one_per_cpu_for_large_captures(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    small = PCAPS[:2]
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert cli._jobs(None, small) == 1  # the project captures are small
+    assert cli._jobs(3, small) == 3
+    assert cli._jobs(0, small) == 4
+    monkeypatch.setattr(cli, "AUTO_JOBS_MIN_BYTES", 1)
+    assert cli._jobs(None, small) == 4
+    assert cli._jobs(1, small) == 1
+    assert cli._jobs(None, ["-"]) == 1  # nothing to measure on a pipe
+    assert cli._jobs(None, [str(tmp_path / "missing.pcap")]) == 1
+
+
+def test_a_large_capture_is_read_sharded_by_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(cli, "AUTO_JOBS_MIN_BYTES", 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    calls: list[int] = []
+    real = cli.read_sharded
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "read_sharded", counted)
+    assert cli.main(["read", *PCAPS[:3], "-q", "-o", str(tmp_path)]) == 0
+    assert calls == [2]
+    sharded = (tmp_path / "sessions.jsonl").read_bytes()
+    assert cli.main(["read", *PCAPS[:3], "-q", "-o", str(tmp_path), "-j", "1"]) == 0
+    assert calls == [2]
+    assert (tmp_path / "sessions.jsonl").read_bytes() == sharded
