@@ -248,7 +248,9 @@ def _add_read_command(
         "-q",
         "--quiet",
         action="store_true",
-        help="show nothing on stdout; errors still go to stderr",
+        help="show nothing on stdout and no progress bar; errors still go to "
+        "stderr. With -o the files are still written; without it the run only "
+        "checks the captures (see the exit status)",
     )
     read.set_defaults(
         command="read", run=_run_read, validate=functools.partial(_validate_read, read)

@@ -206,7 +206,9 @@ def measure(command: Command) -> Sample:
         max_rss_kb=usage.ru_maxrss,  # kilobytes on Linux
         exit_code=proc.returncode,
         stderr_tail=tail,
-        tree_rss_kb=sampler.peak_kb,
+        # A run shorter than the sampling interval may never be sampled at
+        # its peak; the tree holds at least the largest process.
+        tree_rss_kb=max(sampler.peak_kb, usage.ru_maxrss),
     )
 
 
