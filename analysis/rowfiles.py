@@ -143,6 +143,30 @@ _LINE_ENCODER = json.JSONEncoder(
 )
 
 
+def _row_encoder() -> Callable[[dict[str, Any]], str]:
+    """``_LINE_ENCODER.encode`` for the many rows of a table.
+
+    ``JSONEncoder.encode`` builds a new C encoder for every call; rows are
+    flat dicts of plain values, so one C encoder, made once, does them all
+    (without the circular-reference check, which they cannot need).
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # a Python without the C accelerator
+        return _LINE_ENCODER.encode
+    encoder = make(
+        None,
+        _LINE_ENCODER.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        False,
+    )
+    return lambda row: "".join(encoder(row, 0))
+
+
 def json_line(table: str, record: object) -> str:
     """One record as a JSON line of live output, ``table`` naming its table.
 
@@ -310,7 +334,7 @@ TextEncoder = Callable[[Iterable[object]], str]
 
 
 def _jsonl_text(columns: tuple[Column, ...]) -> TextEncoder:
-    encode = _LINE_ENCODER.encode
+    encode = _row_encoder()
     names = [c.name for c in columns]
     cells = _getter(columns)
     convert = [
