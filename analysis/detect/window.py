@@ -18,15 +18,13 @@ into files, and lets a live mode close incidents as time goes by.
 from __future__ import annotations
 
 import bisect
-import operator
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from analysis.records import SessionResult
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(NamedTuple):
     """One event a detector saw in one session.
 
     ``hit`` observations count toward the threshold; the others only toward
@@ -34,6 +32,10 @@ class Observation:
     distinct value (user names for spraying); None counts each hit.
     ``measure`` is what a per-item rule measured (recipients of a message).
     An alert takes the largest ``severity_shift`` of its observations.
+
+    A NamedTuple rather than a frozen dataclass: detectors make one per
+    recipient and per command of interest, and a tuple is several times
+    cheaper to build and to turn into plain data for another process.
     """
 
     kind: str
@@ -48,9 +50,6 @@ class Observation:
     example: str | None = None
     note: str | None = None  # a phrase the summary adds (an inference, a user)
     severity_shift: int = 0  # steps above (+) or below (-) the rule's severity
-
-
-_OBSERVATION_CELLS = operator.attrgetter(*(f.name for f in fields(Observation)))
 
 
 class PerSession:
@@ -69,10 +68,10 @@ class PerSession:
         raise NotImplementedError
 
     def extract(self, result: SessionResult) -> list[tuple[Any, ...]]:
-        return [_OBSERVATION_CELLS(o) for o in self.observe(result)]
+        return [tuple(o) for o in self.observe(result)]
 
     def judge(self, extracted: list[tuple[Any, ...]]) -> list[Observation]:
-        return [Observation(*cells) for cells in extracted]
+        return [Observation._make(cells) for cells in extracted]
 
 
 @dataclass(slots=True)
