@@ -17,7 +17,6 @@ import contextlib
 import enum
 import errno
 import functools
-import importlib.metadata
 import logging
 import os
 import signal
@@ -29,15 +28,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from rich.console import Console
 from rich.markup import escape as escape_markup
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from analysis import livecli, pipeline
 from analysis.detect import Rules, RulesError, load_rules
@@ -55,6 +45,8 @@ from analysis.spool import Spool, SpoolError
 from analysis.tls import decrypt
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from analysis.tables import SmtpTables, TableBuilder
 
 PROG = "smtpscope"
@@ -122,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "transactions, commands and anomalies out.",
         epilog=f"Run '{PROG} COMMAND --help' for the options of a command.",
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.set_defaults(command=None)
     commands = parser.add_subparsers(
         title="commands", metavar="COMMAND", parser_class=_Parser
@@ -516,6 +508,18 @@ class _ProgressBar:
     def __init__(self, enabled: bool) -> None:
         self._enabled = enabled
         self._task: TaskID | None = None
+        self._progress: Progress | None = None
+        if not enabled:
+            return  # quiet and piped runs skip importing rich.progress
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -535,18 +539,21 @@ class _ProgressBar:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._task is not None:
+        if self._task is not None and self._progress is not None:
             self._progress.stop()
 
     def __call__(self, path: str, done: int, total: int | None) -> None:
         # The description is markup to rich, and file names are the user's.
+        progress = self._progress
+        if progress is None:
+            return
         description = escape_markup(escape_controls(os.path.basename(path)))
         if self._task is None:
             if max(done, total or 0) < PROGRESS_THRESHOLD:
                 return
-            self._progress.start()
-            self._task = self._progress.add_task(description, total=total)
-        self._progress.update(
+            progress.start()
+            self._task = progress.add_task(description, total=total)
+        progress.update(
             self._task, completed=done, total=total, description=description
         )
 
@@ -629,7 +636,32 @@ def _discard_stdout() -> None:
         pass
 
 
+class _VersionAction(argparse.Action):
+    """argparse's "version" action, looking the version up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="show the program's version number and exit",
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"{PROG} {_version()}")  # to stdout, as argparse's own does
+        parser.exit()
+
+
 def _version() -> str:
+    import importlib.metadata  # only for --version
+
     try:
         return importlib.metadata.version("smtpscope")
     except importlib.metadata.PackageNotFoundError:

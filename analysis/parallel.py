@@ -88,7 +88,13 @@ class _Worker:
     def __init__(self, context: Any, job: _Job) -> None:
         receive, send = context.Pipe(duplex=False)
         self.process = context.Process(target=_child, args=(job, send), daemon=True)
-        self.process.start()
+        # Held back until the child has its own handlers (see _child): a
+        # Ctrl-C right after the fork would otherwise kill it mid-start.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         send.close()  # the child's end; EOF here then means the child is gone
         self._receive = receive
         self.stopped = False
@@ -148,6 +154,7 @@ def _child(job: _Job, send: Any) -> None:
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         outcome = _work(job)
     except KeyboardInterrupt:
         outcome = OSError(errno.EINTR, "worker interrupted before it read anything")
@@ -175,6 +182,9 @@ class _Settings:
     rules: Rules | None
     rows: Format | None
     results: bool
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _interrupt_once(signum: int, frame: FrameType | None) -> None:

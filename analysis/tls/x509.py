@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+if TYPE_CHECKING:
+    from cryptography import x509
 
 _NS = 1_000_000_000
 
@@ -29,6 +30,11 @@ class CertificateInfo:
 
 
 def describe(der: bytes) -> CertificateInfo:
+    # Imported here: cryptography takes longer to load than a run without
+    # certificates (most of them) spends on TLS at all.
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     digest = hashlib.sha256(der).hexdigest()
     try:
         cert = x509.load_der_x509_certificate(der)
@@ -51,6 +57,8 @@ def describe(der: bytes) -> CertificateInfo:
 
 
 def _sans(cert: x509.Certificate) -> tuple[str, ...]:
+    from cryptography import x509
+
     try:
         extension = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except (x509.ExtensionNotFound, ValueError):
@@ -64,6 +72,8 @@ def _sans(cert: x509.Certificate) -> tuple[str, ...]:
 def _self_signed(cert: x509.Certificate) -> bool:
     # Self-signed: issued by its own subject and its signature checks out
     # with its own public key (RFC 5280 6.1: a self-issued, self-signed cert).
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+
     if cert.issuer != cert.subject:
         return False
     try:

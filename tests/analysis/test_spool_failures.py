@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,26 +117,56 @@ def test_ctrl_c_while_waiting_for_workers_keeps_what_was_read(
     tmp_path: Path,
 ) -> None:
     real = parallel._Worker.result
-    stops: list[int] = []
-    real_stop = parallel._Worker.stop
 
     def result(self: parallel._Worker) -> Any:
-        if not stops:  # Ctrl-C once, as the parent starts waiting
-            stops.append(0)
+        if not getattr(self, "interrupted", False):
+            # Ctrl-C once, as the parent starts waiting, after the worker
+            # finished its share (so what it read is known exactly).
+            self.interrupted = True  # type: ignore[attr-defined]
+            self.process.join(timeout=30)
             raise KeyboardInterrupt
         return real(self)
 
-    def stop(self: parallel._Worker) -> None:
-        stops.append(self.process.pid or 0)
-        real_stop(self)
-
     monkeypatch.setattr(parallel._Worker, "result", result)
-    monkeypatch.setattr(parallel._Worker, "stop", stop)
     status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "-j", "2"])
     assert status == 130
     assert "interrupted" in capsys.readouterr().err
-    assert len(stops) == 2  # the one worker was told to stop
     # What the parent and the worker had read is written.
+    assert (tmp_path / "sessions.jsonl").read_text().count("\n") == 5
+    assert _leftovers(tmp_path) == []
+
+
+def test_ctrl_c_while_waiting_is_passed_on_to_the_workers(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    real_work = parallel._work
+
+    def slow_worker(job: Any, progress: Any = None) -> Any:
+        if job[2][0] == 0:  # the parent's own share
+            return real_work(job, progress)
+        try:  # a worker that reads only once told to stop
+            time.sleep(30)
+        except KeyboardInterrupt:
+            return real_work(job)
+        raise AssertionError("the worker was never told to stop")
+
+    real_result = parallel._Worker.result
+
+    def result(self: parallel._Worker) -> Any:
+        if not getattr(self, "interrupted", False):
+            self.interrupted = True  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+        return real_result(self)
+
+    monkeypatch.setattr(parallel, "_work", slow_worker)
+    monkeypatch.setattr(parallel._Worker, "result", result)
+    started = time.monotonic()
+    status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "-j", "2"])
+    assert time.monotonic() - started < 20  # the worker did not sleep it out
+    assert status == 130
+    assert "interrupted" in capsys.readouterr().err
     assert (tmp_path / "sessions.jsonl").read_text().count("\n") == 5
     assert _leftovers(tmp_path) == []
 
