@@ -144,9 +144,11 @@ class _Flow:
         self.fin_done = False
 
 
-# The halves of every closed connection: never read or written again, since
-# a closed flow's packets are only counted (see Reassembler.feed).
+# What every closed flow points to instead of its own halves and connection:
+# a closed flow's packets are only counted (see Reassembler.feed), so only
+# its 4-tuples and closing time are kept, and these are never written to.
 _RELEASED = (_Half(), _Half())
+_RELEASED_CONN = Connection(-1, "", 0, "", 0, 0)
 
 
 class Reassembler:
@@ -383,8 +385,10 @@ class Reassembler:
         # The 4-tuple is remembered for a while (see _sweep), the stream
         # state not: a busy capture closes thousands of connections a minute.
         flow.halves = _RELEASED
-        del self._open[flow.conn.conn_id]
-        self._closed[flow.conn.conn_id] = flow
+        conn_id = flow.conn.conn_id
+        flow.conn = _RELEASED_CONN  # the StreamClosed event keeps the real one
+        del self._open[conn_id]
+        self._closed[conn_id] = flow
 
     def _sweep(self, now: int, events: list[StreamEvent]) -> None:
         """Close connections idle too long; forget long-closed 4-tuples."""
