@@ -13,7 +13,6 @@ traffic, and the detectors see every session at once.
 from __future__ import annotations
 
 import contextlib
-import errno
 import multiprocessing
 import os
 import signal
@@ -71,6 +70,10 @@ def read_sharded(
             part, interrupted = _wait(worker, workers)
             parts.append(part)
             stopped = stopped or interrupted
+    except BaseException:
+        for worker in workers:  # their work would be thrown away
+            worker.stop()
+        raise
     finally:
         for worker in workers:
             worker.reap()
@@ -156,8 +159,8 @@ def _child(job: _Job, send: Any) -> None:
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         outcome = _work(job)
-    except KeyboardInterrupt:
-        outcome = OSError(errno.EINTR, "worker interrupted before it read anything")
+    except KeyboardInterrupt:  # before or after pipeline.analyze: nothing read
+        outcome = _empty_part(job[3])
     except BaseException as exc:  # handed to the parent, which reports it
         outcome = exc
     # A stop that comes now, when the share is done, must not cut the
@@ -182,6 +185,13 @@ class _Settings:
     rules: Rules | None
     rows: Format | None
     results: bool
+
+
+def _empty_part(settings: _Settings) -> SpoolPart:
+    """The share of a worker stopped before it read anything."""
+    part = Spool(settings.directory, named=True).detach()
+    part.stats.interrupted = True
+    return part
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}

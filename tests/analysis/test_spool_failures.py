@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,31 @@ def test_a_worker_that_dies_is_reported(
     assert "Traceback" not in err
     assert (tmp_path / "sessions.jsonl").read_text() == "old\n"
     assert _leftovers(tmp_path) == []
+
+
+def test_a_worker_stopped_outside_its_reading_hands_back_an_empty_share(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def interrupted(job: Any, progress: Any = None) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(parallel, "_work", interrupted)
+    sent: list[Any] = []
+
+    class Pipe:
+        def send(self, outcome: Any) -> None:
+            sent.append(outcome)
+
+        def close(self) -> None:
+            pass
+
+    settings = parallel._Settings(str(tmp_path), None, None, True)
+    previous = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        parallel._child(([AUTH], pipeline.DEFAULT_PORTS, (1, 2), settings), Pipe())
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    (part,) = sent
+    assert isinstance(part, spool.SpoolPart)
+    assert part.entries == [] and part.stats.interrupted
