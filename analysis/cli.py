@@ -385,7 +385,10 @@ def _read_into(
             stats.errors.append(f"{exc}; no tables were written")
             return False
         except OSError as exc:
-            spool.stats.errors.append(_os_error_message(exc))
+            # Raised before the shares were taken over (a fork that failed,
+            # say): the spool holds none of them.
+            stats.errors.append(_os_error_message(exc))
+            return False
         return True
     with _ProgressBar(show_progress) as progress:
         try:
