@@ -181,7 +181,7 @@ def json_line(table: str, record: object) -> str:
 
 # The tables one session fills, in file order, and how each session's rows
 # are ordered within a table (a stable sort: equal keys keep the order the
-# session produced them in). ``TableBuilder`` orders its rows the same way.
+# session produced them in). ``TableBuilder`` orders its rows by these too.
 SESSION_TABLES: tuple[str, ...] = (
     "sessions",
     "transactions",
@@ -189,11 +189,14 @@ SESSION_TABLES: tuple[str, ...] = (
     "anomalies",
     "tls",
 )
-_ROW_ORDER: dict[str, Callable[[Any], Any]] = {
-    "transactions": operator.attrgetter("index"),
-    "commands": operator.attrgetter("ts"),
-    "anomalies": operator.attrgetter("ts"),
-    "tls": operator.attrgetter("start"),
+ROW_ORDER: dict[str, str] = {
+    "transactions": "index",
+    "commands": "ts",
+    "anomalies": "ts",
+    "tls": "start",
+}
+_ROW_KEY: dict[str, Callable[[Any], Any]] = {
+    table: operator.attrgetter(attribute) for table, attribute in ROW_ORDER.items()
 }
 
 
@@ -213,7 +216,7 @@ class SessionRows:
         for encoder in encoders[1:]:
             rows = getattr(result, encoder.table)
             texts.append(
-                encoder(sorted(rows, key=_ROW_ORDER[encoder.table])) if rows else ""
+                encoder(sorted(rows, key=_ROW_KEY[encoder.table])) if rows else ""
             )
         return tuple(texts)
 

@@ -32,27 +32,17 @@ import pandas as pd
 from analysis import downgrade, pipeline
 from analysis.detect import Alert, Rules, detect
 from analysis.records import SessionResult
+from analysis.rowfiles import ROW_ORDER, SESSION_TABLES
 from analysis.schema import TABLES, Column, Kind
 
 StrPath = str | os.PathLike[str]
 
-# What a child row sorts by after its session: transactions by their MAIL
-# order, commands and anomalies by time.
-_CHILD_KEY: dict[str, str] = {
-    "transactions": "index",
-    "commands": "ts",
-    "anomalies": "ts",
-    "tls": "start",
-}
-
-# Tables filled from session results; "alerts" is computed from all of them.
-_SESSION_TABLES: tuple[str, ...] = (
-    "sessions",
-    "transactions",
-    "commands",
-    "anomalies",
-    "tls",
-)
+# What a child row sorts by after its session (transactions by their MAIL
+# order, commands and anomalies by time), and the tables filled from session
+# results ("alerts" is computed from all of them): shared with the files
+# written row by row, which must come out in the same order.
+_CHILD_KEY = ROW_ORDER
+_SESSION_TABLES = SESSION_TABLES
 
 # numpy's NaT is the smallest int64; missing timestamps are stored as it.
 _NAT = np.iinfo(np.int64).min
