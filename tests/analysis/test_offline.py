@@ -9,6 +9,8 @@ every capture we have, in both text formats.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +136,19 @@ def test_spooled_results_come_back_equal() -> None:
     assert any(r.tls for r in results) and any(r.anomalies for r in results)
     for result in results:
         assert decode(encode(result)) == result
+
+
+def test_a_quiet_run_writing_files_never_imports_pandas(tmp_path: Path) -> None:
+    # pandas and pyarrow are most of a run's memory and start-up time; the
+    # row-by-row path must not need them (a separate interpreter, since the
+    # test process has them loaded already).
+    code = (
+        "import sys; from analysis import cli; "
+        f"status = cli.main(['read', {PROJECT[0]!r}, '-q', '-o', {str(tmp_path)!r}]); "
+        "print(status, sorted(m for m in ('pandas', 'pyarrow', 'numpy', "
+        "'cryptography') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split("\n")[-2] == "0 []"
