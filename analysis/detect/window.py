@@ -18,6 +18,7 @@ into files, and lets a live mode close incidents as time goes by.
 from __future__ import annotations
 
 import bisect
+import functools
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -138,6 +139,14 @@ def count_hits(observations: list[Observation]) -> int:
     return len(values) + sum(1 for o in hits if o.value is None)
 
 
+@functools.lru_cache(maxsize=1024)
+def _client_key(client_ip: str) -> tuple[str]:
+    # One key object per client: the trackers hold an observation for every
+    # recipient within their windows, and a session's observations, sent
+    # between processes in one piece, keep sharing it on arrival.
+    return (client_ip,)
+
+
 def client_observation(
     result: SessionResult,
     kind: str,
@@ -153,7 +162,7 @@ def client_observation(
     session = result.session
     return Observation(
         kind=kind,
-        key=(session.client_ip,),
+        key=_client_key(session.client_ip),
         ts=ts,
         session_id=session.session_id,
         client_ip=session.client_ip,
