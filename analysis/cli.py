@@ -58,6 +58,7 @@ PROGRESS_THRESHOLD = 4 << 20
 # Captures at least this large together are read with one process per CPU
 # unless --jobs says otherwise.
 AUTO_JOBS_MIN_BYTES = 64 << 20
+AUTO_JOBS_MAX = 4
 
 
 class Exit(enum.IntEnum):
@@ -206,8 +207,9 @@ def _add_read_command(
         default=None,
         metavar="N",
         help="analyse with N processes, each taking a share of the "
-        "connections; 0 means one per CPU. Default: one per CPU when the "
-        f"captures add up to {AUTO_JOBS_MIN_BYTES >> 20} MiB or more, else 1. "
+        "connections; 0 means one per CPU. Default: one per CPU, at most "
+        f"{AUTO_JOBS_MAX}, when the captures add up to "
+        f"{AUTO_JOBS_MIN_BYTES >> 20} MiB or more, else 1. "
         "Standard input and --tls-keylog always use one",
     )
     read.add_argument(
@@ -259,8 +261,9 @@ def _jobs(asked: int | None, paths: list[str]) -> int:
         with contextlib.suppress(OSError):
             total += os.stat(path).st_size if path != "-" else 0
     # Below this, forking and the extra reads of each capture cost more
-    # than a second process gains.
-    return cpus if total >= AUTO_JOBS_MIN_BYTES else 1
+    # than a second process gains. Above AUTO_JOBS_MAX, every process
+    # reading the whole capture again costs more than its share saves.
+    return min(cpus, AUTO_JOBS_MAX) if total >= AUTO_JOBS_MIN_BYTES else 1
 
 
 def _job_count(text: str) -> int:

@@ -90,6 +90,9 @@ def test_jobs_default_to_one_per_cpu_for_large_captures(
     monkeypatch.setattr(cli, "AUTO_JOBS_MIN_BYTES", 1)
     assert cli._jobs(None, small) == 4
     assert cli._jobs(1, small) == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert cli._jobs(None, small) == cli.AUTO_JOBS_MAX  # each reads it all
+    assert cli._jobs(0, small) == 64
     assert cli._jobs(None, ["-"]) == 1  # nothing to measure on a pipe
     assert cli._jobs(None, [str(tmp_path / "missing.pcap")]) == 1
 
