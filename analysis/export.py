@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -42,6 +41,7 @@ from analysis.rowfiles import (
     ExportError,
     Format,
     csv_text,
+    encode_row,
     iso_timestamp,
     json_line,
     open_text,
@@ -97,13 +97,10 @@ def write_tables(
 
 
 def _write_jsonl(name: str, frame: pd.DataFrame, path: Path) -> None:
-    encoder = json.JSONEncoder(
-        ensure_ascii=True, allow_nan=False, separators=(",", ":")
-    )
     names = [str(column) for column in frame.columns]
     with open_text(path) as out:
         for row in _rows(frame, _json_cells):
-            out.write(encoder.encode(dict(zip(names, row, strict=True))))
+            out.write(encode_row(dict(zip(names, row, strict=True))))
             out.write("\n")
 
 

@@ -98,18 +98,23 @@ def _utc_second(seconds: int) -> str:
 # DataFrame exporter sees it; these do the same conversions on single values.
 
 
+def _finite(value: float) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+# What ``json_cell`` does, by kind, for values that are not None; the kinds
+# not listed pass through (the encoder writes tuples as arrays too).
+_JSON_CONVERT: dict[Kind, Callable[[Any], Any]] = {
+    Kind.TIMESTAMP: iso_timestamp,
+    Kind.FLOAT: _finite,
+}
+
+
 def json_cell(column: Column, value: Any) -> Any:
     """A record's value as ``export``'s JSON Lines writes it."""
-    if value is None:
-        return None
-    kind = column.kind
-    if kind is Kind.TIMESTAMP:
-        return iso_timestamp(value)
-    if kind is Kind.FLOAT:
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, list | tuple):
-        return list(value)
-    return value
+    convert = _JSON_CONVERT.get(column.kind)
+    return value if value is None or convert is None else convert(value)
 
 
 def csv_text(value: Any) -> str:
@@ -133,8 +138,7 @@ def csv_record_cell(column: Column, value: Any) -> str:
     if kind is Kind.TIMESTAMP:
         return iso_timestamp(value)
     if kind is Kind.FLOAT:
-        number = float(value)
-        return repr(number) if math.isfinite(number) else ""
+        return csv_text(_finite(value))
     return csv_text(value)
 
 
@@ -144,7 +148,7 @@ _LINE_ENCODER = json.JSONEncoder(
 
 
 def _row_encoder() -> Callable[[dict[str, Any]], str]:
-    """``_LINE_ENCODER.encode`` for the many rows of a table.
+    """``_LINE_ENCODER.encode`` for the many rows of a table (``encode_row``).
 
     ``JSONEncoder.encode`` builds a new C encoder for every call; rows are
     flat dicts of plain values, so one C encoder, made once, does them all
@@ -167,6 +171,11 @@ def _row_encoder() -> Callable[[dict[str, Any]], str]:
     return lambda row: "".join(encoder(row, 0))
 
 
+# One JSON Lines row (a dict of plain values) as text, without the newline;
+# what every JSON Lines writer of the project uses.
+encode_row = _row_encoder()
+
+
 def json_line(table: str, record: object) -> str:
     """One record as a JSON line of live output, ``table`` naming its table.
 
@@ -176,7 +185,7 @@ def json_line(table: str, record: object) -> str:
     row: dict[str, Any] = {"table": table}
     for column in TABLES[table]:
         row[column.name] = json_cell(column, getattr(record, column.attribute))
-    return _LINE_ENCODER.encode(row) + "\n"
+    return encode_row(row) + "\n"
 
 
 # The tables one session fills, in file order, and how each session's rows
@@ -311,19 +320,6 @@ class TableFiles:
                 temporary.unlink()
 
 
-def _finite(value: float) -> float | None:
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-# What ``json_cell`` does, by kind, for values that are not None; the kinds
-# not listed pass through (the encoder writes tuples as arrays too).
-_JSON_CONVERT: dict[Kind, Callable[[Any], Any]] = {
-    Kind.TIMESTAMP: iso_timestamp,
-    Kind.FLOAT: _finite,
-}
-
-
 def _getter(columns: tuple[Column, ...]) -> Callable[[object], tuple[Any, ...]]:
     """All of a record's cells in one call, as a tuple even for one column."""
     attributes = [c.attribute for c in columns]
@@ -337,7 +333,7 @@ TextEncoder = Callable[[Iterable[object]], str]
 
 
 def _jsonl_text(columns: tuple[Column, ...]) -> TextEncoder:
-    encode = _row_encoder()
+    encode = encode_row
     names = [c.name for c in columns]
     cells = _getter(columns)
     convert = [
