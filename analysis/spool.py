@@ -72,15 +72,6 @@ _ANOMALY = _cells(AnomalyRecord)
 _TLS = _cells(TlsRecord)
 
 
-def encode(result: SessionResult) -> bytes:
-    """``result`` as bytes for ``decode``, in this process or a worker's."""
-    return marshal.dumps(_result_cells(result))
-
-
-def decode(data: bytes) -> SessionResult:
-    return _result_of(marshal.loads(data))
-
-
 def _result_cells(result: SessionResult) -> tuple[Any, ...]:
     # The records hold only numbers, strings, None and lists of those, so
     # each becomes a tuple of its fields, which ``marshal`` writes about
