@@ -37,12 +37,10 @@ from analysis.schema import TABLES, Column, Kind
 
 StrPath = str | os.PathLike[str]
 
-# What a child row sorts by after its session (transactions by their MAIL
-# order, commands and anomalies by time), and the tables filled from session
-# results ("alerts" is computed from all of them): shared with the files
-# written row by row, which must come out in the same order.
-_CHILD_KEY = ROW_ORDER
-_SESSION_TABLES = SESSION_TABLES
+# A child row sorts by its session, then by ROW_ORDER (transactions by their
+# MAIL order, commands and anomalies by time); SESSION_TABLES are the tables
+# filled from session results ("alerts" is computed from all of them). Both
+# are shared with the files written row by row, which must match.
 
 # numpy's NaT is the smallest int64; missing timestamps are stored as it.
 _NAT = np.iinfo(np.int64).min
@@ -81,10 +79,10 @@ class TableBuilder:
         self.rules = rules
         self._values: dict[str, dict[str, list[Any]]] = {
             table: {column.name: [] for column in TABLES[table]}
-            for table in _SESSION_TABLES
+            for table in SESSION_TABLES
         }
         # Per table, the arrival number of the session each row came from.
-        self._owner: dict[str, list[int]] = {table: [] for table in _SESSION_TABLES}
+        self._owner: dict[str, list[int]] = {table: [] for table in SESSION_TABLES}
         self._results: list[SessionResult] = []
         self._sessions_added = 0
 
@@ -109,7 +107,7 @@ class TableBuilder:
         """Append everything ``other`` collected, stats included."""
         offset = self._sessions_added
         self._results.extend(other._results)
-        for table in _SESSION_TABLES:
+        for table in SESSION_TABLES:
             for name, values in other._values[table].items():
                 self._values[table][name].extend(values)
             self._owner[table].extend(o + offset for o in other._owner[table])
@@ -146,7 +144,7 @@ class TableBuilder:
             table: self._frame(
                 values, table, self._row_order(table, session_rank, values, owners)
             )
-            for table in _SESSION_TABLES
+            for table in SESSION_TABLES
         }
         if alerts is None:
             alerts = detect(self._results, self.rules)
@@ -178,7 +176,7 @@ class TableBuilder:
         owners = all_owners[table]
         if table == "sessions":
             return sorted(range(len(owners)), key=lambda i: session_rank[owners[i]])
-        keys = values[table][_CHILD_KEY[table]]
+        keys = values[table][ROW_ORDER[table]]
 
         def key(i: int) -> tuple[int, Any]:
             return session_rank[owners[i]], keys[i]
