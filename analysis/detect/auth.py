@@ -45,9 +45,6 @@ class AuthDetector:
         self._by_client: defaultdict[str, list[int]] = defaultdict(list)
         self._by_user: defaultdict[str, list[int]] = defaultdict(list)
 
-    def observe(self, result: SessionResult) -> list[Observation]:
-        return self.judge(self.extract(result))
-
     def extract(self, result: SessionResult) -> _Extract | None:
         """The session's AUTH outcomes that count: (ts, accepted, example).
 

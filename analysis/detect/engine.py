@@ -35,8 +35,6 @@ _PER_USER = frozenset({"auth_user_many_clients"})
 class Detector(Protocol):
     """See ``window.PerSession`` for what each step may do."""
 
-    def observe(self, result: SessionResult) -> list[Observation]: ...
-
     def extract(self, result: SessionResult) -> Any: ...
 
     def judge(self, extracted: Any) -> list[Observation]: ...
@@ -197,19 +195,6 @@ class AlertEngine:
 
     def feed_evidence(self, now: int, evidence: list[Any]) -> list[Alert]:
         """``feed`` for a session ``evidence`` has looked at; ``now``: its start."""
-        rules = self.rules
-        observations = [
-            obs
-            for detector, extracted in zip(self._detectors, evidence, strict=True)
-            for obs in detector.judge(extracted)
-            if rules.rule(obs.kind).enabled
-        ]
-        return self.feed_observations(now, observations)
-
-    def feed_observations(
-        self, now: int, observations: Iterable[Observation]
-    ) -> list[Alert]:
-        """Count one session's observations; ``now`` is its start."""
         alerts: list[Alert] = []
         # Sweeping every tracker at every session is quadratic; a tracker is
         # brought up to date when it is touched, and the rest once a sweep
@@ -217,16 +202,19 @@ class AlertEngine:
         if now >= self._next_sweep:
             alerts = self.expire(now)
             self._next_sweep = now + _SWEEP_EVERY_NS
-        for obs in observations:
-            rule = self.rules.rule(obs.kind)
-            tracker = self._tracker(obs, rule)
-            incident = tracker.expire(now)
-            if incident is not None:
-                alerts.append(self._alert(obs.kind, obs.key, incident))
-            opened = tracker.incident is None
-            tracker.add(obs)
-            if self.early and opened and tracker.incident is not None:
-                alerts.append(self._alert(obs.kind, obs.key, tracker.incident))
+        for detector, extracted in zip(self._detectors, evidence, strict=True):
+            for obs in detector.judge(extracted):
+                rule = self.rules.rule(obs.kind)
+                if not rule.enabled:
+                    continue
+                tracker = self._tracker(obs, rule)
+                incident = tracker.expire(now)
+                if incident is not None:
+                    alerts.append(self._alert(obs.kind, obs.key, incident))
+                opened = tracker.incident is None
+                tracker.add(obs)
+                if self.early and opened and tracker.incident is not None:
+                    alerts.append(self._alert(obs.kind, obs.key, tracker.incident))
         return alerts
 
     def expire(self, now: int) -> list[Alert]:

@@ -52,9 +52,6 @@ class RelayDetector:
         self._inferred: defaultdict[str, set[str]] = defaultdict(set)  # server ->
         self._foreign: defaultdict[str, set[str]] = defaultdict(set)
 
-    def observe(self, result: SessionResult) -> list[Observation]:
-        return self.judge(self.extract(result))
-
     def extract(self, result: SessionResult) -> _Extract | None:
         """What the session says about relaying, before knowing the domains.
 
