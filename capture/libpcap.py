@@ -124,6 +124,12 @@ def _lib() -> Any | None:
     lib.pcap_geterr.restype = ctypes.c_char_p
     lib.pcap_file.argtypes = (ctypes.c_void_p,)
     lib.pcap_file.restype = ctypes.c_void_p
+    lib.pcap_fopen_offline_with_tstamp_precision.restype = ctypes.c_void_p
+    lib.pcap_fopen_offline_with_tstamp_precision.argtypes = (
+        ctypes.c_void_p,
+        ctypes.c_uint,
+        ctypes.c_char_p,
+    )
     lib.pcap_dump_fopen.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
     lib.pcap_dump_fopen.restype = ctypes.c_void_p
     lib.pcap_dump_close.argtypes = (ctypes.c_void_p,)
@@ -166,6 +172,8 @@ def _declare_live(lib: Any) -> None:
 def _libc() -> Any:
     """The C library, for the stdio calls around libpcap's FILE streams."""
     libc = ctypes.CDLL(None)
+    libc.fopen.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
+    libc.fopen.restype = ctypes.c_void_p
     libc.fdopen.argtypes = (ctypes.c_int, ctypes.c_char_p)
     libc.fdopen.restype = ctypes.c_void_p
     libc.ftell.argtypes = (ctypes.c_void_p,)
@@ -245,18 +253,25 @@ def smtp_filter(
 
 def open_filtered(path: str, expression: str) -> FilteredReader:
     """Open a classic pcap file with a BPF filter applied by libpcap."""
-    lib, handle = _open_with_filter(path, expression)
-    return FilteredReader(lib, handle)
+    lib, handle, buffer = _open_with_filter(path, expression)
+    return FilteredReader(lib, handle, buffer)
 
 
-def _open_with_filter(path: str, expression: str) -> tuple[Any, int]:
+def _open_with_filter(path: str, expression: str) -> tuple[Any, int, Any]:
+    """libpcap's handle on ``path`` with the filter set, and its read buffer.
+
+    The buffer (None when libpcap opened the file itself) must outlive the
+    handle: stdio reads into it until pcap_close.
+    """
     lib = _lib()
     if lib is None:
         raise LibpcapError("libpcap is not available")
     errbuf = ctypes.create_string_buffer(_ERRBUF_SIZE)
-    handle = lib.pcap_open_offline_with_tstamp_precision(
-        path.encode(), _PRECISION_NANO, errbuf
-    )
+    handle, buffer = _open_buffered(lib, path, errbuf)
+    if not handle:
+        handle = lib.pcap_open_offline_with_tstamp_precision(
+            path.encode(), _PRECISION_NANO, errbuf
+        )
     if not handle:
         raise LibpcapError(errbuf.value.decode(errors="replace"))
     try:
@@ -264,7 +279,43 @@ def _open_with_filter(path: str, expression: str) -> tuple[Any, int]:
     except LibpcapError:
         lib.pcap_close(handle)
         raise
-    return lib, handle
+    return lib, handle, buffer
+
+
+# stdio reads a file in blocks of its st_blksize, 4 KiB: a quarter of a
+# million read calls per gigabyte, a third of libpcap's time in the kernel.
+_READ_BUFFER_BYTES = 1 << 20
+_IOFBF = 0  # setvbuf's full buffering (stdio.h)
+
+
+def _open_buffered(lib: Any, path: str, errbuf: Any) -> tuple[int | None, Any]:
+    """libpcap on a stdio stream of ours with a large buffer.
+
+    No handle when the file cannot be opened here or libpcap rejects it:
+    the caller then lets pcap_open_offline try, for its error message.
+    """
+    libc = _libc()
+    stream = libc.fopen(os.fsencode(path), b"rb")
+    if not stream:
+        return None, None
+    buffer = _stdio_buffer(libc, stream, _READ_BUFFER_BYTES)
+    handle: int | None = lib.pcap_fopen_offline_with_tstamp_precision(
+        stream, _PRECISION_NANO, errbuf
+    )
+    if not handle:
+        libc.fclose(stream)  # libpcap leaves a stream it refused open
+        return None, None
+    return handle, buffer  # pcap_close closes the stream
+
+
+def _stdio_buffer(libc: Any, stream: int, size: int) -> Any:
+    """Give ``stream`` a buffer of ``size`` bytes; keep it while it is open.
+
+    glibc ignores the size when setvbuf is not handed the memory itself.
+    """
+    buffer = ctypes.create_string_buffer(size)
+    libc.setvbuf(stream, buffer, _IOFBF, size)
+    return buffer
 
 
 # Linux pipes hold 64 KiB by default: Python drains that in about a
@@ -272,7 +323,6 @@ def _open_with_filter(path: str, expression: str) -> tuple[Any, int]:
 # refills it. A pipe as large as an unprivileged process may ask for keeps
 # libpcap far enough ahead that the reader rarely waits.
 _PIPE_BYTES = 1 << 20
-_IOFBF = 0  # setvbuf's full buffering (stdio.h)
 
 
 def _widen_pipe(fd: int) -> None:
@@ -294,16 +344,17 @@ class FilteredPipe:
     """
 
     def __init__(self, path: str, expression: str) -> None:
-        lib, handle = _open_with_filter(path, expression)
+        lib, handle, read_buffer = _open_with_filter(path, expression)
         self._lib = lib
         self._handle: int | None = handle
         read_fd, write_fd = os.pipe()
         _widen_pipe(write_fd)
         stream = _libc().fdopen(write_fd, b"wb")
+        write_buffer = None
         if stream:
             # stdio buffers a pipe in 4 KiB: one write, and one wake-up of
             # the reader, per few packets, unless given more room.
-            _libc().setvbuf(stream, None, _IOFBF, _PIPE_BYTES // 16)
+            write_buffer = _stdio_buffer(_libc(), stream, _PIPE_BYTES // 16)
         dumper = lib.pcap_dump_fopen(handle, stream) if stream else None
         if not dumper:
             os.close(read_fd)
@@ -314,6 +365,9 @@ class FilteredPipe:
             lib.pcap_close(handle)
             raise LibpcapError("cannot write the filtered stream")
         self._dumper = dumper
+        # stdio's memory for both streams, until pcap_close and
+        # pcap_dump_close have closed them.
+        self._buffers = (read_buffer, write_buffer)
         self.stream: BinaryIO = os.fdopen(read_fd, "rb", buffering=1 << 20)
         self.status = 0  # pcap_loop's result: 0 end of file, -1 error
         self.error: str | None = None
@@ -356,9 +410,10 @@ class FilteredReader:
     set when reading stopped on damage rather than at the end of the file.
     """
 
-    def __init__(self, lib: Any, handle: int) -> None:
+    def __init__(self, lib: Any, handle: int, buffer: Any = None) -> None:
         self._lib = lib
         self._handle: int | None = handle
+        self._buffer = buffer  # stdio reads into it until pcap_close
         self.linktype: int = lib.pcap_datalink(handle)
         self.packets_read = 0
         self.error: str | None = None

@@ -120,6 +120,28 @@ def test_unreadable_file_raises_libpcap_error(tmp_path: Path) -> None:
         libpcap.open_filtered(str(path), "tcp")
 
 
+def test_missing_file_raises_libpcap_error_with_its_reason(tmp_path: Path) -> None:
+    # Our own fopen fails first; libpcap's open then gives the message.
+    with pytest.raises(libpcap.LibpcapError, match="No such file"):
+        libpcap.open_filtered(str(tmp_path / "absent.pcap"), "tcp")
+
+
+def test_filtered_pipe_reads_and_writes_in_large_blocks(tmp_path: Path) -> None:
+    # glibc ignores a buffer size given without the memory: the streams
+    # must carry buffers of their own, or stdio moves 4 KiB per call.
+    path = tmp_path / "smtp.pcap"
+    path.write_bytes(pcap(_frames()))
+    pipe = libpcap.FilteredPipe(str(path), libpcap.smtp_filter(SMTP_PORTS))
+    try:
+        read_buffer, write_buffer = pipe._buffers
+        assert len(read_buffer) == libpcap._READ_BUFFER_BYTES
+        assert len(write_buffer) >= 64 * 1024
+        assert pipe.stream.read()[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1")
+        assert pipe.finish() is None
+    finally:
+        pipe.close()
+
+
 def test_fast_path_only_for_files_libpcap_reads_in_full(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
