@@ -26,9 +26,6 @@ from collections.abc import Sequence
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from rich.console import Console
-from rich.markup import escape as escape_markup
-
 from analysis import livecli, pipeline
 from analysis.detect import Rules, RulesError, load_rules
 from analysis.escape import escape_controls
@@ -45,6 +42,7 @@ from analysis.spool import Spool, SpoolError
 from analysis.tls import decrypt
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress, TaskID
 
     from analysis.tables import SmtpTables, TableBuilder
@@ -345,7 +343,9 @@ def _run_read(args: argparse.Namespace) -> int:
     if tables is not None and args.output is not None and not streamed:
         failed = not _write(tables, args.output, fmt) or failed
     if tables is not None and report:
-        console = _StdoutConsole(highlight=False, emoji=False)
+        from analysis.terminal import StdoutConsole
+
+        console = StdoutConsole(highlight=False, emoji=False)
         limit = args.limit or None
         print_report(console, tables, limit=limit, summary=not args.no_summary)
 
@@ -476,14 +476,6 @@ def _write(tables: SmtpTables, directory: str, fmt: Format) -> bool:
     return True
 
 
-class _StdoutConsole(Console):
-    def on_broken_pipe(self) -> None:
-        # rich would exit with status 1, which here means bad input; main()
-        # turns this into the status of a closed pipe instead.
-        self.quiet = True
-        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
-
-
 def _check_readable(path: str) -> bool:
     """Report on stderr and return False if ``path`` cannot be read.
 
@@ -516,7 +508,8 @@ class _ProgressBar:
         self._task: TaskID | None = None
         self._progress: Progress | None = None
         if not enabled:
-            return  # quiet and piped runs skip importing rich.progress
+            return  # quiet and piped runs skip importing rich
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -553,7 +546,7 @@ class _ProgressBar:
         progress = self._progress
         if progress is None:
             return
-        description = escape_markup(escape_controls(os.path.basename(path)))
+        description = _markup_escape(escape_controls(os.path.basename(path)))
         if self._task is None:
             if max(done, total or 0) < PROGRESS_THRESHOLD:
                 return
@@ -672,3 +665,9 @@ def _version() -> str:
         return importlib.metadata.version("smtpscope")
     except importlib.metadata.PackageNotFoundError:
         return "(not installed)"
+
+
+def _markup_escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

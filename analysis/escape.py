@@ -17,8 +17,10 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.text import Text
 
 # Cc: C0 controls, DEL and C1 controls (ESC and CSI among them).
 # Cf: invisible format characters, the bidi overrides and isolates among them.
@@ -60,6 +62,10 @@ def terminal_text(value: str | None, missing: str = "") -> Text:
     A ``Text`` is never parsed for markup or emoji codes, so ``[bold]`` and
     ``:smile:`` from the wire are shown as typed.
     """
+    # Imported here: the detectors use this module, and a run that prints
+    # nothing should not load rich.
+    from rich.text import Text
+
     if value is None:
         return Text(missing, style="dim")
     return Text(escape_controls(value))

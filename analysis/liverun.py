@@ -1,0 +1,354 @@
+"""What the ``live`` and ``check`` subcommands do (``analysis.livecli``
+parses their arguments).
+
+Part of the CLI, so printing and signal handling are allowed here.
+
+``live`` runs until SIGINT, SIGTERM or ``--duration``: every way out goes
+through the same stop, which reads what is left in the kernel rings, writes
+the sessions still open as interrupted, flushes and closes the files and
+prints a summary on stderr, then exits 0. ``check`` is a Nagios/Icinga
+plugin: its exit status is the verdict (``analysis.check``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TextIO
+
+from rich.live import Live
+
+from analysis import cli, pipeline
+from analysis.check import Threshold, Thresholds, Verdict, evaluate, unknown
+from analysis.dashboard import dashboard
+from analysis.detect import Alert, detect
+from analysis.live import LiveAnalyzer, LoopOptions, run
+from analysis.metrics import MetricsServer, exposition
+from analysis.monitor import Monitor, RecentEvent
+from analysis.records import SessionResult
+from analysis.rowfiles import json_line
+from analysis.terminal import StdoutConsole
+from capture.libpcap import CapturePermissionError, LibpcapError
+from capture.live import LiveSource, capture_filter
+from capture.pcapwriter import InterfaceInfo, RotatingWriter
+
+DASHBOARD_EVERY_S = 1.0
+_MB = 1_000_000  # tcpdump's -C counts millions of bytes
+
+
+def permission_help(interface: str) -> str:
+    python = os.path.realpath(sys.executable)
+    return (
+        f"no permission to capture on {interface}: run smtpscope as root, or "
+        "grant CAP_NET_RAW and CAP_NET_ADMIN to the Python interpreter, e.g. "
+        f"setcap cap_net_raw,cap_net_admin=eip {python}"
+    )
+
+
+# live ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Summary:
+    """What the final lines on stderr report."""
+
+    rows: int = 0
+    interrupted: int = 0
+    outputs: list[str] = field(default_factory=list)
+
+
+class _StopFlag:
+    """Set by SIGINT or SIGTERM; the loop polls it between waits."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signum
+
+
+@contextlib.contextmanager
+def _signals_stop(flag: _StopFlag) -> Iterator[None]:
+    previous = {
+        sig: signal.signal(sig, flag.handle) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _open_source(
+    interfaces: Sequence[str], ports: frozenset[int], user_filter: str | None
+) -> tuple[LiveSource | None, str | None]:
+    try:
+        expression = capture_filter(ports, user_filter)
+        fallback = capture_filter(ports, user_filter, vlan=False)
+        return LiveSource(interfaces, expression, fallback=fallback), None
+    except CapturePermissionError as exc:
+        name = str(exc).partition(":")[0]
+        return None, permission_help(name)
+    except LibpcapError as exc:
+        return None, f"cannot capture: {exc}"
+
+
+def run_live(args: argparse.Namespace) -> int:
+    ports = pipeline.DEFAULT_PORTS | frozenset(args.ports)
+    summary = _Summary()
+    with contextlib.ExitStack() as stack:
+        # Step 1: every output that can fail, before capture starts.
+        out: TextIO | None = None
+        if args.output == "-":
+            out = sys.stdout
+        elif args.output:
+            try:
+                out = stack.enter_context(open(args.output, "a", encoding="utf-8"))
+            except OSError as exc:
+                cli._error(cli._os_error_message(exc, args.output, "write"))
+                return cli.Exit.INPUT
+            summary.outputs.append(f"rows appended to {args.output}")
+        metrics = None
+        if args.metrics is not None:
+            try:
+                metrics = MetricsServer(*args.metrics)
+            except OSError as exc:
+                cli._error(f"cannot serve metrics on {args.metrics}: {exc.strerror}")
+                return cli.Exit.INPUT
+            stack.callback(metrics.close)
+            metrics.start()
+            host, port = metrics.address
+            shown = f"[{host}]" if ":" in host else host
+            print(
+                f"{cli.PROG}: metrics on http://{shown}:{port}/metrics",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        # Step 2: the capture itself.
+        source, problem = _open_source(args.interfaces, ports, args.filter)
+        if source is None:
+            cli._error(problem or "cannot capture")
+            return cli.Exit.INPUT
+        stack.enter_context(source)
+        pcap = None
+        if args.write:
+            try:
+                pcap = RotatingWriter(
+                    args.write,
+                    [
+                        InterfaceInfo(c.interface, c.linktype, source.snaplen)
+                        for c in source.captures
+                    ],
+                    max_bytes=None
+                    if args.file_size is None
+                    else int(args.file_size * _MB),
+                    every_s=args.rotate_seconds,
+                )
+            except OSError as exc:
+                cli._error(cli._os_error_message(exc, args.write, "write"))
+                return cli.Exit.INPUT
+            stack.enter_context(pcap)
+
+        # Step 3: the loop, and what it reports to.
+        monitor = Monitor(time.time_ns())
+
+        def on_row(table: str, record: object) -> None:
+            summary.rows += 1
+            if isinstance(record, Alert):
+                _count_alert(monitor, record)
+            if out is not None:
+                out.write(json_line(table, record))
+                out.flush()
+
+        def on_session(result: SessionResult) -> None:
+            monitor.add(result, time.time_ns())
+            summary.interrupted += result.session.close == "interrupted"
+
+        analyzer = LiveAnalyzer(
+            ports,
+            on_row,
+            idle_timeout_s=args.idle_timeout,
+            hooks=[on_session],
+            rules=args.rules,
+        )
+        show = not args.no_dashboard and args.output != "-" and sys.stdout.isatty()
+        view = _Views(source, analyzer, monitor, metrics, show)
+        names = ", ".join(args.interfaces)
+        print(f"{cli.PROG}: listening on {names}", file=sys.stderr, flush=True)
+        flag = _StopFlag()
+        with _signals_stop(flag), view:
+            run(
+                source,
+                analyzer,
+                flag,
+                options=LoopOptions(duration_s=args.duration),
+                pcap=pcap,
+                on_tick=view.tick,
+            )
+            view.tick(force=True)
+        if pcap is not None:
+            summary.outputs.append(
+                f"{pcap.packets:,} packets written to "
+                + ", ".join(str(p) for p in pcap.files)
+            )
+    _print_summary(monitor, summary, flag)
+    return cli.Exit.OK
+
+
+class _Views:
+    """Dashboard and metrics page, brought up to date on the loop's ticks."""
+
+    def __init__(
+        self,
+        source: LiveSource,
+        analyzer: LiveAnalyzer,
+        monitor: Monitor,
+        metrics: MetricsServer | None,
+        show: bool,
+    ) -> None:
+        self._source = source
+        self._analyzer = analyzer
+        self._monitor = monitor
+        self._metrics = metrics
+        self._live: Live | None = None
+        if show:
+            console = StdoutConsole(highlight=False, emoji=False)
+            self._live = Live(console=console, auto_refresh=False)
+        self._next_draw = 0.0
+
+    def __enter__(self) -> _Views:
+        if self._live is not None:
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def tick(self, force: bool = False) -> None:
+        m = self._monitor
+        counts = self._source.counts()
+        m.active_sessions = self._analyzer.active_sessions
+        # libpcap's own count of received packets differs by platform (on
+        # Linux loopback it counts each packet twice): the packets handed
+        # over are what "captured" means here.
+        m.capture.received = self._analyzer.packets
+        m.capture.dropped = sum(c.dropped + c.interface_dropped for c in counts)
+        if self._metrics is not None:
+            self._metrics.publish(exposition(m, counts))
+        now = time.monotonic()
+        if self._live is not None and (force or now >= self._next_draw):
+            self._next_draw = now + DASHBOARD_EVERY_S
+            self._live.update(dashboard(m, counts, time.time_ns()), refresh=True)
+
+
+def _print_summary(monitor: Monitor, summary: _Summary, flag: _StopFlag) -> None:
+    m = monitor
+    why = "duration reached"
+    if flag.signal is not None:
+        why = f"stopped by {signal.Signals(flag.signal).name}"
+    lines = [
+        f"{why}: {m.capture.received:,} packets captured, "
+        f"{m.capture.dropped:,} dropped",
+        f"{m.sessions:,} sessions ({summary.interrupted:,} interrupted), "
+        f"{m.transactions:,} transactions, {m.messages_accepted:,} messages "
+        f"accepted, {summary.rows:,} rows",
+        *summary.outputs,
+    ]
+    for line in lines:
+        print(f"{cli.PROG}: {line}", file=sys.stderr)
+
+
+# check --------------------------------------------------------------------
+
+
+def _thresholds(args: argparse.Namespace) -> Thresholds:
+    return Thresholds(
+        refusal_ratio=Threshold(args.refusal_warn, args.refusal_crit),
+        greeting_delay=Threshold(args.greeting_delay_warn, args.greeting_delay_crit),
+        tls_share=Threshold(args.tls_min_warn, args.tls_min_crit, minimum=True),
+        alerts=Threshold(args.alerts_warn, args.alerts_crit),
+    )
+
+
+def run_check(args: argparse.Namespace) -> int:
+    ports = pipeline.DEFAULT_PORTS | frozenset(args.ports)
+    monitor = Monitor(time.time_ns())
+    if args.captures:
+        verdict = _check_captures(args.captures, ports, monitor, _thresholds(args))
+    else:
+        verdict = _check_live(args, ports, monitor)
+    print(verdict.line)
+    return int(verdict.status)
+
+
+def _count_alert(monitor: Monitor, alert: Alert) -> None:
+    """Count an alert once: live writes it when crossed and when over."""
+    if alert.alert_id not in monitor.alert_ids:
+        monitor.alert_ids.add(alert.alert_id)
+        monitor.add_alert(_alert_event(alert))
+
+
+def _alert_event(alert: Alert) -> RecentEvent:
+    """An alert as the dashboard and the check count and list it."""
+    first = alert.session_ids[0] if alert.session_ids else ""
+    return RecentEvent(
+        alert.first_seen, first, alert.client_ip or "", alert.kind, alert.summary
+    )
+
+
+def _check_captures(
+    paths: list[str], ports: frozenset[int], monitor: Monitor, limits: Thresholds
+) -> Verdict:
+    stats = pipeline.RunStats()
+    results = []
+    try:
+        for result in pipeline.analyze(paths, ports, stats=stats):
+            monitor.add(result, time.time_ns())
+            results.append(result)
+    except OSError as exc:
+        return unknown(cli._os_error_message(exc))
+    for alert in detect(results):
+        monitor.add_alert(_alert_event(alert))
+    if stats.errors:
+        return unknown(stats.errors[0])
+    monitor.capture.received = stats.packets
+    return evaluate(monitor, limits, ", ".join(os.path.basename(p) for p in paths))
+
+
+def _check_live(
+    args: argparse.Namespace, ports: frozenset[int], monitor: Monitor
+) -> Verdict:
+    source, problem = _open_source(args.interfaces, ports, args.filter)
+    if source is None:
+        return unknown(problem or "cannot capture")
+
+    def add(result: SessionResult) -> None:
+        monitor.add(result, time.time_ns())
+
+    def discard(table: str, record: object) -> None:
+        # A check keeps totals only: alerts are counted, rows dropped.
+        if isinstance(record, Alert):
+            _count_alert(monitor, record)
+
+    analyzer = LiveAnalyzer(ports, discard, hooks=[add])
+    flag = _StopFlag()
+    with source, _signals_stop(flag):
+        run(source, analyzer, flag, options=LoopOptions(duration_s=args.duration))
+        counts = source.counts()
+    monitor.capture.received = analyzer.packets
+    monitor.capture.dropped = sum(c.dropped + c.interface_dropped for c in counts)
+    if flag.signal is not None:
+        return unknown(f"stopped by {signal.Signals(flag.signal).name}")
+    return evaluate(monitor, _thresholds(args), ", ".join(args.interfaces))
