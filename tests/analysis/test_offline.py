@@ -146,13 +146,15 @@ def test_spooled_results_come_back_equal() -> None:
 
 def test_a_quiet_run_writing_files_never_imports_pandas(tmp_path: Path) -> None:
     # pandas and pyarrow are most of a run's memory and start-up time; the
-    # row-by-row path must not need them (a separate interpreter, since the
-    # test process has them loaded already).
+    # row-by-row path must not need them, nor rich, the live capture or the
+    # metrics server (a separate interpreter, since the test process has
+    # them loaded already).
     code = (
         "import sys; from analysis import cli; "
         f"status = cli.main(['read', {PROJECT[0]!r}, '-q', '-o', {str(tmp_path)!r}]); "
         "print(status, sorted(m for m in ('pandas', 'pyarrow', 'numpy', "
-        "'cryptography') if m in sys.modules))"
+        "'cryptography', 'rich', 'analysis.liverun', 'capture.live', "
+        "'http.server') if m in sys.modules))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
