@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import operator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -75,6 +76,10 @@ class PerSession:
         return [Observation._make(cells) for cells in extracted]
 
 
+# An observation's timestamp, by position: cheaper than a lambda per call.
+_TS = operator.itemgetter(Observation._fields.index("ts"))
+
+
 @dataclass(slots=True)
 class Tracker:
     """The recent observations of one key, and its open incident if any."""
@@ -87,20 +92,27 @@ class Tracker:
     last: int = 0  # newest observation in the incident
 
     def add(self, obs: Observation) -> None:
+        ts = obs.ts
         if self.incident is not None:
             self.incident.append(obs)
-            self.last = max(self.last, obs.ts)
+            if ts > self.last:
+                self.last = ts
             return
-        bisect.insort(self.recent, obs, key=lambda o: o.ts)
-        if obs.hit and self._crossed(obs.ts):
-            self.incident = list(self.recent)
-            self.last = max(o.ts for o in self.incident)
+        recent = self.recent
+        if not recent or recent[-1].ts <= ts:
+            recent.append(obs)  # in time order, as most observations come
+        else:
+            bisect.insort(recent, obs, key=_TS)
+        if obs.hit and self._crossed(ts):
+            self.incident = list(recent)
+            self.last = max(o.ts for o in recent)
             self.recent = []
 
     def expire(self, now: int) -> list[Observation] | None:
         """Forget what ``now`` leaves behind; return an incident now final."""
-        cut = bisect.bisect_left(self.recent, now - self.window, key=lambda o: o.ts)
-        del self.recent[:cut]
+        recent = self.recent
+        if recent and recent[0].ts < now - self.window:
+            del recent[: bisect.bisect_left(recent, now - self.window, key=_TS)]
         incident = self.incident
         if incident is not None and self.last + self.window < now:
             self.incident = None
@@ -120,12 +132,17 @@ class Tracker:
         # The window that ends at the newest observation (the usual case, in
         # order) and the one that ends at the observation just added.
         newest = self.recent[-1].ts
-        return any(self._window_crosses(end) for end in {newest, ts})
+        if self._window_crosses(newest):
+            return True
+        return ts != newest and self._window_crosses(ts)
 
     def _window_crosses(self, end: int) -> bool:
-        lo = bisect.bisect_left(self.recent, end - self.window, key=lambda o: o.ts)
-        hi = bisect.bisect_right(self.recent, end, key=lambda o: o.ts)
-        inside = self.recent[lo:hi]
+        recent = self.recent
+        lo = bisect.bisect_left(recent, end - self.window, key=_TS)
+        hi = bisect.bisect_right(recent, end, lo=lo, key=_TS)
+        if hi - lo < self.threshold:
+            return False  # too few observations, let alone hits
+        inside = recent[lo:hi]
         hits = [o for o in inside if o.hit]
         if count_hits(hits) < self.threshold:
             return False
