@@ -84,14 +84,20 @@ def open_text(path: Path) -> IO[str]:
 
 def iso_timestamp(ns: int) -> str:
     """Integer ns since the epoch as ``YYYY-MM-DDTHH:MM:SS.fffffffffZ``."""
+    if ns >= 1_000_000_000:
+        # The last nine digits are the fraction, zero-padded already: on the
+        # rows' many timestamps, slicing them off the decimal text costs
+        # less than divmod and a padded format.
+        digits = str(ns)
+        return f"{_utc_second(digits[:-9])}.{digits[-9:]}Z"
     seconds, fraction = divmod(ns, 1_000_000_000)
-    return f"{_utc_second(seconds)}.{fraction:09d}Z"
+    return f"{_utc_second(str(seconds))}.{fraction:09d}Z"
 
 
 @functools.lru_cache(maxsize=256)
-def _utc_second(seconds: int) -> str:
+def _utc_second(seconds: str) -> str:
     # A session's rows share a few seconds; formatting each once is cheaper.
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(seconds)))
 
 
 # Cells of one record. pandas turns each column into its dtype before the
