@@ -7,13 +7,14 @@ and that ordinary mail raises none.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from analysis.detect import RulesError, default_rules, detect, load_rules
+from analysis.detect import RulesError, default_rules, detect, facts, load_rules
 from analysis.detect.window import Observation, Tracker
 from analysis.pipeline import analyze
 from analysis.records import (
@@ -219,6 +220,35 @@ def test_helo_not_fqdn_only_for_internet_clients() -> None:
     assert [(a.kind, a.client_ip, a.severity) for a in alerts] == [
         ("helo_not_fqdn", "8.8.4.4", "info")
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "192.0.2.1",
+        "192.0.2.1.",
+        "1.2.3",
+        "999.1.1.1",
+        "1.2.3.4/32",
+        " 1.2.3.4",
+        "\u0661.\u0662.\u0663.\u0664",  # digits, but not ASCII ones
+        "",
+        "host.example",
+        "2001:db8::1",
+        "::ffff:192.0.2.1",
+        "fe80::1%eth0",
+        "[::1]",
+        "ipv6:::1",
+    ],
+)
+def test_addresses_are_parsed_as_ipaddress_parses_them(text: str) -> None:
+    expected: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    try:
+        expected = ipaddress.ip_address(text)
+    except ValueError:
+        expected = None
+    assert facts.parse_address(text) == expected
+    assert facts.is_global(text) == (expected is not None and expected.is_global)
 
 
 def test_tracker_counts_within_the_window_only() -> None:
