@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from analysis.detect import facts
 from analysis.detect.rules import Rules
-from analysis.detect.window import Observation, PerSession, client_observation
+from analysis.detect.window import ObservationCells, PerSession, client_observation
 from analysis.escape import escape_controls
 from analysis.records import CommandRecord, SessionResult
 
@@ -40,7 +40,7 @@ class ProtocolDetector(PerSession):
     def __init__(self, rules: Rules) -> None:
         del rules  # nothing site-specific: protocol rules hold for every client
 
-    def observe(self, result: SessionResult) -> list[Observation]:
+    def extract(self, result: SessionResult) -> list[ObservationCells]:
         out = []
         reported: set[str] = set()
         for anomaly in result.anomalies:

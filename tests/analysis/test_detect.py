@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from analysis.detect import RulesError, default_rules, detect, facts, load_rules
-from analysis.detect.window import Observation, Tracker
+from analysis.detect.window import Observation, Tracker, client_observation
 from analysis.pipeline import analyze
 from analysis.records import (
     CommandRecord,
@@ -249,6 +249,27 @@ def test_addresses_are_parsed_as_ipaddress_parses_them(text: str) -> None:
         expected = None
     assert facts.parse_address(text) == expected
     assert facts.is_global(text) == (expected is not None and expected.is_global)
+
+
+def test_client_observation_cells_name_an_observation() -> None:
+    result = _session("192.0.2.7", "client.example", start=5)
+    cells = client_observation(
+        result, "k", 7, hit=False, value="v", measure=3, example="e", note="n"
+    )
+    assert type(cells) is tuple  # marshal takes nothing else
+    assert Observation._make(cells) == Observation(
+        kind="k",
+        key=("192.0.2.7",),
+        ts=7,
+        session_id=result.session.session_id,
+        client_ip="192.0.2.7",
+        server_ip="192.0.2.25",
+        hit=False,
+        value="v",
+        measure=3,
+        example="e",
+        note="n",
+    )
 
 
 def test_tracker_counts_within_the_window_only() -> None:
