@@ -394,19 +394,26 @@ def _jsonl_line(columns: tuple[Column, ...]) -> Callable[[object], str]:
     key escaped again and a Python call per converted cell: about half the
     time of writing the rows. The function is instead generated from the
     columns, the way ``dataclasses`` makes ``__init__``: the keys are
-    literal text in one f-string and each cell is one expression from
-    ``_JSON_CELL``. For the sessions table, say:
+    literal text in one f-string, each cell is read as an attribute, which
+    is quicker on slotted records than ``operator.attrgetter``, and turned
+    into text by one expression from ``_JSON_CELL``. For the sessions
+    table, say:
 
         def line(record):
-            c0, c1, ..., c52 = cells(record)
+            c0 = record.session_id
             c0 = "null" if c0 is None else quote(c0)
+            ...
+            c4 = record.client_port
             ...
             return f'{{"session_id":{c0},...,"client_port":{c4:d},...}}\\n'
     """
     names = [f"c{i}" for i in range(len(columns))]
-    body = [f"{', '.join(names)}, = cells(record)"]
+    body = []
     fields = []
     for name, column in zip(names, columns, strict=True):
+        if not column.attribute.isidentifier():
+            raise ValueError(f"{column.attribute!r} is no attribute name")
+        body.append(f"{name} = record.{column.attribute}")
         convert = _JSON_CELL[column.kind]
         if convert is None:
             fields.append(f"{{{name}:d}}")
@@ -420,7 +427,6 @@ def _jsonl_line(columns: tuple[Column, ...]) -> Callable[[object], str]:
     body.append(f"return f{template!r}")
     source = "def line(record):\n" + "".join(f"    {step}\n" for step in body)
     namespace: dict[str, Any] = {
-        "cells": _getter(columns),
         "quote": _quote,
         "timestamp": _json_timestamp,
         "number": _json_number,
