@@ -29,12 +29,22 @@ class RecipientDetector(PerSession):
         for command in result.commands:
             if command.verb != "RCPT" or command.reply_code is None:
                 continue
-            for kind, hit in (
-                ("directory_harvest", facts.is_unknown_user(command)),
-                ("high_refusal", facts.refused(command)),
-            ):
-                shown = facts.example(command) if hit else None
-                out.append(
-                    client_observation(result, kind, command.ts, hit=hit, example=shown)
+            unknown = facts.is_unknown_user(command)
+            refused = facts.refused(command)
+            # Every unknown user is refused: one example serves both kinds.
+            shown = facts.example(command) if refused else None
+            out.append(
+                client_observation(
+                    result,
+                    "directory_harvest",
+                    command.ts,
+                    hit=unknown,
+                    example=shown if unknown else None,
                 )
+            )
+            out.append(
+                client_observation(
+                    result, "high_refusal", command.ts, hit=refused, example=shown
+                )
+            )
         return out
