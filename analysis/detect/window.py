@@ -143,10 +143,13 @@ def count_hits(observations: list[Observation]) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-def _client_key(client_ip: str) -> tuple[str]:
-    # One key object per client: the trackers hold an observation for every
-    # recipient within their windows, and a session's observations, sent
-    # between processes in one piece, keep sharing it on arrival.
+def client_key(client_ip: str) -> tuple[str]:
+    """The key of observations counted per client.
+
+    One key object per client: the trackers hold an observation for every
+    recipient within their windows, and a session's observations, sent
+    between processes in one piece, keep sharing it on arrival.
+    """
     return (client_ip,)
 
 
@@ -171,7 +174,7 @@ def client_observation(
     client_ip = session.client_ip
     return (
         kind,
-        _client_key(client_ip),
+        client_key(client_ip),
         ts,
         session.session_id,
         client_ip,
