@@ -112,9 +112,13 @@ class SpoolError(OSError):
     """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Entry:
-    """Where one encoded result lies, and what orders it."""
+    """Where one encoded result lies, and what orders it.
+
+    Never changed, but not frozen: there is one per session, and a frozen
+    dataclass takes several times as long to make.
+    """
 
     start: int
     session_id: str
