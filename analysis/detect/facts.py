@@ -10,11 +10,10 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from analysis.escape import escape_controls
-from analysis.records import CommandRecord, SessionResult
+from analysis.records import CommandRecord
 
 # RFC 3463 3.2: x.1.1 bad destination mailbox, x.1.0 other address status,
 # x.1.10 recipient address has a null MX (RFC 7505 3.2 counts it here too).
@@ -116,15 +115,6 @@ def rcpt_address(command: CommandRecord) -> str:
     if start != -1 and end > start:
         return argument[start + 1 : end]
     return argument.partition(":")[2].strip()
-
-
-def commands_with_auth(result: SessionResult) -> Iterator[tuple[CommandRecord, bool]]:
-    """Each command and whether the client had authenticated before it."""
-    authenticated = False
-    for command in result.commands:
-        yield command, authenticated
-        if command.verb == "AUTH" and accepted(command):
-            authenticated = True
 
 
 def example(command: CommandRecord) -> str:
