@@ -148,6 +148,7 @@ def csv_record_cell(column: Column, value: Any) -> str:
     return csv_text(value)
 
 
+# A str as a JSON string in ASCII, escaped as _LINE_ENCODER escapes it.
 _quote = json.encoder.encode_basestring_ascii
 
 _LINE_ENCODER = json.JSONEncoder(
@@ -369,8 +370,8 @@ _JSON_CELL: dict[Kind, str | None] = {
 }
 
 
-# The two conversions below are ``json_cell`` and the encoder's in one call
-# each: the rows have tens of thousands of such cells.
+# What ``json_cell`` and then the encoder make of a timestamp and of a
+# float, in one call each: the rows have tens of thousands of such cells.
 
 
 def _json_timestamp(ns: int) -> str:
@@ -430,7 +431,7 @@ def _jsonl_line(columns: tuple[Column, ...]) -> Callable[[object], str]:
         "quote": _quote,
         "timestamp": _json_timestamp,
         "number": _json_number,
-        "array": encode_row,
+        "array": encode_row,  # which encodes any value, a list too
     }
     exec(compile(source, "<jsonl line>", "exec"), namespace)
     line: Callable[[object], str] = namespace["line"]
