@@ -16,6 +16,7 @@ depends only on the sessions' values, not on the order they were read in.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -105,7 +106,7 @@ def may_apply(session: SessionRecord) -> bool:
 
     Lets a caller keep only these sessions whole until ``find`` has run.
     """
-    return any(mangled_keyword(c) for c in session.capabilities) or (
+    return _any_mangled(tuple(session.capabilities)) or (
         _clear_ehlo_without_starttls(
             session.tls,
             session.helo_verb,
@@ -113,3 +114,10 @@ def may_apply(session: SessionRecord) -> bool:
             session.starttls_offered,
         )
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _any_mangled(capabilities: tuple[str, ...]) -> bool:
+    # Asked for every session as it is spooled; a server lists the same
+    # keywords to all its clients, so the lists seen are few.
+    return any(mangled_keyword(c) for c in capabilities)

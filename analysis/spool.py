@@ -61,6 +61,13 @@ _CHECKED_COLUMNS: tuple[str, ...] = (
 )
 
 
+# Sessions are written to the spool file in batches of about this many
+# bytes: a session takes a few KiB, and a system call for each costs more
+# than marshalling it. (A larger file buffer would batch the writes too,
+# but also make every read of the replay, which jumps around, that large.)
+_BATCH = 256 * 1024
+
+
 def _cells(record_type: type) -> Callable[[Any], tuple[Any, ...]]:
     return operator.attrgetter(*(f.name for f in fields(record_type)))
 
@@ -105,9 +112,13 @@ class SpoolError(OSError):
     """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Entry:
-    """Where one encoded result lies, and what orders it."""
+    """Where one encoded result lies, and what orders it.
+
+    Never changed, but not frozen: there is one per session, and a frozen
+    dataclass takes several times as long to make.
+    """
 
     start: int
     session_id: str
@@ -198,6 +209,10 @@ class Spool:
         self._entries: list[_Entry] = []
         self._columns: dict[str, list[Any]] = {name: [] for name in _CHECKED_COLUMNS}
         self._writer: IO[bytes] | None = None
+        self._batch: list[bytes] = []  # sessions not yet written to _writer
+        self._batched = 0  # their bytes
+        self._end = 0  # _writer's size, the batch included
+        self._moved = False  # a replay moved _writer's position
         self._scratch: str | None = None
 
     def __len__(self) -> int:
@@ -217,13 +232,16 @@ class Spool:
         data = marshal.dumps(
             (self._evidence(result), rows, _result_cells(result) if keep else None)
         )
-        with self._writing():
-            writer = self._writer
-            if writer is None:
-                writer = self._writer = self._new_file()
-            # A replay in between may have moved the position.
-            offset = writer.seek(0, os.SEEK_END)
-            writer.write(data)
+        if self._writer is None:
+            with self._writing():
+                self._writer = self._new_file()
+            self._end = 0
+        offset = self._end
+        self._end += len(data)
+        self._batch.append(data)
+        self._batched += len(data)
+        if self._batched >= _BATCH:
+            self._write_batch()
         part = len(self._files) - 1
         self._entries.append(
             _Entry(session.start, session.session_id, part, offset, len(data))
@@ -239,6 +257,7 @@ class Spool:
         """Close the file and describe it for another process to ``adopt``."""
         path = self._paths[-1] if self._writer is not None else None
         if self._writer is not None:
+            self._write_batch()
             with self._writing():
                 self._writer.close()
             self._writer = None
@@ -287,6 +306,7 @@ class Spool:
         for i in order:
             entry = entries[i]
             source = self._files[entry.part]
+            self._moved = True
             source.seek(entry.offset)
             evidence, rows, cells = marshal.loads(source.read(entry.length))
             yield Replayed(
@@ -318,6 +338,8 @@ class Spool:
         self._files.clear()
         self._paths.clear()
         self._writer = None
+        self._batch.clear()
+        self._batched = 0
         if self._scratch is not None:
             # Parts that were never adopted (a worker failed) are in it too.
             shutil.rmtree(self._scratch, ignore_errors=True)
@@ -340,8 +362,22 @@ class Spool:
 
     def _flush(self) -> None:
         if self._writer is not None:
+            self._write_batch()
             with self._writing():
                 self._writer.flush()
+
+    def _write_batch(self) -> None:
+        """Write the batched sessions at the end of the current file."""
+        writer = self._writer
+        if writer is None or not self._batch:
+            return
+        with self._writing():
+            if self._moved:
+                writer.seek(0, os.SEEK_END)
+                self._moved = False
+            writer.write(b"".join(self._batch))
+        self._batch.clear()
+        self._batched = 0
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from analysis.detect import facts
 from analysis.detect.rules import Rules
-from analysis.detect.window import Observation, PerSession, client_observation
+from analysis.detect.window import ObservationCells, PerSession, client_observation
 from analysis.records import SessionResult
 
 
@@ -23,7 +23,7 @@ class BulkDetector(PerSession):
         self._recipients = rules.rule("bulk_recipients").limit
         self._messages = rules.rule("bulk_messages").limit
 
-    def observe(self, result: SessionResult) -> list[Observation]:
+    def extract(self, result: SessionResult) -> list[ObservationCells]:
         session = result.session
         if self._local.is_own_client(session.client_ip):
             return []

@@ -10,11 +10,10 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from analysis.escape import escape_controls
-from analysis.records import CommandRecord, SessionResult
+from analysis.records import CommandRecord
 
 # RFC 3463 3.2: x.1.1 bad destination mailbox, x.1.0 other address status,
 # x.1.10 recipient address has a null MX (RFC 7505 3.2 counts it here too).
@@ -118,15 +117,6 @@ def rcpt_address(command: CommandRecord) -> str:
     return argument.partition(":")[2].strip()
 
 
-def commands_with_auth(result: SessionResult) -> Iterator[tuple[CommandRecord, bool]]:
-    """Each command and whether the client had authenticated before it."""
-    authenticated = False
-    for command in result.commands:
-        yield command, authenticated
-        if command.verb == "AUTH" and accepted(command):
-            authenticated = True
-
-
 def example(command: CommandRecord) -> str:
     """A command and its reply on one escaped line, for an alert's evidence."""
     line = f"C: {command.verb} {command.argument}".rstrip()
@@ -136,36 +126,54 @@ def example(command: CommandRecord) -> str:
     return escape_controls(line)
 
 
-def host_names(text: str | None) -> set[str]:
+# Greetings and EHLO replies repeat across a server's sessions, clients
+# come back often, and every detector asks about the same few strings: the
+# answers below are cached. Small enough caches that a long run's memory
+# does not grow with the number of distinct strings seen.
+_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def host_names(text: str | None) -> frozenset[str]:
     """The host name a greeting or EHLO reply starts with, and its parent.
 
     RFC 5321 4.2 and 4.1.1.1: both begin with the server's domain.
     """
     if not text:
-        return set()
+        return frozenset()
     first = text.split(None, 1)[0].strip().rstrip(".").lower() if text.split() else ""
     if "." not in first or is_address(first):
-        return set()
+        return frozenset()
     names = {first}
     parent = first.partition(".")[2]
     if "." in parent:
         names.add(parent)
-    return names
+    return frozenset(names)
 
 
-# Small enough that a long run's memory does not grow with the number of
-# distinct names seen, large enough for the clients that come back often.
-@functools.lru_cache(maxsize=4096)
+# A character no IPv4 address has; without a colon, which every IPv6
+# address has, such a text is no address at all.
+_NOT_IPV4 = re.compile(r"[^0-9.]")
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address in ``text``, or None; cached, as clients come back often."""
+    """The address in ``text``, or None."""
+    if ":" not in text and _NOT_IPV4.search(text):
+        # Host names are asked about as often as addresses; turning them
+        # down here spares ``ip_address`` raising for each of them.
+        return None
     try:
         return ipaddress.ip_address(text)
     except ValueError:
         return None
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
 def is_global(text: str) -> bool:
     """An Internet address: not private, loopback, link-local or reserved."""
+    # Cached apart from ``parse_address``: ``is_global`` is a property that
+    # tests the address against a dozen networks every time.
     address = parse_address(text)
     return address is not None and address.is_global
 

@@ -10,7 +10,7 @@ limits and tarpits answer when they trip.
 from __future__ import annotations
 
 from analysis.detect.rules import Rules
-from analysis.detect.window import Observation, PerSession, client_observation
+from analysis.detect.window import ObservationCells, PerSession, client_observation
 from analysis.escape import escape_controls
 from analysis.records import SessionResult
 
@@ -27,7 +27,7 @@ class FloodDetector(PerSession):
         self._local = rules.local
         self._short = rules.rule("short_sessions").limit * NS
 
-    def observe(self, result: SessionResult) -> list[Observation]:
+    def extract(self, result: SessionResult) -> list[ObservationCells]:
         session = result.session
         if self._local.is_own_client(session.client_ip):
             return []

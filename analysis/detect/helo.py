@@ -13,7 +13,7 @@ import ipaddress
 
 from analysis.detect import facts
 from analysis.detect.rules import Rules
-from analysis.detect.window import Observation, PerSession, client_observation
+from analysis.detect.window import ObservationCells, PerSession, client_observation
 from analysis.records import CommandRecord, SessionResult
 
 _HELO_VERBS = frozenset({"EHLO", "HELO"})
@@ -33,7 +33,7 @@ class HeloDetector(PerSession):
     def __init__(self, rules: Rules) -> None:
         self._own_names = rules.local.server_names
 
-    def observe(self, result: SessionResult) -> list[Observation]:
+    def extract(self, result: SessionResult) -> list[ObservationCells]:
         session = result.session
         helos = [c for c in result.commands if c.verb in _HELO_VERBS and c.argument]
         server_names = self._own_names | facts.host_names(session.greeting_text)

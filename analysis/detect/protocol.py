@@ -11,9 +11,11 @@ observations.
 
 from __future__ import annotations
 
+import functools
+
 from analysis.detect import facts
 from analysis.detect.rules import Rules
-from analysis.detect.window import Observation, PerSession, client_observation
+from analysis.detect.window import ObservationCells, PerSession, client_observation
 from analysis.escape import escape_controls
 from analysis.records import CommandRecord, SessionResult
 
@@ -40,7 +42,7 @@ class ProtocolDetector(PerSession):
     def __init__(self, rules: Rules) -> None:
         del rules  # nothing site-specific: protocol rules hold for every client
 
-    def observe(self, result: SessionResult) -> list[Observation]:
+    def extract(self, result: SessionResult) -> list[ObservationCells]:
         out = []
         reported: set[str] = set()
         for anomaly in result.anomalies:
@@ -104,15 +106,21 @@ def _first_unoffered_pipelining(commands: list[CommandRecord]) -> CommandRecord 
         if command.pipelined and not offered:
             return command
         if command.verb in _HELO_VERBS and facts.accepted(command):
-            # RFC 2920 3.1: the EHLO reply's keywords, one per line after the
-            # first; HELO offers no extensions at all. The first line, the
-            # server's name, is searched too: some servers put a keyword
-            # there, and a client that trusts it is not the one to blame.
-            keywords = (command.reply_text or "").split("\n")
-            offered = command.verb != "HELO" and any(
-                k.split()[0].upper() == "PIPELINING" for k in keywords if k.split()
-            )
+            # HELO offers no extensions at all (RFC 2920 3.1).
+            offered = command.verb != "HELO" and _offers_pipelining(command.reply_text)
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _offers_pipelining(reply_text: str | None) -> bool:
+    """Whether an EHLO reply lists PIPELINING (cached: servers repeat theirs).
+
+    RFC 2920 3.1: the EHLO reply's keywords, one per line after the first.
+    The first line, the server's name, is searched too: some servers put a
+    keyword there, and a client that trusts it is not the one to blame.
+    """
+    keywords = (reply_text or "").split("\n")
+    return any(k.split()[0].upper() == "PIPELINING" for k in keywords if k.split())
 
 
 def _first_after_quit(commands: list[CommandRecord]) -> CommandRecord | None:

@@ -34,6 +34,7 @@ from analysis.records import SessionResult
 # refused as relaying if the domain is foreign, and if it is not, example).
 _Rcpt = tuple[int, str, str | None, str | None, bool, bool, bool, str]
 _Extract = tuple[str, str, str, list[str], list[_Rcpt]]
+_HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
 
 
 class RelayDetector:
@@ -62,11 +63,29 @@ class RelayDetector:
         session = result.session
         if self._local.is_own_client(session.client_ip):
             return None
+        # One pass over the commands for the RCPTs and for the domains the
+        # session shows to be the server's own.
+        names = set(facts.host_names(session.greeting_text))
         rcpts = []
-        for command, authenticated in facts.commands_with_auth(result):
-            if command.verb != "RCPT" or authenticated or command.reply_code is None:
+        authenticated = False
+        for command in result.commands:
+            verb = command.verb
+            if verb in _HELO_VERBS:
+                if facts.accepted(command):
+                    names |= facts.host_names(command.reply_text)
+                continue
+            if verb == "AUTH":
+                authenticated = authenticated or facts.accepted(command)
+                continue
+            if verb != "RCPT" or command.reply_code is None:
                 continue
             where = facts.target(facts.rcpt_address(command))
+            # Only a server that knows a domain's users refuses one of them as
+            # unknown: the domain is its own.
+            if where.domain and not where.routed and facts.is_unknown_user(command):
+                names.add(where.domain)
+            if authenticated:
+                continue
             rcpts.append(
                 (
                     command.ts,
@@ -83,7 +102,7 @@ class RelayDetector:
             session.client_ip,
             session.server_ip,
             session.session_id,
-            sorted(self._names(result)),
+            sorted(names),
             rcpts,
         )
 
@@ -147,19 +166,6 @@ class RelayDetector:
 
     def inferred(self, server: str) -> frozenset[str]:
         return frozenset(self._inferred[server])
-
-    @staticmethod
-    def _names(result: SessionResult) -> set[str]:
-        """Domains the session shows to be the server's own."""
-        names = set(facts.host_names(result.session.greeting_text))
-        for command in result.commands:
-            if command.verb in ("EHLO", "HELO", "LHLO") and facts.accepted(command):
-                names |= facts.host_names(command.reply_text)
-            elif command.verb == "RCPT" and facts.is_unknown_user(command):
-                where = facts.target(facts.rcpt_address(command))
-                if where.domain is not None and not where.routed:
-                    names.add(where.domain)
-        return names
 
     def _learn(self, server: str, names: list[str]) -> None:
         known = self._inferred[server]

@@ -54,6 +54,11 @@ class Observation(NamedTuple):
     severity_shift: int = 0  # steps above (+) or below (-) the rule's severity
 
 
+# An ``Observation``'s fields as a plain tuple, in its field order: how a
+# per-session detector's observations travel between processes.
+ObservationCells = tuple[Any, ...]
+
+
 class PerSession:
     """A detector whose observations depend on one session alone.
 
@@ -63,16 +68,14 @@ class PerSession:
     session that returns plain data (numbers, strings, None, and tuples
     and lists of them) and ``judge`` turns that into observations, keeping
     whatever the detector learns across sessions. Here, with nothing to
-    learn, ``extract`` does all the work.
+    learn, ``extract`` does all the work: it returns the observations
+    already, as ``ObservationCells`` (see ``client_observation``).
     """
 
-    def observe(self, result: SessionResult) -> list[Observation]:
+    def extract(self, result: SessionResult) -> list[ObservationCells]:
         raise NotImplementedError
 
-    def extract(self, result: SessionResult) -> list[tuple[Any, ...]]:
-        return [tuple(o) for o in self.observe(result)]
-
-    def judge(self, extracted: list[tuple[Any, ...]]) -> list[Observation]:
+    def judge(self, extracted: list[ObservationCells]) -> list[Observation]:
         return [Observation._make(cells) for cells in extracted]
 
 
@@ -157,10 +160,13 @@ def count_hits(observations: list[Observation]) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-def _client_key(client_ip: str) -> tuple[str]:
-    # One key object per client: the trackers hold an observation for every
-    # recipient within their windows, and a session's observations, sent
-    # between processes in one piece, keep sharing it on arrival.
+def client_key(client_ip: str) -> tuple[str]:
+    """The key of observations counted per client.
+
+    One key object per client: the trackers hold an observation for every
+    recipient within their windows, and a session's observations, sent
+    between processes in one piece, keep sharing it on arrival.
+    """
     return (client_ip,)
 
 
@@ -174,19 +180,26 @@ def client_observation(
     measure: int | None = None,
     example: str | None = None,
     note: str | None = None,
-) -> Observation:
-    """An observation counted per client address, the usual key."""
+) -> ObservationCells:
+    """An observation counted per client address, the usual key, as cells.
+
+    Made as a plain tuple, not an ``Observation``: a session has one per
+    recipient, say, and would have to be turned into tuples to leave the
+    process anyway.
+    """
     session = result.session
-    return Observation(
-        kind=kind,
-        key=_client_key(session.client_ip),
-        ts=ts,
-        session_id=session.session_id,
-        client_ip=session.client_ip,
-        server_ip=session.server_ip,
-        hit=hit,
-        value=value,
-        measure=measure,
-        example=example,
-        note=note,
+    client_ip = session.client_ip
+    return (
+        kind,
+        client_key(client_ip),
+        ts,
+        session.session_id,
+        client_ip,
+        session.server_ip,
+        hit,
+        value,
+        measure,
+        example,
+        note,
+        0,  # severity_shift
     )

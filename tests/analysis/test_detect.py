@@ -7,14 +7,15 @@ and that ordinary mail raises none.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from analysis.detect import RulesError, default_rules, detect, load_rules
-from analysis.detect.window import Observation, Tracker
+from analysis.detect import RulesError, default_rules, detect, facts, load_rules
+from analysis.detect.window import Observation, Tracker, client_observation
 from analysis.pipeline import analyze
 from analysis.records import (
     CommandRecord,
@@ -219,6 +220,56 @@ def test_helo_not_fqdn_only_for_internet_clients() -> None:
     assert [(a.kind, a.client_ip, a.severity) for a in alerts] == [
         ("helo_not_fqdn", "8.8.4.4", "info")
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "192.0.2.1",
+        "192.0.2.1.",
+        "1.2.3",
+        "999.1.1.1",
+        "1.2.3.4/32",
+        " 1.2.3.4",
+        "\u0661.\u0662.\u0663.\u0664",  # digits, but not ASCII ones
+        "",
+        "host.example",
+        "2001:db8::1",
+        "::ffff:192.0.2.1",
+        "fe80::1%eth0",
+        "[::1]",
+        "ipv6:::1",
+    ],
+)
+def test_addresses_are_parsed_as_ipaddress_parses_them(text: str) -> None:
+    expected: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    try:
+        expected = ipaddress.ip_address(text)
+    except ValueError:
+        expected = None
+    assert facts.parse_address(text) == expected
+    assert facts.is_global(text) == (expected is not None and expected.is_global)
+
+
+def test_client_observation_cells_name_an_observation() -> None:
+    result = _session("192.0.2.7", "client.example", start=5)
+    cells = client_observation(
+        result, "k", 7, hit=False, value="v", measure=3, example="e", note="n"
+    )
+    assert type(cells) is tuple  # marshal takes nothing else
+    assert Observation._make(cells) == Observation(
+        kind="k",
+        key=("192.0.2.7",),
+        ts=7,
+        session_id=result.session.session_id,
+        client_ip="192.0.2.7",
+        server_ip="192.0.2.25",
+        hit=False,
+        value="v",
+        measure=3,
+        example="e",
+        note="n",
+    )
 
 
 def test_tracker_counts_within_the_window_only() -> None:

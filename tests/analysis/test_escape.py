@@ -32,6 +32,14 @@ def test_escape_controls(raw: str, shown: str) -> None:
     assert escape_controls(raw) == shown
 
 
+def test_every_ascii_character() -> None:
+    # Printable ASCII is kept as it is; every other ASCII character escaped.
+    for code in range(128):
+        char = chr(code)
+        shown = char if 0x20 <= code <= 0x7E else f"\\x{code:02x}"
+        assert escape_controls(f"a{char}b") == f"a{shown}b", code
+
+
 @given(st.text())
 def test_escaped_text_has_no_control_characters(raw: str) -> None:
     escaped = escape_controls(raw)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from analysis import pipeline
+from analysis import spool as spool_module
 from analysis.export import write_tables
 from analysis.offline import build_tables, finish
 from analysis.rowfiles import Format, TableFiles
@@ -99,6 +100,28 @@ def test_spool_replays_in_table_order_and_cleans_up(tmp_path: Path) -> None:
         scratch = spool.scratch_directory()
         assert os.path.isdir(scratch)
     assert not os.path.exists(scratch)
+
+
+@pytest.mark.parametrize("batch", [1, 10_000, 1 << 30])
+def test_adding_during_a_replay_keeps_every_session(
+    monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    # Whether the sessions are written at once, in batches or only at the
+    # replay, the replay's reads must not move where the next ones go.
+    monkeypatch.setattr(spool_module, "_BATCH", batch)
+    results = list(pipeline.analyze(PROJECT))
+    with Spool() as spool:
+        for result in results[:10]:
+            spool.add(result)
+        replay = spool.replay()
+        next(replay)
+        for result in results[10:]:
+            spool.add(result)
+            next(replay, None)
+        back = [replayed.result for replayed in spool.replay()]
+    assert back == sorted(
+        results, key=lambda r: (r.session.start, r.session.session_id)
+    )
 
 
 def test_worker_parts_are_adopted_and_their_files_removed(tmp_path: Path) -> None:
