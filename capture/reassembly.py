@@ -131,7 +131,15 @@ def _same_syn(half: _Half, seq: int) -> bool:
 
 
 class _Flow:
-    __slots__ = ("closed", "closed_ts", "conn", "fin_done", "halves", "keys")
+    __slots__ = (
+        "closed",
+        "closed_ts",
+        "conn",
+        "fin_done",
+        "halves",
+        "keys",
+        "steady",
+    )
 
     def __init__(self, conn: Connection, keys: tuple[_FlowKey, _FlowKey]) -> None:
         self.conn = conn
@@ -142,6 +150,26 @@ class _Flow:
         # Both FINs are in, but the ACK of the last one may still come: the
         # connection stays open for it so its packet counts and times it.
         self.fin_done = False
+        # See settle(): False until the first segment has been placed.
+        self.steady = False
+
+    def settle(self) -> None:
+        """Note whether plain segments may take the fast lane of ``feed``.
+
+        They may while the connection is open, past its handshake (or
+        caught after it) and neither side has sent a FIN: then placing
+        bytes, counting and acknowledging is all ``_segment`` would do.
+        Only ``_segment`` and ``_close`` change any of this, and both
+        settle the flow again.
+        """
+        conn = self.conn
+        client, server = self.halves
+        self.steady = (
+            not self.closed
+            and (conn.ack_ts is not None or conn.synack_ts is None)
+            and client.fin_off is None
+            and server.fin_off is None
+        )
 
 
 # What every closed flow points to instead of its own halves and connection:
@@ -199,34 +227,29 @@ class Reassembler:
                 self._new_capture(ts, events)
             self._sweep(ts, events)
 
-        key = seg[:4]
+        # One unpacking instead of an attribute read per field: this runs
+        # for every segment.
+        src_ip, dst_ip, src_port, dst_port, seq, ack, flags, payload, _, missing = seg
+        key = (src_ip, dst_ip, src_port, dst_port)
         found = self._flows.get(key)
-        flags = seg.flags
-        if found is not None and not flags & (SYN | FIN | RST):
+        if found is not None and not flags & (SYN | FIN | RST) and not missing:
             flow, direction = found
             conn = flow.conn
-            halves = flow.halves
-            half = halves[direction]
-            peer = halves[1 - direction]
-            if (
-                not flow.closed
-                and ts - conn.last_ts <= self._idle_ns
-                and (conn.ack_ts is not None or conn.synack_ts is None)
-                and half.fin_off is None
-                and peer.fin_off is None
-                and not seg.missing
-            ):
+            if flow.steady and ts - conn.last_ts <= self._idle_ns:
                 # An established connection, no FIN about and nothing cut by
                 # the snap length: what most segments are, and all that
                 # _segment would do for them.
                 conn.last_ts = ts
                 conn.packets[direction] += 1
+                halves = flow.halves
+                half = halves[direction]
+                peer = halves[1 - direction]
                 if flags & ACK and peer.base is not None:
                     # _Half.offset and _acknowledged, inline.
                     sent = peer.next_off
                     ack_off = (
                         sent
-                        + ((seg.ack - peer.base - sent + _SEQ_HALF) % _SEQ_MOD)
+                        + ((ack - peer.base - sent + _SEQ_HALF) % _SEQ_MOD)
                         - _SEQ_HALF
                     )
                     if ack_off > peer.acked:
@@ -237,14 +260,13 @@ class Reassembler:
                             del tail[:drop]
                         if ack_off > sent and peer.pending:
                             self._gaps_proven(flow, 1 - direction, ts, events)
-                payload = seg.payload
                 if payload:
                     size = len(payload)
                     conn.wire_bytes[direction] += size
                     if (
                         not half.pending
                         and half.base is not None
-                        and (half.base + half.next_off) % _SEQ_MOD == seg.seq
+                        and (half.base + half.next_off) % _SEQ_MOD == seq
                     ):
                         # _deliver, inline; tuple.__new__ skips the
                         # NamedTuple's Python-level __new__.
@@ -283,6 +305,7 @@ class Reassembler:
                 self._close(flow, ts, CloseReason.REUSED, events)
                 flow, direction = self._start(key, ts, seg, events)
         self._segment(flow, direction, ts, seg, events)
+        flow.settle()
         return events
 
     def start_capture(self) -> None:
@@ -382,6 +405,7 @@ class Reassembler:
         events.append(StreamClosed(flow.conn, ts, reason))
         flow.closed = True
         flow.closed_ts = ts
+        flow.steady = False
         # The 4-tuple is remembered for a while (see _sweep), the stream
         # state not: a busy capture closes thousands of connections a minute.
         flow.halves = _RELEASED
