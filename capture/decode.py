@@ -94,6 +94,12 @@ class TcpSegment(NamedTuple):
     missing: int = 0  # payload bytes announced by the IP header but not captured
 
 
+# A TcpSegment's fields as a plain tuple, in the same order: what the bulk
+# reader hands the reassembler, since building the NamedTuple costs about as
+# much as the rest of decoding a frame. A TcpSegment is one too.
+Segment = tuple[str, str, int, int, int, int, int, bytes, bool, int]
+
+
 @dataclass(slots=True)
 class DecodeStats:
     """Why packets were not handed on, by reason, plus what was."""
@@ -139,7 +145,25 @@ def decode_tcp(
     """
     if stats is None:
         stats = DecodeStats()
-    n = len(data)
+    segment = decode_at(linktype, data, 0, len(data), ports, stats)
+    if segment is None or isinstance(segment, TcpSegment):
+        return segment
+    return TcpSegment._make(segment)
+
+
+def decode_at(
+    linktype: int,
+    buf: bytes,
+    begin: int,
+    end: int,
+    ports: frozenset[int],
+    stats: DecodeStats,
+) -> Segment | None:
+    """``decode_tcp`` of the frame ``buf[begin:end]``, without copying it.
+
+    The common frames' segment comes as a plain tuple (see ``Segment``).
+    """
+    n = end - begin
     if linktype == LINKTYPE_ETHERNET and n >= 54:
         # Untagged Ethernet, then IPv4 with a 20-byte header and no
         # fragmentation or IPv6 with TCP next, the whole packet captured and
@@ -147,7 +171,7 @@ def decode_tcp(
         # Anything else, and whatever this path would have to count, takes
         # the general path.
         (ethertype, ver_ihl, total, frag, proto, src, dst, src_port, dst_port,
-         seq, ack, data_offset, flags) = _ETH_IPV4_TCP(data)  # fmt: skip
+         seq, ack, data_offset, flags) = _ETH_IPV4_TCP(buf, begin)  # fmt: skip
         tcp = wire_end = 0  # no plain header found
         if ethertype == 0x0800:
             if ver_ihl == 0x45 and proto == _PROTO_TCP and not frag & 0x3FFF:
@@ -155,7 +179,7 @@ def decode_tcp(
                 wire_end = 14 + total
         elif ethertype == 0x86DD and n >= 68:
             (version, payload_len, next_header, src, dst, src_port, dst_port,
-             seq, ack, data_offset, flags) = _ETH_IPV6_TCP(data)  # fmt: skip
+             seq, ack, data_offset, flags) = _ETH_IPV6_TCP(buf, begin)  # fmt: skip
             if version >> 4 == 6 and next_header == _PROTO_TCP and payload_len:
                 tcp = 54
                 wire_end = 54 + payload_len
@@ -166,22 +190,20 @@ def decode_tcp(
                 return None
             stats.tcp += 1
             text = _address_text
-            return tuple.__new__(
-                TcpSegment,
-                (
-                    text.get(src) or _address(src),
-                    text.get(dst) or _address(dst),
-                    src_port,
-                    dst_port,
-                    seq,
-                    ack,
-                    flags,
-                    data[start:wire_end],
-                    False,
-                    0,
-                ),
+            return (
+                text.get(src) or _address(src),
+                text.get(dst) or _address(dst),
+                src_port,
+                dst_port,
+                seq,
+                ack,
+                flags,
+                buf[begin + start : begin + wire_end],
+                False,
+                0,
             )
-    return _decode_general(linktype, data, ports, stats)
+    frame = buf if begin == 0 and end == len(buf) else buf[begin:end]
+    return _decode_general(linktype, frame, ports, stats)
 
 
 def _decode_general(

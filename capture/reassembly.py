@@ -32,7 +32,7 @@ import bisect
 from dataclasses import dataclass, fields
 from typing import Final
 
-from capture.decode import ACK, FIN, RST, SYN, TcpSegment
+from capture.decode import ACK, FIN, RST, SYN, Segment, TcpSegment
 from capture.stream import (
     CloseReason,
     Connection,
@@ -219,8 +219,11 @@ class Reassembler:
 
     # -- public ---------------------------------------------------------
 
-    def feed(self, ts: int, seg: TcpSegment) -> list[StreamEvent]:
-        """Take one segment captured at ``ts``; return the events it causes."""
+    def feed(self, ts: int, seg: Segment) -> list[StreamEvent]:
+        """Take one segment captured at ``ts``; return the events it causes.
+
+        ``seg`` is a ``TcpSegment`` or a plain tuple of its fields.
+        """
         events: list[StreamEvent] = []
         if ts >= self._next_sweep:
             if self._capture_start:
@@ -279,9 +282,10 @@ class Reassembler:
                         if len(tail) > self._window:
                             del tail[: len(tail) - self._window]
                     else:
-                        self._data(flow, direction, ts, seg, events)
+                        self._data(flow, direction, ts, _named(seg), events)
                 return events
 
+        seg = _named(seg)
         new_syn = flags & (SYN | ACK) == SYN
         if found is None:
             flow, direction = self._start(key, ts, seg, events)
@@ -913,6 +917,11 @@ class Reassembler:
         events: list[StreamEvent],
     ) -> None:
         events.append(StreamAnomaly(flow.conn, direction, ts, kind, detail))
+
+
+def _named(seg: Segment) -> TcpSegment:
+    """The segment as a TcpSegment, for the paths that read it by name."""
+    return seg if isinstance(seg, TcpSegment) else TcpSegment._make(seg)
 
 
 def _held(pieces: list[_Piece]) -> int:

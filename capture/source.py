@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from capture import libpcap
-from capture.decode import SMTP_PORTS, DecodeStats, TcpSegment, decode_tcp
+from capture.decode import SMTP_PORTS, DecodeStats, Segment, decode_at
 from capture.libpcap import shard_of
 from capture.pcapfile import CaptureError, CaptureReader, open_capture
 from capture.reassembly import Reassembler, ReassemblyStats
@@ -120,21 +120,28 @@ def _one_capture(
     reader = open_capture(path, on_read=on_read)
     stats.captures += 1
     log.info("reading %s", path)
+    # Packets taken from the batches: if reading stops part way, the reader's
+    # count would include the rest of the batch.
+    taken = 0
     try:
         with reader:
-            for packet in reader:
-                segment = decode_tcp(packet.linktype, packet.data, ports, decode_stats)
-                if segment is not None:
-                    if parts > 1 and _shard(segment, parts) != mine:
-                        continue
-                    if skip:
-                        skip -= 1
-                        continue
-                    events = feed(packet.ts, segment)
-                    if events:
-                        yield from events
+            for linktype, data, records in reader.batches():
+                for ts, start, stop in records:
+                    taken += 1
+                    segment = decode_at(
+                        linktype, data, start, stop, ports, decode_stats
+                    )
+                    if segment is not None:
+                        if parts > 1 and _shard(segment, parts) != mine:
+                            continue
+                        if skip:
+                            skip -= 1
+                            continue
+                        events = feed(ts, segment)
+                        if events:
+                            yield from events
     finally:
-        stats.packets += reader.packets_read
+        stats.packets += taken
         stats.bytes += reader.raw_bytes_read
         stats.smtp_packets = decode_stats.tcp
 
@@ -152,10 +159,9 @@ _PCAP_MAGICS = frozenset(
 )
 
 
-def _shard(segment: TcpSegment, parts: int) -> int:
-    return shard_of(
-        segment.src_ip, segment.src_port, segment.dst_ip, segment.dst_port, parts
-    )
+def _shard(segment: Segment, parts: int) -> int:
+    src_ip, dst_ip, src_port, dst_port = segment[:4]
+    return shard_of(src_ip, src_port, dst_ip, dst_port, parts)
 
 
 def _fast_path_suits(path: str) -> bool:
@@ -221,20 +227,25 @@ def _filtered_capture(
     feed = reassembler.feed
     mine, parts = shard
     delivered = 0
+    taken = 0  # as in _one_capture
     stopped: str | None = None
     try:
         with reader:
-            for packet in reader:
-                segment = decode_tcp(packet.linktype, packet.data, ports, decode_stats)
-                if segment is not None:
-                    if parts > 1 and _shard(segment, parts) != mine:
-                        continue
-                    delivered += 1
-                    if on_read is not None and not delivered & 0xFFF:
-                        on_read(pipe.position())
-                    events = feed(packet.ts, segment)
-                    if events:
-                        yield from events
+            for linktype, data, records in reader.batches():
+                for ts, start, stop in records:
+                    taken += 1
+                    segment = decode_at(
+                        linktype, data, start, stop, ports, decode_stats
+                    )
+                    if segment is not None:
+                        if parts > 1 and _shard(segment, parts) != mine:
+                            continue
+                        delivered += 1
+                        if on_read is not None and not delivered & 0xFFF:
+                            on_read(pipe.position())
+                        events = feed(ts, segment)
+                        if events:
+                            yield from events
         stopped = pipe.finish()
     except CaptureError:
         # The stream libpcap writes is well formed unless it was cut short:
@@ -242,13 +253,13 @@ def _filtered_capture(
         stopped = pipe.finish() or "filtered stream ended early"
     finally:
         pipe.close()
-        stats.packets += reader.packets_read
+        stats.packets += taken
         stats.smtp_packets = decode_stats.tcp
     if stopped is None:
         stats.bytes += os.path.getsize(path)
         return None
     log.debug("libpcap stopped on %s: %s", path, stopped)
-    stats.packets -= reader.packets_read  # the Python reader counts them again
+    stats.packets -= taken  # the Python reader counts them again
     return delivered
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.decode import ACK, FIN, RST, SYN, TcpSegment
+from capture.decode import ACK, FIN, RST, SYN, Segment, TcpSegment
 from capture.reassembly import Reassembler
 from capture.stream import (
     CloseReason,
@@ -30,7 +30,7 @@ PSH_ACK = 0x18
 
 
 def feed_all(
-    segments: Sequence[tuple[int, TcpSegment]],
+    segments: Sequence[tuple[int, Segment]],
     reassembler: Reassembler | None = None,
     *,
     finish: bool = True,
@@ -655,3 +655,23 @@ def test_a_retransmitted_syn_after_the_syn_ack_is_the_same_connection() -> None:
     )
     assert len([e for e in events if isinstance(e, StreamOpened)]) == 1
     assert stream(events, Direction.CLIENT) == [b"EHLO x\r\n"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(lossy_stream())
+def test_plain_tuples_are_taken_as_segments(
+    case: tuple[bytes, list[tuple[int, bytes] | int]],
+) -> None:
+    # The bulk reader hands the reassembler plain tuples of a TcpSegment's
+    # fields: same events, whichever path each segment takes.
+    _, items = case
+    segments = [*handshake()]
+    for i, item in enumerate(items, start=10):
+        if isinstance(item, int):
+            segments.append((i, s(0, ack=C_ISN + 1 + item, flags=ACK)))
+        else:
+            segments.append((i, c(item[0], item[1], missing=item[0] % 3)))
+    segments.append((900, c(2000, flags=ACK | FIN)))
+    plain = [(ts, tuple(segment)) for ts, segment in segments]
+    named = feed_all(segments)
+    assert [repr(e) for e in feed_all(plain)] == [repr(e) for e in named]
