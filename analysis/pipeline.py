@@ -124,9 +124,10 @@ class SessionTracker:
         stopping closes with "interrupted").
         """
         if isinstance(event, StreamData):
-            builder = self.builders.get(event.conn.conn_id)
+            conn, direction, ts, data = event  # one step for the four fields
+            builder = self.builders.get(conn.conn_id)
             if builder is not None:
-                builder.data(event.direction, event.data, event.ts)
+                builder.data(direction, data, ts)
         elif isinstance(event, StreamOpened):
             conn = event.conn
             key = (conn.client_ip, conn.client_port, conn.server_ip, conn.server_port)
