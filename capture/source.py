@@ -160,7 +160,7 @@ _PCAP_MAGICS = frozenset(
 
 
 def _shard(segment: Segment, parts: int) -> int:
-    src_ip, dst_ip, src_port, dst_port = segment[:4]
+    src_ip, dst_ip, src_port, dst_port = segment[0]
     return shard_of(src_ip, src_port, dst_ip, dst_port, parts)
 
 
