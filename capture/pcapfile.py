@@ -506,7 +506,9 @@ class CaptureReader:
         # Locals rather than globals and attributes: this loop runs per packet.
         ns_per_s = _NS_PER_S
         frac_ns = 1 if nano else 1000
-        unpack = struct.Struct(order + "IIII").unpack_from
+        max_caplen = MAX_CAPLEN
+        # Time and captured length; the length on the wire is not needed.
+        unpack = struct.Struct(order + "III").unpack_from
         count = 0
         base = 0  # offset of buf[0] in the capture
         pos = 24
@@ -515,15 +517,17 @@ class CaptureReader:
             end = len(buf)
             records: list[Record] = []
             add = records.append
-            caplen = -1  # the packet length of a record whose header is in
-            while end - pos >= header_len:
-                sec, frac, caplen, _ = unpack(buf, pos)
-                stop = pos + header_len + caplen
-                if stop > end or caplen > MAX_CAPLEN:
+            start = pos + header_len  # where the packet of the record at pos starts
+            while start <= end:
+                sec, frac, caplen = unpack(buf, pos)
+                stop = start + caplen
+                if stop > end or caplen > max_caplen:
                     break
-                add((sec * ns_per_s + frac * frac_ns, pos + header_len, stop))
+                add((sec * ns_per_s + frac * frac_ns, start, stop))
                 pos = stop
-                caplen = -1
+                start = stop + header_len
+            else:
+                caplen = -1  # no whole record header left
             if records:
                 count += len(records)
                 self.packets_read = count
