@@ -243,9 +243,8 @@ class SessionBuilder:
         for event in events:
             if isinstance(event, TlsBytesSeen):
                 if self._handshake is not None and not self._inside:
-                    self._handshake.data(
-                        event.from_client, event.data, event.missing, event.ts
-                    )
+                    ts, from_client, data, missing = event
+                    self._handshake.data(from_client, data, missing, ts)
             elif isinstance(event, ReplySeen):
                 self._on_reply(event)
             elif isinstance(event, CommandSeen):
@@ -483,11 +482,12 @@ class SessionBuilder:
             self._message_txn = kept
 
     def _fill_reply(self, row: CommandRecord, reply: Reply, ts: int) -> None:
-        row.reply_code = reply.code
-        row.reply_enhanced = reply.enhanced
-        row.reply_text = reply.text
+        code, enhanced, lines = reply
+        row.reply_code = code
+        row.reply_enhanced = enhanced
+        row.reply_text = "\n".join(lines)  # Reply.text, without the call
         row.reply_ts = ts
-        row.latency_s = _seconds(ts, row.ts)
+        row.latency_s = (ts - row.ts) / NS  # _seconds, both times known
 
     def _on_auth_result(self, reply: Reply) -> None:
         if reply.klass == 2:

@@ -42,6 +42,7 @@ from analysis.smtp.events import (
 from analysis.smtp.framing import ChunkHeaders, DataBody
 from analysis.smtp.syntax import (
     KNOWN_VERBS,
+    REPLY_CODES,
     enhanced_code,
     parse_bdat,
     parse_reply_line,
@@ -709,12 +710,26 @@ class SmtpParser:
             self._anomaly(
                 out, ts, "line_too_long", f"server line of {len(line) + 2} bytes"
             )
-        text = wire_text(line)
-        parsed = parse_reply_line(text)
-        if parsed is None:
-            self._anomaly(out, ts, "malformed_reply", text[:200])
-            return
-        code, more, rest = parsed
+        # wire_text and parse_reply_line, inline for the common line: ASCII,
+        # three digits, then "-" or " ". Anything else goes by them.
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            text = wire_text(line)
+        code = REPLY_CODES.get(text[:3])
+        sep = text[3:4]
+        if code is not None and sep == "-":
+            more = True
+            rest = text[4:]
+        elif code is not None and sep == " ":
+            more = False
+            rest = text[4:]
+        else:
+            parsed = parse_reply_line(text)
+            if parsed is None:
+                self._anomaly(out, ts, "malformed_reply", text[:200])
+                return
+            code, more, rest = parsed
         if self._reply_lines and code != self._reply_code:
             self._anomaly(
                 out, ts, "malformed_reply", f"code changed inside a reply: {text}"
