@@ -108,6 +108,10 @@ class _Half:
         return self.fin_off is not None and self.next_off >= self.fin_off
 
 
+# Flags that take a segment off the fast lane of Reassembler.feed, as one
+# constant: the expression would be computed per segment.
+_SYN_FIN_RST: Final = SYN | FIN | RST
+
 # How far from the next expected byte a RST may be and still be believed.
 # Endpoints take only an exact match (RFC 5961 3.2); a capture that lost
 # some segments sees the stream a little behind, hence some slack.
@@ -232,7 +236,7 @@ class Reassembler:
 
         key, seq, ack, flags, payload, missing = seg
         found = self._flows.get(key)
-        if found is not None and not flags & (SYN | FIN | RST) and not missing:
+        if found is not None and not flags & _SYN_FIN_RST and not missing:
             flow, direction, side = found
             conn = flow.conn
             if flow.steady and ts - conn.last_ts <= self._idle_ns:

@@ -224,9 +224,13 @@ class SmtpParser:
                 self.tls_client_bytes += len(data)
                 out.append(_new(TlsBytesSeen, (ts, True, data, 0)))
                 return out
-            end = self._body_input(data, 0, ts, out)
-            if end < len(data):
-                self._client_input(data[end:], ts, out)
+            body = self._body
+            assert body is not None  # in DATA_BODY mode there is one
+            end = body.feed(data, 0)
+            if end >= 0:  # the end-of-data line: then commands, perhaps
+                self._body_ended(ts, out)
+                if end < len(data):
+                    self._client_input(data[end:], ts, out)
             return out
         if not self._tls_decided:
             self._decide_tls(data, ts, from_client=True, out=out)
@@ -548,9 +552,13 @@ class SmtpParser:
         end = body.feed(buf, pos)
         if end < 0:
             return len(buf)
+        self._body_ended(ts, out)
+        return end
+
+    def _body_ended(self, ts: int, out: list[SmtpEvent]) -> None:
+        """The end-of-data line was read: the message awaits its reply."""
         self._finish_body(ts, out)
         self._pending.append(_Pending(self._last_data_index, ".", ts))
-        return end
 
     def _finish_body(self, ts: int, out: list[SmtpEvent]) -> None:
         body = self._body
