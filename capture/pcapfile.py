@@ -541,7 +541,37 @@ class CaptureReader:
                 )
             need = header_len if caplen < 0 else header_len + caplen
             base += pos
-            buf = self._refill(buf, pos, need)
+            rest = buf[pos:]
+            chunk = self._read()
+            if not rest and chunk:
+                buf = chunk  # the records ended with the chunk
+                pos = 0
+                continue
+            if caplen < 0 and len(rest) + len(chunk) >= header_len:
+                # The record header goes on in the chunk: its length, then.
+                caplen = unpack(rest + chunk[: header_len - len(rest)], 0)[2]
+                if caplen > MAX_CAPLEN:
+                    raise self._damage(
+                        base, f"record length {caplen} exceeds {MAX_CAPLEN}"
+                    )
+                need = header_len + caplen
+            if caplen >= 0 and len(rest) + len(chunk) >= need:
+                # The record that goes on in the chunk makes a batch of its
+                # own, and the walk goes on in the chunk itself: rest +
+                # chunk would copy a whole chunk per chunk read.
+                used = need - len(rest)
+                joint = rest + chunk[:used]
+                sec, frac, _ = unpack(joint, 0)
+                count += 1
+                self.packets_read = count
+                ts = sec * ns_per_s + frac * frac_ns
+                yield base, Batch(linktype, joint, [(ts, header_len, need)])
+                base += len(rest)
+                buf = chunk
+                pos = used
+                continue
+            # A chunk too short to finish the record, or the end: gather.
+            buf = self._refill(rest + chunk, 0, need)
             pos = 0
             end = len(buf)
             if end >= need:
