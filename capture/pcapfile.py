@@ -512,6 +512,11 @@ class CaptureReader:
         count = 0
         base = 0  # offset of buf[0] in the capture
         pos = 24
+        # Packets come many to a second: the second's nanoseconds are kept
+        # rather than multiplied out again for each (a product of several
+        # digits in Python).
+        second = -1
+        second_ns = 0
         while True:
             # Step 1: every whole record left in buf, found.
             end = len(buf)
@@ -523,7 +528,10 @@ class CaptureReader:
                 stop = start + caplen
                 if stop > end or caplen > max_caplen:
                     break
-                add((sec * ns_per_s + frac * frac_ns, start, stop))
+                if sec != second:
+                    second = sec
+                    second_ns = sec * ns_per_s
+                add((second_ns + frac * frac_ns, start, stop))
                 pos = stop
                 start = stop + header_len
             else:

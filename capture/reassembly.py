@@ -104,9 +104,6 @@ class _Half:
         delta = ((seq - expected + _SEQ_HALF) % _SEQ_MOD) - _SEQ_HALF
         return self.next_off + delta
 
-    def finished(self) -> bool:
-        return self.fin_off is not None and self.next_off >= self.fin_off
-
 
 # Flags that take a segment off the fast lane of Reassembler.feed, as one
 # constant: the expression would be computed per segment.
@@ -482,9 +479,10 @@ class Reassembler:
         # Closed once each side's FIN is reached (RFC 9293 3.6) and the last
         # FIN is acknowledged: that final ACK is the connection's last packet.
         if (
-            (half.fin_off is not None or peer.fin_off is not None)
-            and half.finished()
-            and peer.finished()
+            half.fin_off is not None
+            and peer.fin_off is not None
+            and half.next_off >= half.fin_off
+            and peer.next_off >= peer.fin_off
         ):
             final_ack = not payload and not flags & FIN
             if flow.fin_done or final_ack:

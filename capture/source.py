@@ -150,6 +150,7 @@ def _one_capture(
     # With several workers each keeps the connections whose ports hash to
     # it: the hash is the same both ways, so a connection stays whole.
     mine, parts = shard
+    sharded = parts > 1
     skip = 0
     if _fast_path_suits(path):
         delivered = yield from _filtered_capture(
@@ -176,7 +177,7 @@ def _one_capture(
                         linktype, data, start, stop, ports, decode_stats
                     )
                     if segment is not None:
-                        if parts > 1 and _shard(segment, parts) != mine:
+                        if sharded and _shard(segment, parts) != mine:
                             continue
                         if skip:
                             skip -= 1
@@ -272,6 +273,7 @@ def _filtered_capture(
     decode_stats = stats.decode
     feed = reassembler.feed
     mine, parts = shard
+    sharded = parts > 1
     delivered = 0
     taken = 0  # as in _one_capture
     stopped: str | None = None
@@ -284,7 +286,7 @@ def _filtered_capture(
                         linktype, data, start, stop, ports, decode_stats
                     )
                     if segment is not None:
-                        if parts > 1 and _shard(segment, parts) != mine:
+                        if sharded and _shard(segment, parts) != mine:
                             continue
                         delivered += 1
                         if on_read is not None and not delivered & 0xFFF:

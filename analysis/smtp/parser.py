@@ -437,7 +437,10 @@ class SmtpParser:
             # Not a command (RFC 5321 4.1.1), but servers answer it (500),
             # so it takes its place in the queue like any unknown verb.
             self._anomaly(out, ts, "empty_line", "client sent an empty line")
-        text = wire_text(line)
+        try:
+            text = line.decode("ascii")  # wire_text, inline for ASCII lines
+        except UnicodeDecodeError:
+            text = wire_text(line)
         verb, argument, known = split_command(text)
         if self._auth_open and not self._server_spoke and not known:
             # One-sided capture inside AUTH: an unknown "verb" is an answer

@@ -191,8 +191,10 @@ def parse_headers(block: bytes) -> tuple[tuple[str, str], ...]:
     header nor a continuation ends the block, as a mail client would treat it.
     """
     headers: list[tuple[str, str]] = []
-    for raw in block.split(b"\n"):
-        line = wire_text(raw.rstrip(b"\r"))
+    # Decoded whole, as wire_text would each line: UTF-8 never uses the LF
+    # byte inside a character, so no line decodes differently.
+    for line in wire_text(block).split("\n"):
+        line = line.rstrip("\r")
         if not line:
             break
         if line[0] in " \t":
