@@ -1,6 +1,6 @@
 """Live packets in, rows out as soon as they are final: the live analysis loop.
 
-``LiveAnalyzer`` runs the offline path (``decode_tcp``, ``Reassembler``,
+``LiveAnalyzer`` runs the offline path (``decode_at``, ``Reassembler``,
 ``SessionTracker``) on packets as they are captured. It writes each row
 through ``on_row`` once the row can no longer change: commands when their
 reply is in, transactions when they have ended, anomalies when seen, and
@@ -25,7 +25,7 @@ from analysis.detect import AlertEngine, Rules
 from analysis.pipeline import IMPLICIT_TLS_PORTS, SessionTracker
 from analysis.records import SessionResult
 from analysis.session import SessionBuilder
-from capture.decode import DecodeStats, decode_tcp
+from capture.decode import DecodeStats, decode_at
 from capture.live import LiveSource
 from capture.pcapfile import RawPacket
 from capture.pcapwriter import RotatingWriter
@@ -80,8 +80,9 @@ class LiveAnalyzer:
 
     def feed(self, packet: RawPacket) -> None:
         self.packets += 1
-        segment = decode_tcp(
-            packet.linktype, packet.data, self.ports, self.decode_stats
+        data = packet.data
+        segment = decode_at(
+            packet.linktype, data, 0, len(data), self.ports, self.decode_stats
         )
         if segment is not None:
             self._apply(self.reassembler.feed(packet.ts, segment))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from analysis.records import SessionResult
 from analysis.session import SessionBuilder
 from analysis.tls.decrypt import DecryptedStreams, decrypt_captures
-from capture.source import SourceStats, iter_stream_events
+from capture.source import SourceStats, handle_stream_events
 from capture.stream import (
     StreamAnomaly,
     StreamClosed,
@@ -78,12 +78,14 @@ def analyze(
     tracker = SessionTracker(decrypted=decrypted)
 
     try:
-        for event in iter_stream_events(
-            list(paths), all_ports, stats=source, progress=progress, shard=shard
-        ):
-            result = tracker.handle(event)
-            if result is not None:
-                yield result
+        yield from handle_stream_events(
+            list(paths),
+            tracker.handle,
+            all_ports,
+            stats=source,
+            progress=progress,
+            shard=shard,
+        )
     except KeyboardInterrupt:
         # Ctrl-C (a user ending "tcpdump -w - | smtpscope read -"): what was
         # read so far is kept, the open sessions marked as cut short.
@@ -124,9 +126,10 @@ class SessionTracker:
         stopping closes with "interrupted").
         """
         if isinstance(event, StreamData):
-            builder = self.builders.get(event.conn.conn_id)
+            conn, direction, ts, data = event  # one step for the four fields
+            builder = self.builders.get(conn.conn_id)
             if builder is not None:
-                builder.data(event.direction, event.data, event.ts)
+                builder.data(direction, data, ts)
         elif isinstance(event, StreamOpened):
             conn = event.conn
             key = (conn.client_ip, conn.client_port, conn.server_ip, conn.server_port)

@@ -72,11 +72,12 @@ _V4_FIELDS = struct.Struct(">H2xH1xB").unpack_from  # total length, frag, protoc
 _PORTS = struct.Struct(">HH").unpack_from
 _SEQ_ACK = struct.Struct(">IIBB").unpack_from  # seq, ack, data offset, flags
 # From the start of an Ethernet frame: EtherType; IPv4 version and header
-# length, total length, fragment field, protocol, addresses; then TCP ports,
-# sequence and acknowledgment numbers, data offset and flags.
-_ETH_IPV4_TCP = struct.Struct(">12xHBxH2xHxB2x4s4sHHIIBB").unpack_from
-# The same for IPv6: version, payload length, next header, addresses, TCP.
-_ETH_IPV6_TCP = struct.Struct(">14xB3xHBx16s16sHHIIBB").unpack_from
+# length, total length, fragment field, protocol; then TCP ports, sequence
+# and acknowledgment numbers, data offset and flags. The addresses are read
+# only for watched segments, as bytes (see _flow_keys).
+_ETH_IPV4_TCP = struct.Struct(">12xHBxH2xHxB10xHHIIBB").unpack_from
+# The same for IPv6: version, payload length, next header, then TCP.
+_ETH_IPV6_TCP = struct.Struct(">14xB3xHBx32xHHIIBB").unpack_from
 
 
 class TcpSegment(NamedTuple):
@@ -92,6 +93,46 @@ class TcpSegment(NamedTuple):
     payload: bytes  # what the capture holds of the payload
     truncated: bool  # the capture cut the payload short
     missing: int = 0  # payload bytes announced by the IP header but not captured
+
+
+# Source address, destination address, source port, destination port: the
+# first fields of a TcpSegment, and what the reassembler finds flows by.
+FlowKey = tuple[str, str, int, int]
+# A TcpSegment as decode_at hands it on, a plain tuple: (flow key, seq, ack,
+# flags, payload, missing). Cheaper to build than the NamedTuple by about
+# as much as the rest of decoding a frame costs, and its flow key is one
+# cached tuple per direction of a connection rather than one per segment.
+Segment = tuple[FlowKey, int, int, int, bytes, int]
+
+
+def compact(segment: TcpSegment) -> Segment:
+    """A TcpSegment as decode_at would have handed it on."""
+    return (
+        (segment.src_ip, segment.dst_ip, segment.src_port, segment.dst_port),
+        segment.seq,
+        segment.ack,
+        segment.flags,
+        segment.payload,
+        segment.missing,
+    )
+
+
+def expand(segment: Segment) -> TcpSegment:
+    """The TcpSegment that ``segment`` was made from."""
+    key, seq, ack, flags, payload, missing = segment
+    src_ip, dst_ip, src_port, dst_port = key
+    return TcpSegment(
+        src_ip,
+        dst_ip,
+        src_port,
+        dst_port,
+        seq,
+        ack,
+        flags,
+        payload,
+        missing > 0,
+        missing,
+    )
 
 
 @dataclass(slots=True)
@@ -117,6 +158,9 @@ class DecodeStats:
 # Address text is built once per distinct address; captures hold few.
 _TEXT_CACHE_LIMIT: Final = 1 << 16
 _address_text: dict[bytes, str] = {}
+# Flow keys of watched segments, by their addresses and ports as they lie
+# in the frame: one per direction of each connection.
+_flow_keys: dict[bytes, FlowKey] = {}
 
 
 def _address(raw: bytes) -> str:
@@ -139,49 +183,67 @@ def decode_tcp(
     """
     if stats is None:
         stats = DecodeStats()
-    n = len(data)
+    segment = decode_at(linktype, data, 0, len(data), ports, stats)
+    return None if segment is None else expand(segment)
+
+
+def decode_at(
+    linktype: int,
+    buf: bytes,
+    begin: int,
+    end: int,
+    ports: frozenset[int],
+    stats: DecodeStats,
+) -> Segment | None:
+    """``decode_tcp`` of the frame ``buf[begin:end]``, without copying it,
+    as a ``Segment``."""
+    n = end - begin
     if linktype == LINKTYPE_ETHERNET and n >= 54:
         # Untagged Ethernet, then IPv4 with a 20-byte header and no
         # fragmentation or IPv6 with TCP next, the whole packet captured and
         # a sound TCP header: most frames of any capture, read in one go.
         # Anything else, and whatever this path would have to count, takes
         # the general path.
-        (ethertype, ver_ihl, total, frag, proto, src, dst, src_port, dst_port,
-         seq, ack, data_offset, flags) = _ETH_IPV4_TCP(data)  # fmt: skip
-        tcp = wire_end = 0  # no plain header found
+        (ethertype, ver_ihl, total, frag, proto, src_port, dst_port, seq, ack,
+         data_offset, flags) = _ETH_IPV4_TCP(buf, begin)  # fmt: skip
+        tcp = wire_end = addresses = 0  # no plain header found
         if ethertype == 0x0800:
             if ver_ihl == 0x45 and proto == _PROTO_TCP and not frag & 0x3FFF:
                 tcp = 34
                 wire_end = 14 + total
+                addresses = 8
         elif ethertype == 0x86DD and n >= 68:
-            (version, payload_len, next_header, src, dst, src_port, dst_port,
-             seq, ack, data_offset, flags) = _ETH_IPV6_TCP(data)  # fmt: skip
+            (version, payload_len, next_header, src_port, dst_port, seq, ack,
+             data_offset, flags) = _ETH_IPV6_TCP(buf, begin)  # fmt: skip
             if version >> 4 == 6 and next_header == _PROTO_TCP and payload_len:
                 tcp = 54
                 wire_end = 54 + payload_len
+                addresses = 32
         start = tcp + ((data_offset >> 4) << 2)
         if tcp and tcp + 20 <= start <= wire_end <= n:
             if src_port not in ports and dst_port not in ports:
                 stats.other_port += 1
                 return None
             stats.tcp += 1
-            text = _address_text
-            return tuple.__new__(
-                TcpSegment,
-                (
-                    text.get(src) or _address(src),
-                    text.get(dst) or _address(dst),
-                    src_port,
-                    dst_port,
-                    seq,
-                    ack,
-                    flags,
-                    data[start:wire_end],
-                    False,
-                    0,
-                ),
-            )
-    return _decode_general(linktype, data, ports, stats)
+            # Both addresses and both ports lie side by side before the rest
+            # of the TCP header.
+            where = buf[begin + tcp - addresses : begin + tcp + 4]
+            key = _flow_keys.get(where) or _flow_key(where)
+            return key, seq, ack, flags, buf[begin + start : begin + wire_end], 0
+    frame = buf if begin == 0 and end == len(buf) else buf[begin:end]
+    segment = _decode_general(linktype, frame, ports, stats)
+    return None if segment is None else compact(segment)
+
+
+def _flow_key(where: bytes) -> FlowKey:
+    """The flow key of two addresses of one family then two ports as they lie
+    in a frame, cached."""
+    size = (len(where) - 4) // 2
+    src_port, dst_port = _PORTS(where, 2 * size)
+    key = (_address(where[:size]), _address(where[size : 2 * size]), src_port, dst_port)
+    if len(_flow_keys) < _TEXT_CACHE_LIMIT:
+        _flow_keys[where] = key
+    return key
 
 
 def _decode_general(

@@ -89,6 +89,25 @@ class RawPacket(NamedTuple):
     offset: int  # byte offset of its record in the (decompressed) capture
 
 
+# One packet of a Batch: (capture time in ns, start, stop) of its bytes in
+# the batch's buffer.
+Record = tuple[int, int, int]
+
+
+class Batch(NamedTuple):
+    """The packets found in one buffer of the capture, all of one link type.
+
+    What ``CaptureReader.batches`` yields instead of one ``RawPacket`` per
+    packet: a packet costs a plain tuple in a list rather than a NamedTuple,
+    a generator step and a copy of its bytes, which adds up over a million
+    packets. A reader takes ``data[start:stop]`` only of what it needs.
+    """
+
+    linktype: int
+    data: bytes
+    records: list[Record]
+
+
 class CaptureError(Exception):
     """A capture that cannot be read (further): damaged, not a capture, unreadable.
 
@@ -278,6 +297,9 @@ class CaptureReader:
     against ``size``, the stored size when known). ``format`` is "pcap" or
     "pcapng" and ``compressed`` tells whether the file was gzip-compressed,
     both known once iteration has started.
+
+    ``batches`` is the other way to read the packets, for readers of many:
+    use one or the other.
     """
 
     def __init__(
@@ -302,6 +324,7 @@ class CaptureReader:
         self._chunks: _Chunks = self._file
         self._failure: str | None = None  # a source error, raised after the data
         self._packets = self._run()
+        self._batches: Generator[Batch, None, None] | None = None
 
     @property
     def raw_bytes_read(self) -> int:
@@ -313,6 +336,20 @@ class CaptureReader:
 
     def __next__(self) -> RawPacket:
         return next(self._packets)
+
+    def batches(self) -> Iterator[Batch]:
+        """The packets, a buffer at a time: the same packets as iterating.
+
+        Classic pcap is read a chunk at a time, as iterating does, and each
+        chunk's whole records make one batch. pcapng packets come one per
+        batch: only classic pcap is read in bulk (the filtered stream
+        libpcap writes, every large capture tcpdump writes).
+        ``packets_read`` counts the packets of the batches handed out.
+        Damage surfaces as when iterating, after the batches before it.
+        """
+        if self._batches is None:
+            self._batches = self._run_batches()
+        return self._batches
 
     def __enter__(self) -> CaptureReader:
         return self
@@ -327,6 +364,8 @@ class CaptureReader:
 
     def close(self) -> None:
         self._packets.close()
+        if self._batches is not None:
+            self._batches.close()
         if self._owns_stream:
             self._stream.close()
 
@@ -372,6 +411,27 @@ class CaptureReader:
     # -- format detection -----------------------------------------------
 
     def _run(self) -> Generator[RawPacket, None, None]:
+        head, layout = self._detect()
+        if layout is None:
+            yield from self._pcapng(head)
+        else:
+            yield from self._pcap(head, *layout)
+
+    def _run_batches(self) -> Generator[Batch, None, None]:
+        head, layout = self._detect()
+        if layout is not None:
+            for _, batch in self._pcap_batches(head, *layout):
+                yield batch
+            return
+        for packet in self._pcapng(head):
+            data = packet.data
+            yield Batch(packet.linktype, data, [(packet.ts, 0, len(data))])
+
+    def _detect(self) -> tuple[bytes, tuple[bool, bool, int] | None]:
+        """The first bytes and, for classic pcap, its layout (None: pcapng).
+
+        Raises ``CaptureError`` for anything else.
+        """
         head = self._refill(b"", 0, 4)
         if not head:
             raise self._not_capture("empty file, not a pcap or pcapng file")
@@ -388,13 +448,11 @@ class CaptureReader:
         magic = head[:4]
         if magic == _PCAPNG_SHB:
             self.format = "pcapng"
-            yield from self._pcapng(head)
-            return
+            return head, None
         layout = _PCAP_MAGICS.get(magic)
         if layout is not None:
             self.format = "pcap"
-            yield from self._pcap(head, *layout)
-            return
+            return head, layout
         if self._failure is not None:
             raise self._damage(0, self._failure)
         for other, what in _OTHER_MAGICS.items():
@@ -407,6 +465,39 @@ class CaptureReader:
     def _pcap(
         self, buf: bytes, big: bool, nano: bool, header_len: int
     ) -> Iterator[RawPacket]:
+        """Classic pcap a packet at a time: the batches taken apart."""
+        # A record header ends with the length on the wire, then, in the
+        # 24-byte variant, 8 bytes more.
+        wire_len_at = struct.Struct(">I" if big else "<I").unpack_from
+        new = tuple.__new__  # skips NamedTuple's Python-level __new__
+        packet = RawPacket
+        count = 0
+        try:
+            for base, batch in self._pcap_batches(buf, big, nano, header_len):
+                linktype, data, records = batch
+                for ts, start, stop in records:
+                    head = start - header_len
+                    count += 1
+                    yield new(
+                        packet,
+                        (
+                            ts,
+                            linktype,
+                            data[start:stop],
+                            wire_len_at(data, head + 12)[0],
+                            base + head,
+                        ),
+                    )
+        finally:
+            self.packets_read = count
+
+    def _pcap_batches(
+        self, buf: bytes, big: bool, nano: bool, header_len: int
+    ) -> Iterator[tuple[int, Batch]]:
+        """Classic pcap, a chunk at a time: (offset of the batch's data, batch).
+
+        Sets ``packets_read`` to the packets of the batches yielded so far.
+        """
         order = ">" if big else "<"
         buf = self._refill(buf, 0, 24)
         if len(buf) < 24:
@@ -415,63 +506,95 @@ class CaptureReader:
         # Locals rather than globals and attributes: this loop runs per packet.
         ns_per_s = _NS_PER_S
         frac_ns = 1 if nano else 1000
-        unpack = struct.Struct(order + "IIII").unpack_from
-        new = tuple.__new__  # skips NamedTuple's Python-level __new__
-        packet = RawPacket
+        max_caplen = MAX_CAPLEN
+        # Time and captured length; the length on the wire is not needed.
+        unpack = struct.Struct(order + "III").unpack_from
         count = 0
         base = 0  # offset of buf[0] in the capture
         pos = 24
-        end = len(buf)
-        try:
-            while True:
-                if end - pos < header_len:
-                    self.packets_read = count
-                    base += pos
-                    buf = self._refill(buf, pos, header_len)
-                    pos = 0
-                    end = len(buf)
-                    if end < header_len:
-                        if end == 0 and self._failure is None:
-                            return
-                        raise self._damage(
-                            base,
-                            f"record header truncated at {end} of {header_len} bytes",
-                        )
-                sec, frac, caplen, wire_len = unpack(buf, pos)
+        # Packets come many to a second: the second's nanoseconds are kept
+        # rather than multiplied out again for each (a product of several
+        # digits in Python).
+        second = -1
+        second_ns = 0
+        while True:
+            # Step 1: every whole record left in buf, found.
+            end = len(buf)
+            records: list[Record] = []
+            add = records.append
+            start = pos + header_len  # where the packet of the record at pos starts
+            while start <= end:
+                sec, frac, caplen = unpack(buf, pos)
+                stop = start + caplen
+                if stop > end or caplen > max_caplen:
+                    break
+                if sec != second:
+                    second = sec
+                    second_ns = sec * ns_per_s
+                add((second_ns + frac * frac_ns, start, stop))
+                pos = stop
+                start = stop + header_len
+            else:
+                caplen = -1  # no whole record header left
+            if records:
+                count += len(records)
+                self.packets_read = count
+                yield base, Batch(linktype, buf, records)
+
+            # Step 2: what stopped step 1: damage, the end of the data, or
+            # a record that goes on in the next chunk.
+            if caplen > MAX_CAPLEN:
+                raise self._damage(
+                    base + pos, f"record length {caplen} exceeds {MAX_CAPLEN}"
+                )
+            need = header_len if caplen < 0 else header_len + caplen
+            base += pos
+            rest = buf[pos:]
+            chunk = self._read()
+            if not rest and chunk:
+                buf = chunk  # the records ended with the chunk
+                pos = 0
+                continue
+            if caplen < 0 and len(rest) + len(chunk) >= header_len:
+                # The record header goes on in the chunk: its length, then.
+                caplen = unpack(rest + chunk[: header_len - len(rest)], 0)[2]
                 if caplen > MAX_CAPLEN:
                     raise self._damage(
-                        base + pos, f"record length {caplen} exceeds {MAX_CAPLEN}"
+                        base, f"record length {caplen} exceeds {MAX_CAPLEN}"
                     )
-                start = pos + header_len
-                stop = start + caplen
-                if stop > end:
-                    self.packets_read = count
-                    base += pos
-                    buf = self._refill(buf, pos, header_len + caplen)
-                    pos = 0
-                    end = len(buf)
-                    start = header_len
-                    stop = start + caplen
-                    if stop > end:
-                        raise self._damage(
-                            base,
-                            f"record truncated: {caplen} bytes of packet announced, "
-                            f"{end - start} present",
-                        )
+                need = header_len + caplen
+            if caplen >= 0 and len(rest) + len(chunk) >= need:
+                # The record that goes on in the chunk makes a batch of its
+                # own, and the walk goes on in the chunk itself: rest +
+                # chunk would copy a whole chunk per chunk read.
+                used = need - len(rest)
+                joint = rest + chunk[:used]
+                sec, frac, _ = unpack(joint, 0)
                 count += 1
-                yield new(
-                    packet,
-                    (
-                        sec * ns_per_s + frac * frac_ns,
-                        linktype,
-                        buf[start:stop],
-                        wire_len,
-                        base + pos,
-                    ),
+                self.packets_read = count
+                ts = sec * ns_per_s + frac * frac_ns
+                yield base, Batch(linktype, joint, [(ts, header_len, need)])
+                base += len(rest)
+                buf = chunk
+                pos = used
+                continue
+            # A chunk too short to finish the record, or the end: gather.
+            buf = self._refill(rest + chunk, 0, need)
+            pos = 0
+            end = len(buf)
+            if end >= need:
+                continue
+            if caplen >= 0:
+                raise self._damage(
+                    base,
+                    f"record truncated: {caplen} bytes of packet announced, "
+                    f"{end - header_len} present",
                 )
-                pos = stop
-        finally:
-            self.packets_read = count
+            if end == 0 and self._failure is None:
+                return
+            raise self._damage(
+                base, f"record header truncated at {end} of {header_len} bytes"
+            )
 
     # -- pcapng ---------------------------------------------------------
 

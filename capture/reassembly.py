@@ -32,7 +32,7 @@ import bisect
 from dataclasses import dataclass, fields
 from typing import Final
 
-from capture.decode import ACK, FIN, RST, SYN, TcpSegment
+from capture.decode import ACK, FIN, RST, SYN, FlowKey, Segment
 from capture.stream import (
     CloseReason,
     Connection,
@@ -51,8 +51,6 @@ _NS_PER_S: Final = 1_000_000_000
 _DIRECTIONS: Final = (Direction.CLIENT, Direction.SERVER)
 _NEVER_SWEPT: Final = -(1 << 63)
 
-# src ip, dst ip, src port, dst port: the first fields of a TcpSegment.
-_FlowKey = tuple[str, str, int, int]
 # A held-back piece of stream: (start, end, bytes), or bytes None for a
 # range the capture is known to lack (a segment the snap length cut short).
 _Piece = tuple[int, int, bytes | None]
@@ -106,9 +104,10 @@ class _Half:
         delta = ((seq - expected + _SEQ_HALF) % _SEQ_MOD) - _SEQ_HALF
         return self.next_off + delta
 
-    def finished(self) -> bool:
-        return self.fin_off is not None and self.next_off >= self.fin_off
 
+# Flags that take a segment off the fast lane of Reassembler.feed, as one
+# constant: the expression would be computed per segment.
+_SYN_FIN_RST: Final = SYN | FIN | RST
 
 # How far from the next expected byte a RST may be and still be believed.
 # Endpoints take only an exact match (RFC 5961 3.2); a capture that lost
@@ -131,9 +130,17 @@ def _same_syn(half: _Half, seq: int) -> bool:
 
 
 class _Flow:
-    __slots__ = ("closed", "closed_ts", "conn", "fin_done", "halves", "keys")
+    __slots__ = (
+        "closed",
+        "closed_ts",
+        "conn",
+        "fin_done",
+        "halves",
+        "keys",
+        "steady",
+    )
 
-    def __init__(self, conn: Connection, keys: tuple[_FlowKey, _FlowKey]) -> None:
+    def __init__(self, conn: Connection, keys: tuple[FlowKey, FlowKey]) -> None:
         self.conn = conn
         self.keys = keys
         self.halves = (_Half(), _Half())
@@ -142,6 +149,26 @@ class _Flow:
         # Both FINs are in, but the ACK of the last one may still come: the
         # connection stays open for it so its packet counts and times it.
         self.fin_done = False
+        # See settle(): False until the first segment has been placed.
+        self.steady = False
+
+    def settle(self) -> None:
+        """Note whether plain segments may take the fast lane of ``feed``.
+
+        They may while the connection is open, past its handshake (or
+        caught after it) and neither side has sent a FIN: then placing
+        bytes, counting and acknowledging is all ``_segment`` would do.
+        Only ``_segment`` and ``_close`` change any of this, and both
+        settle the flow again.
+        """
+        conn = self.conn
+        client, server = self.halves
+        self.steady = (
+            not self.closed
+            and (conn.ack_ts is not None or conn.synack_ts is None)
+            and client.fin_off is None
+            and server.fin_off is None
+        )
 
 
 # What every closed flow points to instead of its own halves and connection:
@@ -184,49 +211,46 @@ class Reassembler:
         self._capture_start = False  # see start_capture
         self._next_id = 0
         # Both orientations of each 4-tuple, to the flow and the direction
-        # a segment sent from its source travels in.
-        self._flows: dict[_FlowKey, tuple[_Flow, Direction]] = {}
+        # a segment sent from its source travels in, as a Direction (for
+        # the events) and as a plain int (to index with: an IntEnum index
+        # takes the slow path of every list and tuple read).
+        self._flows: dict[FlowKey, tuple[_Flow, Direction, int]] = {}
         self._open: dict[int, _Flow] = {}  # by conn_id, so in opening order
         self._closed: dict[int, _Flow] = {}  # in closing order
 
     # -- public ---------------------------------------------------------
 
-    def feed(self, ts: int, seg: TcpSegment) -> list[StreamEvent]:
-        """Take one segment captured at ``ts``; return the events it causes."""
+    def feed(self, ts: int, seg: Segment) -> list[StreamEvent]:
+        """Take one segment captured at ``ts``; return the events it causes.
+
+        ``capture.decode.compact`` turns a TcpSegment into a Segment.
+        """
         events: list[StreamEvent] = []
         if ts >= self._next_sweep:
             if self._capture_start:
                 self._new_capture(ts, events)
             self._sweep(ts, events)
 
-        key = seg[:4]
+        key, seq, ack, flags, payload, missing = seg
         found = self._flows.get(key)
-        flags = seg.flags
-        if found is not None and not flags & (SYN | FIN | RST):
-            flow, direction = found
+        if found is not None and not flags & _SYN_FIN_RST and not missing:
+            flow, direction, side = found
             conn = flow.conn
-            halves = flow.halves
-            half = halves[direction]
-            peer = halves[1 - direction]
-            if (
-                not flow.closed
-                and ts - conn.last_ts <= self._idle_ns
-                and (conn.ack_ts is not None or conn.synack_ts is None)
-                and half.fin_off is None
-                and peer.fin_off is None
-                and not seg.missing
-            ):
+            if flow.steady and ts - conn.last_ts <= self._idle_ns:
                 # An established connection, no FIN about and nothing cut by
                 # the snap length: what most segments are, and all that
                 # _segment would do for them.
                 conn.last_ts = ts
-                conn.packets[direction] += 1
+                conn.packets[side] += 1
+                halves = flow.halves
+                half = halves[side]
+                peer = halves[1 - side]
                 if flags & ACK and peer.base is not None:
                     # _Half.offset and _acknowledged, inline.
                     sent = peer.next_off
                     ack_off = (
                         sent
-                        + ((seg.ack - peer.base - sent + _SEQ_HALF) % _SEQ_MOD)
+                        + ((ack - peer.base - sent + _SEQ_HALF) % _SEQ_MOD)
                         - _SEQ_HALF
                     )
                     if ack_off > peer.acked:
@@ -236,15 +260,14 @@ class Reassembler:
                         if drop > 0:
                             del tail[:drop]
                         if ack_off > sent and peer.pending:
-                            self._gaps_proven(flow, 1 - direction, ts, events)
-                payload = seg.payload
+                            self._gaps_proven(flow, 1 - side, ts, events)
                 if payload:
                     size = len(payload)
-                    conn.wire_bytes[direction] += size
+                    conn.wire_bytes[side] += size
                     if (
                         not half.pending
                         and half.base is not None
-                        and (half.base + half.next_off) % _SEQ_MOD == seg.seq
+                        and (half.base + half.next_off) % _SEQ_MOD == seq
                     ):
                         # _deliver, inline; tuple.__new__ skips the
                         # NamedTuple's Python-level __new__.
@@ -262,27 +285,28 @@ class Reassembler:
 
         new_syn = flags & (SYN | ACK) == SYN
         if found is None:
-            flow, direction = self._start(key, ts, seg, events)
+            flow, direction = self._start(key, ts, flags, events)
         else:
-            flow, direction = found
+            flow, direction, _ = found
             if flow.closed:
                 if not new_syn:
                     self.stats.packets_after_close += 1
-                    self.stats.bytes_after_close += len(seg.payload)
+                    self.stats.bytes_after_close += len(payload)
                     return events
-                flow, direction = self._start(key, ts, seg, events)
+                flow, direction = self._start(key, ts, flags, events)
             elif ts - flow.conn.last_ts > self._idle_ns:
                 self._close(
                     flow, flow.conn.last_ts + self._idle_ns, CloseReason.IDLE, events
                 )
-                flow, direction = self._start(key, ts, seg, events)
-            elif new_syn and not _same_syn(flow.halves[direction], seg.seq):
+                flow, direction = self._start(key, ts, flags, events)
+            elif new_syn and not _same_syn(flow.halves[direction], seq):
                 # A SYN that is not a retransmission of this one's: the
                 # 4-tuple is being used again (RFC 9293 3.4.1 lets an old
                 # connection's pair be reused).
                 self._close(flow, ts, CloseReason.REUSED, events)
-                flow, direction = self._start(key, ts, seg, events)
+                flow, direction = self._start(key, ts, flags, events)
         self._segment(flow, direction, ts, seg, events)
+        flow.settle()
         return events
 
     def start_capture(self) -> None:
@@ -334,39 +358,33 @@ class Reassembler:
     # -- connections ----------------------------------------------------
 
     def _start(
-        self, key: _FlowKey, ts: int, seg: TcpSegment, events: list[StreamEvent]
+        self, key: FlowKey, ts: int, flags: int, events: list[StreamEvent]
     ) -> tuple[_Flow, Direction]:
-        """Open a connection for the segment's 4-tuple and say who is client."""
-        flags = seg.flags
+        """Open a connection for a segment's 4-tuple and say who is client."""
+        src_ip, dst_ip, src_port, dst_port = key
         if flags & SYN:
             # The SYN's sender is the client; a SYN-ACK's, the server.
             client_sent = not flags & ACK
         else:
-            src_smtp = seg.src_port in self._ports
-            dst_smtp = seg.dst_port in self._ports
-            if src_smtp != dst_smtp:
-                client_sent = dst_smtp
-            else:
-                client_sent = seg.src_port >= seg.dst_port  # lower port serves
+            src_smtp = src_port in self._ports
+            dst_smtp = dst_port in self._ports
+            # The side on a watched port serves; failing that, the lower port.
+            client_sent = dst_smtp if src_smtp != dst_smtp else src_port >= dst_port
         if client_sent:
-            conn = Connection(
-                self._next_id, seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port, ts
-            )
+            conn = Connection(self._next_id, src_ip, src_port, dst_ip, dst_port, ts)
         else:
-            conn = Connection(
-                self._next_id, seg.dst_ip, seg.dst_port, seg.src_ip, seg.src_port, ts
-            )
+            conn = Connection(self._next_id, dst_ip, dst_port, src_ip, src_port, ts)
         self._next_id += 1
         self.stats.connections += 1
-        reverse = (seg.dst_ip, seg.src_ip, seg.dst_port, seg.src_port)
+        reverse = (dst_ip, src_ip, dst_port, src_port)
         flow = _Flow(conn, (key, reverse))
         sent, received = (
             (Direction.CLIENT, Direction.SERVER)
             if client_sent
             else (Direction.SERVER, Direction.CLIENT)
         )
-        self._flows[key] = (flow, sent)
-        self._flows[reverse] = (flow, received)
+        self._flows[key] = (flow, sent, int(sent))
+        self._flows[reverse] = (flow, received, int(received))
         self._open[conn.conn_id] = flow
         events.append(StreamOpened(conn))
         return flow, sent
@@ -382,6 +400,7 @@ class Reassembler:
         events.append(StreamClosed(flow.conn, ts, reason))
         flow.closed = True
         flow.closed_ts = ts
+        flow.steady = False
         # The 4-tuple is remembered for a while (see _sweep), the stream
         # state not: a busy capture closes thousands of connections a minute.
         flow.halves = _RELEASED
@@ -420,17 +439,16 @@ class Reassembler:
         flow: _Flow,
         direction: Direction,
         ts: int,
-        seg: TcpSegment,
+        seg: Segment,
         events: list[StreamEvent],
     ) -> None:
+        _, seq, ack, flags, payload, missing = seg
         conn = flow.conn
         conn.last_ts = ts
         conn.packets[direction] += 1
-        payload = seg.payload
-        conn.wire_bytes[direction] += len(payload) + seg.missing
+        conn.wire_bytes[direction] += len(payload) + missing
         half = flow.halves[direction]
         peer = flow.halves[1 - direction]
-        flags = seg.flags
         if flags & SYN or (conn.synack_ts is not None and conn.ack_ts is None):
             self._handshake(conn, direction, ts, seg, half, peer)
         if flags & RST:
@@ -439,20 +457,20 @@ class Reassembler:
 
         # The acknowledgment first: it speaks of bytes sent before this.
         if flags & ACK and peer.base is not None:
-            ack_off = peer.offset(seg.ack)
+            ack_off = peer.offset(ack)
             if ack_off > peer.acked:
                 self._acknowledged(flow, 1 - direction, ack_off, ts, events)
 
-        if payload or seg.missing or flags & FIN:
+        if payload or missing or flags & FIN:
             # The common case, next bytes in order with nothing held back
             # and no FIN about, goes straight out; the rest goes by _data.
             if (
                 half.base is not None
                 and not half.pending
                 and half.fin_off is None
-                and not seg.missing
+                and not missing
                 and not flags & (SYN | FIN)
-                and half.offset(seg.seq) == half.next_off
+                and half.offset(seq) == half.next_off
             ):
                 self._deliver(flow, direction, ts, payload, events)
             else:
@@ -461,9 +479,10 @@ class Reassembler:
         # Closed once each side's FIN is reached (RFC 9293 3.6) and the last
         # FIN is acknowledged: that final ACK is the connection's last packet.
         if (
-            (half.fin_off is not None or peer.fin_off is not None)
-            and half.finished()
-            and peer.finished()
+            half.fin_off is not None
+            and peer.fin_off is not None
+            and half.next_off >= half.fin_off
+            and peer.next_off >= peer.fin_off
         ):
             final_ack = not payload and not flags & FIN
             if flow.fin_done or final_ack:
@@ -476,7 +495,7 @@ class Reassembler:
         conn: Connection,
         direction: Direction,
         ts: int,
-        seg: TcpSegment,
+        seg: Segment,
         half: _Half,
         peer: _Half,
     ) -> None:
@@ -485,18 +504,18 @@ class Reassembler:
         The SYN sets its direction's ISN; a SYN-ACK's acknowledgment gives
         the client's when the SYN itself was not captured.
         """
-        flags = seg.flags
+        _, seq, ack, flags, _, _ = seg
         if flags & SYN:
             if flags & ACK:
                 if conn.synack_ts is None:
                     conn.synack_ts = ts
                 if peer.base is None:
-                    peer.base = seg.ack
+                    peer.base = ack
             elif conn.syn_ts is None:
                 conn.syn_ts = ts
             if half.base is None:
-                half.isn = seg.seq
-                half.base = (seg.seq + 1) % _SEQ_MOD
+                half.isn = seq
+                half.base = (seq + 1) % _SEQ_MOD
         elif direction == Direction.CLIENT and flags & ACK:
             conn.ack_ts = ts
 
@@ -505,15 +524,16 @@ class Reassembler:
         flow: _Flow,
         direction: Direction,
         ts: int,
-        seg: TcpSegment,
+        seg: Segment,
         events: list[StreamEvent],
     ) -> None:
+        _, seq, _, _, payload, _ = seg
         half = flow.halves[direction]
         if half.base is not None:
             # RFC 5961 3.2: a RST whose sequence number lies outside the
             # window is ignored by the endpoints, so the conversation goes
             # on; closing on it would let an injected RST blind us.
-            distance = abs(half.offset(seg.seq) - half.next_off)
+            distance = abs(half.offset(seq) - half.next_off)
             if distance > _RST_WINDOW:
                 self._anomaly(
                     flow,
@@ -524,14 +544,14 @@ class Reassembler:
                     events,
                 )
                 return
-        if seg.payload:
+        if payload:
             # RFC 9293 3.5.3: data on a RST is diagnostic, not stream.
             self._anomaly(
                 flow,
                 direction,
                 ts,
                 "tcp_rst_with_data",
-                f"{len(seg.payload)} bytes carried by a RST",
+                f"{len(payload)} bytes carried by a RST",
                 events,
             )
         self._close(flow, ts, CloseReason.RST, events)
@@ -562,20 +582,21 @@ class Reassembler:
         flow: _Flow,
         direction: Direction,
         ts: int,
-        seg: TcpSegment,
+        seg: Segment,
         events: list[StreamEvent],
     ) -> None:
         """Place the segment's bytes (and FIN) in the direction's stream."""
+        _, seq, _, flags, payload, missing = seg
         half = flow.halves[direction]
-        payload = seg.payload
-        seq = (seg.seq + 1) % _SEQ_MOD if seg.flags & SYN else seg.seq
+        if flags & SYN:
+            seq = (seq + 1) % _SEQ_MOD
         if half.base is None:
             # No SYN seen: the first bytes seen start the stream.
             half.base = seq
         start = half.offset(seq)
         end = start + len(payload)
-        wire_end = end + seg.missing
-        if seg.flags & FIN and half.fin_off is None and wire_end >= half.next_off:
+        wire_end = end + missing
+        if flags & FIN and half.fin_off is None and wire_end >= half.next_off:
             if wire_end - half.next_off <= self._max_bytes:
                 half.fin_off = wire_end
             else:

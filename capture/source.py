@@ -15,9 +15,10 @@ import os
 import struct
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from capture import libpcap
-from capture.decode import SMTP_PORTS, DecodeStats, TcpSegment, decode_tcp
+from capture.decode import SMTP_PORTS, DecodeStats, Segment, decode_at
 from capture.libpcap import shard_of
 from capture.pcapfile import CaptureError, CaptureReader, open_capture
 from capture.reassembly import Reassembler, ReassemblyStats
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 # for standard input).
 ProgressHook = Callable[[str, int, int | None], None]
 ErrorHook = Callable[[CaptureError], None]
+# What handle_stream_events makes of the events.
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -63,6 +66,43 @@ def iter_stream_events(
     reading goes; ``on_error`` is called with each ``CaptureError`` as it
     happens, after it has been added to ``stats.errors``.
     """
+    return handle_stream_events(
+        paths,
+        _itself,
+        ports,
+        stats=stats,
+        on_error=on_error,
+        progress=progress,
+        shard=shard,
+        idle_timeout_s=idle_timeout_s,
+        max_buffered_bytes=max_buffered_bytes,
+    )
+
+
+def _itself(event: StreamEvent) -> StreamEvent:
+    return event
+
+
+def handle_stream_events(
+    paths: Sequence[str],
+    handle: Callable[[StreamEvent], T | None],
+    ports: frozenset[int] = SMTP_PORTS,
+    *,
+    stats: SourceStats | None = None,
+    on_error: ErrorHook | None = None,
+    progress: ProgressHook | None = None,
+    shard: tuple[int, int] = (0, 1),
+    idle_timeout_s: float = 600.0,
+    max_buffered_bytes: int = 1 << 20,
+) -> Iterator[T]:
+    """``iter_stream_events``, each event handed to ``handle`` as it comes;
+    yields what ``handle`` returns when that is not None.
+
+    For a consumer of every event that yields little (the offline analysis
+    yields a session per connection): an event no longer climbs through
+    the three generators below to reach it, which cost about as much as
+    the rest of passing it on.
+    """
     if stats is None:
         stats = SourceStats()
     reassembler = Reassembler(
@@ -77,7 +117,7 @@ def iter_stream_events(
             reassembler.start_capture()
         try:
             yield from _one_capture(
-                path, ports, reassembler, stats, done, total, progress, shard
+                path, ports, reassembler, stats, done, total, progress, shard, handle
             )
         except CaptureError as error:
             stats.errors.append(error)
@@ -85,7 +125,10 @@ def iter_stream_events(
             if on_error is not None:
                 on_error(error)
         done = stats.bytes
-    yield from reassembler.finish()
+    for event in reassembler.finish():
+        result = handle(event)
+        if result is not None:
+            yield result
 
 
 def _one_capture(
@@ -97,7 +140,8 @@ def _one_capture(
     total: int | None,
     progress: ProgressHook | None,
     shard: tuple[int, int],
-) -> Iterator[StreamEvent]:
+    handle: Callable[[StreamEvent], T | None],
+) -> Iterator[T]:
     on_read = None
     if progress is not None:
         on_read = _offset_progress(progress, path, done, total)
@@ -106,10 +150,11 @@ def _one_capture(
     # With several workers each keeps the connections whose ports hash to
     # it: the hash is the same both ways, so a connection stays whole.
     mine, parts = shard
+    sharded = parts > 1
     skip = 0
     if _fast_path_suits(path):
         delivered = yield from _filtered_capture(
-            path, ports, reassembler, stats, on_read, shard
+            path, ports, reassembler, stats, on_read, shard, handle
         )
         if delivered is None:
             return
@@ -120,21 +165,29 @@ def _one_capture(
     reader = open_capture(path, on_read=on_read)
     stats.captures += 1
     log.info("reading %s", path)
+    # Packets taken from the batches: if reading stops part way, the reader's
+    # count would include the rest of the batch.
+    taken = 0
     try:
         with reader:
-            for packet in reader:
-                segment = decode_tcp(packet.linktype, packet.data, ports, decode_stats)
-                if segment is not None:
-                    if parts > 1 and _shard(segment, parts) != mine:
-                        continue
-                    if skip:
-                        skip -= 1
-                        continue
-                    events = feed(packet.ts, segment)
-                    if events:
-                        yield from events
+            for linktype, data, records in reader.batches():
+                for ts, start, stop in records:
+                    taken += 1
+                    segment = decode_at(
+                        linktype, data, start, stop, ports, decode_stats
+                    )
+                    if segment is not None:
+                        if sharded and _shard(segment, parts) != mine:
+                            continue
+                        if skip:
+                            skip -= 1
+                            continue
+                        for event in feed(ts, segment):
+                            result = handle(event)
+                            if result is not None:
+                                yield result
     finally:
-        stats.packets += reader.packets_read
+        stats.packets += taken
         stats.bytes += reader.raw_bytes_read
         stats.smtp_packets = decode_stats.tcp
 
@@ -152,10 +205,9 @@ _PCAP_MAGICS = frozenset(
 )
 
 
-def _shard(segment: TcpSegment, parts: int) -> int:
-    return shard_of(
-        segment.src_ip, segment.src_port, segment.dst_ip, segment.dst_port, parts
-    )
+def _shard(segment: Segment, parts: int) -> int:
+    src_ip, dst_ip, src_port, dst_port = segment[0]
+    return shard_of(src_ip, src_port, dst_ip, dst_port, parts)
 
 
 def _fast_path_suits(path: str) -> bool:
@@ -200,7 +252,8 @@ def _filtered_capture(
     stats: SourceStats,
     on_read: Callable[[int], None] | None,
     shard: tuple[int, int],
-) -> Generator[StreamEvent, None, int | None]:
+    handle: Callable[[StreamEvent], T | None],
+) -> Generator[T, None, int | None]:
     """Read ``path`` through libpcap with a BPF filter for ``ports``.
 
     Returns None when the file was read to its end, or the number of TCP
@@ -220,21 +273,28 @@ def _filtered_capture(
     decode_stats = stats.decode
     feed = reassembler.feed
     mine, parts = shard
+    sharded = parts > 1
     delivered = 0
+    taken = 0  # as in _one_capture
     stopped: str | None = None
     try:
         with reader:
-            for packet in reader:
-                segment = decode_tcp(packet.linktype, packet.data, ports, decode_stats)
-                if segment is not None:
-                    if parts > 1 and _shard(segment, parts) != mine:
-                        continue
-                    delivered += 1
-                    if on_read is not None and not delivered & 0xFFF:
-                        on_read(pipe.position())
-                    events = feed(packet.ts, segment)
-                    if events:
-                        yield from events
+            for linktype, data, records in reader.batches():
+                for ts, start, stop in records:
+                    taken += 1
+                    segment = decode_at(
+                        linktype, data, start, stop, ports, decode_stats
+                    )
+                    if segment is not None:
+                        if sharded and _shard(segment, parts) != mine:
+                            continue
+                        delivered += 1
+                        if on_read is not None and not delivered & 0xFFF:
+                            on_read(pipe.position())
+                        for event in feed(ts, segment):
+                            result = handle(event)
+                            if result is not None:
+                                yield result
         stopped = pipe.finish()
     except CaptureError:
         # The stream libpcap writes is well formed unless it was cut short:
@@ -242,13 +302,13 @@ def _filtered_capture(
         stopped = pipe.finish() or "filtered stream ended early"
     finally:
         pipe.close()
-        stats.packets += reader.packets_read
+        stats.packets += taken
         stats.smtp_packets = decode_stats.tcp
     if stopped is None:
         stats.bytes += os.path.getsize(path)
         return None
     log.debug("libpcap stopped on %s: %s", path, stopped)
-    stats.packets -= reader.packets_read  # the Python reader counts them again
+    stats.packets -= taken  # the Python reader counts them again
     return delivered
 
 

@@ -99,9 +99,11 @@ class DataBody:
         The returned offset is just past the end-of-data line; bytes after it
         belong to the client's next command.
         """
-        buf = self._carry + data[start:] if self._carry else data[start:]
+        buf = data[start:] if start else data
         carried = len(self._carry)
-        self._carry = b""
+        if carried:
+            buf = self._carry + buf
+            self._carry = b""
 
         if self._strict:
             end_at, body_len, stuffed = self._scan_strict(buf, carried)
@@ -112,10 +114,22 @@ class DataBody:
             stuffed = buf.count(b"\n.", 0, body_len)
         if self._at_line_start and buf[:1] == b".":
             stuffed += 1
-        self._count(buf, body_len, stuffed)
+
+        # Count buf[:body_len] as body, ``stuffed`` of its lines dot-stuffed.
+        if body_len > 0:
+            self.raw_bytes += body_len
+            self.stuffed_dots += stuffed
+            if self._lenient_size is not None:
+                self._keep_after(buf[:body_len])
+            last = buf[body_len - 1]
+            self._at_line_start = last == 0x0A  # LF
+            self._last_counted = last
+            if not self._headers_done:
+                self._collect_headers(buf[:body_len])
 
         if end_at < 0:
-            self._carry = buf[body_len:]
+            if body_len < len(buf):
+                self._carry = buf[body_len:]
             return -1
         return start + end_at - carried
 
@@ -156,20 +170,6 @@ class DataBody:
             return len(buf)
         return 0
 
-    def _count(self, buf: bytes, n: int, stuffed: int) -> None:
-        """Count ``buf[:n]`` as body, ``stuffed`` of its lines dot-stuffed."""
-        if n <= 0:
-            return
-        self.raw_bytes += n
-        self.stuffed_dots += stuffed
-        if self._lenient_size is not None:
-            self._keep_after(buf[:n])
-        last = buf[n - 1]
-        self._at_line_start = last == 0x0A  # LF
-        self._last_counted = last
-        if not self._headers_done:
-            self._collect_headers(buf[:n])
-
     def _scan_strict(self, buf: bytes, seen: int) -> tuple[int, int, int]:
         """One pass over the dot lines of a CRLF body.
 
@@ -205,7 +205,9 @@ class DataBody:
             stuffed += 1
             last = i
             i = buf.find(b"\n.", i + 2)
-        body_len = len(buf) - self._cut_tail(buf)
+        body_len = len(buf)
+        if buf[-1:] in _TAIL_LAST_BYTES:  # most segments end in none of them
+            body_len -= self._cut_tail(buf)
         if last >= 0 and last + 2 > body_len:
             stuffed -= 1  # the last dot line starts in the bytes held back
         return -1, body_len, stuffed

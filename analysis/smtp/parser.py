@@ -42,6 +42,7 @@ from analysis.smtp.events import (
 from analysis.smtp.framing import ChunkHeaders, DataBody
 from analysis.smtp.syntax import (
     KNOWN_VERBS,
+    REPLY_CODES,
     enhanced_code,
     parse_bdat,
     parse_reply_line,
@@ -61,6 +62,12 @@ MAX_PENDING = 65536  # commands waiting for a reply (bounds a hostile pipeline)
 MAX_ANOMALIES_PER_KIND = 20
 
 _TLS_HANDSHAKE = 0x16  # TLS record content type handshake (RFC 8446 5.1)
+
+# Builds an event NamedTuple without its Python-level __new__, about half
+# the cost, for the events made per segment or per line; every field must
+# be given, defaults included.
+_new = tuple.__new__
+_CR = 0x0D
 
 
 class ClientMode(enum.Enum):
@@ -200,11 +207,42 @@ class SmtpParser:
         out: list[SmtpEvent] = []
         if not data:
             return out
+        mode = self._mode
+        if (
+            (mode is _DATA_BODY or mode is _TLS)
+            and self._held is None
+            and not self._cbuf
+            and not self._tls_expected
+            and self._tls_decided
+        ):
+            # Most client segments: message content, or TLS. All the rest of
+            # this method and _client_input would do for them is the
+            # early-talker note and the step for the mode, taken here.
+            if not self._greeting_seen and not self._server_spoke:
+                self._client_spoke_first = True
+            if mode is _TLS:
+                self.tls_client_bytes += len(data)
+                out.append(_new(TlsBytesSeen, (ts, True, data, 0)))
+                return out
+            body = self._body
+            assert body is not None  # in DATA_BODY mode there is one
+            end = body.feed(data, 0)
+            if end >= 0:  # the end-of-data line: then commands, perhaps
+                self._body_ended(ts, out)
+                if end < len(data):
+                    self._client_input(data[end:], ts, out)
+            return out
         if not self._tls_decided:
             self._decide_tls(data, ts, from_client=True, out=out)
         mode = self._mode
         if mode is _OTHER or (
-            mode is _COMMAND and self._other_protocol(data, ts, out, from_client=True)
+            # _other_protocol looks only at the opening bytes: the test that
+            # it has nothing to do is made here, without a call, as it is
+            # for every segment after them.
+            mode is _COMMAND
+            and self._command_index == 0
+            and not self._server_spoke
+            and self._other_protocol(data, ts, out, from_client=True)
         ):
             return out
         if self._held is not None:
@@ -237,13 +275,16 @@ class SmtpParser:
             self._decide_tls(data, ts, from_client=False, out=out)
         mode = self._mode
         if mode is _OTHER or (
-            mode is _COMMAND and self._other_protocol(data, ts, out, from_client=False)
+            mode is _COMMAND  # and the opening bytes, as in feed_client
+            and self._command_index == 0
+            and not self._server_spoke
+            and self._other_protocol(data, ts, out, from_client=False)
         ):
             return out
         self._server_spoke = True
         if self._server_tls:
             self.tls_server_bytes += len(data)
-            out.append(TlsBytesSeen(ts, False, data))
+            out.append(_new(TlsBytesSeen, (ts, False, data, 0)))
             return out
         self._server_input(data, ts, out)
         return out
@@ -342,7 +383,9 @@ class SmtpParser:
             if nl < 0:
                 self._partial_line(buf, pos, ts, out)
                 return
-            line = buf[pos:nl]
+            # The line without its CR, if it has one, in one slice.
+            crlf = nl > pos and buf[nl - 1] == _CR
+            line = buf[pos : nl - 1] if crlf else buf[pos:nl]
             pos = nl + 1
             if self._client_discard:
                 self._client_discard = False
@@ -351,9 +394,7 @@ class SmtpParser:
                 self._client_resync = False
                 if not _starts_like_command(line):
                     continue
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            elif not self._lf_only_client:
+            if not crlf and not self._lf_only_client:
                 # Flagged once per direction: a client that does it, does it
                 # on every line.
                 self._lf_only_client = True
@@ -396,7 +437,10 @@ class SmtpParser:
             # Not a command (RFC 5321 4.1.1), but servers answer it (500),
             # so it takes its place in the queue like any unknown verb.
             self._anomaly(out, ts, "empty_line", "client sent an empty line")
-        text = wire_text(line)
+        try:
+            text = line.decode("ascii")  # wire_text, inline for ASCII lines
+        except UnicodeDecodeError:
+            text = wire_text(line)
         verb, argument, known = split_command(text)
         if self._auth_open and not self._server_spoke and not known:
             # One-sided capture inside AUTH: an unknown "verb" is an answer
@@ -428,13 +472,17 @@ class SmtpParser:
     def _command(
         self, verb: str, argument: str, known: bool, ts: int, out: list[SmtpEvent]
     ) -> None:
-        if self._server_spoke and not self._server_tls:
+        if (
+            self._server_spoke
+            and not self._server_tls
+            and (self._sbuf or self._reply_lines)  # else it has nothing to close
+        ):
             self._close_unterminated_reply(ts, out)
         index = self._command_index
         self._command_index += 1
         pipelined = bool(self._pending) and self._server_spoke
         shown = auth.redact_auth_argument(argument) if verb == "AUTH" else argument
-        out.append(CommandSeen(ts, index, verb, shown, pipelined, known))
+        out.append(_new(CommandSeen, (ts, index, verb, shown, pipelined, known)))
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
             self._anomaly(out, ts, "pending_overflow", "too many unanswered commands")
@@ -507,9 +555,13 @@ class SmtpParser:
         end = body.feed(buf, pos)
         if end < 0:
             return len(buf)
+        self._body_ended(ts, out)
+        return end
+
+    def _body_ended(self, ts: int, out: list[SmtpEvent]) -> None:
+        """The end-of-data line was read: the message awaits its reply."""
         self._finish_body(ts, out)
         self._pending.append(_Pending(self._last_data_index, ".", ts))
-        return end
 
     def _finish_body(self, ts: int, out: list[SmtpEvent]) -> None:
         body = self._body
@@ -636,7 +688,8 @@ class SmtpParser:
                 else:
                     self._sbuf = rest
                 return
-            line = buf[pos:nl]
+            crlf = nl > pos and buf[nl - 1] == _CR  # as in _client_input
+            line = buf[pos : nl - 1] if crlf else buf[pos:nl]
             pos = nl + 1
             if self._server_discard:
                 self._server_discard = False
@@ -645,9 +698,7 @@ class SmtpParser:
                 self._server_resync = False
                 if parse_reply_line(wire_text(line.rstrip(b"\r"))) is None:
                     continue
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            elif not self._lf_only_server:
+            if not crlf and not self._lf_only_server:
                 self._lf_only_server = True
                 self._anomaly(out, ts, "bare_lf", "server lines end with LF alone")
             self._server_line(line, ts, out)
@@ -670,12 +721,26 @@ class SmtpParser:
             self._anomaly(
                 out, ts, "line_too_long", f"server line of {len(line) + 2} bytes"
             )
-        text = wire_text(line)
-        parsed = parse_reply_line(text)
-        if parsed is None:
-            self._anomaly(out, ts, "malformed_reply", text[:200])
-            return
-        code, more, rest = parsed
+        # wire_text and parse_reply_line, inline for the common line: ASCII,
+        # three digits, then "-" or " ". Anything else goes by them.
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            text = wire_text(line)
+        code = REPLY_CODES.get(text[:3])
+        sep = text[3:4]
+        if code is not None and sep == "-":
+            more = True
+            rest = text[4:]
+        elif code is not None and sep == " ":
+            more = False
+            rest = text[4:]
+        else:
+            parsed = parse_reply_line(text)
+            if parsed is None:
+                self._anomaly(out, ts, "malformed_reply", text[:200])
+                return
+            code, more, rest = parsed
         if self._reply_lines and code != self._reply_code:
             self._anomaly(
                 out, ts, "malformed_reply", f"code changed inside a reply: {text}"
@@ -693,7 +758,7 @@ class SmtpParser:
         self._reply_lines = []
         code = self._reply_code
         first = lines[0] if lines else ""
-        self._reply(Reply(code, enhanced_code(first, code), lines), ts, out)
+        self._reply(_new(Reply, (code, enhanced_code(first, code), lines)), ts, out)
 
     def _reply(self, reply: Reply, ts: int, out: list[SmtpEvent]) -> None:
         if not self._greeting_seen and self._is_greeting(reply):
@@ -719,7 +784,7 @@ class SmtpParser:
             out.append(ReplySeen(ts, reply, None, None))
             return
         waiting = self._pending.popleft()
-        out.append(ReplySeen(ts, reply, waiting.index, waiting.answers))
+        out.append(_new(ReplySeen, (ts, reply, waiting.index, waiting.answers)))
         self._after_reply(waiting, reply, ts, out)
 
     def _server_ended_data(self, ts: int, out: list[SmtpEvent]) -> None:

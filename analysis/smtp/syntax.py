@@ -77,7 +77,7 @@ def show_bytes(raw: bytes, limit: int = 64) -> str:
 
 # Every three ASCII digits to their value: one lookup both checks and
 # converts a reply code, for half the cost of two tests and int().
-_REPLY_CODES: Final = {f"{n:03d}": n for n in range(1000)}
+REPLY_CODES: Final = {f"{n:03d}": n for n in range(1000)}
 
 
 def parse_reply_line(line: str) -> tuple[int, bool, str] | None:
@@ -86,7 +86,7 @@ def parse_reply_line(line: str) -> tuple[int, bool, str] | None:
     RFC 5321 4.2: a reply line is three digits, then "-" on every line but the
     last, or " " (or nothing) on the last. Returns None for anything else.
     """
-    code = _REPLY_CODES.get(line[:3])
+    code = REPLY_CODES.get(line[:3])
     if code is None:
         return None
     sep = line[3:4]
@@ -191,8 +191,10 @@ def parse_headers(block: bytes) -> tuple[tuple[str, str], ...]:
     header nor a continuation ends the block, as a mail client would treat it.
     """
     headers: list[tuple[str, str]] = []
-    for raw in block.split(b"\n"):
-        line = wire_text(raw.rstrip(b"\r"))
+    # Decoded whole, as wire_text would each line: UTF-8 never uses the LF
+    # byte inside a character, so no line decodes differently.
+    for line in wire_text(block).split("\n"):
+        line = line.rstrip("\r")
         if not line:
             break
         if line[0] in " \t":

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from analysis import cli, pipeline
+from analysis.records import SessionResult
 from analysis.tables import read_captures
 from capture import source
 from capture.stream import StreamClosed, StreamEvent
@@ -17,17 +18,25 @@ from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 CAPTURE = str(Path(__file__).parents[2] / "pcaps" / "rset-multi.pcap")
 
 
-def _interrupted_source(*args: Any, **kwargs: Any) -> Iterator[StreamEvent]:
+def _interrupted_source(
+    paths: list[str],
+    handle: Callable[[StreamEvent], SessionResult | None],
+    *args: Any,
+    **kwargs: Any,
+) -> Iterator[SessionResult]:
     """The real events of the capture, until Ctrl-C before the close."""
-    for event in source.iter_stream_events(*args, **kwargs):
+
+    def until_the_close(event: StreamEvent) -> SessionResult | None:
         if isinstance(event, StreamClosed):
             raise KeyboardInterrupt
-        yield event
+        return handle(event)
+
+    return source.handle_stream_events(paths, until_the_close, *args, **kwargs)
 
 
 @pytest.fixture
 def ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline, "iter_stream_events", _interrupted_source)
+    monkeypatch.setattr(pipeline, "handle_stream_events", _interrupted_source)
 
 
 @pytest.mark.usefixtures("ctrl_c")

@@ -16,6 +16,7 @@ from analysis.smtp.events import (
     Reply,
     ReplySeen,
     SmtpEvent,
+    TlsBytesSeen,
     TlsStarted,
 )
 from analysis.smtp.parser import SmtpParser
@@ -642,3 +643,41 @@ def test_base64_where_a_command_was_due_is_withheld() -> None:
     # Verbs in one case stay visible, known or not.
     typo = run([(S, b"220 mx\r\n"), (C, b"EHLOO x\r\nNOOPQ\r\n")])
     assert verbs(typo) == ["EHLOO", "NOOPQ"]
+
+
+def test_commands_after_the_end_of_data_in_the_same_segment() -> None:
+    # The body's own path ends it and hands the rest of the segment on.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            (C, b"Subject: hi\r\n\r\nbody\r\n"),
+            (C, b"..more\r\n.\r\nRSET\r\nQUIT\r\n"),
+            (S, b"250 queued\r\n250 ok\r\n221 bye\r\n"),
+        ]
+    )
+    ended = of(events, MessageEnded)
+    assert [(e.size, e.headers, e.complete) for e in ended] == [
+        (28, (("subject", "hi"),), True)
+    ]
+    assert verbs(events) == ["MAIL", "RCPT", "DATA", "RSET", "QUIT"]
+    assert answered(events)[-3:] == [(".", 250), ("RSET", 250), ("QUIT", 221)]
+    assert anomalies(events) == []
+
+
+def test_tls_from_the_first_byte_is_passed_on_both_ways() -> None:
+    events = run(
+        [
+            (C, b"\x16\x03\x01\x00\x02hi"),
+            (C, b"\x17\x03\x03\x00\x01y"),
+            (S, b"\x16\x03\x03\x00\x01x"),
+        ]
+    )
+    assert of(events, TlsStarted) == [TlsStarted(1, True)]
+    assert anomalies(events) == ["tls_on_plain_port"]
+    assert [(e.from_client, e.data) for e in of(events, TlsBytesSeen)] == [
+        (True, b"\x16\x03\x01\x00\x02hi"),
+        (True, b"\x17\x03\x03\x00\x01y"),
+        (False, b"\x16\x03\x03\x00\x01x"),
+    ]

@@ -37,7 +37,7 @@ def test_interrupted_sharded_run_says_so(
     jobs: str,
 ) -> None:
     # Workers are forked, so they are interrupted at the same place.
-    monkeypatch.setattr(pipeline, "iter_stream_events", _interrupted_source)
+    monkeypatch.setattr(pipeline, "handle_stream_events", _interrupted_source)
     status = cli.main(["read", CAPTURE, "-q", "-o", str(tmp_path), "-j", jobs])
     err = capsys.readouterr().err
     assert status == 130

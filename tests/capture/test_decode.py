@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capture.decode import (
     ACK,
@@ -13,7 +15,10 @@ from capture.decode import (
     SYN,
     DecodeStats,
     TcpSegment,
+    compact,
+    decode_at,
     decode_tcp,
+    expand,
 )
 from tests.capture.craft import ethernet, ipv4, ipv6, tcp_header, v4_tcp
 
@@ -246,3 +251,61 @@ def test_truncated_headers_never_raise() -> None:
     )
     for cut in range(len(packet)):
         decode(229, packet[:cut])
+
+
+# -- decode_at: a frame inside a larger buffer ------------------------------
+
+
+FRAMES = [
+    ethernet(v4_tcp(payload=PAYLOAD)),
+    ethernet(v4_tcp(flags=SYN)) + b"\0" * 6,
+    ethernet(v4_tcp(payload=PAYLOAD))[:-5],
+    ethernet(v4_tcp(payload=PAYLOAD), vlans=(0x8100,)),
+    ethernet(v4_tcp(dport=80, payload=PAYLOAD)),
+    ethernet(ipv4("192.0.2.1", "198.51.100.2", b"\0" * 28, proto=17)),
+    ethernet(
+        ipv6("2001:db8::1", "2001:db8::2", tcp_header(40000, 25) + PAYLOAD), 0x86DD
+    ),
+    ethernet(
+        ipv6(
+            "2001:db8::1",
+            "2001:db8::2",
+            tcp_header(40000, 25) + PAYLOAD,
+            extensions=[(0, b"\0" * 7)],
+        ),
+        0x86DD,
+    ),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    frame=st.sampled_from(FRAMES),
+    before=st.binary(max_size=40),
+    after=st.binary(max_size=40),
+    flips=st.lists(st.tuples(st.integers(0, 100), st.integers(1, 255)), max_size=4),
+    cut=st.integers(0, 100),
+)
+def test_decode_at_is_decode_tcp_in_place(
+    frame: bytes,
+    before: bytes,
+    after: bytes,
+    flips: list[tuple[int, int]],
+    cut: int,
+) -> None:
+    damaged = bytearray(frame[: len(frame) - cut % 8])
+    for where, mask in flips:
+        damaged[where % len(damaged)] ^= mask
+    frame = bytes(damaged)
+    for linktype in (1, 101):
+        expected_stats = DecodeStats()
+        expected = decode_tcp(linktype, frame, SMTP_PORTS, expected_stats)
+        stats = DecodeStats()
+        buf = before + frame + after
+        found = decode_at(
+            linktype, buf, len(before), len(before) + len(frame), SMTP_PORTS, stats
+        )
+        assert found == (None if expected is None else compact(expected))
+        assert stats == expected_stats
+        if found is not None:
+            assert expand(found) == expected

@@ -105,6 +105,21 @@ def test_many_chunks(tmp_path: Path) -> None:
         offset += 16 + len(frame.data)
 
 
+def test_pcap_with_kuznetzov_record_headers(tmp_path: Path) -> None:
+    # Alexey Kuznetzov's patched libpcap: 8 more bytes (interface index,
+    # protocol, packet type, padding) after each record's wire length.
+    head = struct.pack("<IHHiIII", 0xA1B2CD34, 2, 4, 0, 0, 262144, 1)
+    records = [
+        struct.pack("<IIII", 7, 1, 3, 60) + b"\xee" * 8 + b"abc",
+        struct.pack("<IIII", 8, 2, 2, 2) + b"\xee" * 8 + b"de",
+    ]
+    packets = read_all(write(tmp_path, "ss.pcap", head + b"".join(records)))
+    assert packets == [
+        RawPacket(7_000_001_000, 1, b"abc", 60, 24),
+        RawPacket(8_000_002_000, 1, b"de", 2, 24 + 24 + 3),
+    ]
+
+
 # -- pcapng -------------------------------------------------------------
 
 
@@ -368,6 +383,74 @@ def test_fuzz_never_raises_anything_else(data: bytes, flips: list[int]) -> None:
             content[flip % len(content)] ^= 0x5A
         _read_stream(io.BytesIO(bytes(content)))
         _read_stream(io.BytesIO(gzip.compress(bytes(content))[: 20 + len(data)]))
+
+
+# -- batches: the same packets and the same damage as iterating ----------
+
+
+Seen = list[tuple[int, int, bytes]]
+
+
+def _batched(content: bytes) -> tuple[Seen, int, CaptureError | None]:
+    from capture.pcapfile import CaptureReader
+
+    seen: Seen = []
+    reader = CaptureReader("mem", io.BytesIO(content), owns_stream=True, size=None)
+    try:
+        with reader:
+            for linktype, data, records in reader.batches():
+                seen += [(ts, linktype, data[a:b]) for ts, a, b in records]
+    except CaptureError as error:
+        return seen, reader.packets_read, error
+    return seen, reader.packets_read, None
+
+
+def _iterated(content: bytes) -> tuple[Seen, CaptureError | None]:
+    packets, error = _read_stream(io.BytesIO(content))
+    return [(p.ts, p.linktype, p.data) for p in packets], error
+
+
+def _same_as_iterating(content: bytes) -> None:
+    seen, count, error = _batched(content)
+    packets, expected = _iterated(content)
+    assert seen == packets
+    assert count == len(packets)
+    assert (error is None) == (expected is None)
+    if error is not None and expected is not None:
+        assert (error.offset, str(error)) == (expected.offset, str(expected))
+
+
+def test_batches_across_chunks() -> None:
+    frames = [
+        Frame(i, i % 1_000_000, bytes([i % 251]) * (500 + i * 7 % 1500))
+        for i in range(3500)
+    ]
+    content = pcap(frames, nano=True)
+    seen, count, error = _batched(content)
+    assert error is None and count == len(frames)
+    assert [data for _, _, data in seen] == [f.data for f in frames]
+    _same_as_iterating(content)
+    # Cuts past the first chunk, in record headers and in packet bytes.
+    for cut in (1_048_580, 1_048_742, 2_097_100, 3_000_001):
+        _same_as_iterating(content[:cut])
+
+
+@settings(max_examples=150, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=len(pcap(FRAMES))))
+def test_batches_any_truncation(cut: int) -> None:
+    _same_as_iterating(pcap(FRAMES)[:cut])
+    _same_as_iterating(pcap(FRAMES, big=True)[:cut])
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=400), flips=st.lists(st.integers(0, 10_000), max_size=8))
+def test_batches_fuzz(data: bytes, flips: list[int]) -> None:
+    for base in (pcap(FRAMES), two_sections()):
+        content = bytearray(base + data)
+        for flip in flips:
+            content[flip % len(content)] ^= 0x5A
+        _same_as_iterating(bytes(content))
+        _same_as_iterating(gzip.compress(bytes(content))[: 20 + len(data)])
 
 
 def _read_stream(stream: io.BytesIO) -> tuple[list[RawPacket], CaptureError | None]:
