@@ -152,9 +152,10 @@ def _one_capture(
     mine, parts = shard
     sharded = parts > 1
     skip = 0
-    if _fast_path_suits(path):
+    snaplen = _fast_path_snaplen(path)
+    if snaplen:
         delivered = yield from _filtered_capture(
-            path, ports, reassembler, stats, on_read, shard, handle
+            path, ports, reassembler, stats, on_read, shard, handle, snaplen
         )
         if delivered is None:
             return
@@ -212,23 +213,28 @@ def _shard(segment: Segment, parts: int) -> int:
 
 def _fast_path_suits(path: str) -> bool:
     """A large, uncompressed classic pcap file, and libpcap at hand."""
+    return _fast_path_snaplen(path) > 0
+
+
+def _fast_path_snaplen(path: str) -> int:
+    """The snaplen of a file ``_fast_path_suits``; 0 for any other."""
     if path == "-" or os.environ.get("SMTPSCOPE_NO_LIBPCAP"):
-        return False
+        return 0
     try:
         if os.path.getsize(path) < FAST_PATH_MIN_BYTES:
-            return False
+            return 0
         with open(path, "rb") as stream:
             header = stream.read(24)
     except OSError:
-        return False
+        return 0
     if len(header) < 24 or header[:4] not in _PCAP_MAGICS:
-        return False
+        return 0
     # libpcap cuts every packet to the header's snaplen, the Python reader
     # does not: with a small snaplen (records longer than it are damage, but
     # seen) the two would disagree, so only the Python reader reads those.
     order = "<" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    snaplen = struct.unpack(order + "I", header[16:20])[0]
-    return snaplen >= _FULL_SNAPLEN and libpcap.available()
+    snaplen: int = struct.unpack(order + "I", header[16:20])[0]
+    return snaplen if snaplen >= _FULL_SNAPLEN and libpcap.available() else 0
 
 
 def _open_pipe(
@@ -253,11 +259,13 @@ def _filtered_capture(
     on_read: Callable[[int], None] | None,
     shard: tuple[int, int],
     handle: Callable[[StreamEvent], T | None],
+    snaplen: int,
 ) -> Generator[T, None, int | None]:
     """Read ``path`` through libpcap with a BPF filter for ``ports``.
 
     Returns None when the file was read to its end, or the number of TCP
-    segments delivered before libpcap stopped on damage.
+    segments delivered before libpcap stopped on damage or handed over a
+    record as long as the file's ``snaplen``.
     """
     stats.captures += 1
     try:
@@ -281,6 +289,12 @@ def _filtered_capture(
         with reader:
             for linktype, data, records in reader.batches():
                 for ts, start, stop in records:
+                    if stop - start >= snaplen:
+                        # libpcap cuts a record longer than the snaplen down
+                        # to it without a word; the Python reader keeps it
+                        # whole. This one may have been cut: the Python
+                        # reader takes over from here.
+                        raise _Clipped
                     taken += 1
                     segment = decode_at(
                         linktype, data, start, stop, ports, decode_stats
@@ -296,6 +310,8 @@ def _filtered_capture(
                             if result is not None:
                                 yield result
         stopped = pipe.finish()
+    except _Clipped:
+        stopped = "a record as long as the snaplen, which libpcap may have cut"
     except CaptureError:
         # The stream libpcap writes is well formed unless it was cut short:
         # either way, the Python reader below says what is wrong with the file.
@@ -310,6 +326,10 @@ def _filtered_capture(
     log.debug("libpcap stopped on %s: %s", path, stopped)
     stats.packets -= taken  # the Python reader counts them again
     return delivered
+
+
+class _Clipped(Exception):
+    """libpcap handed over a record that it may have cut to the snaplen."""
 
 
 def _offset_progress(

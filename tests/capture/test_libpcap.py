@@ -174,3 +174,68 @@ def test_link_types_without_vlan_support_still_take_the_fast_path(
     finally:
         pipe.close()
     assert [p.linktype for p in packets] == [101]
+
+
+def _jumbo_conversation() -> list[Frame]:
+    """A delivery whose message is one 65,549-byte frame (TSO on loopback)."""
+    client, server = ("192.0.2.1", 40000), ("192.0.2.2", 25)
+    body = b"Subject: big\r\n\r\n"
+    body += b"x" * (65535 - 40 - len(body) - 5) + b"\r\n.\r\n"
+    steps = [
+        (server, b"220 mx\r\n"),
+        (client, b"EHLO x\r\n"),
+        (server, b"250 ok\r\n"),
+        (client, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+        (server, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        (client, body),
+        (server, b"250 ok queued as J1\r\n"),
+        (client, b"QUIT\r\n"),
+        (server, b"221 bye\r\n"),
+    ]
+    seqs = {client: 1000, server: 5000}
+    frames: list[Frame] = []
+
+    def send(
+        src: tuple[str, int], dst: tuple[str, int], flags: int, data: bytes
+    ) -> None:
+        seg = tcp_header(src[1], dst[1], seqs[src], seqs[dst], flags) + data
+        frames.append(
+            Frame(1_700_000_000, len(frames), ethernet(ipv4(src[0], dst[0], seg)))
+        )
+        seqs[src] += len(data) + (1 if flags & 0x03 else 0)
+
+    send(client, server, 0x02, b"")  # SYN
+    send(server, client, 0x12, b"")  # SYN-ACK
+    send(client, server, 0x10, b"")
+    for src, data in steps:
+        send(src, server if src == client else client, 0x18, data)
+    send(client, server, 0x11, b"")  # FIN from each side
+    send(server, client, 0x11, b"")
+    return frames
+
+
+def test_a_record_longer_than_the_snaplen_is_read_whole_on_both_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # libpcap cuts such a record to the snaplen without a word, where the
+    # Python reader keeps it: the fast path hands the file over to the
+    # Python reader at the first record as long as the snaplen.
+    from analysis import pipeline
+
+    content = bytearray(pcap(_jumbo_conversation()))
+    struct.pack_into("<I", content, 16, 65535)
+    path = tmp_path / "jumbo.pcap"
+    path.write_bytes(content)
+    assert max(len(f.data) for f in _jumbo_conversation()) == 65549
+
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    fast_stats = pipeline.RunStats()
+    fast = list(pipeline.analyze([str(path)], stats=fast_stats))
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    slow = list(pipeline.analyze([str(path)]))
+
+    assert fast == slow
+    (transaction,) = fast[0].transactions
+    assert (transaction.status, transaction.data_code) == ("accepted", 250)
+    assert transaction.message_bytes == 65535 - 40 - 3
+    assert not fast_stats.errors
