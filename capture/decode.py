@@ -99,9 +99,9 @@ class TcpSegment(NamedTuple):
 # first fields of a TcpSegment, and what the reassembler finds flows by.
 FlowKey = tuple[str, str, int, int]
 # A TcpSegment as decode_at hands it on, a plain tuple: (flow key, seq, ack,
-# flags, payload, missing). Cheaper to build than the NamedTuple by about
-# as much as the rest of decoding a frame costs, and its flow key is one
-# cached tuple per direction of a connection rather than one per segment.
+# flags, payload, missing). Cheaper to build than the NamedTuple, and its
+# flow key is one cached tuple per direction of a connection rather than
+# addresses looked up and packed again for every segment.
 Segment = tuple[FlowKey, int, int, int, bytes, int]
 
 

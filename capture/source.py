@@ -282,12 +282,17 @@ def _filtered_capture(
     feed = reassembler.feed
     mine, parts = shard
     sharded = parts > 1
-    delivered = 0
+    # The segments delivered are those decoded less those of other shards:
+    # counted so rather than one by one.
+    decoded_before = decode_stats.tcp
+    other_shards = 0
     taken = 0  # as in _one_capture
     stopped: str | None = None
     try:
         with reader:
             for linktype, data, records in reader.batches():
+                if on_read is not None:
+                    on_read(pipe.position())  # a batch: at most a MiB read
                 for ts, start, stop in records:
                     if stop - start >= snaplen:
                         # libpcap cuts a record longer than the snaplen down
@@ -301,10 +306,8 @@ def _filtered_capture(
                     )
                     if segment is not None:
                         if sharded and _shard(segment, parts) != mine:
+                            other_shards += 1
                             continue
-                        delivered += 1
-                        if on_read is not None and not delivered & 0xFFF:
-                            on_read(pipe.position())
                         for event in feed(ts, segment):
                             result = handle(event)
                             if result is not None:
@@ -325,7 +328,7 @@ def _filtered_capture(
         return None
     log.debug("libpcap stopped on %s: %s", path, stopped)
     stats.packets -= taken  # the Python reader counts them again
-    return delivered
+    return decode_stats.tcp - decoded_before - other_shards
 
 
 class _Clipped(Exception):
