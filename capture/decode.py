@@ -159,7 +159,10 @@ class DecodeStats:
 _TEXT_CACHE_LIMIT: Final = 1 << 16
 _address_text: dict[bytes, str] = {}
 # Flow keys of watched segments, by their addresses and ports as they lie
-# in the frame: one per direction of each connection.
+# in the frame: one per direction of each connection. Emptied when full, so
+# that it holds about the open connections rather than every connection of
+# the capture; a key made again is equal to the one dropped.
+_FLOW_KEY_LIMIT: Final = 4096
 _flow_keys: dict[bytes, FlowKey] = {}
 
 
@@ -241,8 +244,9 @@ def _flow_key(where: bytes) -> FlowKey:
     size = (len(where) - 4) // 2
     src_port, dst_port = _PORTS(where, 2 * size)
     key = (_address(where[:size]), _address(where[size : 2 * size]), src_port, dst_port)
-    if len(_flow_keys) < _TEXT_CACHE_LIMIT:
-        _flow_keys[where] = key
+    if len(_flow_keys) >= _FLOW_KEY_LIMIT:
+        _flow_keys.clear()
+    _flow_keys[where] = key
     return key
 
 

@@ -128,9 +128,10 @@ def example(command: CommandRecord) -> str:
 
 # Greetings and EHLO replies repeat across a server's sessions, clients
 # come back often, and every detector asks about the same few strings: the
-# answers below are cached. Small enough caches that a long run's memory
-# does not grow with the number of distinct strings seen.
-_CACHE_SIZE = 4096
+# answers below are cached. Small caches: at 4096 entries each they held
+# 4 MiB more on the 1 GB benchmark capture than on the 100 MB one, which is
+# memory growing with the input rather than with the open connections.
+_CACHE_SIZE = 512
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
