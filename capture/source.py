@@ -211,13 +211,9 @@ def _shard(segment: Segment, parts: int) -> int:
     return shard_of(src_ip, src_port, dst_ip, dst_port, parts)
 
 
-def _fast_path_suits(path: str) -> bool:
-    """A large, uncompressed classic pcap file, and libpcap at hand."""
-    return _fast_path_snaplen(path) > 0
-
-
 def _fast_path_snaplen(path: str) -> int:
-    """The snaplen of a file ``_fast_path_suits``; 0 for any other."""
+    """The snaplen of a large, uncompressed classic pcap file when libpcap
+    is at hand to read it; 0 for any other file."""
     if path == "-" or os.environ.get("SMTPSCOPE_NO_LIBPCAP"):
         return 0
     try:

@@ -154,8 +154,8 @@ def test_fast_path_only_for_files_libpcap_reads_in_full(
     struct.pack_into("<I", content, 16, 64)
     small = tmp_path / "snap64.pcap"
     small.write_bytes(content)
-    assert source._fast_path_suits(str(full))
-    assert not source._fast_path_suits(str(small))
+    assert source._fast_path_snaplen(str(full)) == 262144
+    assert source._fast_path_snaplen(str(small)) == 0
 
 
 def test_link_types_without_vlan_support_still_take_the_fast_path(
