@@ -28,6 +28,9 @@ _UNKNOWN_USER_TEXT = re.compile(
 _POLICY_CODES = frozenset({"5.7.1", "4.7.1"})
 _RELAY_TEXT = re.compile(r"relay", re.IGNORECASE)
 SYNTAX_ERROR_CODES = frozenset({500, 501})
+# The verbs that open a conversation and draw the server's name and
+# extensions: LHLO is LMTP's EHLO (RFC 2033 4.1).
+HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
 EXAMPLE_TEXT = 120  # characters of a reply kept in an example
 
 

@@ -26,7 +26,6 @@ _FROM_ANOMALY = {
     "bare_lf_end_of_data": "smtp_smuggling",
     "reply_without_command": "unsolicited_reply",
 }
-_HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
 
 
 class ProtocolDetector(PerSession):
@@ -105,7 +104,7 @@ def _first_unoffered_pipelining(commands: list[CommandRecord]) -> CommandRecord 
     for command in commands:
         if command.pipelined and not offered:
             return command
-        if command.verb in _HELO_VERBS and facts.accepted(command):
+        if command.verb in facts.HELO_VERBS and facts.accepted(command):
             # HELO offers no extensions at all (RFC 2920 3.1).
             offered = command.verb != "HELO" and _offers_pipelining(command.reply_text)
     return None

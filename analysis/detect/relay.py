@@ -34,7 +34,6 @@ from analysis.records import SessionResult
 # refused as relaying if the domain is foreign, and if it is not, example).
 _Rcpt = tuple[int, str, str | None, str | None, bool, bool, bool, str]
 _Extract = tuple[str, str, str, list[str], list[_Rcpt]]
-_HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
 
 
 class RelayDetector:
@@ -70,7 +69,7 @@ class RelayDetector:
         authenticated = False
         for command in result.commands:
             verb = command.verb
-            if verb in _HELO_VERBS:
+            if verb in facts.HELO_VERBS:
                 if facts.accepted(command):
                     names |= facts.host_names(command.reply_text)
                 continue
