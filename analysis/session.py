@@ -10,6 +10,7 @@ the message content ends it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections import deque
 from collections.abc import Sequence
@@ -73,26 +74,7 @@ def session_id(conn: Connection) -> str:
         f"{conn.server_ip}|{conn.server_port}"
     )
     digest = hashlib.blake2b(key.encode(), digest_size=10).digest()
-    # The 80 bits in base 32 (RFC 4648 6), lower case, two letters at a
-    # time: what base64.b32encode(digest).decode().lower() gives, without
-    # its general machinery, which cost more than the hash.
-    n = int.from_bytes(digest, "big")
-    pairs = _B32_PAIRS
-    return (
-        "S"
-        + pairs[n >> 70]
-        + pairs[(n >> 60) & 1023]
-        + pairs[(n >> 50) & 1023]
-        + pairs[(n >> 40) & 1023]
-        + pairs[(n >> 30) & 1023]
-        + pairs[(n >> 20) & 1023]
-        + pairs[(n >> 10) & 1023]
-        + pairs[n & 1023]
-    )
-
-
-_B32_LETTERS = "abcdefghijklmnopqrstuvwxyz234567"
-_B32_PAIRS: Final = tuple(a + b for a in _B32_LETTERS for b in _B32_LETTERS)
+    return "S" + base64.b32encode(digest).decode().lower()
 
 
 def _offers_starttls(reply: Reply) -> bool:
