@@ -371,7 +371,11 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 # -- output -------------------------------------------------------------------
 
 
-def ratios(tools: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+def ratios(
+    tools: dict[str, dict[str, Any]],
+    jobs: dict[str, int] | None = None,
+    cpus: int | None = None,
+) -> dict[str, dict[str, float]]:
     """Each smtpscope run against the others, from median wall and CPU times.
 
     Per smtpscope tool: ``throughput_vs_tshark`` (tshark's time over ours),
@@ -380,6 +384,12 @@ def ratios(tools: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     ours). CPU-time ratios (``_cpu``) hold up better than wall-time ones on
     a machine busy with other work; there is no CPU speedup, since more
     processes spend more CPU in all.
+
+    With ``jobs`` (processes per tool) and ``cpus``, a ``--jobs`` run also
+    gets ``speedup_ceiling``: the first run's wall time over its CPU time
+    spread evenly on as many CPUs as this run can use. No split of the same
+    work beats that; the first run may already use more than one CPU
+    (libpcap filters in a thread of its own), which lowers the ceiling.
     """
     out: dict[str, dict[str, float]] = {}
     for name, ours in tools.items():
@@ -403,8 +413,25 @@ def ratios(tools: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
                 top, bottom = (ours, theirs) if ours_on_top else (theirs, ours)
                 if bottom[measure] > 0:
                     found[key + suffix] = round(top[measure] / bottom[measure], 2)
+        ceiling = _ceiling(name, tools, jobs or {}, cpus)
+        if ceiling is not None:
+            found["speedup_ceiling"] = ceiling
         out[name] = found
     return out
+
+
+def _ceiling(
+    name: str, tools: dict[str, dict[str, Any]], jobs: dict[str, int], cpus: int | None
+) -> float | None:
+    """``speedup_ceiling`` of the run ``name``, or None (see ``ratios``)."""
+    first = tools.get("smtpscope", {})
+    if name == "smtpscope" or name not in jobs or not cpus:
+        return None
+    if first.get("cpu_median_s", 0) <= 0 or "wall_median_s" not in first:
+        return None
+    usable = min(jobs[name] or cpus, cpus)
+    spread = float(first["cpu_median_s"]) / usable
+    return round(float(first["wall_median_s"]) / spread, 2)
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -443,6 +470,11 @@ def print_table(report: dict[str, Any]) -> None:
             if key in found:
                 cpu = found.get(key + "_cpu")
                 cpu_text = f", {cpu:.2f}x by CPU time" if cpu is not None else ""
+                if "speedup_ceiling" in found and key == "speedup_vs_smtpscope":
+                    cpu_text = (
+                        f" (ceiling {found['speedup_ceiling']:.2f}x: smtpscope's "
+                        "CPU time spread evenly over the CPUs this run can use)"
+                    )
                 print(
                     f"{name} vs {other}: {found[key]:.2f}x {meaning} "
                     f"by wall time{cpu_text}"
@@ -600,7 +632,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "platform": platform.platform(),
         },
         "tools": report_tools,
-        "ratios": ratios(report_tools),
+        "ratios": ratios(
+            report_tools, dict(smtpscope_tools(args.jobs)), os.cpu_count()
+        ),
         "truth_check": None,
     }
     ran = [
