@@ -37,55 +37,102 @@ def find(sessions: Mapping[str, Sequence[Any]]) -> list[tuple[int, AnomalyRecord
 
     ``sessions`` holds the sessions table's columns as lists, by name.
     """
-    servers = list(zip(sessions["server_ip"], sessions["server_port"], strict=True))
-    offered = Counter(
-        server
-        for server, flag in zip(servers, sessions["starttls_offered"], strict=True)
-        if flag
-    )
-    found: list[tuple[int, AnomalyRecord]] = []
-    for i, server in enumerate(servers):
-        sid = sessions["session_id"][i]
-        start = sessions["start"][i]
-        capabilities = sessions["capabilities"][i] or []
-        mangled = [c for c in capabilities if mangled_keyword(c)]
-        if mangled:
-            found.append(
-                (
-                    i,
-                    AnomalyRecord(
-                        sid,
-                        start,
-                        KIND,
-                        f"EHLO keyword {mangled[0]!r} looks overwritten "
-                        "(STARTTLS removed on the path?)",
-                    ),
-                )
-            )
-        elif _stripped(sessions, i) and offered[server]:
-            found.append(
-                (
-                    i,
-                    AnomalyRecord(
-                        sid,
-                        start,
-                        KIND,
-                        "EHLO reply without STARTTLS; "
-                        f"{offered[server]} other session(s) to "
-                        f"{server[0]}:{server[1]} were offered it",
-                    ),
-                )
-            )
-    return found
+    ledger = Ledger()
+    for i, values in enumerate(zip(*(sessions[name] for name in _READ), strict=True)):
+        ledger.add_values(i, *values)
+    return ledger.find()
 
 
-def _stripped(sessions: Mapping[str, Sequence[Any]], i: int) -> bool:
-    return _clear_ehlo_without_starttls(
-        sessions["tls"][i],
-        sessions["helo_verb"][i],
-        sessions["capabilities"][i],
-        sessions["starttls_offered"][i],
-    )
+# The session columns ``find`` reads, in ``Ledger.add_values``'s order.
+_READ = (
+    "session_id",
+    "start",
+    "server_ip",
+    "server_port",
+    "starttls_offered",
+    "capabilities",
+    "tls",
+    "helo_verb",
+)
+
+
+class Ledger:
+    """What ``find`` needs, gathered a session at a time.
+
+    Most sessions can only count their server as one that offered STARTTLS;
+    only the few that ``may_apply`` to are kept, so that the ledger grows
+    with the servers seen rather than with the sessions. Each session has a
+    position (its row): ``find`` reports the suspects by it.
+    """
+
+    def __init__(self) -> None:
+        self.offered: Counter[tuple[str, int]] = Counter()
+        # (position, session id, start, server, mangled keyword or None)
+        self.suspects: list[tuple[int, str, int, tuple[str, int], str | None]] = []
+
+    def add(self, position: int, session: SessionRecord) -> None:
+        self.add_values(
+            position,
+            session.session_id,
+            session.start,
+            session.server_ip,
+            session.server_port,
+            session.starttls_offered,
+            session.capabilities,
+            session.tls,
+            session.helo_verb,
+        )
+
+    def add_values(
+        self,
+        position: int,
+        session_id: str,
+        start: int,
+        server_ip: str,
+        server_port: int,
+        offered: bool,
+        capabilities: list[str] | None,
+        tls: str,
+        helo_verb: str | None,
+    ) -> None:
+        """``add`` from the session's column values, in ``_READ``'s order."""
+        server = (server_ip, server_port)
+        if offered:
+            self.offered[server] += 1
+        mangled = None
+        if capabilities and _any_mangled(tuple(capabilities)):
+            mangled = next(c for c in capabilities if mangled_keyword(c))
+        elif not _clear_ehlo_without_starttls(tls, helo_verb, capabilities, offered):
+            return
+        self.suspects.append((position, session_id, start, server, mangled))
+
+    def merge(self, other: Ledger, shift: int) -> None:
+        """Take ``other``'s sessions, whose positions follow ``shift`` on."""
+        self.offered.update(other.offered)
+        self.suspects.extend(
+            (position + shift, sid, start, server, mangled)
+            for position, sid, start, server, mangled in other.suspects
+        )
+
+    def find(self) -> list[tuple[int, AnomalyRecord]]:
+        """``find`` over every session added, in the order they were added."""
+        found: list[tuple[int, AnomalyRecord]] = []
+        for position, sid, start, server, mangled in self.suspects:
+            if mangled is not None:
+                detail = (
+                    f"EHLO keyword {mangled!r} looks overwritten "
+                    "(STARTTLS removed on the path?)"
+                )
+            elif self.offered[server]:
+                detail = (
+                    "EHLO reply without STARTTLS; "
+                    f"{self.offered[server]} other session(s) to "
+                    f"{server[0]}:{server[1]} were offered it"
+                )
+            else:
+                continue
+            found.append((position, AnomalyRecord(sid, start, KIND, detail)))
+        return found
 
 
 def _clear_ehlo_without_starttls(

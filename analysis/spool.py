@@ -5,10 +5,11 @@ session, so nothing can be written while captures are still being read.
 Keeping every ``SessionResult`` in memory until then would make memory grow
 with the size of the input. A ``Spool`` instead stores what the end of the
 run will need from each session in a temporary file the moment its
-connection closes, and keeps only a small index entry in memory, plus the
-few session columns that the cross-session check (``analysis.downgrade``)
-reads. ``replay`` reads the sessions back one at a time, in table order,
-with that check's findings beside each.
+connection closes, and keeps in memory only a few dozen bytes of index per
+session and what the cross-session check (``analysis.downgrade.Ledger``)
+needs: a count per server, and the rare sessions it may flag. ``replay``
+reads the sessions back one at a time, in table order, with that check's
+findings beside each.
 
 What is stored per session is done work, so that it happens where the
 session was analysed (in parallel, under ``-j N``):
@@ -26,11 +27,13 @@ replays all of them as one.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import marshal
 import operator
 import os
 import shutil
 import tempfile
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import IO, Any
@@ -47,19 +50,6 @@ from analysis.records import (
     TransactionRecord,
 )
 from analysis.rowfiles import Format, SessionRows
-
-# Session columns ``downgrade.find`` reads; kept for every session.
-_CHECKED_COLUMNS: tuple[str, ...] = (
-    "session_id",
-    "start",
-    "server_ip",
-    "server_port",
-    "starttls_offered",
-    "capabilities",
-    "tls",
-    "helo_verb",
-)
-
 
 # Sessions are written to the spool file in batches of about this many
 # bytes: a session takes a few KiB, and a system call for each costs more
@@ -112,19 +102,74 @@ class SpoolError(OSError):
     """
 
 
-@dataclass(slots=True)
-class _Entry:
-    """Where one encoded result lies, and what orders it.
+class _Index:
+    """Where each spooled session lies and what orders it, in flat arrays.
 
-    Never changed, but not frozen: there is one per session, and a frozen
-    dataclass takes several times as long to make.
+    About 40 bytes a session: an object per session, with its own id
+    string and integers, took ten times that, and this index is what
+    memory keeps of every session until the end of the run.
     """
 
-    start: int
-    session_id: str
-    part: int  # index into Spool._files
-    offset: int
-    length: int
+    def __init__(self) -> None:
+        # A start beyond 64 bits (a hostile pcapng timestamp) turns
+        # ``starts`` into a list: see ``append``.
+        self.starts: array[int] | list[int] = array("q")
+        self.parts = array("I")  # index into Spool._files
+        self.offsets = array("q")
+        self.lengths = array("q")
+        # The session ids, one after the other, in UTF-8: its bytes sort as
+        # the text does.
+        self.ids = bytearray()
+        self.id_ends = array("q")
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def append(
+        self, start: int, session_id: str, part: int, offset: int, length: int
+    ) -> None:
+        try:
+            self.starts.append(start)
+        except OverflowError:
+            self.starts = [*self.starts, start]
+        self.parts.append(part)
+        self.offsets.append(offset)
+        self.lengths.append(length)
+        self.ids += session_id.encode("utf-8", "surrogatepass")
+        self.id_ends.append(len(self.ids))
+
+    def extend(self, other: _Index, part: int) -> None:
+        """Add ``other``'s sessions, all of them stored in file ``part``."""
+        for start in other.starts:
+            try:
+                self.starts.append(start)
+            except OverflowError:
+                self.starts = [*self.starts, start]
+        self.parts.extend(array("I", [part]) * len(other))
+        self.offsets.extend(other.offsets)
+        self.lengths.extend(other.lengths)
+        shift = len(self.ids)
+        self.ids += other.ids
+        self.id_ends.extend(end + shift for end in other.id_ends)
+
+    def session_id(self, i: int) -> bytes:
+        return bytes(self.ids[self.id_ends[i - 1] if i else 0 : self.id_ends[i]])
+
+    def order(self) -> list[int]:
+        """Positions in table order: by start, then session id, then position."""
+        order = sorted(range(len(self)), key=self.starts.__getitem__)
+        # Sessions that start in the same nanosecond are few: only their
+        # runs are sorted again, so no key tuple is made per session.
+        done = 0
+        for _, run in itertools.groupby(order, key=self.starts.__getitem__):
+            count = len(list(run))
+            if count > 1:
+                order[done : done + count] = sorted(
+                    order[done : done + count],
+                    key=lambda i: (self.session_id(i), i),
+                )
+            done += count
+        return order
 
 
 @dataclass(slots=True)
@@ -132,8 +177,8 @@ class SpoolPart:
     """A worker's spool, handed to the parent process (see ``Spool.adopt``)."""
 
     path: str
-    entries: list[_Entry]
-    columns: dict[str, list[Any]]
+    index: _Index
+    ledger: downgrade.Ledger
     stats: RunStats
 
 
@@ -206,8 +251,9 @@ class Spool:
         self._named = named
         self._files: list[IO[bytes]] = []
         self._paths: list[str | None] = []
-        self._entries: list[_Entry] = []
-        self._columns: dict[str, list[Any]] = {name: [] for name in _CHECKED_COLUMNS}
+        self._index = _Index()
+        # What the cross-session check needs of every session.
+        self._ledger = downgrade.Ledger()
         self._writer: IO[bytes] | None = None
         self._batch: list[bytes] = []  # sessions not yet written to _writer
         self._batched = 0  # their bytes
@@ -216,7 +262,7 @@ class Spool:
         self._scratch: str | None = None
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._index)
 
     def __enter__(self) -> Spool:
         return self
@@ -242,16 +288,11 @@ class Spool:
         self._batched += len(data)
         if self._batched >= _BATCH:
             self._write_batch()
-        part = len(self._files) - 1
-        self._entries.append(
-            _Entry(session.start, session.session_id, part, offset, len(data))
+        index = self._index
+        self._ledger.add(len(index), session)
+        index.append(
+            session.start, session.session_id, len(self._files) - 1, offset, len(data)
         )
-        for name, values in self._columns.items():
-            values.append(getattr(session, name))
-        if not candidate:
-            # ``find`` cannot flag this session, only count its server as
-            # offering STARTTLS; its keywords would be memory per session.
-            self._columns["capabilities"][-1] = None
 
     def detach(self) -> SpoolPart:
         """Close the file and describe it for another process to ``adopt``."""
@@ -261,9 +302,9 @@ class Spool:
             with self._writing():
                 self._writer.close()
             self._writer = None
-        part = SpoolPart(path or "", self._entries, self._columns, self.stats)
-        self._entries = []
-        self._columns = {name: [] for name in _CHECKED_COLUMNS}
+        part = SpoolPart(path or "", self._index, self._ledger, self.stats)
+        self._index = _Index()
+        self._ledger = downgrade.Ledger()
         self._files.clear()
         self._paths.clear()
         return part
@@ -274,19 +315,14 @@ class Spool:
         The worker's spool must have been made with the same rules, format
         and ``results`` as this one.
         """
-        if not part.entries:
+        if not len(part.index):
             return
         self._flush()
         self._writer = None  # later adds start a file of their own
-        index = len(self._files)
+        self._ledger.merge(part.ledger, len(self._index))
+        self._index.extend(part.index, len(self._files))
         self._files.append(open(part.path, "rb"))  # noqa: SIM115 (closed in close())
         self._paths.append(part.path)
-        self._entries.extend(
-            _Entry(e.start, e.session_id, index, e.offset, e.length)
-            for e in part.entries
-        )
-        for name, values in self._columns.items():
-            values.extend(part.columns[name])
 
     def replay(self) -> Iterator[Replayed]:
         """Every session in table order: by start, then session id, then arrival.
@@ -296,21 +332,16 @@ class Spool:
         """
         self._flush()
         extra: dict[int, list[AnomalyRecord]] = {}
-        for position, record in downgrade.find(self._columns):
+        for position, record in self._ledger.find():
             extra.setdefault(position, []).append(record)
-        entries = self._entries
-        order = sorted(
-            range(len(entries)),
-            key=lambda i: (entries[i].start, entries[i].session_id, i),
-        )
-        for i in order:
-            entry = entries[i]
-            source = self._files[entry.part]
+        index = self._index
+        for i in index.order():
+            source = self._files[index.parts[i]]
             self._moved = True
-            source.seek(entry.offset)
-            evidence, rows, cells = marshal.loads(source.read(entry.length))
+            source.seek(index.offsets[i])
+            evidence, rows, cells = marshal.loads(source.read(index.lengths[i]))
             yield Replayed(
-                entry.start,
+                index.starts[i],
                 evidence,
                 rows,
                 _result_of(cells) if cells is not None else None,

@@ -217,4 +217,4 @@ def test_a_worker_stopped_outside_its_reading_hands_back_an_empty_share(
         signal.signal(signal.SIGTERM, previous[1])
     (part,) = sent
     assert isinstance(part, spool.SpoolPart)
-    assert part.entries == [] and part.stats.interrupted
+    assert len(part.index) == 0 and part.stats.interrupted

@@ -1,0 +1,112 @@
+"""What the spool keeps in memory of every session: its index and the
+cross-session check's ledger.
+
+Both are built a session at a time and merged across worker parts; they
+must give exactly what sorting all sessions and ``downgrade.find`` over all
+their columns give.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from analysis import downgrade, pipeline
+from analysis.records import SessionRecord, SessionResult
+from analysis.spool import Spool, _Index
+
+STRIPPING = str(Path(__file__).parents[2] / "pcaps" / "stripping.pcap")
+
+
+def _results() -> list[SessionResult]:
+    return list(pipeline.analyze([STRIPPING]))
+
+
+def _at(result: SessionResult, start: int, session_id: str) -> SessionResult:
+    session = dataclasses.replace(result.session, start=start, session_id=session_id)
+    return dataclasses.replace(result, session=session)
+
+
+def test_sessions_starting_together_are_ordered_by_id_then_arrival() -> None:
+    index = _Index()
+    for start, sid in [(5, "Sb"), (3, "Sz"), (5, "Sa"), (5, "Sb"), (1, "Sy")]:
+        index.append(start, sid, 0, 0, 1)
+    assert index.order() == [4, 1, 2, 0, 3]
+
+
+def test_ids_sort_as_text_whatever_their_characters() -> None:
+    # UTF-8 bytes order as code points do; a lone surrogate still encodes.
+    ids = ["S\u00e9", "Sz", "S\U0001f600", "S\ud800", "S"]
+    index = _Index()
+    for sid in ids:
+        index.append(7, sid, 0, 0, 1)
+    assert [ids[i] for i in index.order()] == sorted(ids)
+    assert index.session_id(2) == "S\U0001f600".encode()
+
+
+def test_a_start_beyond_64_bits_is_kept_and_ordered() -> None:
+    # pcapng allows timestamps that no 64-bit nanosecond count holds.
+    huge = 1 << 80
+    index = _Index()
+    index.append(huge, "Sa", 0, 0, 1)
+    index.append(2, "Sb", 0, 1, 1)
+    other = _Index()
+    other.append(huge + 1, "Sc", 0, 0, 1)
+    other.append(1, "Sd", 0, 1, 1)
+    index.extend(other, 1)
+    assert list(index.starts) == [huge, 2, huge + 1, 1]
+    assert index.order() == [3, 1, 0, 2]
+    assert list(index.parts) == [0, 0, 1, 1]
+    assert index.session_id(3) == b"Sd"
+
+
+def test_a_huge_start_goes_through_the_spool() -> None:
+    first, *_ = _results()
+    with Spool() as spool:
+        spool.add(_at(first, 1 << 70, "Sb"))
+        spool.add(_at(first, 10, "Sa"))
+        assert [r.start for r in spool.replay()] == [10, 1 << 70]
+
+
+def _columns(sessions: list[SessionRecord]) -> dict[str, list[object]]:
+    names = [f.name for f in dataclasses.fields(SessionRecord)]
+    return {name: [getattr(s, name) for s in sessions] for name in names}
+
+
+def test_the_ledger_finds_what_find_finds_over_all_columns() -> None:
+    sessions = [r.session for r in _results()]
+    ledger = downgrade.Ledger()
+    for position, session in enumerate(sessions):
+        ledger.add(position, session)
+    found = ledger.find()
+    assert found == downgrade.find(_columns(sessions))
+    assert [(p, a.detail) for p, a in found] == [
+        (
+            1,
+            "EHLO keyword 'XXXXXXXA' looks overwritten "
+            "(STARTTLS removed on the path?)",
+        ),
+        (2, "EHLO reply without STARTTLS; 1 other session(s) to 127.0.0.1:25 "
+         "were offered it"),
+    ]  # fmt: skip
+    # Only the sessions find may flag are kept, with a count per server.
+    assert [s[0] for s in ledger.suspects] == [1, 2]
+    assert ledger.offered == {("127.0.0.1", 25): 1}
+
+
+def test_ledgers_merged_from_parts_see_servers_across_parts() -> None:
+    # The session offered STARTTLS in one part, the stripped one in the
+    # other: only the merged ledger links them.
+    offered, mangled, stripped = (r.session for r in _results())
+    left, right = downgrade.Ledger(), downgrade.Ledger()
+    left.add(0, stripped)
+    right.add(0, offered)
+    right.add(1, mangled)
+    assert [p for p, _ in left.find()] == []
+    merged = downgrade.Ledger()
+    merged.merge(left, 0)
+    merged.merge(right, 1)
+    assert [(p, a.session_id) for p, a in merged.find()] == [
+        (0, stripped.session_id),
+        (2, mangled.session_id),
+    ]
