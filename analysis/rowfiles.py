@@ -388,6 +388,10 @@ def _json_number(value: float | None) -> str:
     return repr(number) if math.isfinite(number) else "null"
 
 
+# Cached: a run makes the writers of each table three times over (the
+# table files, their SessionRows, the spool's SessionRows), and compiling
+# the generated source cost more than all the rows of a small capture.
+@functools.cache
 def _jsonl_line(columns: tuple[Column, ...]) -> Callable[[object], str]:
     """A function writing one record of ``columns`` as a line of JSON.
 

@@ -38,9 +38,6 @@ class HeloDetector(PerSession):
         helos = [c for c in result.commands if c.verb in _HELO_VERBS and c.argument]
         server_names = self._own_names | facts.host_names(session.greeting_text)
         authenticated = session.auth_result == "success"
-        # RFC 5321 4.1.1.1 matters between MTAs on the Internet; hosts on a
-        # private network or loopback name themselves as they like.
-        public = facts.is_global(session.client_ip)
         found: dict[str, CommandRecord] = {}  # kind -> first command showing it
         names: list[str] = []
         for command in helos:
@@ -50,7 +47,13 @@ class HeloDetector(PerSession):
             for kind in _kinds(
                 name, session.client_ip, session.server_ip, server_names
             ):
-                if kind == "helo_not_fqdn" and (authenticated or not public):
+                # RFC 5321 4.1.1.1 matters between MTAs on the Internet;
+                # hosts on a private network or loopback name themselves as
+                # they like. Asked only here: most sessions never get here,
+                # and with many clients the answer is seldom cached.
+                if kind == "helo_not_fqdn" and (
+                    authenticated or not facts.is_global(session.client_ip)
+                ):
                     continue
                 found.setdefault(kind, command)
         if len(names) > 1:

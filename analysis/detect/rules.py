@@ -8,6 +8,7 @@ is an error (``RulesError``), so that a typo never silently keeps a default.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import tomllib
@@ -99,6 +100,10 @@ def load_rules(path: str | os.PathLike[str]) -> Rules:
     return _build(_defaults(), user, name)
 
 
+# Cached: each AlertEngine without rules of its own asks (a run makes two,
+# the spool's and the judge's), and tomllib is slow. Read only: _merge
+# copies the sections it changes.
+@functools.cache
 def _defaults() -> dict[str, Any]:
     text = resources.files(__package__).joinpath("default_rules.toml").read_text()
     return tomllib.loads(text)

@@ -8,12 +8,32 @@ which is bounded.
 
 from __future__ import annotations
 
+import re
+
 from analysis.smtp.syntax import parse_headers
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_AFTER_BARE_LF_END = 64 * 1024
 # Every proper prefix of an end-of-data line ends in one of these bytes.
 _TAIL_LAST_BYTES = (b"\r", b"\n", b".")
+_DOT_LINE_SEARCH = re.compile(rb"\n\.").search
+
+
+def find_dot_line(buf: bytes, pos: int) -> int:
+    """``buf.find(b"\\n.", pos)``: where the next LF "." pair starts, or -1.
+
+    On CPython 3.11 ``bytes.find`` scans for a two-byte needle at about a
+    byte a nanosecond; ``memchr`` finds a single "." many times faster, and
+    a body chunk often has none at all (base64 has no dots). After a dot the
+    regex engine, about twice as quick as ``bytes.find`` here, takes over.
+    """
+    # A pair at i >= pos has its "." at i + 1 >= pos + 1, so the first dot
+    # from there bounds where the pair can start.
+    dot = buf.find(b".", pos + 1)
+    if dot < 0:
+        return -1
+    found = _DOT_LINE_SEARCH(buf, dot - 1)
+    return found.start() if found is not None else -1
 
 
 class DataBody:
@@ -189,7 +209,7 @@ class DataBody:
             return 3, 0, 0  # an empty message: the first line is the end
         stuffed = 0
         last = -1
-        i = buf.find(b"\n.")
+        i = find_dot_line(buf, 0)
         while i >= 0:
             after = buf[i + 2 : i + 4]
             if after == b"\r\n":
@@ -204,7 +224,7 @@ class DataBody:
                 self._bare_lf_dot_line(buf, i, i + 3)
             stuffed += 1
             last = i
-            i = buf.find(b"\n.", i + 2)
+            i = find_dot_line(buf, i + 2)
         body_len = len(buf)
         if buf[-1:] in _TAIL_LAST_BYTES:  # most segments end in none of them
             body_len -= self._cut_tail(buf)

@@ -360,3 +360,22 @@ def test_rules_file_limits(tmp_path: Path) -> None:
     huge.write_bytes(b"#" * (MAX_RULES_BYTES + 10))
     with pytest.raises(RulesError, match="larger than"):
         load_rules(huge)
+
+
+def test_a_rules_file_leaves_the_cached_defaults_alone(tmp_path: Path) -> None:
+    # The defaults are parsed once per process and shared: laying a file over
+    # them must not change what the next engine without a file gets.
+    before = default_rules()
+    path = tmp_path / "site.toml"
+    path.write_text(
+        '[local]\ndomains = ["example.org"]\nnetworks = ["192.0.2.0/24"]\n'
+        "[auth_brute_force]\nwindow_s = 7.5\nenabled = false\n"
+    )
+    site = load_rules(path)
+    assert site.local.domains == frozenset({"example.org"})
+    assert site.rule("auth_brute_force").window_s == 7.5
+    after = default_rules()
+    assert after == before
+    assert after.local.domains == frozenset()
+    assert after.local.networks == ()
+    assert after.rule("auth_brute_force").enabled

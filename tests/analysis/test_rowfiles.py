@@ -21,6 +21,7 @@ from analysis.rowfiles import (
     Format,
     RowEncoder,
     SessionRows,
+    _jsonl_line,
     encode_row,
     iso_timestamp,
     json_cell,
@@ -102,6 +103,17 @@ def test_session_rows_are_the_tables_in_order() -> None:
     texts = SessionRows(Format.JSONL)(result)
     assert len(texts) == len(SESSION_TABLES)
     assert texts[0] == _plain_line("sessions", result.session)
+
+
+def test_writers_of_a_table_share_one_generated_line() -> None:
+    # The generated source is compiled once per table, however many writers
+    # a run makes; each writer still gives the plain encoding.
+    result = sample_results()[0]
+    first, second = SessionRows(Format.JSONL), SessionRows(Format.JSONL)
+    assert first(result) == second(result)
+    assert first._session is not second._session
+    assert _jsonl_line(TABLES["sessions"]) is _jsonl_line(TABLES["sessions"])
+    assert first(result)[0] == _plain_line("sessions", result.session)
 
 
 @pytest.mark.parametrize(
