@@ -17,6 +17,7 @@ import contextlib
 import enum
 import errno
 import functools
+import gc
 import logging
 import os
 import signal
@@ -326,6 +327,7 @@ def _run_read(args: argparse.Namespace) -> int:
         rows=fmt if streamed else None,
         results=frames,
     )
+    _freeze_once()
     with spool:
         spooled = _read_into(spool, args, readable, ports)
         stats = spool.stats
@@ -361,6 +363,24 @@ def _run_read(args: argparse.Namespace) -> int:
         _error("interrupted: the tables hold what was read until then")
         return Exit.INTERRUPTED
     return Exit.INPUT if failed or stats.errors else Exit.OK
+
+
+def _freeze_once() -> None:
+    """Leave what exists now (modules, classes, the parsed rules) out of
+    every later garbage collection.
+
+    Reading allocates many short-lived objects, so the collector runs
+    often, and its full passes walked these long-lived ones each time: about
+    2 % of a run's instructions on the 100 MB benchmark capture. Frozen
+    objects are never freed, hence once per process, before the first read.
+    """
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.freeze()
+
+
+_frozen = False
 
 
 def _read_into(
