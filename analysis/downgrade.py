@@ -17,6 +17,8 @@ depends only on the sessions' values, not on the order they were read in.
 from __future__ import annotations
 
 import functools
+import itertools
+from array import array
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -59,16 +61,28 @@ _READ = (
 class Ledger:
     """What ``find`` needs, gathered a session at a time.
 
-    Most sessions can only count their server as one that offered STARTTLS;
-    only the few that ``may_apply`` to are kept, so that the ledger grows
-    with the servers seen rather than with the sessions. Each session has a
-    position (its row): ``find`` reports the suspects by it.
+    Per session only its server's number and whether it was offered
+    STARTTLS (five bytes); whole only the few sessions that ``may_apply``
+    to. Sessions have consecutive positions (their rows) from 0, and
+    ``find`` reports the suspects by position.
+
+    A session's entries are written last to ``offered``. ``find`` and
+    ``merge`` take a count of sessions and ignore whatever lies beyond it, and
+    ``add`` first drops what an add cut short (Ctrl-C) left beyond its
+    position: so the owner (``analysis.spool``), which counts a session
+    only once its own record of it is complete, never sees half of one.
     """
 
     def __init__(self) -> None:
-        self.offered: Counter[tuple[str, int]] = Counter()
-        # (position, session id, start, server, mangled keyword or None)
-        self.suspects: list[tuple[int, str, int, tuple[str, int], str | None]] = []
+        self._numbers: dict[tuple[str, int], int] = {}  # server -> number
+        self._servers: list[tuple[str, int]] = []  # number -> server
+        self._server_of = array("I")  # by position
+        self._offered = bytearray()  # by position: 1 when offered STARTTLS
+        # (position, session id, start, server number, mangled keyword or None)
+        self.suspects: list[tuple[int, str, int, int, str | None]] = []
+
+    def __len__(self) -> int:
+        return len(self._offered)
 
     def add(self, position: int, session: SessionRecord) -> None:
         self.add_values(
@@ -96,43 +110,79 @@ class Ledger:
         helo_verb: str | None,
     ) -> None:
         """``add`` from the session's column values, in ``_READ``'s order."""
-        server = (server_ip, server_port)
-        if offered:
-            self.offered[server] += 1
+        self._drop_from(position)
+        number = self._number((server_ip, server_port))
         mangled = None
+        suspect = True
         if capabilities and _any_mangled(tuple(capabilities)):
             mangled = next(c for c in capabilities if mangled_keyword(c))
-        elif not _clear_ehlo_without_starttls(tls, helo_verb, capabilities, offered):
-            return
-        self.suspects.append((position, session_id, start, server, mangled))
+        else:
+            suspect = _clear_ehlo_without_starttls(
+                tls, helo_verb, capabilities, offered
+            )
+        if suspect:
+            self.suspects.append((position, session_id, start, number, mangled))
+        self._server_of.append(number)
+        self._offered.append(1 if offered else 0)  # the session is in
 
-    def merge(self, other: Ledger, shift: int) -> None:
-        """Take ``other``'s sessions, whose positions follow ``shift`` on."""
-        self.offered.update(other.offered)
+    def merge(self, other: Ledger, shift: int, count: int) -> None:
+        """Take ``other``'s first ``count`` sessions as positions ``shift`` on."""
+        self._drop_from(shift)
+        renumber = [self._number(server) for server in other._servers]
         self.suspects.extend(
-            (position + shift, sid, start, server, mangled)
-            for position, sid, start, server, mangled in other.suspects
+            (position + shift, sid, start, renumber[number], mangled)
+            for position, sid, start, number, mangled in other.suspects
+            if position < count
         )
+        self._server_of.extend(renumber[n] for n in other._server_of[:count])
+        self._offered += other._offered[:count]
 
-    def find(self) -> list[tuple[int, AnomalyRecord]]:
-        """``find`` over every session added, in the order they were added."""
+    def offers(self, count: int) -> Counter[tuple[str, int]]:
+        """Sessions offered STARTTLS per server, among the first ``count``."""
+        numbers = itertools.compress(self._server_of[:count], self._offered[:count])
+        return Counter({self._servers[n]: k for n, k in Counter(numbers).items()})
+
+    def find(self, count: int | None = None) -> list[tuple[int, AnomalyRecord]]:
+        """``find`` over the first ``count`` sessions (all by default)."""
+        count = len(self) if count is None else count
+        offered = self.offers(count)
         found: list[tuple[int, AnomalyRecord]] = []
-        for position, sid, start, server, mangled in self.suspects:
+        for position, sid, start, number, mangled in self.suspects:
+            if position >= count:
+                break
+            server = self._servers[number]
             if mangled is not None:
                 detail = (
                     f"EHLO keyword {mangled!r} looks overwritten "
                     "(STARTTLS removed on the path?)"
                 )
-            elif self.offered[server]:
+            elif offered[server]:
                 detail = (
                     "EHLO reply without STARTTLS; "
-                    f"{self.offered[server]} other session(s) to "
+                    f"{offered[server]} other session(s) to "
                     f"{server[0]}:{server[1]} were offered it"
                 )
             else:
                 continue
             found.append((position, AnomalyRecord(sid, start, KIND, detail)))
         return found
+
+    def _number(self, server: tuple[str, int]) -> int:
+        number = self._numbers.get(server)
+        if number is None:
+            # In this order: a number is handed out only once its server
+            # is listed.
+            self._servers.append(server)
+            number = self._numbers[server] = len(self._servers) - 1
+        return number
+
+    def _drop_from(self, position: int) -> None:
+        """Forget sessions from ``position`` on: what an add cut short left."""
+        if len(self._server_of) > position or len(self._offered) > position:
+            del self._server_of[position:]
+            del self._offered[position:]
+        while self.suspects and self.suspects[-1][0] >= position:
+            self.suspects.pop()
 
 
 def _clear_ehlo_without_starttls(

@@ -108,11 +108,16 @@ class _Index:
     About 40 bytes a session: an object per session, with its own id
     string and integers, took ten times that, and this index is what
     memory keeps of every session until the end of the run.
+
+    A session counts once its entry in ``id_ends``, written last, is in.
+    A Ctrl-C can stop ``append`` between any two of its steps; the other
+    arrays may then hold one entry more, which ``len``, ``order`` and
+    ``extend`` leave out and the next ``append`` drops.
     """
 
     def __init__(self) -> None:
         # A start beyond 64 bits (a hostile pcapng timestamp) turns
-        # ``starts`` into a list: see ``append``.
+        # ``starts`` into a list: see ``_add_start``.
         self.starts: array[int] | list[int] = array("q")
         self.parts = array("I")  # index into Spool._files
         self.offsets = array("q")
@@ -123,33 +128,32 @@ class _Index:
         self.id_ends = array("q")
 
     def __len__(self) -> int:
-        return len(self.offsets)
+        return len(self.id_ends)
 
     def append(
         self, start: int, session_id: str, part: int, offset: int, length: int
     ) -> None:
-        try:
-            self.starts.append(start)
-        except OverflowError:
-            self.starts = [*self.starts, start]
+        if len(self.starts) != len(self.id_ends):
+            self._drop_partial()
+        self._add_start(start)
         self.parts.append(part)
         self.offsets.append(offset)
         self.lengths.append(length)
         self.ids += session_id.encode("utf-8", "surrogatepass")
-        self.id_ends.append(len(self.ids))
+        self.id_ends.append(len(self.ids))  # the session is in
 
     def extend(self, other: _Index, part: int) -> None:
         """Add ``other``'s sessions, all of them stored in file ``part``."""
-        for start in other.starts:
-            try:
-                self.starts.append(start)
-            except OverflowError:
-                self.starts = [*self.starts, start]
-        self.parts.extend(array("I", [part]) * len(other))
-        self.offsets.extend(other.offsets)
-        self.lengths.extend(other.lengths)
+        if len(self.starts) != len(self.id_ends):
+            self._drop_partial()
+        count = len(other)
+        for start in other.starts[:count]:
+            self._add_start(start)
+        self.parts.extend(array("I", [part]) * count)
+        self.offsets.extend(other.offsets[:count])
+        self.lengths.extend(other.lengths[:count])
         shift = len(self.ids)
-        self.ids += other.ids
+        self.ids += other.ids[: other.id_ends[-1] if count else 0]
         self.id_ends.extend(end + shift for end in other.id_ends)
 
     def session_id(self, i: int) -> bytes:
@@ -170,6 +174,21 @@ class _Index:
                 )
             done += count
         return order
+
+    def _add_start(self, start: int) -> None:
+        try:
+            self.starts.append(start)
+        except OverflowError:
+            self.starts = [*self.starts, start]
+
+    def _drop_partial(self) -> None:
+        """Drop what an ``append`` cut short left beyond the last session."""
+        count = len(self.id_ends)
+        del self.starts[count:]
+        del self.parts[count:]
+        del self.offsets[count:]
+        del self.lengths[count:]
+        del self.ids[self.id_ends[-1] if count else 0 :]
 
 
 @dataclass(slots=True)
@@ -288,6 +307,8 @@ class Spool:
         self._batched += len(data)
         if self._batched >= _BATCH:
             self._write_batch()
+        # The index last: a session counts once it is in (see _Index), so a
+        # Ctrl-C anywhere in this method leaves it out whole.
         index = self._index
         self._ledger.add(len(index), session)
         index.append(
@@ -319,7 +340,9 @@ class Spool:
             return
         self._flush()
         self._writer = None  # later adds start a file of their own
-        self._ledger.merge(part.ledger, len(self._index))
+        # The index last: until it has them, the ledger's new sessions do
+        # not count (see downgrade.Ledger).
+        self._ledger.merge(part.ledger, len(self._index), len(part.index))
         self._index.extend(part.index, len(self._files))
         self._files.append(open(part.path, "rb"))  # noqa: SIM115 (closed in close())
         self._paths.append(part.path)
@@ -332,7 +355,7 @@ class Spool:
         """
         self._flush()
         extra: dict[int, list[AnomalyRecord]] = {}
-        for position, record in self._ledger.find():
+        for position, record in self._ledger.find(len(self._index)):
             extra.setdefault(position, []).append(record)
         index = self._index
         for i in index.order():

@@ -91,7 +91,7 @@ def test_the_ledger_finds_what_find_finds_over_all_columns() -> None:
     ]  # fmt: skip
     # Only the sessions find may flag are kept, with a count per server.
     assert [s[0] for s in ledger.suspects] == [1, 2]
-    assert ledger.offered == {("127.0.0.1", 25): 1}
+    assert ledger.offers(len(ledger)) == {("127.0.0.1", 25): 1}
 
 
 def test_ledgers_merged_from_parts_see_servers_across_parts() -> None:
@@ -104,9 +104,45 @@ def test_ledgers_merged_from_parts_see_servers_across_parts() -> None:
     right.add(1, mangled)
     assert [p for p, _ in left.find()] == []
     merged = downgrade.Ledger()
-    merged.merge(left, 0)
-    merged.merge(right, 1)
+    merged.merge(left, 0, 1)
+    merged.merge(right, 1, 2)
     assert [(p, a.session_id) for p, a in merged.find()] == [
         (0, stripped.session_id),
         (2, mangled.session_id),
     ]
+
+
+def test_what_an_append_cut_short_left_is_dropped_by_the_next() -> None:
+    index = _Index()
+    index.append(1, "Sa", 0, 0, 10)
+    # An append stopped after three of its steps (Ctrl-C between lines).
+    index.starts.append(2)
+    index.parts.append(0)
+    index.offsets.append(10)
+    assert len(index) == 1 and index.order() == [0]
+    other = _Index()
+    other.extend(index, 3)  # only the whole session crosses
+    assert (list(other.starts), list(other.parts), other.session_id(0)) == (
+        [1],
+        [3],
+        b"Sa",
+    )
+    index.append(3, "Sc", 0, 20, 5)
+    assert list(index.starts) == [1, 3]
+    assert list(index.offsets) == [0, 20]
+    assert [index.session_id(i) for i in range(2)] == [b"Sa", b"Sc"]
+
+
+def test_a_ledger_counts_only_the_sessions_its_owner_counts() -> None:
+    offered, mangled, stripped = (r.session for r in _results())
+    ledger = downgrade.Ledger()
+    ledger.add(0, offered)
+    ledger.add(1, stripped)
+    ledger.add(2, mangled)  # as if the index never took it in
+    assert [p for p, _ in ledger.find(2)] == [1]
+    assert ledger.offers(0) == {}
+    # The next add at position 2 replaces what the cut-short one left.
+    ledger.add(2, offered)
+    assert [p for p, _ in ledger.find()] == [1]
+    assert ledger.offers(3) == {("127.0.0.1", 25): 2}
+    assert "2 other session(s)" in ledger.find()[0][1].detail
