@@ -74,8 +74,8 @@ _SEQ_ACK = struct.Struct(">IIBB").unpack_from  # seq, ack, data offset, flags
 # From the start of an Ethernet frame: EtherType; IPv4 version and header
 # length, total length, fragment field, protocol; then TCP ports, sequence
 # and acknowledgment numbers, data offset and flags. The addresses are read
-# only for watched segments, as bytes (see _flow_keys).
-_ETH_IPV4_TCP = struct.Struct(">12xHBxH2xHxB10xHHIIBB").unpack_from
+# only for watched segments, as bytes (see flow_keys).
+ETH_IPV4_TCP = struct.Struct(">12xHBxH2xHxB10xHHIIBB").unpack_from
 # The same for IPv6: version, payload length, next header, then TCP.
 _ETH_IPV6_TCP = struct.Struct(">14xB3xHBx32xHHIIBB").unpack_from
 
@@ -163,7 +163,7 @@ _address_text: dict[bytes, str] = {}
 # that it holds about the open connections rather than every connection of
 # the capture; a key made again is equal to the one dropped.
 _FLOW_KEY_LIMIT: Final = 4096
-_flow_keys: dict[bytes, FlowKey] = {}
+flow_keys: dict[bytes, FlowKey] = {}
 
 
 def _address(raw: bytes) -> str:
@@ -208,7 +208,7 @@ def decode_at(
         # Anything else, and whatever this path would have to count, takes
         # the general path.
         (ethertype, ver_ihl, total, frag, proto, src_port, dst_port, seq, ack,
-         data_offset, flags) = _ETH_IPV4_TCP(buf, begin)  # fmt: skip
+         data_offset, flags) = ETH_IPV4_TCP(buf, begin)  # fmt: skip
         tcp = wire_end = addresses = 0  # no plain header found
         if ethertype == 0x0800:
             if ver_ihl == 0x45 and proto == _PROTO_TCP and not frag & 0x3FFF:
@@ -231,22 +231,22 @@ def decode_at(
             # Both addresses and both ports lie side by side before the rest
             # of the TCP header.
             where = buf[begin + tcp - addresses : begin + tcp + 4]
-            key = _flow_keys.get(where) or _flow_key(where)
+            key = flow_keys.get(where) or new_flow_key(where)
             return key, seq, ack, flags, buf[begin + start : begin + wire_end], 0
     frame = buf if begin == 0 and end == len(buf) else buf[begin:end]
     segment = _decode_general(linktype, frame, ports, stats)
     return None if segment is None else compact(segment)
 
 
-def _flow_key(where: bytes) -> FlowKey:
+def new_flow_key(where: bytes) -> FlowKey:
     """The flow key of two addresses of one family then two ports as they lie
     in a frame, cached."""
     size = (len(where) - 4) // 2
     src_port, dst_port = _PORTS(where, 2 * size)
     key = (_address(where[:size]), _address(where[size : 2 * size]), src_port, dst_port)
-    if len(_flow_keys) >= _FLOW_KEY_LIMIT:
-        _flow_keys.clear()
-    _flow_keys[where] = key
+    if len(flow_keys) >= _FLOW_KEY_LIMIT:
+        flow_keys.clear()
+    flow_keys[where] = key
     return key
 
 

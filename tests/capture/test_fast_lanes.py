@@ -1,0 +1,227 @@
+"""The packet path's fast lanes against the general code they shortcut.
+
+Every fast lane (decode_at's fast path run inline in the libpcap loop of
+capture.source, the steady lane of Reassembler.feed) must hand on exactly
+what the general path would: checked here on captures with the odd shapes
+the lanes step aside for.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from capture import libpcap, reassembly, source
+from capture.decode import ACK, FIN, RST, SYN
+from capture.source import SourceStats, iter_stream_events
+from capture.stream import StreamData, StreamEvent, StreamGap
+from tests.capture.craft import Frame, ethernet, ipv4, ipv6, pcap, tcp_header
+
+PSH_ACK = 0x18
+# NOP, NOP, then a timestamp option (RFC 7323 3): 12 bytes of options.
+TIMESTAMPS = b"\x01\x01\x08\x0a" + b"\x00\x00\x00\x01\x00\x00\x00\x02"
+
+# Wraps a TCP segment (header and payload) between two addresses in a frame.
+Wrap = Callable[[str, str, bytes], bytes]
+
+
+def _v4(src: str, dst: str, segment: bytes) -> bytes:
+    return ethernet(ipv4(src, dst, segment))
+
+
+def _v4_padded(src: str, dst: str, segment: bytes) -> bytes:
+    # Ethernet pads short frames to 60 bytes: bytes past the IP packet.
+    frame = ethernet(ipv4(src, dst, segment))
+    return frame + b"\0" * max(0, 60 - len(frame))
+
+
+def _v4_ip_options(src: str, dst: str, segment: bytes) -> bytes:
+    return ethernet(ipv4(src, dst, segment, options=b"\x01\x01\x01\x00"))
+
+
+def _v4_vlan(src: str, dst: str, segment: bytes) -> bytes:
+    return ethernet(ipv4(src, dst, segment), vlans=(0x8100,))
+
+
+def _v6(src: str, dst: str, segment: bytes) -> bytes:
+    return ethernet(ipv6(src, dst, segment), ethertype=0x86DD)
+
+
+def _conversation(
+    wrap: Wrap,
+    client_ip: str,
+    server_ip: str,
+    sport: int,
+    *,
+    options: bytes = b"",
+    rng: random.Random,
+    end: int = FIN,
+) -> list[bytes]:
+    """Frames of one SMTP-like connection, reordered, repeated and holed.
+
+    A handshake, then turns of data both ways, the client's message in
+    many segments; some segments swapped, repeated or dropped (a drop the
+    peer's acknowledgment later proves sent); closed by FINs or a RST.
+    """
+    seqs = {sport: 1000 + sport, 25: 7000 + sport}
+    frames: list[bytes] = []
+
+    def send(src_port: int, flags: int, data: bytes = b"") -> None:
+        dst_port = 25 if src_port == sport else sport
+        header = tcp_header(
+            src_port, dst_port, seqs[src_port], seqs[dst_port], flags, options
+        )
+        src, dst = (
+            (client_ip, server_ip) if src_port == sport else (server_ip, client_ip)
+        )
+        frames.append(wrap(src, dst, header + data))
+        seqs[src_port] = (seqs[src_port] + len(data) + bool(flags & (SYN | FIN))) % (
+            1 << 32
+        )
+
+    send(sport, SYN)
+    send(25, SYN | ACK)
+    send(sport, ACK)
+    send(25, PSH_ACK, b"220 mx ESMTP\r\n")
+    send(sport, PSH_ACK, b"EHLO client\r\n")
+    send(25, PSH_ACK, b"250 mx\r\n")
+    send(sport, PSH_ACK, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
+    send(25, PSH_ACK, b"250 ok\r\n250 ok\r\n354 go\r\n")
+    for line in range(40):
+        send(sport, PSH_ACK, f"line {line} ".encode() * rng.randrange(1, 30) + b"\r\n")
+        if line % 3 == 2:
+            send(25, ACK)  # a pure ACK of what came so far
+    last_line = frames[-1]
+    send(sport, PSH_ACK, b".\r\n")
+    send(25, PSH_ACK, b"250 queued\r\n")
+    if end == RST:
+        send(sport, RST | ACK)
+    else:
+        send(sport, PSH_ACK, b"QUIT\r\n")
+        send(25, PSH_ACK, b"221 bye\r\n")
+        send(sport, FIN | ACK)
+        send(25, FIN | ACK)
+        send(sport, ACK)
+
+    # Disorder in the message's middle, away from the handshake and close.
+    middle = range(10, len(frames) - 8)
+    for _ in range(4):
+        i = rng.choice(middle)
+        frames[i], frames[i + 1] = frames[i + 1], frames[i]
+    for _ in range(3):
+        i = rng.choice(middle)
+        frames.insert(i + 2, frames[i])  # a retransmission
+    # A copy of the message's last line whose last byte differs: the
+    # reassembler compares it with the unacknowledged bytes it kept.
+    i = frames.index(last_line)
+    frames.insert(i + 1, last_line[:-1] + b"?")
+    del frames[rng.choice(middle)]  # lost by the capture
+    return frames
+
+
+def _odd_capture(path: Path, seed: int) -> None:
+    """Conversations of every shape the fast lanes step aside for, interleaved."""
+    rng = random.Random(seed)
+    conversations = [
+        _conversation(_v4, "192.0.2.1", "198.51.100.25", 40001, rng=rng),
+        _conversation(_v4_padded, "192.0.2.2", "198.51.100.25", 40002, rng=rng),
+        _conversation(_v4_ip_options, "192.0.2.3", "198.51.100.25", 40003, rng=rng),
+        _conversation(_v4_vlan, "192.0.2.4", "198.51.100.25", 40004, rng=rng),
+        _conversation(_v6, "2001:db8::5", "2001:db8:1::25", 40005, rng=rng),
+        _conversation(
+            _v4, "192.0.2.6", "198.51.100.25", 40006, options=TIMESTAMPS, rng=rng
+        ),
+        _conversation(_v4, "192.0.2.7", "198.51.100.25", 40007, rng=rng, end=RST),
+    ]
+    frames: list[bytes] = []
+    while any(conversations):
+        # One frame of a random unfinished conversation at a time.
+        frames.append(rng.choice([c for c in conversations if c]).pop(0))
+    path.write_bytes(
+        pcap(
+            Frame(1_700_000_000 + i // 50, i % 50 * 1000, f)
+            for i, f in enumerate(frames)
+        )
+    )
+
+
+def _read(path: Path) -> tuple[list[StreamEvent], SourceStats]:
+    stats = SourceStats()
+    events = list(iter_stream_events([str(path)], stats=stats))
+    return events, stats
+
+
+def _general_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every segment take Reassembler._segment, never the steady lane."""
+
+    def never_steady(flow: reassembly._Flow) -> None:
+        flow.steady = False
+
+    monkeypatch.setattr(reassembly._Flow, "settle", never_steady)
+
+
+@pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_libpcap_loop_hands_on_what_the_python_reader_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    path = tmp_path / "odd.pcap"
+    _odd_capture(path, seed)
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    fast, fast_stats = _read(path)
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    slow, slow_stats = _read(path)
+
+    assert fast_stats.filtered and not slow_stats.filtered
+    assert fast == slow
+    assert fast_stats.decode == slow_stats.decode
+    assert fast_stats.reassembly == slow_stats.reassembly
+    assert fast_stats.smtp_packets == slow_stats.smtp_packets > 7 * 60
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_steady_lane_hands_on_what_the_general_path_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    path = tmp_path / "odd.pcap"
+    _odd_capture(path, seed)
+    fast, fast_stats = _read(path)
+    _general_lane(monkeypatch)
+    slow, slow_stats = _read(path)
+
+    assert fast == slow
+    assert fast_stats.reassembly == slow_stats.reassembly
+    # The capture does exercise gaps and retransmissions.
+    assert any(isinstance(event, StreamGap) for event in fast)
+    assert fast_stats.reassembly.retransmissions > 0
+    assert fast_stats.reassembly.overlap_mismatches > 0
+
+
+@pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")
+def test_libpcap_loop_decodes_a_plain_ipv4_segment_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No handshake: the first bytes start the client's stream.
+    path = tmp_path / "one.pcap"
+    header = tcp_header(40000, 25, 1000, 5000, PSH_ACK, TIMESTAMPS)
+    frame = _v4_padded("192.0.2.1", "198.51.100.25", header + b"EHLO x\r\n")
+    path.write_bytes(pcap([Frame(1_700_000_000, 250, frame)]))
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    events, stats = _read(path)
+
+    assert stats.filtered
+    data = [event for event in events if isinstance(event, StreamData)]
+    assert [(d.data, d.ts, int(d.direction)) for d in data] == [
+        (b"EHLO x\r\n", 1_700_000_000_000_250_000, 0)
+    ]
+    conn = data[0].conn
+    assert (conn.client_ip, conn.client_port, conn.server_ip, conn.server_port) == (
+        "192.0.2.1",
+        40000,
+        "198.51.100.25",
+        25,
+    )
+    assert stats.decode.tcp == 1 and stats.packets == 1
