@@ -179,6 +179,10 @@ class _Flow:
         )
 
 
+# tuple.__new__ in one global lookup: it builds an event NamedTuple without
+# the Python-level __new__ the NamedTuple adds.
+_new_tuple: Final = tuple.__new__
+
 # What Reassembler._flows holds per direction of a connection: see there.
 _Lane = tuple[_Flow, Direction, int, _Half, _Half]
 
@@ -219,6 +223,9 @@ class Reassembler:
         # when the capture clock has moved on by a fraction of the timeout.
         self._sweep_every = max(1, min(self._idle_ns // 8, 30 * _NS_PER_S))
         self._next_sweep = _NEVER_SWEPT  # the first packet sweeps (nothing)
+        # A packet past the sweep check comes before _next_sweep: a flow last
+        # seen since this cannot be idle then. See _sweep.
+        self._fresh_since = _NEVER_SWEPT
         self._capture_start = False  # see start_capture
         self._next_id = 0
         # Both orientations of each 4-tuple, to the flow and the direction
@@ -248,7 +255,11 @@ class Reassembler:
         if found is not None and not flags & _SYN_FIN_RST and not missing:
             flow, direction, side, half, peer = found
             conn = flow.conn
-            if flow.steady and ts - conn.last_ts <= self._idle_ns:
+            # The idle test below, first as a comparison only (no subtraction
+            # of nanosecond counts): see _fresh_since.
+            if flow.steady and (
+                conn.last_ts >= self._fresh_since or ts - conn.last_ts <= self._idle_ns
+            ):
                 # An established connection, no FIN about and nothing cut by
                 # the snap length: what most segments are, and all that
                 # _segment would do for them.
@@ -284,10 +295,9 @@ class Reassembler:
                         and half.base is not None
                         and (half.base + half.next_off) % _SEQ_MOD == seq
                     ):
-                        # _deliver, inline; tuple.__new__ skips the
-                        # NamedTuple's Python-level __new__.
+                        # _deliver, inline.
                         events.append(
-                            tuple.__new__(StreamData, (conn, direction, ts, payload))
+                            _new_tuple(StreamData, (conn, direction, ts, payload))
                         )
                         half.next_off += size
                         tail = half.tail
@@ -428,6 +438,7 @@ class Reassembler:
     def _sweep(self, now: int, events: list[StreamEvent]) -> None:
         """Close connections idle too long; forget long-closed 4-tuples."""
         self._next_sweep = now + self._sweep_every
+        self._fresh_since = self._next_sweep - self._idle_ns
         limit = now - self._idle_ns
         linger = now - _FIN_LINGER_NS
         idle = [

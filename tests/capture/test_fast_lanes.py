@@ -15,15 +15,31 @@ from pathlib import Path
 import pytest
 
 from capture import libpcap, reassembly, source
-from capture.decode import ACK, FIN, RST, SYN
+from capture.decode import ACK, FIN, RST, SYN, Segment, compact
+from capture.reassembly import Reassembler
 from capture.source import SourceStats, iter_stream_events
-from capture.stream import StreamData, StreamEvent, StreamGap
-from tests.capture.craft import Frame, ethernet, ipv4, ipv6, pcap, tcp_header
+from capture.stream import (
+    CloseReason,
+    StreamClosed,
+    StreamData,
+    StreamEvent,
+    StreamGap,
+)
+from tests.capture.craft import (
+    Frame,
+    ethernet,
+    ipv4,
+    ipv6,
+    pcap,
+    seg,
+    tcp_header,
+)
 
 PSH_ACK = 0x18
 # NOP, NOP, then a timestamp option (RFC 7323 3): 12 bytes of options.
 TIMESTAMPS = b"\x01\x01\x08\x0a" + b"\x00\x00\x00\x01\x00\x00\x00\x02"
 
+Address = tuple[str, int]
 # Wraps a TCP segment (header and payload) between two addresses in a frame.
 Wrap = Callable[[str, str, bytes], bytes]
 
@@ -225,3 +241,56 @@ def test_libpcap_loop_decodes_a_plain_ipv4_segment_exactly(
         25,
     )
     assert stats.decode.tcp == 1 and stats.packets == 1
+
+
+def _quiet_spells() -> list[tuple[int, Segment]]:
+    """Two connections; the first falls quiet for just under, then just
+    over, the 10 s idle timeout while the second keeps the clock (and the
+    idle sweeps, every 1.25 s at most) going. Each quiet spell ends between
+    two sweeps, where only feed's own idle test can tell."""
+    ms = 1_000_000
+    a = (("10.0.0.1", 40000), ("10.0.0.2", 25))
+    b = (("10.0.0.3", 40001), ("10.0.0.2", 25))
+    sent = {a[0]: 100, a[1]: 900, b[0]: 2000, b[1]: 7000}
+    out: list[tuple[int, Segment]] = []
+
+    def send(ms_at: int, pair: tuple[Address, Address], data: bytes) -> None:
+        src, dst = pair
+        segment = seg(src, sent[src], data, ack=sent[dst], flags=PSH_ACK)
+        segment = segment._replace(dst_ip=dst[0], dst_port=dst[1])
+        out.append((ms_at * ms, compact(segment)))
+        sent[src] += len(data)
+
+    for at in (0, 1000, 2000, 2700):
+        send(at, a, b"a\r\n")
+    # b every half second: sweeps at 2.0, 4.0, 5.5, ... 11.5, 13.0, ...
+    for at in range(0, 30_000, 500):
+        send(at, b, b"b\r\n")
+        if at == 12_500:
+            send(12_600, a, b"under\r\n")  # 9.9 s after a's last
+        if at == 23_000:
+            send(22_700, a, b"over\r\n")  # 10.1 s after a's last
+    return sorted(out, key=lambda item: item[0])
+
+
+def test_steady_lane_after_quiet_spells_matches_the_general_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def run() -> list[StreamEvent]:
+        reassembler = Reassembler(frozenset({25}), idle_timeout_s=10.0)
+        events: list[StreamEvent] = []
+        for ts, segment in _quiet_spells():
+            events += reassembler.feed(ts, segment)
+        return events + reassembler.finish()
+
+    fast = run()
+    _general_lane(monkeypatch)
+    slow = run()
+
+    assert fast == slow
+    # The first connection survived 9.9 s of quiet, then after 10.1 s was
+    # closed as idle and "over" opened another.
+    closed = [(e.conn.conn_id, e.reason) for e in fast if isinstance(e, StreamClosed)]
+    assert closed[0] == (0, CloseReason.IDLE)
+    data = [(e.conn.conn_id, e.data) for e in fast if isinstance(e, StreamData)]
+    assert (0, b"under\r\n") in data and (2, b"over\r\n") in data
