@@ -74,8 +74,11 @@ _SEQ_ACK = struct.Struct(">IIBB").unpack_from  # seq, ack, data offset, flags
 # From the start of an Ethernet frame: EtherType; IPv4 version and header
 # length, total length, fragment field, protocol; then TCP ports, sequence
 # and acknowledgment numbers, data offset and flags. The addresses are read
-# only for watched segments, as bytes (see flow_keys).
-ETH_IPV4_TCP = struct.Struct(">12xHBxH2xHxB10xHHIIBB").unpack_from
+# only for watched segments, as bytes (see _flow_keys).
+_ETH_IPV4_TCP = struct.Struct(">12xHBxH2xHxB10xHHIIBB").unpack_from
+# The same but for the ports, for the loop that finds them in its own cache
+# of flow keys instead (capture.source._filtered_capture, see watched_key).
+ETH_IPV4_TCP_NO_PORTS = struct.Struct(">12xHBxH2xHxB14xIIBB").unpack_from
 # The same for IPv6: version, payload length, next header, then TCP.
 _ETH_IPV6_TCP = struct.Struct(">14xB3xHBx32xHHIIBB").unpack_from
 
@@ -163,7 +166,7 @@ _address_text: dict[bytes, str] = {}
 # that it holds about the open connections rather than every connection of
 # the capture; a key made again is equal to the one dropped.
 _FLOW_KEY_LIMIT: Final = 4096
-flow_keys: dict[bytes, FlowKey] = {}
+_flow_keys: dict[bytes, FlowKey] = {}
 
 
 def _address(raw: bytes) -> str:
@@ -208,7 +211,7 @@ def decode_at(
         # Anything else, and whatever this path would have to count, takes
         # the general path.
         (ethertype, ver_ihl, total, frag, proto, src_port, dst_port, seq, ack,
-         data_offset, flags) = ETH_IPV4_TCP(buf, begin)  # fmt: skip
+         data_offset, flags) = _ETH_IPV4_TCP(buf, begin)  # fmt: skip
         tcp = wire_end = addresses = 0  # no plain header found
         if ethertype == 0x0800:
             if ver_ihl == 0x45 and proto == _PROTO_TCP and not frag & 0x3FFF:
@@ -231,22 +234,43 @@ def decode_at(
             # Both addresses and both ports lie side by side before the rest
             # of the TCP header.
             where = buf[begin + tcp - addresses : begin + tcp + 4]
-            key = flow_keys.get(where) or new_flow_key(where)
+            key = _flow_keys.get(where) or _flow_key(where)
             return key, seq, ack, flags, buf[begin + start : begin + wire_end], 0
     frame = buf if begin == 0 and end == len(buf) else buf[begin:end]
     segment = _decode_general(linktype, frame, ports, stats)
     return None if segment is None else compact(segment)
 
 
-def new_flow_key(where: bytes) -> FlowKey:
+def _flow_key(where: bytes) -> FlowKey:
     """The flow key of two addresses of one family then two ports as they lie
     in a frame, cached."""
     size = (len(where) - 4) // 2
     src_port, dst_port = _PORTS(where, 2 * size)
     key = (_address(where[:size]), _address(where[size : 2 * size]), src_port, dst_port)
-    if len(flow_keys) >= _FLOW_KEY_LIMIT:
-        flow_keys.clear()
-    flow_keys[where] = key
+    if len(_flow_keys) >= _FLOW_KEY_LIMIT:
+        _flow_keys.clear()
+    _flow_keys[where] = key
+    return key
+
+
+def watched_key(
+    where: bytes, ports: frozenset[int], cache: dict[bytes, FlowKey]
+) -> FlowKey | None:
+    """The flow key of addresses then ports as they lie in a frame (see
+    ``_flow_keys``) if either port is in ``ports``, else None.
+
+    A key found is added to ``cache``, which must only ever hold keys found
+    for this same ``ports``: a loop that looks there first knows a key it
+    finds is watched without testing the ports again. Emptied when full,
+    like ``_flow_keys``.
+    """
+    src_port, dst_port = _PORTS(where, len(where) - 4)
+    if src_port not in ports and dst_port not in ports:
+        return None
+    key = _flow_keys.get(where) or _flow_key(where)
+    if len(cache) >= _FLOW_KEY_LIMIT:
+        cache.clear()
+    cache[where] = key
     return key
 
 

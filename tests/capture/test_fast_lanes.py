@@ -1,7 +1,8 @@
 """The packet path's fast lanes against the general code they shortcut.
 
 Every fast lane (decode_at's fast path run inline in the libpcap loop of
-capture.source, the steady lane of Reassembler.feed) must hand on exactly
+capture.source with its cache of watched flow keys, the steady lane of
+Reassembler.feed) must hand on exactly
 what the general path would: checked here on captures with the odd shapes
 the lanes step aside for.
 """
@@ -9,13 +10,15 @@ the lanes step aside for.
 from __future__ import annotations
 
 import random
+import socket
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from capture import libpcap, reassembly, source
-from capture.decode import ACK, FIN, RST, SYN, Segment, compact
+from capture import decode, libpcap, reassembly, source
+from capture.decode import ACK, FIN, RST, SYN, FlowKey, Segment, compact, watched_key
 from capture.reassembly import Reassembler
 from capture.source import SourceStats, iter_stream_events
 from capture.stream import (
@@ -294,3 +297,36 @@ def test_steady_lane_after_quiet_spells_matches_the_general_path(
     assert closed[0] == (0, CloseReason.IDLE)
     data = [(e.conn.conn_id, e.data) for e in fast if isinstance(e, StreamData)]
     assert (0, b"under\r\n") in data and (2, b"over\r\n") in data
+
+
+def test_watched_key_keeps_only_watched_flows_in_its_cache() -> None:
+    # 192.0.2.1 -> 198.51.100.25, ports 40000 -> 25, as they lie in a frame.
+    where = bytes([192, 0, 2, 1, 198, 51, 100, 25]) + struct.pack(">HH", 40000, 25)
+    cache: dict[bytes, FlowKey] = {}
+
+    assert watched_key(where, frozenset({587}), cache) is None
+    assert cache == {}
+    key = watched_key(where, frozenset({25}), cache)
+    assert key == ("192.0.2.1", "198.51.100.25", 40000, 25)
+    assert cache == {where: key}
+
+    v6 = socket.inet_pton(socket.AF_INET6, "2001:db8::1") + socket.inet_pton(
+        socket.AF_INET6, "2001:db8::25"
+    )
+    assert watched_key(v6 + struct.pack(">HH", 25, 50000), frozenset({25}), {}) == (
+        "2001:db8::1",
+        "2001:db8::25",
+        25,
+        50000,
+    )
+
+
+def test_watched_key_cache_is_emptied_when_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(decode, "_FLOW_KEY_LIMIT", 2)
+    cache: dict[bytes, FlowKey] = {}
+    for port in (40000, 40001, 40002):
+        where = bytes([10, 0, 0, 1, 10, 0, 0, 2]) + struct.pack(">HH", port, 25)
+        watched_key(where, frozenset({25}), cache)
+    assert [struct.unpack(">H", where[8:10])[0] for where in cache] == [40002]
