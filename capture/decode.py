@@ -81,6 +81,7 @@ _ETH_IPV4_TCP = struct.Struct(">12xHBxH2xHxB10xHHIIBB").unpack_from
 ETH_IPV4_TCP_NO_PORTS = struct.Struct(">12xHBxH2xHxB14xIIBB").unpack_from
 # The same for IPv6: version, payload length, next header, then TCP.
 _ETH_IPV6_TCP = struct.Struct(">14xB3xHBx32xHHIIBB").unpack_from
+ETH_IPV6_TCP_NO_PORTS = struct.Struct(">14xB3xHBx36xIIBB").unpack_from
 
 
 class TcpSegment(NamedTuple):

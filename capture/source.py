@@ -20,6 +20,7 @@ from typing import TypeVar
 from capture import libpcap
 from capture.decode import (
     ETH_IPV4_TCP_NO_PORTS,
+    ETH_IPV6_TCP_NO_PORTS,
     LINKTYPE_ETHERNET,
     SMTP_PORTS,
     DecodeStats,
@@ -298,6 +299,7 @@ def _filtered_capture(
     # flow keys come from a cache of watched flows only, which spares
     # reading and testing the ports of every packet.
     eth_ipv4_tcp = ETH_IPV4_TCP_NO_PORTS
+    eth_ipv6_tcp = ETH_IPV6_TCP_NO_PORTS
     watched: dict[bytes, FlowKey] = {}  # see watched_key
     try:
         with reader:
@@ -316,9 +318,12 @@ def _filtered_capture(
                     taken += 1
                     segment: Segment | None = None
                     if ethernet and size >= 54:
-                        # decode_at's fast path for IPv4, inline: untagged
-                        # Ethernet, a 20-byte IP header, no fragmentation, a
-                        # sound TCP header, the whole packet captured.
+                        # decode_at's fast path, inline: untagged Ethernet,
+                        # then IPv4 with a 20-byte header and no
+                        # fragmentation or IPv6 with TCP next, a sound TCP
+                        # header, the whole packet captured. ``where`` is
+                        # then the addresses and ports, side by side.
+                        where: bytes | None = None
                         (ethertype, ver_ihl, total, frag, proto, seq, ack,
                          data_offset, flags) = eth_ipv4_tcp(data, start)  # fmt: skip
                         payload_at = 34 + ((data_offset >> 4) << 2)
@@ -330,9 +335,22 @@ def _filtered_capture(
                             and not frag & 0x3FFF
                             and 54 <= payload_at <= wire_end <= size
                         ):
-                            # Addresses and ports, side by side: a key in
-                            # watched is on a watched port.
                             where = data[start + 26 : start + 38]
+                        elif ethertype == 0x86DD and size >= 68:
+                            (version, payload_len, next_header, seq, ack,
+                             data_offset, flags,
+                             ) = eth_ipv6_tcp(data, start)  # fmt: skip
+                            payload_at = 54 + ((data_offset >> 4) << 2)
+                            wire_end = 54 + payload_len
+                            if (
+                                version >> 4 == 6
+                                and next_header == 6
+                                and payload_len
+                                and 74 <= payload_at <= wire_end <= size
+                            ):
+                                where = data[start + 22 : start + 58]
+                        if where is not None:
+                            # A key in watched is on a watched port.
                             key = watched.get(where)
                             if key is None:
                                 key = watched_key(where, ports, watched)
