@@ -267,9 +267,9 @@ class Reassembler:
                 conn.packets[side] += 1
                 sent = peer.next_off
                 if (
-                    flags & ACK
+                    (ack != peer.ack_seen or sent != peer.ack_seen_at)
+                    and flags & ACK
                     and peer.base is not None
-                    and (ack != peer.ack_seen or sent != peer.ack_seen_at)
                 ):
                     # _Half.offset and _acknowledged, inline.
                     peer.ack_seen = ack
