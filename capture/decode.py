@@ -76,8 +76,12 @@ _SEQ_ACK = struct.Struct(">IIBB").unpack_from  # seq, ack, data offset, flags
 # and acknowledgment numbers, data offset and flags. The addresses are read
 # only for watched segments, as bytes (see _flow_keys).
 _ETH_IPV4_TCP = struct.Struct(">12xHBxH2xHxB10xHHIIBB").unpack_from
+# The same but for the ports, for the loop that finds them in its own cache
+# of flow keys instead (capture.source._filtered_capture, see watched_key).
+ETH_IPV4_TCP_NO_PORTS = struct.Struct(">12xHBxH2xHxB14xIIBB").unpack_from
 # The same for IPv6: version, payload length, next header, then TCP.
 _ETH_IPV6_TCP = struct.Struct(">14xB3xHBx32xHHIIBB").unpack_from
+ETH_IPV6_TCP_NO_PORTS = struct.Struct(">14xB3xHBx36xIIBB").unpack_from
 
 
 class TcpSegment(NamedTuple):
@@ -247,6 +251,27 @@ def _flow_key(where: bytes) -> FlowKey:
     if len(_flow_keys) >= _FLOW_KEY_LIMIT:
         _flow_keys.clear()
     _flow_keys[where] = key
+    return key
+
+
+def watched_key(
+    where: bytes, ports: frozenset[int], cache: dict[bytes, FlowKey]
+) -> FlowKey | None:
+    """The flow key of addresses then ports as they lie in a frame (see
+    ``_flow_keys``) if either port is in ``ports``, else None.
+
+    A key found is added to ``cache``, which must only ever hold keys found
+    for this same ``ports``: a loop that looks there first knows a key it
+    finds is watched without testing the ports again. Emptied when full,
+    like ``_flow_keys``.
+    """
+    src_port, dst_port = _PORTS(where, len(where) - 4)
+    if src_port not in ports and dst_port not in ports:
+        return None
+    key = _flow_keys.get(where) or _flow_key(where)
+    if len(cache) >= _FLOW_KEY_LIMIT:
+        cache.clear()
+    cache[where] = key
     return key
 
 

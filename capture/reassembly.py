@@ -75,6 +75,8 @@ class _Half:
     """One direction of a connection: where its byte stream stands."""
 
     __slots__ = (
+        "ack_seen",
+        "ack_seen_at",
         "acked",
         "base",
         "fin_off",
@@ -93,6 +95,12 @@ class _Half:
         self.pending_bytes = 0
         self.fin_off: int | None = None  # offset the FIN occupies
         self.acked = 0  # highest offset the peer has acknowledged
+        # The last acknowledgment number the fast lane of Reassembler.feed
+        # applied here, and next_off then: the same number at the same
+        # next_off maps to the same offset, already taken into ``acked``.
+        # A sender's data segments mostly repeat their acknowledgment.
+        self.ack_seen = -1
+        self.ack_seen_at = 0
         # Delivered bytes not yet acknowledged, ending at next_off, kept to
         # compare retransmissions with.
         self.tail = bytearray()
@@ -171,6 +179,13 @@ class _Flow:
         )
 
 
+# tuple.__new__ in one global lookup: it builds an event NamedTuple without
+# the Python-level __new__ the NamedTuple adds.
+_new_tuple: Final = tuple.__new__
+
+# What Reassembler._flows holds per direction of a connection: see there.
+_Lane = tuple[_Flow, Direction, int, _Half, _Half]
+
 # What every closed flow points to instead of its own halves and connection:
 # a closed flow's packets are only counted (see Reassembler.feed), so only
 # its 4-tuples and closing time are kept, and these are never written to.
@@ -208,13 +223,17 @@ class Reassembler:
         # when the capture clock has moved on by a fraction of the timeout.
         self._sweep_every = max(1, min(self._idle_ns // 8, 30 * _NS_PER_S))
         self._next_sweep = _NEVER_SWEPT  # the first packet sweeps (nothing)
+        # A packet past the sweep check comes before _next_sweep: a flow last
+        # seen since this cannot be idle then. See _sweep.
+        self._fresh_since = _NEVER_SWEPT
         self._capture_start = False  # see start_capture
         self._next_id = 0
         # Both orientations of each 4-tuple, to the flow and the direction
         # a segment sent from its source travels in, as a Direction (for
         # the events) and as a plain int (to index with: an IntEnum index
-        # takes the slow path of every list and tuple read).
-        self._flows: dict[FlowKey, tuple[_Flow, Direction, int]] = {}
+        # takes the slow path of every list and tuple read), then that
+        # direction's half and its peer's, for the fast lane of feed.
+        self._flows: dict[FlowKey, _Lane] = {}
         self._open: dict[int, _Flow] = {}  # by conn_id, so in opening order
         self._closed: dict[int, _Flow] = {}  # in closing order
 
@@ -234,20 +253,27 @@ class Reassembler:
         key, seq, ack, flags, payload, missing = seg
         found = self._flows.get(key)
         if found is not None and not flags & _SYN_FIN_RST and not missing:
-            flow, direction, side = found
+            flow, direction, side, half, peer = found
             conn = flow.conn
-            if flow.steady and ts - conn.last_ts <= self._idle_ns:
+            # The idle test below, first as a comparison only (no subtraction
+            # of nanosecond counts): see _fresh_since.
+            if flow.steady and (
+                conn.last_ts >= self._fresh_since or ts - conn.last_ts <= self._idle_ns
+            ):
                 # An established connection, no FIN about and nothing cut by
                 # the snap length: what most segments are, and all that
                 # _segment would do for them.
                 conn.last_ts = ts
                 conn.packets[side] += 1
-                halves = flow.halves
-                half = halves[side]
-                peer = halves[1 - side]
-                if flags & ACK and peer.base is not None:
+                sent = peer.next_off
+                if (
+                    (ack != peer.ack_seen or sent != peer.ack_seen_at)
+                    and flags & ACK
+                    and peer.base is not None
+                ):
                     # _Half.offset and _acknowledged, inline.
-                    sent = peer.next_off
+                    peer.ack_seen = ack
+                    peer.ack_seen_at = sent
                     ack_off = (
                         sent
                         + ((ack - peer.base - sent + _SEQ_HALF) % _SEQ_MOD)
@@ -269,10 +295,9 @@ class Reassembler:
                         and half.base is not None
                         and (half.base + half.next_off) % _SEQ_MOD == seq
                     ):
-                        # _deliver, inline; tuple.__new__ skips the
-                        # NamedTuple's Python-level __new__.
+                        # _deliver, inline.
                         events.append(
-                            tuple.__new__(StreamData, (conn, direction, ts, payload))
+                            _new_tuple(StreamData, (conn, direction, ts, payload))
                         )
                         half.next_off += size
                         tail = half.tail
@@ -287,7 +312,7 @@ class Reassembler:
         if found is None:
             flow, direction = self._start(key, ts, flags, events)
         else:
-            flow, direction, _ = found
+            flow, direction = found[0], found[1]
             if flow.closed:
                 if not new_syn:
                     self.stats.packets_after_close += 1
@@ -383,8 +408,9 @@ class Reassembler:
             if client_sent
             else (Direction.SERVER, Direction.CLIENT)
         )
-        self._flows[key] = (flow, sent, int(sent))
-        self._flows[reverse] = (flow, received, int(received))
+        mine, theirs = flow.halves[sent], flow.halves[received]
+        self._flows[key] = (flow, sent, int(sent), mine, theirs)
+        self._flows[reverse] = (flow, received, int(received), theirs, mine)
         self._open[conn.conn_id] = flow
         events.append(StreamOpened(conn))
         return flow, sent
@@ -412,6 +438,7 @@ class Reassembler:
     def _sweep(self, now: int, events: list[StreamEvent]) -> None:
         """Close connections idle too long; forget long-closed 4-tuples."""
         self._next_sweep = now + self._sweep_every
+        self._fresh_since = self._next_sweep - self._idle_ns
         limit = now - self._idle_ns
         linger = now - _FIN_LINGER_NS
         idle = [
