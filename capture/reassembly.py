@@ -430,6 +430,10 @@ class Reassembler:
         # The 4-tuple is remembered for a while (see _sweep), the stream
         # state not: a busy capture closes thousands of connections a minute.
         flow.halves = _RELEASED
+        for key in flow.keys:  # their lanes held the halves too
+            lane = self._flows.get(key)
+            if lane is not None and lane[0] is flow:
+                self._flows[key] = (flow, lane[1], lane[2], *_RELEASED)
         conn_id = flow.conn.conn_id
         flow.conn = _RELEASED_CONN  # the StreamClosed event keeps the real one
         del self._open[conn_id]
