@@ -2,7 +2,10 @@
 
 Each worker reads every capture but keeps only the connections that hash to
 it (``capture.libpcap.shard_of``: the same both ways, so a connection is
-never split). Workers spool their results to files in a directory of the
+never split). Once all have read everything they agree on the latest time
+any of them read to (``_agree``), so that a connection left idle near the
+end closes as idle, as it would where one process saw the others' packets
+go on. Workers spool their results to files in a directory of the
 parent's spool and return only a description of them (``SpoolPart``), so
 nothing large crosses between processes. The parent replays all parts as
 one spool: the tables are the same rows in the same order as a single
@@ -13,6 +16,7 @@ traffic, and the detectors see every session at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import signal
@@ -26,6 +30,7 @@ from analysis import pipeline
 from analysis.detect import Rules
 from analysis.rowfiles import Format
 from analysis.spool import Spool, SpoolPart
+from capture.source import ClockHook
 
 
 class WorkerLost(Exception):
@@ -61,7 +66,15 @@ def read_sharded(
 
     workers = [_Worker(context, job) for job in work[1:]]
     try:
-        parts = [_work(work[0], progress)]
+        try:
+            parts = [_work(work[0], progress, functools.partial(_agree, workers))]
+        finally:
+            # Agreed or not (Ctrl-C, an error): a worker still to ask for
+            # the clock (_told) must not wait for an answer. (Not by closing
+            # this end: the workers forked with a copy of it.)
+            for worker in workers:
+                if not worker.answered:
+                    worker.answer(None)
         stopped = parts[0].stats.interrupted  # SIGTERM may have reached only us
         if stopped:
             for worker in workers:
@@ -90,7 +103,10 @@ class _Worker:
 
     def __init__(self, context: Any, job: _Job) -> None:
         receive, send = context.Pipe(duplex=False)
-        self.process = context.Process(target=_child, args=(job, send), daemon=True)
+        self.clock, clock = context.Pipe()  # see _agree
+        self.process = context.Process(
+            target=_child, args=(job, send, clock), daemon=True
+        )
         # Held back until the child has its own handlers (see _child): a
         # Ctrl-C right after the fork would otherwise kill it mid-start.
         held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
@@ -99,8 +115,16 @@ class _Worker:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
         send.close()  # the child's end; EOF here then means the child is gone
+        clock.close()
         self._receive = receive
         self.stopped = False
+        self.answered = False
+
+    def answer(self, clock: int | None) -> None:
+        """Tell the worker the latest clock (None: none agreed on)."""
+        self.answered = True
+        with contextlib.suppress(OSError):
+            self.clock.send(clock)
 
     def result(self) -> SpoolPart:
         try:
@@ -125,6 +149,7 @@ class _Worker:
 
     def reap(self) -> None:
         self._receive.close()
+        self.clock.close()
         self.process.join(timeout=5)
         if self.process.is_alive():  # only after an error in this process
             self.process.kill()
@@ -147,26 +172,61 @@ def _wait(worker: _Worker, everyone: list[_Worker]) -> tuple[SpoolPart, bool]:
                 other.stop()
 
 
-def _child(job: _Job, send: Any) -> None:
+def _agree(workers: list[_Worker], mine: int) -> int:
+    """The latest clock of all shares, this process's being ``mine``.
+
+    Each worker tells its own once it has read everything, then waits for
+    the answer (``_told``): the connections still open then close by it. A
+    worker that stops early closes its end instead, and is left out; one
+    that asks after this process stopped agreeing is answered None.
+    """
+    latest = mine
+    for worker in workers:
+        with contextlib.suppress(EOFError, OSError):
+            latest = max(latest, worker.clock.recv())
+    for worker in workers:
+        worker.answer(latest)
+    return latest
+
+
+def _told(clock: Any, mine: int) -> int:
+    """A worker's side of ``_agree``."""
+    try:
+        clock.send(mine)
+        latest: int | None = clock.recv()
+    except (EOFError, OSError):  # the parent is gone
+        return mine
+    return mine if latest is None else latest
+
+
+def _child(job: _Job, send: Any, clock: Any) -> None:
     """A worker process: its share, or the exception that stopped it."""
     # Ctrl-C while reading closes the open sessions as interrupted (inside
     # pipeline.analyze); outside it, the share is handed back as it is.
-    outcome: SpoolPart | BaseException
+    outcome: SpoolPart | BaseException | None = None
     # A group Ctrl-C and the parent's own stop may both arrive: only the
     # first may interrupt, or the second would cut the closing short.
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
     try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-        outcome = _work(job)
-    except KeyboardInterrupt:  # before or after pipeline.analyze: nothing read
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+            outcome = _work(job, clock=functools.partial(_told, clock))
+        except KeyboardInterrupt:  # before or after pipeline.analyze
+            outcome = _empty_part(job[3])
+        except BaseException as exc:  # handed to the parent, which reports it
+            outcome = exc
+        # A stop that comes now, when the share is done, must not cut the
+        # hand-over short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except KeyboardInterrupt:
+        pass  # the first stop, just as the share was done: the rest are ignored
+    if outcome is None:  # stopped before anything was read
         outcome = _empty_part(job[3])
-    except BaseException as exc:  # handed to the parent, which reports it
-        outcome = exc
-    # A stop that comes now, when the share is done, must not cut the
-    # hand-over short.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Whether or not this share got as far as _told: a parent waiting there
+    # must not wait for it while it waits to hand its share over.
+    clock.close()
     try:
         send.send(outcome)
     except (KeyboardInterrupt, OSError):
@@ -206,7 +266,11 @@ def _interrupt_once(signum: int, frame: FrameType | None) -> None:
 _Job = tuple[list[str], frozenset[int], tuple[int, int], "_Settings"]
 
 
-def _work(job: _Job, progress: pipeline.ProgressHook | None = None) -> SpoolPart:
+def _work(
+    job: _Job,
+    progress: pipeline.ProgressHook | None = None,
+    clock: ClockHook | None = None,
+) -> SpoolPart:
     paths, ports, shard, settings = job
     spool = Spool(
         settings.directory,
@@ -218,7 +282,12 @@ def _work(job: _Job, progress: pipeline.ProgressHook | None = None) -> SpoolPart
     try:
         try:
             for result in pipeline.analyze(
-                paths, ports, stats=spool.stats, shard=shard, progress=progress
+                paths,
+                ports,
+                stats=spool.stats,
+                shard=shard,
+                progress=progress,
+                clock=clock,
             ):
                 spool.add(result)
         except KeyboardInterrupt:

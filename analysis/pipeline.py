@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from analysis.records import SessionResult
 from analysis.session import SessionBuilder
 from analysis.tls.decrypt import DecryptedStreams, decrypt_captures
-from capture.source import SourceStats, handle_stream_events
+from capture.source import ClockHook, SourceStats, handle_stream_events
 from capture.stream import (
     StreamAnomaly,
     StreamClosed,
@@ -55,13 +55,15 @@ def analyze(
     progress: ProgressHook | None = None,
     shard: tuple[int, int] = (0, 1),
     tls_keylog: str | None = None,
+    clock: ClockHook | None = None,
 ) -> Iterator[SessionResult]:
     """Yield every SMTP session found in ``paths``, read in the given order.
 
     A capture that cannot be read, or is damaged part way, adds a message to
     ``stats.errors``; the sessions decoded before the damage are still
     yielded, and reading goes on with the next capture. ``shard`` (k, n)
-    keeps only the connections that hash to worker k of n.
+    keeps only the connections that hash to worker k of n; ``clock`` then
+    tells the latest time any worker read to (``handle_stream_events``).
 
     With ``tls_keylog`` (an NSS key log), tshark first decrypts the sessions
     whose keys are in it (``analysis.tls.decrypt``; raises ``DecryptError``
@@ -85,6 +87,7 @@ def analyze(
             stats=source,
             progress=progress,
             shard=shard,
+            clock=clock,
         )
     except KeyboardInterrupt:
         # Ctrl-C (a user ending "tcpdump -w - | smtpscope read -"): what was

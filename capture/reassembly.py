@@ -226,6 +226,7 @@ class Reassembler:
         # A packet past the sweep check comes before _next_sweep: a flow last
         # seen since this cannot be idle then. See _sweep.
         self._fresh_since = _NEVER_SWEPT
+        self._swept_to = _NEVER_SWEPT  # see clock
         self._capture_start = False  # see start_capture
         self._next_id = 0
         # Both orientations of each 4-tuple, to the flow and the direction
@@ -248,7 +249,10 @@ class Reassembler:
         if ts >= self._next_sweep:
             if self._capture_start:
                 self._new_capture(ts, events)
-            self._sweep(ts, events)
+            # At a point of a fixed grid, not at this packet's time: a reader
+            # given only some of the connections (a -j worker) then sweeps
+            # at the same times as one given all, only later.
+            self._sweep(ts - ts % self._sweep_every, events)
 
         key, seq, ack, flags, payload, missing = seg
         found = self._flows.get(key)
@@ -351,13 +355,20 @@ class Reassembler:
         if latest is not None and ts < latest:
             events.extend(self.finish())
 
-    def finish(self, ts: int | None = None) -> list[StreamEvent]:
+    def finish(
+        self, ts: int | None = None, *, clock: int | None = None
+    ) -> list[StreamEvent]:
         """Close every open connection with END_OF_CAPTURE, in opening order.
 
         ``ts`` is the time to stamp on the closes; by default each
-        connection's last packet time.
+        connection's last packet time. ``clock``: the ``clock`` of the whole
+        run, when other readers shared its connections out (``-j N``). Where
+        it is ahead of this one's, the connections a reader of all of them
+        would have found idle by then are closed as IDLE first.
         """
         events: list[StreamEvent] = []
+        if clock is not None and clock >= self._next_sweep:
+            self._sweep(clock, events)
         for flow in list(self._open.values()):
             at = flow.conn.last_ts if ts is None else ts
             self._close(flow, at, CloseReason.END_OF_CAPTURE, events)
@@ -365,6 +376,13 @@ class Reassembler:
         self._closed.clear()
         self._next_sweep = _NEVER_SWEPT
         return events
+
+    @property
+    def clock(self) -> int:
+        """The latest time connections were checked for idleness at, or
+        a time before any packet: a point of the sweep grid, so the same in
+        every reader of the same packets."""
+        return self._swept_to
 
     def expire(self, now: int) -> list[StreamEvent]:
         """Close the connections idle at ``now``, though no packet came.
@@ -443,6 +461,7 @@ class Reassembler:
         """Close connections idle too long; forget long-closed 4-tuples."""
         self._next_sweep = now + self._sweep_every
         self._fresh_since = self._next_sweep - self._idle_ns
+        self._swept_to = max(self._swept_to, now)
         limit = now - self._idle_ns
         linger = now - _FIN_LINGER_NS
         idle = [

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 # for standard input).
 ProgressHook = Callable[[str, int, int | None], None]
 ErrorHook = Callable[[CaptureError], None]
+# This reader's clock in, the latest of all readers' out: see
+# handle_stream_events.
+ClockHook = Callable[[int], int]
 # What handle_stream_events makes of the events.
 T = TypeVar("T")
 
@@ -104,9 +107,14 @@ def handle_stream_events(
     shard: tuple[int, int] = (0, 1),
     idle_timeout_s: float = 600.0,
     max_buffered_bytes: int = 1 << 20,
+    clock: ClockHook | None = None,
 ) -> Iterator[T]:
     """``iter_stream_events``, each event handed to ``handle`` as it comes;
     yields what ``handle`` returns when that is not None.
+
+    ``clock``, for one reader of several (``shard``): called once all is
+    read with this reader's ``Reassembler.clock``, it returns the latest of
+    all readers', which the last connections are closed by.
 
     For a consumer of every event that yields little (the offline analysis
     yields a session per connection): an event no longer climbs through
@@ -135,7 +143,10 @@ def handle_stream_events(
             if on_error is not None:
                 on_error(error)
         done = stats.bytes
-    for event in reassembler.finish():
+    # With connections shared out between readers, the others may have read
+    # on to a later time: connections idle by then close as idle here too.
+    shared = clock(reassembler.clock) if clock is not None else None
+    for event in reassembler.finish(clock=shared):
         result = handle(event)
         if result is not None:
             yield result

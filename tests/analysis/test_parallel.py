@@ -18,6 +18,8 @@ from analysis.offline import build_tables
 from analysis.parallel import read_sharded
 from analysis.tables import SmtpTables, read_captures
 from capture import libpcap, source
+from tests import corpus
+from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
 PCAPS = sorted(str(p) for p in (Path(__file__).parents[2] / "pcaps").glob("**/*.pcap"))
 
@@ -116,3 +118,70 @@ def test_a_large_capture_is_read_sharded_by_default(
     assert cli.main(["read", *PCAPS[:3], "-q", "-o", str(tmp_path), "-j", "1"]) == 0
     assert calls == [2]
     assert (tmp_path / "sessions.jsonl").read_bytes() == sharded
+
+
+def _idle_tail_capture(path: Path) -> None:
+    """Two connections that two workers share out: A says one line and goes
+    quiet; B, opened a second later, goes on past A's idle timeout (600 s)."""
+    client, server = "192.0.2.1", "198.51.100.2"
+    ports = iter(range(40000, 40100))
+    a = next(p for p in ports if libpcap.shard_of(client, p, server, 25, 2) == 0)
+    b = next(p for p in ports if libpcap.shard_of(client, p, server, 25, 2) == 1)
+
+    def frames(sport: int, times: list[int]) -> list[Frame]:
+        def sent(by_client: bool, frac: int, **kw: Any) -> Frame:
+            ends = (
+                (client, server, sport, 25)
+                if by_client
+                else (server, client, 25, sport)
+            )
+            return Frame(times[0], frac, ethernet(v4_tcp(*ends, **kw)))  # fmt: skip
+
+        out = [
+            sent(True, 0, seq=99, flags=0x02),
+            sent(False, 1, seq=499, ack=100, flags=0x12),
+            sent(True, 2, seq=100, ack=500, flags=0x10),
+        ]
+        line = b"220 ready\r\n"
+        for n, t in enumerate(times):
+            greeting = sent(False, 3, payload=line, seq=500 + n * len(line), ack=100)
+            out.append(Frame(t, 3, greeting.data))
+        return out
+
+    both = frames(a, [1000]) + frames(b, [1001, 1100, 1300, 1500, 1700])
+    path.write_bytes(pcap(sorted(both, key=lambda f: (f.ts_sec, f.ts_frac))))
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_a_connection_idle_at_the_end_closes_as_idle_in_every_worker(
+    tmp_path: Path, jobs: int
+) -> None:
+    # One process closes A as idle when B's packets take the clock past
+    # A's timeout; the worker holding A alone sees none of them, and learns
+    # the time at the end from the others (parallel._agree).
+    capture = tmp_path / "idle-tail.pcap"
+    _idle_tail_capture(capture)
+    plain = read_captures([str(capture)])
+    assert list(plain.sessions["close"]) == ["idle", "end_of_capture"]
+    # A's last packet, 3 µs after its first, and then the timeout.
+    last = pd.Timestamp(1000_000_003_000, unit="ns", tz="UTC")
+    assert plain.sessions["end"].iloc[0] == last + pd.Timedelta(seconds=600)
+    with read_sharded([str(capture)], pipeline.DEFAULT_PORTS, jobs) as spool:
+        _same(build_tables(spool), plain)
+
+
+def test_captures_of_different_days_give_the_same_tables_in_workers() -> None:
+    # Found in review: the first capture's last session closed as idle in one
+    # process (the second capture's packets take the clock on), as at the end
+    # of its capture under -j 2.
+    corpus.require_corpus()
+    zeek = corpus.CORPUS / "zeek__zeek"
+    paths = [
+        str(zeek / "testing__btest__Traces__smtp-attachment-msg.pcap"),
+        str(zeek / "testing__btest__Traces__smtp-mail-transactions-invalid.pcap"),
+    ]
+    plain = read_captures(paths)
+    assert plain.sessions["close"].iloc[0] == "idle"
+    for jobs in (2, 3):
+        with read_sharded(paths, pipeline.DEFAULT_PORTS, jobs) as spool:
+            _same(build_tables(spool), plain)

@@ -12,14 +12,18 @@ import io
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from analysis import cli, parallel, pipeline, spool
+from analysis.records import SessionResult
 from analysis.rowfiles import Format, TableFiles
-from tests.analysis.test_interrupt import CAPTURE, _interrupted_source
+from capture import source
+from capture.stream import StreamClosed, StreamEvent
+from tests.analysis.test_interrupt import CAPTURE
 
 ROOT = Path(__file__).parents[2]
 AUTH = str(ROOT / "pcaps" / "auth.pcap")
@@ -36,14 +40,34 @@ def test_interrupted_sharded_run_says_so(
     tmp_path: Path,
     jobs: str,
 ) -> None:
-    # Workers are forked, so they are interrupted at the same place.
-    monkeypatch.setattr(pipeline, "handle_stream_events", _interrupted_source)
+    # Workers are forked, so they are interrupted at the same place, each by
+    # a SIGINT of its own as a Ctrl-C gives every process of the group: a
+    # worker then ignores the one the parent sends it once its own share is
+    # interrupted (parallel._interrupt_once), as in a real Ctrl-C.
+    monkeypatch.setattr(pipeline, "handle_stream_events", _signalled_source)
     status = cli.main(["read", CAPTURE, "-q", "-o", str(tmp_path), "-j", jobs])
     err = capsys.readouterr().err
-    assert status == 130
+    assert status == 130, err
     assert "interrupted" in err
     assert '"close":"interrupted"' in (tmp_path / "sessions.jsonl").read_text()
     assert _leftovers(tmp_path) == []
+
+
+def _signalled_source(
+    paths: list[str],
+    handle: Callable[[StreamEvent], SessionResult | None],
+    *args: Any,
+    **kwargs: Any,
+) -> Iterator[SessionResult]:
+    """The real events of the capture, until a SIGINT before the close."""
+
+    def until_the_close(event: StreamEvent) -> SessionResult | None:
+        if isinstance(event, StreamClosed):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises KeyboardInterrupt first
+        return handle(event)
+
+    return source.handle_stream_events(paths, until_the_close, *args, **kwargs)
 
 
 class _FullDisk:
@@ -137,32 +161,44 @@ def test_ctrl_c_while_waiting_for_workers_keeps_what_was_read(
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("waiting", ["for the clock", "for the shares"])
 def test_ctrl_c_while_waiting_is_passed_on_to_the_workers(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
+    waiting: str,
 ) -> None:
+    # The parent waits for the workers twice: for their clocks once each has
+    # read everything (parallel._agree), then for their shares.
     real_work = parallel._work
 
-    def slow_worker(job: Any, progress: Any = None) -> Any:
+    def slow_worker(job: Any, progress: Any = None, clock: Any = None) -> Any:
         if job[2][0] == 0:  # the parent's own share
-            return real_work(job, progress)
-        try:  # a worker that reads only once told to stop
+            return real_work(job, progress, clock)
+        part = None
+        if waiting == "for the shares":
+            part = real_work(job, clock=clock)
+        try:  # a worker that goes on only once told to stop
             time.sleep(30)
         except KeyboardInterrupt:
-            return real_work(job)
+            return part if part is not None else real_work(job, clock=clock)
         raise AssertionError("the worker was never told to stop")
 
-    real_result = parallel._Worker.result
+    def interrupted_once(real: Any) -> Any:
+        def wait(*args: Any) -> Any:
+            if not getattr(wait, "interrupted", False):
+                wait.interrupted = True  # type: ignore[attr-defined]
+                raise KeyboardInterrupt
+            return real(*args)
 
-    def result(self: parallel._Worker) -> Any:
-        if not getattr(self, "interrupted", False):
-            self.interrupted = True  # type: ignore[attr-defined]
-            raise KeyboardInterrupt
-        return real_result(self)
+        return wait
 
     monkeypatch.setattr(parallel, "_work", slow_worker)
-    monkeypatch.setattr(parallel._Worker, "result", result)
+    if waiting == "for the clock":
+        monkeypatch.setattr(parallel, "_agree", interrupted_once(parallel._agree))
+    else:
+        real_result = parallel._Worker.result
+        monkeypatch.setattr(parallel._Worker, "result", interrupted_once(real_result))
     started = time.monotonic()
     status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "-j", "2"])
     assert time.monotonic() - started < 20  # the worker did not sleep it out
@@ -179,7 +215,7 @@ def test_a_worker_that_dies_is_reported(
 ) -> None:
     (tmp_path / "sessions.jsonl").write_text("old\n")
 
-    def die(job: Any, send: Any) -> None:
+    def die(job: Any, send: Any, clock: Any) -> None:
         os._exit(9)
 
     monkeypatch.setattr(parallel, "_child", die)
@@ -195,7 +231,7 @@ def test_a_worker_that_dies_is_reported(
 def test_a_worker_stopped_outside_its_reading_hands_back_an_empty_share(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    def interrupted(job: Any, progress: Any = None) -> Any:
+    def interrupted(job: Any, progress: Any = None, clock: Any = None) -> Any:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(parallel, "_work", interrupted)
@@ -211,7 +247,8 @@ def test_a_worker_stopped_outside_its_reading_hands_back_an_empty_share(
     settings = parallel._Settings(str(tmp_path), None, None, True)
     previous = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
     try:
-        parallel._child(([AUTH], pipeline.DEFAULT_PORTS, (1, 2), settings), Pipe())
+        job = ([AUTH], pipeline.DEFAULT_PORTS, (1, 2), settings)
+        parallel._child(job, Pipe(), Pipe())
     finally:
         signal.signal(signal.SIGINT, previous[0])
         signal.signal(signal.SIGTERM, previous[1])
