@@ -318,7 +318,11 @@ class Reassembler:
         else:
             flow, direction = found[0], found[1]
             if flow.closed:
-                if not new_syn:
+                # Remembered for the idle timeout after its close, by this
+                # packet's time alone: _sweep forgets in closing order, which
+                # is not that of the close times, and stops early.
+                forgotten = ts - flow.closed_ts > self._idle_ns
+                if not new_syn and not forgotten:
                     self.stats.packets_after_close += 1
                     self.stats.bytes_after_close += len(payload)
                     return events
