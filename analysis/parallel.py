@@ -16,6 +16,7 @@ traffic, and the detectors see every session at once.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import multiprocessing
 import os
@@ -64,7 +65,9 @@ def read_sharded(
     settings = _Settings(directory, spool.rules, spool.rows, spool.results)
     work = [(list(paths), ports, (k, jobs), settings) for k in range(jobs)]
 
-    workers = [_Worker(context, job) for job in work[1:]]
+    workers: list[_Worker] = []
+    for job in work[1:]:
+        workers.append(_Worker(context, job, workers))
     try:
         try:
             parts = [_work(work[0], progress, functools.partial(_agree, workers))]
@@ -101,11 +104,20 @@ def read_sharded(
 class _Worker:
     """One worker process and the pipe its share comes back through."""
 
-    def __init__(self, context: Any, job: _Job) -> None:
+    _receive: Any  # its share comes through here
+    clock: Any  # this process's end of the pipe of _agree
+
+    def __init__(self, context: Any, job: _Job, before: list[_Worker]) -> None:
         receive, send = context.Pipe(duplex=False)
         self.clock, clock = context.Pipe()  # see _agree
+        # The forked child gets a copy of every end this process holds; it
+        # closes this process's, so that it sees end of file (and a broken
+        # pipe) when this process is gone.
+        ours = [receive, self.clock]
+        for other in before:
+            ours += [other._receive, other.clock]
         self.process = context.Process(
-            target=_child, args=(job, send, clock), daemon=True
+            target=_child, args=(job, send, clock, ours, os.getpid()), daemon=True
         )
         # Held back until the child has its own handlers (see _child): a
         # Ctrl-C right after the fork would otherwise kill it mid-start.
@@ -199,8 +211,14 @@ def _told(clock: Any, mine: int) -> int:
     return mine if latest is None else latest
 
 
-def _child(job: _Job, send: Any, clock: Any) -> None:
-    """A worker process: its share, or the exception that stopped it."""
+def _child(job: _Job, send: Any, clock: Any, ours: list[Any], parent: int) -> None:
+    """A worker process: its share, or the exception that stopped it.
+
+    ``ours``: the parent's ends of the pipes, to close here. ``parent``:
+    the parent's pid; if it dies, this worker is stopped as by SIGTERM.
+    """
+    for end in ours:
+        end.close()
     # Ctrl-C while reading closes the open sessions as interrupted (inside
     # pipeline.analyze); outside it, the share is handed back as it is.
     outcome: SpoolPart | BaseException | None = None
@@ -208,6 +226,7 @@ def _child(job: _Job, send: Any, clock: Any) -> None:
     # first may interrupt, or the second would cut the closing short.
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
+    _stop_with(parent)
     try:
         try:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
@@ -230,11 +249,37 @@ def _child(job: _Job, send: Any, clock: Any) -> None:
     try:
         send.send(outcome)
     except (KeyboardInterrupt, OSError):
-        pass  # the parent is gone or stopped listening
+        # The parent is gone: nobody will adopt the share or delete its file.
+        if isinstance(outcome, SpoolPart) and outcome.path:
+            with contextlib.suppress(OSError):
+                os.unlink(outcome.path)
+            with contextlib.suppress(OSError):  # if the others did the same
+                os.rmdir(os.path.dirname(outcome.path))
     except Exception:  # an exception that does not pickle: its text then
         with contextlib.suppress(KeyboardInterrupt, OSError):
             send.send(RuntimeError(f"worker failed: {outcome!r}"))
     send.close()
+
+
+def _stop_with(parent: int) -> None:
+    """Have the kernel send SIGTERM here when the parent process dies.
+
+    Otherwise a worker whose parent was killed (SIGKILL, out of memory)
+    would read its whole share for nobody. Linux only (prctl); elsewhere the
+    worker finds out when it hands its share over.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,13 @@ worker that could not spool replaced the previous files with empty tables.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -215,7 +218,7 @@ def test_a_worker_that_dies_is_reported(
 ) -> None:
     (tmp_path / "sessions.jsonl").write_text("old\n")
 
-    def die(job: Any, send: Any, clock: Any) -> None:
+    def die(job: Any, *pipes: Any) -> None:
         os._exit(9)
 
     monkeypatch.setattr(parallel, "_child", die)
@@ -235,6 +238,7 @@ def test_a_worker_stopped_outside_its_reading_hands_back_an_empty_share(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(parallel, "_work", interrupted)
+    monkeypatch.setattr(parallel, "_stop_with", lambda parent: None)  # in-process
     sent: list[Any] = []
 
     class Pipe:
@@ -248,10 +252,65 @@ def test_a_worker_stopped_outside_its_reading_hands_back_an_empty_share(
     previous = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
     try:
         job = ([AUTH], pipeline.DEFAULT_PORTS, (1, 2), settings)
-        parallel._child(job, Pipe(), Pipe())
+        parallel._child(job, Pipe(), Pipe(), [], os.getppid())
     finally:
         signal.signal(signal.SIGINT, previous[0])
         signal.signal(signal.SIGTERM, previous[1])
     (part,) = sent
     assert isinstance(part, spool.SpoolPart)
     assert len(part.index) == 0 and part.stats.interrupted
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for task in tasks:
+        children = Path(f"/proc/{pid}/task/{task}/children")
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in children.read_text().split()]
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
+    # Found in review: with the parent killed (SIGKILL, out of memory), the
+    # workers waited for it forever, holding the caller's stdout and their
+    # spool files. They now get SIGTERM from the kernel and find the pipes
+    # broken, since none of them holds a copy of the parent's ends.
+    capture = str(ROOT / "pcaps" / "abuse" / "bulk.pcap")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "analysis", "read", *[capture] * 400]
+    parent = subprocess.Popen(
+        [*argv, "-q", "-o", str(out), "-j", "3"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers = _children(parent.pid)
+            time.sleep(0.005)
+        assert len(workers) == 2, "the workers did not start"
+        parent.send_signal(signal.SIGSTOP)  # reading or waiting for it: both
+        time.sleep(0.3)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(
+            Path(f"/proc/{w}").exists() for w in workers
+        ):
+            time.sleep(0.05)
+        alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+        assert alive == [], "workers outlived their parent"
+    finally:
+        for pid in [parent.pid, *_children(parent.pid)]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    # Their spool files are gone with them; the parent's own share, spooled
+    # beside theirs, is left by the kill.
+    assert len(list(out.rglob("spool-*"))) <= 1
