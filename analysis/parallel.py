@@ -226,6 +226,8 @@ def _child(job: _Job, send: Any, clock: Any, ours: list[Any], parent: int) -> No
     # first may interrupt, or the second would cut the closing short.
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _interrupt_once)
+    # Stop signals are still blocked (see _Worker): one sent now, the
+    # parent's death included, interrupts the share below, at the unblock.
     _stop_with(parent)
     try:
         try:
