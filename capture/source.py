@@ -172,6 +172,7 @@ def _one_capture(
     # it: the hash is the same both ways, so a connection stays whole.
     mine, parts = shard
     sharded = parts > 1
+    owners: dict[FlowKey, int] = {}  # see _owner
     skip = 0
     snaplen = _fast_path_snaplen(path)
     if snaplen:
@@ -199,8 +200,12 @@ def _one_capture(
                         linktype, data, start, stop, ports, decode_stats
                     )
                     if segment is not None:
-                        if sharded and _shard(segment, parts) != mine:
-                            continue
+                        if sharded:
+                            owner = owners.get(segment[0])
+                            if owner is None:
+                                owner = _owner(segment, parts, owners)
+                            if owner != mine:
+                                continue
                         if skip:
                             skip -= 1
                             continue
@@ -230,6 +235,18 @@ _PCAP_MAGICS = frozenset(
 def _shard(segment: Segment, parts: int) -> int:
     src_ip, dst_ip, src_port, dst_port = segment[0]
     return shard_of(src_ip, src_port, dst_ip, dst_port, parts)
+
+
+def _owner(segment: Segment, parts: int, owners: dict[FlowKey, int]) -> int:
+    """``_shard``, remembered in ``owners`` by flow key: the hash takes a
+    microsecond (it parses both addresses), and every segment asks."""
+    if len(owners) >= _OWNERS_LIMIT:
+        owners.clear()  # the open connections' keys come back at once
+    owner = owners[segment[0]] = _shard(segment, parts)
+    return owner
+
+
+_OWNERS_LIMIT = 4096  # as capture.decode's cache of flow keys
 
 
 def _fast_path_snaplen(path: str) -> int:
@@ -299,6 +316,7 @@ def _filtered_capture(
     feed = reassembler.feed
     mine, parts = shard
     sharded = parts > 1
+    owners: dict[FlowKey, int] = {}  # see _owner
     # The segments delivered are those decoded less those of other shards:
     # counted so rather than one by one.
     decoded_before = decode_stats.tcp
@@ -382,9 +400,13 @@ def _filtered_capture(
                             linktype, data, start, stop, ports, decode_stats
                         )
                     if segment is not None:
-                        if sharded and _shard(segment, parts) != mine:
-                            other_shards += 1
-                            continue
+                        if sharded:
+                            owner = owners.get(segment[0])
+                            if owner is None:
+                                owner = _owner(segment, parts, owners)
+                            if owner != mine:
+                                other_shards += 1
+                                continue
                         for event in feed(ts, segment):
                             result = handle(event)
                             if result is not None:
