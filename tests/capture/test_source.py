@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from capture.decode import FIN, SYN
+import pytest
+
+from capture import libpcap, source
+from capture.decode import FIN, SYN, FlowKey, Segment
 from capture.pcapfile import CaptureError
 from capture.source import SourceStats, iter_stream_events
 from capture.stream import (
@@ -156,3 +159,18 @@ def test_ports_choose_what_is_watched(tmp_path: Path) -> None:
     one.write_bytes(first_half())
     events = list(iter_stream_events([str(one)], frozenset({80})))
     assert data_of(events) == b"GET / HTTP/1.1\r\n"
+
+
+def test_a_flows_shard_is_remembered_and_the_memory_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Under -j N every segment asks which worker owns its flow; the answer,
+    # remembered per flow key, must be the hash's, however full the memory.
+    monkeypatch.setattr(source, "_OWNERS_LIMIT", 3)
+    owners: dict[FlowKey, int] = {}
+    for port in range(40000, 40010):
+        key = ("192.0.2.1", "198.51.100.2", port, 25)
+        segment: Segment = (key, 0, 0, 0, b"", 0)
+        owner = source._owner(segment, 3, owners)
+        assert owner == libpcap.shard_of("192.0.2.1", port, "198.51.100.2", 25, 3)
+        assert owners[key] == owner and len(owners) <= 3
