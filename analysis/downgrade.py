@@ -112,15 +112,10 @@ class Ledger:
         """``add`` from the session's column values, in ``_READ``'s order."""
         self._drop_from(position)
         number = self._number((server_ip, server_port))
-        mangled = None
-        suspect = True
-        if capabilities and _any_mangled(tuple(capabilities)):
-            mangled = next(c for c in capabilities if mangled_keyword(c))
-        else:
-            suspect = _clear_ehlo_without_starttls(
-                tls, helo_verb, capabilities, offered
-            )
-        if suspect:
+        mangled = _overwritten(tuple(capabilities or ()))
+        if mangled is not None or _clear_ehlo_without_starttls(
+            tls, helo_verb, capabilities, offered
+        ):
             self.suspects.append((position, session_id, start, number, mangled))
         self._server_of.append(number)
         self._offered.append(1 if offered else 0)  # the session is in
@@ -203,7 +198,7 @@ def may_apply(session: SessionRecord) -> bool:
 
     Lets a caller keep only these sessions whole until ``find`` has run.
     """
-    return _any_mangled(tuple(session.capabilities)) or (
+    return _overwritten(tuple(session.capabilities)) is not None or (
         _clear_ehlo_without_starttls(
             session.tls,
             session.helo_verb,
@@ -214,7 +209,8 @@ def may_apply(session: SessionRecord) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
-def _any_mangled(capabilities: tuple[str, ...]) -> bool:
+def _overwritten(capabilities: tuple[str, ...]) -> str | None:
+    """The first keyword that looks overwritten, if any."""
     # Asked for every session as it is spooled; a server lists the same
     # keywords to all its clients, so the lists seen are few.
-    return any(mangled_keyword(c) for c in capabilities)
+    return next((c for c in capabilities if mangled_keyword(c)), None)

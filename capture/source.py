@@ -232,17 +232,14 @@ _PCAP_MAGICS = frozenset(
 )
 
 
-def _shard(segment: Segment, parts: int) -> int:
-    src_ip, dst_ip, src_port, dst_port = segment[0]
-    return shard_of(src_ip, src_port, dst_ip, dst_port, parts)
-
-
 def _owner(segment: Segment, parts: int, owners: dict[FlowKey, int]) -> int:
-    """``_shard``, remembered in ``owners`` by flow key: the hash takes a
-    microsecond (it parses both addresses), and every segment asks."""
+    """The worker of ``parts`` that owns the segment's connection,
+    remembered in ``owners`` by flow key: the hash takes a microsecond (it
+    parses both addresses), and every segment asks."""
     if len(owners) >= _OWNERS_LIMIT:
         owners.clear()  # the open connections' keys come back at once
-    owner = owners[segment[0]] = _shard(segment, parts)
+    src_ip, dst_ip, src_port, dst_port = key = segment[0]
+    owner = owners[key] = shard_of(src_ip, src_port, dst_ip, dst_port, parts)
     return owner
 
 
