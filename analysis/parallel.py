@@ -7,7 +7,8 @@ any of them read to (``_agree``), so that a connection left idle near the
 end closes as idle, as it would where one process saw the others' packets
 go on. Workers spool their results to files in a directory of the
 parent's spool and return only a description of them (``SpoolPart``), so
-nothing large crosses between processes. The parent replays all parts as
+nothing large crosses between processes; the parent's own share goes
+straight into its spool. The parent replays all parts as
 one spool: the tables are the same rows in the same order as a single
 process gives, because session ids and row order depend only on the
 traffic, and the detectors see every session at once.
@@ -22,7 +23,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -70,7 +71,11 @@ def read_sharded(
         workers.append(_Worker(context, job, workers))
     try:
         try:
-            parts = [_work(work[0], progress, functools.partial(_agree, workers))]
+            # This process's share goes straight into ``spool``, whose file
+            # has no name: a kill then leaves nothing of it behind.
+            own = _read_share(
+                work[0], spool, progress, functools.partial(_agree, workers)
+            )
         finally:
             # Agreed or not (Ctrl-C, an error): a worker still to ask for
             # the clock (_told) must not wait for an answer. (Not by closing
@@ -78,10 +83,11 @@ def read_sharded(
             for worker in workers:
                 if not worker.answered:
                     worker.answer(None)
-        stopped = parts[0].stats.interrupted  # SIGTERM may have reached only us
+        stopped = own.interrupted  # SIGTERM may have reached only us
         if stopped:
             for worker in workers:
                 worker.stop()
+        parts: list[SpoolPart] = []
         for worker in workers:
             part, interrupted = _wait(worker, workers)
             parts.append(part)
@@ -96,7 +102,7 @@ def read_sharded(
 
     for part in parts:
         spool.adopt(part)
-    spool.stats = _merged_stats([part.stats for part in parts])
+    spool.stats = _merged_stats([own, *(part.stats for part in parts)])
     spool.stats.interrupted = spool.stats.interrupted or stopped
     return spool
 
@@ -233,16 +239,13 @@ def _child(job: _Job, send: Any, clock: Any, ours: list[Any], parent: int) -> No
         try:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             outcome = _work(job, clock=functools.partial(_told, clock))
-        except KeyboardInterrupt:  # before or after pipeline.analyze
+        except KeyboardInterrupt:  # before the share's reading began
             outcome = _empty_part(job[3])
         except BaseException as exc:  # handed to the parent, which reports it
             outcome = exc
-        # A stop that comes now, when the share is done, must not cut the
-        # hand-over short.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_stops()  # if the share was not read to its end
     except KeyboardInterrupt:
-        pass  # the first stop, just as the share was done: the rest are ignored
+        pass  # a first stop as a failed or unread share was done: it stands
     if outcome is None:  # stopped before anything was read
         outcome = _empty_part(job[3])
     # Whether or not this share got as far as _told: a parent waiting there
@@ -251,12 +254,13 @@ def _child(job: _Job, send: Any, clock: Any, ours: list[Any], parent: int) -> No
     try:
         send.send(outcome)
     except (KeyboardInterrupt, OSError):
-        # The parent is gone: nobody will adopt the share or delete its file.
+        # The parent is gone: nobody will adopt the share or delete its file,
+        # nor the directory of the shares once the last worker's file is out.
         if isinstance(outcome, SpoolPart) and outcome.path:
             with contextlib.suppress(OSError):
                 os.unlink(outcome.path)
-            with contextlib.suppress(OSError):  # if the others did the same
-                os.rmdir(os.path.dirname(outcome.path))
+        with contextlib.suppress(OSError):  # not empty: another worker's turn
+            os.rmdir(job[3].directory)
     except Exception:  # an exception that does not pickle: its text then
         with contextlib.suppress(KeyboardInterrupt, OSError):
             send.send(RuntimeError(f"worker failed: {outcome!r}"))
@@ -305,20 +309,21 @@ _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _interrupt_once(signum: int, frame: FrameType | None) -> None:
+    _ignore_stops()
+    raise KeyboardInterrupt
+
+
+def _ignore_stops() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
 
 
 _Job = tuple[list[str], frozenset[int], tuple[int, int], "_Settings"]
 
 
-def _work(
-    job: _Job,
-    progress: pipeline.ProgressHook | None = None,
-    clock: ClockHook | None = None,
-) -> SpoolPart:
-    paths, ports, shard, settings = job
+def _work(job: _Job, clock: ClockHook | None = None) -> SpoolPart:
+    """A worker's share, in a spool file of its own for the parent to adopt."""
+    settings = job[3]
     spool = Spool(
         settings.directory,
         named=True,
@@ -327,24 +332,46 @@ def _work(
         results=settings.results,
     )
     try:
-        try:
-            for result in pipeline.analyze(
-                paths,
-                ports,
-                stats=spool.stats,
-                shard=shard,
-                progress=progress,
-                clock=clock,
-            ):
-                spool.add(result)
-        except KeyboardInterrupt:
-            # Outside pipeline.analyze's own handling (while spooling): the
-            # sessions spooled so far are kept, as in a single process.
-            spool.stats.interrupted = True
+        # Once the share is read, a stop must not cut the hand-over short:
+        # the share would be lost, not handed back as read.
+        _read_share(job, spool, clock=clock, then=_ignore_stops)
         return spool.detach()
     except BaseException:
         spool.close()  # its file would not be adopted
         raise
+
+
+def _read_share(
+    job: _Job,
+    spool: Spool,
+    progress: pipeline.ProgressHook | None = None,
+    clock: ClockHook | None = None,
+    then: Callable[[], None] | None = None,
+) -> pipeline.RunStats:
+    """Analyse one share into ``spool``; its statistics.
+
+    ``then`` is called once the share is spooled, where a Ctrl-C just
+    before it is still caught as one while reading.
+    """
+    paths, ports, shard, _ = job
+    stats = spool.stats
+    try:
+        for result in pipeline.analyze(
+            paths,
+            ports,
+            stats=stats,
+            shard=shard,
+            progress=progress,
+            clock=clock,
+        ):
+            spool.add(result)
+        if then is not None:
+            then()
+    except KeyboardInterrupt:
+        # Outside pipeline.analyze's own handling (while spooling): the
+        # sessions spooled so far are kept, as in a single process.
+        stats.interrupted = True
+    return stats
 
 
 def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:

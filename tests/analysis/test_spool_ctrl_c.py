@@ -1,6 +1,6 @@
 """Ctrl-C while a session is being spooled, under -j N.
 
-``parallel._work`` (and ``cli._read_into``) catch a KeyboardInterrupt that
+``parallel._read_share`` (and ``cli._read_into``) catch a KeyboardInterrupt that
 lands in ``Spool.add`` and keep "the sessions spooled so far". Python runs
 the SIGINT handler between any two lines, so whatever line of ``Spool.add``
 (and of what it calls to record the session: ``_Index.append``,
@@ -74,7 +74,7 @@ def _add_interrupted_at_line(spool: Spool, result: SessionResult, line: int) -> 
     try:
         spool.add(result)
     except KeyboardInterrupt:
-        return True  # as parallel._work does: keep what was spooled
+        return True  # as parallel._read_share does: keep what was spooled
     finally:
         sys.settrace(previous)
     return False

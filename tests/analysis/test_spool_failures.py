@@ -175,17 +175,24 @@ def test_ctrl_c_while_waiting_is_passed_on_to_the_workers(
     # read everything (parallel._agree), then for their shares.
     real_work = parallel._work
 
-    def slow_worker(job: Any, progress: Any = None, clock: Any = None) -> Any:
-        if job[2][0] == 0:  # the parent's own share
-            return real_work(job, progress, clock)
-        part = None
-        if waiting == "for the shares":
-            part = real_work(job, clock=clock)
+    def until_stopped() -> None:
         try:  # a worker that goes on only once told to stop
             time.sleep(30)
         except KeyboardInterrupt:
-            return part if part is not None else real_work(job, clock=clock)
+            return
         raise AssertionError("the worker was never told to stop")
+
+    def slow_worker(job: Any, clock: Any) -> Any:
+        if waiting == "for the clock":
+            until_stopped()
+            return real_work(job, clock=clock)
+
+        def slow_clock(mine: int) -> int:  # still reading once agreed
+            latest: int = clock(mine)
+            until_stopped()
+            return latest
+
+        return real_work(job, clock=slow_clock)
 
     def interrupted_once(real: Any) -> Any:
         def wait(*args: Any) -> Any:
@@ -209,6 +216,32 @@ def test_ctrl_c_while_waiting_is_passed_on_to_the_workers(
     assert "interrupted" in capsys.readouterr().err
     assert (tmp_path / "sessions.jsonl").read_text().count("\n") == 5
     assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("jobs", ["2", "3"])
+def test_a_stop_once_a_share_is_read_does_not_lose_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, jobs: str
+) -> None:
+    # Found in review: a stop that reached a worker after it had read its
+    # share, before it handed it over (Spool.detach), made it hand back an
+    # empty share: the sessions it had read were missing from the tables.
+    # Now a worker ignores stops once its share is read.
+    real_detach = spool.Spool.detach
+
+    def stopped_first(self: spool.Spool) -> spool.SpoolPart:
+        os.kill(os.getpid(), signal.SIGINT)  # only workers detach a spool
+        return real_detach(self)
+
+    single = tmp_path / "single"
+    assert cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(single)]) == 0
+    monkeypatch.setattr(spool.Spool, "detach", stopped_first)
+    sharded = tmp_path / "sharded"
+    status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(sharded), "-j", jobs])
+    assert status == 0
+    names = sorted(p.name for p in single.iterdir())
+    assert names == sorted(p.name for p in sharded.iterdir())
+    for name in names:
+        assert (sharded / name).read_text() == (single / name).read_text(), name
 
 
 def test_a_worker_that_dies_is_reported(
@@ -296,6 +329,11 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
             workers = _children(parent.pid)
             time.sleep(0.005)
         assert len(workers) == 2, "the workers did not start"
+        # Until sessions are spooled (this capture's connections fall to
+        # two of the three shares, this process's among them).
+        while not list(out.rglob("spool-*")) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.1)
         parent.send_signal(signal.SIGSTOP)  # reading or waiting for it: both
         time.sleep(0.3)
         parent.kill()
@@ -311,6 +349,6 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
         for pid in [parent.pid, *_children(parent.pid)]:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-    # Their spool files are gone with them; the parent's own share, spooled
-    # beside theirs, is left by the kill.
-    assert len(list(out.rglob("spool-*"))) <= 1
+    # Their spool files are gone with them, and the last one out removed
+    # their directory; the parent's own share was in a file with no name.
+    assert sorted(p.name for p in out.iterdir()) == []
