@@ -2,6 +2,6 @@
 
 import sys
 
-from analysis.cli import main
+from analysis.launch import run
 
-sys.exit(main())
+sys.exit(run())

@@ -7,17 +7,19 @@ an OSError or be interrupted, as the real pipeline may.
 
 from __future__ import annotations
 
+import importlib.abc
 import io
 import json
 import logging
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from analysis import cli, pipeline
+from analysis import cli, launch, pipeline
 from analysis.cli import PROGRESS_THRESHOLD, main
 from analysis.records import SessionResult
 from tests.analysis.table_samples import sample_results
@@ -345,3 +347,35 @@ def test_end_to_end_damaged_capture(
     sessions = [json.loads(line) for line in (out_dir / "sessions.jsonl").open()]
     # The intact capture's session and the one cut short are both kept.
     assert len(sessions) == 2
+
+
+class _InterruptedImport(importlib.abc.MetaPathFinder):
+    """A Ctrl-C that lands while Python loads ``analysis.cli``."""
+
+    def find_spec(self, name: str, path: object, target: object = None) -> None:
+        if name == "analysis.cli":
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_the_modules_load_is_quiet(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in review: a Ctrl-C in the first few dozen milliseconds, while
+    # the modules load, ended the command with a traceback.
+    monkeypatch.delitem(sys.modules, "analysis.cli")
+    monkeypatch.setattr(sys, "meta_path", [_InterruptedImport(), *sys.meta_path])
+    assert launch.run() == 130
+    assert capsys.readouterr().err == "smtpscope: interrupted\n"
+
+
+def test_the_command_is_started_through_launch() -> None:
+    with open(Path(__file__).parents[2] / "pyproject.toml", "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert scripts == {"smtpscope": "analysis.launch:run"}
+    done = subprocess.run(
+        [sys.executable, "-m", "analysis", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout.startswith("smtpscope ")
