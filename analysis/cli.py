@@ -91,8 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.run(args)
         sys.stdout.flush()
-    except KeyboardInterrupt:
-        _error("interrupted")
+    except KeyboardInterrupt as stop:
+        _error(str(stop) or "interrupted")  # said where it matters
         return Exit.INTERRUPTED
     except BrokenPipeError:
         _discard_stdout()
@@ -447,7 +447,10 @@ def _finish(
     try:
         if streamed:
             with TableFiles(args.output, fmt) as files:
-                done = finish(spool, files=files, builder=builder)
+                try:
+                    done = finish(spool, files=files, builder=builder)
+                except KeyboardInterrupt:
+                    raise KeyboardInterrupt(_unwritten(args.output)) from None
                 files.commit()
         else:
             done = finish(spool, builder=builder)
@@ -464,6 +467,12 @@ def _finish(
         return False, done.sessions, builder.build(done.alerts)
     tables = builder.build(done.alerts) if builder is not None else None
     return True, done.sessions, tables
+
+
+def _unwritten(directory: str) -> str:
+    # The files are renamed into place only once all are written (see
+    # rowfiles.replace_all), so none of the old ones was touched.
+    return f"interrupted while writing the tables: none in {directory} was replaced"
 
 
 def print_report(console: Console, tables: SmtpTables, **options: Any) -> None:
@@ -487,6 +496,8 @@ def _write(tables: SmtpTables, directory: str, fmt: Format) -> bool:
 
     try:
         write_tables(tables.frames(), directory, fmt)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_unwritten(directory)) from None
     except ExportError as exc:
         _error(str(exc))
         return False

@@ -46,6 +46,7 @@ from analysis.rowfiles import (
     json_line,
     open_text,
     prepare_directory,
+    replace_all,
     require_format,
     reserve_temporary,
 )
@@ -83,8 +84,7 @@ def write_tables(
 
         # Step 2: only now replace the old files, so a failure above leaves
         # them untouched.
-        for temporary, final in written:
-            os.replace(temporary, final)
+        replace_all(written)
     except BaseException:
         for temporary, _ in written:
             with contextlib.suppress(FileNotFoundError):

@@ -23,9 +23,12 @@ import math
 import operator
 import os
 import secrets
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 from analysis.escape import csv_cell
@@ -76,6 +79,36 @@ def reserve_temporary(final: Path) -> Path:
         except FileExistsError:
             continue
         return temporary
+
+
+def replace_all(renames: Iterable[tuple[Path, Path]]) -> None:
+    """Rename each temporary file over its final name, all or none as far
+    as Ctrl-C and SIGTERM go.
+
+    A stop between two renames would leave tables of this run beside tables
+    of an earlier one. The renames take microseconds: a stop that comes
+    meanwhile is held back and raised as KeyboardInterrupt once all are
+    done. (Only the main thread may set signal handlers; elsewhere the
+    renames are not guarded.)
+    """
+    held: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        held.append(signum)
+
+    guarded = threading.current_thread() is threading.main_thread()
+    previous = {stop: signal.signal(stop, hold) for stop in _STOPS} if guarded else {}
+    try:
+        for temporary, final in renames:
+            os.replace(temporary, final)
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+    if held:
+        raise KeyboardInterrupt
+
+
+_STOPS = (signal.SIGINT, signal.SIGTERM)
 
 
 def open_text(path: Path) -> IO[str]:
@@ -320,8 +353,7 @@ class TableFiles:
         """Close every file and put it in place; return the final paths."""
         for handle in self._handles.values():
             handle.close()
-        for temporary, final in self._temporary:
-            os.replace(temporary, final)
+        replace_all(self._temporary)
         return [final for _, final in self._temporary]
 
     def abort(self) -> None:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from analysis import cli, pipeline
+from analysis import cli, export, pipeline, rowfiles
 from analysis.records import SessionResult
+from analysis.rowfiles import Format
+from analysis.schema import TABLES
 from analysis.tables import read_captures
 from capture import source
 from capture.stream import StreamClosed, StreamEvent
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
 CAPTURE = str(Path(__file__).parents[2] / "pcaps" / "rset-multi.pcap")
+AUTH = str(Path(__file__).parents[2] / "pcaps" / "auth.pcap")
 
 
 def _interrupted_source(
@@ -75,3 +80,81 @@ def test_nothing_on_the_smtp_ports_says_how_to_add_one(
     assert status == 0
     assert "no TCP connection on the SMTP ports (25, 465, 587, 2525)" in err
     assert "--port N" in err
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_ctrl_c_while_the_tables_are_written_keeps_the_old_ones(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    fmt: str,
+) -> None:
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    old = tmp_path / f"sessions.{fmt}"
+    old.write_text("from an earlier run\n")
+    stop = _stop_at_call(2)  # rows of the second session, or the second table
+    if fmt == "parquet":  # all tables at the end, from DataFrames
+        writer = stop(export._WRITERS[Format.PARQUET])
+        monkeypatch.setitem(export._WRITERS, Format.PARQUET, writer)
+    else:  # rows written as the spool is replayed
+        write_text = stop(rowfiles.TableFiles.write_text)
+        monkeypatch.setattr(rowfiles.TableFiles, "write_text", write_text)
+
+    argv = ["read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "--format", fmt]
+    status = cli.main(argv)
+    assert status == 130
+    assert capsys.readouterr().err == (
+        "smtpscope: interrupted while writing the tables: "
+        f"none in {tmp_path} was replaced\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [old.name]
+    assert old.read_text() == "from an earlier run\n"
+
+
+def test_ctrl_c_between_two_renames_still_puts_every_table_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # A stop between two renames would leave this run's first tables
+    # beside an earlier run's others: it waits until all are renamed.
+    for table in TABLES:
+        (tmp_path / f"{table}.jsonl").write_text("from an earlier run\n")
+    real_replace = os.replace
+    renamed: list[str] = []
+
+    def replace(source: Any, target: Any) -> None:
+        if len(renamed) == 1:
+            signal.raise_signal(signal.SIGINT)
+        renamed.append(str(target))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    status = cli.main(["read", CAPTURE, "-q", "-o", str(tmp_path)])
+    assert status == 130
+    assert capsys.readouterr().err == "smtpscope: interrupted\n"
+    assert len(renamed) == len(TABLES)
+    for table in TABLES:
+        assert "earlier" not in (tmp_path / f"{table}.jsonl").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{table}.jsonl" for table in TABLES
+    )
+
+
+def _stop_at_call(n: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Wrap a function so that its ``n``-th call raises KeyboardInterrupt."""
+
+    def wrap(real: Callable[..., Any]) -> Callable[..., Any]:
+        calls = 0
+
+        def stopped(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        return stopped
+
+    return wrap
