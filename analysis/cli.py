@@ -24,11 +24,12 @@ import signal
 import stat
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from analysis import livecli, pipeline
-from analysis.detect import Rules, RulesError, load_rules
+from analysis.detect import Alert, Rules, RulesError, load_rules
 from analysis.escape import escape_controls
 from analysis.offline import finish
 from analysis.parallel import WorkerLost, read_sharded
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from analysis.tables import SmtpTables, TableBuilder
+    from analysis.views import ReportDigest
 
 PROG = "smtpscope"
 
@@ -316,16 +318,16 @@ def _run_read(args: argparse.Namespace) -> int:
     # Step 2: read, keeping every session decoded before any trouble. The
     # sessions wait in a spool on disk, so memory follows open connections;
     # their rows are encoded for the files there, while reading (in the
-    # workers, under -j). DataFrames, and pandas, only when the report or
-    # Parquet needs them.
+    # workers, under -j). DataFrames, and pandas, only for Parquet: the
+    # report is made from a digest of the sessions (views.ReportDigest).
     report = not args.quiet
-    frames = report or (args.output is not None and fmt is Format.PARQUET)
-    streamed = args.output is not None and fmt is not Format.PARQUET
+    frames = args.output is not None and fmt is Format.PARQUET
+    streamed = args.output is not None and not frames
     spool = Spool(
         args.output,
         rules=args.rules,
         rows=fmt if streamed else None,
-        results=frames,
+        results=frames or report,
     )
     _freeze_once()
     with spool:
@@ -339,19 +341,16 @@ def _run_read(args: argparse.Namespace) -> int:
             return Exit.INTERRUPTED if stats.interrupted else Exit.INPUT
 
         # Step 3: files first, so that a closed stdout cannot lose them.
-        written, sessions, tables = _finish(spool, args, fmt, streamed, frames)
-        if not written:
+        end = _finish(spool, args, fmt, streamed, frames, report)
+        if not end.written:
             failed = True
+    tables = end.tables
     if tables is not None and args.output is not None and not streamed:
         failed = not _write(tables, args.output, fmt) or failed
-    if tables is not None and report:
-        from analysis.terminal import StdoutConsole
+    if report:
+        _show(end, stats, args)
 
-        console = StdoutConsole(highlight=False, emoji=False)
-        limit = args.limit or None
-        print_report(console, tables, limit=limit, summary=not args.no_summary)
-
-    if not sessions and stats.packets and not stats.errors:
+    if not end.sessions and stats.packets and not stats.errors:
         watched = ", ".join(str(p) for p in sorted(ports))
         _error(
             f"no TCP connection on the SMTP ports ({watched}); if the server "
@@ -435,38 +434,79 @@ def _read_into(
     return True
 
 
+@dataclass(slots=True)
+class _Ending:
+    """What the replay at the end of a run gave."""
+
+    written: bool  # the table files, when streamed
+    sessions: int
+    alerts: list[Alert] = field(default_factory=list)
+    tables: SmtpTables | None = None  # every table as DataFrames (Parquet)
+    digest: ReportDigest | None = None  # the report's, without DataFrames
+
+
 def _finish(
     spool: Spool,
     args: argparse.Namespace,
     fmt: Format,
     streamed: bool,
     frames: bool,
-) -> tuple[bool, int, SmtpTables | None]:
-    """Replay the spool: (files written, sessions, DataFrames if wanted)."""
-    builder = _new_builder(spool, args) if frames else None
+    report: bool,
+) -> _Ending:
+    """Replay the spool into the files, DataFrames and report wanted."""
     try:
         if streamed:
             with TableFiles(args.output, fmt) as files:
                 try:
-                    done = finish(spool, files=files, builder=builder)
+                    end = _replay(spool, args, frames, report, files)
                 except KeyboardInterrupt:
                     raise KeyboardInterrupt(_unwritten(args.output)) from None
                 files.commit()
         else:
-            done = finish(spool, builder=builder)
+            end = _replay(spool, args, frames, report)
     except (ExportError, OSError) as exc:
         if isinstance(exc, ExportError):
             _error(str(exc))
         else:
             _error(_os_error_message(exc, action="write"))
-        if not frames:
-            return False, len(spool), None
+        if not frames and not report:
+            return _Ending(False, len(spool))
         # The report is still shown, from a replay of its own.
-        builder = _new_builder(spool, args)
-        done = finish(spool, builder=builder)
-        return False, done.sessions, builder.build(done.alerts)
+        end = _replay(spool, args, frames, report)
+        end.written = False
+    return end
+
+
+def _replay(
+    spool: Spool,
+    args: argparse.Namespace,
+    frames: bool,
+    report: bool,
+    files: TableFiles | None = None,
+) -> _Ending:
+    # The report needs DataFrames of only the sessions it shows, unless
+    # every table is built anyway.
+    builder = _new_builder(spool, args) if frames else None
+    digest = _new_digest(args) if report and not frames else None
+    done = finish(spool, files=files, builder=builder, digest=digest)
     tables = builder.build(done.alerts) if builder is not None else None
-    return True, done.sessions, tables
+    return _Ending(True, done.sessions, done.alerts, tables, digest)
+
+
+def _show(end: _Ending, stats: pipeline.RunStats, args: argparse.Namespace) -> None:
+    """The report on standard output."""
+    from analysis.terminal import StdoutConsole
+
+    console = StdoutConsole(highlight=False, emoji=False)
+    summary = not args.no_summary
+    if end.tables is not None:
+        limit = args.limit or None
+        print_report(console, end.tables, limit=limit, summary=summary)
+    elif end.digest is not None:
+        shown = end.digest.report(
+            stats, end.alerts, summary=summary, width=console.width
+        )
+        console.print(shown)
 
 
 def _unwritten(directory: str) -> str:
@@ -489,6 +529,12 @@ def _new_builder(spool: Spool, args: argparse.Namespace) -> TableBuilder:
     from analysis.tables import TableBuilder
 
     return TableBuilder(spool.stats, rules=args.rules)
+
+
+def _new_digest(args: argparse.Namespace) -> ReportDigest:
+    from analysis.views import ReportDigest
+
+    return ReportDigest(limit=args.limit or None)
 
 
 def _write(tables: SmtpTables, directory: str, fmt: Format) -> bool:

@@ -2,9 +2,9 @@
 
 ``finish`` replays a ``Spool`` once, in table order, and hands every session
 to whoever needs it: the detectors, the table files written row by row
-(``analysis.rowfiles``), and a ``TableBuilder`` when DataFrames are wanted
-too (the terminal report, Parquet). Only one session is in memory at a time
-unless a builder is given.
+(``analysis.rowfiles``), a ``TableBuilder`` when DataFrames are wanted too
+(Parquet), and the terminal report's ``ReportDigest``. Only one session is
+in memory at a time unless a builder is given.
 
 Rows come out exactly as ``TableBuilder.build`` orders them: sessions by
 start, then session id (``Spool.replay``), each session's own rows as
@@ -23,6 +23,7 @@ from analysis.spool import Replayed, Spool
 
 if TYPE_CHECKING:
     from analysis.tables import SmtpTables, TableBuilder
+    from analysis.views import ReportDigest
 
 
 @dataclass(slots=True)
@@ -38,8 +39,9 @@ def finish(
     *,
     files: TableFiles | None = None,
     builder: TableBuilder | None = None,
+    digest: ReportDigest | None = None,
 ) -> Finished:
-    """Replay ``spool`` into the detectors, ``files`` and ``builder``.
+    """Replay ``spool`` into the detectors, ``files``, ``builder`` and ``digest``.
 
     The detectors run with the spool's rules. ``files`` gets every row of
     every table, alerts last; the caller commits them. It takes the rows
@@ -47,6 +49,8 @@ def finish(
     otherwise (the spool must then keep results). ``builder`` gets each
     session as analysed, so that its ``build`` gives the same tables; pass
     it the returned alerts to spare it running the detectors again.
+    ``digest`` gets each session as the tables show it, for the report
+    (the spool must then keep results).
     """
     engine = AlertEngine(spool.rules)
     done = Finished()
@@ -57,6 +61,8 @@ def finish(
         alerts += engine.feed_evidence(replayed.start, replayed.evidence)
         if builder is not None:
             builder.add(_result(replayed))
+        if digest is not None:
+            digest.add(replayed.with_extra())
         if files is None:
             continue
         if stored_rows and not replayed.extra and replayed.rows is not None:

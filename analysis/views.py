@@ -9,19 +9,25 @@ there is no string cell anywhere for rich to interpret.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from analysis.detect import Severity
+from analysis.detect import Alert, Severity
 from analysis.escape import terminal_text
-from analysis.tables import SmtpTables
+from analysis.pipeline import RunStats
+from analysis.records import SessionRecord, SessionResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from analysis.tables import SmtpTables
 
 MISSING = "-"
 
@@ -90,6 +96,8 @@ class Summary:
 
 
 def summarize(tables: SmtpTables, top: int = 5) -> Summary:
+    import pandas as pd  # loaded already: the tables are its DataFrames
+
     sessions = tables.sessions
     # The verdict on a DATA message answers no command row of its own, so
     # it is taken from the transactions (BDAT verdicts are command rows).
@@ -113,10 +121,117 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
         auth_failures=int(sessions["auth_failures"].sum()),
         reply_classes=_reply_classes(int(code) for code in codes),
         top_clients=_top_clients(sessions, top),
-        alerts=_alert_counts(tables.alerts),
+        alerts=_alert_counts(tables.alerts["severity"]),
         anomaly_kinds=_top_kinds(tables.anomalies, top),
         tls_decrypted=int(sessions["tls_decrypted"].sum()),
     )
+
+
+class ReportDigest:
+    """What the report needs, gathered one session at a time.
+
+    The report counts over every session but shows only the first ``limit``
+    sessions (all for None). Building every table as DataFrames for it made
+    a run's memory grow with the capture; this keeps the counts, the
+    sessions shown, and a count per client address (for the top clients).
+    ``add`` must be given the sessions in table order, each with the
+    anomalies found across sessions (``Replayed.with_extra``); ``report``
+    then shows what ``report`` of the whole tables would.
+    """
+
+    def __init__(self, limit: int | None = 20, top: int = 5) -> None:
+        self.limit = limit
+        self.top = top
+        self.sessions = 0
+        self._shown: list[SessionRecord] = []
+        self._transactions = 0
+        self._accepted = 0
+        self._tls = 0
+        self._decrypted = 0
+        self._auth_successes = 0
+        self._auth_failures = 0
+        self._replies = dict.fromkeys(REPLY_CLASSES, 0)
+        self._clients: dict[str, int] = {}
+        self._kinds: dict[str, int] = {}
+
+    def add(self, result: SessionResult) -> None:
+        session = result.session
+        self.sessions += 1
+        if self.limit is None or len(self._shown) < self.limit:
+            self._shown.append(session)
+        self._transactions += len(result.transactions)
+        self._accepted += session.messages_accepted
+        self._tls += session.tls != "none"
+        self._decrypted += session.tls_decrypted
+        self._auth_successes += session.auth_result == "success"
+        self._auth_failures += session.auth_failures
+        self._clients[session.client_ip] = self._clients.get(session.client_ip, 0) + 1
+        for anomaly in result.anomalies:
+            self._kinds[anomaly.kind] = self._kinds.get(anomaly.kind, 0) + 1
+
+        # The replies as summarize counts them: the greeting, every
+        # command's, and the verdict on each DATA message.
+        replies = self._replies
+        codes = [command.reply_code for command in result.commands]
+        codes.append(session.greeting_code)
+        codes += [t.data_code for t in result.transactions if t.data_method == "DATA"]
+        for code in codes:
+            if code is not None:
+                replies[_reply_class(code)] += 1
+
+    def summary(self, stats: RunStats, alerts: Sequence[Alert]) -> Summary:
+        return Summary(
+            captures=stats.captures,
+            packets=stats.packets,
+            errors=len(stats.errors),
+            packets_filtered=stats.filtered,
+            sessions=self.sessions,
+            transactions=self._transactions,
+            messages_accepted=self._accepted,
+            tls_sessions=self._tls,
+            auth_successes=self._auth_successes,
+            auth_failures=self._auth_failures,
+            reply_classes=dict(self._replies),
+            top_clients=_ranked(self._clients, self.top),
+            alerts=_alert_counts(a.severity for a in alerts),
+            anomaly_kinds=_ranked(self._kinds, self.top),
+            tls_decrypted=self._decrypted,
+        )
+
+    def report(
+        self,
+        stats: RunStats,
+        alerts: Sequence[Alert],
+        *,
+        summary: bool = True,
+        width: int | None = None,
+    ) -> Group:
+        return _report(
+            self.summary(stats, alerts) if summary else None,
+            _record_rows(alerts, _ALERT_COLUMNS),
+            _record_rows(self._shown, _SESSION_FIELDS),
+            self.sessions,
+            limit=self.limit,
+            width=width,
+        )
+
+
+# What the report shows of an alert and of a session.
+_ALERT_COLUMNS = ("alert_id", "severity", "kind", "first_seen", "summary")
+_SESSION_FIELDS = (
+    "start",
+    "client_ip",
+    "server_ip",
+    "server_port",
+    "helo",
+    "tls",
+    "auth_mechanism",
+    "auth_result",
+    "transactions",
+    "messages_accepted",
+    "close",
+    "anomalies",
+)
 
 
 def summary_panel(summary: Summary) -> Panel:
@@ -155,9 +270,24 @@ def sessions_table(
     first, and the caption says which; the rest keep readable widths.
     """
     shown = sessions if limit is None else sessions.head(limit)
-    dates = {start.date() for start in shown["start"]}
+    return _sessions_table(_plain_rows(shown), len(sessions), width)
+
+
+def alerts_table(alerts: pd.DataFrame, limit: int | None = 20) -> Table:
+    """Alerts, most severe first, then by when they began."""
+    return _alerts_table(_plain_rows(alerts), limit)
+
+
+# A row as plain values: timestamps as timezone-aware datetimes (pandas'
+# Timestamp is one), a missing value as None.
+_Row = Mapping[str, Any]
+
+
+def _sessions_table(shown: Sequence[_Row], total: int, width: int | None) -> Table:
+    """``shown``: the first sessions of the ``total``."""
+    dates = {row["start"].date() for row in shown}
     one_date = len(dates) == 1
-    rows = [_session_cells(row, time_only=one_date) for row in shown.to_dict("records")]
+    rows = [_session_cells(row, time_only=one_date) for row in shown]
     keep = _columns_that_fit(rows, width)
 
     title = f"sessions on {dates.pop()} (UTC)" if one_date else "sessions (UTC)"
@@ -183,7 +313,7 @@ def sessions_table(
         table.add_row(*(cells[i] for i in keep))
 
     notes = []
-    hidden = len(sessions) - len(shown)
+    hidden = total - len(shown)
     if hidden:
         notes.append(f"… and {hidden:,} more")
     left_out = [c.header for i, c in enumerate(_SESSION_COLUMNS) if i not in keep]
@@ -194,13 +324,16 @@ def sessions_table(
     return table
 
 
-def alerts_table(alerts: pd.DataFrame, limit: int | None = 20) -> Table:
-    """Alerts, most severe first, then by when they began."""
-    rank = alerts["severity"].map(lambda s: -Severity(s).rank)
-    order = alerts.assign(_rank=rank).sort_values(
-        ["_rank", "first_seen", "alert_id"], kind="stable"
+def _alerts_table(alerts: Sequence[_Row], limit: int | None) -> Table:
+    order = sorted(
+        alerts,
+        key=lambda row: (
+            -Severity(row["severity"]).rank,
+            row["first_seen"],
+            row["alert_id"],
+        ),
     )
-    shown = order if limit is None else order.head(limit)
+    shown = order if limit is None else order[:limit]
     table = Table(
         title=Text("alerts, most severe first (UTC)"),
         box=None,
@@ -210,9 +343,11 @@ def alerts_table(alerts: pd.DataFrame, limit: int | None = 20) -> Table:
     )
     for header in ("severity", "kind", "first seen", "summary"):
         table.add_column(Text(header), no_wrap=header != "summary")
-    for row in shown.to_dict("records"):
+    for row in shown:
         severity = Severity(row["severity"])
-        first: pd.Timestamp = row["first_seen"]
+        first = row["first_seen"]
+        if isinstance(first, int):  # from an Alert, not from the table
+            first = _utc(first)
         table.add_row(
             Text(severity.value, style=_SEVERITY_STYLE[severity]),
             Text(str(row["kind"])),
@@ -223,6 +358,36 @@ def alerts_table(alerts: pd.DataFrame, limit: int | None = 20) -> Table:
     if hidden:
         table.caption = Text(f"… and {hidden:,} more (all of them in alerts with -o)")
     return table
+
+
+def _plain_rows(frame: pd.DataFrame) -> list[_Row]:
+    import pandas as pd  # loaded already: the frame is one of its objects
+
+    return [
+        {str(k): None if v is pd.NA else v for k, v in row.items()}
+        for row in frame.to_dict("records")
+    ]
+
+
+def _record_rows(records: Iterable[object], columns: Iterable[str]) -> list[_Row]:
+    """Records as rows; a session's start as a datetime, as in the tables.
+
+    An alert's ``first_seen`` stays nanoseconds: the alerts are sorted by
+    it, and a datetime would drop its last three digits.
+    """
+    rows: list[_Row] = []
+    for record in records:
+        row = {name: getattr(record, name) for name in columns}
+        if "start" in row:
+            row["start"] = _utc(row["start"])
+        rows.append(row)
+    return rows
+
+
+def _utc(ns: int) -> datetime:
+    # Whole seconds, as the views show them: a float of nanoseconds could
+    # round up into the next second.
+    return datetime.fromtimestamp(ns // 1_000_000_000, tz=UTC)
 
 
 def _columns_that_fit(rows: list[list[Text]], width: int | None) -> list[int]:
@@ -246,9 +411,9 @@ def _columns_that_fit(rows: list[list[Text]], width: int | None) -> list[int]:
     return keep
 
 
-def _session_cells(row: Mapping[Hashable, Any], *, time_only: bool) -> list[Text]:
+def _session_cells(row: _Row, *, time_only: bool) -> list[Text]:
     anomalies = int(row["anomalies"])
-    start: pd.Timestamp = row["start"]
+    start: datetime = row["start"]
     return [
         Text(start.strftime("%H:%M:%S" if time_only else "%Y-%m-%d %H:%M:%S")),
         terminal_text(row["client_ip"]),
@@ -271,13 +436,34 @@ def report(
     width: int | None = None,
 ) -> Group:
     """Summary panel (unless ``summary`` is false), alerts, then sessions."""
+    sessions = tables.sessions if limit is None else tables.sessions.head(limit)
+    return _report(
+        summarize(tables) if summary else None,
+        _plain_rows(tables.alerts),
+        _plain_rows(sessions),
+        len(tables.sessions),
+        limit=limit,
+        width=width,
+    )
+
+
+def _report(
+    summary: Summary | None,
+    alerts: Sequence[_Row],
+    sessions: Sequence[_Row],
+    total: int,
+    *,
+    limit: int | None,
+    width: int | None,
+) -> Group:
+    """``sessions``: the first ``limit`` (or all) of ``total`` sessions."""
     parts: list[RenderableType] = []
-    if summary:
-        parts.append(summary_panel(summarize(tables)))
-    if len(tables.alerts):
-        parts.append(alerts_table(tables.alerts, limit))
-    if len(tables.sessions):
-        parts.append(sessions_table(tables.sessions, limit, width))
+    if summary is not None:
+        parts.append(summary_panel(summary))
+    if alerts:
+        parts.append(_alerts_table(alerts, limit))
+    if total:
+        parts.append(_sessions_table(sessions, total, width))
     return Group(*parts)
 
 
@@ -294,23 +480,29 @@ def print_report(
 def _reply_classes(codes: Iterable[int]) -> dict[str, int]:
     counts = dict.fromkeys(REPLY_CLASSES, 0)
     for code in codes:
-        key = f"{code // 100}xx" if 200 <= code <= 599 else "other"
-        counts[key] += 1
+        counts[_reply_class(code)] += 1
     return counts
+
+
+def _reply_class(code: int) -> str:
+    return f"{code // 100}xx" if 200 <= code <= 599 else "other"
 
 
 def _top_clients(sessions: pd.DataFrame, top: int) -> list[tuple[str, int]]:
     counts: dict[str, int] = {}
     for ip in sessions["client_ip"].dropna():
         counts[ip] = counts.get(ip, 0) + 1
-    # Ties broken by address so the panel does not change from run to run.
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return ranked[:top]
+    return _ranked(counts, top)
 
 
-def _alert_counts(alerts: pd.DataFrame) -> dict[str, int]:
+def _ranked(counts: Mapping[str, int], top: int) -> list[tuple[str, int]]:
+    # Ties broken by name so the panel does not change from run to run.
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
+
+
+def _alert_counts(severities: Iterable[object]) -> dict[str, int]:
     counts = {s.value: 0 for s in reversed(Severity)}
-    for severity in alerts["severity"]:
+    for severity in severities:
         counts[str(severity)] += 1
     return {name: count for name, count in counts.items() if count}
 
@@ -355,8 +547,7 @@ def _auth_text(summary: Summary) -> Text:
 
 def _top_kinds(anomalies: pd.DataFrame, top: int) -> list[tuple[str, int]]:
     counts = anomalies["kind"].value_counts()
-    ranked = sorted(counts.items(), key=lambda kv: (-int(kv[1]), str(kv[0])))
-    return [(str(kind), int(count)) for kind, count in ranked[:top]]
+    return _ranked({str(kind): int(count) for kind, count in counts.items()}, top)
 
 
 def _kinds_text(kinds: list[tuple[str, int]]) -> Text:
@@ -406,4 +597,4 @@ def _endpoint(ip: str, port: int) -> str:
 
 
 def _optional(value: object) -> str | None:
-    return None if value is None or value is pd.NA else str(value)
+    return None if value is None else str(value)

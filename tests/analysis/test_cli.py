@@ -248,7 +248,7 @@ def test_closed_stdout_exits_quietly(
     def closed_pipe(*args: object, **kwargs: object) -> None:
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(cli, "print_report", closed_pipe)
+    monkeypatch.setattr(cli, "_show", closed_pipe)
     assert main(["read", capture]) == 141
     assert capsys.readouterr().err == ""
 
