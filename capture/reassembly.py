@@ -349,15 +349,39 @@ class Reassembler:
         continues its connections. One whose clock starts before the last
         file's open connections were last seen is another recording, and
         its packets must not join those connections: they are closed first.
+        The check is made at the next segment fed, unless the caller makes
+        it first (``new_capture``).
         """
         self._capture_start = True
         self._next_sweep = _NEVER_SWEPT  # the check runs on the next packet
 
-    def _new_capture(self, ts: int, events: list[StreamEvent]) -> None:
+    @property
+    def latest_open(self) -> int | None:
+        """When the open connection seen last was seen; None if none is open."""
+        return max((f.conn.last_ts for f in self._open.values()), default=None)
+
+    def new_capture(self, first: int, latest: int | None) -> list[StreamEvent]:
+        """Make ``start_capture``'s check for a capture whose first segment
+        is at ``first``, against ``latest``: the ``latest_open`` of a reader
+        of all connections.
+
+        A reader given only some of them (a -j worker) learns ``first`` and
+        ``latest`` from the others, so that it judges as a reader of all
+        would; ``feed`` then makes no check of its own.
+        """
+        events: list[StreamEvent] = []
         self._capture_start = False
-        latest = max((f.conn.last_ts for f in self._open.values()), default=None)
-        if latest is not None and ts < latest:
-            events.extend(self.finish())
+        if latest is not None and first < latest:
+            events = self.finish()
+        # The segment at ``first`` sweeps at its point of the grid, in a
+        # reader of all connections: readers of some count their clock from
+        # there too, so the latest of theirs is that one's (see clock).
+        self._next_sweep = _NEVER_SWEPT
+        self._swept_to = first - first % self._sweep_every
+        return events
+
+    def _new_capture(self, ts: int, events: list[StreamEvent]) -> None:
+        events.extend(self.new_capture(ts, self.latest_open))
 
     def finish(
         self, ts: int | None = None, *, clock: int | None = None
@@ -385,14 +409,22 @@ class Reassembler:
     def clock(self) -> int:
         """The latest time connections were checked for idleness at, or
         a time before any packet: a point of the sweep grid, so the same in
-        every reader of the same packets."""
+        every reader of the same packets.
+
+        Counted from the first segment of the latest capture that had one
+        (``new_capture``), not over the whole run: the captures read after
+        one of another, earlier recording would otherwise be judged by the
+        other recording's time.
+        """
         return self._swept_to
 
     def expire(self, now: int) -> list[StreamEvent]:
         """Close the connections idle at ``now``, though no packet came.
 
         Live capture calls this on a timer: without it an idle connection
-        would wait for the next packet of any connection to be closed.
+        would wait for the next packet of any connection to be closed. A
+        -j worker calls it with the clock of all workers, for what a reader
+        of all connections had closed by then.
         """
         events: list[StreamEvent] = []
         self._sweep(now, events)

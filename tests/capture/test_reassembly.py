@@ -641,6 +641,37 @@ def test_an_unrelated_capture_with_an_earlier_clock_starts_afresh() -> None:
     assert [e.conn.conn_id for e in opened] == [0, 1]
 
 
+def test_the_new_capture_check_can_be_made_by_the_caller() -> None:
+    # A -j worker makes start_capture's check with what all workers know:
+    # the new capture's first segment and the latest open connection of all
+    # (capture.source._capture_boundary); feed then makes none of its own.
+    r = Reassembler(PORTS)
+    events = feed_all([*handshake(), (10, s(0, b"220 hi\r\n"))], r, finish=False)
+    assert r.latest_open == 10
+    r.start_capture()
+    events += r.new_capture(20, 30)  # another worker's connection, at 30
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 10)]
+    assert r.latest_open is None
+    r.start_capture()
+    assert r.new_capture(5, None) == []
+    events = feed_all([(5, c(0, b"EHLO x\r\n", ack=S_ISN + 9))], r, finish=False)
+    assert closes(events) == []  # feed did not judge 5 against 10 again
+
+
+def test_the_clock_counts_from_the_latest_captures_first_segment() -> None:
+    # A capture of an earlier recording read after a later one: the clock
+    # the workers agree on for the end is that capture's own.
+    r = Reassembler(PORTS)
+    feed_all([*handshake(1000 * S)], r, finish=False)
+    assert r.clock == 990 * S  # a point of the 30 s grid
+    r.start_capture()
+    feed_all([(100 * S, c(0, b"EHLO x\r\n"))], r, finish=False)
+    assert r.clock == 90 * S
+    r.start_capture()
+    assert r.new_capture(400 * S, r.latest_open) == []  # it goes on
+    assert r.clock == 390 * S
+
+
 def test_a_rst_far_outside_the_stream_is_ignored() -> None:
     # RFC 5961 3.2: endpoints ignore it, so the conversation goes on; an
     # injected RST must not end the analysis of it.
