@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from capture import libpcap, source
-from capture.decode import FIN, SYN, FlowKey, Segment
+from capture.decode import FIN, SMTP_PORTS, SYN, FlowKey, Segment
 from capture.pcapfile import CaptureError
+from capture.reassembly import Reassembler
 from capture.source import SourceStats, iter_stream_events
 from capture.stream import (
     CloseReason,
@@ -18,7 +19,7 @@ from capture.stream import (
     StreamGap,
     StreamOpened,
 )
-from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
+from tests.capture.craft import Frame, ethernet, ipv6, pcap, v4_tcp
 
 CLIENT_ISN = 100
 SERVER_ISN = 900
@@ -174,3 +175,62 @@ def test_a_flows_shard_is_remembered_and_the_memory_bounded(
         owner = source._owner(segment, 3, owners)
         assert owner == libpcap.shard_of("192.0.2.1", port, "198.51.100.2", 25, 3)
         assert owners[key] == owner and len(owners) <= 3
+
+
+# What first_segment_time must find, the frames by second from 1000: the
+# time of the first segment one reader of all connections feeds, or None.
+_WEB = ethernet(v4_tcp(sport=40999, dport=80, payload=b"GET / HTTP/1.1\r\n"))
+# Through libpcap's filter (IPv6 whose next header is not TCP), then no
+# segment for the decoder.
+_V6_UDP = ethernet(
+    ipv6("2001:db8::1", "2001:db8::2", b"\0" * 8, next_header=17), 0x86DD
+)
+# A record as long as the file's snaplen, which libpcap may have cut.
+_LONG = client(flags=SYN) + b"\0" * (262144 - len(client(flags=SYN)))
+_CUT = b"\0" * 8 + b"\x00\x01\x00\x00" * 2 + b"short"  # a record cut short
+
+_FIRST_SEGMENTS: dict[str, tuple[bytes, int | None]] = {
+    "smtp after other traffic": (pcap(frames(_WEB, _V6_UDP, client(flags=SYN))), 2),
+    "none on the smtp ports": (pcap(frames(_WEB, _V6_UDP)), None),
+    "no packet": (pcap([]), None),
+    "damaged before the first segment": (pcap(frames(_WEB)) + _CUT, None),
+    "damaged after it": (pcap(frames(_WEB, client(flags=SYN))) + _CUT, 1),
+    "a record as long as the snaplen": (pcap(frames(_WEB, _LONG, server())), 1),
+    "not a capture": (b"not a capture\n" * 4, None),
+}
+
+
+@pytest.mark.parametrize("reader", ["python", "libpcap"])
+@pytest.mark.parametrize("name", sorted(_FIRST_SEGMENTS))
+def test_the_first_segment_is_the_one_a_single_reader_feeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, reader: str
+) -> None:
+    # The -j N workers judge a capture's start by it (see _capture_boundary):
+    # through libpcap where one reader reads through it, and where libpcap
+    # stops (damage, a long record) the Python reader's answer from the start.
+    if reader == "libpcap":
+        if not libpcap.available():
+            pytest.skip("libpcap is not installed")
+        monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    else:
+        monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    data, second = _FIRST_SEGMENTS[name]
+    path = tmp_path / "capture.pcap"
+    path.write_bytes(data)
+    expected = None if second is None else (1000 + second) * 1_000_000_000
+    assert source.first_segment_time(str(path), SMTP_PORTS) == expected
+    # What a reader of all connections feeds first, for comparison.
+    fed: list[int] = []
+    real = Reassembler.feed
+
+    def feed(self: Reassembler, ts: int, segment: Segment) -> list[StreamEvent]:
+        fed.append(ts)
+        return real(self, ts, segment)
+
+    monkeypatch.setattr(Reassembler, "feed", feed)
+    list(iter_stream_events([str(path)]))
+    assert (fed[0] if fed else None) == expected
+
+
+def test_a_missing_capture_has_no_first_segment(tmp_path: Path) -> None:
+    assert source.first_segment_time(str(tmp_path / "missing.pcap"), SMTP_PORTS) is None
