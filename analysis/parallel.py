@@ -2,16 +2,20 @@
 
 Each worker reads every capture but keeps only the connections that hash to
 it (``capture.libpcap.shard_of``: the same both ways, so a connection is
-never split). Once all have read everything they agree on the latest time
-any of them read to (``_agree``), so that a connection left idle near the
-end closes as idle, as it would where one process saw the others' packets
-go on. Workers spool their results to files in a directory of the
-parent's spool and return only a description of them (``SpoolPart``), so
-nothing large crosses between processes; the parent's own share goes
-straight into its spool. The parent replays all parts as
-one spool: the tables are the same rows in the same order as a single
-process gives, because session ids and row order depend only on the
-traffic, and the detectors see every session at once.
+never split). Where one process's judgement depends on connections a worker
+does not hold, the workers agree through the parent in rounds (``_agree``).
+At the start of each capture that holds a segment they agree on the clock
+and on when the open connection seen last was seen, so that each judges as
+one process whether the capture is another recording (``capture.source``).
+Once all have read everything they agree on the latest time any of them
+read to, so that a connection left idle near the end closes as idle, as it
+would where one process saw the others' packets go on. Workers spool their
+results to files in a directory of the parent's spool and return only a
+description of them (``SpoolPart``), so nothing large crosses between
+processes; the parent's own share goes straight into its spool. The parent
+replays all parts as one spool: the tables are the same rows in the same
+order as a single process gives, because session ids and row order depend
+only on the traffic, and the detectors see every session at once.
 """
 
 from __future__ import annotations
@@ -77,12 +81,12 @@ def read_sharded(
                 work[0], spool, progress, functools.partial(_agree, workers)
             )
         finally:
-            # Agreed or not (Ctrl-C, an error): a worker still to ask for
-            # the clock (_told) must not wait for an answer. (Not by closing
-            # this end: the workers forked with a copy of it.)
+            # Agreed or not (Ctrl-C, an error): a worker still to ask in a
+            # round (_Told) must not wait for an answer. (Not by closing
+            # this end: the workers forked with a copy of it.) After the
+            # last round nobody reads this.
             for worker in workers:
-                if not worker.answered:
-                    worker.answer(None)
+                worker.release()
         stopped = own.interrupted  # SIGTERM may have reached only us
         if stopped:
             for worker in workers:
@@ -111,7 +115,7 @@ class _Worker:
     """One worker process and the pipe its share comes back through."""
 
     _receive: Any  # its share comes through here
-    clock: Any  # this process's end of the pipe of _agree
+    clock: Any  # this process's end of the pipe of _agree's rounds
 
     def __init__(self, context: Any, job: _Job, before: list[_Worker]) -> None:
         receive, send = context.Pipe(duplex=False)
@@ -136,13 +140,30 @@ class _Worker:
         clock.close()
         self._receive = receive
         self.stopped = False
-        self.answered = False
+        self.released = False  # see release
 
-    def answer(self, clock: int | None) -> None:
-        """Tell the worker the latest clock (None: none agreed on)."""
-        self.answered = True
+    def told(self) -> tuple[str, int | None] | None:
+        """The worker's round and value; None if it stopped asking."""
+        if self.released:
+            return None
+        try:
+            told: tuple[str, int | None] = self.clock.recv()
+        except (EOFError, OSError):  # it stopped early and closed its end
+            self.released = True
+            return None
+        return told
+
+    def answer(self, name: str, latest: int | None) -> None:
+        """Tell the worker the latest value of round ``name``."""
         with contextlib.suppress(OSError):
-            self.clock.send(clock)
+            self.clock.send((name, latest))
+
+    def release(self) -> None:
+        """Tell the worker to go on alone: no round is answered any more."""
+        if not self.released:
+            self.released = True
+            with contextlib.suppress(OSError):
+                self.clock.send(None)
 
     def result(self) -> SpoolPart:
         try:
@@ -190,31 +211,57 @@ def _wait(worker: _Worker, everyone: list[_Worker]) -> tuple[SpoolPart, bool]:
                 other.stop()
 
 
-def _agree(workers: list[_Worker], mine: int) -> int:
-    """The latest clock of all shares, this process's being ``mine``.
+def _agree(workers: list[_Worker], name: str, mine: int | None) -> int | None:
+    """Round ``name``: the latest value of all shares (None when none had
+    one), this process's being ``mine``.
 
-    Each worker tells its own once it has read everything, then waits for
-    the answer (``_told``): the connections still open then close by it. A
-    worker that stops early closes its end instead, and is left out; one
-    that asks after this process stopped agreeing is answered None.
+    Every share goes through the same rounds in the same order, since each
+    reads the same captures (``capture.source.handle_stream_events``): each
+    worker tells its value, then waits for the answer (``_Told``). A worker
+    that stops early closes its end instead, and is left out from then on.
+    One that tells another round (a capture that changed while the shares
+    read it) is told to go on alone, as is one that asks after this process
+    stopped agreeing.
     """
-    latest = mine
+    values = [mine]
+    asking: list[_Worker] = []
     for worker in workers:
-        with contextlib.suppress(EOFError, OSError):
-            latest = max(latest, worker.clock.recv())
-    for worker in workers:
-        worker.answer(latest)
+        told = worker.told()
+        if told is None:
+            continue
+        if told[0] != name:
+            worker.release()
+            continue
+        values.append(told[1])
+        asking.append(worker)
+    latest = max((value for value in values if value is not None), default=None)
+    for worker in asking:
+        worker.answer(name, latest)
     return latest
 
 
-def _told(clock: Any, mine: int) -> int:
-    """A worker's side of ``_agree``."""
-    try:
-        clock.send(mine)
-        latest: int | None = clock.recv()
-    except (EOFError, OSError):  # the parent is gone
-        return mine
-    return mine if latest is None else latest
+class _Told:
+    """A worker's side of ``_agree``, called for each round.
+
+    Once the parent has stopped agreeing (it answers None, or is gone), the
+    worker goes on alone: each round gives its own value, without asking.
+    """
+
+    def __init__(self, clock: Any) -> None:
+        self._clock: Any | None = clock
+
+    def __call__(self, name: str, mine: int | None) -> int | None:
+        if self._clock is None:
+            return mine
+        try:
+            self._clock.send((name, mine))
+            answer: tuple[str, int | None] | None = self._clock.recv()
+        except (EOFError, OSError):  # the parent is gone
+            answer = None
+        if answer is None or answer[0] != name:
+            self._clock = None
+            return mine
+        return answer[1]
 
 
 def _child(job: _Job, send: Any, clock: Any, ours: list[Any], parent: int) -> None:
@@ -238,7 +285,7 @@ def _child(job: _Job, send: Any, clock: Any, ours: list[Any], parent: int) -> No
     try:
         try:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-            outcome = _work(job, clock=functools.partial(_told, clock))
+            outcome = _work(job, clock=_Told(clock))
         except KeyboardInterrupt:  # before the share's reading began
             outcome = _empty_part(job[3])
         except BaseException as exc:  # handed to the parent, which reports it
@@ -248,8 +295,8 @@ def _child(job: _Job, send: Any, clock: Any, ours: list[Any], parent: int) -> No
         pass  # a first stop as a failed or unread share was done: it stands
     if outcome is None:  # stopped before anything was read
         outcome = _empty_part(job[3])
-    # Whether or not this share got as far as _told: a parent waiting there
-    # must not wait for it while it waits to hand its share over.
+    # Whether or not this share got through all rounds: a parent waiting in
+    # one must not wait for it while it waits to hand its share over.
     clock.close()
     try:
         send.send(outcome)

@@ -63,7 +63,8 @@ def analyze(
     ``stats.errors``; the sessions decoded before the damage are still
     yielded, and reading goes on with the next capture. ``shard`` (k, n)
     keeps only the connections that hash to worker k of n; ``clock`` then
-    tells the latest time any worker read to (``handle_stream_events``).
+    agrees with the other workers on what depends on their connections: at
+    the start of each capture and at the end (``handle_stream_events``).
 
     With ``tls_keylog`` (an NSS key log), tshark first decrypts the sessions
     whose keys are in it (``analysis.tls.decrypt``; raises ``DecryptError``

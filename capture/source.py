@@ -6,6 +6,14 @@ next (a capture rotated by size or time) goes on as one connection. A
 damaged or unreadable capture is recorded in ``SourceStats.errors`` and
 reading goes on with the next one; once all are read, every connection
 still open is closed with END_OF_CAPTURE.
+
+A reader of one share of the connections (``shard``, for ``-j N``) must
+make the judgements a reader of all makes where they depend on the others'
+connections: whether a capture is another recording (its first segment
+before the open connections were last seen), and which connections are
+idle at the end. It learns what it needs from the other readers through
+``clock``, in rounds that every reader goes through in the same order: at
+each capture after the first that holds a segment, then at the end.
 """
 
 from __future__ import annotations
@@ -41,9 +49,10 @@ log = logging.getLogger(__name__)
 # for standard input).
 ProgressHook = Callable[[str, int, int | None], None]
 ErrorHook = Callable[[CaptureError], None]
-# This reader's clock in, the latest of all readers' out: see
-# handle_stream_events.
-ClockHook = Callable[[int], int]
+# One round between the readers of a sharded run: the round's name and this
+# reader's time in (None: it has none), the latest of all readers' out (None
+# when none had one). See handle_stream_events.
+ClockHook = Callable[[str, int | None], int | None]
 # What handle_stream_events makes of the events.
 T = TypeVar("T")
 
@@ -112,9 +121,12 @@ def handle_stream_events(
     """``iter_stream_events``, each event handed to ``handle`` as it comes;
     yields what ``handle`` returns when that is not None.
 
-    ``clock``, for one reader of several (``shard``): called once all is
-    read with this reader's ``Reassembler.clock``, it returns the latest of
-    all readers', which the last connections are closed by.
+    ``clock``, for one reader of several (``shard``): called for each
+    round with this reader's time, it returns the latest of all readers'
+    (see ``_capture_boundary`` for the rounds at the start of a capture).
+    Once all is read, the round ``end`` takes this reader's
+    ``Reassembler.clock``, and the last connections are closed by the
+    latest of all.
 
     For a consumer of every event that yields little (the offline analysis
     yields a session per connection): an event no longer climbs through
@@ -133,6 +145,12 @@ def handle_stream_events(
     for number, path in enumerate(paths):
         if number:
             reassembler.start_capture()
+            if clock is not None and shard[1] > 1:
+                boundary = _capture_boundary(path, ports, reassembler, clock, number)
+                for event in boundary:
+                    result = handle(event)
+                    if result is not None:
+                        yield result
         try:
             yield from _one_capture(
                 path,
@@ -153,11 +171,38 @@ def handle_stream_events(
         done = stats.bytes
     # With connections shared out between readers, the others may have read
     # on to a later time: connections idle by then close as idle here too.
-    shared = clock(reassembler.clock) if clock is not None else None
+    shared = clock("end", reassembler.clock) if clock is not None else None
     for event in reassembler.finish(clock=shared):
         result = handle(event)
         if result is not None:
             yield result
+
+
+def _capture_boundary(
+    path: str,
+    ports: frozenset[int],
+    reassembler: Reassembler,
+    clock: ClockHook,
+    number: int,
+) -> list[StreamEvent]:
+    """``start_capture``'s check for capture ``number``, as a reader of all
+    connections makes it at the capture's first segment.
+
+    Each reader finds that segment itself (``first_segment_time``). When
+    there is none, the check waits for the next capture, as in a reader of
+    all. Otherwise two rounds: the first agrees on the clock, and the
+    connections idle by then are closed here as that reader closed them
+    (it saw the others' packets go on); the second agrees on when the open
+    connection seen last was seen, which the first segment is judged by.
+    """
+    first = first_segment_time(path, ports)
+    if first is None:
+        return []
+    latest_clock = clock(f"capture {number} clock", reassembler.clock)
+    events = reassembler.expire(latest_clock) if latest_clock is not None else []
+    latest = clock(f"capture {number} open", reassembler.latest_open)
+    events += reassembler.new_capture(first, latest)
+    return events
 
 
 def first_segment_time(path: str, ports: frozenset[int]) -> int | None:

@@ -164,39 +164,53 @@ def test_ctrl_c_while_waiting_for_workers_keeps_what_was_read(
     assert _leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("waiting", ["for the clock", "for the shares"])
+@pytest.mark.parametrize(
+    "waiting",
+    [
+        "capture 1 clock",  # a round at the start of the second capture
+        "capture 1 open",  # its second round
+        "end",  # for the clock, once all is read
+        "for the shares",
+    ],
+)
 def test_ctrl_c_while_waiting_is_passed_on_to_the_workers(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     waiting: str,
 ) -> None:
-    # The parent waits for the workers twice: for their clocks once each has
-    # read everything (parallel._agree), then for their shares.
+    # The parent waits for the workers in rounds (parallel._agree): at the
+    # start of AUTH, the second capture, and once each has read everything;
+    # then for their shares. Its Ctrl-C comes while it waits in one.
     real_work = parallel._work
 
-    def until_stopped() -> None:
-        try:  # a worker that goes on only once told to stop
-            time.sleep(30)
-        except KeyboardInterrupt:
-            return
-        raise AssertionError("the worker was never told to stop")
-
     def slow_worker(job: Any, clock: Any) -> Any:
-        if waiting == "for the clock":
-            until_stopped()
-            return real_work(job, clock=clock)
+        # Through the rounds, and from the one where the parent stops
+        # agreeing (the end's, when it stops waiting for the shares) alone,
+        # once told to stop. The stop is held back until that round, so
+        # what this worker reads does not depend on when it comes, and
+        # waited for while held back: one that came between unblocking and
+        # the start of a sleep would not cut the sleep short.
+        sleep_at = "end" if waiting == "for the shares" else waiting
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
-        def slow_clock(mine: int) -> int:  # still reading once agreed
-            latest: int = clock(mine)
-            until_stopped()
+        def slow_clock(name: str, mine: int | None) -> int | None:
+            latest: int | None = clock(name, mine)
+            if name != sleep_at:
+                return latest
+            # A worker that goes on only once told to stop.
+            if signal.sigtimedwait({signal.SIGINT}, 30) is None:
+                raise AssertionError("the worker was never told to stop")
             return latest
 
         return real_work(job, clock=slow_clock)
 
-    def interrupted_once(real: Any) -> Any:
+    def interrupted_once(real: Any, when: str | None = None) -> Any:
+        """``real``, but Ctrl-C at its first call (in round ``when``)."""
+
         def wait(*args: Any) -> Any:
-            if not getattr(wait, "interrupted", False):
+            due = when is None or when in args
+            if due and not getattr(wait, "interrupted", False):
                 wait.interrupted = True  # type: ignore[attr-defined]
                 raise KeyboardInterrupt
             return real(*args)
@@ -204,17 +218,22 @@ def test_ctrl_c_while_waiting_is_passed_on_to_the_workers(
         return wait
 
     monkeypatch.setattr(parallel, "_work", slow_worker)
-    if waiting == "for the clock":
-        monkeypatch.setattr(parallel, "_agree", interrupted_once(parallel._agree))
-    else:
+    if waiting == "for the shares":
         real_result = parallel._Worker.result
         monkeypatch.setattr(parallel._Worker, "result", interrupted_once(real_result))
+    else:
+        agree = interrupted_once(parallel._agree, waiting)
+        monkeypatch.setattr(parallel, "_agree", agree)
     started = time.monotonic()
     status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "-j", "2"])
     assert time.monotonic() - started < 20  # the worker did not sleep it out
     assert status == 130
     assert "interrupted" in capsys.readouterr().err
-    assert (tmp_path / "sessions.jsonl").read_text().count("\n") == 5
+    # Stopped at the start of AUTH, the parent did not read its share of it;
+    # the worker read all of its own, alone once the parent stopped.
+    unread = _sessions([AUTH], (0, 2)) if waiting.startswith("capture") else 0
+    assert unread > 0 or not waiting.startswith("capture")
+    assert (tmp_path / "sessions.jsonl").read_text().count("\n") == 5 - unread
     assert _leftovers(tmp_path) == []
 
 
@@ -242,6 +261,81 @@ def test_a_stop_once_a_share_is_read_does_not_lose_it(
     assert names == sorted(p.name for p in sharded.iterdir())
     for name in names:
         assert (sharded / name).read_text() == (single / name).read_text(), name
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_a_worker_gone_during_a_round_is_left_out(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    how: str,
+) -> None:
+    # The worker is stopped (Ctrl-C of its own, or SIGTERM) or killed while
+    # it waits for the second round at the start of AUTH: the parent reads
+    # on without it and does not wait for it in the later rounds.
+    real_agree = parallel._agree
+
+    def agree(workers: list[parallel._Worker], name: str, mine: Any) -> Any:
+        if name == "capture 1 open":
+            (worker,) = workers
+            assert worker.process.pid is not None
+            signum = signal.SIGINT if how == "stopped" else signal.SIGKILL
+            os.kill(worker.process.pid, signum)
+            worker.process.join(timeout=30)
+        return real_agree(workers, name, mine)
+
+    monkeypatch.setattr(parallel, "_agree", agree)
+    started = time.monotonic()
+    status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "-j", "2"])
+    assert time.monotonic() - started < 20
+    err = capsys.readouterr().err
+    if how == "killed":
+        assert status == 1
+        assert "ended without its share (exit status -9" in err
+        assert not (tmp_path / "sessions.jsonl").exists()
+    else:
+        # Its share of the first capture is kept, the parent's of both.
+        assert status == 130
+        unread = _sessions([AUTH], (1, 2))
+        assert unread > 0
+        written = (tmp_path / "sessions.jsonl").read_text().count("\n")
+        assert written == 5 - unread
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_worker_out_of_step_goes_on_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A worker that finds no segment in AUTH (as if the file changed while
+    # the shares read it) skips its rounds there: its next is the end's,
+    # which the parent, at AUTH's first round, does not take for its own.
+    # It is told to go on alone, and nobody waits.
+    real_work = parallel._work
+
+    def work(job: Any, clock: Any = None) -> Any:  # in the worker only
+        monkeypatch.setattr(source, "first_segment_time", lambda *args: None)
+        return real_work(job, clock)
+
+    names: list[str] = []
+    real_agree = parallel._agree
+
+    def agree(workers: list[parallel._Worker], name: str, mine: Any) -> Any:
+        names.append(name)
+        return real_agree(workers, name, mine)
+
+    monkeypatch.setattr(parallel, "_work", work)
+    monkeypatch.setattr(parallel, "_agree", agree)
+    started = time.monotonic()
+    status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "-j", "2"])
+    assert time.monotonic() - started < 20
+    assert status == 0
+    assert names == ["capture 1 clock", "capture 1 open", "end"]
+    # Nothing was open at AUTH's start: alone, it judged the same.
+    assert (tmp_path / "sessions.jsonl").read_text().count("\n") == 5
+
+
+def _sessions(paths: list[str], shard: tuple[int, int]) -> int:
+    return len(list(pipeline.analyze(paths, shard=shard)))
 
 
 def test_a_worker_that_dies_is_reported(
