@@ -145,8 +145,9 @@ def _seekable(stream: BinaryIO) -> bool:
 class _FileChunks:
     """Chunks of a file as stored on disk (or of standard input)."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, size: int = CHUNK_SIZE) -> None:
         self._stream = stream
+        self._size = size
         self.raw_bytes = 0
         pipe = not _seekable(stream)
         self._read1: Callable[[int], bytes] | None = (
@@ -160,9 +161,9 @@ class _FileChunks:
             # packet as it comes, and Ctrl-C loses nothing already written.
             chunk: bytes
             if self._read1 is not None:
-                chunk = bytes(self._read1(CHUNK_SIZE))
+                chunk = bytes(self._read1(self._size))
             else:
-                chunk = self._stream.read(CHUNK_SIZE)
+                chunk = self._stream.read(self._size)
         except OSError as exc:
             raise _SourceDamage(f"read error: {exc.strerror or exc}") from exc
         self.raw_bytes += len(chunk)
@@ -310,6 +311,7 @@ class CaptureReader:
         owns_stream: bool,
         size: int | None,
         on_read: Callable[[int], None] | None = None,
+        chunk_size: int = CHUNK_SIZE,
     ) -> None:
         self.path = path
         self.size = size
@@ -320,7 +322,7 @@ class CaptureReader:
         self._stream = stream
         self._owns_stream = owns_stream
         self._on_read = on_read
-        self._file = _FileChunks(stream)
+        self._file = _FileChunks(stream, chunk_size)
         self._chunks: _Chunks = self._file
         self._failure: str | None = None  # a source error, raised after the data
         self._packets = self._run()
@@ -855,18 +857,28 @@ class _Section:
 
 
 def open_capture(
-    path: str, *, on_read: Callable[[int], None] | None = None
+    path: str,
+    *,
+    on_read: Callable[[int], None] | None = None,
+    chunk_size: int = CHUNK_SIZE,
 ) -> CaptureReader:
     """Open a capture for reading; ``-`` reads standard input.
 
     Raises ``CaptureError`` (not damaged) when the file cannot be opened.
     Everything about its content, including not being a capture at all, is
     reported by the iterator, after every packet that could be read.
-    ``on_read`` is called with the stored bytes read so far after each chunk.
+    ``on_read`` is called with the stored bytes read so far after each chunk
+    of ``chunk_size`` stored bytes: a reader of the first packets only reads
+    less with a smaller one.
     """
     if path == "-":
         return CaptureReader(
-            path, sys.stdin.buffer, owns_stream=False, size=None, on_read=on_read
+            path,
+            sys.stdin.buffer,
+            owns_stream=False,
+            size=None,
+            on_read=on_read,
+            chunk_size=chunk_size,
         )
     try:
         stream = open(path, "rb")  # noqa: SIM115 - the reader owns and closes it
@@ -880,4 +892,11 @@ def open_capture(
         info = None
     size = info.st_size if info is not None and stat.S_ISREG(info.st_mode) else None
     log.debug("reading %s (%s bytes)", path, size)
-    return CaptureReader(path, stream, owns_stream=True, size=size, on_read=on_read)
+    return CaptureReader(
+        path,
+        stream,
+        owns_stream=True,
+        size=size,
+        on_read=on_read,
+        chunk_size=chunk_size,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,16 @@ from capture.stream import (
     StreamGap,
     StreamOpened,
 )
-from tests.capture.craft import Frame, ethernet, ipv6, pcap, v4_tcp
+from tests.capture.craft import (
+    Frame,
+    ethernet,
+    ipv6,
+    ng_epb,
+    ng_idb,
+    ng_shb,
+    pcap,
+    v4_tcp,
+)
 
 CLIENT_ISN = 100
 SERVER_ISN = 900
@@ -197,6 +207,18 @@ _FIRST_SEGMENTS: dict[str, tuple[bytes, int | None]] = {
     "damaged after it": (pcap(frames(_WEB, client(flags=SYN))) + _CUT, 1),
     "a record as long as the snaplen": (pcap(frames(_WEB, _LONG, server())), 1),
     "not a capture": (b"not a capture\n" * 4, None),
+    "gzip": (gzip.compress(pcap(frames(_WEB, client(flags=SYN)))), 1),
+    "pcapng": (
+        ng_shb()
+        + ng_idb(1)  # microseconds
+        + ng_epb(0, 1000_000_000, _WEB)
+        + ng_epb(0, 1001_000_000, client(flags=SYN)),
+        1,
+    ),
+    "behind a vlan tag": (
+        pcap(frames(_WEB, ethernet(client(flags=SYN)[14:], vlans=[0x8100]))),
+        1,
+    ),
 }
 
 
