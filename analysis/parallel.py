@@ -106,6 +106,8 @@ def read_sharded(
 
     for part in parts:
         spool.adopt(part)
+    with contextlib.suppress(OSError):  # not empty: left to spool.close
+        os.rmdir(directory)
     spool.stats = _merged_stats([own, *(part.stats for part in parts)])
     spool.stats.interrupted = spool.stats.interrupted or stopped
     return spool
@@ -361,8 +363,17 @@ def _interrupt_once(signum: int, frame: FrameType | None) -> None:
 
 
 def _ignore_stops() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # A handler that does nothing rather than SIG_IGN: a second stop already
+    # caught by the C handler, to be run as Python's, would otherwise be
+    # reported as an OSError ("Signal 15 ignored due to race condition")
+    # with a traceback, when SIGTERM to the group and the parent's SIGINT
+    # both reach a worker.
+    signal.signal(signal.SIGINT, _ignored)
+    signal.signal(signal.SIGTERM, _ignored)
+
+
+def _ignored(signum: int, frame: FrameType | None) -> None:
+    return
 
 
 _Job = tuple[list[str], frozenset[int], tuple[int, int], "_Settings"]

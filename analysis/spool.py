@@ -331,7 +331,7 @@ class Spool:
         return part
 
     def adopt(self, part: SpoolPart) -> None:
-        """Take over a worker's sessions; the file is deleted on ``close``.
+        """Take over a worker's sessions; its file loses its name at once.
 
         The worker's spool must have been made with the same rules, format
         and ``results`` as this one.
@@ -345,7 +345,10 @@ class Spool:
         self._ledger.merge(part.ledger, len(self._index), len(part.index))
         self._index.extend(part.index, len(self._files))
         self._files.append(open(part.path, "rb"))  # noqa: SIM115 (closed in close())
-        self._paths.append(part.path)
+        # Read through the open file from now on: with its name gone, a
+        # process killed while replaying leaves nothing of it behind.
+        os.unlink(part.path)
+        self._paths.append(None)
 
     def replay(self) -> Iterator[Replayed]:
         """Every session in table order: by start, then session id, then arrival.

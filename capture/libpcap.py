@@ -20,6 +20,7 @@ give them (Linux can), else microseconds scaled up.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import ctypes.util
@@ -27,6 +28,7 @@ import fcntl
 import functools
 import logging
 import os
+import signal
 import socket
 import struct
 import threading
@@ -318,6 +320,8 @@ def _stdio_buffer(libc: Any, stream: int, size: int) -> Any:
     return buffer
 
 
+_STOPS = {signal.SIGINT, signal.SIGTERM}
+
 # Linux pipes hold 64 KiB by default: Python drains that in about a
 # millisecond, then sleeps until the libpcap thread is scheduled again and
 # refills it. A pipe as large as an unprivileged process may ask for keeps
@@ -372,7 +376,18 @@ class FilteredPipe:
         self.status = 0  # pcap_loop's result: 0 end of file, -1 error
         self.error: str | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        # A pipe its reader lost (a Ctrl-C before the caller's try block)
+        # would keep libpcap blocked in a write, and the process in exit(),
+        # where the C library flushes libpcap's stream: closed at exit.
+        atexit.register(self.close)
+        # Ctrl-C can raise in Thread.start's wait, with the thread running
+        # but not yet joinable: held back until it is (and never delivered
+        # to libpcap's thread, which inherits this mask).
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+        try:
+            self._thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def _run(self) -> None:
         lib = self._lib
@@ -391,9 +406,11 @@ class FilteredPipe:
         """Stop libpcap if it is still running and release everything."""
         if self._handle is None:
             return
+        atexit.unregister(self.close)
         self._lib.pcap_breakloop(self._handle)
         self.stream.close()  # a blocked writer fails and sees the break
-        self._thread.join()
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join()
         self._lib.pcap_close(self._handle)
         self._handle = None
 

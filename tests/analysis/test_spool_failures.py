@@ -446,3 +446,22 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
     # Their spool files are gone with them, and the last one out removed
     # their directory; the parent's own share was in a file with no name.
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_a_worker_ignores_further_stops_without_sig_ign() -> None:
+    # Found in review: SIGTERM to the process group and the parent's SIGINT
+    # both reached a worker. With SIG_IGN set while the second was already
+    # caught, Python printed "OSError: Signal 15 ignored due to race
+    # condition" with a traceback. A handler that does nothing has no race.
+    previous = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            signal.signal(signal.SIGINT, parallel._interrupt_once)
+            signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is parallel._ignored
+        assert signal.getsignal(signal.SIGTERM) is parallel._ignored
+        signal.raise_signal(signal.SIGTERM)  # nothing happens
+        signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ from capture import libpcap, source
 from capture.decode import SMTP_PORTS, decode_tcp
 from capture.pcapfile import CaptureReader, open_capture
 from tests.capture.craft import Frame, ethernet, ipv4, ipv6, pcap, tcp_header
+
+ROOT = Path(__file__).parents[2]
 
 pytestmark = pytest.mark.skipif(
     not libpcap.available(), reason="libpcap is not installed"
@@ -239,3 +243,39 @@ def test_a_record_longer_than_the_snaplen_is_read_whole_on_both_paths(
     assert (transaction.status, transaction.data_code) == ("accepted", 250)
     assert transaction.message_bytes == 65535 - 40 - 3
     assert not fast_stats.errors
+
+
+@pytest.mark.skipif(not libpcap.available(), reason="libpcap not installed")
+def test_a_pipe_lost_to_ctrl_c_does_not_keep_the_process_from_exiting(
+    tmp_path: Path,
+) -> None:
+    # Found in review: a Ctrl-C after libpcap's thread had started but before
+    # the reader's try block lost the pipe. libpcap stayed blocked writing
+    # to it, and the process hung in exit(), where the C library flushes
+    # libpcap's stream, after main had returned 130.
+    capture = tmp_path / "big.pcap"
+    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
+    subprocess.run(
+        [*make, "--size", "24M", str(capture)], check=True, capture_output=True
+    )
+    lost = (
+        "import sys\n"
+        "from analysis import cli\n"
+        "from capture import source\n"
+        "real = source._open_pipe\n"
+        "def lost(*args):\n"
+        "    real(*args)  # its thread writes until the pipe is full\n"
+        "    raise KeyboardInterrupt\n"
+        "source._open_pipe = lost\n"
+        f"sys.exit(cli.main(['read', {str(capture)!r}, '-q', '-j', '1']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", lost],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 130
+    assert "interrupted" in done.stderr
