@@ -151,15 +151,26 @@ def handle_stream_events(
                     result = handle(event)
                     if result is not None:
                         yield result
+        unknown = stats.decode.unknown_linktype
+        errors: list[CaptureError] = []
         try:
             yield from _one_capture(
                 path, ports, reassembler, stats, done, total, progress, shard, handle
             )
-        except CaptureError as error:
-            stats.errors.append(error)
-            log.warning("%s", error)
+        except CaptureError as damage:
+            errors.append(damage)
+        skipped = stats.decode.unknown_linktype - unknown
+        if skipped:
+            # Else a capture of a link type nothing here decodes would read
+            # as one without SMTP, and the run would end as a clean one.
+            packets = "1 packet" if skipped == 1 else f"{skipped:,} packets"
+            message = f"{packets} skipped: their link type is not one smtpscope decodes"
+            errors.insert(0, CaptureError(path, 0, message, damaged=False))
+        for problem in errors:
+            stats.errors.append(problem)
+            log.warning("%s", problem)
             if on_error is not None:
-                on_error(error)
+                on_error(problem)
         done = stats.bytes
     # With connections shared out between readers, the others may have read
     # on to a later time: connections idle by then close as idle here too.

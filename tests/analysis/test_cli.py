@@ -11,6 +11,7 @@ import importlib.abc
 import io
 import json
 import logging
+import struct
 import subprocess
 import sys
 import tomllib
@@ -379,3 +380,17 @@ def test_the_command_is_started_through_launch() -> None:
         check=False,
     )
     assert done.returncode == 0 and done.stdout.startswith("smtpscope ")
+
+
+def test_a_link_type_nothing_decodes_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 0xFFFF)
+    record = struct.pack("<IIII", 1_700_000_000, 0, 60, 60) + b"x" * 60
+    weird = tmp_path / "weird.pcap"
+    weird.write_bytes(header + record)
+    assert main(["read", str(weird), "-q"]) == 1
+    assert capsys.readouterr().err == (
+        f"smtpscope: {weird}: 1 packet skipped: their link type is not one "
+        "smtpscope decodes\n"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import struct
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,21 @@ def test_the_first_segment_is_the_one_a_single_reader_feeds(
 
 def test_a_missing_capture_has_no_first_segment(tmp_path: Path) -> None:
     assert source.first_segment_time(str(tmp_path / "missing.pcap"), SMTP_PORTS) is None
+
+
+def test_a_link_type_nothing_decodes_is_an_error_not_an_empty_capture(
+    tmp_path: Path,
+) -> None:
+    # Found in review: a capture whose header names a link type neither the
+    # decoder nor scapy knows read as one without SMTP, with exit status 0.
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 0xFFFF)
+    records = b"".join(
+        struct.pack("<IIII", 1_700_000_000 + i, 0, 60, 60) + b"x" * 60 for i in range(3)
+    )
+    weird = tmp_path / "weird.pcap"
+    weird.write_bytes(header + records)
+    stats = SourceStats()
+    assert list(iter_stream_events([str(weird)], stats=stats)) == []
+    assert [str(e) for e in stats.errors] == [
+        f"{weird}: 3 packets skipped: their link type is not one smtpscope decodes"
+    ]
