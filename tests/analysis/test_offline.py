@@ -24,6 +24,7 @@ from analysis.rowfiles import Format, TableFiles
 from analysis.spool import Spool
 from analysis.tables import read_captures
 from tests import corpus
+from tests.analysis.same import same_files
 
 ROOT = Path(__file__).parents[2]
 PROJECT = sorted(str(p) for p in (ROOT / "pcaps").glob("**/*.pcap*"))
@@ -44,23 +45,16 @@ def _streamed(paths: list[str], out: Path, fmt: Format, **options: Any) -> None:
         files.commit()
 
 
-def _same_files(left: Path, right: Path) -> None:
-    names = sorted(p.name for p in left.iterdir())
-    assert names == sorted(p.name for p in right.iterdir())
-    for name in names:
-        assert (left / name).read_bytes() == (right / name).read_bytes(), name
-
-
 @pytest.mark.parametrize("fmt", [Format.JSONL, Format.CSV])
 def test_project_captures_stream_to_the_same_files(tmp_path: Path, fmt: Format) -> None:
     paths = [p for p in PROJECT if not p.endswith(".keylog")]
     reference = tmp_path / "frames"
     write_tables(read_captures(paths).frames(), reference, fmt)
     _streamed(paths, tmp_path / "rows", fmt)
-    _same_files(tmp_path / "rows", reference)
+    same_files(tmp_path / "rows", reference)
     # From kept results, encoded at the end, as when the report is shown too.
     _streamed(paths, tmp_path / "late", fmt, results=True)
-    _same_files(tmp_path / "late", reference)
+    same_files(tmp_path / "late", reference)
     # Something of every kind was compared.
     for table in ("sessions", "transactions", "commands", "anomalies", "tls"):
         assert (reference / f"{table}.{fmt.value}").stat().st_size > 200, table
@@ -81,7 +75,7 @@ def test_public_corpus_streams_to_the_same_files(tmp_path: Path, fmt: Format) ->
                 spool.add(result)
             finish(spool, files=files)
             files.commit()
-        _same_files(rows, reference)
+        same_files(rows, reference)
 
 
 def test_spool_replays_in_table_order_and_cleans_up(tmp_path: Path) -> None:

@@ -19,14 +19,10 @@ from analysis.parallel import read_sharded
 from analysis.tables import SmtpTables, read_captures
 from capture import libpcap, source
 from tests import corpus
+from tests.analysis.same import same_tables
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
 PCAPS = sorted(str(p) for p in (Path(__file__).parents[2] / "pcaps").glob("**/*.pcap"))
-
-
-def _same(left: SmtpTables, right: SmtpTables) -> None:
-    for name, frame in left.frames().items():
-        pd.testing.assert_frame_equal(frame, right.frames()[name], obj=name)
 
 
 @pytest.fixture
@@ -45,7 +41,7 @@ def test_project_captures_are_there() -> None:
 def test_sharded_run_gives_the_same_tables(plain: SmtpTables, jobs: int) -> None:
     with read_sharded(PCAPS, pipeline.DEFAULT_PORTS, jobs) as spool:
         tables = build_tables(spool)
-    _same(tables, plain)
+    same_tables(tables, plain)
     assert len(tables.alerts) > 10  # detectors ran over all shards together
     assert tables.stats.captures == len(PCAPS)
     assert tables.stats.packets == plain.stats.packets
@@ -58,7 +54,7 @@ def test_libpcap_fast_path_gives_the_same_tables(
 ) -> None:
     monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
     tables = read_captures(PCAPS)
-    _same(tables, plain)
+    same_tables(tables, plain)
     assert tables.stats.filtered
     # Only the packets on SMTP ports were counted: all of them, here.
     assert tables.stats.packets == plain.stats.packets
@@ -76,7 +72,7 @@ def test_damage_on_the_fast_path_is_located_by_the_python_reader(
     monkeypatch.delenv("SMTPSCOPE_NO_LIBPCAP")
     monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
     fast = read_captures([str(cut)])
-    _same(fast, reference)
+    same_tables(fast, reference)
     assert fast.stats.errors == reference.stats.errors
     assert len(fast.stats.errors) == 1 and "damaged at byte" in fast.stats.errors[0]
 
@@ -167,7 +163,7 @@ def test_a_connection_idle_at_the_end_closes_as_idle_in_every_worker(
     last = pd.Timestamp(1000_000_003_000, unit="ns", tz="UTC")
     assert plain.sessions["end"].iloc[0] == last + pd.Timedelta(seconds=600)
     with read_sharded([str(capture)], pipeline.DEFAULT_PORTS, jobs) as spool:
-        _same(build_tables(spool), plain)
+        same_tables(build_tables(spool), plain)
 
 
 def test_captures_of_different_days_give_the_same_tables_in_workers() -> None:
@@ -184,4 +180,4 @@ def test_captures_of_different_days_give_the_same_tables_in_workers() -> None:
     assert plain.sessions["close"].iloc[0] == "idle"
     for jobs in (2, 3):
         with read_sharded(paths, pipeline.DEFAULT_PORTS, jobs) as spool:
-            _same(build_tables(spool), plain)
+            same_tables(build_tables(spool), plain)

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from analysis import pipeline
@@ -25,6 +24,7 @@ from analysis.session import session_id
 from analysis.tables import SmtpTables, read_captures
 from capture import libpcap, source
 from capture.stream import Connection
+from tests.analysis.same import same_tables
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
 CLIENT, SERVER = "192.0.2.1", "198.51.100.2"
@@ -152,11 +152,6 @@ def _rows(tables: SmtpTables) -> list[Row]:
     ]
 
 
-def _same(left: SmtpTables, right: SmtpTables) -> None:
-    for name, frame in left.frames().items():
-        pd.testing.assert_frame_equal(frame, right.frames()[name], obj=name)
-
-
 def _check(paths: list[str], expected: list[Row], reader: str, errors: int = 0) -> None:
     """One process gives ``expected``; every -j in JOBS gives its tables."""
     plain = read_captures(paths)
@@ -166,7 +161,7 @@ def _check(paths: list[str], expected: list[Row], reader: str, errors: int = 0) 
     for jobs in JOBS:
         with read_sharded(paths, pipeline.DEFAULT_PORTS, jobs) as spool:
             sharded = build_tables(spool)
-        _same(sharded, plain)
+        same_tables(sharded, plain)
         assert sharded.stats.errors == plain.stats.errors
 
 

@@ -16,23 +16,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from analysis import pipeline
 from analysis.offline import build_tables
 from analysis.parallel import read_sharded
-from analysis.tables import SmtpTables, read_captures
+from analysis.tables import read_captures
 from capture import libpcap
+from tests.analysis.same import same_tables
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
 CLIENT, SERVER = "192.0.2.1", "198.51.100.2"
 A = 1_000_020  # a point of the 30 s sweep grid
-
-
-def _same(left: SmtpTables, right: SmtpTables) -> None:
-    for name, frame in left.frames().items():
-        pd.testing.assert_frame_equal(frame, right.frames()[name], obj=name)
 
 
 class _Conn:
@@ -114,4 +109,4 @@ def test_a_late_packet_after_a_lingering_close_gives_the_same_tables(
     plain = read_captures([str(capture)])
     assert len(plain.sessions) == sessions
     with read_sharded([str(capture)], pipeline.DEFAULT_PORTS, jobs) as spool:
-        _same(build_tables(spool), plain)
+        same_tables(build_tables(spool), plain)

@@ -26,10 +26,10 @@ from analysis.records import SessionResult
 from analysis.rowfiles import Format, TableFiles
 from capture import source
 from capture.stream import StreamClosed, StreamEvent
-from tests.analysis.test_interrupt import CAPTURE
+from tests.analysis.same import same_files
+from tests.analysis.test_interrupt import AUTH, CAPTURE
 
 ROOT = Path(__file__).parents[2]
-AUTH = str(ROOT / "pcaps" / "auth.pcap")
 
 
 def _leftovers(directory: Path) -> list[str]:
@@ -257,10 +257,7 @@ def test_a_stop_once_a_share_is_read_does_not_lose_it(
     sharded = tmp_path / "sharded"
     status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(sharded), "-j", jobs])
     assert status == 0
-    names = sorted(p.name for p in single.iterdir())
-    assert names == sorted(p.name for p in sharded.iterdir())
-    for name in names:
-        assert (sharded / name).read_text() == (single / name).read_text(), name
+    same_files(sharded, single)
 
 
 @pytest.mark.parametrize("how", ["stopped", "killed"])
