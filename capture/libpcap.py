@@ -409,7 +409,7 @@ class FilteredPipe:
         atexit.unregister(self.close)
         self._lib.pcap_breakloop(self._handle)
         self.stream.close()  # a blocked writer fails and sees the break
-        if self._thread.is_alive() or self._thread.ident is not None:
+        if self._thread.ident is not None:  # started: see __init__
             self._thread.join()
         self._lib.pcap_close(self._handle)
         self._handle = None
