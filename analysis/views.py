@@ -261,30 +261,17 @@ def summary_panel(summary: Summary) -> Panel:
     return Panel(grid, title=Text("smtpscope summary"), expand=False)
 
 
-def sessions_table(
-    sessions: pd.DataFrame, limit: int | None = 20, width: int | None = None
-) -> Table:
-    """One row per session, the first ``limit`` of them (all for ``None``).
-
-    With ``width``, columns that would not fit are left out, least useful
-    first, and the caption says which; the rest keep readable widths.
-    """
-    shown = sessions if limit is None else sessions.head(limit)
-    return _sessions_table(_plain_rows(shown), len(sessions), width)
-
-
-def alerts_table(alerts: pd.DataFrame, limit: int | None = 20) -> Table:
-    """Alerts, most severe first, then by when they began."""
-    return _alerts_table(_plain_rows(alerts), limit)
-
-
 # A row as plain values: timestamps as timezone-aware datetimes (pandas'
 # Timestamp is one), a missing value as None.
 _Row = Mapping[str, Any]
 
 
-def _sessions_table(shown: Sequence[_Row], total: int, width: int | None) -> Table:
-    """``shown``: the first sessions of the ``total``."""
+def sessions_table(shown: Sequence[_Row], total: int, width: int | None) -> Table:
+    """One row per session shown, the first of ``total``.
+
+    With ``width``, columns that would not fit are left out, least useful
+    first, and the caption says which; the rest keep readable widths.
+    """
     dates = {row["start"].date() for row in shown}
     one_date = len(dates) == 1
     rows = [_session_cells(row, time_only=one_date) for row in shown]
@@ -324,7 +311,9 @@ def _sessions_table(shown: Sequence[_Row], total: int, width: int | None) -> Tab
     return table
 
 
-def _alerts_table(alerts: Sequence[_Row], limit: int | None) -> Table:
+def alerts_table(alerts: Sequence[_Row], limit: int | None) -> Table:
+    """Alerts, most severe first, then by when they began; ``limit`` of them
+    (all for None)."""
     order = sorted(
         alerts,
         key=lambda row: (
@@ -461,9 +450,9 @@ def _report(
     if summary is not None:
         parts.append(summary_panel(summary))
     if alerts:
-        parts.append(_alerts_table(alerts, limit))
+        parts.append(alerts_table(alerts, limit))
     if total:
-        parts.append(_sessions_table(sessions, total, width))
+        parts.append(sessions_table(sessions, total, width))
     return Group(*parts)
 
 
