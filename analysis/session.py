@@ -82,6 +82,11 @@ def _offers_starttls(reply: Reply) -> bool:
     return any(line.split(" ", 1)[0].upper() == "STARTTLS" for line in reply.lines[1:])
 
 
+# SessionBuilder._decrypted of a session with nothing to decrypt; never
+# filled, since only decrypted chunks given at the start are ever queued.
+_NOTHING_DECRYPTED: deque[DecryptedChunk] = deque(maxlen=0)
+
+
 def _seconds(later: int | None, earlier: int | None) -> float | None:
     if later is None or earlier is None:
         return None
@@ -90,6 +95,30 @@ def _seconds(later: int | None, earlier: int | None) -> float | None:
 
 class SessionBuilder:
     """Builds the records of one connection. Feed it in capture order."""
+
+    # One builder per open connection: no instance dict (see SmtpParser).
+    __slots__ = (
+        "_anomaly_kinds",
+        "_auth_cancelled",
+        "_decrypted",
+        "_displaced",
+        "_handshake",
+        "_inner",
+        "_inside",
+        "_message_start",
+        "_message_txn",
+        "_rcpt_slot",
+        "_rows",
+        "_settled_transactions",
+        "_txn",
+        "_txn_of",
+        "anomalies",
+        "commands",
+        "conn",
+        "parser",
+        "session",
+        "transactions",
+    )
 
     def __init__(
         self,
@@ -124,7 +153,9 @@ class SessionBuilder:
         self._handshake: HandshakeBuilder | None = None
         # The SMTP inside TLS, when a key log decrypted it: its own parser,
         # fed the plaintext tshark recovered, in capture order.
-        self._decrypted = deque(decrypted)
+        # A shared empty deque when there is nothing to decrypt (almost
+        # always): an empty deque costs about 0.7 KB per open connection.
+        self._decrypted = deque(decrypted) if decrypted else _NOTHING_DECRYPTED
         self._inner: SmtpParser | None = None
         self._inside = False  # the events being applied came from inside TLS
         self._settled_transactions = 0  # see settled()

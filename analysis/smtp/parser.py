@@ -61,6 +61,12 @@ MAX_HELD_BYTES = 256 * 1024  # client bytes held while a reply is awaited
 MAX_PENDING = 65536  # commands waiting for a reply (bounds a hostile pipeline)
 MAX_ANOMALIES_PER_KIND = 20
 
+# What SmtpParser._pending is until a command waits for its reply: an
+# empty deque allocates a block of 64 entries (about 0.7 KB), and a port
+# scan or SYN flood opens many connections that never send one. maxlen=0
+# makes it refuse to hold anything, should an append bypass _expect.
+_NOTHING_PENDING: deque[_Pending] = deque(maxlen=0)
+
 _TLS_HANDSHAKE = 0x16  # TLS record content type handshake (RFC 8446 5.1)
 
 # Builds an event NamedTuple without its Python-level __new__, about half
@@ -139,6 +145,50 @@ class _Pending:
 class SmtpParser:
     """Sans-IO parser of one SMTP connection. Never raises on wire input."""
 
+    # One parser per open connection: without an instance dict each takes
+    # about a third of the memory, which counts under a SYN flood.
+    __slots__ = (
+        "_anomaly_counts",
+        "_auth_expect",
+        "_auth_index",
+        "_auth_mechanism",
+        "_auth_open",
+        "_auth_recent",
+        "_body",
+        "_cbuf",
+        "_chunk_complete",
+        "_chunk_headers",
+        "_chunk_last",
+        "_chunk_left",
+        "_chunk_total",
+        "_client_discard",
+        "_client_resync",
+        "_client_spoke_first",
+        "_command_index",
+        "_data_refused",
+        "_greeting_seen",
+        "_held",
+        "_held_bytes",
+        "_implicit_tls_port",
+        "_last_data_index",
+        "_lf_only_client",
+        "_lf_only_server",
+        "_mode",
+        "_pending",
+        "_reply_code",
+        "_reply_lines",
+        "_sbuf",
+        "_server_discard",
+        "_server_resync",
+        "_server_spoke",
+        "_server_tls",
+        "_tls_decided",
+        "_tls_expected",
+        "tls_client_bytes",
+        "tls_server_bytes",
+        "tls_started_ts",
+    )
+
     def __init__(
         self,
         *,
@@ -161,7 +211,7 @@ class SmtpParser:
         # kept only if it looks like the start of a command or reply.
         self._client_resync = False
         self._server_resync = False
-        self._pending: deque[_Pending] = deque()
+        self._pending = _NOTHING_PENDING  # see _expect
         self._held: list[tuple[int, bytes]] | None = None
         self._held_bytes = 0
         self._reply_lines: list[str] = []
@@ -486,7 +536,7 @@ class SmtpParser:
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
             self._anomaly(out, ts, "pending_overflow", "too many unanswered commands")
-        self._pending.append(_Pending(index, verb if known else "?", ts))
+        self._expect(_Pending(index, verb if known else "?", ts))
 
         if verb in _TRANSACTION_RESETS and self._chunk_headers is not None:
             # RFC 3030 2 and RFC 5321 4.1.1.5: the chunks sent so far belong
@@ -561,7 +611,7 @@ class SmtpParser:
     def _body_ended(self, ts: int, out: list[SmtpEvent]) -> None:
         """The end-of-data line was read: the message awaits its reply."""
         self._finish_body(ts, out)
-        self._pending.append(_Pending(self._last_data_index, ".", ts))
+        self._expect(_Pending(self._last_data_index, ".", ts))
 
     def _finish_body(self, ts: int, out: list[SmtpEvent]) -> None:
         body = self._body
@@ -657,7 +707,7 @@ class SmtpParser:
             elif self._auth_expect == "user":
                 self._auth_user(auth.login_user(text), ts, out)
         self._auth_expect = ""
-        self._pending.append(_Pending(self._auth_index, "AUTH", ts))
+        self._expect(_Pending(self._auth_index, "AUTH", ts))
         if self._server_spoke:
             self._held = []
             self._held_bytes = 0
@@ -787,6 +837,12 @@ class SmtpParser:
         out.append(_new(ReplySeen, (ts, reply, waiting.index, waiting.answers)))
         self._after_reply(waiting, reply, ts, out)
 
+    def _expect(self, pending: _Pending) -> None:
+        """Queue what the next reply answers, after those already waiting."""
+        if self._pending is _NOTHING_PENDING:
+            self._pending = deque()
+        self._pending.append(pending)
+
     def _server_ended_data(self, ts: int, out: list[SmtpEvent]) -> None:
         """The server replied while the client was, for us, inside DATA.
 
@@ -803,7 +859,7 @@ class SmtpParser:
             out, ts, "bare_lf_end_of_data", "the server ended DATA at a bare LF dot"
         )
         self._finish_body(ts, out)
-        self._pending.append(_Pending(self._last_data_index, ".", ts))
+        self._expect(_Pending(self._last_data_index, ".", ts))
         if rest:
             self._client_input(rest, ts, out)
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
+from analysis.pipeline import SessionTracker
 from analysis.session import MAX_ANOMALIES_PER_KIND, SessionBuilder
 from analysis.tls import decrypt
+from capture.decode import SYN
+from capture.reassembly import Reassembler
 from capture.stream import Connection, Direction
 
 
@@ -32,3 +37,29 @@ def test_an_overlong_key_log_is_refused_before_tshark_runs(tmp_path: Path) -> No
         decrypt._check_keylog_size(str(keylog))
     keylog.write_text(line * 10)
     decrypt._check_keylog_size(str(keylog))
+
+
+def test_a_connection_that_sends_nothing_costs_little_memory() -> None:
+    # A SYN flood or port scan on port 25 opens a connection per SYN, each
+    # held until the idle timeout: its reassembly state, parser and session
+    # builder must stay small. 6.0 KB each before the parser and builder
+    # lost their instance dicts and empty queues; 3.1 KB after.
+    reassembler = Reassembler(frozenset({25}))
+    tracker = SessionTracker()
+    count = 5000
+    segments = [
+        ((f"10.1.{i >> 8}.{i & 255}", "10.0.0.1", 1024 + i, 25), 1000, 0, SYN, b"", 0)
+        for i in range(count)
+    ]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i, segment in enumerate(segments):
+            for event in reassembler.feed(1_700_000_000 * 10**9 + i, segment):
+                tracker.handle(event)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(tracker.builders) == count
+    assert held / count < 3500
