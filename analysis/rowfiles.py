@@ -59,6 +59,10 @@ def require_format(fmt: Format) -> None:
 def prepare_directory(directory: str | os.PathLike[str]) -> Path:
     """Create ``directory`` if needed and check that files can be made in it."""
     path = Path(directory)
+    if path.exists() and not path.is_dir():
+        # mkdir would say "File exists", which reads as if a directory
+        # were in the way.
+        raise ExportError(f"cannot write tables into {path}: it is not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

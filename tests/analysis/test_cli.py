@@ -211,7 +211,10 @@ def test_unwritable_output_is_reported_before_reading(
 ) -> None:
     (tmp_path / "file").write_text("")
     assert main(["read", "-o", str(tmp_path / "file"), capture]) == 1
-    assert "smtpscope: cannot create" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"smtpscope: cannot write tables into {tmp_path / 'file'}: "
+        "it is not a directory\n"
+    )
     assert fake.calls == []
 
 

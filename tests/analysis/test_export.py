@@ -217,8 +217,14 @@ def test_directory_is_created(tables: SmtpTables, tmp_path: Path) -> None:
 
 def test_directory_that_is_a_file_is_an_export_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    with pytest.raises(ExportError, match="cannot create"):
+    with pytest.raises(ExportError, match="it is not a directory"):
         write_tables(empty_tables().frames(), tmp_path / "file")
+
+
+def test_directory_that_cannot_be_made_is_an_export_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ExportError, match=r"cannot create .*: Not a directory"):
+        write_tables(empty_tables().frames(), tmp_path / "file" / "sub")
 
 
 def test_missing_pyarrow_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
