@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Write a SYN flood on port 25 as a classic pcap: hostile input for smtpscope.
+
+    python bench/make_flood.py --syns 100000 /tmp/smtpscope-bench/flood.pcap
+    /usr/bin/time -v smtpscope read /tmp/smtpscope-bench/flood.pcap -q -j 1 \\
+        -o /tmp/smtpscope-bench/flood-out
+
+Each SYN comes from its own client address and port, 1,000 a second, and no
+SYN-ACK ever answers: every one opens a connection that stays open until the
+idle timeout (600 s), which a flood shorter than that never reaches. What a
+run costs then follows the connections held open at once and the sessions
+made, not the bytes read. Nothing is sent anywhere: frames are built in
+memory and written to the file. The same ``--syns`` give the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import sys
+from pathlib import Path
+
+from synth_tcp import Wire
+
+_FILE_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262_144, 1)
+_RECORD = struct.Struct("<IIII")
+START_S = 1_709_251_200  # 2024-03-01T00:00:00Z
+PER_SECOND = 1000
+SERVER = bytes([192, 0, 2, 25])  # TEST-NET-1 (RFC 5737): never a real host
+SYN = 0x02
+
+
+def client_of(index: int) -> tuple[bytes, int]:
+    """A distinct address in 198.18.0.0/15 (RFC 2544, benchmarking) and port."""
+    address = bytes([198, 18 + (index >> 16) % 2, (index >> 8) & 0xFF, index & 0xFF])
+    return address, 1024 + index % 60_000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output", type=Path, help="pcap file to write")
+    parser.add_argument("--syns", type=int, default=100_000, help="SYNs to write")
+    args = parser.parse_args(argv)
+    if args.syns < 1:
+        parser.error("--syns must be at least 1")
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with args.output.open("wb") as out:
+        out.write(_FILE_HEADER)
+        for index in range(args.syns):
+            wire = Wire(client_of(index), (SERVER, 25), ident=index & 0xFFFF)
+            frame = wire.syn_frame(0, seq=index * 7919, ack=0, flags=SYN, mss=1460,
+                                   tsval=index)  # fmt: skip
+            seconds, micros = divmod(index * 1_000_000 // PER_SECOND, 1_000_000)
+            out.write(_RECORD.pack(START_S + seconds, micros, len(frame), len(frame)))
+            out.write(frame)
+    print(f"wrote {args.syns:,} SYNs to {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
