@@ -24,9 +24,11 @@ from analysis.live import LiveAnalyzer
 from analysis.offline import build_tables
 from analysis.parallel import read_sharded
 from analysis.records import SessionResult
+from analysis.session import SessionBuilder
 from analysis.tables import SmtpTables, read_captures
 from capture import libpcap
 from capture.pcapfile import RawPacket, open_capture
+from capture.stream import Connection, Direction
 from tests.analysis.same import same_tables
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
@@ -122,6 +124,21 @@ def _same_in_workers(path: str, plain: SmtpTables) -> None:
     for jobs in (2, 3):
         with read_sharded([path], pipeline.DEFAULT_PORTS, jobs) as spool:
             same_tables(build_tables(spool), plain)
+
+
+def test_the_builder_ends_a_session_at_its_last_packet() -> None:
+    # Whoever closes it later (Reassembler.finish may be given a time): the
+    # session's end is its connection's last packet.
+    conn = Connection(0, CLIENT, 40000, SERVER, 25, first_ts=_ns(0))
+    builder = SessionBuilder(conn, frozenset({465}))
+    conn.last_ts = _ns(1_000_000)
+    builder.data(Direction.SERVER, b"220 mx.example ESMTP\r\n", conn.last_ts)
+    session = builder.close(_ns(601_000_000), "idle").session
+    assert (session.start, session.end, session.duration_s) == (
+        _ns(0),
+        _ns(1_000_000),
+        1.0,
+    )
 
 
 # -- idle ---------------------------------------------------------------
