@@ -226,6 +226,14 @@ class SessionBuilder:
         self._add_anomaly(ts, kind, detail)
 
     def close(self, ts: int, reason: str) -> SessionResult:
+        """The connection closed; ``ts``: its last packet (``StreamClosed``).
+
+        What is settled only now is stamped with ``ts``, the session's end,
+        not with the moment of the close: a last line without its line end,
+        the anomalies of the close (``no_reply``, ``message_incomplete``,
+        ``not_smtp``), an open transaction's end, a TLS handshake's
+        ``incomplete`` outcome.
+        """
         self._apply(self.parser.close(ts))
         if self._inner is not None:
             self._feed_decrypted(None)
@@ -604,7 +612,11 @@ class SessionBuilder:
     def _finish_session(self, ts: int, reason: str) -> None:
         s = self.session
         conn = self.conn
-        s.end = max(conn.last_ts, ts) if conn.last_ts else ts
+        # The last packet, whatever closed the connection (README: duration
+        # is first to last packet). The close's time is no measure of it: an
+        # idle close is decided a timeout later, a reuse at the new SYN. A
+        # builder fed by hand, without packets, has only the close's time.
+        s.end = conn.last_ts if conn.last_ts else ts
         s.duration_s = (s.end - s.start) / NS
         s.close = reason
         s.handshake_seen = conn.handshake_seen

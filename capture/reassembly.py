@@ -203,6 +203,11 @@ class Reassembler:
     connection's 4-tuple is remembered as long again, so that its late
     ACKs and retransmissions are recognised (and counted) rather than taken
     for a new connection.
+
+    Every ``StreamClosed`` carries the connection's last packet time, for
+    every reason (``finish`` given a time excepted): an idle close is
+    decided a timeout later, and a reuse at the new SYN, but neither saw
+    anything of the connection after its last packet.
     """
 
     def __init__(
@@ -329,15 +334,19 @@ class Reassembler:
                     return events
                 flow, direction = self._start(key, ts, flags, events)
             elif ts - flow.conn.last_ts > self._idle_ns:
+                last = flow.conn.last_ts
                 self._close(
-                    flow, flow.conn.last_ts + self._idle_ns, CloseReason.IDLE, events
+                    flow, last, CloseReason.IDLE, events, decided=last + self._idle_ns
                 )
                 flow, direction = self._start(key, ts, flags, events)
             elif new_syn and not _same_syn(flow.halves[direction], seq):
                 # A SYN that is not a retransmission of this one's: the
                 # 4-tuple is being used again (RFC 9293 3.4.1 lets an old
-                # connection's pair be reused).
-                self._close(flow, ts, CloseReason.REUSED, events)
+                # connection's pair be reused). The SYN is the new
+                # connection's first packet, not the old one's last.
+                self._close(
+                    flow, flow.conn.last_ts, CloseReason.REUSED, events, decided=ts
+                )
                 flow, direction = self._start(key, ts, flags, events)
         self._segment(flow, direction, ts, seg, events)
         flow.settle()
@@ -471,16 +480,30 @@ class Reassembler:
         return flow, sent
 
     def _close(
-        self, flow: _Flow, ts: int, reason: CloseReason, events: list[StreamEvent]
+        self,
+        flow: _Flow,
+        ts: int,
+        reason: CloseReason,
+        events: list[StreamEvent],
+        *,
+        decided: int | None = None,
     ) -> None:
-        """Hand over what is held back (gaps, then bytes) and close."""
+        """Hand over what is held back (gaps, then bytes) and close.
+
+        ``ts`` is stamped on the events: the connection's last packet,
+        unless ``finish`` was given another time. ``decided`` is when the
+        close was decided, where that is later: the end of an idle timeout,
+        a new SYN on the 4-tuple. The 4-tuple is remembered from then, so
+        that a late packet of an idle connection is still counted as one
+        after its close, not taken for a new connection.
+        """
         if flow.fin_done:
             reason = CloseReason.FIN  # only the final ACK was missing
         for direction in _DIRECTIONS:
             self._flush(flow, direction, ts, events)
         events.append(StreamClosed(flow.conn, ts, reason))
         flow.closed = True
-        flow.closed_ts = ts
+        flow.closed_ts = ts if decided is None else decided
         flow.steady = False
         # The 4-tuple is remembered for a while (see _sweep), the stream
         # state not: a busy capture closes thousands of connections a minute.
@@ -507,8 +530,11 @@ class Reassembler:
             if f.conn.last_ts < limit or (f.fin_done and f.conn.last_ts < linger)
         ]
         for flow in idle:  # in opening order: deterministic
+            # Stamped with the last packet, not with the end of the wait:
+            # nothing of the connection was seen after it.
+            last = flow.conn.last_ts
             wait = 0 if flow.fin_done else self._idle_ns
-            self._close(flow, flow.conn.last_ts + wait, CloseReason.IDLE, events)
+            self._close(flow, last, CloseReason.IDLE, events, decided=last + wait)
         while self._closed:
             conn_id, flow = next(iter(self._closed.items()))
             if flow.closed_ts >= limit:

@@ -102,6 +102,9 @@ class StreamAnomaly(NamedTuple):
 
 class StreamClosed(NamedTuple):
     conn: Connection
+    # The connection's last packet, whatever the reason: an idle close is
+    # decided only after the timeout, but nothing of it was seen after that
+    # packet. (``Reassembler.finish`` may be told another time.)
     ts: int
     reason: CloseReason
 

@@ -33,7 +33,11 @@ class FloodDetector(PerSession):
             return []
         out = [client_observation(result, "connection_flood", session.start)]
         short = session.end - session.start < self._short
-        if short and session.transactions == 0 and session.close != "end_of_capture":
+        # Short means seen to end soon. One open at the end of the capture
+        # was not seen to end; one closed as idle stayed open, silent, for
+        # the whole idle timeout after its last packet (its end).
+        ended = session.close not in ("end_of_capture", "idle")
+        if short and session.transactions == 0 and ended:
             out.append(client_observation(result, "short_sessions", session.start))
         refusal = self._refusal(result)
         if refusal is not None:

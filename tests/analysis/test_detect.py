@@ -215,6 +215,18 @@ def _session(client: str, helo: str, start: int = 0) -> SessionResult:
     return SessionResult(session, [], [command], [])
 
 
+@pytest.mark.parametrize("close", ["fin", "rst", "idle", "end_of_capture"])
+def test_short_sessions_are_those_seen_to_end(close: str) -> None:
+    # Each lasts 1 s, first to last packet. One closed as idle stayed open
+    # for the idle timeout after that (its end is still its last packet):
+    # it did not end soon, no more than one open at the end of the capture.
+    results = [_session("203.0.113.9", "client.example", i * S) for i in range(20)]
+    for result in results:
+        result.session.close = close
+    kinds = [a.kind for a in detect(results)]
+    assert kinds == (["short_sessions"] if close in ("fin", "rst") else [])
+
+
 def test_helo_not_fqdn_only_for_internet_clients() -> None:
     alerts = detect([_session("8.8.4.4", "DESKTOP-1"), _session("10.1.2.3", "PC")])
     assert [(a.kind, a.client_ip, a.severity) for a in alerts] == [

@@ -470,7 +470,8 @@ def test_idle_timeout() -> None:
         r,
         finish=False,
     )
-    assert closes(events) == [(0, CloseReason.IDLE, 15 * S)]
+    # Stamped with its last packet: the 10 s of silence are not part of it.
+    assert closes(events) == [(0, CloseReason.IDLE, 5 * S)]
     idle_close = next(e for e in events if isinstance(e, StreamClosed))
     # The idle close comes before the other connection's events.
     assert events.index(idle_close) < len(events) - 2
@@ -479,9 +480,30 @@ def test_idle_timeout() -> None:
 def test_idle_tuple_starts_a_new_connection() -> None:
     r = Reassembler(PORTS, idle_timeout_s=10)
     events = feed_all([*handshake(), (5 * S, c(0, b"abc")), (50 * S, c(3, b"def"))], r)
-    assert closes(events)[0] == (0, CloseReason.IDLE, 15 * S)
+    assert closes(events)[0] == (0, CloseReason.IDLE, 5 * S)
     opened = [e.conn.conn_id for e in events if isinstance(e, StreamOpened)]
     assert opened == [0, 1]
+
+
+def test_idle_close_remembers_the_tuple_from_the_timeout_on() -> None:
+    # Closed at 5 s, its last packet, but found idle only at 15 s: the
+    # 4-tuple is remembered for the timeout from then, so its packet at
+    # 20 s is a late one of the closed connection, not a new connection.
+    r = Reassembler(PORTS, idle_timeout_s=10)
+    other = ("10.0.0.3", 41000)
+    events = feed_all(
+        [
+            *handshake(),
+            (5 * S, c(0, b"abc")),
+            (16 * S, seg(other, 1, b"x", ack=1)),
+            (20 * S, c(3, b"def")),
+        ],
+        r,
+        finish=False,
+    )
+    assert closes(events) == [(0, CloseReason.IDLE, 5 * S)]
+    assert [e.conn.conn_id for e in events if isinstance(e, StreamOpened)] == [0, 1]
+    assert r.stats.packets_after_close == 1
 
 
 def test_idle_sweep_closes_in_opening_order() -> None:
@@ -511,8 +533,9 @@ def test_new_syn_on_closed_tuple_is_a_new_connection() -> None:
 def test_new_syn_on_open_tuple_reuses_it() -> None:
     second_syn = seg(CLIENT, 99_999, flags=SYN)
     events = feed_all([*handshake(), (10, c(0, b"abc")), (20, second_syn)])
+    # The old connection closes at its own last packet; the SYN is the new one's.
     assert closes(events) == [
-        (0, CloseReason.REUSED, 20),
+        (0, CloseReason.REUSED, 10),
         (1, CloseReason.END_OF_CAPTURE, 20),
     ]
 
