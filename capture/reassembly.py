@@ -394,9 +394,14 @@ class Reassembler:
         events.extend(self.new_capture(ts, self.latest_open))
 
     def finish(
-        self, ts: int | None = None, *, clock: int | None = None
+        self,
+        ts: int | None = None,
+        *,
+        clock: int | None = None,
+        reason: CloseReason = CloseReason.END_OF_CAPTURE,
     ) -> list[StreamEvent]:
-        """Close every open connection with END_OF_CAPTURE, in opening order.
+        """Close every open connection with ``reason``, in opening order,
+        each after the bytes it still holds back.
 
         ``ts`` is the time to stamp on the closes; by default each
         connection's last packet time. ``clock``: the ``clock`` of the whole
@@ -409,7 +414,7 @@ class Reassembler:
             self._sweep(clock, events)
         for flow in list(self._open.values()):
             at = flow.conn.last_ts if ts is None else ts
-            self._close(flow, at, CloseReason.END_OF_CAPTURE, events)
+            self._close(flow, at, reason, events)
         self._flows.clear()
         self._closed.clear()
         self._next_sweep = _NEVER_SWEPT
@@ -497,7 +502,7 @@ class Reassembler:
         that a late packet of an idle connection is still counted as one
         after its close, not taken for a new connection.
         """
-        if flow.fin_done:
+        if flow.fin_done and reason is not CloseReason.INTERRUPTED:
             reason = CloseReason.FIN  # only the final ACK was missing
         for direction in _DIRECTIONS:
             self._flush(flow, direction, ts, events)

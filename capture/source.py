@@ -40,7 +40,7 @@ from capture.decode import (
 from capture.libpcap import shard_of
 from capture.pcapfile import CaptureError, CaptureReader, open_capture
 from capture.reassembly import Reassembler, ReassemblyStats
-from capture.stream import StreamEvent
+from capture.stream import CloseReason, StreamEvent
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +139,35 @@ def handle_stream_events(
         ports, idle_timeout_s=idle_timeout_s, max_buffered_bytes=max_buffered_bytes
     )
     stats.reassembly = reassembler.stats
+    try:
+        yield from _read_all(
+            paths, handle, ports, stats, on_error, progress, shard, clock, reassembler
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C: the connections still open are closed as interrupted,
+        # each after the bytes it held back (out of order, behind a hole):
+        # they were read, and are not to be lost. Then the caller is told.
+        for event in reassembler.finish(reason=CloseReason.INTERRUPTED):
+            result = handle(event)
+            if result is not None:
+                yield result
+        raise
+
+
+def _read_all(
+    paths: Sequence[str],
+    handle: Callable[[StreamEvent], T | None],
+    ports: frozenset[int],
+    stats: SourceStats,
+    on_error: ErrorHook | None,
+    progress: ProgressHook | None,
+    shard: tuple[int, int],
+    clock: ClockHook | None,
+    reassembler: Reassembler,
+) -> Iterator[T]:
+    """handle_stream_events' reading, capture by capture."""
     total = _total_size(paths)
     done = 0  # stored bytes of the captures already finished
-
     for number, path in enumerate(paths):
         if number:
             reassembler.start_capture()

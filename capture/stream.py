@@ -38,6 +38,7 @@ class CloseReason(enum.StrEnum):
     IDLE = "idle"  # no packet for longer than the idle timeout
     END_OF_CAPTURE = "end_of_capture"
     REUSED = "reused"  # a new SYN arrived on the same 4-tuple
+    INTERRUPTED = "interrupted"  # reading was stopped (Ctrl-C) while it was open
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from analysis.rowfiles import Format
 from analysis.schema import TABLES
 from analysis.tables import read_captures
 from capture import source
-from capture.stream import StreamClosed, StreamEvent
+from capture.stream import StreamClosed, StreamData, StreamEvent
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
 CAPTURE = str(Path(__file__).parents[2] / "pcaps" / "rset-multi.pcap")
@@ -158,3 +158,69 @@ def _stop_at_call(n: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return stopped
 
     return wrap
+
+
+def _conversation_with_a_hole(path: Path) -> None:
+    """Greeting, EHLO and its reply; then the client's QUIT overtakes a
+    MAIL command the capture lost, and the server answers something."""
+    c, s = (
+        ("192.0.2.1", "198.51.100.2", 40000, 25),
+        ("198.51.100.2", "192.0.2.1", 25, 40000),
+    )
+    lost = b"MAIL FROM:<a@b>\r\n"
+    steps = [
+        (c, 1000, 0, 0x02, b""),
+        (s, 5000, 1001, 0x12, b""),
+        (c, 1001, 5001, 0x10, b""),
+        (s, 5001, 1001, 0x18, b"220 mx\r\n"),
+        (c, 1001, 5009, 0x18, b"EHLO a\r\n"),
+        (s, 5009, 1009, 0x18, b"250 ok\r\n"),
+        (c, 1009 + len(lost), 5017, 0x18, b"QUIT\r\n"),
+        (s, 5017, 1009, 0x18, b"250 sender ok\r\n"),
+    ]
+    frames = [
+        Frame(
+            1_700_000_000,
+            i * 1000,
+            ethernet(v4_tcp(src, dst, sp, dp, payload, seq=seq, ack=ack, flags=flags)),
+        )
+        for i, ((src, dst, sp, dp), seq, ack, flags, payload) in enumerate(steps)
+    ]
+    path.write_bytes(pcap(frames))
+
+
+def test_ctrl_c_hands_over_the_bytes_held_behind_a_hole(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The QUIT waits behind the lost MAIL command for bytes that never
+    # come. Ctrl-C, while the server's last reply is handled, closes the
+    # session: the QUIT was read, so it comes out after the gap, as it
+    # does at the end of a capture.
+    capture = tmp_path / "hole.pcap"
+    _conversation_with_a_hole(capture)
+
+    def stopped(
+        paths: list[str],
+        handle: Callable[[StreamEvent], SessionResult | None],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Iterator[SessionResult]:
+        def until_the_last_reply(event: StreamEvent) -> SessionResult | None:
+            if isinstance(event, StreamData) and event.data.startswith(b"250 sender"):
+                raise KeyboardInterrupt
+            return handle(event)
+
+        return source.handle_stream_events(paths, until_the_last_reply, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "handle_stream_events", stopped)
+    tables = read_captures(str(capture))
+    assert tables.stats.interrupted
+    session = tables.sessions.iloc[0]
+    assert session["close"] == "interrupted"
+    assert (session["gaps"], session["gap_bytes"], session["client_bytes"]) == (
+        1,
+        17,
+        14,
+    )
+    assert list(tables.commands["verb"]) == ["EHLO", "QUIT"]
+    assert list(tables.anomalies["kind"]) == ["tcp_gap", "no_reply"]

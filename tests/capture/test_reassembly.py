@@ -554,6 +554,39 @@ def test_finish_uses_given_time_and_empties() -> None:
     assert r.open_connections == 0
 
 
+def test_finish_as_interrupted_hands_over_held_bytes_and_keeps_the_reason() -> None:
+    # Ctrl-C: what waits behind a hole comes out after the gap, and a
+    # connection that lacked only its last ACK is still one cut short.
+    r = Reassembler(PORTS)
+    lost = b"MAIL FROM:<a@b>\r\n"
+    events = feed_all(
+        [
+            *handshake(),
+            (10, s(0, b"220 hi\r\n")),
+            (20, c(len(lost), b"QUIT\r\n", ack=S_ISN + 9)),
+        ],
+        r,
+        finish=False,
+    )
+    events += r.finish(reason=CloseReason.INTERRUPTED)
+    assert stream(events, Direction.CLIENT) == [("gap", len(lost)), b"QUIT\r\n"]
+    assert closes(events) == [(0, CloseReason.INTERRUPTED, 20)]
+
+    both_fins = [
+        *handshake(),
+        (10, s(0, b"221 bye\r\n", flags=PSH_ACK | FIN)),
+        (20, c(0, ack=S_ISN + 10, flags=ACK | FIN)),
+    ]
+    r = Reassembler(PORTS)
+    feed_all(both_fins, r, finish=False)
+    assert closes(r.finish(reason=CloseReason.INTERRUPTED)) == [
+        (0, CloseReason.INTERRUPTED, 20)
+    ]
+    r = Reassembler(PORTS)
+    feed_all(both_fins, r, finish=False)
+    assert closes(r.finish()) == [(0, CloseReason.FIN, 20)]
+
+
 # -- any segmentation, any order, any duplicates ----------------------------
 
 
