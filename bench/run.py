@@ -22,7 +22,11 @@ The commands are the comparison the project's issue names:
 - ``tshark -r CAPTURE -Y smtp -T fields -e frame.number
   -e smtp.req.command -e smtp.response.code`` with stdout to /dev/null;
 - ``tcpdump -r CAPTURE -w /dev/null 'tcp port 25 or tcp port 465 or tcp
-  port 587'``.
+  port 587'``;
+- "bare-loop", the issue's yardstick: the same tcpdump writing to a pipe
+  into ``bench/bare_loop.py``, a pure-Python loop that only splits each
+  SMTP packet's payload into lines. It says how fast Python is here, so
+  that figures from different machines can be compared.
 A tool that is not installed is skipped with a message. When the capture
 has a ``.truth.json`` sidecar (from ``make_capture.py``), smtpscope's row
 counts are checked against it. Exit status: 0 when every tool that ran
@@ -36,6 +40,7 @@ import gzip
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import struct
@@ -51,7 +56,7 @@ from typing import Any, Protocol
 
 REPO = Path(__file__).resolve().parent.parent
 SMTP_FILTER = "tcp port 25 or tcp port 465 or tcp port 587"
-TOOLS = ("smtpscope", "tshark", "tcpdump")
+TOOLS = ("smtpscope", "tshark", "tcpdump", "bare-loop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +181,16 @@ def tcpdump_command(capture: Path) -> Command | str:
         return "tcpdump is not installed (Debian package tcpdump)"
     argv = ["tcpdump", "-r", str(capture), "-w", "/dev/null", SMTP_FILTER]
     return Command("tcpdump", argv, version=_first_line(["tcpdump", "--version"]))
+
+
+def bare_loop_command(capture: Path) -> Command | str:
+    if not shutil.which("tcpdump"):
+        return "tcpdump is not installed (Debian package tcpdump)"
+    tcpdump = f"tcpdump -r {shlex.quote(str(capture))} -w - '{SMTP_FILTER}'"
+    script = REPO / "bench" / "bare_loop.py"
+    loop = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}"
+    argv = ["sh", "-c", f"{tcpdump} 2>/dev/null | {loop}"]
+    return Command("bare-loop", argv, note="tcpdump into bench/bare_loop.py")
 
 
 # -- measuring ----------------------------------------------------------------
@@ -379,7 +394,8 @@ def ratios(
     """Each smtpscope run against the others, from median wall and CPU times.
 
     Per smtpscope tool: ``throughput_vs_tshark`` (tshark's time over ours),
-    ``time_vs_tcpdump`` (ours over tcpdump's) and, for the ``--jobs`` runs
+    ``time_vs_tcpdump`` (ours over tcpdump's), ``time_vs_bare_loop`` (ours
+    over the bare Python loop's) and, for the ``--jobs`` runs
     after the first, ``speedup_vs_smtpscope`` (the first's time over
     ours). CPU-time ratios (``_cpu``) hold up better than wall-time ones on
     a machine busy with other work; there is no CPU speedup, since more
@@ -399,6 +415,7 @@ def ratios(
         comparisons = [
             ("tshark", "throughput_vs_tshark", False, True),
             ("tcpdump", "time_vs_tcpdump", True, True),
+            ("bare-loop", "time_vs_bare_loop", True, True),
         ]
         if name != "smtpscope":
             comparisons.append(("smtpscope", "speedup_vs_smtpscope", False, False))
@@ -465,6 +482,7 @@ def print_table(report: dict[str, Any]) -> None:
         for key, other, meaning in (
             ("throughput_vs_tshark", "tshark", "the throughput"),
             ("time_vs_tcpdump", "tcpdump", "the time"),
+            ("time_vs_bare_loop", "bare-loop", "the time"),
             ("speedup_vs_smtpscope", "smtpscope", "the throughput"),
         ):
             if key in found:
@@ -510,7 +528,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tools",
         default=",".join(TOOLS),
-        help="comma list of tools to run (default: all three)",
+        help=f"comma list of tools to run (default: all of {','.join(TOOLS)})",
     )
     parser.add_argument(
         "--out",
@@ -558,8 +576,10 @@ def commands(args: argparse.Namespace, out: Path) -> dict[str, Command | str]:
                 found[name] = smtpscope_command(args.capture, out / name, jobs, name)
         elif tool == "tshark":
             found[tool] = tshark_command(args.capture)
-        else:
+        elif tool == "tcpdump":
             found[tool] = tcpdump_command(args.capture)
+        else:
+            found[tool] = bare_loop_command(args.capture)
     return found
 
 
