@@ -507,6 +507,11 @@ def _show(end: _Ending, stats: pipeline.RunStats, args: argparse.Namespace) -> N
 
     console = StdoutConsole(highlight=False, emoji=False)
     summary = not args.no_summary
+    # A file or a pipe has no width to fit: rich would assume 80 columns and
+    # the report would leave some out. There, every column is shown, unless
+    # COLUMNS says otherwise.
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = StdoutConsole(highlight=False, emoji=False, width=_UNLIMITED)
     if end.tables is not None:
         limit = args.limit or None
         print_report(console, end.tables, limit=limit, summary=summary)
@@ -515,6 +520,12 @@ def _show(end: _Ending, stats: pipeline.RunStats, args: argparse.Namespace) -> N
             stats, end.alerts, summary=summary, width=console.width
         )
         console.print(shown)
+
+
+# The console width for a file or pipe: wider than any table, so that none
+# is cut; rich pads nothing to it (the report's tables and panel fit their
+# content).
+_UNLIMITED = 1_000
 
 
 def _unwritten(directory: str) -> str:

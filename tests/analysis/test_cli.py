@@ -397,3 +397,29 @@ def test_a_link_type_nothing_decodes_exits_1(
         f"smtpscope: {weird}: 1 packet skipped: their link type is not one "
         "smtpscope decodes\n"
     )
+
+
+@pytest.mark.parametrize("frames", [False, True])
+def test_a_report_into_a_file_or_pipe_shows_every_column(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    frames: bool,
+) -> None:
+    # rich takes 80 columns where standard output is no terminal; the
+    # sessions table would leave out server and close to fit them.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    argv = ["read", str(PCAPS / "auth.pcap")]
+    if frames:  # the report from DataFrames, as with Parquet
+        pytest.importorskip("pyarrow")
+        argv += ["-o", str(tmp_path), "--format", "parquet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "too narrow" not in out
+    header = "start    client    server        helo                  tls  auth"
+    assert header + "         mails accepted close anomalies\n" in out
+    assert "client.smtpscope.test none LOGIN failed     0        0 fin" in out
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(argv) == 0
+    assert "too narrow to show: server, close" in capsys.readouterr().out
