@@ -448,7 +448,10 @@ def _ceiling(
         return None
     usable = min(jobs[name] or cpus, cpus)
     spread = float(first["cpu_median_s"]) / usable
-    return round(float(first["wall_median_s"]) / spread, 2)
+    # A single process that spent less CPU time than wall time (waiting on
+    # the disk or another process) would give a ceiling above the number of
+    # CPUs, which nothing reaches.
+    return round(min(float(usable), float(first["wall_median_s"]) / spread), 2)
 
 
 def print_table(report: dict[str, Any]) -> None:
