@@ -302,7 +302,7 @@ def sessions_table(shown: Sequence[_Row], total: int, width: int | None) -> Tabl
     notes = []
     hidden = total - len(shown)
     if hidden:
-        notes.append(f"… and {hidden:,} more")
+        notes.append(f"… and {hidden:,} more (--limit 0 shows all)")
     left_out = [c.header for i, c in enumerate(_SESSION_COLUMNS) if i not in keep]
     if left_out:
         notes.append(f"too narrow to show: {', '.join(left_out)}")
@@ -515,7 +515,8 @@ def _count_text(value: int) -> Text:
 def _share_text(part: int, whole: int) -> Text:
     if not whole:
         return Text(MISSING)
-    return Text(f"{part:,} of {whole:,} sessions ({100 * part / whole:.0f}%)")
+    sessions = _plural(whole, "session")
+    return Text(f"{part:,} of {whole:,} {sessions} ({100 * part / whole:.0f}%)")
 
 
 def _reply_text(classes: dict[str, int]) -> Text:
@@ -528,10 +529,14 @@ def _reply_text(classes: dict[str, int]) -> Text:
 def _auth_text(summary: Summary) -> Text:
     text = Text(f"{summary.auth_successes:,} succeeded, ")
     text.append(
-        f"{summary.auth_failures:,} failed attempts",
+        f"{summary.auth_failures:,} failed {_plural(summary.auth_failures, 'attempt')}",
         style="red" if summary.auth_failures else "",
     )
     return text
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
 
 
 def _top_kinds(anomalies: pd.DataFrame, top: int) -> list[tuple[str, int]]:

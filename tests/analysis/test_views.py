@@ -139,7 +139,7 @@ def test_sessions_on_several_days_show_dates() -> None:
 def test_session_table_is_truncated(tables: SmtpTables) -> None:
     text = render(tables, limit=1)
     assert len(session_rows(text)) == 1
-    assert "… and 2 more" in text
+    assert "… and 2 more (--limit 0 shows all)" in text
     assert "more" not in render(tables, limit=None)
 
 
@@ -168,3 +168,14 @@ def test_markup_from_the_wire_is_shown_literally() -> None:
     )
     text = render(build([session]))
     assert "[bold]shou" in text
+
+
+def test_one_is_singular_in_the_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    from analysis.cli import main
+
+    auth = Path(__file__).resolve().parents[2] / "pcaps" / "auth.pcap"
+    plain = Path(__file__).resolve().parents[2] / "pcaps" / "plain-delivery.pcap"
+    assert main(["read", str(auth)]) == 0
+    assert "3 succeeded, 1 failed attempt " in capsys.readouterr().out
+    assert main(["read", str(plain)]) == 0
+    assert "TLS                0 of 1 session (0%)" in capsys.readouterr().out
