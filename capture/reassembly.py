@@ -456,8 +456,10 @@ class Reassembler:
     ) -> tuple[_Flow, Direction]:
         """Open a connection for a segment's 4-tuple and say who is client."""
         src_ip, dst_ip, src_port, dst_port = key
-        if flags & SYN:
-            # The SYN's sender is the client; a SYN-ACK's, the server.
+        if flags & SYN and not flags & (FIN | RST):
+            # The SYN's sender is the client; a SYN-ACK's, the server. With
+            # FIN or RST as well it is no handshake (a scanner's probe, all
+            # flags set): the ports say who serves, as below.
             client_sent = not flags & ACK
         else:
             src_smtp = src_port in self._ports

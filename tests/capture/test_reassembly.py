@@ -587,6 +587,16 @@ def test_finish_as_interrupted_hands_over_held_bytes_and_keeps_the_reason() -> N
     assert closes(r.finish()) == [(0, CloseReason.FIN, 20)]
 
 
+def test_a_packet_with_every_flag_set_does_not_make_its_sender_the_server() -> None:
+    # SYN and ACK read as a SYN-ACK, whose sender serves; with FIN and RST
+    # too it is no handshake but a probe, and the watched port decides.
+    events = feed_all([(0, c(0, b"", flags=0xFF))])
+    conn = events[0].conn
+    assert isinstance(events[0], StreamOpened)
+    assert (conn.client_ip, conn.client_port) == CLIENT
+    assert (conn.server_ip, conn.server_port) == SERVER
+
+
 # -- any segmentation, any order, any duplicates ----------------------------
 
 
