@@ -16,13 +16,20 @@ Postfix's ``mynetworks`` allows), which looks the same on the wire. So
 without configured domains a client is reported only once it got
 ``limit`` different foreign domains accepted by one server within the
 window, or one source-routed or percent-hack address; such alerts say
-that they rest on the inference and are one step less severe.
+that they rest on the inference and are one step less severe. They name
+the inferred domains: the first ``NOTE_DOMAINS`` in sorted order, and how
+many more there are beyond those.
+
+Every step here costs a few set and dict lookups per RCPT, never a pass
+over all the domains learnt or the RCPTs held back: a hostile session can
+name a domain per RCPT.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
+import heapq
+from collections import Counter, defaultdict
 
 from analysis.detect import facts
 from analysis.detect.rules import Rules
@@ -34,6 +41,54 @@ from analysis.records import SessionResult
 # refused as relaying if the domain is foreign, and if it is not, example).
 _Rcpt = tuple[int, str, str | None, str | None, bool, bool, bool, str]
 _Extract = tuple[str, str, str, list[str], list[_Rcpt]]
+
+# How many inferred domains an open_relay note names before "and N more".
+NOTE_DOMAINS = 20
+
+
+class _Domains:
+    """One server's inferred local domains, the first few kept in order.
+
+    ``head`` is the ``NOTE_DOMAINS`` smallest names, sorted; the others
+    wait in the heap ``rest``, which may still hold names discarded since
+    (a discarded name is no longer in ``names``).
+    """
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.longest = 0  # no name is longer: bounds the suffixes to look up
+        self.head: list[str] = []
+        self._rest: list[str] = []
+
+    def add(self, name: str) -> None:
+        if name in self.names:
+            return
+        self.names.add(name)
+        self.longest = max(self.longest, len(name))
+        head = self.head
+        if len(head) < NOTE_DOMAINS and not self._rest:
+            bisect.insort(head, name)
+        elif name < head[-1]:
+            bisect.insort(head, name)
+            heapq.heappush(self._rest, head.pop())
+        else:
+            heapq.heappush(self._rest, name)
+
+    def discard(self, name: str) -> None:
+        if name not in self.names:
+            return
+        self.names.discard(name)
+        head = self.head
+        at = bisect.bisect_left(head, name)
+        if at == len(head) or head[at] != name:
+            return  # it waits in the heap until popped
+        del head[at]
+        # The smallest name left in the heap takes its place.
+        while self._rest:
+            waiting = heapq.heappop(self._rest)
+            if waiting in self.names and (not head or waiting > head[-1]):
+                head.append(waiting)
+                break
 
 
 class RelayDetector:
@@ -48,9 +103,18 @@ class RelayDetector:
         self._pending: defaultdict[tuple[str, str], list[Observation]] = defaultdict(
             list
         )
+        # pair -> how many of the held RCPTs went to each domain.
+        self._held_domains: defaultdict[tuple[str, str], Counter[str | None]] = (
+            defaultdict(Counter)
+        )
         self._confirmed: dict[tuple[str, str], int] = {}  # pair -> last relay ts
-        self._inferred: defaultdict[str, set[str]] = defaultdict(set)  # server ->
+        self._configured_longest = max(map(len, self._configured), default=0)
+        self._inferred: defaultdict[str, _Domains] = defaultdict(_Domains)
         self._foreign: defaultdict[str, set[str]] = defaultdict(set)
+        # server -> domains refused as relaying since its last session: they
+        # leave the inferred ones when the server's next session is judged.
+        self._newly_foreign: defaultdict[str, list[str]] = defaultdict(list)
+        self._notes: dict[str, str] = {}  # server -> its note while unchanged
 
     def extract(self, result: SessionResult) -> _Extract | None:
         """What the session says about relaying, before knowing the domains.
@@ -123,8 +187,11 @@ class RelayDetector:
             elif if_foreign if local is False else if_not:
                 kind, note = "relay_attempt", where.routed
                 shift = 1 if where.routed else 0
+                foreign = self._foreign[server]
                 if where.domain is not None and not where.routed:
-                    self._foreign[server].add(where.domain)
+                    if where.domain not in foreign:
+                        self._newly_foreign[server].append(where.domain)
+                    foreign.add(where.domain)
             else:
                 continue
             obs = Observation(
@@ -149,27 +216,45 @@ class RelayDetector:
         """Hold inferred relaying back until enough foreign domains add up."""
         pair = (obs.key[0], obs.key[1])
         held = self._pending[pair]
+        domains = self._held_domains[pair]
         confirmed = self._confirmed.get(pair)
         if confirmed is not None and obs.ts - confirmed <= self._window:
             self._confirmed[pair] = max(confirmed, obs.ts)
             return [obs]
         bisect.insort(held, obs, key=lambda o: o.ts)
+        domains[obs.value] += 1
         stale = bisect.bisect_left(held, obs.ts - self._window, key=lambda o: o.ts)
+        for old in held[:stale]:
+            domains[old.value] -= 1
+            if not domains[old.value]:
+                del domains[old.value]
         del held[:stale]
-        if len({o.value for o in held}) < self._min_domains:
+        if len(domains) < self._min_domains:
             return []
         self._confirmed[pair] = held[-1].ts
         released = list(held)
         held.clear()
+        domains.clear()
         return released
 
     def inferred(self, server: str) -> frozenset[str]:
-        return frozenset(self._inferred[server])
+        return frozenset(self._inferred[server].names)
 
     def _learn(self, server: str, names: list[str]) -> None:
+        """Take the session's names, less any domain refused as relaying."""
         known = self._inferred[server]
-        known.update(names)
-        known -= self._foreign[server]
+        foreign = self._foreign[server]
+        changed = False
+        for name in names:
+            if name not in foreign and name not in known.names:
+                known.add(name)
+                changed = True
+        for domain in self._newly_foreign.pop(server, ()):
+            if domain in known.names:
+                known.discard(domain)
+                changed = True
+        if changed:
+            self._notes.pop(server, None)
 
     def _is_local(self, server: str, where: facts.Target) -> bool | None:
         """True or False, or None when nothing is known either way."""
@@ -179,21 +264,44 @@ class RelayDetector:
         if where.internal:
             return True
         if self._configured:
-            return _within(domain, self._configured)
+            return _within(domain, self._configured, self._configured_longest)
         if domain in self._foreign[server]:
             return False
-        if not self._inferred[server]:
+        known = self._inferred[server]
+        if not known.names:
             return None
-        return _within(domain, self._inferred[server])
+        return _within(domain, known.names, known.longest)
 
     def _note(self, server: str, where: facts.Target) -> str:
         parts = [where.routed] if where.routed else []
         if not self._configured:
-            known = ", ".join(sorted(self._inferred[server])) or "none"
-            parts.append(f"local domains inferred as {known}")
+            parts.append(self._inferred_note(server))
         return "; ".join(parts)
 
+    def _inferred_note(self, server: str) -> str:
+        """The inferred domains, the first ``NOTE_DOMAINS`` of them by name."""
+        note = self._notes.get(server)
+        if note is None:
+            known = self._inferred[server]
+            named = ", ".join(known.head) or "none"
+            more = len(known.names) - len(known.head)
+            if more:
+                named += f" and {more} more"
+            note = self._notes[server] = f"local domains inferred as {named}"
+        return note
 
-def _within(domain: str, domains: frozenset[str] | set[str]) -> bool:
-    """``domain`` is one of ``domains`` or a subdomain of one."""
-    return any(domain == d or domain.endswith("." + d) for d in domains)
+
+def _within(domain: str, domains: frozenset[str] | set[str], longest: int) -> bool:
+    """``domain`` is one of ``domains`` or a subdomain of one.
+
+    Looks up each suffix of ``domain`` that follows a dot and is no longer
+    than ``longest``, the longest of ``domains``.
+    """
+    if domain in domains:
+        return True
+    dot = domain.find(".", max(0, len(domain) - longest - 1))
+    while dot != -1:
+        if domain[dot + 1 :] in domains:
+            return True
+        dot = domain.find(".", dot + 1)
+    return False

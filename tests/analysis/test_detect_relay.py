@@ -1,0 +1,191 @@
+"""The open-relay detector: its exact alerts, and its cost on hostile input.
+
+The scaling guards count work instead of timing it: the domains handed to
+the detector are strings that count how often they are hashed or compared,
+and give up once that is more than a few times per RCPT.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from analysis.detect import default_rules, relay
+from analysis.detect.relay import NOTE_DOMAINS, RelayDetector
+from analysis.tables import read_captures
+
+ABUSE = Path(__file__).resolve().parents[2] / "pcaps" / "abuse"
+S = 1_000_000_000
+
+
+def test_relay_captures_raise_exactly_these_alerts() -> None:
+    seen = []
+    for name in ("open-relay.pcap", "relay-refused.pcap"):
+        alerts = read_captures(ABUSE / name).alerts
+        for alert in alerts.to_dict("records"):
+            if "relay" in alert["kind"]:
+                seen.append(
+                    (
+                        alert["alert_id"],
+                        alert["severity"],
+                        alert["summary"],
+                        list(alert["session_ids"]),
+                        list(alert["examples"]),
+                    )
+                )
+    assert seen == [
+        (
+            "Arprgloitplglbzxz",
+            "high",
+            "127.0.0.1 relayed 3 recipient domain(s) through 127.0.0.1 without "
+            "authenticating; local domains inferred as mail.smtpscope.test, "
+            "smtpscope.test.",
+            ["So2jh3usbuk6zhl36"],
+            [
+                "C: RCPT TO:<victim@example.net> / S: 250 OK",
+                "C: RCPT TO:<victim@example.org> / S: 250 OK",
+                "C: RCPT TO:<victim@example.com> / S: 250 OK",
+            ],
+        ),
+        (
+            "A4md2etslzixrqsqa",
+            "medium",
+            "127.0.0.1 refused 127.0.0.1 relaying to 2 recipient domain(s); "
+            "percent-hack; source route.",
+            ["Sysvnsngcxdwqjxak", "Sox32f3ww7j2s2jbv"],
+            [
+                "C: RCPT TO:<victim@example.net> / S: 554 5.7.1 "
+                "<victim@example.net>: Relay access denied",
+                "C: RCPT TO:<victim%example.net@smtpscope.test> / S: 554 5.7.1 "
+                "<victim%example.net@smtpscope.test>: Relay access denied",
+                "C: RCPT TO:<@mail.smtpscope.test:victim@example.net> / S: 554 "
+                "5.7.1 <victim@example.net>: Relay access denied",
+            ],
+        ),
+    ]
+
+
+class _Counted(str):
+    """A domain that counts its hashes and comparisons, up to a budget."""
+
+    uses = 0
+    budget = 0
+
+    def _use(self) -> None:
+        _Counted.uses += 1
+        if _Counted.uses > _Counted.budget:
+            raise AssertionError("the detector went over its budget of lookups")
+
+    def __hash__(self) -> int:
+        self._use()
+        return str.__hash__(self)
+
+    def __eq__(self, other: object) -> bool:
+        self._use()
+        return str.__eq__(self, other)
+
+    def endswith(self, *args: object) -> bool:  # type: ignore[override]
+        self._use()
+        return str.endswith(self, *args)  # type: ignore[arg-type]
+
+
+def _rcpt(i: int, domain: str, *, accepted: bool) -> relay._Rcpt:
+    example = f"C: RCPT TO:<u{i}@{domain}> / S: {250 if accepted else 550}"
+    return (i, f"u{i}@{domain}", domain, None, accepted, False, False, example)
+
+
+def _judge_counted(
+    names: list[str], rcpts: list[relay._Rcpt], budget: int
+) -> list[relay.Observation]:
+    _Counted.uses, _Counted.budget = 0, budget
+    detector = RelayDetector(default_rules())
+    return detector.judge(("198.51.100.7", "192.0.2.25", "S1", names, rcpts))
+
+
+def test_many_local_domains_cost_a_few_lookups_per_rcpt() -> None:
+    # What g_relay.py "both" sends: 10,000 domains refused as unknown users
+    # (local), then 10,000 others accepted (relayed), in one session.
+    n = 10_000
+    local = [_Counted(f"d{i}.example") for i in range(n)]
+    names = sorted(["mx.example.org", "example.org", *local])
+    rcpts = [_rcpt(i, d, accepted=False) for i, d in enumerate(local)]
+    rcpts += [_rcpt(n + i, _Counted(f"f{i}.test"), accepted=True) for i in range(n)]
+    out = _judge_counted(names, rcpts, budget=20 * n)
+
+    assert len(out) == n and {o.kind for o in out} == {"open_relay"}
+    first = ", ".join(sorted(names)[:NOTE_DOMAINS])
+    more = len(names) - NOTE_DOMAINS
+    note = f"local domains inferred as {first} and {more} more"
+    assert {o.note for o in out} == {note}
+    assert len(note) < 1000
+
+
+def test_held_back_relaying_costs_a_few_lookups_per_rcpt() -> None:
+    # A mail program submitting to many addresses at one foreign domain
+    # never reaches three foreign domains: everything stays held back.
+    n = 10_000
+    rcpts = [_rcpt(i, _Counted("foreign.test"), accepted=True) for i in range(n)]
+    assert _judge_counted(["mx.example.org"], rcpts, budget=20 * n) == []
+
+
+def test_relaying_is_released_once_three_domains_add_up() -> None:
+    rcpts = [_rcpt(i * S, "foreign.test", accepted=True) for i in range(5)]
+    rcpts.append(_rcpt(5 * S, "other.test", accepted=True))
+    rcpts.append(_rcpt(6 * S, "third.test", accepted=True))
+    rcpts.append(_rcpt(7 * S, "fourth.test", accepted=True))
+    detector = RelayDetector(default_rules())
+    out = detector.judge(("198.51.100.7", "192.0.2.25", "S1", ["mx.example"], rcpts))
+    assert [o.ts // S for o in out] == list(range(8))
+    assert {o.note for o in out} == {"local domains inferred as mx.example"}
+
+
+def _within_by_scan(domain: str, domains: set[str]) -> bool:
+    return any(domain == d or domain.endswith("." + d) for d in domains)
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "example.org",
+        "mail.example.org",
+        "badexample.org",
+        "org",
+        "a.b.c.example.org",
+        "example.org.",
+        "x..example.org",
+        ".example.org",
+        "example",
+    ],
+)
+def test_within_looks_up_what_the_scan_found(domain: str) -> None:
+    for domains in (
+        {"example.org"},
+        {"org", "other.test"},
+        {"b.c.example.org"},
+        {""},
+        {".example.org"},
+        {"example.org.", "x"},
+        set(),
+    ):
+        longest = max(map(len, domains), default=0)
+        assert relay._within(domain, domains, longest) == _within_by_scan(
+            domain, domains
+        ), (domain, domains)
+
+
+def test_inferred_domains_keep_their_first_names_in_order() -> None:
+    rng = random.Random(5321)
+    known = relay._Domains()
+    reference: set[str] = set()
+    for _ in range(3000):
+        name = f"n{rng.randrange(200)}.example"
+        if rng.random() < 0.6:
+            known.add(name)
+            reference.add(name)
+        else:
+            known.discard(name)
+            reference.discard(name)
+        assert known.names == reference
+        assert known.head == sorted(reference)[:NOTE_DOMAINS]
