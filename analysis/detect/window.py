@@ -83,16 +83,92 @@ class PerSession:
 _TS = operator.itemgetter(Observation._fields.index("ts"))
 
 
+class _Ordered:
+    """Items in time order, forgotten from the oldest, counted by time range.
+
+    Forgetting moves a start index rather than deleting the head of the
+    list at once, so that neither forgetting nor counting costs time in
+    proportion to how many items are kept; the list is compacted when at
+    least half of it is forgotten. Only ``items[start:]`` are kept: an item
+    added older than a forgotten one still lands among the kept ones.
+    """
+
+    __slots__ = ("items", "key", "start")
+
+    def __init__(self, key: Any = None) -> None:
+        self.items: list[Any] = []
+        self.start = 0
+        self.key = key
+
+    def __len__(self) -> int:
+        return len(self.items) - self.start
+
+    def kept(self) -> list[Any]:
+        return self.items[self.start :]
+
+    def newest(self) -> int:
+        last = self.items[-1]
+        return int(last if self.key is None else self.key(last))
+
+    def add(self, item: Any, ts: int) -> None:
+        # After items of the same time, as they came, like ``bisect.insort``.
+        items = self.items
+        if len(items) == self.start or self.newest() <= ts:
+            items.append(item)  # in time order, as most items come
+        else:
+            bisect.insort(items, item, lo=self.start, key=self.key)
+
+    def index(self, ts: int) -> int:
+        """Where items of ``ts`` and later begin."""
+        return bisect.bisect_left(self.items, ts, lo=self.start, key=self.key)
+
+    def between(self, first: int, last: int) -> int:
+        """How many items fall within ``first`` and ``last``, both included."""
+        lo = self.index(first)
+        return bisect.bisect_right(self.items, last, lo=lo, key=self.key) - lo
+
+    def forget_before(self, ts: int) -> list[Any]:
+        """Forget the items older than ``ts``; return them."""
+        lo, hi = self.start, self.index(ts)
+        gone = self.items[lo:hi]
+        self.start = hi
+        if hi * 2 >= len(self.items):
+            del self.items[:hi]
+            self.start = 0
+        return gone
+
+
 @dataclass(slots=True)
 class Tracker:
-    """The recent observations of one key, and its open incident if any."""
+    """The recent observations of one key, and its open incident if any.
+
+    A rule crosses in the window that ends at the newest observation or in
+    the one that ends at a hit just added (an observation of a session that
+    began earlier can be newer). Deciding that must not take time in
+    proportion to what the window holds: a rule that never crosses (one
+    sender domain, a ratio never reached) is asked at every hit. So every
+    window count is a range count over times kept in order, and the
+    distinct values of the window ending at the newest observation are
+    counted as observations enter and leave it.
+    """
 
     threshold: int
     window: int  # ns
     min_ratio: float
-    recent: list[Observation] = field(default_factory=list)  # sorted by ts
     incident: list[Observation] | None = None
     last: int = 0  # newest observation in the incident
+    # The recent observations (none while an incident is open), and the
+    # times of their hits, of hits without a value, and of each value.
+    _recent: _Ordered = field(init=False)
+    _hits: _Ordered = field(init=False)
+    _plain: _Ordered = field(init=False)
+    _values: dict[str, _Ordered] = field(init=False)
+    # Hits per value at or after ``_edge``: the newest time less a window.
+    _edge: int = field(init=False, default=0)
+    _edge_values: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._forget_all()
 
     def add(self, obs: Observation) -> None:
         ts = obs.ts
@@ -101,21 +177,42 @@ class Tracker:
             if ts > self.last:
                 self.last = ts
             return
-        recent = self.recent
-        if not recent or recent[-1].ts <= ts:
-            recent.append(obs)  # in time order, as most observations come
-        else:
-            bisect.insort(recent, obs, key=_TS)
-        if obs.hit and self._crossed(ts):
-            self.incident = list(recent)
-            self.last = max(o.ts for o in recent)
-            self.recent = []
+        recent = self._recent
+        if not recent:
+            self._edge = ts - self.window
+        elif ts > recent.newest():
+            self._move_edge(ts - self.window)
+        recent.add(obs, ts)
+        if obs.hit:
+            self._hits.add(ts, ts)
+            value = obs.value
+            if value is None:
+                self._plain.add(ts, ts)
+            else:
+                times = self._values.get(value)
+                if times is None:
+                    times = self._values[value] = _Ordered()
+                times.add(ts, ts)
+                if ts >= self._edge:
+                    edge_values = self._edge_values
+                    edge_values[value] = edge_values.get(value, 0) + 1
+            if self._crossed(ts):
+                self.incident = recent.kept()
+                self.last = recent.newest()
+                self._forget_all()
 
     def expire(self, now: int) -> list[Observation] | None:
         """Forget what ``now`` leaves behind; return an incident now final."""
-        recent = self.recent
-        if recent and recent[0].ts < now - self.window:
-            del recent[: bisect.bisect_left(recent, now - self.window, key=_TS)]
+        cutoff = now - self.window
+        recent = self._recent
+        if recent and recent.items[recent.start].ts < cutoff:
+            gone = recent.forget_before(cutoff)
+            if not recent:
+                self._forget_all()
+            else:
+                self._hits.forget_before(cutoff)
+                self._plain.forget_before(cutoff)
+                self._forget_values(gone, cutoff)
         incident = self.incident
         if incident is not None and self.last + self.window < now:
             self.incident = None
@@ -124,32 +221,87 @@ class Tracker:
 
     def finish(self) -> list[Observation] | None:
         incident, self.incident = self.incident, None
-        self.recent = []
+        self._forget_all()
         return incident
 
     @property
     def idle(self) -> bool:
-        return self.incident is None and not self.recent
+        return self.incident is None and not self._recent
+
+    def _forget_all(self) -> None:
+        self._recent = _Ordered(_TS)
+        self._hits = _Ordered()
+        self._plain = _Ordered()
+        self._values = {}
+        self._edge_values = {}
+
+    def _forget_values(self, gone: list[Observation], cutoff: int) -> None:
+        values, edge_values, edge = self._values, self._edge_values, self._edge
+        for obs in gone:
+            value = obs.value
+            if not obs.hit or value is None:
+                continue
+            times = values.get(value)
+            if times is not None:
+                times.forget_before(cutoff)
+                if not times:
+                    del values[value]
+            if obs.ts >= edge:
+                self._uncount(edge_values, value)
+
+    def _move_edge(self, edge: int) -> None:
+        # Observations between the old edge and the new leave the window
+        # that ends at the newest; each does so once, as the edge only rises.
+        recent = self._recent
+        lo, hi = recent.index(self._edge), recent.index(edge)
+        edge_values = self._edge_values
+        for obs in recent.items[lo:hi]:
+            if obs.hit and obs.value is not None:
+                self._uncount(edge_values, obs.value)
+        self._edge = edge
+
+    @staticmethod
+    def _uncount(counts: dict[str, int], value: str) -> None:
+        left = counts[value] - 1
+        if left:
+            counts[value] = left
+        else:
+            del counts[value]
 
     def _crossed(self, ts: int) -> bool:
         # The window that ends at the newest observation (the usual case, in
         # order) and the one that ends at the observation just added.
-        newest = self.recent[-1].ts
-        if self._window_crosses(newest):
+        newest = self._recent.newest()
+        if self._newest_window_crosses(newest):
             return True
         return ts != newest and self._window_crosses(ts)
 
-    def _window_crosses(self, end: int) -> bool:
-        recent = self.recent
-        lo = bisect.bisect_left(recent, end - self.window, key=_TS)
-        hi = bisect.bisect_right(recent, end, lo=lo, key=_TS)
-        if hi - lo < self.threshold:
-            return False  # too few observations, let alone hits
-        inside = recent[lo:hi]
-        hits = [o for o in inside if o.hit]
-        if count_hits(hits) < self.threshold:
+    def _newest_window_crosses(self, newest: int) -> bool:
+        edge = self._edge
+        hits = self._hits.between(edge, newest)
+        count = len(self._edge_values) + self._plain.between(edge, newest)
+        if count < self.threshold:
             return False
-        return len(hits) >= self.min_ratio * len(inside)
+        return hits >= self.min_ratio * self._recent.between(edge, newest)
+
+    def _window_crosses(self, end: int) -> bool:
+        first = end - self.window
+        hits = self._hits.between(first, end)
+        if hits < self.threshold:
+            return False  # too few hits, let alone distinct ones
+        if hits < self.min_ratio * self._recent.between(first, end):
+            return False
+        # Each value at most once: stop as soon as enough are found. A value
+        # kept but outside this window can only be where sessions overlap.
+        wanted = self.threshold - self._plain.between(first, end)
+        if wanted > len(self._values):
+            return False
+        for times in self._values.values():
+            if wanted <= 0:
+                break
+            if times.between(first, end):
+                wanted -= 1
+        return wanted <= 0
 
 
 def count_hits(observations: list[Observation]) -> int:

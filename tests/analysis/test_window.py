@@ -1,0 +1,219 @@
+"""The window tracker: exact incidents, the same as the rescanning tracker's.
+
+``ReferenceTracker`` below is the tracker as it was before it counted
+incrementally: it rescans the window at every hit, which is quadratic when a
+rule never crosses, but its meaning is the one to keep. The randomized test
+feeds both the same streams and wants the same incidents, step by step.
+"""
+
+from __future__ import annotations
+
+import bisect
+import operator
+import random
+from dataclasses import dataclass, field
+
+from analysis.detect.window import Observation, Tracker, count_hits
+
+S = 1_000_000_000
+_TS = operator.itemgetter(Observation._fields.index("ts"))
+
+
+# The reference: the rescanning tracker, kept as it was (do not optimise).
+@dataclass(slots=True)
+class ReferenceTracker:
+    threshold: int
+    window: int
+    min_ratio: float
+    recent: list[Observation] = field(default_factory=list)
+    incident: list[Observation] | None = None
+    last: int = 0
+
+    def add(self, obs: Observation) -> None:
+        ts = obs.ts
+        if self.incident is not None:
+            self.incident.append(obs)
+            if ts > self.last:
+                self.last = ts
+            return
+        recent = self.recent
+        if not recent or recent[-1].ts <= ts:
+            recent.append(obs)
+        else:
+            bisect.insort(recent, obs, key=_TS)
+        if obs.hit and self._crossed(ts):
+            self.incident = list(recent)
+            self.last = max(o.ts for o in recent)
+            self.recent = []
+
+    def expire(self, now: int) -> list[Observation] | None:
+        recent = self.recent
+        if recent and recent[0].ts < now - self.window:
+            del recent[: bisect.bisect_left(recent, now - self.window, key=_TS)]
+        incident = self.incident
+        if incident is not None and self.last + self.window < now:
+            self.incident = None
+            return incident
+        return None
+
+    def finish(self) -> list[Observation] | None:
+        incident, self.incident = self.incident, None
+        self.recent = []
+        return incident
+
+    @property
+    def idle(self) -> bool:
+        return self.incident is None and not self.recent
+
+    def _crossed(self, ts: int) -> bool:
+        newest = self.recent[-1].ts
+        if self._window_crosses(newest):
+            return True
+        return ts != newest and self._window_crosses(ts)
+
+    def _window_crosses(self, end: int) -> bool:
+        recent = self.recent
+        lo = bisect.bisect_left(recent, end - self.window, key=_TS)
+        hi = bisect.bisect_right(recent, end, lo=lo, key=_TS)
+        if hi - lo < self.threshold:
+            return False
+        inside = recent[lo:hi]
+        hits = [o for o in inside if o.hit]
+        if count_hits(hits) < self.threshold:
+            return False
+        return len(hits) >= self.min_ratio * len(inside)
+
+
+def obs(
+    ts: int, *, hit: bool = True, value: str | None = None, n: int = 0
+) -> Observation:
+    return Observation("k", ("c",), ts, f"s{n}", "c", None, hit, value)
+
+
+def feed(tracker: Tracker, stream: list[Observation]) -> list[list[int]]:
+    """Incidents as lists of times: each session expires, then adds."""
+    incidents = []
+    for o in stream:
+        incident = tracker.expire(o.ts)
+        if incident is not None:
+            incidents.append([x.ts for x in incident])
+        tracker.add(o)
+    incident = tracker.finish()
+    if incident is not None:
+        incidents.append([x.ts for x in incident])
+    return incidents
+
+
+def test_one_value_never_crosses_a_distinct_rule_until_enough_come() -> None:
+    tracker = Tracker(threshold=3, window=10 * S, min_ratio=0.0)
+    # A hit a second with one value: never 3 distinct, however many hits.
+    stream = [obs(t * S, value="a") for t in range(30)]
+    # Then b and c: at c the window (28 to 38) holds a, b and c.
+    stream += [obs(35 * S, value="b"), obs(38 * S, value="c"), obs(39 * S, value="a")]
+    stream += [obs(60 * S, value="d")]  # more than a window after 39
+    assert feed(tracker, stream) == [[28 * S, 29 * S, 35 * S, 38 * S, 39 * S]]
+    assert tracker.idle
+
+
+def test_a_ratio_rule_crosses_only_when_hits_are_the_share() -> None:
+    tracker = Tracker(threshold=3, window=10 * S, min_ratio=0.5)
+    # One hit in three, for a long time: never half.
+    stream = [obs(t * S, hit=t % 3 == 0) for t in range(60)]
+    assert feed(tracker, stream) == []
+    # Then hits only: the window ending at 63 holds 11, 6 of them hits.
+    stream += [obs(t * S) for t in range(60, 66)]
+    stream += [obs(90 * S, hit=False)]
+    tracker = Tracker(threshold=3, window=10 * S, min_ratio=0.5)
+    assert feed(tracker, stream) == [list(range(53 * S, 66 * S, S))]
+
+
+def test_a_hit_older_than_the_newest_is_judged_in_its_own_window() -> None:
+    # A session that began earlier brings a later observation: the window
+    # ending at the newest (25) holds one hit; the one ending at 12 three.
+    tracker = Tracker(threshold=3, window=5 * S, min_ratio=0.0)
+    for o in (obs(8 * S), obs(25 * S), obs(10 * S), obs(12 * S)):
+        tracker.add(o)
+    assert tracker.incident is not None
+    assert [o.ts // S for o in tracker.incident] == [8, 10, 12, 25]
+
+
+def random_stream(rng: random.Random, n: int) -> list[tuple[str, Observation | int]]:
+    """Adds and expiries, mostly in start order, some out of it."""
+    steps: list[tuple[str, Observation | int]] = []
+    now = 0
+    values = [None, None, "a", "b", "c", "d", "e"][: rng.randint(1, 7)]
+    for i in range(n):
+        now += rng.choice((0, 0, 1, 1, 2, 3, 7, 20))
+        if rng.random() < 0.3:
+            steps.append(("expire", now))
+        ts = now + rng.choice((0, 0, 0, 1, 2, 5, 15))
+        if rng.random() < 0.05:
+            ts = max(0, ts - rng.randint(0, 30))  # not even after ``now``
+        o = obs(ts, hit=rng.random() < 0.6, value=rng.choice(values), n=i)
+        steps.append(("add", o))
+        if rng.random() < 0.01:
+            steps.append(("finish", 0))
+    steps.append(("finish", 0))
+    return steps
+
+
+def test_incidents_are_the_reference_trackers() -> None:
+    rng = random.Random(20240611)
+    for _ in range(400):
+        threshold = rng.randint(1, 6)
+        window = rng.choice((0, 1, 3, 10, 25))
+        min_ratio = rng.choice((0.0, 0.0, 0.3, 0.5, 0.8, 1.0))
+        new = Tracker(threshold, window, min_ratio)
+        old = ReferenceTracker(threshold, window, min_ratio)
+        for step, arg in random_stream(rng, rng.randint(1, 200)):
+            if step == "add":
+                assert isinstance(arg, Observation)
+                new.add(arg)
+                old.add(arg)
+                assert new.incident == old.incident
+                assert new.last == old.last or old.incident is None
+            elif step == "expire":
+                assert isinstance(arg, int)
+                assert new.expire(arg) == old.expire(arg)
+            else:
+                assert new.finish() == old.finish()
+            assert new.idle == old.idle
+
+
+class Counted(Observation):
+    """An observation that counts how often a tracker looks at its ``hit``."""
+
+    looks = 0
+
+    @property
+    def hit(self) -> bool:
+        Counted.looks += 1
+        return bool(self[6])
+
+
+def looks_for(stream: list[Observation], tracker: Tracker) -> int:
+    Counted.looks = 0
+    for o in stream:
+        tracker.expire(o.ts)
+        tracker.add(o)
+    assert tracker.finish() is None
+    return Counted.looks
+
+
+def counted(ts: int, hit: bool, value: str | None) -> Observation:
+    return Counted("k", ("c",), ts, "s", "c", None, hit, value)
+
+
+def test_a_rule_that_never_crosses_looks_at_each_observation_a_few_times() -> None:
+    # 10,000 hits within one window: the rescanning tracker looked at every
+    # observation of the window at every hit, some 50 million times.
+    n = 10_000
+    one_value = [counted(t, True, "a") for t in range(n)]
+    assert looks_for(one_value, Tracker(3, 10 * n, 0.0)) <= 4 * n
+    # A short window: each observation also leaves the window once.
+    assert looks_for(one_value, Tracker(3, 100, 0.0)) <= 4 * n
+    one_in_three = [counted(t, t % 3 == 0, None) for t in range(n)]
+    assert looks_for(one_in_three, Tracker(3, 10 * n, 0.5)) <= 4 * n
+    # Out of order, as overlapping sessions bring them: the same.
+    shuffled = [counted(t + (t % 7) * 5, True, "a") for t in range(n)]
+    assert looks_for(shuffled, Tracker(3, 10 * n, 0.0)) <= 4 * n
