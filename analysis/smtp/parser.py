@@ -169,12 +169,14 @@ class SmtpParser:
         "_greeting_seen",
         "_held",
         "_held_bytes",
+        "_holding",
         "_implicit_tls_port",
         "_last_data_index",
         "_lf_only_client",
         "_lf_only_server",
         "_mode",
         "_pending",
+        "_replaying",
         "_reply_code",
         "_reply_lines",
         "_sbuf",
@@ -212,8 +214,13 @@ class SmtpParser:
         self._client_resync = False
         self._server_resync = False
         self._pending = _NOTHING_PENDING  # see _expect
-        self._held: list[tuple[int, bytes]] | None = None
-        self._held_bytes = 0
+        # Client segments not parsed yet, oldest first, with their capture
+        # times: those held behind a blocking command, then (during a
+        # replay) those still to replay. Made on first use, as _pending.
+        self._held: deque[tuple[int, bytes]] | None = None
+        self._held_bytes = 0  # their total length
+        self._holding = False  # a blocking command awaits its reply
+        self._replaying = False  # _replay's loop is running
         self._reply_lines: list[str] = []
         self._reply_code = 0
         self._greeting_seen = after_starttls
@@ -260,7 +267,7 @@ class SmtpParser:
         mode = self._mode
         if (
             (mode is _DATA_BODY or mode is _TLS)
-            and self._held is None
+            and not self._holding
             and not self._cbuf
             and not self._tls_expected
             and self._tls_decided
@@ -295,7 +302,7 @@ class SmtpParser:
             and self._other_protocol(data, ts, out, from_client=True)
         ):
             return out
-        if self._held is not None:
+        if self._holding:
             self._hold(data, ts, out)
             return out
         if not self._greeting_seen and not self._server_spoke:
@@ -342,7 +349,7 @@ class SmtpParser:
     def client_gap(self, size: int, ts: int) -> list[SmtpEvent]:
         """Bytes the client sent that the capture never showed."""
         out: list[SmtpEvent] = []
-        if self._held is not None:
+        if self._holding:
             self._release_held(ts, out, hopeful=True)
         mode = self._mode
         if mode is _TLS:
@@ -383,7 +390,7 @@ class SmtpParser:
     def close(self, ts: int) -> list[SmtpEvent]:
         """The connection ended: finish whatever was under way."""
         out: list[SmtpEvent] = []
-        if self._held is not None:
+        if self._holding:
             self._release_held(ts, out, hopeful=True)
         if self._cbuf and self._mode in (_COMMAND, _AUTH_ANSWER):
             rest = self._cbuf
@@ -450,8 +457,10 @@ class SmtpParser:
                 self._lf_only_client = True
                 self._anomaly(out, ts, "bare_lf", "client lines end with LF alone")
             self._client_line(line, ts, out)
-            if self._held is not None and pos < size:
-                self._hold(buf[pos:], ts, out)
+            if self._holding:
+                if pos < size:
+                    self._hold_rest(buf[pos:], ts)
+                self._check_held(out)
                 return
 
     def _partial_line(
@@ -550,8 +559,7 @@ class SmtpParser:
         elif verb == "BDAT":
             self._bdat_start(argument, ts, out)
         if verb in _BLOCKING and self._server_spoke:
-            self._held = []
-            self._held_bytes = 0
+            self._holding = True
         elif verb in _BLOCKING:
             self._assume_outcome(verb, ts, out)
 
@@ -569,28 +577,62 @@ class SmtpParser:
     # Hold and replay ----------------------------------------------------
 
     def _hold(self, data: bytes, ts: int, out: list[SmtpEvent]) -> None:
-        assert self._held is not None
-        self._held.append((ts, data))
+        """Keep a segment that came while a blocking command awaits its reply."""
+        held = self._held_queue()
+        held.append((ts, data))
         self._held_bytes += len(data)
-        if self._held_bytes > MAX_HELD_BYTES:
-            self._anomaly(out, ts, "reply_missing", "client went on without the reply")
-            self._release_held(ts, out, hopeful=True)
+        self._check_held(out)
+
+    def _hold_rest(self, rest: bytes, ts: int) -> None:
+        """A line blocked: the rest of its segment is held before any
+        segment still queued, for it was sent before them."""
+        self._held_queue().appendleft((ts, rest))
+        self._held_bytes += len(rest)
+
+    def _held_queue(self) -> deque[tuple[int, bytes]]:
+        if self._held is None:
+            self._held = deque()
+        return self._held
+
+    def _check_held(self, out: list[SmtpEvent]) -> None:
+        """Past MAX_HELD_BYTES the reply is taken as lost.
+
+        The time is the last segment's: the queue was within the limit
+        before it came (every hold is checked), and a replay only takes
+        bytes off the front, so it is the one that pushed the total over.
+        """
+        if self._held_bytes <= MAX_HELD_BYTES or not self._held:
+            return
+        ts = self._held[-1][0]
+        self._anomaly(out, ts, "reply_missing", "client went on without the reply")
+        self._release_held(ts, out, hopeful=True)
 
     def _release_held(self, ts: int, out: list[SmtpEvent], *, hopeful: bool) -> None:
-        held = self._held or []
-        self._held = None
+        self._holding = False
         if hopeful and self._pending and not self._pending[-1].assumed:
             self._assume_outcome(self._pending[-1].answers, ts, out)
-        self._replay(held, out)
+        self._replay(out)
 
-    def _replay(self, held: list[tuple[int, bytes]], out: list[SmtpEvent]) -> None:
-        for i, (ts, data) in enumerate(held):
-            if self._held is not None:
-                # A replayed line blocked again: keep the rest for later.
-                for later_ts, later in held[i:]:
-                    self._hold(later, later_ts, out)
-                return
-            self._client_input(data, ts, out)
+    def _replay(self, out: list[SmtpEvent]) -> None:
+        """Parse the queued segments, oldest first, until a line blocks.
+
+        One loop does every replay: a release met while it runs (a reply
+        taken as lost in a replayed segment) only clears _holding, and the
+        loop goes on with the queue's front. So the stack stays flat
+        whatever the client pipelines, and each held byte is queued once
+        and taken off once, however many replies it waits through.
+        """
+        held = self._held
+        if self._replaying or not held:
+            return
+        self._replaying = True
+        try:
+            while held and not self._holding:
+                ts, data = held.popleft()
+                self._held_bytes -= len(data)
+                self._client_input(data, ts, out)
+        finally:
+            self._replaying = False
 
     # DATA ---------------------------------------------------------------
 
@@ -709,8 +751,7 @@ class SmtpParser:
         self._auth_expect = ""
         self._expect(_Pending(self._auth_index, "AUTH", ts))
         if self._server_spoke:
-            self._held = []
-            self._held_bytes = 0
+            self._holding = True
 
     def _auth_challenge(self, reply: Reply) -> None:
         """Decide what the client's next answer will carry."""
@@ -916,8 +957,9 @@ class SmtpParser:
         if answers not in _BLOCKING or waiting.assumed:
             return
         mode = _AFTER_REPLY.get((answers, reply.klass), _COMMAND)
-        held = self._held if self._held is not None else []
-        self._held = None
+        # Not holding, the queue is a replay's, not this reply's to judge.
+        held = self._held if self._holding else None
+        self._holding = False
         self._mode = mode
 
         if answers == "DATA":
@@ -929,6 +971,8 @@ class SmtpParser:
             self._start_tls(ts, out, implicit=False)
             if held:
                 sent = b"".join(data for _, data in held)
+                held.clear()
+                self._held_bytes = 0
                 self._anomaly(
                     out,
                     ts,
@@ -936,10 +980,9 @@ class SmtpParser:
                     f"{len(sent)} bytes before the 220: "
                     f"{show_bytes(_without_credentials(sent))}",
                 )
-                held = []
         elif answers == "AUTH" and mode is _AUTH_ANSWER:
             self._auth_challenge(reply)
-        self._replay(held, out)
+        self._replay(out)
 
     def _other_protocol(
         self, data: bytes, ts: int, out: list[SmtpEvent], *, from_client: bool
