@@ -21,7 +21,7 @@ import bisect
 import functools
 import operator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from analysis.records import SessionResult
 
@@ -138,6 +138,14 @@ class _Ordered:
         return gone
 
 
+# What a Tracker's hit times, values and counts are until it has a hit:
+# never written to (add replaces them first; forgetting from an empty one
+# changes nothing).
+_NO_TIMES: Final = _Ordered()
+_NO_VALUES: Final[dict[str, _Ordered]] = {}
+_NO_COUNTS: Final[dict[str, int]] = {}
+
+
 @dataclass(slots=True)
 class Tracker:
     """The recent observations of one key, and its open incident if any.
@@ -184,11 +192,17 @@ class Tracker:
             self._move_edge(ts - self.window)
         recent.add(obs, ts)
         if obs.hit:
+            if self._hits is _NO_TIMES:
+                self._hits = _Ordered()
             self._hits.add(ts, ts)
             value = obs.value
             if value is None:
+                if self._plain is _NO_TIMES:
+                    self._plain = _Ordered()
                 self._plain.add(ts, ts)
             else:
+                if self._values is _NO_VALUES:
+                    self._values, self._edge_values = {}, {}
                 times = self._values.get(value)
                 if times is None:
                     times = self._values[value] = _Ordered()
@@ -230,10 +244,12 @@ class Tracker:
 
     def _forget_all(self) -> None:
         self._recent = _Ordered(_TS)
-        self._hits = _Ordered()
-        self._plain = _Ordered()
-        self._values = {}
-        self._edge_values = {}
+        # Shared empty ones until a hit needs its own (see add): most keys
+        # see a session or two and no hit, and there are thousands of keys.
+        self._hits = _NO_TIMES
+        self._plain = _NO_TIMES
+        self._values = _NO_VALUES
+        self._edge_values = _NO_COUNTS
 
     def _forget_values(self, gone: list[Observation], cutoff: int) -> None:
         values, edge_values, edge = self._values, self._edge_values, self._edge
