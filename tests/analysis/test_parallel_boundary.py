@@ -25,7 +25,7 @@ from analysis.tables import SmtpTables, read_captures
 from capture import libpcap, source
 from capture.stream import Connection
 from tests.analysis.same import same_tables
-from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
+from tests.capture.craft import Frame, TcpPeers, ethernet, pcap, v4_tcp
 
 CLIENT, SERVER = "192.0.2.1", "198.51.100.2"
 T0 = 1_000_020  # a point of the 30 s sweep grid, in seconds
@@ -61,8 +61,7 @@ class _Conn:
 
     def __init__(self, sport: int) -> None:
         self.sport = sport
-        self.cseq = 99
-        self.sseq = 499
+        self.tcp = TcpPeers(CLIENT, sport, SERVER, 25, cseq=99, sseq=499)
         self.last = 0
         self._frac = 0
         self._frames: list[Frame] = []
@@ -104,21 +103,10 @@ class _Conn:
         return frames
 
     def _frame(self, t: int, by_client: bool, payload: bytes, flags: int) -> None:
-        if by_client:
-            ends = (CLIENT, SERVER, self.sport, 25)
-            seq, ack = self.cseq, self.sseq
-        else:
-            ends = (SERVER, CLIENT, 25, self.sport)
-            seq, ack = self.sseq, self.cseq
-        segment = v4_tcp(*ends, payload, seq=seq, ack=ack, flags=flags)
         self._frac += 1
-        self._frames.append(Frame(t, self._frac, ethernet(segment)))
+        frame = self.tcp.frame(by_client, payload, flags)
+        self._frames.append(Frame(t, self._frac, frame))
         self.last = t * 1_000_000_000 + self._frac * 1000
-        sent = len(payload) + (1 if flags & (SYN | FIN) else 0)
-        if by_client:
-            self.cseq += sent
-        else:
-            self.sseq += sent
 
 
 def _ns(t: int, frac: int = 1) -> int:
@@ -358,7 +346,7 @@ def test_a_connection_idle_at_the_start_stays_closed(
     w.command(T0 + 700, b"NOOP")
     w.quit(T0 + 701)
     paths = [_write(tmp_path / "1.pcap", x.take(), w.take())]
-    x.cseq -= len(b"NOOP\r\n")
+    x.tcp.cseq -= len(b"NOOP\r\n")
     x.command(T0 + 5, b"NOOP")
     paths.append(_write(tmp_path / "2.pcap", x.take()))
 

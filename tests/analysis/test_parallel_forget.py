@@ -24,7 +24,7 @@ from analysis.parallel import read_sharded
 from analysis.tables import read_captures
 from capture import libpcap
 from tests.analysis.same import same_tables
-from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
+from tests.capture.craft import Frame, TcpPeers, pcap
 
 CLIENT, SERVER = "192.0.2.1", "198.51.100.2"
 A = 1_000_020  # a point of the 30 s sweep grid
@@ -33,30 +33,23 @@ A = 1_000_020  # a point of the 30 s sweep grid
 class _Conn:
     def __init__(self, sport: int) -> None:
         self.sport = sport
-        self.cseq = 100
-        self.sseq = 500
+        self.tcp = TcpPeers(CLIENT, sport, SERVER, 25, cseq=100, sseq=500)
         self.frames: list[Frame] = []
 
     def client(
         self, t: int, frac: int, payload: bytes = b"", flags: int = 0x18
     ) -> None:
-        ends = (CLIENT, SERVER, self.sport, 25)
-        seg = v4_tcp(*ends, payload, seq=self.cseq, ack=self.sseq, flags=flags)
-        self.frames.append(Frame(t, frac, ethernet(seg)))
-        self.cseq += len(payload) + (1 if flags & 0x03 else 0)
+        self.frames.append(Frame(t, frac, self.tcp.frame(True, payload, flags)))
 
     def server(
         self, t: int, frac: int, payload: bytes = b"", flags: int = 0x18
     ) -> None:
-        ends = (SERVER, CLIENT, 25, self.sport)
-        seg = v4_tcp(*ends, payload, seq=self.sseq, ack=self.cseq, flags=flags)
-        self.frames.append(Frame(t, frac, ethernet(seg)))
-        self.sseq += len(payload) + (1 if flags & 0x03 else 0)
+        self.frames.append(Frame(t, frac, self.tcp.frame(False, payload, flags)))
 
     def open(self, t: int) -> None:
-        self.cseq -= 1
+        self.tcp.cseq -= 1
         self.client(t, 0, flags=0x02)
-        self.sseq -= 1
+        self.tcp.sseq -= 1
         self.server(t, 1, flags=0x12)
         self.client(t, 2, flags=0x10)
         self.server(t, 3, b"220 ready\r\n")
@@ -87,7 +80,7 @@ def _capture(path: Path, jobs: int, late: int) -> None:
     z.client(A + 1, 1, flags=0x11)
     z.server(A + 1, 2, flags=0x11)
     z.client(A + 1, 3, flags=0x10)
-    x.sseq -= len(b"221 bye\r\n") + 1
+    x.tcp.sseq -= len(b"221 bye\r\n") + 1
     x.server(A + late, 0, b"221 bye\r\n")
     frames = sorted(x.frames + z.frames, key=lambda f: (f.ts_sec, f.ts_frac))
     path.write_bytes(pcap(frames))

@@ -30,7 +30,7 @@ from capture import libpcap
 from capture.pcapfile import RawPacket, open_capture
 from capture.stream import Connection, Direction
 from tests.analysis.same import same_tables
-from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
+from tests.capture.craft import Frame, TcpPeers, pcap
 
 CLIENT, SERVER = "192.0.2.1", "198.51.100.2"
 T0 = 1_700_000_000  # seconds; frames are placed in microseconds after it
@@ -52,8 +52,7 @@ class _Conn:
 
     def __init__(self, sport: int, isn: int = 99) -> None:
         self.sport = sport
-        self.cseq = isn
-        self.sseq = 499
+        self.tcp = TcpPeers(CLIENT, sport, SERVER, 25, cseq=isn, sseq=499)
         self.frames: list[Frame] = []
 
     def client(self, us: int, payload: bytes = b"", flags: int = PSH | ACK) -> None:
@@ -69,20 +68,9 @@ class _Conn:
         self.client(us + 2, flags=ACK)
 
     def _frame(self, us: int, by_client: bool, payload: bytes, flags: int) -> None:
-        if by_client:
-            ends = (CLIENT, SERVER, self.sport, 25)
-            seq, ack = self.cseq, self.sseq
-        else:
-            ends = (SERVER, CLIENT, 25, self.sport)
-            seq, ack = self.sseq, self.cseq
-        segment = v4_tcp(*ends, payload, seq=seq, ack=ack, flags=flags)
         seconds, micros = divmod(us, 1_000_000)
-        self.frames.append(Frame(T0 + seconds, micros, ethernet(segment)))
-        sent = len(payload) + (1 if flags & (SYN | FIN) else 0)
-        if by_client:
-            self.cseq += sent
-        else:
-            self.sseq += sent
+        frame = self.tcp.frame(by_client, payload, flags)
+        self.frames.append(Frame(T0 + seconds, micros, frame))
 
 
 def _write(path: Path, *conns: _Conn) -> str:

@@ -115,6 +115,37 @@ def v4_tcp(
     return ipv4(src, dst, tcp_header(sport, dport, seq, ack, flags) + payload)
 
 
+class TcpPeers:
+    """Both ends of one IPv4 TCP connection, with their sequence numbers.
+
+    ``frame`` makes the Ethernet frame of one segment from either end and
+    moves that end's sequence number past it (payload, SYN and FIN), so a
+    conversation is written line by line. ``cseq`` and ``sseq`` may be set
+    between segments, to resend or to leave a hole.
+    """
+
+    def __init__(
+        self, client: str, sport: int, server: str, dport: int, cseq: int, sseq: int
+    ) -> None:
+        self.ends = (client, server, sport, dport)
+        self.cseq = cseq
+        self.sseq = sseq
+
+    def frame(self, by_client: bool, payload: bytes, flags: int) -> bytes:
+        client, server, sport, dport = self.ends
+        if by_client:
+            ends, seq, ack = (client, server, sport, dport), self.cseq, self.sseq
+        else:
+            ends, seq, ack = (server, client, dport, sport), self.sseq, self.cseq
+        segment = v4_tcp(*ends, payload, seq=seq, ack=ack, flags=flags)
+        sent = len(payload) + (1 if flags & 0x03 else 0)  # SYN and FIN count one
+        if by_client:
+            self.cseq += sent
+        else:
+            self.sseq += sent
+        return ethernet(segment)
+
+
 # -- capture files ------------------------------------------------------
 
 
