@@ -30,14 +30,13 @@ from capture.live import LiveSource
 from capture.pcapfile import RawPacket
 from capture.pcapwriter import RotatingWriter
 from capture.reassembly import Reassembler
-from capture.stream import StreamEvent
+from capture.stream import CloseReason, StreamEvent
 
 log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
 RowHook = Callable[[str, object], None]  # table name, record
 SessionHook = Callable[[SessionResult], None]
-INTERRUPTED = "interrupted"
 
 
 @dataclass(slots=True)
@@ -100,15 +99,15 @@ class LiveAnalyzer:
         then gaps for the holes) before each close, so nothing captured is
         left out of the rows.
         """
-        self._apply(self.reassembler.finish(), close_as=INTERRUPTED)
+        self._apply(self.reassembler.finish(reason=CloseReason.INTERRUPTED))
         for alert in self.alerts.finish():
             self.emit("alerts", alert)
 
     # ---------------------------------------------------------------------
 
-    def _apply(self, events: list[StreamEvent], close_as: str | None = None) -> None:
+    def _apply(self, events: list[StreamEvent]) -> None:
         for event in events:
-            result = self.tracker.handle(event, close_as)
+            result = self.tracker.handle(event)
             if result is not None:
                 self._finished(event.conn.conn_id, result)
 

@@ -121,14 +121,8 @@ class SessionTracker:
         self._decrypted = decrypted if decrypted is not None else DecryptedStreams()
         self.builders: dict[int, SessionBuilder] = {}  # by conn_id, opening order
 
-    def handle(
-        self, event: StreamEvent, close_as: str | None = None
-    ) -> SessionResult | None:
-        """Apply ``event``; return the session it closed, if it closed one.
-
-        ``close_as`` replaces the reassembler's close reason (live capture
-        stopping closes with "interrupted").
-        """
+    def handle(self, event: StreamEvent) -> SessionResult | None:
+        """Apply ``event``; return the session it closed, if it closed one."""
         if isinstance(event, StreamData):
             conn, direction, ts, data = event  # one step for the four fields
             builder = self.builders.get(conn.conn_id)
@@ -143,7 +137,7 @@ class SessionTracker:
         elif isinstance(event, StreamClosed):
             builder = self.builders.pop(event.conn.conn_id, None)
             if builder is not None:
-                reason = close_as or str(event.reason)
+                reason = str(event.reason)
                 result = builder.close(event.ts, reason)
                 log.info("session %s closed (%s)", result.session.session_id, reason)
                 return result
