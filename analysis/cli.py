@@ -511,7 +511,7 @@ def _show(end: _Ending, stats: pipeline.RunStats, args: argparse.Namespace) -> N
     # the report would leave some out. There, every column is shown, unless
     # COLUMNS says otherwise.
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = StdoutConsole(highlight=False, emoji=False, width=_UNLIMITED)
+        console.width = _UNLIMITED
     if end.tables is not None:
         limit = args.limit or None
         print_report(console, end.tables, limit=limit, summary=summary)
