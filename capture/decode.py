@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 from dataclasses import dataclass, fields
 from typing import Any, Final, NamedTuple
 
@@ -171,8 +172,14 @@ _flow_keys: dict[bytes, FlowKey] = {}
 
 
 def _address(raw: bytes) -> str:
-    """Text of a 4- or 16-byte address (RFC 5952 form for IPv6), cached."""
-    text = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    """Text of a 4- or 16-byte address (RFC 5952 form for IPv6), cached.
+
+    Interned, which marshal notes: the detectors' evidence of every session,
+    spooled with marshal and loaded again at the end, then shares one string
+    per address rather than holding two of its own for as long as a window.
+    """
+    family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+    text = sys.intern(socket.inet_ntop(family, raw))
     if len(_address_text) < _TEXT_CACHE_LIMIT:
         _address_text[raw] = text
     return text
@@ -247,7 +254,16 @@ def _flow_key(where: bytes) -> FlowKey:
     in a frame, cached."""
     size = (len(where) - 4) // 2
     src_port, dst_port = _PORTS(where, 2 * size)
-    key = (_address(where[:size]), _address(where[size : 2 * size]), src_port, dst_port)
+    # The address texts from their cache: every flow of a client shares one
+    # string, and the reassembler keeps closed flows' keys for a while.
+    src, dst = where[:size], where[size : 2 * size]
+    text = _address_text
+    key = (
+        text.get(src) or _address(src),
+        text.get(dst) or _address(dst),
+        src_port,
+        dst_port,
+    )
     if len(_flow_keys) >= _FLOW_KEY_LIMIT:
         _flow_keys.clear()
     _flow_keys[where] = key

@@ -30,6 +30,7 @@ need a cap here.
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from dataclasses import dataclass, fields
 from typing import Final
 
@@ -242,7 +243,8 @@ class Reassembler:
         # direction's half and its peer's, for the fast lane of feed.
         self._flows: dict[FlowKey, _Lane] = {}
         self._open: dict[int, _Flow] = {}  # by conn_id, so in opening order
-        self._closed: dict[int, _Flow] = {}  # in closing order
+        # Closed flows whose 4-tuples are still remembered, in closing order.
+        self._closed: deque[_Flow] = deque()
 
     # -- public ---------------------------------------------------------
 
@@ -513,16 +515,19 @@ class Reassembler:
         flow.closed_ts = ts if decided is None else decided
         flow.steady = False
         # The 4-tuple is remembered for a while (see _sweep), the stream
-        # state not: a busy capture closes thousands of connections a minute.
+        # state not: a busy capture closes thousands of connections a minute,
+        # and a closed flow's packets are only counted (see feed). Both
+        # directions share one lane then, which holds no halves of its own.
         flow.halves = _RELEASED
-        for key in flow.keys:  # their lanes held the halves too
+        closed_lane = (flow, Direction.CLIENT, 0, *_RELEASED)
+        for key in flow.keys:
             lane = self._flows.get(key)
             if lane is not None and lane[0] is flow:
-                self._flows[key] = (flow, lane[1], lane[2], *_RELEASED)
+                self._flows[key] = closed_lane
         conn_id = flow.conn.conn_id
         flow.conn = _RELEASED_CONN  # the StreamClosed event keeps the real one
         del self._open[conn_id]
-        self._closed[conn_id] = flow
+        self._closed.append(flow)
 
     def _sweep(self, now: int, events: list[StreamEvent]) -> None:
         """Close connections idle too long; forget long-closed 4-tuples."""
@@ -542,11 +547,12 @@ class Reassembler:
             last = flow.conn.last_ts
             wait = 0 if flow.fin_done else self._idle_ns
             self._close(flow, last, CloseReason.IDLE, events, decided=last + wait)
-        while self._closed:
-            conn_id, flow = next(iter(self._closed.items()))
+        closed = self._closed
+        while closed:
+            flow = closed[0]
             if flow.closed_ts >= limit:
                 break
-            del self._closed[conn_id]
+            closed.popleft()
             for key in flow.keys:
                 found = self._flows.get(key)
                 if found is not None and found[0] is flow:

@@ -309,3 +309,15 @@ def test_decode_at_is_decode_tcp_in_place(
         assert stats == expected_stats
         if found is not None:
             assert expand(found) == expected
+
+
+def test_flow_keys_of_one_client_share_its_address_text() -> None:
+    # Found measuring memory: the reassembler keeps closed connections'
+    # keys for the idle timeout, and each key held address strings of its
+    # own. Two connections of one client now hold one string, interned.
+    one, two = (ethernet(v4_tcp(sport=port)) for port in (40001, 40002))
+    first = decode_at(1, one, 0, len(one), SMTP_PORTS, DecodeStats())
+    second = decode_at(1, two, 0, len(two), SMTP_PORTS, DecodeStats())
+    assert first is not None and second is not None
+    assert first[0][:2] == ("192.0.2.1", "198.51.100.2")
+    assert first[0][0] is second[0][0] and first[0][1] is second[0][1]

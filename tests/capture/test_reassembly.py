@@ -149,6 +149,7 @@ def test_a_closed_connection_keeps_none_of_its_stream_state() -> None:
         finish=False,
     )
     assert len(r._flows) == 2  # still remembered
+    assert len({id(lane) for lane in r._flows.values()}) == 1  # one lane for both
     assert not halves & {id(h) for lane in r._flows.values() for h in lane[3:]}
     assert all(not lane[0].halves[0].tail for lane in r._flows.values())
 
