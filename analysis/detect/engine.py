@@ -24,7 +24,7 @@ from analysis.detect.protocol import ProtocolDetector
 from analysis.detect.recipients import RecipientDetector
 from analysis.detect.relay import RelayDetector
 from analysis.detect.rules import Rule, Rules, default_rules
-from analysis.detect.window import Observation, Tracker, count_hits
+from analysis.detect.window import Incident, Observation, Tracker, count_hits
 from analysis.records import SessionResult
 
 MAX_EXAMPLES = 3
@@ -245,13 +245,10 @@ class AlertEngine:
             self._trackers[(obs.kind, obs.key)] = tracker
         return tracker
 
-    def _alert(
-        self, kind: str, key: tuple[str, ...], incident: list[Observation]
-    ) -> Alert:
+    def _alert(self, kind: str, key: tuple[str, ...], incident: Incident) -> Alert:
         rule = self.rules.rule(kind)
         wording = WORDING[kind]
-        incident = sorted(incident, key=lambda o: o.ts)
-        hits = [o for o in incident if o.hit]
+        hits = sorted(incident.hits, key=lambda o: o.ts)
         first = hits[0]
         session_ids = tuple(dict.fromkeys(o.session_id for o in hits))
         total: int | None
@@ -260,7 +257,7 @@ class AlertEngine:
             threshold, total = rule.limit, len(hits)
         else:
             count, threshold = count_hits(hits), rule.threshold
-            total = len(incident) if rule.min_ratio else None
+            total = incident.total if rule.min_ratio else None
         clients = {o.client_ip for o in hits}
         servers = {o.server_ip for o in hits}
         client = clients.pop() if len(clients) == 1 else None
@@ -287,8 +284,8 @@ class AlertEngine:
             severity=rule.severity.shifted(shift).value,
             client_ip=client,
             server_ip=server,
-            first_seen=incident[0].ts,
-            last_seen=incident[-1].ts,
+            first_seen=incident.first,
+            last_seen=incident.last,
             count=count,
             threshold=threshold,
             window_s=rule.window_s,

@@ -138,12 +138,45 @@ class _Ordered:
         return gone
 
 
-# What a Tracker's hit times, values and counts are until it has a hit:
-# never written to (add replaces them first; forgetting from an empty one
-# changes nothing).
+# What a Tracker's hits, other observations, times, values and counts are
+# until it has one: never written to (add replaces them first; forgetting
+# from an empty one changes nothing).
+_NO_HITS: Final = _Ordered(_TS)
 _NO_TIMES: Final = _Ordered()
 _NO_VALUES: Final[dict[str, _Ordered]] = {}
 _NO_COUNTS: Final[dict[str, int]] = {}
+
+
+@dataclass(slots=True)
+class Incident:
+    """What one alert is made of: its hits, and the other observations of
+    its key that came with them, by count and time only.
+
+    An alert reads only hits, but for its total (a ratio rule's) and its
+    first and last times: an observation that is not a hit is kept as its
+    time alone, which is most of a window's memory (a session that asks for
+    five recipients gives ten observations, most of them not hits).
+    """
+
+    hits: list[Observation]
+    others: int  # observations that were not hits
+    first: int  # the oldest observation's time, hit or not
+    last: int  # the newest's
+
+    @property
+    def total(self) -> int:
+        return len(self.hits) + self.others
+
+    def add(self, obs: Observation) -> None:
+        if obs.hit:
+            self.hits.append(obs)
+        else:
+            self.others += 1
+        ts = obs.ts
+        if ts < self.first:
+            self.first = ts
+        elif ts > self.last:
+            self.last = ts
 
 
 @dataclass(slots=True)
@@ -163,14 +196,15 @@ class Tracker:
     threshold: int
     window: int  # ns
     min_ratio: float
-    incident: list[Observation] | None = None
-    last: int = 0  # newest observation in the incident
-    # The recent observations (none while an incident is open), and the
-    # times of their hits, of hits without a value, and of each value.
+    incident: Incident | None = None
+    # The recent hits and the times of the other observations (none while
+    # an incident is open), the times of hits without a value and of each
+    # value, and the newest observation's time.
     _recent: _Ordered = field(init=False)
-    _hits: _Ordered = field(init=False)
+    _others: _Ordered = field(init=False)
     _plain: _Ordered = field(init=False)
     _values: dict[str, _Ordered] = field(init=False)
+    _newest: int = field(init=False, default=0)
     # Hits per value at or after ``_edge``: the newest time less a window.
     _edge: int = field(init=False, default=0)
     _edge_values: dict[str, int] = field(init=False)
@@ -181,72 +215,82 @@ class Tracker:
     def add(self, obs: Observation) -> None:
         ts = obs.ts
         if self.incident is not None:
-            self.incident.append(obs)
-            if ts > self.last:
-                self.last = ts
+            self.incident.add(obs)
             return
-        recent = self._recent
-        if not recent:
+        if self.idle:
+            self._newest = ts
             self._edge = ts - self.window
-        elif ts > recent.newest():
+        elif ts > self._newest:
+            self._newest = ts
             self._move_edge(ts - self.window)
-        recent.add(obs, ts)
-        if obs.hit:
-            if self._hits is _NO_TIMES:
-                self._hits = _Ordered()
-            self._hits.add(ts, ts)
-            value = obs.value
-            if value is None:
-                if self._plain is _NO_TIMES:
-                    self._plain = _Ordered()
-                self._plain.add(ts, ts)
-            else:
-                if self._values is _NO_VALUES:
-                    self._values, self._edge_values = {}, {}
-                times = self._values.get(value)
-                if times is None:
-                    times = self._values[value] = _Ordered()
-                times.add(ts, ts)
-                if ts >= self._edge:
-                    edge_values = self._edge_values
-                    edge_values[value] = edge_values.get(value, 0) + 1
-            if self._crossed(ts):
-                self.incident = recent.kept()
-                self.last = recent.newest()
-                self._forget_all()
+        if not obs.hit:
+            if self._others is _NO_TIMES:
+                self._others = _Ordered()
+            self._others.add(ts, ts)
+            return
+        if self._recent is _NO_HITS:
+            self._recent = _Ordered(_TS)
+        self._recent.add(obs, ts)
+        value = obs.value
+        if value is None:
+            if self._plain is _NO_TIMES:
+                self._plain = _Ordered()
+            self._plain.add(ts, ts)
+        else:
+            if self._values is _NO_VALUES:
+                self._values, self._edge_values = {}, {}
+            times = self._values.get(value)
+            if times is None:
+                times = self._values[value] = _Ordered()
+            times.add(ts, ts)
+            if ts >= self._edge:
+                edge_values = self._edge_values
+                edge_values[value] = edge_values.get(value, 0) + 1
+        if self._crossed(ts):
+            others = self._others
+            first = self._recent.items[self._recent.start].ts
+            if others:
+                first = min(first, others.items[others.start])
+            self.incident = Incident(
+                self._recent.kept(), len(others), first, self._newest
+            )
+            self._forget_all()
 
-    def expire(self, now: int) -> list[Observation] | None:
+    def expire(self, now: int) -> Incident | None:
         """Forget what ``now`` leaves behind; return an incident now final."""
         cutoff = now - self.window
-        recent = self._recent
+        recent, others = self._recent, self._others
+        forgot = False
+        if others and others.items[others.start] < cutoff:
+            others.forget_before(cutoff)
+            forgot = True
         if recent and recent.items[recent.start].ts < cutoff:
             gone = recent.forget_before(cutoff)
-            if not recent:
-                self._forget_all()
-            else:
-                self._hits.forget_before(cutoff)
-                self._plain.forget_before(cutoff)
-                self._forget_values(gone, cutoff)
+            self._plain.forget_before(cutoff)
+            self._forget_values(gone, cutoff)
+            forgot = True
+        if forgot and self.idle:
+            self._forget_all()
         incident = self.incident
-        if incident is not None and self.last + self.window < now:
+        if incident is not None and incident.last + self.window < now:
             self.incident = None
             return incident
         return None
 
-    def finish(self) -> list[Observation] | None:
+    def finish(self) -> Incident | None:
         incident, self.incident = self.incident, None
         self._forget_all()
         return incident
 
     @property
     def idle(self) -> bool:
-        return self.incident is None and not self._recent
+        return self.incident is None and not self._recent and not self._others
 
     def _forget_all(self) -> None:
-        self._recent = _Ordered(_TS)
-        # Shared empty ones until a hit needs its own (see add): most keys
-        # see a session or two and no hit, and there are thousands of keys.
-        self._hits = _NO_TIMES
+        # Shared empty ones until an observation needs its own (see add):
+        # most keys see a session or two, and there are thousands of keys.
+        self._recent = _NO_HITS
+        self._others = _NO_TIMES
         self._plain = _NO_TIMES
         self._values = _NO_VALUES
         self._edge_values = _NO_COUNTS
@@ -255,7 +299,7 @@ class Tracker:
         values, edge_values, edge = self._values, self._edge_values, self._edge
         for obs in gone:
             value = obs.value
-            if not obs.hit or value is None:
+            if value is None:
                 continue
             times = values.get(value)
             if times is not None:
@@ -266,13 +310,13 @@ class Tracker:
                 self._uncount(edge_values, value)
 
     def _move_edge(self, edge: int) -> None:
-        # Observations between the old edge and the new leave the window
-        # that ends at the newest; each does so once, as the edge only rises.
+        # Hits between the old edge and the new leave the window that ends
+        # at the newest; each does so once, as the edge only rises.
         recent = self._recent
         lo, hi = recent.index(self._edge), recent.index(edge)
         edge_values = self._edge_values
         for obs in recent.items[lo:hi]:
-            if obs.hit and obs.value is not None:
+            if obs.value is not None:
                 self._uncount(edge_values, obs.value)
         self._edge = edge
 
@@ -286,26 +330,26 @@ class Tracker:
 
     def _crossed(self, ts: int) -> bool:
         # The window that ends at the newest observation (the usual case, in
-        # order) and the one that ends at the observation just added.
-        newest = self._recent.newest()
+        # order) and the one that ends at the hit just added.
+        newest = self._newest
         if self._newest_window_crosses(newest):
             return True
         return ts != newest and self._window_crosses(ts)
 
     def _newest_window_crosses(self, newest: int) -> bool:
         edge = self._edge
-        hits = self._hits.between(edge, newest)
         count = len(self._edge_values) + self._plain.between(edge, newest)
         if count < self.threshold:
             return False
-        return hits >= self.min_ratio * self._recent.between(edge, newest)
+        hits = self._recent.between(edge, newest)
+        return hits >= self.min_ratio * (hits + self._others.between(edge, newest))
 
     def _window_crosses(self, end: int) -> bool:
         first = end - self.window
-        hits = self._hits.between(first, end)
+        hits = self._recent.between(first, end)
         if hits < self.threshold:
             return False  # too few hits, let alone distinct ones
-        if hits < self.min_ratio * self._recent.between(first, end):
+        if hits < self.min_ratio * (hits + self._others.between(first, end)):
             return False
         # Each value at most once: stop as soon as enough are found. A value
         # kept but outside this window can only be where sessions overlap.

@@ -300,7 +300,7 @@ def test_tracker_counts_within_the_window_only() -> None:
         closed.append(burst.expire(ts * S))
         burst.add(obs(ts))
     # The incident of 0, 4 and 8 is final once 30 comes, a window after 8.
-    assert [None if c is None else [o.ts // S for o in c] for c in closed] == [
+    assert [None if c is None else [o.ts // S for o in c.hits] for c in closed] == [
         None,
         None,
         None,
