@@ -159,8 +159,12 @@ class _Index:
     def session_id(self, i: int) -> bytes:
         return bytes(self.ids[self.id_ends[i - 1] if i else 0 : self.id_ends[i]])
 
-    def order(self) -> list[int]:
-        """Positions in table order: by start, then session id, then position."""
+    def order(self) -> array[int]:
+        """Positions in table order: by start, then session id, then position.
+
+        An array, not a list: the replay holds it to the end, next to the
+        detectors' windows, and a list holds an int object per session.
+        """
         order = sorted(range(len(self)), key=self.starts.__getitem__)
         # Sessions that start in the same nanosecond are few: only their
         # runs are sorted again, so no key tuple is made per session.
@@ -173,7 +177,7 @@ class _Index:
                     key=lambda i: (self.session_id(i), i),
                 )
             done += count
-        return order
+        return array("q", order)
 
     def _add_start(self, start: int) -> None:
         try:
