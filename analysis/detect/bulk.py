@@ -9,6 +9,8 @@ is abused because it cannot be bounced.
 
 from __future__ import annotations
 
+import sys
+
 from analysis.detect import facts
 from analysis.detect.rules import Rules
 from analysis.detect.window import ObservationCells, PerSession, client_observation
@@ -46,6 +48,10 @@ class BulkDetector(PerSession):
                 )
             domain = facts.sender_domain(txn.mail_from)
             if domain is not None:
+                # Interned, which marshal keeps: the tracker then holds one
+                # string per domain rather than one per message (see
+                # window.PerSession.judge for the key).
+                domain = sys.intern(domain)
                 out.append(
                     client_observation(
                         result, "sender_domains", txn.start, value=domain, example=shown
