@@ -3,6 +3,7 @@
 
     python bench/run.py /tmp/smtpscope-bench/100M.pcap --runs 3
     python bench/run.py CAPTURE --json > result.json
+    python bench/run.py 1G.pcap --baseline 100M.pcap   # memory against a smaller one
 
 Each round runs every tool once, one after the other, so slow drift of the
 machine touches them all alike; the figures are medians over the rounds.
@@ -513,6 +514,51 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"truth check: {check}")
     for tool, same in report.get("same_tables", {}).items():
         print(f"tables of {tool} {'equal' if same else 'DIFFER FROM'} smtpscope's")
+    base = report.get("baseline")
+    if base:
+        name = Path(base["capture"]).name
+        for tool, found in base["memory"].items():
+            if "growth" not in found:
+                print(f"{tool} on {name}: {found.get('reason', 'no figures')}")
+                continue
+            growth = found["growth"]
+            print(
+                f"{tool} peak RSS {found['peak_rss_kb'] / 1024:.1f} MiB, "
+                f"{found['baseline_peak_rss_kb'] / 1024:.1f} MiB on {name} "
+                f"({base['bytes'] / 1e6:,.1f} MB): "
+                + (f"{growth:+.0%}" if growth is not None else "-")
+            )
+
+
+def memory_growth(
+    tools: dict[str, dict[str, Any]], on_baseline: dict[str, Result]
+) -> dict[str, dict[str, Any]]:
+    """Per smtpscope run: its peak RSS on the capture and on the baseline
+    (each the largest of the rounds), and how much larger the first is.
+
+    The issue's flatness goal: memory should follow the connections open at
+    once, not the size of the file, so a capture ten times larger should
+    not take much more.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, result in on_baseline.items():
+        here = tools.get(name, {}).get("peak_rss_kb")
+        bad = result.failed
+        if bad is not None:
+            out[name] = {"status": "failed", "reason": f"exit {bad.exit_code}"}
+            continue
+        if here is None or not result.samples:
+            continue
+        there = max(s.max_rss_kb for s in result.samples)
+        out[name] = {
+            "peak_rss_kb": here,
+            "baseline_peak_rss_kb": there,
+            "baseline_wall_median_s": round(
+                statistics.median(s.wall_s for s in result.samples), 4
+            ),
+            "growth": round(here / there - 1, 3) if there else None,
+        }
+    return out
 
 
 # -- main ---------------------------------------------------------------------
@@ -538,6 +584,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         help="smtpscope output directory (default: bench/out/CAPTURE_NAME)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a smaller capture: smtpscope also runs on it in every round, and "
+        "its peak memory is compared with the capture's",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON only")
     parser.add_argument(
         "--no-warm", action="store_true", help="skip reading the capture first"
@@ -550,6 +602,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--runs must be at least 1")
     if not args.capture.is_file():
         parser.error(f"{args.capture} is not a file")
+    if args.baseline is not None and not args.baseline.is_file():
+        parser.error(f"{args.baseline} is not a file")
     return args
 
 
@@ -610,11 +664,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             report_tools[tool] = {"status": "skipped", "reason": command}
         else:
             results[tool] = Result(command)
+    # The same smtpscope runs on the baseline capture, in the same rounds.
+    baseline: Path | None = args.baseline.resolve() if args.baseline else None
+    on_baseline: dict[str, Result] = {}
+    if baseline is not None:
+        base_out = out.parent / baseline.name
+        for name, jobs in smtpscope_tools(args.jobs):
+            if name in results:
+                command = smtpscope_command(baseline, base_out / name, jobs, name)
+                if isinstance(command, Command):
+                    on_baseline[name] = Result(command)
+                    (base_out / name).mkdir(parents=True, exist_ok=True)
     if any(tool.startswith("smtpscope") for tool in results):
         log(f"compiling smtpscope's modules once: {compile_checkout():.2f} s")
     load_before = [round(x, 2) for x in os.getloadavg()]
     if not args.no_warm:
         log(f"reading {capture} once: {warm(capture):.2f} s")
+        if baseline is not None:
+            log(f"reading {baseline} once: {warm(baseline):.2f} s")
     for tool in results:
         if tool.startswith("smtpscope"):
             (out / tool).mkdir(parents=True, exist_ok=True)
@@ -627,6 +694,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(
                 f"round {round_no}/{args.runs} {tool:9} {sample.wall_s:8.2f} s"
                 f"  exit {sample.exit_code}"
+            )
+        for tool, result in on_baseline.items():
+            if result.failed:
+                continue
+            sample = measure(result.command)
+            result.samples.append(sample)
+            log(
+                f"round {round_no}/{args.runs} {tool:9} {sample.wall_s:8.2f} s"
+                f"  exit {sample.exit_code}  (baseline)"
             )
 
     # Summaries, ratios and the check against the ground truth.
@@ -677,6 +753,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["truth_check"] = "smtpscope did not run"
 
     report["same_tables"] = same_tables(out, ran)
+    if baseline is not None:
+        report["baseline"] = {
+            "capture": str(baseline),
+            "bytes": baseline.stat().st_size,
+            "memory": memory_growth(report_tools, on_baseline),
+        }
+        ok = ok and not any(r.failed for r in on_baseline.values())
     ok = ok and all(report["same_tables"].values())
 
     if args.json:

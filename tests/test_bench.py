@@ -1,0 +1,43 @@
+"""bench/run.py, run for real on two small generated captures.
+
+Not a timing test: it checks that the figures the issue asks for are
+printed, here the peak memory on a capture against a smaller baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_peak_memory_is_compared_with_the_baseline(tmp_path: Path) -> None:
+    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
+    small, large = tmp_path / "small.pcap", tmp_path / "large.pcap"
+    for size, path in (("512K", small), ("2M", large)):
+        subprocess.run(
+            [*make, "--size", size, str(path)], check=True, capture_output=True
+        )
+    run = [sys.executable, str(ROOT / "bench" / "run.py"), str(large)]
+    options = ["--runs", "1", "--jobs", "1", "--tools", "smtpscope", "--json"]
+    out = tmp_path / "out" / "large"
+    done = subprocess.run(
+        [*run, "--baseline", str(small), *options, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    memory = report["baseline"]["memory"]["smtpscope"]
+    here, there = memory["peak_rss_kb"], memory["baseline_peak_rss_kb"]
+    assert here == report["tools"]["smtpscope"]["peak_rss_kb"]
+    assert there > 0
+    assert memory["growth"] == round(here / there - 1, 3)
+    assert report["baseline"]["capture"] == str(small.resolve())
+    # The baseline's tables went beside the capture's, not into the checkout.
+    assert (tmp_path / "out" / "small.pcap" / "smtpscope" / "sessions.jsonl").exists()
