@@ -668,7 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline: Path | None = args.baseline.resolve() if args.baseline else None
     on_baseline: dict[str, Result] = {}
     if baseline is not None:
-        base_out = out.parent / baseline.name
+        base_out = out / "baseline"  # beside the tools' own directories
         for name, jobs in smtpscope_tools(args.jobs):
             if name in results:
                 command = smtpscope_command(baseline, base_out / name, jobs, name)

@@ -39,5 +39,5 @@ def test_peak_memory_is_compared_with_the_baseline(tmp_path: Path) -> None:
     assert there > 0
     assert memory["growth"] == round(here / there - 1, 3)
     assert report["baseline"]["capture"] == str(small.resolve())
-    # The baseline's tables went beside the capture's, not into the checkout.
-    assert (tmp_path / "out" / "small.pcap" / "smtpscope" / "sessions.jsonl").exists()
+    # The baseline's tables went under the run's own directory.
+    assert (out / "baseline" / "smtpscope" / "sessions.jsonl").exists()
