@@ -295,6 +295,11 @@ def _run_read(args: argparse.Namespace) -> int:
 
     # Step 1: everything that can fail before a long read, checked first.
     fmt = Format(args.format or Format.JSONL)
+    if args.output == "-":
+        # Several tables cannot share standard output (live -o - streams
+        # one JSON line per row); a directory named "-" is a surprise.
+        _error("read -o takes a directory, not '-'; write ./- for one named so")
+        return Exit.USAGE
     if args.output is not None:
         try:
             require_format(fmt)

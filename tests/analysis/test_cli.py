@@ -218,6 +218,24 @@ def test_unwritable_output_is_reported_before_reading(
     assert fake.calls == []
 
 
+def test_read_output_dash_is_refused_not_made_a_directory(
+    fake: FakePipeline,
+    capture: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Found in a trial: "read -o -" made a directory named "-" (live -o -
+    # means standard output), and one had been committed by mistake.
+    monkeypatch.chdir(tmp_path)
+    assert main(["read", "-o", "-", capture]) == 2
+    assert capsys.readouterr().err == (
+        "smtpscope: read -o takes a directory, not '-'; write ./- for one named so\n"
+    )
+    assert fake.calls == []
+    assert not (tmp_path / "-").exists()
+
+
 def test_missing_pyarrow_is_reported_before_reading(
     fake: FakePipeline,
     capture: str,
