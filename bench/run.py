@@ -41,6 +41,7 @@ import gzip
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import statistics
@@ -198,8 +199,17 @@ def bare_loop_command(capture: Path) -> Command | str:
 
 
 def measure(command: Command) -> Sample:
-    """Run ``command`` once with stdout to /dev/null; reap it with wait4."""
+    """Run ``command`` once with stdout to /dev/null; reap it with wait4.
+
+    The peak RSS that wait4 reports is never below this script's own peak
+    when it started the child: Linux counts the memory a process had
+    before it called exec, and the child is a copy of this script until
+    then. Above that it is exact; at it, the child's real peak is lower and
+    the largest ``VmHWM`` sampled from /proc (the peak since exec, of any
+    process of the run) is taken instead.
+    """
     with tempfile.TemporaryFile() as err:
+        floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.perf_counter()
         proc = subprocess.Popen(
             command.argv,
@@ -216,26 +226,31 @@ def measure(command: Command) -> Sample:
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped already
         err.seek(0)
         tail = err.read()[-2000:].decode("utf-8", "replace")
+    peak = usage.ru_maxrss  # kilobytes on Linux
+    if peak <= floor and sampler.hwm_kb:
+        peak = sampler.hwm_kb
     return Sample(
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
-        max_rss_kb=usage.ru_maxrss,  # kilobytes on Linux
+        max_rss_kb=peak,
         exit_code=proc.returncode,
         stderr_tail=tail,
         # A run shorter than the sampling interval may never be sampled at
         # its peak; the tree holds at least the largest process.
-        tree_rss_kb=max(sampler.peak_kb, usage.ru_maxrss),
+        tree_rss_kb=max(sampler.peak_kb, peak),
     )
 
 
 class TreeRss(threading.Thread):
-    """Samples the summed RSS of a process and all its descendants."""
+    """Samples the summed RSS of a process and all its descendants, and the
+    largest peak (``VmHWM``) of any one of them."""
 
     def __init__(self, pid: int, interval: float = 0.01) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.interval = interval
         self.peak_kb = 0
+        self.hwm_kb = 0
         self._done = threading.Event()
         self._page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -255,6 +270,11 @@ class TreeRss(threading.Thread):
             try:
                 with open(f"/proc/{pid}/statm") as statm:
                     total += int(statm.read().split()[1]) * self._page_kb
+                with open(f"/proc/{pid}/status") as status:
+                    for line in status:
+                        if line.startswith("VmHWM:"):
+                            self.hwm_kb = max(self.hwm_kb, int(line.split()[1]))
+                            break
                 for task in os.listdir(f"/proc/{pid}/task"):
                     with open(f"/proc/{pid}/task/{task}/children") as children:
                         todo += [int(child) for child in children.read().split()]
@@ -282,8 +302,11 @@ def compile_checkout() -> float:
 def warm(capture: Path) -> float:
     """Read the whole capture once so that no tool pays for the disk."""
     started = time.perf_counter()
+    # Into one small buffer: what this script holds when it starts a tool is
+    # the least wait4 can report for it (see measure).
+    buffer = bytearray(1 << 20)
     with capture.open("rb", buffering=0) as f:
-        while f.read(8 << 20):
+        while f.readinto(buffer):
             pass
     return time.perf_counter() - started
 
@@ -582,7 +605,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         type=Path,
-        help="smtpscope output directory (default: bench/out/CAPTURE_NAME)",
+        help="smtpscope output directory, relative to the current one "
+        "(default: bench/out/CAPTURE_NAME in the checkout)",
     )
     parser.add_argument(
         "--baseline",
@@ -602,8 +626,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--runs must be at least 1")
     if not args.capture.is_file():
         parser.error(f"{args.capture} is not a file")
-    if args.baseline is not None and not args.baseline.is_file():
-        parser.error(f"{args.baseline} is not a file")
+    if args.baseline is not None:
+        if not args.baseline.is_file():
+            parser.error(f"{args.baseline} is not a file")
+        if args.baseline.resolve() == args.capture.resolve():
+            parser.error("--baseline must be another capture than the one measured")
+        if "smtpscope" not in args.tools.split(","):
+            parser.error("--baseline compares smtpscope's runs: add it to --tools")
+        args.baseline = args.baseline.resolve()
+    # Absolute: smtpscope runs in the checkout, not in the caller's directory.
+    args.capture = args.capture.resolve()
     return args
 
 
@@ -646,8 +678,8 @@ def log(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    capture: Path = args.capture.resolve()
-    out: Path = args.out or REPO / "bench" / "out" / capture.name  # one dir per run
+    capture: Path = args.capture
+    out: Path = (args.out or REPO / "bench" / "out" / capture.name).resolve()
     size = capture.stat().st_size
     truth = truth_of(capture)
     if truth is not None:
@@ -665,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             results[tool] = Result(command)
     # The same smtpscope runs on the baseline capture, in the same rounds.
-    baseline: Path | None = args.baseline.resolve() if args.baseline else None
+    baseline: Path | None = args.baseline
     on_baseline: dict[str, Result] = {}
     if baseline is not None:
         base_out = out / "baseline"  # beside the tools' own directories
@@ -692,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sample = measure(result.command)
             result.samples.append(sample)
             log(
-                f"round {round_no}/{args.runs} {tool:9} {sample.wall_s:8.2f} s"
+                f"round {round_no}/{args.runs} {tool:12} {sample.wall_s:8.2f} s"
                 f"  exit {sample.exit_code}"
             )
         for tool, result in on_baseline.items():
@@ -701,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sample = measure(result.command)
             result.samples.append(sample)
             log(
-                f"round {round_no}/{args.runs} {tool:9} {sample.wall_s:8.2f} s"
+                f"round {round_no}/{args.runs} {tool:12} {sample.wall_s:8.2f} s"
                 f"  exit {sample.exit_code}  (baseline)"
             )
 
