@@ -11,19 +11,9 @@ from __future__ import annotations
 from collections import Counter
 
 from analysis.records import AnomalyRecord, CommandRecord, SessionResult
-from analysis.session import SessionBuilder
-from capture.stream import Connection, Direction
+from tests.analysis.conversation import C, S, session
 
-C, S = Direction.CLIENT, Direction.SERVER
 OPENING = [(S, b"220 mx\r\n"), (C, b"EHLO x\r\n"), (S, b"250 mx\r\n")]
-
-
-def session(steps: list[tuple[Direction, bytes]]) -> SessionResult:
-    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=0)
-    builder = SessionBuilder(conn, frozenset({465}))
-    for ts, (side, data) in enumerate(steps, start=1):
-        builder.data(side, data, ts)
-    return builder.close(len(steps) + 1, "fin")
 
 
 def anomaly_kinds(result: SessionResult) -> Counter[str]:

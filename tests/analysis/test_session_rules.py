@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-from analysis.records import SessionResult
-from analysis.session import SessionBuilder
-from capture.stream import Connection, Direction
-
-C, S = Direction.CLIENT, Direction.SERVER
-
-
-def session(steps: list[tuple[Direction, bytes]]) -> SessionResult:
-    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=0)
-    builder = SessionBuilder(conn, frozenset({465}))
-    for ts, (side, data) in enumerate(steps, start=1):
-        builder.data(side, data, ts)
-    return builder.close(len(steps) + 1, "fin")
+from tests.analysis.conversation import C, S, session
 
 
 def test_rset_abandons_a_half_sent_bdat_message() -> None:
