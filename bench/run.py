@@ -718,24 +718,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if tool.startswith("smtpscope"):
             (out / tool).mkdir(parents=True, exist_ok=True)
     for round_no in range(1, args.runs + 1):
-        for tool, result in results.items():
-            if result.failed:
-                continue
-            sample = measure(result.command)
-            result.samples.append(sample)
-            log(
-                f"round {round_no}/{args.runs} {tool:12} {sample.wall_s:8.2f} s"
-                f"  exit {sample.exit_code}"
-            )
-        for tool, result in on_baseline.items():
-            if result.failed:
-                continue
-            sample = measure(result.command)
-            result.samples.append(sample)
-            log(
-                f"round {round_no}/{args.runs} {tool:12} {sample.wall_s:8.2f} s"
-                f"  exit {sample.exit_code}  (baseline)"
-            )
+        for group, suffix in ((results, ""), (on_baseline, "  (baseline)")):
+            for tool, result in group.items():
+                if result.failed:
+                    continue
+                sample = measure(result.command)
+                result.samples.append(sample)
+                log(
+                    f"round {round_no}/{args.runs} {tool:12} {sample.wall_s:8.2f} s"
+                    f"  exit {sample.exit_code}{suffix}"
+                )
 
     # Summaries, ratios and the check against the ground truth.
     ok = True
