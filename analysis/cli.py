@@ -523,7 +523,9 @@ def _replay(
     # every table is built anyway.
     builder = _new_builder(spool, args) if frames else None
     digest = _new_digest(args) if report and not frames else None
-    done = finish(spool, files=files, builder=builder, digest=digest)
+    # Under -j N the other processes are done by now: one helps again.
+    helper = _jobs(args.jobs, args.captures) > 1
+    done = finish(spool, files=files, builder=builder, digest=digest, helper=helper)
     tables = builder.build(done.alerts) if builder is not None else None
     return _Ending(True, done.sessions, done.alerts, tables, digest)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from analysis.detect import Alert, AlertEngine
+from analysis.detecthelp import REST_SHARE, DetectHelper
 from analysis.records import SessionResult
 from analysis.rowfiles import TableFiles
 from analysis.spool import Replayed, Spool
@@ -40,6 +41,7 @@ def finish(
     files: TableFiles | None = None,
     builder: TableBuilder | None = None,
     digest: ReportDigest | None = None,
+    helper: bool = False,
 ) -> Finished:
     """Replay ``spool`` into the detectors, ``files``, ``builder`` and ``digest``.
 
@@ -50,26 +52,36 @@ def finish(
     session as analysed, so that its ``build`` gives the same tables; pass
     it the returned alerts to spare it running the detectors again.
     ``digest`` gets each session as the tables show it, for the report
-    (the spool must then keep results).
+    (the spool must then keep results). ``helper``: judge some of the
+    detectors in a forked process meanwhile (``analysis.detecthelp``), when
+    there are enough sessions for it to pay; the alerts are the same.
     """
-    engine = AlertEngine(spool.rules)
-    done = Finished()
-    alerts: list[Alert] = []
-    stored_rows = files is not None and files.format is spool.rows
-    for replayed in spool.replay():
-        done.sessions += 1
-        alerts += engine.feed_evidence(replayed.start, replayed.evidence)
-        if builder is not None:
-            builder.add(_result(replayed))
-        if digest is not None:
-            digest.add(replayed.with_extra())
-        if files is None:
-            continue
-        if stored_rows and not replayed.extra and replayed.rows is not None:
-            files.write_text(replayed.rows)
-        else:
-            files.write_session(replayed.with_extra())
-    alerts += engine.finish()
+    helping = DetectHelper.start(spool) if helper else None
+    try:
+        share = REST_SHARE if helping is not None else None
+        engine = AlertEngine(spool.rules, share=share)
+        done = Finished()
+        alerts: list[Alert] = []
+        stored_rows = files is not None and files.format is spool.rows
+        for replayed in spool.replay():
+            done.sessions += 1
+            alerts += engine.feed_evidence(replayed.start, replayed.evidence)
+            if builder is not None:
+                builder.add(_result(replayed))
+            if digest is not None:
+                digest.add(replayed.with_extra())
+            if files is None:
+                continue
+            if stored_rows and not replayed.extra and replayed.rows is not None:
+                files.write_text(replayed.rows)
+            else:
+                files.write_session(replayed.with_extra())
+        alerts += engine.finish()
+        if helping is not None:
+            alerts += helping.alerts()
+    finally:
+        if helping is not None:
+            helping.stop()
     alerts.sort(key=lambda a: (a.first_seen, a.alert_id))
     if files is not None:
         files.write("alerts", alerts)

@@ -281,7 +281,6 @@ class Spool:
         self._batch: list[bytes] = []  # sessions not yet written to _writer
         self._batched = 0  # their bytes
         self._end = 0  # _writer's size, the batch included
-        self._moved = False  # a replay moved _writer's position
         self._scratch: str | None = None
 
     def __len__(self) -> int:
@@ -364,19 +363,33 @@ class Spool:
         extra: dict[int, list[AnomalyRecord]] = {}
         for position, record in self._ledger.find(len(self._index)):
             extra.setdefault(position, []).append(record)
-        index = self._index
-        for i in index.order():
-            source = self._files[index.parts[i]]
-            self._moved = True
-            source.seek(index.offsets[i])
-            evidence, rows, cells = marshal.loads(source.read(index.lengths[i]))
+        for i, (evidence, rows, cells) in self._stored():
             yield Replayed(
-                index.starts[i],
+                self._index.starts[i],
                 evidence,
                 rows,
                 _result_of(cells) if cells is not None else None,
                 extra.get(i, []),
             )
+
+    def evidence(self) -> Iterator[tuple[int, list[Any]]]:
+        """Each session's start and detectors' evidence, in table order."""
+        starts = self._index.starts
+        for i, (evidence, _, _) in self._stored():
+            yield starts[i], evidence
+
+    def _stored(self) -> Iterator[tuple[int, tuple[Any, Any, Any]]]:
+        """Each session's position in the index and stored tuple, in order."""
+        self._flush()
+        index = self._index
+        # By position, not seek and read: a process forked to replay beside
+        # this one (``analysis.detecthelp``) shares the files' offsets.
+        descriptors = [handle.fileno() for handle in self._files]
+        for i in index.order():
+            data = os.pread(
+                descriptors[index.parts[i]], index.lengths[i], index.offsets[i]
+            )
+            yield i, marshal.loads(data)
 
     def scratch_directory(self) -> str:
         """A private directory for worker spools, removed on ``close``."""
@@ -433,9 +446,6 @@ class Spool:
         if writer is None or not self._batch:
             return
         with self._writing():
-            if self._moved:
-                writer.seek(0, os.SEEK_END)
-                self._moved = False
             writer.write(b"".join(self._batch))
         self._batch.clear()
         self._batched = 0

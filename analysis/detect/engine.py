@@ -170,13 +170,26 @@ _SWEEP_EVERY_NS = 60 * 1_000_000_000
 class AlertEngine:
     """Counts observations per (kind, key) and hands out finished alerts."""
 
-    def __init__(self, rules: Rules | None = None, *, early: bool = False) -> None:
+    def __init__(
+        self,
+        rules: Rules | None = None,
+        *,
+        early: bool = False,
+        share: Iterable[int] | None = None,
+    ) -> None:
         # ``early`` (live capture): an alert is also handed out the moment
         # its threshold is crossed, with the evidence so far, and again,
         # complete and with the same alert_id, when its incident is over.
         self.early = early
         self.rules = rules if rules is not None else default_rules()
         self._detectors = [make(self.rules) for make in DETECTORS]
+        # ``share``: the positions in DETECTORS whose evidence this engine
+        # judges (all by default). Each detector counts in trackers of its
+        # own kinds, and an alert's content and id depend only on its
+        # tracker, so engines with disjoint shares fed the same sessions
+        # give, between them, exactly the alerts of one engine with all.
+        picked = range(len(DETECTORS)) if share is None else sorted(set(share))
+        self._judged = [(i, self._detectors[i]) for i in picked]
         self._trackers: dict[tuple[str, tuple[str, ...]], Tracker] = {}
         self._next_sweep = 0
 
@@ -202,8 +215,10 @@ class AlertEngine:
         if now >= self._next_sweep:
             alerts = self.expire(now)
             self._next_sweep = now + _SWEEP_EVERY_NS
-        for detector, extracted in zip(self._detectors, evidence, strict=True):
-            for obs in detector.judge(extracted):
+        if len(evidence) != len(self._detectors):
+            raise ValueError("evidence from another set of detectors")
+        for position, detector in self._judged:
+            for obs in detector.judge(evidence[position]):
                 rule = self.rules.rule(obs.kind)
                 if not rule.enabled:
                     continue

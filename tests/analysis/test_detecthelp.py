@@ -1,0 +1,146 @@
+"""A forked helper judging some detectors changes no alert, and may fail.
+
+``analysis.detecthelp`` splits the detectors between this process and a
+forked one at the end of a ``-j N`` run; the alerts must be exactly those
+of one engine with every detector, whatever happens to the helper.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from analysis import detecthelp, pipeline
+from analysis.detect import Alert, AlertEngine
+from analysis.detect.engine import DETECTORS
+from analysis.detecthelp import HELPER_SHARE, REST_SHARE, DetectHelper
+from analysis.offline import finish
+from analysis.rowfiles import Format, TableFiles
+from analysis.spool import Spool
+from tests.analysis.same import same_files
+
+PROJECT = sorted(
+    str(p) for p in (Path(__file__).parents[2] / "pcaps").glob("**/*.pcap")
+)
+
+
+@pytest.fixture
+def spool() -> Iterator[Spool]:
+    with Spool(rows=Format.JSONL, results=False) as spooled:
+        for result in pipeline.analyze(PROJECT, pipeline.DEFAULT_PORTS):
+            spooled.add(result)
+        yield spooled
+
+
+@pytest.fixture
+def always(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A helper even for the few hundred sessions of the project captures."""
+    monkeypatch.setattr(detecthelp, "MIN_SESSIONS", 0)
+
+
+def _ordered(alerts: list[Alert]) -> list[Alert]:
+    return sorted(alerts, key=lambda a: (a.first_seen, a.alert_id))
+
+
+def _all_alerts(spool: Spool) -> list[Alert]:
+    return _ordered(detecthelp.judge(spool, tuple(range(len(DETECTORS)))))
+
+
+def test_the_shares_split_the_detectors() -> None:
+    assert HELPER_SHARE and REST_SHARE
+    assert sorted(HELPER_SHARE + REST_SHARE) == list(range(len(DETECTORS)))
+
+
+def test_engines_with_disjoint_shares_give_one_engines_alerts(spool: Spool) -> None:
+    everything = _all_alerts(spool)
+    assert len(everything) > 10
+    assert len({a.kind for a in everything}) > 5
+    for i in range(len(DETECTORS)):
+        alone = detecthelp.judge(spool, (i,))
+        others = detecthelp.judge(
+            spool, tuple(j for j in range(len(DETECTORS)) if j != i)
+        )
+        assert _ordered(alone + others) == everything, DETECTORS[i]
+
+
+def test_an_engine_refuses_evidence_of_another_detector_set() -> None:
+    with pytest.raises(ValueError, match="another set of detectors"):
+        AlertEngine(share=(0,)).feed_evidence(0, [None])
+
+
+def test_evidence_comes_in_the_replays_order(spool: Spool) -> None:
+    replayed = [(r.start, r.evidence) for r in spool.replay()]
+    assert list(spool.evidence()) == replayed
+    assert len(replayed) == len(spool) > 50
+
+
+def test_a_helper_writes_the_same_files(
+    spool: Spool, always: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[DetectHelper | None] = []
+    start = DetectHelper.start
+
+    def spied(spooled: Spool) -> DetectHelper | None:
+        started.append(start(spooled))
+        return started[-1]
+
+    monkeypatch.setattr(DetectHelper, "start", staticmethod(spied))
+    written = {}
+    for helper in (False, True):
+        out = tmp_path / str(helper)
+        with TableFiles(out, Format.JSONL) as files:
+            done = finish(spool, files=files, helper=helper)
+            files.commit()
+        written[helper] = done.alerts
+    assert len(started) == 1 and started[0] is not None  # it did run
+    assert written[True] == written[False] == _all_alerts(spool)
+    same_files(tmp_path / "True", tmp_path / "False")
+
+
+def test_too_few_sessions_fork_no_helper(spool: Spool) -> None:
+    assert len(spool) < detecthelp.MIN_SESSIONS
+    assert DetectHelper.start(spool) is None
+
+
+class _NoPickling:
+    """``pickle`` as the helper sees it: its answer cannot be encoded."""
+
+    loads = staticmethod(pickle.loads)
+
+    @staticmethod
+    def dumps(value: Any) -> bytes:
+        raise pickle.PicklingError("not this time")
+
+
+def test_a_helper_that_fails_costs_only_time(
+    spool: Spool, always: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(detecthelp, "pickle", _NoPickling)
+    helper = DetectHelper.start(spool)
+    assert helper is not None
+    assert _ordered(helper.alerts()) == _ordered(detecthelp.judge(spool, HELPER_SHARE))
+
+
+def test_a_killed_helper_costs_only_time(spool: Spool, always: None) -> None:
+    helper = DetectHelper.start(spool)
+    assert helper is not None
+    os.kill(helper._pid or 0, signal.SIGKILL)
+    assert _ordered(helper.alerts()) == _ordered(detecthelp.judge(spool, HELPER_SHARE))
+
+
+def test_a_stopped_helper_is_reaped(spool: Spool, always: None) -> None:
+    helper = DetectHelper.start(spool)
+    assert helper is not None
+    pid = helper._pid
+    helper.stop()
+    helper.stop()  # twice is harmless
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid or 0, os.WNOHANG)
+    with pytest.raises(RuntimeError, match="already taken"):
+        helper.alerts()
