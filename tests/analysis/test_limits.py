@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from analysis import session as session_module
 from analysis.pipeline import SessionTracker
-from analysis.session import MAX_ANOMALIES_PER_KIND, SessionBuilder
+from analysis.session import MAX_ANOMALIES_PER_KIND, MAX_COMMAND_ROWS, SessionBuilder
+from analysis.smtp.parser import MAX_PENDING
 from analysis.tls import decrypt
 from capture.decode import SYN
 from capture.reassembly import Reassembler
 from capture.stream import Connection, Direction
+from tests.analysis.conversation import C, S, session
 
 
 def test_anomalies_of_one_kind_are_capped_per_session() -> None:
@@ -63,3 +66,61 @@ def test_a_connection_that_sends_nothing_costs_little_memory() -> None:
         tracemalloc.stop()
     assert len(tracker.builders) == count
     assert held / count < 3500
+
+
+def test_command_rows_are_capped_per_session_and_commands_still_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A bare LF is an empty command: 1 MiB of them gave a million rows and
+    # 695 MB. Past the cap commands are counted, followed to their replies
+    # (which still settle transactions) and get no row.
+    monkeypatch.setattr(session_module, "MAX_COMMAND_ROWS", 3)
+    result = session(
+        [
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO a\r\n"),
+            (S, b"250 mx\r\n"),
+            (C, b"NOOP\r\n\n"),  # the bare LF: the cap's third row
+            (S, b"250 ok\r\n500 what\r\n"),
+            (C, b"MAIL FROM:<a@example.org>\r\n"),  # no row from here on
+            (S, b"250 ok\r\n"),
+            (C, b"RCPT TO:<b@example.net>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 go\r\n"),
+            (C, b"Subject: hi\r\n\r\nbody\r\n.\r\n"),
+            (S, b"250 queued as 4A\r\n"),
+        ]
+    )
+    assert [(c.verb, c.reply_code) for c in result.commands] == [
+        ("EHLO", 250),
+        ("NOOP", 250),
+        ("", 500),
+    ]
+    assert result.session.commands == 6
+    [txn] = result.transactions
+    assert (txn.mail_from, txn.rcpt_to, txn.rcpt_codes) == (
+        "a@example.org",
+        ["b@example.net"],
+        [250],
+    )
+    assert (txn.status, txn.data_code, txn.subject) == ("accepted", 250, "hi")
+    capped = [a for a in result.anomalies if a.kind == "command_rows_capped"]
+    assert [(a.ts, a.detail) for a in capped] == [
+        (6, "commands after the first 3 are counted in the session but get no row")
+    ]
+
+
+def test_commands_past_the_cap_that_get_no_reply_are_let_go() -> None:
+    # A flood of commands the server never answers: past the row cap only
+    # those the parser still waits for are held.
+    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=1)
+    builder = SessionBuilder(conn, frozenset({465}))
+    builder.data(Direction.SERVER, b"220 mx\r\n", 1)
+    flood = MAX_COMMAND_ROWS + MAX_PENDING + 100
+    builder.data(Direction.CLIENT, b"\n" * flood, 2)
+    assert len(builder.commands) == MAX_COMMAND_ROWS
+    assert builder._unkept is not None and len(builder._unkept) == MAX_PENDING
+    result = builder.close(3, "fin")
+    assert result.session.commands == flood
+    assert len(result.commands) == MAX_COMMAND_ROWS
