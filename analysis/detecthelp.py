@@ -55,6 +55,9 @@ class DetectHelper:
         """Fork the helper; None where there is no fork or it would not pay."""
         if len(spool) < MIN_SESSIONS or not hasattr(os, "fork"):
             return None
+        # Written out first: the child would otherwise write the sessions
+        # still batched in memory too, through the same file offset.
+        spool.flush()
         answer, tell = os.pipe()
         # Held back until the child ignores Ctrl-C: this process stops it.
         held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)

@@ -341,7 +341,7 @@ class Spool:
         """
         if not len(part.index):
             return
-        self._flush()
+        self.flush()
         self._writer = None  # later adds start a file of their own
         # The index last: until it has them, the ledger's new sessions do
         # not count (see downgrade.Ledger).
@@ -359,7 +359,7 @@ class Spool:
         The cross-session findings are computed first, from the kept
         columns, so each session comes with its own.
         """
-        self._flush()
+        self.flush()
         extra: dict[int, list[AnomalyRecord]] = {}
         for position, record in self._ledger.find(len(self._index)):
             extra.setdefault(position, []).append(record)
@@ -380,7 +380,7 @@ class Spool:
 
     def _stored(self) -> Iterator[tuple[int, tuple[Any, Any, Any]]]:
         """Each session's position in the index and stored tuple, in order."""
-        self._flush()
+        self.flush()
         index = self._index
         # By position, not seek and read: a process forked to replay beside
         # this one (``analysis.detecthelp``) shares the files' offsets.
@@ -434,7 +434,8 @@ class Spool:
         self._paths.append(path)
         return handle
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write out every session added so far, for a reader in another process."""
         if self._writer is not None:
             self._write_batch()
             with self._writing():

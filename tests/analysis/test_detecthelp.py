@@ -144,3 +144,16 @@ def test_a_stopped_helper_is_reaped(spool: Spool, always: None) -> None:
         os.waitpid(pid or 0, os.WNOHANG)
     with pytest.raises(RuntimeError, match="already taken"):
         helper.alerts()
+
+
+def test_the_helper_writes_nothing_to_the_spool(spool: Spool, always: None) -> None:
+    # Sessions still batched in memory at the fork are written out first,
+    # once: the child must not write its copy of them through the same
+    # file offset.
+    assert spool._batch  # the project captures fit in one batch
+    helper = DetectHelper.start(spool)
+    assert helper is not None
+    helper.alerts()
+    spool.flush()  # as the replay beside the helper's does
+    [handle] = spool._files
+    assert os.fstat(handle.fileno()).st_size == spool._end
