@@ -51,6 +51,10 @@ MAX_ANOMALIES_PER_KIND = 100  # rows of one kind per session
 # sessions give a few thousand (a thousand recipients per message is
 # Postfix's default limit); past this the commands are only counted.
 MAX_COMMAND_ROWS = 10_000
+# What keeps a row past MAX_COMMAND_ROWS: what the detectors read, so that
+# padding a session with harmless commands hides nothing from them (AUTH
+# failures, RCPTs, MAIL, HELO names; QUIT and the command after it).
+_DETECTED_VERBS = frozenset({"AUTH", "MAIL", "RCPT", "EHLO", "HELO", "LHLO", "QUIT"})
 # Replies that only SASL data gets (RFC 4954 4, 6): challenge, success,
 # failure, mechanism too weak, encryption required.
 _SASL_CODES = frozenset({334, 235, 535, 534, 538})
@@ -133,6 +137,7 @@ class SessionBuilder:
         "_handshake",
         "_inner",
         "_inside",
+        "_last_verb",
         "_message_start",
         "_message_txn",
         "_rcpt_slot",
@@ -173,6 +178,7 @@ class SessionBuilder:
         self._rows: dict[int, CommandRecord] = {}  # command index -> row
         # Past MAX_COMMAND_ROWS: commands awaiting a reply (see _unkept_row).
         self._unkept: OrderedDict[int, CommandRecord] | None = None
+        self._last_verb = ""  # the command before, for what follows QUIT
         self._txn: TransactionRecord | None = None  # the open transaction
         self._txn_of: dict[int, TransactionRecord] = {}  # command -> txn
         self._rcpt_slot: dict[int, int] = {}  # RCPT command -> rcpt index
@@ -348,12 +354,17 @@ class SessionBuilder:
         row.pipelined = event.pipelined
         row.tls = self._inside
         self.session.commands += 1
-        if len(self.commands) < MAX_COMMAND_ROWS:
+        verb = event.verb
+        if (
+            len(self.commands) < MAX_COMMAND_ROWS
+            or verb in _DETECTED_VERBS
+            or self._last_verb == "QUIT"
+        ):
             self.commands.append(row)
             self._rows[event.command_index] = row
         else:
             self._unkept_row(event.command_index, row, event.ts)
-        verb = event.verb
+        self._last_verb = verb
 
         if verb in ("EHLO", "HELO", "LHLO"):
             self.session.helo = event.argument
@@ -389,7 +400,8 @@ class SessionBuilder:
             self._auth_cancelled = False
 
     def _unkept_row(self, index: int, row: CommandRecord, ts: int) -> None:
-        """A command past MAX_COMMAND_ROWS: counted, but given no row.
+        """A command past MAX_COMMAND_ROWS that no detector reads: counted,
+        but given no row.
 
         Its reply is still followed, since it may settle a transaction, so
         the row is held until the reply comes; past MAX_PENDING waiting
@@ -401,8 +413,9 @@ class SessionBuilder:
             self._add_anomaly(
                 ts,
                 "command_rows_capped",
-                f"commands after the first {MAX_COMMAND_ROWS:,} are counted "
-                "in the session but get no row",
+                f"past {MAX_COMMAND_ROWS:,} commands only AUTH, MAIL, RCPT, "
+                "HELO, EHLO, LHLO, QUIT and the command after QUIT get a row; "
+                "the others are counted in the session",
             )
         unkept[index] = row
         if len(unkept) > MAX_PENDING:

@@ -72,8 +72,9 @@ def test_command_rows_are_capped_per_session_and_commands_still_counted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A bare LF is an empty command: 1 MiB of them gave a million rows and
-    # 695 MB. Past the cap commands are counted, followed to their replies
-    # (which still settle transactions) and get no row.
+    # 680 MiB. Past the cap only what the detectors read keeps a row, so
+    # that padding hides no AUTH failure or RCPT from them; the rest is
+    # counted and followed to its reply, which may settle a transaction.
     monkeypatch.setattr(session_module, "MAX_COMMAND_ROWS", 3)
     result = session(
         [
@@ -82,22 +83,31 @@ def test_command_rows_are_capped_per_session_and_commands_still_counted(
             (S, b"250 mx\r\n"),
             (C, b"NOOP\r\n\n"),  # the bare LF: the cap's third row
             (S, b"250 ok\r\n500 what\r\n"),
-            (C, b"MAIL FROM:<a@example.org>\r\n"),  # no row from here on
+            (C, b"NOOP\r\nAUTH PLAIN AGZha2UAZmFrZQ==\r\n"),  # fake credentials
+            (S, b"250 ok\r\n535 5.7.8 no\r\n"),
+            (C, b"MAIL FROM:<a@example.org>\r\n"),
             (S, b"250 ok\r\n"),
             (C, b"RCPT TO:<b@example.net>\r\n"),
             (S, b"250 ok\r\n"),
-            (C, b"DATA\r\n"),
+            (C, b"DATA\r\n"),  # no row, yet its reply is followed
             (S, b"354 go\r\n"),
             (C, b"Subject: hi\r\n\r\nbody\r\n.\r\n"),
             (S, b"250 queued as 4A\r\n"),
+            (C, b"QUIT\r\nNOOP\r\nNOOP\r\n"),  # the first after QUIT keeps one
         ]
     )
-    assert [(c.verb, c.reply_code) for c in result.commands] == [
-        ("EHLO", 250),
-        ("NOOP", 250),
-        ("", 500),
+    assert [(c.verb, c.argument, c.reply_code) for c in result.commands] == [
+        ("EHLO", "a", 250),
+        ("NOOP", "", 250),
+        ("", "", 500),
+        ("AUTH", "PLAIN [redacted]", 535),
+        ("MAIL", "FROM:<a@example.org>", 250),
+        ("RCPT", "TO:<b@example.net>", 250),
+        ("QUIT", "", None),
+        ("NOOP", "", None),
     ]
-    assert result.session.commands == 6
+    assert result.session.commands == 11
+    assert (result.session.auth_attempts, result.session.auth_failures) == (1, 1)
     [txn] = result.transactions
     assert (txn.mail_from, txn.rcpt_to, txn.rcpt_codes) == (
         "a@example.org",
@@ -107,7 +117,12 @@ def test_command_rows_are_capped_per_session_and_commands_still_counted(
     assert (txn.status, txn.data_code, txn.subject) == ("accepted", 250, "hi")
     capped = [a for a in result.anomalies if a.kind == "command_rows_capped"]
     assert [(a.ts, a.detail) for a in capped] == [
-        (6, "commands after the first 3 are counted in the session but get no row")
+        (
+            6,
+            "past 3 commands only AUTH, MAIL, RCPT, HELO, EHLO, LHLO, QUIT and "
+            "the command after QUIT get a row; the others are counted in the "
+            "session",
+        )
     ]
 
 
