@@ -43,51 +43,58 @@ _STOPS = {signal.SIGINT, signal.SIGTERM}
 
 
 class DetectHelper:
-    """A forked process judging ``HELPER_SHARE`` over a spool's sessions."""
+    """A forked process judging ``HELPER_SHARE`` over a spool's sessions.
 
-    def __init__(self, spool: Spool, pid: int, answer: int) -> None:
+    Made first and started (forked) after, inside the caller's ``try``,
+    whose ``finally`` calls ``stop``: a Ctrl-C that lands during the fork is
+    raised once the child's pid is known here, so it is never left behind.
+    """
+
+    def __init__(self, spool: Spool) -> None:
         self._spool = spool
-        self._pid: int | None = pid
-        self._answer: int | None = answer  # the pipe's read end
+        self._pid: int | None = None
+        self._answer: int | None = None  # the pipe's read end
 
-    @classmethod
-    def start(cls, spool: Spool) -> DetectHelper | None:
-        """Fork the helper; None where there is no fork or it would not pay."""
+    def start(self) -> bool:
+        """Fork the helper; False where there is no fork or it would not pay."""
+        spool = self._spool
         if len(spool) < MIN_SESSIONS or not hasattr(os, "fork"):
-            return None
+            return False
         # Written out first: the child would otherwise write the sessions
         # still batched in memory too, through the same file offset.
         spool.flush()
         answer, tell = os.pipe()
-        # Held back until the child ignores Ctrl-C: this process stops it.
+        # Held back until the child ignores Ctrl-C (this process stops it)
+        # and this one knows the child's pid.
         held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
         try:
-            pid = os.fork()
-        except OSError:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-            os.close(answer)
+            try:
+                pid = os.fork()
+            except OSError:
+                os.close(answer)
+                os.close(tell)
+                return False
+            if pid == 0:
+                _child(spool, answer, tell, held)  # never returns
+            self._pid, self._answer = pid, answer
             os.close(tell)
-            return None
-        if pid == 0:
-            _child(spool, answer, tell, held)  # never returns
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        os.close(tell)
-        return cls(spool, pid, answer)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        return True
 
     def alerts(self) -> list[Alert]:
         """The helper's alerts, or this process's own judgement if it failed."""
         answer, pid = self._answer, self._pid
         if answer is None or pid is None:
-            raise RuntimeError("the helper's alerts were already taken")
-        chunks = []
+            raise RuntimeError("the helper is not running")
         with os.fdopen(answer, "rb", closefd=True) as stream:
             self._answer = None
-            chunks.append(stream.read())
+            data = stream.read()
         _, status = os.waitpid(pid, 0)
         self._pid = None
         if os.waitstatus_to_exitcode(status) == 0:
             with contextlib.suppress(Exception):  # a damaged answer: judged here
-                alerts: list[Alert] = pickle.loads(b"".join(chunks))
+                alerts: list[Alert] = pickle.loads(data)
                 return alerts
         return judge(self._spool, HELPER_SHARE)
 

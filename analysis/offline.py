@@ -56,8 +56,10 @@ def finish(
     detectors in a forked process meanwhile (``analysis.detecthelp``), when
     there are enough sessions for it to pay; the alerts are the same.
     """
-    helping = DetectHelper.start(spool) if helper else None
+    helping = DetectHelper(spool) if helper else None
     try:
+        if helping is not None and not helping.start():
+            helping = None
         share = REST_SHARE if helping is not None else None
         engine = AlertEngine(spool.rules, share=share)
         done = Finished()

@@ -83,14 +83,14 @@ def test_evidence_comes_in_the_replays_order(spool: Spool) -> None:
 def test_a_helper_writes_the_same_files(
     spool: Spool, always: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started: list[DetectHelper | None] = []
+    started: list[bool] = []
     start = DetectHelper.start
 
-    def spied(spooled: Spool) -> DetectHelper | None:
-        started.append(start(spooled))
+    def spied(self: DetectHelper) -> bool:
+        started.append(start(self))
         return started[-1]
 
-    monkeypatch.setattr(DetectHelper, "start", staticmethod(spied))
+    monkeypatch.setattr(DetectHelper, "start", spied)
     written = {}
     for helper in (False, True):
         out = tmp_path / str(helper)
@@ -98,14 +98,14 @@ def test_a_helper_writes_the_same_files(
             done = finish(spool, files=files, helper=helper)
             files.commit()
         written[helper] = done.alerts
-    assert len(started) == 1 and started[0] is not None  # it did run
+    assert started == [True]  # it did run
     assert written[True] == written[False] == _all_alerts(spool)
     same_files(tmp_path / "True", tmp_path / "False")
 
 
 def test_too_few_sessions_fork_no_helper(spool: Spool) -> None:
     assert len(spool) < detecthelp.MIN_SESSIONS
-    assert DetectHelper.start(spool) is None
+    assert not DetectHelper(spool).start()
 
 
 class _NoPickling:
@@ -122,27 +122,27 @@ def test_a_helper_that_fails_costs_only_time(
     spool: Spool, always: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(detecthelp, "pickle", _NoPickling)
-    helper = DetectHelper.start(spool)
-    assert helper is not None
+    helper = DetectHelper(spool)
+    assert helper.start()
     assert _ordered(helper.alerts()) == _ordered(detecthelp.judge(spool, HELPER_SHARE))
 
 
 def test_a_killed_helper_costs_only_time(spool: Spool, always: None) -> None:
-    helper = DetectHelper.start(spool)
-    assert helper is not None
+    helper = DetectHelper(spool)
+    assert helper.start()
     os.kill(helper._pid or 0, signal.SIGKILL)
     assert _ordered(helper.alerts()) == _ordered(detecthelp.judge(spool, HELPER_SHARE))
 
 
 def test_a_stopped_helper_is_reaped(spool: Spool, always: None) -> None:
-    helper = DetectHelper.start(spool)
-    assert helper is not None
+    helper = DetectHelper(spool)
+    assert helper.start()
     pid = helper._pid
     helper.stop()
     helper.stop()  # twice is harmless
     with pytest.raises(ChildProcessError):
         os.waitpid(pid or 0, os.WNOHANG)
-    with pytest.raises(RuntimeError, match="already taken"):
+    with pytest.raises(RuntimeError, match="not running"):
         helper.alerts()
 
 
@@ -151,9 +151,32 @@ def test_the_helper_writes_nothing_to_the_spool(spool: Spool, always: None) -> N
     # once: the child must not write its copy of them through the same
     # file offset.
     assert spool._batch  # the project captures fit in one batch
-    helper = DetectHelper.start(spool)
-    assert helper is not None
+    helper = DetectHelper(spool)
+    assert helper.start()
     helper.alerts()
     spool.flush()  # as the replay beside the helper's does
     [handle] = spool._files
     assert os.fstat(handle.fileno()).st_size == spool._end
+
+
+def test_ctrl_c_during_the_fork_leaves_no_helper_behind(
+    spool: Spool, always: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The signal lands while it is held back for the fork: it is raised when
+    # this process lets it through, and the helper must still be stopped.
+    forked: list[int] = []
+    fork = os.fork
+
+    def fork_then_ctrl_c() -> int:
+        pid = fork()
+        if pid:
+            forked.append(pid)
+            os.kill(os.getpid(), signal.SIGINT)
+        return pid
+
+    monkeypatch.setattr(detecthelp.os, "fork", fork_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        finish(spool, helper=True)
+    [pid] = forked
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped: neither running nor a zombie
