@@ -49,12 +49,16 @@ MAX_ANOMALIES_PER_KIND = 100  # rows of one kind per session
 # session closes and may stand for one byte of input (a bare LF is an empty
 # command): 1 MiB of them held 1,048,577 rows and 680 MiB. The busiest real
 # sessions give a few thousand (a thousand recipients per message is
-# Postfix's default limit); past this the commands are only counted.
+# Postfix's default limit). Past MAX_COMMAND_ROWS only the rows a detector
+# reads are kept, so that padding a session with harmless commands hides
+# nothing from them (see _read_by_detectors); past MAX_KEPT_ROWS none, so
+# that a flood of those commands too stays within about 35 MB.
 MAX_COMMAND_ROWS = 10_000
-# What keeps a row past MAX_COMMAND_ROWS: what the detectors read, so that
-# padding a session with harmless commands hides nothing from them (AUTH
-# failures, RCPTs, MAIL, HELO names; QUIT and the command after it).
+MAX_KEPT_ROWS = 50_000
+# Commands whose rows the detectors read: AUTH outcomes, RCPTs and their
+# refusals, MAIL for bulk sending, HELO names, what follows QUIT.
 _DETECTED_VERBS = frozenset({"AUTH", "MAIL", "RCPT", "EHLO", "HELO", "LHLO", "QUIT"})
+_HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
 # Replies that only SASL data gets (RFC 4954 4, 6): challenge, success,
 # failure, mechanism too weak, encryption required.
 _SASL_CODES = frozenset({334, 235, 535, 534, 538})
@@ -132,6 +136,7 @@ class SessionBuilder:
     __slots__ = (
         "_anomaly_kinds",
         "_auth_cancelled",
+        "_capped",
         "_decrypted",
         "_displaced",
         "_handshake",
@@ -140,6 +145,7 @@ class SessionBuilder:
         "_last_verb",
         "_message_start",
         "_message_txn",
+        "_pipelined_kept",
         "_rcpt_slot",
         "_rows",
         "_settled_transactions",
@@ -179,6 +185,10 @@ class SessionBuilder:
         # Past MAX_COMMAND_ROWS: commands awaiting a reply (see _unkept_row).
         self._unkept: OrderedDict[int, CommandRecord] | None = None
         self._last_verb = ""  # the command before, for what follows QUIT
+        # A pipelined command has a row since the last HELO: the protocol
+        # detector reads only the first (PIPELINING used unoffered).
+        self._pipelined_kept = False
+        self._capped = 0  # which caps a command missed its row by: see _unkept_row
         self._txn: TransactionRecord | None = None  # the open transaction
         self._txn_of: dict[int, TransactionRecord] = {}  # command -> txn
         self._rcpt_slot: dict[int, int] = {}  # RCPT command -> rcpt index
@@ -355,15 +365,17 @@ class SessionBuilder:
         row.tls = self._inside
         self.session.commands += 1
         verb = event.verb
-        if (
-            len(self.commands) < MAX_COMMAND_ROWS
-            or verb in _DETECTED_VERBS
-            or self._last_verb == "QUIT"
+        kept = len(self.commands)
+        if kept < MAX_COMMAND_ROWS or (
+            kept < MAX_KEPT_ROWS and self._read_by_detectors(verb, row.pipelined)
         ):
             self.commands.append(row)
             self._rows[event.command_index] = row
+            self._pipelined_kept = self._pipelined_kept or row.pipelined
         else:
             self._unkept_row(event.command_index, row, event.ts)
+        if verb in _HELO_VERBS:
+            self._pipelined_kept = False
         self._last_verb = verb
 
         if verb in ("EHLO", "HELO", "LHLO"):
@@ -399,9 +411,23 @@ class SessionBuilder:
             self.session.auth_attempts += 1
             self._auth_cancelled = False
 
+    def _read_by_detectors(self, verb: str, pipelined: bool) -> bool:
+        """Whether a detector reads this command's row (past MAX_COMMAND_ROWS).
+
+        What ``analysis.detect`` reads of the commands: the verbs of
+        _DETECTED_VERBS, the command after a QUIT, and the first pipelined
+        command after each HELO (is PIPELINING used before it was offered).
+        What they read of other commands' replies (a 421's text, syntax
+        errors) is not kept past the cap.
+        """
+        return (
+            verb in _DETECTED_VERBS
+            or self._last_verb == "QUIT"
+            or (pipelined and not self._pipelined_kept)
+        )
+
     def _unkept_row(self, index: int, row: CommandRecord, ts: int) -> None:
-        """A command past MAX_COMMAND_ROWS that no detector reads: counted,
-        but given no row.
+        """A command counted but given no row (see MAX_COMMAND_ROWS).
 
         Its reply is still followed, since it may settle a transaction, so
         the row is held until the reply comes; past MAX_PENDING waiting
@@ -410,13 +436,23 @@ class SessionBuilder:
         unkept = self._unkept
         if unkept is None:
             unkept = self._unkept = OrderedDict()
-            self._add_anomaly(
-                ts,
-                "command_rows_capped",
-                f"past {MAX_COMMAND_ROWS:,} commands only AUTH, MAIL, RCPT, "
-                "HELO, EHLO, LHLO, QUIT and the command after QUIT get a row; "
-                "the others are counted in the session",
-            )
+        # Each cap is said once, when a command first misses a row by it.
+        hard = len(self.commands) >= MAX_KEPT_ROWS
+        if self._capped < (2 if hard else 1):
+            self._capped = 2 if hard else 1
+            if hard:
+                detail = (
+                    f"past {MAX_KEPT_ROWS:,} rows no command gets one; all "
+                    "are counted in the session"
+                )
+            else:
+                detail = (
+                    f"past {MAX_COMMAND_ROWS:,} commands only those the "
+                    "detectors read get a row (AUTH, MAIL, RCPT, HELO, EHLO, "
+                    "LHLO, QUIT, the command after a QUIT, the first pipelined "
+                    "command after a HELO); the others are counted in the session"
+                )
+            self._add_anomaly(ts, "command_rows_capped", detail)
         unkept[index] = row
         if len(unkept) > MAX_PENDING:
             # Not a dict: deleting at a dict's front leaves holes that every

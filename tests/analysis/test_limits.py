@@ -119,10 +119,68 @@ def test_command_rows_are_capped_per_session_and_commands_still_counted(
     assert [(a.ts, a.detail) for a in capped] == [
         (
             6,
-            "past 3 commands only AUTH, MAIL, RCPT, HELO, EHLO, LHLO, QUIT and "
-            "the command after QUIT get a row; the others are counted in the "
-            "session",
+            "past 3 commands only those the detectors read get a row (AUTH, "
+            "MAIL, RCPT, HELO, EHLO, LHLO, QUIT, the command after a QUIT, the "
+            "first pipelined command after a HELO); the others are counted in "
+            "the session",
         )
+    ]
+
+
+def test_padding_hides_no_unoffered_pipelining(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The protocol detector reads the first pipelined command after each
+    # HELO: past the cap that one keeps its row, the ones after it do not.
+    monkeypatch.setattr(session_module, "MAX_COMMAND_ROWS", 2)
+    result = session(
+        [
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO a\r\n"),
+            (S, b"250 mx\r\n"),  # no PIPELINING offered
+            (C, b"NOOP\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"NOOP\r\n"),  # past the cap: no row
+            (S, b"250 ok\r\n"),
+            (C, b"RSET\r\nNOOP\r\nNOOP\r\n"),  # both NOOPs pipelined
+            (S, b"250 ok\r\n250 ok\r\n250 ok\r\n"),
+            (C, b"EHLO b\r\nNOOP\r\n"),  # a HELO: the next first one again
+            (S, b"250 mx\r\n250 ok\r\n"),
+        ]
+    )
+    assert [(c.verb, c.argument, c.pipelined) for c in result.commands] == [
+        ("EHLO", "a", False),
+        ("NOOP", "", False),
+        ("NOOP", "", True),
+        ("EHLO", "b", False),
+        ("NOOP", "", True),
+    ]
+    assert result.session.commands == 8
+
+
+def test_past_the_hard_cap_no_command_gets_a_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # QUIT and the command after it keep rows past the first cap: "QUIT\n\n"
+    # repeated would otherwise give a row per 2.5 bytes again.
+    monkeypatch.setattr(session_module, "MAX_COMMAND_ROWS", 2)
+    monkeypatch.setattr(session_module, "MAX_KEPT_ROWS", 5)
+    result = session(
+        [
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"NOOP\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"NOOP\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"NOOP\r\n"),  # past the first cap, read by no detector
+            (S, b"250 ok\r\n"),
+            (C, b"QUIT\n\nQUIT\n\nQUIT\n\n"),
+        ]
+    )
+    assert [c.verb for c in result.commands] == ["NOOP", "NOOP", "QUIT", "", "QUIT"]
+    assert result.session.commands == 9
+    capped = [a for a in result.anomalies if a.kind == "command_rows_capped"]
+    assert [(a.ts, a.detail[:40]) for a in capped] == [
+        (6, "past 2 commands only those the detectors"),
+        (8, "past 5 rows no command gets one; all are"),
     ]
 
 
