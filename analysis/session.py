@@ -526,7 +526,7 @@ class SessionBuilder:
         verb = row.verb
         if verb == "STARTTLS" and not self._inside:
             self.session.starttls_reply = reply.code
-        if verb in ("EHLO", "HELO", "LHLO") and reply.klass == 2:
+        if verb in _HELO_VERBS and reply.klass == 2:
             if verb != "HELO":
                 self.session.capabilities = list(reply.lines[1:])
                 if not self._inside and not self.parser.in_tls:
