@@ -337,7 +337,8 @@ def _run_read(args: argparse.Namespace) -> int:
     )
     _freeze_once()
     with spool:
-        spooled = _read_into(spool, args, readable, ports)
+        jobs = _jobs(args.jobs, readable)
+        spooled = _read_into(spool, args, readable, ports, jobs)
         stats = spool.stats
         if not spooled:
             # Sessions are missing from the spool: writing the tables
@@ -348,7 +349,8 @@ def _run_read(args: argparse.Namespace) -> int:
 
         # Step 3: files first, so that a closed stdout cannot lose them.
         _trim_heap()
-        end = _finish(spool, args, fmt, streamed, frames, report)
+        # Under -j N the other processes are done by now: one helps again.
+        end = _finish(spool, args, fmt, streamed, frames, report, jobs > 1)
         if not end.written:
             failed = True
     tables = end.tables
@@ -418,7 +420,11 @@ def _trim_heap() -> None:
 
 
 def _read_into(
-    spool: Spool, args: argparse.Namespace, readable: list[str], ports: frozenset[int]
+    spool: Spool,
+    args: argparse.Namespace,
+    readable: list[str],
+    ports: frozenset[int],
+    jobs: int,
 ) -> bool:
     """Analyse ``readable`` into ``spool``; trouble ends up in its stats.
 
@@ -427,7 +433,6 @@ def _read_into(
     """
     stats = spool.stats
     show_progress = not args.quiet and sys.stderr.isatty()
-    jobs = _jobs(args.jobs, readable)
     # Decryption runs tshark over whole captures: one process does it.
     if jobs > 1 and "-" not in readable and args.tls_keylog is None:
         # Every share reads every capture, at about the same pace: the
@@ -487,18 +492,20 @@ def _finish(
     streamed: bool,
     frames: bool,
     report: bool,
+    helper: bool,
 ) -> _Ending:
-    """Replay the spool into the files, DataFrames and report wanted."""
+    """Replay the spool into the files, DataFrames and report wanted;
+    ``helper``: with a forked helper for some detectors (``finish``)."""
     try:
         if streamed:
             with TableFiles(args.output, fmt) as files:
                 try:
-                    end = _replay(spool, args, frames, report, files)
+                    end = _replay(spool, args, frames, report, helper, files)
                 except KeyboardInterrupt:
                     raise KeyboardInterrupt(_unwritten(args.output)) from None
                 files.commit()
         else:
-            end = _replay(spool, args, frames, report)
+            end = _replay(spool, args, frames, report, helper)
     except (ExportError, OSError) as exc:
         if isinstance(exc, ExportError):
             _error(str(exc))
@@ -507,7 +514,7 @@ def _finish(
         if not frames and not report:
             return _Ending(False, len(spool))
         # The report is still shown, from a replay of its own.
-        end = _replay(spool, args, frames, report)
+        end = _replay(spool, args, frames, report, helper)
         end.written = False
     return end
 
@@ -517,14 +524,13 @@ def _replay(
     args: argparse.Namespace,
     frames: bool,
     report: bool,
+    helper: bool,
     files: TableFiles | None = None,
 ) -> _Ending:
     # The report needs DataFrames of only the sessions it shows, unless
     # every table is built anyway.
     builder = _new_builder(spool, args) if frames else None
     digest = _new_digest(args) if report and not frames else None
-    # Under -j N the other processes are done by now: one helps again.
-    helper = _jobs(args.jobs, args.captures) > 1
     done = finish(spool, files=files, builder=builder, digest=digest, helper=helper)
     tables = builder.build(done.alerts) if builder is not None else None
     return _Ending(True, done.sessions, done.alerts, tables, digest)

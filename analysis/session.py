@@ -375,11 +375,10 @@ class SessionBuilder:
             self._pipelined_kept = self._pipelined_kept or row.pipelined
         else:
             self._unkept_row(event.command_index, row, event.ts)
-        if verb in _HELO_VERBS:
-            self._pipelined_kept = False
         self._last_verb = verb
 
         if verb in _HELO_VERBS:
+            self._pipelined_kept = False  # the next one counts again
             self.session.helo = event.argument
             self.session.helo_verb = verb
         elif verb == "MAIL":

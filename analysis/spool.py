@@ -359,7 +359,6 @@ class Spool:
         The cross-session findings are computed first, from the kept
         columns, so each session comes with its own.
         """
-        self.flush()
         extra: dict[int, list[AnomalyRecord]] = {}
         for position, record in self._ledger.find(len(self._index)):
             extra.setdefault(position, []).append(record)
