@@ -214,6 +214,7 @@ def _add_read_command(
         f"{AUTO_JOBS_MIN_BYTES >> 20} MiB or more, else 1. "
         "Standard input and --tls-keylog always use one",
     )
+    add_max_connections(read)
     read.add_argument(
         "--rules",
         type=rules_file,
@@ -266,6 +267,26 @@ def _jobs(asked: int | None, paths: list[str]) -> int:
     # than a second process gains. Above AUTO_JOBS_MAX, every process
     # reading the whole capture again costs more than its share saves.
     return min(cpus, AUTO_JOBS_MAX) if total >= AUTO_JOBS_MIN_BYTES else 1
+
+
+def add_max_connections(parser: argparse.ArgumentParser) -> None:
+    """The --max-connections option, which read and live share."""
+    parser.add_argument(
+        "--max-connections",
+        type=_connection_limit,
+        default=pipeline.DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="keep at most N connections open at once (default: "
+        f"{pipeline.DEFAULT_MAX_CONNECTIONS:,}; 0: no limit); past it the "
+        "longest silent, attempts that never completed their handshake "
+        "first, are closed with close 'evicted' and a warning",
+    )
+
+
+def _connection_limit(text: str) -> int | None:
+    if not text.isdecimal():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of connections")
+    return int(text) or None
 
 
 def _job_count(text: str) -> int:
@@ -367,10 +388,27 @@ def _run_read(args: argparse.Namespace) -> int:
         )
     for message in stats.errors:
         _error(message)
+    if stats.evicted:
+        _error(evicted_warning(stats.evicted, args.max_connections, jobs))
     if stats.interrupted:
         _error("interrupted: the tables hold what was read until then")
         return Exit.INTERRUPTED
     return Exit.INPUT if failed or stats.errors else Exit.OK
+
+
+def evicted_warning(evicted: int, limit: int | None, jobs: int) -> str:
+    """What to say when connections were evicted: how many, and why."""
+    message = (
+        f"warning: {evicted:,} connections were closed early (close "
+        f"'evicted'): more than {limit or 0:,} were open at once; "
+        "--max-connections raises the limit"
+    )
+    if jobs > 1:
+        message += (
+            f" (with -j {jobs} each process holds its share of it, so which "
+            "connections were evicted can differ from a run with -j 1)"
+        )
+    return message
 
 
 def _freeze_once() -> None:
@@ -439,7 +477,14 @@ def _read_into(
         # progress of this process's own share stands for all of them.
         try:
             with _ProgressBar(show_progress) as progress:
-                read_sharded(readable, ports, jobs, spool, progress=progress)
+                read_sharded(
+                    readable,
+                    ports,
+                    jobs,
+                    spool,
+                    progress=progress,
+                    max_connections=args.max_connections,
+                )
         except SpoolError as exc:
             stats.errors.append(_os_error_message(exc, action="write"))
             return False
@@ -460,6 +505,7 @@ def _read_into(
                 stats=stats,
                 progress=progress,
                 tls_keylog=args.tls_keylog,
+                max_connections=args.max_connections,
             ):
                 spool.add(result)
         except SpoolError as exc:

@@ -57,13 +57,16 @@ class LiveAnalyzer:
         on_row: RowHook,
         *,
         idle_timeout_s: float = 600.0,
+        max_connections: int | None = None,
         hooks: Iterable[SessionHook] = (),
         rules: Rules | None = None,
     ) -> None:
         self.ports = ports
         self.emit = on_row
         self.hooks = list(hooks)
-        self.reassembler = Reassembler(ports, idle_timeout_s=idle_timeout_s)
+        self.reassembler = Reassembler(
+            ports, idle_timeout_s=idle_timeout_s, max_connections=max_connections
+        )
         self.decode_stats = DecodeStats()
         self.tracker = SessionTracker(IMPLICIT_TLS_PORTS)
         self.packets = 0  # packets fed, all kinds
@@ -75,7 +78,7 @@ class LiveAnalyzer:
 
     @property
     def active_sessions(self) -> int:
-        return len(self.tracker.builders)
+        return self.tracker.open_sessions
 
     def feed(self, packet: RawPacket) -> None:
         self.packets += 1

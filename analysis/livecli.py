@@ -99,6 +99,7 @@ def add_live_command(
         metavar="S",
         help="close a connection silent for S seconds (default: 600)",
     )
+    cli.add_max_connections(live)
     live.set_defaults(
         command="live", run=_run_live, validate=functools.partial(_validate_live, live)
     )

@@ -61,6 +61,8 @@ class _Summary:
 
     rows: int = 0
     interrupted: int = 0
+    evicted: int = 0  # sessions closed as "evicted", over this limit:
+    max_connections: int | None = None
     outputs: list[str] = field(default_factory=list)
 
 
@@ -105,7 +107,7 @@ def _open_source(
 
 def run_live(args: argparse.Namespace) -> int:
     ports = pipeline.DEFAULT_PORTS | frozenset(args.ports)
-    summary = _Summary()
+    summary = _Summary(max_connections=args.max_connections)
     with contextlib.ExitStack() as stack:
         # Step 1: every output that can fail, before capture starts.
         out: TextIO | None = None
@@ -174,11 +176,13 @@ def run_live(args: argparse.Namespace) -> int:
         def on_session(result: SessionResult) -> None:
             monitor.add(result, time.time_ns())
             summary.interrupted += result.session.close == "interrupted"
+            summary.evicted += result.session.close == "evicted"
 
         analyzer = LiveAnalyzer(
             ports,
             on_row,
             idle_timeout_s=args.idle_timeout,
+            max_connections=args.max_connections,
             hooks=[on_session],
             rules=args.rules,
         )
@@ -266,6 +270,10 @@ def _print_summary(monitor: Monitor, summary: _Summary, flag: _StopFlag) -> None
         f"accepted, {summary.rows:,} rows",
         *summary.outputs,
     ]
+    if summary.evicted:
+        lines.append(
+            cli.evicted_warning(summary.evicted, summary.max_connections, jobs=1)
+        )
     for line in lines:
         print(f"{cli.PROG}: {line}", file=sys.stderr)
 

@@ -50,13 +50,15 @@ def read_sharded(
     spool: Spool | None = None,
     *,
     progress: pipeline.ProgressHook | None = None,
+    max_connections: int | None = None,
 ) -> Spool:
     """Analyse ``paths`` in ``jobs`` processes into ``spool`` (or a new one).
 
     This process takes the first share itself while ``jobs - 1`` workers
     take the others, so no process sits idle. ``spool.stats`` is set to the
     merged statistics of all shares. ``progress`` follows this process's
-    share.
+    share. ``max_connections`` is for all processes together: each holds
+    its share of it.
 
     Ctrl-C or SIGTERM stops every share, not just this process's: the
     workers are told with SIGINT and hand back what they read, closing
@@ -67,7 +69,8 @@ def read_sharded(
     spool = spool if spool is not None else Spool()
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
     directory = spool.scratch_directory()
-    settings = _Settings(directory, spool.rules, spool.rows, spool.results)
+    each = None if max_connections is None else -(-max_connections // jobs)
+    settings = _Settings(directory, spool.rules, spool.rows, spool.results, each)
     work = [(list(paths), ports, (k, jobs), settings) for k in range(jobs)]
 
     workers: list[_Worker] = []
@@ -339,12 +342,14 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 @dataclass(frozen=True, slots=True)
 class _Settings:
-    """What a worker's spool must share with the parent's."""
+    """What a worker's spool must share with the parent's, and its share
+    of the connections that may be open at once."""
 
     directory: str
     rules: Rules | None
     rows: Format | None
     results: bool
+    max_connections: int | None = None
 
 
 def _empty_part(settings: _Settings) -> SpoolPart:
@@ -411,7 +416,7 @@ def _read_share(
     ``then`` is called once the share is spooled, where a Ctrl-C just
     before it is still caught as one while reading.
     """
-    paths, ports, shard, _ = job
+    paths, ports, shard, settings = job
     stats = spool.stats
     try:
         for result in pipeline.analyze(
@@ -421,6 +426,7 @@ def _read_share(
             shard=shard,
             progress=progress,
             clock=clock,
+            max_connections=settings.max_connections,
         ):
             spool.add(result)
         if then is not None:
@@ -452,4 +458,5 @@ def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
         # Any share stopped early (Ctrl-C reaches every process, SIGTERM
         # at least this one) makes the whole run an interrupted one.
         interrupted=any(part.interrupted for part in parts),
+        evicted=sum(part.evicted for part in parts),
     )

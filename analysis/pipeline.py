@@ -17,6 +17,7 @@ from analysis.session import SessionBuilder
 from analysis.tls.decrypt import DecryptedStreams, decrypt_captures
 from capture.source import ClockHook, SourceStats, handle_stream_events
 from capture.stream import (
+    Connection,
     StreamAnomaly,
     StreamClosed,
     StreamData,
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORTS: frozenset[int] = frozenset({25, 465, 587, 2525})
 IMPLICIT_TLS_PORTS: frozenset[int] = frozenset({465})
+# Connections open at once, past which the longest silent are evicted: far
+# above what a mail server holds (thousands), and about 140 MB when all are
+# a SYN flood's silent attempts (1.4 KB each).
+DEFAULT_MAX_CONNECTIONS = 100_000
 
 ProgressHook = Callable[[str, int, int | None], None]  # path, done, total bytes
 
@@ -45,6 +50,9 @@ class RunStats:
     filtered: bool = False
     # Reading stopped on Ctrl-C; the sessions open then were closed early.
     interrupted: bool = False
+    # Connections closed early (close "evicted") to stay within
+    # max_connections open at once.
+    evicted: int = 0
 
 
 def analyze(
@@ -56,6 +64,7 @@ def analyze(
     shard: tuple[int, int] = (0, 1),
     tls_keylog: str | None = None,
     clock: ClockHook | None = None,
+    max_connections: int | None = None,
 ) -> Iterator[SessionResult]:
     """Yield every SMTP session found in ``paths``, read in the given order.
 
@@ -65,6 +74,8 @@ def analyze(
     keeps only the connections that hash to worker k of n; ``clock`` then
     agrees with the other workers on what depends on their connections: at
     the start of each capture and at the end (``handle_stream_events``).
+    ``max_connections`` bounds the connections open at once (see
+    ``capture.reassembly.Reassembler``).
 
     With ``tls_keylog`` (an NSS key log), tshark first decrypts the sessions
     whose keys are in it (``analysis.tls.decrypt``; raises ``DecryptError``
@@ -89,6 +100,7 @@ def analyze(
             progress=progress,
             shard=shard,
             clock=clock,
+            max_connections=max_connections,
         )
     except KeyboardInterrupt:
         # Ctrl-C (a user ending "tcpdump -w - | smtpscope read -"): what was
@@ -101,6 +113,7 @@ def analyze(
         run.bytes += source.bytes
         run.smtp_packets += source.smtp_packets
         run.filtered = run.filtered or source.filtered
+        run.evicted += source.reassembly.evicted
         run.errors.extend(str(error) for error in source.errors)
 
 
@@ -120,39 +133,69 @@ class SessionTracker:
         # Plaintext of TLS sessions tshark decrypted with a key log, if any.
         self._decrypted = decrypted if decrypted is not None else DecryptedStreams()
         self.builders: dict[int, SessionBuilder] = {}  # by conn_id, opening order
+        # Connections that have not said anything yet, by conn_id: their
+        # builder is made when they do, or at their close. Most of a SYN
+        # flood never does, and a builder is most of what an open
+        # connection costs (about 1.5 KB of 3).
+        self.silent: dict[int, Connection] = {}
+
+    @property
+    def open_sessions(self) -> int:
+        return len(self.builders) + len(self.silent)
 
     def handle(self, event: StreamEvent) -> SessionResult | None:
         """Apply ``event``; return the session it closed, if it closed one."""
         if isinstance(event, StreamData):
             conn, direction, ts, data = event  # one step for the four fields
             builder = self.builders.get(conn.conn_id)
+            if builder is None:
+                builder = self._woken(conn)
             if builder is not None:
                 builder.data(direction, data, ts)
         elif isinstance(event, StreamOpened):
-            conn = event.conn
-            key = (conn.client_ip, conn.client_port, conn.server_ip, conn.server_port)
-            self.builders[conn.conn_id] = SessionBuilder(
-                conn, self._implicit_tls, self._decrypted.take(key, conn.first_ts)
-            )
+            self.silent[event.conn.conn_id] = event.conn
         elif isinstance(event, StreamClosed):
-            builder = self.builders.pop(event.conn.conn_id, None)
+            conn = event.conn
+            builder = self._builder(conn)
             if builder is not None:
+                del self.builders[conn.conn_id]
                 reason = str(event.reason)
                 result = builder.close(event.ts, reason)
                 log.info("session %s closed (%s)", result.session.session_id, reason)
                 return result
         elif isinstance(event, StreamGap):
-            builder = self.builders.get(event.conn.conn_id)
+            builder = self._builder(event.conn)
             if builder is not None:
                 builder.gap(event.direction, event.size, event.ts)
         elif isinstance(event, StreamAnomaly):
-            builder = self.builders.get(event.conn.conn_id)
+            builder = self._builder(event.conn)
             if builder is not None:
                 builder.tcp_anomaly(event.ts, event.kind, event.detail)
         return None
 
+    def _builder(self, conn: Connection) -> SessionBuilder | None:
+        builder = self.builders.get(conn.conn_id)
+        return builder if builder is not None else self._woken(conn)
+
+    def _woken(self, conn: Connection) -> SessionBuilder | None:
+        """The builder of a silent connection, made now; None if unknown."""
+        if self.silent.pop(conn.conn_id, None) is None:
+            return None
+        # What a builder reads of the connection at its start (addresses,
+        # first packet time) is fixed from the connection's first packet,
+        # so made late it is the builder made at the start.
+        key = (conn.client_ip, conn.client_port, conn.server_ip, conn.server_port)
+        builder = SessionBuilder(
+            conn, self._implicit_tls, self._decrypted.take(key, conn.first_ts)
+        )
+        self.builders[conn.conn_id] = builder
+        return builder
+
     def close_all(self, reason: str) -> list[SessionResult]:
         """Close every open session now, at its last packet, as ``reason``."""
-        results = [b.close(b.conn.last_ts, reason) for b in self.builders.values()]
+        for conn in list(self.silent.values()):
+            self._woken(conn)
+        # In opening order, silent ones included.
+        builders = sorted(self.builders.items())
         self.builders.clear()
-        return results
+        return [b.close(b.conn.last_ts, reason) for _, b in builders]

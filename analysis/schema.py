@@ -99,7 +99,9 @@ SESSIONS: tuple[Column, ...] = (
     Column("handshake_rtt_s", _F, "SYN to ACK of the TCP handshake"),
     Column("greeting_delay_s", _F, "handshake to server greeting"),
     Column("duration_s", _F, "first to last packet"),
-    Column("close", _S, "fin, rst, idle, end_of_capture, reused or interrupted"),
+    Column(
+        "close", _S, "fin, rst, idle, end_of_capture, reused, interrupted or evicted"
+    ),
     Column("gaps", _I, "holes in either byte stream"),
     Column("gap_bytes", _I, "bytes missing in those holes"),
     Column("anomalies", _I, "rows this session has in the anomalies table"),

@@ -5,11 +5,12 @@
     /usr/bin/time -v smtpscope read /tmp/smtpscope-bench/flood.pcap -q -j 1 \\
         -o /tmp/smtpscope-bench/flood-out
 
-Each SYN comes from its own client address and port, 1,000 a second, and no
-SYN-ACK ever answers: every one opens a connection that stays open until the
-idle timeout (600 s), which a flood shorter than that never reaches. What a
-run costs then follows the connections held open at once and the sessions
-made, not the bytes read. Nothing is sent anywhere: frames are built in
+Each SYN comes from its own client address and port, 1,000 a second unless
+``--rate`` says otherwise, and no SYN-ACK ever answers: every one opens a
+connection, an attempt, that stays open until the attempt timeout (60 s)
+closes it or until ``--max-connections`` evicts it. What a run costs then
+follows the connections held open at once and the sessions made, not the
+bytes read. Nothing is sent anywhere: frames are built in
 memory and written to the file. The same ``--syns`` give the same bytes.
 """
 
@@ -40,18 +41,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", type=Path, help="pcap file to write")
     parser.add_argument("--syns", type=int, default=100_000, help="SYNs to write")
+    parser.add_argument(
+        "--rate", type=int, default=PER_SECOND, help="SYNs a second (default: 1000)"
+    )
     args = parser.parse_args(argv)
     if args.syns < 1:
         parser.error("--syns must be at least 1")
+    if args.rate < 1:
+        parser.error("--rate must be at least 1")
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with args.output.open("wb") as out:
         out.write(_FILE_HEADER)
         for index in range(args.syns):
             wire = Wire(client_of(index), (SERVER, 25), ident=index & 0xFFFF)
-            frame = wire.syn_frame(0, seq=index * 7919, ack=0, flags=SYN, mss=1460,
-                                   tsval=index)  # fmt: skip
-            seconds, micros = divmod(index * 1_000_000 // PER_SECOND, 1_000_000)
+            seq = index * 7919 % (1 << 32)
+            frame = wire.syn_frame(0, seq=seq, ack=0, flags=SYN, mss=1460, tsval=index)
+            seconds, micros = divmod(index * 1_000_000 // args.rate, 1_000_000)
             out.write(_RECORD.pack(START_S + seconds, micros, len(frame), len(frame)))
             out.write(frame)
     print(f"wrote {args.syns:,} SYNs to {args.output}", file=sys.stderr)

@@ -20,16 +20,18 @@ Overlapping copies of the same bytes: the copy seen first wins (what a
 receiver that got the first copy keeps, RFC 9293 3.10.7.4), and copies that
 differ are reported as ``tcp_overlap_mismatch``.
 
-The number of connections tracked at once is not bounded: each costs about
-1.3 KB here before any bytes are buffered (the parser and session builder
-above add about 1.7 KB), and idle ones are closed after
-``idle_timeout_s``. A capture of millions of simultaneous connections would
-need a cap here.
+Connections tracked at once cost about 1.3 KB each here before any bytes
+are buffered. Idle ones are closed after ``idle_timeout_s``, attempts (a
+handshake begun, never completed, nothing sent: a SYN flood, a scan) after
+the much shorter ``attempt_timeout_s``, and past ``max_connections`` open at
+once the longest silent are evicted, attempts first: a flood of spoofed SYNs
+must not take all the memory.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import deque
 from dataclasses import dataclass, fields
 from typing import Final
@@ -68,6 +70,7 @@ class ReassemblyStats:
     gap_bytes: int = 0
     overlap_mismatches: int = 0
     buffer_limit_hits: int = 0
+    evicted: int = 0  # connections closed early: max_connections were open
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -127,6 +130,10 @@ _RST_WINDOW = 1 << 16
 # How long a connection whose FINs are both in waits for the last ACK.
 _FIN_LINGER_NS = 5 * 1_000_000_000
 
+# Evicting frees this share of max_connections at once, so that a flood
+# past the cap pays for the sort in evict once per many connections.
+_EVICT_SHARE = 10
+
 
 def _same_syn(half: _Half, seq: int) -> bool:
     """Whether a SYN is this connection's own, retransmitted.
@@ -142,9 +149,9 @@ def _same_syn(half: _Half, seq: int) -> bool:
 class _Flow:
     __slots__ = (
         "closed",
-        "closed_ts",
         "conn",
         "fin_done",
+        "forget_at",
         "halves",
         "keys",
         "steady",
@@ -155,7 +162,9 @@ class _Flow:
         self.keys = keys
         self.halves = (_Half(), _Half())
         self.closed = False
-        self.closed_ts = 0
+        # Once closed, when its 4-tuple is forgotten: until then a packet of
+        # it is a late one of this connection, not the start of another.
+        self.forget_at = 0
         # Both FINs are in, but the ACK of the last one may still come: the
         # connection stays open for it so its packet counts and times it.
         self.fin_done = False
@@ -178,7 +187,25 @@ class _Flow:
             and (conn.ack_ts is not None or conn.synack_ts is None)
             and client.fin_off is None
             and server.fin_off is None
+            and not _attempt(conn)  # its timeout is not the fast lane's
         )
+
+
+def _attempt(conn: Connection) -> bool:
+    """Whether a connection is only an attempt so far: its handshake began
+    (a SYN or SYN-ACK was captured) but was never completed, and neither
+    side sent a byte.
+
+    What a SYN flood, a scan or an unreachable server leaves. A connection
+    caught after its handshake is not one: the capture only missed its
+    start.
+    """
+    return (
+        conn.ack_ts is None
+        and (conn.syn_ts is not None or conn.synack_ts is not None)
+        and not conn.wire_bytes[0]
+        and not conn.wire_bytes[1]
+    )
 
 
 # tuple.__new__ in one global lookup: it builds an event NamedTuple without
@@ -203,7 +230,11 @@ class Reassembler:
     of capture time are closed with ``CloseReason.IDLE``; a closed
     connection's 4-tuple is remembered as long again, so that its late
     ACKs and retransmissions are recognised (and counted) rather than taken
-    for a new connection.
+    for a new connection. Attempts (see ``_attempt``) are closed as IDLE
+    after ``attempt_timeout_s`` and remembered as long. With more than
+    ``max_connections`` open, some are closed as ``CloseReason.EVICTED``
+    and forgotten at once, attempts first (see ``_evict``), until a tenth
+    of the room is free again.
 
     Every ``StreamClosed`` carries the connection's last packet time, for
     every reason (``finish`` given a time excepted): an idle close is
@@ -219,16 +250,24 @@ class Reassembler:
         *,
         max_buffered_segments: int = 4096,
         overlap_window: int = 1 << 16,
+        attempt_timeout_s: float = 60.0,
+        max_connections: int | None = None,
     ) -> None:
         self.stats = ReassemblyStats()
         self._ports = smtp_ports
         self._idle_ns = int(idle_timeout_s * _NS_PER_S)
+        # An attempt is over well within a minute: stacks retransmit a SYN
+        # or SYN-ACK after 1, 2, 4... seconds, Linux's longest default gap
+        # being 32 s. Held as long as the idle timeout, a flood of them
+        # from spoofed addresses would hold memory for ten minutes of it.
+        self._attempt_ns = min(int(attempt_timeout_s * _NS_PER_S), self._idle_ns)
+        self._max_open = max_connections
         self._max_bytes = max_buffered_bytes
         self._max_pieces = max_buffered_segments
         self._window = overlap_window
         # Checking for idle connections scans them all, so it is done only
         # when the capture clock has moved on by a fraction of the timeout.
-        self._sweep_every = max(1, min(self._idle_ns // 8, 30 * _NS_PER_S))
+        self._sweep_every = max(1, min(self._attempt_ns // 8, 30 * _NS_PER_S))
         self._next_sweep = _NEVER_SWEPT  # the first packet sweeps (nothing)
         # A packet past the sweep check comes before _next_sweep: a flow last
         # seen since this cannot be idle then. See _sweep.
@@ -243,8 +282,10 @@ class Reassembler:
         # direction's half and its peer's, for the fast lane of feed.
         self._flows: dict[FlowKey, _Lane] = {}
         self._open: dict[int, _Flow] = {}  # by conn_id, so in opening order
-        # Closed flows whose 4-tuples are still remembered, in closing order.
+        # Closed flows whose 4-tuples are still remembered, in closing order:
+        # attempts apart, as they are forgotten sooner (see _sweep).
         self._closed: deque[_Flow] = deque()
+        self._closed_attempts: deque[_Flow] = deque()
 
     # -- public ---------------------------------------------------------
 
@@ -326,20 +367,19 @@ class Reassembler:
         else:
             flow, direction = found[0], found[1]
             if flow.closed:
-                # Remembered for the idle timeout after its close, by this
-                # packet's time alone: _sweep forgets in closing order, which
-                # is not that of the close times, and stops early.
-                forgotten = ts - flow.closed_ts > self._idle_ns
+                # Judged by this packet's time alone: _sweep forgets in
+                # closing order, which is not that of the close times, and
+                # stops early.
+                forgotten = ts > flow.forget_at
                 if not new_syn and not forgotten:
                     self.stats.packets_after_close += 1
                     self.stats.bytes_after_close += len(payload)
                     return events
                 flow, direction = self._start(key, ts, flags, events)
-            elif ts - flow.conn.last_ts > self._idle_ns:
+            elif ts - flow.conn.last_ts > self._timeout(flow.conn):
                 last = flow.conn.last_ts
-                self._close(
-                    flow, last, CloseReason.IDLE, events, decided=last + self._idle_ns
-                )
+                decided = last + self._timeout(flow.conn)
+                self._close(flow, last, CloseReason.IDLE, events, decided=decided)
                 flow, direction = self._start(key, ts, flags, events)
             elif new_syn and not _same_syn(flow.halves[direction], seq):
                 # A SYN that is not a retransmission of this one's: the
@@ -352,6 +392,8 @@ class Reassembler:
                 flow, direction = self._start(key, ts, flags, events)
         self._segment(flow, direction, ts, seg, events)
         flow.settle()
+        if self._max_open is not None and len(self._open) > self._max_open:
+            self._evict(self._max_open, ts, events)
         return events
 
     def start_capture(self) -> None:
@@ -419,6 +461,7 @@ class Reassembler:
             self._close(flow, at, reason, events)
         self._flows.clear()
         self._closed.clear()
+        self._closed_attempts.clear()
         self._next_sweep = _NEVER_SWEPT
         return events
 
@@ -504,30 +547,65 @@ class Reassembler:
         close was decided, where that is later: the end of an idle timeout,
         a new SYN on the 4-tuple. The 4-tuple is remembered from then, so
         that a late packet of an idle connection is still counted as one
-        after its close, not taken for a new connection.
+        after its close, not taken for a new connection; an evicted one's is
+        forgotten at once, as its room was wanted, and a later packet of it
+        starts a connection caught after its start.
         """
         if flow.fin_done and reason is not CloseReason.INTERRUPTED:
             reason = CloseReason.FIN  # only the final ACK was missing
         for direction in _DIRECTIONS:
             self._flush(flow, direction, ts, events)
-        events.append(StreamClosed(flow.conn, ts, reason))
+        conn = flow.conn
+        events.append(StreamClosed(conn, ts, reason))
+        attempt = _attempt(conn)
+        closed_at = ts if decided is None else decided
+        flow.forget_at = closed_at + (self._attempt_ns if attempt else self._idle_ns)
         flow.closed = True
-        flow.closed_ts = ts if decided is None else decided
         flow.steady = False
         # The 4-tuple is remembered for a while (see _sweep), the stream
         # state not: a busy capture closes thousands of connections a minute,
         # and a closed flow's packets are only counted (see feed). Both
         # directions share one lane then, which holds no halves of its own.
         flow.halves = _RELEASED
+        flow.conn = _RELEASED_CONN  # the StreamClosed event keeps the real one
+        del self._open[conn.conn_id]
+        evicted = reason is CloseReason.EVICTED
         closed_lane = (flow, Direction.CLIENT, 0, *_RELEASED)
         for key in flow.keys:
             lane = self._flows.get(key)
             if lane is not None and lane[0] is flow:
-                self._flows[key] = closed_lane
-        conn_id = flow.conn.conn_id
-        flow.conn = _RELEASED_CONN  # the StreamClosed event keeps the real one
-        del self._open[conn_id]
-        self._closed.append(flow)
+                if evicted:
+                    del self._flows[key]
+                else:
+                    self._flows[key] = closed_lane
+        if not evicted:
+            (self._closed_attempts if attempt else self._closed).append(flow)
+
+    def _timeout(self, conn: Connection) -> int:
+        """How long ``conn`` may stay silent before it is closed as idle."""
+        return self._attempt_ns if _attempt(conn) else self._idle_ns
+
+    def _evict(self, cap: int, now: int, events: list[StreamEvent]) -> None:
+        """Close connections until a tenth of ``cap`` is free: attempts
+        first, the oldest first, then the others that were silent longest.
+
+        Attempts go first as they have nothing to lose but their handshake
+        times; taken in opening order, which is nearly that of their last
+        packets, they need no sort. Which connections go depends on what
+        else is open, so when a -j worker evicts, the tables can differ from
+        a single process's: the caller warns (``stats.evicted``).
+        """
+        excess = len(self._open) - (cap - cap // _EVICT_SHARE)
+        attempts = (f for f in self._open.values() if _attempt(f.conn))
+        victims = list(itertools.islice(attempts, excess))
+        if len(victims) < excess:
+            others = [f for f in self._open.values() if not _attempt(f.conn)]
+            others.sort(key=lambda f: (f.conn.last_ts, f.conn.conn_id))
+            victims += others[: excess - len(victims)]
+        for flow in victims:
+            last = flow.conn.last_ts
+            self._close(flow, last, CloseReason.EVICTED, events, decided=now)
+        self.stats.evicted += len(victims)
 
     def _sweep(self, now: int, events: list[StreamEvent]) -> None:
         """Close connections idle too long; forget long-closed 4-tuples."""
@@ -535,28 +613,31 @@ class Reassembler:
         self._fresh_since = self._next_sweep - self._idle_ns
         self._swept_to = max(self._swept_to, now)
         limit = now - self._idle_ns
+        attempts_limit = now - self._attempt_ns
         linger = now - _FIN_LINGER_NS
         idle = [
             f
             for f in self._open.values()
-            if f.conn.last_ts < limit or (f.fin_done and f.conn.last_ts < linger)
+            if f.conn.last_ts < limit
+            or (f.fin_done and f.conn.last_ts < linger)
+            or (f.conn.last_ts < attempts_limit and _attempt(f.conn))
         ]
         for flow in idle:  # in opening order: deterministic
             # Stamped with the last packet, not with the end of the wait:
             # nothing of the connection was seen after it.
             last = flow.conn.last_ts
-            wait = 0 if flow.fin_done else self._idle_ns
+            wait = 0 if flow.fin_done else self._timeout(flow.conn)
             self._close(flow, last, CloseReason.IDLE, events, decided=last + wait)
-        closed = self._closed
-        while closed:
-            flow = closed[0]
-            if flow.closed_ts >= limit:
-                break
-            closed.popleft()
-            for key in flow.keys:
-                found = self._flows.get(key)
-                if found is not None and found[0] is flow:
-                    del self._flows[key]
+        for closed in (self._closed, self._closed_attempts):
+            while closed:
+                flow = closed[0]
+                if flow.forget_at >= now:
+                    break
+                closed.popleft()
+                for key in flow.keys:
+                    found = self._flows.get(key)
+                    if found is not None and found[0] is flow:
+                        del self._flows[key]
 
     # -- one segment ----------------------------------------------------
 

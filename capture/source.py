@@ -81,6 +81,7 @@ def iter_stream_events(
     shard: tuple[int, int] = (0, 1),
     idle_timeout_s: float = 600.0,
     max_buffered_bytes: int = 1 << 20,
+    max_connections: int | None = None,
 ) -> Iterator[StreamEvent]:
     """Every stream event of the TCP connections on ``ports`` in ``paths``.
 
@@ -98,6 +99,7 @@ def iter_stream_events(
         shard=shard,
         idle_timeout_s=idle_timeout_s,
         max_buffered_bytes=max_buffered_bytes,
+        max_connections=max_connections,
     )
 
 
@@ -117,6 +119,7 @@ def handle_stream_events(
     idle_timeout_s: float = 600.0,
     max_buffered_bytes: int = 1 << 20,
     clock: ClockHook | None = None,
+    max_connections: int | None = None,
 ) -> Iterator[T]:
     """``iter_stream_events``, each event handed to ``handle`` as it comes;
     yields what ``handle`` returns when that is not None.
@@ -136,7 +139,10 @@ def handle_stream_events(
     if stats is None:
         stats = SourceStats()
     reassembler = Reassembler(
-        ports, idle_timeout_s=idle_timeout_s, max_buffered_bytes=max_buffered_bytes
+        ports,
+        idle_timeout_s=idle_timeout_s,
+        max_buffered_bytes=max_buffered_bytes,
+        max_connections=max_connections,
     )
     stats.reassembly = reassembler.stats
     try:

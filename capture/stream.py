@@ -39,6 +39,8 @@ class CloseReason(enum.StrEnum):
     END_OF_CAPTURE = "end_of_capture"
     REUSED = "reused"  # a new SYN arrived on the same 4-tuple
     INTERRUPTED = "interrupted"  # reading was stopped (Ctrl-C) while it was open
+    # Closed early to make room: more connections were open than allowed.
+    EVICTED = "evicted"
 
 
 @dataclass(slots=True)

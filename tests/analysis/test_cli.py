@@ -40,8 +40,10 @@ class FakePipeline:
         stats: pipeline.RunStats | None = None,
         progress: pipeline.ProgressHook | None = None,
         tls_keylog: str | None = None,
+        max_connections: int | None = None,
     ) -> Iterator[SessionResult]:
         assert stats is not None
+        assert max_connections == pipeline.DEFAULT_MAX_CONNECTIONS
         self.calls.append((list(paths), ports))
         stats.captures += len(paths)
         yield from sample_results()

@@ -28,7 +28,7 @@ from tests.analysis.same import same_tables
 from tests.capture.craft import Frame, TcpPeers, ethernet, pcap, v4_tcp
 
 CLIENT, SERVER = "192.0.2.1", "198.51.100.2"
-T0 = 1_000_020  # a point of the 30 s sweep grid, in seconds
+T0 = 1_000_020  # a point of the 7.5 s sweep grid, in seconds
 JOBS = (2, 3, 4)
 SYN, FIN, ACK, PSH = 0x02, 0x01, 0x10, 0x08
 

@@ -27,7 +27,7 @@ from tests.analysis.same import same_tables
 from tests.capture.craft import Frame, TcpPeers, pcap
 
 CLIENT, SERVER = "192.0.2.1", "198.51.100.2"
-A = 1_000_020  # a point of the 30 s sweep grid
+A = 1_000_020  # a point of the 7.5 s sweep grid
 
 
 class _Conn:

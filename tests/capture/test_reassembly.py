@@ -730,13 +730,13 @@ def test_the_clock_counts_from_the_latest_captures_first_segment() -> None:
     # the workers agree on for the end is that capture's own.
     r = Reassembler(PORTS)
     feed_all([*handshake(1000 * S)], r, finish=False)
-    assert r.clock == 990 * S  # a point of the 30 s grid
+    assert r.clock == 997_500_000_000  # a point of the 7.5 s grid
     r.start_capture()
     feed_all([(100 * S, c(0, b"EHLO x\r\n"))], r, finish=False)
-    assert r.clock == 90 * S
+    assert r.clock == 97_500_000_000
     r.start_capture()
     assert r.new_capture(400 * S, r.latest_open) == []  # it goes on
-    assert r.clock == 390 * S
+    assert r.clock == 397_500_000_000
 
 
 def test_a_rst_far_outside_the_stream_is_ignored() -> None:

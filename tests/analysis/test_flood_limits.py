@@ -1,0 +1,122 @@
+"""A SYN flood read end to end: attempts close after a minute, and past
+--max-connections the oldest attempts are evicted, with a warning.
+
+The captures come from bench/make_flood.py: SYNs to port 25, each from its
+own address and port, none answered.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analysis.cli import main
+from analysis.pipeline import SessionTracker
+from capture.decode import SYN
+from capture.reassembly import Reassembler
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def flood(tmp_path: Path, syns: int, rate: int) -> str:
+    path = tmp_path / f"flood-{syns}-{rate}.pcap"
+    make = [sys.executable, str(ROOT / "bench" / "make_flood.py")]
+    subprocess.run(
+        [*make, "--syns", str(syns), "--rate", str(rate), str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return str(path)
+
+
+def closes(out: Path) -> dict[str, int]:
+    with (out / "sessions.jsonl").open() as rows:
+        return dict(collections.Counter(json.loads(row)["close"] for row in rows))
+
+
+def test_attempts_close_a_minute_after_their_syn(tmp_path: Path) -> None:
+    # One SYN a second for five minutes. A SYN is closed as idle at the
+    # first sweep (every 7.5 s of capture time) at least 60 s after it: the
+    # last sweep, at 292.5 s, closes those before 232.5 s; the 67 later
+    # ones are still open when the capture ends.
+    capture = flood(tmp_path, 300, 1)
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out-{jobs}"
+        assert main(["read", "-q", "-j", jobs, "-o", str(out), capture]) == 0
+        assert closes(out) == {"idle": 233, "end_of_capture": 67}
+    sessions = (tmp_path / "out-1" / "sessions.jsonl").read_bytes()
+    assert sessions == (tmp_path / "out-2" / "sessions.jsonl").read_bytes()
+
+
+def test_past_the_limit_attempts_are_evicted_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 300 SYNs within 0.3 s, at most 100 open: each time a 101st opens,
+    # the 11 oldest go, leaving 90. 91 are open at the end.
+    capture = flood(tmp_path, 300, 1000)
+    out = tmp_path / "out"
+    limit = ["--max-connections", "100"]
+    assert main(["read", "-q", "-j", "1", *limit, "-o", str(out), capture]) == 0
+    assert closes(out) == {"evicted": 209, "end_of_capture": 91}
+    assert capsys.readouterr().err == (
+        "smtpscope: warning: 209 connections were closed early (close "
+        "'evicted'): more than 100 were open at once; --max-connections "
+        "raises the limit\n"
+    )
+
+    # Each of two processes holds at most 50: more are evicted, and the
+    # warning says that the tables can differ from one process's.
+    out = tmp_path / "out-2"
+    assert main(["read", "-q", "-j", "2", *limit, "-o", str(out), capture]) == 0
+    assert sum(closes(out).values()) == 300
+    err = capsys.readouterr().err
+    assert err.startswith("smtpscope: warning: ")
+    assert err.endswith(
+        "(with -j 2 each process holds its share of it, so which connections "
+        "were evicted can differ from a run with -j 1)\n"
+    )
+
+    # 0 lifts the limit.
+    out = tmp_path / "out-0"
+    assert main(["read", "-q", "--max-connections", "0", "-o", str(out), capture]) == 0
+    assert closes(out) == {"end_of_capture": 300}
+    assert capsys.readouterr().err == ""
+
+
+def test_a_bad_limit_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["read", "--max-connections", "lots", "x.pcap"]) == 2
+    assert "'lots' is not a number of connections" in capsys.readouterr().err
+
+
+def test_a_silent_connection_gets_its_builder_only_when_it_speaks() -> None:
+    # Most of a flood never says anything: no parser or session builder is
+    # made for it until it does, or until it closes.
+    reassembler = Reassembler(frozenset({25}))
+    tracker = SessionTracker()
+    results = []
+    segments = [
+        (("198.18.0.1", "192.0.2.25", 40001, 25), 100, 0, SYN, b"", 0),
+        (("198.18.0.2", "192.0.2.25", 40002, 25), 200, 0, SYN, b"", 0),
+        (("192.0.2.25", "198.18.0.2", 25, 40002), 900, 201, SYN | 0x10, b"", 0),
+        (("198.18.0.2", "192.0.2.25", 40002, 25), 201, 901, 0x10, b"EHLO", 0),
+    ]
+    for ts, segment in enumerate(segments, start=1):
+        for event in reassembler.feed(ts, segment):
+            results.append(tracker.handle(event))
+    assert tracker.open_sessions == 2
+    assert list(tracker.builders) == [1]  # the one that spoke
+    assert list(tracker.silent) == [0]
+
+    # Closed all at once, they come in opening order, the silent one too.
+    closed = tracker.close_all("interrupted")
+    assert [r.session.client_port for r in closed] == [40001, 40002]
+    assert closed[0].session.start == 1
+    assert closed[0].session.client_bytes == 0
+    assert closed[1].session.client_bytes == 4
+    assert tracker.open_sessions == 0
+    assert results == [None] * len(results)

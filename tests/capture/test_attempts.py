@@ -1,0 +1,216 @@
+"""capture.reassembly under a flood: attempts time out soon, and the number
+of open connections is capped.
+
+An attempt is a connection whose handshake began but never completed and
+that carried no byte: what every SYN of a flood from spoofed addresses
+leaves. Held for the whole idle timeout, a flood of a few thousand SYNs a
+second would hold millions of them.
+"""
+
+from __future__ import annotations
+
+from capture.decode import ACK, RST, SYN, TcpSegment
+from capture.reassembly import Reassembler
+from capture.stream import CloseReason, StreamClosed, StreamOpened
+from tests.capture.craft import CLIENT, SERVER, seg
+from tests.capture.test_reassembly import (
+    C_ISN,
+    PORTS,
+    PSH_ACK,
+    S_ISN,
+    S,
+    c,
+    closes,
+    feed_all,
+    handshake,
+    s,
+)
+
+
+def to_server(
+    sender: tuple[str, int], seq: int, payload: bytes = b"", *, ack: int = 0,
+    flags: int = PSH_ACK,
+) -> TcpSegment:  # fmt: skip
+    """A segment from ``sender`` to SERVER (``seg`` knows only CLIENT)."""
+    src, sport = sender
+    dst, dport = SERVER
+    return TcpSegment(src, dst, sport, dport, seq, ack, flags, payload, False)
+
+
+def syn_from(n: int, t: int = 0) -> tuple[int, TcpSegment]:
+    """A SYN to the server from client number ``n``."""
+    return t, to_server((f"198.18.0.{n}", 40000 + n), 7 * n, flags=SYN)
+
+
+def other(t: int) -> tuple[int, TcpSegment]:
+    """A packet of an unrelated connection: it moves the capture clock on."""
+    return t, to_server(("10.9.9.9", 50000), 1, b"x", ack=1)
+
+
+PSH_RST = 0x08 | RST
+
+
+def opened(events: list[object]) -> list[int]:
+    return [e.conn.conn_id for e in events if isinstance(e, StreamOpened)]
+
+
+def remembered(r: Reassembler) -> list[tuple[str, int, str, int]]:
+    """The 4-tuples the reassembler knows, from the client's side."""
+    return sorted({(k[0], k[2], k[1], k[3]) for k in r._flows if k[3] == 25})
+
+
+# -- the attempt timeout ------------------------------------------------------
+
+
+def test_an_unanswered_syn_is_closed_after_the_attempt_timeout() -> None:
+    # Retransmitted after 1, 2, 4, 8 and 16 s, as Linux does: one attempt,
+    # closed as idle a minute after its last SYN and stamped with it.
+    r = Reassembler(PORTS)
+    retries = [(t * S, seg(CLIENT, C_ISN, flags=SYN)) for t in (0, 1, 3, 7, 15, 31)]
+    events = feed_all([*retries, other(100 * S)], r, finish=False)
+    assert closes(events) == [(0, CloseReason.IDLE, 31 * S)]
+    closed = next(e for e in events if isinstance(e, StreamClosed))
+    assert closed.conn.packets == [6, 0]
+
+
+def test_an_attempt_answered_within_the_timeout_goes_on() -> None:
+    late = [
+        (0, seg(CLIENT, C_ISN, flags=SYN)),
+        (50 * S, seg(SERVER, S_ISN, ack=C_ISN + 1, flags=SYN | ACK)),
+        (50 * S + 1, seg(CLIENT, C_ISN + 1, ack=S_ISN + 1, flags=ACK)),
+        (51 * S, s(0, b"220 hi\r\n")),
+    ]
+    events = feed_all(late)
+    assert opened(events) == [0]
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 51 * S)]
+
+
+def test_a_connection_past_its_handshake_keeps_the_idle_timeout() -> None:
+    # Silent for 100 s after its handshake (a slow greeting, a tarpit): more
+    # than an attempt may wait, far less than the idle timeout.
+    r = Reassembler(PORTS)
+    events = feed_all([*handshake(), other(90 * S), (100 * S, s(0, b"220 hi\r\n"))], r)
+    assert opened(events) == [0, 1]
+    assert closes(events) == [
+        (0, CloseReason.END_OF_CAPTURE, 100 * S),
+        (1, CloseReason.END_OF_CAPTURE, 90 * S),
+    ]
+
+
+def test_a_connection_that_sent_bytes_is_no_attempt() -> None:
+    # Only the client's side was captured (asymmetric routing): the
+    # handshake never completes here, but the client talks.
+    events = feed_all(
+        [
+            (0, seg(CLIENT, C_ISN, flags=SYN)),
+            (1 * S, c(0, b"EHLO x\r\n")),
+            other(100 * S),
+            (110 * S, c(8, b"QUIT\r\n")),
+        ]
+    )
+    assert opened(events) == [0, 1]
+    assert closes(events)[0] == (0, CloseReason.END_OF_CAPTURE, 110 * S)
+
+
+def test_a_caught_connection_is_no_attempt() -> None:
+    # No SYN in the capture, so no handshake to wait for: the idle timeout.
+    events = feed_all(
+        [(0, c(0, flags=ACK)), other(100 * S), (110 * S, c(0, b"EHLO x\r\n"))]
+    )
+    assert opened(events) == [0, 1]
+    assert closes(events)[0] == (0, CloseReason.END_OF_CAPTURE, 110 * S)
+
+
+def test_a_refused_attempt_is_remembered_for_the_attempt_timeout_only() -> None:
+    r = Reassembler(PORTS)
+    events = feed_all(
+        [
+            (0, seg(CLIENT, C_ISN, flags=SYN)),
+            (1, seg(SERVER, 0, ack=C_ISN + 1, flags=RST | ACK)),
+            (30 * S, seg(SERVER, 0, ack=C_ISN + 1, flags=RST | ACK)),  # late
+        ],
+        r,
+        finish=False,
+    )
+    assert closes(events) == [(0, CloseReason.RST, 1)]
+    assert r.stats.packets_after_close == 1
+    assert remembered(r) == [(*CLIENT, *SERVER)]
+    # A minute after the RST its 4-tuple is forgotten: a closed connection
+    # costs memory too, and a flood closes thousands a second.
+    feed_all([other(70 * S)], r, finish=False)
+    assert remembered(r) == [("10.9.9.9", 50000, *SERVER)]
+
+
+def test_a_closed_connection_is_remembered_for_the_idle_timeout() -> None:
+    r = Reassembler(PORTS)
+    feed_all(
+        [*handshake(), (5, c(0, b"x", flags=PSH_RST)), other(70 * S)],
+        r,
+        finish=False,
+    )
+    assert remembered(r) == [("10.0.0.1", 40000, *SERVER), ("10.9.9.9", 50000, *SERVER)]
+
+
+# -- the cap ------------------------------------------------------------------
+
+
+def test_past_the_cap_the_oldest_attempts_are_evicted_first() -> None:
+    # Three conversations, then a flood: at the eleventh open connection
+    # two go (a tenth of ten, and the one too many), the oldest attempts.
+    r = Reassembler(PORTS, max_connections=10)
+    talks = [
+        (t, to_server((f"10.0.0.{n}", 41000), 1, b"EHLO x\r\n", ack=1))
+        for n, t in ((1, 1), (2, 2), (3, 3))
+    ]
+    flood = [syn_from(n, 10 + n) for n in range(8)]
+    events = feed_all([*talks, *flood], r, finish=False)
+    assert closes(events) == [
+        (3, CloseReason.EVICTED, 10),
+        (4, CloseReason.EVICTED, 11),
+    ]
+    assert r.stats.evicted == 2
+    assert r.open_connections == 9
+
+
+def test_without_attempts_the_longest_silent_are_evicted() -> None:
+    r = Reassembler(PORTS, max_connections=4)
+    talks = [
+        (t, to_server((f"10.0.0.{n}", 41000), 1, b"x", ack=1))
+        for n, t in ((1, 1), (2, 2), (3, 3), (4, 4))
+    ]
+    again = (5, to_server(("10.0.0.1", 41000), 2, b"y", ack=1))  # 10.0.0.1 talks
+    events = feed_all(
+        [*talks, again, (6, to_server(("10.0.0.5", 41000), 1, b"z", ack=1))], r
+    )
+    evicted = [(cid, ts) for cid, why, ts in closes(events) if why == "evicted"]
+    assert evicted == [(1, 2)]  # 10.0.0.2: silent since 2
+    assert r.stats.evicted == 1
+
+
+def test_an_evicted_connection_is_forgotten_at_once() -> None:
+    # Its room was wanted: a later packet starts a connection caught in the
+    # middle, not a late packet of a closed one.
+    r = Reassembler(PORTS, max_connections=1)
+    events = feed_all(
+        [
+            (1, to_server(("10.0.0.1", 41000), 1, b"MAIL", ack=1)),
+            (2, to_server(("10.0.0.2", 41000), 1, b"RCPT", ack=1)),
+            (3, to_server(("10.0.0.1", 41000), 5, b" FROM", ack=1)),
+        ],
+        r,
+    )
+    assert opened(events) == [0, 1, 2]
+    assert [(cid, why) for cid, why, _ in closes(events)] == [
+        (0, CloseReason.EVICTED),
+        (1, CloseReason.EVICTED),
+        (2, CloseReason.END_OF_CAPTURE),
+    ]
+    assert r.stats.packets_after_close == 0
+    assert r.stats.evicted == 2
+
+
+def test_no_cap_by_default() -> None:
+    r = Reassembler(PORTS)
+    feed_all([syn_from(n, n) for n in range(300)], r, finish=False)
+    assert r.open_connections == 300
+    assert r.stats.evicted == 0
