@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.cli import main
-from analysis.pipeline import SessionTracker
+from analysis.cli import build_parser, main
+from analysis.pipeline import DEFAULT_MAX_CONNECTIONS, SessionTracker
 from capture.decode import SYN
 from capture.reassembly import Reassembler
 
@@ -120,3 +120,15 @@ def test_a_silent_connection_gets_its_builder_only_when_it_speaks() -> None:
     assert closed[1].session.client_bytes == 4
     assert tracker.open_sessions == 0
     assert results == [None] * len(results)
+
+
+def test_live_takes_the_same_limit() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["live", "-i", "lo", "--max-connections", "5000"])
+    assert args.max_connections == 5000
+    args = parser.parse_args(["live", "-i", "lo"])
+    assert args.max_connections == DEFAULT_MAX_CONNECTIONS
+    assert (
+        parser.parse_args(["read", "x", "--max-connections", "0"]).max_connections
+        is None
+    )

@@ -7,6 +7,8 @@ packets, as live capture would; no privilege is needed.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,31 @@ def test_ticks_close_idle_connections_without_packets() -> None:
     analyzer.tick(last + 6 * 10**9)
     assert [r.session.close for r in closed] == ["idle"]
     assert analyzer.active_sessions == 0
+
+
+def test_a_flood_on_the_wire_is_held_to_max_connections(tmp_path: Path) -> None:
+    # Live capture has no end of capture to wait for: a SYN flood would
+    # hold every attempt until its timeout. Past the limit the oldest go.
+    flood = tmp_path / "flood.pcap"
+    make = Path(__file__).parents[2] / "bench" / "make_flood.py"
+    subprocess.run(
+        [sys.executable, str(make), "--syns", "50", str(flood)],
+        check=True,
+        capture_output=True,
+    )
+    closed: list[SessionResult] = []
+    analyzer = LiveAnalyzer(
+        DEFAULT_PORTS, lambda t, r: None, max_connections=20, hooks=[closed.append]
+    )
+    most = 0
+    with open_capture(str(flood)) as reader:
+        for packet in reader:
+            analyzer.feed(packet)
+            most = max(most, analyzer.active_sessions)
+    assert most == 20
+    # At each 21st, the 3 oldest go (a tenth of 20, and the one too many).
+    assert [r.session.close for r in closed] == ["evicted"] * 30
+    assert [r.session.client_port for r in closed] == list(range(1024, 1054))
+    analyzer.stop()
+    assert len(closed) == 50
+    assert analyzer.reassembler.stats.evicted == 30
