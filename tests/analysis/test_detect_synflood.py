@@ -21,9 +21,11 @@ from analysis.detect.alert import Alert, alert_id
 from analysis.detect.flood import FloodDetector, handshake_failed, server_answer
 from analysis.detect.rules import default_rules
 from analysis.detecthelp import DetectHelper
-from analysis.pipeline import analyze
+from analysis.live import LiveAnalyzer
+from analysis.pipeline import DEFAULT_PORTS, analyze
 from analysis.records import SessionRecord, SessionResult
 from analysis.tables import read_captures
+from capture.pcapfile import open_capture
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -381,6 +383,33 @@ def test_a_syn_flood_capture_gives_one_alert_with_one_or_two_processes(
             "100% of its 300 sessions."
         ),
     }
+
+
+def test_live_capture_writes_the_alert_when_crossed_and_when_over(
+    tmp_path: Path,
+) -> None:
+    capture = tmp_path / "flood.pcap"
+    make = [sys.executable, str(ROOT / "bench" / "make_flood.py"), "--syns", "300"]
+    subprocess.run([*make, str(capture)], check=True, capture_output=True)
+    alerts: list[Alert] = []
+
+    def row(table: str, record: object) -> None:
+        if table == "alerts":
+            assert isinstance(record, Alert)
+            alerts.append(record)
+
+    live = LiveAnalyzer(DEFAULT_PORTS, row)
+    with open_capture(str(capture)) as reader:
+        for packet in reader:
+            live.feed(packet)
+            live.tick(packet.ts)
+    live.tick(1 << 62)  # far future: every attempt idles out
+    live.stop()
+    early, final = alerts
+    assert early.alert_id == final.alert_id
+    assert (early.count, final.count) == (100, 300)
+    (read,) = read_captures([str(capture)]).alerts.to_dict("records")
+    assert (final.alert_id, final.summary) == (read["alert_id"], read["summary"])
 
 
 def test_the_default_rule() -> None:
