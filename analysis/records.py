@@ -74,6 +74,7 @@ class SessionRecord:
     starttls_reply: int | None = None
     auth_cleartext: bool = False  # AUTH sent before any TLS
     tls_decrypted: bool = False  # the SMTP inside TLS was read with a key log
+    synack_seen: bool = False  # the server's SYN-ACK, beside handshake_seen's SYN
 
 
 @dataclass(slots=True)

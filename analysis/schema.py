@@ -124,6 +124,7 @@ SESSIONS: tuple[Column, ...] = (
     Column("starttls_reply", _NI, "reply code to STARTTLS"),
     Column("auth_cleartext", _B, "AUTH was sent before any TLS"),
     Column("tls_decrypted", _B, "SMTP inside TLS was read with a key log"),
+    Column("synack_seen", _B, "whether the capture shows the server's SYN-ACK"),
 )
 
 TRANSACTIONS: tuple[Column, ...] = (

@@ -24,12 +24,18 @@ from analysis.detect.protocol import ProtocolDetector
 from analysis.detect.recipients import RecipientDetector
 from analysis.detect.relay import RelayDetector
 from analysis.detect.rules import Rule, Rules, default_rules
-from analysis.detect.window import Incident, Observation, Tracker, count_hits
+from analysis.detect.window import Incident, Observation, Tally, Tracker
 from analysis.records import SessionResult
 
 MAX_EXAMPLES = 3
 # Kinds counted per user name rather than per client.
 _PER_USER = frozenset({"auth_user_many_clients"})
+# Kinds counted per server, from every session to it. Only their hits
+# stretch an incident (a busy server's ordinary sessions never stop), and
+# an incident keeps its first KEPT_HITS hits whole, the rest in its tally:
+# a SYN flood's hits each come from a client of their own.
+_PER_SERVER = frozenset({"syn_flood"})
+KEPT_HITS = 1000
 
 
 class Detector(Protocol):
@@ -57,8 +63,10 @@ class Wording:
 
     The template gets ``who`` (the client, or the user for per-user rules),
     ``server``, ``count``, ``threshold``, ``window``, ``total``, ``ratio``,
-    ``sessions``, ``note`` (the observations' notes, each after "; ") and
-    ``notes`` (the same joined with ", ").
+    ``sessions``, ``clients`` (how many distinct client addresses),
+    ``note`` (the observations' notes, each after "; "), ``notes`` (the
+    same joined with ", ") and ``tally`` (each note after how many hits
+    carried it, most first: "250 answered with SYN-ACK, 50 not answered").
     ``measured`` marks rules whose detector measures each item against
     ``limit`` (recipients of a message, say): ``count`` is then the largest
     measured value and ``threshold`` the limit.
@@ -161,6 +169,11 @@ WORDING: dict[str, Wording] = {
     "syntax_errors": Wording(
         "{who} had {count} commands refused as syntax errors within {window}"
     ),
+    "syn_flood": Wording(
+        "{server} had {count} TCP handshakes that never completed ({tally}) "
+        "within {window} from {clients} client address(es), {ratio} of its "
+        "{total} sessions"
+    ),
 }
 
 
@@ -256,47 +269,58 @@ class AlertEngine:
     def _tracker(self, obs: Observation, rule: Rule) -> Tracker:
         tracker = self._trackers.get((obs.kind, obs.key))
         if tracker is None:
-            tracker = Tracker(rule.threshold, rule.window_ns, rule.min_ratio)
+            per_server = obs.kind in _PER_SERVER
+            tracker = Tracker(
+                rule.threshold,
+                rule.window_ns,
+                rule.min_ratio,
+                keep=KEPT_HITS if per_server else 0,
+                hits_span=per_server,
+            )
             self._trackers[(obs.kind, obs.key)] = tracker
         return tracker
 
     def _alert(self, kind: str, key: tuple[str, ...], incident: Incident) -> Alert:
         rule = self.rules.rule(kind)
         wording = WORDING[kind]
+        # The hits kept whole are the evidence listed; the tally counts
+        # them all (it is read only: an early alert's incident goes on).
         hits = sorted(incident.hits, key=lambda o: o.ts)
+        tally = incident.tally or Tally.of(hits)
         first = hits[0]
         session_ids = tuple(dict.fromkeys(o.session_id for o in hits))
         total: int | None
         if wording.measured:
             count = max(o.measure or 0 for o in hits)
-            threshold, total = rule.limit, len(hits)
+            threshold, total = rule.limit, tally.hits
         else:
-            count, threshold = count_hits(hits), rule.threshold
+            count, threshold = tally.count, rule.threshold
             total = incident.total if rule.min_ratio else None
-        clients = {o.client_ip for o in hits}
-        servers = {o.server_ip for o in hits}
-        client = clients.pop() if len(clients) == 1 else None
-        server = servers.pop() if len(servers) == 1 else None
-        notes = list(dict.fromkeys(o.note for o in hits if o.note))
-        shift = max(o.severity_shift for o in hits)
+        clients, servers = tally.clients, tally.servers
+        client = next(iter(clients)) if len(clients) == 1 else None
+        server = next(iter(servers)) if len(servers) == 1 else None
+        notes = list(tally.notes)
+        by_count = sorted(tally.notes.items(), key=lambda item: -item[1])
         values = {
             "who": client or f"{len(clients)} clients",
             "server": server or f"{len(servers)} servers",
             "count": count,
             "threshold": threshold,
             "window": _duration(rule.window_s),
-            "total": total if total is not None else len(hits),
+            "total": total if total is not None else tally.hits,
             "ratio": f"{count / total:.0%}" if total else "-",
-            "sessions": len(session_ids),
+            "sessions": tally.sessions,
+            "clients": len(clients),
             "note": "".join(f"; {note}" for note in notes),
             "notes": ", ".join(notes),
+            "tally": ", ".join(f"{n} {note}" for note, n in by_count),
         }
         if kind in _PER_USER:
             values["who"] = f"user {key[0]}"
         return Alert(
             alert_id=alert_id(kind, key, first.session_id, first.ts),
             kind=kind,
-            severity=rule.severity.shifted(shift).value,
+            severity=rule.severity.shifted(tally.shift).value,
             client_ip=client,
             server_ip=server,
             first_seen=incident.first,
@@ -305,7 +329,7 @@ class AlertEngine:
             threshold=threshold,
             window_s=rule.window_s,
             total=total,
-            sessions=len(session_ids),
+            sessions=tally.sessions,
             session_ids=session_ids,
             examples=tuple(
                 list(dict.fromkeys(o.example for o in hits if o.example))[:MAX_EXAMPLES]

@@ -1,18 +1,27 @@
-"""Connection floods: many sessions, many empty ones, and refusals.
+"""Connection floods: many sessions, many empty ones, refusals, SYN floods.
 
 Counted per client on session start times: all sessions (a flood), sessions
 that end quickly without a MAIL command (probing, address verification,
 a bot testing the server), and servers that refuse a client at the
 greeting or drop it with 421 (RFC 5321 3.8, 4.3.2), which is what rate
 limits and tarpits answer when they trip.
+
+Counted per server: TCP handshakes that never completed (a SYN flood),
+against every session to that server. A flood from spoofed addresses sends
+one SYN from each, so no client ever crosses a per-client threshold.
 """
 
 from __future__ import annotations
 
 from analysis.detect.rules import Rules
-from analysis.detect.window import ObservationCells, PerSession, client_observation
+from analysis.detect.window import (
+    ObservationCells,
+    PerSession,
+    client_observation,
+    server_observation,
+)
 from analysis.escape import escape_controls
-from analysis.records import SessionResult
+from analysis.records import SessionRecord, SessionResult
 
 NS = 1_000_000_000
 # RFC 5321 3.1: 554 instead of 220 refuses the session; 421 is a temporary
@@ -21,17 +30,25 @@ _REFUSING_GREETINGS = frozenset({421, 554})
 
 
 class FloodDetector(PerSession):
-    KINDS = ("connection_flood", "short_sessions", "greeting_refused")
+    KINDS = ("connection_flood", "short_sessions", "greeting_refused", "syn_flood")
 
     def __init__(self, rules: Rules) -> None:
         self._local = rules.local
         self._short = rules.rule("short_sessions").limit * NS
+        self._syn_flood = rules.enabled("syn_flood")
 
     def extract(self, result: SessionResult) -> list[ObservationCells]:
         session = result.session
+        out = []
+        # Every client counts here, the site's own networks too: an address
+        # that never completed a handshake was never shown to be the
+        # sender's (a flood may spoof the site's own), and the alert is
+        # about the server under the flood, not about a client's conduct.
+        if self._syn_flood:
+            out.append(_handshake(result))
         if self._local.is_own_client(session.client_ip):
-            return []
-        out = [client_observation(result, "connection_flood", session.start)]
+            return out
+        out.append(client_observation(result, "connection_flood", session.start))
         short = session.end - session.start < self._short
         # Short means seen to end soon. One open at the end of the capture
         # was not seen to end; one closed as idle stayed open, silent, for
@@ -59,3 +76,43 @@ class FloodDetector(PerSession):
                 text = (command.reply_text or "").split("\n", 1)[0][:120]
                 return escape_controls(f"C: {command.verb} / S: 421 {text}".rstrip())
         return None
+
+
+def handshake_failed(session: SessionRecord) -> bool:
+    """Whether the session's TCP handshake began, never completed, and
+    nothing was sent either way.
+
+    Began: the capture shows the client's SYN or the server's SYN-ACK.
+    Completed: the client's ACK of the SYN-ACK was seen, which
+    ``handshake_rtt_s`` (SYN to that ACK) says when the SYN was captured.
+    Without the SYN the capture cannot tell; but an SMTP server speaks
+    first (RFC 5321 3.1), so a handshake that completed with no byte
+    either way is one its client dropped at once, and counting it as
+    failed is the rare error. Payload, or a gap (bytes sent but not
+    captured), shows a handshake that completed, whatever the capture
+    shows of it.
+    """
+    began = session.handshake_seen or session.synack_seen
+    completed = session.handshake_rtt_s is not None
+    sent = session.client_bytes or session.server_bytes or session.gaps
+    return began and not completed and not sent
+
+
+def server_answer(session: SessionRecord) -> str:
+    """How the server answered a handshake that failed, as the alert says it."""
+    if session.synack_seen:
+        return "answered with SYN-ACK"
+    if not session.server_packets:
+        return "not answered"
+    # RFC 9293 3.10.7.1: a SYN to a port nobody listens on gets a RST.
+    if session.close == "rst":
+        return "refused with RST"
+    return "answered with neither SYN-ACK nor RST"
+
+
+def _handshake(result: SessionResult) -> ObservationCells:
+    session = result.session
+    if handshake_failed(session):
+        note = server_answer(session)
+        return server_observation(result, "syn_flood", session.start, note=note)
+    return server_observation(result, "syn_flood", session.start, hit=False)

@@ -16,7 +16,7 @@ import operator
 import random
 from dataclasses import dataclass, field
 
-from analysis.detect.window import Incident, Observation, Tracker, count_hits
+from analysis.detect.window import Incident, Observation, Tally, Tracker, count_hits
 
 S = 1_000_000_000
 _TS = operator.itemgetter(Observation._fields.index("ts"))
@@ -243,3 +243,70 @@ def test_a_rule_that_never_crosses_looks_at_each_observation_a_few_times() -> No
     # Out of order, as overlapping sessions bring them: the same.
     shuffled = [counted(t + (t % 7) * 5, True, "a") for t in range(n)]
     assert looks_for(shuffled, Tracker(3, 10 * n, 0.0)) <= 4 * n
+
+
+# Incidents that keep only their first hits, and incidents only hits stretch.
+
+
+def tallied(incident: Incident | None, keep: int) -> tuple[object, ...] | None:
+    """What an alert reads of an incident, the tally of its hits included."""
+    if incident is None:
+        return None
+    tally = incident.tally or Tally.of(incident.hits)
+    return (
+        incident.hits[:keep],
+        incident.total,
+        incident.first,
+        incident.last,
+        (tally.hits, tally.count, tally.sessions, tally.shift),
+        (tally.clients, tally.servers, tally.notes),
+    )
+
+
+def test_an_incident_that_keeps_a_few_hits_tallies_them_all() -> None:
+    rng = random.Random(20261206)
+    for _ in range(300):
+        threshold = rng.randint(1, 6)
+        window = rng.choice((1, 3, 10, 25))
+        min_ratio = rng.choice((0.0, 0.5))
+        keep = rng.randint(1, 8)
+        whole = Tracker(threshold, window, min_ratio)
+        kept = Tracker(threshold, window, min_ratio, keep=keep)
+        for step, arg in random_stream(rng, rng.randint(1, 200)):
+            if step == "add":
+                assert isinstance(arg, Observation)
+                o = arg._replace(
+                    client_ip=rng.choice("abc"),
+                    note=rng.choice((None, "x", "y")),
+                    severity_shift=rng.choice((-1, 0, 1)),
+                )
+                whole.add(o)
+                kept.add(o)
+                if kept.incident is not None:
+                    assert len(kept.incident.hits) <= keep
+                got, want = kept.incident, whole.incident
+            elif step == "expire":
+                assert isinstance(arg, int)
+                got, want = kept.expire(arg), whole.expire(arg)
+            else:
+                got, want = kept.finish(), whole.finish()
+            assert tallied(got, keep) == tallied(want, keep)
+
+
+def test_only_hits_stretch_an_incident_that_spans_its_hits() -> None:
+    # An ordinary session every second from 0 to 60, and failures at 30.5,
+    # 31.5, 32.5 (crossing: 3 of the 13 in the window ending there) and
+    # 34.5. Each observation is its own session.
+    times = [(t * S, False) for t in range(61)]
+    times += [(t * S + S // 2, True) for t in (30, 31, 32, 34)]
+    stream = [obs(ts, hit=hit, n=n) for n, (ts, hit) in enumerate(sorted(times))]
+    hits = [t * S + S // 2 for t in (30, 31, 32, 34)]
+    spanned = Tracker(threshold=3, window=10 * S, min_ratio=0.2, hits_span=True)
+    # From the first hit to the last, with the 4 sessions between them
+    # (31, 32, 33, 34); over once 10 s pass without a hit, at 45.
+    assert feed(spanned, stream) == [(hits, 4, 30 * S + S // 2, 34 * S + S // 2)]
+    # Stretched by every observation, the same incident takes in the
+    # sessions of the window before its first hit (23 to 30) and every
+    # later one, to the end.
+    stretched = Tracker(threshold=3, window=10 * S, min_ratio=0.2)
+    assert feed(stretched, stream) == [(hits, 38, 23 * S, 60 * S)]
