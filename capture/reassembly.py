@@ -723,7 +723,9 @@ class Reassembler:
             if half.base is None:
                 half.isn = seq
                 half.base = (seq + 1) % _SEQ_MOD
-        elif direction == Direction.CLIENT and flags & ACK:
+        elif direction == Direction.CLIENT and flags & ACK and not flags & RST:
+            # A RST with the ACK bit (a spoofed source's answer to a
+            # SYN-ACK it never asked for) ends the handshake, not completes it.
             conn.ack_ts = ts
 
     def _reset(

@@ -27,6 +27,7 @@ NS = 1_000_000_000
 # RFC 5321 3.1: 554 instead of 220 refuses the session; 421 is a temporary
 # refusal, at the greeting or any time later.
 _REFUSING_GREETINGS = frozenset({421, 554})
+_NOT_SEEN_TO_END = frozenset({"end_of_capture", "idle", "evicted"})
 
 
 class FloodDetector(PerSession):
@@ -52,8 +53,9 @@ class FloodDetector(PerSession):
         short = session.end - session.start < self._short
         # Short means seen to end soon. One open at the end of the capture
         # was not seen to end; one closed as idle stayed open, silent, for
-        # the whole idle timeout after its last packet (its end).
-        ended = session.close not in ("end_of_capture", "idle")
+        # the whole idle timeout after its last packet (its end); one
+        # evicted was closed to make room, not by its ends.
+        ended = session.close not in _NOT_SEEN_TO_END
         if short and session.transactions == 0 and ended:
             out.append(client_observation(result, "short_sessions", session.start))
         refusal = self._refusal(result)

@@ -215,11 +215,12 @@ def _session(client: str, helo: str, start: int = 0) -> SessionResult:
     return SessionResult(session, [], [command], [])
 
 
-@pytest.mark.parametrize("close", ["fin", "rst", "idle", "end_of_capture"])
+@pytest.mark.parametrize("close", ["fin", "rst", "idle", "end_of_capture", "evicted"])
 def test_short_sessions_are_those_seen_to_end(close: str) -> None:
     # Each lasts 1 s, first to last packet. One closed as idle stayed open
     # for the idle timeout after that (its end is still its last packet):
-    # it did not end soon, no more than one open at the end of the capture.
+    # it did not end soon, no more than one open at the end of the capture
+    # or one evicted to make room for others.
     results = [_session("203.0.113.9", "client.example", i * S) for i in range(20)]
     for result in results:
         result.session.close = close

@@ -214,3 +214,21 @@ def test_no_cap_by_default() -> None:
     feed_all([syn_from(n, n) for n in range(300)], r, finish=False)
     assert r.open_connections == 300
     assert r.stats.evicted == 0
+
+
+def test_a_rst_from_the_client_does_not_complete_the_handshake() -> None:
+    # What a spoofed address answers to a SYN-ACK it never asked for.
+    events = feed_all(
+        [
+            (0, seg(CLIENT, C_ISN, flags=SYN)),
+            (1, seg(SERVER, S_ISN, ack=C_ISN + 1, flags=SYN | ACK)),
+            (2, seg(CLIENT, C_ISN + 1, ack=S_ISN + 1, flags=RST | ACK)),
+        ]
+    )
+    closed = next(e for e in events if isinstance(e, StreamClosed))
+    assert (closed.conn.syn_ts, closed.conn.synack_ts, closed.conn.ack_ts) == (
+        0,
+        1,
+        None,
+    )
+    assert closes(events) == [(0, CloseReason.RST, 2)]
