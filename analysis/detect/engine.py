@@ -287,6 +287,8 @@ class AlertEngine:
             return tracker
         per_server = obs.kind in _PER_SERVER
         first = self._single.pop(slot, None)
+        if first is not None and first.ts < now - rule.window_ns:
+            first = None  # what the tracker would have forgotten by now
         if first is None and rule.threshold > 1 and not per_server:
             self._single[slot] = obs
             return None
@@ -297,9 +299,8 @@ class AlertEngine:
             keep=KEPT_HITS if per_server else 0,
             hits_span=per_server,
         )
-        # What the tracker would hold had it taken ``first`` when it came:
-        # it, unless ``now`` leaves it behind (Tracker.expire).
-        if first is not None and first.ts >= now - rule.window_ns:
+        # What the tracker would hold had it taken ``first`` when it came.
+        if first is not None:
             tracker.add(first)
         self._trackers[slot] = tracker
         return tracker
