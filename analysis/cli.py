@@ -341,6 +341,7 @@ def _run_read(args: argparse.Namespace) -> int:
     failed = len(readable) < len(args.captures)
     if not readable:
         return Exit.INPUT
+    readable = _once_each(readable)
 
     # Step 2: read, keeping every session decoded before any trouble. The
     # sessions wait in a spool on disk, so memory follows open connections;
@@ -390,6 +391,13 @@ def _run_read(args: argparse.Namespace) -> int:
         _error(message)
     if stats.evicted:
         _error(evicted_warning(stats.evicted, args.max_connections, jobs))
+    if spool.repeated:
+        _error(
+            f"warning: {spool.repeated:,} sessions have the session_id of "
+            "another: the same connection, from the same first packet, was "
+            "read twice (a capture given twice, or captures that overlap); "
+            "all their rows are kept"
+        )
     if stats.interrupted:
         _error("interrupted: the tables hold what was read until then")
         return Exit.INTERRUPTED
@@ -651,6 +659,33 @@ def _write(tables: SmtpTables, directory: str, fmt: Format) -> bool:
         _error(_os_error_message(exc, action="write"))
         return False
     return True
+
+
+def _once_each(paths: list[str]) -> list[str]:
+    """``paths`` with every file after its first mention left out, warned of.
+
+    Read twice, a capture's sessions would all come twice, under the same
+    session ids (a shell glob that also matches a file named beside it).
+    The same file is the same device and inode, whatever the name.
+    (Standard input twice is a usage error already.)
+    """
+    first: dict[tuple[int, int], str] = {}
+    once = []
+    for path in paths:
+        try:
+            found = os.stat(path) if path != "-" else None
+        except OSError:
+            found = None  # reading it will say what is wrong
+        if found is None:
+            once.append(path)
+            continue
+        same = (found.st_dev, found.st_ino)
+        if same in first:
+            _error(f"warning: {path}: the same file as {first[same]}, read once")
+            continue
+        first[same] = path
+        once.append(path)
+    return once
 
 
 def _check_readable(path: str) -> bool:

@@ -126,6 +126,9 @@ class _Index:
         # the text does.
         self.ids = bytearray()
         self.id_ends = array("q")
+        # Sessions whose id is that of the one before them in table order,
+        # as ``order`` last found: the same connection read twice.
+        self.repeated = 0
 
     def __len__(self) -> int:
         return len(self.id_ends)
@@ -167,16 +170,20 @@ class _Index:
         """
         order = sorted(range(len(self)), key=self.starts.__getitem__)
         # Sessions that start in the same nanosecond are few: only their
-        # runs are sorted again, so no key tuple is made per session.
+        # runs are sorted again, so no key tuple is made per session. Equal
+        # ids, which only equal starts can have, end up side by side.
         done = 0
+        repeated = 0
         for _, run in itertools.groupby(order, key=self.starts.__getitem__):
             count = len(list(run))
             if count > 1:
-                order[done : done + count] = sorted(
-                    order[done : done + count],
-                    key=lambda i: (self.session_id(i), i),
+                keyed = sorted(
+                    (self.session_id(i), i) for i in order[done : done + count]
                 )
+                order[done : done + count] = [i for _, i in keyed]
+                repeated += sum(a[0] == b[0] for a, b in itertools.pairwise(keyed))
             done += count
+        self.repeated = repeated
         return array("q", order)
 
     def _add_start(self, start: int) -> None:
@@ -285,6 +292,13 @@ class Spool:
 
     def __len__(self) -> int:
         return len(self._index)
+
+    @property
+    def repeated(self) -> int:
+        """Sessions with the id of another, as the last replay found: the
+        same connection from the same first packet, read twice (a capture
+        given twice under two names, captures that overlap)."""
+        return self._index.repeated
 
     def __enter__(self) -> Spool:
         return self

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -404,9 +405,13 @@ def test_workers_end_when_the_parent_is_killed(tmp_path: Path) -> None:
     # workers waited for it forever, holding the caller's stdout and their
     # spool files. They now get SIGTERM from the kernel and find the pipes
     # broken, since none of them holds a copy of the parent's ends.
-    capture = str(ROOT / "pcaps" / "abuse" / "bulk.pcap")
+    # Copies, not the same file 400 times: that is read once.
+    copies = []
+    for n in range(400):
+        copies.append(str(tmp_path / f"bulk-{n}.pcap"))
+        shutil.copy(ROOT / "pcaps" / "abuse" / "bulk.pcap", copies[-1])
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "analysis", "read", *[capture] * 400]
+    argv = [sys.executable, "-m", "analysis", "read", *copies]
     parent = subprocess.Popen(
         [*argv, "-q", "-o", str(out), "-j", "3"],
         cwd=ROOT,
