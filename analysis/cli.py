@@ -391,6 +391,8 @@ def _run_read(args: argparse.Namespace) -> int:
         _error(message)
     if stats.evicted:
         _error(evicted_warning(stats.evicted, args.max_connections, jobs))
+    if stats.rewinds:
+        _error(_rewinds_note(stats.rewinds, len(readable)))
     if spool.repeated:
         _error(
             f"warning: {spool.repeated:,} sessions have the session_id of "
@@ -402,6 +404,26 @@ def _run_read(args: argparse.Namespace) -> int:
         _error("interrupted: the tables hold what was read until then")
         return Exit.INTERRUPTED
     return Exit.INPUT if failed or stats.errors else Exit.OK
+
+
+def _rewinds_note(rewinds: list[str], captures: int) -> str:
+    """What to say of captures that began before those before them ended.
+
+    Independent recordings read together do that, and so do the parts of
+    one capture given out of time order, whose sessions it splits: one
+    line, whichever it was.
+    """
+    names = ", ".join(os.path.basename(path) for path in rewinds[:3])
+    if len(rewinds) > 3:
+        names += ", ..."
+    many = len(rewinds) > 1
+    return (
+        f"note: {len(rewinds)} of the {captures} captures "
+        f"({names}) {'begin' if many else 'begins'} before the ones given "
+        f"before {'them' if many else 'it'} end, so {'each was' if many else 'it was'} "
+        "read as another recording, with connections of its own; the parts "
+        "of one capture must be given in time order"
+    )
 
 
 def evicted_warning(evicted: int, limit: int | None, jobs: int) -> str:

@@ -111,7 +111,7 @@ def read_sharded(
         spool.adopt(part)
     with contextlib.suppress(OSError):  # not empty: left to spool.close
         os.rmdir(directory)
-    spool.stats = _merged_stats([own, *(part.stats for part in parts)])
+    spool.stats = _merged_stats([own, *(part.stats for part in parts)], paths)
     spool.stats.interrupted = spool.stats.interrupted or stopped
     return spool
 
@@ -438,7 +438,9 @@ def _read_share(
     return stats
 
 
-def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
+def _merged_stats(
+    parts: list[pipeline.RunStats], paths: Sequence[str]
+) -> pipeline.RunStats:
     """Every worker read every capture: count the files and errors once.
 
     Packets are counted once too, except behind libpcap's filter, where each
@@ -454,6 +456,9 @@ def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
             sum(p.smtp_packets for p in parts) if filtered else first.smtp_packets
         ),
         errors=list(first.errors),
+        # A share finds a rewind where one of its connections reached past
+        # the capture's start; one process, where any did.
+        rewinds=[p for p in paths if any(p in part.rewinds for part in parts)],
         filtered=filtered,
         # Any share stopped early (Ctrl-C reaches every process, SIGTERM
         # at least this one) makes the whole run an interrupted one.

@@ -53,6 +53,8 @@ class RunStats:
     # Connections closed early (close "evicted") to stay within
     # max_connections open at once.
     evicted: int = 0
+    # Captures that began before those read before them had reached.
+    rewinds: list[str] = field(default_factory=list)
 
 
 def analyze(
@@ -114,6 +116,7 @@ def analyze(
         run.smtp_packets += source.smtp_packets
         run.filtered = run.filtered or source.filtered
         run.evicted += source.reassembly.evicted
+        run.rewinds.extend(source.rewinds)
         run.errors.extend(str(error) for error in source.errors)
 
 

@@ -71,6 +71,10 @@ class ReassemblyStats:
     overlap_mismatches: int = 0
     buffer_limit_hits: int = 0
     evicted: int = 0  # connections closed early: max_connections were open
+    # Captures that began before the ones read before them had reached (the
+    # open connections' last packets, the sweep grid's last point): read out
+    # of time order, or another recording (see Reassembler.start_capture).
+    rewinds: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -286,6 +290,9 @@ class Reassembler:
         # attempts apart, as they are forgotten sooner (see _sweep).
         self._closed: deque[_Flow] = deque()
         self._closed_attempts: deque[_Flow] = deque()
+        # The last packet of the connection closed latest: with the open
+        # ones', how far the captures read so far reached (see new_capture).
+        self._last_closed = _NEVER_SWEPT
 
     # -- public ---------------------------------------------------------
 
@@ -425,6 +432,9 @@ class Reassembler:
         """
         events: list[StreamEvent] = []
         self._capture_start = False
+        reached = max(self._swept_to, self._last_closed, latest or self._swept_to)
+        if first < reached:
+            self.stats.rewinds += 1
         if latest is not None and first < latest:
             events = self.finish()
         # The segment at ``first`` sweeps at its point of the grid, in a
@@ -557,6 +567,8 @@ class Reassembler:
             self._flush(flow, direction, ts, events)
         conn = flow.conn
         events.append(StreamClosed(conn, ts, reason))
+        if ts > self._last_closed:
+            self._last_closed = ts
         attempt = _attempt(conn)
         closed_at = ts if decided is None else decided
         flow.forget_at = closed_at + (self._attempt_ns if attempt else self._idle_ns)

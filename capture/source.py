@@ -69,6 +69,9 @@ class SourceStats:
     decode: DecodeStats = field(default_factory=DecodeStats)
     reassembly: ReassemblyStats = field(default_factory=ReassemblyStats)
     errors: list[CaptureError] = field(default_factory=list)
+    # Captures that began before the ones read before them had reached
+    # (ReassemblyStats.rewinds): out of time order, or another recording.
+    rewinds: list[str] = field(default_factory=list)
 
 
 def iter_stream_events(
@@ -175,6 +178,9 @@ def _read_all(
     total = _total_size(paths)
     done = 0  # stored bytes of the captures already finished
     for number, path in enumerate(paths):
+        # Judged at the capture's first segment: by the boundary's rounds
+        # below (-j), or by the reassembler as it is fed.
+        rewinds = reassembler.stats.rewinds
         if number:
             reassembler.start_capture()
             if clock is not None and shard[1] > 1:
@@ -191,6 +197,8 @@ def _read_all(
             )
         except CaptureError as damage:
             errors.append(damage)
+        if reassembler.stats.rewinds > rewinds:
+            stats.rewinds.append(path)
         skipped = stats.decode.unknown_linktype - unknown
         if skipped:
             # Else a capture of a link type nothing here decodes would read
