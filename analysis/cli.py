@@ -178,7 +178,8 @@ def _add_read_command(
         "captures",
         nargs="+",
         metavar="CAPTURE",
-        help="capture file to read, in the order given; '-' reads standard input",
+        help="capture file to read; several are read in the time order of "
+        "their first packets; '-' reads standard input",
     )
     read.add_argument(
         "-o",
@@ -407,22 +408,20 @@ def _run_read(args: argparse.Namespace) -> int:
 
 
 def _rewinds_note(rewinds: list[str], captures: int) -> str:
-    """What to say of captures that began before those before them ended.
+    """What to say of captures that begin before those read before them end.
 
-    Independent recordings read together do that, and so do the parts of
-    one capture given out of time order, whose sessions it splits: one
-    line, whichever it was.
+    Captures are read in time order, so these overlap the earlier ones:
+    recordings of other taps, copies. Their connections are their own.
     """
     names = ", ".join(os.path.basename(path) for path in rewinds[:3])
     if len(rewinds) > 3:
         names += ", ..."
     many = len(rewinds) > 1
     return (
-        f"note: {len(rewinds)} of the {captures} captures "
-        f"({names}) {'begin' if many else 'begins'} before the ones given "
-        f"before {'them' if many else 'it'} end, so {'each was' if many else 'it was'} "
-        "read as another recording, with connections of its own; the parts "
-        "of one capture must be given in time order"
+        f"note: {len(rewinds)} of the {captures} captures ({names}) "
+        f"{'overlap' if many else 'overlaps'} in time the ones read before "
+        f"{'them' if many else 'it'}, so {'each' if many else 'it'} was read as "
+        "another recording, with connections of its own"
     )
 
 

@@ -5,7 +5,7 @@ it (``capture.libpcap.shard_of``: the same both ways, so a connection is
 never split). Where one process's judgement depends on connections a worker
 does not hold, the workers agree through the parent in rounds (``_agree``).
 At the start of each capture that holds a segment they agree on the clock
-and on when the open connection seen last was seen, so that each judges as
+and on the last packet of any connection read so far, so that each judges as
 one process whether the capture is another recording (``capture.source``).
 Once all have read everything they agree on the latest time any of them
 read to, so that a connection left idle near the end closes as idle, as it
@@ -111,7 +111,7 @@ def read_sharded(
         spool.adopt(part)
     with contextlib.suppress(OSError):  # not empty: left to spool.close
         os.rmdir(directory)
-    spool.stats = _merged_stats([own, *(part.stats for part in parts)], paths)
+    spool.stats = _merged_stats([own, *(part.stats for part in parts)])
     spool.stats.interrupted = spool.stats.interrupted or stopped
     return spool
 
@@ -438,9 +438,7 @@ def _read_share(
     return stats
 
 
-def _merged_stats(
-    parts: list[pipeline.RunStats], paths: Sequence[str]
-) -> pipeline.RunStats:
+def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
     """Every worker read every capture: count the files and errors once.
 
     Packets are counted once too, except behind libpcap's filter, where each
@@ -456,9 +454,7 @@ def _merged_stats(
             sum(p.smtp_packets for p in parts) if filtered else first.smtp_packets
         ),
         errors=list(first.errors),
-        # A share finds a rewind where one of its connections reached past
-        # the capture's start; one process, where any did.
-        rewinds=[p for p in paths if any(p in part.rewinds for part in parts)],
+        rewinds=list(first.rewinds),  # agreed: the same in every share
         filtered=filtered,
         # Any share stopped early (Ctrl-C reaches every process, SIGTERM
         # at least this one) makes the whole run an interrupted one.

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from analysis.records import SessionResult
 from analysis.session import SessionBuilder
 from analysis.tls.decrypt import DecryptedStreams, decrypt_captures
-from capture.source import ClockHook, SourceStats, handle_stream_events
+from capture.source import (
+    ClockHook,
+    SourceStats,
+    handle_stream_events,
+    in_time_order,
+)
 from capture.stream import (
     Connection,
     StreamAnomaly,
@@ -68,7 +73,8 @@ def analyze(
     clock: ClockHook | None = None,
     max_connections: int | None = None,
 ) -> Iterator[SessionResult]:
-    """Yield every SMTP session found in ``paths``, read in the given order.
+    """Yield every SMTP session found in ``paths``, read in the time order
+    of their first packets (``capture.source.in_time_order``).
 
     A capture that cannot be read, or is damaged part way, adds a message to
     ``stats.errors``; the sessions decoded before the damage are still
@@ -95,7 +101,7 @@ def analyze(
 
     try:
         yield from handle_stream_events(
-            list(paths),
+            in_time_order(paths),
             tracker.handle,
             all_ports,
             stats=source,

@@ -71,9 +71,8 @@ class ReassemblyStats:
     overlap_mismatches: int = 0
     buffer_limit_hits: int = 0
     evicted: int = 0  # connections closed early: max_connections were open
-    # Captures that began before the ones read before them had reached (the
-    # open connections' last packets, the sweep grid's last point): read out
-    # of time order, or another recording (see Reassembler.start_capture).
+    # Captures that began before the ones read before them had reached:
+    # another recording (see Reassembler.start_capture).
     rewinds: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -291,7 +290,7 @@ class Reassembler:
         self._closed: deque[_Flow] = deque()
         self._closed_attempts: deque[_Flow] = deque()
         # The last packet of the connection closed latest: with the open
-        # ones', how far the captures read so far reached (see new_capture).
+        # ones', how far the captures read so far reached (``reached``).
         self._last_closed = _NEVER_SWEPT
 
     # -- public ---------------------------------------------------------
@@ -407,11 +406,13 @@ class Reassembler:
         """The next segment comes from another capture file.
 
         A file that goes on where the last ended (rotated by size or time)
-        continues its connections. One whose clock starts before the last
-        file's open connections were last seen is another recording, and
-        its packets must not join those connections: they are closed first.
-        The check is made at the next segment fed, unless the caller makes
-        it first (``new_capture``).
+        continues its connections. One whose clock starts before the files
+        read so far reached (``reached``) is another recording, and its
+        packets must not join their connections: the open ones are closed
+        first, and the closed ones forgotten, so that a packet of the same
+        4-tuple is not taken for a late one of theirs and dropped. The check
+        is made at the next segment fed, unless the caller makes it first
+        (``new_capture``).
         """
         self._capture_start = True
         self._next_sweep = _NEVER_SWEPT  # the check runs on the next packet
@@ -421,10 +422,19 @@ class Reassembler:
         """When the open connection seen last was seen; None if none is open."""
         return max((f.conn.last_ts for f in self._open.values()), default=None)
 
+    @property
+    def reached(self) -> int | None:
+        """The last packet of any connection read so far, open or closed;
+        None before any."""
+        latest = self.latest_open
+        if self._last_closed == _NEVER_SWEPT:
+            return latest
+        return self._last_closed if latest is None else max(latest, self._last_closed)
+
     def new_capture(self, first: int, latest: int | None) -> list[StreamEvent]:
         """Make ``start_capture``'s check for a capture whose first segment
-        is at ``first``, against ``latest``: the ``latest_open`` of a reader
-        of all connections.
+        is at ``first``, against ``latest``: the ``reached`` of a reader of
+        all connections.
 
         A reader given only some of them (a -j worker) learns ``first`` and
         ``latest`` from the others, so that it judges as a reader of all
@@ -432,11 +442,9 @@ class Reassembler:
         """
         events: list[StreamEvent] = []
         self._capture_start = False
-        reached = max(self._swept_to, self._last_closed, latest or self._swept_to)
-        if first < reached:
-            self.stats.rewinds += 1
         if latest is not None and first < latest:
             events = self.finish()
+            self.stats.rewinds += 1
         # The segment at ``first`` sweeps at its point of the grid, in a
         # reader of all connections: readers of some count their clock from
         # there too, so the latest of theirs is that one's (see clock).
@@ -445,7 +453,7 @@ class Reassembler:
         return events
 
     def _new_capture(self, ts: int, events: list[StreamEvent]) -> None:
-        events.extend(self.new_capture(ts, self.latest_open))
+        events.extend(self.new_capture(ts, self.reached))
 
     def finish(
         self,

@@ -235,15 +235,16 @@ def _capture_boundary(
     there is none, the check waits for the next capture, as in a reader of
     all. Otherwise two rounds: the first agrees on the clock, and the
     connections idle by then are closed here as that reader closed them
-    (it saw the others' packets go on); the second agrees on when the open
-    connection seen last was seen, which the first segment is judged by.
+    (it saw the others' packets go on); the second agrees on the last
+    packet of any connection read so far (``Reassembler.reached``), which
+    the first segment is judged by.
     """
     first = first_segment_time(path, ports)
     if first is None:
         return []
     latest_clock = clock(f"capture {number} clock", reassembler.clock)
     events = reassembler.expire(latest_clock) if latest_clock is not None else []
-    latest = clock(f"capture {number} open", reassembler.latest_open)
+    latest = clock(f"capture {number} open", reassembler.reached)
     events += reassembler.new_capture(first, latest)
     return events
 
@@ -286,6 +287,38 @@ def first_segment_time(path: str, ports: frozenset[int]) -> int | None:
 
 # Enough for the first segment of most captures, a sixteenth of a chunk.
 _FIRST_CHUNK_BYTES = 64 * 1024
+
+
+def in_time_order(paths: Sequence[str]) -> list[str]:
+    """``paths`` by the time of their first packet, those with none last,
+    ties in the order given; as given when standard input is among them.
+
+    The files a capture was rotated into must be read in time order for
+    connections to go on from one into the next, and names do not always
+    sort so (tcpdump -C writes NAME, NAME1, ..., NAME10, which a shell
+    glob lists before NAME2). mergecap and Zeek order their inputs by time
+    too. Standard input cannot be looked into before it is read.
+    """
+    if "-" in paths:
+        return list(paths)
+    firsts = [_first_packet_time(path) for path in paths]
+    order = sorted(
+        range(len(paths)),
+        key=lambda i: (firsts[i] is None, firsts[i] or 0, i),
+    )
+    return [paths[i] for i in order]
+
+
+def _first_packet_time(path: str) -> int | None:
+    """When ``path``'s first packet was captured; None without one."""
+    try:
+        with open_capture(path, chunk_size=_FIRST_CHUNK_BYTES) as reader:
+            for _, _, records in reader.batches():
+                for ts, _, _ in records:
+                    return ts
+    except CaptureError:
+        return None
+    return None
 
 
 def _first_filtered(path: str, ports: frozenset[int], snaplen: int) -> int | None:

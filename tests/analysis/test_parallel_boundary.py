@@ -1,8 +1,10 @@
 """``-j N`` where a capture starts: another recording, or the same one.
 
-One process takes a capture whose first segment comes before its open
-connections were last seen for another recording, and closes them first
-(``Reassembler.start_capture``). A worker holds only some of the
+One process takes a capture whose first segment comes before the last
+packet of a connection read so far for another recording: it closes the
+open ones first and forgets the closed ones (``Reassembler.start_capture``).
+Captures are read in the time order of their first packets, so that is a
+capture that overlaps the ones before it. A worker holds only some of the
 connections, so the workers agree on that judgement through the parent
 (``capture.source._capture_boundary``). Each case below makes small
 captures where a worker's own view would judge otherwise, asserts the rows
@@ -295,21 +297,21 @@ def test_only_one_worker_holds_the_open_connection(
 # -- what one process had closed by the time the capture starts ----------
 
 
-def test_a_connection_lingering_at_the_start_is_not_the_latest_open(
+def test_a_capture_that_starts_before_a_closed_connection_ended(
     tmp_path: Path, reader: str
 ) -> None:
     # X's FINs are in at T0 + 200 s but not the last ACK; Z, another
-    # worker's, goes on to T0 + 300 s, so one process closes X on a sweep
-    # before the second capture (5 s after X's last packet). That capture
-    # starts at T0 + 150 s, after A (open, last seen at T0 + 100 s): the
-    # same recording, A goes on. X's worker still holds X: told the
-    # latest open connection without first sweeping at the common clock,
-    # it would make the workers close A.
+    # worker's, closes at T0 + 300 s. The second capture starts at
+    # T0 + 150 s, after A (open, last seen at T0 + 100 s) but before X and Z
+    # ended: another recording, though nothing open says so. A is closed
+    # first and its 4-tuple forgotten with Z's and X's, so A's later packets
+    # are a session of their own, not late ones of a closed connection.
     a = _Conn(_port())
     x = _Conn(_port(apart=(a.sport,)))
     z = _Conn(_port(apart=(x.sport,), taken=(a.sport,)))
     a.open(T0)
     a.command(T0 + 100, b"MAIL FROM:<a@example.org>")
+    a_last = a.last
     x.open(T0 + 10)
     x.quit(T0 + 200, last_ack=False)
     z.open(T0 + 250)
@@ -319,23 +321,25 @@ def test_a_connection_lingering_at_the_start_is_not_the_latest_open(
     a.quit(T0 + 160)
     paths.append(_write(tmp_path / "2.pcap", a.take()))
 
+    again = _ns(T0 + 150, 9)  # the RCPT, A's 9th frame
     expected = [
-        (a.session(_ns(T0)), a.sport, _ns(T0), a.last, "fin"),
+        (a.session(_ns(T0)), a.sport, _ns(T0), a_last, "end_of_capture"),
         (x.session(_ns(T0 + 10)), x.sport, _ns(T0 + 10), x.last, "fin"),
+        (a.session(again), a.sport, again, a.last, "fin"),
         (z.session(_ns(T0 + 250)), z.sport, _ns(T0 + 250), z.last, "fin"),
     ]
     _check(paths, expected, reader)
 
 
-def test_a_connection_idle_at_the_start_stays_closed(
+def test_a_closed_connection_s_tuple_in_another_recording_is_a_new_session(
     tmp_path: Path, reader: str
 ) -> None:
     # X, last seen at T0 + 10 s, was closed as idle by one process when W's
     # traffic took the clock past its timeout. The second capture starts
-    # at T0 + 5 s with X's 4-tuple: nothing was open, so the same
-    # recording, and the packet is one after X's close. X's worker alone
-    # would have taken it for another recording: X closed at the end of
-    # the capture and a new session.
+    # at T0 + 5 s with X's 4-tuple: before W ended, so another recording,
+    # and the packet a session of its own rather than one after X's close,
+    # dropped. X's worker alone, with nothing of its own past T0 + 10 s
+    # but X, judges with W's worker's last packet.
     x = _Conn(_port())
     w = _Conn(_port(apart=(x.sport,)))
     x.open(T0)
@@ -350,31 +354,37 @@ def test_a_connection_idle_at_the_start_stays_closed(
     x.command(T0 + 5, b"NOOP")
     paths.append(_write(tmp_path / "2.pcap", x.take()))
 
+    again = _ns(T0 + 5, 9)  # the NOOP again, X's 9th frame
     expected = [
         (x.session(_ns(T0)), x.sport, _ns(T0), x_last, "idle"),
+        (x.session(again), x.sport, again, x.last, "end_of_capture"),
         (w.session(_ns(T0 + 20)), w.sport, _ns(T0 + 20), w.last, "fin"),
     ]
     _check(paths, expected, reader)
 
 
-def test_an_earlier_recording_read_last_is_judged_by_its_own_clock(
+def test_another_recording_is_judged_by_its_own_clock(
     tmp_path: Path, reader: str
 ) -> None:
-    # D's capture is hours later than Y's, read first. Nothing is open at
-    # the start of Y's, so one process goes on, and Y is open at the end.
+    # The first capture runs from W at T0 to D hours later; the second,
+    # another recording, starts with Y at T0 + 1 s and ends with Y open.
     # The clock the workers agree on for the end is counted from Y's
-    # capture: were it D's, Y would close as idle in Y's worker.
+    # capture: were it the first's, Y would close as idle in Y's worker.
     d = _Conn(_port())
     y = _Conn(_port(apart=(d.sport,)))
+    w = _Conn(_port(apart=(y.sport,), taken=(d.sport,)))
+    w.open(T0)
+    w.quit(T0)
     d.open(T0 + 10000)
     d.quit(T0 + 10001)
-    paths = [_write(tmp_path / "1.pcap", d.take())]
-    y.open(T0)
+    paths = [_write(tmp_path / "1.pcap", w.take(), d.take())]
+    y.open(T0 + 1)
     y.command(T0 + 50, b"MAIL FROM:<y@example.org>")
     paths.append(_write(tmp_path / "2.pcap", y.take()))
 
     expected = [
-        (y.session(_ns(T0)), y.sport, _ns(T0), y.last, "end_of_capture"),
+        (w.session(_ns(T0)), w.sport, _ns(T0), w.last, "fin"),
+        (y.session(_ns(T0 + 1)), y.sport, _ns(T0 + 1), y.last, "end_of_capture"),
         (d.session(_ns(T0 + 10000)), d.sport, _ns(T0 + 10000), d.last, "fin"),
     ]
     _check(paths, expected, reader)

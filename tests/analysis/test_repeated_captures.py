@@ -2,7 +2,8 @@
 
 Read twice, every session of a capture came twice under the same
 session_id, which breaks every join on it. Given out of time order, the
-parts of one capture split their sessions, and nothing said so.
+parts of one capture split their sessions and lost packets, and nothing
+said so: they are read in time order now.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from analysis.cli import main
+from capture.source import in_time_order
 
 AUTH = Path(__file__).parents[2] / "pcaps" / "auth.pcap"
 
@@ -52,10 +54,9 @@ def test_a_copy_read_beside_its_original_is_warned_of(
     ids = session_ids(out)
     assert len(ids) == 8 and len(set(ids)) == 4
     assert capsys.readouterr().err == (
-        "smtpscope: note: 1 of the 2 captures (copy.pcap) begins before the "
-        "ones given before it end, so it was read as another recording, with "
-        "connections of its own; the parts of one capture must be given in "
-        "time order\n"
+        "smtpscope: note: 1 of the 2 captures (copy.pcap) overlaps in time the "
+        "ones read before it, so it was read as another recording, with "
+        "connections of its own\n"
         "smtpscope: warning: 4 sessions have the session_id of another: the "
         "same connection, from the same first packet, was read twice (a "
         "capture given twice, or captures that overlap); all their rows are "
@@ -63,42 +64,84 @@ def test_a_copy_read_beside_its_original_is_warned_of(
     )
 
 
-def halves(tmp_path: Path) -> tuple[Path, Path]:
-    """rset-multi.pcap cut in two in the middle of its one session."""
+def parts(tmp_path: Path, count: int) -> list[Path]:
+    """rset-multi.pcap (one session) cut into ``count`` files, as tcpdump
+    -C names them: NAME, NAME1, NAME2, ..."""
     data = (AUTH.parent / "rset-multi.pcap").read_bytes()
     records, at = [], 24
     while at < len(data):
         (length,) = struct.unpack_from("<I", data, at + 8)
         records.append(data[at : at + 16 + length])
         at += 16 + length
-    middle = len(records) // 2
-    first, second = tmp_path / "part1.pcap", tmp_path / "part2.pcap"
-    first.write_bytes(data[:24] + b"".join(records[:middle]))
-    second.write_bytes(data[:24] + b"".join(records[middle:]))
-    return first, second
+    size = -(-len(records) // count)
+    paths = []
+    for n in range(count):
+        path = tmp_path / ("mail.pcap" + (str(n) if n else ""))
+        path.write_bytes(data[:24] + b"".join(records[n * size : (n + 1) * size]))
+        paths.append(path)
+    return paths
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
-def test_parts_given_out_of_time_order_are_noted(
+def test_parts_are_read_in_time_order_whatever_their_names(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], jobs: str
 ) -> None:
-    # The second half holds the FINs: nothing is open when the first half,
-    # read after it, goes back in time. Its session is split in two.
-    first, second = halves(tmp_path)
+    # A shell glob lists mail.pcap10 before mail.pcap2: read in that order,
+    # the session was cut in pieces and parts of it dropped as late packets.
+    files = parts(tmp_path, 12)
+    globbed = sorted(str(path) for path in files)
+    assert globbed[2].endswith("mail.pcap10")
     out = tmp_path / "out"
-    assert (
-        main(["read", "-q", "-j", jobs, "-o", str(out), str(second), str(first)]) == 0
-    )
-    assert len(session_ids(out)) == 2
-    assert capsys.readouterr().err == (
-        "smtpscope: note: 1 of the 2 captures (part1.pcap) begins before the "
-        "ones given before it end, so it was read as another recording, with "
-        "connections of its own; the parts of one capture must be given in "
-        "time order\n"
-    )
-    # In time order: one session, and nothing to say.
-    assert (
-        main(["read", "-q", "-j", jobs, "-o", str(out), str(first), str(second)]) == 0
-    )
+    assert main(["read", "-q", "-j", jobs, "-o", str(out), *globbed]) == 0
     assert len(session_ids(out)) == 1
+    with (out / "commands.jsonl").open() as rows:
+        assert sum(1 for _ in rows) == 17
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_capture_that_overlaps_the_one_before_is_noted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], jobs: str
+) -> None:
+    # The same session recorded twice, the second time from its fourth
+    # packet: another recording, whose packets are a session of their own
+    # (caught after its start), not late ones of the first, dropped.
+    whole, *_ = parts(tmp_path, 1)
+    data = whole.read_bytes()
+    at = 24
+    for _ in range(3):
+        (length,) = struct.unpack_from("<I", data, at + 8)
+        at += 16 + length
+    later = tmp_path / "tap2.pcap"
+    later.write_bytes(data[:24] + data[at:])
+    out = tmp_path / "out"
+    assert main(["read", "-q", "-j", jobs, "-o", str(out), str(whole), str(later)]) == 0
+    assert len(session_ids(out)) == 2
+    with (out / "commands.jsonl").open() as rows:
+        assert sum(1 for _ in rows) == 34
+    assert capsys.readouterr().err == (
+        "smtpscope: note: 1 of the 2 captures (tap2.pcap) overlaps in time the "
+        "ones read before it, so it was read as another recording, with "
+        "connections of its own\n"
+    )
+
+
+def test_time_order_puts_captures_without_packets_last(tmp_path: Path) -> None:
+    first, second, third = parts(tmp_path, 3)
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(first.read_bytes()[:24])  # a header, no packet
+    missing = str(tmp_path / "missing.pcap")
+    given = [str(empty), str(third), missing, str(first), str(second)]
+    assert in_time_order(given) == [
+        str(first),
+        str(second),
+        str(third),
+        str(empty),
+        missing,
+    ]
+    # Standard input cannot be looked into first: all as given.
+    assert in_time_order([str(third), "-", str(first)]) == [
+        str(third),
+        "-",
+        str(first),
+    ]

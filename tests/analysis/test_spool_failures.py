@@ -30,7 +30,13 @@ from capture.stream import StreamClosed, StreamEvent
 from tests.analysis.same import same_files
 from tests.analysis.test_interrupt import AUTH, CAPTURE
 
+# Two captures in the order smtpscope reads them, their time order: LATER
+# (auth.pcap, four sessions, in both shares of two) was recorded after
+# EARLIER (plain-delivery.pcap, one session). The rounds at the start of a
+# capture are those of LATER.
 ROOT = Path(__file__).parents[2]
+EARLIER = str(ROOT / "pcaps" / "plain-delivery.pcap")
+LATER = AUTH
 
 
 def _leftovers(directory: Path) -> list[str]:
@@ -109,7 +115,7 @@ def test_a_full_disk_under_the_spool_gives_a_message_not_a_traceback(
     (tmp_path / "sessions.jsonl").write_text("old\n")
     for jobs in ("1", "2"):
         status = cli.main([
-            "read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "-j", jobs
+            "read", EARLIER, LATER, "-q", "-o", str(tmp_path), "-j", jobs
         ])  # fmt: skip
         err = capsys.readouterr().err
         assert status == 1
@@ -157,7 +163,7 @@ def test_ctrl_c_while_waiting_for_workers_keeps_what_was_read(
         return real(self)
 
     monkeypatch.setattr(parallel._Worker, "result", result)
-    status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "-j", "2"])
+    status = cli.main(["read", EARLIER, LATER, "-q", "-o", str(tmp_path), "-j", "2"])
     assert status == 130
     assert "interrupted" in capsys.readouterr().err
     # What the parent and the worker had read is written.
@@ -181,7 +187,7 @@ def test_ctrl_c_while_waiting_is_passed_on_to_the_workers(
     waiting: str,
 ) -> None:
     # The parent waits for the workers in rounds (parallel._agree): at the
-    # start of AUTH, the second capture, and once each has read everything;
+    # start of LATER, the second capture, and once each has read everything;
     # then for their shares. Its Ctrl-C comes while it waits in one.
     real_work = parallel._work
 
@@ -213,6 +219,13 @@ def test_ctrl_c_while_waiting_is_passed_on_to_the_workers(
             due = when is None or when in args
             if due and not getattr(wait, "interrupted", False):
                 wait.interrupted = True  # type: ignore[attr-defined]
+                if when is not None:
+                    # Once the worker waits in the round too: sooner, a
+                    # stop could reach it before it started reading (before
+                    # slow_worker holds stops back), and it would hand back
+                    # nothing, rightly, the parent's captures being small.
+                    for worker in args[0]:
+                        worker.told()
                 raise KeyboardInterrupt
             return real(*args)
 
@@ -226,13 +239,13 @@ def test_ctrl_c_while_waiting_is_passed_on_to_the_workers(
         agree = interrupted_once(parallel._agree, waiting)
         monkeypatch.setattr(parallel, "_agree", agree)
     started = time.monotonic()
-    status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "-j", "2"])
+    status = cli.main(["read", EARLIER, LATER, "-q", "-o", str(tmp_path), "-j", "2"])
     assert time.monotonic() - started < 20  # the worker did not sleep it out
     assert status == 130
     assert "interrupted" in capsys.readouterr().err
-    # Stopped at the start of AUTH, the parent did not read its share of it;
+    # Stopped at the start of LATER, the parent did not read its share of it;
     # the worker read all of its own, alone once the parent stopped.
-    unread = _sessions([AUTH], (0, 2)) if waiting.startswith("capture") else 0
+    unread = _sessions([LATER], (0, 2)) if waiting.startswith("capture") else 0
     assert unread > 0 or not waiting.startswith("capture")
     assert (tmp_path / "sessions.jsonl").read_text().count("\n") == 5 - unread
     assert _leftovers(tmp_path) == []
@@ -253,10 +266,10 @@ def test_a_stop_once_a_share_is_read_does_not_lose_it(
         return real_detach(self)
 
     single = tmp_path / "single"
-    assert cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(single)]) == 0
+    assert cli.main(["read", EARLIER, LATER, "-q", "-o", str(single)]) == 0
     monkeypatch.setattr(spool.Spool, "detach", stopped_first)
     sharded = tmp_path / "sharded"
-    status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(sharded), "-j", jobs])
+    status = cli.main(["read", EARLIER, LATER, "-q", "-o", str(sharded), "-j", jobs])
     assert status == 0
     same_files(sharded, single)
 
@@ -269,7 +282,7 @@ def test_a_worker_gone_during_a_round_is_left_out(
     how: str,
 ) -> None:
     # The worker is stopped (Ctrl-C of its own, or SIGTERM) or killed while
-    # it waits for the second round at the start of AUTH: the parent reads
+    # it waits for the second round at the start of LATER: the parent reads
     # on without it and does not wait for it in the later rounds.
     real_agree = parallel._agree
 
@@ -284,7 +297,7 @@ def test_a_worker_gone_during_a_round_is_left_out(
 
     monkeypatch.setattr(parallel, "_agree", agree)
     started = time.monotonic()
-    status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "-j", "2"])
+    status = cli.main(["read", EARLIER, LATER, "-q", "-o", str(tmp_path), "-j", "2"])
     assert time.monotonic() - started < 20
     err = capsys.readouterr().err
     if how == "killed":
@@ -294,7 +307,7 @@ def test_a_worker_gone_during_a_round_is_left_out(
     else:
         # Its share of the first capture is kept, the parent's of both.
         assert status == 130
-        unread = _sessions([AUTH], (1, 2))
+        unread = _sessions([LATER], (1, 2))
         assert unread > 0
         written = (tmp_path / "sessions.jsonl").read_text().count("\n")
         assert written == 5 - unread
@@ -304,9 +317,9 @@ def test_a_worker_gone_during_a_round_is_left_out(
 def test_a_worker_out_of_step_goes_on_alone(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # A worker that finds no segment in AUTH (as if the file changed while
+    # A worker that finds no segment in LATER (as if the file changed while
     # the shares read it) skips its rounds there: its next is the end's,
-    # which the parent, at AUTH's first round, does not take for its own.
+    # which the parent, at LATER's first round, does not take for its own.
     # It is told to go on alone, and nobody waits.
     real_work = parallel._work
 
@@ -324,11 +337,11 @@ def test_a_worker_out_of_step_goes_on_alone(
     monkeypatch.setattr(parallel, "_work", work)
     monkeypatch.setattr(parallel, "_agree", agree)
     started = time.monotonic()
-    status = cli.main(["read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "-j", "2"])
+    status = cli.main(["read", EARLIER, LATER, "-q", "-o", str(tmp_path), "-j", "2"])
     assert time.monotonic() - started < 20
     assert status == 0
     assert names == ["capture 1 clock", "capture 1 open", "end"]
-    # Nothing was open at AUTH's start: alone, it judged the same.
+    # Nothing was open at LATER's start: alone, it judged the same.
     assert (tmp_path / "sessions.jsonl").read_text().count("\n") == 5
 
 
