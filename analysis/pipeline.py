@@ -165,6 +165,8 @@ class SessionTracker:
             self.silent[event.conn.conn_id] = event.conn
         elif isinstance(event, StreamClosed):
             conn = event.conn
+            if self._traceless(conn):
+                return None
             builder = self._builder(conn)
             if builder is not None:
                 del self.builders[conn.conn_id]
@@ -181,6 +183,19 @@ class SessionTracker:
             if builder is not None:
                 builder.tcp_anomaly(event.ts, event.kind, event.detail)
         return None
+
+    def _traceless(self, conn: Connection) -> bool:
+        """Whether ``conn`` closes without a session to show: it never spoke
+        (no byte, no gap, no anomaly) and its capture missed its start (no
+        SYN, no SYN-ACK). Stray ACKs or RSTs of a connection that ended
+        before the capture, or an ACK scan: rows of nothing, which would
+        swell the session counts."""
+        if conn.conn_id not in self.silent or conn.handshake_seen:
+            return False
+        if conn.synack_ts is not None:
+            return False
+        del self.silent[conn.conn_id]
+        return True
 
     def _builder(self, conn: Connection) -> SessionBuilder | None:
         builder = self.builders.get(conn.conn_id)

@@ -132,3 +132,25 @@ def test_live_takes_the_same_limit() -> None:
         parser.parse_args(["read", "x", "--max-connections", "0"]).max_connections
         is None
     )
+
+
+def test_a_connection_that_left_no_trace_is_no_session() -> None:
+    # Bare ACKs (an ACK scan, or the stray ACK of a connection that ended
+    # before the capture began): no handshake seen, nothing said. 500 of
+    # them made 500 rows of nothing. An unanswered SYN is still a session,
+    # as is a connection caught in the middle that says something.
+    reassembler = Reassembler(frozenset({25}))
+    tracker = SessionTracker()
+    segments = [
+        (("198.18.0.1", "192.0.2.25", 40001, 25), 100, 7, 0x10, b"", 0),
+        (("198.18.0.2", "192.0.2.25", 40002, 25), 100, 7, 0x14, b"", 0),  # RST
+        (("198.18.0.3", "192.0.2.25", 40003, 25), 100, 0, SYN, b"", 0),
+        (("198.18.0.4", "192.0.2.25", 40004, 25), 100, 7, 0x18, b"NOOP\r\n", 0),
+    ]
+    events = []
+    for ts, segment in enumerate(segments, start=1):
+        events += reassembler.feed(ts, segment)
+    events += reassembler.finish()
+    results = [r for r in map(tracker.handle, events) if r is not None]
+    assert [r.session.client_port for r in results] == [40003, 40004]
+    assert tracker.open_sessions == 0
