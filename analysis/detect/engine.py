@@ -64,6 +64,7 @@ class Wording:
     The template gets ``who`` (the client, or the user for per-user rules),
     ``server``, ``count``, ``threshold``, ``window``, ``total``, ``ratio``,
     ``sessions``, ``clients`` (how many distinct client addresses),
+    ``span`` (how long the incident lasted, first to last observation),
     ``note`` (the observations' notes, each after "; "), ``notes`` (the
     same joined with ", ") and ``tally`` (each note after how many hits
     carried it, most first: "250 answered with SYN-ACK, 50 not answered").
@@ -171,7 +172,7 @@ WORDING: dict[str, Wording] = {
     ),
     "syn_flood": Wording(
         "{server} had {count} TCP handshakes that never completed ({tally}) "
-        "within {window} from {clients} client address(es), {ratio} of its "
+        "in {span} from {clients} client address(es), {ratio} of its "
         "{total} sessions"
     ),
 }
@@ -326,19 +327,21 @@ class AlertEngine:
         server = next(iter(servers)) if len(servers) == 1 else None
         notes = list(tally.notes)
         by_count = sorted(tally.notes.items(), key=lambda item: -item[1])
+        # Numbers with thousands separators: a flood's run to six digits.
         values = {
-            "who": client or f"{len(clients)} clients",
-            "server": server or f"{len(servers)} servers",
-            "count": count,
-            "threshold": threshold,
+            "who": client or f"{len(clients):,} clients",
+            "server": server or f"{len(servers):,} servers",
+            "count": f"{count:,}",
+            "threshold": f"{threshold:,}",
             "window": _duration(rule.window_s),
-            "total": total if total is not None else tally.hits,
+            "span": _span(incident.last - incident.first),
+            "total": f"{total if total is not None else tally.hits:,}",
             "ratio": f"{count / total:.0%}" if total else "-",
-            "sessions": tally.sessions,
-            "clients": len(clients),
+            "sessions": f"{tally.sessions:,}",
+            "clients": f"{len(clients):,}",
             "note": "".join(f"; {note}" for note in notes),
             "notes": ", ".join(notes),
-            "tally": ", ".join(f"{n} {note}" for note, n in by_count),
+            "tally": ", ".join(f"{n:,} {note}" for note, n in by_count),
         }
         if kind in _PER_USER:
             values["who"] = f"user {key[0]}"
@@ -372,6 +375,19 @@ def detect(results: Iterable[SessionResult], rules: Rules | None = None) -> list
         alerts += engine.feed(result)
     alerts += engine.finish()
     return sorted(alerts, key=lambda a: (a.first_seen, a.alert_id))
+
+
+def _span(ns: int) -> str:
+    """How long an incident lasted, first to last observation, roughly."""
+    seconds = ns / 1_000_000_000
+    if seconds < 1:
+        return "less than a second"
+    if seconds < 120:
+        whole = round(seconds)
+        return f"{whole} second" + ("s" if whole != 1 else "")
+    if seconds < 7200:
+        return f"{round(seconds / 60)} minutes"
+    return f"{seconds / 3600:.1f} hours"
 
 
 def _duration(seconds: float) -> str:

@@ -111,7 +111,7 @@ def test_a_flood_above_the_threshold_raises_one_alert() -> None:
             examples=(),
             summary=(
                 "192.0.2.25 had 150 TCP handshakes that never completed "
-                "(150 not answered) within 10 seconds from 150 client "
+                "(150 not answered) in 1 second from 150 client "
                 "address(es), 100% of its 150 sessions."
             ),
         )
@@ -195,7 +195,7 @@ def test_the_summary_says_how_the_server_answered() -> None:
     alert = flood_alert(detect(results))
     assert alert.summary == (
         "192.0.2.25 had 150 TCP handshakes that never completed (100 answered "
-        "with SYN-ACK, 30 refused with RST, 20 not answered) within 10 seconds "
+        "with SYN-ACK, 30 refused with RST, 20 not answered) in 1 second "
         "from 150 client address(es), 100% of its 150 sessions."
     )
 
@@ -221,7 +221,7 @@ def test_rules_files_change_and_disable_the_rule(tmp_path: Path) -> None:
     rules.write_text("[syn_flood]\nthreshold = 5\nwindow_s = 1\nseverity = 'medium'\n")
     alert = flood_alert(detect([attempt(n) for n in range(20)], load_rules(rules)))
     assert (alert.count, alert.threshold, alert.severity) == (20, 5, "medium")
-    assert "within 1 seconds" in alert.summary
+    assert "in less than a second" in alert.summary  # 20 attempts 10 ms apart
     rules.write_text("[syn_flood]\nenabled = false\n")
     off = load_rules(rules)
     assert detect([attempt(n) for n in range(200)], off) == []
@@ -379,7 +379,7 @@ def test_a_syn_flood_capture_gives_one_alert_with_one_or_two_processes(
         "examples": [],
         "summary": (
             "192.0.2.25 had 300 TCP handshakes that never completed "
-            "(300 not answered) within 10 seconds from 300 client address(es), "
+            "(300 not answered) in less than a second from 300 client address(es), "
             "100% of its 300 sessions."
         ),
     }
@@ -419,4 +419,16 @@ def test_the_default_rule() -> None:
         100,
         10.0,
         0.5,
+    )
+
+
+def test_the_summary_says_how_long_and_separates_thousands() -> None:
+    # Found by a new user: "had 100000 ... within 10 seconds" of a flood that
+    # lasted 100 s. The rule's window is in window_s; the summary says how
+    # long the incident lasted.
+    alert = flood_alert(detect([attempt(n) for n in range(1500)]))
+    assert alert.summary == (
+        "192.0.2.25 had 1,500 TCP handshakes that never completed (1,500 not "
+        "answered) in 15 seconds from 1,500 client address(es), 100% of its "
+        "1,500 sessions."
     )
