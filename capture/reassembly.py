@@ -21,10 +21,11 @@ receiver that got the first copy keeps, RFC 9293 3.10.7.4), and copies that
 differ are reported as ``tcp_overlap_mismatch``.
 
 Connections tracked at once cost about 1.3 KB each here before any bytes
-are buffered. Idle ones are closed after ``idle_timeout_s``, attempts (a
-handshake begun, never completed, nothing sent: a SYN flood, a scan) after
-the much shorter ``attempt_timeout_s``, and past ``max_connections`` open at
-once the longest silent are evicted, attempts first: a flood of spoofed SYNs
+are buffered. Idle ones are closed after ``idle_timeout_s``; those that
+showed nothing yet (a handshake begun and never completed, or a stray ACK
+or RST, with nothing sent: a SYN, ACK or RST flood, a scan) after the much
+shorter ``attempt_timeout_s``; and past ``max_connections`` open at once
+the longest silent are evicted, those first: a flood of spoofed packets
 must not take all the memory.
 """
 
@@ -124,6 +125,8 @@ class _Half:
 # Flags that take a segment off the fast lane of Reassembler.feed, as one
 # constant: the expression would be computed per segment.
 _SYN_FIN_RST: Final = SYN | FIN | RST
+# A plain acknowledgment: ACK without SYN or RST (see _Flow.client_acked).
+_ACK_ONLY: Final = ACK | SYN | RST
 
 # How far from the next expected byte a RST may be and still be believed.
 # Endpoints take only an exact match (RFC 5961 3.2); a capture that lost
@@ -151,12 +154,14 @@ def _same_syn(half: _Half, seq: int) -> bool:
 
 class _Flow:
     __slots__ = (
+        "client_acked",
         "closed",
         "conn",
         "fin_done",
         "forget_at",
         "halves",
         "keys",
+        "silent",
         "steady",
     )
 
@@ -173,6 +178,12 @@ class _Flow:
         self.fin_done = False
         # See settle(): False until the first segment has been placed.
         self.steady = False
+        # The client acknowledged something without a SYN: it had the
+        # SYN-ACK, whether or not the capture has it (one side captured).
+        self.client_acked = False
+        # Closed while unproven (see _unproven): a byte of its 4-tuple
+        # after that is no late packet of it, as it sent none.
+        self.silent = False
 
     def settle(self) -> None:
         """Note whether plain segments may take the fast lane of ``feed``.
@@ -190,22 +201,33 @@ class _Flow:
             and (conn.ack_ts is not None or conn.synack_ts is None)
             and client.fin_off is None
             and server.fin_off is None
-            and not _attempt(conn)  # its timeout is not the fast lane's
+            and not _unproven(self)  # its timeout is not the fast lane's
         )
 
 
-def _attempt(conn: Connection) -> bool:
-    """Whether a connection is only an attempt so far: its handshake began
-    (a SYN or SYN-ACK was captured) but was never completed, and neither
-    side sent a byte.
+def _unproven(flow: _Flow) -> bool:
+    """Whether a connection has shown nothing of a conversation yet: no byte
+    either way, and no completed handshake.
 
-    What a SYN flood, a scan or an unreachable server leaves. A connection
-    caught after its handshake is not one: the capture only missed its
-    start.
+    Either an attempt, whose handshake began (a SYN or SYN-ACK was
+    captured) and was never completed, neither seen nor shown by a plain
+    ACK from the client: what a SYN flood, a scan or an unreachable server
+    leaves. Or traceless (``_traceless``): its start was not captured and
+    it has said nothing, a stray ACK or RST, or an ACK flood.
     """
+    conn = flow.conn
+    if conn.wire_bytes[0] or conn.wire_bytes[1]:
+        return False
+    if conn.syn_ts is None and conn.synack_ts is None:
+        return True
+    return conn.ack_ts is None and not flow.client_acked
+
+
+def _traceless(conn: Connection) -> bool:
+    """No handshake seen and no byte either way: nothing to be late for."""
     return (
-        conn.ack_ts is None
-        and (conn.syn_ts is not None or conn.synack_ts is not None)
+        conn.syn_ts is None
+        and conn.synack_ts is None
         and not conn.wire_bytes[0]
         and not conn.wire_bytes[1]
     )
@@ -233,11 +255,13 @@ class Reassembler:
     of capture time are closed with ``CloseReason.IDLE``; a closed
     connection's 4-tuple is remembered as long again, so that its late
     ACKs and retransmissions are recognised (and counted) rather than taken
-    for a new connection. Attempts (see ``_attempt``) are closed as IDLE
-    after ``attempt_timeout_s`` and remembered as long. With more than
-    ``max_connections`` open, some are closed as ``CloseReason.EVICTED``
-    and forgotten at once, attempts first (see ``_evict``), until a tenth
-    of the room is free again.
+    for a new connection. Connections that showed nothing yet (attempts
+    and traceless ones, see ``_unproven``) are closed as IDLE after
+    ``attempt_timeout_s``; attempts are remembered as long, traceless ones
+    not at all, and a byte on the 4-tuple of either starts a connection.
+    With more than ``max_connections`` open, some are closed as
+    ``CloseReason.EVICTED`` and forgotten at once, the unproven first (see
+    ``_evict``), until a tenth of the room is free again.
 
     Every ``StreamClosed`` carries the connection's last packet time, for
     every reason (``finish`` given a time excepted): an idle close is
@@ -377,14 +401,18 @@ class Reassembler:
                 # closing order, which is not that of the close times, and
                 # stops early.
                 forgotten = ts > flow.forget_at
-                if not new_syn and not forgotten:
+                # A byte on the 4-tuple of one that sent none starts a
+                # connection, caught after its start (a slow greeting seen
+                # from one side, say).
+                spoke = flow.silent and (payload or missing)
+                if not new_syn and not forgotten and not spoke:
                     self.stats.packets_after_close += 1
                     self.stats.bytes_after_close += len(payload)
                     return events
                 flow, direction = self._start(key, ts, flags, events)
-            elif ts - flow.conn.last_ts > self._timeout(flow.conn):
+            elif ts - flow.conn.last_ts > self._timeout(flow):
                 last = flow.conn.last_ts
-                decided = last + self._timeout(flow.conn)
+                decided = last + self._timeout(flow)
                 self._close(flow, last, CloseReason.IDLE, events, decided=decided)
                 flow, direction = self._start(key, ts, flags, events)
             elif new_syn and not _same_syn(flow.halves[direction], seq):
@@ -577,9 +605,16 @@ class Reassembler:
         events.append(StreamClosed(conn, ts, reason))
         if ts > self._last_closed:
             self._last_closed = ts
-        attempt = _attempt(conn)
+        evicted = reason is CloseReason.EVICTED
+        if evicted:
+            self.stats.evicted += 1
+        # A connection that said nothing is remembered as long as an attempt
+        # lasts (a late SYN-ACK or RST), one whose start the capture missed
+        # not at all (a RST flood would fill memory with them).
+        silent = flow.silent = _unproven(flow)
+        forget = evicted or _traceless(conn)
         closed_at = ts if decided is None else decided
-        flow.forget_at = closed_at + (self._attempt_ns if attempt else self._idle_ns)
+        flow.forget_at = closed_at + (self._attempt_ns if silent else self._idle_ns)
         flow.closed = True
         flow.steady = False
         # The 4-tuple is remembered for a while (see _sweep), the stream
@@ -589,43 +624,42 @@ class Reassembler:
         flow.halves = _RELEASED
         flow.conn = _RELEASED_CONN  # the StreamClosed event keeps the real one
         del self._open[conn.conn_id]
-        evicted = reason is CloseReason.EVICTED
         closed_lane = (flow, Direction.CLIENT, 0, *_RELEASED)
         for key in flow.keys:
             lane = self._flows.get(key)
             if lane is not None and lane[0] is flow:
-                if evicted:
+                if forget:
                     del self._flows[key]
                 else:
                     self._flows[key] = closed_lane
-        if not evicted:
-            (self._closed_attempts if attempt else self._closed).append(flow)
+        if not forget:
+            (self._closed_attempts if silent else self._closed).append(flow)
 
-    def _timeout(self, conn: Connection) -> int:
-        """How long ``conn`` may stay silent before it is closed as idle."""
-        return self._attempt_ns if _attempt(conn) else self._idle_ns
+    def _timeout(self, flow: _Flow) -> int:
+        """How long ``flow`` may stay silent before it is closed as idle."""
+        return self._attempt_ns if _unproven(flow) else self._idle_ns
 
     def _evict(self, cap: int, now: int, events: list[StreamEvent]) -> None:
-        """Close connections until a tenth of ``cap`` is free: attempts
-        first, the oldest first, then the others that were silent longest.
+        """Close connections until a tenth of ``cap`` is free: those that
+        showed nothing yet (``_unproven``) first, the oldest first, then the
+        others that were silent longest.
 
-        Attempts go first as they have nothing to lose but their handshake
+        Those go first as they have nothing to lose but their handshake
         times; taken in opening order, which is nearly that of their last
         packets, they need no sort. Which connections go depends on what
         else is open, so when a -j worker evicts, the tables can differ from
         a single process's: the caller warns (``stats.evicted``).
         """
         excess = len(self._open) - (cap - cap // _EVICT_SHARE)
-        attempts = (f for f in self._open.values() if _attempt(f.conn))
+        attempts = (f for f in self._open.values() if _unproven(f))
         victims = list(itertools.islice(attempts, excess))
         if len(victims) < excess:
-            others = [f for f in self._open.values() if not _attempt(f.conn)]
+            others = [f for f in self._open.values() if not _unproven(f)]
             others.sort(key=lambda f: (f.conn.last_ts, f.conn.conn_id))
             victims += others[: excess - len(victims)]
         for flow in victims:
             last = flow.conn.last_ts
             self._close(flow, last, CloseReason.EVICTED, events, decided=now)
-        self.stats.evicted += len(victims)
 
     def _sweep(self, now: int, events: list[StreamEvent]) -> None:
         """Close connections idle too long; forget long-closed 4-tuples."""
@@ -640,13 +674,13 @@ class Reassembler:
             for f in self._open.values()
             if f.conn.last_ts < limit
             or (f.fin_done and f.conn.last_ts < linger)
-            or (f.conn.last_ts < attempts_limit and _attempt(f.conn))
+            or (f.conn.last_ts < attempts_limit and _unproven(f))
         ]
         for flow in idle:  # in opening order: deterministic
             # Stamped with the last packet, not with the end of the wait:
             # nothing of the connection was seen after it.
             last = flow.conn.last_ts
-            wait = 0 if flow.fin_done else self._timeout(flow.conn)
+            wait = 0 if flow.fin_done else self._timeout(flow)
             self._close(flow, last, CloseReason.IDLE, events, decided=last + wait)
         for closed in (self._closed, self._closed_attempts):
             while closed:
@@ -678,6 +712,8 @@ class Reassembler:
         peer = flow.halves[1 - direction]
         if flags & SYN or (conn.synack_ts is not None and conn.ack_ts is None):
             self._handshake(conn, direction, ts, seg, half, peer)
+        if direction == Direction.CLIENT and flags & _ACK_ONLY == ACK:
+            flow.client_acked = True
         if flags & RST:
             self._reset(flow, direction, ts, seg, events)
             return

@@ -9,7 +9,7 @@ second would hold millions of them.
 
 from __future__ import annotations
 
-from capture.decode import ACK, RST, SYN, TcpSegment
+from capture.decode import ACK, FIN, RST, SYN, TcpSegment
 from capture.reassembly import Reassembler
 from capture.stream import CloseReason, StreamClosed, StreamOpened
 from tests.capture.craft import CLIENT, SERVER, seg
@@ -112,13 +112,76 @@ def test_a_connection_that_sent_bytes_is_no_attempt() -> None:
     assert closes(events)[0] == (0, CloseReason.END_OF_CAPTURE, 110 * S)
 
 
-def test_a_caught_connection_is_no_attempt() -> None:
-    # No SYN in the capture, so no handshake to wait for: the idle timeout.
+def test_a_caught_connection_that_says_nothing_is_forgotten_soon() -> None:
+    # No SYN in the capture and no byte: a stray ACK, or an ACK flood. It
+    # is closed after the attempt timeout and forgotten at once, so its
+    # 4-tuple's next packet, with bytes, is a connection caught again.
+    r = Reassembler(PORTS)
     events = feed_all(
-        [(0, c(0, flags=ACK)), other(100 * S), (110 * S, c(0, b"EHLO x\r\n"))]
+        [(0, c(0, flags=ACK)), other(100 * S), (110 * S, c(0, b"EHLO x\r\n"))], r
+    )
+    assert opened(events) == [0, 1, 2]
+    assert closes(events)[0] == (0, CloseReason.IDLE, 0)
+    assert r.stats.packets_after_close == 0
+
+
+def test_a_caught_connection_that_spoke_keeps_the_idle_timeout() -> None:
+    events = feed_all(
+        [(0, c(0, b"NOOP\r\n")), other(100 * S), (110 * S, c(6, b"EHLO x\r\n"))]
     )
     assert opened(events) == [0, 1]
     assert closes(events)[0] == (0, CloseReason.END_OF_CAPTURE, 110 * S)
+
+
+def test_a_client_that_acked_finished_its_handshake() -> None:
+    # Only the client's side captured: its ACK shows it had the SYN-ACK,
+    # so a greeting slower than the attempt timeout (a tarpit) keeps the
+    # connection whole. Found in review: the EHLO and QUIT were dropped.
+    events = feed_all(
+        [
+            (0, seg(CLIENT, C_ISN, flags=SYN)),
+            (1, c(0, flags=ACK)),
+            other(100 * S),
+            (110 * S, c(0, b"EHLO x\r\n")),
+        ]
+    )
+    assert opened(events) == [0, 1]
+    assert closes(events)[0] == (0, CloseReason.END_OF_CAPTURE, 110 * S)
+
+
+def test_a_byte_after_an_attempt_closed_starts_a_connection() -> None:
+    # Only the server's side captured: its SYN-ACK, then a greeting 90 s
+    # later. The attempt was closed at 60 s and is still remembered, but a
+    # byte cannot be a late packet of a connection that sent none.
+    r = Reassembler(PORTS)
+    events = feed_all(
+        [
+            (0, seg(SERVER, S_ISN, ack=C_ISN + 1, flags=SYN | ACK)),
+            other(80 * S),
+            (90 * S, s(0, b"220 hi\r\n")),
+        ],
+        r,
+    )
+    assert opened(events) == [0, 1, 2]
+    assert closes(events)[0] == (0, CloseReason.IDLE, 0)
+    assert r.stats.packets_after_close == 0
+
+
+def test_a_rst_flood_is_not_remembered() -> None:
+    # Each RST opens a connection and closes it at once: with nothing to be
+    # late for, its 4-tuple is forgotten at once. Found in review: a
+    # million of them held 688 MB, past any --max-connections.
+    r = Reassembler(PORTS, max_connections=10)
+    feed_all(
+        [
+            (n, to_server((f"198.18.{n >> 8}.{n & 255}", 40000), 1, flags=RST))
+            for n in range(500)
+        ],
+        r,
+        finish=False,
+    )
+    assert r._flows == {}
+    assert r.stats.evicted == 0
 
 
 def test_a_refused_attempt_is_remembered_for_the_attempt_timeout_only() -> None:
@@ -232,3 +295,22 @@ def test_a_rst_from_the_client_does_not_complete_the_handshake() -> None:
         None,
     )
     assert closes(events) == [(0, CloseReason.RST, 2)]
+
+
+def test_a_connection_evicted_with_both_fins_in_closes_as_fin() -> None:
+    # Only its last ACK was missing: its row says fin, and the warning's
+    # count of evicted connections leaves it out (found in review).
+    r = Reassembler(PORTS, max_connections=1)
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"QUIT\r\n")),
+            (11, s(0, b"221 bye\r\n", ack=C_ISN + 7, flags=PSH_ACK | FIN)),
+            (12, c(6, ack=S_ISN + 10, flags=ACK | FIN)),
+            (20, to_server(("10.0.0.9", 41000), 1, b"x", ack=1)),  # not unproven
+        ],
+        r,
+        finish=False,
+    )
+    assert closes(events) == [(0, CloseReason.FIN, 12)]
+    assert r.stats.evicted == 0
