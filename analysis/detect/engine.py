@@ -345,8 +345,14 @@ class AlertEngine:
         }
         if kind in _PER_USER:
             values["who"] = f"user {key[0]}"
+        # Live, the first alert of an incident fixes its id: its later,
+        # complete row must keep it, though a hit older than its first can
+        # still come (sessions reach the detectors as they close: a SYN
+        # refused with RST at once, one never answered a minute later).
+        if incident.alert_id is None:
+            incident.alert_id = alert_id(kind, key, first.session_id, first.ts)
         return Alert(
-            alert_id=alert_id(kind, key, first.session_id, first.ts),
+            alert_id=incident.alert_id,
             kind=kind,
             severity=rule.severity.shifted(tally.shift).value,
             client_ip=client,

@@ -249,6 +249,8 @@ class Incident:
     # With hits_span: others newer than the last hit, counted among
     # ``others`` once a later hit shows them to be within the incident.
     trailing: int = 0
+    # The alert's id, once an alert was made of it (see AlertEngine._alert).
+    alert_id: str | None = None
 
     @property
     def total(self) -> int:

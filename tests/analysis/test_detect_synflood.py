@@ -432,3 +432,23 @@ def test_the_summary_says_how_long_and_separates_thousands() -> None:
         "answered) in 15 seconds from 1,500 client address(es), 100% of its "
         "1,500 sessions."
     )
+
+
+def test_live_keeps_the_id_of_its_first_alert_when_older_hits_come() -> None:
+    # Live, sessions reach the detectors as they close: SYNs refused with a
+    # RST at once, unanswered ones a minute later. The incident's first hit
+    # then changes after its first alert; its complete row keeps the id
+    # (found in review: two ids, the first never completed).
+    live = AlertEngine(early=True)
+    refused = [attempt(n, answer="rst") for n in range(50, 200)]
+    early = []
+    for result in refused:
+        early += live.feed(result)
+    (crossed,) = [a for a in early if a.kind == "syn_flood"]
+    assert crossed.count == 100
+    for result in [attempt(n) for n in range(50)]:  # older, closed later
+        live.feed(result)
+    final = [a for a in live.finish() if a.kind == "syn_flood"]
+    assert [(a.alert_id, a.count, a.first_seen) for a in final] == [
+        (crossed.alert_id, 200, T0)
+    ]
