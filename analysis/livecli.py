@@ -70,7 +70,7 @@ def add_live_command(
     live.add_argument(
         "-G",
         dest="rotate_seconds",
-        type=_positive,
+        type=_seconds,
         metavar="SECONDS",
         help="with -w: start a new file every SECONDS of capture time",
     )
@@ -84,7 +84,7 @@ def add_live_command(
         help="serve Prometheus metrics on ADDR:PORT (ADDR defaults to 127.0.0.1)",
     )
     live.add_argument(
-        "--duration", type=_positive, metavar="S", help="stop after S seconds"
+        "--duration", type=_seconds, metavar="S", help="stop after S seconds"
     )
     live.add_argument(
         "--rules",
@@ -94,7 +94,7 @@ def add_live_command(
     )
     live.add_argument(
         "--idle-timeout",
-        type=_positive,
+        type=_seconds,
         default=600.0,
         metavar="S",
         help="close a connection silent for S seconds (default: 600)",
@@ -141,7 +141,7 @@ def add_check_command(
     )
     check.add_argument(
         "--duration",
-        type=_positive,
+        type=_seconds,
         default=60.0,
         metavar="S",
         help="with -i: watch for S seconds (default: 60)",
@@ -194,6 +194,18 @@ def _validate_live(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 def _validate_check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.filter and args.captures:
         parser.error("-f filters live capture (-i); it does not apply to -r")
+
+
+# Ten years: longer times are typos, and in nanoseconds they overflow the
+# timestamps they are added to.
+_SECONDS_MAX = 10 * 365 * 86400
+
+
+def _seconds(text: str) -> float:
+    value = _positive(text)
+    if value > _SECONDS_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than ten years of seconds")
+    return value
 
 
 def _positive(text: str) -> float:

@@ -154,3 +154,19 @@ def test_a_connection_that_left_no_trace_is_no_session() -> None:
     results = [r for r in map(tracker.handle, events) if r is not None]
     assert [r.session.client_port for r in results] == [40003, 40004]
     assert tracker.open_sessions == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["live", "-i", "lo", "--idle-timeout", "1e300"],
+        ["live", "-i", "lo", "--duration", "1e300"],
+        ["live", "-i", "lo", "-w", "x.pcapng", "-G", "1e300"],
+    ],
+)
+def test_times_past_ten_years_are_usage_errors(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in review: --idle-timeout 1e300 overflowed into a traceback.
+    assert main(argv) == 2
+    assert "is more than ten years of seconds" in capsys.readouterr().err
