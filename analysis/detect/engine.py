@@ -11,6 +11,7 @@ calls ``expire`` as time passes.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +29,8 @@ from analysis.detect.window import Incident, Observation, Tally, Tracker
 from analysis.records import SessionResult
 
 MAX_EXAMPLES = 3
+# Keys seen once that are kept (see AlertEngine._single): about 35 MB.
+MAX_SINGLE = 100_000
 # Kinds counted per user name rather than per client.
 _PER_USER = frozenset({"auth_user_many_clients"})
 # Kinds counted per server, from every session to it. Only their hits
@@ -209,8 +212,12 @@ class AlertEngine:
         # rules that need more than one to cross: a flood from spoofed
         # addresses brings one session per client, and a Tracker holding it
         # costs twice the observation itself (about 0.7 KB against 0.35).
-        # The second observation makes the key a Tracker, fed both.
-        self._single: dict[tuple[str, tuple[str, ...]], Observation] = {}
+        # The second observation makes the key a Tracker, fed both. At most
+        # MAX_SINGLE, the oldest forgotten first (see _tracker).
+        self._single: OrderedDict[tuple[str, tuple[str, ...]], Observation] = (
+            OrderedDict()
+        )
+        self.singles_forgotten = 0
         self._next_sweep = 0
 
     def feed(self, result: SessionResult) -> list[Alert]:
@@ -291,7 +298,15 @@ class AlertEngine:
         if first is not None and first.ts < now - rule.window_ns:
             first = None  # what the tracker would have forgotten by now
         if first is None and rule.threshold > 1 and not per_server:
-            self._single[slot] = obs
+            single = self._single
+            single[slot] = obs
+            if len(single) > MAX_SINGLE:
+                # A flood from more distinct clients than this within a
+                # window: the oldest is forgotten before its window ends.
+                # Only a client that comes back to exactly the threshold
+                # within it would have been alerted on.
+                single.popitem(last=False)
+                self.singles_forgotten += 1
             return None
         tracker = Tracker(
             rule.threshold,
@@ -338,7 +353,8 @@ class AlertEngine:
             "total": f"{total if total is not None else tally.hits:,}",
             "ratio": f"{count / total:.0%}" if total else "-",
             "sessions": f"{tally.sessions:,}",
-            "clients": f"{len(clients):,}",
+            "clients": ("more than " if tally.more_clients else "")
+            + f"{len(clients):,}",
             "note": "".join(f"; {note}" for note in notes),
             "notes": ", ".join(notes),
             "tally": ", ".join(f"{n:,} {note}" for note, n in by_count),

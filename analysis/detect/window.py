@@ -163,6 +163,10 @@ _NO_VALUES: Final[dict[str, _Ordered]] = {}
 _NO_COUNTS: Final[dict[str, int]] = {}
 
 
+# Client addresses a Tally counts one by one: about 10 MB of them.
+MAX_TALLY_CLIENTS = 100_000
+
+
 @dataclass(slots=True)
 class Tally:
     """What an alert reads of its hits besides the ones it lists.
@@ -180,7 +184,10 @@ class Tally:
     sessions: int = 0
     shift: int = 0
     values: set[str] = field(default_factory=set)
+    # At most MAX_TALLY_CLIENTS, then ``more_clients``: a flood from
+    # spoofed addresses has a new one per hit.
     clients: set[str | None] = field(default_factory=set)
+    more_clients: bool = False
     servers: set[str | None] = field(default_factory=set)
     notes: dict[str, int] = field(default_factory=dict)
     last_session: str | None = None
@@ -207,7 +214,11 @@ class Tally:
         if obs.session_id != self.last_session:
             self.sessions += 1
             self.last_session = obs.session_id
-        self.clients.add(obs.client_ip)
+        clients = self.clients
+        if len(clients) < MAX_TALLY_CLIENTS:
+            clients.add(obs.client_ip)
+        elif obs.client_ip not in clients:
+            self.more_clients = True
         self.servers.add(obs.server_ip)
         note = obs.note
         if note:

@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from analysis import cli, detecthelp
-from analysis.detect import AlertEngine, RulesError, detect, engine, load_rules
+from analysis.detect import (
+    AlertEngine,
+    RulesError,
+    detect,
+    engine,
+    load_rules,
+    window,
+)
 from analysis.detect.alert import Alert, alert_id
 from analysis.detect.flood import FloodDetector, handshake_failed, server_answer
 from analysis.detect.rules import default_rules
@@ -452,3 +459,14 @@ def test_live_keeps_the_id_of_its_first_alert_when_older_hits_come() -> None:
     assert [(a.alert_id, a.count, a.first_seen) for a in final] == [
         (crossed.alert_id, 200, T0)
     ]
+
+
+def test_past_the_tallys_limit_the_clients_are_more_than(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The set of a flood's client addresses is bounded (a spoofed flood has
+    # one per hit); past it the summary says "more than".
+    monkeypatch.setattr(window, "MAX_TALLY_CLIENTS", 100)
+    alert = flood_alert(detect([attempt(n) for n in range(150)]))
+    assert "from more than 100 client address(es)" in alert.summary
+    assert alert.count == 150

@@ -14,7 +14,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from analysis.detect import Alert, AlertEngine, load_rules
+import pytest
+
+from analysis.detect import Alert, AlertEngine, load_rules, window
+from analysis.detect import engine as engine_module
 from analysis.detect.engine import DETECTORS
 from analysis.detect.flood import FloodDetector
 from analysis.detect.rules import Rule
@@ -109,3 +112,29 @@ def test_a_key_seen_once_holds_no_tracker() -> None:
     engine.feed_evidence(200 * S, evidence("198.18.1.1", 200 * S, [], 100))
     assert len(engine._single) == 0
     assert engine.finish() == []
+
+
+def test_past_max_single_the_oldest_are_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A flood from spoofed addresses, more distinct clients within a window
+    # than MAX_SINGLE: memory stays bounded, the oldest go first.
+    monkeypatch.setattr(engine_module, "MAX_SINGLE", 50)
+    engine = AlertEngine()
+    for n in range(80):
+        client = f"198.18.0.{n}"
+        engine.feed_evidence(
+            n * S // 100, evidence(client, n * S // 100, ["connection_flood"], n)
+        )
+    assert len(engine._single) == 50
+    assert engine.singles_forgotten == 30
+    assert next(iter(engine._single))[1] == ("198.18.0.30",)
+
+
+def test_a_tally_counts_clients_up_to_a_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(window, "MAX_TALLY_CLIENTS", 10)
+    tally = window.Tally()
+    for n in range(30):
+        cells = evidence(f"198.18.0.{n}", n, ["connection_flood"], n)[FLOOD][0]
+        tally.add(Observation._make(cells))
+    assert (len(tally.clients), tally.more_clients, tally.hits) == (10, True, 30)
