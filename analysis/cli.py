@@ -384,10 +384,18 @@ def _run_read(args: argparse.Namespace) -> int:
 
     if not end.sessions and stats.packets and not stats.errors:
         watched = ", ".join(str(p) for p in sorted(ports))
-        _error(
-            f"no TCP connection on the SMTP ports ({watched}); if the server "
-            "listens on another port, add it with --port N"
-        )
+        if stats.smtp_packets:
+            # A flood of ACKs or RSTs, or the tail of connections that
+            # ended before the capture: none is a session (see pipeline).
+            _error(
+                f"{stats.smtp_packets:,} TCP packets on the SMTP ports "
+                f"({watched}), but no connection began or sent a byte there"
+            )
+        else:
+            _error(
+                f"no TCP connection on the SMTP ports ({watched}); if the "
+                "server listens on another port, add it with --port N"
+            )
     for message in stats.errors:
         _error(message)
     if stats.evicted:

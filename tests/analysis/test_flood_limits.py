@@ -19,6 +19,7 @@ from analysis.cli import build_parser, main
 from analysis.pipeline import DEFAULT_MAX_CONNECTIONS, SessionTracker
 from capture.decode import SYN
 from capture.reassembly import Reassembler
+from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -170,3 +171,20 @@ def test_times_past_ten_years_are_usage_errors(
     # Found in review: --idle-timeout 1e300 overflowed into a traceback.
     assert main(argv) == 2
     assert "is more than ten years of seconds" in capsys.readouterr().err
+
+
+def test_a_capture_of_stray_resets_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in review: a RST flood on port 25 was told to add its port.
+    frames = [
+        Frame(1_700_000_000, n, ethernet(v4_tcp(f"198.18.0.{n}", flags=0x04)))
+        for n in range(1, 201)
+    ]
+    capture = tmp_path / "resets.pcap"
+    capture.write_bytes(pcap(frames))
+    assert main(["read", "-q", "-o", str(tmp_path / "out"), str(capture)]) == 0
+    assert capsys.readouterr().err == (
+        "smtpscope: 200 TCP packets on the SMTP ports (25, 465, 587, 2525), "
+        "but no connection began or sent a byte there\n"
+    )
