@@ -278,9 +278,10 @@ def add_max_connections(parser: argparse.ArgumentParser) -> None:
         default=pipeline.DEFAULT_MAX_CONNECTIONS,
         metavar="N",
         help="keep at most N connections open at once (default: "
-        f"{pipeline.DEFAULT_MAX_CONNECTIONS:,}; 0: no limit); past it the "
-        "longest silent, attempts that never completed their handshake "
-        "first, are closed with close 'evicted' and a warning",
+        f"{pipeline.DEFAULT_MAX_CONNECTIONS:,}; 0: no limit); past it "
+        "connections that showed nothing yet (handshakes never completed, "
+        "stray packets), then those silent longest, are closed with close "
+        "'evicted' and a warning",
     )
 
 

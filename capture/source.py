@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import struct
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class SourceStats:
     reassembly: ReassemblyStats = field(default_factory=ReassemblyStats)
     errors: list[CaptureError] = field(default_factory=list)
     # Captures that began before the ones read before them had reached
-    # (ReassemblyStats.rewinds): out of time order, or another recording.
+    # (ReassemblyStats.rewinds): another recording, overlapping in time.
     rewinds: list[str] = field(default_factory=list)
 
 
@@ -291,15 +292,17 @@ _FIRST_CHUNK_BYTES = 64 * 1024
 
 def in_time_order(paths: Sequence[str]) -> list[str]:
     """``paths`` by the time of their first packet, those with none last,
-    ties in the order given; as given when standard input is among them.
+    ties in the order given; as given when standard input or another file
+    that is not a regular one (a named pipe) is among them.
 
     The files a capture was rotated into must be read in time order for
     connections to go on from one into the next, and names do not always
     sort so (tcpdump -C writes NAME, NAME1, ..., NAME10, which a shell
     glob lists before NAME2). mergecap and Zeek order their inputs by time
-    too. Standard input cannot be looked into before it is read.
+    too. A pipe cannot be looked into before it is read: what was read
+    from it would be gone.
     """
-    if "-" in paths:
+    if len(paths) < 2 or not all(_regular(path) for path in paths):
         return list(paths)
     firsts = [_first_packet_time(path) for path in paths]
     order = sorted(
@@ -307,6 +310,16 @@ def in_time_order(paths: Sequence[str]) -> list[str]:
         key=lambda i: (firsts[i] is None, firsts[i] or 0, i),
     )
     return [paths[i] for i in order]
+
+
+def _regular(path: str) -> bool:
+    """Whether ``path`` is a regular file, or missing (reading will say)."""
+    if path == "-":
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
 
 
 def _first_packet_time(path: str) -> int | None:

@@ -9,6 +9,7 @@ said so: they are read in time order now.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -145,3 +146,13 @@ def test_time_order_puts_captures_without_packets_last(tmp_path: Path) -> None:
         "-",
         str(first),
     ]
+
+
+def test_a_named_pipe_among_them_keeps_the_order_given(tmp_path: Path) -> None:
+    # Looking into a pipe for its first packet would take that packet from
+    # the read that follows: nothing is looked into then.
+    first, second = parts(tmp_path, 2)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    given = [str(second), str(fifo), str(first)]
+    assert in_time_order(given) == given
