@@ -138,6 +138,7 @@ class SessionBuilder:
         "_anomaly_kinds",
         "_auth_cancelled",
         "_capped",
+        "_caught",
         "_decrypted",
         "_displaced",
         "_handshake",
@@ -179,6 +180,11 @@ class SessionBuilder:
             server_port=conn.server_port,
         )
         self.parser = SmtpParser(implicit_tls=conn.server_port in implicit_tls_ports)
+        # Caught after its start (no SYN, no SYN-ACK): the capture did not
+        # see the greeting, so a client that talks before the first reply
+        # seen did not talk first (found in review, on connections evicted
+        # under a flood and caught again).
+        self._caught = conn.syn_ts is None and conn.synack_ts is None
         self.transactions: list[TransactionRecord] = []
         self.commands: list[CommandRecord] = []
         self.anomalies: list[AnomalyRecord] = []
@@ -331,6 +337,8 @@ class SessionBuilder:
             elif isinstance(event, TlsStarted):
                 self._on_tls(event)
             elif isinstance(event, AnomalySeen):
+                if event.kind == "early_talker" and self._caught:
+                    continue  # its first reply was never its greeting
                 self._add_anomaly(event.ts, event.kind, event.detail)
 
     def _on_greeting(self, event: GreetingSeen) -> None:

@@ -17,8 +17,10 @@ import pytest
 
 from analysis.cli import build_parser, main
 from analysis.pipeline import DEFAULT_MAX_CONNECTIONS, SessionTracker
+from analysis.session import SessionBuilder
 from capture.decode import SYN
 from capture.reassembly import Reassembler
+from capture.stream import Connection, Direction
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -188,3 +190,19 @@ def test_a_capture_of_stray_resets_says_so(
         "smtpscope: 200 TCP packets on the SMTP ports (25, 465, 587, 2525), "
         "but no connection began or sent a byte there\n"
     )
+
+
+@pytest.mark.parametrize("syn_seen", [True, False])
+def test_a_client_caught_talking_first_is_no_early_talker(syn_seen: bool) -> None:
+    # Found in review: a connection evicted under a flood and caught again,
+    # its client's bytes first, then a 220 reply, was taken for a client
+    # talking before the greeting: an early_talker alert. A connection
+    # caught after its start never showed its greeting.
+    conn = Connection(0, "198.18.0.1", 40000, "192.0.2.25", 25, 1)
+    if syn_seen:
+        conn.syn_ts = 1
+    builder = SessionBuilder(conn, frozenset())
+    builder.data(Direction.CLIENT, b"EHLO client.example\r\n", 2)
+    builder.data(Direction.SERVER, b"220 mx.example ESMTP ready\r\n", 3)
+    kinds = [a.kind for a in builder.close(4, "fin").anomalies]
+    assert ("early_talker" in kinds) == syn_seen
