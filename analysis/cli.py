@@ -436,10 +436,11 @@ def _rewinds_note(rewinds: list[str], captures: int) -> str:
 
 def evicted_warning(evicted: int, limit: int | None, jobs: int) -> str:
     """What to say when connections were evicted: how many, and why."""
+    were = "connection was" if evicted == 1 else "connections were"
     message = (
-        f"warning: {evicted:,} connections were closed early (close "
-        f"'evicted'): more than {limit or 0:,} were open at once; "
-        "--max-connections raises the limit"
+        f"warning: {evicted:,} {were} closed early (close 'evicted'): more "
+        f"than {limit or 0:,} were open at once; --max-connections raises "
+        "the limit"
     )
     if jobs > 1:
         message += (
