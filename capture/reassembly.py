@@ -127,6 +127,9 @@ class _Half:
 _SYN_FIN_RST: Final = SYN | FIN | RST
 # A plain acknowledgment: ACK without SYN or RST (see _Flow.client_acked).
 _ACK_ONLY: Final = ACK | SYN | RST
+# The directions as plain ints, to index Connection.wire_bytes with.
+_CLIENT: Final = int(Direction.CLIENT)
+_SERVER: Final = int(Direction.SERVER)
 
 # How far from the next expected byte a RST may be and still be believed.
 # Endpoints take only an exact match (RFC 5961 3.2); a capture that lost
@@ -212,14 +215,16 @@ def _unproven(flow: _Flow) -> bool:
     Either an attempt, whose handshake began (a SYN or SYN-ACK was
     captured) and was never completed, neither seen nor shown by a plain
     ACK from the client: what a SYN flood, a scan or an unreachable server
-    leaves. Or traceless (``_traceless``): its start was not captured and
-    it has said nothing, a stray ACK or RST, or an ACK flood.
+    leaves. Bytes in its SYNs (TCP Fast Open) do not change that: the
+    server has not spoken, and a flood may carry them. Or traceless
+    (``_traceless``): its start was not captured and it has said nothing,
+    a stray ACK or RST, or an ACK flood.
     """
     conn = flow.conn
-    if conn.wire_bytes[0] or conn.wire_bytes[1]:
+    if conn.wire_bytes[_SERVER]:
         return False
     if conn.syn_ts is None and conn.synack_ts is None:
-        return True
+        return not conn.wire_bytes[_CLIENT]
     return conn.ack_ts is None and not flow.client_acked
 
 

@@ -314,3 +314,27 @@ def test_a_connection_evicted_with_both_fins_in_closes_as_fin() -> None:
     )
     assert closes(events) == [(0, CloseReason.FIN, 12)]
     assert r.stats.evicted == 0
+
+
+def test_bytes_in_a_syn_do_not_prove_a_connection() -> None:
+    # Found in review: SYNs carrying data (TCP Fast Open) were held for the
+    # idle timeout, ten minutes, a flood of them past every other limit.
+    r = Reassembler(PORTS)
+    events = feed_all(
+        [(0, seg(CLIENT, C_ISN, b"EHLO x\r\n", flags=SYN)), other(100 * S)],
+        r,
+        finish=False,
+    )
+    assert closes(events) == [(0, CloseReason.IDLE, 0)]
+    # Once the client acknowledges the SYN-ACK, it is a connection.
+    events = feed_all(
+        [
+            (200 * S, seg(CLIENT, C_ISN, b"EHLO x\r\n", flags=SYN)),
+            (200 * S + 1, seg(SERVER, S_ISN, ack=C_ISN + 9, flags=SYN | ACK)),
+            (200 * S + 2, c(8, flags=ACK)),
+            other(300 * S),
+        ],
+        r,
+        finish=False,
+    )
+    assert closes(events) == []
