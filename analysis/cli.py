@@ -404,11 +404,12 @@ def _run_read(args: argparse.Namespace) -> int:
     if stats.rewinds:
         _error(_rewinds_note(stats.rewinds, len(readable)))
     if spool.repeated:
+        have = "session has" if spool.repeated == 1 else "sessions have"
         _error(
-            f"warning: {spool.repeated:,} sessions have the session_id of "
-            "another: the same connection, from the same first packet, was "
-            "read twice (a capture given twice, or captures that overlap); "
-            "all their rows are kept"
+            f"warning: {spool.repeated:,} {have} the session_id of another: "
+            "the same connection, from the same first packet, was read twice "
+            "(a capture given twice, or captures that overlap); all their "
+            "rows are kept"
         )
     if stats.interrupted:
         _error("interrupted: the tables hold what was read until then")

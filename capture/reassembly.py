@@ -139,6 +139,13 @@ _RST_WINDOW = 1 << 16
 # How long a connection whose FINs are both in waits for the last ACK.
 _FIN_LINGER_NS = 5 * 1_000_000_000
 
+# How far a capture may begin before the last packet already read and
+# still go on from it: 10 ms. Timestamps taken on several CPUs are not
+# quite in order, so the first packet of a file rotated by tcpdump can be
+# a little older than the last of the file before (found in review).
+# Another recording overlaps by more (a second tap, a copy).
+_REWIND_SLACK_NS = 10_000_000
+
 # Evicting frees this share of max_connections at once, so that a flood
 # past the cap pays for the sort in evict once per many connections.
 _EVICT_SHARE = 10
@@ -440,7 +447,8 @@ class Reassembler:
 
         A file that goes on where the last ended (rotated by size or time)
         continues its connections. One whose clock starts before the files
-        read so far reached (``reached``) is another recording, and its
+        read so far reached (``reached``), by more than a little
+        (``_REWIND_SLACK_NS``), is another recording, and its
         packets must not join their connections: the open ones are closed
         first, and the closed ones forgotten, so that a packet of the same
         4-tuple is not taken for a late one of theirs and dropped. The check
@@ -475,7 +483,7 @@ class Reassembler:
         """
         events: list[StreamEvent] = []
         self._capture_start = False
-        if latest is not None and first < latest:
+        if latest is not None and first < latest - _REWIND_SLACK_NS:
             events = self.finish()
             self.stats.rewinds += 1
         # The segment at ``first`` sweeps at its point of the grid, in a

@@ -700,12 +700,25 @@ def test_an_unrelated_capture_with_an_earlier_clock_starts_afresh() -> None:
     # Two test recordings that reuse one 4-tuple and never close: reading
     # them together must not make one session of both.
     r = Reassembler(PORTS)
-    events = feed_all([*handshake(), (10, s(0, b"220 hi\r\n"))], r, finish=False)
+    events = feed_all([*handshake(), (10 * S, s(0, b"220 hi\r\n"))], r, finish=False)
     r.start_capture()
-    events += feed_all([(5, c(0, b"EHLO x\r\n", ack=S_ISN + 9))], r, finish=False)
-    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 10)]
+    events += feed_all([(5 * S, c(0, b"EHLO x\r\n", ack=S_ISN + 9))], r, finish=False)
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 10 * S)]
     opened = [e for e in events if isinstance(e, StreamOpened)]
     assert [e.conn.conn_id for e in opened] == [0, 1]
+
+
+def test_a_rotated_file_a_little_older_than_the_last_goes_on() -> None:
+    # Timestamps taken on several CPUs: the next file's first packet 2 ms
+    # older than the last one of the file before (found in review). The
+    # same recording: the connection goes on.
+    r = Reassembler(PORTS)
+    events = feed_all([*handshake(), (10 * S, s(0, b"220 hi\r\n"))], r, finish=False)
+    r.start_capture()
+    late = 10 * S - 2_000_000
+    events += feed_all([(late, c(0, b"EHLO x\r\n", ack=S_ISN + 9))], r)
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, late)]
+    assert r.stats.rewinds == 0
 
 
 def test_the_new_capture_check_can_be_made_by_the_caller() -> None:
@@ -713,16 +726,16 @@ def test_the_new_capture_check_can_be_made_by_the_caller() -> None:
     # the new capture's first segment and the latest open connection of all
     # (capture.source._capture_boundary); feed then makes none of its own.
     r = Reassembler(PORTS)
-    events = feed_all([*handshake(), (10, s(0, b"220 hi\r\n"))], r, finish=False)
-    assert r.latest_open == 10
+    events = feed_all([*handshake(), (10 * S, s(0, b"220 hi\r\n"))], r, finish=False)
+    assert r.latest_open == 10 * S
     r.start_capture()
-    events += r.new_capture(20, 30)  # another worker's connection, at 30
-    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 10)]
+    events += r.new_capture(20 * S, 30 * S)  # another worker's connection
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 10 * S)]
     assert r.latest_open is None
     r.start_capture()
-    assert r.new_capture(5, None) == []
-    events = feed_all([(5, c(0, b"EHLO x\r\n", ack=S_ISN + 9))], r, finish=False)
-    assert closes(events) == []  # feed did not judge 5 against 10 again
+    assert r.new_capture(5 * S, None) == []
+    events = feed_all([(5 * S, c(0, b"EHLO x\r\n", ack=S_ISN + 9))], r, finish=False)
+    assert closes(events) == []  # feed did not judge 5 s against 10 s again
 
 
 def test_the_clock_counts_from_the_latest_captures_first_segment() -> None:
