@@ -213,7 +213,7 @@ def _add_read_command(
         "connections; 0 means one per CPU. Default: one per CPU, at most "
         f"{AUTO_JOBS_MAX}, when the captures add up to "
         f"{AUTO_JOBS_MIN_BYTES >> 20} MiB or more, else 1. "
-        "Standard input and --tls-keylog always use one",
+        "Standard input, named pipes and --tls-keylog always use one",
     )
     add_max_connections(read)
     read.add_argument(
@@ -258,6 +258,10 @@ def _add_read_command(
 def _jobs(asked: int | None, paths: list[str]) -> int:
     """How many processes to read ``paths`` with; see the --jobs help."""
     cpus = os.cpu_count() or 1
+    if any(_piped(path) for path in paths):
+        # Every process reads every capture, and what one reads from a
+        # pipe the others never see (found in review: a hang).
+        return 1
     if asked is not None:
         return asked or cpus
     total = 0
@@ -268,6 +272,18 @@ def _jobs(asked: int | None, paths: list[str]) -> int:
     # than a second process gains. Above AUTO_JOBS_MAX, every process
     # reading the whole capture again costs more than its share saves.
     return min(cpus, AUTO_JOBS_MAX) if total >= AUTO_JOBS_MIN_BYTES else 1
+
+
+def _piped(path: str) -> bool:
+    """Whether ``path`` can be read only once: standard input, a named
+    pipe, a socket, a character device."""
+    if path == "-":
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # reading it will say what is wrong
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
 
 
 def add_max_connections(parser: argparse.ArgumentParser) -> None:

@@ -291,25 +291,44 @@ _FIRST_CHUNK_BYTES = 64 * 1024
 
 
 def in_time_order(paths: Sequence[str]) -> list[str]:
-    """``paths`` by the time of their first packet, those with none last,
-    ties in the order given; as given when standard input or another file
-    that is not a regular one (a named pipe) is among them.
+    """``paths`` once each, the regular files by the time of their first
+    packet (those with none after them, ties in the order given); standard
+    input and other files that are not regular (a named pipe, a device)
+    stay where they were given.
 
     The files a capture was rotated into must be read in time order for
     connections to go on from one into the next, and names do not always
     sort so (tcpdump -C writes NAME, NAME1, ..., NAME10, which a shell
     glob lists before NAME2). mergecap and Zeek order their inputs by time
     too. A pipe cannot be looked into before it is read: what was read
-    from it would be gone.
+    from it would be gone. A file named twice (the same device and inode)
+    is read once: twice, its sessions would all come twice.
     """
-    if len(paths) < 2 or not all(_regular(path) for path in paths):
-        return list(paths)
-    firsts = [_first_packet_time(path) for path in paths]
-    order = sorted(
-        range(len(paths)),
-        key=lambda i: (firsts[i] is None, firsts[i] or 0, i),
-    )
-    return [paths[i] for i in order]
+    unique, seen = [], set()
+    for path in paths:
+        same = _identity(path)
+        if same is None or same not in seen:
+            unique.append(path)
+        if same is not None:
+            seen.add(same)
+    regular = [i for i, path in enumerate(unique) if _regular(path)]
+    firsts = {i: _first_packet_time(unique[i]) for i in regular}
+    ordered = sorted(regular, key=lambda i: (firsts[i] is None, firsts[i] or 0, i))
+    out = list(unique)
+    for slot, i in zip(regular, ordered, strict=True):
+        out[slot] = unique[i]
+    return out
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The device and inode of a file; None for standard input or none."""
+    if path == "-":
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _regular(path: str) -> bool:

@@ -12,6 +12,9 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -144,19 +147,58 @@ def test_time_order_puts_captures_without_packets_last(tmp_path: Path) -> None:
         str(empty),
         missing,
     ]
-    # Standard input cannot be looked into first: all as given.
+    # Standard input cannot be looked into first: it keeps its place.
     assert in_time_order([str(third), "-", str(first)]) == [
-        str(third),
-        "-",
         str(first),
+        "-",
+        str(third),
     ]
 
 
-def test_a_named_pipe_among_them_keeps_the_order_given(tmp_path: Path) -> None:
+def test_a_named_pipe_keeps_its_place_and_the_files_around_it_are_sorted(
+    tmp_path: Path,
+) -> None:
     # Looking into a pipe for its first packet would take that packet from
-    # the read that follows: nothing is looked into then.
+    # the read that follows: it is not looked into, and stays where it was
+    # given; so do standard input and devices.
     first, second = parts(tmp_path, 2)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    given = [str(second), str(fifo), str(first)]
-    assert in_time_order(given) == given
+    given = [str(second), str(fifo), str(first), "/dev/null"]
+    assert in_time_order(given) == [str(first), str(fifo), str(second), "/dev/null"]
+    # The same file twice is read once, by any name.
+    link = tmp_path / "link.pcap"
+    link.symlink_to(first)
+    assert in_time_order([str(second), str(first), str(link)]) == [
+        str(first),
+        str(second),
+    ]
+
+
+def test_a_named_pipe_is_read_by_one_process(tmp_path: Path) -> None:
+    # Found in review: with -j 2 each worker opened the pipe, the first
+    # read what it held, and the run hung. A subprocess, to time it out.
+    first, second, third = parts(tmp_path, 3)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+
+    def feed() -> None:
+        with fifo.open("wb") as pipe:
+            pipe.write(third.read_bytes())
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    argv = [sys.executable, "-m", "analysis", "read", "-q", "-j", "2", "-o", str(out)]
+    done = subprocess.run(
+        [*argv, str(second), str(first), str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    writer.join(timeout=10)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert len(session_ids(out)) == 1
+    with (out / "commands.jsonl").open() as rows:
+        assert sum(1 for _ in rows) == 17
