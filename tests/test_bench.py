@@ -66,4 +66,6 @@ def test_a_small_tool_is_not_given_the_memory_of_run_py(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     tcpdump = json.loads(done.stdout)["tools"]["tcpdump"]
-    assert 0 < tcpdump["peak_rss_kb"] < 12 * 1024  # about 6 MiB here
+    # About 6 MiB here on a quiet machine, 19 MiB seen under load; run.py's
+    # own peak, which it was given before, is 25 MiB and more.
+    assert 0 < tcpdump["peak_rss_kb"] < 22 * 1024
