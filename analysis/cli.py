@@ -43,6 +43,7 @@ from analysis.rowfiles import (
 )
 from analysis.spool import Spool, SpoolError
 from analysis.tls import decrypt
+from capture.source import file_identity
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -720,14 +721,10 @@ def _once_each(paths: list[str]) -> list[str]:
     first: dict[tuple[int, int], str] = {}
     once = []
     for path in paths:
-        try:
-            found = os.stat(path) if path != "-" else None
-        except OSError:
-            found = None  # reading it will say what is wrong
-        if found is None:
+        same = file_identity(path)
+        if same is None:  # standard input, or reading it will say what fails
             once.append(path)
             continue
-        same = (found.st_dev, found.st_ino)
         if same in first:
             _error(f"warning: {path}: the same file as {first[same]}, read once")
             continue

@@ -306,7 +306,7 @@ def in_time_order(paths: Sequence[str]) -> list[str]:
     """
     unique, seen = [], set()
     for path in paths:
-        same = _identity(path)
+        same = file_identity(path)
         if same is None or same not in seen:
             unique.append(path)
         if same is not None:
@@ -320,7 +320,7 @@ def in_time_order(paths: Sequence[str]) -> list[str]:
     return out
 
 
-def _identity(path: str) -> tuple[int, int] | None:
+def file_identity(path: str) -> tuple[int, int] | None:
     """The device and inode of a file; None for standard input or none."""
     if path == "-":
         return None
