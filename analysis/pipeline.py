@@ -190,9 +190,7 @@ class SessionTracker:
         SYN, no SYN-ACK). Stray ACKs or RSTs of a connection that ended
         before the capture, or an ACK scan: rows of nothing, which would
         swell the session counts."""
-        if conn.conn_id not in self.silent or conn.handshake_seen:
-            return False
-        if conn.synack_ts is not None:
+        if conn.conn_id not in self.silent or not conn.traceless:
             return False
         del self.silent[conn.conn_id]
         return True

@@ -224,8 +224,8 @@ def _unproven(flow: _Flow) -> bool:
     ACK from the client: what a SYN flood, a scan or an unreachable server
     leaves. Bytes in its SYNs (TCP Fast Open) do not change that: the
     server has not spoken, and a flood may carry them. Or traceless
-    (``_traceless``): its start was not captured and it has said nothing,
-    a stray ACK or RST, or an ACK flood.
+    (``Connection.traceless``): its start was not captured and it has said
+    nothing, a stray ACK or RST, or an ACK flood.
     """
     conn = flow.conn
     if conn.wire_bytes[_SERVER]:
@@ -233,16 +233,6 @@ def _unproven(flow: _Flow) -> bool:
     if conn.syn_ts is None and conn.synack_ts is None:
         return not conn.wire_bytes[_CLIENT]
     return conn.ack_ts is None and not flow.client_acked
-
-
-def _traceless(conn: Connection) -> bool:
-    """No handshake seen and no byte either way: nothing to be late for."""
-    return (
-        conn.syn_ts is None
-        and conn.synack_ts is None
-        and not conn.wire_bytes[0]
-        and not conn.wire_bytes[1]
-    )
 
 
 # tuple.__new__ in one global lookup: it builds an event NamedTuple without
@@ -422,9 +412,9 @@ class Reassembler:
                     self.stats.bytes_after_close += len(payload)
                     return events
                 flow, direction = self._start(key, ts, flags, events)
-            elif ts - flow.conn.last_ts > self._timeout(flow):
+            elif ts - flow.conn.last_ts > (timeout := self._timeout(flow)):
                 last = flow.conn.last_ts
-                decided = last + self._timeout(flow)
+                decided = last + timeout
                 self._close(flow, last, CloseReason.IDLE, events, decided=decided)
                 flow, direction = self._start(key, ts, flags, events)
             elif new_syn and not _same_syn(flow.halves[direction], seq):
@@ -625,7 +615,7 @@ class Reassembler:
         # lasts (a late SYN-ACK or RST), one whose start the capture missed
         # not at all (a RST flood would fill memory with them).
         silent = flow.silent = _unproven(flow)
-        forget = evicted or _traceless(conn)
+        forget = evicted or conn.traceless  # nothing to be late for
         closed_at = ts if decided is None else decided
         flow.forget_at = closed_at + (self._attempt_ns if silent else self._idle_ns)
         flow.closed = True

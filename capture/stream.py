@@ -72,6 +72,17 @@ class Connection:
     def handshake_seen(self) -> bool:
         return self.syn_ts is not None
 
+    @property
+    def traceless(self) -> bool:
+        """No handshake seen (no SYN, no SYN-ACK) and no byte either way: a
+        stray ACK or RST, whose connection ended before the capture began."""
+        return (
+            self.syn_ts is None
+            and self.synack_ts is None
+            and not self.wire_bytes[0]
+            and not self.wire_bytes[1]
+        )
+
 
 class StreamOpened(NamedTuple):
     conn: Connection
