@@ -43,7 +43,7 @@ from analysis.rowfiles import (
 )
 from analysis.spool import Spool, SpoolError
 from analysis.tls import decrypt
-from capture.source import file_identity
+from capture.source import once_each
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -715,21 +715,11 @@ def _once_each(paths: list[str]) -> list[str]:
 
     Read twice, a capture's sessions would all come twice, under the same
     session ids (a shell glob that also matches a file named beside it).
-    The same file is the same device and inode, whatever the name.
     (Standard input twice is a usage error already.)
     """
-    first: dict[tuple[int, int], str] = {}
-    once = []
-    for path in paths:
-        same = file_identity(path)
-        if same is None:  # standard input, or reading it will say what fails
-            once.append(path)
-            continue
-        if same in first:
-            _error(f"warning: {path}: the same file as {first[same]}, read once")
-            continue
-        first[same] = path
-        once.append(path)
+    once, repeats = once_each(paths)
+    for path, first in repeats:
+        _error(f"warning: {path}: the same file as {first}, read once")
     return once
 
 

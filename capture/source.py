@@ -304,13 +304,7 @@ def in_time_order(paths: Sequence[str]) -> list[str]:
     from it would be gone. A file named twice (the same device and inode)
     is read once: twice, its sessions would all come twice.
     """
-    unique, seen = [], set()
-    for path in paths:
-        same = file_identity(path)
-        if same is None or same not in seen:
-            unique.append(path)
-        if same is not None:
-            seen.add(same)
+    unique, _ = once_each(paths)
     regular = [i for i, path in enumerate(unique) if _regular(path)]
     firsts = {i: _first_packet_time(unique[i]) for i in regular}
     ordered = sorted(regular, key=lambda i: (firsts[i] is None, firsts[i] or 0, i))
@@ -320,7 +314,28 @@ def in_time_order(paths: Sequence[str]) -> list[str]:
     return out
 
 
-def file_identity(path: str) -> tuple[int, int] | None:
+def once_each(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """``paths`` with every file after its first mention left out, and the
+    ones left out, each with the name it was first given by.
+
+    The same file is the same device and inode, whatever the name.
+    """
+    first: dict[tuple[int, int], str] = {}
+    once: list[str] = []
+    repeats: list[tuple[str, str]] = []
+    for path in paths:
+        same = _file_identity(path)
+        if same is None:  # standard input, or reading it will say what fails
+            once.append(path)
+        elif same in first:
+            repeats.append((path, first[same]))
+        else:
+            first[same] = path
+            once.append(path)
+    return once, repeats
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
     """The device and inode of a file; None for standard input or none."""
     if path == "-":
         return None
