@@ -58,8 +58,8 @@ MAX_COMMAND_ROWS = 10_000
 MAX_KEPT_ROWS = 50_000
 # Commands whose rows the detectors read: AUTH outcomes, RCPTs and their
 # refusals, MAIL for bulk sending, HELO names, what follows QUIT.
-_DETECTED_VERBS = frozenset({"AUTH", "MAIL", "RCPT", "EHLO", "HELO", "LHLO", "QUIT"})
 _HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
+_DETECTED_VERBS = _HELO_VERBS | {"AUTH", "MAIL", "RCPT", "QUIT"}
 # Replies that only SASL data gets (RFC 4954 4, 6): challenge, success,
 # failure, mechanism too weak, encryption required.
 _SASL_CODES = frozenset({334, 235, 535, 534, 538})

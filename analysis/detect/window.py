@@ -171,9 +171,9 @@ MAX_TALLY_CLIENTS = 100_000
 class Tally:
     """What an alert reads of its hits besides the ones it lists.
 
-    How many (each distinct ``value`` once, like ``count_hits``), in how
-    many sessions, from which clients to which servers, each note with how
-    many hits carried it (in the order the notes first came), and the
+    How many (each distinct ``value`` once, each hit without one once), in
+    how many sessions, from which clients to which servers, each note with
+    how many hits carried it (in the order the notes first came), and the
     largest severity shift. Taken hit by hit in the order the hits came,
     sessions are counted where the session changes: a session's
     observations reach a tracker together, so another's never split them.
@@ -504,13 +504,6 @@ class Tracker:
         return wanted <= 0
 
 
-def count_hits(observations: list[Observation]) -> int:
-    """Hits, each distinct ``value`` once; hits without a value each once."""
-    hits = [o for o in observations if o.hit]
-    values = {o.value for o in hits if o.value is not None}
-    return len(values) + sum(1 for o in hits if o.value is None)
-
-
 @functools.lru_cache(maxsize=1024)
 def client_key(client_ip: str) -> tuple[str]:
     """The key of observations counted per client.
@@ -536,22 +529,9 @@ def server_observation(
     hit: bool = True,
     note: str | None = None,
 ) -> ObservationCells:
-    """An observation counted per server address, as cells."""
-    session = result.session
-    return (
-        kind,
-        server_key(session.server_ip),
-        ts,
-        session.session_id,
-        session.client_ip,
-        session.server_ip,
-        hit,
-        None,  # value
-        None,  # measure
-        None,  # example
-        note,
-        0,  # severity_shift
-    )
+    """``client_observation``'s cells, counted per server address."""
+    cells = client_observation(result, kind, ts, hit=hit, note=note)
+    return (kind, server_key(result.session.server_ip), *cells[2:])
 
 
 def client_observation(

@@ -16,10 +16,17 @@ import operator
 import random
 from dataclasses import dataclass, field
 
-from analysis.detect.window import Incident, Observation, Tally, Tracker, count_hits
+from analysis.detect.window import Incident, Observation, Tally, Tracker
 
 S = 1_000_000_000
 _TS = operator.itemgetter(Observation._fields.index("ts"))
+
+
+def count_hits(observations: list[Observation]) -> int:
+    """Hits, each distinct ``value`` once; hits without a value each once."""
+    hits = [o for o in observations if o.hit]
+    values = {o.value for o in hits if o.value is not None}
+    return len(values) + sum(1 for o in hits if o.value is None)
 
 
 # The reference: the rescanning tracker, kept as it was (do not optimise).
