@@ -420,6 +420,8 @@ def _run_read(args: argparse.Namespace) -> int:
         _error(evicted_warning(stats.evicted, args.max_connections, jobs))
     if stats.rewinds:
         _error(_rewinds_note(stats.rewinds, len(readable)))
+    if args.tls_keylog is not None and stats.tls_decrypted < stats.tls_completed:
+        _error(_undecrypted_note(stats, args.tls_keylog))
     if spool.repeated:
         have = "session has" if spool.repeated == 1 else "sessions have"
         _error(
@@ -449,6 +451,31 @@ def _rewinds_note(rewinds: list[str], captures: int) -> str:
         f"{'overlap' if many else 'overlaps'} in time the ones read before "
         f"{'them' if many else 'it'}, so {'each' if many else 'it'} was read as "
         "another recording, with connections of its own"
+    )
+
+
+def _undecrypted_note(stats: pipeline.RunStats, keylog: str) -> str:
+    """What to say of TLS sessions the key log held no secrets for.
+
+    tshark decrypts what it has keys for and says nothing of the rest; a key
+    log from another run, or written after the capture, decrypts nothing.
+    """
+    missing = stats.tls_completed - stats.tls_decrypted
+    name = escape_controls(keylog)
+    if not stats.tls_decrypted:
+        sessions = (
+            "the TLS session, so it was not"
+            if missing == 1
+            else f"any of the {missing:,} TLS sessions, so none was"
+        )
+        return (
+            f"warning: {name} holds no secrets for {sessions} decrypted "
+            "(a key log written by another run of the client or server?)"
+        )
+    were, them = ("was", "it") if missing == 1 else ("were", "them")
+    return (
+        f"note: {missing:,} of {stats.tls_completed:,} TLS sessions {were} not "
+        f"decrypted: {name} holds no secrets for {them}"
     )
 
 

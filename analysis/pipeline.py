@@ -9,7 +9,7 @@ at once, not the size of the input.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from analysis.records import SessionResult
@@ -60,6 +60,10 @@ class RunStats:
     evicted: int = 0
     # Captures that began before those read before them had reached.
     rewinds: list[str] = field(default_factory=list)
+    # With a key log: sessions whose TLS handshake completed, and how many
+    # of them the key log decrypted (the rest had no secrets in it).
+    tls_completed: int = 0
+    tls_decrypted: int = 0
 
 
 def analyze(
@@ -98,23 +102,27 @@ def analyze(
         else DecryptedStreams()
     )
     tracker = SessionTracker(decrypted=decrypted)
+    counted = _count_decrypted if tls_keylog is not None else _as_they_come
 
     try:
-        yield from handle_stream_events(
-            in_time_order(paths),
-            tracker.handle,
-            all_ports,
-            stats=source,
-            progress=progress,
-            shard=shard,
-            clock=clock,
-            max_connections=max_connections,
+        yield from counted(
+            handle_stream_events(
+                in_time_order(paths),
+                tracker.handle,
+                all_ports,
+                stats=source,
+                progress=progress,
+                shard=shard,
+                clock=clock,
+                max_connections=max_connections,
+            ),
+            run,
         )
     except KeyboardInterrupt:
         # Ctrl-C (a user ending "tcpdump -w - | smtpscope read -"): what was
         # read so far is kept, the open sessions marked as cut short.
         run.interrupted = True
-        yield from tracker.close_all("interrupted")
+        yield from counted(tracker.close_all("interrupted"), run)
     finally:
         run.captures += source.captures
         run.packets += source.packets
@@ -124,6 +132,26 @@ def analyze(
         run.evicted += source.reassembly.evicted
         run.rewinds.extend(source.rewinds)
         run.errors.extend(str(error) for error in source.errors)
+
+
+def _as_they_come(
+    results: Iterable[SessionResult], run: RunStats
+) -> Iterable[SessionResult]:
+    return results
+
+
+def _count_decrypted(
+    results: Iterable[SessionResult], run: RunStats
+) -> Iterator[SessionResult]:
+    """``results``, counting in ``run`` how many TLS sessions a key log
+    could have decrypted and how many it did: a key log from another run
+    decrypts nothing, silently but for this count."""
+    for result in results:
+        session = result.session
+        if session.tls_handshake == "completed":
+            run.tls_completed += 1
+            run.tls_decrypted += session.tls_decrypted
+        yield result
 
 
 class SessionTracker:

@@ -265,6 +265,38 @@ def test_sessions_without_keys_stay_as_they_were() -> None:
     assert keyed.sessions["tls_decrypted"].tolist() == [True, False, False]
 
 
+def test_a_keylog_that_decrypts_nothing_is_warned_of(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    needs_tshark()
+    keylog = str(PCAPS / "implicit-tls-465.keylog")
+    captures = [str(PCAPS / name) for name in ("stripping.pcap", "starttls.pcap")]
+    assert main(["read", *captures, "--tls-keylog", keylog, "-q"]) == 0
+    assert capsys.readouterr().err == (
+        f"smtpscope: warning: {keylog} holds no secrets for any of the 2 TLS "
+        "sessions, so none was decrypted (a key log written by another run of "
+        "the client or server?)\n"
+    )
+
+
+def test_sessions_a_keylog_has_no_secrets_for_are_counted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    needs_tshark()
+    keylog = str(PCAPS / "stripping.keylog")
+    captures = [str(PCAPS / name) for name in ("stripping.pcap", "starttls.pcap")]
+    assert main(["read", *captures, "--tls-keylog", keylog, "-q"]) == 0
+    assert capsys.readouterr().err == (
+        f"smtpscope: note: 1 of 2 TLS sessions was not decrypted: {keylog} "
+        "holds no secrets for it\n"
+    )
+    # Every session decrypted, or no TLS at all: nothing to say.
+    assert main(["read", captures[0], "--tls-keylog", keylog, "-q"]) == 0
+    plain = str(PCAPS / "auth.pcap")
+    assert main(["read", plain, "--tls-keylog", keylog, "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_keylog_without_tshark_says_how_to_install(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
