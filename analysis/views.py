@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, JustifyMethod, RenderableType
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -311,9 +312,16 @@ def sessions_table(shown: Sequence[_Row], total: int, width: int | None) -> Tabl
     return table
 
 
-def alerts_table(alerts: Sequence[_Row], limit: int | None) -> Table:
+def alerts_table(
+    alerts: Sequence[_Row], limit: int | None, width: int | None = None
+) -> Table:
     """Alerts, most severe first, then by when they began; ``limit`` of them
-    (all for None)."""
+    (all for None).
+
+    Where ``width`` leaves the summary too little room beside the other
+    columns (a summary two letters wide says nothing), each alert takes two
+    lines instead: severity, kind and time, then the summary below them.
+    """
     order = sorted(
         alerts,
         key=lambda row: (
@@ -323,6 +331,7 @@ def alerts_table(alerts: Sequence[_Row], limit: int | None) -> Table:
         ),
     )
     shown = order if limit is None else order[:limit]
+    lines = [_alert_line(row) for row in shown]
     table = Table(
         title=Text("alerts, most severe first (UTC)"),
         box=None,
@@ -330,23 +339,40 @@ def alerts_table(alerts: Sequence[_Row], limit: int | None) -> Table:
         pad_edge=False,
         header_style="bold underline",
     )
-    for header in ("severity", "kind", "first seen", "summary"):
-        table.add_column(Text(header), no_wrap=header != "summary")
-    for row in shown:
-        severity = Severity(row["severity"])
-        first = row["first_seen"]
-        if isinstance(first, int):  # from an Alert, not from the table
-            first = _utc(first)
-        table.add_row(
-            Text(severity.value, style=_SEVERITY_STYLE[severity]),
-            Text(str(row["kind"])),
-            Text(first.strftime("%Y-%m-%d %H:%M:%S")),
-            terminal_text(row["summary"]),
-        )
+    beside = sum(max(len(cells[k]) for cells in lines) + 1 for k in range(3))
+    if width is None or width - beside >= _SUMMARY_MIN_WIDTH:
+        for header in ("severity", "kind", "first seen", "summary"):
+            table.add_column(Text(header), no_wrap=header != "summary")
+        for severity, kind, first, summary in lines:
+            table.add_row(severity, kind, first, summary)
+    else:
+        table.add_column(Text("severity kind first seen / summary"))
+        pad = max(len(cells[0]) for cells in lines)
+        for severity, kind, first, summary in lines:
+            severity.pad_right(pad - len(severity))
+            table.add_row(Text(" ").join((severity, kind, first)))
+            table.add_row(Padding(summary, (0, 0, 0, 2)))
     hidden = len(alerts) - len(shown)
     if hidden:
         table.caption = Text(f"… and {hidden:,} more (all of them in alerts with -o)")
     return table
+
+
+# The narrowest summary column worth showing beside the others.
+_SUMMARY_MIN_WIDTH = 30
+
+
+def _alert_line(row: _Row) -> tuple[Text, Text, Text, Text]:
+    severity = Severity(row["severity"])
+    first = row["first_seen"]
+    if isinstance(first, int):  # from an Alert, not from the table
+        first = _utc(first)
+    return (
+        Text(severity.value, style=_SEVERITY_STYLE[severity]),
+        Text(str(row["kind"])),
+        Text(first.strftime("%Y-%m-%d %H:%M:%S")),
+        terminal_text(row["summary"]),
+    )
 
 
 def _plain_rows(frame: pd.DataFrame) -> list[_Row]:
@@ -450,7 +476,7 @@ def _report(
     if summary is not None:
         parts.append(summary_panel(summary))
     if alerts:
-        parts.append(alerts_table(alerts, limit))
+        parts.append(alerts_table(alerts, limit, width))
     if total:
         parts.append(sessions_table(sessions, total, width))
     return Group(*parts)

@@ -46,6 +46,9 @@ def render(
     return console.export_text()
 
 
+PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
+
+
 @pytest.fixture
 def tables() -> SmtpTables:
     return build(sample_results(), pipeline.RunStats(captures=1, packets=1234))
@@ -149,6 +152,29 @@ def test_narrow_terminal_leaves_out_columns(tables: SmtpTables) -> None:
     header = next(line for line in text.splitlines() if line.startswith("start"))
     assert "server" not in header
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_narrow_terminal_puts_each_alert_summary_below_it() -> None:
+    # Beside severity, kind and time, 60 columns would leave the summary
+    # two letters wide.
+    abuse = read_captures(PCAPS / "abuse" / "auth-abuse.pcap")
+    text = render(abuse, summary=False, width=60)
+    lines = [line.rstrip() for line in text.splitlines()]
+    assert lines[1:8] == [
+        "severity kind first seen / summary",
+        "critical auth_success_after_failures 2026-12-04 17:14:14",
+        "  127.0.0.1 authenticated after 12 refused AUTH attempts",
+        "  from this client within 10 minutes.",
+        "high     auth_brute_force 2026-12-04 17:14:14",
+        "  127.0.0.1 failed AUTH 12 times within 10 minutes in 12",
+        "  session(s).",
+    ]
+    assert all(len(line) <= 60 for line in lines)
+    wide = render(abuse, summary=False, width=120).splitlines()
+    assert wide[1].split() == ["severity", "kind", "first", "seen", "summary"]
+    assert wide[2].startswith(
+        "critical auth_success_after_failures 2026-12-04 17:14:14 127.0.0.1 "
+    )
 
 
 def test_escape_sequences_from_the_wire_are_shown_escaped(tables: SmtpTables) -> None:
