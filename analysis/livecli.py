@@ -147,6 +147,13 @@ def add_check_command(
         help="with -i: watch for S seconds (default: 60)",
     )
     _add_capture_options(check)
+    check.add_argument(
+        "--rules",
+        type=cli.rules_file,
+        metavar="FILE",
+        help="detection rules (TOML) laid over the defaults, as for read: "
+        "--alerts-warn and --alerts-crit count the alerts they raise",
+    )
     for name, what in (
         ("refusal", "refusal ratio (0 to 1) above which"),
         ("greeting-delay", "greeting delay in seconds above which"),

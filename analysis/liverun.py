@@ -28,7 +28,7 @@ from rich.live import Live
 from analysis import cli, pipeline
 from analysis.check import Threshold, Thresholds, Verdict, evaluate, unknown
 from analysis.dashboard import dashboard
-from analysis.detect import Alert, detect
+from analysis.detect import Alert, Rules, detect
 from analysis.live import LiveAnalyzer, LoopOptions, run
 from analysis.metrics import MetricsServer, exposition
 from analysis.monitor import Monitor, RecentEvent
@@ -294,7 +294,9 @@ def run_check(args: argparse.Namespace) -> int:
     ports = pipeline.DEFAULT_PORTS | frozenset(args.ports)
     monitor = Monitor(time.time_ns())
     if args.captures:
-        verdict = _check_captures(args.captures, ports, monitor, _thresholds(args))
+        verdict = _check_captures(
+            args.captures, ports, monitor, _thresholds(args), args.rules
+        )
     else:
         verdict = _check_live(args, ports, monitor)
     print(verdict.line)
@@ -317,7 +319,11 @@ def _alert_event(alert: Alert) -> RecentEvent:
 
 
 def _check_captures(
-    paths: list[str], ports: frozenset[int], monitor: Monitor, limits: Thresholds
+    paths: list[str],
+    ports: frozenset[int],
+    monitor: Monitor,
+    limits: Thresholds,
+    rules: Rules | None,
 ) -> Verdict:
     stats = pipeline.RunStats()
     results = []
@@ -327,7 +333,7 @@ def _check_captures(
             results.append(result)
     except OSError as exc:
         return unknown(cli._os_error_message(exc))
-    for alert in detect(results):
+    for alert in detect(results, rules):
         monitor.add_alert(_alert_event(alert))
     if stats.errors:
         return unknown(stats.errors[0])
@@ -350,7 +356,7 @@ def _check_live(
         if isinstance(record, Alert):
             _count_alert(monitor, record)
 
-    analyzer = LiveAnalyzer(ports, discard, hooks=[add])
+    analyzer = LiveAnalyzer(ports, discard, hooks=[add], rules=args.rules)
     flag = _StopFlag()
     with source, _signals_stop(flag):
         run(source, analyzer, flag, options=LoopOptions(duration_s=args.duration))

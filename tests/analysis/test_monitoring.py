@@ -156,3 +156,20 @@ def test_check_counts_the_detectors_alerts(capsys: pytest.CaptureFixture[str]) -
     assert status == 1
     assert line.startswith("SMTPSCOPE WARNING - alerts 1 above 0")
     assert " alerts=1;0;;0 " in line
+
+
+def test_check_lays_rules_over_the_defaults(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The site's rules switch the one detector harvest.pcap trips off.
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[directory_harvest]\nenabled = false\n")
+    capture = str(PCAPS / "abuse" / "harvest.pcap")
+    args = ["check", "-r", capture, "--alerts-warn", "0", "--rules", str(rules)]
+    assert cli.main(args) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("SMTPSCOPE OK - ")
+    assert " alerts=0;0;;0 " in line
+    rules.write_text("[directory_harvest]\nenabled = maybe\n")
+    assert cli.main(args) == 3
+    assert capsys.readouterr().out.startswith("SMTPSCOPE UNKNOWN - usage: ")
