@@ -154,6 +154,7 @@ def add_check_command(
         help="detection rules (TOML) laid over the defaults, as for read: "
         "--alerts-warn and --alerts-crit count the alerts they raise",
     )
+    cli.add_max_connections(check)
     for name, what in (
         ("refusal", "refusal ratio (0 to 1) above which"),
         ("greeting-delay", "greeting delay in seconds above which"),

@@ -28,12 +28,14 @@ from rich.live import Live
 from analysis import cli, pipeline
 from analysis.check import Threshold, Thresholds, Verdict, evaluate, unknown
 from analysis.dashboard import dashboard
-from analysis.detect import Alert, Rules, detect
+from analysis.detect import Alert
 from analysis.live import LiveAnalyzer, LoopOptions, run
 from analysis.metrics import MetricsServer, exposition
 from analysis.monitor import Monitor, RecentEvent
+from analysis.offline import finish
 from analysis.records import SessionResult
 from analysis.rowfiles import json_line
+from analysis.spool import Spool
 from analysis.terminal import StdoutConsole
 from capture.libpcap import CapturePermissionError, LibpcapError
 from capture.live import LiveSource, capture_filter
@@ -294,9 +296,7 @@ def run_check(args: argparse.Namespace) -> int:
     ports = pipeline.DEFAULT_PORTS | frozenset(args.ports)
     monitor = Monitor(time.time_ns())
     if args.captures:
-        verdict = _check_captures(
-            args.captures, ports, monitor, _thresholds(args), args.rules
-        )
+        verdict = _check_captures(args, ports, monitor)
     else:
         verdict = _check_live(args, ports, monitor)
     print(verdict.line)
@@ -319,26 +319,32 @@ def _alert_event(alert: Alert) -> RecentEvent:
 
 
 def _check_captures(
-    paths: list[str],
-    ports: frozenset[int],
-    monitor: Monitor,
-    limits: Thresholds,
-    rules: Rules | None,
+    args: argparse.Namespace, ports: frozenset[int], monitor: Monitor
 ) -> Verdict:
-    stats = pipeline.RunStats()
-    results = []
-    try:
-        for result in pipeline.analyze(paths, ports, stats=stats):
-            monitor.add(result, time.time_ns())
-            results.append(result)
-    except OSError as exc:
-        return unknown(cli._os_error_message(exc))
-    for alert in detect(results, rules):
+    """Read the captures as ``read`` does, sessions parked on disk until the
+    detectors see them all in order: memory stays flat however long the
+    captures are."""
+    with Spool(rules=args.rules, results=False) as spool:
+        stats = spool.stats
+        try:
+            for result in pipeline.analyze(
+                args.captures,
+                ports,
+                stats=stats,
+                max_connections=args.max_connections,
+            ):
+                monitor.add(result, time.time_ns())
+                spool.add(result)
+            alerts = finish(spool).alerts
+        except OSError as exc:  # SpoolError too: the disk is full
+            return unknown(cli._os_error_message(exc))
+    for alert in alerts:
         monitor.add_alert(_alert_event(alert))
     if stats.errors:
         return unknown(stats.errors[0])
     monitor.capture.received = stats.packets
-    return evaluate(monitor, limits, ", ".join(os.path.basename(p) for p in paths))
+    names = ", ".join(os.path.basename(path) for path in args.captures)
+    return evaluate(monitor, _thresholds(args), names)
 
 
 def _check_live(
@@ -356,7 +362,13 @@ def _check_live(
         if isinstance(record, Alert):
             _count_alert(monitor, record)
 
-    analyzer = LiveAnalyzer(ports, discard, hooks=[add], rules=args.rules)
+    analyzer = LiveAnalyzer(
+        ports,
+        discard,
+        hooks=[add],
+        rules=args.rules,
+        max_connections=args.max_connections,
+    )
     flag = _StopFlag()
     with source, _signals_stop(flag):
         run(source, analyzer, flag, options=LoopOptions(duration_s=args.duration))

@@ -14,6 +14,7 @@ from analysis.dashboard import dashboard
 from analysis.metrics import MetricsServer, exposition
 from analysis.monitor import Monitor, RecentEvent
 from analysis.pipeline import analyze
+from analysis.tables import read_captures
 from capture.live import InterfaceCounts
 
 PCAPS = Path(__file__).parents[2] / "pcaps"
@@ -156,6 +157,17 @@ def test_check_counts_the_detectors_alerts(capsys: pytest.CaptureFixture[str]) -
     assert status == 1
     assert line.startswith("SMTPSCOPE WARNING - alerts 1 above 0")
     assert " alerts=1;0;;0 " in line
+
+
+def test_check_counts_the_alerts_read_raises(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    captures = sorted(str(path) for path in (PCAPS / "abuse").glob("*.pcap"))
+    expected = len(read_captures(captures).alerts)
+    assert expected == 24
+    args = ["check", *(f"--read={path}" for path in captures)]
+    assert cli.main(args) == 0
+    assert f" alerts={expected};;;0 " in capsys.readouterr().out
 
 
 def test_check_lays_rules_over_the_defaults(
