@@ -79,8 +79,13 @@ SESSIONS: tuple[Column, ...] = (
     Column("server_port", _I, "server TCP port"),
     Column("greeting_code", _NI, "reply code of the server greeting"),
     Column("greeting_text", _S, "text of the server greeting"),
-    Column("helo", _S, "argument of the last EHLO, HELO or LHLO"),
-    Column("helo_verb", _S, "which of EHLO, HELO or LHLO was used last"),
+    Column(
+        "helo",
+        _S,
+        "argument of the last EHLO, HELO or LHLO the server accepted "
+        "(of the last sent, while none was)",
+    ),
+    Column("helo_verb", _S, "the verb of that command: EHLO, HELO or LHLO"),
     Column("capabilities", Kind.STRING_LIST, "EHLO keywords the server offered"),
     Column("tls", _S, "none, starttls or implicit"),
     Column("tls_start", _T, "when TLS began; missing without TLS"),

@@ -142,6 +142,7 @@ class SessionBuilder:
         "_decrypted",
         "_displaced",
         "_handshake",
+        "_helo_accepted",
         "_inner",
         "_inside",
         "_last_verb",
@@ -202,6 +203,7 @@ class SessionBuilder:
         self._message_txn: TransactionRecord | None = None
         self._message_start = 0
         self._auth_cancelled = False
+        self._helo_accepted = False  # session.helo is a name the server took
         self._displaced: dict[int, TransactionRecord] = {}  # MAIL -> older txn
         self._anomaly_kinds: dict[str, int] = {}
         self._handshake: HandshakeBuilder | None = None
@@ -387,8 +389,11 @@ class SessionBuilder:
 
         if verb in _HELO_VERBS:
             self._pipelined_kept = False  # the next one counts again
-            self.session.helo = event.argument
-            self.session.helo_verb = verb
+            # The name the client gave until the server accepts one; after
+            # that, only another accepted one replaces it (see _on_reply).
+            if not self._helo_accepted:
+                self.session.helo = event.argument
+                self.session.helo_verb = verb
         elif verb == "MAIL":
             self._start_txn(event)
         elif verb == "RCPT":
@@ -534,6 +539,11 @@ class SessionBuilder:
         if verb == "STARTTLS" and not self._inside:
             self.session.starttls_reply = reply.code
         if verb in _HELO_VERBS and reply.klass == 2:
+            # A refused EHLO (a 501 for a bad name) changes nothing on the
+            # server: the name it accepted before is still the session's.
+            self.session.helo = row.argument
+            self.session.helo_verb = verb
+            self._helo_accepted = True
             if verb != "HELO":
                 self.session.capabilities = list(reply.lines[1:])
                 if not self._inside and not self.parser.in_tls:

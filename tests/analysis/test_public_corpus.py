@@ -786,12 +786,11 @@ SURICATA: dict[str, SuricataCase] = {
     ),
     # Suricata keeps helo "client.example.com" (test.yaml:19) after the
     # client's later bare "EHLO", which the server refused (501 Syntax: EHLO
-    # hostname). Our helo column is documented as the argument of the last
-    # EHLO/HELO sent, refused or not (Zeek's helo field is the same), and
-    # that argument is empty.
+    # hostname); so does our helo column, the last name the server accepted.
+    # (Zeek's helo is the last sent, here empty.)
     "suricata/smtp-rejected-ehlo-preserves-envelope__input.pcap": SuricataCase(
         "test.yaml:15-24",
-        "",
+        "client.example.com",
         (
             Envelope(
                 "<alice@example.com>",

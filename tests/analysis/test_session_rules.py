@@ -70,3 +70,28 @@ def test_one_sided_starttls_then_client_hello_is_tls() -> None:
     )
     assert result.session.tls == "starttls"
     assert [c.verb for c in result.commands] == ["EHLO", "STARTTLS"]
+
+
+def test_a_refused_ehlo_leaves_the_accepted_name() -> None:
+    # The server keeps the name it accepted (RFC 5321 4.1.4: only an
+    # accepted EHLO or HELO resets its state); a 501 for a bare EHLO does not
+    # replace it, while a later accepted EHLO does.
+    steps = [
+        (S, b"220 mx\r\n"),
+        (C, b"HELO client.example\r\n"),
+        (S, b"250 mx\r\n"),
+        (C, b"EHLO\r\n"),
+        (S, b"501 Syntax: EHLO hostname\r\n"),
+    ]
+    first = session(steps).session
+    assert (first.helo, first.helo_verb) == ("client.example", "HELO")
+    later = session([*steps, (C, b"EHLO other.example\r\n"), (S, b"250 mx\r\n")])
+    assert (later.session.helo, later.session.helo_verb) == ("other.example", "EHLO")
+    # Until the server accepts one, the name is the last the client sent,
+    # answered or not.
+    refused = session([(S, b"220 mx\r\n"), (C, b"EHLO x\r\n"), (S, b"501 no\r\n")])
+    assert (refused.session.helo, refused.session.helo_verb) == ("x", "EHLO")
+    pending = session([*steps[:1], (C, b"EHLO a.example\r\n")])
+    assert pending.session.helo == "a.example"
+    unanswered = session([*steps[:3], (C, b"EHLO b.example\r\n")])
+    assert unanswered.session.helo == "client.example"
