@@ -164,6 +164,8 @@ def _lib() -> Any | None:
         ctypes.c_void_p,
     )
     lib.pcap_breakloop.argtypes = (ctypes.c_void_p,)
+    lib.pcap_open_dead.restype = ctypes.c_void_p
+    lib.pcap_open_dead.argtypes = (ctypes.c_int, ctypes.c_int)
     _declare_live(lib)
     return lib
 
@@ -275,23 +277,56 @@ def smtp_filter(
     return f"{base} or (vlan and ({base} or (vlan and {base})))"
 
 
+def compiles(linktype: int, expression: str) -> bool:
+    """Whether libpcap can compile ``expression`` for captures of ``linktype``.
+
+    Asked before a stream is handed over that cannot be read twice, where
+    ``_open_pipe`` would otherwise try the filter and retry without VLAN
+    terms on a fresh open.
+    """
+    lib = _lib()
+    if lib is None:
+        return False
+    handle = lib.pcap_open_dead(linktype, 262_144)
+    if not handle:
+        return False
+    try:
+        program = _BpfProgram()
+        if lib.pcap_compile(handle, ctypes.byref(program), expression.encode(), 1, 0):
+            return False
+        lib.pcap_freecode(ctypes.byref(program))
+        return True
+    finally:
+        lib.pcap_close(handle)
+
+
 def open_filtered(path: str, expression: str) -> FilteredReader:
     """Open a classic pcap file with a BPF filter applied by libpcap."""
     lib, handle, buffer = _open_with_filter(path, expression)
     return FilteredReader(lib, handle, buffer)
 
 
-def _open_with_filter(path: str, expression: str) -> tuple[Any, int, Any]:
+def _open_with_filter(
+    path: str, expression: str, fd: int | None = None
+) -> tuple[Any, int, Any]:
     """libpcap's handle on ``path`` with the filter set, and its read buffer.
+
+    With ``fd`` (the read end of a pipe that ``path``'s capture comes
+    through), libpcap reads that instead, and owns it from then on: it is
+    closed with the handle, or here on failure.
 
     The buffer (None when libpcap opened the file itself) must outlive the
     handle: stdio reads into it until pcap_close.
     """
     lib = _lib()
     if lib is None:
+        if fd is not None:
+            os.close(fd)
         raise LibpcapError("libpcap is not available")
     errbuf = ctypes.create_string_buffer(_ERRBUF_SIZE)
-    handle, buffer = _open_buffered(lib, path, errbuf)
+    handle, buffer = _open_buffered(lib, path, errbuf, fd)
+    if not handle and fd is not None:
+        raise LibpcapError(errbuf.value.decode(errors="replace") or "cannot read")
     if not handle:
         handle = lib.pcap_open_offline_with_tstamp_precision(
             path.encode(), _PRECISION_NANO, errbuf
@@ -312,14 +347,22 @@ _READ_BUFFER_BYTES = 1 << 20
 _IOFBF = 0  # setvbuf's full buffering (stdio.h)
 
 
-def _open_buffered(lib: Any, path: str, errbuf: Any) -> tuple[int | None, Any]:
-    """libpcap on a stdio stream of ours with a large buffer.
+def _open_buffered(
+    lib: Any, path: str, errbuf: Any, fd: int | None = None
+) -> tuple[int | None, Any]:
+    """libpcap on a stdio stream of ours with a large buffer: of ``path``,
+    or of ``fd`` when given (closed here if it cannot be used).
 
     No handle when the file cannot be opened here or libpcap rejects it:
     the caller then lets pcap_open_offline try, for its error message.
     """
     libc = _libc()
-    stream = libc.fopen(os.fsencode(path), b"rb")
+    if fd is None:
+        stream = libc.fopen(os.fsencode(path), b"rb")
+    else:
+        stream = libc.fdopen(fd, b"rb")
+        if not stream:
+            os.close(fd)
     if not stream:
         return None, None
     buffer = _stdio_buffer(libc, stream, _READ_BUFFER_BYTES)
@@ -369,8 +412,10 @@ class FilteredPipe:
     the read end of a pipe, with the ordinary pcap reader.
     """
 
-    def __init__(self, path: str, expression: str) -> None:
-        lib, handle, read_buffer = _open_with_filter(path, expression)
+    def __init__(self, path: str, expression: str, fd: int | None = None) -> None:
+        # With ``fd``, the capture comes through that pipe (see
+        # _open_with_filter), which is then closed with the rest.
+        lib, handle, read_buffer = _open_with_filter(path, expression, fd)
         self._lib = lib
         self._handle: int | None = handle
         read_fd, write_fd = os.pipe()

@@ -287,6 +287,40 @@ class _GzipChunks:
 _Chunks = _FileChunks | _GzipChunks
 
 
+def is_gzip(path: str) -> bool:
+    """Whether the file at ``path`` begins as gzip does (RFC 1952 2.3.1)."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(2) == _GZIP_MAGIC
+    except OSError:
+        return False
+
+
+class Inflated:
+    """What a gzip-compressed capture decompresses to, a chunk at a time,
+    for readers other than ``CaptureReader`` (libpcap, through a pipe).
+
+    ``read`` gives every byte before damage, then raises ``CaptureError``
+    at the decompressed offset where it stopped. ``name`` is the capture's
+    name in that error; the stream is the caller's to close.
+    """
+
+    def __init__(self, stream: BinaryIO, name: str) -> None:
+        self.name = name
+        self._raw = _FileChunks(stream)
+        self._chunks = _GzipChunks(self._raw, b"")
+        self.bytes = 0  # decompressed, handed out so far
+
+    def read(self) -> bytes:
+        """The next chunk; empty at the end of the last gzip member."""
+        try:
+            out = self._chunks.read()
+        except _SourceDamage as exc:
+            raise CaptureError(self.name, self.bytes, str(exc)) from None
+        self.bytes += len(out)
+        return out
+
+
 class CaptureReader:
     """Iterator over the packets of one capture; also a context manager.
 

@@ -24,7 +24,7 @@ import stat
 import struct
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from capture import libpcap
 from capture.decode import (
@@ -38,8 +38,15 @@ from capture.decode import (
     decode_at,
     watched_key,
 )
+from capture.inflate import InflatePump
 from capture.libpcap import shard_of
-from capture.pcapfile import CaptureError, CaptureReader, open_capture
+from capture.pcapfile import (
+    CaptureError,
+    CaptureReader,
+    Inflated,
+    is_gzip,
+    open_capture,
+)
 from capture.reassembly import Reassembler, ReassemblyStats
 from capture.stream import CloseReason, StreamEvent
 
@@ -415,9 +422,12 @@ def _one_capture(
     owners: dict[FlowKey, int] = {}  # see _owner
     skip = 0
     snaplen = _fast_path_snaplen(path)
+    inflated = None if snaplen else _inflated_fast_path(path)
+    if inflated is not None:
+        snaplen = inflated.snaplen
     if snaplen:
         delivered = yield from _filtered_capture(
-            path, ports, reassembler, stats, on_read, shard, handle, snaplen
+            path, ports, reassembler, stats, on_read, shard, handle, snaplen, inflated
         )
         if delivered is None:
             return
@@ -516,6 +526,62 @@ def _fast_path_snaplen(path: str) -> int:
     return snaplen if snaplen >= _FULL_SNAPLEN and libpcap.available() else 0
 
 
+class _Inflated(NamedTuple):
+    """A gzip-compressed classic pcap file, as its header describes it."""
+
+    snaplen: int
+    linktype: int
+
+
+# Captures compress about fourfold: this many compressed bytes hold about
+# as much as FAST_PATH_MIN_BYTES uncompressed.
+_INFLATED_MIN_BYTES = 4 * 1024 * 1024
+
+
+def _inflated_fast_path(path: str) -> _Inflated | None:
+    """What libpcap needs to know of a large, gzip-compressed classic pcap
+    file to read it through ``capture.inflate``; None for any other file."""
+    if path == "-" or os.environ.get("SMTPSCOPE_NO_LIBPCAP"):
+        return None
+    try:
+        if os.path.getsize(path) < _INFLATED_MIN_BYTES or not is_gzip(path):
+            return None
+        with open(path, "rb") as stream:
+            header = Inflated(stream, path).read()[:24]
+    except (OSError, CaptureError):
+        return None  # the Python reader says what is wrong
+    if len(header) < 24 or header[:4] not in _PCAP_MAGICS:
+        return None
+    order = "<" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    snaplen, linktype = struct.unpack(order + "II", header[16:24])
+    if snaplen < _FULL_SNAPLEN or not libpcap.available():
+        return None  # see _fast_path_snaplen
+    return _Inflated(snaplen, linktype & _LINKTYPE_MASK)
+
+
+_LINKTYPE_MASK = 0x03FF_FFFF  # see capture.pcapfile
+
+
+def _open_inflating(
+    path: str, ports: frozenset[int], shard: tuple[int, int], linktype: int
+) -> tuple[libpcap.FilteredPipe, InflatePump]:
+    """libpcap's filtered stream of what ``path`` inflates to.
+
+    The pipe cannot be read twice, so the filter is settled first: with
+    VLAN terms where libpcap has them for the link type (see _open_pipe).
+    """
+    expression = libpcap.smtp_filter(ports, shard)
+    if not libpcap.compiles(linktype, expression):
+        expression = libpcap.smtp_filter(ports, shard, vlan=False)
+    pump = InflatePump(path)
+    try:
+        pipe = libpcap.FilteredPipe(path, expression, pump.read_fd)
+    except libpcap.LibpcapError:
+        pump.stop()  # its reader is gone
+        raise
+    return pipe, pump
+
+
 def _open_pipe(
     path: str, ports: frozenset[int], shard: tuple[int, int]
 ) -> libpcap.FilteredPipe:
@@ -539,19 +605,27 @@ def _filtered_capture(
     shard: tuple[int, int],
     handle: Callable[[StreamEvent], T | None],
     snaplen: int,
+    inflated: _Inflated | None = None,
 ) -> Generator[T, None, int | None]:
-    """Read ``path`` through libpcap with a BPF filter for ``ports``.
+    """Read ``path`` through libpcap with a BPF filter for ``ports``; when
+    ``inflated``, decompressed on the way (``capture.inflate``).
 
     Returns None when the file was read to its end, or the number of TCP
-    segments delivered before libpcap stopped on damage or handed over a
-    record as long as the file's ``snaplen``.
+    segments delivered before libpcap (or the inflater) stopped on damage
+    or libpcap handed over a record as long as the file's ``snaplen``.
     """
     stats.captures += 1
+    pump: InflatePump | None = None
     try:
-        pipe = _open_pipe(path, ports, shard)
-    except libpcap.LibpcapError as refused:
+        if inflated is None:
+            pipe = _open_pipe(path, ports, shard)
+        else:
+            pipe, pump = _open_inflating(path, ports, shard, inflated.linktype)
+    except (libpcap.LibpcapError, OSError) as refused:
         log.info("libpcap fast path not used for %s: %s", path, refused)
         return 0
+    # How far into the file as stored: libpcap's own stream is a pipe.
+    position = pipe.position if pump is None else lambda: pump.raw_bytes
     stats.filtered = True
     log.info("reading %s through libpcap", path)
     # The loop below repeats the one in _one_capture on purpose: a shared
@@ -570,6 +644,7 @@ def _filtered_capture(
     other_shards = 0
     taken = 0  # as in _one_capture
     stopped: str | None = None
+    read_to_end = False
     # decode_at's fast path runs inline below, with these as locals: a call
     # and its global lookups per packet are a tenth of the packet path. Its
     # flow keys come from a cache of watched flows only, which spares
@@ -581,7 +656,7 @@ def _filtered_capture(
         with reader:
             for linktype, data, records in reader.batches():
                 if on_read is not None:
-                    on_read(pipe.position())  # a batch: at most a MiB read
+                    on_read(position())  # a batch: at most a MiB read
                 ethernet = linktype == LINKTYPE_ETHERNET
                 for ts, start, stop in records:
                     size = stop - start
@@ -659,6 +734,7 @@ def _filtered_capture(
                             if result is not None:
                                 yield result
         stopped = pipe.finish()
+        read_to_end = stopped is None
     except _Clipped:
         stopped = "a record as long as the snaplen, which libpcap may have cut"
     except CaptureError:
@@ -667,6 +743,14 @@ def _filtered_capture(
         stopped = pipe.finish() or "filtered stream ended early"
     finally:
         pipe.close()
+        if pump is not None:
+            # Damaged gzip ends the inflated capture early, which libpcap
+            # may take for its end: the Python reader then finds the damage.
+            # Stopped early, the inflater is not waited for.
+            if read_to_end:
+                stopped = pump.join()
+            else:
+                pump.stop()
         stats.packets += taken
         stats.smtp_packets = decode_stats.tcp
     if stopped is None:

@@ -6,6 +6,7 @@ skips non-SMTP packets in C; neither may change a single row.
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,11 @@ def test_jobs_default_to_one_per_cpu_for_large_captures(
     assert cli._jobs(0, small) == 64
     assert cli._jobs(None, ["-"]) == 1  # nothing to measure on a pipe
     assert cli._jobs(None, [str(tmp_path / "missing.pcap")]) == 1
+    # Each process would inflate a compressed capture whole: one reads it.
+    compressed = tmp_path / "c.pcap.gz"
+    compressed.write_bytes(gzip.compress(Path(small[0]).read_bytes()))
+    assert cli._jobs(None, [*small, str(compressed)]) == 1
+    assert cli._jobs(2, [str(compressed)]) == 2
 
 
 def test_a_large_capture_is_read_sharded_by_default(

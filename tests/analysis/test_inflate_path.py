@@ -1,0 +1,165 @@
+"""Gzip-compressed pcap through libpcap: the same tables as the Python reader.
+
+A large .pcap.gz is inflated by a child process into a pipe that libpcap
+filters (``capture.inflate``); the Python reader, which inflates and reads
+every packet itself, stays the reference, for the rows and for the damage.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from analysis import pipeline
+from analysis.offline import build_tables
+from analysis.parallel import read_sharded
+from analysis.tables import SmtpTables, read_captures
+from capture import inflate, libpcap, source
+from tests.analysis.same import same_tables
+
+pytestmark = pytest.mark.skipif(not libpcap.available(), reason="no libpcap")
+
+PCAPS = sorted((Path(__file__).parents[2] / "pcaps").glob("**/*.pcap"))
+
+
+def python_reader(paths: list[str], monkeypatch: pytest.MonkeyPatch) -> SmtpTables:
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    tables = read_captures(paths)
+    monkeypatch.delenv("SMTPSCOPE_NO_LIBPCAP")
+    return tables
+
+
+@pytest.fixture
+def inflating(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[inflate.InflatePump]]:
+    """Every capture takes the inflating path; the pumps made are kept."""
+    monkeypatch.setattr(source, "_INFLATED_MIN_BYTES", 0)
+    pumps: list[inflate.InflatePump] = []
+    made = inflate.InflatePump
+
+    def pump(path: str) -> inflate.InflatePump:
+        pumps.append(made(path))
+        return pumps[-1]
+
+    monkeypatch.setattr(source, "InflatePump", pump)
+    yield pumps
+    # Each child was waited for: none is left running or a zombie.
+    assert all(p._child.returncode is not None for p in pumps)
+
+
+def gzipped(tmp_path: Path, *members: bytes, tail: bytes = b"") -> str:
+    path = tmp_path / "capture.pcap.gz"
+    path.write_bytes(b"".join(gzip.compress(m) for m in members) + tail)
+    return str(path)
+
+
+def test_every_project_capture_gives_the_same_tables(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    inflating: list[inflate.InflatePump],
+) -> None:
+    paths = []
+    for n, capture in enumerate(PCAPS):
+        path = tmp_path / f"{n}-{capture.name}.gz"
+        path.write_bytes(gzip.compress(capture.read_bytes()))
+        paths.append(str(path))
+    reference = python_reader(paths, monkeypatch)
+    fast = read_captures(paths)
+    same_tables(fast, reference)
+    assert len(inflating) == len(PCAPS)
+    assert fast.stats.filtered  # libpcap's filter was used
+    assert fast.stats.errors == []
+    assert fast.stats.bytes == reference.stats.bytes  # as stored
+
+
+def test_members_and_trailing_zeros_are_read_as_gzip_reads_them(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    inflating: list[inflate.InflatePump],
+) -> None:
+    whole = PCAPS[0].read_bytes()
+    half = len(whole) // 2
+    path = gzipped(tmp_path, whole[:half], whole[half:], tail=b"\0" * 512)
+    reference = python_reader([str(PCAPS[0])], monkeypatch)
+    fast = read_captures([path])
+    same_tables(fast, reference)
+    assert fast.stats.errors == [] and len(inflating) == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "crc"])
+def test_damage_is_located_by_the_python_reader(
+    damage: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    inflating: list[inflate.InflatePump],
+) -> None:
+    capture = Path(PCAPS[0])
+    compressed = bytearray(gzip.compress(capture.read_bytes()))
+    if damage == "truncated":
+        compressed = compressed[: len(compressed) * 2 // 3]
+    elif damage == "flipped":
+        compressed[len(compressed) // 2] ^= 0xFF
+    else:
+        compressed[-8] ^= 0xFF  # the CRC-32 in the trailer
+    path = tmp_path / "damaged.pcap.gz"
+    path.write_bytes(compressed)
+
+    reference = python_reader([str(path)], monkeypatch)
+    fast = read_captures([str(path)])
+    same_tables(fast, reference)
+    assert fast.stats.errors == reference.stats.errors
+    assert len(fast.stats.errors) == 1
+    if damage != "flipped":  # there the inflated bytes are bad pcap first
+        assert "gzip" in fast.stats.errors[0]
+    if damage == "crc":
+        # Every packet came before the trailer: all the sessions are there.
+        assert len(fast.sessions) == len(read_captures([str(capture)]).sessions)
+
+
+def test_a_run_stopped_early_ends_the_inflater(
+    tmp_path: Path, inflating: list[inflate.InflatePump]
+) -> None:
+    # Many copies of a capture, so that the child is still inflating when
+    # the first session is read and the generator closed (Ctrl-C, a
+    # consumer that had enough).
+    one = PCAPS[0].read_bytes()
+    path = tmp_path / "long.pcap.gz"
+    path.write_bytes(gzip.compress(one + one[24:] * 400, compresslevel=1))
+    results = pipeline.analyze([str(path)])
+    assert next(results) is not None
+    results.close()
+    (pump,) = inflating
+    assert pump._child.returncode is not None
+
+
+def test_sharded_workers_inflate_each_their_own(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    inflating: list[inflate.InflatePump],
+) -> None:
+    paths = []
+    for n, capture in enumerate(PCAPS[:6]):
+        path = tmp_path / f"{n}.pcap.gz"
+        path.write_bytes(gzip.compress(capture.read_bytes()))
+        paths.append(str(path))
+    reference = python_reader(paths, monkeypatch)
+    with read_sharded(paths, pipeline.DEFAULT_PORTS, 2) as spool:
+        tables = build_tables(spool)
+    same_tables(tables, reference)
+    assert tables.stats.errors == []
+
+
+def test_the_child_reports_damage_in_its_exit_status(tmp_path: Path) -> None:
+    path = tmp_path / "bad.pcap.gz"
+    path.write_bytes(gzip.compress(b"x" * 100_000)[:-20])
+    pump = inflate.InflatePump(str(path))
+    with open(pump.read_fd, "rb") as stream:
+        inflated = stream.read()
+    assert inflated and b"x" * len(inflated) == inflated
+    assert (
+        pump.join() == f"{path}: damaged at byte {len(inflated)}: gzip data truncated"
+    )
+    assert zlib.decompressobj(31).decompress(path.read_bytes()) == inflated
