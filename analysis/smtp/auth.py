@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from analysis.smtp.syntax import BASE64_LINE, wire_text
 
@@ -64,6 +65,26 @@ def redact_auth_argument(argument: str) -> str:
     if not initial or initial == "=":
         return " ".join(part.strip() for part in parts)
     return f"{mechanism} {REDACTED}"
+
+
+def redact_unknown_argument(argument: str) -> str:
+    """An unknown command's argument with every word that could be SASL
+    data hidden.
+
+    A mangled AUTH ("\\x00AUTH PLAIN ...", "AUTH=PLAIN ...", a byte-order
+    mark before the verb) is an unknown verb to the parser, and servers
+    differ in what they make of it, but its initial response is a password
+    all the same. Whatever the verb, a word that looks like base64 is not
+    kept; host names, addresses and numbers do not look so.
+    """
+    return _WORD.sub(_hidden_if_sasl, argument)
+
+
+_WORD = re.compile(r"\S+")
+
+
+def _hidden_if_sasl(word: re.Match[str]) -> str:
+    return REDACTED if looks_like_sasl_data(word.group()) else word.group()
 
 
 def looks_like_sasl_data(text: str) -> bool:

@@ -124,6 +124,9 @@ def _without_credentials(sent: bytes) -> bytes:
             body = f"AUTH {auth.redact_auth_argument(argument)}".encode()
         elif not known and auth.looks_like_sasl_data(wire_text(body)):
             body = auth.REDACTED.encode()
+        elif not known:
+            hidden = auth.redact_unknown_argument(argument)
+            body = f"{verb} {hidden}".encode() if hidden != argument else body
         shown.append(body + ending)
     return b"".join(shown)
 
@@ -540,7 +543,12 @@ class SmtpParser:
         index = self._command_index
         self._command_index += 1
         pipelined = bool(self._pending) and self._server_spoke
-        shown = auth.redact_auth_argument(argument) if verb == "AUTH" else argument
+        if verb == "AUTH":
+            shown = auth.redact_auth_argument(argument)
+        elif known:
+            shown = argument
+        else:
+            shown = auth.redact_unknown_argument(argument)
         out.append(_new(CommandSeen, (ts, index, verb, shown, pipelined, known)))
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()

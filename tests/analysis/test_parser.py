@@ -681,3 +681,24 @@ def test_tls_from_the_first_byte_is_passed_on_both_ways() -> None:
         (True, b"\x17\x03\x03\x00\x01y"),
         (False, b"\x16\x03\x03\x00\x01x"),
     ]
+
+
+def test_a_mangled_auth_keeps_no_initial_response() -> None:
+    # Unknown verbs to the parser, answered as the server likes; the
+    # initial response is a password (b"\0bob\0FAKEPASS-1") all the same.
+    blob = "AGJvYgBGQUtFUEFTUy0x"
+    for line, kept in (
+        (f"\x00AUTH PLAIN {blob}", "PLAIN [redacted]"),
+        (f"\ufeffAUTH PLAIN {blob}", "PLAIN [redacted]"),
+        (f"AUTH=PLAIN {blob}", "[redacted]"),
+        (f"XAUTH {blob} PLAIN", "[redacted] PLAIN"),
+    ):
+        events = run([(S, b"220 mx\r\n"), (C, line.encode() + b"\r\n")])
+        (command,) = of(events, CommandSeen)
+        assert blob not in repr(events), line
+        assert command.argument == kept, line
+    # Host names, addresses and numbers are kept.
+    events = run(
+        [(S, b"220 mx\r\n"), (C, b"XCLIENT ADDR=192.0.2.1 NAME=mx.example\r\n")]
+    )
+    assert of(events, CommandSeen)[0].argument == "ADDR=192.0.2.1 NAME=mx.example"
