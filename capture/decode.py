@@ -302,9 +302,14 @@ def _decode_general(
     if off < 0:
         if off != _UNKNOWN_LINK:
             return None
+        if _scapy_layer(linktype) is None:
+            stats.unknown_linktype += 1
+            return None
         ip = _scapy_ip(linktype, data)
         if ip is None:
-            stats.unknown_linktype += 1
+            # A link type scapy knows, and a frame of it that carries no
+            # IP: PPP's LCP echoes, 802.11 beacons.
+            stats.not_ip += 1
             return None
         stats.via_scapy += 1
         data, off = ip, 0
@@ -396,17 +401,22 @@ def _bsd_loopback(data: bytes, *, little: bool) -> int:
 _scapy_layers: dict[int, Any] = {}
 
 
-def _scapy_ip(linktype: int, data: bytes) -> bytes | None:
-    """The IP packet scapy finds in a frame of a rare link type, if any.
+def _scapy_layer(linktype: int) -> Any:
+    """scapy's layer class for ``linktype``; None when it has none.
 
-    scapy is imported only when such a frame first appears: it takes about
-    a second to load and is far slower than the code above, which is fine
-    for the odd PPP or radiotap capture and the reason the common link
-    types never come here.
+    scapy is imported only when a frame of a rare link type first appears:
+    it takes about a second to load and is far slower than the code above,
+    which is fine for the odd PPP or radiotap capture and the reason the
+    common link types never come here.
     """
     if linktype not in _scapy_layers:
         _scapy_layers[linktype] = _scapy_layer_class(linktype)
-    layer_class = _scapy_layers[linktype]
+    return _scapy_layers[linktype]
+
+
+def _scapy_ip(linktype: int, data: bytes) -> bytes | None:
+    """The IP packet scapy finds in a frame of a rare link type, if any."""
+    layer_class = _scapy_layer(linktype)
     if layer_class is None:
         return None
     try:

@@ -234,6 +234,15 @@ def test_unknown_link_type_through_scapy() -> None:
     assert stats.via_scapy == 1
 
 
+def test_a_frame_of_a_known_link_type_without_ip_is_not_ip() -> None:
+    # A PPP LCP Echo-Request (RFC 1661 5.8): no IP in it, and nothing
+    # wrong with the link type, which a capture of it must not be told.
+    lcp_echo = b"\xff\x03\xc0\x21" + b"\x09\x01\x00\x08" + b"\x12\x34\x56\x78"
+    segment, stats = decode(50, lcp_echo)
+    assert segment is None
+    assert (stats.not_ip, stats.unknown_linktype, stats.via_scapy) == (1, 0, 0)
+
+
 def test_unknown_link_type_scapy_cannot_read() -> None:
     segment, stats = decode(147, v4_tcp(payload=PAYLOAD))  # LINKTYPE_USER0
     assert segment is None and stats.unknown_linktype == 1

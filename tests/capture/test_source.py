@@ -259,6 +259,24 @@ def test_a_missing_capture_has_no_first_segment(tmp_path: Path) -> None:
     assert source.first_segment_time(str(tmp_path / "missing.pcap"), SMTP_PORTS) is None
 
 
+def test_frames_without_ip_on_a_link_type_scapy_knows_are_no_error(
+    tmp_path: Path,
+) -> None:
+    # Found in review: PPP's LCP echoes between the IP frames (and 802.11
+    # beacons alike) were counted as frames of an unknown link type, and a
+    # sound capture ended with an error and exit status 1.
+    lcp_echo = b"\xff\x03\xc0\x21\x09\x01\x00\x08\x12\x34\x56\x78"
+    smtp = b"\xff\x03\x00\x21" + v4_tcp(payload=b"EHLO x\r\n")
+    frames = [Frame(1_700_000_000, n, data) for n, data in enumerate([lcp_echo, smtp])]
+    path = tmp_path / "ppp.pcap"
+    path.write_bytes(pcap(frames, linktype=9))
+    stats = SourceStats()
+    events = list(iter_stream_events([str(path)], stats=stats))
+    assert stats.errors == []
+    assert (stats.decode.not_ip, stats.decode.via_scapy) == (1, 1)
+    assert [type(e).__name__ for e in events][:2] == ["StreamOpened", "StreamData"]
+
+
 def test_a_link_type_nothing_decodes_is_an_error_not_an_empty_capture(
     tmp_path: Path,
 ) -> None:
