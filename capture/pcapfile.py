@@ -660,7 +660,11 @@ class CaptureReader:
                 if buf[pos : pos + 4] == _PCAPNG_SHB:
                     # The SHB's type reads the same in both byte orders; its
                     # byte-order magic sets the order of the section (4.1).
+                    # The clock goes on from the section before: a Simple
+                    # Packet Block, which has no time, takes its last one.
+                    last_ts = section.last_ts
                     section = self._section_order(buf, base + pos, pos)
+                    section.last_ts = last_ts
                 btype, length = section.block_head(buf, pos)
                 if length < 12 or length & 3 or length > MAX_BLOCK_LEN:
                     raise self._damage(base + pos, f"bad block length {length}")
@@ -713,6 +717,9 @@ class CaptureReader:
 
 
 _MAX_TS = 2**63 - 1
+# The finest if_tsresol taken: attoseconds, 10^-18 s. A 64-bit tick count
+# then still spans 18 s; finer ones are damage, not a clock.
+_FINEST_UNITS = 10**18
 
 
 class _Interface(NamedTuple):
@@ -792,6 +799,13 @@ class _Section:
                 exp = value[0]
                 # MSB clear: 10^-n seconds; MSB set: 2^-n seconds (4.2).
                 units = 2 ** (exp & 0x7F) if exp & 0x80 else 10**exp
+                if units > _FINEST_UNITS:
+                    # A 64-bit count of such ticks spans less than a
+                    # second: every packet would be stamped 1970.
+                    shown = f"2^-{exp & 0x7F}" if exp & 0x80 else f"10^-{exp}"
+                    return (
+                        f"interface time resolution of {shown} s, finer than any clock"
+                    )
             elif code == _OPT_IF_TSOFFSET and len(value) >= 8:
                 offset_s = self._i64(value, 0)[0]
         common = math.gcd(_NS_PER_S, units)

@@ -158,6 +158,40 @@ def test_pcapng_sections_interfaces_resolutions(tmp_path: Path) -> None:
         assert packet.data in content[packet.offset : packet.offset + 200]
 
 
+def test_a_simple_packet_block_keeps_the_time_across_sections(tmp_path: Path) -> None:
+    # Found in review: a new section started its clock at 0, so a Simple
+    # Packet Block right after it was stamped 1970.
+    content = (
+        ng_shb()
+        + ng_idb(1)
+        + ng_epb(0, 1_700_000_000_000_000, b"timed")
+        + ng_shb(">")
+        + ng_idb(1, ">")
+        + ng_spb(b"untimed", ">")
+    )
+    packets = read_all(write(tmp_path, "spb.pcapng", content))
+    assert [(p.ts, p.data) for p in packets] == [
+        (1_700_000_000_000_000_000, b"timed"),
+        (1_700_000_000_000_000_000, b"untimed"),
+    ]
+
+
+@pytest.mark.parametrize(("tsresol", "shown"), [(0x7F, "10^-127"), (0xFF, "2^-127")])
+def test_a_time_resolution_finer_than_any_clock_is_damage(
+    tmp_path: Path, tsresol: int, shown: str
+) -> None:
+    # 2^64 ticks of 10^-127 s are no time at all: every packet would be
+    # stamped 1970, and its sessions split at random.
+    content = ng_shb() + ng_idb(1, tsresol=tsresol) + ng_epb(0, 5, b"a")
+    path = write(tmp_path, "res.pcapng", content)
+    with pytest.raises(CaptureError) as raised:
+        read_all(path)
+    assert str(raised.value) == (
+        f"{path}: damaged at byte {len(ng_shb())}: interface time resolution "
+        f"of {shown} s, finer than any clock"
+    )
+
+
 def test_pcapng_tsoffset(tmp_path: Path) -> None:
     idb_body = struct.pack("<HHI", 1, 0, 0) + ng_option(14, struct.pack("<q", 100))
     content = ng_shb() + ng_block(1, idb_body) + ng_epb(0, 5, b"a")
