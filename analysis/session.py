@@ -35,6 +35,7 @@ from analysis.smtp.events import (
     Reply,
     ReplySeen,
     SmtpEvent,
+    TlsAbandoned,
     TlsBytesSeen,
     TlsStarted,
 )
@@ -338,6 +339,8 @@ class SessionBuilder:
                 self._auth_cancelled = event.cancelled
             elif isinstance(event, TlsStarted):
                 self._on_tls(event)
+            elif isinstance(event, TlsAbandoned):
+                self._on_tls_abandoned()
             elif isinstance(event, AnomalySeen):
                 if event.kind == "early_talker" and self._caught:
                     continue  # its first reply was never its greeting
@@ -365,6 +368,15 @@ class SessionBuilder:
                 after_starttls=not event.implicit,
                 first_command_index=self.parser.commands_seen,
             )
+
+    def _on_tls_abandoned(self) -> None:
+        """Clear text came after the 220 to STARTTLS: no TLS after all."""
+        if self._inside:
+            return
+        self.session.tls = "none"
+        self.session.tls_start = None
+        self._handshake = None
+        self._inner = None
 
     def _on_command(self, event: CommandSeen) -> None:
         # The first fields by position and the rest set after: about half the

@@ -96,6 +96,13 @@ class TlsStarted(NamedTuple):
     implicit: bool  # TLS from the first byte (port 465) rather than STARTTLS
 
 
+class TlsAbandoned(NamedTuple):
+    """After a 220 to STARTTLS, clear text came where TLS was due: the
+    session goes on in clear text, as though STARTTLS had never been said."""
+
+    ts: int
+
+
 class TlsBytesSeen(NamedTuple):
     """Bytes of the TLS stream, in order per direction, for a TLS parser.
 
@@ -123,6 +130,7 @@ SmtpEvent = (
     | MessageStarted
     | MessageEnded
     | TlsStarted
+    | TlsAbandoned
     | TlsBytesSeen
     | AnomalySeen
 )

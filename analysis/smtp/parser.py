@@ -36,6 +36,7 @@ from analysis.smtp.events import (
     Reply,
     ReplySeen,
     SmtpEvent,
+    TlsAbandoned,
     TlsBytesSeen,
     TlsStarted,
 )
@@ -68,6 +69,8 @@ MAX_ANOMALIES_PER_KIND = 20
 _NOTHING_PENDING: deque[_Pending] = deque(maxlen=0)
 
 _TLS_HANDSHAKE = 0x16  # TLS record content type handshake (RFC 8446 5.1)
+# change_cipher_spec, alert, handshake, application_data (RFC 8446 5.1)
+_TLS_CONTENT_TYPES = frozenset({0x14, 0x15, 0x16, 0x17})
 
 # Builds an event NamedTuple without its Python-level __new__, about half
 # the cost, for the events made per segment or per line; every field must
@@ -315,6 +318,7 @@ class SmtpParser:
             # hopeful outcome, as for DATA.
             self._tls_expected = False
             self._start_tls(ts, out, implicit=False)
+            self._tls_decided = True  # by this ClientHello
         elif (
             self._mode is _COMMAND
             and self._command_index == 0
@@ -356,6 +360,7 @@ class SmtpParser:
             self._release_held(ts, out, hopeful=True)
         mode = self._mode
         if mode is _TLS:
+            self._tls_decided = True  # what follows a gap starts anywhere
             self.tls_client_bytes += size
             out.append(TlsBytesSeen(ts, True, b"", size))
         elif mode is _DATA_BODY and self._body is not None:
@@ -381,6 +386,7 @@ class SmtpParser:
         out: list[SmtpEvent] = []
         self._server_spoke = True
         if self._server_tls:
+            self._tls_decided = True  # what follows a gap starts anywhere
             self.tls_server_bytes += size
             out.append(TlsBytesSeen(ts, False, b"", size))
             return out
@@ -1022,19 +1028,44 @@ class SmtpParser:
     def _start_tls(self, ts: int, out: list[SmtpEvent], *, implicit: bool) -> None:
         self._mode = _TLS
         self._server_tls = True
+        # After STARTTLS, the next bytes either way say whether TLS really
+        # began (_decide_tls): a client may ignore the 220 and go on in
+        # clear text, which a server may even answer.
+        self._tls_decided = implicit
         self.tls_started_ts = ts
         self._pending.clear()
         out.append(TlsStarted(ts, implicit))
         if self._cbuf:
-            self.tls_client_bytes += len(self._cbuf)
-            out.append(TlsBytesSeen(ts, True, self._cbuf))
-            self._cbuf = b""
+            if not self._tls_decided:
+                self._decide_tls(self._cbuf, ts, from_client=True, out=out)
+            if self._mode is _TLS:
+                self.tls_client_bytes += len(self._cbuf)
+                out.append(TlsBytesSeen(ts, True, self._cbuf))
+                self._cbuf = b""
 
     def _decide_tls(
         self, data: bytes, ts: int, *, from_client: bool, out: list[SmtpEvent]
     ) -> None:
-        """On an implicit-TLS port, check the first bytes really are TLS."""
+        """On an implicit-TLS port, or after a 220 to STARTTLS, check the
+        first bytes really are TLS."""
         self._tls_decided = True
+        if self._mode is _TLS:
+            # After STARTTLS: any TLS record (RFC 8446 5.1), or an SSLv2
+            # hello, whose first byte has its top bit set.
+            if data[0] in _TLS_CONTENT_TYPES or data[0] & 0x80:
+                return
+            self._mode = _COMMAND
+            self._server_tls = False
+            side = "client" if from_client else "server"
+            shown = _without_credentials(data) if from_client else data
+            self._anomaly(
+                out,
+                ts,
+                "plaintext_after_starttls",
+                f"{side} went on in clear text after the 220: {show_bytes(shown, 40)}",
+            )
+            out.append(TlsAbandoned(ts))
+            return
         if data[0] == _TLS_HANDSHAKE:
             self._start_tls(ts, out, implicit=True)
             return

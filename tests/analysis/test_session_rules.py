@@ -95,3 +95,53 @@ def test_a_refused_ehlo_leaves_the_accepted_name() -> None:
     assert pending.session.helo == "a.example"
     unanswered = session([*steps[:3], (C, b"EHLO b.example\r\n")])
     assert unanswered.session.helo == "client.example"
+
+
+def test_clear_text_after_the_220_to_starttls_is_read_as_smtp() -> None:
+    # A client that ignores the 220 (a broken or stripped-down one, or a
+    # probe) goes on in clear text, and this server answers it: what is
+    # said, AUTH included, was in clear text and is read as such.
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"220 2.0.0 Ready to start TLS\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 AUTH PLAIN\r\n"),
+            (C, b"AUTH PLAIN AGJvYgBGQUtFUEFTUy0x\r\n"),
+            (S, b"235 2.7.0 ok\r\n"),
+            (C, b"MAIL FROM:<b@x>\r\nRCPT TO:<r@y>\r\nDATA\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            (C, b"Subject: s\r\n\r\nhi\r\n.\r\n"),
+            (S, b"250 2.0.0 Ok: queued as Q9\r\n"),
+        ]
+    )
+    s = result.session
+    assert (s.tls, s.tls_start, s.tls_handshake) == ("none", None, "none")
+    assert (s.starttls_attempted, s.starttls_reply) == (True, 220)
+    assert (s.auth_user, s.auth_result, s.auth_cleartext) == ("bob", "success", True)
+    assert [c.verb for c in result.commands] == [
+        "EHLO", "STARTTLS", "EHLO", "AUTH", "MAIL", "RCPT", "DATA",
+    ]  # fmt: skip
+    assert [c.reply_code for c in result.commands] == [
+        250,
+        220,
+        250,
+        235,
+        250,
+        250,
+        354,
+    ]
+    (txn,) = result.transactions
+    assert (txn.status, txn.queue_id, txn.tls) == ("accepted", "Q9", False)
+    assert [(a.kind, a.detail) for a in result.anomalies] == [
+        (
+            "plaintext_after_starttls",
+            "client went on in clear text after the 220: EHLO c\\r\\n",
+        ),
+        ("auth_cleartext", "AUTH sent before any TLS"),
+    ]
+    assert result.tls == []
+    assert "AGJvYgBG" not in repr(result)
