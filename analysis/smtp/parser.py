@@ -592,6 +592,18 @@ class SmtpParser:
 
     def _hold(self, data: bytes, ts: int, out: list[SmtpEvent]) -> None:
         """Keep a segment that came while a blocking command awaits its reply."""
+        if self._client_discard and not self._held:
+            # The rest of a line cut at MAX_LINE (an AUTH of a megabyte,
+            # say): dropped as it comes rather than held, or it alone would
+            # pass MAX_HELD_BYTES and the reply, still to come, be taken
+            # as lost.
+            nl = data.find(b"\n")
+            if nl < 0:
+                return
+            self._client_discard = False
+            data = data[nl + 1 :]
+            if not data:
+                return
         held = self._held_queue()
         held.append((ts, data))
         self._held_bytes += len(data)

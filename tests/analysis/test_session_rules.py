@@ -145,3 +145,35 @@ def test_clear_text_after_the_220_to_starttls_is_read_as_smtp() -> None:
     ]
     assert result.tls == []
     assert "AGJvYgBG" not in repr(result)
+
+
+def test_the_rest_of_an_over_long_auth_line_is_not_held_for_its_reply() -> None:
+    # Found in review: the 400 KB past MAX_LINE of one AUTH line were held
+    # while its reply was awaited, passed MAX_HELD_BYTES, and the reply was
+    # taken as lost: the next AUTH then went missing from the rows and the
+    # failed-AUTH counts a brute-force detector reads.
+    line = b"AUTH PLAIN " + b"QUFB" * 100_000 + b"\r\n"
+    steps = [
+        (S, b"220 mx\r\n"),
+        (C, b"EHLO c\r\n"),
+        (S, b"250-mx\r\n250 AUTH PLAIN\r\n"),
+        *[(C, line[i : i + 1400]) for i in range(0, len(line), 1400)],
+        (S, b"500 5.5.6 line too long\r\n"),
+        (C, b"AUTH PLAIN\r\n"),
+        (S, b"334 \r\n"),
+        (C, b"AHUyAEZBS0VQQVNTLTI=\r\n"),
+        (S, b"535 5.7.8 no\r\n"),
+        (C, b"QUIT\r\n"),
+        (S, b"221 bye\r\n"),
+    ]
+    result = session(steps)
+    assert [(c.verb, c.reply_code) for c in result.commands] == [
+        ("EHLO", 250), ("AUTH", 500), ("AUTH", 535), ("QUIT", 221),
+    ]  # fmt: skip
+    s = result.session
+    assert (s.auth_attempts, s.auth_failures, s.auth_user) == (2, 2, "u2")
+    assert [a.kind for a in result.anomalies] == [
+        "line_truncated",
+        "line_too_long",
+        "auth_cleartext",
+    ]
