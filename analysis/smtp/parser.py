@@ -465,6 +465,13 @@ class SmtpParser:
                 # on every line.
                 self._lf_only_client = True
                 self._anomaly(out, ts, "bare_lf", "client lines end with LF alone")
+            if len(line) > MAX_LINE:
+                # Cut as in _partial_line, though whole in one buffer: the
+                # rows must not depend on how the line was segmented.
+                self._anomaly(
+                    out, ts, "line_truncated", f"client line over {MAX_LINE} bytes"
+                )
+                line = line[:MAX_LINE]
             self._client_line(line, ts, out)
             if self._holding:
                 if pos < size:
@@ -797,19 +804,26 @@ class SmtpParser:
             nl = buf.find(b"\n", pos)
             if nl < 0:
                 rest = buf[pos:]
-                if len(rest) > MAX_LINE:
-                    self._anomaly(
-                        out, ts, "line_truncated", f"server line over {MAX_LINE}"
-                    )
-                    self._server_discard = True
-                else:
+                if self._server_discard:
+                    return  # more of a line already cut: dropped as it comes
+                if len(rest) <= MAX_LINE:
                     self._sbuf = rest
+                    return
+                # Cut as a client line is (_partial_line): its start is the
+                # reply line, the rest is dropped up to the next LF.
+                self._server_long_line(rest, ts, out)
+                self._server_discard = True
                 return
             crlf = nl > pos and buf[nl - 1] == _CR  # as in _client_input
             line = buf[pos : nl - 1] if crlf else buf[pos:nl]
             pos = nl + 1
             if self._server_discard:
                 self._server_discard = False
+                continue
+            if len(line) > MAX_LINE:
+                # Whole in one buffer, it is cut all the same: the rows must
+                # not depend on how the line was split into segments.
+                self._server_long_line(line, ts, out)
                 continue
             if self._server_resync:
                 self._server_resync = False
@@ -832,6 +846,10 @@ class SmtpParser:
                     )
                     self.tls_server_bytes += len(rest)
                 return
+
+    def _server_long_line(self, line: bytes, ts: int, out: list[SmtpEvent]) -> None:
+        self._anomaly(out, ts, "line_truncated", f"server line over {MAX_LINE}")
+        self._server_line(line[:MAX_LINE], ts, out)
 
     def _server_line(self, line: bytes, ts: int, out: list[SmtpEvent]) -> None:
         if len(line) + 2 > RFC_LINE_LIMIT:

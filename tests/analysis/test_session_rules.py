@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from capture.stream import Direction
 from tests.analysis.conversation import C, S, session
 
 
@@ -176,4 +177,39 @@ def test_the_rest_of_an_over_long_auth_line_is_not_held_for_its_reply() -> None:
         "line_truncated",
         "line_too_long",
         "auth_cleartext",
+    ]
+
+
+def test_over_long_lines_give_the_same_rows_however_segmented() -> None:
+    # Found in review: a 20 KB server line in 1400-byte segments was dropped
+    # whole (no greeting, a false greeting_missing), while in one segment it
+    # was read whole; a client line of that size was cut in one case only.
+    greeting = b"220 mx " + b"B" * 20_000 + b"\r\n"
+    helo = b"EHLO " + b"c" * 20_000 + b"\r\n"
+    rest = [(S, b"250 mx\r\n"), (C, b"QUIT\r\n"), (S, b"221 bye\r\n")]
+
+    def split(side: Direction, data: bytes, size: int) -> list[tuple[Direction, bytes]]:
+        return [(side, data[i : i + size]) for i in range(0, len(data), size)]
+
+    rows = []
+    for size in (1400, 65_000):
+        result = session([*split(S, greeting, size), *split(C, helo, size), *rest])
+        s = result.session
+        rows.append(
+            (
+                s.greeting_code,
+                len(s.greeting_text or ""),
+                s.helo_verb,
+                len(s.helo or ""),
+                [(c.verb, c.reply_code) for c in result.commands],
+                [(a.kind, a.detail) for a in result.anomalies],
+            )
+        )
+    assert rows[0] == rows[1]
+    assert rows[0][:5] == (220, 16_380, "EHLO", 16_379, [("EHLO", 250), ("QUIT", 221)])
+    assert [kind for kind, _ in rows[0][5]] == [
+        "line_truncated",
+        "line_too_long",
+        "line_truncated",
+        "line_too_long",
     ]
