@@ -259,16 +259,19 @@ class DataBody:
             self._lenient_size = None  # too far back to matter
 
     def _collect_headers(self, body: bytes) -> None:
-        room = MAX_HEADER_BYTES - len(self._header_buf)
-        self._header_buf += body[:room]
-        joined = bytes(self._header_buf)
-        if joined.startswith((b"\r\n", b"\n")):
+        buf = self._header_buf
+        # Only the new bytes, and the three before them that a blank line
+        # may span, are searched: a message sent a byte per segment would
+        # otherwise have the whole block searched again for every byte.
+        start = max(0, len(buf) - 3)
+        buf += body[: MAX_HEADER_BYTES - len(buf)]
+        if buf[:2] == b"\r\n" or buf[:1] == b"\n":
             # The body opens with an empty line: it has no header block.
-            self._header_buf.clear()
+            buf.clear()
             self._headers_done = True
             return
         for blank in (b"\r\n\r\n", b"\n\n"):
-            i = joined.find(blank)
+            i = buf.find(blank, start)
             if i >= 0:
                 del self._header_buf[i + len(blank) :]
                 self._headers_done = True
@@ -289,10 +292,11 @@ class ChunkHeaders:
     def feed(self, data: bytes) -> None:
         if self._done:
             return
-        self._buf += data[: MAX_HEADER_BYTES - len(self._buf)]
-        joined = bytes(self._buf)
-        ended = b"\r\n\r\n" in joined or b"\n\n" in joined
-        if ended or len(self._buf) >= MAX_HEADER_BYTES:
+        buf = self._buf
+        start = max(0, len(buf) - 3)  # as in DataBody._collect_headers
+        buf += data[: MAX_HEADER_BYTES - len(buf)]
+        ended = buf.find(b"\r\n\r\n", start) >= 0 or buf.find(b"\n\n", start) >= 0
+        if ended or len(buf) >= MAX_HEADER_BYTES:
             self._done = True
 
     def headers(self) -> tuple[tuple[str, str], ...]:

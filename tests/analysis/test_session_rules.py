@@ -213,3 +213,29 @@ def test_over_long_lines_give_the_same_rows_however_segmented() -> None:
         "line_truncated",
         "line_too_long",
     ]
+
+
+def test_headers_sent_a_byte_at_a_time_are_read_as_when_whole() -> None:
+    # Each byte once searched for the blank line (review: the whole block was
+    # searched again per byte, seconds for one message); the rows are those
+    # of the message sent whole, for DATA and for one-byte BDAT chunks.
+    message = b"Subject: tiny\r\nFrom: <a@b>\r\n\r\nbody\r\n"
+    start = [(S, b"220 mx\r\n"), (C, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n")]
+    start.append((S, b"250 ok\r\n250 ok\r\n"))
+    data = [(C, b"DATA\r\n"), (S, b"354 go\r\n")]
+    whole = session([*start, *data, (C, message + b".\r\n"), (S, b"250 ok\r\n")])
+    bytewise = session(
+        [
+            *start,
+            *data,
+            *[(C, message[i : i + 1]) for i in range(len(message))],
+            (C, b".\r\n"),
+            (S, b"250 ok\r\n"),
+        ]
+    )
+    chunks = b"".join(b"BDAT 1\r\n" + message[i : i + 1] for i in range(len(message)))
+    replies = b"250 ok\r\n" * (len(message) + 1)
+    bdat = session([*start, (C, chunks + b"BDAT 0 LAST\r\n"), (S, replies)])
+    for result in (whole, bytewise, bdat):
+        (txn,) = result.transactions
+        assert (txn.subject, txn.from_, txn.status) == ("tiny", "<a@b>", "accepted")
