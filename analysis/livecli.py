@@ -142,9 +142,8 @@ def add_check_command(
     check.add_argument(
         "--duration",
         type=_seconds,
-        default=60.0,
         metavar="S",
-        help="with -i: watch for S seconds (default: 60)",
+        help=f"with -i: watch for S seconds (default: {_CHECK_SECONDS:g})",
     )
     _add_capture_options(check)
     check.add_argument(
@@ -202,6 +201,35 @@ def _validate_live(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 def _validate_check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.filter and args.captures:
         parser.error("-f filters live capture (-i); it does not apply to -r")
+    if args.captures and args.duration is not None:
+        parser.error("--duration is how long -i watches; it does not apply to -r")
+    if args.duration is None:
+        args.duration = _CHECK_SECONDS
+    for name in ("refusal", "tls_min"):
+        for level in ("warn", "crit"):
+            value = getattr(args, f"{name}_{level}")
+            if value is not None and value > 1:
+                option = f"--{name.replace('_', '-')}-{level}"
+                parser.error(f"{option} {value:g}: a share, from 0 to 1")
+    for name, minimum in (
+        ("refusal", False),
+        ("greeting_delay", False),
+        ("tls_min", True),
+        ("alerts", False),
+    ):
+        warn, crit = getattr(args, f"{name}_warn"), getattr(args, f"{name}_crit")
+        if warn is None or crit is None:
+            continue
+        if (warn < crit) if minimum else (warn > crit):
+            option = f"--{name.replace('_', '-')}"
+            side = "below" if minimum else "above"
+            parser.error(
+                f"{option}-warn {warn:g} is {side} {option}-crit {crit:g}: "
+                "WARNING would come after CRITICAL"
+            )
+
+
+_CHECK_SECONDS = 60.0  # how long check -i watches unless told
 
 
 # Ten years: longer times are typos, and in nanoseconds they overflow the

@@ -133,6 +133,34 @@ def test_check_exit_status(
         assert " | sessions=" in out and "refusal_ratio=" in out
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--refusal-warn", "0.5", "--refusal-crit", "0.2"],
+            "--refusal-warn 0.5 is above --refusal-crit 0.2: WARNING would come "
+            "after CRITICAL",
+        ),
+        (
+            ["--tls-min-warn", "0.5", "--tls-min-crit", "0.9"],
+            "--tls-min-warn 0.5 is below --tls-min-crit 0.9: WARNING would come "
+            "after CRITICAL",
+        ),
+        (["--refusal-warn", "2"], "--refusal-warn 2: a share, from 0 to 1"),
+        (["--tls-min-crit", "1.5"], "--tls-min-crit 1.5: a share, from 0 to 1"),
+        (
+            ["--duration", "5"],
+            "--duration is how long -i watches; it does not apply to -r",
+        ),
+    ],
+)
+def test_check_refuses_thresholds_that_make_no_sense(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["check", "-r", str(PCAPS / "auth.pcap"), *args]) == 3
+    assert capsys.readouterr().out == f"SMTPSCOPE UNKNOWN - usage: {message}\n"
+
+
 def test_check_perfdata_uses_nagios_ranges(capsys: pytest.CaptureFixture[str]) -> None:
     path = str(PCAPS / "starttls.pcap")
     args = ["check", "-r", path, "--tls-min-warn", "0.8", "--greeting-delay-crit", "5"]
