@@ -37,7 +37,7 @@ from analysis.records import SessionResult
 from analysis.rowfiles import json_line
 from analysis.spool import Spool
 from analysis.terminal import StdoutConsole
-from capture.libpcap import CapturePermissionError, LibpcapError
+from capture.libpcap import CapturePermissionError, FilterError, LibpcapError
 from capture.live import LiveSource, capture_filter
 from capture.pcapwriter import InterfaceInfo, RotatingWriter
 
@@ -95,16 +95,21 @@ def _signals_stop(flag: _StopFlag) -> Iterator[None]:
 
 def _open_source(
     interfaces: Sequence[str], ports: frozenset[int], user_filter: str | None
-) -> tuple[LiveSource | None, str | None]:
+) -> tuple[LiveSource | None, str | None, int]:
+    """The capture, or why there is none and the exit status for it: a
+    filter libpcap cannot compile is the user's to fix, a usage error."""
     try:
         expression = capture_filter(ports, user_filter)
         fallback = capture_filter(ports, user_filter, vlan=False)
-        return LiveSource(interfaces, expression, fallback=fallback), None
+        return LiveSource(interfaces, expression, fallback=fallback), None, 0
     except CapturePermissionError as exc:
         name = str(exc).partition(":")[0]
-        return None, permission_help(name)
+        return None, permission_help(name), cli.Exit.INPUT
+    except FilterError as exc:
+        message = str(exc).removeprefix("filter: ")
+        return None, f"-f {user_filter!r}: {message}", cli.Exit.USAGE
     except LibpcapError as exc:
-        return None, f"cannot capture: {exc}"
+        return None, f"cannot capture: {exc}", cli.Exit.INPUT
 
 
 def run_live(args: argparse.Namespace) -> int:
@@ -140,10 +145,10 @@ def run_live(args: argparse.Namespace) -> int:
             )
 
         # Step 2: the capture itself.
-        source, problem = _open_source(args.interfaces, ports, args.filter)
+        source, problem, status = _open_source(args.interfaces, ports, args.filter)
         if source is None:
             cli._error(problem or "cannot capture")
-            return cli.Exit.INPUT
+            return status
         stack.enter_context(source)
         pcap = None
         if args.write:
@@ -350,7 +355,7 @@ def _check_captures(
 def _check_live(
     args: argparse.Namespace, ports: frozenset[int], monitor: Monitor
 ) -> Verdict:
-    source, problem = _open_source(args.interfaces, ports, args.filter)
+    source, problem, _ = _open_source(args.interfaces, ports, args.filter)
     if source is None:
         return unknown(problem or "cannot capture")
 

@@ -80,6 +80,10 @@ class LibpcapError(Exception):
     """libpcap refused: could not open, compile or read."""
 
 
+class FilterError(LibpcapError):
+    """libpcap cannot compile or set a filter expression."""
+
+
 class CapturePermissionError(LibpcapError):
     """The process may not capture on the interface (no CAP_NET_RAW)."""
 
@@ -659,12 +663,12 @@ def _set_filter(lib: Any, handle: int, expression: str) -> None:
     program = _BpfProgram()
     if lib.pcap_compile(handle, ctypes.byref(program), expression.encode(), 1, 0):
         message = lib.pcap_geterr(handle).decode(errors="replace")
-        raise LibpcapError(f"filter: {message}")
+        raise FilterError(f"filter: {message}")
     failed = lib.pcap_setfilter(handle, ctypes.byref(program))
     lib.pcap_freecode(ctypes.byref(program))
     if failed:
         message = lib.pcap_geterr(handle).decode(errors="replace")
-        raise LibpcapError(f"filter: {message}")
+        raise FilterError(f"filter: {message}")
 
 
 class LiveCapture:

@@ -71,10 +71,10 @@ class LiveSource:
                     )
                 except libpcap.CapturePermissionError:
                     raise
-                except libpcap.LibpcapError as exc:
+                except libpcap.FilterError:
                     # The filter may not compile for this interface's link
                     # type (no VLAN on "any"): try the one without VLAN terms.
-                    if fallback is None or not str(exc).startswith("filter"):
+                    if fallback is None:
                         raise
                     capture = libpcap.open_live(
                         name, fallback, snaplen=snaplen, promiscuous=promiscuous

@@ -32,6 +32,22 @@ def test_permission_message_from_libpcap(
     assert "CAP_NET_RAW and CAP_NET_ADMIN" in err and "setcap" in err
 
 
+def test_a_filter_libpcap_cannot_compile_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refuse(interface: str, *args: object, **kwargs: object) -> None:
+        raise libpcap.FilterError("filter: can't parse filter expression: syntax error")
+
+    monkeypatch.setattr(libpcap, "open_live", refuse)
+    args = ["-i", "lo", "-f", "tcp port"]
+    assert cli.main(["live", *args, "--no-dashboard"]) == 2
+    assert capsys.readouterr().err == (
+        "smtpscope: -f 'tcp port': can't parse filter expression: syntax error\n"
+    )
+    assert cli.main(["check", *args, "--duration", "1"]) == 3
+    assert capsys.readouterr().out.startswith("SMTPSCOPE UNKNOWN - -f 'tcp port': ")
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None or not libpcap.available(),
     reason="needs root (to drop the capabilities) and setpriv",
