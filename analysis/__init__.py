@@ -1,7 +1,8 @@
 """SMTP meaning for TCP byte streams: parser, records, tables, views and CLI.
 
-``read_captures`` and ``SmtpTables`` are re-exported here lazily: importing
-the sans-IO parser (``analysis.smtp``) must not pull in pandas.
+``read_captures``, ``load_tables`` and ``SmtpTables`` are re-exported here
+lazily: importing the sans-IO parser (``analysis.smtp``) must not pull in
+pandas.
 """
 
 from __future__ import annotations
@@ -9,12 +10,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from analysis.load import load_tables
     from analysis.tables import SmtpTables, read_captures
 
-__all__ = ["SmtpTables", "read_captures"]
+__all__ = ["SmtpTables", "load_tables", "read_captures"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "load_tables":
+        from analysis import load
+
+        return load.load_tables
     if name in __all__:
         from analysis import tables
 

@@ -189,7 +189,7 @@ class TableBuilder:
     ) -> pd.DataFrame:
         values = all_values[table]
         data = {
-            column.name: _series(column, [values[column.name][i] for i in order])
+            column.name: column_series(column, [values[column.name][i] for i in order])
             for column in TABLES[table]
         }
         return pd.DataFrame(data, index=pd.RangeIndex(len(order)))
@@ -245,13 +245,16 @@ def empty_tables(stats: pipeline.RunStats | None = None) -> SmtpTables:
 
 def _alert_frame(alerts: list[Alert]) -> pd.DataFrame:
     data = {
-        column.name: _series(column, [getattr(a, column.attribute) for a in alerts])
+        column.name: column_series(
+            column, [getattr(a, column.attribute) for a in alerts]
+        )
         for column in TABLES["alerts"]
     }
     return pd.DataFrame(data, index=pd.RangeIndex(len(alerts)))
 
 
-def _series(column: Column, values: list[Any]) -> pd.Series:
+def column_series(column: Column, values: list[Any]) -> pd.Series:
+    """A column's cells as the records hold them, in the column's dtype."""
     return _CONVERTERS[column.kind](values)
 
 

@@ -1,0 +1,125 @@
+"""Tables that ``smtpscope read -o`` wrote, loaded back as DataFrames.
+
+JSON Lines and Parquet files are lossless: loaded here they are the tables
+``read_captures`` gives, column for column and dtype for dtype. pandas' own
+readers guess instead: ``read_json`` turns the ``date`` column (the Date:
+header, a string) into timestamps because of its name, leaves ``start`` a
+string and makes reply codes floats. CSV is for people and spreadsheets
+and lossy (lists joined with commas, text escaped for spreadsheets), so it
+is not loaded back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import pipeline
+from analysis.rowfiles import Format
+from analysis.schema import TABLES, Column, Kind
+from analysis.tables import SmtpTables, column_series
+
+StrPath = str | os.PathLike[str]
+
+
+class LoadError(ValueError):
+    """The directory holds no tables this can load, or a damaged one."""
+
+
+def load_tables(directory: StrPath) -> SmtpTables:
+    """Every table in ``directory``, from its ``.jsonl`` or ``.parquet`` file.
+
+    A table with no file (an older run's output without ``tls``, say) is
+    empty. ``stats`` is empty: the files do not keep it. Raises
+    ``LoadError`` when no table file is there, for CSV files, and for a
+    file that is not a table of this name.
+    """
+    folder = Path(directory)
+    frames: dict[str, pd.DataFrame] = {}
+    found = False
+    for name, columns in TABLES.items():
+        values = None
+        for fmt, reader in _READERS.items():
+            path = folder / f"{name}.{fmt.value}"
+            if path.is_file():
+                values = _read(reader, path, columns)
+                found = True
+                break
+        if values is None:
+            if (folder / f"{name}.csv").is_file():
+                raise LoadError(
+                    f"{folder / name}.csv: CSV is written for people and "
+                    "spreadsheets and cannot be loaded back exactly; write "
+                    "the tables with --format jsonl or parquet"
+                )
+            values = {column.name: [] for column in columns}
+        frames[name] = _frame(columns, values)
+    if not found:
+        raise LoadError(f"{folder}: no table files (sessions.jsonl, ...) in it")
+    return SmtpTables(stats=pipeline.RunStats(), **frames)
+
+
+# A reader gives each column's cells as the records hold them: timestamps
+# as integer ns, missing values as None.
+_Reader = Callable[[Path, tuple[Column, ...]], dict[str, list[Any]]]
+
+
+def _read(
+    reader: _Reader, path: Path, columns: tuple[Column, ...]
+) -> dict[str, list[Any]]:
+    try:
+        return reader(path, columns)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LoadError(f"{path}: not a table smtpscope wrote ({exc})") from None
+
+
+def _jsonl(path: Path, columns: tuple[Column, ...]) -> dict[str, list[Any]]:
+    values: dict[str, list[Any]] = {column.name: [] for column in columns}
+    stamps = {column.name for column in columns if column.kind is Kind.TIMESTAMP}
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            for name, cells in values.items():
+                cell = row[name]
+                if name in stamps and cell is not None:
+                    cell = _ns(cell)
+                cells.append(cell)
+    return values
+
+
+def _ns(text: str) -> int:
+    """``YYYY-MM-DDTHH:MM:SS.fffffffffZ`` (``rowfiles.iso_timestamp``) as ns."""
+    if not text.endswith("Z"):
+        raise ValueError(f"{text!r} is not a UTC timestamp")
+    return int(np.datetime64(text[:-1], "ns").astype(np.int64))
+
+
+def _parquet(path: Path, columns: tuple[Column, ...]) -> dict[str, list[Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    values: dict[str, list[Any]] = {}
+    for column in columns:
+        cells = table.column(column.name)
+        if column.kind is Kind.TIMESTAMP:
+            cells = cells.cast(pa.int64())
+        values[column.name] = cells.to_pylist()
+    return values
+
+
+_READERS: dict[Format, _Reader] = {Format.JSONL: _jsonl, Format.PARQUET: _parquet}
+
+
+def _frame(columns: tuple[Column, ...], values: dict[str, list[Any]]) -> pd.DataFrame:
+    rows = len(next(iter(values.values()), []))
+    data = {
+        column.name: column_series(column, values[column.name]) for column in columns
+    }
+    return pd.DataFrame(data, index=pd.RangeIndex(rows))

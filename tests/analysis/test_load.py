@@ -1,0 +1,69 @@
+"""Tables written with -o, loaded back: the same DataFrames as read_captures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import analysis
+from analysis.cli import main
+from analysis.load import LoadError, load_tables
+from analysis.tables import SmtpTables, read_captures
+from tests.analysis.same import same_tables
+
+PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
+CAPTURES = sorted(str(p) for p in PCAPS.glob("**/*.pcap"))
+
+
+@pytest.fixture(scope="module")
+def read() -> SmtpTables:
+    tables = read_captures(CAPTURES)
+    assert len(tables.alerts) and len(tables.tls)  # every table has rows
+    return tables
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_written_tables_load_back_exactly(
+    fmt: str, read: SmtpTables, tmp_path: Path
+) -> None:
+    assert (
+        main(["read", *CAPTURES, "-q", "-j", "1", "-o", str(tmp_path), "--format", fmt])
+        == 0
+    )
+    loaded = analysis.load_tables(tmp_path)
+    same_tables(loaded, read)
+
+
+def test_pandas_alone_guesses_where_load_tables_does_not(tmp_path: Path) -> None:
+    # What the loader is for: read_json makes the Date: header a timestamp
+    # and leaves the session start a string.
+    capture = str(PCAPS / "plain-delivery.pcap")
+    assert main(["read", capture, "-q", "-o", str(tmp_path)]) == 0
+    guessed = pd.read_json(tmp_path / "transactions.jsonl", lines=True)
+    assert guessed["date"].dtype != "string"
+    loaded = load_tables(tmp_path)
+    assert loaded.transactions["date"].dtype == "string"
+    assert str(loaded.sessions["start"].dtype) == "datetime64[ns, UTC]"
+    assert str(loaded.sessions["greeting_code"].dtype) == "Int64"
+
+
+def test_what_cannot_be_loaded_says_why(tmp_path: Path) -> None:
+    with pytest.raises(LoadError, match="no table files"):
+        load_tables(tmp_path)
+    capture = str(PCAPS / "auth.pcap")
+    assert main(["read", capture, "-q", "-o", str(tmp_path), "--format", "csv"]) == 0
+    with pytest.raises(LoadError, match="cannot be loaded back exactly"):
+        load_tables(tmp_path)
+    (tmp_path / "sessions.jsonl").write_text('{"session_id": "x"}\n')
+    with pytest.raises(LoadError, match="not a table smtpscope wrote"):
+        load_tables(tmp_path)
+
+
+def test_a_table_without_a_file_is_empty(read: SmtpTables, tmp_path: Path) -> None:
+    assert main(["read", CAPTURES[0], "-q", "-o", str(tmp_path)]) == 0
+    (tmp_path / "tls.jsonl").unlink()
+    loaded = load_tables(tmp_path)
+    assert len(loaded.tls) == 0
+    assert list(loaded.tls.dtypes) == list(read.tls.dtypes)
