@@ -98,6 +98,7 @@ class TransactionRecord:
     to: str | None = None
     cc: str | None = None
     subject: str | None = None
+    subject_decoded: str | None = None  # its =?charset?B/Q?...?= words decoded
     message_id: str | None = None
     status: str = "incomplete"  # accepted, rejected, reset, incomplete
     end: int | None = None

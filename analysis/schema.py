@@ -152,6 +152,7 @@ TRANSACTIONS: tuple[Column, ...] = (
     Column("to", _S, "To: header"),
     Column("cc", _S, "Cc: header"),
     Column("subject", _S, "Subject: header"),
+    Column("subject_decoded", _S, "Subject: header, RFC 2047 encoded words decoded"),
     Column("message_id", _S, "Message-ID: header"),
     Column("status", _S, "accepted, rejected, reset or incomplete"),
     Column("end", _T, "when the transaction ended; missing if it did not"),

@@ -40,7 +40,13 @@ from analysis.smtp.events import (
     TlsStarted,
 )
 from analysis.smtp.parser import MAX_PENDING, SmtpParser
-from analysis.smtp.syntax import KNOWN_VERBS, parse_bdat, parse_path, queue_id
+from analysis.smtp.syntax import (
+    KNOWN_VERBS,
+    decoded_words,
+    parse_bdat,
+    parse_path,
+    queue_id,
+)
 from analysis.tls.decrypt import DecryptedChunk
 from capture.stream import Connection, Direction
 
@@ -689,6 +695,8 @@ class SessionBuilder:
             column = _HEADER_COLUMNS.get(name)
             if column is not None and getattr(txn, column) is None:
                 setattr(txn, column, value)
+        if txn.subject is not None:
+            txn.subject_decoded = decoded_words(txn.subject)
         txn.message_complete = event.complete
 
     def _on_message_reply(self, data_index: int, reply: Reply, ts: int) -> None:

@@ -184,6 +184,35 @@ def queue_id(reply_text: str) -> str | None:
     return None
 
 
+def decoded_words(value: str) -> str:
+    """A header value with its RFC 2047 encoded words decoded.
+
+    ``=?charset?B?...?=`` and ``?Q?`` words become the text they encode,
+    by the standard library's reading of them; the rest is kept as it is.
+    A charset Python does not know is read as ASCII, and bytes that do not
+    decode become U+FFFD, as a mail client would show them. Control
+    characters come through: every writer escapes them (``analysis.escape``).
+    """
+    if "=?" not in value:
+        return value
+    from email.header import decode_header
+
+    try:
+        parts = decode_header(value)
+    except (ValueError, LookupError):  # binascii.Error is a ValueError
+        return value
+    text = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            text.append(chunk)
+            continue
+        try:
+            text.append(chunk.decode(charset or "ascii", errors="replace"))
+        except LookupError:
+            text.append(chunk.decode("ascii", errors="replace"))
+    return "".join(text)
+
+
 def parse_headers(block: bytes) -> tuple[tuple[str, str], ...]:
     """Parse an RFC 5322 header block into (lower-cased name, value) pairs.
 

@@ -239,3 +239,29 @@ def test_headers_sent_a_byte_at_a_time_are_read_as_when_whole() -> None:
     for result in (whole, bytewise, bdat):
         (txn,) = result.transactions
         assert (txn.subject, txn.from_, txn.status) == ("tiny", "<a@b>", "accepted")
+
+
+def test_an_encoded_subject_is_kept_and_decoded() -> None:
+    # RFC 2047: a Latin-1 word in base64, a UTF-8 one in Q, plain text kept,
+    # the space between two adjacent encoded words dropped.
+    subjects = {
+        b"=?iso-8859-1?B?SGVsbG8gV/ZybGQ=?=": "Hello W\u00f6rld",
+        b"Re: =?utf-8?Q?caf=C3=A9?= =?utf-8?Q?_cr=C3=A8me?=": (
+            "Re: caf\u00e9 cr\u00e8me"
+        ),
+        b"plain words": "plain words",
+        b"=?no-such-charset?Q?abc?=": "abc",
+    }
+    for raw, decoded in subjects.items():
+        message = b"Subject: " + raw + b"\r\n\r\nhi\r\n.\r\n"
+        result = session(
+            [
+                (S, b"220 mx\r\n"),
+                (C, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"),
+                (S, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+                (C, message),
+                (S, b"250 ok\r\n"),
+            ]
+        )
+        (txn,) = result.transactions
+        assert (txn.subject, txn.subject_decoded) == (raw.decode(), decoded)

@@ -208,6 +208,22 @@ def test_schema_markdown_lists_every_column() -> None:
 PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
 
 
+def test_the_readme_lists_the_columns_as_the_schema_has_them() -> None:
+    # The README says its column tables are generated from the schema: every
+    # row of markdown() is there, and no column row the schema lacks.
+    readme = (PCAPS.parent / "README.md").read_text()
+    wanted = [line for line in markdown().splitlines() if line.startswith("| `")]
+    missing = [line for line in wanted if line not in readme]
+    assert missing == []
+    shown = {
+        line.split("|")[1].strip()
+        for line in readme.splitlines()
+        if line.startswith("| `") and line.count("|") == 4 and "` | `" in line
+    }
+    names = {f"`{c.name}`" for columns in TABLES.values() for c in columns}
+    assert shown - names == set()
+
+
 def test_read_captures_on_the_projects_own_captures() -> None:
     expected = json.loads((PCAPS / "expected.json").read_text())["captures"]
     paths = sorted(PCAPS.glob("*.pcap"))
