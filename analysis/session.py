@@ -563,7 +563,11 @@ class SessionBuilder:
             self.session.helo_verb = verb
             self._helo_accepted = True
             if verb != "HELO":
-                self.session.capabilities = list(reply.lines[1:])
+                # Some servers (SubEthaSMTP) end the list with "250 Ok",
+                # which names no extension (RFC 5321 4.1.1.1: keywords).
+                self.session.capabilities = [
+                    line for line in reply.lines[1:] if line.upper() != "OK"
+                ]
                 if not self._inside and not self.parser.in_tls:
                     self.session.starttls_offered |= _offers_starttls(reply)
             # RFC 5321 4.1.4: an accepted EHLO or HELO resets the state.

@@ -265,3 +265,15 @@ def test_an_encoded_subject_is_kept_and_decoded() -> None:
         )
         (txn,) = result.transactions
         assert (txn.subject, txn.subject_decoded) == (raw.decode(), decoded)
+
+
+def test_an_ehlo_reply_ending_in_ok_names_no_extension_ok() -> None:
+    # SubEthaSMTP closes its EHLO reply with "250 Ok" (zeek's smtp.pcap).
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250-8BITMIME\r\n250-AUTH LOGIN\r\n250 Ok\r\n"),
+        ]
+    )
+    assert result.session.capabilities == ["8BITMIME", "AUTH LOGIN"]
