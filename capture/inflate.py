@@ -11,9 +11,9 @@ which made inflating a gigabyte three times slower.
 
 The child reads the file through a descriptor it shares with this process,
 so the shared file offset says how far it has read, for a progress bar.
-Run as ``python -m capture.inflate FD``: the capture on descriptor FD,
-what it inflates to on standard output, damage on standard error and in
-the exit status.
+Run as ``python -m capture.inflate FD NAME``: the capture on descriptor
+FD, what it inflates to on standard output, damage (named NAME) on
+standard error and in the exit status.
 """
 
 from __future__ import annotations
@@ -88,12 +88,19 @@ class InflatePump:
         return 0
 
     def join(self) -> str | None:
-        """Wait for the child; the damage it stopped on, if any."""
+        """Wait for the child; what stopped it before the end, if anything:
+        damage, or the child's own failure (killed, out of memory), after
+        which what libpcap read may lack the rest of the capture."""
         _, errors = self._child.communicate()
         self._file.close()
-        if self._child.returncode == _DAMAGED:
-            return errors.decode(errors="replace").strip() or "damaged"
-        return None
+        status = self._child.returncode
+        if status == 0:
+            return None
+        said = errors.decode(errors="replace").strip()
+        if status == _DAMAGED:
+            return said or "damaged"
+        last = said.splitlines()[-1] if said else f"exit status {status}"
+        return f"inflating stopped: {last}"
 
     def stop(self) -> None:
         """End the child now: its reader is gone or going, and whatever it

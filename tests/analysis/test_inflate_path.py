@@ -8,9 +8,12 @@ every packet itself, stays the reference, for the rows and for the damage.
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +166,31 @@ def test_the_child_reports_damage_in_its_exit_status(tmp_path: Path) -> None:
         pump.join() == f"{path}: damaged at byte {len(inflated)}: gzip data truncated"
     )
     assert zlib.decompressobj(31).decompress(path.read_bytes()) == inflated
+
+
+def test_an_inflater_that_fails_hands_the_file_to_the_python_reader(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    inflating: list[inflate.InflatePump],
+) -> None:
+    # A child that dies part way (out of memory, killed) leaves libpcap a
+    # stream that ends early but cleanly: the rows must still be all there.
+    path = tmp_path / "c.pcap.gz"
+    path.write_bytes(gzip.compress(PCAPS[0].read_bytes()))
+    popen = subprocess.Popen
+    dies = [
+        sys.executable,
+        "-c",
+        "import sys; print('boom', file=sys.stderr); sys.exit(1)",
+    ]
+
+    def dying(args: list[str], **kwargs: Any) -> Any:
+        return popen(dies, **kwargs)
+
+    monkeypatch.setattr(inflate.subprocess, "Popen", dying)
+    reference = python_reader([str(PCAPS[0])], monkeypatch)
+    tables = read_captures([str(path)])
+    same_tables(tables, reference)
+    assert tables.stats.errors == []
+    (pump,) = inflating
+    assert pump._child.returncode == 1
