@@ -516,21 +516,30 @@ def _fast_path_snaplen(path: str) -> int:
             header = stream.read(24)
     except OSError:
         return 0
-    if len(header) < 24 or header[:4] not in _PCAP_MAGICS:
-        return 0
-    # libpcap cuts every packet to the header's snaplen, the Python reader
-    # does not: with a small snaplen (records longer than it are damage, but
-    # seen) the two would disagree, so only the Python reader reads those.
-    order = "<" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    snaplen: int = struct.unpack(order + "I", header[16:20])[0]
-    return snaplen if snaplen >= _FULL_SNAPLEN and libpcap.available() else 0
+    fast = _libpcap_reads(header)
+    return fast.snaplen if fast is not None else 0
 
 
 class _Inflated(NamedTuple):
-    """A gzip-compressed classic pcap file, as its header describes it."""
+    """A classic pcap file header's fields that libpcap's path needs."""
 
     snaplen: int
     linktype: int
+
+
+def _libpcap_reads(header: bytes) -> _Inflated | None:
+    """A classic pcap header's snaplen and link type, when libpcap is at
+    hand and may read the file; None for other files."""
+    if len(header) < 24 or header[:4] not in _PCAP_MAGICS:
+        return None
+    order = "<" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    snaplen, linktype = struct.unpack(order + "II", header[16:24])
+    # libpcap cuts every packet to the header's snaplen, the Python reader
+    # does not: with a small snaplen (records longer than it are damage, but
+    # seen) the two would disagree, so only the Python reader reads those.
+    if snaplen < _FULL_SNAPLEN or not libpcap.available():
+        return None
+    return _Inflated(snaplen, linktype & _LINKTYPE_MASK)
 
 
 # Captures compress about fourfold: this many compressed bytes hold about
@@ -550,13 +559,7 @@ def _inflated_fast_path(path: str) -> _Inflated | None:
             header = Inflated(stream, path).read()[:24]
     except (OSError, CaptureError):
         return None  # the Python reader says what is wrong
-    if len(header) < 24 or header[:4] not in _PCAP_MAGICS:
-        return None
-    order = "<" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    snaplen, linktype = struct.unpack(order + "II", header[16:24])
-    if snaplen < _FULL_SNAPLEN or not libpcap.available():
-        return None  # see _fast_path_snaplen
-    return _Inflated(snaplen, linktype & _LINKTYPE_MASK)
+    return _libpcap_reads(header)
 
 
 _LINKTYPE_MASK = 0x03FF_FFFF  # see capture.pcapfile
