@@ -389,8 +389,8 @@ def _first_filtered(path: str, ports: frozenset[int], snaplen: int) -> int | Non
     with reader:
         for packet in reader:
             data = packet.data
-            if len(data) >= snaplen:
-                raise libpcap.LibpcapError("a record as long as the snaplen")
+            if len(data) >= snaplen or not packet.ts:
+                raise libpcap.LibpcapError("a record the Python reader reads")
             found = decode_at(packet.linktype, data, 0, len(data), ports, decode_stats)
             if found is not None:
                 return packet.ts
@@ -505,8 +505,13 @@ _PIPE_CHUNK = 1 << 18
 
 
 def _fast_path_snaplen(path: str) -> int:
-    """The snaplen of a large, uncompressed classic pcap file when libpcap
-    is at hand to read it; 0 for any other file."""
+    """The snaplen of a large, uncompressed pcap or pcapng file when libpcap
+    is at hand to read it; 0 for any other file.
+
+    A pcapng file's snaplens are its interfaces' own, which libpcap does
+    not cut packets to (it stops on a longer one, and the Python reader
+    takes over): its snaplen here is the largest libpcap takes.
+    """
     if path == "-" or os.environ.get("SMTPSCOPE_NO_LIBPCAP"):
         return 0
     try:
@@ -516,8 +521,16 @@ def _fast_path_snaplen(path: str) -> int:
             header = stream.read(24)
     except OSError:
         return 0
+    if header[:4] == _PCAPNG_MAGIC:
+        return _PCAPNG_SNAPLEN if libpcap.available() else 0
     fast = _libpcap_reads(header)
     return fast.snaplen if fast is not None else 0
+
+
+# A pcapng file begins with a Section Header Block, whose type reads the
+# same in either byte order (draft-ietf-opsawg-pcapng 4.1).
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+_PCAPNG_SNAPLEN = 262_144
 
 
 class _Inflated(NamedTuple):
@@ -548,7 +561,7 @@ _INFLATED_MIN_BYTES = 4 * 1024 * 1024
 
 
 def _inflated_fast_path(path: str) -> _Inflated | None:
-    """What libpcap needs to know of a large, gzip-compressed classic pcap
+    """What libpcap needs to know of a large, gzip-compressed pcap or pcapng
     file to read it through ``capture.inflate``; None for any other file."""
     if path == "-" or os.environ.get("SMTPSCOPE_NO_LIBPCAP"):
         return None
@@ -556,10 +569,29 @@ def _inflated_fast_path(path: str) -> _Inflated | None:
         if os.path.getsize(path) < _INFLATED_MIN_BYTES or not is_gzip(path):
             return None
         with open(path, "rb") as stream:
-            header = Inflated(stream, path).read()[:24]
+            head = Inflated(stream, path).read()  # a MiB at most
     except (OSError, CaptureError):
         return None  # the Python reader says what is wrong
-    return _libpcap_reads(header)
+    if head[:4] == _PCAPNG_MAGIC:
+        linktype = _pcapng_linktype(head)
+        if linktype is None or not libpcap.available():
+            return None
+        return _Inflated(_PCAPNG_SNAPLEN, linktype)
+    return _libpcap_reads(head[:24])
+
+
+def _pcapng_linktype(head: bytes) -> int | None:
+    """The link type of the first interface of the pcapng file that begins
+    with ``head``: its Section Header Block, then an Interface Description
+    Block (draft-ietf-opsawg-pcapng 4.1, 4.2). None if they are not there."""
+    order = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}.get(head[8:12])
+    if order is None:
+        return None
+    (section,) = struct.unpack_from(order + "I", head, 4)
+    if len(head) < section + 10:
+        return None
+    kind, _, linktype = struct.unpack_from(order + "IIH", head, section)
+    return linktype if kind == 1 else None
 
 
 _LINKTYPE_MASK = 0x03FF_FFFF  # see capture.pcapfile
@@ -663,11 +695,14 @@ def _filtered_capture(
                 ethernet = linktype == LINKTYPE_ETHERNET
                 for ts, start, stop in records:
                     size = stop - start
-                    if size >= snaplen:
+                    if size >= snaplen or not ts:
                         # libpcap cuts a record longer than the snaplen down
                         # to it without a word; the Python reader keeps it
                         # whole. This one may have been cut: the Python
-                        # reader takes over from here.
+                        # reader takes over from here. So it does at a
+                        # time of 0, which libpcap gives a pcapng Simple
+                        # Packet Block, and the Python reader the time of
+                        # the packet before it.
                         raise _Clipped
                     taken += 1
                     segment: Segment | None = None
@@ -739,7 +774,7 @@ def _filtered_capture(
         stopped = pipe.finish()
         read_to_end = stopped is None
     except _Clipped:
-        stopped = "a record as long as the snaplen, which libpcap may have cut"
+        stopped = "a record libpcap may have cut or left without a time"
     except CaptureError:
         # The stream libpcap writes is well formed unless it was cut short:
         # either way, the Python reader below says what is wrong with the file.

@@ -22,6 +22,7 @@ from analysis.offline import build_tables
 from analysis.parallel import read_sharded
 from analysis.tables import SmtpTables, read_captures
 from capture import inflate, libpcap, source
+from tests.analysis.rewrite import as_pcapng
 from tests.analysis.same import same_tables
 
 pytestmark = pytest.mark.skipif(not libpcap.available(), reason="no libpcap")
@@ -194,3 +195,20 @@ def test_an_inflater_that_fails_hands_the_file_to_the_python_reader(
     assert tables.stats.errors == []
     (pump,) = inflating
     assert pump._child.returncode == 1
+
+
+def test_gzipped_pcapng_gives_the_same_tables(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    inflating: list[inflate.InflatePump],
+) -> None:
+    paths = []
+    for n, capture in enumerate(PCAPS[:8]):
+        plain = Path(as_pcapng(str(capture), tmp_path / f"{n}.pcapng"))
+        packed = tmp_path / f"{n}.pcapng.gz"
+        packed.write_bytes(gzip.compress(plain.read_bytes()))
+        paths.append(str(packed))
+    reference = python_reader(paths, monkeypatch)
+    fast = read_captures(paths)
+    same_tables(fast, reference)
+    assert len(inflating) == 8 and fast.stats.filtered

@@ -20,6 +20,7 @@ from analysis.parallel import read_sharded
 from analysis.tables import SmtpTables, read_captures
 from capture import libpcap, source
 from tests import corpus
+from tests.analysis.rewrite import as_pcapng
 from tests.analysis.same import same_tables
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
@@ -59,6 +60,26 @@ def test_libpcap_fast_path_gives_the_same_tables(
     assert tables.stats.filtered
     # Only the packets on SMTP ports were counted: all of them, here.
     assert tables.stats.packets == plain.stats.packets
+
+
+@pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")
+def test_pcapng_on_the_fast_path_gives_the_same_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # dumpcap and Wireshark write pcapng: libpcap reads it as well. Where it
+    # reads a file otherwise (two link types, a Simple Packet Block's time),
+    # the Python reader takes over.
+    paths = [as_pcapng(p, tmp_path / f"{n}.pcapng") for n, p in enumerate(PCAPS)]
+    paths.append(as_pcapng(PCAPS[0], tmp_path / "simple.pcapng", simple_at=5))
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    reference = read_captures(paths)
+    monkeypatch.delenv("SMTPSCOPE_NO_LIBPCAP")
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    fast = read_captures(paths)
+    same_tables(fast, reference)
+    assert fast.stats.filtered and fast.stats.errors == []
+    with read_sharded(paths, pipeline.DEFAULT_PORTS, 2) as spool:
+        same_tables(build_tables(spool), reference)
 
 
 @pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")

@@ -28,6 +28,7 @@ from tests.capture.craft import (
     ng_epb,
     ng_idb,
     ng_shb,
+    ng_spb,
     pcap,
     v4_tcp,
 )
@@ -215,6 +216,24 @@ _FIRST_SEGMENTS: dict[str, tuple[bytes, int | None]] = {
         + ng_epb(0, 1000_000_000, _WEB)
         + ng_epb(0, 1001_000_000, client(flags=SYN)),
         1,
+    ),
+    # libpcap gives a Simple Packet Block no time, where the Python reader
+    # gives it the time of the packet before: the Python reader's answer.
+    "pcapng, the segment in a simple packet block": (
+        ng_shb()
+        + ng_idb(1)
+        + ng_epb(0, 1000_000_000, _WEB)
+        + ng_spb(client(flags=SYN)),
+        0,
+    ),
+    # libpcap refuses interfaces of two link types in one file.
+    "pcapng, two link types": (
+        ng_shb()
+        + ng_idb(1)
+        + ng_idb(101)
+        + ng_epb(0, 1000_000_000, _WEB)
+        + ng_epb(1, 1002_000_000, client(flags=SYN)[14:]),
+        2,
     ),
     "behind a vlan tag": (
         pcap(frames(_WEB, ethernet(client(flags=SYN)[14:], vlans=[0x8100]))),
