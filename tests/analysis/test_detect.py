@@ -330,7 +330,7 @@ CORPUS_ALERTS = {
     ("suricata/smtp-rset-starttls__input.pcap", "pipelining_unadvertised"),
     # A test of invalid transactions whose client talks first.
     ("zeek/smtp-mail-transactions-invalid.pcap", "early_talker"),
-    # A "250 OK" the parser cannot place (BDAT with non-ASCII content).
+    # The test server answers BDAT 0 LAST twice: one "250 OK" too many.
     ("zeek/smtp__rfc3030-bdat-nonascii.pcap", "unsolicited_reply"),
 }
 
