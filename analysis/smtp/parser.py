@@ -182,6 +182,7 @@ class SmtpParser:
         "_lf_only_server",
         "_mode",
         "_pending",
+        "_refused_lines",
         "_replaying",
         "_reply_code",
         "_reply_lines",
@@ -246,6 +247,10 @@ class SmtpParser:
         self._auth_recent = False  # the last command line was AUTH
         self._last_data_index = -1
         self._data_refused = False
+        # Lines of a body sent after a refused DATA, each of which the
+        # server reads as a command and answers (500 or 502), before the
+        # commands sent after them.
+        self._refused_lines = 0
         self._lf_only_client = False
         self._lf_only_server = False
         self._tls_expected = False  # STARTTLS sent, no server to answer it
@@ -505,6 +510,7 @@ class SmtpParser:
             self._auth_answer(line, ts, out)
             return
         if mode is _REFUSED_BODY:
+            self._refused_lines += 1
             if line == b".":
                 self._mode = _COMMAND
             return
@@ -536,6 +542,7 @@ class SmtpParser:
             # the message; one that does gets its body read as commands.
             self._data_refused = False
             self._mode = _REFUSED_BODY
+            self._refused_lines += 1
             self._anomaly(out, ts, "data_body_after_refusal", text)
             if line == b".":
                 self._mode = _COMMAND
@@ -910,6 +917,16 @@ class SmtpParser:
                 out, ts, "greeting_missing", "capture starts after the greeting"
             )
 
+        if self._refused_lines:
+            if reply.code // 100 == 5:
+                # The server's refusal of a line of that body: sent before
+                # anything still waiting, it is answered first.
+                self._refused_lines -= 1
+                out.append(ReplySeen(ts, reply, None, None))
+                return
+            # Not how a line of garbage is answered: this server does not
+            # answer the body's lines, and this reply is for a command.
+            self._refused_lines = 0
         if not self._pending and self._mode is _DATA_BODY:
             self._server_ended_data(ts, out)
         if not self._pending:

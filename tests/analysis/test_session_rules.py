@@ -277,3 +277,46 @@ def test_an_ehlo_reply_ending_in_ok_names_no_extension_ok() -> None:
         ]
     )
     assert result.session.capabilities == ["8BITMIME", "AUTH LOGIN"]
+
+
+def test_the_server_answers_to_a_body_sent_after_a_refused_data_are_placed() -> None:
+    # RFC 5321 3.3: after a refused DATA the server reads each line of a
+    # body the client sends anyway as a command, and answers each (Zeek's
+    # smtp-mail-transactions-invalid.pcap). Those answers come before the
+    # one to the QUIT sent right behind the body, and are nobody's rows.
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"503 5.5.1 Error: need RCPT command\r\n"),
+            (C, b"Hello, Alice\r\nbye\r\n.\r\nQUIT\r\n"),
+            (S, b"500 5.5.2 Error: bad syntax\r\n" * 3),
+            (S, b"221 2.0.0 Bye\r\n"),
+        ]
+    )
+    assert [(c.verb, c.reply_code) for c in result.commands] == [
+        ("MAIL", 250), ("DATA", 503), ("QUIT", 221),
+    ]  # fmt: skip
+    assert [(a.kind, a.detail) for a in result.anomalies] == [
+        ("data_body_after_refusal", "Hello, Alice"),
+    ]
+
+
+def test_a_server_that_does_not_answer_a_refused_body_keeps_its_replies() -> None:
+    # Not every server answers such a body's lines: a reply that is no
+    # refusal belongs to the command it answers.
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"554 5.5.1 no valid recipients\r\n"),
+            (C, b"Subject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n"),
+            (S, b"221 bye\r\n"),
+        ]
+    )
+    assert [(c.verb, c.reply_code) for c in result.commands] == [
+        ("DATA", 554), ("QUIT", 221),
+    ]  # fmt: skip
+    assert [a.kind for a in result.anomalies] == ["data_body_after_refusal"]
