@@ -61,30 +61,46 @@ def redact_auth_argument(argument: str) -> str:
     # Split on any white space: "AUTH<TAB>PLAIN<TAB>payload" is seen too.
     parts = argument.split(None, 1)
     mechanism = parts[0] if parts else ""
+    if mechanism and not _MECHANISM.fullmatch(mechanism):
+        # "PLAIN:<base64>" and the like: no mechanism, a secret perhaps.
+        mechanism = hide_secrets(mechanism)
     initial = parts[1].strip() if len(parts) > 1 else ""
     if not initial or initial == "=":
-        return " ".join(part.strip() for part in parts)
+        return " ".join(filter(None, (mechanism, initial)))
     return f"{mechanism} {REDACTED}"
 
 
-def redact_unknown_argument(argument: str) -> str:
-    """An unknown command's argument with every word that could be SASL
-    data hidden.
+def hide_secrets(text: str) -> str:
+    """``text`` with every run of characters that could be SASL data hidden.
 
-    A mangled AUTH ("\\x00AUTH PLAIN ...", "AUTH=PLAIN ...", a byte-order
-    mark before the verb) is an unknown verb to the parser, and servers
-    differ in what they make of it, but its initial response is a password
-    all the same. Whatever the verb, a word that looks like base64 is not
-    kept; host names, addresses and numbers do not look so.
+    For what a client sends that is not a command the parser knows, and
+    what a server echoes of it. A mangled AUTH ("\\x00AUTH PLAIN ...",
+    "AUTH=PLAIN:...", a byte-order mark before the verb) is no command to
+    the parser, and servers differ in what they make of it, but its initial
+    response is a password all the same, inside a word or standing alone,
+    in base64 or its URL-safe variant (RFC 4648 4, 5). A run of at least
+    eight such characters with a digit, a sign or both letter cases is
+    hidden; host names, addresses and words are not, nor long numbers.
     """
-    return _WORD.sub(_hidden_if_sasl, argument)
+    return _RUN.sub(_hidden_if_secret, text)
 
 
-_WORD = re.compile(r"\S+")
+_RUN = re.compile(r"[A-Za-z0-9+/_-]{6,}={0,2}")
 
 
-def _hidden_if_sasl(word: re.Match[str]) -> str:
-    return REDACTED if looks_like_sasl_data(word.group()) else word.group()
+def _hidden_if_secret(run: re.Match[str]) -> str:
+    token = run.group()
+    if len(token) < 8 or token.isdecimal():
+        return token
+    if any(c in token for c in "0123456789+/=_-") or (
+        token != token.upper() and token != token.lower()
+    ):
+        return REDACTED
+    return token
+
+
+# A SASL mechanism name (RFC 4422 3.1): what AUTH's first word must be.
+_MECHANISM = re.compile(r"[A-Za-z0-9_-]{1,20}")
 
 
 def looks_like_sasl_data(text: str) -> bool:

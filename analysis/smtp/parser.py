@@ -110,6 +110,8 @@ _AFTER_REPLY: dict[tuple[str, int], ClientMode] = {
 _BLOCKING = frozenset({"DATA", "STARTTLS", "AUTH"})
 # Commands after which a half-sent BDAT message no longer exists.
 _TRANSACTION_RESETS = frozenset({"RSET", "EHLO", "HELO", "LHLO", "MAIL"})
+# Commands whose argument is free text nothing reads: a blob there is hidden.
+_FREE_TEXT_VERBS = frozenset({"VRFY", "EXPN", "HELP", "NOOP"})
 # RFC 2920 3.1: commands that can only be last in a pipelined group.
 _GROUP_ENDERS = frozenset(
     {"EHLO", "HELO", "LHLO", "DATA", "VRFY", "EXPN", "TURN", "QUIT", "NOOP"} | _BLOCKING
@@ -128,8 +130,9 @@ def _without_credentials(sent: bytes) -> bytes:
         elif not known and auth.looks_like_sasl_data(wire_text(body)):
             body = auth.REDACTED.encode()
         elif not known:
-            hidden = auth.redact_unknown_argument(argument)
-            body = f"{verb} {hidden}".encode() if hidden != argument else body
+            text = wire_text(body)
+            hidden = auth.hide_secrets(text)
+            body = hidden.encode() if hidden != text else body
         shown.append(body + ending)
     return b"".join(shown)
 
@@ -543,7 +546,7 @@ class SmtpParser:
             self._data_refused = False
             self._mode = _REFUSED_BODY
             self._refused_lines += 1
-            self._anomaly(out, ts, "data_body_after_refusal", text)
+            self._anomaly(out, ts, "data_body_after_refusal", auth.hide_secrets(text))
             if line == b".":
                 self._mode = _COMMAND
             return
@@ -563,13 +566,19 @@ class SmtpParser:
         index = self._command_index
         self._command_index += 1
         pipelined = bool(self._pending) and self._server_spoke
+        shown_verb = verb
         if verb == "AUTH":
             shown = auth.redact_auth_argument(argument)
+        elif verb in _FREE_TEXT_VERBS and auth.looks_like_sasl_data(argument):
+            # A base64 blob where a name belongs: a client that answered
+            # a challenge it never got, perhaps with a password.
+            shown = auth.REDACTED
         elif known:
             shown = argument
         else:
-            shown = auth.redact_unknown_argument(argument)
-        out.append(_new(CommandSeen, (ts, index, verb, shown, pipelined, known)))
+            shown_verb = auth.hide_secrets(verb)
+            shown = auth.hide_secrets(argument)
+        out.append(_new(CommandSeen, (ts, index, shown_verb, shown, pipelined, known)))
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
             self._anomaly(out, ts, "pending_overflow", "too many unanswered commands")
@@ -930,9 +939,9 @@ class SmtpParser:
         if not self._pending and self._mode is _DATA_BODY:
             self._server_ended_data(ts, out)
         if not self._pending:
-            self._anomaly(
-                out, ts, "reply_without_command", f"{reply.code} {reply.text[:120]}"
-            )
+            # A server may echo what it did not understand: a secret, perhaps.
+            shown = auth.hide_secrets(reply.text[:120])
+            self._anomaly(out, ts, "reply_without_command", f"{reply.code} {shown}")
             out.append(ReplySeen(ts, reply, None, None))
             return
         waiting = self._pending.popleft()
@@ -1064,8 +1073,9 @@ class SmtpParser:
         if name is None:
             return False
         self._mode = _OTHER
+        shown = _without_credentials(data) if from_client else data
         self._anomaly(
-            out, ts, "not_smtp", f"{side} speaks {name}: {show_bytes(data, 40)}"
+            out, ts, "not_smtp", f"{side} speaks {name}: {show_bytes(shown, 40)}"
         )
         return True
 
@@ -1117,11 +1127,12 @@ class SmtpParser:
             self._start_tls(ts, out, implicit=True)
             return
         side = "client" if from_client else "server"
+        shown = _without_credentials(data) if from_client else data
         self._anomaly(
             out,
             ts,
             "plaintext_on_tls_port",
-            f"{side} began with {show_bytes(data, 40)}",
+            f"{side} began with {show_bytes(shown, 40)}",
         )
 
     # ------------------------------------------------------------------

@@ -702,3 +702,14 @@ def test_a_mangled_auth_keeps_no_initial_response() -> None:
         [(S, b"220 mx\r\n"), (C, b"XCLIENT ADDR=192.0.2.1 NAME=mx.example\r\n")]
     )
     assert of(events, CommandSeen)[0].argument == "ADDR=192.0.2.1 NAME=mx.example"
+
+
+def test_clear_text_where_tls_or_smtp_was_due_keeps_no_secret() -> None:
+    # Found in review: the details of plaintext_on_tls_port and not_smtp
+    # showed the client's first bytes as sent.
+    secret = b"AGZha2V1c2VyAEZha2VwYXNzMTIz"  # b"\0fakeuser\0Fakepass123"
+    on_465 = run([(C, b"EHLO a\r\nAUTH PLAIN " + secret + b"\r\n")], implicit_tls=True)
+    other = run([(C, b"GET / HTTP/1.1\r\nAuthorization: Basic " + secret + b"\r\n")])
+    for events in (on_465, other):
+        assert anomalies(events)[0] in ("plaintext_on_tls_port", "not_smtp")
+        assert secret[:12].decode() not in repr(events)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+
+import pytest
+
 from analysis.smtp.syntax import MAX_DECODED, decoded_words
 from capture.stream import Direction
 from tests.analysis.conversation import C, S, session
@@ -335,3 +339,67 @@ def test_only_the_start_of_a_huge_subject_is_decoded() -> None:
     assert decoded.startswith("b" * 100)
     assert decoded.endswith(words[MAX_DECODED:])
     assert len(decoded) < len(words)
+
+
+# b"\0fakeuser\0Fakepass123" in base64 and in its URL-safe form.
+_SECRET = base64.b64encode(b"\0fakeuser\0Fakepass123")
+_URLSAFE = base64.urlsafe_b64encode(b"\0fakeuser\0Fakepass?>?~~")
+_HELLO = [(S, b"220 mx\r\n"), (C, b"EHLO c\r\n"), (S, b"250-mx\r\n250 AUTH PLAIN\r\n")]
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [(C, b"\0AUTH\0PLAIN\0" + _SECRET + b"\r\n"), (S, b"500 5.5.1 unknown\r\n")],
+        [(C, b"AUTH=PLAIN:" + _SECRET + b"\r\n"), (S, b"500 5.5.1 unknown\r\n")],
+        [(C, b"AUTH PLAIN:" + _SECRET + b"\r\n"), (S, b"504 5.5.4 bad mechanism\r\n")],
+        [(C, b"\0AUTH PLAIN " + _SECRET + b"\0\r\n"), (S, b"500 5.5.1 unknown\r\n")],
+        [(C, b"AUTH=PLAIN " + _URLSAFE + b"\r\n"), (S, b"500 5.5.1 unknown\r\n")],
+        [(C, b'AUTH=PLAIN "' + _SECRET + b'"\r\n'), (S, b"500 no\r\n")],
+        [(C, b"VRFY " + _SECRET + b"\r\n"), (S, b"252 ok\r\n")],
+        # Sendmail echoes what it did not understand.
+        [
+            (C, b"AUTH=PLAIN " + _SECRET + b"\r\n"),
+            (S, b'500 5.5.1 Command unrecognized: "AUTH=PLAIN ' + _SECRET + b'"\r\n'),
+        ],
+        [(S, b'500 5.5.1 Command unrecognized: "' + _SECRET + b'"\r\n')],
+        [
+            (C, b"MAIL FROM:<a@b>\r\nDATA\r\n"),
+            (S, b"250 ok\r\n554 5.5.1 no valid recipients\r\n"),
+            (C, b"\0AUTH PLAIN " + _SECRET + b"\r\n.\r\n"),
+            (S, b"500 5.5.1 unknown\r\n500 5.5.1 unknown\r\n"),
+        ],
+        [
+            (C, b"STARTTLS\r\n"),
+            (S, b"220 go ahead\r\n"),
+            (C, b"\0AUTH PLAIN " + _SECRET + b"\0\r\n"),
+            (S, b"500 no\r\n"),
+        ],
+    ],
+)
+def test_no_form_of_a_mangled_auth_keeps_its_secret(
+    steps: list[tuple[Direction, bytes]],
+) -> None:
+    # Found in review, one form after another: unknown verbs keep their
+    # words, servers echo them, anomaly details show what the client sent.
+    result = session([*_HELLO, *steps])
+    shown = repr(result)
+    assert _SECRET[:12].decode() not in shown
+    assert _URLSAFE[:12].decode() not in shown
+    assert "Fakepass" not in shown
+
+
+def test_what_looks_like_no_secret_is_kept() -> None:
+    result = session(
+        [
+            *_HELLO,
+            (C, b"XCLIENT ADDR=192.0.2.1 NAME=mx.example.org PORT=40000\r\n"),
+            (S, b"550 5.7.0 insufficient authorization\r\n"),
+            (C, b"VRFY postmaster\r\n"),
+            (S, b"252 2.0.0 postmaster\r\n"),
+        ]
+    )
+    assert [(c.verb, c.argument) for c in result.commands[1:]] == [
+        ("XCLIENT", "ADDR=192.0.2.1 NAME=mx.example.org PORT=40000"),
+        ("VRFY", "postmaster"),
+    ]
