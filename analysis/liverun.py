@@ -38,7 +38,7 @@ from analysis.rowfiles import json_line
 from analysis.spool import Spool
 from analysis.terminal import StdoutConsole
 from capture.libpcap import CapturePermissionError, FilterError, LibpcapError
-from capture.live import LiveSource, capture_filter
+from capture.live import LiveSource, capture_filters
 from capture.pcapwriter import InterfaceInfo, RotatingWriter
 
 DASHBOARD_EVERY_S = 1.0
@@ -99,9 +99,8 @@ def _open_source(
     """The capture, or why there is none and the exit status for it: a
     filter libpcap cannot compile is the user's to fix, a usage error."""
     try:
-        expression = capture_filter(ports, user_filter)
-        fallback = capture_filter(ports, user_filter, vlan=False)
-        return LiveSource(interfaces, expression, fallback=fallback), None, 0
+        first, *fallback = capture_filters(ports, user_filter)
+        return LiveSource(interfaces, first, fallback=fallback), None, 0
     except CapturePermissionError as exc:
         name = str(exc).partition(":")[0]
         return None, permission_help(name), cli.Exit.INPUT

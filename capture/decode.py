@@ -377,8 +377,9 @@ def _sll2(data: bytes) -> int:
     if protocol in _IP_ETHERTYPES:
         return 20
     if protocol in _VLAN_TPIDS:
-        # The tag's TCI and inner EtherType open the payload.
-        return _after_tags(data, 18)
+        # The tag's TCI (20-21) and inner EtherType (22-23) open the
+        # payload; more tags may follow that EtherType.
+        return _after_tags(data, 22)
     return _NOT_IP
 
 

@@ -257,13 +257,18 @@ def _bpf_shard(mine: int, parts: int) -> str:
 
 
 def smtp_filter(
-    ports: Iterable[int], shard: tuple[int, int] = (0, 1), *, vlan: bool = True
+    ports: Iterable[int], shard: tuple[int, int] = (0, 1), *, tags: str = "vlan"
 ) -> str:
     """A BPF expression keeping what ``decode_tcp`` could want.
 
-    TCP on the given ports, also behind one or two VLAN tags,
-    and IPv6 packets whose next header is not TCP: their TCP may sit behind
-    extension headers, which plain BPF does not walk.
+    TCP on the given ports, and IPv6 packets whose next header is not TCP:
+    their TCP may sit behind extension headers, which plain BPF does not
+    walk. ``tags`` says how VLAN-tagged frames are kept (``TAGS`` lists the
+    ways, the first that libpcap compiles for a link type is the one):
+    ``vlan`` looks through one or two tags and keeps whatever has a third;
+    ``ethertype`` keeps every tagged frame, for link types without ``vlan``
+    (Linux cooked capture, as ``tcpdump -i any`` writes); ``none`` for
+    link types that carry no tags (raw IP).
     """
     wanted = " or ".join(f"port {port}" for port in sorted(ports))
     tcp = f"(tcp and ({wanted}))"
@@ -274,11 +279,22 @@ def smtp_filter(
         tcp = f"({tcp} and ({_bpf_shard(mine, parts)}))"
     v6 = "(ip6 and not ip6 proto 6)"
     base = f"({tcp} or {v6})"
-    if not vlan:
+    if tags == "none":
         return base
+    if tags == "ethertype":
+        # The decoder reads any number of tags; BPF here reads none.
+        tpids = " or ".join(f"ether proto {tpid:#06x}" for tpid in _TPIDS)
+        return f"{base} or ({tpids})"
     # Nested, because each ``vlan`` moves the offsets for everything after
-    # it in the expression, alternatives included.
-    return f"{base} or (vlan and ({base} or (vlan and {base})))"
+    # it in the expression, alternatives included; a third tag is left to
+    # the decoder.
+    return f"{base} or (vlan and ({base} or (vlan and ({base} or vlan))))"
+
+
+# How smtp_filter may keep tagged frames, the most selective first.
+TAGS = ("vlan", "ethertype", "none")
+# 802.1Q, 802.1ad and the older QinQ tag protocol identifiers.
+_TPIDS = (0x8100, 0x88A8, 0x9100)
 
 
 def compiles(linktype: int, expression: str) -> bool:

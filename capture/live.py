@@ -36,18 +36,23 @@ class InterfaceCounts:
 
 
 def capture_filter(
-    ports: Iterable[int], user_filter: str | None = None, *, vlan: bool = True
+    ports: Iterable[int], user_filter: str | None = None, *, tags: str = "vlan"
 ) -> str:
     """The kernel filter: SMTP ports, and the user's expression if any.
 
-    ``vlan=False`` leaves out the VLAN terms, which libpcap cannot compile
-    for some link types (Linux cooked on ``any``); ``LiveSource`` falls back
-    to it on its own.
+    ``tags`` as for ``libpcap.smtp_filter``: libpcap cannot compile the
+    VLAN terms for some link types (Linux cooked on ``any``), and
+    ``LiveSource`` falls back to the next way on its own.
     """
-    smtp = libpcap.smtp_filter(ports, vlan=vlan)
+    smtp = libpcap.smtp_filter(ports, tags=tags)
     if not user_filter:
         return smtp
     return f"({smtp}) and ({user_filter})"
+
+
+def capture_filters(ports: Iterable[int], user_filter: str | None = None) -> list[str]:
+    """``capture_filter`` in each way of ``libpcap.TAGS``, the first first."""
+    return [capture_filter(ports, user_filter, tags=tags) for tags in libpcap.TAGS]
 
 
 class LiveSource:
@@ -60,25 +65,16 @@ class LiveSource:
         *,
         snaplen: int = 262144,
         promiscuous: bool = False,
-        fallback: str | None = None,
+        fallback: str | Sequence[str] = (),
     ) -> None:
+        # The filter may not compile for an interface's link type (no VLAN
+        # on "any"): each fallback is tried in turn.
+        expressions = [expression]
+        expressions += [fallback] if isinstance(fallback, str) else fallback
         self.captures: list[libpcap.LiveCapture] = []
         try:
             for name in interfaces:
-                try:
-                    capture = libpcap.open_live(
-                        name, expression, snaplen=snaplen, promiscuous=promiscuous
-                    )
-                except libpcap.CapturePermissionError:
-                    raise
-                except libpcap.FilterError:
-                    # The filter may not compile for this interface's link
-                    # type (no VLAN on "any"): try the one without VLAN terms.
-                    if fallback is None:
-                        raise
-                    capture = libpcap.open_live(
-                        name, fallback, snaplen=snaplen, promiscuous=promiscuous
-                    )
+                capture = self._open(name, expressions, snaplen, promiscuous)
                 self.captures.append(capture)
                 log.info(
                     "capturing on %s (link type %d, %s timestamps)",
@@ -90,6 +86,21 @@ class LiveSource:
             self.close()
             raise
         self.snaplen = snaplen
+
+    @staticmethod
+    def _open(
+        name: str, expressions: list[str], snaplen: int, promiscuous: bool
+    ) -> libpcap.LiveCapture:
+        for expression in expressions[:-1]:
+            try:
+                return libpcap.open_live(
+                    name, expression, snaplen=snaplen, promiscuous=promiscuous
+                )
+            except libpcap.FilterError:
+                continue
+        return libpcap.open_live(
+            name, expressions[-1], snaplen=snaplen, promiscuous=promiscuous
+        )
 
     def wait(self, timeout_s: float) -> list[tuple[int, RawPacket]]:
         """Packets that arrive within ``timeout_s``, as (interface index, packet).

@@ -381,10 +381,9 @@ def _first_filtered(path: str, ports: frozenset[int], snaplen: int) -> int | Non
     Raises ``LibpcapError`` where a reader of all connections goes on with
     the Python reader from the start before it feeds a segment.
     """
-    try:
-        reader = libpcap.open_filtered(path, libpcap.smtp_filter(ports))
-    except libpcap.LibpcapError:  # as in _open_pipe
-        reader = libpcap.open_filtered(path, libpcap.smtp_filter(ports, vlan=False))
+    reader = _first_that_compiles(
+        lambda tags: libpcap.open_filtered(path, libpcap.smtp_filter(ports, tags=tags))
+    )
     decode_stats = DecodeStats()
     with reader:
         for packet in reader:
@@ -605,9 +604,10 @@ def _open_inflating(
     The pipe cannot be read twice, so the filter is settled first: with
     VLAN terms where libpcap has them for the link type (see _open_pipe).
     """
-    expression = libpcap.smtp_filter(ports, shard)
-    if not libpcap.compiles(linktype, expression):
-        expression = libpcap.smtp_filter(ports, shard, vlan=False)
+    expressions = [libpcap.smtp_filter(ports, shard, tags=t) for t in libpcap.TAGS]
+    expression = next(
+        (e for e in expressions if libpcap.compiles(linktype, e)), expressions[-1]
+    )
     pump = InflatePump(path)
     try:
         pipe = libpcap.FilteredPipe(path, expression, pump.read_fd)
@@ -620,15 +620,30 @@ def _open_inflating(
 def _open_pipe(
     path: str, ports: frozenset[int], shard: tuple[int, int]
 ) -> libpcap.FilteredPipe:
-    """Open libpcap's filtered stream; without VLAN terms where they fail.
+    """Open libpcap's filtered stream, with the first way of keeping tagged
+    frames that libpcap has for the file's link type (see smtp_filter)."""
+    return _first_that_compiles(
+        lambda tags: libpcap.FilteredPipe(
+            path, libpcap.smtp_filter(ports, shard, tags=tags)
+        )
+    )
 
-    libpcap has no ``vlan`` for link types such as Linux cooked or raw IP,
-    and they carry no tags anyway.
+
+def _first_that_compiles(open_with: Callable[[str], _Opened]) -> _Opened:
+    """``open_with`` each of ``libpcap.TAGS`` until the filter compiles.
+
+    libpcap has no ``vlan`` for link types such as Linux cooked capture,
+    and no ether type for raw IP, which carries no tags.
     """
-    try:
-        return libpcap.FilteredPipe(path, libpcap.smtp_filter(ports, shard))
-    except libpcap.LibpcapError:
-        return libpcap.FilteredPipe(path, libpcap.smtp_filter(ports, shard, vlan=False))
+    for tags in libpcap.TAGS[:-1]:
+        try:
+            return open_with(tags)
+        except libpcap.FilterError:
+            continue
+    return open_with(libpcap.TAGS[-1])
+
+
+_Opened = TypeVar("_Opened")
 
 
 def _filtered_capture(

@@ -20,7 +20,7 @@ from analysis.parallel import read_sharded
 from analysis.tables import SmtpTables, read_captures
 from capture import libpcap, source
 from tests import corpus
-from tests.analysis.rewrite import as_pcapng
+from tests.analysis.rewrite import as_pcapng, retagged
 from tests.analysis.same import same_tables
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
@@ -80,6 +80,27 @@ def test_pcapng_on_the_fast_path_gives_the_same_tables(
     assert fast.stats.filtered and fast.stats.errors == []
     with read_sharded(paths, pipeline.DEFAULT_PORTS, 2) as spool:
         same_tables(build_tables(spool), reference)
+
+
+@pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")
+@pytest.mark.parametrize("form", ["three", "sll", "sll2"])
+def test_tagged_frames_on_the_fast_path_give_the_same_tables(
+    form: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: libpcap's filter looked through two tags at most, and
+    # through none under a Linux cooked header, and dropped the rest.
+    ethernet_captures = [p for p in PCAPS if "sll2" not in p]
+    paths = [
+        retagged(p, tmp_path / f"{n}.pcap", form)
+        for n, p in enumerate(ethernet_captures)
+    ]
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    reference = read_captures(paths)
+    monkeypatch.delenv("SMTPSCOPE_NO_LIBPCAP")
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    fast = read_captures(paths)
+    same_tables(fast, reference)
+    assert len(reference.sessions) > 50 and fast.stats.filtered
 
 
 @pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")

@@ -98,6 +98,19 @@ def test_linux_cooked_v2() -> None:
     assert segment.payload == PAYLOAD
 
 
+@pytest.mark.parametrize("tags", [1, 2])
+def test_linux_cooked_behind_vlan_tags(tags: int) -> None:
+    # Found in review: v2, whose protocol field comes first, read its tag
+    # from the link-layer address. A tag is a TCI, then the next EtherType.
+    inner = b"".join(struct.pack(">HH", 100 + n, 0x8100) for n in range(tags - 1))
+    inner += struct.pack(">HH", 100, 0x0800)
+    sll = struct.pack(">HHH8sH", 0, 1, 6, b"\2" * 8, 0x8100)
+    sll2 = struct.pack(">HHIHBB8s", 0x8100, 0, 2, 1, 0, 6, b"\2" * 8)
+    for linktype, header in ((113, sll), (276, sll2)):
+        segment, _ = decode(linktype, header + inner + v4_tcp(payload=PAYLOAD))
+        assert segment == EXPECTED, linktype
+
+
 @pytest.mark.parametrize("linktype", [101, 12, 14, 228])
 def test_raw_ipv4(linktype: int) -> None:
     segment, _ = decode(linktype, v4_tcp(payload=PAYLOAD))

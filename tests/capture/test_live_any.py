@@ -1,4 +1,5 @@
-"""Live capture on Linux's "any" pseudo-interface (cooked headers, no VLAN)."""
+"""Live capture on Linux's "any" pseudo-interface (cooked headers: no ``vlan``
+in BPF, tagged frames kept by their ether type)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from capture import libpcap
 from capture.decode import SMTP_PORTS
-from capture.live import LiveSource, capture_filter
+from capture.live import LiveSource, capture_filter, capture_filters
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux")
@@ -19,16 +20,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_any_interface_opens_with_the_filter_without_vlan_terms() -> None:
+def test_any_interface_opens_with_the_filter_that_keeps_tags_by_ether_type() -> None:
     # libpcap has no "vlan" for Linux cooked captures: the plain filter fails
-    # there, and the source falls back to the one without VLAN terms.
+    # there, and the source falls back to the one that keeps tagged frames.
     with pytest.raises(libpcap.LibpcapError, match="filter"):
         LiveSource(["any"], capture_filter(SMTP_PORTS)).close()
-    source = LiveSource(
-        ["any"],
-        capture_filter(SMTP_PORTS),
-        fallback=capture_filter(SMTP_PORTS, vlan=False),
-    )
+    first, *fallback = capture_filters(SMTP_PORTS)
+    source = LiveSource(["any"], first, fallback=fallback)
     try:
         assert len(source.captures) == 1
     finally:
