@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,26 @@ def _read(
     reader: _Reader, path: Path, columns: tuple[Column, ...]
 ) -> dict[str, list[Any]]:
     try:
-        return reader(path, columns)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        values = reader(path, columns)
+        for column in columns:
+            check = _CHECKS[column.kind]
+            for row, cell in enumerate(values[column.name]):
+                if not check(cell):
+                    raise ValueError(
+                        f"row {row + 1}: {column.name} holds {cell!r:.60}, "
+                        f"not a value of kind {column.kind.value}"
+                    )
+    except (
+        OSError,
+        ValueError,  # UnicodeError and json's errors among them
+        KeyError,
+        TypeError,
+        AttributeError,
+        OverflowError,
+        RecursionError,
+    ) as exc:
         raise LoadError(f"{path}: not a table smtpscope wrote ({exc})") from None
+    return values
 
 
 def _jsonl(path: Path, columns: tuple[Column, ...]) -> dict[str, list[Any]]:
@@ -94,10 +112,48 @@ def _jsonl(path: Path, columns: tuple[Column, ...]) -> dict[str, list[Any]]:
 
 
 def _ns(text: str) -> int:
-    """``YYYY-MM-DDTHH:MM:SS.fffffffffZ`` (``rowfiles.iso_timestamp``) as ns."""
-    if not text.endswith("Z"):
-        raise ValueError(f"{text!r} is not a UTC timestamp")
+    """``YYYY-MM-DDTHH:MM:SS.fffffffffZ`` (``rowfiles.iso_timestamp``) as ns.
+
+    numpy wraps round outside the years that ns since 1970 can count in 64
+    bits, so those are refused first.
+    """
+    if not isinstance(text, str) or not _ISO.fullmatch(text):
+        raise ValueError(f"{text!r:.60} is not a UTC timestamp")
+    if not 1678 <= int(text[:4]) <= 2261:
+        raise ValueError(f"{text!r} is out of the range of ns timestamps")
     return int(np.datetime64(text[:-1], "ns").astype(np.int64))
+
+
+_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z")
+_INT64 = range(-(2**63), 2**63)
+
+
+def _int(cell: Any) -> bool:
+    return type(cell) is int and cell in _INT64
+
+
+def _text(cell: Any) -> bool:
+    """A str that can be written again: no lone surrogate in it."""
+    if type(cell) is not str:
+        return False
+    cell.encode("utf-8")  # raises UnicodeEncodeError, a ValueError
+    return True
+
+
+# What a cell of each kind may hold, as a reader hands it over.
+_CHECKS: dict[Kind, Callable[[Any], bool]] = {
+    Kind.TIMESTAMP: lambda c: c is None or _int(c),
+    Kind.FLOAT: lambda c: c is None or type(c) in (int, float),
+    Kind.INT: _int,
+    Kind.NULLABLE_INT: lambda c: c is None or _int(c),
+    Kind.BOOL: lambda c: type(c) is bool,
+    Kind.NULLABLE_BOOL: lambda c: c is None or type(c) is bool,
+    Kind.STRING: lambda c: c is None or _text(c),
+    Kind.STRING_LIST: lambda c: (
+        type(c) is list and all(v is None or _text(v) for v in c)
+    ),
+    Kind.INT_LIST: lambda c: type(c) is list and all(v is None or _int(v) for v in c),
+}
 
 
 def _parquet(path: Path, columns: tuple[Column, ...]) -> dict[str, list[Any]]:

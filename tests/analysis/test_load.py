@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -67,3 +68,34 @@ def test_a_table_without_a_file_is_empty(read: SmtpTables, tmp_path: Path) -> No
     loaded = load_tables(tmp_path)
     assert len(loaded.tls) == 0
     assert list(loaded.tls.dtypes) == list(read.tls.dtypes)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("client_port", "abc", "client_port holds 'abc', not a value of kind int"),
+        ("client_port", 10**30, "not a value of kind int"),
+        ("greeting_code", "250", "not a value of kind nullable_int"),
+        ("handshake_seen", "yes", "not a value of kind bool"),
+        ("capabilities", "PIPELINING", "not a value of kind string_list"),
+        ("helo", {"x": 1}, "not a value of kind string"),
+        ("helo", "\ud800", "surrogates not allowed"),
+        ("start", "9999-12-31T23:59:59.999999999Z", "out of the range of ns"),
+        ("start", 12345, "is not a UTC timestamp"),
+    ],
+)
+def test_a_hand_edited_table_is_refused_with_the_cell(
+    field: str, value: object, said: str, tmp_path: Path
+) -> None:
+    # Found in review: such edits raised other exceptions, or loaded wrong
+    # (a year 9999 wrapped round to 1816, a string became a list of letters).
+    assert main(["read", str(PCAPS / "auth.pcap"), "-q", "-o", str(tmp_path)]) == 0
+    path = tmp_path / "sessions.jsonl"
+    lines = path.read_text().splitlines()
+    row = json.loads(lines[0])
+    row[field] = value
+    lines[0] = json.dumps(row)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(LoadError, match="not a table smtpscope wrote") as raised:
+        load_tables(tmp_path)
+    assert said in str(raised.value)
