@@ -479,8 +479,9 @@ class SmtpParser:
                 self._anomaly(
                     out, ts, "line_truncated", f"client line over {MAX_LINE} bytes"
                 )
-                line = line[:MAX_LINE]
-            self._client_line(line, ts, out)
+                self._client_line(line[:MAX_LINE], ts, out, cut=True)
+            else:
+                self._client_line(line, ts, out)
             if self._holding:
                 if pos < size:
                     self._hold_rest(buf[pos:], ts)
@@ -500,11 +501,16 @@ class SmtpParser:
             self._anomaly(
                 out, ts, "line_truncated", f"client line over {MAX_LINE} bytes"
             )
-            self._client_line(rest[:MAX_LINE], ts, out)
+            self._client_line(rest[:MAX_LINE], ts, out, cut=True)
         self._client_discard = True
 
-    def _client_line(self, line: bytes, ts: int, out: list[SmtpEvent]) -> None:
-        if len(line) + 2 > RFC_LINE_LIMIT and self._mode is not _REFUSED_BODY:
+    def _client_line(
+        self, line: bytes, ts: int, out: list[SmtpEvent], *, cut: bool = False
+    ) -> None:
+        # A line cut at MAX_LINE was said to be over it (line_truncated):
+        # its cut length would only mislead.
+        too_long = len(line) + 2 > RFC_LINE_LIMIT and not cut
+        if too_long and self._mode is not _REFUSED_BODY:
             self._anomaly(
                 out, ts, "line_too_long", f"client line of {len(line) + 2} bytes"
             )
@@ -864,11 +870,13 @@ class SmtpParser:
                 return
 
     def _server_long_line(self, line: bytes, ts: int, out: list[SmtpEvent]) -> None:
-        self._anomaly(out, ts, "line_truncated", f"server line over {MAX_LINE}")
-        self._server_line(line[:MAX_LINE], ts, out)
+        self._anomaly(out, ts, "line_truncated", f"server line over {MAX_LINE} bytes")
+        self._server_line(line[:MAX_LINE], ts, out, cut=True)
 
-    def _server_line(self, line: bytes, ts: int, out: list[SmtpEvent]) -> None:
-        if len(line) + 2 > RFC_LINE_LIMIT:
+    def _server_line(
+        self, line: bytes, ts: int, out: list[SmtpEvent], *, cut: bool = False
+    ) -> None:
+        if len(line) + 2 > RFC_LINE_LIMIT and not cut:  # as in _client_line
             self._anomaly(
                 out, ts, "line_too_long", f"server line of {len(line) + 2} bytes"
             )
