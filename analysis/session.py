@@ -24,7 +24,6 @@ from analysis.records import (
     TlsRecord,
     TransactionRecord,
 )
-from analysis.smtp.auth import hide_secrets
 from analysis.smtp.events import (
     AnomalySeen,
     AuthResponseSeen,
@@ -659,10 +658,6 @@ class SessionBuilder:
         row.reply_code = code
         row.reply_enhanced = enhanced
         row.reply_text = "\n".join(lines)  # Reply.text, without the call
-        if row.verb not in KNOWN_VERBS:
-            # Servers echo what they did not understand (Sendmail: 500 5.5.1
-            # Command unrecognized: "..."): a mangled AUTH's secret too.
-            row.reply_text = hide_secrets(row.reply_text)
         row.reply_ts = ts
         row.latency_s = (ts - row.ts) / NS  # _seconds, both times known
 

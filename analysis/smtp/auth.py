@@ -61,7 +61,9 @@ def redact_auth_argument(argument: str) -> str:
     # Split on any white space: "AUTH<TAB>PLAIN<TAB>payload" is seen too.
     parts = argument.split(None, 1)
     mechanism = parts[0] if parts else ""
-    if mechanism and not _MECHANISM.fullmatch(mechanism):
+    if mechanism and not (
+        _MECHANISM.fullmatch(mechanism) and not _looks_secret(mechanism)
+    ):
         # "PLAIN:<base64>" and the like: no mechanism, a secret perhaps.
         mechanism = hide_secrets(mechanism)
     initial = parts[1].strip() if len(parts) > 1 else ""
@@ -70,33 +72,48 @@ def redact_auth_argument(argument: str) -> str:
     return f"{mechanism} {REDACTED}"
 
 
-def hide_secrets(text: str) -> str:
+def hide_secrets(text: str, hidden: list[str] | None = None) -> str:
     """``text`` with every run of characters that could be SASL data hidden.
 
-    For what a client sends that is not a command the parser knows, and
-    what a server echoes of it. A mangled AUTH ("\\x00AUTH PLAIN ...",
-    "AUTH=PLAIN:...", a byte-order mark before the verb) is no command to
-    the parser, and servers differ in what they make of it, but its initial
-    response is a password all the same, inside a word or standing alone,
-    in base64 or its URL-safe variant (RFC 4648 4, 5). A run of at least
-    eight such characters with a digit, a sign or both letter cases is
-    hidden; host names, addresses and words are not, nor long numbers.
+    For what a client sends that is not a command the parser knows. A
+    mangled AUTH ("\\x00AUTH PLAIN ...", "AUTH=PLAIN:...", a byte-order
+    mark before the verb) is no command to the parser, and servers differ
+    in what they make of it, but its initial response is a password all the
+    same, inside a word or standing alone, in base64 or its URL-safe variant
+    (RFC 4648 4, 5). A run of at least eight such characters with a digit,
+    a sign or both letter cases is hidden. Words with a dot or an at sign,
+    which base64 never holds, are host names, addresses and versions, and
+    are kept; so are other words and long numbers. The runs hidden are
+    added to ``hidden``, for the server's echo of them.
     """
-    return _RUN.sub(_hidden_if_secret, text)
+
+    def hide(run: re.Match[str]) -> str:
+        token = run.group()
+        if _looks_secret(token):
+            if hidden is not None:
+                hidden.append(token)
+            return REDACTED
+        return token
+
+    def word(found: re.Match[str]) -> str:
+        token = found.group()
+        if "." in token or "@" in token:
+            return token
+        return _RUN.sub(hide, token)
+
+    return _WORD.sub(word, text)
 
 
+_WORD = re.compile(r"[^\s\"'<>]+")
 _RUN = re.compile(r"[A-Za-z0-9+/_-]{6,}={0,2}")
 
 
-def _hidden_if_secret(run: re.Match[str]) -> str:
-    token = run.group()
+def _looks_secret(token: str) -> bool:
     if len(token) < 8 or token.isdecimal():
-        return token
-    if any(c in token for c in "0123456789+/=_-") or (
+        return False
+    return any(c in token for c in "0123456789+/=_-") or (
         token != token.upper() and token != token.lower()
-    ):
-        return REDACTED
-    return token
+    )
 
 
 # A SASL mechanism name (RFC 4422 3.1): what AUTH's first word must be.

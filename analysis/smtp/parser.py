@@ -110,6 +110,9 @@ _AFTER_REPLY: dict[tuple[str, int], ClientMode] = {
 _BLOCKING = frozenset({"DATA", "STARTTLS", "AUTH"})
 # Commands after which a half-sent BDAT message no longer exists.
 _TRANSACTION_RESETS = frozenset({"RSET", "EHLO", "HELO", "LHLO", "MAIL"})
+_GREETING_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
+# How many withheld secrets are looked for in the replies that follow.
+_SECRETS_KEPT = 8
 # Commands whose argument is free text nothing reads: a blob there is hidden.
 _FREE_TEXT_VERBS = frozenset({"VRFY", "EXPN", "HELP", "NOOP"})
 # RFC 2920 3.1: commands that can only be last in a pipelined group.
@@ -190,6 +193,7 @@ class SmtpParser:
         "_reply_code",
         "_reply_lines",
         "_sbuf",
+        "_secrets",
         "_server_discard",
         "_server_resync",
         "_server_spoke",
@@ -254,6 +258,9 @@ class SmtpParser:
         # server reads as a command and answers (500 or 502), before the
         # commands sent after them.
         self._refused_lines = 0
+        # What was last withheld from the client's lines: a server may echo
+        # it in a reply (Sendmail: 500 5.5.1 Command unrecognized: "...").
+        self._secrets: deque[str] | None = None
         self._lf_only_client = False
         self._lf_only_server = False
         self._tls_expected = False  # STARTTLS sent, no server to answer it
@@ -538,12 +545,16 @@ class SmtpParser:
             self._mode = _AUTH_ANSWER
             self._auth_answer(line, ts, out)
             return
-        if not known and auth.looks_like_sasl_data(text):
+        one_word = not known and self._auth_recent and len(text.split()) == 1
+        if one_word or (not known and auth.looks_like_sasl_data(text)):
             # Base64 where a command was due: SASL data after an AUTH the
             # server refused, or in a capture that began inside an exchange
-            # or lost its reply. It may be a password, so it is not kept.
+            # or lost its reply. It may be a password, so it is not kept;
+            # after an AUTH, one word is taken for one whatever it looks
+            # like (the base64 of a short password may be letters only).
             kind = "auth_data_after_auth" if self._auth_recent else "possible_sasl_data"
             self._anomaly(out, ts, kind, "base64 line withheld")
+            self._withhold([text.strip()])
             self._command("[redacted]", "", False, ts, out)
             return
         if self._data_refused and not known and text:
@@ -552,7 +563,7 @@ class SmtpParser:
             self._data_refused = False
             self._mode = _REFUSED_BODY
             self._refused_lines += 1
-            self._anomaly(out, ts, "data_body_after_refusal", auth.hide_secrets(text))
+            self._anomaly(out, ts, "data_body_after_refusal", self._hidden(text))
             if line == b".":
                 self._mode = _COMMAND
             return
@@ -575,15 +586,37 @@ class SmtpParser:
         shown_verb = verb
         if verb == "AUTH":
             shown = auth.redact_auth_argument(argument)
+            if shown != argument:
+                self._withhold_auth(argument, shown)
         elif verb in _FREE_TEXT_VERBS and auth.looks_like_sasl_data(argument):
             # A base64 blob where a name belongs: a client that answered
             # a challenge it never got, perhaps with a password.
             shown = auth.REDACTED
+            self._withhold([argument.strip()])
+        elif verb == "BDAT" and parse_bdat(argument) is None:
+            shown = self._hidden(argument)
+        elif verb in _GREETING_VERBS and auth.plain_user(argument) is not None:
+            # A PLAIN response ("authzid NUL authcid NUL password" in
+            # base64) as the client's name: a confused client's password.
+            # Names that merely look like base64 are kept: bots use them.
+            shown = auth.REDACTED
+            self._withhold([argument.strip()])
         elif known:
             shown = argument
+        elif "AUTH" in verb.upper() and argument:
+            # "\0AUTH PLAIN <b64>", "AUTH=LOGIN <b64>" and the like: an
+            # initial response, perhaps of letters only, which no look
+            # would tell; one word alone is taken for one.
+            shown_verb = self._hidden(verb)
+            if len(argument.split()) > 1:
+                shown = auth.redact_auth_argument(argument)
+                self._withhold_auth(argument, shown)
+            else:
+                shown = auth.REDACTED
+                self._withhold([argument.strip()])
         else:
-            shown_verb = auth.hide_secrets(verb)
-            shown = auth.hide_secrets(argument)
+            shown_verb = self._hidden(verb)
+            shown = self._hidden(argument)
         out.append(_new(CommandSeen, (ts, index, shown_verb, shown, pipelined, known)))
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
@@ -729,7 +762,7 @@ class SmtpParser:
     def _bdat_start(self, argument: str, ts: int, out: list[SmtpEvent]) -> None:
         chunk = parse_bdat(argument)
         if chunk is None:
-            self._anomaly(out, ts, "bdat_invalid", argument)
+            self._anomaly(out, ts, "bdat_invalid", self._hidden(argument))
             return
         size, last = chunk
         if self._chunk_headers is None:
@@ -919,7 +952,37 @@ class SmtpParser:
         first = lines[0] if lines else ""
         self._reply(_new(Reply, (code, enhanced_code(first, code), lines)), ts, out)
 
+    def _withhold(self, secrets: list[str]) -> None:
+        """Remember what was hidden from a client line, for the replies."""
+        if self._secrets is None:
+            self._secrets = deque(maxlen=_SECRETS_KEPT)
+        self._secrets.extend(secret for secret in secrets if secret)
+
+    def _withhold_auth(self, argument: str, shown: str) -> None:
+        """Remember the words of an AUTH argument that ``shown`` hides."""
+        kept = set(shown.split())
+        self._withhold([word for word in argument.split() if word not in kept])
+
+    def _hidden(self, text: str) -> str:
+        """``auth.hide_secrets``, remembering what it hid."""
+        hidden: list[str] = []
+        shown = auth.hide_secrets(text, hidden)
+        if hidden:
+            self._withhold(hidden)
+        return shown
+
+    def _scrubbed(self, reply: Reply) -> Reply:
+        """``reply`` without what was withheld from the client: servers echo
+        a line they did not understand."""
+        assert self._secrets is not None
+        lines = reply.lines
+        for secret in self._secrets:
+            lines = tuple(line.replace(secret, auth.REDACTED) for line in lines)
+        return reply._replace(lines=lines) if lines != reply.lines else reply
+
     def _reply(self, reply: Reply, ts: int, out: list[SmtpEvent]) -> None:
+        if self._secrets:
+            reply = self._scrubbed(reply)
         if not self._greeting_seen and self._is_greeting(reply):
             self._greeting_seen = True
             if self._client_spoke_first:
@@ -947,7 +1010,8 @@ class SmtpParser:
         if not self._pending and self._mode is _DATA_BODY:
             self._server_ended_data(ts, out)
         if not self._pending:
-            # A server may echo what it did not understand: a secret, perhaps.
+            # What the server echoes here was maybe never seen sent (a
+            # capture of one side): whatever looks like a secret is hidden.
             shown = auth.hide_secrets(reply.text[:120])
             self._anomaly(out, ts, "reply_without_command", f"{reply.code} {shown}")
             out.append(ReplySeen(ts, reply, None, None))

@@ -341,6 +341,62 @@ _URLSAFE = base64.urlsafe_b64encode(b"\0fakeuser\0Fakepass?>?~~")
 _HELLO = [(S, b"220 mx\r\n"), (C, b"EHLO c\r\n"), (S, b"250-mx\r\n250 AUTH PLAIN\r\n")]
 
 
+# Passwords whose base64 is letters of one case: "AAAAAA" and "jgajga".
+_UPPER, _LOWER = b"QUFBQUFB", b"amdhamdh"
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        # After a refused AUTH, the client sends its password as a line.
+        [
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"Zm9v\r\n"),
+            (S, b"535 5.7.8 no\r\n"),
+            (C, _UPPER + b"\r\n"),
+            (S, b'500 5.5.1 Command unrecognized: "' + _UPPER + b'"\r\n'),
+            (C, _LOWER + b"\r\n"),
+            (S, b"500 5.5.1 unrecognized: " + _LOWER + b"\r\n"),
+        ],
+        # Cancelled, then the answers anyway.
+        [
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"*\r\n"),
+            (S, b"501 cancelled\r\n"),
+            (C, _UPPER + b"\r\n"),
+            (S, b"500 unrecognized " + _UPPER + b"\r\n"),
+        ],
+        [(C, b"AUTH=LOGIN " + _UPPER + b"\r\n"), (S, b"500 5.5.1 unknown\r\n")],
+        [(C, b"EHLO " + _SECRET + b"\r\n"), (S, b"250 ok\r\n")],
+        [(C, b"BDAT " + _SECRET + b"\r\n"), (S, b"501 bad\r\n")],
+    ],
+)
+def test_a_secret_of_letters_only_is_hidden_where_it_must_be_one(
+    steps: list[tuple[Direction, bytes]],
+) -> None:
+    # Found in review: the look of base64 alone let these through.
+    shown = repr(session([*_HELLO, *steps]))
+    for secret in (_UPPER, _LOWER, _SECRET[:12]):
+        assert secret.decode() not in shown
+
+
+def test_host_names_in_replies_and_unknown_commands_are_kept() -> None:
+    # Found in review: "[redacted].example.com" in a 421 nobody asked for.
+    result = session(
+        [
+            *_HELLO,
+            (S, b"421 4.4.2 mx-relay01.example.com Error: timeout exceeded\r\n"),
+            (C, b"XFOO <20231114.abc123@mail-server01.example.org>\r\n"),
+            (S, b"502 5.5.2 Error: command not recognized\r\n"),
+        ]
+    )
+    (timeout,) = [a for a in result.anomalies if a.kind == "reply_without_command"]
+    assert timeout.detail == "421 4.4.2 mx-relay01.example.com Error: timeout exceeded"
+    assert result.commands[-1].argument == "<20231114.abc123@mail-server01.example.org>"
+
+
 @pytest.mark.parametrize(
     "steps",
     [
