@@ -41,6 +41,8 @@ LINKTYPE_LINUX_SLL2: Final = 276
 # on every platform but OpenBSD, whose captures use LINKTYPE_LOOP anyway.
 _RAW_IP_TYPES: Final = frozenset({LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6})
 
+# The one IP version each of these link types carries.
+_ONE_VERSION: Final = {LINKTYPE_IPV4: 4, LINKTYPE_IPV6: 6}
 _IP_ETHERTYPES: Final = frozenset({0x0800, 0x86DD})  # IPv4, IPv6
 # 802.1Q, 802.1ad and the pre-standard Q-in-Q tag.
 _VLAN_TPIDS: Final = frozenset({0x8100, 0x88A8, 0x9100})
@@ -334,6 +336,11 @@ def _ip_offset(linktype: int, data: bytes, stats: DecodeStats) -> int:
     if linktype == LINKTYPE_ETHERNET:
         off = _after_tags(data, 12)
     elif linktype in _RAW_IP_TYPES:
+        # LINKTYPE_IPV4 and _IPV6 promise one version: the other is not
+        # read (as libpcap's filter, which trusts the promise, does not).
+        if data and _ONE_VERSION.get(linktype, data[0] >> 4) != data[0] >> 4:
+            stats.not_ip += 1
+            return _NOT_IP
         return 0
     elif linktype == LINKTYPE_LINUX_SLL:
         off = _after_tags(data, 14)

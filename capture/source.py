@@ -517,13 +517,25 @@ def _fast_path_snaplen(path: str) -> int:
         if os.path.getsize(path) < FAST_PATH_MIN_BYTES:
             return 0
         with open(path, "rb") as stream:
-            header = stream.read(24)
+            head = stream.read(_HEAD_BYTES)
     except OSError:
         return 0
-    if header[:4] == _PCAPNG_MAGIC:
-        return _PCAPNG_SNAPLEN if libpcap.available() else 0
-    fast = _libpcap_reads(header)
+    if head[:4] == _PCAPNG_MAGIC:
+        linktype = _pcapng_linktype(head)
+        usable = linktype is not None and linktype not in _MISREAD_LINKTYPES
+        return _PCAPNG_SNAPLEN if usable and libpcap.available() else 0
+    fast = _libpcap_reads(head[:24])
     return fast.snaplen if fast is not None else 0
+
+
+# Enough for a pcapng Section Header Block and the first interface's block.
+_HEAD_BYTES = 64 * 1024
+# BSD loopback (LINKTYPE_NULL) stores its address family in the byte order
+# of the host that captured, which the file does not say: the decoder
+# guesses it from each frame, libpcap's filter takes the file's order and
+# drops every frame of a capture converted between the two. Such captures
+# are small; the Python reader reads them.
+_MISREAD_LINKTYPES = frozenset({0})
 
 
 # A pcapng file begins with a Section Header Block, whose type reads the
@@ -549,9 +561,10 @@ def _libpcap_reads(header: bytes) -> _Inflated | None:
     # libpcap cuts every packet to the header's snaplen, the Python reader
     # does not: with a small snaplen (records longer than it are damage, but
     # seen) the two would disagree, so only the Python reader reads those.
-    if snaplen < _FULL_SNAPLEN or not libpcap.available():
+    linktype &= _LINKTYPE_MASK
+    if snaplen < _FULL_SNAPLEN or linktype in _MISREAD_LINKTYPES:
         return None
-    return _Inflated(snaplen, linktype & _LINKTYPE_MASK)
+    return _Inflated(snaplen, linktype) if libpcap.available() else None
 
 
 # Captures compress about fourfold: this many compressed bytes hold about
@@ -573,9 +586,9 @@ def _inflated_fast_path(path: str) -> _Inflated | None:
         return None  # the Python reader says what is wrong
     if head[:4] == _PCAPNG_MAGIC:
         linktype = _pcapng_linktype(head)
-        if linktype is None or not libpcap.available():
+        if linktype is None or linktype in _MISREAD_LINKTYPES:
             return None
-        return _Inflated(_PCAPNG_SNAPLEN, linktype)
+        return _Inflated(_PCAPNG_SNAPLEN, linktype) if libpcap.available() else None
     return _libpcap_reads(head[:24])
 
 

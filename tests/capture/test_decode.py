@@ -117,6 +117,16 @@ def test_raw_ipv4(linktype: int) -> None:
     assert segment == EXPECTED
 
 
+def test_a_one_version_link_type_reads_no_other() -> None:
+    # LINKTYPE_IPV4 (228) promises IPv4: libpcap's filter finds no IPv6 in
+    # it, and the decoder, which must agree, reads none either.
+    packet = ipv6("2001:db8::1", "2001:db8::2", tcp_header(40000, 25) + PAYLOAD)
+    segment, stats = decode(228, packet)
+    assert segment is None and stats.not_ip == 1
+    segment, stats = decode(229, v4_tcp(payload=PAYLOAD))
+    assert segment is None and stats.not_ip == 1
+
+
 def test_raw_ipv6_link_type() -> None:
     packet = ipv6("2001:db8::1", "2001:db8::2", tcp_header(40000, 25) + PAYLOAD)
     segment, _ = decode(229, packet)

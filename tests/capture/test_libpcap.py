@@ -13,7 +13,17 @@ import pytest
 from capture import libpcap, source
 from capture.decode import SMTP_PORTS, decode_tcp
 from capture.pcapfile import CaptureReader, open_capture
-from tests.capture.craft import Frame, ethernet, ipv4, ipv6, pcap, tcp_header
+from tests.capture.craft import (
+    Frame,
+    ethernet,
+    ipv4,
+    ipv6,
+    ng_epb,
+    ng_idb,
+    ng_shb,
+    pcap,
+    tcp_header,
+)
 
 ROOT = Path(__file__).parents[2]
 
@@ -160,6 +170,24 @@ def test_fast_path_only_for_files_libpcap_reads_in_full(
     small.write_bytes(content)
     assert source._fast_path_snaplen(str(full)) == 262144
     assert source._fast_path_snaplen(str(small)) == 0
+
+
+def test_bsd_loopback_captures_are_left_to_the_python_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: LINKTYPE_NULL keeps the capturing host's byte order,
+    # which libpcap's filter takes from the file and the decoder guesses per
+    # frame: converted captures lost every session on the fast path.
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    null = tmp_path / "null.pcap"
+    null.write_bytes(pcap(_frames(), linktype=0))
+    ng = tmp_path / "null.pcapng"
+    ng.write_bytes(ng_shb() + ng_idb(0) + ng_epb(0, 5, b"\2\0\0\0"))
+    eth_ng = tmp_path / "eth.pcapng"
+    eth_ng.write_bytes(ng_shb() + ng_idb(1) + ng_epb(0, 5, b"x" * 60))
+    assert source._fast_path_snaplen(str(null)) == 0
+    assert source._fast_path_snaplen(str(ng)) == 0
+    assert source._fast_path_snaplen(str(eth_ng)) == 262144
 
 
 def test_link_types_without_vlan_support_still_take_the_fast_path(
