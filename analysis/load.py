@@ -12,6 +12,7 @@ is not loaded back.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -60,7 +61,10 @@ def load_tables(directory: StrPath) -> SmtpTables:
                     "the tables with --format jsonl or parquet"
                 )
             values = {column.name: [] for column in columns}
-        frames[name] = _frame(columns, values)
+        try:
+            frames[name] = _frame(columns, values)
+        except _NOT_A_TABLE as exc:  # checked cells should not get here
+            raise LoadError(f"{folder / name}: not a table ({exc})") from None
     if not found:
         raise LoadError(f"{folder}: no table files (sessions.jsonl, ...) in it")
     return SmtpTables(stats=pipeline.RunStats(), **frames)
@@ -84,17 +88,23 @@ def _read(
                         f"row {row + 1}: {column.name} holds {cell!r:.60}, "
                         f"not a value of kind {column.kind.value}"
                     )
-    except (
-        OSError,
-        ValueError,  # UnicodeError and json's errors among them
-        KeyError,
-        TypeError,
-        AttributeError,
-        OverflowError,
-        RecursionError,
-    ) as exc:
+    except _NOT_A_TABLE as exc:
         raise LoadError(f"{path}: not a table smtpscope wrote ({exc})") from None
     return values
+
+
+# What a file that is not a table of ours makes the readers and checks
+# raise: pyarrow's errors are ValueError, TypeError and NotImplementedError.
+_NOT_A_TABLE = (
+    OSError,
+    ValueError,  # UnicodeError and json's errors among them
+    KeyError,
+    TypeError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+    NotImplementedError,
+)
 
 
 def _jsonl(path: Path, columns: tuple[Column, ...]) -> dict[str, list[Any]]:
@@ -132,6 +142,18 @@ def _int(cell: Any) -> bool:
     return type(cell) is int and cell in _INT64
 
 
+def _instant(cell: Any) -> bool:
+    """ns since 1970; the smallest int64 is pandas' "no time" (NaT)."""
+    return _int(cell) and cell != -(2**63)
+
+
+def _real(cell: Any) -> bool:
+    """A finite number: the writers write a missing float as null."""
+    if type(cell) is int:
+        return cell in _INT64
+    return type(cell) is float and math.isfinite(cell)
+
+
 def _text(cell: Any) -> bool:
     """A str that can be written again: no lone surrogate in it."""
     if type(cell) is not str:
@@ -142,8 +164,8 @@ def _text(cell: Any) -> bool:
 
 # What a cell of each kind may hold, as a reader hands it over.
 _CHECKS: dict[Kind, Callable[[Any], bool]] = {
-    Kind.TIMESTAMP: lambda c: c is None or _int(c),
-    Kind.FLOAT: lambda c: c is None or type(c) in (int, float),
+    Kind.TIMESTAMP: lambda c: c is None or _instant(c),
+    Kind.FLOAT: lambda c: c is None or _real(c),
     Kind.INT: _int,
     Kind.NULLABLE_INT: lambda c: c is None or _int(c),
     Kind.BOOL: lambda c: type(c) is bool,
@@ -165,7 +187,10 @@ def _parquet(path: Path, columns: tuple[Column, ...]) -> dict[str, list[Any]]:
     for column in columns:
         cells = table.column(column.name)
         if column.kind is Kind.TIMESTAMP:
-            cells = cells.cast(pa.int64())
+            # Whatever the unit (other writers use microseconds), as ns.
+            if not pa.types.is_timestamp(cells.type):
+                raise ValueError(f"{column.name} is {cells.type}, not a timestamp")
+            cells = cells.cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64())
         values[column.name] = cells.to_pylist()
     return values
 

@@ -99,3 +99,40 @@ def test_a_hand_edited_table_is_refused_with_the_cell(
     with pytest.raises(LoadError, match="not a table smtpscope wrote") as raised:
         load_tables(tmp_path)
     assert said in str(raised.value)
+
+
+def test_parquet_timestamps_in_other_units_or_types(tmp_path: Path) -> None:
+    # Found in review: microseconds were read as ns (1970), a date column
+    # raised pyarrow's own error.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    capture = str(PCAPS / "auth.pcap")
+    args = ["read", capture, "-q", "-o", str(tmp_path), "--format", "parquet"]
+    assert main(args) == 0
+    expected = load_tables(tmp_path).sessions["start"].tolist()
+    path = tmp_path / "sessions.parquet"
+    table = pq.read_table(path)
+    at = table.schema.get_field_index("start")
+    micro = table.column("start").cast(pa.timestamp("us", tz="UTC"))
+    pq.write_table(table.set_column(at, "start", micro), path)
+    assert load_tables(tmp_path).sessions["start"].tolist() == expected
+    dates = table.column("start").cast(pa.timestamp("ns")).cast(pa.date32())
+    pq.write_table(table.set_column(at, "start", dates), path)
+    with pytest.raises(LoadError, match="start is date32"):
+        load_tables(tmp_path)
+
+
+@pytest.mark.parametrize("cell", ["1e999", "NaN", str(10**400)])
+def test_a_float_that_is_no_number_is_refused(cell: str, tmp_path: Path) -> None:
+    assert main(["read", str(PCAPS / "auth.pcap"), "-q", "-o", str(tmp_path)]) == 0
+    path = tmp_path / "sessions.jsonl"
+    text = path.read_text()
+    row = json.loads(text.splitlines()[0])
+    edited = json.dumps(row).replace(
+        f'"duration_s": {json.dumps(row["duration_s"])}', f'"duration_s": {cell}'
+    )
+    assert edited != json.dumps(row)
+    path.write_text(edited + "\n" + "\n".join(text.splitlines()[1:]) + "\n")
+    with pytest.raises(LoadError, match="not a value of kind float"):
+        load_tables(tmp_path)
