@@ -1183,6 +1183,11 @@ class SmtpParser:
             # hello, whose first byte has its top bit set.
             if data[0] in _TLS_CONTENT_TYPES or data[0] & 0x80:
                 return
+            smtp = _starts_like_command(data) if from_client else data[:3].isdigit()
+            if not smtp:
+                # Neither TLS nor SMTP (Suricata's protocol-change test: an
+                # HTTP upgrade): the TLS parser says not_tls, as it did.
+                return
             self._mode = _COMMAND
             self._server_tls = False
             side = "client" if from_client else "server"

@@ -453,3 +453,18 @@ def test_what_looks_like_no_secret_is_kept() -> None:
         ("XCLIENT", "ADDR=192.0.2.1 NAME=mx.example.org PORT=40000"),
         ("VRFY", "postmaster"),
     ]
+
+
+def test_what_is_neither_tls_nor_smtp_after_the_220_stays_not_tls() -> None:
+    # Suricata's protocol-change test: an HTTP upgrade where TLS was due is
+    # no SMTP to read on; the TLS parser says what it is.
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"220 go ahead\r\n"),
+            (S, b"HTTP/1.1 101\r\nUpgrade: h2c\r\n\r\n"),
+        ]
+    )
+    assert result.session.tls == "starttls"
+    assert [a.kind for a in result.anomalies] == ["not_tls"]
