@@ -953,10 +953,14 @@ class SmtpParser:
         self._reply(_new(Reply, (code, enhanced_code(first, code), lines)), ts, out)
 
     def _withhold(self, secrets: list[str]) -> None:
-        """Remember what was hidden from a client line, for the replies."""
+        """Remember what was hidden from a client line, for the replies.
+
+        Base64 comes in fours: shorter words (a stray "*", "a") are no
+        secret, and scrubbing them would cut holes in every reply.
+        """
         if self._secrets is None:
             self._secrets = deque(maxlen=_SECRETS_KEPT)
-        self._secrets.extend(secret for secret in secrets if secret)
+        self._secrets.extend(secret for secret in secrets if len(secret) >= 4)
 
     def _withhold_auth(self, argument: str, shown: str) -> None:
         """Remember the words of an AUTH argument that ``shown`` hides."""

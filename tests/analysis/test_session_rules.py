@@ -468,3 +468,18 @@ def test_what_is_neither_tls_nor_smtp_after_the_220_stays_not_tls() -> None:
     )
     assert result.session.tls == "starttls"
     assert [a.kind for a in result.anomalies] == ["not_tls"]
+
+
+def test_a_short_stray_word_after_auth_leaves_the_replies_whole() -> None:
+    result = session(
+        [
+            *_HELLO,
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"*\r\n"),
+            (S, b"501 5.7.0 Authentication aborted\r\n"),
+            (C, b"a\r\n"),
+            (S, b"502 5.5.2 Error: command not recognized\r\n"),
+        ]
+    )
+    assert result.commands[-1].reply_text == "5.5.2 Error: command not recognized"
