@@ -61,9 +61,7 @@ def redact_auth_argument(argument: str) -> str:
     # Split on any white space: "AUTH<TAB>PLAIN<TAB>payload" is seen too.
     parts = argument.split(None, 1)
     mechanism = parts[0] if parts else ""
-    if mechanism and not (
-        _MECHANISM.fullmatch(mechanism) and not _looks_secret(mechanism)
-    ):
+    if mechanism and not _is_mechanism(mechanism):
         # "PLAIN:<base64>" and the like: no mechanism, a secret perhaps.
         mechanism = hide_secrets(mechanism)
     initial = parts[1].strip() if len(parts) > 1 else ""
@@ -116,7 +114,15 @@ def _looks_secret(token: str) -> bool:
     )
 
 
-# A SASL mechanism name (RFC 4422 3.1): what AUTH's first word must be.
+def _is_mechanism(word: str) -> bool:
+    """A SASL mechanism name (RFC 4422 3.1: upper-case letters, digits,
+    hyphens and underscores, 20 at most), in one case as clients send it
+    ("CRAM-MD5", "plain"); base64 mixes the cases."""
+    return bool(_MECHANISM.fullmatch(word)) and (
+        word == word.upper() or word == word.lower()
+    )
+
+
 _MECHANISM = re.compile(r"[A-Za-z0-9_-]{1,20}")
 
 

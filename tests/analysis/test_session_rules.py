@@ -483,3 +483,26 @@ def test_a_short_stray_word_after_auth_leaves_the_replies_whole() -> None:
         ]
     )
     assert result.commands[-1].reply_text == "5.5.2 Error: command not recognized"
+
+
+@pytest.mark.parametrize(
+    ("line", "mechanism", "argument"),
+    [
+        (b"AUTH CRAM-MD5", "CRAM-MD5", "CRAM-MD5"),
+        (b"AUTH DIGEST-MD5", "DIGEST-MD5", "DIGEST-MD5"),
+        (
+            b"AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-256 [redacted]",
+        ),
+        (b"auth plain " + _SECRET, "PLAIN", "plain [redacted]"),
+    ],
+)
+def test_mechanism_names_are_kept_whatever_their_digits(
+    line: bytes, mechanism: str, argument: str
+) -> None:
+    # Names are upper-case letters, digits and hyphens (RFC 4422 3.1): a
+    # mechanism with digits is no secret.
+    result = session([*_HELLO, (C, line + b"\r\n"), (S, b"535 5.7.8 no\r\n")])
+    assert result.session.auth_mechanism == mechanism
+    assert result.commands[-1].argument == argument
