@@ -1194,27 +1194,33 @@ class SmtpParser:
                 return
             self._mode = _COMMAND
             self._server_tls = False
-            side = "client" if from_client else "server"
-            shown = _without_credentials(data) if from_client else data
-            self._anomaly(
-                out,
-                ts,
-                "plaintext_after_starttls",
-                f"{side} went on in clear text after the 220: {show_bytes(shown, 40)}",
-            )
+            self._clear_text(
+                out, ts, data, from_client, "plaintext_after_starttls",
+                "went on in clear text after the 220",
+            )  # fmt: skip
             out.append(TlsAbandoned(ts))
             return
         if data[0] == _TLS_HANDSHAKE:
             self._start_tls(ts, out, implicit=True)
             return
+        self._clear_text(
+            out, ts, data, from_client, "plaintext_on_tls_port", "began with"
+        )
+
+    def _clear_text(
+        self,
+        out: list[SmtpEvent],
+        ts: int,
+        data: bytes,
+        from_client: bool,
+        kind: str,
+        what: str,
+    ) -> None:
+        """An anomaly for clear text where TLS was due, its start shown
+        without what may be a password."""
         side = "client" if from_client else "server"
         shown = _without_credentials(data) if from_client else data
-        self._anomaly(
-            out,
-            ts,
-            "plaintext_on_tls_port",
-            f"{side} began with {show_bytes(shown, 40)}",
-        )
+        self._anomaly(out, ts, kind, f"{side} {what}: {show_bytes(shown, 40)}")
 
     # ------------------------------------------------------------------
 

@@ -62,6 +62,20 @@ def test_libpcap_fast_path_gives_the_same_tables(
     assert tables.stats.packets == plain.stats.packets
 
 
+def both_readers(
+    paths: list[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[SmtpTables, SmtpTables]:
+    """The tables of the Python reader and of the libpcap path, checked to
+    be the same."""
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    reference = read_captures(paths)
+    monkeypatch.delenv("SMTPSCOPE_NO_LIBPCAP")
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    fast = read_captures(paths)
+    same_tables(fast, reference)
+    return reference, fast
+
+
 @pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")
 def test_pcapng_on_the_fast_path_gives_the_same_tables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -71,12 +85,7 @@ def test_pcapng_on_the_fast_path_gives_the_same_tables(
     # the Python reader takes over.
     paths = [as_pcapng(p, tmp_path / f"{n}.pcapng") for n, p in enumerate(PCAPS)]
     paths.append(as_pcapng(PCAPS[0], tmp_path / "simple.pcapng", simple_at=5))
-    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
-    reference = read_captures(paths)
-    monkeypatch.delenv("SMTPSCOPE_NO_LIBPCAP")
-    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
-    fast = read_captures(paths)
-    same_tables(fast, reference)
+    reference, fast = both_readers(paths, monkeypatch)
     assert fast.stats.filtered and fast.stats.errors == []
     with read_sharded(paths, pipeline.DEFAULT_PORTS, 2) as spool:
         same_tables(build_tables(spool), reference)
@@ -94,12 +103,7 @@ def test_tagged_frames_on_the_fast_path_give_the_same_tables(
         retagged(p, tmp_path / f"{n}.pcap", form)
         for n, p in enumerate(ethernet_captures)
     ]
-    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
-    reference = read_captures(paths)
-    monkeypatch.delenv("SMTPSCOPE_NO_LIBPCAP")
-    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
-    fast = read_captures(paths)
-    same_tables(fast, reference)
+    reference, fast = both_readers(paths, monkeypatch)
     assert len(reference.sessions) > 50 and fast.stats.filtered
 
 
