@@ -13,6 +13,7 @@ import functools
 from typing import Any
 
 from analysis import cli
+from capture.source import once_each
 
 PLUGIN = "SMTPSCOPE"
 
@@ -163,8 +164,9 @@ def add_check_command(
         for level in ("warn", "crit"):
             check.add_argument(
                 f"--{name}-{level}",
-                type=_non_negative,
-                metavar="X",
+                # Alerts are counted: a fraction of one would only mislead.
+                type=_count if name == "alerts" else _non_negative,
+                metavar="N" if name == "alerts" else "X",
                 help=f"{what} the status is "
                 f"{'WARNING' if level == 'warn' else 'CRITICAL'}",
             )
@@ -201,6 +203,9 @@ def _validate_live(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 def _validate_check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.filter and args.captures:
         parser.error("-f filters live capture (-i); it does not apply to -r")
+    if args.captures:
+        # Named twice (or through a link), a capture would count twice.
+        args.captures, _ = once_each(args.captures)
     if args.captures and args.duration is not None:
         parser.error("--duration is how long -i watches; it does not apply to -r")
     if args.duration is None:
@@ -249,6 +254,12 @@ def _positive(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
     return value
+
+
+def _count(text: str) -> float:
+    if not text.isdecimal():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of alerts")
+    return float(text)
 
 
 def _non_negative(text: str) -> float:

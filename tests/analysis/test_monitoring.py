@@ -152,6 +152,10 @@ def test_check_exit_status(
             ["--duration", "5"],
             "--duration is how long -i watches; it does not apply to -r",
         ),
+        (
+            ["--alerts-warn", "1.5"],
+            "argument --alerts-warn: '1.5' is not a number of alerts",
+        ),
     ],
 )
 def test_check_refuses_thresholds_that_make_no_sense(
@@ -213,3 +217,13 @@ def test_check_lays_rules_over_the_defaults(
     rules.write_text("[directory_harvest]\nenabled = maybe\n")
     assert cli.main(args) == 3
     assert capsys.readouterr().out.startswith("SMTPSCOPE UNKNOWN - usage: ")
+
+
+def test_check_reads_a_capture_named_twice_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    capture = str(PCAPS / "auth.pcap")
+    assert cli.main(["check", "-r", capture, "-r", capture]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("SMTPSCOPE OK - 4 sessions on auth.pcap, ")
+    assert " sessions=4;;;0 " in line
