@@ -112,6 +112,8 @@ def _jsonl(path: Path, columns: tuple[Column, ...]) -> dict[str, list[Any]]:
     stamps = {column.name for column in columns if column.kind is Kind.TIMESTAMP}
     with path.open(encoding="utf-8") as lines:
         for line in lines:
+            if not line.strip():
+                continue  # an editor's blank line at the end, say
             row = json.loads(line)
             for name, cells in values.items():
                 cell = row[name]

@@ -136,3 +136,12 @@ def test_a_float_that_is_no_number_is_refused(cell: str, tmp_path: Path) -> None
     path.write_text(edited + "\n" + "\n".join(text.splitlines()[1:]) + "\n")
     with pytest.raises(LoadError, match="not a value of kind float"):
         load_tables(tmp_path)
+
+
+def test_blank_lines_in_json_lines_are_no_rows(
+    read: SmtpTables, tmp_path: Path
+) -> None:
+    assert main(["read", *CAPTURES, "-q", "-j", "1", "-o", str(tmp_path)]) == 0
+    path = tmp_path / "sessions.jsonl"
+    path.write_text(path.read_text().replace("\n", "\n\n", 3) + "\n \n")
+    same_tables(load_tables(tmp_path), read)
