@@ -19,17 +19,14 @@ standard error and in the exit status.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import subprocess
 import sys
 
+from capture.libpcap import widen_pipe
 from capture.pcapfile import CaptureError, Inflated
 
-# As large as an unprivileged process may ask: the inflater runs ahead of
-# libpcap by that much rather than waking it every 64 KiB.
-_PIPE_BYTES = 1 << 20
 _DAMAGED = 3  # the child's exit status when the gzip data is bad
 _MALLOC_KEEP = 64 << 20
 # Where the capture package lies, for a child started outside a checkout's
@@ -48,11 +45,8 @@ class InflatePump:
     def __init__(self, path: str) -> None:
         self._file = open(path, "rb")  # noqa: SIM115 (closed in join)
         self.read_fd, write_fd = os.pipe()
-        setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
-        if setsize is not None:
-            # Above the system's limit the call fails; the default works.
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(write_fd, setsize, _PIPE_BYTES)
+        # The inflater runs ahead of libpcap by as much as the pipe holds.
+        widen_pipe(write_fd)
         fd = self._file.fileno()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(

@@ -32,9 +32,9 @@ import signal
 import socket
 import struct
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, TypeVar
 
 from capture.pcapfile import RawPacket
 
@@ -291,6 +291,26 @@ def smtp_filter(
     return f"{base} or (vlan and ({base} or (vlan and ({base} or vlan))))"
 
 
+def first_that_compiles(
+    open_with: Callable[[str], _Opened], filters: Sequence[str]
+) -> _Opened:
+    """``open_with`` each of ``filters`` in turn until one compiles.
+
+    libpcap compiles some expressions for some link types only: ``vlan``
+    not for Linux cooked capture, ether types not for raw IP. The last
+    filter's error, if it has one too, is raised.
+    """
+    for expression in filters[:-1]:
+        try:
+            return open_with(expression)
+        except FilterError:
+            continue
+    return open_with(filters[-1])
+
+
+_Opened = TypeVar("_Opened")
+
+
 # How smtp_filter may keep tagged frames, the most selective first.
 TAGS = ("vlan", "ethertype", "none")
 # 802.1Q, 802.1ad and the older QinQ tag protocol identifiers.
@@ -414,7 +434,8 @@ _STOPS = {signal.SIGINT, signal.SIGTERM}
 _PIPE_BYTES = 1 << 20
 
 
-def _widen_pipe(fd: int) -> None:
+def widen_pipe(fd: int) -> None:
+    """Ask for a pipe of _PIPE_BYTES: its writer then runs that far ahead."""
     setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
     if setsize is None:
         return
@@ -439,7 +460,7 @@ class FilteredPipe:
         self._lib = lib
         self._handle: int | None = handle
         read_fd, write_fd = os.pipe()
-        _widen_pipe(write_fd)
+        widen_pipe(write_fd)
         stream = _libc().fdopen(write_fd, b"wb")
         write_buffer = None
         if stream:

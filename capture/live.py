@@ -12,6 +12,7 @@ the user's own expression when one is given: a packet must pass both.
 
 from __future__ import annotations
 
+import functools
 import logging
 import select
 from collections.abc import Iterable, Sequence
@@ -74,7 +75,10 @@ class LiveSource:
         self.captures: list[libpcap.LiveCapture] = []
         try:
             for name in interfaces:
-                capture = self._open(name, expressions, snaplen, promiscuous)
+                opener = functools.partial(
+                    libpcap.open_live, name, snaplen=snaplen, promiscuous=promiscuous
+                )
+                capture = libpcap.first_that_compiles(opener, expressions)
                 self.captures.append(capture)
                 log.info(
                     "capturing on %s (link type %d, %s timestamps)",
@@ -86,21 +90,6 @@ class LiveSource:
             self.close()
             raise
         self.snaplen = snaplen
-
-    @staticmethod
-    def _open(
-        name: str, expressions: list[str], snaplen: int, promiscuous: bool
-    ) -> libpcap.LiveCapture:
-        for expression in expressions[:-1]:
-            try:
-                return libpcap.open_live(
-                    name, expression, snaplen=snaplen, promiscuous=promiscuous
-                )
-            except libpcap.FilterError:
-                continue
-        return libpcap.open_live(
-            name, expressions[-1], snaplen=snaplen, promiscuous=promiscuous
-        )
 
     def wait(self, timeout_s: float) -> list[tuple[int, RawPacket]]:
         """Packets that arrive within ``timeout_s``, as (interface index, packet).

@@ -287,6 +287,37 @@ class _GzipChunks:
 _Chunks = _FileChunks | _GzipChunks
 
 
+class FileHead(NamedTuple):
+    """What a capture's first bytes say of it."""
+
+    format: str  # "pcap" or "pcapng"
+    snaplen: int  # the file's, for pcap; 0 for pcapng, whose interfaces have theirs
+    linktype: int  # the file's, or the first interface's
+
+
+def file_head(head: bytes) -> FileHead | None:
+    """The format, snaplen and link type the first bytes of a plain capture
+    declare: a classic pcap header (standard layout: the 24-byte record
+    variant gives None), or a pcapng Section Header Block followed by an
+    Interface Description Block (4.1, 4.2), which ``head`` must hold. None
+    for anything else."""
+    if head[:4] == _PCAPNG_SHB:
+        order = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}.get(head[8:12])
+        if order is None:
+            return None
+        (section,) = struct.unpack_from(order + "I", head, 4)
+        if len(head) < section + 10:
+            return None
+        kind, _, linktype = struct.unpack_from(order + "IIH", head, section)
+        return FileHead("pcapng", 0, linktype) if kind == _IDB else None
+    layout = _PCAP_MAGICS.get(head[:4])
+    if layout is None or layout[2] != 16 or len(head) < 24:
+        return None
+    order = ">" if layout[0] else "<"
+    snaplen, linktype = struct.unpack_from(order + "II", head, 16)
+    return FileHead("pcap", snaplen, linktype & _LINKTYPE_MASK)
+
+
 def is_gzip(path: str) -> bool:
     """Whether the file at ``path`` begins as gzip does (RFC 1952 2.3.1)."""
     try:

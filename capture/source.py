@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import struct
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
@@ -44,6 +43,7 @@ from capture.pcapfile import (
     CaptureError,
     CaptureReader,
     Inflated,
+    file_head,
     is_gzip,
     open_capture,
 )
@@ -381,8 +381,9 @@ def _first_filtered(path: str, ports: frozenset[int], snaplen: int) -> int | Non
     Raises ``LibpcapError`` where a reader of all connections goes on with
     the Python reader from the start before it feeds a segment.
     """
-    reader = _first_that_compiles(
-        lambda tags: libpcap.open_filtered(path, libpcap.smtp_filter(ports, tags=tags))
+    reader = libpcap.first_that_compiles(
+        lambda expression: libpcap.open_filtered(path, expression),
+        [libpcap.smtp_filter(ports, tags=tags) for tags in libpcap.TAGS],
     )
     decode_stats = DecodeStats()
     with reader:
@@ -471,14 +472,6 @@ def _one_capture(
 # Below this size the Python reader is quick enough and counts every packet.
 FAST_PATH_MIN_BYTES = 16 * 1024 * 1024
 _FULL_SNAPLEN = 65535
-_PCAP_MAGICS = frozenset(
-    {
-        b"\xd4\xc3\xb2\xa1",
-        b"\xa1\xb2\xc3\xd4",
-        b"\x4d\x3c\xb2\xa1",
-        b"\xa1\xb2\x3c\x4d",
-    }
-)
 
 
 def _owner(segment: Segment, parts: int, owners: dict[FlowKey, int]) -> int:
@@ -520,11 +513,7 @@ def _fast_path_snaplen(path: str) -> int:
             head = stream.read(_HEAD_BYTES)
     except OSError:
         return 0
-    if head[:4] == _PCAPNG_MAGIC:
-        linktype = _pcapng_linktype(head)
-        usable = linktype is not None and linktype not in _MISREAD_LINKTYPES
-        return _PCAPNG_SNAPLEN if usable and libpcap.available() else 0
-    fast = _libpcap_reads(head[:24])
+    fast = _libpcap_reads(head)
     return fast.snaplen if fast is not None else 0
 
 
@@ -538,33 +527,33 @@ _HEAD_BYTES = 64 * 1024
 _MISREAD_LINKTYPES = frozenset({0})
 
 
-# A pcapng file begins with a Section Header Block, whose type reads the
-# same in either byte order (draft-ietf-opsawg-pcapng 4.1).
-_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+# What libpcap takes a pcapng file's snaplen to be.
 _PCAPNG_SNAPLEN = 262_144
 
 
-class _Inflated(NamedTuple):
-    """A classic pcap file header's fields that libpcap's path needs."""
+class _FastPath(NamedTuple):
+    """What libpcap's path needs to know of a capture, from its head."""
 
     snaplen: int
     linktype: int
 
 
-def _libpcap_reads(header: bytes) -> _Inflated | None:
-    """A classic pcap header's snaplen and link type, when libpcap is at
-    hand and may read the file; None for other files."""
-    if len(header) < 24 or header[:4] not in _PCAP_MAGICS:
+def _libpcap_reads(head: bytes) -> _FastPath | None:
+    """What libpcap's path needs of the capture beginning with ``head``,
+    when libpcap is at hand and may read it; None for other files."""
+    found = file_head(head)
+    if found is None or found.linktype in _MISREAD_LINKTYPES:
         return None
-    order = "<" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    snaplen, linktype = struct.unpack(order + "II", header[16:24])
+    if not libpcap.available():
+        return None
+    if found.format == "pcapng":
+        return _FastPath(_PCAPNG_SNAPLEN, found.linktype)
     # libpcap cuts every packet to the header's snaplen, the Python reader
     # does not: with a small snaplen (records longer than it are damage, but
     # seen) the two would disagree, so only the Python reader reads those.
-    linktype &= _LINKTYPE_MASK
-    if snaplen < _FULL_SNAPLEN or linktype in _MISREAD_LINKTYPES:
+    if found.snaplen < _FULL_SNAPLEN:
         return None
-    return _Inflated(snaplen, linktype) if libpcap.available() else None
+    return _FastPath(found.snaplen, found.linktype)
 
 
 # Captures compress about fourfold: this many compressed bytes hold about
@@ -572,7 +561,7 @@ def _libpcap_reads(header: bytes) -> _Inflated | None:
 _INFLATED_MIN_BYTES = 4 * 1024 * 1024
 
 
-def _inflated_fast_path(path: str) -> _Inflated | None:
+def _inflated_fast_path(path: str) -> _FastPath | None:
     """What libpcap needs to know of a large, gzip-compressed pcap or pcapng
     file to read it through ``capture.inflate``; None for any other file."""
     if path == "-" or os.environ.get("SMTPSCOPE_NO_LIBPCAP"):
@@ -584,29 +573,7 @@ def _inflated_fast_path(path: str) -> _Inflated | None:
             head = Inflated(stream, path).read()  # a MiB at most
     except (OSError, CaptureError):
         return None  # the Python reader says what is wrong
-    if head[:4] == _PCAPNG_MAGIC:
-        linktype = _pcapng_linktype(head)
-        if linktype is None or linktype in _MISREAD_LINKTYPES:
-            return None
-        return _Inflated(_PCAPNG_SNAPLEN, linktype) if libpcap.available() else None
-    return _libpcap_reads(head[:24])
-
-
-def _pcapng_linktype(head: bytes) -> int | None:
-    """The link type of the first interface of the pcapng file that begins
-    with ``head``: its Section Header Block, then an Interface Description
-    Block (draft-ietf-opsawg-pcapng 4.1, 4.2). None if they are not there."""
-    order = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}.get(head[8:12])
-    if order is None:
-        return None
-    (section,) = struct.unpack_from(order + "I", head, 4)
-    if len(head) < section + 10:
-        return None
-    kind, _, linktype = struct.unpack_from(order + "IIH", head, section)
-    return linktype if kind == 1 else None
-
-
-_LINKTYPE_MASK = 0x03FF_FFFF  # see capture.pcapfile
+    return _libpcap_reads(head)
 
 
 def _open_inflating(
@@ -635,28 +602,10 @@ def _open_pipe(
 ) -> libpcap.FilteredPipe:
     """Open libpcap's filtered stream, with the first way of keeping tagged
     frames that libpcap has for the file's link type (see smtp_filter)."""
-    return _first_that_compiles(
-        lambda tags: libpcap.FilteredPipe(
-            path, libpcap.smtp_filter(ports, shard, tags=tags)
-        )
+    return libpcap.first_that_compiles(
+        lambda expression: libpcap.FilteredPipe(path, expression),
+        [libpcap.smtp_filter(ports, shard, tags=tags) for tags in libpcap.TAGS],
     )
-
-
-def _first_that_compiles(open_with: Callable[[str], _Opened]) -> _Opened:
-    """``open_with`` each of ``libpcap.TAGS`` until the filter compiles.
-
-    libpcap has no ``vlan`` for link types such as Linux cooked capture,
-    and no ether type for raw IP, which carries no tags.
-    """
-    for tags in libpcap.TAGS[:-1]:
-        try:
-            return open_with(tags)
-        except libpcap.FilterError:
-            continue
-    return open_with(libpcap.TAGS[-1])
-
-
-_Opened = TypeVar("_Opened")
 
 
 def _filtered_capture(
@@ -668,7 +617,7 @@ def _filtered_capture(
     shard: tuple[int, int],
     handle: Callable[[StreamEvent], T | None],
     snaplen: int,
-    inflated: _Inflated | None = None,
+    inflated: _FastPath | None = None,
 ) -> Generator[T, None, int | None]:
     """Read ``path`` through libpcap with a BPF filter for ``ports``; when
     ``inflated``, decompressed on the way (``capture.inflate``).
