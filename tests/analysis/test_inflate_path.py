@@ -54,6 +54,16 @@ def inflating(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[inflate.InflateP
     assert all(p._child.returncode is not None for p in pumps)
 
 
+def gzipped_copies(captures: list[Path], tmp_path: Path) -> list[str]:
+    """Each of ``captures`` gzipped into ``tmp_path``."""
+    paths = []
+    for n, capture in enumerate(captures):
+        path = tmp_path / f"{n}-{capture.name}.gz"
+        path.write_bytes(gzip.compress(capture.read_bytes()))
+        paths.append(str(path))
+    return paths
+
+
 def gzipped(tmp_path: Path, *members: bytes, tail: bytes = b"") -> str:
     path = tmp_path / "capture.pcap.gz"
     path.write_bytes(b"".join(gzip.compress(m) for m in members) + tail)
@@ -65,11 +75,7 @@ def test_every_project_capture_gives_the_same_tables(
     monkeypatch: pytest.MonkeyPatch,
     inflating: list[inflate.InflatePump],
 ) -> None:
-    paths = []
-    for n, capture in enumerate(PCAPS):
-        path = tmp_path / f"{n}-{capture.name}.gz"
-        path.write_bytes(gzip.compress(capture.read_bytes()))
-        paths.append(str(path))
+    paths = gzipped_copies(PCAPS, tmp_path)
     reference = python_reader(paths, monkeypatch)
     fast = read_captures(paths)
     same_tables(fast, reference)
@@ -144,11 +150,7 @@ def test_sharded_workers_inflate_each_their_own(
     monkeypatch: pytest.MonkeyPatch,
     inflating: list[inflate.InflatePump],
 ) -> None:
-    paths = []
-    for n, capture in enumerate(PCAPS[:6]):
-        path = tmp_path / f"{n}.pcap.gz"
-        path.write_bytes(gzip.compress(capture.read_bytes()))
-        paths.append(str(path))
+    paths = gzipped_copies(PCAPS[:6], tmp_path)
     reference = python_reader(paths, monkeypatch)
     with read_sharded(paths, pipeline.DEFAULT_PORTS, 2) as spool:
         tables = build_tables(spool)
@@ -202,12 +204,11 @@ def test_gzipped_pcapng_gives_the_same_tables(
     monkeypatch: pytest.MonkeyPatch,
     inflating: list[inflate.InflatePump],
 ) -> None:
-    paths = []
-    for n, capture in enumerate(PCAPS[:8]):
-        plain = Path(as_pcapng(str(capture), tmp_path / f"{n}.pcapng"))
-        packed = tmp_path / f"{n}.pcapng.gz"
-        packed.write_bytes(gzip.compress(plain.read_bytes()))
-        paths.append(str(packed))
+    plain = [
+        Path(as_pcapng(str(capture), tmp_path / f"{n}.pcapng"))
+        for n, capture in enumerate(PCAPS[:8])
+    ]
+    paths = gzipped_copies(plain, tmp_path)
     reference = python_reader(paths, monkeypatch)
     fast = read_captures(paths)
     same_tables(fast, reference)
