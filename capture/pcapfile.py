@@ -47,7 +47,7 @@ _NS_PER_S: Final = 1_000_000_000
 # (draft-ietf-opsawg-pcap 4, "LinkType and additional information").
 _LINKTYPE_MASK: Final = 0x03FF_FFFF
 
-_GZIP_MAGIC: Final = b"\x1f\x8b"
+GZIP_MAGIC: Final = b"\x1f\x8b"
 _PCAPNG_SHB: Final = b"\x0a\x0d\x0d\x0a"
 # magic bytes -> (big endian, nanosecond timestamps, record header length)
 _PCAP_MAGICS: Final[dict[bytes, tuple[bool, bool, int]]] = {
@@ -237,7 +237,7 @@ class _GzipChunks:
         if not self._gather(10):
             raise _SourceDamage("gzip header truncated")
         head = self._carry
-        if not head.startswith(_GZIP_MAGIC):
+        if not head.startswith(GZIP_MAGIC):
             raise _SourceDamage("unexpected bytes after the gzip data")
         if head[2] != 8:
             raise _SourceDamage(f"gzip compression method {head[2]}, not deflate")
@@ -322,7 +322,7 @@ def is_gzip(path: str) -> bool:
     """Whether the file at ``path`` begins as gzip does (RFC 1952 2.3.1)."""
     try:
         with open(path, "rb") as stream:
-            return stream.read(2) == _GZIP_MAGIC
+            return stream.read(2) == GZIP_MAGIC
     except OSError:
         return False
 
@@ -502,7 +502,7 @@ class CaptureReader:
         head = self._refill(b"", 0, 4)
         if not head:
             raise self._not_capture("empty file, not a pcap or pcapng file")
-        if head.startswith(_GZIP_MAGIC):
+        if head.startswith(GZIP_MAGIC):
             # Detected by content, whatever the name says (RFC 1952 2.3.1).
             self.compressed = True
             self._chunks = _GzipChunks(self._file, head)

@@ -40,11 +40,11 @@ from capture.decode import (
 from capture.inflate import InflatePump
 from capture.libpcap import shard_of
 from capture.pcapfile import (
+    GZIP_MAGIC,
     CaptureError,
     CaptureReader,
     Inflated,
     file_head,
-    is_gzip,
     open_capture,
 )
 from capture.reassembly import Reassembler, ReassemblyStats
@@ -274,10 +274,10 @@ def first_segment_time(path: str, ports: frozenset[int]) -> int | None:
     and every -j worker waits for it at every capture.
     """
     log.debug("looking for the first segment of %s", path)
-    snaplen = _fast_path_snaplen(path)
-    if snaplen:
+    fast = _fast_path(path)
+    if fast is not None and not fast.inflate:  # libpcap alone cannot inflate
         try:
-            return _first_filtered(path, ports, snaplen)
+            return _first_filtered(path, ports, fast.snaplen)
         except libpcap.LibpcapError as stopped:
             log.debug("libpcap left %s to the Python reader: %s", path, stopped)
     try:
@@ -421,13 +421,10 @@ def _one_capture(
     sharded = parts > 1
     owners: dict[FlowKey, int] = {}  # see _owner
     skip = 0
-    snaplen = _fast_path_snaplen(path)
-    inflated = None if snaplen else _inflated_fast_path(path)
-    if inflated is not None:
-        snaplen = inflated.snaplen
-    if snaplen:
+    fast = _fast_path(path)
+    if fast is not None:
         delivered = yield from _filtered_capture(
-            path, ports, reassembler, stats, on_read, shard, handle, snaplen, inflated
+            path, ports, reassembler, stats, on_read, shard, handle, fast
         )
         if delivered is None:
             return
@@ -496,25 +493,30 @@ _OWNERS_LIMIT = 4096  # as capture.decode's cache of flow keys
 _PIPE_CHUNK = 1 << 18
 
 
-def _fast_path_snaplen(path: str) -> int:
-    """The snaplen of a large, uncompressed pcap or pcapng file when libpcap
-    is at hand to read it; 0 for any other file.
-
-    A pcapng file's snaplens are its interfaces' own, which libpcap does
-    not cut packets to (it stops on a longer one, and the Python reader
-    takes over): its snaplen here is the largest libpcap takes.
-    """
+def _fast_path(path: str) -> _FastPath | None:
+    """How libpcap's path reads ``path``: a large pcap or pcapng file, plain
+    or gzip-compressed (``inflate``), when libpcap is at hand; None for any
+    other file, which the Python reader reads."""
     if path == "-" or os.environ.get("SMTPSCOPE_NO_LIBPCAP"):
-        return 0
+        return None
     try:
-        if os.path.getsize(path) < FAST_PATH_MIN_BYTES:
-            return 0
+        size = os.path.getsize(path)
+        if size < min(_INFLATED_MIN_BYTES, FAST_PATH_MIN_BYTES):
+            # Too small either way; and a named pipe (size 0), opened for
+            # its head, would lose it.
+            return None
         with open(path, "rb") as stream:
             head = stream.read(_HEAD_BYTES)
-    except OSError:
-        return 0
+            inflate = head.startswith(GZIP_MAGIC)
+            if size < (_INFLATED_MIN_BYTES if inflate else FAST_PATH_MIN_BYTES):
+                return None
+            if inflate:
+                stream.seek(0)
+                head = Inflated(stream, path).read()  # a MiB at most
+    except (OSError, CaptureError):
+        return None  # the Python reader says what is wrong
     fast = _libpcap_reads(head)
-    return fast.snaplen if fast is not None else 0
+    return fast._replace(inflate=True) if fast is not None and inflate else fast
 
 
 # Enough for a pcapng Section Header Block and the first interface's block.
@@ -532,10 +534,16 @@ _PCAPNG_SNAPLEN = 262_144
 
 
 class _FastPath(NamedTuple):
-    """What libpcap's path needs to know of a capture, from its head."""
+    """What libpcap's path needs to know of a capture, from its head.
+
+    A pcapng file's snaplens are its interfaces' own, which libpcap does
+    not cut packets to (it stops on a longer one, and the Python reader
+    takes over): ``snaplen`` is then the largest libpcap takes.
+    """
 
     snaplen: int
     linktype: int
+    inflate: bool = False  # gzip-compressed: see capture.inflate
 
 
 def _libpcap_reads(head: bytes) -> _FastPath | None:
@@ -559,21 +567,6 @@ def _libpcap_reads(head: bytes) -> _FastPath | None:
 # Captures compress about fourfold: this many compressed bytes hold about
 # as much as FAST_PATH_MIN_BYTES uncompressed.
 _INFLATED_MIN_BYTES = 4 * 1024 * 1024
-
-
-def _inflated_fast_path(path: str) -> _FastPath | None:
-    """What libpcap needs to know of a large, gzip-compressed pcap or pcapng
-    file to read it through ``capture.inflate``; None for any other file."""
-    if path == "-" or os.environ.get("SMTPSCOPE_NO_LIBPCAP"):
-        return None
-    try:
-        if os.path.getsize(path) < _INFLATED_MIN_BYTES or not is_gzip(path):
-            return None
-        with open(path, "rb") as stream:
-            head = Inflated(stream, path).read()  # a MiB at most
-    except (OSError, CaptureError):
-        return None  # the Python reader says what is wrong
-    return _libpcap_reads(head)
 
 
 def _open_inflating(
@@ -616,23 +609,22 @@ def _filtered_capture(
     on_read: Callable[[int], None] | None,
     shard: tuple[int, int],
     handle: Callable[[StreamEvent], T | None],
-    snaplen: int,
-    inflated: _FastPath | None = None,
+    fast: _FastPath,
 ) -> Generator[T, None, int | None]:
-    """Read ``path`` through libpcap with a BPF filter for ``ports``; when
-    ``inflated``, decompressed on the way (``capture.inflate``).
+    """Read ``path`` through libpcap with a BPF filter for ``ports``;
+    decompressed on the way when ``fast.inflate`` (``capture.inflate``).
 
     Returns None when the file was read to its end, or the number of TCP
     segments delivered before libpcap (or the inflater) stopped on damage
-    or libpcap handed over a record as long as the file's ``snaplen``.
+    or libpcap handed over a record as long as ``fast.snaplen``.
     """
     stats.captures += 1
     pump: InflatePump | None = None
     try:
-        if inflated is None:
+        if not fast.inflate:
             pipe = _open_pipe(path, ports, shard)
         else:
-            pipe, pump = _open_inflating(path, ports, shard, inflated.linktype)
+            pipe, pump = _open_inflating(path, ports, shard, fast.linktype)
     except (libpcap.LibpcapError, OSError) as refused:
         log.info("libpcap fast path not used for %s: %s", path, refused)
         return 0
@@ -657,6 +649,7 @@ def _filtered_capture(
     taken = 0  # as in _one_capture
     stopped: str | None = None
     read_to_end = False
+    snaplen = fast.snaplen
     # decode_at's fast path runs inline below, with these as locals: a call
     # and its global lookups per packet are a tenth of the packet path. Its
     # flow keys come from a cache of watched flows only, which spares

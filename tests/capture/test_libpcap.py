@@ -156,6 +156,12 @@ def test_filtered_pipe_reads_and_writes_in_large_blocks(tmp_path: Path) -> None:
         pipe.close()
 
 
+def snaplen(path: Path) -> int:
+    """The snaplen libpcap's path reads ``path`` with; 0: it does not."""
+    fast = source._fast_path(str(path))
+    return fast.snaplen if fast is not None else 0
+
+
 def test_fast_path_only_for_files_libpcap_reads_in_full(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -168,8 +174,8 @@ def test_fast_path_only_for_files_libpcap_reads_in_full(
     struct.pack_into("<I", content, 16, 64)
     small = tmp_path / "snap64.pcap"
     small.write_bytes(content)
-    assert source._fast_path_snaplen(str(full)) == 262144
-    assert source._fast_path_snaplen(str(small)) == 0
+    assert snaplen(full) == 262144
+    assert snaplen(small) == 0
 
 
 def test_bsd_loopback_captures_are_left_to_the_python_reader(
@@ -185,9 +191,9 @@ def test_bsd_loopback_captures_are_left_to_the_python_reader(
     ng.write_bytes(ng_shb() + ng_idb(0) + ng_epb(0, 5, b"\2\0\0\0"))
     eth_ng = tmp_path / "eth.pcapng"
     eth_ng.write_bytes(ng_shb() + ng_idb(1) + ng_epb(0, 5, b"x" * 60))
-    assert source._fast_path_snaplen(str(null)) == 0
-    assert source._fast_path_snaplen(str(ng)) == 0
-    assert source._fast_path_snaplen(str(eth_ng)) == 262144
+    assert snaplen(null) == 0
+    assert snaplen(ng) == 0
+    assert snaplen(eth_ng) == 262144
 
 
 def test_link_types_without_vlan_support_still_take_the_fast_path(
