@@ -108,16 +108,16 @@ _AFTER_REPLY: dict[tuple[str, int], ClientMode] = {
     ("AUTH", 3): _AUTH_ANSWER,
 }
 _BLOCKING = frozenset({"DATA", "STARTTLS", "AUTH"})
-# Commands after which a half-sent BDAT message no longer exists.
-_TRANSACTION_RESETS = frozenset({"RSET", "EHLO", "HELO", "LHLO", "MAIL"})
 _GREETING_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
+# Commands after which a half-sent BDAT message no longer exists.
+_TRANSACTION_RESETS = _GREETING_VERBS | {"RSET", "MAIL"}
 # How many withheld secrets are looked for in the replies that follow.
 _SECRETS_KEPT = 8
 # Commands whose argument is free text nothing reads: a blob there is hidden.
 _FREE_TEXT_VERBS = frozenset({"VRFY", "EXPN", "HELP", "NOOP"})
 # RFC 2920 3.1: commands that can only be last in a pipelined group.
-_GROUP_ENDERS = frozenset(
-    {"EHLO", "HELO", "LHLO", "DATA", "VRFY", "EXPN", "TURN", "QUIT", "NOOP"} | _BLOCKING
+_GROUP_ENDERS = (
+    _GREETING_VERBS | {"DATA", "VRFY", "EXPN", "TURN", "QUIT", "NOOP"} | _BLOCKING
 )
 
 
