@@ -75,6 +75,8 @@ class SessionRecord:
     auth_cleartext: bool = False  # AUTH sent before any TLS
     tls_decrypted: bool = False  # the SMTP inside TLS was read with a key log
     synack_seen: bool = False  # the server's SYN-ACK, beside handshake_seen's SYN
+    # Past the TCP handshake, as the capture shows (Connection.handshake_completed).
+    handshake_completed: bool = False
 
 
 @dataclass(slots=True)

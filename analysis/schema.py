@@ -130,6 +130,11 @@ SESSIONS: tuple[Column, ...] = (
     Column("auth_cleartext", _B, "AUTH was sent before any TLS"),
     Column("tls_decrypted", _B, "SMTP inside TLS was read with a key log"),
     Column("synack_seen", _B, "whether the capture shows the server's SYN-ACK"),
+    Column(
+        "handshake_completed",
+        _B,
+        "whether the capture shows the TCP handshake completed (bytes in a SYN do not)",
+    ),
 )
 
 TRANSACTIONS: tuple[Column, ...] = (

@@ -752,6 +752,7 @@ class SessionBuilder:
         s.close = reason
         s.handshake_seen = conn.handshake_seen
         s.synack_seen = conn.synack_ts is not None
+        s.handshake_completed = conn.handshake_completed
         s.handshake_rtt_s = _seconds(conn.ack_ts, conn.syn_ts)
         s.client_packets = conn.packets[Direction.CLIENT]
         s.server_packets = conn.packets[Direction.SERVER]

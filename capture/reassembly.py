@@ -125,11 +125,8 @@ class _Half:
 # Flags that take a segment off the fast lane of Reassembler.feed, as one
 # constant: the expression would be computed per segment.
 _SYN_FIN_RST: Final = SYN | FIN | RST
-# A plain acknowledgment: ACK without SYN or RST (see _Flow.client_acked).
+# A plain acknowledgment: ACK without SYN or RST (see Connection.client_acked).
 _ACK_ONLY: Final = ACK | SYN | RST
-# The directions as plain ints, to index Connection.wire_bytes with.
-_CLIENT: Final = int(Direction.CLIENT)
-_SERVER: Final = int(Direction.SERVER)
 
 # How far from the next expected byte a RST may be and still be believed.
 # Endpoints take only an exact match (RFC 5961 3.2); a capture that lost
@@ -164,7 +161,6 @@ def _same_syn(half: _Half, seq: int) -> bool:
 
 class _Flow:
     __slots__ = (
-        "client_acked",
         "closed",
         "conn",
         "fin_done",
@@ -188,9 +184,6 @@ class _Flow:
         self.fin_done = False
         # See settle(): False until the first segment has been placed.
         self.steady = False
-        # The client acknowledged something without a SYN: it had the
-        # SYN-ACK, whether or not the capture has it (one side captured).
-        self.client_acked = False
         # Closed while unproven (see _unproven): a byte of its 4-tuple
         # after that is no late packet of it, as it sent none.
         self.silent = False
@@ -225,14 +218,10 @@ def _unproven(flow: _Flow) -> bool:
     leaves. Bytes in its SYNs (TCP Fast Open) do not change that: the
     server has not spoken, and a flood may carry them. Or traceless
     (``Connection.traceless``): its start was not captured and it has said
-    nothing, a stray ACK or RST, or an ACK flood.
+    nothing, a stray ACK or RST, or an ACK flood. The session table says
+    the same (``handshake_completed``), and syn_flood counts from it.
     """
-    conn = flow.conn
-    if conn.wire_bytes[_SERVER]:
-        return False
-    if conn.syn_ts is None and conn.synack_ts is None:
-        return not conn.wire_bytes[_CLIENT]
-    return conn.ack_ts is None and not flow.client_acked
+    return not flow.conn.handshake_completed
 
 
 # tuple.__new__ in one global lookup: it builds an event NamedTuple without
@@ -716,7 +705,7 @@ class Reassembler:
         if flags & SYN or (conn.synack_ts is not None and conn.ack_ts is None):
             self._handshake(conn, direction, ts, seg, half, peer)
         if direction == Direction.CLIENT and flags & _ACK_ONLY == ACK:
-            flow.client_acked = True
+            conn.client_acked = True
         if flags & RST:
             self._reset(flow, direction, ts, seg, events)
             return

@@ -67,10 +67,30 @@ class Connection:
     # TCP payload bytes seen per direction, retransmissions included, counted
     # at the length the IP header gives (so bytes the snap length cut count).
     wire_bytes: list[int] = field(default_factory=lambda: [0, 0])
+    # The client acknowledged something without a SYN: it had the SYN-ACK,
+    # whether or not the capture has it (one side captured).
+    client_acked: bool = False
 
     @property
     def handshake_seen(self) -> bool:
         return self.syn_ts is not None
+
+    @property
+    def handshake_completed(self) -> bool:
+        """Whether the connection got past its TCP handshake, as far as the
+        capture shows.
+
+        With a SYN or SYN-ACK captured: the client's ACK of the SYN-ACK, or
+        any later acknowledgment from it, or a byte from the server. Bytes
+        in a SYN (TCP Fast Open) are no proof: a flood may carry them, and
+        the server has not answered them. Without either: a byte either way
+        (caught after the handshake; a stray ACK or RST proves nothing).
+        """
+        if self.wire_bytes[Direction.SERVER]:
+            return True
+        if self.syn_ts is None and self.synack_ts is None:
+            return bool(self.wire_bytes[Direction.CLIENT])
+        return self.ack_ts is not None or self.client_acked
 
     @property
     def traceless(self) -> bool:

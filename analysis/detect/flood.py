@@ -81,23 +81,21 @@ class FloodDetector(PerSession):
 
 
 def handshake_failed(session: SessionRecord) -> bool:
-    """Whether the session's TCP handshake began, never completed, and
-    nothing was sent either way.
+    """Whether the session's TCP handshake began and never completed.
 
     Began: the capture shows the client's SYN or the server's SYN-ACK.
-    Completed: the client's ACK of the SYN-ACK was seen, which
-    ``handshake_rtt_s`` (SYN to that ACK) says when the SYN was captured.
-    Without the SYN the capture cannot tell; but an SMTP server speaks
-    first (RFC 5321 3.1), so a handshake that completed with no byte
-    either way is one its client dropped at once, and counting it as
-    failed is the rare error. Payload, or a gap (bytes sent but not
-    captured), shows a handshake that completed, whatever the capture
-    shows of it.
+    Completed (``Connection.handshake_completed``): the client's ACK of the
+    SYN-ACK, or any later acknowledgment from it, or a byte from the
+    server. Without the SYN-ACK in the capture (one side captured), the
+    client's acknowledgments still show it arrived. Bytes in the SYN alone
+    (TCP Fast Open, or a flood that carries a payload to pass filters that
+    drop empty SYNs) prove nothing: the server never answered them. An SMTP
+    server speaks first (RFC 5321 3.1), so a handshake that completed with
+    no byte either way, its ACK lost to the capture, is one its client
+    dropped at once, and counting it as failed is the rare error.
     """
     began = session.handshake_seen or session.synack_seen
-    completed = session.handshake_rtt_s is not None
-    sent = session.client_bytes or session.server_bytes or session.gaps
-    return began and not completed and not sent
+    return began and not session.handshake_completed
 
 
 def server_answer(session: SessionRecord) -> str:

@@ -80,6 +80,7 @@ def completed(n: int, *, server: str = SERVER, greeted: bool = True) -> SessionR
     session.session_id = f"E{server}-{n:05d}"
     session.end = session.start + S
     session.handshake_rtt_s = 0.0004
+    session.handshake_completed = True
     session.close = "fin"
     if greeted:
         session.greeting_code = 220
@@ -158,15 +159,18 @@ def test_servers_are_counted_apart() -> None:
     "change",
     [
         "scan",  # completed, then closed before the greeting: no bytes
-        "one_side",  # no SYN-ACK in the capture, but bytes from the client
+        "one_side",  # no SYN-ACK in the capture, but the client's ACKs
         "gap",  # bytes sent and lost to the capture
         "no_handshake",  # neither SYN nor SYN-ACK: caught in mid-stream
     ],
 )
 def test_sessions_whose_handshake_completed_never_count(change: str) -> None:
+    # Each as the session builder fills it in (see
+    # test_each_handshake_as_the_session_table_and_the_detector_see_it).
     results = [attempt(n) for n in range(200)]
     for result in results:
         session = result.session
+        session.handshake_completed = True
         if change == "scan":
             session.handshake_rtt_s = 0.0004
         elif change == "one_side":
@@ -180,6 +184,16 @@ def test_sessions_whose_handshake_completed_never_count(change: str) -> None:
     assert detect(results) == []
     greeted = [completed(n) for n in range(200)]
     assert detect(greeted) == []
+
+
+def test_a_flood_with_bytes_in_its_syns_is_one() -> None:
+    # Some floods put a payload in each SYN, to pass filters that drop empty
+    # ones: the server never answered, so the bytes prove no handshake.
+    results = [attempt(n) for n in range(120)]
+    for result in results:
+        result.session.client_bytes = 8
+    alert = flood_alert(detect(results))
+    assert (alert.count, alert.total) == (120, 120)
 
 
 def test_attempts_refused_with_rst_count() -> None:
@@ -278,9 +292,16 @@ def _handshakes() -> bytes:
     """One connection per client port, each from a SYN at 1000 s on."""
     frames: list[Frame] = []
 
-    def sent(port: int, by_client: bool, flags: int, seq: int, ack: int = 0) -> None:
+    def sent(
+        port: int,
+        by_client: bool,
+        flags: int,
+        seq: int,
+        ack: int = 0,
+        data: bytes = b"",
+    ) -> None:
         ends = (CLIENT, SERVER, port, 25) if by_client else (SERVER, CLIENT, 25, port)
-        payload = b"220 ready\r\n" if flags & PSH else b""
+        payload = b"220 ready\r\n" if flags & PSH else data
         segment = v4_tcp(*ends, payload, seq=seq, ack=ack, flags=flags)
         frames.append(Frame(1000, len(frames), ethernet(segment)))
 
@@ -302,6 +323,12 @@ def _handshakes() -> bytes:
     sent(40007, False, SYN | ACK, 500, 101)
     sent(40007, True, ACK, 101, 501)
     sent(40007, False, PSH | ACK, 501, 101)
+    sent(40008, True, SYN, 100, data=b"EHLO x\r\n")  # a flood's payload, unanswered
+    sent(40009, True, SYN, 100, data=b"EHLO x\r\n")  # TCP Fast Open, accepted
+    sent(40009, False, SYN | ACK, 500, 109)
+    sent(40009, True, ACK, 109, 501)
+    sent(40010, True, SYN, 100)  # the SYN-ACK and ACK missed: data shows them
+    sent(40010, True, ACK, 101, 501, data=b"EHLO x\r\n")
     return pcap(frames)
 
 
@@ -311,15 +338,28 @@ def test_each_handshake_as_the_session_table_and_the_detector_see_it(
     capture = tmp_path / "handshakes.pcap"
     capture.write_bytes(_handshakes())
     sessions = read_captures([str(capture)]).sessions.set_index("client_port")
-    columns = ["handshake_seen", "synack_seen", "server_packets", "close"]
+    columns = [
+        "handshake_seen",
+        "synack_seen",
+        "handshake_completed",
+        "client_bytes",
+        "server_packets",
+        "close",
+    ]
+    rows = {
+        40001: (True, False, False, 0, 0, "end_of_capture"),
+        40002: (True, True, False, 0, 2, "end_of_capture"),
+        40003: (True, False, False, 0, 1, "rst"),
+        40004: (False, True, False, 0, 1, "end_of_capture"),
+        40005: (True, True, False, 0, 1, "rst"),
+        40006: (True, True, True, 0, 1, "rst"),
+        40007: (True, True, True, 0, 2, "end_of_capture"),
+        40008: (True, False, False, 8, 0, "end_of_capture"),
+        40009: (True, True, True, 8, 1, "end_of_capture"),
+        40010: (True, False, True, 8, 0, "end_of_capture"),
+    }
     assert sessions[columns].to_dict("index") == {
-        40001: dict(zip(columns, (True, False, 0, "end_of_capture"), strict=True)),
-        40002: dict(zip(columns, (True, True, 2, "end_of_capture"), strict=True)),
-        40003: dict(zip(columns, (True, False, 1, "rst"), strict=True)),
-        40004: dict(zip(columns, (False, True, 1, "end_of_capture"), strict=True)),
-        40005: dict(zip(columns, (True, True, 1, "rst"), strict=True)),
-        40006: dict(zip(columns, (True, True, 1, "rst"), strict=True)),
-        40007: dict(zip(columns, (True, True, 2, "end_of_capture"), strict=True)),
+        port: dict(zip(columns, row, strict=True)) for port, row in rows.items()
     }
     judged = {
         r.session.client_port: (
@@ -335,6 +375,9 @@ def test_each_handshake_as_the_session_table_and_the_detector_see_it(
         40005: "answered with SYN-ACK",
         40006: None,
         40007: None,
+        40008: "not answered",
+        40009: None,
+        40010: None,
     }
 
 
