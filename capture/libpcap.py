@@ -100,8 +100,8 @@ _PCAP_ERROR_TSTAMP_PRECISION_NOTSUP = -12
 _SONAMES: Final = ("libpcap.so.0.8", "libpcap.so.1", "libpcap.A.dylib")
 
 
-def _find_pcap() -> str | None:
-    """A name that loads libpcap, or None.
+def _load_pcap() -> Any | None:
+    """libpcap's shared library, loaded, or None.
 
     The usual names are tried first: ``find_library`` runs ``ldconfig -p``
     in a subprocess, and forking a process that holds tens of MiB (each -j
@@ -109,21 +109,23 @@ def _find_pcap() -> str | None:
     a third process in the benchmark's summed memory.
     """
     for name in _SONAMES:
-        try:
-            ctypes.CDLL(name)
-        except OSError:
-            continue
-        return name
-    return ctypes.util.find_library("pcap")
+        with contextlib.suppress(OSError):
+            return ctypes.CDLL(name)
+    found = ctypes.util.find_library("pcap")
+    if found is None:
+        return None
+    try:
+        return ctypes.CDLL(found)
+    except OSError:
+        return None
 
 
 @functools.cache
 def _lib() -> Any | None:
-    name = _find_pcap()
-    if name is None:
+    lib = _load_pcap()
+    if lib is None:
         return None
     try:
-        lib = ctypes.CDLL(name)
         lib.pcap_open_offline_with_tstamp_precision.restype = ctypes.c_void_p
         lib.pcap_open_offline_with_tstamp_precision.argtypes = (
             ctypes.c_char_p,
