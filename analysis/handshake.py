@@ -96,6 +96,11 @@ class HandshakeBuilder:
         r.extensions = list(hello.extensions)
         r.sni = hello.server_name
         r.alpn = list(hello.alpn)
+        if hello.sslv2_format:
+            # JA3 and JA4 are defined over the TLS form of the message, and
+            # tshark gives none for this one: a value here would match
+            # nothing, and could be taken for another tool's.
+            return
         r.ja3_string = fingerprint.ja3_string(hello)
         r.ja3 = fingerprint.ja3(hello)
         r.ja4 = fingerprint.ja4(hello)

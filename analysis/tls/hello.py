@@ -1,5 +1,6 @@
 """ClientHello, ServerHello and Certificate message bodies (RFC 8446 4.1.2,
-4.1.3; RFC 5246 7.4.1.2, 7.4.1.3, 7.4.2).
+4.1.3; RFC 5246 7.4.1.2, 7.4.1.3, 7.4.2), and the SSL 2.0 form of a
+ClientHello that old clients send to offer SSL 3.0 or TLS (RFC 5246 E.2).
 
 Each parser takes one complete handshake message body and returns a frozen
 record, or raises ``HelloError`` when the body does not follow the grammar;
@@ -40,6 +41,7 @@ class ClientHello:
     supported_groups: tuple[int, ...]
     ec_point_formats: tuple[int, ...]
     signature_algorithms: tuple[int, ...]
+    sslv2_format: bool = False  # sent as an SSL 2.0 CLIENT-HELLO (RFC 5246 E.2)
 
     @property
     def alpn(self) -> tuple[str, ...]:
@@ -122,6 +124,52 @@ def parse_client_hello(body: bytes) -> ClientHello:
         supported_groups=found.groups,
         ec_point_formats=found.point_formats,
         signature_algorithms=found.signature_algorithms,
+    )
+
+
+# RFC 5246 E.2: the SSL 2.0 CLIENT-HELLO's message type, the size of its
+# cipher specs, and the bounds of its challenge.
+V2_CLIENT_HELLO = 1
+_V2_SPEC = 3
+_V2_CHALLENGE = range(16, 33)
+
+
+def parse_v2_client_hello(message: bytes) -> ClientHello:
+    """An SSL 2.0 CLIENT-HELLO, from its message type on (after the two
+    bytes of record header), as a ClientHello with no extensions.
+
+    Cipher specs are three bytes; those whose first byte is zero are the
+    TLS cipher suites the client offers (RFC 5246 E.2) and are kept as
+    such, SSL 2.0 kinds as their 24-bit values: both are what it offered.
+    """
+    r = _Reader(message)
+    if r.uint(1) != V2_CLIENT_HELLO:
+        raise HelloError("not an SSL 2.0 CLIENT-HELLO")
+    version = r.uint(2)
+    specs_size, session_size, challenge_size = r.uint(2), r.uint(2), r.uint(2)
+    if specs_size % _V2_SPEC or session_size not in (0, 16):
+        raise HelloError(f"cipher specs of {specs_size}, session id of {session_size}")
+    if challenge_size not in _V2_CHALLENGE:
+        raise HelloError(f"challenge of {challenge_size} bytes")
+    specs = r.take(specs_size)
+    r.take(session_size + challenge_size)
+    if r.left:
+        raise HelloError(f"{r.left} bytes after the challenge")
+    ciphers = tuple(
+        int.from_bytes(specs[at : at + _V2_SPEC], "big")
+        for at in range(0, specs_size, _V2_SPEC)
+    )
+    return ClientHello(
+        legacy_version=version,
+        cipher_suites=ciphers,
+        extensions=(),
+        server_name=None,
+        alpn_raw=(),
+        supported_versions=(),
+        supported_groups=(),
+        ec_point_formats=(),
+        signature_algorithms=(),
+        sslv2_format=True,
     )
 
 

@@ -15,7 +15,10 @@ Finished, RFC 5246 7.4.9). A failure the server reports only inside the
 encrypted channel (TLS 1.3) cannot be told from a success.
 
 Bytes that do not frame as TLS records stop the parsing of that direction,
-as does a TCP gap that does not fall inside a record being skipped.
+as does a TCP gap that does not fall inside a record being skipped. The one
+other framing read is a client's first message in SSL 2.0 form, a
+CLIENT-HELLO offering SSL 3.0 or TLS, which clients of OpenSSL before 1.0
+sent by default (RFC 5246 E.2): the server answers it with TLS records.
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ from analysis.tls.events import (
     TlsEvent,
 )
 from analysis.tls.hello import (
+    V2_CLIENT_HELLO,
     HelloError,
     ServerHello,
     parse_certificate_list,
     parse_client_hello,
     parse_server_hello,
+    parse_v2_client_hello,
 )
-from analysis.tls.names import alert_name
+from analysis.tls.names import alert_name, version_name
 
 # RFC 8446 5.1: record content types.
 CHANGE_CIPHER_SPEC = 20
@@ -61,6 +66,23 @@ MAX_RECORD = (1 << 14) + 2048
 # A certificate chain of a few dozen certificates fits; more is hostile.
 MAX_HANDSHAKE_MESSAGE = 256 * 1024
 TLS_1_3 = 0x0304
+# RFC 5246 E.2: an SSL 2.0 record header of two bytes, the top bit set.
+_V2_HEADER = 2
+# The shortest CLIENT-HELLO: type, version, three lengths, one cipher spec
+# and a 16-byte challenge.
+_V2_SHORTEST = 1 + 2 + 6 + 3 + 16
+
+
+def _v2_client_hello(head: bytes) -> bool:
+    """Whether a direction's first bytes start an SSL 2.0 CLIENT-HELLO
+    that offers SSL 2.0, SSL 3.0 or TLS (RFC 5246 E.2, RFC 6101 E.1)."""
+    length = (head[0] & 0x7F) << 8 | head[1]
+    return (
+        head[0] & 0x80 != 0
+        and head[2] == V2_CLIENT_HELLO
+        and (head[3] == 3 or head[3:5] == b"\x00\x02")  # 0x03xx, or SSL 2.0
+        and length >= _V2_SHORTEST
+    )
 
 
 @dataclass(slots=True)
@@ -77,6 +99,7 @@ class _Side:
     finished: bool = False  # a record after the ChangeCipherSpec
     dead: bool = False  # framing lost: nothing more is parsed
     records: int = 0
+    v2_hello: bool = False  # buf holds the start of an SSL 2.0 CLIENT-HELLO
 
     @property
     def name(self) -> str:
@@ -149,6 +172,8 @@ class TlsParser:
             pos += min(need, len(view) - pos)
             if len(side.buf) < HEADER or not self._header_ok(side, ts, out):
                 return len(view) if side.dead else pos
+        if side.v2_hello:
+            return self._take_v2_hello(side, view, pos, ts, out)
         kind = side.buf[0]
         length = int.from_bytes(side.buf[3:5], "big")
         if not self._wants_body(side, kind):
@@ -176,6 +201,9 @@ class TlsParser:
         # RFC 8446 5.1: a known content type, a 3.x version, a bounded length.
         if head[0] in _CONTENT_TYPES and head[1] == 3 and length <= MAX_RECORD:
             return True
+        if side.from_client and side.records == 0 and _v2_client_hello(head):
+            side.v2_hello = True
+            return True
         side.dead = True
         first = "first" if side.records == 0 else f"after {side.records} records"
         self._anomaly(
@@ -187,6 +215,37 @@ class TlsParser:
         if self.outcome is None:
             self._end(Outcome.FAILED, ts, out)
         return False
+
+    def _take_v2_hello(
+        self, side: _Side, view: memoryview, pos: int, ts: int, out: list[TlsEvent]
+    ) -> int:
+        """Consume what belongs to an SSL 2.0 CLIENT-HELLO; the new position.
+
+        Its two-byte header gives the length of the message after it, with
+        the top bit set (RFC 5246 E.2).
+        """
+        total = _V2_HEADER + ((side.buf[0] & 0x7F) << 8 | side.buf[1])
+        missing = total - len(side.buf)
+        side.buf += view[pos : pos + missing]
+        pos += min(missing, len(view) - pos)
+        if len(side.buf) < total:
+            return pos
+        message = bytes(side.buf[_V2_HEADER:])
+        side.buf.clear()
+        side.v2_hello = False
+        side.records += 1
+        try:
+            hello = parse_v2_client_hello(message)
+        except HelloError as exc:
+            self._anomaly(out, ts, "tls_malformed", f"client SSL 2.0 hello: {exc}")
+            return pos
+        offered = version_name(hello.legacy_version)
+        self._anomaly(
+            out, ts, "sslv2_hello", f"client hello in SSL 2.0 form, offering {offered}"
+        )
+        self._client_hello_seen = True
+        out.append(ClientHelloSeen(ts, hello))
+        return pos
 
     def _wants_body(self, side: _Side, kind: int) -> bool:
         if kind in (APPLICATION_DATA, HEARTBEAT):

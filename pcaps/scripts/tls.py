@@ -3,7 +3,7 @@
 
 Run as root from the repository root (port 25, tcpdump):
 
-    python3 pcaps/scripts/tls.py            # all three
+    python3 pcaps/scripts/tls.py            # all four
     python3 pcaps/scripts/tls.py --only starttls-tls12
 
 Every server is aiosmtpd on 127.0.0.1:25 inside this process, with a
@@ -19,6 +19,11 @@ throwaway self-signed certificate made for the run; every client is on
   and used; STARTTLS overwritten with XXXXXXXA in the EHLO reply; STARTTLS
   left out. The client sends its message in clear text when it sees no
   STARTTLS, as opportunistic clients do.
+- sslv2-hello.pcap: a raw client says STARTTLS, then sends a ClientHello in
+  the SSL 2.0 form that clients of OpenSSL before 1.0 sent (RFC 5246 E.2),
+  offering TLS 1.2, reads what the server answers and closes. The server's
+  OpenSSL 3.0 answers nothing (Python logs "no shared cipher"): aiosmtpd
+  closes the connection. No key log: no handshake completes.
 
 tls-captures.json beside the pcaps records what each run did: dialogs,
 the certificate's SHA-256 and what the server saw.
@@ -127,6 +132,47 @@ def injection(ctx: ssl.SSLContext, notes: dict[str, Any]) -> None:
         c.close()
 
 
+# RFC 5246 E.2: an SSL 2.0 CLIENT-HELLO (type 1) offering TLS 1.2, with
+# four TLS cipher suites as specs (first byte zero) and one SSL 2.0 kind,
+# no session id and a 16-byte challenge.
+V2_SPECS = (0x00C02B, 0x00C02F, 0x00009C, 0x00002F, 0x010080)
+V2_CHALLENGE = bytes(range(16))
+
+
+def v2_client_hello() -> bytes:
+    specs = b"".join(spec.to_bytes(3, "big") for spec in V2_SPECS)
+    body = (
+        b"\x01\x03\x03"
+        + len(specs).to_bytes(2, "big")
+        + (0).to_bytes(2, "big")
+        + len(V2_CHALLENGE).to_bytes(2, "big")
+        + specs
+        + V2_CHALLENGE
+    )
+    return (0x8000 | len(body)).to_bytes(2, "big") + body
+
+
+def sslv2_hello(ctx: ssl.SSLContext, notes: dict[str, Any]) -> None:
+    c = RawSMTP(V4, 25)
+    c.reply()
+    c.cmd(b"EHLO " + HELO.encode() + b"\r\n", 250)
+    c.cmd(b"STARTTLS\r\n", 220)
+    c.send(v2_client_hello())
+    answer = b""
+    c.sock.settimeout(2)
+    try:
+        while len(answer) < 65536:
+            data = c.sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    except TimeoutError:
+        pass  # the server waits for the client's next flight
+    c.close()
+    notes["answer_bytes"] = len(answer)
+    notes["answer_starts"] = answer[:6].hex()
+
+
 def stripping(ctx: ssl.SSLContext, notes: dict[str, Any]) -> None:
     seen = []
     for mode in ("offer", "mangle", "remove"):
@@ -147,6 +193,7 @@ SCENARIOS: dict[str, tuple[Callable[[ssl.SSLContext, dict[str, Any]], None], boo
     "starttls-tls12": (starttls_tls12, True),
     "starttls-injection": (injection, True),
     "stripping": (stripping, False),
+    "sslv2-hello": (sslv2_hello, False),
 }
 
 
@@ -172,12 +219,16 @@ def run(name: str, workdir: Path, cert: Path, key: Path) -> dict[str, Any]:
     if lab.DROPS and lab.DROPS[-1] != 0:
         raise lab.PacketsDropped(f"tcpdump kernel drops: {lab.DROPS}")
     shutil.copyfile(pcap, PCAPS / pcap.name)
-    shutil.copyfile(keylog, PCAPS / keylog.name)
+    # Python writes the key log's header line as soon as it opens it; only
+    # a handshake adds secrets.
+    secrets = [line for line in keylog.read_text().splitlines() if line[:1] != "#"]
+    if secrets:
+        shutil.copyfile(keylog, PCAPS / keylog.name)
     pem = cert.read_bytes()
     der = x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
     return {
         "pcap": pcap.name,
-        "keylog": keylog.name,
+        "keylog": keylog.name if secrets else None,
         "sha256": hashlib.sha256(pcap.read_bytes()).hexdigest(),
         "cert_sha256": hashlib.sha256(der).hexdigest(),
         "messages_received": len(handler.envelopes),

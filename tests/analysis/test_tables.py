@@ -235,7 +235,7 @@ def test_read_captures_on_the_projects_own_captures() -> None:
     # The captures of pcaps/scripts/tls.py: one session each, three for
     # stripping.pcap.
     tls_made = {"starttls-tls12.pcap": 1, "starttls-injection.pcap": 1}
-    tls_made["stripping.pcap"] = 3
+    tls_made |= {"stripping.pcap": 3, "sslv2-hello.pcap": 1}
     dialogs = sum(
         tls_made.get(path.name) or len(expected[path.name]["dialogs"]) for path in paths
     )

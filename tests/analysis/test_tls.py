@@ -268,3 +268,86 @@ def test_server_injection_bytes_stay_out_of_the_tls_stream() -> None:
     assert anomaly.kind == "starttls_server_injection"
     assert anomaly.detail == "10 bytes after the 220: 250 fake\\r\\n"
     assert not [e for e in events if isinstance(e, TlsBytesSeen)]
+
+
+# The SSL 2.0 form of a ClientHello (RFC 5246 E.2) -----------------------------
+
+# Three TLS suites as specs (first byte zero) and SSL 2.0's RC4-128-MD5.
+V2_SPECS = (0x00C02F, 0x00009C, 0x00002F, 0x010080)
+
+
+def v2_client_hello(version: int = 0x0301, challenge: int = 16) -> bytes:
+    specs = b"".join(spec.to_bytes(3, "big") for spec in V2_SPECS)
+    body = (
+        b"\x01"
+        + struct.pack("!HHHH", version, len(specs), 0, challenge)
+        + specs
+        + b"\x5a" * challenge
+    )
+    return struct.pack("!H", 0x8000 | len(body)) + body
+
+
+def test_an_sslv2_form_hello_byte_by_byte_then_a_tls_handshake() -> None:
+    wire = v2_client_hello()
+    server_hello = (
+        b"\x03\x01" + b"\x33" * 32 + _vec(1, b"") + b"\x00\x2f" + b"\x00" + _vec(2, b"")
+    )
+    parser = TlsParser()
+    events = feed_all(parser, [(True, wire[i : i + 1]) for i in range(len(wire))])
+    events += feed_all(
+        parser,
+        [
+            (False, record(22, handshake(2, server_hello) + handshake(14, b""))),
+            (True, record(22, handshake(16, b"\x00" * 66))),
+            (True, record(20, b"\x01") + record(22, b"\x99" * 40)),
+            (False, record(20, b"\x01") + record(22, b"\x98" * 40)),
+        ],
+    )
+    anomalies = [(e.kind, e.detail) for e in events if isinstance(e, TlsAnomalySeen)]
+    assert anomalies == [
+        ("sslv2_hello", "client hello in SSL 2.0 form, offering TLSv1.0")
+    ]
+    (seen,) = [e.hello for e in events if isinstance(e, ClientHelloSeen)]
+    assert _fields(seen) == {
+        "legacy_version": 0x0301,
+        "cipher_suites": V2_SPECS,
+        "extensions": (),
+        "server_name": None,
+        "alpn_raw": (),
+        "supported_versions": (),
+        "supported_groups": (),
+        "ec_point_formats": (),
+        "signature_algorithms": (),
+        "sslv2_format": True,
+    }
+    assert parser.outcome is Outcome.COMPLETED
+
+
+def test_a_malformed_sslv2_form_hello_keeps_the_framing() -> None:
+    parser = TlsParser()
+    events = parser.feed(True, v2_client_hello(challenge=8), 1)
+    assert [(e.kind, e.detail) for e in events if isinstance(e, TlsAnomalySeen)] == [
+        ("tls_malformed", "client SSL 2.0 hello: challenge of 8 bytes")
+    ]
+    assert not [e for e in events if isinstance(e, ClientHelloSeen)]
+    # The next record is read as TLS: the hello's length was still good.
+    alert = parser.feed(False, record(21, b"\x02\x28"), 2)
+    assert [e for e in alert if isinstance(e, AlertSeen)] == [
+        AlertSeen(2, False, 2, "handshake_failure")
+    ]
+
+
+def test_the_sslv2_form_is_read_only_as_a_clients_first_message() -> None:
+    hello = v2_client_hello()
+    for from_client, first in ((False, b""), (True, record(22, b"\x00" * 4))):
+        parser = TlsParser()
+        events = parser.feed(from_client, first + hello, 1)
+        kinds = [e.kind for e in events if isinstance(e, TlsAnomalySeen)]
+        assert kinds == ["not_tls"]
+    # Nor any top-bit header whose message is not a CLIENT-HELLO (here an
+    # SSL 2.0 SERVER-HELLO's type) or whose version is neither 2.0 nor 3.x.
+    for changed in (b"\x04\x03\x01", b"\x01\x01\x00"):
+        wire = hello[:2] + changed + hello[5:]
+        events = TlsParser().feed(True, wire, 1)
+        kinds = [e.kind for e in events if isinstance(e, TlsAnomalySeen)]
+        assert kinds == ["not_tls"]

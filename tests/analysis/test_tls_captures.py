@@ -189,6 +189,27 @@ def test_stripping_is_flagged_as_possible_downgrade() -> None:
     assert list(anomalies["session_id"]) == list(t.sessions["session_id"][1:])
 
 
+def test_an_sslv2_form_hello_after_starttls_is_the_clients_hello() -> None:
+    # A real server's answer to it (OpenSSL 3.0 under aiosmtpd): nothing,
+    # then FIN. Before, the hello was `not_tls` and the handshake failed.
+    t = tables("sslv2-hello.pcap")
+    (row,) = t.tls.to_dict("records")
+    assert {k: plain(row[k]) for k in ("mode", "outcome", "client_version")} == {
+        "mode": "starttls",
+        "outcome": "incomplete",
+        "client_version": "TLSv1.2",
+    }
+    assert list(row["cipher_suites"]) == [0xC02B, 0xC02F, 0x009C, 0x002F, 0x010080]
+    assert list(row["extensions"]) == []
+    assert [plain(row[k]) for k in ("ja3", "ja4", "version", "sni")] == [None] * 4
+    assert list(zip(t.anomalies["kind"], t.anomalies["detail"], strict=True)) == [
+        ("sslv2_hello", "client hello in SSL 2.0 form, offering TLSv1.2")
+    ]
+    (session,) = session_tls(t.sessions)
+    assert (session["tls"], session["tls_handshake"]) == ("starttls", "incomplete")
+    assert t.alerts.empty
+
+
 def test_auth_in_clear_text_is_flagged() -> None:
     sessions = read_captures(PCAPS / "auth.pcap").sessions
     assert list(sessions["auth_cleartext"]) == [True] * 4
