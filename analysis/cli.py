@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from analysis import livecli, pipeline
 from analysis.detect import Alert, Rules, RulesError, load_rules
+from analysis.detect import engine as detect_engine
 from analysis.escape import escape_controls
 from analysis.offline import finish
 from analysis.parallel import WorkerLost, read_sharded
@@ -425,6 +426,8 @@ def _run_read(args: argparse.Namespace) -> int:
         _error(message)
     if stats.evicted:
         _error(evicted_warning(stats.evicted, args.max_connections, jobs))
+    if end.forgotten:
+        _error(forgotten_warning(end.forgotten))
     if stats.rewinds:
         _error(_rewinds_note(stats.rewinds, len(readable)))
     if args.tls_keylog is not None and stats.tls_decrypted < stats.tls_completed:
@@ -500,6 +503,19 @@ def evicted_warning(evicted: int, limit: int | None, jobs: int) -> str:
             "connections were evicted can differ from a run with -j 1)"
         )
     return message
+
+
+def forgotten_warning(forgotten: int) -> str:
+    """What to say when the detectors forgot observations (see
+    ``AlertEngine.singles_forgotten``)."""
+    were = "observation was" if forgotten == 1 else "observations were"
+    kept = detect_engine.MAX_SINGLE
+    return (
+        f"warning: {forgotten:,} {were} forgotten by the detectors before "
+        f"their rule's window ended: more than {kept:,} clients (or other "
+        "keys) were seen once within it; a client that came back up to "
+        "exactly its rule's threshold after that may have gone unreported"
+    )
 
 
 def _freeze_once() -> None:
@@ -620,6 +636,7 @@ class _Ending:
     alerts: list[Alert] = field(default_factory=list)
     tables: SmtpTables | None = None  # every table as DataFrames (Parquet)
     digest: ReportDigest | None = None  # the report's, without DataFrames
+    forgotten: int = 0  # offline.Finished.forgotten
 
 
 def _finish(
@@ -670,7 +687,7 @@ def _replay(
     digest = _new_digest(args) if report and not frames else None
     done = finish(spool, files=files, builder=builder, digest=digest, helper=helper)
     tables = builder.build(done.alerts) if builder is not None else None
-    return _Ending(True, done.sessions, done.alerts, tables, digest)
+    return _Ending(True, done.sessions, done.alerts, tables, digest, done.forgotten)
 
 
 def _show(end: _Ending, stats: pipeline.RunStats, args: argparse.Namespace) -> None:

@@ -54,6 +54,8 @@ class DetectHelper:
         self._spool = spool
         self._pid: int | None = None
         self._answer: int | None = None  # the pipe's read end
+        # Its engine's AlertEngine.singles_forgotten, once alerts() is back.
+        self.forgotten = 0
 
     def start(self) -> bool:
         """Fork the helper; False where there is no fork or it would not pay."""
@@ -94,9 +96,11 @@ class DetectHelper:
         self._pid = None
         if os.waitstatus_to_exitcode(status) == 0:
             with contextlib.suppress(Exception):  # a damaged answer: judged here
-                alerts: list[Alert] = pickle.loads(data)
+                judged: Judged = pickle.loads(data)
+                alerts, self.forgotten = judged
                 return alerts
-        return judge(self._spool, HELPER_SHARE)
+        alerts, self.forgotten = judge(self._spool, HELPER_SHARE)
+        return alerts
 
     def stop(self) -> None:
         """End the helper if it still runs (this process is failing)."""
@@ -111,14 +115,19 @@ class DetectHelper:
             self._answer = None
 
 
-def judge(spool: Spool, share: tuple[int, ...]) -> list[Alert]:
-    """The alerts of the detectors in ``share`` over every spooled session."""
+# The alerts of some detectors, and how many single observations their
+# engine forgot (AlertEngine.singles_forgotten).
+Judged = tuple[list[Alert], int]
+
+
+def judge(spool: Spool, share: tuple[int, ...]) -> Judged:
+    """The detectors in ``share`` over every spooled session."""
     engine = AlertEngine(spool.rules, share=share)
     alerts: list[Alert] = []
     for start, evidence in spool.evidence():
         alerts += engine.feed_evidence(start, evidence)
     alerts += engine.finish()
-    return alerts
+    return alerts, engine.singles_forgotten
 
 
 def _child(

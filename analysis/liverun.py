@@ -65,6 +65,7 @@ class _Summary:
     interrupted: int = 0
     evicted: int = 0  # sessions closed as "evicted", over this limit:
     max_connections: int | None = None
+    forgotten: int = 0  # AlertEngine.singles_forgotten, at the end
     outputs: list[str] = field(default_factory=list)
 
 
@@ -207,6 +208,7 @@ def run_live(args: argparse.Namespace) -> int:
                 on_tick=view.tick,
             )
             view.tick(force=True)
+        summary.forgotten = analyzer.alerts.singles_forgotten
         if pcap is not None:
             summary.outputs.append(
                 f"{pcap.packets:,} packets written to "
@@ -280,6 +282,8 @@ def _print_summary(monitor: Monitor, summary: _Summary, flag: _StopFlag) -> None
         lines.append(
             cli.evicted_warning(summary.evicted, summary.max_connections, jobs=1)
         )
+    if summary.forgotten:
+        lines.append(cli.forgotten_warning(summary.forgotten))
     for line in lines:
         print(f"{cli.PROG}: {line}", file=sys.stderr)
 
@@ -339,10 +343,12 @@ def _check_captures(
             ):
                 monitor.add(result, time.time_ns())
                 spool.add(result)
-            alerts = finish(spool).alerts
+            done = finish(spool)
         except OSError as exc:  # SpoolError too: the disk is full
             return unknown(cli._os_error_message(exc))
-    for alert in alerts:
+    if done.forgotten:
+        cli._error(cli.forgotten_warning(done.forgotten))
+    for alert in done.alerts:
         monitor.add_alert(_alert_event(alert))
     if stats.errors:
         return unknown(stats.errors[0])

@@ -33,6 +33,9 @@ class Finished:
 
     sessions: int = 0
     alerts: list[Alert] = field(default_factory=list)
+    # Observations the detectors forgot before their window ended, under a
+    # flood of distinct clients (AlertEngine.singles_forgotten).
+    forgotten: int = 0
 
 
 def finish(
@@ -79,8 +82,10 @@ def finish(
             else:
                 files.write_session(replayed.with_extra())
         alerts += engine.finish()
+        done.forgotten = engine.singles_forgotten
         if helping is not None:
             alerts += helping.alerts()
+            done.forgotten += helping.forgotten
     finally:
         if helping is not None:
             helping.stop()

@@ -49,7 +49,9 @@ def _ordered(alerts: list[Alert]) -> list[Alert]:
 
 
 def _all_alerts(spool: Spool) -> list[Alert]:
-    return _ordered(detecthelp.judge(spool, tuple(range(len(DETECTORS)))))
+    alerts, forgotten = detecthelp.judge(spool, tuple(range(len(DETECTORS))))
+    assert forgotten == 0
+    return _ordered(alerts)
 
 
 def test_the_shares_split_the_detectors() -> None:
@@ -62,8 +64,8 @@ def test_engines_with_disjoint_shares_give_one_engines_alerts(spool: Spool) -> N
     assert len(everything) > 10
     assert len({a.kind for a in everything}) > 5
     for i in range(len(DETECTORS)):
-        alone = detecthelp.judge(spool, (i,))
-        others = detecthelp.judge(
+        alone, _ = detecthelp.judge(spool, (i,))
+        others, _ = detecthelp.judge(
             spool, tuple(j for j in range(len(DETECTORS)) if j != i)
         )
         assert _ordered(alone + others) == everything, DETECTORS[i]
@@ -124,14 +126,18 @@ def test_a_helper_that_fails_costs_only_time(
     monkeypatch.setattr(detecthelp, "pickle", _NoPickling)
     helper = DetectHelper(spool)
     assert helper.start()
-    assert _ordered(helper.alerts()) == _ordered(detecthelp.judge(spool, HELPER_SHARE))
+    assert _ordered(helper.alerts()) == _ordered(
+        detecthelp.judge(spool, HELPER_SHARE)[0]
+    )
 
 
 def test_a_killed_helper_costs_only_time(spool: Spool, always: None) -> None:
     helper = DetectHelper(spool)
     assert helper.start()
     os.kill(helper._pid or 0, signal.SIGKILL)
-    assert _ordered(helper.alerts()) == _ordered(detecthelp.judge(spool, HELPER_SHARE))
+    assert _ordered(helper.alerts()) == _ordered(
+        detecthelp.judge(spool, HELPER_SHARE)[0]
+    )
 
 
 def test_a_stopped_helper_is_reaped(spool: Spool, always: None) -> None:

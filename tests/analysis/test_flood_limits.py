@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from analysis import detecthelp
 from analysis.cli import build_parser, main
+from analysis.detect import engine
 from analysis.pipeline import DEFAULT_MAX_CONNECTIONS, SessionTracker
 from analysis.session import SessionBuilder
 from capture.decode import SYN
@@ -206,3 +208,29 @@ def test_a_client_caught_talking_first_is_no_early_talker(syn_seen: bool) -> Non
     builder.data(Direction.SERVER, b"220 mx.example ESMTP ready\r\n", 3)
     kinds = [a.kind for a in builder.close(4, "fin").anomalies]
     assert ("early_talker" in kinds) == syn_seen
+
+
+def test_observations_the_detectors_forget_are_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 300 clients seen once each within connection_flood's window: past the
+    # 100 single observations kept here, the 200 oldest are forgotten. The
+    # same whichever process judges that detector (-j 2 with the helper).
+    monkeypatch.setattr(engine, "MAX_SINGLE", 100)
+    monkeypatch.setattr(detecthelp, "MIN_SESSIONS", 0)
+    capture = flood(tmp_path, 300, 1000)
+    warning = (
+        "smtpscope: warning: 200 observations were forgotten by the detectors "
+        "before their rule's window ended: more than 100 clients (or other "
+        "keys) were seen once within it; a client that came back up to "
+        "exactly its rule's threshold after that may have gone unreported\n"
+    )
+    for jobs in ("1", "2"):
+        assert main(["read", "-q", "-j", jobs, capture]) == 0
+        assert capsys.readouterr().err == warning
+    main(["check", "-r", capture])
+    assert capsys.readouterr().err == warning
+
+    monkeypatch.setattr(engine, "MAX_SINGLE", 300)
+    assert main(["read", "-q", capture]) == 0
+    assert capsys.readouterr().err == ""
