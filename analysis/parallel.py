@@ -442,7 +442,8 @@ def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
     """Every worker read every capture: count the files and errors once.
 
     Packets are counted once too, except behind libpcap's filter, where each
-    worker only saw its share and the shares add up.
+    worker only saw its share and the shares add up. The segments on the
+    SMTP ports are each worker's own connections' on either path, and add up.
     """
     first = parts[0]
     filtered = any(part.filtered for part in parts)
@@ -450,9 +451,7 @@ def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
         captures=first.captures,
         packets=sum(p.packets for p in parts) if filtered else first.packets,
         bytes=first.bytes,
-        smtp_packets=(
-            sum(p.smtp_packets for p in parts) if filtered else first.smtp_packets
-        ),
+        smtp_packets=sum(p.smtp_packets for p in parts),
         errors=list(first.errors),
         rewinds=list(first.rewinds),  # agreed: the same in every share
         filtered=filtered,

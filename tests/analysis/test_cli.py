@@ -353,7 +353,7 @@ def test_end_to_end_on_the_projects_own_captures(
     # Recordings made one after the other: by name they are not in time
     # order, but they are read in it, and none overlaps another.
     assert err == ""
-    assert f"captures           {len(captures)}" in out
+    assert f"captures               {len(captures)}" in out
     sessions = (tmp_path / "sessions.jsonl").read_text().splitlines()
     assert len(sessions) > len(captures)
 
