@@ -51,6 +51,7 @@ def read_sharded(
     *,
     progress: pipeline.ProgressHook | None = None,
     max_connections: int | None = None,
+    started: Callable[[], None] | None = None,
 ) -> Spool:
     """Analyse ``paths`` in ``jobs`` processes into ``spool`` (or a new one).
 
@@ -62,9 +63,12 @@ def read_sharded(
 
     Ctrl-C or SIGTERM stops every share, not just this process's: the
     workers are told with SIGINT and hand back what they read, closing
-    their open sessions as interrupted, as a single process does. Raises
-    ``WorkerLost`` when a worker dies (killed, out of memory) and
-    ``SpoolError`` when a share cannot be spooled.
+    their open sessions as interrupted, as a single process does. So does
+    a KeyboardInterrupt from ``started``, called here once the workers are
+    forked (the command takes there the stops it held since its start:
+    ``analysis.interrupts``). Raises ``WorkerLost`` when a worker dies
+    (killed, out of memory) and ``SpoolError`` when a share cannot be
+    spooled.
     """
     spool = spool if spool is not None else Spool()
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
@@ -81,7 +85,11 @@ def read_sharded(
             # This process's share goes straight into ``spool``, whose file
             # has no name: a kill then leaves nothing of it behind.
             own = _read_share(
-                work[0], spool, progress, functools.partial(_agree, workers)
+                work[0],
+                spool,
+                progress,
+                functools.partial(_agree, workers),
+                first=started,
             )
         finally:
             # Agreed or not (Ctrl-C, an error): a worker still to ask in a
@@ -410,15 +418,18 @@ def _read_share(
     progress: pipeline.ProgressHook | None = None,
     clock: ClockHook | None = None,
     then: Callable[[], None] | None = None,
+    first: Callable[[], None] | None = None,
 ) -> pipeline.RunStats:
     """Analyse one share into ``spool``; its statistics.
 
-    ``then`` is called once the share is spooled, where a Ctrl-C just
-    before it is still caught as one while reading.
+    ``first`` is called before the share is read and ``then`` once it is
+    spooled, where a Ctrl-C in either is still caught as one while reading.
     """
     paths, ports, shard, settings = job
     stats = spool.stats
     try:
+        if first is not None:
+            first()
         for result in pipeline.analyze(
             paths,
             ports,

@@ -376,7 +376,9 @@ def test_end_to_end_damaged_capture(
 
 
 class _InterruptedImport(importlib.abc.MetaPathFinder):
-    """A Ctrl-C that lands while Python loads ``analysis.cli``."""
+    """A KeyboardInterrupt while Python loads ``analysis.cli``: not a Ctrl-C,
+    which is held there (see test_interrupt), but where stops cannot be held
+    (``run`` called from another thread) one could land there."""
 
     def find_spec(self, name: str, path: object, target: object = None) -> None:
         if name == "analysis.cli":
