@@ -21,15 +21,14 @@ import functools
 import gc
 import logging
 import os
-import signal
 import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from analysis import livecli, pipeline
+from analysis import interrupts, livecli, pipeline
 from analysis.detect import Alert, Rules, RulesError, load_rules
 from analysis.detect import engine as detect_engine
 from analysis.escape import escape_controls
@@ -75,6 +74,17 @@ class Exit(enum.IntEnum):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Ctrl-C and SIGTERM wait until the command can take them as the end of
+    # its work, with what it did until then (analysis.interrupts); the
+    # command's entry point has held them since its first line.
+    interrupts.hold()
+    try:
+        return _main(argv)
+    finally:
+        interrupts.restore()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -87,15 +97,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return Exit.USAGE
 
     _configure_logging(args.verbose)
-    # SIGTERM ends a run as Ctrl-C does, so that what was read is still shown
-    # and written and child processes (tshark for --tls-keylog) are stopped
-    # by the cleanup code; live capture installs its own handlers.
+    # From here on a stop is a KeyboardInterrupt, SIGTERM as Ctrl-C, so that
+    # what was read is still shown and written and child processes (tshark
+    # for --tls-keylog) are stopped by the cleanup code; live capture
+    # installs its own handlers. read takes the stops when it begins to read
+    # (in _read_into), so that one that came before still writes the tables.
     try:
-        previous = signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread: a caller embedding main()
-        previous = None
-    try:
+        if args.command != "read":
+            interrupts.release()
         status: int = args.run(args)
+        # A stop held through a read that ended before reading (an
+        # unreadable capture, say) is still one.
+        interrupts.release()
         sys.stdout.flush()
     except KeyboardInterrupt as stop:
         _error(str(stop) or "interrupted")  # said where it matters
@@ -103,14 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _discard_stdout()
         return Exit.BROKEN_PIPE
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     return status
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -577,6 +583,14 @@ def _read_into(
     then it lacks sessions that were read, and its tables must not be written.
     """
     stats = spool.stats
+    # A stop held since the start ends the run before anything is read or
+    # any worker started: the tables are still written, empty. Held on,
+    # stops are taken where reading begins (with -j, once the workers run).
+    try:
+        interrupts.check()
+    except KeyboardInterrupt:
+        stats.interrupted = True
+        return True
     show_progress = not args.quiet and sys.stderr.isatty()
     # Decryption runs tshark over whole captures: one process does it.
     if jobs > 1 and "-" not in readable and args.tls_keylog is None:
@@ -591,6 +605,7 @@ def _read_into(
                     spool,
                     progress=progress,
                     max_connections=args.max_connections,
+                    started=interrupts.release,
                 )
         except SpoolError as exc:
             stats.errors.append(_os_error_message(exc, action="write"))
@@ -606,6 +621,7 @@ def _read_into(
         return True
     with _ProgressBar(show_progress) as progress:
         try:
+            interrupts.release()  # a stop from now on ends the reading
             for result in pipeline.analyze(
                 readable,
                 ports,

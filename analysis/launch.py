@@ -1,24 +1,30 @@
 """The ``smtpscope`` command: ``analysis.cli.main`` behind a quiet Ctrl-C.
 
-``main`` turns a Ctrl-C into "interrupted" and exit status 130 once it has
-taken over. Before that, while Python loads the modules (a few dozen
-milliseconds), a Ctrl-C would end the command with a traceback; this
-module imports almost nothing, so the window before ``run`` is as short as
-the interpreter's own start.
+Its first step holds Ctrl-C and SIGTERM (``analysis.interrupts``), before
+Python loads the modules (about 0.1 s): one that comes meanwhile, or while
+``main`` checks the arguments and starts, ends the reading as soon as it
+begins, and the tables are still written. This module imports almost
+nothing, so what is left uncovered is the interpreter's own start (with
+``site`` and the entry point's imports) and the import of these two small
+modules: a Ctrl-C there ends the command as it ends any Python program,
+killed by the signal or with a traceback, and writes no tables.
 """
 
 from __future__ import annotations
 
 import sys
 
+from analysis import interrupts
+
 INTERRUPTED = 130  # as analysis.cli.Exit.INTERRUPTED, without importing it
 
 
 def run() -> int:
+    interrupts.hold()
     try:
         from analysis.cli import main
 
         return main()
-    except KeyboardInterrupt:  # before main took over: nothing was read yet
+    except KeyboardInterrupt:  # only where stops cannot be held (a thread)
         sys.stderr.write("smtpscope: interrupted\n")
         return INTERRUPTED

@@ -51,6 +51,7 @@ def read_sharded(
     *,
     progress: pipeline.ProgressHook | None = None,
     max_connections: int | None = None,
+    started: Callable[[], None] | None = None,
 ) -> Spool:
     """Analyse ``paths`` in ``jobs`` processes into ``spool`` (or a new one).
 
@@ -62,9 +63,12 @@ def read_sharded(
 
     Ctrl-C or SIGTERM stops every share, not just this process's: the
     workers are told with SIGINT and hand back what they read, closing
-    their open sessions as interrupted, as a single process does. Raises
-    ``WorkerLost`` when a worker dies (killed, out of memory) and
-    ``SpoolError`` when a share cannot be spooled.
+    their open sessions as interrupted, as a single process does. So does
+    a KeyboardInterrupt from ``started``, called here once the workers are
+    forked (the command takes there the stops it held since its start:
+    ``analysis.interrupts``). Raises ``WorkerLost`` when a worker dies
+    (killed, out of memory) and ``SpoolError`` when a share cannot be
+    spooled.
     """
     spool = spool if spool is not None else Spool()
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
@@ -81,7 +85,11 @@ def read_sharded(
             # This process's share goes straight into ``spool``, whose file
             # has no name: a kill then leaves nothing of it behind.
             own = _read_share(
-                work[0], spool, progress, functools.partial(_agree, workers)
+                work[0],
+                spool,
+                progress,
+                functools.partial(_agree, workers),
+                first=started,
             )
         finally:
             # Agreed or not (Ctrl-C, an error): a worker still to ask in a
@@ -410,15 +418,18 @@ def _read_share(
     progress: pipeline.ProgressHook | None = None,
     clock: ClockHook | None = None,
     then: Callable[[], None] | None = None,
+    first: Callable[[], None] | None = None,
 ) -> pipeline.RunStats:
     """Analyse one share into ``spool``; its statistics.
 
-    ``then`` is called once the share is spooled, where a Ctrl-C just
-    before it is still caught as one while reading.
+    ``first`` is called before the share is read and ``then`` once it is
+    spooled, where a Ctrl-C in either is still caught as one while reading.
     """
     paths, ports, shard, settings = job
     stats = spool.stats
     try:
+        if first is not None:
+            first()
         for result in pipeline.analyze(
             paths,
             ports,
@@ -442,7 +453,8 @@ def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
     """Every worker read every capture: count the files and errors once.
 
     Packets are counted once too, except behind libpcap's filter, where each
-    worker only saw its share and the shares add up.
+    worker only saw its share and the shares add up. The segments on the
+    SMTP ports are each worker's own connections' on either path, and add up.
     """
     first = parts[0]
     filtered = any(part.filtered for part in parts)
@@ -450,9 +462,7 @@ def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
         captures=first.captures,
         packets=sum(p.packets for p in parts) if filtered else first.packets,
         bytes=first.bytes,
-        smtp_packets=(
-            sum(p.smtp_packets for p in parts) if filtered else first.smtp_packets
-        ),
+        smtp_packets=sum(p.smtp_packets for p in parts),
         errors=list(first.errors),
         rewinds=list(first.rewinds),  # agreed: the same in every share
         filtered=filtered,

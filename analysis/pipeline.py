@@ -46,12 +46,17 @@ ProgressHook = Callable[[str, int, int | None], None]  # path, done, total bytes
 @dataclass(slots=True)
 class RunStats:
     captures: int = 0
-    packets: int = 0
+    packets: int = 0  # all kinds, unless ``filtered``
     bytes: int = 0
+    # TCP segments on the SMTP ports, each once: the same on libpcap's path
+    # and the Python reader's, with one process or several.
     smtp_packets: int = 0
     errors: list[str] = field(default_factory=list)  # one message per bad input
-    # True when libpcap's BPF filter skipped the packets off the SMTP ports,
-    # so that ``packets`` counts only those on them.
+    # True when libpcap's BPF filter read a capture to its end (one handed
+    # over to the Python reader is read and counted whole): it skipped the
+    # packets off the SMTP ports uncounted, so ``packets`` is then only
+    # those that passed it, summed over the -j workers (some pass every
+    # worker's filter): no count of all packets.
     filtered: bool = False
     # Reading stopped on Ctrl-C; the sessions open then were closed early.
     interrupted: bool = False

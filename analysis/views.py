@@ -77,7 +77,7 @@ class Summary:
     """The numbers of the summary panel, computed apart from their layout."""
 
     captures: int
-    packets: int
+    packets: int  # all kinds; not all of them when packets_filtered
     errors: int
     packets_filtered: bool  # libpcap skipped the packets off the SMTP ports
     sessions: int
@@ -94,6 +94,9 @@ class Summary:
     # The most frequent anomaly kinds, (kind, rows), most frequent first.
     anomaly_kinds: list[tuple[str, int]] = field(default_factory=list)
     tls_decrypted: int = 0  # sessions whose TLS a key log opened
+    # TCP segments on the SMTP ports: counted alike by libpcap's path and the
+    # Python reader, so the figure means the same whichever read a capture.
+    smtp_packets: int = 0
 
 
 def summarize(tables: SmtpTables, top: int = 5) -> Summary:
@@ -125,6 +128,7 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
         alerts=_alert_counts(tables.alerts["severity"]),
         anomaly_kinds=_top_kinds(tables.anomalies, top),
         tls_decrypted=int(sessions["tls_decrypted"].sum()),
+        smtp_packets=tables.stats.smtp_packets,
     )
 
 
@@ -197,6 +201,7 @@ class ReportDigest:
             alerts=_alert_counts(a.severity for a in alerts),
             anomaly_kinds=_ranked(self._kinds, self.top),
             tls_decrypted=self._decrypted,
+            smtp_packets=stats.smtp_packets,
         )
 
     def report(
@@ -239,12 +244,17 @@ def summary_panel(summary: Summary) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    rows: list[tuple[str, Text]] = [
-        ("captures", _count_text(summary.captures)),
-        (
-            "packets on SMTP ports" if summary.packets_filtered else "packets",
-            _count_text(summary.packets),
-        ),
+    rows: list[tuple[str, Text]] = [("captures", _count_text(summary.captures))]
+    # All packets are known only where libpcap's filter read no capture: it
+    # skips the others uncounted, and a total of some captures' packets and
+    # others' SMTP packets would be neither. Every reader counts the packets
+    # on the SMTP ports alike, so that figure is always shown.
+    if not summary.packets_filtered:
+        rows.append(("packets", _count_text(summary.packets)))
+    rows.append(("packets on SMTP ports", _count_text(summary.smtp_packets)))
+    if summary.errors:
+        rows.append(("damaged inputs", Text(str(summary.errors), style="red")))
+    rows += [
         ("sessions", _count_text(summary.sessions)),
         ("transactions", _count_text(summary.transactions)),
         ("messages accepted", _count_text(summary.messages_accepted)),
@@ -255,8 +265,6 @@ def summary_panel(summary: Summary) -> Panel:
         ("alerts", _alerts_text(summary.alerts)),
         ("anomalies", _kinds_text(summary.anomaly_kinds)),
     ]
-    if summary.errors:
-        rows.insert(2, ("damaged inputs", Text(str(summary.errors), style="red")))
     for label, value in rows:
         grid.add_row(Text(label), value)
     return Panel(grid, title=Text("smtpscope summary"), expand=False)

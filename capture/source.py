@@ -22,7 +22,7 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import NamedTuple, TypeVar
 
 from capture import libpcap
@@ -68,11 +68,15 @@ T = TypeVar("T")
 @dataclass(slots=True)
 class SourceStats:
     captures: int = 0  # captures opened
-    packets: int = 0  # packets read, all kinds
+    # Packets read, all kinds; of a capture read through libpcap's BPF
+    # filter (see ``filtered``), only those that passed it.
+    packets: int = 0
     bytes: int = 0  # bytes read from the capture files as stored
-    smtp_packets: int = 0  # TCP segments on a watched port
-    # True once a capture was read through libpcap's BPF filter: then
-    # ``packets`` counts only the packets that passed it.
+    # TCP segments on a watched port of this reader's connections (its
+    # shard's, for -j), each once: the same count on either path.
+    smtp_packets: int = 0
+    # True once a capture was read through libpcap's BPF filter and not
+    # handed over to the Python reader: then ``packets`` is not all of them.
     filtered: bool = False
     decode: DecodeStats = field(default_factory=DecodeStats)
     reassembly: ReassemblyStats = field(default_factory=ReassemblyStats)
@@ -438,6 +442,10 @@ def _one_capture(
     # Packets taken from the batches: if reading stops part way, the reader's
     # count would include the rest of the batch.
     taken = 0
+    # Segments decoded here for another shard's connections: not this
+    # reader's, so not in its smtp_packets (the other reader counts them).
+    decoded_before = decode_stats.tcp
+    other_shards = 0
     try:
         with reader:
             for linktype, data, records in reader.batches():
@@ -452,6 +460,7 @@ def _one_capture(
                             if owner is None:
                                 owner = _owner(segment, parts, owners)
                             if owner != mine:
+                                other_shards += 1
                                 continue
                         if skip:
                             skip -= 1
@@ -463,7 +472,7 @@ def _one_capture(
     finally:
         stats.packets += taken
         stats.bytes += reader.raw_bytes_read
-        stats.smtp_packets = decode_stats.tcp
+        stats.smtp_packets += decode_stats.tcp - decoded_before - other_shards
 
 
 # Below this size the Python reader is quick enough and counts every packet.
@@ -619,6 +628,7 @@ def _filtered_capture(
     or libpcap handed over a record as long as ``fast.snaplen``.
     """
     stats.captures += 1
+    filtered_before = stats.filtered  # put back if the Python reader takes over
     pump: InflatePump | None = None
     try:
         if not fast.inflate:
@@ -646,6 +656,9 @@ def _filtered_capture(
     # counted so rather than one by one.
     decoded_before = decode_stats.tcp
     other_shards = 0
+    # What the counts were before this capture: where the Python reader
+    # takes over, it reads and counts the capture again from its start.
+    decoded = replace(decode_stats)
     taken = 0  # as in _one_capture
     stopped: str | None = None
     read_to_end = False
@@ -760,13 +773,29 @@ def _filtered_capture(
             else:
                 pump.stop()
         stats.packets += taken
-        stats.smtp_packets = decode_stats.tcp
+        delivered = decode_stats.tcp - decoded_before - other_shards
+        stats.smtp_packets += delivered
     if stopped is None:
         stats.bytes += os.path.getsize(path)
         return None
     log.debug("libpcap stopped on %s: %s", path, stopped)
-    stats.packets -= taken  # the Python reader counts them again
-    return decode_stats.tcp - decoded_before - other_shards
+
+    # Handed over: the Python reader reads the whole capture again, counts
+    # every packet of it (not only those the filter passed) and decodes each
+    # again. So what was counted here is taken back, the capture does not
+    # count as filtered, and every count is the one a Python reader of the
+    # file alone gives: the figures do not depend on where libpcap stopped.
+    stats.packets -= taken
+    stats.smtp_packets -= delivered
+    _put_back(decode_stats, decoded)
+    stats.filtered = filtered_before
+    return delivered
+
+
+def _put_back(decode_stats: DecodeStats, before: DecodeStats) -> None:
+    """Set ``decode_stats`` in place (the readers hold it) to ``before``."""
+    for counter in fields(DecodeStats):
+        setattr(decode_stats, counter.name, getattr(before, counter.name))
 
 
 class _Clipped(Exception):

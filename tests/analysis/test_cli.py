@@ -353,7 +353,7 @@ def test_end_to_end_on_the_projects_own_captures(
     # Recordings made one after the other: by name they are not in time
     # order, but they are read in it, and none overlaps another.
     assert err == ""
-    assert f"captures           {len(captures)}" in out
+    assert f"captures               {len(captures)}" in out
     sessions = (tmp_path / "sessions.jsonl").read_text().splitlines()
     assert len(sessions) > len(captures)
 
@@ -376,7 +376,9 @@ def test_end_to_end_damaged_capture(
 
 
 class _InterruptedImport(importlib.abc.MetaPathFinder):
-    """A Ctrl-C that lands while Python loads ``analysis.cli``."""
+    """A KeyboardInterrupt while Python loads ``analysis.cli``: not a Ctrl-C,
+    which is held there (see test_interrupt), but where stops cannot be held
+    (``run`` called from another thread) one could land there."""
 
     def find_spec(self, name: str, path: object, target: object = None) -> None:
         if name == "analysis.cli":

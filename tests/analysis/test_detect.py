@@ -200,7 +200,7 @@ def test_terminal_shows_alerts_most_severe_first() -> None:
     console = Console(width=200, record=True)
     console.print(report(read_captures(ABUSE / "auth-abuse.pcap")))
     text = console.export_text()
-    assert "alerts             4 (1 critical, 2 high, 1 medium)" in text
+    assert "alerts                 4 (1 critical, 2 high, 1 medium)" in text
     order = [text.index(k) for k in ("critical", "high     auth", "medium   auth")]
     assert order == sorted(order)
 

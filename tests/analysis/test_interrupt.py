@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import signal
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from analysis import cli, export, pipeline, rowfiles
+from analysis import cli, export, launch, parallel, pipeline, rowfiles
 from analysis.records import SessionResult
 from analysis.rowfiles import Format
 from analysis.schema import TABLES
@@ -224,3 +227,86 @@ def test_ctrl_c_hands_over_the_bytes_held_behind_a_hole(
     )
     assert list(tables.commands["verb"]) == ["EHLO", "QUIT"]
     assert list(tables.anomalies["kind"]) == ["tcp_gap", "no_reply"]
+
+
+# Where a stop can land before reading begins: the function it lands in (a
+# real signal, raised in this process as a terminal's Ctrl-C would be).
+_BEFORE_READING: dict[str, tuple[Any, str]] = {
+    "parsing the arguments": (cli, "build_parser"),
+    "checking the output directory": (cli, "prepare_directory"),
+    "making the spool": (cli, "Spool"),
+    "choosing the processes": (cli, "_jobs"),
+    "starting the workers": (parallel._Worker, "__init__"),  # -j 2 only
+}
+
+
+class _SignalledImport(importlib.abc.MetaPathFinder):
+    """A Ctrl-C that comes while Python loads ``analysis.cli``."""
+
+    def find_spec(self, name: str, path: object, target: object = None) -> None:
+        if name == "analysis.cli":
+            signal.raise_signal(signal.SIGINT)
+
+
+def _unread_share(*args: Any, **kwargs: Any) -> Iterator[SessionResult]:
+    """A -j worker's reading that has not begun when the stop reaches it."""
+    time.sleep(60)  # cut short by the stop
+    raise AssertionError("the worker was not stopped")
+
+
+@pytest.mark.parametrize(
+    ("stage", "signum", "jobs"),
+    [
+        (stage, signal.SIGINT, jobs)
+        for stage in ["loading the modules", *_BEFORE_READING]
+        for jobs in ["1", "2"]
+        if stage != "starting the workers" or jobs == "2"  # one process: none
+    ]
+    + [("making the spool", signal.SIGTERM, jobs) for jobs in ["1", "2"]],
+)
+def test_a_stop_before_reading_still_writes_the_tables_and_exits_130(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    stage: str,
+    signum: signal.Signals,
+    jobs: str,
+) -> None:
+    # Found in review: a Ctrl-C in the first 0.15 s of a run (the modules
+    # loading, the arguments, the spool, the workers starting) wrote no
+    # tables, though the README promises that a stop still writes what was
+    # read. The stops are now held from the start until reading begins.
+    out = tmp_path / "out"
+    argv = ["read", AUTH, "-o", str(out), "-j", jobs]
+    if stage == "loading the modules":
+        monkeypatch.delitem(sys.modules, "analysis.cli")
+        monkeypatch.setattr(sys, "meta_path", [_SignalledImport(), *sys.meta_path])
+        monkeypatch.setattr(sys, "argv", ["smtpscope", *argv])
+        status = launch.run()
+    else:
+        owner, name = _BEFORE_READING[stage]
+        real = getattr(owner, name)
+
+        def stopped_in(*args: Any, **kwargs: Any) -> Any:
+            if name == "__init__":  # once this worker is forked
+                real(*args, **kwargs)
+                signal.raise_signal(signum)
+                return None
+            signal.raise_signal(signum)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, stopped_in)
+        monkeypatch.setattr(pipeline, "analyze", _unread_share)  # in a worker
+        status = cli.main(argv)
+
+    out_text, err = capsys.readouterr()
+    assert status == 130
+    assert err == "smtpscope: interrupted: the tables hold what was read until then\n"
+    assert "packets on SMTP ports  0" in out_text  # the report is shown
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{table}.jsonl" for table in TABLES
+    )
+    assert all(p.read_text() == "" for p in out.iterdir())
+    # The handlers from before the run are back.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

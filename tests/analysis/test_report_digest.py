@@ -102,5 +102,6 @@ def test_counts_of_a_known_capture() -> None:
             top_clients=[("127.0.0.1", 4)],
             alerts={},
             anomaly_kinds=[("auth_cleartext", 4)],
+            smtp_packets=124,
         )
         assert summary == views.summarize(offline.build_tables(spool))

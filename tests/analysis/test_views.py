@@ -11,12 +11,24 @@ from analysis import pipeline
 from analysis.records import SessionResult
 from analysis.tables import SmtpTables, TableBuilder, empty_tables, read_captures
 from analysis.views import print_report, summarize
+from capture import libpcap, source
+from capture.pcapfile import open_capture
 from tests.analysis.table_samples import (
     MARKUP_HELO,
     SECOND,
     hostile_session,
     sample_results,
     twin_session,
+)
+from tests.capture.craft import (
+    Frame,
+    ethernet,
+    ng_epb,
+    ng_idb,
+    ng_shb,
+    ng_spb,
+    pcap,
+    v4_tcp,
 )
 
 
@@ -85,16 +97,16 @@ def test_summary_panel_content(tables: SmtpTables) -> None:
 def test_summary_of_nothing() -> None:
     text = render(empty_tables(pipeline.RunStats(captures=1, errors=["bad"])))
     assert "damaged inputs" in text
-    assert "sessions           0" in text
-    assert "TLS                -" in text
-    assert "anomalies          none" in text
+    assert "sessions               0" in text
+    assert "TLS                    -" in text
+    assert "anomalies              none" in text
     assert "close" not in text  # no empty session table
 
 
 def test_summary_names_the_anomaly_kinds() -> None:
     capture = Path(__file__).parents[2] / "pcaps" / "starttls-injection.pcap"
     text = render(read_captures(capture))
-    assert "anomalies          starttls_client_injection (1)" in text
+    assert "anomalies              starttls_client_injection (1)" in text
 
 
 def session_rows(text: str) -> list[str]:
@@ -204,4 +216,85 @@ def test_one_is_singular_in_the_summary(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["read", str(auth)]) == 0
     assert "3 succeeded, 1 failed attempt " in capsys.readouterr().out
     assert main(["read", str(plain)]) == 0
-    assert "TLS                0 of 1 session (0%)" in capsys.readouterr().out
+    assert "TLS                    0 of 1 session (0%)" in capsys.readouterr().out
+
+
+def _with_web_traffic(target: Path, handover: str) -> str:
+    """pcaps/auth.pcap (124 packets, all on port 587) with a web frame after
+    each packet, for libpcap's path: read to its end (``none``), or handed
+    over to the Python reader at its 60th packet, in a pcapng Simple Packet
+    Block (``simple``) or padded to the snaplen in a pcap (``long``)."""
+    with open_capture(str(PCAPS / "auth.pcap")) as reader:
+        packets = list(reader)
+    web = ethernet(v4_tcp(sport=40999, dport=80, payload=b"GET / HTTP/1.1\r\n"))
+    if handover == "long":
+        frames = []
+        for n, packet in enumerate(packets):
+            data = packet.data
+            if n == 60:
+                data += b"\0" * (262144 - len(data))  # Ethernet padding
+            seconds, nanos = divmod(packet.ts, 1_000_000_000)
+            frames += [Frame(seconds, nanos, data), Frame(seconds, nanos, web)]
+        target.write_bytes(pcap(frames, nano=True))
+        return str(target)
+    content = ng_shb() + ng_idb(1, tsresol=9)
+    for n, packet in enumerate(packets):
+        if n == 60 and handover == "simple":
+            content += ng_spb(packet.data)
+        else:
+            content += ng_epb(0, packet.ts, packet.data)
+        content += ng_epb(0, packet.ts, web)
+    target.write_bytes(content)
+    return str(target)
+
+
+def _summary_rows(out: str) -> dict[str, str]:
+    """The summary panel's first rows, label to value."""
+    rows = {}
+    for line in out.splitlines():
+        label, _, value = line.strip("│ ").partition("  ")
+        if label == "sessions":
+            return rows
+        if value:
+            rows[label] = value.strip()
+    raise AssertionError(f"no summary in {out!r}")
+
+
+@pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")
+@pytest.mark.parametrize("report", ["digest", "tables"])
+@pytest.mark.parametrize("jobs", ["1", "2"])
+@pytest.mark.parametrize("handover", ["none", "simple", "long"])
+def test_the_summary_counts_packets_alike_whichever_reader_read_them(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    handover: str,
+    jobs: str,
+    report: str,
+) -> None:
+    # Found in review: after libpcap handed a capture over to the Python
+    # reader, which counts every packet, the summary still called them all
+    # "packets on SMTP ports" (here 248, or the segments before the
+    # hand-over counted twice under -j 2).
+    from analysis.cli import main
+
+    path = _with_web_traffic(tmp_path / "capture", handover)
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    # The report from a digest of the sessions, or from the whole tables
+    # (views.summarize), which Parquet output builds.
+    output = ["-o", str(tmp_path / "out"), "--format", "parquet"]
+    argv = ["read", path, "-j", jobs, *(output if report == "tables" else [])]
+    assert main(argv) == 0
+    rows = _summary_rows(capsys.readouterr().out)
+
+    # All packets are shown where they were all counted: where no reader's
+    # filter read the capture to its end. Under -j 2 the process without the
+    # hand-over's connection reads it so.
+    if handover == "none" or jobs == "2":
+        assert rows == {"captures": "1", "packets on SMTP ports": "124"}
+    else:
+        assert rows == {
+            "captures": "1",
+            "packets": "248",
+            "packets on SMTP ports": "124",
+        }

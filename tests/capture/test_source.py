@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from capture import libpcap, source
-from capture.decode import FIN, SMTP_PORTS, SYN, FlowKey, Segment
+from capture.decode import ACK, FIN, SMTP_PORTS, SYN, FlowKey, Segment
 from capture.pcapfile import CaptureError
 from capture.reassembly import Reassembler
 from capture.source import SourceStats, iter_stream_events
@@ -276,6 +276,89 @@ def test_the_first_segment_is_the_one_a_single_reader_feeds(
 
 def test_a_missing_capture_has_no_first_segment(tmp_path: Path) -> None:
     assert source.first_segment_time(str(tmp_path / "missing.pcap"), SMTP_PORTS) is None
+
+
+# A greeting and an EHLO among web and IPv6 UDP traffic (which libpcap's
+# filter passes for the decoder). libpcap reads the first capture to its end,
+# and hands the others over to the Python reader part way: at a second
+# connection's ACK padded to the snaplen, or at the EHLO in a pcapng Simple
+# Packet Block.
+_SYN = ethernet(
+    v4_tcp("192.0.2.1", "198.51.100.2", 40000, 25, seq=CLIENT_ISN, flags=SYN)
+)
+_GREETING = [_SYN, server(b"220 hi\r\n"), client(b"EHLO a\r\n")]
+_REPLY = server(b"250 ok\r\n", offset=8)
+_LONG_ACK = ethernet(v4_tcp("192.0.2.9", "198.51.100.2", 41000, 25, flags=ACK))
+_LONG_ACK += b"\0" * (262144 - len(_LONG_ACK))
+_COUNTED: dict[str, bytes] = {
+    "read to its end": pcap(frames(_WEB, _V6_UDP, *_GREETING, _REPLY, _WEB)),
+    "handed over at a long record": pcap(
+        frames(_WEB, _V6_UDP, *_GREETING, _LONG_ACK, _REPLY, _WEB)
+    ),
+    "handed over at a simple packet block": (
+        ng_shb()
+        + ng_idb(1)
+        + b"".join(
+            ng_epb(0, 1000_000_000 + n, frame)
+            for n, frame in enumerate([_WEB, _V6_UDP, *_GREETING[:2]])
+        )
+        + ng_spb(_GREETING[2])
+        + ng_epb(0, 1005_000_000, _REPLY)
+        + ng_epb(0, 1006_000_000, _WEB)
+    ),
+}
+
+
+def _counts(
+    path: Path, shard: tuple[int, int] = (0, 1)
+) -> tuple[int, int, bool, int, int, int]:
+    stats = SourceStats()
+    list(iter_stream_events([str(path)], stats=stats, shard=shard))
+    decode = stats.decode
+    return (
+        stats.packets,
+        stats.smtp_packets,
+        stats.filtered,
+        decode.tcp,
+        decode.other_port,
+        decode.not_tcp,
+    )
+
+
+@pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")
+@pytest.mark.parametrize("name", sorted(_COUNTED))
+def test_a_capture_handed_over_counts_as_the_python_reader_counts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # Found in review: after a hand-over the Python reader counted every
+    # packet of the capture, and decoded again the segments libpcap had
+    # delivered, yet the run still counted as filtered: the summary showed
+    # all packets as "packets on SMTP ports", and smtp_packets and the
+    # decoder's counts held the segments before the hand-over twice.
+    path = tmp_path / "capture"
+    path.write_bytes(_COUNTED[name])
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    python = _counts(path)
+    monkeypatch.delenv("SMTPSCOPE_NO_LIBPCAP")
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    fast = _counts(path)
+
+    # packets, smtp_packets, filtered; the decoder's tcp, other_port, not_tcp
+    if name == "read to its end":
+        assert python == (7, 4, False, 4, 2, 1)
+        assert fast == (5, 4, True, 4, 0, 1)  # the web frames were filtered out
+    elif name == "handed over at a long record":
+        assert python == fast == (8, 5, False, 5, 2, 1)
+    else:
+        assert python == fast == (7, 4, False, 4, 2, 1)
+
+    # Two readers (-j 2) count each segment on the SMTP ports once between
+    # them, on either path, wherever libpcap handed over.
+    shares = [_counts(path, (k, 2)) for k in range(2)]
+    assert sum(share[1] for share in shares) == python[1]
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    shares = [_counts(path, (k, 2)) for k in range(2)]
+    assert sum(share[1] for share in shares) == python[1]
 
 
 def test_frames_without_ip_on_a_link_type_scapy_knows_are_no_error(

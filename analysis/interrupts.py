@@ -1,0 +1,103 @@
+"""Ctrl-C and SIGTERM held from the command's first line until it reads.
+
+``smtpscope read`` promises that Ctrl-C (or SIGTERM) stops reading and still
+writes and shows what was read, with exit status 130. What keeps that
+promise catches the KeyboardInterrupt around the reading. Before it, Python
+loads the modules (about 0.1 s), the arguments are checked, the spool is
+made and the ``-j`` workers are forked: an interrupt there ended the run
+with no table written. So the two signals are only noted from the start
+(``hold``) and raised as one KeyboardInterrupt where reading begins
+(``release``; ``check`` raises it where a stop came, and holds on): a
+run stopped before it read anything writes its tables, empty, as one
+stopped later writes what it read. Nothing in between waits
+for input, so a held stop is acted on within that fraction of a second.
+
+Only the main thread may set signal handlers: elsewhere ``hold`` does
+nothing, and the signals keep the handlers they had.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+_STOPS = (signal.SIGINT, signal.SIGTERM)
+
+_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+class _Held:
+    """The handlers from before ``hold``, and whether a stop is waiting."""
+
+    __slots__ = ("holding", "original", "pending")
+
+    def __init__(self) -> None:
+        self.original: dict[int, _Handler] = {}
+        self.holding = True  # until release
+        self.pending = False
+
+    def note(self, signum: int, frame: FrameType | None) -> None:
+        self.pending = True
+
+
+_held: _Held | None = None  # between hold and restore
+
+
+def hold() -> None:
+    """From now on only note Ctrl-C and SIGTERM; again, nothing more (the
+    command's entry point holds them before ``cli.main`` does)."""
+    global _held
+    if _held is not None:
+        return
+    held = _Held()
+    try:
+        for stop in _STOPS:
+            held.original[stop] = signal.signal(stop, held.note)
+    except ValueError:  # not the main thread
+        _put_back(held.original)
+        return
+    _held = held
+
+
+def check() -> None:
+    """Raise KeyboardInterrupt if a stop came while held; hold on."""
+    held = _held
+    if held is not None and held.holding and held.pending:
+        held.pending = False
+        raise KeyboardInterrupt
+
+
+def release() -> None:
+    """Act on Ctrl-C and SIGTERM again, each as a KeyboardInterrupt; raise
+    one now if either came while they were held."""
+    held = _held
+    if held is None or not held.holding:
+        return
+    held.holding = False
+    for stop in _STOPS:
+        signal.signal(stop, _interrupt)
+    if held.pending:
+        held.pending = False
+        raise KeyboardInterrupt
+
+
+def restore() -> None:
+    """Put back the handlers from before ``hold``, stops waiting or not."""
+    global _held
+    held, _held = _held, None
+    if held is not None:
+        _put_back(held.original)
+
+
+def _put_back(handlers: dict[int, _Handler]) -> None:
+    for stop, handler in handlers.items():
+        # None: a handler not set from Python, which cannot be set back.
+        signal.signal(stop, signal.SIG_DFL if handler is None else handler)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM too: what was read is still written, and child processes
+    # (tshark for --tls-keylog) are stopped by the cleanup code.
+    raise KeyboardInterrupt
