@@ -77,6 +77,9 @@ class SessionRecord:
     synack_seen: bool = False  # the server's SYN-ACK, beside handshake_seen's SYN
     # Past the TCP handshake, as the capture shows (Connection.handshake_completed).
     handshake_completed: bool = False
+    # The connection's Community ID (v1), as Zeek, Suricata and Arkime tag
+    # it; every session the builder makes has one.
+    community_id: str | None = None
 
 
 @dataclass(slots=True)

@@ -135,6 +135,11 @@ SESSIONS: tuple[Column, ...] = (
         _B,
         "whether the capture shows the TCP handshake completed (bytes in a SYN do not)",
     ),
+    Column(
+        "community_id",
+        _S,
+        "Community ID v1 of the connection, as Zeek, Suricata and Arkime tag it",
+    ),
 )
 
 TRANSACTIONS: tuple[Column, ...] = (

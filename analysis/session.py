@@ -15,6 +15,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Final
 
+from analysis.communityid import community_id
 from analysis.handshake import HandshakeBuilder
 from analysis.records import (
     AnomalyRecord,
@@ -186,6 +187,9 @@ class SessionBuilder:
             client_port=conn.client_port,
             server_ip=conn.server_ip,
             server_port=conn.server_port,
+            community_id=community_id(
+                conn.client_ip, conn.client_port, conn.server_ip, conn.server_port
+            ),
         )
         self.parser = SmtpParser(implicit_tls=conn.server_port in implicit_tls_ports)
         # Caught after its start (no SYN, no SYN-ACK): the capture did not

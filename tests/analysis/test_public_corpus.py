@@ -919,6 +919,18 @@ def test_arkime_envelope(capture_id: str) -> None:
             assert codes == ours
 
 
+@pytest.mark.parametrize("capture_id", or_missing(ARKIME, 1))
+def test_arkime_community_id(capture_id: str) -> None:
+    # arkime tags each session with its Community ID (network.community_id),
+    # as Zeek and Suricata do: the same value lets a user pivot between them.
+    t = tables(capture_id)
+    bodies = _arkime_sessions(capture_id)
+    assert bodies
+    for body in bodies:
+        session = the_session(t, body["source"]["ip"], body["source"]["port"])
+        assert session.community_id == body["network"]["community_id"]
+
+
 # Folded subjects (RFC 5322 2.2.3 unfolding keeps the whitespace after the
 # fold): 8859-multi has CRLF and five spaces before "5spaces", 8859-q and
 # utf8-mixed CRLF and 53 or 58 spaces before "test".
