@@ -109,6 +109,10 @@ class TransactionRecord:
     end: int | None = None
     tls: bool = False
     message_complete: bool = True  # false when a gap or close cut the content
+    # The final reply's RFC 3463 code and text, as data_code's (Zeek's
+    # last_reply): why a message was refused is often only said there.
+    data_enhanced: str | None = None
+    data_reply: str | None = None
 
 
 @dataclass(slots=True)

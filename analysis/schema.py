@@ -168,6 +168,10 @@ TRANSACTIONS: tuple[Column, ...] = (
     Column("end", _T, "when the transaction ended; missing if it did not"),
     Column("tls", _B, "whether the transaction ran inside TLS"),
     Column("message_complete", _B, "false when part of the content was never seen"),
+    Column("data_enhanced", _S, "RFC 3463 enhanced status code of the final reply"),
+    Column(
+        "data_reply", _S, "text of the final reply, lines of a multi-line one joined"
+    ),
 )
 
 COMMANDS: tuple[Column, ...] = (

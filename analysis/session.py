@@ -138,6 +138,14 @@ def _seconds(later: int | None, earlier: int | None) -> float | None:
     return (later - earlier) / NS
 
 
+def _final_reply(txn: TransactionRecord, reply: Reply) -> None:
+    """The server's verdict on a transaction's content, as its row keeps it."""
+    code, enhanced, lines = reply
+    txn.data_code = code
+    txn.data_enhanced = enhanced
+    txn.data_reply = "\n".join(lines)  # as a command's reply_text
+
+
 class SessionBuilder:
     """Builds the records of one connection. Feed it in capture order."""
 
@@ -590,7 +598,7 @@ class SessionBuilder:
             txn = self._txn_of.get(event.command_index)
             if txn is not None and txn.status != "accepted":
                 txn.data_method = "DATA"
-                txn.data_code = reply.code
+                _final_reply(txn, reply)
                 txn.status = "rejected"
         elif verb == "BDAT":
             # RFC 3030 2: every chunk gets a reply; a refused chunk ends the
@@ -714,7 +722,7 @@ class SessionBuilder:
         self._settle_message(txn, reply, ts)
 
     def _settle_message(self, txn: TransactionRecord, reply: Reply, ts: int) -> None:
-        txn.data_code = reply.code
+        _final_reply(txn, reply)
         txn.queue_id = queue_id(reply.text) if reply.klass == 2 else None
         txn.data_duration_s = _seconds(ts, self._message_start or None)
         txn.status = "accepted" if reply.klass == 2 else "rejected"

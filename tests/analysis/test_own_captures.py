@@ -265,7 +265,19 @@ TXN_COLUMNS = (
     "message_id",
     "tls",
     "message_complete",
+    "data_enhanced",
+    "data_reply",
 )
+
+
+def final_reply(txn: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The enhanced code and text of a transaction's final reply, if any."""
+    reply = txn.get("final_reply")
+    if reply is None:
+        return None, None
+    lines = [reply] if isinstance(reply, str) else reply
+    text = "\n".join(reply_text(line) for line in lines)
+    return enhanced_code(txn["final_code"], lines[0]), text
 
 
 @pytest.mark.parametrize("name", _params("transactions"))
@@ -299,6 +311,8 @@ def test_transactions(name: str) -> None:
                     "message_id": headers.get("Message-ID"),
                     "tls": False,
                     "message_complete": True,
+                    "data_enhanced": final_reply(txn)[0],
+                    "data_reply": final_reply(txn)[1],
                     "end_set": True,
                     "data_duration_set": sent,
                 }

@@ -319,9 +319,8 @@ def check_last_reply(
     t: SmtpTables, session: pd.Series, txn: pd.Series, expected: str | None, where: str
 ) -> None:
     if value(txn.data_code) is not None:
-        # The final reply to the content: we keep its code and queue id.
-        assert expected is not None, where
-        assert txn.data_code == int(expected[:3]), where
+        # The final reply to the content: its code and text, as last_reply.
+        assert f"{txn.data_code} {txn.data_reply}" == expected, where
         if value(txn.queue_id) is not None:
             assert txn.queue_id in expected, where
         return
@@ -917,6 +916,19 @@ def test_arkime_envelope(capture_id: str) -> None:
             codes = {int(tag.rsplit(":", 1)[1]) for tag in tags if "statuscode" in tag}
             ours = {int(txn.data_code) for txn in txns if value(txn.data_code)}
             assert codes == ours
+
+
+def test_a_refused_message_keeps_the_servers_words() -> None:
+    # arkime shows only the tag smtp:statuscode:521; tshark shows the text.
+    require_corpus()
+    (txn,) = tables("arkime/smtp-data-521.pcap").transactions.to_dict("records")
+    assert (txn["data_code"], txn["data_enhanced"], txn["data_reply"]) == (
+        521,
+        "5.2.1",
+        "5.2.1 MUST COMPLETE IMAGE PUZZLE BEFORE SENDING. PLEASE GOTO "
+        "http://challenge.aol.com/spam.html",
+    )
+    assert txn["status"] == "rejected"
 
 
 @pytest.mark.parametrize("capture_id", or_missing(ARKIME, 1))
