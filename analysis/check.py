@@ -100,7 +100,8 @@ def evaluate(monitor: Monitor, limits: Thresholds, source: str) -> Verdict:
         status = max(status, verdict)
 
     summary = (
-        f"{m.sessions} sessions on {source}, refusal ratio "
+        f"{m.sessions} {'session' if m.sessions == 1 else 'sessions'} on "
+        f"{source}, refusal ratio "
         f"{_value(m.refusal_ratio)}, max greeting delay "
         f"{_value(m.greeting_delay_max, 's')}, TLS share {_value(m.tls_share)}, "
         f"{int(alerts)} alerts"

@@ -169,7 +169,6 @@ def _add_read_command(
     commands: argparse._SubParsersAction[Any],
     common: argparse.ArgumentParser,
 ) -> None:
-    default_ports = ", ".join(str(p) for p in sorted(pipeline.DEFAULT_PORTS))
     read = commands.add_parser(
         "read",
         parents=[common],
@@ -202,16 +201,7 @@ def _add_read_command(
         choices=[f.value for f in Format],
         help="file format for -o (default: jsonl)",
     )
-    read.add_argument(
-        "--port",
-        dest="ports",
-        action="extend",
-        type=_port_list,
-        default=[],
-        metavar="N",
-        help=f"also treat TCP port N as SMTP, besides {default_ports}; "
-        "repeat the option or give a comma list (--port 2526,10025)",
-    )
+    add_ports(read)
     read.add_argument(
         "-j",
         "--jobs",
@@ -299,6 +289,21 @@ def _piped(path: str) -> bool:
     except OSError:
         return False  # reading it will say what is wrong
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
+
+
+def add_ports(parser: argparse.ArgumentParser) -> None:
+    """The --port option, which read, live and check share."""
+    default_ports = ", ".join(str(p) for p in sorted(pipeline.DEFAULT_PORTS))
+    parser.add_argument(
+        "--port",
+        dest="ports",
+        action="extend",
+        type=_port_list,
+        default=[],
+        metavar="N",
+        help=f"also treat TCP port N as SMTP, besides {default_ports}; "
+        "repeat the option or give a comma list (--port 2526,10025)",
+    )
 
 
 def add_max_connections(parser: argparse.ArgumentParser) -> None:

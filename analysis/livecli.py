@@ -178,15 +178,7 @@ def add_check_command(
 
 
 def _add_capture_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--port",
-        dest="ports",
-        action="extend",
-        type=cli._port_list,
-        default=[],
-        metavar="N",
-        help="also treat TCP port N as SMTP, besides 25, 465, 587 and 2525",
-    )
+    cli.add_ports(parser)
     parser.add_argument(
         "-f",
         "--filter",

@@ -88,6 +88,10 @@ def _read(
                         f"row {row + 1}: {column.name} holds {cell!r:.60}, "
                         f"not a value of kind {column.kind.value}"
                     )
+    except LoadError:
+        raise  # said already (pyarrow missing)
+    except _MissingColumn as exc:
+        raise LoadError(f"{path}: {exc}") from None
     except _NOT_A_TABLE as exc:
         raise LoadError(f"{path}: not a table smtpscope wrote ({exc})") from None
     return values
@@ -111,16 +115,31 @@ def _jsonl(path: Path, columns: tuple[Column, ...]) -> dict[str, list[Any]]:
     values: dict[str, list[Any]] = {column.name: [] for column in columns}
     stamps = {column.name for column in columns if column.kind is Kind.TIMESTAMP}
     with path.open(encoding="utf-8") as lines:
-        for line in lines:
+        for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue  # an editor's blank line at the end, say
             row = json.loads(line)
             for name, cells in values.items():
+                if name not in row:
+                    raise _MissingColumn(f"line {number}: {_NO_COLUMN.format(name)}")
                 cell = row[name]
                 if name in stamps and cell is not None:
                     cell = _ns(cell)
                 cells.append(cell)
     return values
+
+
+class _MissingColumn(ValueError):
+    """A table file without one of its table's columns."""
+
+
+# Tables gain columns from one version to the next: a file an older
+# smtpscope wrote lacks them (each is filled in from the capture, so it
+# cannot be made up here).
+_NO_COLUMN = (
+    "no {} column: not a table smtpscope wrote, or one an older version "
+    "wrote (read the captures again to write every column)"
+)
 
 
 def _ns(text: str) -> int:
@@ -181,12 +200,20 @@ _CHECKS: dict[Kind, Callable[[Any], bool]] = {
 
 
 def _parquet(path: Path, columns: tuple[Column, ...]) -> dict[str, list[Any]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LoadError(
+            f"{path}: reading Parquet needs pyarrow, which is not installed; "
+            "install it with: pip install pyarrow"
+        ) from None
 
     table = pq.read_table(path)
     values: dict[str, list[Any]] = {}
     for column in columns:
+        if column.name not in table.column_names:
+            raise _MissingColumn(_NO_COLUMN.format(column.name))
         cells = table.column(column.name)
         if column.kind is Kind.TIMESTAMP:
             # Whatever the unit (other writers use microseconds), as ns.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -145,3 +146,48 @@ def test_blank_lines_in_json_lines_are_no_rows(
     path = tmp_path / "sessions.jsonl"
     path.write_text(path.read_text().replace("\n", "\n\n", 3) + "\n \n")
     same_tables(load_tables(tmp_path), read)
+
+
+def test_a_file_of_an_older_version_names_the_missing_column(tmp_path: Path) -> None:
+    # Columns are added from one version to the next (community_id, say):
+    # an older run's files lack them, which is said as such.
+    import pyarrow.parquet as pq
+
+    capture = str(PCAPS / "auth.pcap")
+    for fmt in ("jsonl", "parquet"):
+        out = tmp_path / fmt
+        assert main(["read", capture, "-q", "-o", str(out), "--format", fmt]) == 0
+        path = out / f"sessions.{fmt}"
+        if fmt == "jsonl":
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            for row in rows:
+                del row["community_id"]
+            path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+            where = "line 1: "
+        else:
+            pq.write_table(pq.read_table(path).drop(["community_id"]), path)
+            where = ""
+        with pytest.raises(LoadError) as raised:
+            load_tables(out)
+        assert str(raised.value) == (
+            f"{path}: {where}no community_id column: not a table smtpscope "
+            "wrote, or one an older version wrote (read the captures again to "
+            "write every column)"
+        )
+
+
+def test_parquet_without_pyarrow_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    capture = str(PCAPS / "auth.pcap")
+    args = ["read", capture, "-q", "-o", str(tmp_path), "--format", "parquet"]
+    assert main(args) == 0
+    # As where pyarrow is not installed: its import fails.
+    for name in ("pyarrow", "pyarrow.parquet"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(LoadError) as raised:
+        load_tables(tmp_path)
+    assert str(raised.value) == (
+        f"{tmp_path / 'sessions.parquet'}: reading Parquet needs pyarrow, which "
+        "is not installed; install it with: pip install pyarrow"
+    )

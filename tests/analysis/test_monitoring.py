@@ -227,3 +227,11 @@ def test_check_reads_a_capture_named_twice_once(
     line = capsys.readouterr().out
     assert line.startswith("SMTPSCOPE OK - 4 sessions on auth.pcap, ")
     assert " sessions=4;;;0 " in line
+
+
+def test_check_counts_one_session_in_the_singular(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["check", "-r", str(PCAPS / "plain-delivery.pcap")]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("SMTPSCOPE OK - 1 session on plain-delivery.pcap, ")
