@@ -200,12 +200,16 @@ def decoded_words(value: str) -> str:
     """
     if "=?" not in value:
         return value
+    from email.errors import HeaderParseError
     from email.header import decode_header
 
     head, tail = value[:MAX_DECODED], value[MAX_DECODED:]
     try:
         parts = decode_header(head)
-    except (ValueError, LookupError):  # binascii.Error is a ValueError
+    except (ValueError, LookupError, HeaderParseError):
+        # binascii.Error is a ValueError; a base64 word of a length no
+        # padding mends (=?utf-8?B?a?=) raises HeaderParseError, which
+        # killed the whole run (found in review). Kept as sent, then.
         return value
     text = []
     for chunk, charset in parts:

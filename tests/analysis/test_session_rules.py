@@ -335,6 +335,41 @@ def test_only_the_start_of_a_huge_subject_is_decoded() -> None:
     assert len(decoded) < len(words)
 
 
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "=?utf-8?B?a?=",  # base64 of a length no padding mends
+        "=?no-such-charset?B?a?=",
+        "Re: =?utf-8?B?a?= and =?utf-8?q?ok?=",
+    ],
+)
+def test_a_subject_the_standard_library_cannot_decode_is_kept_as_sent(
+    subject: str,
+) -> None:
+    # Found in review: HeaderParseError from email.header ended the whole
+    # run with a traceback, and every table was lost.
+    assert decoded_words(subject) == subject
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"RCPT TO:<c@d>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 go\r\n"),
+            (C, b"Subject: " + subject.encode() + b"\r\n\r\nbody\r\n.\r\n"),
+            (S, b"250 queued\r\n"),
+        ]
+    )
+    (txn,) = result.transactions
+    assert (txn.subject, txn.subject_decoded, txn.status) == (
+        subject,
+        subject,
+        "accepted",
+    )
+
+
 # b"\0fakeuser\0Fakepass123" in base64 and in its URL-safe form.
 _SECRET = base64.b64encode(b"\0fakeuser\0Fakepass123")
 _URLSAFE = base64.urlsafe_b64encode(b"\0fakeuser\0Fakepass?>?~~")
