@@ -238,7 +238,11 @@ TLS: tuple[Column, ...] = (
     Column("cert_issuer", _S, "issuer of the server certificate"),
     Column("cert_sans", _SL, "its subject alternative names"),
     Column("cert_not_before", _T, "start of its validity"),
-    Column("cert_not_after", _T, "end of its validity"),
+    Column(
+        "cert_not_after",
+        _T,
+        "end of its validity; missing past 2262 (9999-12-31: no expiration)",
+    ),
     Column("cert_sha256", _S, "SHA-256 of its DER encoding"),
     Column("cert_self_signed", _NB, "whether it signed itself"),
     Column("chain_sha256", _SL, "SHA-256 of every certificate sent, in order"),

@@ -3,18 +3,28 @@
 Only what an administrator checks is kept: names, validity, fingerprint and
 whether the certificate signed itself. A certificate ``cryptography`` cannot
 read still gets its fingerprint, which needs only the DER bytes.
+
+The bytes come from whoever is at the other end of a connection, and
+``cryptography`` raises more than ValueError on bad ones (DuplicateExtension,
+InvalidVersion, ... each its own class, the set growing from one release
+to the next): any exception from reading a certificate is that
+certificate's error, never the run's.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cryptography import x509
 
 _NS = 1_000_000_000
+# The times ns since the epoch can hold in 64 bits (1677 to 2262), as the
+# tables keep them.
+_NS_RANGE = range(-(2**63) + 1, 2**63)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,27 +43,45 @@ def describe(der: bytes) -> CertificateInfo:
     # Imported here: cryptography takes longer to load than a run without
     # certificates (most of them) spends on TLS at all.
     from cryptography import x509
-    from cryptography.exceptions import UnsupportedAlgorithm
 
     digest = hashlib.sha256(der).hexdigest()
     try:
         cert = x509.load_der_x509_certificate(der)
         subject = cert.subject.rfc4514_string()
         issuer = cert.issuer.rfc4514_string()
-        not_before = int(cert.not_valid_before_utc.timestamp()) * _NS
-        not_after = int(cert.not_valid_after_utc.timestamp()) * _NS
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        return CertificateInfo(digest, None, None, (), None, None, None, str(exc))
+        not_before = _ns(cert.not_valid_before_utc)
+        not_after = _ns(cert.not_valid_after_utc)
+    except Exception as exc:  # see the module's docstring
+        return CertificateInfo(digest, None, None, (), None, None, None, _text(exc))
+    # Extensions are parsed when first asked for: a certificate whose names
+    # and dates read still shows them when its extensions do not.
+    error = None
+    try:
+        sans = _sans(cert)
+    except Exception as exc:
+        sans, error = (), f"extensions: {_text(exc)}"
     return CertificateInfo(
         sha256=digest,
         subject=subject,
         issuer=issuer,
-        sans=_sans(cert),
+        sans=sans,
         not_before=not_before,
         not_after=not_after,
         self_signed=_self_signed(cert),
-        error=None,
+        error=error,
     )
+
+
+def _text(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _ns(moment: datetime) -> int | None:
+    """ns since the epoch, or None past what 64 bits of them hold: notAfter
+    99991231235959Z is RFC 5280's "no well-defined expiration date"
+    (4.1.2.5), and real certificates carry it."""
+    ns = int(moment.timestamp()) * _NS
+    return ns if ns in _NS_RANGE else None
 
 
 def _sans(cert: x509.Certificate) -> tuple[str, ...]:
@@ -61,7 +89,7 @@ def _sans(cert: x509.Certificate) -> tuple[str, ...]:
 
     try:
         extension = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except (x509.ExtensionNotFound, ValueError):
+    except x509.ExtensionNotFound:
         return ()
     names = extension.value
     dns = names.get_values_for_type(x509.DNSName)
@@ -72,12 +100,10 @@ def _sans(cert: x509.Certificate) -> tuple[str, ...]:
 def _self_signed(cert: x509.Certificate) -> bool:
     # Self-signed: issued by its own subject and its signature checks out
     # with its own public key (RFC 5280 6.1: a self-issued, self-signed cert).
-    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-
     if cert.issuer != cert.subject:
         return False
     try:
         cert.verify_directly_issued_by(cert)
-    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+    except Exception:  # InvalidSignature, or a key or algorithm it cannot use
         return False
     return True

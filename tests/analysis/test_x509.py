@@ -1,0 +1,86 @@
+"""Server certificates that ``cryptography`` reads in part or not at all.
+
+The certificate comes from whoever is at the other end of the connection:
+whatever it holds is that certificate's error, never the run's (found in
+review: a duplicate extension, a bad version and a notAfter in 9999 each
+ended the run with a traceback, or broke the Parquet output).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from analysis.tls.x509 import describe
+
+KEY = ec.generate_private_key(ec.SECP256R1())
+NAME = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.example.org")])
+UTC = datetime.UTC
+START = datetime.datetime(2024, 1, 1, tzinfo=UTC)
+START_NS = int(START.timestamp()) * 1_000_000_000
+
+# DER of the OIDs of AuthorityKeyIdentifier (2.5.29.35) and
+# SubjectKeyIdentifier (2.5.29.14), and of version v3 and a version 124.
+AKI_OID, SKI_OID = bytes.fromhex("0603551d23"), bytes.fromhex("0603551d0e")
+V3, V124 = bytes.fromhex("a003020102"), bytes.fromhex("a00302017c")
+
+
+def certificate(not_after: datetime.datetime, *, key_ids: bool = False) -> bytes:
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(NAME)
+        .issuer_name(NAME)
+        .public_key(KEY.public_key())
+        .serial_number(12345)
+        .not_valid_before(START)
+        .not_valid_after(not_after)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("mx.example.org")]), False
+        )
+    )
+    if key_ids:
+        ski = x509.SubjectKeyIdentifier.from_public_key(KEY.public_key())
+        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+        builder = builder.add_extension(ski, False).add_extension(aki, False)
+    return builder.sign(KEY, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def test_no_well_defined_expiration_is_a_missing_not_after() -> None:
+    # RFC 5280 4.1.2.5: 99991231235959Z, past what ns in 64 bits can hold.
+    der = certificate(datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+    info = describe(der)
+    assert (info.subject, info.not_before, info.not_after, info.error) == (
+        "CN=mx.example.org",
+        START_NS,
+        None,
+        None,
+    )
+    assert info.sans == ("mx.example.org",)
+    assert info.self_signed is True
+
+
+def test_a_duplicate_extension_keeps_names_and_dates() -> None:
+    # The AuthorityKeyIdentifier's OID turned into SubjectKeyIdentifier's:
+    # cryptography raises DuplicateExtension, when the extensions are read.
+    der = certificate(datetime.datetime(2030, 1, 1, tzinfo=UTC), key_ids=True)
+    der = der.replace(AKI_OID, SKI_OID, 1)
+    info = describe(der)
+    assert (info.subject, info.not_before, info.sans) == (
+        "CN=mx.example.org",
+        START_NS,
+        (),
+    )
+    assert info.error == "extensions: Duplicate 2.5.29.14 extension found"
+
+
+def test_a_version_no_parser_knows_is_an_unreadable_certificate() -> None:
+    der = certificate(datetime.datetime(2030, 1, 1, tzinfo=UTC)).replace(V3, V124, 1)
+    info = describe(der)
+    assert info.sha256 == hashlib.sha256(der).hexdigest()
+    assert (info.subject, info.not_before, info.self_signed) == (None, None, None)
+    assert info.error == "124 is not a valid X509 version"
