@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from analysis.records import SessionResult
 from analysis.session import SessionBuilder
+from analysis.smtp.auth import hide_secrets
+from analysis.smtp.syntax import show_bytes
 from analysis.tls.decrypt import DecryptedStreams, decrypt_captures
 from capture.source import (
     ClockHook,
@@ -23,6 +25,7 @@ from capture.source import (
 )
 from capture.stream import (
     Connection,
+    Direction,
     StreamAnomaly,
     StreamClosed,
     StreamData,
@@ -159,6 +162,52 @@ def _count_decrypted(
         yield result
 
 
+# What a connection may hold before its handshake completes: a SYN carries
+# at most one segment (an MSS, under 9 KB even on jumbo frames), so more
+# comes only from a sender that puts data in segments without ACK.
+MAX_HELD_BYTES = 16 * 1024
+
+
+class _Held:
+    """Bytes a connection sent before its handshake completed (see
+    ``SessionTracker._held``), up to MAX_HELD_BYTES."""
+
+    __slots__ = ("chunks", "dropped", "size")
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[Direction, bytes, int]] = []
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, direction: Direction, data: bytes, ts: int) -> None:
+        room = MAX_HELD_BYTES - self.size
+        if len(data) > room:
+            self.dropped += len(data) - room
+            data = data[:room]
+        if data:
+            self.chunks.append((direction, data, ts))
+            self.size += len(data)
+
+    def release(self, builder: SessionBuilder, accepted: bool) -> None:
+        """Feed ``builder`` the bytes if the connection was ``accepted`` (what
+        did not fit as a gap), else note them as never read."""
+        if not self.chunks:
+            return
+        if accepted:
+            for direction, data, ts in self.chunks:
+                builder.data(direction, data, ts)
+            if self.dropped:
+                builder.gap(direction, self.dropped, ts)
+            return
+        _, first, ts = self.chunks[0]
+        builder.tcp_anomaly(
+            ts,
+            "syn_data_unread",
+            f"{self.size + self.dropped:,} bytes sent before a handshake that "
+            f"never completed, not read: {hide_secrets(show_bytes(first))}",
+        )
+
+
 class SessionTracker:
     """Stream events to sessions: one ``SessionBuilder`` per open connection.
 
@@ -180,6 +229,13 @@ class SessionTracker:
         # flood never does, and a builder is most of what an open
         # connection costs (about 1.5 KB of 3).
         self.silent: dict[int, Connection] = {}
+        # Bytes a connection sent before its handshake completed, by
+        # conn_id: only a SYN carries such (TCP Fast Open, or a flood that
+        # puts a payload in its SYNs). They reach the application only if
+        # the server accepts the connection, so they are read only once it
+        # has (Connection.handshake_completed); data in SYNs nobody answered
+        # would otherwise put commands, and alerts, on spoofed addresses.
+        self._held: dict[int, _Held] = {}
 
     @property
     def open_sessions(self) -> int:
@@ -191,6 +247,9 @@ class SessionTracker:
             conn, direction, ts, data = event  # one step for the four fields
             builder = self.builders.get(conn.conn_id)
             if builder is None:
+                if not conn.handshake_completed:
+                    self._hold(conn, direction, data, ts)
+                    return None
                 builder = self._woken(conn)
             if builder is not None:
                 builder.data(direction, data, ts)
@@ -244,7 +303,18 @@ class SessionTracker:
             conn, self._implicit_tls, self._decrypted.take(key, conn.first_ts)
         )
         self.builders[conn.conn_id] = builder
+        held = self._held.pop(conn.conn_id, None)
+        if held is not None:
+            held.release(builder, conn.handshake_completed)
         return builder
+
+    def _hold(
+        self, conn: Connection, direction: Direction, data: bytes, ts: int
+    ) -> None:
+        held = self._held.get(conn.conn_id)
+        if held is None:
+            held = self._held[conn.conn_id] = _Held()
+        held.add(direction, data, ts)
 
     def close_all(self, reason: str) -> list[SessionResult]:
         """Close every open session now, at its last packet, as ``reason``."""

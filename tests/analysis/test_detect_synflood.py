@@ -354,19 +354,42 @@ def test_each_handshake_as_the_session_table_and_the_detector_see_it(
         40005: (True, True, False, 0, 1, "rst"),
         40006: (True, True, True, 0, 1, "rst"),
         40007: (True, True, True, 0, 2, "end_of_capture"),
-        40008: (True, False, False, 8, 0, "end_of_capture"),
+        40008: (True, False, False, 0, 0, "end_of_capture"),  # never read
         40009: (True, True, True, 8, 1, "end_of_capture"),
         40010: (True, False, True, 8, 0, "end_of_capture"),
     }
     assert sessions[columns].to_dict("index") == {
         port: dict(zip(columns, row, strict=True)) for port, row in rows.items()
     }
+    results = list(analyze([str(capture)]))
     judged = {
         r.session.client_port: (
             server_answer(r.session) if handshake_failed(r.session) else None
         )
-        for r in analyze([str(capture)])
+        for r in results
     }
+    # The bytes of the SYN nobody answered are not read as commands; the
+    # Fast Open SYN's are, once its handshake completed.
+    anomalies = {
+        r.session.client_port: [(a.kind, a.detail) for a in r.anomalies]
+        for r in results
+        if r.anomalies
+    }
+    assert anomalies == {
+        40008: [
+            (
+                "syn_data_unread",
+                "8 bytes sent before a handshake that never completed, not "
+                "read: EHLO x\\r\\n",
+            )
+        ]
+    }
+    commands = {r.session.client_port: [c.verb for c in r.commands] for r in results}
+    assert (commands[40008], commands[40009], commands[40010]) == (
+        [],
+        ["EHLO"],
+        ["EHLO"],
+    )
     assert judged == {
         40001: "not answered",
         40002: "answered with SYN-ACK",

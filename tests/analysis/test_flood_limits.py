@@ -234,3 +234,36 @@ def test_observations_the_detectors_forget_are_reported(
     monkeypatch.setattr(engine, "MAX_SINGLE", 300)
     assert main(["read", "-q", capture]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_bytes_before_the_handshake_are_held_within_a_limit() -> None:
+    # A SYN with 20 KiB in it (no stack sends that much; a flood may): 16 KiB
+    # are held until the handshake completes. Unanswered, none is read;
+    # answered, the rest past the limit is a gap.
+    reassembler = Reassembler(frozenset({25}))
+    tracker = SessionTracker()
+    payload = b"EHLO x\r\n" + b"a" * (20 * 1024 - 8)
+    ack = 0x10
+    served = 201 + len(payload)
+    segments = [
+        (("198.18.0.1", "192.0.2.25", 40001, 25), 100, 0, SYN, payload, 0),
+        (("198.18.0.2", "192.0.2.25", 40002, 25), 200, 0, SYN, payload, 0),
+        (("192.0.2.25", "198.18.0.2", 25, 40002), 900, served, SYN | ack, b"", 0),
+        (("198.18.0.2", "192.0.2.25", 40002, 25), served, 901, ack, b"", 0),
+        (("192.0.2.25", "198.18.0.2", 25, 40002), 901, served, ack, b"220 mx\r\n", 0),
+    ]
+    for ts, segment in enumerate(segments, start=1):
+        for event in reassembler.feed(ts, segment):
+            assert tracker.handle(event) is None
+    unanswered, answered = tracker.close_all("end_of_capture")
+    assert [(a.kind, a.detail) for a in unanswered.anomalies] == [
+        (
+            "syn_data_unread",
+            "20,480 bytes sent before a handshake that never completed, not "
+            "read: EHLO x\\r\\n" + "a" * 56 + "...",
+        )
+    ]
+    assert (unanswered.session.client_bytes, unanswered.commands) == (0, [])
+    session = answered.session
+    assert (session.client_bytes, session.gaps, session.gap_bytes) == (16384, 1, 4096)
+    assert [c.verb for c in answered.commands] == ["EHLO"]
