@@ -144,7 +144,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_read_command(commands, common)
     livecli.add_live_command(commands, common)
     livecli.add_check_command(commands, common)
+    _add_rules_command(commands, common)
     return parser
+
+
+def _add_rules_command(
+    commands: argparse._SubParsersAction[Any],
+    common: argparse.ArgumentParser,
+) -> None:
+    rules = commands.add_parser(
+        "rules",
+        parents=[common],
+        help="print the default detection rules, or check a rules file",
+        description="Print the default detection rules (TOML, every key "
+        "documented: copy the sections to change into a file for --rules), or "
+        "with FILE check that FILE is a rules file read, live and check "
+        "accept. Exit status: 0, or 2 when FILE is refused.",
+    )
+    rules.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="a rules file to check instead",
+    )
+    rules.set_defaults(command="rules", run=_run_rules, validate=lambda args: None)
+
+
+def _run_rules(args: argparse.Namespace) -> int:
+    from analysis.detect.rules import default_rules_text
+
+    if args.file is None:
+        sys.stdout.write(default_rules_text())
+        return Exit.OK
+    try:
+        load_rules(args.file)
+    except RulesError as exc:
+        _error(str(exc))
+        return Exit.USAGE
+    print(f"{escape_controls(args.file)}: a valid rules file")
+    return Exit.OK
 
 
 class _Parser(argparse.ArgumentParser):
@@ -220,8 +258,8 @@ def _add_read_command(
         "--rules",
         type=rules_file,
         metavar="FILE",
-        help="detection rules (TOML) laid over the defaults; see "
-        "analysis/detect/default_rules.toml for every key",
+        help="detection rules (TOML) laid over the defaults; "
+        f"'{PROG} rules' prints them with every key",
     )
     read.add_argument(
         "--tls-keylog",
@@ -416,7 +454,11 @@ def _run_read(args: argparse.Namespace) -> int:
     tables = end.tables
     if tables is not None and args.output is not None and not streamed:
         failed = not _write(tables, args.output, fmt) or failed
-    if report:
+    # Nothing read at all, and only errors to say why (a file that is no
+    # capture): a report of zeros would only hide them, as tcpdump shows
+    # none either.
+    unread = bool(stats.errors) and not stats.packets and not end.sessions
+    if report and not unread:
         _show(end, stats, args)
 
     if not end.sessions and stats.packets and not stats.errors:

@@ -100,13 +100,17 @@ def load_rules(path: str | os.PathLike[str]) -> Rules:
     return _build(_defaults(), user, name)
 
 
+def default_rules_text() -> str:
+    """The defaults file as shipped: every key, documented."""
+    return resources.files(__package__).joinpath("default_rules.toml").read_text()
+
+
 # Cached: each AlertEngine without rules of its own asks (a run makes two,
 # the spool's and the judge's), and tomllib is slow. Read only: _merge
 # copies the sections it changes.
 @functools.cache
 def _defaults() -> dict[str, Any]:
-    text = resources.files(__package__).joinpath("default_rules.toml").read_text()
-    return tomllib.loads(text)
+    return tomllib.loads(default_rules_text())
 
 
 def _build(defaults: dict[str, Any], user: dict[str, Any], name: str) -> Rules:

@@ -185,6 +185,17 @@ def test_each_bad_input_is_reported_and_the_rest_read(
     assert "smtpscope summary" in out
 
 
+def test_a_file_that_is_no_capture_gets_its_error_and_no_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by a first-time user: a summary panel of zeros above the error.
+    text = tmp_path / "notes.txt"
+    text.write_text("not a capture\n")
+    assert main(["read", str(text)]) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"smtpscope: {text}: not a pcap or pcapng file\n")
+
+
 def test_damaged_capture_keeps_earlier_sessions(
     fake: FakePipeline, capture: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -447,3 +458,23 @@ def test_a_report_into_a_file_or_pipe_shows_every_column(
     monkeypatch.setenv("COLUMNS", "80")
     assert main(argv) == 0
     assert "too narrow to show: server, close" in capsys.readouterr().out
+
+
+def test_rules_prints_the_defaults_and_checks_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # After a plain pip install the defaults file sits deep in site-packages:
+    # a first-time user found no way to see it.
+    shipped = Path(__file__).resolve().parents[2] / "analysis/detect/default_rules.toml"
+    assert main(["rules"]) == 0
+    assert capsys.readouterr().out == shipped.read_text()
+
+    mine = tmp_path / "rules.toml"
+    mine.write_text("[syn_flood]\nthreshold = 50\n")
+    assert main(["rules", str(mine)]) == 0
+    assert capsys.readouterr().out == f"{mine}: a valid rules file\n"
+    mine.write_text("[syn_flood]\nthreshold = 'fifty'\n")
+    assert main(["rules", str(mine)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"smtpscope: {mine}: ")
