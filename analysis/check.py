@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from analysis.escape import plugin_text
 from analysis.monitor import Monitor
 
 
@@ -78,7 +79,8 @@ def _value(value: float | None, unit: str = "") -> str:
 
 
 def evaluate(monitor: Monitor, limits: Thresholds, source: str) -> Verdict:
-    """Judge the monitor's totals; ``source`` names what was watched or read."""
+    """Judge the monitor's totals; ``source`` names what was watched or read
+    (file names, interfaces: escaped here, like every text that is not ours)."""
     m = monitor
     alerts = float(sum(m.alerts.values()))
     figures = [
@@ -101,7 +103,7 @@ def evaluate(monitor: Monitor, limits: Thresholds, source: str) -> Verdict:
 
     summary = (
         f"{m.sessions} {'session' if m.sessions == 1 else 'sessions'} on "
-        f"{source}, refusal ratio "
+        f"{plugin_text(source)}, refusal ratio "
         f"{_value(m.refusal_ratio)}, max greeting delay "
         f"{_value(m.greeting_delay_max, 's')}, TLS share {_value(m.tls_share)}, "
         f"{int(alerts)} alerts"
@@ -124,4 +126,4 @@ def evaluate(monitor: Monitor, limits: Thresholds, source: str) -> Verdict:
 
 def unknown(message: str) -> Verdict:
     """The verdict when nothing could be judged: the check itself failed."""
-    return Verdict(Status.UNKNOWN, f"SMTPSCOPE UNKNOWN - {message}")
+    return Verdict(Status.UNKNOWN, f"SMTPSCOPE UNKNOWN - {plugin_text(message)}")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from analysis import interrupts, livecli, pipeline
 from analysis.detect import Alert, Rules, RulesError, load_rules
 from analysis.detect import engine as detect_engine
-from analysis.escape import escape_controls
+from analysis.escape import escape_controls, plugin_text
 from analysis.offline import finish
 from analysis.parallel import WorkerLost, read_sharded
 from analysis.rowfiles import (
@@ -161,7 +161,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         if self.plugin_name is None:
             super().error(message)
-        print(f"{self.plugin_name} UNKNOWN - usage: {escape_controls(message)}")
+        print(f"{self.plugin_name} UNKNOWN - usage: {plugin_text(message)}")
         self.exit(3)
 
 

@@ -235,3 +235,33 @@ def test_check_counts_one_session_in_the_singular(
     assert cli.main(["check", "-r", str(PCAPS / "plain-delivery.pcap")]) == 0
     line = capsys.readouterr().out
     assert line.startswith("SMTPSCOPE OK - 1 session on plain-delivery.pcap, ")
+
+
+def test_check_escapes_file_names_in_its_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Everything after the first "|" is performance data to Nagios, and
+    # only the first line is read: a file name holds neither.
+    name = "evil|x=1;2;3 \nSECOND \x1b[31mLINE.pcap"
+    (tmp_path / name).write_bytes((PCAPS / "rejected-rcpt.pcap").read_bytes())
+    assert cli.main(["check", "-r", str(tmp_path / name)]) == 0
+    assert capsys.readouterr().out == (
+        "SMTPSCOPE OK - 1 session on evil\\x7cx=1;2;3 \\x0aSECOND "
+        "\\x1b[31mLINE.pcap, refusal ratio 0.428571, max greeting delay "
+        "0.000202s, TLS share 0, 1 alerts | sessions=1;;;0 "
+        "refusal_ratio=0.428571;;;0;1 greeting_delay=0.000202s;;;0 "
+        "tls_share=0;;;0;1 alerts=1;;;0 packets=31c;;;0 dropped=0c;;;0\n"
+    )
+
+    missing = tmp_path / "gone|x=1\n.pcap"
+    assert cli.main(["check", "-r", str(missing)]) == 3
+    assert capsys.readouterr().out == (
+        f"SMTPSCOPE UNKNOWN - {tmp_path}/gone\\x7cx=1\\x0a.pcap: cannot open: "
+        "No such file or directory\n"
+    )
+
+    assert cli.main(["check", "-r", str(missing), "--refusal-warn", "1|x=1"]) == 3
+    assert capsys.readouterr().out == (
+        "SMTPSCOPE UNKNOWN - usage: argument --refusal-warn: '1\\x7cx=1' is "
+        "not a number\n"
+    )
