@@ -8,11 +8,19 @@ with Nagios ranges: ``0.2`` alerts above 0.2, ``0.5:`` alerts below 0.5.
 A figure that cannot be computed (no sessions, no greeting seen) is
 printed as ``U`` and never alerts: too little traffic is not a failure of
 the mail server.
+
+Input read only in part (a capture damaged or missing among others) is
+still judged: UNKNOWN would hide a CRITICAL figure, and ``read`` too keeps
+what it decoded. The status is then at least WARNING, as ``read`` exits
+non-zero: a monitor notifies on nothing else, and an OK would hide that
+part of the traffic went unseen. UNKNOWN is for a check that judged
+nothing (not one packet read, no permission to capture, a usage error).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from analysis.escape import plugin_text
@@ -78,9 +86,12 @@ def _value(value: float | None, unit: str = "") -> str:
     return "U" if value is None else f"{_num(value)}{unit}"
 
 
-def evaluate(monitor: Monitor, limits: Thresholds, source: str) -> Verdict:
+def evaluate(
+    monitor: Monitor, limits: Thresholds, source: str, damage: Sequence[str] = ()
+) -> Verdict:
     """Judge the monitor's totals; ``source`` names what was watched or read
-    (file names, interfaces: escaped here, like every text that is not ours)."""
+    (file names, interfaces: escaped here, like every text that is not ours)
+    and ``damage`` says what of it could not be read, one message each."""
     m = monitor
     alerts = float(sum(m.alerts.values()))
     figures = [
@@ -100,15 +111,19 @@ def evaluate(monitor: Monitor, limits: Thresholds, source: str) -> Verdict:
             assert limit is not None
             problems.append(f"{name} {_num(value)} {side} {_num(limit)}")
         status = max(status, verdict)
+    if damage:
+        more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
+        problems.append(f"judged on what could be read: {damage[0]}{more}")
+        status = max(status, Status.WARNING)
 
     summary = (
         f"{m.sessions} {'session' if m.sessions == 1 else 'sessions'} on "
-        f"{plugin_text(source)}, refusal ratio "
+        f"{source}, refusal ratio "
         f"{_value(m.refusal_ratio)}, max greeting delay "
         f"{_value(m.greeting_delay_max, 's')}, TLS share {_value(m.tls_share)}, "
         f"{int(alerts)} alerts"
     )
-    text = "; ".join(problems) + " - " + summary if problems else summary
+    text = plugin_text("; ".join(problems) + " - " + summary if problems else summary)
     perf = " ".join(
         [
             f"sessions={m.sessions};;;0",

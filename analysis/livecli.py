@@ -119,7 +119,8 @@ def add_check_command(
         "and compare the SMTP seen with the thresholds given. Prints one "
         "status line with performance data.",
         epilog="Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the check "
-        "itself failed: unreadable capture, no permission, usage error). The "
+        "itself failed: no packet could be read, no permission, usage error). "
+        "A damaged capture is judged on what was read, at least WARNING. The "
         "refusal ratio is the share of 4xx/5xx replies to MAIL, RCPT and "
         "message content; the greeting delay is the largest seen.",
     )

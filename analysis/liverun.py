@@ -350,11 +350,11 @@ def _check_captures(
         cli._error(cli.forgotten_warning(done.forgotten))
     for alert in done.alerts:
         monitor.add_alert(_alert_event(alert))
-    if stats.errors:
-        return unknown(stats.errors[0])
+    if stats.errors and not stats.packets:
+        return unknown(stats.errors[0])  # no packet to judge
     monitor.capture.received = stats.packets
     names = ", ".join(os.path.basename(path) for path in args.captures)
-    return evaluate(monitor, _thresholds(args), names)
+    return evaluate(monitor, _thresholds(args), names, stats.errors)
 
 
 def _check_live(

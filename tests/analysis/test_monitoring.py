@@ -265,3 +265,54 @@ def test_check_escapes_file_names_in_its_one_line(
         "SMTPSCOPE UNKNOWN - usage: argument --refusal-warn: '1\\x7cx=1' is "
         "not a number\n"
     )
+
+
+def test_check_judges_what_a_damaged_capture_held(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The last record cut off, as by a tcpdump killed mid-write: the session
+    # before it is whole, and its refusals are still CRITICAL.
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes((PCAPS / "rejected-rcpt.pcap").read_bytes()[:3857])
+    damage = (
+        f"judged on what could be read: {cut}: damaged at byte 3782: record "
+        "truncated: 66 bytes of packet announced, 59 present"
+    )
+    summary = (
+        "1 session on cut.pcap, refusal ratio 0.428571, max greeting delay "
+        "0.000202s, TLS share 0, 1 alerts"
+    )
+    perf = (
+        "greeting_delay=0.000202s;;;0 tls_share=0;;;0;1 alerts=1;;;0 "
+        "packets=30c;;;0 dropped=0c;;;0"
+    )
+    limits = ["--refusal-warn", "0.2", "--refusal-crit", "0.4"]
+    assert cli.main(["check", "-r", str(cut), *limits]) == 2
+    assert capsys.readouterr().out == (
+        f"SMTPSCOPE CRITICAL - refusal ratio 0.428571 above 0.4; {damage} - "
+        f"{summary} | sessions=1;;;0 refusal_ratio=0.428571;0.2;0.4;0;1 {perf}\n"
+    )
+
+    # Figures within their limits: WARNING, since part of the traffic went
+    # unseen (read exits 1 for the same capture).
+    assert cli.main(["check", "-r", str(cut)]) == 1
+    assert capsys.readouterr().out == (
+        f"SMTPSCOPE WARNING - {damage} - {summary} | sessions=1;;;0 "
+        f"refusal_ratio=0.428571;;;0;1 {perf}\n"
+    )
+
+    # A capture missing among others is one more piece of damage.
+    args = ["check", "-r", str(cut), "-r", str(tmp_path / "gone.pcap")]
+    assert cli.main(args) == 1
+    assert capsys.readouterr().out.startswith(
+        f"SMTPSCOPE WARNING - {damage} (and 1 more) - 1 session on cut.pcap, "
+        "gone.pcap, "
+    )
+
+    # Nothing read, nothing to judge: UNKNOWN.
+    cut.write_bytes((PCAPS / "rejected-rcpt.pcap").read_bytes()[:30])
+    assert cli.main(["check", "-r", str(cut)]) == 3
+    assert capsys.readouterr().out == (
+        f"SMTPSCOPE UNKNOWN - {cut}: damaged at byte 24: record header "
+        "truncated at 6 of 16 bytes\n"
+    )
