@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from analysis.escape import plugin_text
 from analysis.monitor import Monitor
@@ -61,7 +62,7 @@ class Threshold:
     def _range(self, limit: float | None) -> str:
         if limit is None:
             return ""
-        return f"{_num(limit)}:" if self.minimum else _num(limit)
+        return f"{_exact(limit)}:" if self.minimum else _exact(limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,15 @@ class Verdict:
 
 def _num(value: float) -> str:
     return f"{value:.6g}"
+
+
+def _exact(limit: float) -> str:
+    """A threshold as given: the shortest decimal that reads back as the
+    same float, with no exponent (perfdata numbers are ``[-0-9.]``).
+    The command line bounds thresholds, so the digits stay few."""
+    if limit.is_integer():
+        return str(int(limit))
+    return format(Decimal(repr(limit)), "f")
 
 
 def _value(value: float | None, unit: str = "") -> str:
@@ -109,7 +119,7 @@ def evaluate(
             side = "below" if threshold.minimum else "above"
             limit = threshold.crit if verdict is Status.CRITICAL else threshold.warn
             assert limit is not None
-            problems.append(f"{name} {_num(value)} {side} {_num(limit)}")
+            problems.append(f"{name} {_num(value)} {side} {_exact(limit)}")
         status = max(status, verdict)
     if damage:
         more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""

@@ -156,6 +156,31 @@ def test_check_exit_status(
             ["--alerts-warn", "1.5"],
             "argument --alerts-warn: '1.5' is not a number of alerts",
         ),
+        # Thresholds print exactly in the performance data, or are refused:
+        # 400 nines made "inf" there.
+        (
+            ["--alerts-warn", "9" * 400],
+            f"argument --alerts-warn: '{'9' * 400}' is more than "
+            "9,007,199,254,740,992 (2**53) alerts",
+        ),
+        (
+            ["--alerts-crit", "9007199254740993"],
+            "argument --alerts-crit: '9007199254740993' is more than "
+            "9,007,199,254,740,992 (2**53) alerts",
+        ),
+        (
+            ["--greeting-delay-warn", "9" * 400],
+            f"argument --greeting-delay-warn: '{'9' * 400}' is too large",
+        ),
+        (
+            ["--greeting-delay-crit", "1e300"],
+            "argument --greeting-delay-crit: '1e300' is more than ten years of seconds",
+        ),
+        (["--refusal-warn", "inf"], "argument --refusal-warn: 'inf' is too large"),
+        (
+            ["--tls-min-crit", "nan"],
+            "argument --tls-min-crit: 'nan' is not a non-negative number",
+        ),
     ],
 )
 def test_check_refuses_thresholds_that_make_no_sense(
@@ -172,6 +197,24 @@ def test_check_perfdata_uses_nagios_ranges(capsys: pytest.CaptureFixture[str]) -
     perf = capsys.readouterr().out.split(" | ", 1)[1].split()
     assert "tls_share=1;0.8:;;0;1" in perf
     assert any(p.startswith("greeting_delay=") and p.endswith("s;;5;0") for p in perf)
+
+
+def test_check_prints_thresholds_exactly(capsys: pytest.CaptureFixture[str]) -> None:
+    # As given, in the digits perfdata allows: no rounding to six digits,
+    # no exponent.
+    path = str(PCAPS / "rejected-rcpt.pcap")
+    args = ["--refusal-warn", "0.1234567", "--greeting-delay-crit", "1e-7"]
+    args += ["--tls-min-warn", "-0", "--alerts-crit", "9007199254740992"]
+    assert cli.main(["check", "-r", path, *args]) == 2
+    assert capsys.readouterr().out == (
+        "SMTPSCOPE CRITICAL - refusal ratio 0.428571 above 0.1234567; "
+        "greeting delay 0.000202 above 0.0000001 - 1 session on "
+        "rejected-rcpt.pcap, refusal ratio 0.428571, max greeting delay "
+        "0.000202s, TLS share 0, 1 alerts | sessions=1;;;0 "
+        "refusal_ratio=0.428571;0.1234567;;0;1 "
+        "greeting_delay=0.000202s;;0.0000001;0 tls_share=0;0:;;0;1 "
+        "alerts=1;;9007199254740992;0 packets=31c;;;0 dropped=0c;;;0\n"
+    )
 
 
 def test_sessions_per_minute_forgets_old_ones() -> None:
