@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from analysis import cli
+from analysis.check import Thresholds, evaluate
 from analysis.dashboard import dashboard
 from analysis.metrics import MetricsServer, exposition
 from analysis.monitor import Monitor, RecentEvent
@@ -359,3 +360,13 @@ def test_check_judges_what_a_damaged_capture_held(
         f"SMTPSCOPE UNKNOWN - {cut}: damaged at byte 24: record header "
         "truncated at 6 of 16 bytes\n"
     )
+
+
+def test_check_prints_small_figures_without_an_exponent() -> None:
+    monitor = Monitor(NOW)
+    monitor.sessions = 1
+    monitor.greeting.observe(0.00005)  # a greeting in 50 us, on loopback
+    monitor.refusals, monitor.refusable = 1, 100_000
+    line = evaluate(monitor, Thresholds(), "x.pcap").line
+    assert " refusal_ratio=0.00001;;;0;1 greeting_delay=0.00005s;;;0 " in line
+    assert ", refusal ratio 0.00001, max greeting delay 0.00005s, " in line
