@@ -87,8 +87,9 @@ def _num(value: float) -> str:
 
 def _exact(limit: float) -> str:
     """A threshold as given: the shortest decimal that reads back as the
-    same float, with no exponent (perfdata numbers are ``[-0-9.]``).
-    The command line bounds thresholds, so the digits stay few."""
+    same float, with no exponent (perfdata numbers are ``[-0-9.]``). The
+    command line bounds thresholds from above; a tiny one (1e-300) prints
+    all its zeros, still exact."""
     if limit.is_integer():
         return str(int(limit))
     return format(Decimal(repr(limit)), "f")

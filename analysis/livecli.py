@@ -259,7 +259,9 @@ _ALERTS_MAX = 2**53
 def _count(text: str) -> float:
     if not text.isdecimal():
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of alerts")
-    if int(text) > _ALERTS_MAX:
+    # The length first: int() refuses more than 4,300 digits.
+    digits = text.lstrip("0")
+    if len(digits) > len(str(_ALERTS_MAX)) or int(digits or "0") > _ALERTS_MAX:
         raise argparse.ArgumentTypeError(
             f"{text!r} is more than {_ALERTS_MAX:,} (2**53) alerts"
         )

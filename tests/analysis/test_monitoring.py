@@ -165,6 +165,11 @@ def test_check_exit_status(
             "9,007,199,254,740,992 (2**53) alerts",
         ),
         (
+            ["--alerts-crit", "9" * 5000],  # past what int() converts
+            f"argument --alerts-crit: '{'9' * 5000}' is more than "
+            "9,007,199,254,740,992 (2**53) alerts",
+        ),
+        (
             ["--alerts-crit", "9007199254740993"],
             "argument --alerts-crit: '9007199254740993' is more than "
             "9,007,199,254,740,992 (2**53) alerts",
