@@ -8,13 +8,23 @@ with Nagios ranges: ``0.2`` alerts above 0.2, ``0.5:`` alerts below 0.5.
 A figure that cannot be computed (no sessions, no greeting seen) is
 printed as ``U`` and never alerts: too little traffic is not a failure of
 the mail server.
+
+Input read only in part (a capture damaged or missing among others) is
+still judged: UNKNOWN would hide a CRITICAL figure, and ``read`` too keeps
+what it decoded. The status is then at least WARNING, as ``read`` exits
+non-zero: a monitor notifies on nothing else, and an OK would hide that
+part of the traffic went unseen. UNKNOWN is for a check that judged
+nothing (not one packet read, no permission to capture, a usage error).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
+from analysis.escape import plugin_text
 from analysis.monitor import Monitor
 
 
@@ -52,7 +62,7 @@ class Threshold:
     def _range(self, limit: float | None) -> str:
         if limit is None:
             return ""
-        return f"{_num(limit)}:" if self.minimum else _num(limit)
+        return f"{_exact(limit)}:" if self.minimum else _exact(limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +80,31 @@ class Verdict:
 
 
 def _num(value: float) -> str:
-    return f"{value:.6g}"
+    """A figure to six significant digits, without the exponent ``:g`` gives
+    below 0.0001 (a greeting in 50 us): perfdata numbers are ``[-0-9.]``."""
+    return format(Decimal(f"{value:.6g}"), "f")
+
+
+def _exact(limit: float) -> str:
+    """A threshold as given: the shortest decimal that reads back as the
+    same float, with no exponent (perfdata numbers are ``[-0-9.]``). The
+    command line bounds thresholds from above; a tiny one (1e-300) prints
+    all its zeros, still exact."""
+    if limit.is_integer():
+        return str(int(limit))
+    return format(Decimal(repr(limit)), "f")
 
 
 def _value(value: float | None, unit: str = "") -> str:
     return "U" if value is None else f"{_num(value)}{unit}"
 
 
-def evaluate(monitor: Monitor, limits: Thresholds, source: str) -> Verdict:
-    """Judge the monitor's totals; ``source`` names what was watched or read."""
+def evaluate(
+    monitor: Monitor, limits: Thresholds, source: str, damage: Sequence[str] = ()
+) -> Verdict:
+    """Judge the monitor's totals; ``source`` names what was watched or read
+    (file names, interfaces: escaped here, like every text that is not ours)
+    and ``damage`` says what of it could not be read, one message each."""
     m = monitor
     alerts = float(sum(m.alerts.values()))
     figures = [
@@ -96,8 +122,12 @@ def evaluate(monitor: Monitor, limits: Thresholds, source: str) -> Verdict:
             side = "below" if threshold.minimum else "above"
             limit = threshold.crit if verdict is Status.CRITICAL else threshold.warn
             assert limit is not None
-            problems.append(f"{name} {_num(value)} {side} {_num(limit)}")
+            problems.append(f"{name} {_num(value)} {side} {_exact(limit)}")
         status = max(status, verdict)
+    if damage:
+        more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
+        problems.append(f"judged on what could be read: {damage[0]}{more}")
+        status = max(status, Status.WARNING)
 
     summary = (
         f"{m.sessions} {'session' if m.sessions == 1 else 'sessions'} on "
@@ -106,7 +136,7 @@ def evaluate(monitor: Monitor, limits: Thresholds, source: str) -> Verdict:
         f"{_value(m.greeting_delay_max, 's')}, TLS share {_value(m.tls_share)}, "
         f"{int(alerts)} alerts"
     )
-    text = "; ".join(problems) + " - " + summary if problems else summary
+    text = plugin_text("; ".join(problems) + " - " + summary if problems else summary)
     perf = " ".join(
         [
             f"sessions={m.sessions};;;0",
@@ -124,4 +154,4 @@ def evaluate(monitor: Monitor, limits: Thresholds, source: str) -> Verdict:
 
 def unknown(message: str) -> Verdict:
     """The verdict when nothing could be judged: the check itself failed."""
-    return Verdict(Status.UNKNOWN, f"SMTPSCOPE UNKNOWN - {message}")
+    return Verdict(Status.UNKNOWN, f"SMTPSCOPE UNKNOWN - {plugin_text(message)}")

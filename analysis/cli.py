@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from analysis import interrupts, livecli, pipeline
 from analysis.detect import Alert, Rules, RulesError, load_rules
 from analysis.detect import engine as detect_engine
-from analysis.escape import escape_controls
+from analysis.escape import escape_controls, plugin_text
 from analysis.offline import finish
-from analysis.parallel import WorkerLost, read_sharded
+from analysis.parallel import WorkerLost, connection_share, read_sharded
 from analysis.rowfiles import (
     ExportError,
     Format,
@@ -199,7 +199,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         if self.plugin_name is None:
             super().error(message)
-        print(f"{self.plugin_name} UNKNOWN - usage: {escape_controls(message)}")
+        print(f"{self.plugin_name} UNKNOWN - usage: {plugin_text(message)}")
         self.exit(3)
 
 
@@ -315,6 +315,12 @@ def _jobs(asked: int | None, paths: list[str]) -> int:
     # than a second process gains. Above AUTO_JOBS_MAX, every process
     # reading the whole capture again costs more than its share saves.
     return min(cpus, AUTO_JOBS_MAX) if total >= AUTO_JOBS_MIN_BYTES else 1
+
+
+def _readers(jobs: int, args: argparse.Namespace) -> int:
+    """How many of the ``jobs`` processes read the captures: decryption
+    runs tshark over whole captures, so with a key log one does it all."""
+    return 1 if args.tls_keylog is not None else jobs
 
 
 def _piped(path: str) -> bool:
@@ -436,7 +442,8 @@ def _run_read(args: argparse.Namespace) -> int:
     _freeze_once()
     with spool:
         jobs = _jobs(args.jobs, readable)
-        spooled = _read_into(spool, args, readable, ports, jobs)
+        readers = _readers(jobs, args)
+        spooled = _read_into(spool, args, readable, ports, readers)
         stats = spool.stats
         if not spooled:
             # Sessions are missing from the spool: writing the tables
@@ -478,7 +485,7 @@ def _run_read(args: argparse.Namespace) -> int:
     for message in stats.errors:
         _error(message)
     if stats.evicted:
-        _error(evicted_warning(stats.evicted, args.max_connections, jobs))
+        _error(evicted_warning(stats.evicted, args.max_connections, readers))
     if end.forgotten:
         _error(forgotten_warning(end.forgotten))
     if stats.rewinds:
@@ -543,19 +550,26 @@ def _undecrypted_note(stats: pipeline.RunStats, keylog: str) -> str:
 
 
 def evicted_warning(evicted: int, limit: int | None, jobs: int) -> str:
-    """What to say when connections were evicted: how many, and why."""
+    """What to say when connections were evicted: how many, and why.
+
+    ``jobs`` is how many processes read: each held its share of ``limit``
+    (``parallel.connection_share``), and it is that share a process went
+    past, not ``limit``.
+    """
     were = "connection was" if evicted == 1 else "connections were"
-    message = (
-        f"warning: {evicted:,} {were} closed early (close 'evicted'): more "
-        f"than {limit or 0:,} were open at once; --max-connections raises "
-        "the limit"
-    )
-    if jobs > 1:
-        message += (
-            f" (with -j {jobs} each process holds its share of it, so which "
+    if jobs <= 1:
+        why = f"more than {limit or 0:,} were open at once"
+    else:
+        share = connection_share(limit, jobs) or 0
+        why = (
+            f"more than {share:,} were open at once in a process (with -j "
+            f"{jobs} each holds its share of {limit or 0:,}, so which "
             "connections were evicted can differ from a run with -j 1)"
         )
-    return message
+    return (
+        f"warning: {evicted:,} {were} closed early (close 'evicted'): {why}; "
+        "--max-connections raises the limit"
+    )
 
 
 def forgotten_warning(forgotten: int) -> str:
@@ -639,8 +653,7 @@ def _read_into(
         stats.interrupted = True
         return True
     show_progress = not args.quiet and sys.stderr.isatty()
-    # Decryption runs tshark over whole captures: one process does it.
-    if jobs > 1 and "-" not in readable and args.tls_keylog is None:
+    if jobs > 1 and "-" not in readable:
         # Every share reads every capture, at about the same pace: the
         # progress of this process's own share stands for all of them.
         try:

@@ -4,7 +4,9 @@ Anything an SMTP peer sent (HELO names, addresses, reply texts, headers) may
 hold bytes meant to attack whoever reads it: ANSI escape sequences that
 rewrite the terminal, bidi overrides that reorder what is shown, rich markup
 that restyles the output, or spreadsheet formulas. Every view passes such
-strings through this module first.
+strings through this module first. A monitoring plugin's status line
+(``smtpscope check``) is one more place where they, and file names,
+end up.
 
 The escaping is for display and is lossy in one way: a backslash is not
 doubled, so a literal ``\\x1b`` sent by a peer looks the same as an escaped
@@ -86,3 +88,15 @@ def csv_cell(value: str) -> str:
     if escaped.startswith(_FORMULA_START):
         return "'" + escaped
     return escaped
+
+
+def plugin_text(value: str) -> str:
+    """``value`` escaped for the text of a monitoring plugin's status line.
+
+    Nagios and its kin read the first line a plugin prints and take what
+    follows its first ``|`` as performance data, so a line break or a ``|``
+    in a file name would cut the text short and forge data. Control
+    characters are escaped as everywhere; ``|`` becomes ``\\x7c``, the form
+    those escapes take, so the plugin's own ``|`` is the only one left.
+    """
+    return escape_controls(value).replace("|", "\\x7c")

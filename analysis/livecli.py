@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 from typing import Any
 
 from analysis import cli
@@ -119,7 +120,8 @@ def add_check_command(
         "and compare the SMTP seen with the thresholds given. Prints one "
         "status line with performance data.",
         epilog="Exit status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the check "
-        "itself failed: unreadable capture, no permission, usage error). The "
+        "itself failed: no packet could be read, no permission, usage error). "
+        "A damaged capture is judged on what was read, at least WARNING. The "
         "refusal ratio is the share of 4xx/5xx replies to MAIL, RCPT and "
         "message content; the greeting delay is the largest seen.",
     )
@@ -165,7 +167,7 @@ def add_check_command(
             check.add_argument(
                 f"--{name}-{level}",
                 # Alerts are counted: a fraction of one would only mislead.
-                type=_count if name == "alerts" else _non_negative,
+                type=_THRESHOLD_TYPES.get(name, _non_negative),
                 metavar="N" if name == "alerts" else "X",
                 help=f"{what} the status is "
                 f"{'WARNING' if level == 'warn' else 'CRITICAL'}",
@@ -248,10 +250,30 @@ def _positive(text: str) -> float:
     return value
 
 
+# Monitoring systems read performance data as doubles, which hold whole
+# numbers exactly up to 2**53: past it the threshold they show would not be
+# the one judged (and no check ever counts that many alerts).
+_ALERTS_MAX = 2**53
+
+
 def _count(text: str) -> float:
     if not text.isdecimal():
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of alerts")
+    # The length first: int() refuses more than 4,300 digits.
+    digits = text.lstrip("0")
+    if len(digits) > len(str(_ALERTS_MAX)) or int(digits or "0") > _ALERTS_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is more than {_ALERTS_MAX:,} (2**53) alerts"
+        )
     return float(text)
+
+
+def _delay(text: str) -> float:
+    """A greeting delay threshold: zero warns of any delay."""
+    value = _non_negative(text)
+    if value > _SECONDS_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than ten years of seconds")
+    return value
 
 
 def _non_negative(text: str) -> float:
@@ -259,9 +281,15 @@ def _non_negative(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
+    if not value >= 0:  # NaN too
         raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative number")
-    return value
+    if value == math.inf:  # "inf", or digits past the largest double
+        raise argparse.ArgumentTypeError(f"{text!r} is too large")
+    return value + 0.0  # -0 as 0
+
+
+# The thresholds not given as shares (checked in _validate_check).
+_THRESHOLD_TYPES = {"alerts": _count, "greeting-delay": _delay}
 
 
 def _listen_address(text: str) -> tuple[str, int]:

@@ -346,15 +346,18 @@ def _check_captures(
             done = finish(spool)
         except OSError as exc:  # SpoolError too: the disk is full
             return unknown(cli._os_error_message(exc))
+    # Warnings on stderr, as read gives them: the status line is the verdict.
+    if stats.evicted:
+        cli._error(cli.evicted_warning(stats.evicted, args.max_connections, jobs=1))
     if done.forgotten:
         cli._error(cli.forgotten_warning(done.forgotten))
     for alert in done.alerts:
         monitor.add_alert(_alert_event(alert))
-    if stats.errors:
-        return unknown(stats.errors[0])
+    if stats.errors and not stats.packets:
+        return unknown(stats.errors[0])  # no packet to judge
     monitor.capture.received = stats.packets
     names = ", ".join(os.path.basename(path) for path in args.captures)
-    return evaluate(monitor, _thresholds(args), names)
+    return evaluate(monitor, _thresholds(args), names, stats.errors)
 
 
 def _check_live(
@@ -364,8 +367,12 @@ def _check_live(
     if source is None:
         return unknown(problem or "cannot capture")
 
+    evicted = 0
+
     def add(result: SessionResult) -> None:
+        nonlocal evicted
         monitor.add(result, time.time_ns())
+        evicted += result.session.close == "evicted"
 
     def discard(table: str, record: object) -> None:
         # A check keeps totals only: alerts are counted, rows dropped.
@@ -385,6 +392,8 @@ def _check_live(
         counts = source.counts()
     monitor.capture.received = analyzer.packets
     monitor.capture.dropped = sum(c.dropped + c.interface_dropped for c in counts)
+    if evicted:  # on stderr, as live says it
+        cli._error(cli.evicted_warning(evicted, args.max_connections, jobs=1))
     if flag.signal is not None:
         return unknown(f"stopped by {signal.Signals(flag.signal).name}")
     return evaluate(monitor, _thresholds(args), ", ".join(args.interfaces))

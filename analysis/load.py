@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,9 @@ def load_tables(directory: StrPath) -> SmtpTables:
 
     A table with no file (an older run's output without ``tls``, say) is
     empty. ``stats`` is empty: the files do not keep it. Raises
-    ``LoadError`` when no table file is there, for CSV files, and for a
-    file that is not a table of this name.
+    ``LoadError`` when no table file is there, for CSV files, for a file
+    that is not a table of this name, and for anything under a table's
+    name that is not a regular file (a directory, a named pipe).
     """
     folder = Path(directory)
     frames: dict[str, pd.DataFrame] = {}
@@ -49,12 +51,12 @@ def load_tables(directory: StrPath) -> SmtpTables:
         values = None
         for fmt, reader in _READERS.items():
             path = folder / f"{name}.{fmt.value}"
-            if path.is_file():
+            if _table_file(path):
                 values = _read(reader, path, columns)
                 found = True
                 break
         if values is None:
-            if (folder / f"{name}.csv").is_file():
+            if _table_file(folder / f"{name}.csv"):
                 raise LoadError(
                     f"{folder / name}.csv: CSV is written for people and "
                     "spreadsheets and cannot be loaded back exactly; write "
@@ -68,6 +70,39 @@ def load_tables(directory: StrPath) -> SmtpTables:
     if not found:
         raise LoadError(f"{folder}: no table files (sessions.jsonl, ...) in it")
     return SmtpTables(stats=pipeline.RunStats(), **frames)
+
+
+def _table_file(path: Path) -> bool:
+    """Whether a table file is at ``path``.
+
+    Something else under the name (a directory, a named pipe, a link to
+    nothing) is a ``LoadError``: taken for a missing file, it made an empty
+    table in silence. Only ``stat`` looks at it: opening a named pipe would
+    wait for a writer.
+    """
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        if path.is_symlink():
+            raise LoadError(f"{path}: a link to nothing, not a table file") from None
+        return False  # no such file, or no such directory: said later
+    except OSError as exc:
+        raise LoadError(f"{path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise LoadError(f"{path}: {_file_kind(mode)}, not a table file")
+    return True
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
 
 
 # A reader gives each column's cells as the records hold them: timestamps

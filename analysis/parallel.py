@@ -43,6 +43,12 @@ class WorkerLost(Exception):
     """A worker process ended without handing back its share."""
 
 
+def connection_share(max_connections: int | None, jobs: int) -> int | None:
+    """The connections each of ``jobs`` processes may hold open at once:
+    its share of ``max_connections``, rounded up so that none holds 0."""
+    return None if max_connections is None else -(-max_connections // jobs)
+
+
 def read_sharded(
     paths: Sequence[str],
     ports: frozenset[int],
@@ -73,7 +79,7 @@ def read_sharded(
     spool = spool if spool is not None else Spool()
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
     directory = spool.scratch_directory()
-    each = None if max_connections is None else -(-max_connections // jobs)
+    each = connection_share(max_connections, jobs)
     settings = _Settings(directory, spool.rules, spool.rows, spool.results, each)
     work = [(list(paths), ports, (k, jobs), settings) for k in range(jobs)]
 

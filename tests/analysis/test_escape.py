@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from analysis.escape import csv_cell, escape_controls, terminal_text
+from analysis.escape import csv_cell, escape_controls, plugin_text, terminal_text
 
 
 @pytest.mark.parametrize(
@@ -88,3 +88,8 @@ def test_terminal_text_marks_missing_values() -> None:
 )
 def test_csv_cell(raw: str, cell: str) -> None:
     assert csv_cell(raw) == cell
+
+
+def test_plugin_text_leaves_one_line_and_no_perfdata_separator() -> None:
+    assert plugin_text("a|b\nc\x1b[0m") == "a\\x7cb\\x0ac\\x1b[0m"
+    assert plugin_text("mail.pcap") == "mail.pcap"

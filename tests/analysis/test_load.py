@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -69,6 +71,35 @@ def test_a_table_without_a_file_is_empty(read: SmtpTables, tmp_path: Path) -> No
     loaded = load_tables(tmp_path)
     assert len(loaded.tls) == 0
     assert list(loaded.tls.dtypes) == list(read.tls.dtypes)
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (Path.mkdir, "a directory"),
+        (os.mkfifo, "a named pipe"),  # stat only: opened, it would block
+        (lambda path: path.symlink_to(path.parent / "gone"), "a link to nothing"),
+    ],
+)
+def test_a_table_name_that_is_no_file_is_refused(
+    make: Callable[[Path], object], said: str, tmp_path: Path
+) -> None:
+    # Taken for a missing file, it made an empty table in silence.
+    assert main(["read", CAPTURES[0], "-q", "-o", str(tmp_path)]) == 0
+    path = tmp_path / "sessions.jsonl"
+    path.unlink()
+    make(path)
+    with pytest.raises(LoadError) as raised:
+        load_tables(tmp_path)
+    assert str(raised.value) == f"{path}: {said}, not a table file"
+
+
+def test_a_link_to_a_table_file_loads(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["read", CAPTURES[0], "-q", "-o", str(out)]) == 0
+    (out / "sessions.jsonl").rename(tmp_path / "kept.jsonl")
+    (out / "sessions.jsonl").symlink_to(tmp_path / "kept.jsonl")
+    assert len(load_tables(out).sessions) == len(read_captures(CAPTURES[:1]).sessions)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from analysis import cli
+from analysis.check import Thresholds, evaluate
 from analysis.dashboard import dashboard
 from analysis.metrics import MetricsServer, exposition
 from analysis.monitor import Monitor, RecentEvent
@@ -156,6 +157,36 @@ def test_check_exit_status(
             ["--alerts-warn", "1.5"],
             "argument --alerts-warn: '1.5' is not a number of alerts",
         ),
+        # Thresholds print exactly in the performance data, or are refused:
+        # 400 nines made "inf" there.
+        (
+            ["--alerts-warn", "9" * 400],
+            f"argument --alerts-warn: '{'9' * 400}' is more than "
+            "9,007,199,254,740,992 (2**53) alerts",
+        ),
+        (
+            ["--alerts-crit", "9" * 5000],  # past what int() converts
+            f"argument --alerts-crit: '{'9' * 5000}' is more than "
+            "9,007,199,254,740,992 (2**53) alerts",
+        ),
+        (
+            ["--alerts-crit", "9007199254740993"],
+            "argument --alerts-crit: '9007199254740993' is more than "
+            "9,007,199,254,740,992 (2**53) alerts",
+        ),
+        (
+            ["--greeting-delay-warn", "9" * 400],
+            f"argument --greeting-delay-warn: '{'9' * 400}' is too large",
+        ),
+        (
+            ["--greeting-delay-crit", "1e300"],
+            "argument --greeting-delay-crit: '1e300' is more than ten years of seconds",
+        ),
+        (["--refusal-warn", "inf"], "argument --refusal-warn: 'inf' is too large"),
+        (
+            ["--tls-min-crit", "nan"],
+            "argument --tls-min-crit: 'nan' is not a non-negative number",
+        ),
     ],
 )
 def test_check_refuses_thresholds_that_make_no_sense(
@@ -172,6 +203,24 @@ def test_check_perfdata_uses_nagios_ranges(capsys: pytest.CaptureFixture[str]) -
     perf = capsys.readouterr().out.split(" | ", 1)[1].split()
     assert "tls_share=1;0.8:;;0;1" in perf
     assert any(p.startswith("greeting_delay=") and p.endswith("s;;5;0") for p in perf)
+
+
+def test_check_prints_thresholds_exactly(capsys: pytest.CaptureFixture[str]) -> None:
+    # As given, in the digits perfdata allows: no rounding to six digits,
+    # no exponent.
+    path = str(PCAPS / "rejected-rcpt.pcap")
+    args = ["--refusal-warn", "0.1234567", "--greeting-delay-crit", "1e-7"]
+    args += ["--tls-min-warn", "-0", "--alerts-crit", "9007199254740992"]
+    assert cli.main(["check", "-r", path, *args]) == 2
+    assert capsys.readouterr().out == (
+        "SMTPSCOPE CRITICAL - refusal ratio 0.428571 above 0.1234567; "
+        "greeting delay 0.000202 above 0.0000001 - 1 session on "
+        "rejected-rcpt.pcap, refusal ratio 0.428571, max greeting delay "
+        "0.000202s, TLS share 0, 1 alerts | sessions=1;;;0 "
+        "refusal_ratio=0.428571;0.1234567;;0;1 "
+        "greeting_delay=0.000202s;;0.0000001;0 tls_share=0;0:;;0;1 "
+        "alerts=1;;9007199254740992;0 packets=31c;;;0 dropped=0c;;;0\n"
+    )
 
 
 def test_sessions_per_minute_forgets_old_ones() -> None:
@@ -235,3 +284,94 @@ def test_check_counts_one_session_in_the_singular(
     assert cli.main(["check", "-r", str(PCAPS / "plain-delivery.pcap")]) == 0
     line = capsys.readouterr().out
     assert line.startswith("SMTPSCOPE OK - 1 session on plain-delivery.pcap, ")
+
+
+def test_check_escapes_file_names_in_its_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Everything after the first "|" is performance data to Nagios, and
+    # only the first line is read: a file name holds neither.
+    name = "evil|x=1;2;3 \nSECOND \x1b[31mLINE.pcap"
+    (tmp_path / name).write_bytes((PCAPS / "rejected-rcpt.pcap").read_bytes())
+    assert cli.main(["check", "-r", str(tmp_path / name)]) == 0
+    assert capsys.readouterr().out == (
+        "SMTPSCOPE OK - 1 session on evil\\x7cx=1;2;3 \\x0aSECOND "
+        "\\x1b[31mLINE.pcap, refusal ratio 0.428571, max greeting delay "
+        "0.000202s, TLS share 0, 1 alerts | sessions=1;;;0 "
+        "refusal_ratio=0.428571;;;0;1 greeting_delay=0.000202s;;;0 "
+        "tls_share=0;;;0;1 alerts=1;;;0 packets=31c;;;0 dropped=0c;;;0\n"
+    )
+
+    missing = tmp_path / "gone|x=1\n.pcap"
+    assert cli.main(["check", "-r", str(missing)]) == 3
+    assert capsys.readouterr().out == (
+        f"SMTPSCOPE UNKNOWN - {tmp_path}/gone\\x7cx=1\\x0a.pcap: cannot open: "
+        "No such file or directory\n"
+    )
+
+    assert cli.main(["check", "-r", str(missing), "--refusal-warn", "1|x=1"]) == 3
+    assert capsys.readouterr().out == (
+        "SMTPSCOPE UNKNOWN - usage: argument --refusal-warn: '1\\x7cx=1' is "
+        "not a number\n"
+    )
+
+
+def test_check_judges_what_a_damaged_capture_held(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The last record cut off, as by a tcpdump killed mid-write: the session
+    # before it is whole, and its refusals are still CRITICAL.
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes((PCAPS / "rejected-rcpt.pcap").read_bytes()[:3857])
+    damage = (
+        f"judged on what could be read: {cut}: damaged at byte 3782: record "
+        "truncated: 66 bytes of packet announced, 59 present"
+    )
+    summary = (
+        "1 session on cut.pcap, refusal ratio 0.428571, max greeting delay "
+        "0.000202s, TLS share 0, 1 alerts"
+    )
+    perf = (
+        "greeting_delay=0.000202s;;;0 tls_share=0;;;0;1 alerts=1;;;0 "
+        "packets=30c;;;0 dropped=0c;;;0"
+    )
+    limits = ["--refusal-warn", "0.2", "--refusal-crit", "0.4"]
+    assert cli.main(["check", "-r", str(cut), *limits]) == 2
+    assert capsys.readouterr().out == (
+        f"SMTPSCOPE CRITICAL - refusal ratio 0.428571 above 0.4; {damage} - "
+        f"{summary} | sessions=1;;;0 refusal_ratio=0.428571;0.2;0.4;0;1 {perf}\n"
+    )
+
+    # Figures within their limits: WARNING, since part of the traffic went
+    # unseen (read exits 1 for the same capture).
+    assert cli.main(["check", "-r", str(cut)]) == 1
+    assert capsys.readouterr().out == (
+        f"SMTPSCOPE WARNING - {damage} - {summary} | sessions=1;;;0 "
+        f"refusal_ratio=0.428571;;;0;1 {perf}\n"
+    )
+
+    # A capture missing among others is one more piece of damage.
+    args = ["check", "-r", str(cut), "-r", str(tmp_path / "gone.pcap")]
+    assert cli.main(args) == 1
+    assert capsys.readouterr().out.startswith(
+        f"SMTPSCOPE WARNING - {damage} (and 1 more) - 1 session on cut.pcap, "
+        "gone.pcap, "
+    )
+
+    # Nothing read, nothing to judge: UNKNOWN.
+    cut.write_bytes((PCAPS / "rejected-rcpt.pcap").read_bytes()[:30])
+    assert cli.main(["check", "-r", str(cut)]) == 3
+    assert capsys.readouterr().out == (
+        f"SMTPSCOPE UNKNOWN - {cut}: damaged at byte 24: record header "
+        "truncated at 6 of 16 bytes\n"
+    )
+
+
+def test_check_prints_small_figures_without_an_exponent() -> None:
+    monitor = Monitor(NOW)
+    monitor.sessions = 1
+    monitor.greeting.observe(0.00005)  # a greeting in 50 us, on loopback
+    monitor.refusals, monitor.refusable = 1, 100_000
+    line = evaluate(monitor, Thresholds(), "x.pcap").line
+    assert " refusal_ratio=0.00001;;;0;1 greeting_delay=0.00005s;;;0 " in line
+    assert ", refusal ratio 0.00001, max greeting delay 0.00005s, " in line
