@@ -357,7 +357,10 @@ def _check_captures(
         return unknown(stats.errors[0])  # no packet to judge
     monitor.capture.received = stats.packets
     names = ", ".join(os.path.basename(path) for path in args.captures)
-    return evaluate(monitor, _thresholds(args), names, stats.errors)
+    # Stopped part way (Ctrl-C, or SIGTERM: what a scheduler's timeout
+    # sends), the figures are of part of the captures: said as damage is.
+    unread = ["stopped before the end"] if stats.interrupted else []
+    return evaluate(monitor, _thresholds(args), names, unread + stats.errors)
 
 
 def _check_live(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -15,6 +17,7 @@ from analysis.dashboard import dashboard
 from analysis.metrics import MetricsServer, exposition
 from analysis.monitor import Monitor, RecentEvent
 from analysis.pipeline import analyze
+from analysis.records import SessionResult
 from analysis.tables import read_captures
 from capture.live import InterfaceCounts
 
@@ -375,3 +378,24 @@ def test_check_prints_small_figures_without_an_exponent() -> None:
     line = evaluate(monitor, Thresholds(), "x.pcap").line
     assert " refusal_ratio=0.00001;;;0;1 greeting_delay=0.00005s;;;0 " in line
     assert ", refusal ratio 0.00001, max greeting delay 0.00005s, " in line
+
+
+def test_check_stopped_part_way_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C, or a scheduler's timeout (SIGTERM), while check -r reads: the
+    # figures are of part of the capture, which an OK would hide.
+    from analysis import liverun
+
+    def two_then_stopped(*args: Any, **kwargs: Any) -> Iterator[SessionResult]:
+        results = analyze(*args, **kwargs)
+        yield next(results)
+        yield next(results)
+        kwargs["stats"].interrupted = True
+
+    monkeypatch.setattr(liverun.pipeline, "analyze", two_then_stopped)
+    assert cli.main(["check", "-r", str(PCAPS / "auth.pcap")]) == 1
+    assert capsys.readouterr().out.startswith(
+        "SMTPSCOPE WARNING - judged on what could be read: stopped before the "
+        "end - 2 sessions on auth.pcap, "
+    )
