@@ -159,10 +159,31 @@ def _same_syn(half: _Half, seq: int) -> bool:
     return half.base == (seq + 1) % _SEQ_MOD
 
 
+def _acknowledges_synack(server: _Half, ack: int) -> bool:
+    """Whether the client's acknowledgment number ``ack`` acknowledges the
+    server's SYN-ACK.
+
+    RFC 9293 3.10.7.3 asks SND.UNA < SEG.ACK =< SND.NXT: past the ISN, and
+    not past what the server sent. What it sent is known here only as far
+    as the capture shows, so a little more is allowed, as for a RST (a
+    greeting the capture lost, acknowledged with the client's first
+    command); a guess at the ISN still has one chance in 65,536. A SYN-ACK
+    captured has given the server's stream its start (``base``).
+    """
+    offset = server.offset(ack)
+    sent = server.next_off
+    if server.pending:
+        sent = max(sent, server.pending[-1][1])
+    if server.fin_off is not None:
+        sent = max(sent, server.fin_off + 1)
+    return 0 <= offset <= sent + _RST_WINDOW
+
+
 class _Flow:
     __slots__ = (
         "closed",
         "conn",
+        "early_ack",
         "fin_done",
         "forget_at",
         "halves",
@@ -187,6 +208,10 @@ class _Flow:
         # Closed while unproven (see _unproven): a byte of its 4-tuple
         # after that is no late packet of it, as it sent none.
         self.silent = False
+        # The acknowledgment number of the client's last plain ACK before
+        # anything of the server was captured: checked against the SYN-ACK
+        # if one comes (see Reassembler._handshake).
+        self.early_ack: int | None = None
 
     def settle(self) -> None:
         """Note whether plain segments may take the fast lane of ``feed``.
@@ -702,16 +727,19 @@ class Reassembler:
         conn.wire_bytes[direction] += len(payload) + missing
         half = flow.halves[direction]
         peer = flow.halves[1 - direction]
+        believed = True
         if flags & SYN or (conn.synack_ts is not None and conn.ack_ts is None):
-            self._handshake(conn, direction, ts, seg, half, peer)
-        if direction == Direction.CLIENT and flags & _ACK_ONLY == ACK:
+            believed = self._handshake(flow, direction, ts, seg, half, peer)
+        if direction == Direction.CLIENT and flags & _ACK_ONLY == ACK and believed:
             conn.client_acked = True
+            if peer.base is None:
+                flow.early_ack = ack
         if flags & RST:
             self._reset(flow, direction, ts, seg, events)
             return
 
         # The acknowledgment first: it speaks of bytes sent before this.
-        if flags & ACK and peer.base is not None:
+        if flags & ACK and peer.base is not None and believed:
             ack_off = peer.offset(ack)
             if ack_off > peer.acked:
                 self._acknowledged(flow, 1 - direction, ack_off, ts, events)
@@ -747,19 +775,23 @@ class Reassembler:
 
     def _handshake(
         self,
-        conn: Connection,
+        flow: _Flow,
         direction: Direction,
         ts: int,
         seg: Segment,
         half: _Half,
         peer: _Half,
-    ) -> None:
+    ) -> bool:
         """Note the handshake's times and initial sequence numbers (RFC 9293 3.5).
 
         The SYN sets its direction's ISN; a SYN-ACK's acknowledgment gives
-        the client's when the SYN itself was not captured.
+        the client's when the SYN itself was not captured. Returns False for
+        a client's ACK that the server, its SYN-ACK captured, refuses: one
+        that does not acknowledge that SYN-ACK, whose acknowledgment is then
+        no proof of anything (a spoofed flood's guess).
         """
         _, seq, ack, flags, _, _ = seg
+        conn = flow.conn
         if flags & SYN:
             if flags & ACK:
                 if conn.synack_ts is None:
@@ -771,10 +803,23 @@ class Reassembler:
             if half.base is None:
                 half.isn = seq
                 half.base = (seq + 1) % _SEQ_MOD
-        elif direction == Direction.CLIENT and flags & ACK and not flags & RST:
+                if direction == Direction.SERVER and flow.early_ack is not None:
+                    # The client's ACKs came first in the capture (clocks of
+                    # two taps, or a flood's ACK right behind its SYN): only
+                    # now can they be checked.
+                    conn.client_acked = _acknowledges_synack(half, flow.early_ack)
+            return True
+        if direction != Direction.CLIENT or not flags & ACK:
+            return True
+        if not _acknowledges_synack(peer, ack):
+            # RFC 9293 3.10.7.3: in SYN-RECEIVED the server answers such an
+            # ACK with a RST and stays where it was.
+            return False
+        if not flags & RST:
             # A RST with the ACK bit (a spoofed source's answer to a
             # SYN-ACK it never asked for) ends the handshake, not completes it.
             conn.ack_ts = ts
+        return True
 
     def _reset(
         self,

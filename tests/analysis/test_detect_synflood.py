@@ -329,6 +329,26 @@ def _handshakes() -> bytes:
     sent(40009, True, ACK, 109, 501)
     sent(40010, True, SYN, 100)  # the SYN-ACK and ACK missed: data shows them
     sent(40010, True, ACK, 101, 501, data=b"EHLO x\r\n")
+    # A flood's ACK guessing the server's ISN: the server refuses it with a
+    # RST (RFC 9293 3.10.7.3), so it completes nothing.
+    sent(40011, True, SYN, 100)
+    sent(40011, False, SYN | ACK, 500, 101)
+    sent(40011, True, ACK, 101, 1_839_201_777)
+    sent(40012, True, SYN, 100)  # the guess captured before the SYN-ACK
+    sent(40012, True, ACK, 101, 1_839_201_777)
+    sent(40012, False, SYN | ACK, 500, 101)
+    sent(40013, True, SYN, 100)  # a wrong ACK, then the right one
+    sent(40013, False, SYN | ACK, 500, 101)
+    sent(40013, True, ACK, 101, 1_839_201_777)
+    sent(40013, True, ACK, 101, 501)
+    sent(40014, True, SYN, 100)  # the right ACK before the SYN-ACK (two taps)
+    sent(40014, True, ACK, 101, 501)
+    sent(40014, False, SYN | ACK, 500, 101)
+    sent(40015, True, SYN, 100)  # the client's side only: its ACK is believed
+    sent(40015, True, ACK, 101, 1_839_201_777)
+    sent(40016, True, SYN, 100)  # the ACK and greeting missed: the EHLO's
+    sent(40016, False, SYN | ACK, 500, 101)  # acknowledgment shows them
+    sent(40016, True, ACK, 101, 512, data=b"EHLO x\r\n")
     return pcap(frames)
 
 
@@ -357,10 +377,30 @@ def test_each_handshake_as_the_session_table_and_the_detector_see_it(
         40008: (True, False, False, 8, 0, "end_of_capture"),
         40009: (True, True, True, 8, 1, "end_of_capture"),
         40010: (True, False, True, 8, 0, "end_of_capture"),
+        40011: (True, True, False, 0, 1, "end_of_capture"),
+        40012: (True, True, False, 0, 1, "end_of_capture"),
+        40013: (True, True, True, 0, 1, "end_of_capture"),
+        40014: (True, True, True, 0, 1, "end_of_capture"),
+        40015: (True, False, True, 0, 0, "end_of_capture"),
+        40016: (True, True, True, 8, 1, "end_of_capture"),
     }
     assert sessions[columns].to_dict("index") == {
         port: dict(zip(columns, row, strict=True)) for port, row in rows.items()
     }
+    # SYN to the ACK that completed the handshake, frames 1 µs apart; none
+    # where no ACK of the SYN-ACK came after it.
+    assert sessions["handshake_rtt_s"].dropna().to_dict() == {
+        40006: 2e-6,
+        40007: 2e-6,
+        40009: 2e-6,
+        40013: 3e-6,
+        40016: 2e-6,
+    }
+    # A refused ACK proves no bytes lost either: the ISN it guessed is not
+    # taken for a server that sent 1.8 GB the capture missed. The EHLO's
+    # acknowledgment proves the 11 bytes of a greeting.
+    gaps = sessions["gap_bytes"]
+    assert gaps[gaps > 0].to_dict() == {40016: 11}
     judged = {
         r.session.client_port: (
             server_answer(r.session) if handshake_failed(r.session) else None
@@ -378,6 +418,12 @@ def test_each_handshake_as_the_session_table_and_the_detector_see_it(
         40008: "not answered",
         40009: None,
         40010: None,
+        40011: "answered with SYN-ACK",
+        40012: "answered with SYN-ACK",
+        40013: None,
+        40014: None,
+        40015: None,
+        40016: None,
     }
 
 
