@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analysis import cli, detecthelp
@@ -425,6 +426,94 @@ def test_each_handshake_as_the_session_table_and_the_detector_see_it(
         40015: None,
         40016: None,
     }
+
+
+# Connections opened from an SMTP port: backscatter, not sessions ----------
+
+MAIL = "10.0.1.1"  # the mail server whose address someone spoofs
+
+
+def _backscatter() -> bytes:
+    """SYN-ACKs from 40 hosts to the mail server's port 25, answered with
+    RSTs: the backscatter of SYNs someone sent with its address. Among them
+    two SYNs from its port 25 to a web port, an SMTP delivery it receives,
+    and one it makes from port 25 to another server's port 25."""
+    frames: list[Frame] = []
+
+    def sent(ends: tuple[str, str, int, int], flags: int, seq: int, ack: int,
+             data: bytes = b"") -> None:  # fmt: skip
+        segment = v4_tcp(*ends, data, seq=seq, ack=ack, flags=flags)
+        frames.append(Frame(1000, len(frames) * 1000, ethernet(segment)))
+
+    for n in range(40):
+        far = (f"198.51.100.{n + 1}", 30000 + n * 7)
+        sent((far[0], MAIL, far[1], 25), SYN | ACK, 9000 + n, 777 + n)
+        sent((MAIL, far[0], 25, far[1]), RST, 777 + n, 0)
+    for n in range(2):
+        sent((MAIL, "203.0.113.80", 25, 80 + n), SYN, 4000, 0)
+    client = ("192.0.2.7", MAIL, 40100, 25)
+    server = (MAIL, "192.0.2.7", 25, 40100)
+    sent(client, SYN, 100, 0)
+    sent(server, SYN | ACK, 500, 101)
+    sent(client, ACK, 101, 501)
+    sent(server, PSH | ACK, 501, 101, b"220 ready\r\n")
+    relay = (MAIL, "203.0.113.25", 25, 25)
+    sent(relay, SYN, 300, 0)
+    return pcap(frames)
+
+
+def test_a_synack_flood_at_the_mail_server_accuses_nobody(tmp_path: Path) -> None:
+    # Found in review: each SYN-ACK's sender was taken for the server, so
+    # the mail server became the client of 40 sessions to random hosts, and
+    # connection_flood and short_sessions blamed it. No SMTP server connects
+    # out from port 25: these are no sessions, and they are counted apart.
+    capture = tmp_path / "backscatter.pcap"
+    capture.write_bytes(_backscatter())
+    outputs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"j{jobs}"
+        args = ["read", str(capture), "-q", "-o", str(out), "-j", jobs]
+        assert cli.main(args) == 0
+        outputs[jobs] = {p.name: p.read_text() for p in sorted(out.iterdir())}
+    assert outputs["1"] == outputs["2"]
+
+    tables = read_captures([str(capture)])
+    columns = [
+        "client_ip",
+        "client_port",
+        "server_ip",
+        "server_port",
+        "greeting_code",
+        "handshake_completed",
+        "close",
+    ]
+    assert tables.sessions[columns].values.tolist() == [
+        ["192.0.2.7", 40100, MAIL, 25, 220, True, "end_of_capture"],
+        [MAIL, 25, "203.0.113.25", 25, pd.NA, False, "end_of_capture"],
+    ]
+    assert tables.alerts.empty
+    assert outputs["1"]["alerts.jsonl"] == ""
+    assert (tables.stats.smtp_packets, tables.stats.handshakes_from_smtp_ports) == (
+        87,
+        42,
+    )
+
+
+def test_the_summary_counts_the_connections_opened_from_smtp_ports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = tmp_path / "backscatter.pcap"
+    capture.write_bytes(_backscatter())
+    for jobs in ("1", "2"):
+        assert cli.main(["read", str(capture), "-j", jobs, "--limit", "0"]) == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        assert "opened from SMTP ports 42 SYN or SYN-ACK packets, not sessions" in (
+            shown
+        )
+        # The mail server is a client once: of the delivery it makes.
+        assert "sessions 2 " in shown
+        assert "top clients 10.0.1.1 (1), 192.0.2.7 (1)" in shown
+        assert "alerts none" in shown
 
 
 # A SYN flood capture, read end to end -------------------------------------
