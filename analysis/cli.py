@@ -473,9 +473,19 @@ def _run_read(args: argparse.Namespace) -> int:
         if stats.smtp_packets:
             # A flood of ACKs or RSTs, or the tail of connections that
             # ended before the capture: none is a session (see pipeline).
+            # Nor is a connection opened from an SMTP port (Reassembler).
+            outbound = stats.handshakes_from_smtp_ports
+            opened = (
+                f"; {outbound:,} of them are SYNs or SYN-ACKs of connections "
+                "opened from an SMTP port (what SYNs spoofed with a server's "
+                "address bring back), not SMTP sessions"
+                if outbound
+                else ""
+            )
             _error(
                 f"{stats.smtp_packets:,} TCP packets on the SMTP ports "
                 f"({watched}), but no connection began or sent a byte there"
+                f"{opened}"
             )
         else:
             _error(

@@ -476,4 +476,5 @@ def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
         # at least this one) makes the whole run an interrupted one.
         interrupted=any(part.interrupted for part in parts),
         evicted=sum(part.evicted for part in parts),
+        handshakes_from_smtp_ports=sum(p.handshakes_from_smtp_ports for p in parts),
     )

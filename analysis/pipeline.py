@@ -68,6 +68,9 @@ class RunStats:
     evicted: int = 0
     # Captures that began before those read before them had reached.
     rewinds: list[str] = field(default_factory=list)
+    # SYNs and SYN-ACKs of connections opened from an SMTP port to another
+    # (backscatter of SYNs sent with a server's address): no sessions.
+    handshakes_from_smtp_ports: int = 0
     # With a key log: sessions whose TLS handshake completed, and how many
     # of them the key log decrypted (the rest had no secrets in it).
     tls_completed: int = 0
@@ -138,6 +141,7 @@ def analyze(
         run.smtp_packets += source.smtp_packets
         run.filtered = run.filtered or source.filtered
         run.evicted += source.reassembly.evicted
+        run.handshakes_from_smtp_ports += source.reassembly.handshakes_from_smtp_ports
         run.rewinds.extend(source.rewinds)
         run.errors.extend(str(error) for error in source.errors)
 

@@ -97,6 +97,9 @@ class Summary:
     # TCP segments on the SMTP ports: counted alike by libpcap's path and the
     # Python reader, so the figure means the same whichever read a capture.
     smtp_packets: int = 0
+    # SYNs and SYN-ACKs of connections opened from an SMTP port: not
+    # sessions (RunStats.handshakes_from_smtp_ports).
+    handshakes_from_smtp_ports: int = 0
 
 
 def summarize(tables: SmtpTables, top: int = 5) -> Summary:
@@ -129,6 +132,7 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
         anomaly_kinds=_top_kinds(tables.anomalies, top),
         tls_decrypted=int(sessions["tls_decrypted"].sum()),
         smtp_packets=tables.stats.smtp_packets,
+        handshakes_from_smtp_ports=tables.stats.handshakes_from_smtp_ports,
     )
 
 
@@ -202,6 +206,7 @@ class ReportDigest:
             anomaly_kinds=_ranked(self._kinds, self.top),
             tls_decrypted=self._decrypted,
             smtp_packets=stats.smtp_packets,
+            handshakes_from_smtp_ports=stats.handshakes_from_smtp_ports,
         )
 
     def report(
@@ -254,6 +259,11 @@ def summary_panel(summary: Summary) -> Panel:
     rows.append(("packets on SMTP ports", _count_text(summary.smtp_packets)))
     if summary.errors:
         rows.append(("damaged inputs", Text(str(summary.errors), style="red")))
+    if summary.handshakes_from_smtp_ports:
+        # Shown where there were some: they explain packets without sessions.
+        count = f"{summary.handshakes_from_smtp_ports:,}"
+        opened = Text(f"{count} SYN or SYN-ACK packets, not sessions")
+        rows.append(("opened from SMTP ports", opened))
     rows += [
         ("sessions", _count_text(summary.sessions)),
         ("transactions", _count_text(summary.transactions)),

@@ -279,7 +279,11 @@ def smtp_filter(
         # Keep this worker's share early, in C: the port sum decides, as in
         # the Python check after decoding, which remains the authority.
         tcp = f"({tcp} and ({_bpf_shard(mine, parts)}))"
-    v6 = "(ip6 and not ip6 proto 6)"
+    # The next-header byte itself (RFC 8200 3), not ``ip6 proto 6``: libpcap
+    # makes that true of TCP behind a Fragment header too, where ``port``
+    # looks for no TCP header, so an atomic fragment (RFC 6946) on an SMTP
+    # port would pass neither test.
+    v6 = "(ip6 and ip6[6] != 6)"
     base = f"({tcp} or {v6})"
     if tags == "none":
         return base

@@ -75,6 +75,9 @@ class ReassemblyStats:
     # Captures that began before the ones read before them had reached:
     # another recording (see Reassembler.start_capture).
     rewinds: int = 0
+    # SYNs and SYN-ACKs that opened nothing: their client was on an SMTP
+    # port, their server on another (see Reassembler._start).
+    handshakes_from_smtp_ports: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -159,10 +162,31 @@ def _same_syn(half: _Half, seq: int) -> bool:
     return half.base == (seq + 1) % _SEQ_MOD
 
 
+def _acknowledges_synack(server: _Half, ack: int) -> bool:
+    """Whether the client's acknowledgment number ``ack`` acknowledges the
+    server's SYN-ACK.
+
+    RFC 9293 3.10.7.3 asks SND.UNA < SEG.ACK =< SND.NXT: past the ISN, and
+    not past what the server sent. What it sent is known here only as far
+    as the capture shows, so a little more is allowed, as for a RST (a
+    greeting the capture lost, acknowledged with the client's first
+    command); a guess at the ISN still has one chance in 65,536. A SYN-ACK
+    captured has given the server's stream its start (``base``).
+    """
+    offset = server.offset(ack)
+    sent = server.next_off
+    if server.pending:
+        sent = max(sent, server.pending[-1][1])
+    if server.fin_off is not None:
+        sent = max(sent, server.fin_off + 1)
+    return 0 <= offset <= sent + _RST_WINDOW
+
+
 class _Flow:
     __slots__ = (
         "closed",
         "conn",
+        "early_ack",
         "fin_done",
         "forget_at",
         "halves",
@@ -187,6 +211,10 @@ class _Flow:
         # Closed while unproven (see _unproven): a byte of its 4-tuple
         # after that is no late packet of it, as it sent none.
         self.silent = False
+        # The acknowledgment number of the client's last plain ACK before
+        # anything of the server was captured: checked against the SYN-ACK
+        # if one comes (see Reassembler._handshake).
+        self.early_ack: int | None = None
 
     def settle(self) -> None:
         """Note whether plain segments may take the fast lane of ``feed``.
@@ -241,18 +269,19 @@ _RELEASED_CONN = Connection(-1, "", 0, "", 0, 0)
 class Reassembler:
     """Turns the TCP segments of many connections into ``StreamEvent``s.
 
-    ``smtp_ports`` only decides which side is the server when the handshake
-    was not captured. Connections idle for longer than ``idle_timeout_s``
-    of capture time are closed with ``CloseReason.IDLE``; a closed
-    connection's 4-tuple is remembered as long again, so that its late
-    ACKs and retransmissions are recognised (and counted) rather than taken
-    for a new connection. Connections that showed nothing yet (attempts
-    and traceless ones, see ``_unproven``) are closed as IDLE after
-    ``attempt_timeout_s``; attempts are remembered as long, traceless ones
-    not at all, and a byte on the 4-tuple of either starts a connection.
-    With more than ``max_connections`` open, some are closed as
-    ``CloseReason.EVICTED`` and forgotten at once, the unproven first (see
-    ``_evict``), until a tenth of the room is free again.
+    ``smtp_ports`` decides which side is the server when the handshake was
+    not captured, and that a handshake whose client sits on one of them and
+    whose server does not opens nothing (see ``_start``). Connections idle
+    for longer than ``idle_timeout_s`` of capture time are closed with
+    ``CloseReason.IDLE``; a closed connection's 4-tuple is remembered as
+    long again, so that its late ACKs and retransmissions are recognised
+    (and counted) rather than taken for a new connection. Connections that
+    showed nothing yet (attempts and traceless ones, see ``_unproven``) are
+    closed as IDLE after ``attempt_timeout_s``; attempts are remembered as
+    long, traceless ones not at all, and a byte on the 4-tuple of either
+    starts a connection. With more than ``max_connections`` open, some are
+    closed as ``CloseReason.EVICTED`` and forgotten at once, the unproven
+    first (see ``_evict``), until a tenth of the room is free again.
 
     Every ``StreamClosed`` carries the connection's last packet time, for
     every reason (``finish`` given a time excepted): an idle close is
@@ -383,10 +412,12 @@ class Reassembler:
                 return events
 
         new_syn = flags & (SYN | ACK) == SYN
+        started: tuple[_Flow, Direction] | None
         if found is None:
-            flow, direction = self._start(key, ts, flags, events)
+            started = self._start(key, ts, flags, events)
         else:
             flow, direction = found[0], found[1]
+            started = flow, direction
             if flow.closed:
                 # Judged by this packet's time alone: _sweep forgets in
                 # closing order, which is not that of the close times, and
@@ -400,12 +431,12 @@ class Reassembler:
                     self.stats.packets_after_close += 1
                     self.stats.bytes_after_close += len(payload)
                     return events
-                flow, direction = self._start(key, ts, flags, events)
+                started = self._start(key, ts, flags, events)
             elif ts - flow.conn.last_ts > (timeout := self._timeout(flow)):
                 last = flow.conn.last_ts
                 decided = last + timeout
                 self._close(flow, last, CloseReason.IDLE, events, decided=decided)
-                flow, direction = self._start(key, ts, flags, events)
+                started = self._start(key, ts, flags, events)
             elif new_syn and not _same_syn(flow.halves[direction], seq):
                 # A SYN that is not a retransmission of this one's: the
                 # 4-tuple is being used again (RFC 9293 3.4.1 lets an old
@@ -414,7 +445,10 @@ class Reassembler:
                 self._close(
                     flow, flow.conn.last_ts, CloseReason.REUSED, events, decided=ts
                 )
-                flow, direction = self._start(key, ts, flags, events)
+                started = self._start(key, ts, flags, events)
+        if started is None:
+            return events  # counted: see _start
+        flow, direction = started
         self._segment(flow, direction, ts, seg, events)
         flow.settle()
         if self._max_open is not None and len(self._open) > self._max_open:
@@ -536,14 +570,28 @@ class Reassembler:
 
     def _start(
         self, key: FlowKey, ts: int, flags: int, events: list[StreamEvent]
-    ) -> tuple[_Flow, Direction]:
-        """Open a connection for a segment's 4-tuple and say who is client."""
+    ) -> tuple[_Flow, Direction] | None:
+        """Open a connection for a segment's 4-tuple and say who is client;
+        None where the segment opens no connection of an SMTP server."""
         src_ip, dst_ip, src_port, dst_port = key
         if flags & SYN and not flags & (FIN | RST):
             # The SYN's sender is the client; a SYN-ACK's, the server. With
             # FIN or RST as well it is no handshake (a scanner's probe, all
             # flags set): the ports say who serves, as below.
             client_sent = not flags & ACK
+            client_port, server_port = (
+                (src_port, dst_port) if client_sent else (dst_port, src_port)
+            )
+            if client_port in self._ports and server_port not in self._ports:
+                # A connection opened from an SMTP port, which no mail
+                # program does: mostly the backscatter of SYNs someone sent
+                # with an SMTP server's address, SYN-ACKs from all over the
+                # place that the server resets. Its host is no client here,
+                # and the other end no SMTP server. Its other packets go by
+                # the ports, as where the handshake was not captured: its
+                # server's RSTs are a stray RST's, which make no session.
+                self.stats.handshakes_from_smtp_ports += 1
+                return None
         else:
             src_smtp = src_port in self._ports
             dst_smtp = dst_port in self._ports
@@ -702,16 +750,19 @@ class Reassembler:
         conn.wire_bytes[direction] += len(payload) + missing
         half = flow.halves[direction]
         peer = flow.halves[1 - direction]
+        believed = True
         if flags & SYN or (conn.synack_ts is not None and conn.ack_ts is None):
-            self._handshake(conn, direction, ts, seg, half, peer)
-        if direction == Direction.CLIENT and flags & _ACK_ONLY == ACK:
+            believed = self._handshake(flow, direction, ts, seg, half, peer)
+        if direction == Direction.CLIENT and flags & _ACK_ONLY == ACK and believed:
             conn.client_acked = True
+            if peer.base is None:
+                flow.early_ack = ack
         if flags & RST:
             self._reset(flow, direction, ts, seg, events)
             return
 
         # The acknowledgment first: it speaks of bytes sent before this.
-        if flags & ACK and peer.base is not None:
+        if flags & ACK and peer.base is not None and believed:
             ack_off = peer.offset(ack)
             if ack_off > peer.acked:
                 self._acknowledged(flow, 1 - direction, ack_off, ts, events)
@@ -747,19 +798,23 @@ class Reassembler:
 
     def _handshake(
         self,
-        conn: Connection,
+        flow: _Flow,
         direction: Direction,
         ts: int,
         seg: Segment,
         half: _Half,
         peer: _Half,
-    ) -> None:
+    ) -> bool:
         """Note the handshake's times and initial sequence numbers (RFC 9293 3.5).
 
         The SYN sets its direction's ISN; a SYN-ACK's acknowledgment gives
-        the client's when the SYN itself was not captured.
+        the client's when the SYN itself was not captured. Returns False for
+        a client's ACK that the server, its SYN-ACK captured, refuses: one
+        that does not acknowledge that SYN-ACK, whose acknowledgment is then
+        no proof of anything (a spoofed flood's guess).
         """
         _, seq, ack, flags, _, _ = seg
+        conn = flow.conn
         if flags & SYN:
             if flags & ACK:
                 if conn.synack_ts is None:
@@ -771,10 +826,23 @@ class Reassembler:
             if half.base is None:
                 half.isn = seq
                 half.base = (seq + 1) % _SEQ_MOD
-        elif direction == Direction.CLIENT and flags & ACK and not flags & RST:
+                if direction == Direction.SERVER and flow.early_ack is not None:
+                    # The client's ACKs came first in the capture (clocks of
+                    # two taps, or a flood's ACK right behind its SYN): only
+                    # now can they be checked.
+                    conn.client_acked = _acknowledges_synack(half, flow.early_ack)
+            return True
+        if direction != Direction.CLIENT or not flags & ACK:
+            return True
+        if not _acknowledges_synack(peer, ack):
+            # RFC 9293 3.10.7.3: in SYN-RECEIVED the server answers such an
+            # ACK with a RST and stays where it was.
+            return False
+        if not flags & RST:
             # A RST with the ACK bit (a spoofed source's answer to a
             # SYN-ACK it never asked for) ends the handshake, not completes it.
             conn.ack_ts = ts
+        return True
 
     def _reset(
         self,

@@ -68,7 +68,9 @@ class Connection:
     # at the length the IP header gives (so bytes the snap length cut count).
     wire_bytes: list[int] = field(default_factory=lambda: [0, 0])
     # The client acknowledged something without a SYN: it had the SYN-ACK,
-    # whether or not the capture has it (one side captured).
+    # whether or not the capture has it (one side captured). Where the
+    # capture has it, only an acknowledgment of it counts (see
+    # Reassembler._handshake).
     client_acked: bool = False
 
     @property
@@ -81,9 +83,11 @@ class Connection:
         capture shows.
 
         With a SYN or SYN-ACK captured: the client's ACK of the SYN-ACK, or
-        any later acknowledgment from it, or a byte from the server. Bytes
-        in a SYN (TCP Fast Open) are no proof: a flood may carry them, and
-        the server has not answered them. Without either: a byte either way
+        any later acknowledgment from it, or a byte from the server. With
+        the SYN-ACK captured, an ACK whose number does not acknowledge it
+        (a spoofed flood's guess) is none. Bytes in a SYN (TCP Fast Open)
+        are no proof: a flood may carry them, and the server has not
+        answered them. Without either: a byte either way
         (caught after the handshake; a stray ACK or RST proves nothing).
         """
         if self.wire_bytes[Direction.SERVER]:

@@ -85,14 +85,15 @@ def handshake_failed(session: SessionRecord) -> bool:
 
     Began: the capture shows the client's SYN or the server's SYN-ACK.
     Completed (``Connection.handshake_completed``): the client's ACK of the
-    SYN-ACK, or any later acknowledgment from it, or a byte from the
-    server. Without the SYN-ACK in the capture (one side captured), the
-    client's acknowledgments still show it arrived. Bytes in the SYN alone
-    (TCP Fast Open, or a flood that carries a payload to pass filters that
-    drop empty SYNs) prove nothing: the server never answered them. An SMTP
-    server speaks first (RFC 5321 3.1), so a handshake that completed with
-    no byte either way, its ACK lost to the capture, is one its client
-    dropped at once, and counting it as failed is the rare error.
+    SYN-ACK (when the SYN-ACK is captured, one whose number acknowledges
+    it: a guessed one does not), or any later acknowledgment from it, or a
+    byte from the server. Without the SYN-ACK in the capture (one side
+    captured), the client's acknowledgments still show it arrived. Bytes in
+    the SYN alone (TCP Fast Open, or a flood that carries a payload to pass
+    filters that drop empty SYNs) prove nothing: the server never answered
+    them. An SMTP server speaks first (RFC 5321 3.1), so a handshake that
+    completed with no byte either way, its ACK lost to the capture, is one
+    its client dropped at once, and counting it as failed is the rare error.
     """
     began = session.handshake_seen or session.synack_seen
     return began and not session.handshake_completed

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analysis import cli, detecthelp
@@ -329,6 +330,26 @@ def _handshakes() -> bytes:
     sent(40009, True, ACK, 109, 501)
     sent(40010, True, SYN, 100)  # the SYN-ACK and ACK missed: data shows them
     sent(40010, True, ACK, 101, 501, data=b"EHLO x\r\n")
+    # A flood's ACK guessing the server's ISN: the server refuses it with a
+    # RST (RFC 9293 3.10.7.3), so it completes nothing.
+    sent(40011, True, SYN, 100)
+    sent(40011, False, SYN | ACK, 500, 101)
+    sent(40011, True, ACK, 101, 1_839_201_777)
+    sent(40012, True, SYN, 100)  # the guess captured before the SYN-ACK
+    sent(40012, True, ACK, 101, 1_839_201_777)
+    sent(40012, False, SYN | ACK, 500, 101)
+    sent(40013, True, SYN, 100)  # a wrong ACK, then the right one
+    sent(40013, False, SYN | ACK, 500, 101)
+    sent(40013, True, ACK, 101, 1_839_201_777)
+    sent(40013, True, ACK, 101, 501)
+    sent(40014, True, SYN, 100)  # the right ACK before the SYN-ACK (two taps)
+    sent(40014, True, ACK, 101, 501)
+    sent(40014, False, SYN | ACK, 500, 101)
+    sent(40015, True, SYN, 100)  # the client's side only: its ACK is believed
+    sent(40015, True, ACK, 101, 1_839_201_777)
+    sent(40016, True, SYN, 100)  # the ACK and greeting missed: the EHLO's
+    sent(40016, False, SYN | ACK, 500, 101)  # acknowledgment shows them
+    sent(40016, True, ACK, 101, 512, data=b"EHLO x\r\n")
     return pcap(frames)
 
 
@@ -357,10 +378,30 @@ def test_each_handshake_as_the_session_table_and_the_detector_see_it(
         40008: (True, False, False, 0, 0, "end_of_capture"),  # never read
         40009: (True, True, True, 8, 1, "end_of_capture"),
         40010: (True, False, True, 8, 0, "end_of_capture"),
+        40011: (True, True, False, 0, 1, "end_of_capture"),
+        40012: (True, True, False, 0, 1, "end_of_capture"),
+        40013: (True, True, True, 0, 1, "end_of_capture"),
+        40014: (True, True, True, 0, 1, "end_of_capture"),
+        40015: (True, False, True, 0, 0, "end_of_capture"),
+        40016: (True, True, True, 8, 1, "end_of_capture"),
     }
     assert sessions[columns].to_dict("index") == {
         port: dict(zip(columns, row, strict=True)) for port, row in rows.items()
     }
+    # SYN to the ACK that completed the handshake, frames 1 µs apart; none
+    # where no ACK of the SYN-ACK came after it.
+    assert sessions["handshake_rtt_s"].dropna().to_dict() == {
+        40006: 2e-6,
+        40007: 2e-6,
+        40009: 2e-6,
+        40013: 3e-6,
+        40016: 2e-6,
+    }
+    # A refused ACK proves no bytes lost either: the ISN it guessed is not
+    # taken for a server that sent 1.8 GB the capture missed. The EHLO's
+    # acknowledgment proves the 11 bytes of a greeting.
+    gaps = sessions["gap_bytes"]
+    assert gaps[gaps > 0].to_dict() == {40016: 11}
     results = list(analyze([str(capture)]))
     judged = {
         r.session.client_port: (
@@ -382,7 +423,11 @@ def test_each_handshake_as_the_session_table_and_the_detector_see_it(
                 "8 bytes sent before a handshake that never completed, not "
                 "read: EHLO x\\r\\n",
             )
-        ]
+        ],
+        40016: [
+            ("tcp_gap", "11 server bytes missing"),
+            ("no_reply", "1 unanswered: EHLO"),
+        ],
     }
     commands = {r.session.client_port: [c.verb for c in r.commands] for r in results}
     assert (commands[40008], commands[40009], commands[40010]) == (
@@ -401,7 +446,101 @@ def test_each_handshake_as_the_session_table_and_the_detector_see_it(
         40008: "not answered",
         40009: None,
         40010: None,
+        40011: "answered with SYN-ACK",
+        40012: "answered with SYN-ACK",
+        40013: None,
+        40014: None,
+        40015: None,
+        40016: None,
     }
+
+
+# Connections opened from an SMTP port: backscatter, not sessions ----------
+
+MAIL = "10.0.1.1"  # the mail server whose address someone spoofs
+
+
+def _backscatter() -> bytes:
+    """SYN-ACKs from 40 hosts to the mail server's port 25, answered with
+    RSTs: the backscatter of SYNs someone sent with its address. Among them
+    two SYNs from its port 25 to a web port, an SMTP delivery it receives,
+    and one it makes from port 25 to another server's port 25."""
+    frames: list[Frame] = []
+
+    def sent(ends: tuple[str, str, int, int], flags: int, seq: int, ack: int,
+             data: bytes = b"") -> None:  # fmt: skip
+        segment = v4_tcp(*ends, data, seq=seq, ack=ack, flags=flags)
+        frames.append(Frame(1000, len(frames) * 1000, ethernet(segment)))
+
+    for n in range(40):
+        far = (f"198.51.100.{n + 1}", 30000 + n * 7)
+        sent((far[0], MAIL, far[1], 25), SYN | ACK, 9000 + n, 777 + n)
+        sent((MAIL, far[0], 25, far[1]), RST, 777 + n, 0)
+    for n in range(2):
+        sent((MAIL, "203.0.113.80", 25, 80 + n), SYN, 4000, 0)
+    client = ("192.0.2.7", MAIL, 40100, 25)
+    server = (MAIL, "192.0.2.7", 25, 40100)
+    sent(client, SYN, 100, 0)
+    sent(server, SYN | ACK, 500, 101)
+    sent(client, ACK, 101, 501)
+    sent(server, PSH | ACK, 501, 101, b"220 ready\r\n")
+    relay = (MAIL, "203.0.113.25", 25, 25)
+    sent(relay, SYN, 300, 0)
+    return pcap(frames)
+
+
+def test_a_synack_flood_at_the_mail_server_accuses_nobody(tmp_path: Path) -> None:
+    # Found in review: each SYN-ACK's sender was taken for the server, so
+    # the mail server became the client of 40 sessions to random hosts, and
+    # connection_flood and short_sessions blamed it. No SMTP server connects
+    # out from port 25: these are no sessions, and they are counted apart.
+    capture = tmp_path / "backscatter.pcap"
+    capture.write_bytes(_backscatter())
+    outputs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"j{jobs}"
+        args = ["read", str(capture), "-q", "-o", str(out), "-j", jobs]
+        assert cli.main(args) == 0
+        outputs[jobs] = {p.name: p.read_text() for p in sorted(out.iterdir())}
+    assert outputs["1"] == outputs["2"]
+
+    tables = read_captures([str(capture)])
+    columns = [
+        "client_ip",
+        "client_port",
+        "server_ip",
+        "server_port",
+        "greeting_code",
+        "handshake_completed",
+        "close",
+    ]
+    assert tables.sessions[columns].values.tolist() == [
+        ["192.0.2.7", 40100, MAIL, 25, 220, True, "end_of_capture"],
+        [MAIL, 25, "203.0.113.25", 25, pd.NA, False, "end_of_capture"],
+    ]
+    assert tables.alerts.empty
+    assert outputs["1"]["alerts.jsonl"] == ""
+    assert (tables.stats.smtp_packets, tables.stats.handshakes_from_smtp_ports) == (
+        87,
+        42,
+    )
+
+
+def test_the_summary_counts_the_connections_opened_from_smtp_ports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capture = tmp_path / "backscatter.pcap"
+    capture.write_bytes(_backscatter())
+    for jobs in ("1", "2"):
+        assert cli.main(["read", str(capture), "-j", jobs, "--limit", "0"]) == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        assert "opened from SMTP ports 42 SYN or SYN-ACK packets, not sessions" in (
+            shown
+        )
+        # The mail server is a client once: of the delivery it makes.
+        assert "sessions 2 " in shown
+        assert "top clients 10.0.1.1 (1), 192.0.2.7 (1)" in shown
+        assert "alerts none" in shown
 
 
 # A SYN flood capture, read end to end -------------------------------------

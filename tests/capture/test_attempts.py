@@ -9,9 +9,11 @@ second would hold millions of them.
 
 from __future__ import annotations
 
+import pytest
+
 from capture.decode import ACK, FIN, RST, SYN, TcpSegment
 from capture.reassembly import Reassembler
-from capture.stream import CloseReason, StreamClosed, StreamOpened
+from capture.stream import CloseReason, StreamClosed, StreamGap, StreamOpened
 from tests.capture.craft import CLIENT, SERVER, seg
 from tests.capture.test_reassembly import (
     C_ISN,
@@ -295,6 +297,108 @@ def test_a_rst_from_the_client_does_not_complete_the_handshake() -> None:
         None,
     )
     assert closes(events) == [(0, CloseReason.RST, 2)]
+
+
+@pytest.mark.parametrize(
+    ("ack", "completes"),
+    [
+        (S_ISN + 1, True),  # the SYN-ACK acknowledged
+        (S_ISN + 1 + (1 << 16), True),  # and 64 KiB the capture may have lost
+        (S_ISN + 2 + (1 << 16), False),  # more than that: a guess
+        (S_ISN, False),  # the SYN itself not acknowledged
+        (S_ISN + 1_839_201_777, False),  # a spoofed flood's random number
+    ],
+)
+def test_only_an_ack_of_the_synack_completes_the_handshake(
+    ack: int, completes: bool
+) -> None:
+    # RFC 9293 3.10.7.3: a server in SYN-RECEIVED answers any other ACK with
+    # a RST. Found in review: one such ACK per SYN hid a flood from syn_flood,
+    # and its number was taken for gigabytes of the server's stream lost.
+    r = Reassembler(PORTS)
+    events = feed_all(
+        [
+            (0, seg(CLIENT, C_ISN, flags=SYN)),
+            (1, seg(SERVER, S_ISN, ack=C_ISN + 1, flags=SYN | ACK)),
+            (2, seg(CLIENT, C_ISN + 1, ack=ack, flags=ACK)),
+            other(100 * S),
+        ],
+        r,
+        finish=False,
+    )
+    closed = [e for e in events if isinstance(e, StreamClosed)]
+    if completes:
+        assert closed == []
+        conn = r._open[0].conn
+        assert (conn.ack_ts, conn.client_acked, conn.handshake_completed) == (
+            2,
+            True,
+            True,
+        )
+        return
+    # An attempt: closed a minute after its last packet, no byte missing.
+    assert closes(events) == [(0, CloseReason.IDLE, 2)]
+    conn = closed[0].conn
+    assert (conn.ack_ts, conn.client_acked, conn.handshake_completed) == (
+        None,
+        False,
+        False,
+    )
+    assert not [e for e in events if isinstance(e, StreamGap)]
+
+
+@pytest.mark.parametrize(("ack", "completes"), [(S_ISN + 1, True), (77, False)])
+def test_an_ack_captured_before_the_synack_is_checked_when_it_comes(
+    ack: int, completes: bool
+) -> None:
+    # A flood's ACK right behind its SYN can reach the tap before the
+    # server's SYN-ACK leaves, as can a real one where two taps' clocks
+    # differ. Without the SYN-ACK it is believed (one side captured).
+    r = Reassembler(PORTS)
+    feed_all(
+        [
+            (0, seg(CLIENT, C_ISN, flags=SYN)),
+            (1, seg(CLIENT, C_ISN + 1, ack=ack, flags=ACK)),
+        ],
+        r,
+        finish=False,
+    )
+    (flow,) = r._open.values()
+    assert flow.conn.handshake_completed
+    feed_all([(2, seg(SERVER, S_ISN, ack=C_ISN + 1, flags=SYN | ACK))], r, finish=False)
+    assert flow.conn.handshake_completed is completes
+    assert flow.conn.ack_ts is None  # no ACK came after the SYN-ACK
+
+
+def test_a_handshake_opened_from_an_smtp_port_opens_nothing() -> None:
+    # A SYN-ACK to port 25 answers a SYN sent from it: mostly one spoofed
+    # with the mail server's address (backscatter). Found in review: its
+    # sender was taken for the server, and the mail server for a client.
+    r = Reassembler(PORTS)
+    events = feed_all(
+        [
+            (0, seg(CLIENT, S_ISN, ack=C_ISN + 1, flags=SYN | ACK)),  # to :25
+            (1, seg(SERVER, C_ISN + 1, flags=RST)),  # the server resets it
+            (2, seg(SERVER, C_ISN, flags=SYN)),  # from :25 to :40000
+        ],
+        r,
+    )
+    assert r.stats.handshakes_from_smtp_ports == 2
+    # The RST goes by the ports, as a stray one: the server serves, and the
+    # connection leaves no trace (the session table drops it).
+    (opened,) = [e.conn for e in events if isinstance(e, StreamOpened)]
+    assert (opened.client_port, opened.server_port, opened.traceless) == (
+        40000,
+        25,
+        True,
+    )
+    assert closes(events) == [(0, CloseReason.RST, 1)]
+    # Between two SMTP ports, the SYN's sender is the client as ever.
+    both = Reassembler(frozenset({25, 40000}))
+    events = feed_all([(2, seg(SERVER, C_ISN, flags=SYN))], both)
+    (opened,) = [e.conn for e in events if isinstance(e, StreamOpened)]
+    assert (opened.client_port, opened.server_port) == (25, 40000)
+    assert both.stats.handshakes_from_smtp_ports == 0
 
 
 def test_a_connection_evicted_with_both_fins_in_closes_as_fin() -> None:

@@ -6,6 +6,7 @@ import random
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,131 @@ def test_filtered_pipe_reads_and_writes_in_large_blocks(tmp_path: Path) -> None:
         assert pipe.finish() is None
     finally:
         pipe.close()
+
+
+# An SMTP delivery over IPv6 whose client sends every segment as an atomic
+# fragment (RFC 6946: a Fragment header, offset 0, no more fragments), as a
+# sender may to slip past filters; the server answers in plain IPv6.
+_V6_CLIENT = ("2001:db8::1", 40001)
+_V6_SERVER = ("2001:db8::25", 25)
+
+
+def _atomic_fragment_conversation() -> list[bytes]:
+    """The IPv6 packets of the delivery, from the SYN to the last ACK."""
+    steps = [
+        (_V6_CLIENT, 0x02, b""),  # SYN
+        (_V6_SERVER, 0x12, b""),  # SYN-ACK
+        (_V6_CLIENT, 0x10, b""),
+        (_V6_SERVER, 0x18, b"220 mx.example.org ESMTP\r\n"),
+        (_V6_CLIENT, 0x18, b"HELO atomic.example.com\r\n"),
+        (_V6_SERVER, 0x18, b"250 mx.example.org\r\n"),
+        (_V6_CLIENT, 0x18, b"MAIL FROM:<evader@example.net>\r\n"),
+        (_V6_SERVER, 0x18, b"250 2.1.0 ok\r\n"),
+        (_V6_CLIENT, 0x18, b"RCPT TO:<victim@example.org>\r\n"),
+        (_V6_SERVER, 0x18, b"250 2.1.5 ok\r\n"),
+        (_V6_CLIENT, 0x18, b"DATA\r\n"),
+        (_V6_SERVER, 0x18, b"354 go\r\n"),
+        (_V6_CLIENT, 0x18, b"Subject: hi\r\n\r\nhello\r\n.\r\n"),
+        (_V6_SERVER, 0x18, b"250 2.0.0 Ok: queued as F1\r\n"),
+        (_V6_CLIENT, 0x18, b"QUIT\r\n"),
+        (_V6_SERVER, 0x18, b"221 bye\r\n"),
+        (_V6_CLIENT, 0x11, b""),  # FIN
+        (_V6_SERVER, 0x11, b""),
+        (_V6_CLIENT, 0x10, b""),
+    ]
+    seqs = {_V6_CLIENT: 1000, _V6_SERVER: 5000}
+    packets = []
+    for n, (src, flags, data) in enumerate(steps):
+        dst = _V6_SERVER if src == _V6_CLIENT else _V6_CLIENT
+        ack = 0 if flags == 0x02 else seqs[dst]
+        segment = tcp_header(src[1], dst[1], seqs[src], ack, flags) + data
+        # Fragment header after its next-header byte: reserved, offset 0
+        # with M clear, identification.
+        fragment = [(44, struct.pack(">BHI", 0, 0, 7000 + n))]
+        extensions = fragment if src == _V6_CLIENT else []
+        packets.append(ipv6(src[0], dst[0], segment, extensions=extensions))
+        seqs[src] += len(data) + (1 if flags & 0x03 else 0)
+    return packets
+
+
+_SLL = struct.pack(">HHH8sH", 0, 1, 6, b"\2" * 8, 0x86DD)
+_SLL2 = struct.pack(">HHIHBB8s", 0x86DD, 0, 2, 1, 0, 6, b"\2" * 8)
+# How each link type frames the packets: its number and the framing.
+_V6_LINKS: dict[str, tuple[int, Callable[[bytes], bytes]]] = {
+    "ethernet": (1, lambda p: ethernet(p, ethertype=0x86DD)),
+    "802.1Q": (1, lambda p: ethernet(p, ethertype=0x86DD, vlans=(0x8100,))),
+    "802.1ad": (1, lambda p: ethernet(p, ethertype=0x86DD, vlans=(0x88A8, 0x8100))),
+    "linux cooked": (113, lambda p: _SLL + p),
+    "linux cooked v2": (276, lambda p: _SLL2 + p),
+    "raw ip": (101, lambda p: p),
+}
+
+
+def _v6_capture(tmp_path: Path, link: str) -> str:
+    linktype, framed = _V6_LINKS[link]
+    packets = _atomic_fragment_conversation()
+    frames = [Frame(1_700_000_000, n * 1000, framed(p)) for n, p in enumerate(packets)]
+    path = tmp_path / f"{link.replace(' ', '-')}.pcap"
+    path.write_bytes(pcap(frames, linktype=linktype))
+    return str(path)
+
+
+# Each way of keeping tagged frames that libpcap compiles for the link type
+# (``vlan`` is Ethernet's alone), where the frames have no tags it ignores.
+_V6_FILTERS = [
+    (link, tags)
+    for link in sorted(_V6_LINKS)
+    for tags in libpcap.TAGS
+    if not (tags == "vlan" and _V6_LINKS[link][0] != 1)
+    and not (tags == "none" and link.startswith("802.1"))
+]
+
+
+@pytest.mark.parametrize(("link", "tags"), _V6_FILTERS)
+def test_tcp_behind_a_fragment_header_passes_every_filter(
+    tmp_path: Path, link: str, tags: str
+) -> None:
+    # Found in review: "tcp and port 25" looks for the ports right after the
+    # IPv6 header, and "ip6 proto 6" looks through a Fragment header, so the
+    # client's half of such a conversation passed neither.
+    path = _v6_capture(tmp_path, link)
+    fast = libpcap.open_filtered(path, libpcap.smtp_filter(SMTP_PORTS, tags=tags))
+    with fast:
+        kept = _decoded(fast)
+        assert fast.error is None
+    with open_capture(path) as reader:
+        everything = _decoded(reader)
+    assert kept == everything
+    assert len(everything) == 19
+
+
+@pytest.mark.parametrize("link", sorted(_V6_LINKS))
+def test_atomic_fragments_give_the_same_tables_on_both_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: str
+) -> None:
+    from analysis.tables import read_captures
+    from tests.analysis.same import same_tables
+
+    path = _v6_capture(tmp_path, link)
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    assert source._fast_path(path) is not None
+    fast = read_captures([path])
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    slow = read_captures([path])
+
+    same_tables(fast, slow)
+    sessions = fast.sessions[
+        ["client_ip", "server_port", "helo", "client_packets", "server_packets"]
+    ]
+    assert sessions.values.tolist() == [
+        ["2001:db8::1", 25, "atomic.example.com", 10, 9]
+    ]
+    mails = fast.transactions[["mail_from", "rcpt_to", "status", "queue_id"]]
+    assert mails.values.tolist() == [
+        ["evader@example.net", ["victim@example.org"], "accepted", "F1"]
+    ]
+    assert fast.anomalies.empty
+    assert fast.stats.smtp_packets == 19
 
 
 def snaplen(path: Path) -> int:
