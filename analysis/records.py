@@ -113,6 +113,13 @@ class TransactionRecord:
     # last_reply): why a message was refused is often only said there.
     data_enhanced: str | None = None
     data_reply: str | None = None
+    # More of the message's headers, as Zeek's smtp.log has them.
+    reply_to: str | None = None
+    in_reply_to: str | None = None
+    user_agent: str | None = None  # User-Agent, X-Mailer or X-User-Agent
+    x_originating_ip: str | None = None  # its first address
+    first_received: str | None = None  # the earliest hop's Received header
+    second_received: str | None = None
 
 
 @dataclass(slots=True)

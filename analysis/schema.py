@@ -172,6 +172,12 @@ TRANSACTIONS: tuple[Column, ...] = (
     Column(
         "data_reply", _S, "text of the final reply, lines of a multi-line one joined"
     ),
+    Column("reply_to", _S, "Reply-To: header"),
+    Column("in_reply_to", _S, "In-Reply-To: header"),
+    Column("user_agent", _S, "User-Agent:, X-Mailer: or X-User-Agent: header"),
+    Column("x_originating_ip", _S, "first address in the X-Originating-IP: header"),
+    Column("first_received", _S, "the last Received: header: the first hop"),
+    Column("second_received", _S, "the Received: header above it"),
 )
 
 COMMANDS: tuple[Column, ...] = (

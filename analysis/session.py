@@ -44,6 +44,7 @@ from analysis.smtp.parser import MAX_PENDING, SmtpParser
 from analysis.smtp.syntax import (
     KNOWN_VERBS,
     decoded_words,
+    first_address,
     parse_bdat,
     parse_path,
     queue_id,
@@ -71,6 +72,9 @@ _DETECTED_VERBS = _HELO_VERBS | {"AUTH", "MAIL", "RCPT", "QUIT"}
 # Replies that only SASL data gets (RFC 4954 4, 6): challenge, success,
 # failure, mechanism too weak, encryption required.
 _SASL_CODES = frozenset({334, 235, 535, 534, 538})
+# Headers kept as their transaction's columns, the first of each name:
+# those Zeek's smtp.log keeps (user_agent from whichever of its three names
+# comes first).
 _HEADER_COLUMNS = {
     "date": "date",
     "from": "from_",
@@ -78,6 +82,11 @@ _HEADER_COLUMNS = {
     "cc": "cc",
     "subject": "subject",
     "message-id": "message_id",
+    "reply-to": "reply_to",
+    "in-reply-to": "in_reply_to",
+    "user-agent": "user_agent",
+    "x-mailer": "user_agent",
+    "x-user-agent": "user_agent",
 }
 
 # Python 3.11 reads an Enum member through EnumType.__getattr__, a few
@@ -707,10 +716,21 @@ class SessionBuilder:
         if txn is None:
             return
         txn.message_bytes = event.size
+        received: list[str] = []
         for name, value in event.headers:
             column = _HEADER_COLUMNS.get(name)
             if column is not None and getattr(txn, column) is None:
                 setattr(txn, column, value)
+            elif name == "received":
+                received.append(value)
+            elif name == "x-originating-ip" and txn.x_originating_ip is None:
+                txn.x_originating_ip = first_address(value)
+        # Each relay puts its Received header on top (RFC 5321 4.4): the
+        # last one is the first hop, where the message entered, as Zeek's
+        # first_received.
+        if received:
+            txn.first_received = received[-1]
+            txn.second_received = received[-2] if len(received) > 1 else None
         if txn.subject is not None:
             txn.subject_decoded = decoded_words(txn.subject)
         txn.message_complete = event.complete

@@ -7,6 +7,7 @@ wire, minus its line ending, and never raises on malformed input.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from typing import Final
 
@@ -225,6 +226,30 @@ def decoded_words(value: str) -> str:
 
 # See decoded_words: a Subject longer than this is rare and never all words.
 MAX_DECODED = 2048
+
+
+# What may be an address in a header: runs of hex digits, dots and colons
+# (IPv4, IPv6, IPv4-mapped), each checked by ipaddress.
+# Not inside a word: IPv6:2001:db8::5 (RFC 5321's literal) is 2001:db8::5.
+_ADDRESS_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f:.]{2,45}")
+
+
+def first_address(value: str) -> str | None:
+    """The first IP address in a header value (X-Originating-IP holds one,
+    often in brackets); None without one. IPv6 as written there, IPv4 in
+    plain decimal: some writers pad it (10.000.000.004), which ipaddress
+    refuses and arkime reads as 10.0.0.4."""
+    for found in _ADDRESS_LIKE.finditer(value):
+        text = found[0].rstrip(".")  # a sentence's full stop may end the run
+        octets = text.split(".")
+        if len(octets) == 4 and all(o.isdecimal() and len(o) <= 3 for o in octets):
+            text = ".".join(str(int(o)) for o in octets)
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        return text
+    return None
 
 
 def parse_headers(block: bytes) -> tuple[tuple[str, str], ...]:

@@ -308,6 +308,12 @@ def test_zeek_smtp_log(capture_id: str, row: LogRow, position: int | None) -> No
         ("from", "from"),
         ("subject", "subject"),
         ("msg_id", "message_id"),
+        ("reply_to", "reply_to"),
+        ("in_reply_to", "in_reply_to"),
+        ("user_agent", "user_agent"),
+        ("x_originating_ip", "x_originating_ip"),
+        ("first_received", "first_received"),
+        ("second_received", "second_received"),
     ]:
         assert value(txn[ours]) == row[zeek], f"{row.where} {zeek}"
     for name in ("to", "cc"):
@@ -911,6 +917,12 @@ def test_arkime_envelope(capture_id: str) -> None:
         assert set(email.get("dst", [])) == dst
         ids = {txn.message_id.strip("<>") for txn in txns if value(txn.message_id)}
         assert set(email.get("id", [])) == ids
+        # email.useragent is User-Agent or X-Mailer; email.ip holds the
+        # X-Originating-IP with the addresses of the Received headers.
+        agents = {txn.user_agent for txn in txns if value(txn.user_agent)}
+        assert set(email.get("useragent", [])) == agents
+        origins = {txn.x_originating_ip for txn in txns if value(txn.x_originating_ip)}
+        assert origins <= set(email.get("ip", []))
         if capture_id not in ARKIME_STATUS_EXCEPTIONS:
             tags = body.get("tags") or []
             codes = {int(tag.rsplit(":", 1)[1]) for tag in tags if "statuscode" in tag}

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from analysis.smtp.syntax import MAX_DECODED, decoded_words
+from analysis.smtp.syntax import MAX_DECODED, decoded_words, first_address
 from capture.stream import Direction
 from tests.analysis.conversation import C, S, session
 
@@ -541,3 +541,69 @@ def test_mechanism_names_are_kept_whatever_their_digits(
     result = session([*_HELLO, (C, line + b"\r\n"), (S, b"535 5.7.8 no\r\n")])
     assert result.session.auth_mechanism == mechanism
     assert result.commands[-1].argument == argument
+
+
+def test_the_headers_zeek_keeps_are_columns_too() -> None:
+    # Each relay adds its Received on top (RFC 5321 4.4): the last is the
+    # first hop, as Zeek's first_received; the first of each other name.
+    headers = (
+        b"Received: from relay2 by mx; Mon, 1 Jan 2024 12:00:02 +0000\r\n"
+        b"Received: from relay1 by relay2; Mon, 1 Jan 2024 12:00:01 +0000\r\n"
+        b"Received: from [192.0.2.9] by relay1; Mon, 1 Jan 2024 12:00:00 +0000\r\n"
+        b"Reply-To: <replies@example.org>\r\n"
+        b"In-Reply-To: <first@example.org>\r\n"
+        b"X-Mailer: Mailer 1.0\r\n"
+        b"User-Agent: Agent 2.0\r\n"
+        b"X-Originating-IP: [010.001.002.003]\r\n"
+        b"Subject: hi\r\n"
+    )
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"RCPT TO:<c@d>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 go\r\n"),
+            (C, headers + b"\r\nbody\r\n.\r\n"),
+            (S, b"250 2.0.0 queued as 4242\r\n"),
+        ]
+    )
+    (txn,) = result.transactions
+    assert (
+        txn.reply_to,
+        txn.in_reply_to,
+        txn.user_agent,
+        txn.x_originating_ip,
+        txn.first_received,
+        txn.second_received,
+        txn.data_enhanced,
+        txn.data_reply,
+    ) == (
+        "<replies@example.org>",
+        "<first@example.org>",
+        "Mailer 1.0",
+        "10.1.2.3",
+        "from [192.0.2.9] by relay1; Mon, 1 Jan 2024 12:00:00 +0000",
+        "from relay1 by relay2; Mon, 1 Jan 2024 12:00:01 +0000",
+        "2.0.0",
+        "2.0.0 queued as 4242",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [
+        ("[203.0.113.9]", "203.0.113.9"),
+        ("10.000.000.004", "10.0.0.4"),
+        ("IPv6:2001:db8::5", "2001:db8::5"),
+        ("::ffff:192.0.2.1", "::ffff:192.0.2.1"),
+        ("from 198.51.100.7.", "198.51.100.7"),
+        ("unknown", None),
+        ("999.1.1.1", None),
+        ("cafe:babe", None),
+    ],
+)
+def test_the_first_address_of_a_header(value: str, address: str | None) -> None:
+    assert first_address(value) == address
