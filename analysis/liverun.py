@@ -66,6 +66,8 @@ class _Summary:
     evicted: int = 0  # sessions closed as "evicted", over this limit:
     max_connections: int | None = None
     forgotten: int = 0  # AlertEngine.singles_forgotten, at the end
+    # ReassemblyStats.handshakes_from_smtp_ports, at the end
+    opened_from_smtp_ports: int = 0
     outputs: list[str] = field(default_factory=list)
 
 
@@ -209,6 +211,8 @@ def run_live(args: argparse.Namespace) -> int:
             )
             view.tick(force=True)
         summary.forgotten = analyzer.alerts.singles_forgotten
+        opened = analyzer.reassembler.stats.handshakes_from_smtp_ports
+        summary.opened_from_smtp_ports = opened
         if pcap is not None:
             summary.outputs.append(
                 f"{pcap.packets:,} packets written to "
@@ -281,6 +285,12 @@ def _print_summary(monitor: Monitor, summary: _Summary, flag: _StopFlag) -> None
     if summary.evicted:
         lines.append(
             cli.evicted_warning(summary.evicted, summary.max_connections, jobs=1)
+        )
+    if summary.opened_from_smtp_ports:
+        # As read's summary shows them: they explain packets without sessions.
+        lines.append(
+            f"{summary.opened_from_smtp_ports:,} SYN or SYN-ACK packets of "
+            "connections opened from an SMTP port, not sessions"
         )
     if summary.forgotten:
         lines.append(cli.forgotten_warning(summary.forgotten))

@@ -399,3 +399,17 @@ def test_check_stopped_part_way_says_so(
         "SMTPSCOPE WARNING - judged on what could be read: stopped before the "
         "end - 2 sessions on auth.pcap, "
     )
+
+
+def test_live_says_what_was_opened_from_smtp_ports(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # As read's summary does: such packets make no session (backscatter).
+    from analysis import liverun
+
+    summary = liverun._Summary(opened_from_smtp_ports=1200)
+    liverun._print_summary(Monitor(0), summary, liverun._StopFlag())
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "smtpscope: 1,200 SYN or SYN-ACK packets of connections opened from an "
+        "SMTP port, not sessions"
+    )
