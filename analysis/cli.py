@@ -476,9 +476,9 @@ def _run_read(args: argparse.Namespace) -> int:
             # Nor is a connection opened from an SMTP port (Reassembler).
             outbound = stats.handshakes_from_smtp_ports
             opened = (
-                f"; {outbound:,} of them are SYNs or SYN-ACKs of connections "
-                "opened from an SMTP port (what SYNs spoofed with a server's "
-                "address bring back), not SMTP sessions"
+                f"; {outbound:,} connections were opened from an SMTP port "
+                "(what SYNs spoofed with a server's address bring back), "
+                "which are no SMTP sessions"
                 if outbound
                 else ""
             )

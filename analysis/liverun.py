@@ -289,8 +289,8 @@ def _print_summary(monitor: Monitor, summary: _Summary, flag: _StopFlag) -> None
     if summary.opened_from_smtp_ports:
         # As read's summary shows them: they explain packets without sessions.
         lines.append(
-            f"{summary.opened_from_smtp_ports:,} SYN or SYN-ACK packets of "
-            "connections opened from an SMTP port, not sessions"
+            f"{summary.opened_from_smtp_ports:,} connections opened from an "
+            "SMTP port, not sessions"
         )
     if summary.forgotten:
         lines.append(cli.forgotten_warning(summary.forgotten))

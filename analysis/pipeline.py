@@ -12,10 +12,9 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from analysis.holding import Held, settled
 from analysis.records import SessionResult
 from analysis.session import SessionBuilder
-from analysis.smtp.auth import hide_secrets
-from analysis.smtp.syntax import show_bytes
 from analysis.tls.decrypt import DecryptedStreams, decrypt_captures
 from capture.source import (
     ClockHook,
@@ -25,7 +24,6 @@ from capture.source import (
 )
 from capture.stream import (
     Connection,
-    Direction,
     StreamAnomaly,
     StreamClosed,
     StreamData,
@@ -166,52 +164,6 @@ def _count_decrypted(
         yield result
 
 
-# What a connection may hold before its handshake completes: a SYN carries
-# at most one segment (an MSS, under 9 KB even on jumbo frames), so more
-# comes only from a sender that puts data in segments without ACK.
-MAX_HELD_BYTES = 16 * 1024
-
-
-class _Held:
-    """Bytes a connection sent before its handshake completed (see
-    ``SessionTracker._held``), up to MAX_HELD_BYTES."""
-
-    __slots__ = ("chunks", "dropped", "size")
-
-    def __init__(self) -> None:
-        self.chunks: list[tuple[Direction, bytes, int]] = []
-        self.size = 0
-        self.dropped = 0
-
-    def add(self, direction: Direction, data: bytes, ts: int) -> None:
-        room = MAX_HELD_BYTES - self.size
-        if len(data) > room:
-            self.dropped += len(data) - room
-            data = data[:room]
-        if data:
-            self.chunks.append((direction, data, ts))
-            self.size += len(data)
-
-    def release(self, builder: SessionBuilder, accepted: bool) -> None:
-        """Feed ``builder`` the bytes if the connection was ``accepted`` (what
-        did not fit as a gap), else note them as never read."""
-        if not self.chunks:
-            return
-        if accepted:
-            for direction, data, ts in self.chunks:
-                builder.data(direction, data, ts)
-            if self.dropped:
-                builder.gap(direction, self.dropped, ts)
-            return
-        _, first, ts = self.chunks[0]
-        builder.tcp_anomaly(
-            ts,
-            "syn_data_unread",
-            f"{self.size + self.dropped:,} bytes sent before a handshake that "
-            f"never completed, not read: {hide_secrets(show_bytes(first))}",
-        )
-
-
 class SessionTracker:
     """Stream events to sessions: one ``SessionBuilder`` per open connection.
 
@@ -233,13 +185,12 @@ class SessionTracker:
         # flood never does, and a builder is most of what an open
         # connection costs (about 1.5 KB of 3).
         self.silent: dict[int, Connection] = {}
-        # Bytes a connection sent before its handshake completed, by
-        # conn_id: only a SYN carries such (TCP Fast Open, or a flood that
-        # puts a payload in its SYNs). They reach the application only if
-        # the server accepts the connection, so they are read only once it
-        # has (Connection.handshake_completed); data in SYNs nobody answered
-        # would otherwise put commands, and alerts, on spoofed addresses.
-        self._held: dict[int, _Held] = {}
+        # What a connection sent before the server accepted it, by conn_id
+        # (analysis.holding): read once it has, reported if it never did.
+        self._held: dict[int, Held] = {}
+        # Connections opened from an SMTP port (Connection.from_smtp_port):
+        # followed by the reassembler, no session here.
+        self._outbound: set[int] = set()
 
     @property
     def open_sessions(self) -> int:
@@ -251,14 +202,22 @@ class SessionTracker:
             conn, direction, ts, data = event  # one step for the four fields
             builder = self.builders.get(conn.conn_id)
             if builder is None:
-                if not conn.handshake_completed:
-                    self._hold(conn, direction, data, ts)
+                held = self._holding(conn)
+                # A capture of the client's side alone never settles: past
+                # what a SYN can carry, it is read on the client's word.
+                if held is not None and not (
+                    conn.handshake_completed and held.overflows(data)
+                ):
+                    held.data(direction, data, ts)
                     return None
                 builder = self._woken(conn)
             if builder is not None:
                 builder.data(direction, data, ts)
         elif isinstance(event, StreamOpened):
-            self.silent[event.conn.conn_id] = event.conn
+            if event.conn.from_smtp_port:
+                self._outbound.add(event.conn.conn_id)
+            else:
+                self.silent[event.conn.conn_id] = event.conn
         elif isinstance(event, StreamClosed):
             conn = event.conn
             if self._traceless(conn):
@@ -270,15 +229,37 @@ class SessionTracker:
                 result = builder.close(event.ts, reason)
                 log.info("session %s closed (%s)", result.session.session_id, reason)
                 return result
+            self._outbound.discard(conn.conn_id)
         elif isinstance(event, StreamGap):
-            builder = self._builder(event.conn)
+            conn = event.conn
+            held = self._holding(conn) if conn.conn_id not in self.builders else None
+            if held is not None:
+                held.gap(event.direction, event.size, event.ts)
+                return None
+            builder = self._builder(conn)
             if builder is not None:
                 builder.gap(event.direction, event.size, event.ts)
         elif isinstance(event, StreamAnomaly):
-            builder = self._builder(event.conn)
+            conn = event.conn
+            held = self._holding(conn) if conn.conn_id not in self.builders else None
+            if held is not None:
+                held.anomaly(event.ts, event.kind, event.detail)
+                return None
+            builder = self._builder(conn)
             if builder is not None:
                 builder.tcp_anomaly(event.ts, event.kind, event.detail)
         return None
+
+    def _holding(self, conn: Connection) -> Held | None:
+        """Where a silent connection's events wait while it is not
+        settled (analysis.holding); None once it is, or for one that makes
+        no session."""
+        if settled(conn) or conn.conn_id not in self.silent:
+            return None
+        held = self._held.get(conn.conn_id)
+        if held is None:
+            held = self._held[conn.conn_id] = Held()
+        return held
 
     def _traceless(self, conn: Connection) -> bool:
         """Whether ``conn`` closes without a session to show: it never spoke
@@ -292,6 +273,8 @@ class SessionTracker:
         return True
 
     def _builder(self, conn: Connection) -> SessionBuilder | None:
+        """The connection's builder, made now if it was silent; at the
+        close, what it held is read if the server accepted it."""
         builder = self.builders.get(conn.conn_id)
         return builder if builder is not None else self._woken(conn)
 
@@ -309,16 +292,10 @@ class SessionTracker:
         self.builders[conn.conn_id] = builder
         held = self._held.pop(conn.conn_id, None)
         if held is not None:
+            # Settled by now, or closing: the client's word is then all
+            # there will be (a capture of its side alone).
             held.release(builder, conn.handshake_completed)
         return builder
-
-    def _hold(
-        self, conn: Connection, direction: Direction, data: bytes, ts: int
-    ) -> None:
-        held = self._held.get(conn.conn_id)
-        if held is None:
-            held = self._held[conn.conn_id] = _Held()
-        held.add(direction, data, ts)
 
     def close_all(self, reason: str) -> list[SessionResult]:
         """Close every open session now, at its last packet, as ``reason``."""

@@ -262,7 +262,7 @@ def summary_panel(summary: Summary) -> Panel:
     if summary.handshakes_from_smtp_ports:
         # Shown where there were some: they explain packets without sessions.
         count = f"{summary.handshakes_from_smtp_ports:,}"
-        opened = Text(f"{count} SYN or SYN-ACK packets, not sessions")
+        opened = Text(f"{count} connections, not sessions")
         rows.append(("opened from SMTP ports", opened))
     rows += [
         ("sessions", _count_text(summary.sessions)),

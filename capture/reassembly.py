@@ -412,12 +412,10 @@ class Reassembler:
                 return events
 
         new_syn = flags & (SYN | ACK) == SYN
-        started: tuple[_Flow, Direction] | None
         if found is None:
-            started = self._start(key, ts, flags, events)
+            flow, direction = self._start(key, ts, flags, events)
         else:
             flow, direction = found[0], found[1]
-            started = flow, direction
             if flow.closed:
                 # Judged by this packet's time alone: _sweep forgets in
                 # closing order, which is not that of the close times, and
@@ -431,12 +429,12 @@ class Reassembler:
                     self.stats.packets_after_close += 1
                     self.stats.bytes_after_close += len(payload)
                     return events
-                started = self._start(key, ts, flags, events)
+                flow, direction = self._start(key, ts, flags, events)
             elif ts - flow.conn.last_ts > (timeout := self._timeout(flow)):
                 last = flow.conn.last_ts
                 decided = last + timeout
                 self._close(flow, last, CloseReason.IDLE, events, decided=decided)
-                started = self._start(key, ts, flags, events)
+                flow, direction = self._start(key, ts, flags, events)
             elif new_syn and not _same_syn(flow.halves[direction], seq):
                 # A SYN that is not a retransmission of this one's: the
                 # 4-tuple is being used again (RFC 9293 3.4.1 lets an old
@@ -445,10 +443,7 @@ class Reassembler:
                 self._close(
                     flow, flow.conn.last_ts, CloseReason.REUSED, events, decided=ts
                 )
-                started = self._start(key, ts, flags, events)
-        if started is None:
-            return events  # counted: see _start
-        flow, direction = started
+                flow, direction = self._start(key, ts, flags, events)
         self._segment(flow, direction, ts, seg, events)
         flow.settle()
         if self._max_open is not None and len(self._open) > self._max_open:
@@ -570,10 +565,10 @@ class Reassembler:
 
     def _start(
         self, key: FlowKey, ts: int, flags: int, events: list[StreamEvent]
-    ) -> tuple[_Flow, Direction] | None:
-        """Open a connection for a segment's 4-tuple and say who is client;
-        None where the segment opens no connection of an SMTP server."""
+    ) -> tuple[_Flow, Direction]:
+        """Open a connection for a segment's 4-tuple and say who is client."""
         src_ip, dst_ip, src_port, dst_port = key
+        outbound = False
         if flags & SYN and not flags & (FIN | RST):
             # The SYN's sender is the client; a SYN-ACK's, the server. With
             # FIN or RST as well it is no handshake (a scanner's probe, all
@@ -582,16 +577,15 @@ class Reassembler:
             client_port, server_port = (
                 (src_port, dst_port) if client_sent else (dst_port, src_port)
             )
-            if client_port in self._ports and server_port not in self._ports:
-                # A connection opened from an SMTP port, which no mail
-                # program does: mostly the backscatter of SYNs someone sent
-                # with an SMTP server's address, SYN-ACKs from all over the
-                # place that the server resets. Its host is no client here,
-                # and the other end no SMTP server. Its other packets go by
-                # the ports, as where the handshake was not captured: its
-                # server's RSTs are a stray RST's, which make no session.
-                self.stats.handshakes_from_smtp_ports += 1
-                return None
+            # A connection opened from an SMTP port to another port, which no
+            # mail program does: mostly the backscatter of SYNs someone sent
+            # with an SMTP server's address, SYN-ACKs from all over the place
+            # that the server resets. Its host is no client here and the
+            # other end no SMTP server: it is followed, so that its later
+            # packets are not taken for a session caught after its start
+            # with the roles the ports suggest, but marked, and makes no
+            # session (see Connection.from_smtp_port).
+            outbound = client_port in self._ports and server_port not in self._ports
         else:
             src_smtp = src_port in self._ports
             dst_smtp = dst_port in self._ports
@@ -601,6 +595,9 @@ class Reassembler:
             conn = Connection(self._next_id, src_ip, src_port, dst_ip, dst_port, ts)
         else:
             conn = Connection(self._next_id, dst_ip, dst_port, src_ip, src_port, ts)
+        if outbound:
+            conn.from_smtp_port = True
+            self.stats.handshakes_from_smtp_ports += 1
         self._next_id += 1
         self.stats.connections += 1
         reverse = (dst_ip, src_ip, dst_port, src_port)

@@ -72,6 +72,11 @@ class Connection:
     # capture has it, only an acknowledgment of it counts (see
     # Reassembler._handshake).
     client_acked: bool = False
+    # Opened from an SMTP port to another port (a SYN from port 25, or a
+    # SYN-ACK sent to it: backscatter): no SMTP connection of a client, and
+    # no session (the reassembler still follows it, so that its later
+    # packets are not taken for another connection).
+    from_smtp_port: bool = False
 
     @property
     def handshake_seen(self) -> bool:

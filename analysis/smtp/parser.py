@@ -121,7 +121,7 @@ _GROUP_ENDERS = (
 )
 
 
-def _without_credentials(sent: bytes) -> bytes:
+def without_credentials(sent: bytes) -> bytes:
     """Client bytes for an anomaly's detail, AUTH payloads replaced."""
     shown = []
     for line in sent.splitlines(keepends=True):
@@ -1124,7 +1124,7 @@ class SmtpParser:
                     ts,
                     "starttls_client_injection",
                     f"{len(sent)} bytes before the 220: "
-                    f"{show_bytes(_without_credentials(sent))}",
+                    f"{show_bytes(without_credentials(sent))}",
                 )
         elif answers == "AUTH" and mode is _AUTH_ANSWER:
             self._auth_challenge(reply)
@@ -1149,7 +1149,7 @@ class SmtpParser:
         if name is None:
             return False
         self._mode = _OTHER
-        shown = _without_credentials(data) if from_client else data
+        shown = without_credentials(data) if from_client else data
         self._anomaly(
             out, ts, "not_smtp", f"{side} speaks {name}: {show_bytes(shown, 40)}"
         )
@@ -1219,7 +1219,7 @@ class SmtpParser:
         """An anomaly for clear text where TLS was due, its start shown
         without what may be a password."""
         side = "client" if from_client else "server"
-        shown = _without_credentials(data) if from_client else data
+        shown = without_credentials(data) if from_client else data
         self._anomaly(out, ts, kind, f"{side} {what}: {show_bytes(shown, 40)}")
 
     # ------------------------------------------------------------------

@@ -20,6 +20,7 @@ from analysis.cli import build_parser, main
 from analysis.detect import engine
 from analysis.pipeline import DEFAULT_MAX_CONNECTIONS, SessionTracker
 from analysis.session import SessionBuilder
+from capture.decode import RST as RST_FLAG
 from capture.decode import SYN
 from capture.reassembly import Reassembler
 from capture.stream import Connection, Direction
@@ -249,7 +250,7 @@ def test_observations_the_detectors_forget_are_reported(
 
 
 def test_bytes_before_the_handshake_are_held_within_a_limit() -> None:
-    # A SYN with 20 KiB in it (no stack sends that much; a flood may): 16 KiB
+    # A SYN with 20 KiB in it (no stack sends that much; a flood may): 4 KiB
     # are held until the handshake completes. Unanswered, none is read;
     # answered, the rest past the limit is a gap.
     reassembler = Reassembler(frozenset({25}))
@@ -270,12 +271,111 @@ def test_bytes_before_the_handshake_are_held_within_a_limit() -> None:
     unanswered, answered = tracker.close_all("end_of_capture")
     assert [(a.kind, a.detail) for a in unanswered.anomalies] == [
         (
-            "syn_data_unread",
+            "data_without_handshake",
             "20,480 bytes sent before a handshake that never completed, not "
             "read: EHLO x\\r\\n" + "a" * 56 + "...",
         )
     ]
     assert (unanswered.session.client_bytes, unanswered.commands) == (0, [])
     session = answered.session
-    assert (session.client_bytes, session.gaps, session.gap_bytes) == (16384, 1, 4096)
+    assert (session.client_bytes, session.gaps, session.gap_bytes) == (4096, 1, 16384)
     assert [c.verb for c in answered.commands] == ["EHLO"]
+
+
+SYN_ACK = SYN | 0x10
+ACK_ONLY = 0x10
+PSH_ACK = 0x18
+CLIENT_END = ("198.18.0.9", "192.0.2.25", 40009, 25)
+SERVER_END = ("192.0.2.25", "198.18.0.9", 25, 40009)
+HELO = b"HELO mx.example.org\r\n"
+
+
+def _tracked(segments: list[tuple[tuple[str, str, int, int], int, int, int, bytes]]):
+    """The one session the segments make, 1 ns apart, read to the end."""
+    reassembler = Reassembler(frozenset({25}))
+    tracker = SessionTracker()
+    results = []
+    for ts, (key, seq, ack, flags, payload) in enumerate(segments, start=1):
+        for event in reassembler.feed(ts, (key, seq, ack, flags, payload, 0)):
+            if (result := tracker.handle(event)) is not None:
+                results.append(result)
+    for event in reassembler.finish():
+        if (result := tracker.handle(event)) is not None:
+            results.append(result)
+    (result,) = results
+    return result
+
+
+def test_a_floods_data_behind_its_syn_is_not_read_when_the_synack_refutes_it() -> None:
+    # Found in review: SYN, then the data with a guessed ACK, then the
+    # server's SYN-ACK. The data came before the SYN-ACK, whose ISN it did
+    # not acknowledge: read at once, HELO impersonations were alerted on the
+    # spoofed addresses.
+    result = _tracked(
+        [
+            (CLIENT_END, 100, 0, SYN, b""),
+            (CLIENT_END, 101, 777_777, PSH_ACK, HELO),
+            (SERVER_END, 500, 101, SYN_ACK, b""),
+        ]
+    )
+    assert (result.commands, result.session.client_bytes) == ([], 0)
+    assert [(a.kind, a.detail) for a in result.anomalies] == [
+        (
+            "data_without_handshake",
+            "21 bytes sent before a handshake that never completed, not read: "
+            "HELO mx.example.org\\r\\n",
+        )
+    ]
+
+
+def test_a_tcp_anomaly_before_the_handshake_settles_does_not_release_the_data() -> None:
+    # Found in review: a RST out of the window (an anomaly) woke the
+    # session builder, which then read what followed the unfinished
+    # handshake. The anomaly now waits with the bytes, in order.
+    result = _tracked(
+        [
+            (CLIENT_END, 100, 0, SYN, HELO),
+            (CLIENT_END, 10_000_100, 0, RST_FLAG, b""),
+            (CLIENT_END, 122, 0, 0x08, b"MAIL FROM:<a@b>\r\n"),
+        ]
+    )
+    assert result.commands == []
+    assert [a.kind for a in result.anomalies][-1] == "data_without_handshake"
+
+
+def test_fast_open_data_is_read_in_order_with_what_came_between() -> None:
+    # A SYN carrying HELO, a RST out of the window (an anomaly), then the
+    # SYN-ACK that acknowledges the data and the client's ACK: completed,
+    # so the HELO is read, and the anomaly stays where it came.
+    result = _tracked(
+        [
+            (CLIENT_END, 100, 0, SYN, HELO),
+            (CLIENT_END, 10_000_100, 0, RST_FLAG, b""),
+            (SERVER_END, 500, 122, SYN_ACK, b""),
+            (CLIENT_END, 122, 501, ACK_ONLY, b""),
+            (SERVER_END, 501, 122, PSH_ACK, b"250 mx\r\n"),
+        ]
+    )
+    assert [(c.verb, c.reply_code) for c in result.commands] == [("HELO", 250)]
+    assert "data_without_handshake" not in [a.kind for a in result.anomalies]
+    assert result.session.handshake_completed
+
+
+def test_a_capture_of_the_clients_side_alone_is_read() -> None:
+    # No SYN-ACK ever comes: the client's acknowledgments are all there is,
+    # and its bytes are read at the close (or once more than a SYN can
+    # carry is held).
+    long = b"RCPT TO:<" + b"a" * 5000 + b"@b>\r\n"
+    result = _tracked(
+        [
+            (CLIENT_END, 100, 0, SYN, b""),
+            (CLIENT_END, 101, 501, PSH_ACK, HELO),
+            (CLIENT_END, 122, 530, PSH_ACK, long),
+            (CLIENT_END, 122 + len(long), 560, PSH_ACK, b"QUIT\r\n"),
+        ]
+    )
+    assert [c.verb for c in result.commands] == ["HELO", "RCPT", "QUIT"]
+    assert (result.session.client_bytes, result.session.gaps) == (
+        len(HELO) + len(long) + 6,
+        0,
+    )

@@ -410,6 +410,5 @@ def test_live_says_what_was_opened_from_smtp_ports(
     summary = liverun._Summary(opened_from_smtp_ports=1200)
     liverun._print_summary(Monitor(0), summary, liverun._StopFlag())
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "smtpscope: 1,200 SYN or SYN-ACK packets of connections opened from an "
-        "SMTP port, not sessions"
+        "smtpscope: 1,200 connections opened from an SMTP port, not sessions"
     )

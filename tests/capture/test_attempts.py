@@ -370,34 +370,39 @@ def test_an_ack_captured_before_the_synack_is_checked_when_it_comes(
     assert flow.conn.ack_ts is None  # no ACK came after the SYN-ACK
 
 
-def test_a_handshake_opened_from_an_smtp_port_opens_nothing() -> None:
+def test_a_handshake_opened_from_an_smtp_port_is_marked() -> None:
     # A SYN-ACK to port 25 answers a SYN sent from it: mostly one spoofed
     # with the mail server's address (backscatter). Found in review: its
     # sender was taken for the server, and the mail server for a client.
+    # It is followed, with the roles its flags give, and marked: the session
+    # table leaves it out, and its later packets are not taken for a
+    # session caught after its start, with the roles the other way round.
     r = Reassembler(PORTS)
     events = feed_all(
         [
             (0, seg(CLIENT, S_ISN, ack=C_ISN + 1, flags=SYN | ACK)),  # to :25
-            (1, seg(SERVER, C_ISN + 1, flags=RST)),  # the server resets it
-            (2, seg(SERVER, C_ISN, flags=SYN)),  # from :25 to :40000
+            (1, seg(SERVER, C_ISN + 1, flags=RST)),  # the mail server resets it
+            (2, seg(SERVER, C_ISN + 100, flags=SYN)),  # from :25 to :40000
+            (3, seg(SERVER, C_ISN + 101, b"x", ack=S_ISN, flags=PSH_ACK)),
         ],
         r,
     )
-    assert r.stats.handshakes_from_smtp_ports == 2
-    # The RST goes by the ports, as a stray one: the server serves, and the
-    # connection leaves no trace (the session table drops it).
-    (opened,) = [e.conn for e in events if isinstance(e, StreamOpened)]
-    assert (opened.client_port, opened.server_port, opened.traceless) == (
-        40000,
-        25,
-        True,
-    )
-    assert closes(events) == [(0, CloseReason.RST, 1)]
+    assert r.stats.handshakes_from_smtp_ports == 2  # connections, not packets
+    opened = [e.conn for e in events if isinstance(e, StreamOpened)]
+    assert [(o.client_port, o.server_port, o.from_smtp_port) for o in opened] == [
+        (25, 40000, True),
+        (25, 40000, True),
+    ]
+    assert closes(events) == [
+        (0, CloseReason.RST, 1),
+        (1, CloseReason.END_OF_CAPTURE, 3),
+    ]
     # Between two SMTP ports, the SYN's sender is the client as ever.
     both = Reassembler(frozenset({25, 40000}))
     events = feed_all([(2, seg(SERVER, C_ISN, flags=SYN))], both)
-    (opened,) = [e.conn for e in events if isinstance(e, StreamOpened)]
-    assert (opened.client_port, opened.server_port) == (25, 40000)
+    (opened_both,) = [e.conn for e in events if isinstance(e, StreamOpened)]
+    assert (opened_both.client_port, opened_both.server_port) == (25, 40000)
+    assert not opened_both.from_smtp_port
     assert both.stats.handshakes_from_smtp_ports == 0
 
 

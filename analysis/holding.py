@@ -1,0 +1,129 @@
+"""Bytes a connection sends before the server has accepted it.
+
+A client's bytes reach the server's application only once the TCP
+handshake has completed: data in a SYN (TCP Fast Open, or a flood that puts
+a payload in its SYNs to pass filters) is delivered with the server's
+SYN-ACK, data sent without any acknowledgment never. Read at once, the
+data of SYNs nobody answered became commands, and high alerts, on the
+(spoofed) addresses that sent them. So what a connection sends before
+its handshake is settled is held here, with the TCP gaps and anomalies
+that came with it, in order, and handed to its session builder once the
+server accepted the connection, or reported as unread if it never did.
+
+Settled means completed (``Connection.handshake_completed``), and not only
+by the client's word: a client segment acknowledging something before the
+server's SYN-ACK was captured shows the handshake completed only if the
+SYN-ACK, when it comes, agrees (a flood's ACK behind its SYN guesses it).
+In a capture of the client's side alone no SYN-ACK ever comes: its bytes
+are read once MAX_HELD_BYTES are held, or at the close.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+from analysis.session import SessionBuilder
+from analysis.smtp.parser import without_credentials
+from analysis.smtp.syntax import show_bytes
+from capture.stream import Connection, Direction
+
+# What a connection may hold: a SYN carries one segment (an MSS, 1,460
+# bytes on Ethernet), and a client's whole first flight of commands fits
+# well within it. Past it a connection whose handshake the client alone
+# vouches for (a capture of one side) is read; one nobody vouches for keeps
+# holding the first bytes only, the rest as a gap.
+MAX_HELD_BYTES: Final = 4096
+
+_SERVER: Final = Direction.SERVER
+
+
+def settled(conn: Connection) -> bool:
+    """Whether ``conn``'s bytes may be read: the server accepted it."""
+    if not conn.handshake_completed:
+        return False
+    if conn.wire_bytes[_SERVER] or conn.synack_ts is not None:
+        return True
+    # Completed on the client's word alone: only where its SYN was not
+    # captured either (caught after its start) is no SYN-ACK still due.
+    return conn.syn_ts is None
+
+
+class _Data(NamedTuple):
+    direction: Direction
+    data: bytes
+    ts: int
+
+
+class _Gap(NamedTuple):
+    direction: Direction
+    size: int
+    ts: int
+
+
+class _Anomaly(NamedTuple):
+    ts: int
+    kind: str
+    detail: str
+
+
+class Held:
+    """What one connection sent before it was settled, in order."""
+
+    __slots__ = ("actions", "size", "unread")
+
+    def __init__(self) -> None:
+        self.actions: list[_Data | _Gap | _Anomaly] = []  # as the events came
+        self.size = 0  # bytes held
+        self.unread = 0  # bytes past MAX_HELD_BYTES, kept as a gap
+
+    def overflows(self, data: bytes) -> bool:
+        """Whether ``data`` would take it past MAX_HELD_BYTES."""
+        return self.size + len(data) > MAX_HELD_BYTES
+
+    def data(self, direction: Direction, data: bytes, ts: int) -> None:
+        room = MAX_HELD_BYTES - self.size
+        kept, rest = data[:room], len(data) - min(room, len(data))
+        if kept:
+            self.actions.append(_Data(direction, kept, ts))
+            self.size += len(kept)
+        if not rest:
+            return
+        self.unread += rest
+        last = self.actions[-1] if self.actions else None
+        if isinstance(last, _Gap) and last.direction == direction:
+            # One gap for all that did not fit, not one per segment.
+            self.actions[-1] = last._replace(size=last.size + rest)
+        else:
+            self.actions.append(_Gap(direction, rest, ts))
+
+    def gap(self, direction: Direction, size: int, ts: int) -> None:
+        self.actions.append(_Gap(direction, size, ts))
+
+    def anomaly(self, ts: int, kind: str, detail: str) -> None:
+        self.actions.append(_Anomaly(ts, kind, detail))
+
+    def release(self, builder: SessionBuilder, accepted: bool) -> None:
+        """Hand everything to ``builder`` if the server ``accepted`` the
+        connection; else only the TCP anomalies, and a note of the bytes."""
+        first: _Data | None = None
+        for action in self.actions:
+            if isinstance(action, _Anomaly):
+                builder.tcp_anomaly(*action)
+            elif not accepted:
+                if first is None and isinstance(action, _Data):
+                    first = action
+            elif isinstance(action, _Data):
+                builder.data(*action)
+            else:
+                builder.gap(*action)
+        if accepted or first is None:
+            return
+        # Credentials first, then escaped: hidden in the escaped text, a
+        # secret and the line after it would be one word (\r\n).
+        shown = show_bytes(without_credentials(first.data))
+        builder.tcp_anomaly(
+            first.ts,
+            "data_without_handshake",
+            f"{self.size + self.unread:,} bytes sent before a handshake that "
+            f"never completed, not read: {shown}",
+        )
