@@ -97,6 +97,13 @@ def load_rules(path: str | os.PathLike[str]) -> Rules:
         raise RulesError(f"{name}: not a text file (TOML is UTF-8)") from None
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"{name}: not valid TOML: {exc}") from exc
+    except RecursionError:
+        # tomllib recurses once per array or inline table inside another:
+        # a few hundred brackets (1 KB) exhaust the stack. No rules key
+        # nests deeper than a list of strings, so no real file gets here.
+        raise RulesError(
+            f"{name}: nested too deeply (arrays or inline tables within each other)"
+        ) from None
     return _build(_defaults(), user, name)
 
 

@@ -51,6 +51,7 @@ from analysis.smtp.syntax import (
     split_command,
     wire_text,
 )
+from analysis.tls.hello import V2_OPENING, starts_v2_client_hello
 
 # RFC 5321 4.5.3.1.4 / 4.5.3.1.5: command and reply lines are at most 512
 # octets with their CRLF. Longer lines are flagged; past MAX_LINE they are
@@ -138,6 +139,15 @@ def without_credentials(sent: bytes) -> bytes:
             body = hidden.encode() if hidden != text else body
         shown.append(body + ending)
     return b"".join(shown)
+
+
+def _opens_tls(data: bytes) -> bool:
+    """Whether a client's bytes where a command was due begin a TLS
+    handshake: a handshake record (RFC 8446 5.1), or a whole SSL 2.0
+    CLIENT-HELLO opening (RFC 5246 E.2). No command starts with either."""
+    return data[:2] == b"\x16\x03" or (
+        len(data) >= V2_OPENING and starts_v2_client_hello(data)
+    )
 
 
 def _starts_like_command(line: bytes) -> bool:
@@ -328,7 +338,7 @@ class SmtpParser:
             return out
         if not self._greeting_seen and not self._server_spoke:
             self._client_spoke_first = True
-        if self._tls_expected and not self._cbuf and data[:2] == b"\x16\x03":
+        if self._tls_expected and not self._cbuf and _opens_tls(data):
             # STARTTLS with no server in sight, then a ClientHello: the
             # hopeful outcome, as for DATA.
             self._tls_expected = False
@@ -338,7 +348,7 @@ class SmtpParser:
             self._mode is _COMMAND
             and self._command_index == 0
             and not self._cbuf
-            and data[:2] == b"\x16\x03"
+            and _opens_tls(data)
         ):
             # A TLS ClientHello where SMTP commands were due.
             self._anomaly(out, ts, "tls_on_plain_port", "client began TLS at once")
@@ -1200,7 +1210,10 @@ class SmtpParser:
             )  # fmt: skip
             out.append(TlsAbandoned(ts))
             return
-        if data[0] == _TLS_HANDSHAKE:
+        # A ClientHello in a TLS record, or from the client in SSL 2.0 form,
+        # judged by as much of its opening as this segment holds: on this
+        # port nothing else is due, so a hello sent a byte at a time counts.
+        if data[0] == _TLS_HANDSHAKE or (from_client and starts_v2_client_hello(data)):
             self._start_tls(ts, out, implicit=True)
             return
         self._clear_text(

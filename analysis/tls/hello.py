@@ -132,6 +132,33 @@ def parse_client_hello(body: bytes) -> ClientHello:
 V2_CLIENT_HELLO = 1
 _V2_SPEC = 3
 _V2_CHALLENGE = range(16, 33)
+# The shortest CLIENT-HELLO: type, version, three lengths, one cipher spec
+# and a 16-byte challenge.
+_V2_SHORTEST = 1 + 2 + 6 + 3 + 16
+# Its two-byte record header, message type and version.
+V2_OPENING = 5
+
+
+def starts_v2_client_hello(first: bytes) -> bool:
+    """Whether a client's first bytes can begin an SSL 2.0 CLIENT-HELLO
+    that offers SSL 2.0, SSL 3.0 or TLS (RFC 5246 E.2, RFC 6101 E.1).
+
+    The first ``V2_OPENING`` bytes are judged: a record header with the top
+    bit set and a length that fits the shortest hello, the message type,
+    and a version of 0x0002 or 0x03xx. Fewer bytes are judged by those
+    there are, so that a hello sent in tiny segments is still recognised;
+    a caller that must see the whole opening checks the length first.
+    """
+    n = len(first)
+    if not n or not first[0] & 0x80:
+        return False
+    if n >= 2 and ((first[0] & 0x7F) << 8 | first[1]) < _V2_SHORTEST:
+        return False
+    if n >= 3 and first[2] != V2_CLIENT_HELLO:
+        return False
+    if n >= 4 and first[3] not in (0, 3):
+        return False
+    return n < 5 or first[3] == 3 or first[4] == 2
 
 
 def parse_v2_client_hello(message: bytes) -> ClientHello:

@@ -37,13 +37,13 @@ from analysis.tls.events import (
     TlsEvent,
 )
 from analysis.tls.hello import (
-    V2_CLIENT_HELLO,
     HelloError,
     ServerHello,
     parse_certificate_list,
     parse_client_hello,
     parse_server_hello,
     parse_v2_client_hello,
+    starts_v2_client_hello,
 )
 from analysis.tls.names import alert_name, version_name
 
@@ -68,21 +68,6 @@ MAX_HANDSHAKE_MESSAGE = 256 * 1024
 TLS_1_3 = 0x0304
 # RFC 5246 E.2: an SSL 2.0 record header of two bytes, the top bit set.
 _V2_HEADER = 2
-# The shortest CLIENT-HELLO: type, version, three lengths, one cipher spec
-# and a 16-byte challenge.
-_V2_SHORTEST = 1 + 2 + 6 + 3 + 16
-
-
-def _v2_client_hello(head: bytes) -> bool:
-    """Whether a direction's first bytes start an SSL 2.0 CLIENT-HELLO
-    that offers SSL 2.0, SSL 3.0 or TLS (RFC 5246 E.2, RFC 6101 E.1)."""
-    length = (head[0] & 0x7F) << 8 | head[1]
-    return (
-        head[0] & 0x80 != 0
-        and head[2] == V2_CLIENT_HELLO
-        and (head[3] == 3 or head[3:5] == b"\x00\x02")  # 0x03xx, or SSL 2.0
-        and length >= _V2_SHORTEST
-    )
 
 
 @dataclass(slots=True)
@@ -201,7 +186,8 @@ class TlsParser:
         # RFC 8446 5.1: a known content type, a 3.x version, a bounded length.
         if head[0] in _CONTENT_TYPES and head[1] == 3 and length <= MAX_RECORD:
             return True
-        if side.from_client and side.records == 0 and _v2_client_hello(head):
+        # A header is as long as the opening the SSL 2.0 test judges whole.
+        if side.from_client and side.records == 0 and starts_v2_client_hello(head):
             side.v2_hello = True
             return True
         side.dead = True

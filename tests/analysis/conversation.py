@@ -9,9 +9,10 @@ from capture.stream import Connection, Direction
 C, S = Direction.CLIENT, Direction.SERVER
 
 
-def session(steps: list[tuple[Direction, bytes]]) -> SessionResult:
-    """The session of ``steps``, one a nanosecond, closed by FIN after them."""
-    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=0)
+def session(steps: list[tuple[Direction, bytes]], port: int = 25) -> SessionResult:
+    """The session of ``steps`` to ``port`` (465 is implicit TLS), one a
+    nanosecond, closed by FIN after them."""
+    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", port, first_ts=0)
     builder = SessionBuilder(conn, frozenset({465}))
     for ts, (side, data) in enumerate(steps, start=1):
         builder.data(side, data, ts)

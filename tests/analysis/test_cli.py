@@ -478,3 +478,29 @@ def test_rules_prints_the_defaults_and_checks_a_file(
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith(f"smtpscope: {mine}: ")
+
+
+def test_a_rules_file_nested_too_deeply_is_a_usage_error(
+    fake: FakePipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in review: 500 nested brackets (1,003 bytes) made tomllib
+    # recurse past Python's limit, and every command gave a traceback.
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a=" + "[" * 500 + "]" * 500 + "\n")
+    why = f"{deep}: nested too deeply (arrays or inline tables within each other)"
+
+    assert main(["rules", str(deep)]) == 2
+    assert capsys.readouterr() == ("", f"smtpscope: {why}\n")
+
+    assert main(["read", "--rules", str(deep), str(PCAPS / "auth.pcap")]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.endswith(f"\nsmtpscope read: error: argument --rules: {why}\n")
+
+    # check stays a monitoring plugin: one status line, UNKNOWN.
+    assert main(["check", "-r", str(PCAPS / "auth.pcap"), "--rules", str(deep)]) == 3
+    assert capsys.readouterr() == (
+        f"SMTPSCOPE UNKNOWN - usage: argument --rules: {why}\n",
+        "",
+    )
+    assert fake.calls == []

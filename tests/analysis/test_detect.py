@@ -373,6 +373,16 @@ def test_rules_file_limits(tmp_path: Path) -> None:
     huge.write_bytes(b"#" * (MAX_RULES_BYTES + 10))
     with pytest.raises(RulesError, match="larger than"):
         load_rules(huge)
+    # tomllib recurses once per nested array or inline table: a RecursionError
+    # from 1 KB of brackets became a traceback in every command.
+    deep = tmp_path / "deep.toml"
+    for text in ("a=" + "[" * 500 + "]" * 500, "a=" + "{b=" * 500 + "}" * 500):
+        deep.write_text(text + "\n")
+        with pytest.raises(RulesError) as refused:
+            load_rules(deep)
+        assert str(refused.value) == (
+            f"{deep}: nested too deeply (arrays or inline tables within each other)"
+        )
 
 
 def test_a_rules_file_leaves_the_cached_defaults_alone(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 from analysis.downgrade import mangled_keyword
+from analysis.records import AnomalyRecord, TlsRecord
 from analysis.smtp.events import AnomalySeen, CommandSeen, TlsBytesSeen
 from analysis.smtp.parser import SmtpParser
 from analysis.tls import fingerprint
@@ -18,6 +19,7 @@ from analysis.tls.events import (
 )
 from analysis.tls.hello import ClientHello, parse_client_hello
 from analysis.tls.parser import TlsParser
+from tests.analysis.conversation import C, S, session
 
 # The example of FoxIO's JA4 specification (technical_details/JA4.md).
 SPEC_CIPHERS = (
@@ -351,3 +353,86 @@ def test_the_sslv2_form_is_read_only_as_a_clients_first_message() -> None:
         events = TlsParser().feed(True, wire, 1)
         kinds = [e.kind for e in events if isinstance(e, TlsAnomalySeen)]
         assert kinds == ["not_tls"]
+
+
+# Found in review: on port 465 the SMTP parser took only a TLS record's
+# first byte for TLS, so an SSL 2.0-form hello became clear text there.
+V2_OFFER = ("sslv2_hello", "client hello in SSL 2.0 form, offering TLSv1.0")
+REFUSED = record(21, b"\x02\x28")  # fatal handshake_failure
+
+
+def v2_row(sid: str, start: int, mode: str, outcome: str, end: int) -> TlsRecord:
+    """The tls row of a v2_client_hello() that got REFUSED or nothing."""
+    alert = "server fatal handshake_failure" if outcome == "failed" else None
+    return TlsRecord(
+        sid,
+        start,
+        mode,
+        outcome,
+        client_version="TLSv1.0",
+        cipher_suites=list(V2_SPECS),
+        alert=alert,
+        end=end,
+    )
+
+
+def test_an_sslv2_form_hello_on_the_implicit_tls_port() -> None:
+    result = session([(C, v2_client_hello()), (S, REFUSED)], port=465)
+    sid = result.session.session_id
+    assert result.session.tls == "implicit"
+    assert result.commands == []
+    assert result.anomalies == [AnomalyRecord(sid, 1, *V2_OFFER)]
+    assert result.tls == [v2_row(sid, 1, "implicit", "failed", end=2)]
+
+
+def test_an_sslv2_form_hello_on_port_465_a_byte_at_a_time() -> None:
+    # The first byte alone decides, as a TLS record's 0x16 does there.
+    wire = v2_client_hello()
+    result = session([(C, wire[i : i + 1]) for i in range(len(wire))], port=465)
+    sid = result.session.session_id
+    assert (result.session.tls, result.commands) == ("implicit", [])
+    assert result.anomalies == [AnomalyRecord(sid, len(wire), *V2_OFFER)]
+    assert result.tls == [v2_row(sid, 1, "implicit", "incomplete", len(wire) + 1)]
+
+
+def test_top_bit_bytes_that_are_no_sslv2_hello_stay_clear_text_on_465() -> None:
+    # Type 4 (an SSL 2.0 SERVER-HELLO); version 0x0100, neither 2.0 nor 3.x.
+    hello = v2_client_hello()
+    for changed in (b"\x04\x03\x01", b"\x01\x01\x00"):
+        wire = hello[:2] + changed + hello[5:]
+        result = session([(C, wire)], port=465)
+        assert (result.session.tls, result.tls) == ("none", [])
+        kinds = [a.kind for a in result.anomalies]
+        assert kinds == ["plaintext_on_tls_port", "unterminated_line"]
+
+
+def test_an_sslv2_form_hello_where_smtp_commands_were_due() -> None:
+    # As a TLS record there: no SMTP command starts with a top-bit byte.
+    result = session([(S, b"220 mx\r\n"), (C, v2_client_hello()), (S, REFUSED)])
+    sid = result.session.session_id
+    assert (result.session.tls, result.commands) == ("implicit", [])
+    assert result.anomalies == [
+        AnomalyRecord(sid, 2, "tls_on_plain_port", "client began TLS at once"),
+        AnomalyRecord(sid, 2, *V2_OFFER),
+    ]
+    assert result.tls == [v2_row(sid, 2, "implicit", "failed", end=3)]
+
+
+def test_an_sslv2_form_hello_after_starttls_with_no_server_in_sight() -> None:
+    result = session([(C, b"EHLO a\r\nSTARTTLS\r\n"), (C, v2_client_hello())])
+    sid = result.session.session_id
+    assert result.session.tls == "starttls"
+    assert [c.verb for c in result.commands] == ["EHLO", "STARTTLS"]
+    assert result.anomalies == [AnomalyRecord(sid, 2, *V2_OFFER)]
+    assert result.tls == [v2_row(sid, 2, "starttls", "incomplete", end=3)]
+
+
+def test_on_a_plain_port_an_sslv2_hello_needs_its_whole_opening() -> None:
+    # Where commands are due, the five bytes of header, type and version
+    # decide, not fewer: a hello cut after four stays a (binary) command,
+    # as a TLS record cut after its first byte does.
+    wire = v2_client_hello()
+    result = session([(S, b"220 mx\r\n"), (C, wire[:4]), (C, wire[4:])])
+    assert (result.session.tls, result.tls) == ("none", [])
+    assert len(result.commands) == 1
+    assert [a.kind for a in result.anomalies] == ["unterminated_line", "no_reply"]
