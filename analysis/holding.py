@@ -99,7 +99,7 @@ class Held:
     def gap(self, direction: Direction, size: int, ts: int) -> None:
         self.actions.append(_Gap(direction, size, ts))
 
-    def anomaly(self, ts: int, kind: str, detail: str) -> None:
+    def tcp_anomaly(self, ts: int, kind: str, detail: str) -> None:
         self.actions.append(_Anomaly(ts, kind, detail))
 
     def release(self, builder: SessionBuilder, accepted: bool) -> None:

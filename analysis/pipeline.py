@@ -231,24 +231,23 @@ class SessionTracker:
                 return result
             self._outbound.discard(conn.conn_id)
         elif isinstance(event, StreamGap):
-            conn = event.conn
-            held = self._holding(conn) if conn.conn_id not in self.builders else None
-            if held is not None:
-                held.gap(event.direction, event.size, event.ts)
-                return None
-            builder = self._builder(conn)
-            if builder is not None:
-                builder.gap(event.direction, event.size, event.ts)
+            target = self._target(event.conn)
+            if target is not None:
+                target.gap(event.direction, event.size, event.ts)
         elif isinstance(event, StreamAnomaly):
-            conn = event.conn
-            held = self._holding(conn) if conn.conn_id not in self.builders else None
-            if held is not None:
-                held.anomaly(event.ts, event.kind, event.detail)
-                return None
-            builder = self._builder(conn)
-            if builder is not None:
-                builder.tcp_anomaly(event.ts, event.kind, event.detail)
+            target = self._target(event.conn)
+            if target is not None:
+                target.tcp_anomaly(event.ts, event.kind, event.detail)
         return None
+
+    def _target(self, conn: Connection) -> Held | SessionBuilder | None:
+        """Where a gap or TCP anomaly of ``conn`` goes: with what it holds
+        while it is not settled, else to its builder."""
+        if conn.conn_id not in self.builders:
+            held = self._holding(conn)
+            if held is not None:
+                return held
+        return self._builder(conn)
 
     def _holding(self, conn: Connection) -> Held | None:
         """Where a silent connection's events wait while it is not

@@ -6,6 +6,7 @@ import base64
 
 import pytest
 
+from analysis.records import TransactionRecord
 from analysis.smtp.syntax import MAX_DECODED, decoded_words, first_address
 from capture.stream import Direction
 from tests.analysis.conversation import C, S, session
@@ -335,6 +336,25 @@ def test_only_the_start_of_a_huge_subject_is_decoded() -> None:
     assert len(decoded) < len(words)
 
 
+def delivered(headers: bytes, reply: bytes) -> TransactionRecord:
+    """The one transaction of a message with ``headers``, answered ``reply``."""
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"RCPT TO:<c@d>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 go\r\n"),
+            (C, headers + b"\r\nbody\r\n.\r\n"),
+            (S, reply),
+        ]
+    )
+    (txn,) = result.transactions
+    return txn
+
+
 @pytest.mark.parametrize(
     "subject",
     [
@@ -349,20 +369,7 @@ def test_a_subject_the_standard_library_cannot_decode_is_kept_as_sent(
     # Found in review: HeaderParseError from email.header ended the whole
     # run with a traceback, and every table was lost.
     assert decoded_words(subject) == subject
-    result = session(
-        [
-            (S, b"220 mx\r\n"),
-            (C, b"MAIL FROM:<a@b>\r\n"),
-            (S, b"250 ok\r\n"),
-            (C, b"RCPT TO:<c@d>\r\n"),
-            (S, b"250 ok\r\n"),
-            (C, b"DATA\r\n"),
-            (S, b"354 go\r\n"),
-            (C, b"Subject: " + subject.encode() + b"\r\n\r\nbody\r\n.\r\n"),
-            (S, b"250 queued\r\n"),
-        ]
-    )
-    (txn,) = result.transactions
+    txn = delivered(b"Subject: " + subject.encode() + b"\r\n", b"250 queued\r\n")
     assert (txn.subject, txn.subject_decoded, txn.status) == (
         subject,
         subject,
@@ -557,20 +564,7 @@ def test_the_headers_zeek_keeps_are_columns_too() -> None:
         b"X-Originating-IP: [010.001.002.003]\r\n"
         b"Subject: hi\r\n"
     )
-    result = session(
-        [
-            (S, b"220 mx\r\n"),
-            (C, b"MAIL FROM:<a@b>\r\n"),
-            (S, b"250 ok\r\n"),
-            (C, b"RCPT TO:<c@d>\r\n"),
-            (S, b"250 ok\r\n"),
-            (C, b"DATA\r\n"),
-            (S, b"354 go\r\n"),
-            (C, headers + b"\r\nbody\r\n.\r\n"),
-            (S, b"250 2.0.0 queued as 4242\r\n"),
-        ]
-    )
-    (txn,) = result.transactions
+    txn = delivered(headers, b"250 2.0.0 queued as 4242\r\n")
     assert (
         txn.reply_to,
         txn.in_reply_to,
