@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from analysis.holding import Held, settled
+from analysis.holding import Held, settled, vouched
 from analysis.records import SessionResult
 from analysis.session import SessionBuilder
 from analysis.tls.decrypt import DecryptedStreams, decrypt_captures
@@ -205,9 +205,7 @@ class SessionTracker:
                 held = self._holding(conn)
                 # A capture of the client's side alone never settles: past
                 # what a SYN can carry, it is read on the client's word.
-                if held is not None and not (
-                    conn.handshake_completed and held.overflows(data)
-                ):
+                if held is not None and not (vouched(conn) and held.overflows(data)):
                     held.data(direction, data, ts)
                     return None
                 builder = self._woken(conn)
@@ -293,7 +291,7 @@ class SessionTracker:
         if held is not None:
             # Settled by now, or closing: the client's word is then all
             # there will be (a capture of its side alone).
-            held.release(builder, conn.handshake_completed)
+            held.release(builder, vouched(conn))
         return builder
 
     def close_all(self, reason: str) -> list[SessionResult]:

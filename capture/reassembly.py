@@ -51,6 +51,9 @@ from capture.stream import (
 )
 
 _SEQ_MOD: Final = 1 << 32
+# How far a client's acknowledgment may move forward, with no SYN-ACK
+# captured, to show a server that sends (Connection.client_ack_moved).
+_ACK_MOVE_MAX: Final = 1 << 20
 # What a connection that has shown nothing of a conversation yet (an
 # attempt: ``_unproven``) may keep of its bytes, held back out of order or
 # delivered for checking retransmissions: a SYN carries one segment, and a
@@ -196,6 +199,7 @@ class _Flow:
         "conn",
         "early_ack",
         "fin_done",
+        "first_ack",
         "forget_at",
         "halves",
         "keys",
@@ -223,6 +227,9 @@ class _Flow:
         # anything of the server was captured: checked against the SYN-ACK
         # if one comes (see Reassembler._handshake).
         self.early_ack: int | None = None
+        # The client's first acknowledgment number, while no SYN-ACK was
+        # captured: to see it move (Connection.client_ack_moved).
+        self.first_ack: int | None = None
 
     def settle(self) -> None:
         """Note whether plain segments may take the fast lane of ``feed``.
@@ -241,6 +248,13 @@ class _Flow:
             and client.fin_off is None
             and server.fin_off is None
             and not _unproven(self)  # its timeout is not the fast lane's
+            # A SYN without its SYN-ACK: the client's acknowledgments are
+            # watched until they move (Connection.client_ack_moved).
+            and (
+                conn.synack_ts is not None
+                or conn.syn_ts is None
+                or conn.client_ack_moved
+            )
         )
 
 
@@ -443,7 +457,14 @@ class Reassembler:
                 decided = last + timeout
                 self._close(flow, last, CloseReason.IDLE, events, decided=decided)
                 flow, direction = self._start(key, ts, flags, events)
-            elif new_syn and not _same_syn(flow.halves[direction], seq):
+            elif new_syn and (
+                not _same_syn(flow.halves[direction], seq)
+                # A SYN from the side a connection opened from an SMTP port
+                # took for its server: a connection to that port, whatever
+                # the SYN-ACK before it said (found in review: a SYN-ACK
+                # sent ahead with the SYN's own ISN hid a whole session).
+                or (flow.conn.from_smtp_port and direction == Direction.SERVER)
+            ):
                 # A SYN that is not a retransmission of this one's: the
                 # 4-tuple is being used again (RFC 9293 3.4.1 lets an old
                 # connection's pair be reused). The SYN is the new
@@ -760,6 +781,16 @@ class Reassembler:
             believed = self._handshake(flow, direction, ts, seg, half, peer)
         if direction == Direction.CLIENT and flags & _ACK_ONLY == ACK and believed:
             conn.client_acked = True
+            if conn.synack_ts is None and not conn.client_ack_moved:
+                if flow.first_ack is None:
+                    flow.first_ack = ack
+                else:
+                    # Forward, by what a server sends before the client's
+                    # next segments: a greeting, some replies. Random
+                    # guesses (a flood's, each segment its own) land
+                    # anywhere in the 2**32 numbers.
+                    moved = (ack - flow.first_ack) % _SEQ_MOD
+                    conn.client_ack_moved = 0 < moved <= _ACK_MOVE_MAX
             if peer.base is None:
                 flow.early_ack = ack
         if flags & RST:

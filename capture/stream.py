@@ -72,6 +72,10 @@ class Connection:
     # capture has it, only an acknowledgment of it counts (see
     # Reassembler._handshake).
     client_acked: bool = False
+    # With no SYN-ACK captured, the client acknowledged more than one point
+    # of the server's stream: the server was sending. A flood's data behind
+    # its SYN guesses one number (see analysis.holding).
+    client_ack_moved: bool = False
     # Opened from an SMTP port to another port (a SYN from port 25, or a
     # SYN-ACK sent to it: backscatter): no SMTP connection of a client, and
     # no session (the reassembler still follows it, so that its later

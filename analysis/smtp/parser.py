@@ -940,7 +940,10 @@ class SmtpParser:
         else:
             parsed = parse_reply_line(text)
             if parsed is None:
-                self._anomaly(out, ts, "malformed_reply", text[:200])
+                # Client text where replies were due (roles taken from the
+                # ports the wrong way round) may hold an AUTH payload.
+                shown = wire_text(without_credentials(line))
+                self._anomaly(out, ts, "malformed_reply", shown[:200])
                 return
             code, more, rest = parsed
         if self._reply_lines and code != self._reply_code:

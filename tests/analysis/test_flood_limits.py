@@ -272,8 +272,8 @@ def test_bytes_before_the_handshake_are_held_within_a_limit() -> None:
     assert [(a.kind, a.detail) for a in unanswered.anomalies] == [
         (
             "data_without_handshake",
-            "20,480 bytes sent before a handshake that never completed, not "
-            "read: EHLO x\\r\\n" + "a" * 56 + "...",
+            "20,480 bytes sent before the server was seen to accept the "
+            "connection, not read: EHLO x\\r\\n" + "a" * 56 + "...",
         )
     ]
     assert (unanswered.session.client_bytes, unanswered.commands) == (0, [])
@@ -322,8 +322,8 @@ def test_a_floods_data_behind_its_syn_is_not_read_when_the_synack_refutes_it() -
     assert [(a.kind, a.detail) for a in result.anomalies] == [
         (
             "data_without_handshake",
-            "21 bytes sent before a handshake that never completed, not read: "
-            "HELO mx.example.org\\r\\n",
+            "21 bytes sent before the server was seen to accept the connection, "
+            "not read: HELO mx.example.org\\r\\n",
         )
     ]
 
@@ -379,3 +379,37 @@ def test_a_capture_of_the_clients_side_alone_is_read() -> None:
         len(HELO) + len(long) + 6,
         0,
     )
+
+
+def test_a_flood_guessing_a_new_ack_for_each_segment_is_not_read() -> None:
+    # Found in review: three segments behind the SYN, each with its own
+    # random acknowledgment, passed for a client whose acknowledgments move
+    # (a server that sends); they must move forward by what a server sends.
+    payload = HELO + b"NOOP " + b"A" * 1393 + b"\r\n"
+    result = _tracked(
+        [
+            (CLIENT_END, 100, 0, SYN, b""),
+            (CLIENT_END, 101, 1_234_567_890, PSH_ACK, payload),
+            (CLIENT_END, 101 + len(payload), 87_654_321, PSH_ACK, payload),
+            (CLIENT_END, 101 + 2 * len(payload), 3_000_000_000, PSH_ACK, payload),
+            (SERVER_END, 500, 101, SYN_ACK, b""),
+        ]
+    )
+    assert result.commands == []
+    assert [a.kind for a in result.anomalies] == ["data_without_handshake"]
+
+
+def test_what_is_held_stays_small_however_it_comes() -> None:
+    # Found in review: a SYN then two million RSTs out of the window held
+    # 516 MB of anomalies; 4,096 one-byte segments 545 KB each.
+    from analysis.holding import MAX_HELD_ANOMALIES, Held
+
+    held = Held()
+    for n in range(5000):
+        held.data(Direction.CLIENT, b"x", n)
+        held.tcp_anomaly(n, "tcp_rst_out_of_window", "RST out of the window")
+    kinds = [type(action).__name__ for action in held.actions]
+    assert kinds.count("_Anomaly") == MAX_HELD_ANOMALIES
+    assert held.anomalies == 5000
+    assert held.size == 4096 and held.unread == 5000 - 4096
+    assert len(held.actions) <= 2 * MAX_HELD_ANOMALIES + 2

@@ -601,3 +601,20 @@ def test_the_headers_zeek_keeps_are_columns_too() -> None:
 )
 def test_the_first_address_of_a_header(value: str, address: str | None) -> None:
     assert first_address(value) == address
+
+
+def test_client_text_where_replies_were_due_hides_auth_payloads() -> None:
+    # Found in review: a session caught after its start whose client sat on
+    # an SMTP port was read the wrong way round; the client's AUTH lines
+    # were malformed replies, stored whole in the anomalies.
+    secret = base64.b64encode(b"\0alice\0fakepass").decode()
+    result = session(
+        [
+            (C, b"220 mx\r\n"),
+            (S, b"EHLO laptop\r\n"),
+            (S, f"AUTH PLAIN {secret}\r\n".encode()),
+            (S, b"YWxpY2U=\r\n"),
+        ]
+    )
+    details = [a.detail for a in result.anomalies if a.kind == "malformed_reply"]
+    assert details == ["EHLO laptop", "AUTH PLAIN [redacted]", "[redacted]"]

@@ -465,3 +465,24 @@ def test_an_attempt_holds_little_of_what_it_sends_out_of_order() -> None:
     events = feed_all([*handshake(), *hole_then], proven, finish=False)
     assert anomalies(events) == []
     assert proven.stats.buffer_limit_hits == 0
+
+
+def test_a_syn_after_a_synack_sent_ahead_with_its_isn_is_a_connection() -> None:
+    # Found in review: a client hid its whole session by sending, first, a
+    # SYN-ACK to port 25 with its own SYN's ISN: the SYN then passed for a
+    # retransmission of the connection opened from the SMTP port.
+    r = Reassembler(PORTS)
+    events = feed_all(
+        [
+            (0, seg(CLIENT, C_ISN, ack=777, flags=SYN | ACK)),  # to :25
+            (1, seg(CLIENT, C_ISN, flags=SYN)),  # the same ISN, now a SYN
+            (2, seg(SERVER, S_ISN, ack=C_ISN + 1, flags=SYN | ACK)),
+        ],
+        r,
+    )
+    opened = [e.conn for e in events if isinstance(e, StreamOpened)]
+    assert [(o.client_port, o.server_port, o.from_smtp_port) for o in opened] == [
+        (25, 40000, True),
+        (40000, 25, False),
+    ]
+    assert closes(events)[0] == (0, CloseReason.REUSED, 0)
