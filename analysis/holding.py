@@ -15,7 +15,8 @@ by the client's word: a client segment acknowledging something before the
 server's SYN-ACK was captured shows the handshake completed only if the
 SYN-ACK, when it comes, agrees (a flood's ACK behind its SYN guesses it).
 In a capture of the client's side alone no SYN-ACK ever comes: its bytes
-are read once MAX_HELD_BYTES are held, or at the close.
+are read once MAX_HELD_BYTES are held, or at the close, if the client's
+acknowledgments moved forward as a sending server makes them (``vouched``).
 """
 
 from __future__ import annotations

@@ -66,8 +66,8 @@ class RunStats:
     evicted: int = 0
     # Captures that began before those read before them had reached.
     rewinds: list[str] = field(default_factory=list)
-    # SYNs and SYN-ACKs of connections opened from an SMTP port to another
-    # (backscatter of SYNs sent with a server's address): no sessions.
+    # Connections opened from an SMTP port to another (backscatter of SYNs
+    # sent with a server's address): followed, but no sessions.
     handshakes_from_smtp_ports: int = 0
     # With a key log: sessions whose TLS handshake completed, and how many
     # of them the key log decrypted (the rest had no secrets in it).
@@ -188,9 +188,6 @@ class SessionTracker:
         # What a connection sent before the server accepted it, by conn_id
         # (analysis.holding): read once it has, reported if it never did.
         self._held: dict[int, Held] = {}
-        # Connections opened from an SMTP port (Connection.from_smtp_port):
-        # followed by the reassembler, no session here.
-        self._outbound: set[int] = set()
 
     @property
     def open_sessions(self) -> int:
@@ -204,7 +201,8 @@ class SessionTracker:
             if builder is None:
                 held = self._holding(conn)
                 # A capture of the client's side alone never settles: past
-                # what a SYN can carry, it is read on the client's word.
+                # what a SYN can carry, it is read on the client's word, if
+                # its acknowledgments moved (analysis.holding.vouched).
                 if held is not None and not (vouched(conn) and held.overflows(data)):
                     held.data(direction, data, ts)
                     return None
@@ -212,9 +210,9 @@ class SessionTracker:
             if builder is not None:
                 builder.data(direction, data, ts)
         elif isinstance(event, StreamOpened):
-            if event.conn.from_smtp_port:
-                self._outbound.add(event.conn.conn_id)
-            else:
+            # One opened from an SMTP port (Connection.from_smtp_port) makes
+            # no session: unknown here, its events go nowhere.
+            if not event.conn.from_smtp_port:
                 self.silent[event.conn.conn_id] = event.conn
         elif isinstance(event, StreamClosed):
             conn = event.conn
@@ -227,7 +225,6 @@ class SessionTracker:
                 result = builder.close(event.ts, reason)
                 log.info("session %s closed (%s)", result.session.session_id, reason)
                 return result
-            self._outbound.discard(conn.conn_id)
         elif isinstance(event, StreamGap):
             target = self._target(event.conn)
             if target is not None:

@@ -97,8 +97,8 @@ class Summary:
     # TCP segments on the SMTP ports: counted alike by libpcap's path and the
     # Python reader, so the figure means the same whichever read a capture.
     smtp_packets: int = 0
-    # SYNs and SYN-ACKs of connections opened from an SMTP port: not
-    # sessions (RunStats.handshakes_from_smtp_ports).
+    # Connections opened from an SMTP port: not sessions
+    # (RunStats.handshakes_from_smtp_ports).
     handshakes_from_smtp_ports: int = 0
 
 

@@ -86,8 +86,8 @@ class ReassemblyStats:
     # Captures that began before the ones read before them had reached:
     # another recording (see Reassembler.start_capture).
     rewinds: int = 0
-    # SYNs and SYN-ACKs that opened nothing: their client was on an SMTP
-    # port, their server on another (see Reassembler._start).
+    # Connections whose handshake put the client on an SMTP port and the
+    # server on another: followed, no SMTP session (see Reassembler._start).
     handshakes_from_smtp_ports: int = 0
 
     def as_dict(self) -> dict[str, int]:
