@@ -292,8 +292,9 @@ class Reassembler:
     """Turns the TCP segments of many connections into ``StreamEvent``s.
 
     ``smtp_ports`` decides which side is the server when the handshake was
-    not captured, and that a handshake whose client sits on one of them and
-    whose server does not opens nothing (see ``_start``). Connections idle
+    not captured, and marks a connection whose handshake puts the client on
+    one of them and the server on another (``Connection.from_smtp_port``,
+    see ``_start``). Connections idle
     for longer than ``idle_timeout_s`` of capture time are closed with
     ``CloseReason.IDLE``; a closed connection's 4-tuple is remembered as
     long again, so that its late ACKs and retransmissions are recognised
