@@ -34,6 +34,9 @@ class _Held:
     __slots__ = ("holding", "original", "pending")
 
     def __init__(self) -> None:
+        # Only the stops this holds: one ignored already (a shell ignores
+        # SIGINT for the commands it starts in the background, nohup
+        # SIGHUP) stays ignored, as Python itself leaves it.
         self.original: dict[int, _Handler] = {}
         self.holding = True  # until release
         self.pending = False
@@ -54,7 +57,8 @@ def hold() -> None:
     held = _Held()
     try:
         for stop in _STOPS:
-            held.original[stop] = signal.signal(stop, held.note)
+            if signal.getsignal(stop) is not signal.SIG_IGN:
+                held.original[stop] = signal.signal(stop, held.note)
     except ValueError:  # not the main thread
         _put_back(held.original)
         return
@@ -76,7 +80,7 @@ def release() -> None:
     if held is None or not held.holding:
         return
     held.holding = False
-    for stop in _STOPS:
+    for stop in held.original:
         signal.signal(stop, _interrupt)
     if held.pending:
         held.pending = False

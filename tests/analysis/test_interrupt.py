@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.abc
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -310,3 +311,35 @@ def test_a_stop_before_reading_still_writes_the_tables_and_exits_130(
     # The handlers from before the run are back.
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_stop_the_shell_told_the_command_to_ignore_stays_ignored() -> None:
+    # A shell starts background commands with SIGINT ignored, so that a
+    # Ctrl-C at the terminal stops only the foreground one; Python keeps it
+    # ignored, and so must the handlers smtpscope holds stops with.
+    def run(ignore: bool) -> subprocess.CompletedProcess[str]:
+        def child() -> None:
+            if ignore:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        with subprocess.Popen(
+            [sys.executable, "-m", "analysis", "read", "-", "-q"],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=False,
+            preexec_fn=child,
+        ) as reader:
+            assert reader.stdin is not None and reader.stderr is not None
+            reader.stdin.write(Path(AUTH).read_bytes()[:24])  # the file header
+            reader.stdin.flush()
+            time.sleep(1.0)  # reading standard input by now
+            reader.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            reader.stdin.close()
+            err = reader.stderr.read().decode()
+            return subprocess.CompletedProcess(reader.args, reader.wait(), "", err)
+
+    ignored = run(ignore=True)
+    assert (ignored.returncode, ignored.stderr) == (0, "")
+    heard = run(ignore=False)
+    assert heard.returncode == 130
