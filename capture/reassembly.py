@@ -162,15 +162,17 @@ _REWIND_SLACK_NS = 10_000_000
 _EVICT_SHARE = 10
 
 
-def _same_syn(half: _Half, seq: int) -> bool:
+def _same_syn(half: _Half, seq: int, carried: int = 0) -> bool:
     """Whether a SYN is this connection's own, retransmitted.
 
     When the capture missed the first SYN, its ISN is known only from the
-    SYN-ACK's acknowledgment (ISN + 1), which set ``base``.
+    SYN-ACK's acknowledgment (ISN + 1), which set ``base``; past the
+    ``carried`` bytes of a SYN with data (TCP Fast Open), which the SYN-ACK
+    acknowledges too (RFC 7413 3).
     """
     if half.isn is not None:
         return half.isn == seq
-    return half.base == (seq + 1) % _SEQ_MOD
+    return half.base in ((seq + 1) % _SEQ_MOD, (seq + 1 + carried) % _SEQ_MOD)
 
 
 def _acknowledges_synack(server: _Half, ack: int) -> bool:
@@ -459,7 +461,7 @@ class Reassembler:
                 self._close(flow, last, CloseReason.IDLE, events, decided=decided)
                 flow, direction = self._start(key, ts, flags, events)
             elif new_syn and (
-                not _same_syn(flow.halves[direction], seq)
+                not _same_syn(flow.halves[direction], seq, len(payload))
                 # A SYN from the side a connection opened from an SMTP port
                 # took for its server: a connection to that port, whatever
                 # the SYN-ACK before it said (found in review: a SYN-ACK
@@ -860,6 +862,18 @@ class Reassembler:
                     peer.base = ack
             elif conn.syn_ts is None:
                 conn.syn_ts = ts
+                if (
+                    half.base is not None
+                    and half.isn is None
+                    and not half.next_off
+                    and not half.pending
+                ):
+                    # The SYN-ACK came first in the capture (two taps'
+                    # clocks) and set the stream's start past the bytes of
+                    # a Fast Open SYN: the SYN itself says where it starts
+                    # (found in review: an empty second session).
+                    half.isn = seq
+                    half.base = (seq + 1) % _SEQ_MOD
             if half.base is None:
                 half.isn = seq
                 half.base = (seq + 1) % _SEQ_MOD

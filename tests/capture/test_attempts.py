@@ -13,7 +13,13 @@ import pytest
 
 from capture.decode import ACK, FIN, RST, SYN, TcpSegment
 from capture.reassembly import Reassembler
-from capture.stream import CloseReason, StreamClosed, StreamGap, StreamOpened
+from capture.stream import (
+    CloseReason,
+    StreamClosed,
+    StreamData,
+    StreamGap,
+    StreamOpened,
+)
 from tests.capture.craft import CLIENT, SERVER, seg
 from tests.capture.test_reassembly import (
     C_ISN,
@@ -486,3 +492,22 @@ def test_a_syn_after_a_synack_sent_ahead_with_its_isn_is_a_connection() -> None:
         (40000, 25, False),
     ]
     assert closes(events)[0] == (0, CloseReason.REUSED, 0)
+
+
+def test_a_fast_open_synack_captured_before_its_syn_is_one_connection() -> None:
+    # Two taps whose clocks differ put the SYN-ACK first; it acknowledges
+    # the SYN's data too (RFC 7413). Found in review: the SYN was taken for
+    # a new connection on the 4-tuple, and an empty session came with it.
+    r = Reassembler(PORTS)
+    events = feed_all(
+        [
+            (0, seg(SERVER, S_ISN, ack=C_ISN + 1 + 8, flags=SYN | ACK)),
+            (1, seg(CLIENT, C_ISN, b"EHLO x\r\n", flags=SYN)),
+            (2, c(8, ack=S_ISN + 1, flags=ACK)),
+        ],
+        r,
+    )
+    assert len([e for e in events if isinstance(e, StreamOpened)]) == 1
+    delivered = b"".join(e.data for e in events if isinstance(e, StreamData))
+    assert delivered == b"EHLO x\r\n"
+    assert [reason for _, reason, _ in closes(events)] == [CloseReason.END_OF_CAPTURE]
