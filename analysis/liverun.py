@@ -86,8 +86,12 @@ class _StopFlag:
 
 @contextlib.contextmanager
 def _signals_stop(flag: _StopFlag) -> Iterator[None]:
+    # A stop the command was started ignoring (a background job's SIGINT)
+    # stays ignored, as everywhere (analysis.interrupts).
     previous = {
-        sig: signal.signal(sig, flag.handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        sig: signal.signal(sig, flag.handle)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(sig) is not signal.SIG_IGN
     }
     try:
         yield

@@ -68,7 +68,7 @@ def read_sharded(
     its share of it.
 
     Ctrl-C or SIGTERM stops every share, not just this process's: the
-    workers are told with SIGINT and hand back what they read, closing
+    workers are told with SIGTERM and hand back what they read, closing
     their open sessions as interrupted, as a single process does. So does
     a KeyboardInterrupt from ``started``, called here once the workers are
     forked (the command takes there the stops it held since its start:
@@ -199,11 +199,15 @@ class _Worker:
         return part
 
     def stop(self) -> None:
-        """Ask the worker to stop reading, as Ctrl-C would."""
+        """Ask the worker to stop reading, as Ctrl-C would.
+
+        With SIGTERM: a worker may ignore SIGINT, as the command does when
+        its shell started it so (a background job).
+        """
         if not self.stopped and self.process.is_alive() and self.process.pid:
             self.stopped = True
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGINT)
+                os.kill(self.process.pid, signal.SIGTERM)
 
     def reap(self) -> None:
         self._receive.close()
@@ -295,9 +299,12 @@ def _child(job: _Job, send: Any, clock: Any, ours: list[Any], parent: int) -> No
     # pipeline.analyze); outside it, the share is handed back as it is.
     outcome: SpoolPart | BaseException | None = None
     # A group Ctrl-C and the parent's own stop may both arrive: only the
-    # first may interrupt, or the second would cut the closing short.
-    signal.signal(signal.SIGINT, _interrupt_once)
-    signal.signal(signal.SIGTERM, _interrupt_once)
+    # first may interrupt, or the second would cut the closing short. A
+    # stop the command was started ignoring (a background job's SIGINT)
+    # stays ignored here too, as in the parent (analysis.interrupts).
+    for stop in _STOP_SIGNALS:
+        if signal.getsignal(stop) is not signal.SIG_IGN:
+            signal.signal(stop, _interrupt_once)
     # Stop signals are still blocked (see _Worker): one sent now, the
     # parent's death included, interrupts the share below, at the unblock.
     _stop_with(parent)
@@ -385,7 +392,7 @@ def _ignore_stops() -> None:
     # A handler that does nothing rather than SIG_IGN: a second stop already
     # caught by the C handler, to be run as Python's, would otherwise be
     # reported as an OSError ("Signal 15 ignored due to race condition")
-    # with a traceback, when SIGTERM to the group and the parent's SIGINT
+    # with a traceback, when a stop sent to the group and the parent's own
     # both reach a worker.
     signal.signal(signal.SIGINT, _ignored)
     signal.signal(signal.SIGTERM, _ignored)

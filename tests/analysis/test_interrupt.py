@@ -25,6 +25,7 @@ from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
 CAPTURE = str(Path(__file__).parents[2] / "pcaps" / "rset-multi.pcap")
 AUTH = str(Path(__file__).parents[2] / "pcaps" / "auth.pcap")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _interrupted_source(
@@ -343,3 +344,26 @@ def test_a_stop_the_shell_told_the_command_to_ignore_stays_ignored() -> None:
     assert (ignored.returncode, ignored.stderr) == (0, "")
     heard = run(ignore=False)
     assert heard.returncode == 130
+
+
+def test_workers_keep_ignoring_what_the_command_was_started_ignoring(
+    tmp_path: Path,
+) -> None:
+    # Found in review: with SIGINT ignored (a background job), a Ctrl-C sent
+    # to the group still stopped the -j workers, and the tables held half
+    # of the sessions. The parent's own stop reaches them with SIGTERM.
+    capture = tmp_path / "flood.pcap"
+    make = [sys.executable, str(ROOT / "bench" / "make_flood.py")]
+    subprocess.run([*make, "--syns", "60000", str(capture)], check=True)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "analysis", "read", str(capture), "-q"]
+    with subprocess.Popen(
+        [*argv, "-j", "2", "-o", str(out), "--max-connections", "0"],
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    ) as reader:
+        time.sleep(1.0)  # the workers are reading by now
+        os.killpg(reader.pid, signal.SIGINT)
+        assert reader.wait(timeout=60) == 0
+    assert len((out / "sessions.jsonl").read_text().splitlines()) == 60000

@@ -199,14 +199,16 @@ def test_ctrl_c_while_waiting_is_passed_on_to_the_workers(
         # waited for while held back: one that came between unblocking and
         # the start of a sleep would not cut the sleep short.
         sleep_at = "end" if waiting == "for the shares" else waiting
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # The parent tells its workers to stop with SIGTERM (a worker may
+        # ignore SIGINT, as a background job does).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
         def slow_clock(name: str, mine: int | None) -> int | None:
             latest: int | None = clock(name, mine)
             if name != sleep_at:
                 return latest
             # A worker that goes on only once told to stop.
-            if signal.sigtimedwait({signal.SIGINT}, 30) is None:
+            if signal.sigtimedwait({signal.SIGTERM}, 30) is None:
                 raise AssertionError("the worker was never told to stop")
             return latest
 
