@@ -166,13 +166,15 @@ def _same_syn(half: _Half, seq: int, carried: int = 0) -> bool:
     """Whether a SYN is this connection's own, retransmitted.
 
     When the capture missed the first SYN, its ISN is known only from the
-    SYN-ACK's acknowledgment (ISN + 1), which set ``base``; past the
-    ``carried`` bytes of a SYN with data (TCP Fast Open), which the SYN-ACK
-    acknowledges too (RFC 7413 3).
+    SYN-ACK's acknowledgment (ISN + 1), which set ``base``; up to past the
+    ``carried`` bytes of a SYN with data (TCP Fast Open), of which the
+    SYN-ACK acknowledges what the server took (RFC 7413 3).
     """
     if half.isn is not None:
         return half.isn == seq
-    return half.base in ((seq + 1) % _SEQ_MOD, (seq + 1 + carried) % _SEQ_MOD)
+    if half.base is None:
+        return False
+    return (half.base - seq - 1) % _SEQ_MOD <= carried
 
 
 def _acknowledges_synack(server: _Half, ack: int) -> bool:

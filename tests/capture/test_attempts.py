@@ -494,14 +494,18 @@ def test_a_syn_after_a_synack_sent_ahead_with_its_isn_is_a_connection() -> None:
     assert closes(events)[0] == (0, CloseReason.REUSED, 0)
 
 
-def test_a_fast_open_synack_captured_before_its_syn_is_one_connection() -> None:
+@pytest.mark.parametrize("taken", [8, 4, 0])
+def test_a_fast_open_synack_captured_before_its_syn_is_one_connection(
+    taken: int,
+) -> None:
     # Two taps whose clocks differ put the SYN-ACK first; it acknowledges
-    # the SYN's data too (RFC 7413). Found in review: the SYN was taken for
-    # a new connection on the 4-tuple, and an empty session came with it.
+    # what the server took of the SYN's data (RFC 7413): all, part or none.
+    # Found in review: the SYN was taken for a new connection on the
+    # 4-tuple, and an empty session came with it.
     r = Reassembler(PORTS)
     events = feed_all(
         [
-            (0, seg(SERVER, S_ISN, ack=C_ISN + 1 + 8, flags=SYN | ACK)),
+            (0, seg(SERVER, S_ISN, ack=C_ISN + 1 + taken, flags=SYN | ACK)),
             (1, seg(CLIENT, C_ISN, b"EHLO x\r\n", flags=SYN)),
             (2, c(8, ack=S_ISN + 1, flags=ACK)),
         ],
