@@ -34,9 +34,7 @@ class _Held:
     __slots__ = ("holding", "original", "pending")
 
     def __init__(self) -> None:
-        # Only the stops this holds: one ignored already (a shell ignores
-        # SIGINT for the commands it starts in the background, nohup
-        # SIGHUP) stays ignored, as Python itself leaves it.
+        # Only the stops this holds (see ``take``).
         self.original: dict[int, _Handler] = {}
         self.holding = True  # until release
         self.pending = False
@@ -56,13 +54,22 @@ def hold() -> None:
         return
     held = _Held()
     try:
-        for stop in _STOPS:
-            if signal.getsignal(stop) is not signal.SIG_IGN:
-                held.original[stop] = signal.signal(stop, held.note)
-    except ValueError:  # not the main thread
-        _put_back(held.original)
+        held.original = take(held.note)
+    except ValueError:  # not the main thread: the first one raised
         return
     _held = held
+
+
+def take(handler: _Handler) -> dict[int, _Handler]:
+    """Have ``handler`` take Ctrl-C and SIGTERM, but for a stop the command
+    was started ignoring (a shell ignores SIGINT for what it starts in the
+    background), which stays ignored, as Python itself leaves it. Returns
+    the handlers replaced, by signal."""
+    return {
+        stop: signal.signal(stop, handler)
+        for stop in _STOPS
+        if signal.getsignal(stop) is not signal.SIG_IGN
+    }
 
 
 def check() -> None:

@@ -25,7 +25,7 @@ from typing import TextIO
 
 from rich.live import Live
 
-from analysis import cli, pipeline
+from analysis import cli, interrupts, pipeline
 from analysis.check import Threshold, Thresholds, Verdict, evaluate, unknown
 from analysis.dashboard import dashboard
 from analysis.detect import Alert
@@ -86,13 +86,7 @@ class _StopFlag:
 
 @contextlib.contextmanager
 def _signals_stop(flag: _StopFlag) -> Iterator[None]:
-    # A stop the command was started ignoring (a background job's SIGINT)
-    # stays ignored, as everywhere (analysis.interrupts).
-    previous = {
-        sig: signal.signal(sig, flag.handle)
-        for sig in (signal.SIGINT, signal.SIGTERM)
-        if signal.getsignal(sig) is not signal.SIG_IGN
-    }
+    previous = interrupts.take(flag.handle)
     try:
         yield
     finally:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from analysis import pipeline
+from analysis import interrupts, pipeline
 from analysis.detect import Rules
 from analysis.rowfiles import Format
 from analysis.spool import Spool, SpoolPart
@@ -300,11 +300,8 @@ def _child(job: _Job, send: Any, clock: Any, ours: list[Any], parent: int) -> No
     outcome: SpoolPart | BaseException | None = None
     # A group Ctrl-C and the parent's own stop may both arrive: only the
     # first may interrupt, or the second would cut the closing short. A
-    # stop the command was started ignoring (a background job's SIGINT)
-    # stays ignored here too, as in the parent (analysis.interrupts).
-    for stop in _STOP_SIGNALS:
-        if signal.getsignal(stop) is not signal.SIG_IGN:
-            signal.signal(stop, _interrupt_once)
+    # stop the command was started ignoring stays ignored here too.
+    interrupts.take(_interrupt_once)
     # Stop signals are still blocked (see _Worker): one sent now, the
     # parent's death included, interrupts the share below, at the unblock.
     _stop_with(parent)
