@@ -27,7 +27,13 @@ The commands are the comparison the project's issue names:
 - "bare-loop", the issue's yardstick: the same tcpdump writing to a pipe
   into ``bench/bare_loop.py``, a pure-Python loop that only splits each
   SMTP packet's payload into lines. It says how fast Python is here, so
-  that figures from different machines can be compared.
+  that figures from different machines can be compared;
+- "split-2", a bound for ``--jobs 2``: two ``--jobs 1`` runs at once, each
+  on one half of the capture's SMTP packets, split beforehand by
+  smtpscope's own connection hash (tcpdump with the BPF filter a ``-j 2``
+  worker uses; the split is not timed). Each process reads only its own
+  packets and ends with half the sessions, so no ``-j 2`` of the whole
+  capture, which must read all of it and end once, is quicker here.
 A tool that is not installed is skipped with a message. When the capture
 has a ``.truth.json`` sidecar (from ``make_capture.py``), smtpscope's row
 counts are checked against it. Exit status: 0 when every tool that ran
@@ -58,7 +64,7 @@ from typing import Any, Protocol
 
 REPO = Path(__file__).resolve().parent.parent
 SMTP_FILTER = "tcp port 25 or tcp port 465 or tcp port 587"
-TOOLS = ("smtpscope", "tshark", "tcpdump", "bare-loop")
+TOOLS = ("smtpscope", "tshark", "tcpdump", "bare-loop", "split-2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +189,55 @@ def tcpdump_command(capture: Path) -> Command | str:
         return "tcpdump is not installed (Debian package tcpdump)"
     argv = ["tcpdump", "-r", str(capture), "-w", "/dev/null", SMTP_FILTER]
     return Command("tcpdump", argv, version=_first_line(["tcpdump", "--version"]))
+
+
+def split_command(capture: Path, out: Path, scratch: Path) -> Command | str:
+    """Two smtpscope processes at once on the capture's two shards
+    (``split_shards``), the slower one's end the run's end."""
+    if not shutil.which("tcpdump"):
+        return "tcpdump is not installed (Debian package tcpdump)"
+    runs = []
+    for part in (0, 1):
+        half = scratch / f"shard{part}.pcap"
+        command = smtpscope_command(half, out / f"shard{part}", 1, "split-2")
+        if isinstance(command, str):
+            return command
+        runs.append(shlex.join(command.argv))
+    # The first in the background; both exit statuses count.
+    script = f"{runs[0]} & first=$!; {runs[1]}; second=$?; wait $first; "
+    script += "exit $(( $? | second ))"
+    return Command(
+        "split-2",
+        ["sh", "-c", script],
+        cwd=REPO,
+        note="two --jobs 1 at once on the halves split by connection hash",
+    )
+
+
+def split_shards(capture: Path, scratch: Path) -> str | None:
+    """Write the capture's two shards as ``-j 2`` workers take them; None,
+    or why they could not be written."""
+    for part in (0, 1):
+        # The filter comes from the checkout, as the workers build it.
+        code = (
+            "from capture.libpcap import smtp_filter; "
+            f"print(smtp_filter([25, 465, 587, 2525], ({part}, 2)))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            return f"no shard filter from this checkout: {done.stderr.strip()[-200:]}"
+        half = scratch / f"shard{part}.pcap"
+        argv = ["tcpdump", "-r", str(capture), "-w", str(half), done.stdout.strip()]
+        cut = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if cut.returncode != 0:
+            return f"tcpdump could not split the capture: {cut.stderr.strip()[-200:]}"
+    return None
 
 
 def bare_loop_command(capture: Path) -> Command | str:
@@ -433,6 +488,12 @@ def ratios(
     """
     out: dict[str, dict[str, float]] = {}
     for name, ours in tools.items():
+        if name == "split-2" and "wall_median_s" in ours:
+            first = tools.get("smtpscope", {})
+            if first.get("wall_median_s") and ours["wall_median_s"] > 0:
+                bound = first["wall_median_s"] / ours["wall_median_s"]
+                out[name] = {"speedup_vs_smtpscope": round(bound, 2)}
+            continue
         if not name.startswith("smtpscope") or "wall_median_s" not in ours:
             continue
         found: dict[str, float] = {}
@@ -506,6 +567,12 @@ def print_table(report: dict[str, Any]) -> None:
             print(f"{'':14} note: {tool['note']}")
     print()
     for name, found in report["ratios"].items():
+        if name == "split-2":
+            print(
+                f"split-2 vs smtpscope: {found['speedup_vs_smtpscope']:.2f}x the "
+                "throughput by wall time (the most --jobs 2 can reach here)"
+            )
+            continue
         for key, other, meaning in (
             ("throughput_vs_tshark", "tshark", "the throughput"),
             ("time_vs_tcpdump", "tcpdump", "the time"),
@@ -654,7 +721,9 @@ def smtpscope_tools(jobs: list[int]) -> list[tuple[str, int]]:
     return [(f"smtpscope-j{n}" if i else "smtpscope", n) for i, n in enumerate(jobs)]
 
 
-def commands(args: argparse.Namespace, out: Path) -> dict[str, Command | str]:
+def commands(
+    args: argparse.Namespace, out: Path, scratch: Path
+) -> dict[str, Command | str]:
     wanted = args.tools.split(",")
     found: dict[str, Command | str] = {}
     for tool in TOOLS:
@@ -667,6 +736,8 @@ def commands(args: argparse.Namespace, out: Path) -> dict[str, Command | str]:
             found[tool] = tshark_command(args.capture)
         elif tool == "tcpdump":
             found[tool] = tcpdump_command(args.capture)
+        elif tool == "split-2":
+            found[tool] = split_command(args.capture, out, scratch)
         else:
             found[tool] = bare_loop_command(args.capture)
     return found
@@ -678,6 +749,11 @@ def log(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="smtpscope-bench-") as scratch:
+        return _run(args, Path(scratch))
+
+
+def _run(args: argparse.Namespace, scratch: Path) -> int:
     capture: Path = args.capture
     out: Path = (args.out or REPO / "bench" / "out" / capture.name).resolve()
     size = capture.stat().st_size
@@ -690,7 +766,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Find the tools, warm the page cache, then run the rounds.
     results: dict[str, Result] = {}
     report_tools: dict[str, dict[str, Any]] = {}
-    for tool, command in commands(args, out).items():
+    found = commands(args, out, scratch)
+    if isinstance(found.get("split-2"), Command):
+        log("splitting the capture in two by connection hash for split-2")
+        why = split_shards(args.capture, scratch)
+        if why is not None:
+            found["split-2"] = why
+    for tool, command in found.items():
         if isinstance(command, str):
             log(f"skipping {tool}: {command}")
             report_tools[tool] = {"status": "skipped", "reason": command}
@@ -717,6 +799,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for tool in results:
         if tool.startswith("smtpscope"):
             (out / tool).mkdir(parents=True, exist_ok=True)
+        if tool == "split-2":
+            for part in (0, 1):
+                (out / f"shard{part}").mkdir(parents=True, exist_ok=True)
     for round_no in range(1, args.runs + 1):
         for group, suffix in ((results, ""), (on_baseline, "  (baseline)")):
             for tool, result in group.items():
