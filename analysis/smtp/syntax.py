@@ -219,7 +219,10 @@ def decoded_words(value: str) -> str:
             continue
         try:
             text.append(chunk.decode(charset or "ascii", errors="replace"))
-        except (LookupError, UnicodeError):
+        except (LookupError, ValueError):
+            # An unknown charset; or one whose name holds a NUL, which
+            # the codec registry refuses with a ValueError (found in
+            # review: it ended the whole run).
             text.append(chunk.decode("ascii", errors="replace"))
     return "".join(text) + tail
 

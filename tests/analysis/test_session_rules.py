@@ -377,6 +377,19 @@ def test_a_subject_the_standard_library_cannot_decode_is_kept_as_sent(
     )
 
 
+def test_a_charset_name_with_a_nul_is_an_unknown_charset() -> None:
+    # Found in review: the codec registry refuses such a name with a
+    # ValueError, not a LookupError, and it ended read, check and live
+    # with a traceback.
+    subject = "=?x\0y?Q?hi?= there"
+    txn = delivered(b"Subject: " + subject.encode() + b"\r\n", b"250 queued\r\n")
+    assert (txn.subject, txn.subject_decoded, txn.status) == (
+        subject,
+        "hi there",
+        "accepted",
+    )
+
+
 # b"\0fakeuser\0Fakepass123" in base64 and in its URL-safe form.
 _SECRET = base64.b64encode(b"\0fakeuser\0Fakepass123")
 _URLSAFE = base64.urlsafe_b64encode(b"\0fakeuser\0Fakepass?>?~~")
