@@ -123,22 +123,73 @@ _GROUP_ENDERS = (
 
 
 def without_credentials(sent: bytes) -> bytes:
-    """Client bytes for an anomaly's detail, AUTH payloads replaced."""
+    """Client bytes for an anomaly's detail, with whatever a command row
+    would hide of them hidden (``redacted``), line by line: AUTH payloads,
+    blobs where a name belongs, base64 lines, and the one-word lines that
+    follow an AUTH (a LOGIN username and password)."""
     shown = []
+    after_auth = False
     for line in sent.splitlines(keepends=True):
         body = line.rstrip(b"\r\n")
         ending = line[len(body) :]
-        verb, argument, known = split_command(wire_text(body))
-        if verb == "AUTH":
-            body = f"AUTH {auth.redact_auth_argument(argument)}".encode()
-        elif not known and auth.looks_like_sasl_data(wire_text(body)):
-            body = auth.REDACTED.encode()
-        elif not known:
-            text = wire_text(body)
-            hidden = auth.hide_secrets(text)
-            body = hidden.encode() if hidden != text else body
+        text = wire_text(body)
+        verb, argument, known = split_command(text)
+        one_word = after_auth and len(text.split()) == 1
+        if not known and (one_word or auth.looks_like_sasl_data(text)):
+            # As the parser takes such a line (SASL data): the one after
+            # it may be SASL data too.
+            shown.append(auth.REDACTED.encode() + ending)
+            continue
+        shown_verb, argument_shown, _ = redacted(verb, argument, known)
+        if (shown_verb, argument_shown) != (verb, argument):
+            body = " ".join(filter(None, (shown_verb, argument_shown))).encode()
         shown.append(body + ending)
+        after_auth = verb == "AUTH"
     return b"".join(shown)
+
+
+def redacted(verb: str, argument: str, known: bool) -> tuple[str, str, list[str]]:
+    """What a command row shows of a client's ``verb`` and ``argument``
+    (``split_command``'s), and the secrets it hid, for the replies that
+    may echo them.
+
+    AUTH keeps its mechanism only. A base64 blob where free text or a
+    name belongs (a PLAIN response as the EHLO name) is hidden whole; so is
+    a mangled AUTH's initial response ("\\0AUTH PLAIN ..."), which no look
+    tells from a word. Unknown commands and BDAT arguments that do not
+    parse keep all but the runs that could be SASL data.
+    """
+    hidden: list[str] = []
+    if verb == "AUTH":
+        shown = auth.redact_auth_argument(argument)
+        return verb, shown, _words_hidden(argument, shown)
+    if verb in _FREE_TEXT_VERBS and auth.looks_like_sasl_data(argument):
+        # A client that answered a challenge it never got, perhaps with a
+        # password.
+        return verb, auth.REDACTED, [argument.strip()]
+    if verb == "BDAT" and parse_bdat(argument) is None:
+        return verb, auth.hide_secrets(argument, hidden), hidden
+    if verb in _GREETING_VERBS and auth.plain_user(argument) is not None:
+        # A confused client's password as its name. Names that merely look
+        # like base64 are kept: bots use them.
+        return verb, auth.REDACTED, [argument.strip()]
+    if known:
+        return verb, argument, hidden
+    shown_verb = auth.hide_secrets(verb, hidden)
+    if "AUTH" in verb.upper() and argument:
+        # "\\0AUTH PLAIN <b64>", "AUTH=LOGIN <b64>" and the like: an initial
+        # response, perhaps of letters only; one word alone is taken for one.
+        if len(argument.split()) > 1:
+            shown = auth.redact_auth_argument(argument)
+            return shown_verb, shown, hidden + _words_hidden(argument, shown)
+        return shown_verb, auth.REDACTED, [*hidden, argument.strip()]
+    return shown_verb, auth.hide_secrets(argument, hidden), hidden
+
+
+def _words_hidden(argument: str, shown: str) -> list[str]:
+    """The words of ``argument`` that ``shown`` no longer holds."""
+    kept = set(shown.split())
+    return [word for word in argument.split() if word not in kept]
 
 
 def _opens_tls(data: bytes) -> bool:
@@ -593,40 +644,9 @@ class SmtpParser:
         index = self._command_index
         self._command_index += 1
         pipelined = bool(self._pending) and self._server_spoke
-        shown_verb = verb
-        if verb == "AUTH":
-            shown = auth.redact_auth_argument(argument)
-            if shown != argument:
-                self._withhold_auth(argument, shown)
-        elif verb in _FREE_TEXT_VERBS and auth.looks_like_sasl_data(argument):
-            # A base64 blob where a name belongs: a client that answered
-            # a challenge it never got, perhaps with a password.
-            shown = auth.REDACTED
-            self._withhold([argument.strip()])
-        elif verb == "BDAT" and parse_bdat(argument) is None:
-            shown = self._hidden(argument)
-        elif verb in _GREETING_VERBS and auth.plain_user(argument) is not None:
-            # A PLAIN response ("authzid NUL authcid NUL password" in
-            # base64) as the client's name: a confused client's password.
-            # Names that merely look like base64 are kept: bots use them.
-            shown = auth.REDACTED
-            self._withhold([argument.strip()])
-        elif known:
-            shown = argument
-        elif "AUTH" in verb.upper() and argument:
-            # "\0AUTH PLAIN <b64>", "AUTH=LOGIN <b64>" and the like: an
-            # initial response, perhaps of letters only, which no look
-            # would tell; one word alone is taken for one.
-            shown_verb = self._hidden(verb)
-            if len(argument.split()) > 1:
-                shown = auth.redact_auth_argument(argument)
-                self._withhold_auth(argument, shown)
-            else:
-                shown = auth.REDACTED
-                self._withhold([argument.strip()])
-        else:
-            shown_verb = self._hidden(verb)
-            shown = self._hidden(argument)
+        shown_verb, shown, secrets = redacted(verb, argument, known)
+        if secrets:
+            self._withhold(secrets)
         out.append(_new(CommandSeen, (ts, index, shown_verb, shown, pipelined, known)))
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
@@ -974,11 +994,6 @@ class SmtpParser:
         if self._secrets is None:
             self._secrets = deque(maxlen=_SECRETS_KEPT)
         self._secrets.extend(secret for secret in secrets if len(secret) >= 4)
-
-    def _withhold_auth(self, argument: str, shown: str) -> None:
-        """Remember the words of an AUTH argument that ``shown`` hides."""
-        kept = set(shown.split())
-        self._withhold([word for word in argument.split() if word not in kept])
 
     def _hidden(self, text: str) -> str:
         """``auth.hide_secrets``, remembering what it hid."""

@@ -19,7 +19,7 @@ from analysis.smtp.events import (
     TlsBytesSeen,
     TlsStarted,
 )
-from analysis.smtp.parser import SmtpParser
+from analysis.smtp.parser import SmtpParser, without_credentials
 
 C, S = "C", "S"
 
@@ -713,3 +713,37 @@ def test_clear_text_where_tls_or_smtp_was_due_keeps_no_secret() -> None:
     for events in (on_465, other):
         assert anomalies(events)[0] in ("plaintext_on_tls_port", "not_smtp")
         assert secret[:12].decode() not in repr(events)
+
+
+def test_an_anomaly_detail_hides_what_a_command_row_hides() -> None:
+    # Found in review: the details of clear text where TLS was due (and of
+    # data sent before the handshake) hid AUTH payloads only. A PLAIN
+    # response as the EHLO name or a NOOP argument, and the one-word lines
+    # after an AUTH (a LOGIN password as short as "pw"), came through whole.
+    plain = b"AGFsaWNlAEZha2VQYXNzLWgxMi03Nw=="  # b"\0alice\0FakePass-h12-77"
+    sent = (
+        b"EHLO " + plain + b"\r\n"
+        b"NOOP " + plain + b"\r\n"
+        b"HELO mx.example\r\n"
+        b"AUTH LOGIN\r\n"
+        b"YWxpY2U=\r\n"
+        b"cHc=\r\n"
+        b"MAIL FROM:<a@example.org>\r\n"
+    )
+    assert without_credentials(sent) == (
+        b"EHLO [redacted]\r\n"
+        b"NOOP [redacted]\r\n"
+        b"HELO mx.example\r\n"
+        b"AUTH LOGIN\r\n"
+        b"[redacted]\r\n"
+        b"[redacted]\r\n"
+        b"MAIL FROM:<a@example.org>\r\n"
+    )
+    events = run([(C, sent)], implicit_tls=True)
+    [detail] = [
+        e.detail for e in of(events, AnomalySeen) if e.kind == "plaintext_on_tls_port"
+    ]
+    # The detail shows the opening bytes only.
+    assert detail == (
+        "client began with: EHLO [redacted]\\r\\nNOOP [redacted]\\r\\nHELO m..."
+    )
