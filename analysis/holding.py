@@ -17,6 +17,10 @@ SYN-ACK, when it comes, agrees (a flood's ACK behind its SYN guesses it).
 In a capture of the client's side alone no SYN-ACK ever comes: its bytes
 are read once MAX_HELD_BYTES are held, or at the close, if the client's
 acknowledgments moved forward as a sending server makes them (``vouched``).
+A connection caught after its start, with neither SYN nor SYN-ACK
+captured, is settled once the server acknowledged it, or the client's
+acknowledgments moved: a segment from a spoofed address gets a RST at
+most.
 """
 
 from __future__ import annotations

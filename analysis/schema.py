@@ -133,7 +133,9 @@ SESSIONS: tuple[Column, ...] = (
     Column(
         "handshake_completed",
         _B,
-        "whether the capture shows the TCP handshake completed (bytes in a SYN do not)",
+        "whether the capture shows the TCP handshake completed (bytes in a SYN do"
+        " not); caught after its start: whether the server answered the client"
+        " (a byte or a plain ACK, not a RST alone) or its acknowledgments moved",
     ),
     Column(
         "community_id",

@@ -12,6 +12,12 @@ closes it or until ``--max-connections`` evicts it. What a run costs then
 follows the connections held open at once and the sessions made, not the
 bytes read. Nothing is sent anywhere: frames are built in
 memory and written to the file. The same ``--syns`` give the same bytes.
+
+With ``--answered`` each SYN is answered with a SYN-ACK a third of the time
+between two SYNs later, and the client's ACK completes the handshake as
+long after that, so the packets stay in time order; the client then says
+nothing: a flood of connections rather than of attempts, each a session
+whose client is known to own its address.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ START_S = 1_709_251_200  # 2024-03-01T00:00:00Z
 PER_SECOND = 1000
 SERVER = bytes([192, 0, 2, 25])  # TEST-NET-1 (RFC 5737): never a real host
 SYN = 0x02
+ACK = 0x10
+CLIENT_SIDE, SERVER_SIDE = 0, 1  # synth_tcp's senders
 
 
 def client_of(index: int) -> tuple[bytes, int]:
@@ -44,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rate", type=int, default=PER_SECOND, help="SYNs a second (default: 1000)"
     )
+    parser.add_argument(
+        "--answered",
+        action="store_true",
+        help="complete each handshake (SYN-ACK, then the client's ACK)",
+    )
     args = parser.parse_args(argv)
     if args.syns < 1:
         parser.error("--syns must be at least 1")
@@ -56,10 +69,28 @@ def main(argv: list[str] | None = None) -> int:
         for index in range(args.syns):
             wire = Wire(client_of(index), (SERVER, 25), ident=index & 0xFFFF)
             seq = index * 7919 % (1 << 32)
-            frame = wire.syn_frame(0, seq=seq, ack=0, flags=SYN, mss=1460, tsval=index)
-            seconds, micros = divmod(index * 1_000_000 // args.rate, 1_000_000)
-            out.write(_RECORD.pack(START_S + seconds, micros, len(frame), len(frame)))
-            out.write(frame)
+            frames = [
+                wire.syn_frame(0, seq=seq, ack=0, flags=SYN, mss=1460, tsval=index)
+            ]
+            if args.answered:
+                server_seq = (seq * 31 + 12345) % (1 << 32)
+                frames.append(
+                    wire.syn_frame(
+                        SERVER_SIDE, server_seq, seq + 1, SYN | ACK, 1460, index
+                    )
+                )
+                frames.append(
+                    wire.frame(
+                        CLIENT_SIDE, seq + 1, server_seq + 1, ACK, b"", 0, index, index
+                    )
+                )
+            for step, frame in enumerate(frames):
+                at_us = (3 * index + step) * 1_000_000 // (3 * args.rate)
+                seconds, micros = divmod(at_us, 1_000_000)
+                out.write(
+                    _RECORD.pack(START_S + seconds, micros, len(frame), len(frame))
+                )
+                out.write(frame)
     print(f"wrote {args.syns:,} SYNs to {args.output}", file=sys.stderr)
     return 0
 

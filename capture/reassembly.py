@@ -139,7 +139,8 @@ class _Half:
 # Flags that take a segment off the fast lane of Reassembler.feed, as one
 # constant: the expression would be computed per segment.
 _SYN_FIN_RST: Final = SYN | FIN | RST
-# A plain acknowledgment: ACK without SYN or RST (see Connection.client_acked).
+# A plain acknowledgment: ACK without SYN or RST (see Connection.client_acked
+# and server_acked).
 _ACK_ONLY: Final = ACK | SYN | RST
 
 # How far from the next expected byte a RST may be and still be believed.
@@ -252,12 +253,13 @@ class _Flow:
             and client.fin_off is None
             and server.fin_off is None
             and not _unproven(self)  # its timeout is not the fast lane's
-            # A SYN without its SYN-ACK: the client's acknowledgments are
-            # watched until they move (Connection.client_ack_moved).
+            # Without the SYN-ACK, the client's acknowledgments are watched
+            # until they move (Connection.client_ack_moved), and with no
+            # SYN either, the server's until one comes (server_acked).
             and (
                 conn.synack_ts is not None
-                or conn.syn_ts is None
                 or conn.client_ack_moved
+                or (conn.syn_ts is None and conn.server_acked)
             )
         )
 
@@ -798,6 +800,15 @@ class Reassembler:
                     conn.client_ack_moved = 0 < moved <= _ACK_MOVE_MAX
             if peer.base is None:
                 flow.early_ack = ack
+        elif (
+            direction == Direction.SERVER
+            and flags & _ACK_ONLY == ACK
+            and conn.syn_ts is None
+            and conn.synack_ts is None
+        ):
+            # Only needed, and only watched (see _Flow.settle), where the
+            # handshake was not captured.
+            conn.server_acked = True
         if flags & RST:
             self._reset(flow, direction, ts, seg, events)
             return

@@ -76,6 +76,11 @@ class Connection:
     # of the server's stream: the server was sending. A flood's data behind
     # its SYN guesses one number (see analysis.holding).
     client_ack_moved: bool = False
+    # Where neither SYN nor SYN-ACK was captured: the server sent a plain
+    # ACK (no SYN, no RST), so it knew the connection and took the client's
+    # bytes. A stack answers a segment of a connection it does not know
+    # with a RST (RFC 9293 3.10.7.1), as a spoofed client's get.
+    server_acked: bool = False
     # Opened from an SMTP port to another port (a SYN from port 25, or a
     # SYN-ACK sent to it: backscatter): no SMTP connection of a client, and
     # no session (the reassembler still follows it, so that its later
@@ -96,13 +101,19 @@ class Connection:
         the SYN-ACK captured, an ACK whose number does not acknowledge it
         (a spoofed flood's guess) is none. Bytes in a SYN (TCP Fast Open)
         are no proof: a flood may carry them, and the server has not
-        answered them. Without either: a byte either way
-        (caught after the handshake; a stray ACK or RST proves nothing).
+        answered them. Without either (caught after the handshake): a byte
+        from the server, or one from the client that the server answered
+        with an ACK, or whose own acknowledgments moved as a sending
+        server makes them (a capture of the client's side alone). Bytes
+        the server answered with a RST only, or not at all, are a spoofed
+        client's as likely; a stray ACK or RST proves nothing.
         """
         if self.wire_bytes[Direction.SERVER]:
             return True
         if self.syn_ts is None and self.synack_ts is None:
-            return bool(self.wire_bytes[Direction.CLIENT])
+            return bool(self.wire_bytes[Direction.CLIENT]) and (
+                self.server_acked or self.client_ack_moved
+            )
         return self.ack_ts is not None or self.client_acked
 
     @property

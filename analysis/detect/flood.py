@@ -47,7 +47,14 @@ class FloodDetector(PerSession):
         # about the server under the flood, not about a client's conduct.
         if self._syn_flood:
             out.append(_handshake(result))
-        if self._local.is_own_client(session.client_ip):
+        if not session.handshake_completed or self._local.is_own_client(
+            session.client_ip
+        ):
+            # The rest blames the client, whose address a connection that
+            # never completed its handshake does not show to be its own: a
+            # SYN, or a segment the server answered only with a RST, is
+            # sent from any address (found in review: forty such segments
+            # raised connection_flood on a spoofed one).
             return out
         out.append(client_observation(result, "connection_flood", session.start))
         short = session.end - session.start < self._short

@@ -211,6 +211,7 @@ def test_terminal_shows_alerts_most_severe_first() -> None:
 def _session(client: str, helo: str, start: int = 0) -> SessionResult:
     sid = f"S{client}{start}"
     session = SessionRecord(sid, start, start + S, client, 40000, "192.0.2.25", 25)
+    session.handshake_completed = True
     command = CommandRecord(sid, start, "EHLO", helo, 250, None, "mx.example")
     return SessionResult(session, [], [command], [])
 

@@ -247,9 +247,9 @@ def test_rules_files_change_and_disable_the_rule(tmp_path: Path) -> None:
     rules.write_text("[syn_flood]\nenabled = false\n")
     off = load_rules(rules)
     assert detect([attempt(n) for n in range(200)], off) == []
-    # Disabled, it takes nothing from the sessions either.
-    kinds = [cells[0] for cells in FloodDetector(off).extract(attempt(0))]
-    assert kinds == ["connection_flood"]
+    # Disabled, it takes nothing from the sessions either; nor do the
+    # client's rules from an attempt, which does not show its address.
+    assert FloodDetector(off).extract(attempt(0)) == []
     rules.write_text("[syn_flood]\nmin_ratio = 'half'\n")
     with pytest.raises(RulesError, match=r"\[syn_flood\] min_ratio: expected float"):
         load_rules(rules)
@@ -353,6 +353,15 @@ def _handshakes() -> bytes:
     sent(40016, True, SYN, 100)  # the ACK and greeting missed: the EHLO's
     sent(40016, False, SYN | ACK, 500, 101)  # acknowledgment shows them
     sent(40016, True, ACK, 101, 512, data=b"EHLO x\r\n")
+    # No SYN and no SYN-ACK captured (caught after its start): commands
+    # the server never answered, or answered with a RST only (as a stack
+    # answers a segment of no connection it knows: a spoofed client's),
+    # are not read; ones it acknowledged are.
+    sent(40017, True, ACK, 101, 501, data=b"MAIL FROM:<>\r\n")
+    sent(40018, True, ACK, 101, 501, data=b"MAIL FROM:<>\r\n")
+    sent(40018, False, RST, 501)
+    sent(40019, True, ACK, 101, 501, data=b"MAIL FROM:<>\r\n")
+    sent(40019, False, ACK, 501, 115)
     return pcap(frames)
 
 
@@ -387,6 +396,9 @@ def test_each_handshake_as_the_session_table_and_the_detector_see_it(
         40014: (True, True, True, 0, 1, "end_of_capture"),
         40015: (True, False, True, 0, 0, "end_of_capture"),
         40016: (True, True, True, 8, 1, "end_of_capture"),
+        40017: (False, False, False, 0, 0, "end_of_capture"),
+        40018: (False, False, False, 0, 1, "rst"),
+        40019: (False, False, True, 14, 1, "end_of_capture"),
     }
     assert sessions[columns].to_dict("index") == {
         port: dict(zip(columns, row, strict=True)) for port, row in rows.items()
@@ -438,9 +450,24 @@ def test_each_handshake_as_the_session_table_and_the_detector_see_it(
             ("tcp_gap", "11 server bytes missing"),
             ("no_reply", "1 unanswered: EHLO"),
         ],
+        40017: [
+            (
+                "data_without_handshake",
+                "14 bytes sent before the server was seen to accept the "
+                "connection, not read: MAIL FROM:<>\\r\\n",
+            )
+        ],
+        40018: [
+            (
+                "data_without_handshake",
+                "14 bytes sent before the server was seen to accept the "
+                "connection, not read: MAIL FROM:<>\\r\\n",
+            )
+        ],
     }
     commands = {r.session.client_port: [c.verb for c in r.commands] for r in results}
     assert (commands[40008], commands[40009], commands[40010]) == ([], ["EHLO"], [])
+    assert (commands[40017], commands[40018], commands[40019]) == ([], [], ["MAIL"])
     assert judged == {
         40001: "not answered",
         40002: "answered with SYN-ACK",
@@ -458,6 +485,9 @@ def test_each_handshake_as_the_session_table_and_the_detector_see_it(
         40014: None,
         40015: None,
         40016: None,
+        40017: None,
+        40018: None,
+        40019: None,
     }
 
 

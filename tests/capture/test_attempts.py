@@ -51,9 +51,17 @@ def syn_from(n: int, t: int = 0) -> tuple[int, TcpSegment]:
     return t, to_server((f"198.18.0.{n}", 40000 + n), 7 * n, flags=SYN)
 
 
+def to_client(receiver: tuple[str, int], seq: int, payload: bytes) -> TcpSegment:
+    """A segment from SERVER to ``receiver``, with an acknowledgment. Bytes
+    from the server prove a connection whose handshake was not captured."""
+    src, sport = SERVER
+    dst, dport = receiver
+    return TcpSegment(src, dst, sport, dport, seq, 1, PSH_ACK, payload, False)
+
+
 def other(t: int) -> tuple[int, TcpSegment]:
     """A packet of an unrelated connection: it moves the capture clock on."""
-    return t, to_server(("10.9.9.9", 50000), 1, b"x", ack=1)
+    return t, to_client(("10.9.9.9", 50000), 1, b"x")
 
 
 PSH_RST = 0x08 | RST
@@ -134,12 +142,54 @@ def test_a_caught_connection_that_says_nothing_is_forgotten_soon() -> None:
     assert r.stats.packets_after_close == 0
 
 
-def test_a_caught_connection_that_spoke_keeps_the_idle_timeout() -> None:
+def test_a_caught_connection_the_server_answered_keeps_the_idle_timeout() -> None:
+    # No handshake captured: the server's ACK of the client's bytes shows it
+    # knew the connection.
+    noop = c(0, b"NOOP\r\n")
     events = feed_all(
-        [(0, c(0, b"NOOP\r\n")), other(100 * S), (110 * S, c(6, b"EHLO x\r\n"))]
+        [
+            (0, noop),
+            (1, s(0, flags=ACK, ack=C_ISN + 1 + 6)),
+            other(100 * S),
+            (110 * S, c(6, b"EHLO x\r\n")),
+        ]
     )
     assert opened(events) == [0, 1]
     assert closes(events)[0] == (0, CloseReason.END_OF_CAPTURE, 110 * S)
+    conn = next(e.conn for e in events if isinstance(e, StreamOpened))
+    assert conn.handshake_completed and conn.server_acked
+
+
+def test_a_caught_client_whose_acks_moved_keeps_the_idle_timeout() -> None:
+    # Only the client's side captured: its acknowledgments moved as the
+    # server's replies, which the capture lacks, came in.
+    events = feed_all(
+        [
+            (0, c(0, b"NOOP\r\n")),
+            (1, c(6, b"RSET\r\n", ack=S_ISN + 1 + 40)),
+            other(100 * S),
+            (110 * S, c(12, b"EHLO x\r\n", ack=S_ISN + 1 + 80)),
+        ]
+    )
+    assert opened(events) == [0, 1]
+    assert closes(events)[0] == (0, CloseReason.END_OF_CAPTURE, 110 * S)
+
+
+@pytest.mark.parametrize("answer", ["rst", "none"])
+def test_a_caught_connection_nobody_answered_is_an_attempt(answer: str) -> None:
+    # Found in review: one segment with commands from a spoofed address,
+    # answered with a RST (as a stack answers a segment of a connection it
+    # does not know) or not at all, made a session whose handshake had
+    # completed, and forty of them alerts on that address. Now the server
+    # has not taken the bytes: the connection times out as an attempt.
+    packets = [(0, c(0, b"MAIL FROM:<>\r\n"))]
+    if answer == "rst":
+        packets.append((1, s(0, flags=RST, ack=0)))
+    events = feed_all([*packets, other(100 * S)])
+    conn = next(e.conn for e in events if isinstance(e, StreamOpened))
+    assert not conn.handshake_completed and not conn.server_acked
+    reason = CloseReason.RST if answer == "rst" else CloseReason.IDLE
+    assert closes(events)[0] == (0, reason, 1 if answer == "rst" else 0)
 
 
 def test_a_client_that_acked_finished_its_handshake() -> None:
@@ -231,7 +281,7 @@ def test_past_the_cap_the_oldest_attempts_are_evicted_first() -> None:
     # two go (a tenth of ten, and the one too many), the oldest attempts.
     r = Reassembler(PORTS, max_connections=10)
     talks = [
-        (t, to_server((f"10.0.0.{n}", 41000), 1, b"EHLO x\r\n", ack=1))
+        (t, to_client((f"10.0.0.{n}", 41000), 1, b"250 ok\r\n"))
         for n, t in ((1, 1), (2, 2), (3, 3))
     ]
     flood = [syn_from(n, 10 + n) for n in range(8)]
@@ -247,13 +297,11 @@ def test_past_the_cap_the_oldest_attempts_are_evicted_first() -> None:
 def test_without_attempts_the_longest_silent_are_evicted() -> None:
     r = Reassembler(PORTS, max_connections=4)
     talks = [
-        (t, to_server((f"10.0.0.{n}", 41000), 1, b"x", ack=1))
+        (t, to_client((f"10.0.0.{n}", 41000), 1, b"x"))
         for n, t in ((1, 1), (2, 2), (3, 3), (4, 4))
     ]
-    again = (5, to_server(("10.0.0.1", 41000), 2, b"y", ack=1))  # 10.0.0.1 talks
-    events = feed_all(
-        [*talks, again, (6, to_server(("10.0.0.5", 41000), 1, b"z", ack=1))], r
-    )
+    again = (5, to_client(("10.0.0.1", 41000), 2, b"y"))  # 10.0.0.1 talks
+    events = feed_all([*talks, again, (6, to_client(("10.0.0.5", 41000), 1, b"z"))], r)
     evicted = [(cid, ts) for cid, why, ts in closes(events) if why == "evicted"]
     assert evicted == [(1, 2)]  # 10.0.0.2: silent since 2
     assert r.stats.evicted == 1
@@ -423,7 +471,7 @@ def test_a_connection_evicted_with_both_fins_in_closes_as_fin() -> None:
             (10, c(0, b"QUIT\r\n")),
             (11, s(0, b"221 bye\r\n", ack=C_ISN + 7, flags=PSH_ACK | FIN)),
             (12, c(6, ack=S_ISN + 10, flags=ACK | FIN)),
-            (20, to_server(("10.0.0.9", 41000), 1, b"x", ack=1)),  # not unproven
+            (20, to_client(("10.0.0.9", 41000), 1, b"x")),  # not unproven
         ],
         r,
         finish=False,
