@@ -178,6 +178,21 @@ def _same_syn(half: _Half, seq: int, carried: int = 0) -> bool:
     return (half.base - seq - 1) % _SEQ_MOD <= carried
 
 
+def _same_syn_segment(first: Segment, second: Segment) -> bool:
+    """Whether two SYNs carry the same ISN (one resends the other)."""
+    return first[1] == second[1]
+
+
+def _answers(syn: Segment, direction: Direction, seg: Segment) -> bool:
+    """Whether ``seg`` is the server's SYN-ACK to the client SYN ``syn``:
+    it acknowledges the SYN, and perhaps the bytes it carried (RFC 7413 3)."""
+    _, _, ack, flags, _, _ = seg
+    if direction != Direction.SERVER or flags & (SYN | ACK | RST) != SYN | ACK:
+        return False
+    isn, carried = syn[1], len(syn[4])
+    return (ack - isn - 1) % _SEQ_MOD <= carried
+
+
 def _acknowledges_synack(server: _Half, ack: int) -> bool:
     """Whether the client's acknowledgment number ``ack`` acknowledges the
     server's SYN-ACK.
@@ -208,6 +223,7 @@ class _Flow:
         "forget_at",
         "halves",
         "keys",
+        "reuse",
         "silent",
         "steady",
     )
@@ -235,6 +251,10 @@ class _Flow:
         # The client's first acknowledgment number, while no SYN-ACK was
         # captured: to see it move (Connection.client_ack_moved).
         self.first_ack: int | None = None
+        # A client SYN with another ISN while this connection was open, and
+        # its time: a new connection on the same ports only once the server
+        # answers it with a SYN-ACK (see Reassembler._syn_in_session).
+        self.reuse: tuple[int, Segment] | None = None
 
     def settle(self) -> None:
         """Note whether plain segments may take the fast lane of ``feed``.
@@ -472,6 +492,8 @@ class Reassembler:
                 # sent ahead with the SYN's own ISN hid a whole session).
                 or (flow.conn.from_smtp_port and direction == Direction.SERVER)
             ):
+                if self._syn_in_session(flow, direction, ts, seg, events):
+                    return events
                 # A SYN that is not a retransmission of this one's: the
                 # 4-tuple is being used again (RFC 9293 3.4.1 lets an old
                 # connection's pair be reused). The SYN is the new
@@ -480,6 +502,8 @@ class Reassembler:
                     flow, flow.conn.last_ts, CloseReason.REUSED, events, decided=ts
                 )
                 flow, direction = self._start(key, ts, flags, events)
+            elif flow.reuse is not None and _answers(flow.reuse[1], direction, seg):
+                flow, direction = self._reused(flow, events)
         self._segment(flow, direction, ts, seg, events)
         flow.settle()
         if self._max_open is not None and len(self._open) > self._max_open:
@@ -765,6 +789,78 @@ class Reassembler:
                     found = self._flows.get(key)
                     if found is not None and found[0] is flow:
                         del self._flows[key]
+
+    def _syn_in_session(
+        self,
+        flow: _Flow,
+        direction: Direction,
+        ts: int,
+        seg: Segment,
+        events: list[StreamEvent],
+    ) -> bool:
+        """Whether a SYN that is not this connection's own leaves it open.
+
+        A SYN from the server's side never starts a connection to it: the
+        server's SYN of a simultaneous open, whose SYN-ACK repeats its ISN,
+        or a forgery (found in review: one sent after the client's SYN hid
+        the whole session). A client's SYN with another ISN while the
+        connection is established and neither side has closed it is what
+        RFC 5961 4 has the server answer with an ACK of the old connection
+        (found in review: one sent mid-session ended the session as reused,
+        and the AUTH attempts after it with it). It starts a connection only
+        once the server answers it with a SYN-ACK (``_answers``), as it does
+        when it had dropped the old one; until then it waits in
+        ``flow.reuse``. Any other SYN (after a FIN or on an attempt) starts
+        a connection at once.
+        """
+        conn = flow.conn
+        if direction == Direction.SERVER and not conn.from_smtp_port:
+            self._anomaly(
+                flow,
+                direction,
+                ts,
+                "tcp_syn_in_session",
+                "SYN from the server on an open connection, ignored",
+                events,
+            )
+            return True
+        client, server = flow.halves
+        if (
+            direction != Direction.CLIENT
+            or not conn.handshake_completed
+            or flow.fin_done
+            or client.fin_off is not None
+            or server.fin_off is not None
+        ):
+            return False
+        if flow.reuse is None:
+            self._anomaly(
+                flow,
+                direction,
+                ts,
+                "tcp_syn_in_session",
+                "client SYN with another sequence number on an open connection:"
+                " a new connection only if the server answers it with a SYN-ACK",
+                events,
+            )
+        if flow.reuse is None or not _same_syn_segment(flow.reuse[1], seg):
+            flow.reuse = (ts, seg)
+        return True
+
+    def _reused(
+        self, flow: _Flow, events: list[StreamEvent]
+    ) -> tuple[_Flow, Direction]:
+        """The server answered the SYN waiting in ``flow.reuse``: close the
+        old connection as reused where that SYN came, and start the new one
+        with it."""
+        assert flow.reuse is not None
+        syn_ts, syn = flow.reuse
+        flow.reuse = None
+        self._close(flow, flow.conn.last_ts, CloseReason.REUSED, events, decided=syn_ts)
+        new, direction = self._start(syn[0], syn_ts, syn[3], events)
+        self._segment(new, direction, syn_ts, syn, events)
+        new.settle()
+        return new, Direction.SERVER
 
     # -- one segment ----------------------------------------------------
 

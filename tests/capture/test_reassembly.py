@@ -531,10 +531,81 @@ def test_new_syn_on_closed_tuple_is_a_new_connection() -> None:
     ]
 
 
-def test_new_syn_on_open_tuple_reuses_it() -> None:
+def test_a_new_syn_on_an_open_tuple_answered_with_a_syn_ack_reuses_it() -> None:
+    # The server had dropped the old connection (the capture missed how):
+    # it answers the new SYN with a SYN-ACK.
     second_syn = seg(CLIENT, 99_999, flags=SYN)
-    events = feed_all([*handshake(), (10, c(0, b"abc")), (20, second_syn)])
-    # The old connection closes at its own last packet; the SYN is the new one's.
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"abc")),
+            (20, second_syn),
+            (21, seg(SERVER, 5_000, ack=100_000, flags=SYN | ACK)),
+            (22, seg(CLIENT, 100_000, ack=5_001, flags=ACK)),
+        ]
+    )
+    # The old connection closes at its own last packet; the SYN is the new
+    # one's first, the SYN-ACK its second.
+    assert closes(events) == [
+        (0, CloseReason.REUSED, 10),
+        (1, CloseReason.END_OF_CAPTURE, 22),
+    ]
+    new = [e.conn for e in events if isinstance(e, StreamOpened)][1]
+    assert (new.syn_ts, new.synack_ts, new.ack_ts) == (20, 21, 22)
+    assert [kind for kind, _ in anomalies(events)] == ["tcp_syn_in_session"]
+
+
+def test_a_new_syn_in_an_established_session_does_not_end_it() -> None:
+    # Found in review: one SYN with a new ISN sent mid-session (no spoofing
+    # needed: the client's own) closed the session as reused, and the AUTH
+    # attempts after it were lost. RFC 5961 4: the server answers it with
+    # an ACK of the old connection, which goes on.
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"abc")),
+            (20, seg(CLIENT, 99_999, flags=SYN)),
+            (21, s(0, flags=ACK, ack=C_ISN + 4)),  # the challenge ACK
+            (22, c(3, b"def")),
+        ]
+    )
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 22)]
+    assert stream(events, Direction.CLIENT) == [b"abcdef"]
+    assert anomalies(events) == [
+        (
+            "tcp_syn_in_session",
+            "client SYN with another sequence number on an open connection: a new"
+            " connection only if the server answers it with a SYN-ACK",
+        )
+    ]
+
+
+def test_a_syn_from_the_server_side_starts_nothing() -> None:
+    # Found in review: a forged SYN "from the server" right after the
+    # client's SYN closed the connection as reused and hid the session.
+    events = feed_all(
+        [
+            (0, seg(CLIENT, C_ISN, flags=SYN)),
+            (1, seg(SERVER, 77_777, flags=SYN)),
+            *handshake(2)[1:],
+            (10, c(0, b"abc")),
+        ]
+    )
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 10)]
+    assert stream(events, Direction.CLIENT) == [b"abc"]
+    assert anomalies(events) == [
+        ("tcp_syn_in_session", "SYN from the server on an open connection, ignored")
+    ]
+
+
+def test_a_new_syn_after_a_fin_reuses_the_tuple_at_once() -> None:
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"abc", flags=PSH_ACK | FIN)),
+            (20, seg(CLIENT, 99_999, flags=SYN)),
+        ]
+    )
     assert closes(events) == [
         (0, CloseReason.REUSED, 10),
         (1, CloseReason.END_OF_CAPTURE, 20),
