@@ -20,6 +20,7 @@ does not know leaves the client in command mode.
 from __future__ import annotations
 
 import enum
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Final
@@ -1005,11 +1006,14 @@ class SmtpParser:
 
     def _scrubbed(self, reply: Reply) -> Reply:
         """``reply`` without what was withheld from the client: servers echo
-        a line they did not understand."""
+        a line they did not understand, some in upper case (aiosmtpd's
+        ``500 Error: command "..." not recognized``: found in a trial), from
+        which the secret comes back by trying the cases."""
         assert self._secrets is not None
         lines = reply.lines
         for secret in self._secrets:
-            lines = tuple(line.replace(secret, auth.REDACTED) for line in lines)
+            pattern = re.compile(re.escape(secret), re.IGNORECASE)
+            lines = tuple(pattern.sub(auth.REDACTED, line) for line in lines)
         return reply._replace(lines=lines) if lines != reply.lines else reply
 
     def _reply(self, reply: Reply, ts: int, out: list[SmtpEvent]) -> None:

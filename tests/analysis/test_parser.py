@@ -565,6 +565,32 @@ def test_base64_after_a_refused_auth_is_withheld() -> None:
     assert "SHVudGVy" not in repr(events)
 
 
+def test_a_secret_echoed_in_another_case_is_hidden_too() -> None:
+    # Found in a trial: aiosmtpd answers an unknown command with it in upper
+    # case, 500 Error: command "RAWFAKEPWD77" not recognized.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"YWxpY2U=\r\n"),
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, b"UmF3RmFrZVB3ZDc3\r\n"),
+            (S, b"535 5.7.8 no\r\n"),
+            (C, b"RawFakePwd77\r\n"),
+            (S, b'500 Error: command "RAWFAKEPWD77" not recognized\r\n'),
+            (C, b"UmF3RmFrZVB3ZDc3\r\n"),
+            (S, b'500 Error: command "UMF3RMFRZVB3ZDC3" not recognized\r\n'),
+        ]
+    )
+    replies = [e.reply.text for e in of(events, ReplySeen)]
+    assert replies[-2:] == [
+        'Error: command "[redacted]" not recognized',
+        'Error: command "[redacted]" not recognized',
+    ]
+    assert "RAWFAKE" not in repr(events).upper()
+
+
 def test_one_sided_auth_login_without_challenge_decodes_no_user() -> None:
     # With no server to say "Username:", the one line could be a password.
     events = run([(C, b"EHLO c\r\nAUTH LOGIN\r\nSHVudGVyMlNFQ1JFVA==\r\n")])
