@@ -134,7 +134,7 @@ def evaluate(
         f"{source}, refusal ratio "
         f"{_value(m.refusal_ratio)}, max greeting delay "
         f"{_value(m.greeting_delay_max, 's')}, TLS share {_value(m.tls_share)}, "
-        f"{int(alerts)} alerts"
+        f"{int(alerts)} {'alert' if int(alerts) == 1 else 'alerts'}"
     )
     text = plugin_text("; ".join(problems) + " - " + summary if problems else summary)
     perf = " ".join(

@@ -548,6 +548,13 @@ def _undecrypted_note(stats: pipeline.RunStats, keylog: str) -> str:
             if missing == 1
             else f"any of the {missing:,} TLS sessions, so none was"
         )
+        if not decrypt.is_keylog(keylog):
+            # Another file given by mistake: no line of the format at all.
+            return (
+                f"warning: {name} is not a key log (no CLIENT_RANDOM or "
+                f"*_TRAFFIC_SECRET lines in the NSS format): it holds no secrets "
+                f"for {sessions} decrypted"
+            )
         return (
             f"warning: {name} holds no secrets for {sessions} decrypted "
             "(a key log written by another run of the client or server?)"

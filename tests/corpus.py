@@ -1,10 +1,11 @@
 """The public capture corpus beside the checkout, for the tests that read it.
 
-The corpus lives in ``../shared/pcaps/public`` next to the repository (see its
-README): captures from other analyzers' test suites, their expected outputs
-and ``MANIFEST.tsv``. Tests read it in place and never copy it into the
-project. Where it is absent, ``require_corpus`` skips the test, except when
-``CI`` is set: there the corpus must be present, so its absence fails.
+The corpus lives in ``../shared/pcaps/public`` next to the repository, or
+where ``SMTPSCOPE_CORPUS`` says (see its README): captures from other
+analyzers' test suites, their expected outputs and ``MANIFEST.tsv``. Tests
+read it in place and never copy it into the project. Where it is absent,
+``require_corpus`` skips the test, except when ``CI`` is set: there the
+corpus must be present, so its absence fails.
 
 Each capture is analysed at most once per test run (``tables``), on the
 default SMTP ports plus any port its manifest tags name (``port_1224``).
@@ -25,7 +26,9 @@ import pytest
 from analysis import SmtpTables, read_captures
 from analysis.pipeline import DEFAULT_PORTS
 
-CORPUS = (Path(__file__).parents[1] / ".." / "shared" / "pcaps" / "public").resolve()
+# SMTPSCOPE_CORPUS names it for a checkout that is not beside it.
+_BESIDE = Path(__file__).parents[1] / ".." / "shared" / "pcaps" / "public"
+CORPUS = Path(os.environ.get("SMTPSCOPE_CORPUS") or _BESIDE).resolve()
 MANIFEST = CORPUS / "MANIFEST.tsv"
 
 # Short names of the source repositories, for readable test ids.

@@ -12,6 +12,7 @@ key log is actually used.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 from collections import defaultdict
@@ -100,6 +101,32 @@ def decrypt_captures(
 # tshark's time grows with the square of the key log's length (40,000 lines
 # take seconds, 300,000 hours): past this, the user is asked to cut it down.
 MAX_KEYLOG_LINES = 50_000
+
+
+# The labels of the NSS key log format that tshark reads (CLIENT_RANDOM for
+# TLS 1.2 and before, the traffic secrets of TLS 1.3, RFC 8446 7.1).
+_KEYLOG_LABELS = (
+    b"CLIENT_RANDOM ",
+    b"RSA ",
+    b"CLIENT_EARLY_TRAFFIC_SECRET ",
+    b"CLIENT_HANDSHAKE_TRAFFIC_SECRET ",
+    b"SERVER_HANDSHAKE_TRAFFIC_SECRET ",
+    b"CLIENT_TRAFFIC_SECRET_0 ",
+    b"SERVER_TRAFFIC_SECRET_0 ",
+)
+
+
+def is_keylog(keylog: str) -> bool:
+    """Whether the file holds at least one line of the NSS key log format;
+    False also when it cannot be read."""
+    try:
+        with open(keylog, "rb") as handle:
+            return any(
+                line.lstrip().startswith(_KEYLOG_LABELS)
+                for line in itertools.islice(handle, MAX_KEYLOG_LINES)
+            )
+    except OSError:
+        return False
 
 
 def _check_keylog_size(keylog: str) -> None:

@@ -219,7 +219,7 @@ def test_check_prints_thresholds_exactly(capsys: pytest.CaptureFixture[str]) -> 
         "SMTPSCOPE CRITICAL - refusal ratio 0.428571 above 0.1234567; "
         "greeting delay 0.000202 above 0.0000001 - 1 session on "
         "rejected-rcpt.pcap, refusal ratio 0.428571, max greeting delay "
-        "0.000202s, TLS share 0, 1 alerts | sessions=1;;;0 "
+        "0.000202s, TLS share 0, 1 alert | sessions=1;;;0 "
         "refusal_ratio=0.428571;0.1234567;;0;1 "
         "greeting_delay=0.000202s;;0.0000001;0 tls_share=0;0:;;0;1 "
         "alerts=1;;9007199254740992;0 packets=31c;;;0 dropped=0c;;;0\n"
@@ -300,7 +300,7 @@ def test_check_escapes_file_names_in_its_one_line(
     assert capsys.readouterr().out == (
         "SMTPSCOPE OK - 1 session on evil\\x7cx=1;2;3 \\x0aSECOND "
         "\\x1b[31mLINE.pcap, refusal ratio 0.428571, max greeting delay "
-        "0.000202s, TLS share 0, 1 alerts | sessions=1;;;0 "
+        "0.000202s, TLS share 0, 1 alert | sessions=1;;;0 "
         "refusal_ratio=0.428571;;;0;1 greeting_delay=0.000202s;;;0 "
         "tls_share=0;;;0;1 alerts=1;;;0 packets=31c;;;0 dropped=0c;;;0\n"
     )
@@ -332,7 +332,7 @@ def test_check_judges_what_a_damaged_capture_held(
     )
     summary = (
         "1 session on cut.pcap, refusal ratio 0.428571, max greeting delay "
-        "0.000202s, TLS share 0, 1 alerts"
+        "0.000202s, TLS share 0, 1 alert"
     )
     perf = (
         "greeting_delay=0.000202s;;;0 tls_share=0;;;0;1 alerts=1;;;0 "

@@ -300,6 +300,23 @@ def test_a_keylog_that_decrypts_nothing_is_warned_of(
     )
 
 
+def test_a_file_that_is_no_keylog_is_named_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Found in a trial: a script given by mistake got the same words as a
+    # key log of another run.
+    needs_tshark()
+    other = tmp_path / "server.py"
+    other.write_text("import smtplib\nprint('CLIENT_RANDOM is not at the start')\n")
+    captures = [str(PCAPS / name) for name in ("stripping.pcap", "starttls.pcap")]
+    assert main(["read", *captures, "--tls-keylog", str(other), "-q"]) == 0
+    assert capsys.readouterr().err == (
+        f"smtpscope: warning: {other} is not a key log (no CLIENT_RANDOM or "
+        "*_TRAFFIC_SECRET lines in the NSS format): it holds no secrets for any "
+        "of the 2 TLS sessions, so none was decrypted\n"
+    )
+
+
 def test_sessions_a_keylog_has_no_secrets_for_are_counted(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
