@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -43,6 +44,8 @@ from capture.pcapwriter import InterfaceInfo, RotatingWriter
 
 DASHBOARD_EVERY_S = 1.0
 _MB = 1_000_000  # tcpdump's -C counts millions of bytes
+
+log = logging.getLogger(__name__)
 
 
 def permission_help(interface: str) -> str:
@@ -311,10 +314,17 @@ def _thresholds(args: argparse.Namespace) -> Thresholds:
 def run_check(args: argparse.Namespace) -> int:
     ports = pipeline.DEFAULT_PORTS | frozenset(args.ports)
     monitor = Monitor(time.time_ns())
-    if args.captures:
-        verdict = _check_captures(args, ports, monitor)
-    else:
-        verdict = _check_live(args, ports, monitor)
+    try:
+        if args.captures:
+            verdict = _check_captures(args, ports, monitor)
+        else:
+            verdict = _check_live(args, ports, monitor)
+    except Exception as exc:
+        # A fault of smtpscope's own, not of the input: the monitoring system
+        # must see UNKNOWN, not the WARNING that Python's exit status 1 means
+        # to it (found in review: a crash read as a warning, with no line).
+        log.debug("check failed", exc_info=True)
+        verdict = unknown(f"internal error: {type(exc).__name__}: {exc}")
     print(verdict.line)
     return int(verdict.status)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from analysis import cli
+from analysis import cli, liverun
 from analysis.check import Thresholds, evaluate
 from analysis.dashboard import dashboard
 from analysis.metrics import MetricsServer, exposition
@@ -411,4 +411,20 @@ def test_live_says_what_was_opened_from_smtp_ports(
     liverun._print_summary(Monitor(0), summary, liverun._StopFlag())
     assert capsys.readouterr().err.splitlines()[-1] == (
         "smtpscope: 1,200 connections opened from an SMTP port, not sessions"
+    )
+
+
+def test_a_fault_of_the_check_itself_is_unknown(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: a crash (since mended) ended check with Python's exit
+    # status 1, which a monitoring system reads as WARNING, and no line.
+    def broken(*args: Any, **kwargs: Any) -> Iterator[SessionResult]:
+        raise ValueError("embedded null character")
+        yield
+
+    monkeypatch.setattr(liverun.pipeline, "analyze", broken)
+    assert cli.main(["check", "-r", str(PCAPS / "auth.pcap")]) == 3
+    assert capsys.readouterr().out == (
+        "SMTPSCOPE UNKNOWN - internal error: ValueError: embedded null character\n"
     )
