@@ -235,6 +235,7 @@ MAX_DECODED = 2048
 # (IPv4, IPv6, IPv4-mapped), each checked by ipaddress.
 # Not inside a word: IPv6:2001:db8::5 (RFC 5321's literal) is 2001:db8::5.
 _ADDRESS_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f:.]{2,45}")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def first_address(value: str) -> str | None:
@@ -243,7 +244,14 @@ def first_address(value: str) -> str | None:
     plain decimal: some writers pad it (10.000.000.004), which ipaddress
     refuses and arkime reads as 10.0.0.4."""
     for found in _ADDRESS_LIKE.finditer(value):
-        text = found[0].rstrip(".")  # a sentence's full stop may end the run
+        # Dots around the run are no part of it (a sentence's full stop,
+        # "...1.2.3.4"); nor is a port after an IPv4 address (1.2.3.4:5060).
+        text = found[0].strip(".")
+        head, colon, port = text.partition(":")
+        if colon and "." in head and port.isdecimal() and ":" not in port:
+            text = head
+        if not any(c in _HEX_DIGITS for c in text):
+            continue  # "::" alone is no writer's address ("n/a :: unknown")
         octets = text.split(".")
         if len(octets) == 4 and all(o.isdecimal() and len(o) <= 3 for o in octets):
             text = ".".join(str(int(o)) for o in octets)

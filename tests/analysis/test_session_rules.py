@@ -610,6 +610,11 @@ def test_the_headers_zeek_keeps_are_columns_too() -> None:
         ("unknown", None),
         ("999.1.1.1", None),
         ("cafe:babe", None),
+        # Found in review:
+        ("n/a :: unknown", None),
+        ("1.2.3.4:5060", "1.2.3.4"),
+        ("...1.2.3.4", "1.2.3.4"),
+        ("[2001:db8::5]:25", "2001:db8::5"),
     ],
 )
 def test_the_first_address_of_a_header(value: str, address: str | None) -> None:
