@@ -178,19 +178,41 @@ def _same_syn(half: _Half, seq: int, carried: int = 0) -> bool:
     return (half.base - seq - 1) % _SEQ_MOD <= carried
 
 
-def _same_syn_segment(first: Segment, second: Segment) -> bool:
-    """Whether two SYNs carry the same ISN (one resends the other)."""
-    return first[1] == second[1]
+def _answered(pending: dict[int, tuple[int, Segment]] | None, ack: int) -> int | None:
+    """The ISN of the pending client SYN that a SYN-ACK acknowledging
+    ``ack`` answers, if any: it acknowledges the SYN, and perhaps the bytes
+    the SYN carried (RFC 7413 3)."""
+    for isn, (_, syn) in (pending or {}).items():
+        if (ack - isn - 1) % _SEQ_MOD <= len(syn[4]):
+            return isn
+    return None
 
 
-def _answers(syn: Segment, direction: Direction, seg: Segment) -> bool:
-    """Whether ``seg`` is the server's SYN-ACK to the client SYN ``syn``:
-    it acknowledges the SYN, and perhaps the bytes it carried (RFC 7413 3)."""
-    _, _, ack, flags, _, _ = seg
-    if direction != Direction.SERVER or flags & (SYN | ACK | RST) != SYN | ACK:
+def _own_synack(flow: _Flow, seq: int, ack: int) -> bool:
+    """Whether a SYN-ACK on an established connection is its own, resent
+    (its ACK lost on the way to the server): the server's ISN again, or,
+    where its SYN-ACK was not captured, an acknowledgment of the client's
+    SYN and what that could carry."""
+    client, server = flow.halves
+    if server.isn is not None:
+        return seq == server.isn
+    if client.isn is not None:
+        return (ack - client.isn - 1) % _SEQ_MOD <= _SYN_DATA_MAX
+    return False
+
+
+# What a SYN may carry (TCP Fast Open): one segment, well within this.
+_SYN_DATA_MAX = 1 << 16
+# Client SYNs with other ISNs kept per open connection (see _syn_in_session).
+_PENDING_SYNS = 8
+
+
+def _synack_from(server: tuple[str, int] | None, seg: Segment) -> bool:
+    """Whether ``seg`` is a SYN-ACK sent from ``server`` (address, port)."""
+    if server is None or seg[3] & (SYN | ACK | RST) != SYN | ACK:
         return False
-    isn, carried = syn[1], len(syn[4])
-    return (ack - isn - 1) % _SEQ_MOD <= carried
+    src_ip, _, src_port, _ = seg[0]
+    return (src_ip, src_port) == server
 
 
 def _acknowledges_synack(server: _Half, ack: int) -> bool:
@@ -224,6 +246,7 @@ class _Flow:
         "halves",
         "keys",
         "reuse",
+        "server",
         "silent",
         "steady",
     )
@@ -251,10 +274,15 @@ class _Flow:
         # The client's first acknowledgment number, while no SYN-ACK was
         # captured: to see it move (Connection.client_ack_moved).
         self.first_ack: int | None = None
-        # A client SYN with another ISN while this connection was open, and
-        # its time: a new connection on the same ports only once the server
-        # answers it with a SYN-ACK (see Reassembler._syn_in_session).
-        self.reuse: tuple[int, Segment] | None = None
+        # Client SYNs with another ISN while this connection was open, by
+        # ISN, with their times: a new connection on the same ports only
+        # once the server answers one with a SYN-ACK (see
+        # Reassembler._syn_in_session). Kept after the close, for a SYN-ACK
+        # that comes after it.
+        self.reuse: dict[int, tuple[int, Segment]] | None = None
+        # The server's address and port, kept at the close (the connection
+        # itself is let go): a SYN-ACK from there after it starts another.
+        self.server: tuple[str, int] | None = None
 
     def settle(self) -> None:
         """Note whether plain segments may take the fast lane of ``feed``.
@@ -275,11 +303,12 @@ class _Flow:
             and not _unproven(self)  # its timeout is not the fast lane's
             # Without the SYN-ACK, the client's acknowledgments are watched
             # until they move (Connection.client_ack_moved), and with no
-            # SYN either, the server's until one comes (server_acked).
+            # SYN either, the server's ACKs and the client's segments until
+            # they show the handshake (server_acked, client_continued).
             and (
                 conn.synack_ts is not None
                 or conn.client_ack_moved
-                or (conn.syn_ts is None and conn.server_acked)
+                or (conn.syn_ts is None and conn.handshake_completed)
             )
         )
 
@@ -297,7 +326,14 @@ def _unproven(flow: _Flow) -> bool:
     nothing, a stray ACK or RST, or an ACK flood. The session table says
     the same (``handshake_completed``), and syn_flood counts from it.
     """
-    return not flow.conn.handshake_completed
+    conn = flow.conn
+    if conn.syn_ts is None and conn.synack_ts is None and conn.wire_bytes[0]:
+        # Caught after its start, the client speaking: its bytes wait for
+        # proof (see Connection.handshake_completed), but the connection is
+        # no attempt (found in review: a client-only capture through a 90 s
+        # tarpit split in two at the attempt timeout).
+        return False
+    return not conn.handshake_completed
 
 
 # tuple.__new__ in one global lookup: it builds an event NamedTuple without
@@ -474,11 +510,20 @@ class Reassembler:
                 # connection, caught after its start (a slow greeting seen
                 # from one side, say).
                 spoke = flow.silent and (payload or missing)
-                if not new_syn and not forgotten and not spoke:
+                if not flow.silent and _synack_from(flow.server, seg):
+                    # The server answers a new SYN after a conversation (a
+                    # late SYN-ACK to an attempt is still one of its own): a
+                    # connection of its own, from that SYN if it was
+                    # captured before the close (found in review: a client
+                    # reset the old connection between its new SYN and the
+                    # SYN-ACK, and the whole new session was dropped).
+                    flow, direction = self._reused(flow, ts, seg, events)
+                elif not new_syn and not forgotten and not spoke:
                     self.stats.packets_after_close += 1
                     self.stats.bytes_after_close += len(payload)
                     return events
-                flow, direction = self._start(key, ts, flags, events)
+                else:
+                    flow, direction = self._start(key, ts, flags, events)
             elif ts - flow.conn.last_ts > (timeout := self._timeout(flow)):
                 last = flow.conn.last_ts
                 decided = last + timeout
@@ -502,8 +547,20 @@ class Reassembler:
                     flow, flow.conn.last_ts, CloseReason.REUSED, events, decided=ts
                 )
                 flow, direction = self._start(key, ts, flags, events)
-            elif flow.reuse is not None and _answers(flow.reuse[1], direction, seg):
-                flow, direction = self._reused(flow, events)
+            elif (
+                direction == Direction.SERVER
+                and flags & (SYN | ACK | RST) == SYN | ACK
+                and flow.conn.handshake_completed
+                and (
+                    _answered(flow.reuse, ack) is not None
+                    or not _own_synack(flow, seq, ack)
+                )
+            ):
+                # A SYN-ACK on an established connection that is not its
+                # own: the server dropped the old connection and accepts a
+                # new one on the same ports (the capture missed the close,
+                # or it happened in IP fragments, which are not read).
+                flow, direction = self._reused(flow, ts, seg, events)
         self._segment(flow, direction, ts, seg, events)
         flow.settle()
         if self._max_open is not None and len(self._open) > self._max_open:
@@ -718,6 +775,7 @@ class Reassembler:
         # state not: a busy capture closes thousands of connections a minute,
         # and a closed flow's packets are only counted (see feed). Both
         # directions share one lane then, which holds no halves of its own.
+        flow.server = (conn.server_ip, conn.server_port)
         flow.halves = _RELEASED
         flow.conn = _RELEASED_CONN  # the StreamClosed event keeps the real one
         del self._open[conn.conn_id]
@@ -834,6 +892,7 @@ class Reassembler:
         ):
             return False
         if flow.reuse is None:
+            flow.reuse = {}
             self._anomaly(
                 flow,
                 direction,
@@ -843,20 +902,36 @@ class Reassembler:
                 " a new connection only if the server answers it with a SYN-ACK",
                 events,
             )
-        if flow.reuse is None or not _same_syn_segment(flow.reuse[1], seg):
-            flow.reuse = (ts, seg)
+        isn = seg[1]
+        if isn not in flow.reuse:
+            # Every one kept, up to a few (found in review: a decoy SYN sent
+            # after the real one took its place, and the server's SYN-ACK to
+            # the real one then answered nothing). Past that the oldest
+            # goes; a SYN-ACK that answers none still starts the connection.
+            if len(flow.reuse) >= _PENDING_SYNS:
+                del flow.reuse[next(iter(flow.reuse))]
+            flow.reuse[isn] = (ts, seg)
         return True
 
     def _reused(
-        self, flow: _Flow, events: list[StreamEvent]
+        self, flow: _Flow, ts: int, synack: Segment, events: list[StreamEvent]
     ) -> tuple[_Flow, Direction]:
-        """The server answered the SYN waiting in ``flow.reuse``: close the
-        old connection as reused where that SYN came, and start the new one
-        with it."""
-        assert flow.reuse is not None
-        syn_ts, syn = flow.reuse
+        """The server's SYN-ACK at ``ts`` starts a new connection on
+        ``flow``'s ports: close ``flow`` as reused if it is still open, and
+        start the new one from the client SYN that the SYN-ACK answers
+        (``flow.reuse``), or from the SYN-ACK itself where that SYN was not
+        captured. Returns the new flow and the SYN-ACK's direction in it."""
+        pending = flow.reuse
+        isn = _answered(pending, synack[2])
+        syn_ts, syn = (
+            pending[isn] if pending is not None and isn is not None else (ts, None)
+        )
         flow.reuse = None
-        self._close(flow, flow.conn.last_ts, CloseReason.REUSED, events, decided=syn_ts)
+        if not flow.closed:
+            last = flow.conn.last_ts
+            self._close(flow, last, CloseReason.REUSED, events, decided=syn_ts)
+        if syn is None:
+            return self._start(synack[0], ts, synack[3], events)
         new, direction = self._start(syn[0], syn_ts, syn[3], events)
         self._segment(new, direction, syn_ts, syn, events)
         new.settle()
@@ -905,6 +980,16 @@ class Reassembler:
             # Only needed, and only watched (see _Flow.settle), where the
             # handshake was not captured.
             conn.server_acked = True
+        if (
+            direction == Direction.CLIENT
+            and payload
+            and conn.syn_ts is None
+            and conn.synack_ts is None
+            and half.base is not None
+            and half.next_off
+            and half.offset(seq) == half.next_off
+        ):
+            conn.client_continued = True  # see Connection.client_continued
         if flags & RST:
             self._reset(flow, direction, ts, seg, events)
             return

@@ -81,6 +81,11 @@ class Connection:
     # bytes. A stack answers a segment of a connection it does not know
     # with a RST (RFC 9293 3.10.7.1), as a spoofed client's get.
     server_acked: bool = False
+    # Where neither SYN nor SYN-ACK was captured: the client sent a segment
+    # that went on from its earlier bytes, in order. A spoofed segment is one
+    # of its kind; a client the capture shows alone (one side captured, or a
+    # server slow to answer) sends on.
+    client_continued: bool = False
     # Opened from an SMTP port to another port (a SYN from port 25, or a
     # SYN-ACK sent to it: backscatter): no SMTP connection of a client, and
     # no session (the reassembler still follows it, so that its later
@@ -102,17 +107,18 @@ class Connection:
         (a spoofed flood's guess) is none. Bytes in a SYN (TCP Fast Open)
         are no proof: a flood may carry them, and the server has not
         answered them. Without either (caught after the handshake): a byte
-        from the server, or one from the client that the server answered
-        with an ACK, or whose own acknowledgments moved as a sending
-        server makes them (a capture of the client's side alone). Bytes
-        the server answered with a RST only, or not at all, are a spoofed
-        client's as likely; a stray ACK or RST proves nothing.
+        from the server, or bytes from the client that the server answered
+        with an ACK, or that went on in a second segment, or whose
+        acknowledgments moved as a sending server makes them (a capture of
+        the client's side alone). One segment answered with a RST only, or
+        not at all, is a spoofed client's as likely; a stray ACK or RST
+        proves nothing.
         """
         if self.wire_bytes[Direction.SERVER]:
             return True
         if self.syn_ts is None and self.synack_ts is None:
             return bool(self.wire_bytes[Direction.CLIENT]) and (
-                self.server_acked or self.client_ack_moved
+                self.server_acked or self.client_continued or self.client_ack_moved
             )
         return self.ack_ts is not None or self.client_acked
 

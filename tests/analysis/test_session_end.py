@@ -50,9 +50,9 @@ def _stamp(us: int) -> pd.Timestamp:
 class _Conn:
     """One client's connection to SERVER:25, frame by frame."""
 
-    def __init__(self, sport: int, isn: int = 99) -> None:
+    def __init__(self, sport: int, isn: int = 99, server_isn: int = 499) -> None:
         self.sport = sport
-        self.tcp = TcpPeers(CLIENT, sport, SERVER, 25, cseq=isn, sseq=499)
+        self.tcp = TcpPeers(CLIENT, sport, SERVER, 25, cseq=isn, sseq=server_isn)
         self.frames: list[Frame] = []
 
     def client(self, us: int, payload: bytes = b"", flags: int = PSH | ACK) -> None:
@@ -241,7 +241,8 @@ def _reused_capture(path: Path) -> str:
     a.server(100_000, b"220 mx.example ESMTP\r\n")
     a.client(200_000, b"EHLO client.example\r\n")
     a.server(300_000, b"250 mx.example\r\n")  # A's last packet
-    c = _Conn(40000, isn=7_000_000)
+    # The server's ISN for it is another too (RFC 6528: its clock moved on).
+    c = _Conn(40000, isn=7_000_000, server_isn=9_000_000)
     c.handshake(20_000_000)
     c.server(20_100_000, b"220 mx.example ESMTP\r\n")
     c.client(20_200_000, b"QUIT\r\n")

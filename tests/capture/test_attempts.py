@@ -15,6 +15,7 @@ from capture.decode import ACK, FIN, RST, SYN, TcpSegment
 from capture.reassembly import Reassembler
 from capture.stream import (
     CloseReason,
+    Direction,
     StreamClosed,
     StreamData,
     StreamGap,
@@ -33,6 +34,7 @@ from tests.capture.test_reassembly import (
     feed_all,
     handshake,
     s,
+    stream,
 )
 
 
@@ -142,6 +144,16 @@ def test_a_caught_connection_that_says_nothing_is_forgotten_soon() -> None:
     assert r.stats.packets_after_close == 0
 
 
+def test_a_caught_connection_that_spoke_keeps_the_idle_timeout() -> None:
+    # Only the client's side, and a server slower than the attempt timeout
+    # (a tarpit): found in review, the connection split in two there.
+    events = feed_all(
+        [(0, c(0, b"NOOP\r\n")), other(100 * S), (110 * S, c(6, b"EHLO x\r\n"))]
+    )
+    assert opened(events) == [0, 1]
+    assert closes(events)[0] == (0, CloseReason.END_OF_CAPTURE, 110 * S)
+
+
 def test_a_caught_connection_the_server_answered_keeps_the_idle_timeout() -> None:
     # No handshake captured: the server's ACK of the client's bytes shows it
     # knew the connection.
@@ -176,20 +188,41 @@ def test_a_caught_client_whose_acks_moved_keeps_the_idle_timeout() -> None:
 
 
 @pytest.mark.parametrize("answer", ["rst", "none"])
-def test_a_caught_connection_nobody_answered_is_an_attempt(answer: str) -> None:
+def test_one_caught_segment_nobody_answered_is_not_a_handshake(answer: str) -> None:
     # Found in review: one segment with commands from a spoofed address,
     # answered with a RST (as a stack answers a segment of a connection it
     # does not know) or not at all, made a session whose handshake had
-    # completed, and forty of them alerts on that address. Now the server
-    # has not taken the bytes: the connection times out as an attempt.
+    # completed, and forty of them alerts on that address. Its bytes wait
+    # for proof, and it keeps the idle timeout (it spoke: no attempt).
     packets = [(0, c(0, b"MAIL FROM:<>\r\n"))]
     if answer == "rst":
         packets.append((1, s(0, flags=RST, ack=0)))
     events = feed_all([*packets, other(100 * S)])
     conn = next(e.conn for e in events if isinstance(e, StreamOpened))
-    assert not conn.handshake_completed and not conn.server_acked
-    reason = CloseReason.RST if answer == "rst" else CloseReason.IDLE
-    assert closes(events)[0] == (0, reason, 1 if answer == "rst" else 0)
+    assert not conn.handshake_completed
+    if answer == "rst":
+        assert closes(events)[0] == (0, CloseReason.RST, 1)
+    else:
+        assert closes(events)[0] == (0, CloseReason.END_OF_CAPTURE, 0)
+
+
+def test_a_caught_client_that_goes_on_completed_its_handshake() -> None:
+    # Found in review: a capture of the client's side alone that began in
+    # a message body, its acknowledgments still (the server says nothing
+    # until the end of the data), had all but its first 4 KiB made a gap.
+    # A second segment that goes on from the first shows a real client.
+    events = feed_all(
+        [(0, c(0, b"x" * 1448)), (1, c(1448, b"y" * 1448)), (2, c(2896, b"z"))]
+    )
+    conn = next(e.conn for e in events if isinstance(e, StreamOpened))
+    assert conn.handshake_completed and conn.client_continued
+    assert stream(events, Direction.CLIENT) == [b"x" * 1448 + b"y" * 1448 + b"z"]
+
+
+def test_a_caught_client_resending_one_segment_did_not_go_on() -> None:
+    events = feed_all([(0, c(0, b"MAIL FROM:<>\r\n")), (1, c(0, b"MAIL FROM:<>\r\n"))])
+    conn = next(e.conn for e in events if isinstance(e, StreamOpened))
+    assert not conn.handshake_completed and not conn.client_continued
 
 
 def test_a_client_that_acked_finished_its_handshake() -> None:

@@ -540,8 +540,8 @@ def test_a_new_syn_on_an_open_tuple_answered_with_a_syn_ack_reuses_it() -> None:
             *handshake(),
             (10, c(0, b"abc")),
             (20, second_syn),
-            (21, seg(SERVER, 5_000, ack=100_000, flags=SYN | ACK)),
-            (22, seg(CLIENT, 100_000, ack=5_001, flags=ACK)),
+            (21, seg(SERVER, 7_000_000, ack=100_000, flags=SYN | ACK)),
+            (22, seg(CLIENT, 100_000, ack=7_000_001, flags=ACK)),
         ]
     )
     # The old connection closes at its own last packet; the SYN is the new
@@ -596,6 +596,107 @@ def test_a_syn_from_the_server_side_starts_nothing() -> None:
     assert anomalies(events) == [
         ("tcp_syn_in_session", "SYN from the server on an open connection, ignored")
     ]
+
+
+NEW_ISN, NEW_S_ISN = 99_999, 7_000_000
+
+
+def _new_synack(t: int) -> tuple[int, TcpSegment]:
+    return t, seg(SERVER, NEW_S_ISN, ack=NEW_ISN + 1, flags=SYN | ACK)
+
+
+def _reuse_events(*middle: tuple[int, TcpSegment]) -> list[StreamEvent]:
+    """An established session, then ``middle``, then the new connection's
+    ACK and a command."""
+    return feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"abc")),
+            *middle,
+            (30, seg(CLIENT, NEW_ISN + 1, ack=NEW_S_ISN + 1, flags=ACK)),
+            (31, seg(CLIENT, NEW_ISN + 1, b"EHLO new\r\n", ack=NEW_S_ISN + 1)),
+        ]
+    )
+
+
+def _second(events: list[StreamEvent]) -> tuple[object, ...]:
+    new = [e.conn for e in events if isinstance(e, StreamOpened)][1]
+    sent = [e.data for e in events if isinstance(e, StreamData) and e.conn is new]
+    return new.syn_ts, new.synack_ts, new.ack_ts, sent
+
+
+def test_a_decoy_syn_after_the_new_one_does_not_take_its_place() -> None:
+    # Found in review: a second SYN with another ISN (a decoy with a bad
+    # checksum, which the server drops) replaced the first, and the server's
+    # SYN-ACK to the first then answered nothing: the new session was read
+    # as late bytes of the old one.
+    events = _reuse_events(
+        (20, seg(CLIENT, NEW_ISN, flags=SYN)),
+        (21, seg(CLIENT, 55_555, flags=SYN)),
+        _new_synack(22),
+    )
+    assert closes(events) == [
+        (0, CloseReason.REUSED, 10),
+        (1, CloseReason.END_OF_CAPTURE, 31),
+    ]
+    assert _second(events) == (20, 22, 30, [b"EHLO new\r\n"])
+
+
+def test_a_syn_ack_captured_before_its_syn_starts_the_new_connection() -> None:
+    # Two taps: the server's SYN-ACK lands in the capture before the SYN.
+    events = _reuse_events(_new_synack(20), (21, seg(CLIENT, NEW_ISN, flags=SYN)))
+    assert closes(events)[0] == (0, CloseReason.REUSED, 10)
+    assert _second(events) == (21, 20, 30, [b"EHLO new\r\n"])
+
+
+def test_a_syn_ack_after_the_old_connection_was_reset_starts_the_new_one() -> None:
+    # Found in review: the client resets the old connection after the
+    # server's challenge ACK (RFC 5961 4); the SYN-ACK to its new SYN came
+    # after that close and was dropped as a late packet, with the session.
+    events = _reuse_events(
+        (20, seg(CLIENT, NEW_ISN, flags=SYN)),
+        (21, s(0, flags=ACK, ack=C_ISN + 4)),  # the challenge ACK
+        (22, c(3, flags=RST)),
+        _new_synack(23),
+    )
+    assert closes(events)[:1] == [(0, CloseReason.RST, 22)]
+    assert _second(events) == (20, 23, 30, [b"EHLO new\r\n"])
+
+
+def test_a_syn_ack_that_answers_no_captured_syn_still_starts_one() -> None:
+    # Its SYN lost to the capture: the server's SYN-ACK alone shows that it
+    # dropped the old connection for a new one.
+    events = _reuse_events(_new_synack(20))
+    assert closes(events)[0] == (0, CloseReason.REUSED, 10)
+    assert _second(events) == (None, 20, 30, [b"EHLO new\r\n"])
+
+
+def test_a_syn_ack_to_a_pending_syn_starts_one_whatever_its_isn() -> None:
+    # The server's ISN may even repeat the old connection's: what it
+    # acknowledges is the new SYN.
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"abc")),
+            (20, seg(CLIENT, NEW_ISN, flags=SYN)),
+            (21, seg(SERVER, S_ISN, ack=NEW_ISN + 1, flags=SYN | ACK)),
+        ]
+    )
+    assert closes(events) == [
+        (0, CloseReason.REUSED, 10),
+        (1, CloseReason.END_OF_CAPTURE, 21),
+    ]
+
+
+def test_the_servers_own_syn_ack_resent_changes_nothing() -> None:
+    events = feed_all(
+        [
+            *handshake(),
+            (3, seg(SERVER, S_ISN, ack=C_ISN + 1, flags=SYN | ACK)),
+            (10, c(0, b"abc")),
+        ]
+    )
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 10)]
 
 
 def test_a_new_syn_after_a_fin_reuses_the_tuple_at_once() -> None:
