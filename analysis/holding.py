@@ -19,8 +19,9 @@ are read once MAX_HELD_BYTES are held, or at the close, if the client's
 acknowledgments moved forward as a sending server makes them (``vouched``).
 A connection caught after its start, with neither SYN nor SYN-ACK
 captured, is settled once the server acknowledged it, or the client's
-acknowledgments moved: a segment from a spoofed address gets a RST at
-most.
+acknowledgments moved, or it sent a second segment going on from the
+first: a segment from a spoofed address gets a RST at most, and comes
+alone.
 """
 
 from __future__ import annotations

@@ -135,7 +135,8 @@ SESSIONS: tuple[Column, ...] = (
         _B,
         "whether the capture shows the TCP handshake completed (bytes in a SYN do"
         " not); caught after its start: whether the server answered the client"
-        " (a byte or a plain ACK, not a RST alone) or its acknowledgments moved",
+        " (a byte or a plain ACK, not a RST alone), or the client's"
+        " acknowledgments moved, or it sent a second segment in order",
     ),
     Column(
         "community_id",

@@ -20,6 +20,7 @@ does not know leaves the client in command mode.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -113,8 +114,14 @@ _BLOCKING = frozenset({"DATA", "STARTTLS", "AUTH"})
 _GREETING_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
 # Commands after which a half-sent BDAT message no longer exists.
 _TRANSACTION_RESETS = _GREETING_VERBS | {"RSET", "MAIL"}
-# How many withheld secrets are looked for in the replies that follow.
-_SECRETS_KEPT = 8
+# How many withheld secrets are looked for in the replies that follow (found
+# in review: nine pipelined NOOPs with a blob each, and the first one's echo
+# came after it had been let go at eight).
+_SECRETS_KEPT = 32
+# A reply that echoes a secret cut short (sendmail shortens what it echoes)
+# still shows its start: a run that begins with this many of its characters
+# is hidden too.
+_SECRET_START = 8
 # Commands whose argument is free text nothing reads: a blob there is hidden.
 _FREE_TEXT_VERBS = frozenset({"VRFY", "EXPN", "HELP", "NOOP"})
 # RFC 2920 3.1: commands that can only be last in a pipelined group.
@@ -185,6 +192,19 @@ def redacted(verb: str, argument: str, known: bool) -> tuple[str, str, list[str]
             return shown_verb, shown, hidden + _words_hidden(argument, shown)
         return shown_verb, auth.REDACTED, [*hidden, argument.strip()]
     return shown_verb, auth.hide_secrets(argument, hidden), hidden
+
+
+@functools.lru_cache(maxsize=256)
+def _secret_pattern(secret: str) -> re.Pattern[str]:
+    """What hides ``secret`` in a reply: the secret in any case, and for a
+    long one also any run of base64 characters that begins as it does (an
+    echo cut short)."""
+    whole = re.escape(secret)
+    if len(secret) > _SECRET_START:
+        # First, so that the run is hidden to its end, past the secret too.
+        start = re.escape(secret[:_SECRET_START])
+        whole = f"{start}[A-Za-z0-9+/=_-]*|{whole}"
+    return re.compile(whole, re.IGNORECASE)
 
 
 def _words_hidden(argument: str, shown: str) -> list[str]:
@@ -863,6 +883,9 @@ class SmtpParser:
         cancelled = text == "*"
         out.append(AuthResponseSeen(ts, self._auth_index, cancelled))
         if not cancelled:
+            # A server may echo an answer it could not decode (found in
+            # review: a LOGIN password typed as is, not in base64).
+            self._withhold([text])
             if self._auth_expect == "plain":
                 self._auth_user(auth.plain_user(text), ts, out)
             elif self._auth_expect == "user":
@@ -1012,7 +1035,7 @@ class SmtpParser:
         assert self._secrets is not None
         lines = reply.lines
         for secret in self._secrets:
-            pattern = re.compile(re.escape(secret), re.IGNORECASE)
+            pattern = _secret_pattern(secret)
             lines = tuple(pattern.sub(auth.REDACTED, line) for line in lines)
         return reply._replace(lines=lines) if lines != reply.lines else reply
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -589,6 +591,43 @@ def test_a_secret_echoed_in_another_case_is_hidden_too() -> None:
         'Error: command "[redacted]" not recognized',
     ]
     assert "RAWFAKE" not in repr(events).upper()
+
+
+def test_echoes_of_answers_and_of_secrets_cut_short_are_hidden() -> None:
+    # Found in review: a LOGIN answer typed as is (not base64) echoed in the
+    # server's 501, a PLAIN blob echoed cut short (as sendmail shortens what
+    # it echoes), and the first of nine pipelined blobs, let go before its
+    # echo came.
+    plain = "AGhhbmsARmFrZVB3LWgxNC03Nw=="  # \0hank\0FakePw-h14-77
+    blobs = [base64.b64encode(b"\0ivan\0FakePw-%d" % n) for n in range(9)]
+    noops = b"".join(b"NOOP %s\r\n" % blob for blob in blobs)
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"Fake Pw F6\r\n"),
+            (S, b"501 5.5.2 cannot decode: Fake Pw F6\r\n"),
+            (C, b"HELP " + plain.encode() + b"\r\n"),
+            (
+                S,
+                b"500 5.5.1 Command unrecognized: HELP "
+                + plain[:14].encode()
+                + b"...\r\n",
+            ),
+            (C, noops),
+            (S, b"".join(b"250 ok %s\r\n" % blob for blob in blobs)),
+        ]
+    )
+    replies = [e.reply.text for e in of(events, ReplySeen)]
+    assert replies[1:3] == [
+        "5.5.2 cannot decode: [redacted]",
+        "5.5.1 Command unrecognized: HELP [redacted]...",
+    ]
+    assert replies[3:] == ["ok [redacted]"] * 9
+    assert "FakePw" not in repr(events) and "Fake Pw" not in repr(events)
+    assert plain[:8] not in repr(events)
+    assert "AGl2YW4A" not in repr(events)  # the start of every blob
 
 
 def test_one_sided_auth_login_without_challenge_decodes_no_user() -> None:
