@@ -7,7 +7,9 @@ printed, here the peak memory on a capture against a smaller baseline.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +102,45 @@ def test_split_2_runs_on_the_two_shards_a_j2_run_reads(tmp_path: Path) -> None:
     ]
     assert all(found)
     assert len(found[0]) + len(found[1]) == truth["sessions"]
+    checked = report["truth_check"]["split-2"]
+    assert checked["sessions"] == {
+        "expected": truth["sessions"],
+        "found": truth["sessions"],
+        "match": True,
+    }
+    assert all(row["match"] for row in checked.values())
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed")
+def test_sigterm_stops_the_tool_and_removes_the_shards(tmp_path: Path) -> None:
+    # Found in review: the shards (tens of MB) stayed in /tmp, and the tool
+    # that was running went on alone.
+    capture = tmp_path / "c.pcap"
+    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
+    subprocess.run(
+        [*make, "--size", "8M", str(capture)], check=True, capture_output=True
+    )
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    run = [sys.executable, str(ROOT / "bench" / "run.py"), str(capture)]
+    options = ["--runs", "50", "--jobs", "1", "--tools", "split-2", "--no-warm"]
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    bench = subprocess.Popen(
+        [*run, *options, "--out", str(tmp_path / "out")],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert bench.stderr is not None
+    for line in bench.stderr:
+        if line.startswith("round 1/"):
+            break  # a round ran: the next one is under way
+    bench.send_signal(signal.SIGTERM)
+    assert bench.wait(timeout=60) != 0
+    assert list(scratch.iterdir()) == []
+    # No smtpscope reading the shards is left running.
+    left = subprocess.run(
+        ["pgrep", "-f", str(scratch)], capture_output=True, text=True, check=False
+    )
+    assert left.stdout == ""
