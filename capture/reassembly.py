@@ -183,7 +183,7 @@ def _answered(pending: dict[int, tuple[int, Segment]] | None, ack: int) -> int |
     ``ack`` answers, if any: it acknowledges the SYN, and perhaps the bytes
     the SYN carried (RFC 7413 3)."""
     for isn, (_, syn) in (pending or {}).items():
-        if (ack - isn - 1) % _SEQ_MOD <= len(syn[4]):
+        if (ack - isn - 1) % _SEQ_MOD <= len(syn[4]) + syn[5]:
             return isn
     return None
 
@@ -910,7 +910,13 @@ class Reassembler:
             # goes; a SYN-ACK that answers none still starts the connection.
             if len(flow.reuse) >= _PENDING_SYNS:
                 del flow.reuse[next(iter(flow.reuse))]
-            flow.reuse[isn] = (ts, seg)
+            key, _, ack, flags, payload, missing = seg
+            # What a SYN carries (Fast Open) is kept up to an attempt's
+            # limit, the rest as bytes missing: eight SYNs of 64 KB on each
+            # of many connections would otherwise hold half a megabyte each.
+            kept = payload[:_UNPROVEN_BYTES]
+            missing += len(payload) - len(kept)
+            flow.reuse[isn] = (ts, (key, isn, ack, flags, kept, missing))
         return True
 
     def _reused(

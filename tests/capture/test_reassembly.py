@@ -688,6 +688,16 @@ def test_a_syn_ack_to_a_pending_syn_starts_one_whatever_its_isn() -> None:
     ]
 
 
+def test_a_pending_syn_keeps_no_more_than_an_attempt_of_its_bytes() -> None:
+    r = Reassembler(PORTS)
+    big = seg(CLIENT, NEW_ISN, b"x" * 20_000, flags=SYN)
+    feed_all([*handshake(), (10, c(0, b"abc")), (20, big)], r, finish=False)
+    [flow] = r._open.values()
+    assert flow.reuse is not None
+    [(ts, kept)] = flow.reuse.values()
+    assert (ts, len(kept[4]), kept[5]) == (20, 4096, 20_000 - 4096)
+
+
 def test_the_servers_own_syn_ack_resent_changes_nothing() -> None:
     events = feed_all(
         [
