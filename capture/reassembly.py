@@ -190,15 +190,44 @@ def _answered(pending: dict[int, tuple[int, Segment]] | None, ack: int) -> int |
 
 def _own_synack(flow: _Flow, seq: int, ack: int) -> bool:
     """Whether a SYN-ACK on an established connection is its own, resent
-    (its ACK lost on the way to the server): the server's ISN again, or,
-    where its SYN-ACK was not captured, an acknowledgment of the client's
-    SYN and what that could carry."""
+    (its ACK, or the client's first bytes, lost on the way to the server):
+    the server's ISN again, or, where its SYN-ACK was not captured, an
+    acknowledgment of the client's SYN and what that could carry; where the
+    SYN was not captured either, of a point at or just before the first
+    byte of the client's that was (found in review: a capture begun after
+    the handshake split a connection whose SYN-ACK the server resent)."""
     client, server = flow.halves
     if server.isn is not None:
         return seq == server.isn
     if client.isn is not None:
         return (ack - client.isn - 1) % _SEQ_MOD <= _SYN_DATA_MAX
+    if client.base is not None:
+        return -_SYN_DATA_MAX <= client.offset(ack) <= 0
     return False
+
+
+def _synack_answering(
+    held: dict[int, tuple[int, Segment]] | None, isn: int, carried: int
+) -> tuple[int, Segment] | None:
+    """The held SYN-ACK that answers a client SYN of ``isn`` carrying
+    ``carried`` bytes, if any."""
+    for acknowledged, found in (held or {}).items():
+        if (acknowledged - isn - 1) % _SEQ_MOD <= carried:
+            return found
+    return None
+
+
+def _synack_acknowledged(
+    held: dict[int, tuple[int, Segment]], seq: int, ack: int
+) -> tuple[int, Segment] | None:
+    """The held SYN-ACK that a client segment starting at ``seq`` and
+    acknowledging ``ack`` answers: the SYN-ACK's ISN acknowledged, from the
+    point the SYN-ACK acknowledged (the new client ISN, past what its SYN
+    carried)."""
+    found = held.get(seq)
+    if found is not None and (ack - found[1][1] - 1) % _SEQ_MOD == 0:
+        return found
+    return None
 
 
 # What a SYN may carry (TCP Fast Open): one segment, well within this.
@@ -249,6 +278,7 @@ class _Flow:
         "server",
         "silent",
         "steady",
+        "synacks",
     )
 
     def __init__(self, conn: Connection, keys: tuple[FlowKey, FlowKey]) -> None:
@@ -283,6 +313,11 @@ class _Flow:
         # The server's address and port, kept at the close (the connection
         # itself is let go): a SYN-ACK from there after it starts another.
         self.server: tuple[str, int] | None = None
+        # Server SYN-ACKs on this open connection that answered no SYN seen,
+        # by the ISN they acknowledge: a new connection once the client
+        # acknowledges one, or sends the SYN one answers (see
+        # Reassembler._hold_synack).
+        self.synacks: dict[int, tuple[int, Segment]] | None = None
 
     def settle(self) -> None:
         """Note whether plain segments may take the fast lane of ``feed``.
@@ -297,6 +332,7 @@ class _Flow:
         client, server = self.halves
         self.steady = (
             not self.closed
+            and not self.synacks  # the client's segments are looked at
             and (conn.ack_ts is not None or conn.synack_ts is None)
             and client.fin_off is None
             and server.fin_off is None
@@ -537,16 +573,22 @@ class Reassembler:
                 # sent ahead with the SYN's own ISN hid a whole session).
                 or (flow.conn.from_smtp_port and direction == Direction.SERVER)
             ):
-                if self._syn_in_session(flow, direction, ts, seg, events):
+                held = _synack_answering(flow.synacks, seq, len(payload) + missing)
+                if held is not None and direction == Direction.CLIENT:
+                    # Its SYN-ACK came first (two taps' clocks): the new
+                    # connection starts there, and this SYN is its own.
+                    flow, direction = self._reused_by_synack(flow, held, events)
+                elif self._syn_in_session(flow, direction, ts, seg, events):
                     return events
-                # A SYN that is not a retransmission of this one's: the
-                # 4-tuple is being used again (RFC 9293 3.4.1 lets an old
-                # connection's pair be reused). The SYN is the new
-                # connection's first packet, not the old one's last.
-                self._close(
-                    flow, flow.conn.last_ts, CloseReason.REUSED, events, decided=ts
-                )
-                flow, direction = self._start(key, ts, flags, events)
+                else:
+                    # A SYN that is not a retransmission of this one's: the
+                    # 4-tuple is being used again (RFC 9293 3.4.1 lets an
+                    # old connection's pair be reused). The SYN is the new
+                    # connection's first packet, not the old one's last.
+                    self._close(
+                        flow, flow.conn.last_ts, CloseReason.REUSED, events, decided=ts
+                    )
+                    flow, direction = self._start(key, ts, flags, events)
             elif (
                 direction == Direction.SERVER
                 and flags & (SYN | ACK | RST) == SYN | ACK
@@ -556,11 +598,27 @@ class Reassembler:
                     or not _own_synack(flow, seq, ack)
                 )
             ):
-                # A SYN-ACK on an established connection that is not its
-                # own: the server dropped the old connection and accepts a
-                # new one on the same ports (the capture missed the close,
-                # or it happened in IP fragments, which are not read).
-                flow, direction = self._reused(flow, ts, seg, events)
+                if _answered(flow.reuse, ack) is not None:
+                    # The server answers a client SYN kept from before: it
+                    # dropped the old connection for a new one on the same
+                    # ports (the capture missed the close, or it came in IP
+                    # fragments, which are not read).
+                    flow, direction = self._reused(flow, ts, seg, events)
+                else:
+                    # It answers no SYN seen: its SYN lost to the capture, or
+                    # a forgery (found in review: one forged SYN-ACK ended a
+                    # session and hid the AUTH attempts after it). Kept until
+                    # the client shows it had it.
+                    self._hold_synack(flow, ts, seg, events)
+                    return events
+            elif (
+                direction == Direction.CLIENT
+                and flow.synacks
+                and (held := _synack_acknowledged(flow.synacks, seq, ack)) is not None
+            ):
+                # The client acknowledges a SYN-ACK that answered no SYN
+                # seen: the new connection's handshake, its SYN not captured.
+                flow, direction = self._reused_by_synack(flow, held, events)
         self._segment(flow, direction, ts, seg, events)
         flow.settle()
         if self._max_open is not None and len(self._open) > self._max_open:
@@ -806,10 +864,13 @@ class Reassembler:
         a single process's: the caller warns (``stats.evicted``).
         """
         excess = len(self._open) - (cap - cap // _EVICT_SHARE)
-        attempts = (f for f in self._open.values() if _unproven(f))
+        # Doubtful first: attempts, and connections caught after their
+        # start whose client is not shown to be real (found in review: a
+        # flood of spoofed segments pushed a real session out).
+        attempts = (f for f in self._open.values() if not f.conn.handshake_completed)
         victims = list(itertools.islice(attempts, excess))
         if len(victims) < excess:
-            others = [f for f in self._open.values() if not _unproven(f)]
+            others = [f for f in self._open.values() if f.conn.handshake_completed]
             others.sort(key=lambda f: (f.conn.last_ts, f.conn.conn_id))
             victims += others[: excess - len(victims)]
         for flow in victims:
@@ -933,6 +994,7 @@ class Reassembler:
             pending[isn] if pending is not None and isn is not None else (ts, None)
         )
         flow.reuse = None
+        flow.synacks = None
         if not flow.closed:
             last = flow.conn.last_ts
             self._close(flow, last, CloseReason.REUSED, events, decided=syn_ts)
@@ -942,6 +1004,53 @@ class Reassembler:
         self._segment(new, direction, syn_ts, syn, events)
         new.settle()
         return new, Direction.SERVER
+
+    def _hold_synack(
+        self,
+        flow: _Flow,
+        ts: int,
+        seg: Segment,
+        events: list[StreamEvent],
+    ) -> None:
+        """Keep a SYN-ACK that answered no SYN seen (``flow.synacks``, up to
+        a few, by the acknowledgment each carries); the first makes a
+        ``tcp_syn_in_session`` anomaly."""
+        if flow.synacks is None:
+            flow.synacks = {}
+            self._anomaly(
+                flow,
+                Direction.SERVER,
+                ts,
+                "tcp_syn_in_session",
+                "server SYN-ACK on an open connection answering no SYN seen:"
+                " a new connection only once the client acknowledges it",
+                events,
+            )
+        ack = seg[2]
+        if ack not in flow.synacks:
+            if len(flow.synacks) >= _PENDING_SYNS:
+                del flow.synacks[next(iter(flow.synacks))]
+            key, seq, _, flags, payload, missing = seg
+            kept = payload[:_UNPROVEN_BYTES]
+            missing += len(payload) - len(kept)
+            flow.synacks[ack] = (ts, (key, seq, ack, flags, kept, missing))
+        flow.steady = False
+
+    def _reused_by_synack(
+        self, flow: _Flow, held: tuple[int, Segment], events: list[StreamEvent]
+    ) -> tuple[_Flow, Direction]:
+        """The client showed it had the held SYN-ACK: close ``flow`` as
+        reused and start the new connection with that SYN-ACK (its SYN, if
+        it comes, is then its own)."""
+        synack_ts, synack = held
+        flow.synacks = None
+        flow.reuse = None
+        last = flow.conn.last_ts
+        self._close(flow, last, CloseReason.REUSED, events, decided=synack_ts)
+        new, direction = self._start(synack[0], synack_ts, synack[3], events)
+        self._segment(new, direction, synack_ts, synack, events)
+        new.settle()
+        return new, Direction.CLIENT
 
     # -- one segment ----------------------------------------------------
 

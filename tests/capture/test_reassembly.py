@@ -663,9 +663,9 @@ def test_a_syn_ack_after_the_old_connection_was_reset_starts_the_new_one() -> No
     assert _second(events) == (20, 23, 30, [b"EHLO new\r\n"])
 
 
-def test_a_syn_ack_that_answers_no_captured_syn_still_starts_one() -> None:
-    # Its SYN lost to the capture: the server's SYN-ACK alone shows that it
-    # dropped the old connection for a new one.
+def test_a_syn_ack_that_answers_no_captured_syn_starts_one_once_acknowledged() -> None:
+    # Its SYN lost to the capture: the client's ACK of the SYN-ACK shows the
+    # server dropped the old connection for a new one.
     events = _reuse_events(_new_synack(20))
     assert closes(events)[0] == (0, CloseReason.REUSED, 10)
     assert _second(events) == (None, 20, 30, [b"EHLO new\r\n"])
@@ -696,6 +696,39 @@ def test_a_pending_syn_keeps_no_more_than_an_attempt_of_its_bytes() -> None:
     assert flow.reuse is not None
     [(ts, kept)] = flow.reuse.values()
     assert (ts, len(kept[4]), kept[5]) == (20, 4096, 20_000 - 4096)
+
+
+def test_a_forged_syn_ack_alone_ends_nothing() -> None:
+    # Found in review: one SYN-ACK forged with the server's address, which
+    # answers no SYN, ended the session and hid what followed.
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"abc")),
+            (20, seg(SERVER, 123_456, ack=654_321, flags=SYN | ACK)),
+            (21, s(0, b"250 ok\r\n", ack=C_ISN + 4)),
+            (22, c(3, b"def", ack=S_ISN + 9)),
+        ]
+    )
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 22)]
+    assert stream(events, Direction.CLIENT) == [b"abcdef"]
+    assert [kind for kind, _ in anomalies(events)] == ["tcp_syn_in_session"]
+
+
+def test_a_resent_syn_ack_of_a_connection_caught_after_it_is_its_own() -> None:
+    # Found in review: captured from after the handshake, the client's first
+    # bytes lost on the way, the server resent its SYN-ACK (acknowledging
+    # the point where those bytes start): no new connection.
+    events = feed_all(
+        [
+            (10, c(0, b"x" * 1000)),
+            (11, c(1000, b"y" * 800)),
+            (12, seg(SERVER, S_ISN, ack=C_ISN + 1, flags=SYN | ACK)),
+            (13, c(0, b"x" * 1000, ack=S_ISN + 1)),
+        ]
+    )
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 13)]
+    assert anomalies(events) == []
 
 
 def test_the_servers_own_syn_ack_resent_changes_nothing() -> None:
