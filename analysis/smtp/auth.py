@@ -107,11 +107,39 @@ _RUN = re.compile(r"[A-Za-z0-9+/_-]{6,}={0,2}")
 
 
 def _looks_secret(token: str) -> bool:
-    if len(token) < 8 or token.isdecimal():
+    if len(token) < 8 or token.isdecimal() or token.upper() in _KEYWORDS:
         return False
+    # Mixed case after the first letter: a capitalised word ("Authentication")
+    # is no base64 (found in review: such words were hidden in details).
+    rest = token[1:]
     return any(c in token for c in "0123456789+/=_-") or (
-        token != token.upper() and token != token.lower()
+        rest != rest.upper() and rest != rest.lower()
     )
+
+
+# SMTP service extension keywords of eight characters and more, which a
+# client may send as words (RFC 6152, 6531, 3030, 2920 and others): no
+# secrets, though some hold digits.
+_KEYWORDS = frozenset(
+    {
+        "8BITMIME",
+        "SMTPUTF8",
+        "BINARYMIME",
+        "CHUNKING",
+        "PIPELINING",
+        "STARTTLS",
+        "ENHANCEDSTATUSCODES",
+        "DELIVERBY",
+        "REQUIRETLS",
+        "XFORWARD",
+        "FUTURERELEASE",
+        "MT-PRIORITY",
+        "CRAM-MD5",
+        "DIGEST-MD5",
+        "SCRAM-SHA-1",
+        "SCRAM-SHA-256",
+    }
+)
 
 
 def _is_mechanism(word: str) -> bool:

@@ -20,11 +20,10 @@ does not know leaves the client in command mode.
 from __future__ import annotations
 
 import enum
-import functools
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from analysis.smtp import auth, sniff
 from analysis.smtp.events import (
@@ -194,17 +193,30 @@ def redacted(verb: str, argument: str, known: bool) -> tuple[str, str, list[str]
     return shown_verb, auth.hide_secrets(argument, hidden), hidden
 
 
-@functools.lru_cache(maxsize=256)
-def _secret_pattern(secret: str) -> re.Pattern[str]:
-    """What hides ``secret`` in a reply: the secret in any case, and for a
-    long one also any run of base64 characters that begins as it does (an
-    echo cut short)."""
-    whole = re.escape(secret)
+class _Withheld(NamedTuple):
+    """A secret hidden from a client line, as looked for in the replies."""
+
+    probe: str  # its start, in lower case: a reply without it echoes none
+    pattern: re.Pattern[str]  # what hides it (see _withheld)
+
+
+def _withheld(secret: str) -> _Withheld:
+    """How ``secret`` is found in replies: in any case, and where it is long,
+    as any run of base64 characters that begins as it does (an echo cut
+    short); a short secret with other characters ("Fake Pw") whole too."""
+    start = secret[:_SECRET_START]
+    parts = []
     if len(secret) > _SECRET_START:
         # First, so that the run is hidden to its end, past the secret too.
-        start = re.escape(secret[:_SECRET_START])
-        whole = f"{start}[A-Za-z0-9+/=_-]*|{whole}"
-    return re.compile(whole, re.IGNORECASE)
+        parts.append(re.escape(start) + "[A-Za-z0-9+/=_-]*")
+    if len(secret) <= _SECRET_WHOLE_MAX:
+        parts.append(re.escape(secret))
+    return _Withheld(start.lower(), re.compile("|".join(parts), re.IGNORECASE))
+
+
+# Past this length a secret is looked for by its start alone: a pattern of
+# the whole is costly to build, and no server echoes that much.
+_SECRET_WHOLE_MAX = 256
 
 
 def _words_hidden(argument: str, shown: str) -> list[str]:
@@ -342,7 +354,7 @@ class SmtpParser:
         self._refused_lines = 0
         # What was last withheld from the client's lines: a server may echo
         # it in a reply (Sendmail: 500 5.5.1 Command unrecognized: "...").
-        self._secrets: deque[str] | None = None
+        self._secrets: deque[_Withheld] | None = None
         self._lf_only_client = False
         self._lf_only_server = False
         self._tls_expected = False  # STARTTLS sent, no server to answer it
@@ -883,9 +895,12 @@ class SmtpParser:
         cancelled = text == "*"
         out.append(AuthResponseSeen(ts, self._auth_index, cancelled))
         if not cancelled:
-            # A server may echo an answer it could not decode (found in
-            # review: a LOGIN password typed as is, not in base64).
-            self._withhold([text])
+            if self._auth_expect != "user":
+                # A server may echo an answer it could not decode (found in
+                # review: a LOGIN password typed as is, not in base64). The
+                # LOGIN username is no secret (auth_user shows it), and
+                # withheld it blanked every later "user" in the replies.
+                self._withhold([text])
             if self._auth_expect == "plain":
                 self._auth_user(auth.plain_user(text), ts, out)
             elif self._auth_expect == "user":
@@ -1017,7 +1032,9 @@ class SmtpParser:
         """
         if self._secrets is None:
             self._secrets = deque(maxlen=_SECRETS_KEPT)
-        self._secrets.extend(secret for secret in secrets if len(secret) >= 4)
+        self._secrets.extend(
+            _withheld(secret) for secret in secrets if len(secret) >= 4
+        )
 
     def _hidden(self, text: str) -> str:
         """``auth.hide_secrets``, remembering what it hid."""
@@ -1034,9 +1051,14 @@ class SmtpParser:
         which the secret comes back by trying the cases."""
         assert self._secrets is not None
         lines = reply.lines
-        for secret in self._secrets:
-            pattern = _secret_pattern(secret)
-            lines = tuple(pattern.sub(auth.REDACTED, line) for line in lines)
+        lowered = [line.lower() for line in lines]
+        for probe, pattern in self._secrets:
+            # A substring test first: most replies echo nothing, and a
+            # session may hold many long secrets (found in review: their
+            # patterns compiled again for every reply took minutes).
+            if any(probe in line for line in lowered):
+                lines = tuple(pattern.sub(auth.REDACTED, line) for line in lines)
+                lowered = [line.lower() for line in lines]
         return reply._replace(lines=lines) if lines != reply.lines else reply
 
     def _reply(self, reply: Reply, ts: int, out: list[SmtpEvent]) -> None:

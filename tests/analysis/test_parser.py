@@ -7,6 +7,7 @@ import base64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from analysis.smtp import auth
 from analysis.smtp.events import (
     AnomalySeen,
     AuthResponseSeen,
@@ -606,6 +607,8 @@ def test_echoes_of_answers_and_of_secrets_cut_short_are_hidden() -> None:
             (S, b"220 mx\r\n"),
             (C, b"AUTH LOGIN\r\n"),
             (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"YWxpY2U=\r\n"),
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
             (C, b"Fake Pw F6\r\n"),
             (S, b"501 5.5.2 cannot decode: Fake Pw F6\r\n"),
             (C, b"HELP " + plain.encode() + b"\r\n"),
@@ -620,14 +623,32 @@ def test_echoes_of_answers_and_of_secrets_cut_short_are_hidden() -> None:
         ]
     )
     replies = [e.reply.text for e in of(events, ReplySeen)]
-    assert replies[1:3] == [
+    assert replies[2:4] == [
         "5.5.2 cannot decode: [redacted]",
         "5.5.1 Command unrecognized: HELP [redacted]...",
     ]
-    assert replies[3:] == ["ok [redacted]"] * 9
+    assert replies[4:] == ["ok [redacted]"] * 9
     assert "FakePw" not in repr(events) and "Fake Pw" not in repr(events)
     assert plain[:8] not in repr(events)
     assert "AGl2YW4A" not in repr(events)  # the start of every blob
+
+
+def test_a_login_username_is_not_scrubbed_from_later_replies() -> None:
+    # Found in review: a username typed as is ("user") was withheld, and
+    # every later "user" in the replies read [redacted].
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"user\r\n"),
+            (S, b"501 5.5.2 cannot decode\r\n"),
+            (C, b"MAIL FROM:<someuser@example.test>\r\n"),
+            (S, b"250 2.1.0 Sender <someuser@example.test> ok\r\n"),
+        ]
+    )
+    replies = [e.reply.text for e in of(events, ReplySeen)]
+    assert replies[-1] == "2.1.0 Sender <someuser@example.test> ok"
 
 
 def test_one_sided_auth_login_without_challenge_decodes_no_user() -> None:
@@ -811,4 +832,13 @@ def test_an_anomaly_detail_hides_what_a_command_row_hides() -> None:
     # The detail shows the opening bytes only.
     assert detail == (
         "client began with: EHLO [redacted]\\r\\nNOOP [redacted]\\r\\nHELO m..."
+    )
+
+
+def test_keywords_and_capitalised_words_are_no_secrets() -> None:
+    # Found in review: 8BITMIME, SMTPUTF8 and Authentication read
+    # [redacted] in anomaly details; base64 still does.
+    text = "XEXT BODY=8BITMIME SMTPUTF8 Authentication aGVsbG8gV29ybGQ"
+    assert auth.hide_secrets(text) == (
+        "XEXT BODY=8BITMIME SMTPUTF8 Authentication [redacted]"
     )
