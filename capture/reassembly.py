@@ -927,8 +927,8 @@ class Reassembler:
         RFC 5961 4 has the server answer with an ACK of the old connection
         (found in review: one sent mid-session ended the session as reused,
         and the AUTH attempts after it with it). It starts a connection only
-        once the server answers it with a SYN-ACK (``_answers``), as it does
-        when it had dropped the old one; until then it waits in
+        once the server answers it with a SYN-ACK (``_answered``), as it
+        does when it had dropped the old one; until then it waits in
         ``flow.reuse``. Any other SYN (after a FIN or on an attempt) starts
         a connection at once.
         """
@@ -968,7 +968,8 @@ class Reassembler:
             # Every one kept, up to a few (found in review: a decoy SYN sent
             # after the real one took its place, and the server's SYN-ACK to
             # the real one then answered nothing). Past that the oldest
-            # goes; a SYN-ACK that answers none still starts the connection.
+            # goes; a SYN-ACK that answers none is held, and starts the
+            # connection once the client acknowledges it (_hold_synack).
             if len(flow.reuse) >= _PENDING_SYNS:
                 del flow.reuse[next(iter(flow.reuse))]
             key, _, ack, flags, payload, missing = seg
