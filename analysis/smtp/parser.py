@@ -193,12 +193,13 @@ def redacted(verb: str, argument: str, known: bool) -> tuple[str, str, list[str]
 
 
 def _hide_secret(line: str, lowered: str, secret: str) -> str:
-    """``line`` (``lowered``: the same in lower case) with ``secret`` (in
-    lower case) hidden wherever it appears, in any case. A long secret is
-    also found by its first _SECRET_START characters, with the run of
-    base64 characters that goes on from there (an echo cut short, as
-    sendmail shortens what it echoes). No regular expression: building one
-    per secret cost more than all the scrubbing (0.3 ms each)."""
+    """``line`` (``lowered``: the same with its ASCII letters in lower case)
+    with ``secret`` (lowered so) hidden wherever it appears, in any case.
+    A long secret is also found by its first _SECRET_START characters,
+    with the run of base64 characters that goes on from there (an echo cut
+    short, as sendmail shortens what it echoes). No regular expression:
+    building one per secret cost more than all the scrubbing (0.3 ms each).
+    """
     long = len(secret) > _SECRET_START
     probe = secret[:_SECRET_START] if long else secret
     pieces: list[str] = []
@@ -217,6 +218,10 @@ def _hide_secret(line: str, lowered: str, secret: str) -> str:
 
 
 _BASE64_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+/=_-")
+# Lower case for ASCII letters alone: str.lower may change a string's length
+# ("İ" becomes two characters), and positions found in the lowered text must
+# be those of the reply itself.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _words_hidden(argument: str, shown: str) -> list[str]:
@@ -1032,7 +1037,9 @@ class SmtpParser:
         """
         if self._secrets is None:
             self._secrets = deque(maxlen=_SECRETS_KEPT)
-        self._secrets.extend(secret.lower() for secret in secrets if len(secret) >= 4)
+        self._secrets.extend(
+            secret.translate(_ASCII_LOWER) for secret in secrets if len(secret) >= 4
+        )
 
     def _hidden(self, text: str) -> str:
         """``auth.hide_secrets``, remembering what it hid."""
@@ -1049,7 +1056,7 @@ class SmtpParser:
         which the secret comes back by trying the cases."""
         assert self._secrets is not None
         lines = list(reply.lines)
-        lowered = [line.lower() for line in lines]
+        lowered = [line.translate(_ASCII_LOWER) for line in lines]
         for secret in self._secrets:
             # A substring test per line (found in review: a regular
             # expression per secret, compiled again for every reply of 20
@@ -1057,7 +1064,7 @@ class SmtpParser:
             for i, low in enumerate(lowered):
                 if secret[:_SECRET_START] in low:
                     lines[i] = _hide_secret(lines[i], low, secret)
-                    lowered[i] = lines[i].lower()
+                    lowered[i] = lines[i].translate(_ASCII_LOWER)
         shown = tuple(lines)
         return reply._replace(lines=shown) if shown != reply.lines else reply
 

@@ -633,6 +633,21 @@ def test_echoes_of_answers_and_of_secrets_cut_short_are_hidden() -> None:
     assert "AGl2YW4A" not in repr(events)  # the start of every blob
 
 
+def test_a_secret_after_a_letter_that_lower_case_lengthens_is_hidden() -> None:
+    # "İ".lower() is two characters: positions in a lowered reply must stay
+    # those of the reply.
+    blob = "AGl2YW4ARmFrZVB3LTk="  # \0ivan\0FakePw-9
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"NOOP " + blob.encode() + b"\r\n"),
+            (S, "250 İİİİ ok ".encode() + blob.encode() + b" done\r\n"),
+        ]
+    )
+    replies = [e.reply.text for e in of(events, ReplySeen)]
+    assert replies[-1] == "İİİİ ok [redacted] done"
+
+
 def test_a_login_username_is_not_scrubbed_from_later_replies() -> None:
     # Found in review: a username typed as is ("user") was withheld, and
     # every later "user" in the replies read [redacted].
