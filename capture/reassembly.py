@@ -178,13 +178,16 @@ def _same_syn(half: _Half, seq: int, carried: int = 0) -> bool:
     return (half.base - seq - 1) % _SEQ_MOD <= carried
 
 
-def _answered(pending: dict[int, tuple[int, Segment]] | None, ack: int) -> int | None:
-    """The ISN of the pending client SYN that a SYN-ACK acknowledging
-    ``ack`` answers, if any: it acknowledges the SYN, and perhaps the bytes
-    the SYN carried (RFC 7413 3)."""
-    for isn, (_, syn) in (pending or {}).items():
+def _answered(
+    pending: dict[int, tuple[int, Segment]] | None, ack: int
+) -> tuple[int, Segment] | None:
+    """The pending client SYN (time and segment) that a SYN-ACK
+    acknowledging ``ack`` answers, if any: it acknowledges the SYN, and
+    perhaps the bytes the SYN carried (RFC 7413 3)."""
+    for isn, entry in (pending or {}).items():
+        syn = entry[1]
         if (ack - isn - 1) % _SEQ_MOD <= len(syn[4]) + syn[5]:
-            return isn
+            return entry
     return None
 
 
@@ -206,28 +209,29 @@ def _own_synack(flow: _Flow, seq: int, ack: int) -> bool:
     return False
 
 
-def _synack_answering(
-    held: dict[int, tuple[int, Segment]] | None, isn: int, carried: int
-) -> tuple[int, Segment] | None:
-    """The held SYN-ACK that answers a client SYN of ``isn`` carrying
-    ``carried`` bytes, if any."""
-    for acknowledged, found in (held or {}).items():
-        if (acknowledged - isn - 1) % _SEQ_MOD <= carried:
-            return found
-    return None
+# A held SYN-ACK: its time and segment, the client SYN it answers (time and
+# segment) where one was seen, and the client's segments in its sequence
+# space since (its ACK, a TLS ClientHello on port 465), a few at most.
+_Held = tuple[int, Segment, "tuple[int, Segment] | None", list[tuple[int, Segment]]]
+# Client segments kept per held SYN-ACK until the server's first byte.
+_HELD_CLIENT_SEGMENTS = 4
 
 
-def _synack_acknowledged(
-    held: dict[int, tuple[int, Segment]], seq: int, ack: int
-) -> tuple[int, Segment] | None:
-    """The held SYN-ACK that a client segment starting at ``seq`` and
-    acknowledging ``ack`` answers: the SYN-ACK's ISN acknowledged, from the
-    point the SYN-ACK acknowledged (the new client ISN, past what its SYN
-    carried)."""
-    found = held.get(seq)
-    if found is not None and (ack - found[1][1] - 1) % _SEQ_MOD == 0:
-        return found
-    return None
+def _near(half: _Half, seq: int) -> bool:
+    """Whether ``seq`` lies near where ``half``'s stream goes on, as far as
+    a RST is believed (_RST_WINDOW)."""
+    return (
+        half.base is not None and abs(half.offset(seq) - half.next_off) <= _RST_WINDOW
+    )
+
+
+def _kept(seg: Segment) -> Segment:
+    """``seg`` as kept while it waits: what it carries up to an attempt's
+    limit, the rest as bytes missing (eight SYNs or SYN-ACKs of 64 KB on
+    each of many connections would otherwise hold half a megabyte each)."""
+    key, seq, ack, flags, payload, missing = seg
+    kept = payload[:_UNPROVEN_BYTES]
+    return (key, seq, ack, flags, kept, missing + len(payload) - len(kept))
 
 
 # What a SYN may carry (TCP Fast Open): one segment, well within this.
@@ -313,11 +317,11 @@ class _Flow:
         # The server's address and port, kept at the close (the connection
         # itself is let go): a SYN-ACK from there after it starts another.
         self.server: tuple[str, int] | None = None
-        # Server SYN-ACKs on this open connection that answered no SYN seen,
-        # by the ISN they acknowledge: a new connection once the client
-        # acknowledges one, or sends the SYN one answers (see
-        # Reassembler._hold_synack).
-        self.synacks: dict[int, tuple[int, Segment]] | None = None
+        # Server SYN-ACKs of other connections on these ports, by the
+        # sequence number of the server's first byte after each (_Held): a
+        # new connection once that byte comes (see Reassembler._hold_synack).
+        # Kept after the close, as reuse is.
+        self.synacks: dict[int, _Held] | None = None
 
     def settle(self) -> None:
         """Note whether plain segments may take the fast lane of ``feed``.
@@ -553,7 +557,17 @@ class Reassembler:
                     # captured before the close (found in review: a client
                     # reset the old connection between its new SYN and the
                     # SYN-ACK, and the whole new session was dropped).
-                    flow, direction = self._reused(flow, ts, seg, events)
+                    syn = _answered(flow.reuse, ack)
+                    flow, direction = self._reused(flow, ts, seg, syn, [], events)
+                elif (
+                    flow.synacks
+                    and (held := flow.synacks.get(seq)) is not None
+                    and seg[0] == held[1][0]  # from the server, as it was
+                    and not flags & SYN
+                ):
+                    # The first bytes after a SYN-ACK held while the old
+                    # connection was open (see _hold_synack).
+                    flow, direction = self._reused(flow, *held, events)
                 elif not new_syn and not forgotten and not spoke:
                     self.stats.packets_after_close += 1
                     self.stats.bytes_after_close += len(payload)
@@ -573,22 +587,16 @@ class Reassembler:
                 # sent ahead with the SYN's own ISN hid a whole session).
                 or (flow.conn.from_smtp_port and direction == Direction.SERVER)
             ):
-                held = _synack_answering(flow.synacks, seq, len(payload) + missing)
-                if held is not None and direction == Direction.CLIENT:
-                    # Its SYN-ACK came first (two taps' clocks): the new
-                    # connection starts there, and this SYN is its own.
-                    flow, direction = self._reused_by_synack(flow, held, events)
-                elif self._syn_in_session(flow, direction, ts, seg, events):
+                if self._syn_in_session(flow, direction, ts, seg, events):
                     return events
-                else:
-                    # A SYN that is not a retransmission of this one's: the
-                    # 4-tuple is being used again (RFC 9293 3.4.1 lets an
-                    # old connection's pair be reused). The SYN is the new
-                    # connection's first packet, not the old one's last.
-                    self._close(
-                        flow, flow.conn.last_ts, CloseReason.REUSED, events, decided=ts
-                    )
-                    flow, direction = self._start(key, ts, flags, events)
+                # A SYN that is not a retransmission of this one's: the
+                # 4-tuple is being used again (RFC 9293 3.4.1 lets an old
+                # connection's pair be reused). The SYN is the new
+                # connection's first packet, not the old one's last.
+                self._close(
+                    flow, flow.conn.last_ts, CloseReason.REUSED, events, decided=ts
+                )
+                flow, direction = self._start(key, ts, flags, events)
             elif (
                 direction == Direction.SERVER
                 and flags & (SYN | ACK | RST) == SYN | ACK
@@ -598,27 +606,33 @@ class Reassembler:
                     or not _own_synack(flow, seq, ack)
                 )
             ):
-                if _answered(flow.reuse, ack) is not None:
-                    # The server answers a client SYN kept from before: it
-                    # dropped the old connection for a new one on the same
-                    # ports (the capture missed the close, or it came in IP
-                    # fragments, which are not read).
-                    flow, direction = self._reused(flow, ts, seg, events)
-                else:
-                    # It answers no SYN seen: its SYN lost to the capture, or
-                    # a forgery (found in review: one forged SYN-ACK ended a
-                    # session and hid the AUTH attempts after it). Kept until
-                    # the client shows it had it.
-                    self._hold_synack(flow, ts, seg, events)
-                    return events
+                # A SYN-ACK of another connection on these ports: the server
+                # dropped the old one (the capture missed its close, or it
+                # came in IP fragments, which are not read), or a forgery.
+                self._hold_synack(flow, ts, seg, events)
+                return events
             elif (
                 direction == Direction.CLIENT
                 and flow.synacks
-                and (held := _synack_acknowledged(flow.synacks, seq, ack)) is not None
+                and not flags & SYN
+                and (held := flow.synacks.get(ack)) is not None
+                and (seq - held[1][2]) % _SEQ_MOD <= _SYN_DATA_MAX
             ):
-                # The client acknowledges a SYN-ACK that answered no SYN
-                # seen: the new connection's handshake, its SYN not captured.
-                flow, direction = self._reused_by_synack(flow, held, events)
+                # The client in a held SYN-ACK's sequence space (its ACK of
+                # it): kept for the new connection, if the server's first
+                # byte shows it; the old one goes on without it.
+                if len(held[3]) < _HELD_CLIENT_SEGMENTS:
+                    held[3].append((ts, _kept(seg)))
+                return events
+            elif (
+                direction == Direction.SERVER
+                and flow.synacks
+                and not flags & SYN
+                and (held := flow.synacks.get(seq)) is not None
+            ):
+                # The server's first byte after a held SYN-ACK (an SMTP
+                # server speaks first): the new connection is real.
+                flow, direction = self._reused(flow, *held, events)
         self._segment(flow, direction, ts, seg, events)
         flow.settle()
         if self._max_open is not None and len(self._open) > self._max_open:
@@ -926,11 +940,10 @@ class Reassembler:
         connection is established and neither side has closed it is what
         RFC 5961 4 has the server answer with an ACK of the old connection
         (found in review: one sent mid-session ended the session as reused,
-        and the AUTH attempts after it with it). It starts a connection only
-        once the server answers it with a SYN-ACK (``_answered``), as it
-        does when it had dropped the old one; until then it waits in
-        ``flow.reuse``. Any other SYN (after a FIN or on an attempt) starts
-        a connection at once.
+        and the AUTH attempts after it with it). It waits in ``flow.reuse``
+        for the server to answer it with a SYN-ACK, as it does when it had
+        dropped the old one (``_hold_synack``). Any other SYN (after a FIN
+        or on an attempt) starts a connection at once.
         """
         conn = flow.conn
         if direction == Direction.SERVER and not conn.from_smtp_port:
@@ -964,47 +977,21 @@ class Reassembler:
                 events,
             )
         isn = seg[1]
+        if flow.synacks:
+            # A SYN-ACK captured before this SYN (two taps' clocks) answers it.
+            carried = len(seg[4]) + seg[5]
+            for nxt, (held_ts, synack, syn, sent) in list(flow.synacks.items()):
+                if syn is None and (synack[2] - isn - 1) % _SEQ_MOD <= carried:
+                    flow.synacks[nxt] = (held_ts, synack, (ts, _kept(seg)), sent)
         if isn not in flow.reuse:
             # Every one kept, up to a few (found in review: a decoy SYN sent
             # after the real one took its place, and the server's SYN-ACK to
             # the real one then answered nothing). Past that the oldest
-            # goes; a SYN-ACK that answers none is held, and starts the
-            # connection once the client acknowledges it (_hold_synack).
+            # goes (see _hold_synack).
             if len(flow.reuse) >= _PENDING_SYNS:
                 del flow.reuse[next(iter(flow.reuse))]
-            key, _, ack, flags, payload, missing = seg
-            # What a SYN carries (Fast Open) is kept up to an attempt's
-            # limit, the rest as bytes missing: eight SYNs of 64 KB on each
-            # of many connections would otherwise hold half a megabyte each.
-            kept = payload[:_UNPROVEN_BYTES]
-            missing += len(payload) - len(kept)
-            flow.reuse[isn] = (ts, (key, isn, ack, flags, kept, missing))
+            flow.reuse[isn] = (ts, _kept(seg))
         return True
-
-    def _reused(
-        self, flow: _Flow, ts: int, synack: Segment, events: list[StreamEvent]
-    ) -> tuple[_Flow, Direction]:
-        """The server's SYN-ACK at ``ts`` starts a new connection on
-        ``flow``'s ports: close ``flow`` as reused if it is still open, and
-        start the new one from the client SYN that the SYN-ACK answers
-        (``flow.reuse``), or from the SYN-ACK itself where that SYN was not
-        captured. Returns the new flow and the SYN-ACK's direction in it."""
-        pending = flow.reuse
-        isn = _answered(pending, synack[2])
-        syn_ts, syn = (
-            pending[isn] if pending is not None and isn is not None else (ts, None)
-        )
-        flow.reuse = None
-        flow.synacks = None
-        if not flow.closed:
-            last = flow.conn.last_ts
-            self._close(flow, last, CloseReason.REUSED, events, decided=syn_ts)
-        if syn is None:
-            return self._start(synack[0], ts, synack[3], events)
-        new, direction = self._start(syn[0], syn_ts, syn[3], events)
-        self._segment(new, direction, syn_ts, syn, events)
-        new.settle()
-        return new, Direction.SERVER
 
     def _hold_synack(
         self,
@@ -1013,9 +1000,16 @@ class Reassembler:
         seg: Segment,
         events: list[StreamEvent],
     ) -> None:
-        """Keep a SYN-ACK that answered no SYN seen (``flow.synacks``, up to
-        a few, by the acknowledgment each carries); the first makes a
-        ``tcp_syn_in_session`` anomaly."""
+        """Keep a server SYN-ACK of another connection on ``flow``'s ports,
+        with the client SYN it answers if one was seen (``flow.synacks``, up
+        to a few, by the sequence number the server's first byte will
+        carry); the first makes a ``tcp_syn_in_session`` anomaly.
+
+        The new connection starts only with the server's first byte in its
+        sequence space, its greeting: a SYN-ACK, or a SYN and a SYN-ACK, are
+        sent from any address (found in review: a client hid its brute
+        force behind one forged SYN-ACK and its own acknowledgment of it,
+        and before that behind one forged SYN-ACK alone)."""
         if flow.synacks is None:
             flow.synacks = {}
             self._anomaly(
@@ -1023,35 +1017,60 @@ class Reassembler:
                 Direction.SERVER,
                 ts,
                 "tcp_syn_in_session",
-                "server SYN-ACK on an open connection answering no SYN seen:"
-                " a new connection only once the client acknowledges it",
+                "server SYN-ACK of another connection on an open one: a new"
+                " connection only once the server sends it its first byte",
                 events,
             )
-        ack = seg[2]
-        if ack not in flow.synacks:
+        following = (seg[1] + 1) % _SEQ_MOD
+        client, server = flow.halves
+        if _near(server, following) or _near(client, seg[2]):
+            # Numbers that go on from the old connection's streams: its own
+            # next segments would show it (found in review: an on-path
+            # forger chose them so, and the server's next segment of the
+            # old connection started a new one).
+            return
+        if following not in flow.synacks:
             if len(flow.synacks) >= _PENDING_SYNS:
                 del flow.synacks[next(iter(flow.synacks))]
-            key, seq, _, flags, payload, missing = seg
-            kept = payload[:_UNPROVEN_BYTES]
-            missing += len(payload) - len(kept)
-            flow.synacks[ack] = (ts, (key, seq, ack, flags, kept, missing))
+            syn = _answered(flow.reuse, seg[2])
+            flow.synacks[following] = (ts, _kept(seg), syn, [])
         flow.steady = False
 
-    def _reused_by_synack(
-        self, flow: _Flow, held: tuple[int, Segment], events: list[StreamEvent]
+    def _reused(
+        self,
+        flow: _Flow,
+        synack_ts: int,
+        synack: Segment,
+        syn: tuple[int, Segment] | None,
+        sent: list[tuple[int, Segment]],
+        events: list[StreamEvent],
     ) -> tuple[_Flow, Direction]:
-        """The client showed it had the held SYN-ACK: close ``flow`` as
-        reused and start the new connection with that SYN-ACK (its SYN, if
-        it comes, is then its own)."""
-        synack_ts, synack = held
-        flow.synacks = None
+        """A new connection on ``flow``'s ports, from the server's SYN-ACK at
+        ``synack_ts``, the client's ``syn`` (time and segment) where it was
+        captured and the client segments ``sent`` after them, in capture
+        order: ``flow`` is closed as reused if it is still open. Returns the
+        new flow and the server's direction in it, for the segment that
+        showed it."""
         flow.reuse = None
-        last = flow.conn.last_ts
-        self._close(flow, last, CloseReason.REUSED, events, decided=synack_ts)
-        new, direction = self._start(synack[0], synack_ts, synack[3], events)
-        self._segment(new, direction, synack_ts, synack, events)
-        new.settle()
-        return new, Direction.CLIENT
+        flow.synacks = None
+        steps = [(synack_ts, 1, synack)]
+        if syn is not None:
+            steps.append((syn[0], 0, syn[1]))  # before its SYN-ACK at a tie
+        steps.sort(key=lambda step: step[:2])
+        steps += [(at, 0, segment) for at, segment in sent]
+        if not flow.closed:
+            last = flow.conn.last_ts
+            self._close(flow, last, CloseReason.REUSED, events, decided=steps[0][0])
+        new: _Flow | None = None
+        for ts, from_server, seg in steps:
+            if new is None:
+                new, direction = self._start(seg[0], ts, seg[3], events)
+            else:
+                direction = Direction.SERVER if from_server else Direction.CLIENT
+            self._segment(new, direction, ts, seg, events)
+            new.settle()
+        assert new is not None
+        return new, Direction.SERVER
 
     # -- one segment ----------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -542,17 +543,22 @@ def test_a_new_syn_on_an_open_tuple_answered_with_a_syn_ack_reuses_it() -> None:
             (20, second_syn),
             (21, seg(SERVER, 7_000_000, ack=100_000, flags=SYN | ACK)),
             (22, seg(CLIENT, 100_000, ack=7_000_001, flags=ACK)),
+            (23, seg(SERVER, 7_000_001, b"220 new\r\n", ack=100_000)),
         ]
     )
-    # The old connection closes at its own last packet; the SYN is the new
-    # one's first, the SYN-ACK its second.
+    # The new connection is real once the server greets it. The old one
+    # closes at its own last packet; the SYN is the new one's first, the
+    # SYN-ACK its second, the client's ACK its third.
     assert closes(events) == [
         (0, CloseReason.REUSED, 10),
-        (1, CloseReason.END_OF_CAPTURE, 22),
+        (1, CloseReason.END_OF_CAPTURE, 23),
     ]
     new = [e.conn for e in events if isinstance(e, StreamOpened)][1]
     assert (new.syn_ts, new.synack_ts, new.ack_ts) == (20, 21, 22)
-    assert [kind for kind, _ in anomalies(events)] == ["tcp_syn_in_session"]
+    assert [kind for kind, _ in anomalies(events)] == [
+        "tcp_syn_in_session",
+        "tcp_syn_in_session",
+    ]
 
 
 def test_a_new_syn_in_an_established_session_does_not_end_it() -> None:
@@ -607,14 +613,15 @@ def _new_synack(t: int) -> tuple[int, TcpSegment]:
 
 def _reuse_events(*middle: tuple[int, TcpSegment]) -> list[StreamEvent]:
     """An established session, then ``middle``, then the new connection's
-    ACK and a command."""
+    ACK, the server's greeting, which shows it real, and a command."""
     return feed_all(
         [
             *handshake(),
             (10, c(0, b"abc")),
             *middle,
             (30, seg(CLIENT, NEW_ISN + 1, ack=NEW_S_ISN + 1, flags=ACK)),
-            (31, seg(CLIENT, NEW_ISN + 1, b"EHLO new\r\n", ack=NEW_S_ISN + 1)),
+            (31, seg(SERVER, NEW_S_ISN + 1, b"220 new\r\n", ack=NEW_ISN + 1)),
+            (32, seg(CLIENT, NEW_ISN + 1, b"EHLO new\r\n", ack=NEW_S_ISN + 10)),
         ]
     )
 
@@ -637,16 +644,16 @@ def test_a_decoy_syn_after_the_new_one_does_not_take_its_place() -> None:
     )
     assert closes(events) == [
         (0, CloseReason.REUSED, 10),
-        (1, CloseReason.END_OF_CAPTURE, 31),
+        (1, CloseReason.END_OF_CAPTURE, 32),
     ]
-    assert _second(events) == (20, 22, 30, [b"EHLO new\r\n"])
+    assert _second(events) == (20, 22, 30, [b"220 new\r\n", b"EHLO new\r\n"])
 
 
 def test_a_syn_ack_captured_before_its_syn_starts_the_new_connection() -> None:
     # Two taps: the server's SYN-ACK lands in the capture before the SYN.
     events = _reuse_events(_new_synack(20), (21, seg(CLIENT, NEW_ISN, flags=SYN)))
     assert closes(events)[0] == (0, CloseReason.REUSED, 10)
-    assert _second(events) == (21, 20, 30, [b"EHLO new\r\n"])
+    assert _second(events) == (21, 20, 30, [b"220 new\r\n", b"EHLO new\r\n"])
 
 
 def test_a_syn_ack_after_the_old_connection_was_reset_starts_the_new_one() -> None:
@@ -660,32 +667,35 @@ def test_a_syn_ack_after_the_old_connection_was_reset_starts_the_new_one() -> No
         _new_synack(23),
     )
     assert closes(events)[:1] == [(0, CloseReason.RST, 22)]
-    assert _second(events) == (20, 23, 30, [b"EHLO new\r\n"])
+    assert _second(events) == (20, 23, 30, [b"220 new\r\n", b"EHLO new\r\n"])
 
 
-def test_a_syn_ack_that_answers_no_captured_syn_starts_one_once_acknowledged() -> None:
-    # Its SYN lost to the capture: the client's ACK of the SYN-ACK shows the
+def test_a_syn_ack_that_answers_no_captured_syn_starts_one_once_greeted() -> None:
+    # Its SYN lost to the capture: the server's greeting after it shows the
     # server dropped the old connection for a new one.
     events = _reuse_events(_new_synack(20))
     assert closes(events)[0] == (0, CloseReason.REUSED, 10)
-    assert _second(events) == (None, 20, 30, [b"EHLO new\r\n"])
+    assert _second(events) == (None, 20, 30, [b"220 new\r\n", b"EHLO new\r\n"])
 
 
-def test_a_syn_ack_to_a_pending_syn_starts_one_whatever_its_isn() -> None:
-    # The server's ISN may even repeat the old connection's: what it
-    # acknowledges is the new SYN.
+def test_a_syn_ack_whose_numbers_go_on_from_the_old_streams_starts_nothing() -> None:
+    # Found in review: an on-path forger sent a SYN-ACK whose next sequence
+    # number was the server's next in the old connection, so the server's
+    # next segment of the old connection, taken for the new one's first
+    # byte, started a new connection and split the session.
     events = feed_all(
         [
             *handshake(),
-            (10, c(0, b"abc")),
-            (20, seg(CLIENT, NEW_ISN, flags=SYN)),
-            (21, seg(SERVER, S_ISN, ack=NEW_ISN + 1, flags=SYN | ACK)),
+            (5, s(0, b"220 mx\r\n")),
+            (10, c(0, b"abc", ack=S_ISN + 9)),
+            (20, seg(SERVER, S_ISN + 8, ack=C_ISN + 4, flags=SYN | ACK)),
+            (21, s(8, b"250 ok\r\n", ack=C_ISN + 4)),
+            (22, c(3, b"def", ack=S_ISN + 17)),
         ]
     )
-    assert closes(events) == [
-        (0, CloseReason.REUSED, 10),
-        (1, CloseReason.END_OF_CAPTURE, 21),
-    ]
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 22)]
+    assert stream(events, Direction.CLIENT) == [b"abcdef"]
+    assert stream(events, Direction.SERVER) == [b"220 mx\r\n250 ok\r\n"]
 
 
 def test_a_pending_syn_keeps_no_more_than_an_attempt_of_its_bytes() -> None:
@@ -729,6 +739,34 @@ def test_a_resent_syn_ack_of_a_connection_caught_after_it_is_its_own() -> None:
     )
     assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 13)]
     assert anomalies(events) == []
+
+
+@pytest.mark.parametrize("with_syn", [False, True])
+def test_a_forged_syn_ack_acknowledged_by_the_client_ends_nothing(
+    with_syn: bool,
+) -> None:
+    # Found in review: a client hid its brute force behind one SYN-ACK forged
+    # with the server's address and its own acknowledgment of it (or its
+    # own SYN, which the forged SYN-ACK answered). Without the server's
+    # first byte in the new sequence space, no new connection.
+    forged = [
+        (20, seg(SERVER, NEW_S_ISN, ack=NEW_ISN + 1, flags=SYN | ACK)),
+        (21, seg(CLIENT, NEW_ISN + 1, ack=NEW_S_ISN + 1, flags=ACK)),
+    ]
+    if with_syn:
+        forged.insert(0, (19, seg(CLIENT, NEW_ISN, flags=SYN)))
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"abc")),
+            *forged,
+            (22, s(0, b"250 ok\r\n", ack=C_ISN + 4)),
+            (23, c(3, b"def", ack=S_ISN + 9)),
+        ]
+    )
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 23)]
+    assert stream(events, Direction.CLIENT) == [b"abcdef"]
+    assert stream(events, Direction.SERVER) == [b"250 ok\r\n"]
 
 
 def test_the_servers_own_syn_ack_resent_changes_nothing() -> None:
