@@ -109,11 +109,11 @@ _RUN = re.compile(r"[A-Za-z0-9+/_-]{6,}={0,2}")
 def _looks_secret(token: str) -> bool:
     if len(token) < 8 or token.isdecimal() or token.upper() in _KEYWORDS:
         return False
-    # Mixed case after the first letter: a capitalised word ("Authentication")
-    # is no base64 (found in review: such words were hidden in details).
-    rest = token[1:]
+    # A capitalised word ("Authentication") counts as mixed case too: a
+    # password is shaped like one as often (found in review: "PASS
+    # Fakepassword" was shown once such words were let through).
     return any(c in token for c in "0123456789+/=_-") or (
-        rest != rest.upper() and rest != rest.lower()
+        token != token.upper() and token != token.lower()
     )
 
 
