@@ -1022,12 +1022,13 @@ class Reassembler:
                 events,
             )
         following = (seg[1] + 1) % _SEQ_MOD
-        client, server = flow.halves
-        if _near(server, following) or _near(client, seg[2]):
-            # Numbers that go on from the old connection's streams: its own
-            # next segments would show it (found in review: an on-path
-            # forger chose them so, and the server's next segment of the
-            # old connection started a new one).
+        if _near(flow.halves[Direction.SERVER], following):
+            # A server stream that would go on from the old connection's:
+            # the old one's next server segment would show it (found in
+            # review: an on-path forger chose the number so, and the
+            # server's next segment of the old connection started a new
+            # one). A real server's new ISN lies anywhere; the client's may
+            # lie near its old stream (its own choice), so it proves nothing.
             return
         if following not in flow.synacks:
             if len(flow.synacks) >= _PENDING_SYNS:
