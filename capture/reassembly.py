@@ -25,8 +25,15 @@ are buffered. Idle ones are closed after ``idle_timeout_s``; those that
 showed nothing yet (a handshake begun and never completed, or a stray ACK
 or RST, with nothing sent: a SYN, ACK or RST flood, a scan) after the much
 shorter ``attempt_timeout_s``; and past ``max_connections`` open at once
-the longest silent are evicted, those first: a flood of spoofed packets
-must not take all the memory.
+the longest silent are evicted, those not shown to be real first: a flood
+of spoofed packets must not take all the memory.
+
+A 4-tuple may be used again (RFC 9293 3.4.1). After a close, or on an
+attempt, a new SYN starts a new connection. On an established connection a
+SYN or SYN-ACK of another connection is kept aside (``_syn_in_session``,
+``_hold_synack``) until the server's first byte in the new sequence space
+shows the server dropped the old one: packets anyone can send must not end
+a session and hide what follows it.
 """
 
 from __future__ import annotations
