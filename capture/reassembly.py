@@ -232,6 +232,11 @@ def _near(half: _Half, seq: int) -> bool:
     )
 
 
+def _first_held(held: dict[int, _Held]) -> int:
+    """When the earliest of the held SYN-ACKs came."""
+    return min(entry[0] for entry in held.values())
+
+
 def _kept(seg: Segment) -> Segment:
     """``seg`` as kept while it waits: what it carries up to an attempt's
     limit, the rest as bytes missing (eight SYNs or SYN-ACKs of 64 KB on
@@ -548,6 +553,10 @@ class Reassembler:
             flow, direction = self._start(key, ts, flags, events)
         else:
             flow, direction = found[0], found[1]
+            if flow.synacks and ts - _first_held(flow.synacks) > self._attempt_ns:
+                # No first byte came for them within an attempt's time: let
+                # them go, and the connection back onto the fast lane.
+                flow.synacks = None
             if flow.closed:
                 # Judged by this packet's time alone: _sweep forgets in
                 # closing order, which is not that of the close times, and

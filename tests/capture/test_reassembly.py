@@ -769,6 +769,18 @@ def test_a_forged_syn_ack_acknowledged_by_the_client_ends_nothing(
     assert stream(events, Direction.SERVER) == [b"250 ok\r\n"]
 
 
+def test_a_held_syn_ack_is_let_go_after_an_attempts_time() -> None:
+    # Held, it keeps the connection off the fast lane; a minute on, with no
+    # first byte from the server for it, it goes.
+    r = Reassembler(PORTS)
+    forged = seg(SERVER, NEW_S_ISN, ack=NEW_ISN + 1, flags=SYN | ACK)
+    feed_all([*handshake(), (10, c(0, b"abc")), (20, forged)], r, finish=False)
+    [flow] = r._open.values()
+    assert flow.synacks and not flow.steady
+    feed_all([(20 + 61 * S, c(3, b"def"))], r, finish=False)
+    assert flow.synacks is None and flow.steady
+
+
 def test_the_servers_own_syn_ack_resent_changes_nothing() -> None:
     events = feed_all(
         [
