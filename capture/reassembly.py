@@ -220,8 +220,9 @@ def _own_synack(flow: _Flow, seq: int, ack: int) -> bool:
 # segment) where one was seen, and the client's segments in its sequence
 # space since (its ACK, a TLS ClientHello on port 465), a few at most.
 _Held = tuple[int, Segment, "tuple[int, Segment] | None", list[tuple[int, Segment]]]
-# Client segments kept per held SYN-ACK until the server's first byte.
-_HELD_CLIENT_SEGMENTS = 4
+# What the client may send in held SYN-ACKs' sequence spaces, in all, before
+# the server shows one real (its ACK, a ClientHello of a few segments).
+_HELD_CLIENT_BYTES = 16 * 1024
 
 
 def _near(half: _Half, seq: int) -> bool:
@@ -230,6 +231,50 @@ def _near(half: _Half, seq: int) -> bool:
     return (
         half.base is not None and abs(half.offset(seq) - half.next_off) <= _RST_WINDOW
     )
+
+
+def _held_for(flow: _Flow, direction: Direction, seq: int, ack: int) -> _Held | None:
+    """The held SYN-ACK in whose sequence space a segment sent from
+    ``direction`` lies, if any: its numbers within what a SYN and a first
+    flight could span from the SYN-ACK's, and its own stream not going on
+    from the old connection's (found in review: a client sent its AUTH
+    attempts with the acknowledgment of a SYN-ACK it had forged, and they
+    were kept from the old session; the server's replies grew into a held
+    SYN-ACK's space and ended the old session)."""
+    assert flow.synacks is not None
+    if _near(flow.halves[direction], seq):
+        return None
+    for following, held in flow.synacks.items():
+        synack = held[1]
+        if direction == Direction.SERVER:
+            mine, theirs = following, synack[2]
+        else:
+            mine, theirs = synack[2], following
+        if (seq - mine) % _SEQ_MOD <= _SYN_DATA_MAX and (
+            ack - theirs
+        ) % _SEQ_MOD <= _SYN_DATA_MAX:
+            return held
+    return None
+
+
+def _held_after_close(held: dict[int, _Held], seg: Segment) -> _Held | None:
+    """The held SYN-ACK whose server a segment after the close comes from,
+    in its sequence space."""
+    key, seq, ack = seg[0], seg[1], seg[2]
+    for following, entry in held.items():
+        synack = entry[1]
+        if (
+            key == synack[0]  # from the server, as the SYN-ACK was
+            and (seq - following) % _SEQ_MOD <= _SYN_DATA_MAX
+            and (ack - synack[2]) % _SEQ_MOD <= _SYN_DATA_MAX
+        ):
+            return entry
+    return None
+
+
+def _held_bytes(held: dict[int, _Held]) -> int:
+    """The client bytes kept with the held SYN-ACKs."""
+    return sum(len(seg[4]) for entry in held.values() for _, seg in entry[3])
 
 
 def _first_held(held: dict[int, _Held]) -> int:
@@ -577,9 +622,8 @@ class Reassembler:
                     flow, direction = self._reused(flow, ts, seg, syn, [], events)
                 elif (
                     flow.synacks
-                    and (held := flow.synacks.get(seq)) is not None
-                    and seg[0] == held[1][0]  # from the server, as it was
                     and not flags & SYN
+                    and (held := _held_after_close(flow.synacks, seg)) is not None
                 ):
                     # The first bytes after a SYN-ACK held while the old
                     # connection was open (see _hold_synack).
@@ -631,23 +675,22 @@ class Reassembler:
                 direction == Direction.CLIENT
                 and flow.synacks
                 and not flags & SYN
-                and (held := flow.synacks.get(ack)) is not None
-                and (seq - held[1][2]) % _SEQ_MOD <= _SYN_DATA_MAX
+                and (held := _held_for(flow, Direction.CLIENT, seq, ack)) is not None
             ):
                 # The client in a held SYN-ACK's sequence space (its ACK of
-                # it): kept for the new connection, if the server's first
-                # byte shows it; the old one goes on without it.
-                if len(held[3]) < _HELD_CLIENT_SEGMENTS:
+                # it, a ClientHello on port 465): kept for the new connection,
+                # if the server shows it; the old one goes on without it.
+                if _held_bytes(flow.synacks) + len(payload) <= _HELD_CLIENT_BYTES:
                     held[3].append((ts, _kept(seg)))
                 return events
             elif (
                 direction == Direction.SERVER
                 and flow.synacks
                 and not flags & SYN
-                and (held := flow.synacks.get(seq)) is not None
+                and (held := _held_for(flow, Direction.SERVER, seq, ack)) is not None
             ):
-                # The server's first byte after a held SYN-ACK (an SMTP
-                # server speaks first): the new connection is real.
+                # The server in a held SYN-ACK's sequence space, its greeting
+                # or what follows it: the new connection is real.
                 flow, direction = self._reused(flow, *held, events)
         self._segment(flow, direction, ts, seg, events)
         flow.settle()

@@ -626,6 +626,11 @@ def _reuse_events(*middle: tuple[int, TcpSegment]) -> list[StreamEvent]:
     )
 
 
+def _reuse_events_after(*steps: tuple[int, TcpSegment]) -> list[StreamEvent]:
+    """An established session, then ``steps``."""
+    return feed_all([*handshake(), (10, c(0, b"abc")), *steps])
+
+
 def _second(events: list[StreamEvent]) -> tuple[object, ...]:
     new = [e.conn for e in events if isinstance(e, StreamOpened)][1]
     sent = [e.data for e in events if isinstance(e, StreamData) and e.conn is new]
@@ -779,6 +784,44 @@ def test_a_held_syn_ack_is_let_go_after_an_attempts_time() -> None:
     assert flow.synacks and not flow.steady
     feed_all([(20 + 61 * S, c(3, b"def"))], r, finish=False)
     assert flow.synacks is None and flow.steady
+
+
+def test_a_reuse_whose_greeting_the_capture_lost_is_shown_by_what_follows() -> None:
+    # Found in review: with the 220 lost, the new connection never started
+    # and was read into the old one, with a false helo_changed alert.
+    events = _reuse_events_after(
+        (20, seg(CLIENT, NEW_ISN, flags=SYN)),
+        _new_synack(21),
+        (22, seg(CLIENT, NEW_ISN + 1, ack=NEW_S_ISN + 1, flags=ACK)),
+        # 220 new (9 bytes) lost; the client's EHLO acknowledges it.
+        (23, seg(CLIENT, NEW_ISN + 1, b"EHLO new\r\n", ack=NEW_S_ISN + 10)),
+        (24, seg(SERVER, NEW_S_ISN + 10, b"250 ok\r\n", ack=NEW_ISN + 11)),
+    )
+    assert closes(events) == [
+        (0, CloseReason.REUSED, 10),
+        (1, CloseReason.END_OF_CAPTURE, 24),
+    ]
+    new = [e.conn for e in events if isinstance(e, StreamOpened)][1]
+    sent = [e.data for e in events if isinstance(e, StreamData) and e.conn is new]
+    assert sent == [b"EHLO new\r\n", b"250 ok\r\n"]
+
+
+def test_the_old_streams_go_on_whatever_a_forged_syn_ack_acknowledged() -> None:
+    # Found in review: a client sent its AUTH attempts at its own sequence
+    # numbers but with the acknowledgment of a SYN-ACK it had forged, and
+    # they were kept from the old session.
+    forged_next = S_ISN + 1 + 100_000  # beyond the old stream's window
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"abc")),
+            (20, seg(SERVER, forged_next - 1, ack=C_ISN + 4, flags=SYN | ACK)),
+            (21, c(3, b"def", ack=forged_next)),
+            (22, s(0, b"250 ok\r\n", ack=C_ISN + 7)),
+        ]
+    )
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 22)]
+    assert stream(events, Direction.CLIENT) == [b"abcdef"]
 
 
 def test_the_servers_own_syn_ack_resent_changes_nothing() -> None:
