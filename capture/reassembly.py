@@ -1064,11 +1064,12 @@ class Reassembler:
         to a few, by the sequence number the server's first byte will
         carry); the first makes a ``tcp_syn_in_session`` anomaly.
 
-        The new connection starts only with the server's first byte in its
-        sequence space, its greeting: a SYN-ACK, or a SYN and a SYN-ACK, are
-        sent from any address (found in review: a client hid its brute
-        force behind one forged SYN-ACK and its own acknowledgment of it,
-        and before that behind one forged SYN-ACK alone)."""
+        The new connection starts only with a server segment in its
+        sequence space (``_held_for``), its greeting or what follows: a
+        SYN-ACK, or a SYN and a SYN-ACK, are sent from any address (found
+        in review: a client hid its brute force behind one forged SYN-ACK
+        and its own acknowledgment of it, and before that behind one forged
+        SYN-ACK alone)."""
         if flow.synacks is None:
             flow.synacks = {}
             self._anomaly(
@@ -1077,7 +1078,7 @@ class Reassembler:
                 ts,
                 "tcp_syn_in_session",
                 "server SYN-ACK of another connection on an open one: a new"
-                " connection only once the server sends it its first byte",
+                " connection only once the server sends in its sequence space",
                 events,
             )
         following = (seg[1] + 1) % _SEQ_MOD
