@@ -221,8 +221,10 @@ def _own_synack(flow: _Flow, seq: int, ack: int) -> bool:
 # space since (its ACK, a TLS ClientHello on port 465), a few at most.
 _Held = tuple[int, Segment, "tuple[int, Segment] | None", list[tuple[int, Segment]]]
 # What the client may send in held SYN-ACKs' sequence spaces, in all, before
-# the server shows one real (its ACK, a ClientHello of a few segments).
-_HELD_CLIENT_BYTES = 16 * 1024
+# the server shows one real (its ACK, a ClientHello of a few segments, an
+# early talker's commands: found in review, 16 KiB cut a 20 KB ClientHello).
+# Within what an established connection may hold out of order (1 MB).
+_HELD_CLIENT_BYTES = 64 * 1024
 
 
 def _near(half: _Half, seq: int) -> bool:
@@ -280,6 +282,13 @@ def _held_bytes(held: dict[int, _Held]) -> int:
 def _first_held(held: dict[int, _Held]) -> int:
     """When the earliest of the held SYN-ACKs came."""
     return min(entry[0] for entry in held.values())
+
+
+def _let_go(flow: _Flow, before: int) -> None:
+    """Forget the held SYN-ACKs that came before ``before``."""
+    assert flow.synacks is not None
+    kept = {key: held for key, held in flow.synacks.items() if held[0] >= before}
+    flow.synacks = kept or None
 
 
 def _kept(seg: Segment) -> Segment:
@@ -598,10 +607,13 @@ class Reassembler:
             flow, direction = self._start(key, ts, flags, events)
         else:
             flow, direction = found[0], found[1]
-            if flow.synacks and ts - _first_held(flow.synacks) > self._attempt_ns:
-                # No first byte came for them within an attempt's time: let
-                # them go, and the connection back onto the fast lane.
-                flow.synacks = None
+            if flow.synacks and ts - _first_held(flow.synacks) > self._idle_ns:
+                # Those the server sent nothing after for as long as a
+                # connection may stay silent go, each on its own (found in
+                # review: letting all go with the first also let go a real
+                # one a second old; and a server may greet 90 s late); with
+                # none left the connection goes back onto the fast lane.
+                _let_go(flow, ts - self._idle_ns)
             if flow.closed:
                 # Judged by this packet's time alone: _sweep forgets in
                 # closing order, which is not that of the close times, and
@@ -622,11 +634,16 @@ class Reassembler:
                     flow, direction = self._reused(flow, ts, seg, syn, [], events)
                 elif (
                     flow.synacks
-                    and not flags & SYN
+                    and payload
+                    and not flags & _SYN_FIN_RST
                     and (held := _held_after_close(flow.synacks, seg)) is not None
                 ):
                     # The first bytes after a SYN-ACK held while the old
-                    # connection was open (see _hold_synack).
+                    # connection was open (see _hold_synack): bytes only, a
+                    # greeting, since the old connection's own late
+                    # segments (a FIN sent again) can no longer be told from
+                    # the new one's by their numbers, its streams let go
+                    # (found in review: a phantom session).
                     flow, direction = self._reused(flow, *held, events)
                 elif not new_syn and not forgotten and not spoke:
                     self.stats.packets_after_close += 1
