@@ -220,7 +220,10 @@ def _own_synack(flow: _Flow, seq: int, ack: int) -> bool:
 # segment) where one was seen, and the client's segments in its sequence
 # space since (its ACK, a TLS ClientHello on port 465), a few at most.
 _Held = tuple[int, Segment, "tuple[int, Segment] | None", list[tuple[int, Segment]]]
-# What the client may send in held SYN-ACKs' sequence spaces, in all, before
+# Client segments kept per held SYN-ACK: found in review, a flood of empty
+# ACKs in a held space, each kept, took minutes.
+_HELD_CLIENT_SEGMENTS = 64
+# What the client may send in a held SYN-ACK's sequence space before
 # the server shows one real (its ACK, a ClientHello of a few segments, an
 # early talker's commands: found in review, 16 KiB cut a 20 KB ClientHello).
 # Within what an established connection may hold out of order (1 MB).
@@ -259,11 +262,17 @@ def _held_for(flow: _Flow, direction: Direction, seq: int, ack: int) -> _Held | 
     return None
 
 
-def _held_after_close(held: dict[int, _Held], seg: Segment) -> _Held | None:
+def _held_after_close(flow: _Flow, seg: Segment) -> _Held | None:
     """The held SYN-ACK whose server a segment after the close comes from,
-    in its sequence space."""
+    in its sequence space, and not going on from the old server stream."""
+    assert flow.synacks is not None
     key, seq, ack = seg[0], seg[1], seg[2]
-    for following, entry in held.items():
+    old = flow.server_next
+    if old is not None and abs((seq - old + _SEQ_HALF) % _SEQ_MOD - _SEQ_HALF) <= (
+        _RST_WINDOW
+    ):
+        return None  # found in review: the old server's FIN sent again
+    for following, entry in flow.synacks.items():
         synack = entry[1]
         if (
             key == synack[0]  # from the server, as the SYN-ACK was
@@ -274,9 +283,9 @@ def _held_after_close(held: dict[int, _Held], seg: Segment) -> _Held | None:
     return None
 
 
-def _held_bytes(held: dict[int, _Held]) -> int:
-    """The client bytes kept with the held SYN-ACKs."""
-    return sum(len(seg[4]) for entry in held.values() for _, seg in entry[3])
+def _held_bytes(kept: list[tuple[int, Segment]]) -> int:
+    """The client bytes kept with one held SYN-ACK."""
+    return sum(len(seg[4]) for _, seg in kept)
 
 
 def _first_held(held: dict[int, _Held]) -> int:
@@ -346,6 +355,7 @@ class _Flow:
         "keys",
         "reuse",
         "server",
+        "server_next",
         "silent",
         "steady",
         "synacks",
@@ -383,6 +393,9 @@ class _Flow:
         # The server's address and port, kept at the close (the connection
         # itself is let go): a SYN-ACK from there after it starts another.
         self.server: tuple[str, int] | None = None
+        # The old server stream's next sequence number at the close, kept
+        # only while SYN-ACKs are held (see _held_after_close).
+        self.server_next: int | None = None
         # Server SYN-ACKs of other connections on these ports, by the
         # sequence number of the server's first byte after each (_Held): a
         # new connection once that byte comes (see Reassembler._hold_synack).
@@ -630,20 +643,26 @@ class Reassembler:
                     # captured before the close (found in review: a client
                     # reset the old connection between its new SYN and the
                     # SYN-ACK, and the whole new session was dropped).
-                    syn = _answered(flow.reuse, ack)
-                    flow, direction = self._reused(flow, ts, seg, syn, [], events)
+                    held_for = flow.synacks and flow.synacks.get((seq + 1) % _SEQ_MOD)
+                    if held_for:
+                        # Sent again: what was held for it goes with it
+                        # (found in review: a ClientHello held was lost).
+                        flow, direction = self._reused(
+                            flow, ts, seg, *held_for[2:], events
+                        )
+                    else:
+                        syn = _answered(flow.reuse, ack)
+                        flow, direction = self._reused(flow, ts, seg, syn, [], events)
                 elif (
                     flow.synacks
                     and payload
-                    and not flags & _SYN_FIN_RST
-                    and (held := _held_after_close(flow.synacks, seg)) is not None
+                    and not flags & (SYN | RST)
+                    and (held := _held_after_close(flow, seg)) is not None
                 ):
                     # The first bytes after a SYN-ACK held while the old
                     # connection was open (see _hold_synack): bytes only, a
-                    # greeting, since the old connection's own late
-                    # segments (a FIN sent again) can no longer be told from
-                    # the new one's by their numbers, its streams let go
-                    # (found in review: a phantom session).
+                    # greeting (a FIN with it: a 554 that ends it, found in
+                    # review), away from where the old server stream stood.
                     flow, direction = self._reused(flow, *held, events)
                 elif not new_syn and not forgotten and not spoke:
                     self.stats.packets_after_close += 1
@@ -655,7 +674,18 @@ class Reassembler:
                 last = flow.conn.last_ts
                 decided = last + timeout
                 self._close(flow, last, CloseReason.IDLE, events, decided=decided)
-                flow, direction = self._start(key, ts, flags, events)
+                held = (
+                    _held_after_close(flow, seg)
+                    if flow.synacks and payload and not flags & (SYN | RST)
+                    else None
+                )
+                if held is not None:
+                    # The greeting of a held connection, come after the old
+                    # one's idle timeout (found in review: started as a
+                    # connection caught after its start, its ClientHello lost).
+                    flow, direction = self._reused(flow, *held, events)
+                else:
+                    flow, direction = self._start(key, ts, flags, events)
             elif new_syn and (
                 not _same_syn(flow.halves[direction], seq, len(payload))
                 # A SYN from the side a connection opened from an SMTP port
@@ -697,8 +727,13 @@ class Reassembler:
                 # The client in a held SYN-ACK's sequence space (its ACK of
                 # it, a ClientHello on port 465): kept for the new connection,
                 # if the server shows it; the old one goes on without it.
-                if _held_bytes(flow.synacks) + len(payload) <= _HELD_CLIENT_BYTES:
-                    held[3].append((ts, _kept(seg)))
+                kept = held[3]
+                if (
+                    len(kept) < _HELD_CLIENT_SEGMENTS
+                    and (payload or not kept)  # its ACK once, then bytes
+                    and _held_bytes(kept) + len(payload) <= _HELD_CLIENT_BYTES
+                ):
+                    kept.append((ts, _kept(seg)))
                 return events
             elif (
                 direction == Direction.SERVER
@@ -924,6 +959,11 @@ class Reassembler:
         # and a closed flow's packets are only counted (see feed). Both
         # directions share one lane then, which holds no halves of its own.
         flow.server = (conn.server_ip, conn.server_port)
+        server = flow.halves[Direction.SERVER]
+        if flow.synacks and server.base is not None:
+            # Where the old server stream stood, so that its own late
+            # segments are not taken for a held connection's (_held_after_close).
+            flow.server_next = (server.base + server.next_off) % _SEQ_MOD
         flow.halves = _RELEASED
         flow.conn = _RELEASED_CONN  # the StreamClosed event keeps the real one
         del self._open[conn.conn_id]
