@@ -191,11 +191,17 @@ def _answered(
     """The pending client SYN (time and segment) that a SYN-ACK
     acknowledging ``ack`` answers, if any: it acknowledges the SYN, and
     perhaps the bytes the SYN carried (RFC 7413 3)."""
-    for isn, entry in (pending or {}).items():
-        syn = entry[1]
-        if (ack - isn - 1) % _SEQ_MOD <= len(syn[4]) + syn[5]:
+    for entry in (pending or {}).values():
+        if _acknowledges_syn(ack, entry[1]):
             return entry
     return None
+
+
+def _acknowledges_syn(ack: int, syn: Segment) -> bool:
+    """Whether ``ack`` acknowledges the SYN ``syn``, and perhaps the bytes it
+    carried (RFC 7413 3)."""
+    carried = len(syn[4]) + syn[5]
+    return (ack - syn[1] - 1) % _SEQ_MOD <= carried
 
 
 def _own_synack(flow: _Flow, seq: int, ack: int) -> bool:
@@ -230,18 +236,20 @@ _HELD_CLIENT_SEGMENTS = 64
 _HELD_CLIENT_BYTES = 64 * 1024
 
 
+def _within(seq: int, point: int) -> bool:
+    """Whether sequence number ``seq`` lies within a RST's window
+    (_RST_WINDOW) of ``point``, either side of it (modulo 2**32)."""
+    return abs((seq - point + _SEQ_HALF) % _SEQ_MOD - _SEQ_HALF) <= _RST_WINDOW
+
+
 def _near(half: _Half, seq: int) -> bool:
-    """Whether ``seq`` lies near where ``half``'s stream goes on, as far as
-    a RST is believed (_RST_WINDOW)."""
-    return (
-        half.base is not None and abs(half.offset(seq) - half.next_off) <= _RST_WINDOW
-    )
+    """Whether ``seq`` lies near where ``half``'s stream goes on."""
+    return half.base is not None and _within(seq, half.base + half.next_off)
 
 
 def _held_for(flow: _Flow, direction: Direction, seq: int, ack: int) -> _Held | None:
     """The held SYN-ACK in whose sequence space a segment sent from
-    ``direction`` lies, if any: its numbers within what a SYN and a first
-    flight could span from the SYN-ACK's, and its own stream not going on
+    ``direction`` lies (``_in_space``), if its own stream does not go on
     from the old connection's (found in review: a client sent its AUTH
     attempts with the acknowledgment of a SYN-ACK it had forged, and they
     were kept from the old session; the server's replies grew into a held
@@ -249,8 +257,33 @@ def _held_for(flow: _Flow, direction: Direction, seq: int, ack: int) -> _Held | 
     assert flow.synacks is not None
     if _near(flow.halves[direction], seq):
         return None
-    for following, held in flow.synacks.items():
+    return _in_space(flow.synacks, direction, seq, ack)
+
+
+def _held_after_close(flow: _Flow, seg: Segment) -> _Held | None:
+    """The held SYN-ACK whose server a segment after the close comes from,
+    in its sequence space, and not going on from the old server stream."""
+    assert flow.synacks is not None
+    key, seq, ack = seg[0], seg[1], seg[2]
+    if flow.server_next is not None and _within(seq, flow.server_next):
+        return None  # found in review: the old server's FIN sent again
+    return _in_space(flow.synacks, Direction.SERVER, seq, ack, sender=key)
+
+
+def _in_space(
+    synacks: dict[int, _Held],
+    direction: Direction,
+    seq: int,
+    ack: int,
+    sender: FlowKey | None = None,
+) -> _Held | None:
+    """The held SYN-ACK in whose sequence space a segment sent from
+    ``direction`` (and from ``sender``, where given) lies: its numbers
+    within what a SYN and a first flight could span from the SYN-ACK's."""
+    for following, held in synacks.items():
         synack = held[1]
+        if sender is not None and sender != synack[0]:
+            continue
         if direction == Direction.SERVER:
             mine, theirs = following, synack[2]
         else:
@@ -259,27 +292,6 @@ def _held_for(flow: _Flow, direction: Direction, seq: int, ack: int) -> _Held | 
             ack - theirs
         ) % _SEQ_MOD <= _SYN_DATA_MAX:
             return held
-    return None
-
-
-def _held_after_close(flow: _Flow, seg: Segment) -> _Held | None:
-    """The held SYN-ACK whose server a segment after the close comes from,
-    in its sequence space, and not going on from the old server stream."""
-    assert flow.synacks is not None
-    key, seq, ack = seg[0], seg[1], seg[2]
-    old = flow.server_next
-    if old is not None and abs((seq - old + _SEQ_HALF) % _SEQ_MOD - _SEQ_HALF) <= (
-        _RST_WINDOW
-    ):
-        return None  # found in review: the old server's FIN sent again
-    for following, entry in flow.synacks.items():
-        synack = entry[1]
-        if (
-            key == synack[0]  # from the server, as the SYN-ACK was
-            and (seq - following) % _SEQ_MOD <= _SYN_DATA_MAX
-            and (ack - synack[2]) % _SEQ_MOD <= _SYN_DATA_MAX
-        ):
-            return entry
     return None
 
 
@@ -1095,9 +1107,8 @@ class Reassembler:
         isn = seg[1]
         if flow.synacks:
             # A SYN-ACK captured before this SYN (two taps' clocks) answers it.
-            carried = len(seg[4]) + seg[5]
             for nxt, (held_ts, synack, syn, sent) in list(flow.synacks.items()):
-                if syn is None and (synack[2] - isn - 1) % _SEQ_MOD <= carried:
+                if syn is None and _acknowledges_syn(synack[2], seg):
                     flow.synacks[nxt] = (held_ts, synack, (ts, _kept(seg)), sent)
         if isn not in flow.reuse:
             # Every one kept, up to a few (found in review: a decoy SYN sent
