@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import random
 import struct
 import subprocess
@@ -439,3 +440,45 @@ def test_a_pipe_lost_to_ctrl_c_does_not_keep_the_process_from_exiting(
     )
     assert done.returncode == 130
     assert "interrupted" in done.stderr
+
+
+def test_smaller_captures_take_the_fast_path_in_a_large_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A capture rotated into small files: one of them alone is read by the
+    # Python reader, which counts every packet; many of them together are
+    # read through libpcap from a quarter of the least size, plain or
+    # compressed, and the tables are the same.
+    from analysis.tables import read_captures
+    from tests.analysis.same import same_tables
+
+    auth = ROOT / "pcaps" / "auth.pcap"
+    size = auth.stat().st_size
+    parts = []
+    for name in ("a.pcap", "b.pcap"):
+        part = tmp_path / name
+        part.write_bytes(auth.read_bytes())
+        parts.append(str(part))
+    packed = tmp_path / "c.pcap.gz"
+    packed.write_bytes(gzip.compress(auth.read_bytes()))
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 2 * size)
+    monkeypatch.setattr(source, "_INFLATED_MIN_BYTES", 2 * packed.stat().st_size)
+    monkeypatch.setattr(source, "LARGE_RUN_BYTES", 2 * size)
+
+    assert not source.large_run(size) and source.large_run(2 * size)
+    assert not source.large_run(None)  # standard input: not known
+    assert source._fast_path(parts[0]) is None
+    assert source._fast_path(parts[0], large=True) is not None
+    assert source._fast_path(str(packed)) is None
+    fast = source._fast_path(str(packed), large=True)
+    assert fast is not None and fast.inflate
+    assert source.filtered_bytes(parts[:1]) == 0
+    assert source.filtered_bytes([*parts, str(packed)]) == 2 * size  # plain only
+
+    alone = read_captures(parts[:1])
+    assert not alone.stats.filtered
+    together = read_captures(parts)
+    assert together.stats.filtered
+    assert together.stats.smtp_packets == 2 * alone.stats.smtp_packets
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    same_tables(together, read_captures(parts))
