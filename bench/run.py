@@ -34,7 +34,10 @@ The commands are the comparison the project's issue names:
   worker uses; the split is not timed). Each process reads only its own
   packets and ends with half the sessions, so no ``-j 2`` of the whole
   capture, which must read all of it and end once, is quicker here.
-A tool that is not installed is skipped with a message. When the capture
+With ``--rotate MB``, smtpscope reads the capture cut into files of MB
+megabytes (``tcpdump -C``, before the rounds), as a rotated capture is kept;
+the other tools read it whole. A tool that is not installed is skipped with
+a message. When the capture
 has a ``.truth.json`` sidecar (from ``make_capture.py``), smtpscope's row
 counts are checked against it. Exit status: 0 when every tool that ran
 succeeded and the check (if any) matched, 1 otherwise, 2 for usage errors.
@@ -149,9 +152,13 @@ def _help_text(argv: list[str], cwd: Path | None) -> str | None:
 
 
 def smtpscope_command(
-    capture: Path, out: Path, jobs: int | None, tool: str = "smtpscope"
+    capture: Path | Sequence[Path],
+    out: Path,
+    jobs: int | None,
+    tool: str = "smtpscope",
 ) -> Command | str:
-    """The smtpscope command line, or why it cannot run."""
+    """The smtpscope command line on ``capture`` (one file, or the files a
+    capture was cut into), or why it cannot run."""
     if (REPO / "analysis" / "__main__.py").exists():
         base, cwd = [sys.executable, "-m", "analysis"], REPO
     elif shutil.which("smtpscope"):
@@ -162,7 +169,8 @@ def smtpscope_command(
     if help_text is None:
         return f"'{' '.join(base)} read --help' failed: the CLI is not usable"
 
-    argv = [*base, "read", str(capture), "-o", str(out), "--format", "jsonl"]
+    files = [capture] if isinstance(capture, Path) else list(capture)
+    argv = [*base, "read", *map(str, files), "-o", str(out), "--format", "jsonl"]
     notes = []
     if "--quiet" in help_text or " -q" in help_text:
         argv.append("-q" if " -q" in help_text else "--quiet")
@@ -240,6 +248,27 @@ def split_shards(capture: Path, scratch: Path) -> str | None:
         if cut.returncode != 0:
             return f"tcpdump could not split the capture: {cut.stderr.strip()[-200:]}"
     return None
+
+
+def rotate(capture: Path, megabytes: int, scratch: Path) -> list[Path] | str:
+    """The capture cut into files of ``megabytes`` MB, as ``tcpdump -C``
+    rotates a capture; or why it could not be cut."""
+    if not shutil.which("tcpdump"):
+        return "tcpdump is not installed (Debian package tcpdump)"
+    folder = scratch / f"rotated-{capture.name}"
+    folder.mkdir()
+    argv = ["tcpdump", "-r", str(capture), "-w", str(folder / "part")]
+    argv += ["-C", str(megabytes)]
+    if os.geteuid() == 0:
+        # Else tcpdump gives up root before it opens the second file, and
+        # the user it becomes cannot write in the scratch directory.
+        argv += ["-Z", "root"]
+    cut = subprocess.run(argv, capture_output=True, text=True, check=False)
+    parts = list(folder.iterdir())
+    if cut.returncode != 0 or not parts:
+        return f"tcpdump could not cut the capture: {cut.stderr.strip()[-200:]}"
+    # part, part1, part2, ...: in the order written.
+    return sorted(parts, key=lambda part: int(part.name[4:] or 0))
 
 
 def bare_loop_command(capture: Path) -> Command | str:
@@ -571,6 +600,12 @@ def print_table(report: dict[str, Any]) -> None:
         f"capture  {report['capture']}  {report['bytes'] / 1e6:,.1f} MB  "
         f"{report['packets']:,} packets ({report['packets_from']})"
     )
+    rotated = report["rotated"]
+    if rotated is not None:
+        print(
+            f"rotated  smtpscope reads it cut into {rotated['files']} files of "
+            f"{rotated['megabytes']} MB (tcpdump -C); the other tools read it whole"
+        )
     load = report["machine"]["load_average_before"][0]
     print(
         f"runs     {report['runs']} per tool, medians; peak RSS is the max "
@@ -708,6 +743,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a smaller capture: smtpscope also runs on it in every round, and "
         "its peak memory is compared with the capture's",
     )
+    parser.add_argument(
+        "--rotate",
+        type=int,
+        metavar="MB",
+        help="smtpscope reads the capture (and the baseline) cut into files "
+        "of MB megabytes, as tcpdump -C rotates a capture (cut beforehand, "
+        "not timed); the other tools read it whole",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON only")
     parser.add_argument(
         "--no-warm", action="store_true", help="skip reading the capture first"
@@ -718,6 +761,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.rotate is not None and args.rotate < 1:
+        parser.error("--rotate must be at least 1 (MB)")
     if not args.capture.is_file():
         parser.error(f"{args.capture} is not a file")
     if args.baseline is not None:
@@ -749,8 +794,13 @@ def smtpscope_tools(jobs: list[int]) -> list[tuple[str, int]]:
 
 
 def commands(
-    args: argparse.Namespace, out: Path, scratch: Path
+    args: argparse.Namespace,
+    out: Path,
+    scratch: Path,
+    parts: list[Path] | str | None = None,
 ) -> dict[str, Command | str]:
+    """Each tool's command; ``parts``: the files smtpscope reads instead of
+    the capture (``--rotate``), or why there are none."""
     wanted = args.tools.split(",")
     found: dict[str, Command | str] = {}
     for tool in TOOLS:
@@ -758,7 +808,11 @@ def commands(
             continue
         if tool == "smtpscope":
             for name, jobs in smtpscope_tools(args.jobs):
-                found[name] = smtpscope_command(args.capture, out / name, jobs, name)
+                if isinstance(parts, str):
+                    found[name] = parts
+                    continue
+                reads = parts if parts is not None else args.capture
+                found[name] = smtpscope_command(reads, out / name, jobs, name)
         elif tool == "tshark":
             found[tool] = tshark_command(args.capture)
         elif tool == "tcpdump":
@@ -800,7 +854,14 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
     # Find the tools, warm the page cache, then run the rounds.
     results: dict[str, Result] = {}
     report_tools: dict[str, dict[str, Any]] = {}
-    found = commands(args, out, scratch)
+    parts: list[Path] | str | None = None
+    baseline_parts: list[Path] | str | None = None
+    if args.rotate is not None:
+        log(f"cutting the capture into files of {args.rotate} MB for smtpscope")
+        parts = rotate(capture, args.rotate, scratch)
+        if args.baseline is not None:
+            baseline_parts = rotate(args.baseline, args.rotate, scratch)
+    found = commands(args, out, scratch, parts)
     if isinstance(found.get("split-2"), Command):
         log("splitting the capture in two by connection hash for split-2")
         why = split_shards(args.capture, scratch)
@@ -817,9 +878,10 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
     on_baseline: dict[str, Result] = {}
     if baseline is not None:
         base_out = out / "baseline"  # beside the tools' own directories
+        base_reads = baseline_parts if baseline_parts is not None else baseline
         for name, jobs in smtpscope_tools(args.jobs):
-            if name in results:
-                command = smtpscope_command(baseline, base_out / name, jobs, name)
+            if name in results and not isinstance(base_reads, str):
+                command = smtpscope_command(base_reads, base_out / name, jobs, name)
                 if isinstance(command, Command):
                     on_baseline[name] = Result(command)
                     (base_out / name).mkdir(parents=True, exist_ok=True)
@@ -862,6 +924,11 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
     report_tools = {t: report_tools[t] for t in order if t in report_tools}
     report: dict[str, Any] = {
         "capture": str(capture),
+        "rotated": (
+            {"megabytes": args.rotate, "files": len(parts)}
+            if isinstance(parts, list)
+            else None
+        ),
         "bytes": size,
         "packets": packets,
         "packets_from": packets_from,

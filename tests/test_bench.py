@@ -112,6 +112,37 @@ def test_split_2_runs_on_the_two_shards_a_j2_run_reads(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed")
+def test_rotate_has_smtpscope_read_the_capture_cut_into_files(tmp_path: Path) -> None:
+    # The several-captures case of --jobs: the same traffic, the same rows.
+    capture = tmp_path / "c.pcap"
+    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
+    subprocess.run(
+        [*make, "--size", "3M", str(capture)], check=True, capture_output=True
+    )
+    truth = json.loads((tmp_path / "c.pcap.truth.json").read_text())
+    run = [sys.executable, str(ROOT / "bench" / "run.py"), str(capture)]
+    out = tmp_path / "out"
+    options = ["--runs", "1", "--jobs", "1,2", "--tools", "smtpscope,tcpdump"]
+    done = subprocess.run(
+        [*run, *options, "--rotate", "1", "--json", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["rotated"] == {"megabytes": 1, "files": 4}  # 3 MiB in 1 MB files
+    for tool in ("smtpscope", "smtpscope-j2"):
+        assert report["tools"][tool]["status"] == "ok"
+        assert all(row["match"] for row in report["truth_check"][tool].values())
+    assert report["same_tables"] == {"smtpscope-j2": True}
+    sessions = (out / "smtpscope" / "sessions.jsonl").read_text().splitlines()
+    assert len(sessions) == truth["sessions"]
+    assert report["tools"]["tcpdump"]["status"] == "ok"  # on the whole file
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed")
 def test_sigterm_stops_the_tool_and_removes_the_shards(tmp_path: Path) -> None:
     # Found in review: the shards (tens of MB) stayed in /tmp, and the tool
     # that was running went on alone.
