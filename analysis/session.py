@@ -648,7 +648,7 @@ class SessionBuilder:
         self, mail: int, refused: TransactionRecord, kept: TransactionRecord
     ) -> None:
         """Move the commands sent after a refused MAIL to the kept transaction."""
-        later = sorted(i for i, t in self._txn_of.items() if t is refused and i > mail)
+        later = self._commands_of(refused, mail)
         slots = {self._rcpt_slot[i] for i in later if i in self._rcpt_slot}
         for i in later:
             self._txn_of[i] = kept
@@ -668,11 +668,28 @@ class SessionBuilder:
             renumber = {old: new for new, old in enumerate(stay)}
             refused.rcpt_to = [refused.rcpt_to[n] for n in stay]
             refused.rcpt_codes = [refused.rcpt_codes[n] for n in stay]
-            for i, t in self._txn_of.items():
-                if t is refused and i in self._rcpt_slot:
+            for i in self._commands_of(refused, mail):
+                if i in self._rcpt_slot:
                     self._rcpt_slot[i] = renumber[self._rcpt_slot[i]]
         if self._message_txn is refused:
             self._message_txn = kept
+
+    def _commands_of(self, txn: TransactionRecord, mail: int) -> list[int]:
+        """The commands after command ``mail`` that belong to ``txn``, in
+        order.
+
+        Commands are indexed in the order sent, so from the newest back to
+        ``mail``: not the whole session, which a client refused MAIL after
+        MAIL (each moving what follows it) made quadratic.
+        """
+        found = []
+        for i, t in reversed(self._txn_of.items()):
+            if i <= mail:
+                break
+            if t is txn:
+                found.append(i)
+        found.reverse()
+        return found
 
     def _fill_reply(self, row: CommandRecord, reply: Reply, ts: int) -> None:
         code, enhanced, lines = reply

@@ -330,7 +330,10 @@ class SmtpParser:
         # Client segments not parsed yet, oldest first, with their capture
         # times: those held behind a blocking command, then (during a
         # replay) those still to replay. Made on first use, as _pending.
-        self._held: deque[tuple[int, bytes]] | None = None
+        # (time, bytes, where in them the held part starts): a blocked
+        # line's segment is held from past the line, not copied, for a
+        # client may pipeline a hundred thousand blocking lines in one.
+        self._held: deque[tuple[int, bytes, int]] | None = None
         self._held_bytes = 0  # their total length
         self._holding = False  # a blocking command awaits its reply
         self._replaying = False  # _replay's loop is running
@@ -541,10 +544,17 @@ class SmtpParser:
     # ------------------------------------------------------------------
     # Client side
 
-    def _client_input(self, data: bytes, ts: int, out: list[SmtpEvent]) -> None:
-        buf = self._cbuf + data if self._cbuf else data
+    def _client_input(
+        self, data: bytes, ts: int, out: list[SmtpEvent], start: int = 0
+    ) -> None:
+        """Parse ``data`` from ``start`` on, after what ``_cbuf`` holds."""
+        if self._cbuf:
+            buf = self._cbuf + data[start:]
+            pos = 0
+        else:
+            buf = data
+            pos = start
         self._cbuf = b""
-        pos = 0
         size = len(buf)
         while pos < size:
             mode = self._mode
@@ -590,7 +600,7 @@ class SmtpParser:
                 self._client_line(line, ts, out)
             if self._holding:
                 if pos < size:
-                    self._hold_rest(buf[pos:], ts)
+                    self._hold_rest(buf, pos, ts)
                 self._check_held(out)
                 return
 
@@ -735,17 +745,17 @@ class SmtpParser:
             if not data:
                 return
         held = self._held_queue()
-        held.append((ts, data))
+        held.append((ts, data, 0))
         self._held_bytes += len(data)
         self._check_held(out)
 
-    def _hold_rest(self, rest: bytes, ts: int) -> None:
-        """A line blocked: the rest of its segment is held before any
-        segment still queued, for it was sent before them."""
-        self._held_queue().appendleft((ts, rest))
-        self._held_bytes += len(rest)
+    def _hold_rest(self, buf: bytes, pos: int, ts: int) -> None:
+        """A line blocked: the rest of its segment, from ``pos``, is held
+        before any segment still queued, for it was sent before them."""
+        self._held_queue().appendleft((ts, buf, pos))
+        self._held_bytes += len(buf) - pos
 
-    def _held_queue(self) -> deque[tuple[int, bytes]]:
+    def _held_queue(self) -> deque[tuple[int, bytes, int]]:
         if self._held is None:
             self._held = deque()
         return self._held
@@ -784,9 +794,9 @@ class SmtpParser:
         self._replaying = True
         try:
             while held and not self._holding:
-                ts, data = held.popleft()
-                self._held_bytes -= len(data)
-                self._client_input(data, ts, out)
+                ts, data, start = held.popleft()
+                self._held_bytes -= len(data) - start
+                self._client_input(data, ts, out, start)
         finally:
             self._replaying = False
 
@@ -1200,7 +1210,7 @@ class SmtpParser:
         elif answers == "STARTTLS" and mode is _TLS:
             self._start_tls(ts, out, implicit=False)
             if held:
-                sent = b"".join(data for _, data in held)
+                sent = b"".join(data[start:] for _, data, start in held)
                 held.clear()
                 self._held_bytes = 0
                 self._anomaly(

@@ -858,3 +858,20 @@ def test_keywords_are_no_secrets_but_capitalised_words_may_be() -> None:
     assert auth.hide_secrets(text) == (
         "XEXT BODY=8BITMIME SMTPUTF8 [redacted] PASS [redacted]"
     )
+
+
+def test_blocking_lines_pipelined_in_one_segment_are_held_in_place() -> None:
+    # Found in review: each blocked STARTTLS copied the rest of its segment
+    # to hold it, so a megabyte of them in one segment copied about 50 GB.
+    # Held now from where the line ended; the events are those of the same
+    # bytes sent a line per segment.
+    lines = b"STARTTLS\r\n" * 30_000  # past MAX_HELD_BYTES: replies lost
+    whole = run([(S, b"220 mx\r\n"), (C, lines)])
+    apart = run([(S, b"220 mx\r\n")] + [(C, b"STARTTLS\r\n")] * 30_000)
+    for events in (whole, apart):
+        assert verbs(events) == ["STARTTLS"] * 3_787
+        missing = [e.kind for e in of(events, AnomalySeen)]
+        assert missing == ["reply_missing"] * 20 + ["no_reply"]
+    assert [type(e) for e in whole if not isinstance(e, CommandSeen)] == [
+        type(e) for e in apart if not isinstance(e, CommandSeen)
+    ]

@@ -58,6 +58,60 @@ def test_commands_behind_a_refused_nested_mail_stay_with_the_first() -> None:
     )
 
 
+def test_many_refused_nested_mails_each_move_what_follows_them() -> None:
+    # Found in review: each refusal looked through every command of the
+    # session for those after it, so 40,000 nested MAILs took 16 s and
+    # 160,000 took 269 s. The RCPTs pipelined behind each refused MAIL, and
+    # those behind the last, go to the first transaction in order; what a
+    # refused MAIL kept (nothing here) is numbered again from 0.
+    count = 2_000
+    conversation = [
+        (S, b"220 mx\r\n"),
+        (C, b"EHLO c\r\n"),
+        (S, b"250-mx\r\n250 PIPELINING\r\n"),
+        (C, b"MAIL FROM:<a@x>\r\n"),
+        (S, b"250 ok\r\n"),
+    ]
+    for n in range(count):
+        conversation.append((C, b"MAIL FROM:<n%d@x>\r\nRCPT TO:<r%d@y>\r\n" % (n, n)))
+        conversation.append((S, b"503 5.5.1 Error: nested MAIL command\r\n250 ok\r\n"))
+    result = session(conversation)
+    first, *nested = result.transactions
+    assert first.mail_from == "a@x"
+    assert first.rcpt_to == [f"r{n}@y" for n in range(count)]
+    assert first.rcpt_codes == [250] * count
+    assert first.rcpts_accepted == count
+    assert len(nested) == count
+    assert {(t.mail_from_code, t.status, len(t.rcpt_to)) for t in nested} == {
+        (503, "rejected", 0)
+    }
+    assert [t.mail_from for t in nested[:2]] == ["n0@x", "n1@x"]
+
+
+def test_rcpts_behind_a_refused_nested_mail_move_with_their_codes() -> None:
+    # The refused and the accepted RCPTs pipelined behind it, and one sent
+    # after its reply came, all go to the first transaction, with their
+    # codes; the refused MAIL keeps none.
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@x>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"MAIL FROM:<b@x>\r\nRCPT TO:<r1@y>\r\nRCPT TO:<r2@y>\r\n"),
+            (S, b"503 5.5.1 nested\r\n250 ok\r\n550 no\r\n"),
+            (C, b"RCPT TO:<r3@y>\r\n"),
+            (S, b"250 ok\r\n"),
+        ]
+    )
+    first, nested = result.transactions
+    assert (first.rcpt_to, first.rcpt_codes) == (
+        ["r1@y", "r2@y", "r3@y"],
+        [250, 550, 250],
+    )
+    assert first.rcpts_accepted == 2
+    assert (nested.rcpt_to, nested.rcpt_codes, nested.rcpts_accepted) == ([], [], 0)
+
+
 def test_a_second_mail_the_server_accepts_resets_the_first() -> None:
     result = session(
         [
