@@ -13,6 +13,7 @@ after Ctrl-C and 141 when standard output was closed early (``| head``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import enum
 import errno
@@ -43,7 +44,7 @@ from analysis.rowfiles import (
 from analysis.spool import Spool, SpoolError
 from analysis.tls import decrypt
 from capture.pcapfile import is_gzip
-from capture.source import filtered_bytes, once_each
+from capture.source import once_each
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -306,14 +307,13 @@ def _jobs(asked: int | None, paths: list[str]) -> int:
         # longer than the rest of the reading: on the 1 GB benchmark
         # capture gzipped, -j 2 took 7.6 s where one process took 4.3.
         return 1
-    # Only what libpcap's filter reads counts: of a capture the Python
-    # reader reads, every process decodes every packet, its connections' or
-    # not, and a second one only adds work (captures cut into files of 2 MB
-    # each, say). Below this, forking and the extra reads of each capture
-    # cost more than a second process gains. Above AUTO_JOBS_MAX, every
-    # process reading the whole capture again costs more than its share
-    # saves.
-    total = filtered_bytes(paths)
+    total = 0
+    for path in paths:
+        with contextlib.suppress(OSError):
+            total += os.stat(path).st_size if path != "-" else 0
+    # Below this, forking and the extra reads of each capture cost more
+    # than a second process gains. Above AUTO_JOBS_MAX, every process
+    # reading the whole capture again costs more than its share saves.
     return min(cpus, AUTO_JOBS_MAX) if total >= AUTO_JOBS_MIN_BYTES else 1
 
 

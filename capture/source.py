@@ -18,7 +18,6 @@ each capture after the first that holds a segment, then at the end.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import stat
@@ -486,13 +485,15 @@ def _one_capture(
 # Below this size the Python reader is quick enough and counts every packet.
 FAST_PATH_MIN_BYTES = 16 * 1024 * 1024
 # In a run of captures that add up to this much (a capture rotated into
-# files of a few MB, say), captures of a quarter of the least sizes go
-# through libpcap too: the Python reader decodes every packet of them, SMTP
-# or not, and every -j worker does so for all captures. On the 1 GB
-# benchmark capture cut into 108 files of 10 MB, one process took 4.1 s
-# through the Python reader and 3.0 s through libpcap; at 4 MB a file the
-# two paths cost the same, the Python reader still counting every packet.
+# files of a few MB, say), captures from LARGE_RUN_MIN_BYTES on go through
+# libpcap too, plain or compressed: the Python reader decodes every packet
+# of them, SMTP or not, and every -j worker does so for all captures. The
+# 1 GB benchmark capture cut into 108 files of 10 MB took 3.7 s in one
+# process through the Python reader, 2.6 s through libpcap (-j 2: 2.8 and
+# 2.0 s); cut into 537 files of 2 MB, 3.6 and 3.1 s (-j 2: 3.1 and 2.9 s).
+# At 1 MB a file the two paths cost one process the same.
 LARGE_RUN_BYTES = 64 * 1024 * 1024
+LARGE_RUN_MIN_BYTES = 1024 * 1024
 _FULL_SNAPLEN = 65535
 
 
@@ -524,19 +525,6 @@ def large_run(total: int | None) -> bool:
     return total is not None and total >= LARGE_RUN_BYTES
 
 
-def filtered_bytes(paths: Sequence[str]) -> int:
-    """The stored bytes of the plain captures among ``paths`` that a run of
-    them all reads through libpcap's filter."""
-    large = large_run(_total_size(paths))
-    total = 0
-    for path in paths:
-        fast = _fast_path(path, large)
-        if fast is not None and not fast.inflate:
-            with contextlib.suppress(OSError):
-                total += os.path.getsize(path)
-    return total
-
-
 def _fast_path(path: str, large: bool = False) -> _FastPath | None:
     """How libpcap's path reads ``path``: a large pcap or pcapng file, plain
     or gzip-compressed (``inflate``), when libpcap is at hand; None for any
@@ -544,8 +532,11 @@ def _fast_path(path: str, large: bool = False) -> _FastPath | None:
     (see ``large_run``), where smaller files count as large."""
     if path == "-" or os.environ.get("SMTPSCOPE_NO_LIBPCAP"):
         return None
-    least_plain = FAST_PATH_MIN_BYTES >> 2 if large else FAST_PATH_MIN_BYTES
-    least_inflated = _INFLATED_MIN_BYTES >> 2 if large else _INFLATED_MIN_BYTES
+    least_plain = FAST_PATH_MIN_BYTES
+    least_inflated = _INFLATED_MIN_BYTES
+    if large:
+        least_plain = min(least_plain, LARGE_RUN_MIN_BYTES)
+        least_inflated = min(least_inflated, LARGE_RUN_MIN_BYTES)
     try:
         size = os.path.getsize(path)
         if size < min(least_inflated, least_plain):

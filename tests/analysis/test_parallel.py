@@ -133,9 +133,6 @@ def test_jobs_default_to_one_per_cpu_for_large_captures(
     assert cli._jobs(3, small) == 3
     assert cli._jobs(0, small) == 4
     monkeypatch.setattr(cli, "AUTO_JOBS_MIN_BYTES", 1)
-    # Read by the Python reader, they would be decoded whole by each process.
-    assert cli._jobs(None, small) == 1
-    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)  # through libpcap
     assert cli._jobs(None, small) == 4
     assert cli._jobs(1, small) == 1
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
@@ -154,7 +151,6 @@ def test_a_large_capture_is_read_sharded_by_default(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(cli, "AUTO_JOBS_MIN_BYTES", 1)
-    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     calls: list[int] = []
     real = cli.read_sharded
