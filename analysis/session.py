@@ -65,6 +65,12 @@ MAX_ANOMALIES_PER_KIND = 100  # rows of one kind per session
 # in turn, 50,000 rows, peaked at 75 MiB).
 MAX_COMMAND_ROWS = 10_000
 MAX_KEPT_ROWS = 50_000
+# Transaction rows per session, for the same reason: MAIL, RCPT and RSET in
+# turn, 400,000 times (83 MB of capture), held 1.5 GB until the session
+# closed. As many as MAIL commands may have rows (MAX_KEPT_ROWS). Past it
+# a transaction is counted in the session and followed, but gets no row
+# and is forgotten once the next one starts.
+MAX_TRANSACTION_ROWS = MAX_KEPT_ROWS
 # Commands whose rows the detectors read: AUTH outcomes, RCPTs and their
 # refusals, MAIL for bulk sending, HELO names, what follows QUIT.
 _HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
@@ -147,6 +153,12 @@ def _seconds(later: int | None, earlier: int | None) -> float | None:
     return (later - earlier) / NS
 
 
+def _has_row(txn: TransactionRecord) -> bool:
+    """Whether ``txn`` is one of its session's rows (see
+    MAX_TRANSACTION_ROWS); its index is its place among them."""
+    return txn.index < MAX_TRANSACTION_ROWS
+
+
 def _final_reply(txn: TransactionRecord, reply: Reply) -> None:
     """The server's verdict on a transaction's content, as its row keeps it."""
     code, enhanced, lines = reply
@@ -177,6 +189,7 @@ class SessionBuilder:
         "_rcpt_slot",
         "_rows",
         "_settled_transactions",
+        "_transactions_capped",
         "_txn",
         "_txn_of",
         "_unkept",
@@ -225,6 +238,7 @@ class SessionBuilder:
         # detector reads only the first (PIPELINING used unoffered).
         self._pipelined_kept = False
         self._capped = 0  # which caps a command missed its row by: see _unkept_row
+        self._transactions_capped = False  # see MAX_TRANSACTION_ROWS
         self._txn: TransactionRecord | None = None  # the open transaction
         self._txn_of: dict[int, TransactionRecord] = {}  # command -> txn
         self._rcpt_slot: dict[int, int] = {}  # RCPT command -> rcpt index
@@ -438,7 +452,7 @@ class SessionBuilder:
         elif verb == "RCPT":
             self._add_rcpt(event)
         elif verb in ("DATA", "BDAT"):
-            if self._txn is not None:
+            if self._txn is not None and _has_row(self._txn):
                 self._txn_of[event.command_index] = self._txn
         elif verb == "RSET":
             if self._txn is not None:
@@ -526,9 +540,20 @@ class SessionBuilder:
             mail_params=params or None,
             tls=self.parser.in_tls,
         )
-        self.transactions.append(txn)
         self.session.transactions += 1
         self._txn = txn
+        if not _has_row(txn):
+            # Nothing refers to it but _txn: the next MAIL lets it go.
+            if not self._transactions_capped:
+                self._transactions_capped = True
+                self._add_anomaly(
+                    event.ts,
+                    "transaction_rows_capped",
+                    f"past {MAX_TRANSACTION_ROWS:,} transactions none gets a "
+                    "row; all are counted in the session",
+                )
+            return
+        self.transactions.append(txn)
         self._txn_of[event.command_index] = txn
 
     def _add_rcpt(self, event: CommandSeen) -> None:
@@ -537,8 +562,9 @@ class SessionBuilder:
             self._add_anomaly(event.ts, "rcpt_without_mail", event.argument)
             return
         address, _ = parse_path(event.argument, "TO")
-        self._txn_of[event.command_index] = txn
-        self._rcpt_slot[event.command_index] = len(txn.rcpt_to)
+        if _has_row(txn):
+            self._txn_of[event.command_index] = txn
+            self._rcpt_slot[event.command_index] = len(txn.rcpt_to)
         txn.rcpt_to.append(address if address is not None else event.argument)
         txn.rcpt_codes.append(None)
 

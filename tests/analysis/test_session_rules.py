@@ -690,3 +690,47 @@ def test_client_text_where_replies_were_due_hides_auth_payloads() -> None:
     )
     details = [a.detail for a in result.anomalies if a.kind == "malformed_reply"]
     assert details == ["EHLO laptop", "AUTH PLAIN [redacted]", "[redacted]"]
+
+
+def test_transactions_past_the_cap_are_counted_without_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found in review: MAIL, RCPT and RSET in turn 400,000 times in one
+    # session (83 MB of capture) held 1.5 GB of transactions until it
+    # closed. Past the cap they are counted, and their message still
+    # counts as accepted, but they get no row.
+    from analysis import session as builder
+
+    monkeypatch.setattr(builder, "MAX_TRANSACTION_ROWS", 2)
+    cycle = [
+        (C, b"MAIL FROM:<a@x>\r\nRCPT TO:<r@y>\r\nRSET\r\n"),
+        (S, b"250 ok\r\n250 ok\r\n250 ok\r\n"),
+    ]
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            *cycle * 3,
+            (C, b"MAIL FROM:<b@x>\r\nRCPT TO:<s@y>\r\nDATA\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            (C, b"Subject: s\r\n\r\nhi\r\n.\r\n"),
+            (S, b"250 2.0.0 Ok: queued as Q9\r\n"),
+        ]
+    )
+    rows = [
+        (t.index, t.mail_from, t.rcpt_to, t.rcpt_codes, t.status)
+        for t in result.transactions
+    ]
+    assert rows == [
+        (0, "a@x", ["r@y"], [250], "reset"),
+        (1, "a@x", ["r@y"], [250], "reset"),
+    ]
+    assert result.session.transactions == 4
+    assert result.session.messages_accepted == 1
+    capped = [(a.kind, a.detail) for a in result.anomalies]
+    assert capped == [
+        (
+            "transaction_rows_capped",
+            "past 2 transactions none gets a row; all are counted in the session",
+        )
+    ]
+    assert len(result.commands) == 12  # the commands keep their rows
