@@ -217,7 +217,11 @@ ALERTS: tuple[Column, ...] = (
     Column("window_s", _F, "the rule's time window"),
     Column("total", _NI, "denominator of a ratio; items over a per-item limit"),
     Column("sessions", _I, "sessions holding the evidence"),
-    Column("session_ids", Kind.STRING_LIST, "those sessions' ids"),
+    Column(
+        "session_ids",
+        Kind.STRING_LIST,
+        "those sessions' ids, the first 1,000 (`sessions` counts all)",
+    ),
     Column("examples", Kind.STRING_LIST, "a few commands and replies, escaped"),
     Column("summary", _S, "one sentence saying what happened"),
 )

@@ -34,10 +34,13 @@ MAX_SINGLE = 100_000
 # Kinds counted per user name rather than per client.
 _PER_USER = frozenset({"auth_user_many_clients"})
 # Kinds counted per server, from every session to it. Only their hits
-# stretch an incident (a busy server's ordinary sessions never stop), and
-# an incident keeps its first KEPT_HITS hits whole, the rest in its tally:
-# a SYN flood's hits each come from a client of their own.
+# stretch an incident (a busy server's ordinary sessions never stop).
 _PER_SERVER = frozenset({"syn_flood"})
+# An incident keeps its first KEPT_HITS hits whole (the alert lists their
+# sessions and examples), the rest in its tally, which counts them all: a
+# SYN flood's hits each come from a client of their own, and 400,000 failed
+# AUTHs from one client kept 400,000 hits and listed every session in each
+# of four alerts, about 8 MB a row.
 KEPT_HITS = 1000
 
 
@@ -312,7 +315,7 @@ class AlertEngine:
             rule.threshold,
             rule.window_ns,
             rule.min_ratio,
-            keep=KEPT_HITS if per_server else 0,
+            keep=KEPT_HITS,
             hits_span=per_server,
         )
         # What the tracker would hold had it taken ``first`` when it came.
@@ -332,7 +335,7 @@ class AlertEngine:
         session_ids = tuple(dict.fromkeys(o.session_id for o in hits))
         total: int | None
         if wording.measured:
-            count = max(o.measure or 0 for o in hits)
+            count = tally.measure
             threshold, total = rule.limit, tally.hits
         else:
             count, threshold = tally.count, rule.threshold

@@ -183,6 +183,7 @@ class Tally:
     plain: int = 0  # hits without a value
     sessions: int = 0
     shift: int = 0
+    measure: int = 0  # the largest of the hits' measures
     values: set[str] = field(default_factory=set)
     # At most MAX_TALLY_CLIENTS, then ``more_clients``: a flood from
     # spoofed addresses has a new one per hit.
@@ -225,6 +226,8 @@ class Tally:
             self.notes[note] = self.notes.get(note, 0) + 1
         if self.hits == 1 or obs.severity_shift > self.shift:
             self.shift = obs.severity_shift
+        if obs.measure is not None and obs.measure > self.measure:
+            self.measure = obs.measure
 
 
 @dataclass(slots=True)
