@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,24 +115,12 @@ def test_split_2_runs_on_the_two_shards_a_j2_run_reads(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed")
 def test_rotate_has_smtpscope_read_the_capture_cut_into_files(tmp_path: Path) -> None:
     # The several-captures case of --jobs: the same traffic, the same rows.
-    capture = tmp_path / "c.pcap"
-    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
-    subprocess.run(
-        [*make, "--size", "3M", str(capture)], check=True, capture_output=True
-    )
-    truth = json.loads((tmp_path / "c.pcap.truth.json").read_text())
-    run = [sys.executable, str(ROOT / "bench" / "run.py"), str(capture)]
     out = tmp_path / "out"
-    options = ["--runs", "1", "--jobs", "1,2", "--tools", "smtpscope,tcpdump"]
-    done = subprocess.run(
-        [*run, *options, "--rotate", "1", "--json", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    report, truth = _bench_json(
+        tmp_path,
+        "3M",
+        ["--jobs", "1,2", "--tools", "smtpscope,tcpdump", "--rotate", "1"],
     )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
     assert report["rotated"] == {"megabytes": 1, "files": 4}  # 3 MiB in 1 MB files
     for tool in ("smtpscope", "smtpscope-j2"):
         assert report["tools"][tool]["status"] == "ok"
@@ -175,3 +164,27 @@ def test_sigterm_stops_the_tool_and_removes_the_shards(tmp_path: Path) -> None:
         ["pgrep", "-f", str(scratch)], capture_output=True, text=True, check=False
     )
     assert left.stdout == ""
+
+
+def _bench_json(
+    tmp_path: Path, size: str, options: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """run.py's JSON report for one round on a capture of ``size`` made in
+    ``tmp_path`` (tables under ``tmp_path / "out"``), and its truth."""
+    capture = tmp_path / "c.pcap"
+    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
+    subprocess.run(
+        [*make, "--size", size, str(capture)], check=True, capture_output=True
+    )
+    run = [sys.executable, str(ROOT / "bench" / "run.py"), str(capture), "--runs", "1"]
+    done = subprocess.run(
+        [*run, *options, "--json", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    truth = json.loads((tmp_path / "c.pcap.truth.json").read_text())
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report, truth
