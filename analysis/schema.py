@@ -220,7 +220,7 @@ ALERTS: tuple[Column, ...] = (
     Column(
         "session_ids",
         Kind.STRING_LIST,
-        "those sessions' ids, the first 1,000 (`sessions` counts all)",
+        "those sessions' ids, of the first 1,000 hits (`sessions` counts all)",
     ),
     Column("examples", Kind.STRING_LIST, "a few commands and replies, escaped"),
     Column("summary", _S, "one sentence saying what happened"),

@@ -75,6 +75,8 @@ MAX_TRANSACTION_ROWS = MAX_KEPT_ROWS
 # refusals, MAIL for bulk sending, HELO names, what follows QUIT.
 _HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
 _DETECTED_VERBS = _HELO_VERBS | {"AUTH", "MAIL", "RCPT", "QUIT"}
+# Commands that belong to a transaction (SessionBuilder._txn_of).
+_TRANSACTION_VERBS = frozenset({"MAIL", "RCPT", "DATA", "BDAT"})
 # Replies that only SASL data gets (RFC 4954 4, 6): challenge, success,
 # failure, mechanism too weak, encryption required.
 _SASL_CODES = frozenset({334, 235, 535, 534, 538})
@@ -151,12 +153,6 @@ def _seconds(later: int | None, earlier: int | None) -> float | None:
     if later is None or earlier is None:
         return None
     return (later - earlier) / NS
-
-
-def _has_row(txn: TransactionRecord) -> bool:
-    """Whether ``txn`` is one of its session's rows (see
-    MAX_TRANSACTION_ROWS); its index is its place among them."""
-    return txn.index < MAX_TRANSACTION_ROWS
 
 
 def _final_reply(txn: TransactionRecord, reply: Reply) -> None:
@@ -452,7 +448,7 @@ class SessionBuilder:
         elif verb == "RCPT":
             self._add_rcpt(event)
         elif verb in ("DATA", "BDAT"):
-            if self._txn is not None and _has_row(self._txn):
+            if self._txn is not None:
                 self._txn_of[event.command_index] = self._txn
         elif verb == "RSET":
             if self._txn is not None:
@@ -542,19 +538,19 @@ class SessionBuilder:
         )
         self.session.transactions += 1
         self._txn = txn
-        if not _has_row(txn):
-            # Nothing refers to it but _txn: the next MAIL lets it go.
-            if not self._transactions_capped:
-                self._transactions_capped = True
-                self._add_anomaly(
-                    event.ts,
-                    "transaction_rows_capped",
-                    f"past {MAX_TRANSACTION_ROWS:,} transactions none gets a "
-                    "row; all are counted in the session",
-                )
-            return
-        self.transactions.append(txn)
         self._txn_of[event.command_index] = txn
+        if len(self.transactions) < MAX_TRANSACTION_ROWS:
+            self.transactions.append(txn)
+        elif not self._transactions_capped:
+            # Followed as any other, then let go: nothing keeps it once it
+            # has ended and its commands have their replies (see _answered).
+            self._transactions_capped = True
+            self._add_anomaly(
+                event.ts,
+                "transaction_rows_capped",
+                f"past {MAX_TRANSACTION_ROWS:,} transactions none gets a "
+                "row; all are counted in the session",
+            )
 
     def _add_rcpt(self, event: CommandSeen) -> None:
         txn = self._txn
@@ -562,9 +558,8 @@ class SessionBuilder:
             self._add_anomaly(event.ts, "rcpt_without_mail", event.argument)
             return
         address, _ = parse_path(event.argument, "TO")
-        if _has_row(txn):
-            self._txn_of[event.command_index] = txn
-            self._rcpt_slot[event.command_index] = len(txn.rcpt_to)
+        self._txn_of[event.command_index] = txn
+        self._rcpt_slot[event.command_index] = len(txn.rcpt_to)
         txn.rcpt_to.append(address if address is not None else event.argument)
         txn.rcpt_codes.append(None)
 
@@ -576,6 +571,18 @@ class SessionBuilder:
         if answers == ".":
             self._on_message_reply(event.command_index, reply, event.ts)
             return
+        try:
+            self._on_command_reply(event, reply, answers)
+        finally:
+            if answers in _TRANSACTION_VERBS and (
+                answers != "DATA" or reply.klass != 3
+            ):
+                self._answered(event.command_index)
+
+    def _on_command_reply(
+        self, event: ReplySeen, reply: Reply, answers: str | None
+    ) -> None:
+        assert event.command_index is not None  # see _on_reply
         row = self._rows.get(event.command_index)
         if row is None:
             if not self._unkept:
@@ -645,6 +652,17 @@ class SessionBuilder:
             settles = chunk is not None and (reply.klass != 2 or chunk[1])
             if txn is not None and txn.end is None and settles:
                 self._settle_message(txn, reply, event.ts)
+
+    def _answered(self, index: int) -> None:
+        """Forget which transaction command ``index`` belonged to, now that
+        its reply is in: replies come in the order the commands went, so
+        nothing looks it up again (a refused MAIL moves only the commands
+        after it, still unanswered; a DATA is looked up again at its
+        message's reply, and forgotten then). So a session of a million
+        transactions holds only those of its commands still unanswered.
+        """
+        self._txn_of.pop(index, None)
+        self._rcpt_slot.pop(index, None)
 
     def _on_mail_reply(self, index: int, reply: Reply, ts: int) -> None:
         txn = self._txn_of.get(index)
@@ -780,6 +798,7 @@ class SessionBuilder:
 
     def _on_message_reply(self, data_index: int, reply: Reply, ts: int) -> None:
         txn = self._txn_of.get(data_index) or self._message_txn
+        self._answered(data_index)
         if txn is None:
             return
         self._settle_message(txn, reply, ts)

@@ -28,10 +28,6 @@ _UNKNOWN_USER = "(unknown)"
 _Extract = tuple[str, str, str, str | None, list[tuple[int, bool, str]]]
 
 
-# Every this many refusals, clients and users with none recent are let go.
-_SWEEP_EVERY = 4096
-
-
 class AuthDetector:
     KINDS = (
         "auth_brute_force",
@@ -48,7 +44,6 @@ class AuthDetector:
         # Timestamps of refusals per client and per user, kept sorted.
         self._by_client: defaultdict[str, list[int]] = defaultdict(list)
         self._by_user: defaultdict[str, list[int]] = defaultdict(list)
-        self._noted = 0  # refusals noted: see _refused
 
     def extract(self, result: SessionResult) -> _Extract | None:
         """The session's AUTH outcomes that count: (ts, accepted, example).
@@ -93,9 +88,9 @@ class AuthDetector:
             if accepted:
                 out += self._success(observation, client, ts, user, shown)
                 continue
-            self._refused(self._by_client, client, ts)
+            bisect.insort(self._by_client[client], ts)
             if user is not None:
-                self._refused(self._by_user, user, ts)
+                bisect.insort(self._by_user[user], ts)
             out.append(observation("auth_brute_force", ts, example=shown))
             out.append(
                 observation(
@@ -135,22 +130,6 @@ class AuthDetector:
                 note=about,
             )
         ]
-
-    def _refused(self, table: defaultdict[str, list[int]], key: str, ts: int) -> None:
-        """Note a refusal at ``ts``; forget what no later success can count.
-
-        Found in review: refusals were forgotten only when a success came,
-        so 400,000 failed AUTHs (one client, or as many) were all kept.
-        """
-        times = table[key]
-        bisect.insort(times, ts)
-        horizon = ts - 2 * self._window  # as _recent
-        del times[: bisect.bisect_left(times, horizon)]
-        self._noted += 1
-        if self._noted % _SWEEP_EVERY == 0:
-            for each in (self._by_client, self._by_user):
-                for stale in [k for k, t in each.items() if not t or t[-1] < horizon]:
-                    del each[stale]
 
     def _recent(self, times: list[int], now: int) -> int:
         # Sessions come in start order, so older refusals are never needed

@@ -427,32 +427,3 @@ def test_a_rules_file_leaves_the_cached_defaults_alone(tmp_path: Path) -> None:
     assert after.local.domains == frozenset()
     assert after.local.networks == ()
     assert after.rule("auth_brute_force").enabled
-
-
-def test_auth_refusals_are_forgotten_once_no_success_can_count_them() -> None:
-    # Found in review: refusals were forgotten only when a success came, so
-    # a flood of failed AUTHs kept every one of them, per client and user.
-    from analysis.detect.auth import _SWEEP_EVERY, AuthDetector
-
-    detector = AuthDetector(default_rules())
-    window = default_rules().rule("auth_success_after_failures").window_ns
-    step = window // 100  # a hundred refusals per window
-    for i in range(3 * _SWEEP_EVERY):
-        client = (
-            f"198.51.100.{i % 7}" if i % 2 else f"10.{i >> 16}.{i >> 8 & 255}.{i & 255}"
-        )
-        detector.judge(
-            (client, "192.0.2.25", f"S{i}", "user", [(i * step, False, "x")])
-        )
-    # Kept: what falls within two windows of the last refusal.
-    assert len(detector._by_user["user"]) == 201
-    assert all(len(times) <= 201 for times in detector._by_client.values())
-    assert len(detector._by_client) < _SWEEP_EVERY + 200
-    # A success still counts the refusals of the window before it.
-    last = 3 * _SWEEP_EVERY * step
-    found = detector.judge(
-        ("198.51.100.1", "192.0.2.25", "S", "user", [(last, True, "ok")])
-    )
-    assert [(o.kind, o.measure) for o in found] == [
-        ("auth_success_after_failures", 100)
-    ]

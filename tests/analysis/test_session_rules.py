@@ -734,3 +734,95 @@ def test_transactions_past_the_cap_are_counted_without_rows(
         )
     ]
     assert len(result.commands) == 12  # the commands keep their rows
+
+
+def _txn_conversation(kind: str) -> list[tuple[str, bytes]]:
+    """Sessions whose transactions cross a cap of 3 rows (found in review:
+    the first cap lost BDAT messages, a nested MAIL's moves and closes)."""
+    start = [
+        (S, b"220 mx\r\n"),
+        (C, b"EHLO c\r\n"),
+        (S, b"250-mx\r\n250-CHUNKING\r\n250 PIPELINING\r\n"),
+    ]
+
+    def data(n: int) -> list[tuple[str, bytes]]:
+        return [
+            (C, b"MAIL FROM:<m%d@x>\r\nRCPT TO:<r@y>\r\nDATA\r\n" % n),
+            (S, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            (C, b"Subject: s\r\n\r\nx\r\n.\r\n"),
+            (S, b"250 ok queued as Q%d\r\n" % n),
+        ]
+
+    def bdat(n: int) -> list[tuple[str, bytes]]:
+        return [
+            (
+                C,
+                b"MAIL FROM:<m%d@x>\r\nRCPT TO:<r@y>\r\nBDAT 3\r\nabcBDAT 2 LAST\r\nde"
+                % n,
+            ),
+            (S, b"250 ok\r\n250 ok\r\n250 ok\r\n250 ok queued as B%d\r\n" % n),
+        ]
+
+    two = data(0) + data(1)
+    if kind == "bdat":
+        return start + [step for n in range(6) for step in bdat(n)]
+    if kind == "nested accepted":
+        return (
+            start
+            + two
+            + [
+                (C, b"MAIL FROM:<k@x>\r\nRCPT TO:<r@y>\r\n"),
+                (S, b"250 ok\r\n250 ok\r\n"),
+                (C, b"MAIL FROM:<n@x>\r\n"),
+                (S, b"250 ok\r\n"),
+            ]
+        )
+    if kind == "nested refused":
+        return (
+            start
+            + two
+            + [
+                (C, b"MAIL FROM:<k@x>\r\n"),
+                (S, b"250 ok\r\n"),
+                (C, b"MAIL FROM:<n@x>\r\nRCPT TO:<r1@y>\r\nRCPT TO:<r2@y>\r\nDATA\r\n"),
+                (S, b"503 5.5.1 nested\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+                (C, b"Subject: s\r\n\r\nx\r\n.\r\n"),
+                (S, b"250 ok queued as K\r\n"),
+            ]
+        )
+    return [  # refused DATA, then a message, past the cap
+        *start,
+        *two,
+        *data(2),
+        (C, b"MAIL FROM:<k@x>\r\nRCPT TO:<r@y>\r\nDATA\r\n"),
+        (S, b"250 ok\r\n250 ok\r\n554 no\r\n"),
+        *data(3),
+    ]
+
+
+@pytest.mark.parametrize(
+    "kind", ["bdat", "nested accepted", "nested refused", "refused data"]
+)
+def test_the_transaction_cap_leaves_the_rows_before_it_and_the_counts_alone(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from analysis import session as builder
+
+    whole = session(_txn_conversation(kind))
+    monkeypatch.setattr(builder, "MAX_TRANSACTION_ROWS", 3)
+    capped = session(_txn_conversation(kind))
+    assert capped.transactions == whole.transactions[:3]
+    assert len(whole.transactions) > 3
+    for column in ("transactions", "messages_accepted", "commands"):
+        assert getattr(capped.session, column) == getattr(whole.session, column)
+    if kind == "nested refused":
+        last = capped.transactions[2]
+        assert (last.mail_from, last.rcpt_to, last.rcpt_codes) == (
+            "k@x",
+            ["r1@y", "r2@y"],
+            [250, 250],
+        )
+        assert (last.status, last.queue_id, last.subject) == ("accepted", "K", "s")
+    if kind == "nested accepted":
+        assert capped.transactions[2].status == "reset"
+        assert capped.transactions[2].end is not None
