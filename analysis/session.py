@@ -68,8 +68,9 @@ MAX_KEPT_ROWS = 50_000
 # Transaction rows per session, for the same reason: MAIL, RCPT and RSET in
 # turn, 400,000 times (83 MB of capture), held 1.5 GB until the session
 # closed. As many as MAIL commands may have rows (MAX_KEPT_ROWS). Past it
-# a transaction is counted in the session and followed, but gets no row
-# and is forgotten once the next one starts.
+# a transaction is counted in the session and followed as any other, but
+# gets no row, and is let go once it has ended and its commands have their
+# replies (SessionBuilder._answered).
 MAX_TRANSACTION_ROWS = MAX_KEPT_ROWS
 # Commands whose rows the detectors read: AUTH outcomes, RCPTs and their
 # refusals, MAIL for bulk sending, HELO names, what follows QUIT.

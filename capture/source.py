@@ -531,7 +531,7 @@ def _fast_path(path: str, large: bool = False) -> _FastPath | None:
     """How libpcap's path reads ``path``: a large pcap or pcapng file, plain
     or gzip-compressed (``inflate``), when libpcap is at hand; None for any
     other file, which the Python reader reads. ``large``: in a large run
-    (see ``large_run``), where smaller files count as large."""
+    (see ``large_run``), where smaller plain files qualify too."""
     if path == "-" or os.environ.get("SMTPSCOPE_NO_LIBPCAP"):
         return None
     least_plain = FAST_PATH_MIN_BYTES
