@@ -37,10 +37,10 @@ The commands are the comparison the project's issue names:
 With ``--rotate MB``, smtpscope reads the capture cut into files of MB
 megabytes (``tcpdump -C``, before the rounds), as a rotated capture is kept;
 the other tools read it whole. A tool that is not installed is skipped with
-a message. When the capture
-has a ``.truth.json`` sidecar (from ``make_capture.py``), smtpscope's row
-counts are checked against it. Exit status: 0 when every tool that ran
-succeeded and the check (if any) matched, 1 otherwise, 2 for usage errors.
+a message. When the capture has a ``.truth.json`` sidecar (from
+``make_capture.py``), smtpscope's row counts are checked against it. Exit
+status: 0 when every tool that ran succeeded and the check (if any)
+matched, 1 otherwise, 2 for usage errors.
 """
 
 from __future__ import annotations
