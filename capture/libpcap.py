@@ -149,6 +149,7 @@ def _lib() -> Any | None:
         ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)),
     )
     lib.pcap_datalink.argtypes = (ctypes.c_void_p,)
+    lib.pcap_snapshot.argtypes = (ctypes.c_void_p,)
     lib.pcap_close.argtypes = (ctypes.c_void_p,)
     lib.pcap_geterr.argtypes = (ctypes.c_void_p,)
     lib.pcap_geterr.restype = ctypes.c_char_p
@@ -380,11 +381,60 @@ def _open_with_filter(
     if not handle:
         raise LibpcapError(errbuf.value.decode(errors="replace"))
     try:
-        _set_filter(lib, handle, expression)
+        _set_compiled_filter(lib, handle, expression)
     except LibpcapError:
         lib.pcap_close(handle)
         raise
     return lib, handle, buffer
+
+
+# Filters compiled for capture files, by link type, snaplen and expression,
+# kept for the next file: compiling a -j worker's filter takes about half a
+# millisecond, and each worker compiled it twice per capture (for the
+# capture's first segment, then to read it), so a capture rotated into 500
+# files compiled the same filter a thousand times. A failure is kept too.
+_COMPILED: dict[tuple[int, int, str], _BpfProgram | str] = {}
+_COMPILED_MAX = 32
+
+
+def _set_compiled_filter(lib: Any, handle: int, expression: str) -> None:
+    """``_set_filter`` for a capture file's handle, compiled once per link
+    type, snaplen and expression (``_COMPILED``)."""
+    key = (lib.pcap_datalink(handle), lib.pcap_snapshot(handle), expression)
+    program = _COMPILED.get(key)
+    if program is None:
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _forget_compiled(lib)
+        program = _COMPILED[key] = _compile(lib, *key)
+    if isinstance(program, str):
+        raise FilterError(program)
+    if lib.pcap_setfilter(handle, ctypes.byref(program)):  # libpcap copies it
+        message = lib.pcap_geterr(handle).decode(errors="replace")
+        raise FilterError(f"filter: {message}")
+
+
+def _compile(
+    lib: Any, linktype: int, snaplen: int, expression: str
+) -> _BpfProgram | str:
+    """``expression`` compiled for captures of ``linktype`` and ``snaplen``,
+    or the error to raise for it."""
+    dead = lib.pcap_open_dead(linktype, snaplen)
+    if not dead:
+        return "filter: libpcap could not compile for this link type"
+    try:
+        program = _BpfProgram()
+        if lib.pcap_compile(dead, ctypes.byref(program), expression.encode(), 1, 0):
+            return f"filter: {lib.pcap_geterr(dead).decode(errors='replace')}"
+        return program
+    finally:
+        lib.pcap_close(dead)
+
+
+def _forget_compiled(lib: Any) -> None:
+    for program in _COMPILED.values():
+        if isinstance(program, _BpfProgram):
+            lib.pcap_freecode(ctypes.byref(program))
+    _COMPILED.clear()
 
 
 # stdio reads a file in blocks of its st_blksize, 4 KiB: a quarter of a

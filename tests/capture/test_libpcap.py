@@ -484,3 +484,33 @@ def test_smaller_captures_take_the_fast_path_in_a_large_run(
     assert together.stats.smtp_packets == 2 * alone.stats.smtp_packets
     monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
     same_tables(together, read_captures(parts))
+
+
+def test_a_filter_is_compiled_once_for_captures_read_one_after_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A capture rotated into 500 files compiled a -j worker's filter a
+    # thousand times, half a millisecond each. Compiled once per link type,
+    # snaplen and expression now, refusals included, with the same packets.
+    calls: list[tuple[int, int, str]] = []
+    real = libpcap._compile
+
+    def counted(lib: object, linktype: int, snaplen: int, expression: str) -> object:
+        calls.append((linktype, snaplen, expression))
+        return real(lib, linktype, snaplen, expression)
+
+    monkeypatch.setattr(libpcap, "_compile", counted)
+    monkeypatch.setattr(libpcap, "_COMPILED", {})
+    path = tmp_path / "c.pcap"
+    path.write_bytes(pcap(_frames()))
+    expression = libpcap.smtp_filter(SMTP_PORTS, (1, 2))
+    kept = []
+    for _ in range(3):
+        with libpcap.open_filtered(str(path), expression) as reader:
+            kept.append([packet.data for packet in reader])
+    assert calls == [(1, 262144, expression)]  # craft.pcap's snaplen
+    assert kept[0] == kept[1] == kept[2] and kept[0]
+    for _ in range(2):
+        with pytest.raises(libpcap.FilterError, match="syntax error"):
+            libpcap.open_filtered(str(path), "tcp port")
+    assert len(calls) == 2
