@@ -731,31 +731,26 @@ class Reassembler:
                 self._hold_synack(flow, ts, seg, events)
                 return events
             elif (
-                direction == Direction.CLIENT
-                and flow.synacks
+                flow.synacks
                 and not flags & SYN
-                and (held := _held_for(flow, Direction.CLIENT, seq, ack)) is not None
+                and (held := _held_for(flow, direction, seq, ack)) is not None
             ):
-                # The client in a held SYN-ACK's sequence space (its ACK of
-                # it, a ClientHello on port 465): kept for the new connection,
-                # if the server shows it; the old one goes on without it.
-                kept = held[3]
-                if (
-                    len(kept) < _HELD_CLIENT_SEGMENTS
-                    and (payload or not kept)  # its ACK once, then bytes
-                    and _held_bytes(kept) + len(payload) <= _HELD_CLIENT_BYTES
-                ):
-                    kept.append((ts, _kept(seg)))
-                return events
-            elif (
-                direction == Direction.SERVER
-                and flow.synacks
-                and not flags & SYN
-                and (held := _held_for(flow, Direction.SERVER, seq, ack)) is not None
-            ):
-                # The server in a held SYN-ACK's sequence space, its greeting
-                # or what follows it: the new connection is real.
-                flow, direction = self._reused(flow, *held, events)
+                if direction == Direction.SERVER:
+                    # The server in a held SYN-ACK's sequence space, its
+                    # greeting or what follows it: the new connection is real.
+                    flow, direction = self._reused(flow, *held, events)
+                else:
+                    # The client there (its ACK of it, a ClientHello on port
+                    # 465): kept for the new connection, if the server shows
+                    # it; the old one goes on without it.
+                    kept = held[3]
+                    if (
+                        len(kept) < _HELD_CLIENT_SEGMENTS
+                        and (payload or not kept)  # its ACK once, then bytes
+                        and _held_bytes(kept) + len(payload) <= _HELD_CLIENT_BYTES
+                    ):
+                        kept.append((ts, _kept(seg)))
+                    return events
         self._segment(flow, direction, ts, seg, events)
         flow.settle()
         if self._max_open is not None and len(self._open) > self._max_open:
