@@ -54,21 +54,8 @@ def test_a_small_tool_is_not_given_the_memory_of_run_py(tmp_path: Path) -> None:
     # Found in a trial: wait4 gave tcpdump run.py's own peak (25 MiB, over
     # 8 MiB of it from reading the capture into the page cache), since
     # Linux counts what a child held before its exec.
-    capture = tmp_path / "c.pcap"
-    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
-    subprocess.run(
-        [*make, "--size", "2M", str(capture)], check=True, capture_output=True
-    )
-    run = [sys.executable, str(ROOT / "bench" / "run.py"), str(capture)]
-    done = subprocess.run(
-        [*run, "--runs", "1", "--tools", "tcpdump", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    tcpdump = json.loads(done.stdout)["tools"]["tcpdump"]
+    report, _ = _bench_json(tmp_path, "2M", ["--tools", "tcpdump"])
+    tcpdump = report["tools"]["tcpdump"]
     # About 6 MiB here on a quiet machine, 19 MiB seen under load; run.py's
     # own peak, which it was given before, is 25 MiB and more.
     assert 0 < tcpdump["peak_rss_kb"] < 22 * 1024
@@ -76,24 +63,9 @@ def test_a_small_tool_is_not_given_the_memory_of_run_py(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed")
 def test_split_2_runs_on_the_two_shards_a_j2_run_reads(tmp_path: Path) -> None:
-    capture = tmp_path / "c.pcap"
-    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
-    subprocess.run(
-        [*make, "--size", "2M", str(capture)], check=True, capture_output=True
-    )
-    truth = json.loads((tmp_path / "c.pcap.truth.json").read_text())
-    run = [sys.executable, str(ROOT / "bench" / "run.py"), str(capture)]
     out = tmp_path / "out"
-    options = ["--runs", "1", "--jobs", "1", "--tools", "smtpscope,split-2"]
-    done = subprocess.run(
-        [*run, *options, "--json", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    options = ["--jobs", "1", "--tools", "smtpscope,split-2"]
+    report, truth = _bench_json(tmp_path, "2M", options)
     assert report["tools"]["split-2"]["status"] == "ok"
     assert report["ratios"]["split-2"]["speedup_vs_smtpscope"] > 0
     # Each shard holds whole connections, and between them all of them.
