@@ -567,3 +567,49 @@ def test_a_pipe_is_read_as_packets_arrive() -> None:
     thread.join(timeout=5)
     os.close(write_fd)
     assert len(got) == len(FRAMES)
+
+
+# -- ISA-L and zlib inflate alike -----------------------------------------
+
+
+def _with_inflater(
+    monkeypatch: pytest.MonkeyPatch, module: object, compressed: bytes
+) -> tuple[list[tuple[int, bytes]], int | None]:
+    import capture.pcapfile
+
+    monkeypatch.setattr(capture.pcapfile, "_deflate", module)
+    packets, error = _read_stream(io.BytesIO(compressed))
+    return [(p.ts, p.data) for p in packets], None if error is None else error.offset
+
+
+def test_isal_is_the_inflater_where_installed() -> None:
+    import capture.pcapfile
+
+    isal_zlib = pytest.importorskip("isal.isal_zlib")
+    assert capture.pcapfile._deflate is isal_zlib
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    count=st.integers(1, 400),
+    cut=st.integers(0, 1 << 16),
+    flips=st.lists(st.integers(0, 1 << 16), max_size=4),
+)
+def test_isal_and_zlib_give_the_same_packets_and_damage(
+    count: int, cut: int, flips: list[int]
+) -> None:
+    # The same packets and the same damage offset whichever library
+    # inflates: flipped bits in the deflate data, its CRC or its length,
+    # and cuts anywhere.
+    isal_zlib = pytest.importorskip("isal.isal_zlib")
+    content = pcap(
+        [Frame(1_600_000_000 + n, n, bytes([n % 251]) * (n % 97)) for n in range(count)]
+    )
+    compressed = bytearray(gzip.compress(content))
+    for flip in flips:
+        compressed[flip % len(compressed)] ^= 0x5A
+    damaged = bytes(compressed[: max(10, len(compressed) - cut % len(compressed))])
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        by_zlib = _with_inflater(monkeypatch, zlib, damaged)
+        by_isal = _with_inflater(monkeypatch, isal_zlib, damaged)
+    assert by_isal == by_zlib
