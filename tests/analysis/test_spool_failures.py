@@ -203,14 +203,19 @@ def test_ctrl_c_while_waiting_is_passed_on_to_the_workers(
         # ignore SIGINT, as a background job does).
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
-        def slow_clock(name: str, mine: int | None) -> int | None:
-            latest: int | None = clock(name, mine)
-            if name != sleep_at:
+        def slow_clock(idle: Any) -> Any:
+            hook = clock(idle)
+
+            def slow(name: str, mine: int | None) -> int | None:
+                latest: int | None = hook(name, mine)
+                if name != sleep_at:
+                    return latest
+                # A worker that goes on only once told to stop.
+                if signal.sigtimedwait({signal.SIGTERM}, 30) is None:
+                    raise AssertionError("the worker was never told to stop")
                 return latest
-            # A worker that goes on only once told to stop.
-            if signal.sigtimedwait({signal.SIGTERM}, 30) is None:
-                raise AssertionError("the worker was never told to stop")
-            return latest
+
+            return slow
 
         return real_work(job, clock=slow_clock)
 
@@ -288,14 +293,14 @@ def test_a_worker_gone_during_a_round_is_left_out(
     # on without it and does not wait for it in the later rounds.
     real_agree = parallel._agree
 
-    def agree(workers: list[parallel._Worker], name: str, mine: Any) -> Any:
+    def agree(workers: list[parallel._Worker], idle: Any, name: str, mine: Any) -> Any:
         if name == "capture 1 open":
             (worker,) = workers
             assert worker.process.pid is not None
             signum = signal.SIGINT if how == "stopped" else signal.SIGKILL
             os.kill(worker.process.pid, signum)
             worker.process.join(timeout=30)
-        return real_agree(workers, name, mine)
+        return real_agree(workers, idle, name, mine)
 
     monkeypatch.setattr(parallel, "_agree", agree)
     started = time.monotonic()
@@ -316,6 +321,110 @@ def test_a_worker_gone_during_a_round_is_left_out(
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("waiting", ["worker", "parent"])
+def test_a_share_spools_what_it_held_back_while_it_waits_in_a_round(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, waiting: str
+) -> None:
+    # Closed sessions are held back from the spool (parallel._Deferred) and
+    # spooled while the process waits in a round. The worker's share of
+    # EARLIER (one session) is spooled while the parent, slow to reach
+    # LATER's first round, keeps it waiting there; the parent's share of
+    # LATER (two sessions) while the worker, slow to reach the end's round,
+    # keeps the parent waiting there. The tables are a single process's.
+    log = tmp_path / "spooled-while-waiting"
+    real_one = parallel._Deferred.one
+
+    def one(self: parallel._Deferred) -> bool:
+        spooled = real_one(self)
+        if spooled and sys._getframe(1).f_code.co_name != "all":
+            with log.open("a") as out:
+                out.write(f"{os.getpid()}\n")
+        return spooled
+
+    real_agree = parallel._agree
+
+    def slow_parent(
+        workers: list[parallel._Worker], idle: Any, name: str, mine: Any
+    ) -> Any:
+        if name == "capture 1 clock":
+            time.sleep(0.5)  # the worker is in the round by then
+        return real_agree(workers, idle, name, mine)
+
+    real_work = parallel._work
+
+    def slow_worker(job: Any, clock: Any) -> Any:
+        def slow_clock(idle: Any) -> Any:
+            hook = clock(idle)
+
+            def slow(name: str, mine: int | None) -> int | None:
+                if name == "end":
+                    time.sleep(0.5)  # the parent is in the round by then
+                latest: int | None = hook(name, mine)
+                return latest
+
+            return slow
+
+        return real_work(job, clock=slow_clock)
+
+    monkeypatch.setattr(parallel._Deferred, "one", one)
+    if waiting == "worker":
+        monkeypatch.setattr(parallel, "_agree", slow_parent)
+    else:
+        monkeypatch.setattr(parallel, "_work", slow_worker)
+    single = tmp_path / "single"
+    assert cli.main(["read", EARLIER, LATER, "-q", "-o", str(single)]) == 0
+    sharded = tmp_path / "sharded"
+    status = cli.main(["read", EARLIER, LATER, "-q", "-o", str(sharded), "-j", "2"])
+    assert status == 0
+    same_files(sharded, single)
+    pids = [int(pid) for pid in log.read_text().split()]
+    if waiting == "worker":
+        assert any(pid != os.getpid() for pid in pids)
+    else:
+        assert pids.count(os.getpid()) == 2
+
+
+def test_deferred_sessions_reach_the_spool_in_closing_order(tmp_path: Path) -> None:
+    added: list[int] = []
+
+    class Recorder:
+        def add(self, result: Any) -> None:
+            added.append(result)
+
+    deferred = parallel._Deferred(Recorder())  # type: ignore[arg-type]
+    held = parallel.DEFERRED_SESSIONS
+    for n in range(held + 3):
+        deferred.add(n)  # type: ignore[arg-type]
+    assert added == [0, 1, 2]  # no more than DEFERRED_SESSIONS wait
+    assert deferred.one() and added == [0, 1, 2, 3]
+    deferred.all()
+    assert added == list(range(held + 3))
+    assert not deferred.one()
+
+
+def test_a_session_stopped_while_spooled_stays_held(tmp_path: Path) -> None:
+    # A stop inside Spool.add leaves the session out of the spool whole:
+    # _Deferred keeps it, and spools it with the rest after the stop.
+    added: list[int] = []
+
+    class StoppedOnce:
+        stopped = False
+
+        def add(self, result: Any) -> None:
+            if not self.stopped:
+                self.stopped = True
+                raise KeyboardInterrupt
+            added.append(result)
+
+    deferred = parallel._Deferred(StoppedOnce())  # type: ignore[arg-type]
+    deferred.add(1)  # type: ignore[arg-type]
+    deferred.add(2)  # type: ignore[arg-type]
+    with pytest.raises(KeyboardInterrupt):
+        deferred.one()
+    deferred.all()
+    assert added == [1, 2]
+
+
 def test_a_worker_out_of_step_goes_on_alone(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -332,9 +441,9 @@ def test_a_worker_out_of_step_goes_on_alone(
     names: list[str] = []
     real_agree = parallel._agree
 
-    def agree(workers: list[parallel._Worker], name: str, mine: Any) -> Any:
+    def agree(workers: list[parallel._Worker], idle: Any, name: str, mine: Any) -> Any:
         names.append(name)
-        return real_agree(workers, name, mine)
+        return real_agree(workers, idle, name, mine)
 
     monkeypatch.setattr(parallel, "_work", work)
     monkeypatch.setattr(parallel, "_agree", agree)
