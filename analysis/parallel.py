@@ -11,10 +11,10 @@ Once all have read everything they agree on the latest time any of them
 read to, so that a connection left idle near the end closes as idle, as it
 would where one process saw the others' packets go on. A process that
 waits in a round spools meanwhile the sessions it closed and held back
-(``_Deferred``). Workers spool their
-results to files in a directory of the parent's spool and return only a
-description of them (``SpoolPart``), so nothing large crosses between
-processes; the parent's own share goes straight into its spool. The parent
+(``_Deferred``). Workers spool their results to files in a directory of
+the parent's spool and return only a description of them (``SpoolPart``),
+so nothing large crosses between processes; the parent's own share goes
+straight into its spool. The parent
 replays all parts as one spool: the tables are the same rows in the same
 order as a single process gives, because session ids and row order depend
 only on the traffic, and the detectors see every session at once.
