@@ -174,9 +174,10 @@ class _GzipChunks:
     """Decompressed chunks of a gzip stream (RFC 1952), member after member.
 
     The gzip framing is read here and zlib inflates the raw deflate data,
-    so that every byte decompressed before a CRC or truncation error is
-    handed on before that error is raised (``gzip.GzipFile`` and zlib's own
-    gzip mode can lose the last output along with the error).
+    so that every byte decompressed before a CRC or truncation error, or
+    before damage inside the deflate data, is handed on before that error
+    is raised (``gzip.GzipFile`` and zlib's own gzip mode can lose the last
+    output along with the error).
     """
 
     def __init__(self, raw: _FileChunks, first: bytes) -> None:
@@ -185,6 +186,11 @@ class _GzipChunks:
         self._inflate: Any = None  # zlib's Decompress, while inside a member
         self._crc = 0
         self._size = 0
+        # The input of a call that failed, fed again from this position
+        # (see read), and the damage to raise once what came before it is
+        # handed on.
+        self._replay: tuple[bytes, int] | None = None
+        self._damage: _SourceDamage | None = None
 
     @property
     def raw_bytes(self) -> int:
@@ -192,25 +198,67 @@ class _GzipChunks:
 
     def read(self) -> bytes:
         while True:
+            if self._damage is not None:
+                raise self._damage
             inflate = self._inflate
             if inflate is None:
                 if not self._start_member():
                     return b""
                 continue
-            if inflate.eof:
+            if self._replay is not None:
+                out = self._replay_some()
+            elif inflate.eof:
                 self._end_member()
                 continue
-            data = inflate.unconsumed_tail or self._compressed()
-            if not data:
-                raise _SourceDamage("gzip data truncated")
-            try:
-                out: bytes = inflate.decompress(data, CHUNK_SIZE)
-            except zlib.error as exc:
-                raise _SourceDamage(f"gzip data damaged ({exc})") from exc
+            else:
+                data = inflate.unconsumed_tail or self._compressed()
+                if not data:
+                    raise _SourceDamage("gzip data truncated")
+                before = inflate.copy()
+                try:
+                    out = inflate.decompress(data, CHUNK_SIZE)
+                except zlib.error:
+                    # zlib hands on nothing of a call that fails, which lost
+                    # up to a chunk's worth before the damage, and made a
+                    # file and the same file piped in (read in pieces of
+                    # other sizes) stop at different offsets. The same input
+                    # again, a byte at a time from the state before the
+                    # call, hands on every byte before the damage.
+                    self._inflate = before
+                    self._replay = (data, 0)
+                    continue
             if out:
                 self._crc = zlib.crc32(out, self._crc)
                 self._size += len(out)
                 return out
+
+    def _replay_some(self) -> bytes:
+        """Up to a chunk of what a failed call's input inflates to before
+        its damage, fed again a byte at a time; the damage is raised at the
+        next read."""
+        assert self._replay is not None
+        data, at = self._replay
+        inflate = self._inflate
+        pieces: list[bytes] = []
+        size = 0
+        while at < len(data) and size < CHUNK_SIZE and not inflate.eof:
+            try:
+                piece: bytes = inflate.decompress(data[at : at + 1])
+            except zlib.error as exc:
+                self._replay = None
+                self._damage = _SourceDamage(f"gzip data damaged ({exc})")
+                return b"".join(pieces)
+            at += 1
+            pieces.append(piece)
+            size += len(piece)
+        if at < len(data) and size >= CHUNK_SIZE:
+            self._replay = (data, at)  # more before the damage
+        else:
+            # Fed again, the input inflated without the error (zlib is not
+            # expected to do that): what is left goes on the usual way.
+            self._replay = None
+            self._carry = data[at:] + self._carry
+        return b"".join(pieces)
 
     def _compressed(self) -> bytes:
         if self._carry:

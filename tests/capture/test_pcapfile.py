@@ -355,6 +355,54 @@ def test_gzip_truncated(tmp_path: Path) -> None:
     assert error.offset == packets[-1].offset + 16 + len(packets[-1].data)
 
 
+def _gzip_damaged_after(content: bytes) -> bytes:
+    """A gzip member whose deflate data holds ``content`` whole, flushed to
+    a byte boundary, then a block of the reserved type 3 (RFC 1951 3.2.3),
+    which zlib refuses."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    deflated = compressor.compress(content) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + deflated + b"\xff" * 16
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_gzip_damage_keeps_everything_inflated_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # zlib hands on nothing of a call that fails: a whole chunk, here all
+    # 120 packets, was lost (a capture piped in, read in smaller pieces,
+    # lost less). Every packet before the damage is kept now.
+    frames = [Frame(1_600_000_000 + n, n, bytes([n]) * 100) for n in range(120)]
+    content = pcap(frames)
+    damaged = _gzip_damaged_after(content)
+    if how == "file":
+        packets, error = collect(write(tmp_path, "d.pcap.gz", damaged))
+    else:
+        stdin_with(monkeypatch, damaged)
+        packets, error = [], None
+        try:
+            with open_capture("-") as reader:
+                packets.extend(reader)
+        except CaptureError as caught:
+            error = caught
+    assert [p.data for p in packets] == [f.data for f in frames]
+    assert error is not None and error.offset == len(content)
+    assert (
+        "gzip data damaged" in error.message and "invalid block type" in error.message
+    )
+
+
+def test_gzip_damage_after_more_than_a_chunk(tmp_path: Path) -> None:
+    # Before the damage, more than a chunk (1 MiB) from one read: handed on
+    # in chunks, then the damage.
+    frames = [Frame(1_600_000_000, n, bytes([n % 256]) * 1400) for n in range(2000)]
+    content = pcap(frames)
+    packets, error = collect(
+        write(tmp_path, "big.pcap.gz", _gzip_damaged_after(content))
+    )
+    assert len(packets) == 2000
+    assert error is not None and error.offset == len(content)
+
+
 def test_pcapng_bad_block_length(tmp_path: Path) -> None:
     good = ng_shb() + ng_idb(1) + ng_epb(0, 1, b"ok")
     bad = bytearray(ng_epb(0, 2, b"bad"))
