@@ -507,13 +507,16 @@ def _read_share(
     return stats
 
 
-# Sessions held back from the spool at most (see _Deferred).
+# Held back from the spool at most (see _Deferred): sessions, and rows of
+# theirs (commands, transactions, recipients, anomalies, TLS records), so
+# that large sessions are not held.
 DEFERRED_SESSIONS = 64
+DEFERRED_ROWS = 4096
 
 
 class _Deferred:
     """The share's closed sessions on their way into its spool, up to
-    DEFERRED_SESSIONS held back, the oldest first.
+    DEFERRED_SESSIONS and DEFERRED_ROWS held back, the oldest first.
 
     Spooling a session (encoding its rows and the detectors' evidence) is
     about a seventh of the work of reading it. Held back, it is done where
@@ -527,11 +530,14 @@ class _Deferred:
 
     def __init__(self, spool: Spool) -> None:
         self._spool = spool
-        self._held: collections.deque[SessionResult] = collections.deque()
+        self._held: collections.deque[tuple[SessionResult, int]] = collections.deque()
+        self._rows = 0  # of the sessions held
 
     def add(self, result: SessionResult) -> None:
-        self._held.append(result)
-        if len(self._held) > DEFERRED_SESSIONS:
+        rows = _rows_of(result)
+        self._held.append((result, rows))
+        self._rows += rows
+        while len(self._held) > DEFERRED_SESSIONS or self._rows > DEFERRED_ROWS:
             self.one()
 
     def one(self) -> bool:
@@ -546,13 +552,28 @@ class _Deferred:
         held = self._held
         if not held:
             return False
-        self._spool.add(held[0])
+        result, rows = held[0]
+        self._spool.add(result)
         held.popleft()
+        self._rows -= rows
         return True
 
     def all(self) -> None:
         while self.one():
             pass
+
+
+def _rows_of(result: SessionResult) -> int:
+    """About how much of memory ``result`` holds, in rows."""
+    recipients = sum(len(txn.rcpt_to) for txn in result.transactions)
+    return (
+        1
+        + len(result.commands)
+        + len(result.transactions)
+        + recipients
+        + len(result.anomalies)
+        + len(result.tls)
+    )
 
 
 def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -384,45 +385,70 @@ def test_a_share_spools_what_it_held_back_while_it_waits_in_a_round(
         assert pids.count(os.getpid()) == 2
 
 
-def test_deferred_sessions_reach_the_spool_in_closing_order(tmp_path: Path) -> None:
-    added: list[int] = []
+def _result(name: int, commands: int = 0) -> Any:
+    """A stand-in for a SessionResult of ``commands`` command rows."""
+    return types.SimpleNamespace(
+        name=name, commands=[None] * commands, transactions=[], anomalies=[], tls=[]
+    )
 
-    class Recorder:
-        def add(self, result: Any) -> None:
-            added.append(result)
 
-    deferred = parallel._Deferred(Recorder())  # type: ignore[arg-type]
+class _Recorder:
+    """A stand-in for a Spool that records the results added, by name."""
+
+    def __init__(self) -> None:
+        self.added: list[int] = []
+
+    def add(self, result: Any) -> None:
+        self.added.append(result.name)
+
+
+def test_deferred_sessions_reach_the_spool_in_closing_order() -> None:
+    spool = _Recorder()
+    deferred = parallel._Deferred(spool)  # type: ignore[arg-type]
     held = parallel.DEFERRED_SESSIONS
     for n in range(held + 3):
-        deferred.add(n)  # type: ignore[arg-type]
-    assert added == [0, 1, 2]  # no more than DEFERRED_SESSIONS wait
-    assert deferred.one() and added == [0, 1, 2, 3]
+        deferred.add(_result(n))
+    assert spool.added == [0, 1, 2]  # no more than DEFERRED_SESSIONS wait
+    assert deferred.one() and spool.added == [0, 1, 2, 3]
     deferred.all()
-    assert added == list(range(held + 3))
+    assert spool.added == list(range(held + 3))
     assert not deferred.one()
 
 
-def test_a_session_stopped_while_spooled_stays_held(tmp_path: Path) -> None:
+def test_a_large_session_is_not_held_back() -> None:
+    # Rows held back are bounded too: a session of more than DEFERRED_ROWS
+    # goes into the spool at once, after those closed before it.
+    spool = _Recorder()
+    deferred = parallel._Deferred(spool)  # type: ignore[arg-type]
+    deferred.add(_result(0, commands=10))
+    deferred.add(_result(1, commands=10))
+    assert spool.added == []
+    deferred.add(_result(2, commands=parallel.DEFERRED_ROWS))
+    assert spool.added == [0, 1, 2]
+    deferred.add(_result(3, commands=10))
+    assert spool.added == [0, 1, 2]
+
+
+def test_a_session_stopped_while_spooled_stays_held() -> None:
     # A stop inside Spool.add leaves the session out of the spool whole:
     # _Deferred keeps it, and spools it with the rest after the stop.
-    added: list[int] = []
-
-    class StoppedOnce:
+    class StoppedOnce(_Recorder):
         stopped = False
 
         def add(self, result: Any) -> None:
             if not self.stopped:
                 self.stopped = True
                 raise KeyboardInterrupt
-            added.append(result)
+            super().add(result)
 
-    deferred = parallel._Deferred(StoppedOnce())  # type: ignore[arg-type]
-    deferred.add(1)  # type: ignore[arg-type]
-    deferred.add(2)  # type: ignore[arg-type]
+    spool = StoppedOnce()
+    deferred = parallel._Deferred(spool)  # type: ignore[arg-type]
+    deferred.add(_result(1))
+    deferred.add(_result(2))
     with pytest.raises(KeyboardInterrupt):
         deferred.one()
     deferred.all()
-    assert added == [1, 2]
+    assert spool.added == [1, 2]
 
 
 def test_a_worker_out_of_step_goes_on_alone(
