@@ -208,7 +208,16 @@ def _read_all(
         errors: list[CaptureError] = []
         try:
             yield from _one_capture(
-                path, ports, reassembler, stats, done, total, progress, shard, handle
+                path,
+                ports,
+                reassembler,
+                stats,
+                done,
+                total,
+                progress,
+                shard,
+                handle,
+                large,
             )
         except CaptureError as damage:
             errors.append(damage)
@@ -420,7 +429,10 @@ def _one_capture(
     progress: ProgressHook | None,
     shard: tuple[int, int],
     handle: Callable[[StreamEvent], T | None],
+    large: bool,
 ) -> Iterator[T]:
+    """Read capture ``path``; ``large``: whether the run is a large one
+    (``large_run`` of ``total``), which ``_read_all`` judged once."""
     on_read = None
     if progress is not None:
         on_read = _offset_progress(progress, path, done, total)
@@ -432,7 +444,7 @@ def _one_capture(
     sharded = parts > 1
     owners: dict[FlowKey, int] = {}  # see _owner
     skip = 0
-    fast = _fast_path(path, large_run(total))
+    fast = _fast_path(path, large)
     if fast is not None:
         delivered = yield from _filtered_capture(
             path, ports, reassembler, stats, on_read, shard, handle, fast
