@@ -167,13 +167,7 @@ class _Worker:
 
     def ready(self) -> bool:
         """Whether ``told`` would return at once."""
-        if self.released:
-            return True
-        try:
-            ready: bool = self.clock.poll()
-        except OSError:
-            return True  # told then finds it gone
-        return ready
+        return self.released or _readable(self.clock)
 
     def told(self) -> tuple[str, int | None] | None:
         """The worker's round and value; None if it stopped asking."""
@@ -322,11 +316,17 @@ class _Told:
         return answer[1]
 
     def _ready(self) -> bool:
-        try:
-            ready: bool = self._clock.poll() if self._clock is not None else True
-        except OSError:
-            return True  # recv then finds the parent gone
-        return ready
+        return self._clock is None or _readable(self._clock)
+
+
+def _readable(end: Any) -> bool:
+    """Whether a recv on pipe end ``end`` would return at once: something
+    is there, or the other end is gone (recv then says so)."""
+    try:
+        readable: bool = end.poll()
+    except OSError:
+        return True
+    return readable
 
 
 def _child(job: _Job, send: Any, clock: Any, ours: list[Any], parent: int) -> None:
