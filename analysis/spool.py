@@ -32,6 +32,7 @@ import marshal
 import operator
 import os
 import shutil
+import struct
 import tempfile
 from array import array
 from collections.abc import Callable, Iterator
@@ -56,6 +57,9 @@ from analysis.rowfiles import Format, SessionRows
 # than marshalling it. (A larger file buffer would batch the writes too,
 # but also make every read of the replay, which jumps around, that large.)
 _BATCH = 256 * 1024
+# Before each session's three marshalled parts (see Spool.add): the lengths
+# of the first two.
+_PARTS = struct.Struct("<QQ")
 
 
 def _cells(record_type: type) -> Callable[[Any], tuple[Any, ...]]:
@@ -288,6 +292,7 @@ class Spool:
         self._batch: list[bytes] = []  # sessions not yet written to _writer
         self._batched = 0  # their bytes
         self._end = 0  # _writer's size, the batch included
+        self._cut_short = False  # an add stopped before it counted its bytes
         self._scratch: str | None = None
 
     def __len__(self) -> int:
@@ -308,28 +313,46 @@ class Spool:
 
     def add(self, result: SessionResult) -> None:
         session = result.session
-        rows = self._rows(result) if self._rows is not None else None
-        candidate = downgrade.may_apply(session)
-        keep = self.results or candidate
-        data = marshal.dumps(
-            (self._evidence(result), rows, _result_cells(result) if keep else None)
-        )
+        keep = self.results or downgrade.may_apply(session)
+        # Each part is marshalled as soon as it is made, and its objects let
+        # go: a session at the row caps (analysis.session) then holds one
+        # part's objects and bytes at a time, not all of them, and its parts
+        # go to the file as they are rather than joined into the batch.
+        evidence = marshal.dumps(self._evidence(result))
+        rows = marshal.dumps(self._rows(result) if self._rows is not None else None)
+        cells = marshal.dumps(_result_cells(result) if keep else None)
+        parts = (_PARTS.pack(len(evidence), len(rows)), evidence, rows, cells)
+        size = sum(map(len, parts))
         if self._writer is None:
             with self._writing():
                 self._writer = self._new_file()
             self._end = 0
-        offset = self._end
-        self._end += len(data)
-        self._batch.append(data)
-        self._batched += len(data)
-        if self._batched >= _BATCH:
+        elif self._cut_short:
+            # A Ctrl-C in the last add may have left its bytes counted or
+            # not, in the batch or in the file: count again from the file.
+            # They belong to no session, as the index never had it.
             self._write_batch()
+            with self._writing():
+                self._end = self._writer.tell()
+        self._cut_short = True
+        offset = self._end
+        if size >= _BATCH:
+            self._write_batch()
+            with self._writing():
+                self._writer.writelines(parts)
+        else:
+            self._batch.extend(parts)
+            self._batched += size
+            if self._batched >= _BATCH:
+                self._write_batch()
+        self._end = offset + size
+        self._cut_short = False
         # The index last: a session counts once it is in (see _Index), so a
         # Ctrl-C anywhere in this method leaves it out whole.
         index = self._index
         self._ledger.add(len(index), session)
         index.append(
-            session.start, session.session_id, len(self._files) - 1, offset, len(data)
+            session.start, session.session_id, len(self._files) - 1, offset, size
         )
 
     def detach(self) -> SpoolPart:
@@ -398,11 +421,24 @@ class Spool:
         # By position, not seek and read: a process forked to replay beside
         # this one (``analysis.detecthelp``) shares the files' offsets.
         descriptors = [handle.fileno() for handle in self._files]
+        head = _PARTS.size
         for i in index.order():
-            data = os.pread(
-                descriptors[index.parts[i]], index.lengths[i], index.offsets[i]
+            data = memoryview(
+                os.pread(
+                    descriptors[index.parts[i]], index.lengths[i], index.offsets[i]
+                )
             )
-            yield i, marshal.loads(data)
+            evidence, rows = _PARTS.unpack_from(data)
+            cells = head + evidence + rows
+            stored = (
+                marshal.loads(data[head : head + evidence]),
+                marshal.loads(data[head + evidence : cells]),
+                marshal.loads(data[cells:]),
+            )
+            # Not held while the caller works on the session: as large as
+            # the session's rows and more (a session at the caps, 29 MB).
+            del data
+            yield i, stored
 
     def scratch_directory(self) -> str:
         """A private directory for worker spools, removed on ``close``."""

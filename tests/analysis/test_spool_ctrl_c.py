@@ -37,6 +37,7 @@ STRIPPING = str(Path(__file__).parents[2] / "pcaps" / "stripping.pcap")
 # The code a Ctrl-C can land in while a session is recorded.
 _WATCHED = {
     Spool.add.__code__,
+    Spool._write_batch.__code__,
     _Index.append.__code__,
     _Index._add_start.__code__,
     _Index._drop_partial.__code__,
@@ -121,12 +122,17 @@ def _problems(parent: Spool) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("interrupted", ["offered", "mangled"])
+@pytest.mark.parametrize("interrupted", ["offered", "mangled", "large"])
 def test_ctrl_c_anywhere_in_add_leaves_a_consistent_merged_spool(
     interrupted: str,
 ) -> None:
+    # The worker spools what it still held after the stop (see
+    # parallel._Deferred): the add after the interrupted one must land
+    # where its index says. "large" is a session too big for the batch,
+    # written to the file as it is.
     offered, mangled, stripped = pipeline.analyze([STRIPPING])
-    victim = {"offered": offered, "mangled": mangled}[interrupted]
+    large = dataclasses.replace(offered, commands=offered.commands * 3000)
+    victim = {"offered": offered, "mangled": mangled, "large": large}[interrupted]
     broken: dict[int, list[str]] = {}
     line = 0
     while True:
@@ -138,6 +144,8 @@ def test_ctrl_c_anywhere_in_add_leaves_a_consistent_merged_spool(
             if not _add_interrupted_at_line(first, _at(victim, 20, "Sx"), line):
                 first.close()
                 break
+            first.add(_at(stripped, 40, "Sd"))
+            first.add(_at(large, 50, "Se"))
             second = Spool(scratch, named=True)  # another worker's share
             second.add(_at(stripped, 30, "Sb"))
             second.add(_at(offered, 5, "Sc"))
