@@ -120,6 +120,9 @@ class TransactionRecord:
     x_originating_ip: str | None = None  # its first address
     first_received: str | None = None  # the earliest hop's Received header
     second_received: str | None = None
+    # Every RCPT of the transaction, listed in rcpt_to or not (the session's
+    # list is capped: analysis.session.MAX_LISTED_RCPTS).
+    rcpts_total: int = 0
 
 
 @dataclass(slots=True)

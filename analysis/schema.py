@@ -181,6 +181,7 @@ TRANSACTIONS: tuple[Column, ...] = (
     Column("x_originating_ip", _S, "first address in the X-Originating-IP: header"),
     Column("first_received", _S, "the last Received: header: the first hop"),
     Column("second_received", _S, "the Received: header above it"),
+    Column("rcpts_total", _I, "RCPT commands, those past rcpt_to's cap too"),
 )
 
 COMMANDS: tuple[Column, ...] = (

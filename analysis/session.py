@@ -72,6 +72,15 @@ MAX_KEPT_ROWS = 50_000
 # gets no row, and is let go once it has ended and its commands have their
 # replies (SessionBuilder._answered).
 MAX_TRANSACTION_ROWS = MAX_KEPT_ROWS
+# RCPT addresses listed in a session's transactions (rcpt_to and rcpt_codes),
+# for the same reason: an address costs about 100 bytes until its session
+# closes, and twice that as it is encoded, and a RCPT line can follow the
+# last within 30 bytes of capture. One transaction of a million RCPTs (a 58
+# MB capture) peaked at 347 MiB. Past the cap a RCPT is still counted in its
+# transaction (rcpts_total, rcpts_accepted) and its command row is kept for
+# the detectors as any other, but its address and code are not listed.
+MAX_LISTED_RCPTS = MAX_KEPT_ROWS
+_UNLISTED = -1  # the _rcpt_slot of a RCPT past MAX_LISTED_RCPTS
 # Commands whose rows the detectors read: AUTH outcomes, RCPTs and their
 # refusals, MAIL for bulk sending, HELO names, what follows QUIT.
 _HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
@@ -184,6 +193,8 @@ class SessionBuilder:
         "_message_txn",
         "_pipelined_kept",
         "_rcpt_slot",
+        "_rcpts_capped",
+        "_rcpts_listed",
         "_rows",
         "_settled_transactions",
         "_transactions_capped",
@@ -239,6 +250,8 @@ class SessionBuilder:
         self._txn: TransactionRecord | None = None  # the open transaction
         self._txn_of: dict[int, TransactionRecord] = {}  # command -> txn
         self._rcpt_slot: dict[int, int] = {}  # RCPT command -> rcpt index
+        self._rcpts_listed = 0  # see MAX_LISTED_RCPTS
+        self._rcpts_capped = False
         self._message_txn: TransactionRecord | None = None
         self._message_start = 0
         self._auth_cancelled = False
@@ -558,8 +571,21 @@ class SessionBuilder:
         if txn is None:
             self._add_anomaly(event.ts, "rcpt_without_mail", event.argument)
             return
-        address, _ = parse_path(event.argument, "TO")
         self._txn_of[event.command_index] = txn
+        txn.rcpts_total += 1
+        if self._rcpts_listed >= MAX_LISTED_RCPTS:
+            self._rcpt_slot[event.command_index] = _UNLISTED
+            if not self._rcpts_capped:
+                self._rcpts_capped = True
+                self._add_anomaly(
+                    event.ts,
+                    "rcpt_list_capped",
+                    f"past {MAX_LISTED_RCPTS:,} RCPTs in the session none is "
+                    "listed in rcpt_to; rcpts_total counts them all",
+                )
+            return
+        self._rcpts_listed += 1
+        address, _ = parse_path(event.argument, "TO")
         self._rcpt_slot[event.command_index] = len(txn.rcpt_to)
         txn.rcpt_to.append(address if address is not None else event.argument)
         txn.rcpt_codes.append(None)
@@ -695,10 +721,17 @@ class SessionBuilder:
         """Move the commands sent after a refused MAIL to the kept transaction."""
         later = self._commands_of(refused, mail)
         slots = {self._rcpt_slot[i] for i in later if i in self._rcpt_slot}
+        slots.discard(_UNLISTED)
         for i in later:
             self._txn_of[i] = kept
             slot = self._rcpt_slot.get(i)
             if slot is None:
+                continue
+            refused.rcpts_total -= 1
+            kept.rcpts_total += 1
+            if slot == _UNLISTED:
+                # Not answered yet (replies come in order, this MAIL's
+                # first): its reply counts it where _txn_of now says.
                 continue
             code = refused.rcpt_codes[slot]
             self._rcpt_slot[i] = len(kept.rcpt_to)
@@ -714,8 +747,9 @@ class SessionBuilder:
             refused.rcpt_to = [refused.rcpt_to[n] for n in stay]
             refused.rcpt_codes = [refused.rcpt_codes[n] for n in stay]
             for i in self._commands_of(refused, mail):
-                if i in self._rcpt_slot:
-                    self._rcpt_slot[i] = renumber[self._rcpt_slot[i]]
+                slot = self._rcpt_slot.get(i, _UNLISTED)
+                if slot != _UNLISTED:
+                    self._rcpt_slot[i] = renumber[slot]
         if self._message_txn is refused:
             self._message_txn = kept
 
@@ -758,7 +792,8 @@ class SessionBuilder:
         slot = self._rcpt_slot.get(index)
         if txn is None or slot is None:
             return
-        txn.rcpt_codes[slot] = reply.code
+        if slot != _UNLISTED:
+            txn.rcpt_codes[slot] = reply.code
         if reply.klass == 2:
             txn.rcpts_accepted += 1
 

@@ -34,10 +34,10 @@ class BulkDetector(PerSession):
         for txn in result.transactions:
             mail = mails.get(txn.start)
             shown = facts.example(mail) if mail is not None else None
-            if len(txn.rcpt_to) >= self._recipients:
+            if txn.rcpts_total >= self._recipients:
                 out.append(
                     client_observation(
-                        result, "bulk_recipients", txn.start, measure=len(txn.rcpt_to)
+                        result, "bulk_recipients", txn.start, measure=txn.rcpts_total
                     )
                 )
             if txn.mail_from == "":

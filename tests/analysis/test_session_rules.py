@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 
@@ -826,3 +827,105 @@ def test_the_transaction_cap_leaves_the_rows_before_it_and_the_counts_alone(
     if kind == "nested accepted":
         assert capped.transactions[2].status == "reset"
         assert capped.transactions[2].end is not None
+
+
+def test_rcpts_past_the_list_cap_are_counted_not_listed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One transaction of a million RCPTs held 355 MiB until its session
+    # closed. Past the session's cap a RCPT is counted, accepted or not,
+    # and keeps its command row; its address and code are not listed.
+    from analysis import session as builder
+
+    monkeypatch.setattr(builder, "MAX_LISTED_RCPTS", 3)
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@x>\r\nRCPT TO:<r1@y>\r\nRCPT TO:<r2@y>\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n550 no\r\n"),
+            (C, b"RCPT TO:<r3@y>\r\nRCPT TO:<r4@y>\r\nRCPT TO:<r5@y>\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n550 no\r\n"),
+            (C, b"RSET\r\nMAIL FROM:<b@x>\r\nRCPT TO:<r6@y>\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n250 ok\r\n"),
+        ]
+    )
+    rows = [
+        (t.rcpt_to, t.rcpt_codes, t.rcpts_accepted, t.rcpts_total, t.status)
+        for t in result.transactions
+    ]
+    assert rows == [
+        (["r1@y", "r2@y", "r3@y"], [250, 550, 250], 3, 5, "reset"),
+        ([], [], 1, 1, "incomplete"),
+    ]
+    assert [(a.kind, a.detail) for a in result.anomalies] == [
+        (
+            "rcpt_list_capped",
+            "past 3 RCPTs in the session none is listed in rcpt_to; "
+            "rcpts_total counts them all",
+        )
+    ]
+    rcpts = [(c.argument, c.reply_code) for c in result.commands if c.verb == "RCPT"]
+    assert rcpts == [
+        ("TO:<r1@y>", 250),
+        ("TO:<r2@y>", 550),
+        ("TO:<r3@y>", 250),
+        ("TO:<r4@y>", 250),
+        ("TO:<r5@y>", 550),
+        ("TO:<r6@y>", 250),
+    ]
+
+
+def test_unlisted_rcpts_behind_a_refused_nested_mail_move_and_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As in test_rcpts_behind_a_refused_nested_mail_move_with_their_codes,
+    # with the cap reached inside the nested MAIL's RCPTs: the listed one
+    # moves with its code, the unlisted ones are counted where they went.
+    from analysis import session as builder
+
+    monkeypatch.setattr(builder, "MAX_LISTED_RCPTS", 2)
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@x>\r\nRCPT TO:<r0@y>\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n"),
+            (C, b"MAIL FROM:<b@x>\r\nRCPT TO:<r1@y>\r\nRCPT TO:<r2@y>\r\n"),
+            (S, b"503 5.5.1 nested\r\n250 ok\r\n550 no\r\n"),
+            (C, b"RCPT TO:<r3@y>\r\n"),
+            (S, b"250 ok\r\n"),
+        ]
+    )
+    rows = [
+        (t.mail_from, t.rcpt_to, t.rcpt_codes, t.rcpts_accepted, t.rcpts_total)
+        for t in result.transactions
+    ]
+    assert rows == [
+        ("a@x", ["r0@y", "r1@y"], [250, 250], 3, 4),
+        ("b@x", [], [], 0, 0),
+    ]
+
+
+def test_the_bulk_rule_counts_the_rcpts_past_the_list_cap(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from analysis import session as builder
+    from analysis.detect import AlertEngine, load_rules
+
+    monkeypatch.setattr(builder, "MAX_LISTED_RCPTS", 2)
+    rcpts = b"".join(b"RCPT TO:<r%d@y>\r\n" % n for n in range(4))
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@x>\r\n" + rcpts),
+            (S, b"250 ok\r\n" * 5),
+        ]
+    )
+    settings = tmp_path / "rules.toml"
+    settings.write_text("[bulk_recipients]\nlimit = 4\n")
+    rules = load_rules(settings)
+    evidence = AlertEngine(rules).evidence(result)
+    engine = AlertEngine(rules)
+    alerts = engine.feed_evidence(result.session.start, evidence) + engine.finish()
+    assert [(a.kind, a.count) for a in alerts if a.kind == "bulk_recipients"] == [
+        ("bulk_recipients", 4)
+    ]
