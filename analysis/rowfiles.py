@@ -26,7 +26,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -273,13 +273,18 @@ class SessionRows:
         ]
 
     def __call__(self, result: SessionResult) -> tuple[str, ...]:
-        texts = [self._session((result.session,))]
+        return tuple(self.each(result))
+
+    def each(self, result: SessionResult) -> Iterator[str]:
+        """The texts one table at a time, for a caller that can let each go
+        before the next is made (a session at the row caps makes tens of
+        MB of them)."""
+        yield self._session((result.session,))
         for table, key, encode in self._tables:
             rows: list[Any] = getattr(result, table)
             if len(rows) > 1:
                 rows = sorted(rows, key=key)
-            texts.append(encode(rows) if rows else "")
-        return tuple(texts)
+            yield encode(rows) if rows else ""
 
 
 class RowEncoder:
@@ -347,8 +352,9 @@ class TableFiles:
         """Append one session's rows to every table it fills."""
         self.write_text(self._rows(result))
 
-    def write_text(self, texts: tuple[str, ...]) -> None:
-        """Append the rows a ``SessionRows`` of the same format made."""
+    def write_text(self, texts: Iterable[str]) -> None:
+        """Append the rows a ``SessionRows`` of the same format made, one
+        text per table in ``SESSION_TABLES`` order."""
         for handle, text in zip(self._session_handles, texts, strict=True):
             if text:
                 handle.write(text)

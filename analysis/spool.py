@@ -35,8 +35,8 @@ import shutil
 import struct
 import tempfile
 from array import array
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, fields, replace
 from typing import IO, Any
 
 from analysis import downgrade
@@ -50,16 +50,19 @@ from analysis.records import (
     TlsRecord,
     TransactionRecord,
 )
-from analysis.rowfiles import Format, SessionRows
+from analysis.rowfiles import SESSION_TABLES, Format, SessionRows
 
 # Sessions are written to the spool file in batches of about this many
 # bytes: a session takes a few KiB, and a system call for each costs more
 # than marshalling it. (A larger file buffer would batch the writes too,
 # but also make every read of the replay, which jumps around, that large.)
 _BATCH = 256 * 1024
-# Before each session's three marshalled parts (see Spool.add): the lengths
-# of the first two.
-_PARTS = struct.Struct("<QQ")
+# A session is stored as its parts, each marshalled on its own (see
+# Spool.add): the detectors' evidence, the text of each table's rows when
+# the spool keeps rows (SESSION_TABLES order), and the result's cells. After
+# them come their lengths, 8 bytes each, so that a large session's parts
+# can be read one at a time (_Parts).
+_LENGTH = struct.Struct("<Q")
 
 
 def _cells(record_type: type) -> Callable[[Any], tuple[Any, ...]]:
@@ -216,22 +219,94 @@ class SpoolPart:
     stats: RunStats
 
 
-@dataclass(slots=True)
+class _Parts:
+    """One stored session's parts (see _LENGTH), read as they are asked for.
+
+    A session of the usual few KiB is read whole at once; a larger one
+    (past _BATCH) part by part, so that the rows of a session at the row
+    caps are read one table at a time as they are written out, and its
+    result only if someone asks for it.
+    """
+
+    __slots__ = ("_data", "_descriptor", "_offset", "_starts")
+
+    def __init__(self, descriptor: int, offset: int, length: int, count: int) -> None:
+        size = count * _LENGTH.size
+        data = None
+        if length <= _BATCH:
+            whole = memoryview(os.pread(descriptor, length, offset))
+            trailer = whole[length - size :]
+            data = whole
+        else:
+            trailer = memoryview(os.pread(descriptor, size, offset + length - size))
+        starts = [0]
+        for (part,) in _LENGTH.iter_unpack(trailer):
+            starts.append(starts[-1] + part)
+        self._data = data
+        self._descriptor = descriptor
+        self._offset = offset
+        self._starts = starts
+
+    def __len__(self) -> int:
+        return len(self._starts) - 1
+
+    def load(self, k: int) -> Any:
+        """Part ``k``, unmarshalled."""
+        start, end = self._starts[k], self._starts[k + 1]
+        if self._data is not None:
+            return marshal.loads(self._data[start:end])
+        return marshal.loads(
+            os.pread(self._descriptor, end - start, self._offset + start)
+        )
+
+
+class _Texts:
+    """A session's rows, one text per table, each read when it is reached."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, parts: _Parts) -> None:
+        self._parts = parts
+
+    def __iter__(self) -> Iterator[str]:
+        for k in range(1, len(self._parts) - 1):
+            text: str = self._parts.load(k)
+            yield text
+
+
 class Replayed:
     """One session, as the end of the run needs it.
 
     ``evidence`` goes to ``AlertEngine.feed_evidence``. ``rows`` is
-    the session's rows as text (None unless the spool had a format);
-    ``result`` the session as analysed (None unless kept). ``extra`` holds
-    the anomalies found across sessions, which the tables add to it; the
-    result is always kept when there are any (``with_extra``).
+    the session's rows as text, one per table in ``SESSION_TABLES`` order
+    (None unless the spool had a format); ``result`` the session as
+    analysed (None unless kept). Both are read from the spool when used,
+    so only while it is open. ``extra`` holds the anomalies found across
+    sessions, which the tables add to it; the result is always kept when
+    there are any (``with_extra``).
     """
 
-    start: int
-    evidence: list[Any]
-    rows: tuple[str, ...] | None
-    result: SessionResult | None
-    extra: list[AnomalyRecord] = field(default_factory=list)
+    __slots__ = ("_parts", "_read", "_result", "evidence", "extra", "start")
+
+    def __init__(self, start: int, parts: _Parts, extra: list[AnomalyRecord]) -> None:
+        self.start = start
+        self._parts = parts
+        self._result: SessionResult | None = None
+        self._read = False  # whether _result was read
+        self.evidence: list[Any] = parts.load(0)
+        self.extra = extra
+
+    @property
+    def rows(self) -> Iterable[str] | None:
+        return _Texts(self._parts) if len(self._parts) > 2 else None
+
+    @property
+    def result(self) -> SessionResult | None:
+        if not self._read:
+            cells = self._parts.load(len(self._parts) - 1)
+            self._result = _result_of(cells) if cells is not None else None
+            self._read = True
+        return self._result
 
     def with_extra(self) -> SessionResult:
         """The result with ``extra`` counted and listed among its anomalies."""
@@ -314,15 +389,6 @@ class Spool:
     def add(self, result: SessionResult) -> None:
         session = result.session
         keep = self.results or downgrade.may_apply(session)
-        # Each part is marshalled as soon as it is made, and its objects let
-        # go: a session at the row caps (analysis.session) then holds one
-        # part's objects and bytes at a time, not all of them, and its parts
-        # go to the file as they are rather than joined into the batch.
-        evidence = marshal.dumps(self._evidence(result))
-        rows = marshal.dumps(self._rows(result) if self._rows is not None else None)
-        cells = marshal.dumps(_result_cells(result) if keep else None)
-        parts = (_PARTS.pack(len(evidence), len(rows)), evidence, rows, cells)
-        size = sum(map(len, parts))
         if self._writer is None:
             with self._writing():
                 self._writer = self._new_file()
@@ -336,15 +402,27 @@ class Spool:
                 self._end = self._writer.tell()
         self._cut_short = True
         offset = self._end
-        if size >= _BATCH:
-            self._write_batch()
-            with self._writing():
-                self._writer.writelines(parts)
-        else:
-            self._batch.extend(parts)
-            self._batched += size
+        lengths = []
+        straight = False
+        for part in self._parts(result, keep):
+            lengths.append(len(part))
+            if straight:
+                # The rest of a session too large for the batch goes to the
+                # file as it is made, and is let go.
+                with self._writing():
+                    self._writer.write(part)
+                continue
+            self._batch.append(part)
+            self._batched += len(part)
             if self._batched >= _BATCH:
                 self._write_batch()
+                straight = True
+        trailer = struct.pack(f"<{len(lengths)}Q", *lengths)
+        self._batch.append(trailer)
+        self._batched += len(trailer)
+        if self._batched >= _BATCH:
+            self._write_batch()
+        size = sum(lengths) + len(trailer)
         self._end = offset + size
         self._cut_short = False
         # The index last: a session counts once it is in (see _Index), so a
@@ -354,6 +432,16 @@ class Spool:
         index.append(
             session.start, session.session_id, len(self._files) - 1, offset, size
         )
+
+    def _parts(self, result: SessionResult, keep: bool) -> Iterator[bytes]:
+        """The session's parts, marshalled, each made once the one before
+        is handed on: a session at the row caps (analysis.session) then
+        holds one part's objects and bytes at a time, not all of them."""
+        yield marshal.dumps(self._evidence(result))
+        if self._rows is not None:
+            for text in self._rows.each(result):
+                yield marshal.dumps(text)
+        yield marshal.dumps(_result_cells(result) if keep else None)
 
     def detach(self) -> SpoolPart:
         """Close the file and describe it for another process to ``adopt``."""
@@ -394,51 +482,41 @@ class Spool:
         """Every session in table order: by start, then session id, then arrival.
 
         The cross-session findings are computed first, from the kept
-        columns, so each session comes with its own.
+        columns, so each session comes with its own. A session's rows and
+        result are read from the file when asked for: only while the spool
+        is open.
         """
         extra: dict[int, list[AnomalyRecord]] = {}
         for position, record in self._ledger.find(len(self._index)):
             extra.setdefault(position, []).append(record)
-        for i, (evidence, rows, cells) in self._stored():
-            yield Replayed(
-                self._index.starts[i],
-                evidence,
-                rows,
-                _result_of(cells) if cells is not None else None,
-                extra.get(i, []),
-            )
+        starts = self._index.starts
+        for i, parts in self._stored():
+            yield Replayed(starts[i], parts, extra.get(i, []))
 
     def evidence(self) -> Iterator[tuple[int, list[Any]]]:
         """Each session's start and detectors' evidence, in table order."""
         starts = self._index.starts
-        for i, (evidence, _, _) in self._stored():
-            yield starts[i], evidence
+        for i, parts in self._stored():
+            yield starts[i], parts.load(0)
 
-    def _stored(self) -> Iterator[tuple[int, tuple[Any, Any, Any]]]:
-        """Each session's position in the index and stored tuple, in order."""
+    def _stored(self) -> Iterator[tuple[int, _Parts]]:
+        """Each session's position in the index and stored parts, in order."""
         self.flush()
         index = self._index
         # By position, not seek and read: a process forked to replay beside
         # this one (``analysis.detecthelp``) shares the files' offsets.
         descriptors = [handle.fileno() for handle in self._files]
-        head = _PARTS.size
+        count = 2 + (len(SESSION_TABLES) if self.rows is not None else 0)
         for i in index.order():
-            data = memoryview(
-                os.pread(
-                    descriptors[index.parts[i]], index.lengths[i], index.offsets[i]
-                )
+            yield (
+                i,
+                _Parts(
+                    descriptors[index.parts[i]],
+                    index.offsets[i],
+                    index.lengths[i],
+                    count,
+                ),
             )
-            evidence, rows = _PARTS.unpack_from(data)
-            cells = head + evidence + rows
-            stored = (
-                marshal.loads(data[head : head + evidence]),
-                marshal.loads(data[head + evidence : cells]),
-                marshal.loads(data[cells:]),
-            )
-            # Not held while the caller works on the session: as large as
-            # the session's rows and more (a session at the caps, 29 MB).
-            del data
-            yield i, stored
 
     def scratch_directory(self) -> str:
         """A private directory for worker spools, removed on ``close``."""
