@@ -62,6 +62,25 @@ def test_project_captures_stream_to_the_same_files(tmp_path: Path, fmt: Format) 
 
 
 @pytest.mark.parametrize("fmt", [Format.JSONL, Format.CSV])
+def test_sessions_read_back_a_part_at_a_time_give_the_same_files(
+    tmp_path: Path, fmt: Format, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With no batch every session counts as large: its parts go to the file
+    # one by one as they are made and are read back one by one, the rows a
+    # table at a time and the result only when asked for.
+    paths = [p for p in PROJECT if not p.endswith(".keylog")]
+    reference = tmp_path / "frames"
+    write_tables(read_captures(paths).frames(), reference, fmt)
+    monkeypatch.setattr(spool_module, "_BATCH", 0)
+    _streamed(paths, tmp_path / "rows", fmt)
+    same_files(tmp_path / "rows", reference)
+    _streamed(paths, tmp_path / "late", fmt, results=True)
+    same_files(tmp_path / "late", reference)
+    _streamed(paths, tmp_path / "both", fmt, rows=fmt, results=True)
+    same_files(tmp_path / "both", reference)
+
+
+@pytest.mark.parametrize("fmt", [Format.JSONL, Format.CSV])
 def test_public_corpus_streams_to_the_same_files(tmp_path: Path, fmt: Format) -> None:
     corpus.require_corpus()
     # One capture at a time: each is its own run, as users read them.
