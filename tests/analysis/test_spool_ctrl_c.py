@@ -38,6 +38,7 @@ STRIPPING = str(Path(__file__).parents[2] / "pcaps" / "stripping.pcap")
 _WATCHED = {
     Spool.add.__code__,
     Spool._write_batch.__code__,
+    Spool._parts.__code__,
     _Index.append.__code__,
     _Index._add_start.__code__,
     _Index._drop_partial.__code__,
