@@ -81,6 +81,11 @@ MAX_TRANSACTION_ROWS = MAX_KEPT_ROWS
 # the detectors as any other, but its address and code are not listed.
 MAX_LISTED_RCPTS = MAX_KEPT_ROWS
 _UNLISTED = -1  # the _rcpt_slot of a RCPT past MAX_LISTED_RCPTS
+# What waits for a reply (_txn_of, _rcpt_slot, _displaced) is looked through
+# for commands the parser let go unanswered once it holds this many entries:
+# MAIL pipelined with no reply, 21 MB of it, held 983 MB in transactions
+# kept only for replies that could never come.
+_FORGET_PAST = MAX_PENDING + MAX_PENDING // 4
 # Commands whose rows the detectors read: AUTH outcomes, RCPTs and their
 # refusals, MAIL for bulk sending, HELO names, what follows QUIT.
 _HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
@@ -438,6 +443,8 @@ class SessionBuilder:
         row.pipelined = event.pipelined
         row.tls = self._inside
         self.session.commands += 1
+        if len(self._txn_of) > _FORGET_PAST:
+            self._forget_unanswerable()
         verb = event.verb
         kept = len(self.commands)
         if kept < MAX_COMMAND_ROWS or (
@@ -679,6 +686,21 @@ class SessionBuilder:
             settles = chunk is not None and (reply.klass != 2 or chunk[1])
             if txn is not None and txn.end is None and settles:
                 self._settle_message(txn, reply, event.ts)
+
+    def _forget_unanswerable(self) -> None:
+        """Forget what waits for the replies to commands the parser no
+        longer expects one for (past MAX_PENDING, pending_overflow).
+
+        The dicts are made again rather than deleted from at the front (see
+        _unkept_row); that happens once per MAX_PENDING // 4 commands at
+        most, as what is left is what the parser still holds.
+        """
+        oldest = self.parser.oldest_pending()
+        if oldest is None:
+            oldest = self.parser.commands_seen
+        self._txn_of = {i: t for i, t in self._txn_of.items() if i >= oldest}
+        self._rcpt_slot = {i: n for i, n in self._rcpt_slot.items() if i >= oldest}
+        self._displaced = {i: t for i, t in self._displaced.items() if i >= oldest}
 
     def _answered(self, index: int) -> None:
         """Forget which transaction command ``index`` belonged to, now that

@@ -374,6 +374,13 @@ class SmtpParser:
     # ------------------------------------------------------------------
     # Public interface
 
+    def oldest_pending(self) -> int | None:
+        """The lowest command index a reply may still answer, or None when
+        nothing waits. Past MAX_PENDING the oldest go unanswered for good
+        (pending_overflow), so a caller may forget what it keeps for lower
+        indices."""
+        return min((pending.index for pending in self._pending), default=None)
+
     @property
     def in_tls(self) -> bool:
         return self._mode is _TLS

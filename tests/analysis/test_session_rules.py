@@ -929,3 +929,42 @@ def test_the_bulk_rule_counts_the_rcpts_past_the_list_cap(
     assert [(a.kind, a.count) for a in alerts if a.kind == "bulk_recipients"] == [
         ("bulk_recipients", 4)
     ]
+
+
+@pytest.mark.parametrize("verb", [b"MAIL FROM:<a@x>", b"BDAT 1\r\nx"])
+def test_what_waits_for_replies_that_cannot_come_is_let_go(
+    verb: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MAIL pipelined with no reply, 21 MB of it, held 983 MB: past
+    # MAX_PENDING the parser lets the oldest commands go unanswered, but
+    # the transactions waiting for their replies stayed. Letting them go
+    # changes no row: the replies that come answer the newest commands.
+    from analysis import session as builder
+    from analysis.session import SessionBuilder
+    from analysis.smtp import parser
+    from capture.stream import Connection
+
+    flood = [
+        (S, b"220 mx\r\n"),
+        (C, b"EHLO c\r\n"),
+        (S, b"250-mx\r\n250-CHUNKING\r\n250 PIPELINING\r\n"),
+        (C, b"MAIL FROM:<f@x>\r\n"),
+        (S, b"250 ok\r\n"),
+        *[(C, verb + b"\r\n")] * 40,
+        (S, b"250 ok\r\n" * 4),
+    ]
+    monkeypatch.setattr(parser, "MAX_PENDING", 4)
+    whole = session(flood)
+    monkeypatch.setattr(builder, "_FORGET_PAST", 5)
+    bounded = session(flood)
+    assert bounded == whole
+    assert [t.mail_from_code for t in whole.transactions][-4:] == (
+        [250] * 4 if verb.startswith(b"MAIL") else [250]
+    )
+
+    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=0)
+    held = SessionBuilder(conn, frozenset())
+    for ts, (side, data) in enumerate(flood[:-1], start=1):
+        held.data(side, data, ts)
+    # Four still wait in the parser, one more may come before a look.
+    assert len(held._txn_of) <= 5
