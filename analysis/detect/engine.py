@@ -345,6 +345,9 @@ class AlertEngine:
         server = next(iter(servers)) if len(servers) == 1 else None
         notes = list(tally.notes)
         by_count = sorted(tally.notes.items(), key=lambda item: -item[1])
+        if tally.other_notes:
+            notes.append(f"{tally.other_notes:,} more")
+            by_count.append(("other", tally.other_notes))
         # Numbers with thousands separators: a flood's run to six digits.
         values = {
             "who": client or f"{len(clients):,} clients",

@@ -10,6 +10,7 @@ filters), and some change names within a session.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 
 from analysis.detect import facts
 from analysis.detect.rules import Rules
@@ -39,11 +40,10 @@ class HeloDetector(PerSession):
         server_names = self._own_names | facts.host_names(session.greeting_text)
         authenticated = session.auth_result == "success"
         found: dict[str, CommandRecord] = {}  # kind -> first command showing it
-        names: list[str] = []
+        names: dict[str, None] = {}  # in order, each once
         for command in helos:
             name = command.argument.split()[0].rstrip(".").lower()
-            if name not in names:
-                names.append(name)
+            names.setdefault(name)
             for kind in _kinds(
                 name, session.client_ip, session.server_ip, server_names
             ):
@@ -64,10 +64,26 @@ class HeloDetector(PerSession):
                 kind,
                 command.ts,
                 example=facts.example(command),
-                note=", ".join(names) if kind == "helo_changed" else None,
+                note=_names_note(names) if kind == "helo_changed" else None,
             )
             for kind, command in found.items()
         ]
+
+
+# How many of a session's HELO names helo_changed's note shows, and how much
+# of each: a client may send thousands of names of up to a line each.
+_NOTE_NAMES = 10
+_NOTE_NAME_CHARS = 100
+
+
+def _names_note(names: dict[str, None]) -> str:
+    shown = [
+        name if len(name) <= _NOTE_NAME_CHARS else name[:_NOTE_NAME_CHARS] + "..."
+        for name in itertools.islice(names, _NOTE_NAMES)
+    ]
+    if len(names) > _NOTE_NAMES:
+        shown.append(f"{len(names) - _NOTE_NAMES:,} more")
+    return ", ".join(shown)
 
 
 def _kinds(
