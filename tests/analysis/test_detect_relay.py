@@ -189,3 +189,30 @@ def test_inferred_domains_keep_their_first_names_in_order() -> None:
             reference.discard(name)
         assert known.names == reference
         assert known.head == sorted(reference)[:NOTE_DOMAINS]
+
+
+def test_only_suffixes_as_long_as_a_domain_name_are_looked_up() -> None:
+    # Found in review: a learnt name of 16 KB with dots all along made each
+    # RCPT look up thousands of suffixes of its domain (6 s for 3 MB).
+    from analysis.detect.relay import _within
+
+    dotted = ".".join(["a"] * 8000) + ".example"
+    names = {dotted, "mx.example", "b.test"}
+    longest = len(dotted)
+    assert _within("x.mx.example", names, longest)
+    assert _within("deep.down.b.test", names, longest)
+    assert _within(dotted, names, longest)  # a longer name matches itself
+    assert not _within("z." + dotted, names, longest)
+    assert not _within(dotted.replace("example", "other"), names, longest)
+    calls = 0
+
+    class Counting(set[str]):
+        def __contains__(self, item: object) -> bool:
+            nonlocal calls
+            calls += 1
+            return super().__contains__(item)
+
+    assert not _within(
+        "q." + dotted.replace("example", "other"), Counting(names), longest
+    )
+    assert calls <= 1 + 253 // 2 + 1
