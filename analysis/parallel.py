@@ -509,9 +509,14 @@ def _read_share(
 
 # Held back from the spool at most (see _Deferred): sessions, and rows of
 # theirs (commands, transactions, recipients, anomalies, TLS records), so
-# that large sessions are not held.
+# that large sessions are not held. A row counts once more per _ROW_BYTES
+# of the text it holds, and a TLS record once more per so many items of
+# its lists: rows of 16 KB commands, or TLS records listing 30,000
+# certificates each, took 64 held sessions to 330 MB (found in review).
 DEFERRED_SESSIONS = 64
 DEFERRED_ROWS = 4096
+_ROW_BYTES = 512
+_TLS_ITEMS = 16
 
 
 class _Deferred:
@@ -564,8 +569,20 @@ class _Deferred:
 
 
 def _rows_of(result: SessionResult) -> int:
-    """About how much of memory ``result`` holds, in rows."""
+    """About how much of memory ``result`` holds, in rows (see DEFERRED_ROWS)."""
     recipients = sum(len(txn.rcpt_to) for txn in result.transactions)
+    text = sum(
+        len(c.argument) + len(c.reply_text or "") for c in result.commands
+    ) + sum(len(a.detail or "") for a in result.anomalies)
+    items = sum(
+        len(t.chain_sha256)
+        + len(t.cert_sans)
+        + len(t.cipher_suites)
+        + len(t.extensions)
+        + len(t.alpn)
+        + len(t.client_versions)
+        for t in result.tls
+    )
     return (
         1
         + len(result.commands)
@@ -573,6 +590,8 @@ def _rows_of(result: SessionResult) -> int:
         + recipients
         + len(result.anomalies)
         + len(result.tls)
+        + text // _ROW_BYTES
+        + items // _TLS_ITEMS
     )
 
 
