@@ -968,3 +968,42 @@ def test_what_waits_for_replies_that_cannot_come_is_let_go(
         held.data(side, data, ts)
     # Four still wait in the parser, one more may come before a look.
     assert len(held._txn_of) <= 5
+
+
+def test_long_values_past_the_text_budget_keep_their_start_and_length(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Row caps count rows, and a row may hold a 16 KB line or a 4 MB reply:
+    # past MAX_ROW_TEXT characters of long values, each is cut.
+    from analysis import session as builder
+
+    monkeypatch.setattr(builder, "MAX_ROW_TEXT", 1000)
+    sender, rcpt = b"a" * 300 + b"@x", b"b" * 300 + b"@y"
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<" + sender + b">\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"RCPT TO:<" + rcpt + b">\r\n"),
+            (S, b"550 " + b"c" * 400 + b"\r\n"),
+            (C, b"NOOP\r\n"),
+            (S, b"250 ok\r\n"),
+        ]
+    )
+    (txn,) = result.transactions
+    assert txn.mail_from == sender.decode()  # 309 + 302 characters so far
+    # The RCPT's argument fits (918), its address no longer does.
+    assert txn.rcpt_to == ["b" * 256 + "... [302 characters]"]
+    rows = [(c.verb, c.argument, c.reply_text) for c in result.commands]
+    assert rows == [
+        ("MAIL", "FROM:<" + sender.decode() + ">", "ok"),
+        ("RCPT", "TO:<" + rcpt.decode() + ">", "c" * 256 + "... [400 characters]"),
+        ("NOOP", "", "ok"),
+    ]
+    assert [(a.kind, a.detail) for a in result.anomalies] == [
+        (
+            "row_text_capped",
+            "past 1,000 characters of arguments, replies and addresses, each "
+            "longer than 256 is cut to its start",
+        )
+    ]
