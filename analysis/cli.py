@@ -23,7 +23,7 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -34,6 +34,7 @@ from analysis.detect import engine as detect_engine
 from analysis.escape import escape_controls, plugin_text
 from analysis.offline import finish
 from analysis.parallel import WorkerLost, connection_share, read_sharded
+from analysis.records import SessionResult
 from analysis.rowfiles import (
     ExportError,
     Format,
@@ -696,18 +697,23 @@ def _read_into(
             stats.errors.append(_os_error_message(exc))
             return False
         return True
+    results = None
+    current, before = None, 0  # the session being spooled, the count before it
     with _ProgressBar(show_progress) as progress:
         try:
             interrupts.release()  # a stop from now on ends the reading
-            for result in pipeline.analyze(
+            results = pipeline.analyze(
                 readable,
                 ports,
                 stats=stats,
                 progress=progress,
                 tls_keylog=args.tls_keylog,
                 max_connections=args.max_connections,
-            ):
+            )
+            for result in results:
+                current, before = result, len(spool)
                 spool.add(result)
+                current = None
         except SpoolError as exc:
             stats.errors.append(_os_error_message(exc, action="write"))
             return False
@@ -717,7 +723,33 @@ def _read_into(
             stats.errors.append(str(exc))
         except KeyboardInterrupt:
             stats.interrupted = True
+            try:
+                _spool_after_stop(spool, results, current, before)
+            except SpoolError as exc:
+                stats.errors.append(_os_error_message(exc, action="write"))
+                return False
     return True
+
+
+def _spool_after_stop(
+    spool: Spool,
+    results: Generator[SessionResult, None, None] | None,
+    current: SessionResult | None,
+    before: int,
+) -> None:
+    """Spool what a stop that came while a session was spooled would lose:
+    that session, which ``Spool.add`` leaves out whole when stopped in it,
+    and the sessions still open, closed as interrupted as a stop during the
+    reading closes them (found in review: a run stopped in a long add kept
+    1 of 12 sessions). A second stop ends this with what is in."""
+    try:
+        if current is not None and len(spool) == before:
+            spool.add(current)
+        if results is not None:
+            for result in pipeline.after_stop(results):
+                spool.add(result)
+    except KeyboardInterrupt:
+        pass
 
 
 @dataclass(slots=True)

@@ -482,10 +482,11 @@ def _read_share(
     paths, ports, shard, settings = job
     stats = spool.stats
     deferred = _Deferred(spool)
+    results = None
     try:
         if first is not None:
             first()
-        for result in pipeline.analyze(
+        results = pipeline.analyze(
             paths,
             ports,
             stats=stats,
@@ -493,16 +494,21 @@ def _read_share(
             progress=progress,
             clock=clock(deferred.one) if clock is not None else None,
             max_connections=settings.max_connections,
-        ):
+        )
+        for result in results:
             deferred.add(result)
         deferred.all()
         if then is not None:
             then()
     except KeyboardInterrupt:
         # Outside pipeline.analyze's own handling (while spooling): the
-        # sessions closed so far are kept, as in a single process. (A
-        # worker ignores any later stop; see _interrupt_once.)
+        # sessions closed so far are kept, and those still open closed as
+        # interrupted, as in a single process (found in review: they were
+        # lost). A worker ignores any later stop; see _interrupt_once.
         stats.interrupted = True
+        if results is not None:
+            for result in pipeline.after_stop(results):
+                deferred.add(result)
         deferred.all()
     return stats
 
@@ -571,9 +577,14 @@ class _Deferred:
 def _rows_of(result: SessionResult) -> int:
     """About how much of memory ``result`` holds, in rows (see DEFERRED_ROWS)."""
     recipients = sum(len(txn.rcpt_to) for txn in result.transactions)
-    text = sum(
-        len(c.argument) + len(c.reply_text or "") for c in result.commands
-    ) + sum(len(a.detail or "") for a in result.anomalies)
+    text = (
+        sum(len(c.argument) + len(c.reply_text or "") for c in result.commands)
+        + sum(len(a.detail or "") for a in result.anomalies)
+        + sum(
+            len(t.data_reply or "") + len(t.subject or "") + sum(map(len, t.rcpt_to))
+            for t in result.transactions
+        )
+    )
     items = sum(
         len(t.chain_sha256)
         + len(t.cert_sans)

@@ -9,7 +9,7 @@ at once, not the size of the input.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from analysis.holding import Held, settled, vouched
@@ -85,7 +85,7 @@ def analyze(
     tls_keylog: str | None = None,
     clock: ClockHook | None = None,
     max_connections: int | None = None,
-) -> Iterator[SessionResult]:
+) -> Generator[SessionResult, None, None]:
     """Yield every SMTP session found in ``paths``, read in the time order
     of their first packets (``capture.source.in_time_order``).
 
@@ -142,6 +142,25 @@ def analyze(
         run.handshakes_from_smtp_ports += source.reassembly.handshakes_from_smtp_ports
         run.rewinds.extend(source.rewinds)
         run.errors.extend(str(error) for error in source.errors)
+
+
+def after_stop(
+    results: Generator[SessionResult, None, None],
+) -> Iterator[SessionResult]:
+    """The rest of ``analyze``'s ``results`` after a stop (KeyboardInterrupt)
+    that came outside them, while their consumer handled a session (spooled
+    it, say): the sessions still open, closed as interrupted, as a stop
+    while reading gives.
+
+    The stop is raised in the reading where it stands, so that its own
+    handling runs. Nothing when the reading had ended.
+    """
+    try:
+        first = results.throw(KeyboardInterrupt())
+    except (KeyboardInterrupt, StopIteration):
+        return
+    yield first
+    yield from results
 
 
 def _as_they_come(

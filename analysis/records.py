@@ -90,7 +90,8 @@ class TransactionRecord:
     mail_from: str | None = None  # the reverse-path without angle brackets
     mail_from_code: int | None = None
     mail_params: str | None = None  # ESMTP parameters after the address
-    rcpt_to: list[str] = field(default_factory=list)  # every RCPT, refused too
+    # Every RCPT, refused too, up to analysis.session.MAX_LISTED_RCPTS.
+    rcpt_to: list[str] = field(default_factory=list)
     rcpt_codes: list[int | None] = field(default_factory=list)
     rcpts_accepted: int = 0
     data_method: str | None = None  # DATA or BDAT

@@ -152,7 +152,11 @@ TRANSACTIONS: tuple[Column, ...] = (
     Column("mail_from", _S, "reverse-path without angle brackets"),
     Column("mail_from_code", _NI, "reply code to MAIL"),
     Column("mail_params", _S, "ESMTP parameters after the reverse-path"),
-    Column("rcpt_to", Kind.STRING_LIST, "every RCPT address, refused ones too"),
+    Column(
+        "rcpt_to",
+        Kind.STRING_LIST,
+        "every RCPT address, refused ones too (a session's first 50,000)",
+    ),
     Column("rcpt_codes", Kind.INT_LIST, "reply code to each RCPT, same order"),
     Column("rcpts_accepted", _I, "RCPT commands the server accepted"),
     Column("data_method", _S, "DATA or BDAT"),

@@ -178,14 +178,6 @@ def _seconds(later: int | None, earlier: int | None) -> float | None:
     return (later - earlier) / NS
 
 
-def _final_reply(txn: TransactionRecord, reply: Reply) -> None:
-    """The server's verdict on a transaction's content, as its row keeps it."""
-    code, enhanced, lines = reply
-    txn.data_code = code
-    txn.data_enhanced = enhanced
-    txn.data_reply = "\n".join(lines)  # as a command's reply_text
-
-
 class SessionBuilder:
     """Builds the records of one connection. Feed it in capture order."""
 
@@ -447,10 +439,9 @@ class SessionBuilder:
     def _on_command(self, event: CommandSeen) -> None:
         # The first fields by position and the rest set after: about half the
         # cost of all of them by keyword, once per command.
-        argument = event.argument
-        if len(argument) > _TEXT_CUT:
-            argument = self._kept(argument, event.ts)
-        row = CommandRecord(self.session.session_id, event.ts, event.verb, argument)
+        row = CommandRecord(
+            self.session.session_id, event.ts, event.verb, event.argument
+        )
         row.pipelined = event.pipelined
         row.tls = self._inside
         self.session.commands += 1
@@ -461,6 +452,8 @@ class SessionBuilder:
         if kept < MAX_COMMAND_ROWS or (
             kept < MAX_KEPT_ROWS and self._read_by_detectors(verb, row.pipelined)
         ):
+            if len(row.argument) > _TEXT_CUT:
+                row.argument = self._kept(row.argument, event.ts)
             self.commands.append(row)
             self._rows[event.command_index] = row
             self._pipelined_kept = self._pipelined_kept or row.pipelined
@@ -651,7 +644,7 @@ class SessionBuilder:
             if reply.klass == 3:
                 return  # a 334 challenge: the row waits for the outcome
             self._on_auth_result(reply)
-        self._fill_reply(row, reply, event.ts)
+        self._fill_reply(row, reply, event.ts, event.command_index in self._rows)
 
         verb = row.verb
         if verb == "STARTTLS" and not self._inside:
@@ -686,7 +679,7 @@ class SessionBuilder:
             txn = self._txn_of.get(event.command_index)
             if txn is not None and txn.status != "accepted":
                 txn.data_method = "DATA"
-                _final_reply(txn, reply)
+                self._final_reply(txn, reply, event.ts)
                 txn.status = "rejected"
         elif verb == "BDAT":
             # RFC 3030 2: every chunk gets a reply; a refused chunk ends the
@@ -719,6 +712,14 @@ class SessionBuilder:
             )
         return f"{text[:_TEXT_CUT]}... [{size:,} characters]"
 
+    def _final_reply(self, txn: TransactionRecord, reply: Reply, ts: int) -> None:
+        """The server's verdict on a transaction's content, as its row keeps it."""
+        code, enhanced, lines = reply
+        txn.data_code = code
+        txn.data_enhanced = enhanced
+        text = "\n".join(lines)  # as a command's reply_text
+        txn.data_reply = self._kept(text, ts) if len(text) > _TEXT_CUT else text
+
     def _forget_unanswerable(self) -> None:
         """Forget what waits for the replies to commands the parser no
         longer expects one for (past MAX_PENDING, pending_overflow).
@@ -727,9 +728,14 @@ class SessionBuilder:
         _unkept_row); that happens once per MAX_PENDING // 4 commands at
         most, as what is left is what the parser still holds.
         """
-        oldest = self.parser.oldest_pending()
-        if oldest is None:
-            oldest = self.parser.commands_seen
+        # Commands inside decrypted TLS wait in the inner parser, after
+        # those the outer one still holds.
+        parsers = [self.parser] if self._inner is None else [self.parser, self._inner]
+        waiting = [p.oldest_pending() for p in parsers]
+        oldest = min(
+            (i for i in waiting if i is not None),
+            default=max(p.commands_seen for p in parsers),
+        )
         self._txn_of = {i: t for i, t in self._txn_of.items() if i >= oldest}
         self._rcpt_slot = {i: n for i, n in self._rcpt_slot.items() if i >= oldest}
         self._displaced = {i: t for i, t in self._displaced.items() if i >= oldest}
@@ -824,12 +830,18 @@ class SessionBuilder:
         found.reverse()
         return found
 
-    def _fill_reply(self, row: CommandRecord, reply: Reply, ts: int) -> None:
+    def _fill_reply(
+        self, row: CommandRecord, reply: Reply, ts: int, kept: bool
+    ) -> None:
+        """``kept``: the row is one of the session's (see MAX_ROW_TEXT);
+        else it waits only for this reply, and is let go after it."""
         code, enhanced, lines = reply
         row.reply_code = code
         row.reply_enhanced = enhanced
         text = "\n".join(lines)  # Reply.text, without the call
-        row.reply_text = self._kept(text, ts) if len(text) > _TEXT_CUT else text
+        if kept and len(text) > _TEXT_CUT:
+            text = self._kept(text, ts)
+        row.reply_text = text
         row.reply_ts = ts
         row.latency_s = (ts - row.ts) / NS  # _seconds, both times known
 
@@ -895,7 +907,7 @@ class SessionBuilder:
         self._settle_message(txn, reply, ts)
 
     def _settle_message(self, txn: TransactionRecord, reply: Reply, ts: int) -> None:
-        _final_reply(txn, reply)
+        self._final_reply(txn, reply, ts)
         txn.queue_id = queue_id(reply.text) if reply.klass == 2 else None
         txn.data_duration_s = _seconds(ts, self._message_start or None)
         txn.status = "accepted" if reply.klass == 2 else "rejected"

@@ -346,8 +346,9 @@ class AlertEngine:
         notes = list(tally.notes)
         by_count = sorted(tally.notes.items(), key=lambda item: -item[1])
         if tally.other_notes:
-            notes.append(f"{tally.other_notes:,} more")
-            by_count.append(("other", tally.other_notes))
+            # Hits, not notes: the notes past the first few are not kept.
+            notes.append(f"{tally.other_notes:,} more hits with other notes")
+            by_count.append(("with other notes", tally.other_notes))
         # Numbers with thousands separators: a flood's run to six digits.
         values = {
             "who": client or f"{len(clients):,} clients",

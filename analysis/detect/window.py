@@ -196,7 +196,7 @@ class Tally:
     # review: 3,000 sessions each naming two long HELO names held 618 MB,
     # and one alert's summary was 96 MB).
     notes: dict[str, int] = field(default_factory=dict)
-    other_notes: int = 0
+    other_notes: int = 0  # hits whose note was not kept
     last_session: str | None = None
 
     @classmethod

@@ -49,4 +49,7 @@ def test_an_alert_keeps_twenty_notes_and_counts_the_rest(
         results.append(dataclasses.replace(result, session=at))
     (alert,) = _alerts(results)
     assert alert.count == 5
-    assert "(a0.example, b0.example, a1.example, b1.example, 3 more)" in (alert.summary)
+    assert (
+        "(a0.example, b0.example, a1.example, b1.example, 3 more hits with other notes)"
+        in (alert.summary)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.abc
+import json
 import os
 import signal
 import subprocess
@@ -367,3 +368,61 @@ def test_workers_keep_ignoring_what_the_command_was_started_ignoring(
         os.killpg(reader.pid, signal.SIGINT)
         assert reader.wait(timeout=60) == 0
     assert len((out / "sessions.jsonl").read_text().splitlines()) == 60000
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_stop_while_a_session_is_spooled_keeps_it_and_the_open_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: str
+) -> None:
+    # Found in review: a stop that came in Spool.add (a long one, for a
+    # large session) was outside the reading's own handling, so the session
+    # being spooled and every session still open were lost.
+    from analysis.spool import Spool
+    from tests.capture.craft import TcpPeers
+
+    # Three sessions: the second closes while the first and third are open.
+    ends = [
+        TcpPeers("192.0.2.1", 40000 + n, "198.51.100.2", 25, 1000, 9000)
+        for n in range(3)
+    ]
+    steps = [(0, False, b"220 mx\r\n"), (1, False, b"220 mx\r\n")]
+    steps += [
+        (1, True, b"QUIT\r\n"),
+        (1, False, b"221 bye\r\n"),
+        (2, False, b"220 mx\r\n"),
+    ]
+    frames = []
+    for n, (end, by_client, payload) in enumerate(steps):
+        frames.append(
+            Frame(1_700_000_000 + n, 0, ends[end].frame(by_client, payload, 0x18))
+        )
+    for by_client, flags in ((True, 0x11), (False, 0x11), (True, 0x10)):
+        frames.append(Frame(1_700_000_010, 0, ends[1].frame(by_client, b"", flags)))
+    frames.append(Frame(1_700_000_011, 0, ends[0].frame(True, b"NOOP\r\n", 0x18)))
+    path = tmp_path / "three.pcap"
+    path.write_bytes(pcap(frames))
+    capture = str(path)
+    add = Spool.add
+    stopped: list[int] = []
+
+    def stop_in_the_closed_one(self: Spool, result: SessionResult) -> None:
+        # In whichever process holds it (a -j worker holds nothing back).
+        if result.session.close == "fin" and not stopped:
+            stopped.append(result.session.client_port)
+            raise KeyboardInterrupt
+        add(self, result)
+
+    monkeypatch.setattr(Spool, "add", stop_in_the_closed_one)
+    monkeypatch.setattr(parallel, "DEFERRED_SESSIONS", 0)
+    cut = tmp_path / "cut"
+    assert cli.main(["read", "-q", "-j", jobs, "-o", str(cut), capture]) in (0, 130)
+    rows = (cut / "sessions.jsonl").read_text().splitlines()
+    closes = {json.loads(row)["client_port"]: json.loads(row)["close"] for row in rows}
+    if jobs == "1":
+        assert closes == {40000: "interrupted", 40001: "fin", 40002: "interrupted"}
+    else:
+        # 40000 and 40001 are this process's share (capture.libpcap.shard_of);
+        # the worker holding 40002 is stopped too, at whatever packet it
+        # had reached.
+        assert (closes[40000], closes[40001]) == ("interrupted", "fin")
+        assert closes.get(40002, "interrupted") in ("interrupted", "end_of_capture")

@@ -988,10 +988,15 @@ def test_long_values_past_the_text_budget_keep_their_start_and_length(
             (S, b"550 " + b"c" * 400 + b"\r\n"),
             (C, b"NOOP\r\n"),
             (S, b"250 ok\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 go\r\n"),
+            (C, b"Subject: s\r\n\r\nhi\r\n.\r\n"),
+            (S, b"554 " + b"d" * 300 + b"\r\n"),
         ]
     )
     (txn,) = result.transactions
     assert txn.mail_from == sender.decode()  # 309 + 302 characters so far
+    assert txn.data_reply == "d" * 256 + "... [300 characters]"
     # The RCPT's argument fits (918), its address no longer does.
     assert txn.rcpt_to == ["b" * 256 + "... [302 characters]"]
     rows = [(c.verb, c.argument, c.reply_text) for c in result.commands]
@@ -999,6 +1004,7 @@ def test_long_values_past_the_text_budget_keep_their_start_and_length(
         ("MAIL", "FROM:<" + sender.decode() + ">", "ok"),
         ("RCPT", "TO:<" + rcpt.decode() + ">", "c" * 256 + "... [400 characters]"),
         ("NOOP", "", "ok"),
+        ("DATA", "", "go"),
     ]
     assert [(a.kind, a.detail) for a in result.anomalies] == [
         (
@@ -1007,3 +1013,33 @@ def test_long_values_past_the_text_budget_keep_their_start_and_length(
             "longer than 256 is cut to its start",
         )
     ]
+
+
+def test_commands_inside_decrypted_tls_are_let_go_as_well(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found in review: only the outer parser was asked what still waits, so
+    # inside decrypted TLS nothing was let go and every command past the
+    # bound rebuilt the dicts.
+    from analysis import session as builder
+    from analysis.session import SessionBuilder
+    from analysis.smtp import parser
+    from analysis.tls.decrypt import DecryptedChunk
+    from capture.stream import Connection
+
+    monkeypatch.setattr(parser, "MAX_PENDING", 4)
+    monkeypatch.setattr(builder, "_FORGET_PAST", 5)
+    mails = b"".join(b"MAIL FROM:<a%d@x>\r\n" % n for n in range(40))
+    chunks = [
+        DecryptedChunk(10, False, b"220 mx ESMTP\r\n"),
+        DecryptedChunk(11, True, b"EHLO a\r\n"),
+        DecryptedChunk(12, False, b"250 mx\r\n"),
+        DecryptedChunk(13, True, mails),
+    ]
+    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 465, first_ts=0)
+    held = SessionBuilder(conn, frozenset({465}), chunks)
+    held.data(C, b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00", 5)
+    held.data(S, b"\x16\x03\x03\x00\x05\x02\x00\x00\x01\x00", 20)
+    assert held.session.tls_decrypted
+    assert held.session.commands == 41
+    assert len(held._txn_of) <= 5
