@@ -58,11 +58,17 @@ from analysis.rowfiles import SESSION_TABLES, Format, SessionRows
 # but also make every read of the replay, which jumps around, that large.)
 _BATCH = 256 * 1024
 # A session is stored as its parts, each marshalled on its own (see
-# Spool.add): the detectors' evidence, the text of each table's rows when
-# the spool keeps rows (SESSION_TABLES order), and the result's cells. After
-# them come their lengths, 8 bytes each, so that a large session's parts
-# can be read one at a time (_Parts).
+# Spool.add): the detectors' evidence; when the spool keeps rows, the text
+# of every table's rows (SESSION_TABLES order) as one part, or as a part per
+# table for a session of more than _TABLE_PARTS rows; the result's cells.
+# After them come their lengths, 8 bytes each, and their number in a byte,
+# so that a large session's parts can be read one at a time (_Parts). One
+# part for all tables is for speed: five marshal calls each way for every
+# session cost 3 % of a run.
 _LENGTH = struct.Struct("<Q")
+_TABLE_PARTS = 1000
+# The most parts a session has: evidence, a part per table, cells.
+_MOST_PARTS = 2 + len(SESSION_TABLES)
 
 
 def _cells(record_type: type) -> Callable[[Any], tuple[Any, ...]]:
@@ -230,15 +236,15 @@ class _Parts:
 
     __slots__ = ("_data", "_descriptor", "_offset", "_starts")
 
-    def __init__(self, descriptor: int, offset: int, length: int, count: int) -> None:
-        size = count * _LENGTH.size
+    def __init__(self, descriptor: int, offset: int, length: int) -> None:
         data = None
         if length <= _BATCH:
-            whole = memoryview(os.pread(descriptor, length, offset))
-            trailer = whole[length - size :]
-            data = whole
+            tail = data = memoryview(os.pread(descriptor, length, offset))
         else:
-            trailer = memoryview(os.pread(descriptor, size, offset + length - size))
+            size = min(length, _MOST_PARTS * _LENGTH.size + 1)
+            tail = memoryview(os.pread(descriptor, size, offset + length - size))
+        count = tail[-1]
+        trailer = tail[len(tail) - 1 - count * _LENGTH.size : -1]
         starts = [0]
         for (part,) in _LENGTH.iter_unpack(trailer):
             starts.append(starts[-1] + part)
@@ -269,8 +275,13 @@ class _Texts:
         self._parts = parts
 
     def __iter__(self) -> Iterator[str]:
-        for k in range(1, len(self._parts) - 1):
-            text: str = self._parts.load(k)
+        parts = self._parts
+        if len(parts) == 3:  # all tables in one part
+            texts: tuple[str, ...] = parts.load(1)
+            yield from texts
+            return
+        for k in range(1, len(parts) - 1):
+            text: str = parts.load(k)
             yield text
 
 
@@ -417,7 +428,7 @@ class Spool:
             if self._batched >= _BATCH:
                 self._write_batch()
                 straight = True
-        trailer = struct.pack(f"<{len(lengths)}Q", *lengths)
+        trailer = struct.pack(f"<{len(lengths)}QB", *lengths, len(lengths))
         self._batch.append(trailer)
         self._batched += len(trailer)
         if self._batched >= _BATCH:
@@ -438,9 +449,13 @@ class Spool:
         is handed on: a session at the row caps (analysis.session) then
         holds one part's objects and bytes at a time, not all of them."""
         yield marshal.dumps(self._evidence(result))
-        if self._rows is not None:
-            for text in self._rows.each(result):
-                yield marshal.dumps(text)
+        rows = self._rows
+        if rows is not None:
+            if len(result.commands) + len(result.transactions) > _TABLE_PARTS:
+                for text in rows.each(result):
+                    yield marshal.dumps(text)
+            else:
+                yield marshal.dumps(rows(result))
         yield marshal.dumps(_result_cells(result) if keep else None)
 
     def detach(self) -> SpoolPart:
@@ -506,16 +521,10 @@ class Spool:
         # By position, not seek and read: a process forked to replay beside
         # this one (``analysis.detecthelp``) shares the files' offsets.
         descriptors = [handle.fileno() for handle in self._files]
-        count = 2 + (len(SESSION_TABLES) if self.rows is not None else 0)
         for i in index.order():
             yield (
                 i,
-                _Parts(
-                    descriptors[index.parts[i]],
-                    index.offsets[i],
-                    index.lengths[i],
-                    count,
-                ),
+                _Parts(descriptors[index.parts[i]], index.offsets[i], index.lengths[i]),
             )
 
     def scratch_directory(self) -> str:

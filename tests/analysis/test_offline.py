@@ -62,16 +62,19 @@ def test_project_captures_stream_to_the_same_files(tmp_path: Path, fmt: Format) 
 
 
 @pytest.mark.parametrize("fmt", [Format.JSONL, Format.CSV])
+@pytest.mark.parametrize("table_parts", [0, 1000])
 def test_sessions_read_back_a_part_at_a_time_give_the_same_files(
-    tmp_path: Path, fmt: Format, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fmt: Format, monkeypatch: pytest.MonkeyPatch, table_parts: int
 ) -> None:
     # With no batch every session counts as large: its parts go to the file
     # one by one as they are made and are read back one by one, the rows a
-    # table at a time and the result only when asked for.
+    # table at a time (with _TABLE_PARTS 0) and the result only when asked
+    # for.
     paths = [p for p in PROJECT if not p.endswith(".keylog")]
     reference = tmp_path / "frames"
     write_tables(read_captures(paths).frames(), reference, fmt)
     monkeypatch.setattr(spool_module, "_BATCH", 0)
+    monkeypatch.setattr(spool_module, "_TABLE_PARTS", table_parts)
     _streamed(paths, tmp_path / "rows", fmt)
     same_files(tmp_path / "rows", reference)
     _streamed(paths, tmp_path / "late", fmt, results=True)
