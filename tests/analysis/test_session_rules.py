@@ -832,7 +832,7 @@ def test_the_transaction_cap_leaves_the_rows_before_it_and_the_counts_alone(
 def test_rcpts_past_the_list_cap_are_counted_not_listed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # One transaction of a million RCPTs held 355 MiB until its session
+    # One transaction of a million RCPTs held 347 MiB until its session
     # closed. Past the session's cap a RCPT is counted, accepted or not,
     # and keeps its command row; its address and code are not listed.
     from analysis import session as builder
