@@ -101,6 +101,9 @@ class ReassemblyStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+_NOTHING_COVERED = (0, 0)
+
+
 class _Half:
     """One direction of a connection: where its byte stream stands."""
 
@@ -109,6 +112,7 @@ class _Half:
         "ack_seen_at",
         "acked",
         "base",
+        "covered",
         "fin_off",
         "isn",
         "next_off",
@@ -123,6 +127,13 @@ class _Half:
         self.next_off = 0  # offset of the next byte to deliver
         self.pending: list[_Piece] = []  # sorted, non-overlapping, >= next_off
         self.pending_bytes = 0
+        # A range of offsets the pieces hold or mark missing throughout, as
+        # _missing last found: pieces are only added, or taken from the
+        # front, so it stays so. A segment cut short by the snap length
+        # within it has nothing to mark, and need not walk the pieces again
+        # (found in review: 4,000 one-byte pieces behind a hole, then
+        # packets each claiming 4,000 bytes, read at 0.12 MB/s).
+        self.covered = _NOTHING_COVERED
         self.fin_off: int | None = None  # offset the FIN occupies
         self.acked = 0  # highest offset the peer has acknowledged
         # The last acknowledgment number the fast lane of Reassembler.feed
@@ -1607,6 +1618,9 @@ class Reassembler:
             self._gap(flow, direction, ts, end - start, events)
             return
         # Out of order: mark the range; any real bytes for it take over.
+        low, high = half.covered
+        if low <= start and end <= high:
+            return  # held or marked already
         pending = half.pending
         i = bisect.bisect_left(pending, start, key=_piece_end_after)
         j = i
@@ -1622,6 +1636,10 @@ class Reassembler:
         if cursor < end:
             merged.append((cursor, end, None))
         pending[i:j] = merged
+        if start <= high and low <= end:  # the two ranges touch: one range
+            half.covered = (min(low, start), max(high, end))
+        else:
+            half.covered = (start, end)
 
     def _drain(
         self, flow: _Flow, direction: Direction, ts: int, events: list[StreamEvent]
