@@ -57,16 +57,20 @@ from analysis.rowfiles import SESSION_TABLES, Format, SessionRows
 # than marshalling it. (A larger file buffer would batch the writes too,
 # but also make every read of the replay, which jumps around, that large.)
 _BATCH = 256 * 1024
-# A session is stored as its parts, each marshalled on its own (see
-# Spool.add): the detectors' evidence; when the spool keeps rows, the text
-# of every table's rows (SESSION_TABLES order) as one part, or as a part per
-# table for a session of more than _TABLE_PARTS rows; the result's cells.
-# After them come their lengths, 8 bytes each, and their number in a byte,
-# so that a large session's parts can be read one at a time (_Parts). One
-# part for all tables is for speed: five marshal calls each way for every
-# session cost 3 % of a run.
+# A session is stored as its parts, each marshalled on its own, then their
+# lengths (8 bytes each) and their number (a byte), so that a large session
+# can be read a part at a time (_Parts). A session of at most _TABLE_PARTS
+# commands and transactions, nearly every one, is one part: the tuple of
+# its detectors' evidence, its rows' text (a text per table, SESSION_TABLES
+# order, or None when the spool keeps no rows) and its result's cells (or
+# None), marshalled in one call each way as it always was (one call per
+# part cost 14 % of a run of 100,000 short sessions). A larger one is
+# stored as the evidence, a part per table when the spool keeps rows, and
+# the cells: each part is made and written before the next is made, and
+# read back only when it is used.
 _LENGTH = struct.Struct("<Q")
 _TABLE_PARTS = 1000
+_WHOLE = struct.Struct("<QB")  # the trailer of a session stored as one part
 # The most parts a session has: evidence, a part per table, cells.
 _MOST_PARTS = 2 + len(SESSION_TABLES)
 
@@ -244,10 +248,13 @@ class _Parts:
             size = min(length, _MOST_PARTS * _LENGTH.size + 1)
             tail = memoryview(os.pread(descriptor, size, offset + length - size))
         count = tail[-1]
-        trailer = tail[len(tail) - 1 - count * _LENGTH.size : -1]
-        starts = [0]
-        for (part,) in _LENGTH.iter_unpack(trailer):
-            starts.append(starts[-1] + part)
+        if count == 1:
+            starts = [0, length - _WHOLE.size]
+        else:
+            trailer = tail[len(tail) - 1 - count * _LENGTH.size : -1]
+            starts = [0]
+            for (part,) in _LENGTH.iter_unpack(trailer):
+                starts.append(starts[-1] + part)
         self._data = data
         self._descriptor = descriptor
         self._offset = offset
@@ -276,10 +283,6 @@ class _Texts:
 
     def __iter__(self) -> Iterator[str]:
         parts = self._parts
-        if len(parts) == 3:  # all tables in one part
-            texts: tuple[str, ...] = parts.load(1)
-            yield from texts
-            return
         for k in range(1, len(parts) - 1):
             text: str = parts.load(k)
             yield text
@@ -297,25 +300,42 @@ class Replayed:
     there are any (``with_extra``).
     """
 
-    __slots__ = ("_parts", "_read", "_result", "evidence", "extra", "start")
+    __slots__ = (
+        "_cells",
+        "_parts",
+        "_read",
+        "_result",
+        "_rows",
+        "evidence",
+        "extra",
+        "start",
+    )
 
     def __init__(self, start: int, parts: _Parts, extra: list[AnomalyRecord]) -> None:
         self.start = start
+        self.extra = extra
         self._parts = parts
         self._result: SessionResult | None = None
-        self._read = False  # whether _result was read
-        self.evidence: list[Any] = parts.load(0)
-        self.extra = extra
+        self._read = False  # whether _result was made
+        self._rows: Iterable[str] | None
+        self._cells: tuple[Any, ...] | None = None
+        if len(parts) == 1:  # stored whole, read whole
+            self.evidence, self._rows, self._cells = parts.load(0)
+        else:
+            self.evidence = parts.load(0)
+            self._rows = _Texts(parts) if len(parts) > 2 else None
 
     @property
     def rows(self) -> Iterable[str] | None:
-        return _Texts(self._parts) if len(self._parts) > 2 else None
+        return self._rows
 
     @property
     def result(self) -> SessionResult | None:
         if not self._read:
-            cells = self._parts.load(len(self._parts) - 1)
+            parts = self._parts
+            cells = self._cells if len(parts) == 1 else parts.load(len(parts) - 1)
             self._result = _result_of(cells) if cells is not None else None
+            self._cells = None
             self._read = True
         return self._result
 
@@ -413,6 +433,37 @@ class Spool:
                 self._end = self._writer.tell()
         self._cut_short = True
         offset = self._end
+        rows = self._rows
+        if len(result.commands) + len(result.transactions) <= _TABLE_PARTS:
+            data = marshal.dumps(
+                (
+                    self._evidence(result),
+                    rows(result) if rows is not None else None,
+                    _result_cells(result) if keep else None,
+                )
+            )
+            trailer = _WHOLE.pack(len(data), 1)
+            size = len(data) + len(trailer)
+            self._batch += (data, trailer)
+            self._batched += size
+            if self._batched >= _BATCH:
+                self._write_batch()
+        else:
+            size = self._add_in_parts(result, keep)
+        self._end = offset + size
+        self._cut_short = False
+        # The index last: a session counts once it is in (see _Index), so a
+        # Ctrl-C anywhere in this method leaves it out whole.
+        index = self._index
+        self._ledger.add(len(index), session)
+        index.append(
+            session.start, session.session_id, len(self._files) - 1, offset, size
+        )
+
+    def _add_in_parts(self, result: SessionResult, keep: bool) -> int:
+        """Store a large session a part at a time (see _TABLE_PARTS); its
+        size in the file."""
+        assert self._writer is not None
         lengths = []
         straight = False
         for part in self._parts(result, keep):
@@ -433,29 +484,16 @@ class Spool:
         self._batched += len(trailer)
         if self._batched >= _BATCH:
             self._write_batch()
-        size = sum(lengths) + len(trailer)
-        self._end = offset + size
-        self._cut_short = False
-        # The index last: a session counts once it is in (see _Index), so a
-        # Ctrl-C anywhere in this method leaves it out whole.
-        index = self._index
-        self._ledger.add(len(index), session)
-        index.append(
-            session.start, session.session_id, len(self._files) - 1, offset, size
-        )
+        return sum(lengths) + len(trailer)
 
     def _parts(self, result: SessionResult, keep: bool) -> Iterator[bytes]:
         """The session's parts, marshalled, each made once the one before
         is handed on: a session at the row caps (analysis.session) then
         holds one part's objects and bytes at a time, not all of them."""
         yield marshal.dumps(self._evidence(result))
-        rows = self._rows
-        if rows is not None:
-            if len(result.commands) + len(result.transactions) > _TABLE_PARTS:
-                for text in rows.each(result):
-                    yield marshal.dumps(text)
-            else:
-                yield marshal.dumps(rows(result))
+        if self._rows is not None:
+            for text in self._rows.each(result):
+                yield marshal.dumps(text)
         yield marshal.dumps(_result_cells(result) if keep else None)
 
     def detach(self) -> SpoolPart:
@@ -512,7 +550,7 @@ class Spool:
         """Each session's start and detectors' evidence, in table order."""
         starts = self._index.starts
         for i, parts in self._stored():
-            yield starts[i], parts.load(0)
+            yield starts[i], parts.load(0)[0] if len(parts) == 1 else parts.load(0)
 
     def _stored(self) -> Iterator[tuple[int, _Parts]]:
         """Each session's position in the index and stored parts, in order."""

@@ -39,6 +39,7 @@ _WATCHED = {
     Spool.add.__code__,
     Spool._write_batch.__code__,
     Spool._parts.__code__,
+    Spool._add_in_parts.__code__,
     _Index.append.__code__,
     _Index._add_start.__code__,
     _Index._drop_partial.__code__,
