@@ -273,15 +273,7 @@ class SessionRows:
         ]
 
     def __call__(self, result: SessionResult) -> tuple[str, ...]:
-        # ``each``'s steps, in a list: a generator's cost per session counts
-        # in a run of many short ones.
-        texts = [self._session((result.session,))]
-        for table, key, encode in self._tables:
-            rows: list[Any] = getattr(result, table)
-            if len(rows) > 1:
-                rows = sorted(rows, key=key)
-            texts.append(encode(rows) if rows else "")
-        return tuple(texts)
+        return tuple(self.each(result))
 
     def each(self, result: SessionResult) -> Iterator[str]:
         """The texts one table at a time, for a caller that can let each go

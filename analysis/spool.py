@@ -444,10 +444,7 @@ class Spool:
             )
             trailer = _WHOLE.pack(len(data), 1)
             size = len(data) + len(trailer)
-            self._batch += (data, trailer)
-            self._batched += size
-            if self._batched >= _BATCH:
-                self._write_batch()
+            self._queue(data, trailer)
         else:
             size = self._add_in_parts(result, keep)
         self._end = offset + size
@@ -473,18 +470,21 @@ class Spool:
                 # file as it is made, and is let go.
                 with self._writing():
                     self._writer.write(part)
-                continue
-            self._batch.append(part)
-            self._batched += len(part)
-            if self._batched >= _BATCH:
-                self._write_batch()
-                straight = True
+            else:
+                straight = self._queue(part)
         trailer = struct.pack(f"<{len(lengths)}QB", *lengths, len(lengths))
-        self._batch.append(trailer)
-        self._batched += len(trailer)
-        if self._batched >= _BATCH:
-            self._write_batch()
+        self._queue(trailer)
         return sum(lengths) + len(trailer)
+
+    def _queue(self, *data: bytes) -> bool:
+        """Add ``data`` to the batch, and write the batch once it is full;
+        whether it was."""
+        self._batch += data
+        self._batched += sum(map(len, data))
+        if self._batched < _BATCH:
+            return False
+        self._write_batch()
+        return True
 
     def _parts(self, result: SessionResult, keep: bool) -> Iterator[bytes]:
         """The session's parts, marshalled, each made once the one before

@@ -40,6 +40,7 @@ _WATCHED = {
     Spool._write_batch.__code__,
     Spool._parts.__code__,
     Spool._add_in_parts.__code__,
+    Spool._queue.__code__,
     _Index.append.__code__,
     _Index._add_start.__code__,
     _Index._drop_partial.__code__,
