@@ -198,3 +198,57 @@ def test_commands_past_the_cap_that_get_no_reply_are_let_go() -> None:
     result = builder.close(3, "fin")
     assert result.session.commands == flood
     assert len(result.commands) == MAX_COMMAND_ROWS
+
+
+def test_a_command_without_a_row_keeps_little_of_a_long_argument() -> None:
+    # It waits only for its reply: 60,000 unanswered 16 KB NOOPs past the
+    # cap held 1.2 GB, their whole lines kept for rows that never come.
+    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=1)
+    builder = SessionBuilder(conn, frozenset({465}))
+    builder.data(Direction.SERVER, b"220 mx\r\n", 1)
+    builder.data(Direction.CLIENT, b"\n" * MAX_COMMAND_ROWS, 2)
+    builder.data(Direction.CLIENT, b"NOOP " + b"x" * 10_000 + b"\r\nNOOP y\r\n", 3)
+    assert builder._unkept is not None
+    assert [(row.verb, row.argument) for row in builder._unkept.values()] == [
+        ("NOOP", "x" * 256 + "... [10,000 characters]"),
+        ("NOOP", "y"),
+    ]
+
+
+def test_a_long_argument_held_without_a_row_still_settles_what_it_should(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What a reply reads of a command without a row: a BDAT's chunk (valid
+    # with any amount of space before LAST, invalid cut or whole) and an
+    # accepted HELO name, which the session shows cut as a row would.
+    monkeypatch.setattr(session_module, "MAX_COMMAND_ROWS", 1)
+    monkeypatch.setattr(session_module, "MAX_KEPT_ROWS", 4)
+    name = "h" * 300
+    result = session(
+        [
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO a\r\n"),
+            (S, b"250-mx\r\n250 CHUNKING\r\n"),
+            (C, b"MAIL FROM:<a@example.org>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"RCPT TO:<b@example.net>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"BDAT 2 " + b" " * 300 + b"LAST\r\nhi"),  # no row: past the caps
+            (S, b"250 queued as 4A\r\n"),
+            (C, b"MAIL FROM:<c@example.org>\r\n"),  # the fourth row
+            (S, b"250 ok\r\n"),
+            (C, b"BDAT 2 " + b"x" * 300 + b"\r\n"),  # invalid: no chunk follows
+            (S, b"501 5.5.4 bad syntax\r\n"),
+            (C, b"EHLO " + name.encode() + b"\r\n"),
+            (S, b"250 mx\r\n"),
+        ]
+    )
+    assert [c.verb for c in result.commands] == ["EHLO", "MAIL", "RCPT", "MAIL"]
+    assert [
+        (t.mail_from, t.status, t.data_method, t.data_code) for t in result.transactions
+    ] == [
+        ("a@example.org", "accepted", "BDAT", 250),
+        ("c@example.org", "reset", None, None),
+    ]
+    assert result.session.helo == name[:256] + "... [300 characters]"
+    assert result.session.commands == 7
