@@ -317,6 +317,39 @@ def test_truncated_segments_over_held_pieces_mark_only_the_holes() -> None:
     ]
 
 
+def test_copies_of_a_segment_over_held_pieces_are_compared_at_once() -> None:
+    # Found in review: 4,000 one-byte pieces behind a hole, then 4,000-byte
+    # segments over them, read at 1.8 MB/s, each copy compared piece by
+    # piece. A segment found equal to the pieces it spans is kept; a copy
+    # of any part of it is compared with it alone. A copy that differs
+    # still gets one mismatch per piece, and the first bytes stay.
+    held = b"".join(b"%d" % (i % 10) for i in range(100))
+    pieces = [(10 + i, c(10 + i, held[i : i + 1])) for i in range(100)]
+    copies = [
+        (200, c(10, held)),  # walks the pieces, then kept
+        (201, c(10, held)),
+        (202, c(30, held[20:60])),
+        (203, c(40, held[30:31] + b"!" + held[32:33])),  # one byte differs
+        (204, c(5, b"abcde" + held[:10])),  # not within: walks, adds 5
+    ]
+    r = Reassembler(PORTS)
+    events = feed_all([*handshake(), *pieces, *copies[:3]], r, finish=False)
+    half = next(iter(r._flows.values()))[0].halves[Direction.CLIENT]
+    assert half.same == (10, held)
+    assert r.stats.retransmissions == 3
+    events += feed_all(copies[3:], r, finish=False)
+    assert anomalies(events) == [
+        (
+            "tcp_overlap_mismatch",
+            "1 bytes at offset 41 differ from the copy seen first; first copy kept",
+        )
+    ]
+    assert r.stats.retransmissions == 4
+    events += feed_all([(300, c(0, b"01234"))], r)
+    assert half.same is None  # the pieces went out
+    assert stream(events, Direction.CLIENT) == [b"01234abcde" + held]
+
+
 def test_buffer_limit_gives_up_the_hole() -> None:
     r = Reassembler(PORTS, max_buffered_bytes=100)
     feed_all([*handshake(), (10, c(0, b"ok"))], r, finish=False)
