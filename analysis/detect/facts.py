@@ -137,15 +137,24 @@ def example(command: CommandRecord) -> str:
 _CACHE_SIZE = 512
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
 def host_names(text: str | None) -> frozenset[str]:
     """The host name a greeting or EHLO reply starts with, and its parent.
 
     RFC 5321 4.2 and 4.1.1.1: both begin with the server's domain.
     """
-    if not text:
-        return frozenset()
-    first = text.split(None, 1)[0].strip().rstrip(".").lower() if text.split() else ""
+    # Cached by that first word, not by the whole text: a cache of whole
+    # replies of megabytes held what the capture held (found in review).
+    first = _FIRST_WORD.match(text or "")
+    return _host_names(first.group(1)) if first else frozenset()
+
+
+# The first word of a text: what ``str.split`` would give first.
+_FIRST_WORD = re.compile(r"\s*(\S+)")
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _host_names(word: str) -> frozenset[str]:
+    first = word.rstrip(".").lower()
     if "." not in first or is_address(first):
         return frozenset()
     names = {first}

@@ -16,6 +16,7 @@ import functools
 from analysis.detect import facts
 from analysis.detect.rules import Rules
 from analysis.detect.window import ObservationCells, PerSession, client_observation
+from analysis.downgrade import CACHED_TEXT
 from analysis.escape import escape_controls
 from analysis.records import CommandRecord, SessionResult
 
@@ -110,16 +111,25 @@ def _first_unoffered_pipelining(commands: list[CommandRecord]) -> CommandRecord 
     return None
 
 
-@functools.lru_cache(maxsize=1024)
 def _offers_pipelining(reply_text: str | None) -> bool:
-    """Whether an EHLO reply lists PIPELINING (cached: servers repeat theirs).
+    """Whether an EHLO reply lists PIPELINING (cached: servers repeat theirs,
+    and only short replies are: see ``downgrade.CACHED_TEXT``).
 
     RFC 2920 3.1: the EHLO reply's keywords, one per line after the first.
     The first line, the server's name, is searched too: some servers put a
     keyword there, and a client that trusts it is not the one to blame.
     """
+    if reply_text is not None and len(reply_text) > CACHED_TEXT:
+        return _lists_pipelining(reply_text)
+    return _cached_pipelining(reply_text)
+
+
+def _lists_pipelining(reply_text: str | None) -> bool:
     keywords = (reply_text or "").split("\n")
     return any(k.split()[0].upper() == "PIPELINING" for k in keywords if k.split())
+
+
+_cached_pipelining = functools.lru_cache(maxsize=1024)(_lists_pipelining)
 
 
 def _first_after_quit(commands: list[CommandRecord]) -> CommandRecord | None:
