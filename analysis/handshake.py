@@ -22,6 +22,10 @@ from analysis.tls.events import (
 from analysis.tls.names import cipher_name, version_name
 from analysis.tls.parser import TlsParser
 
+# Certificates of a chain read and listed (chain_sha256); cert_count counts
+# them all.
+MAX_CHAIN = 100
+
 
 class HandshakeBuilder:
     def __init__(self, session_id: str, ts: int, implicit: bool) -> None:
@@ -108,8 +112,23 @@ class HandshakeBuilder:
 
     def _certificates(self, event: CertificatesSeen) -> None:
         r = self.record
-        infos = [x509.describe(der) for der in event.chain]
-        r.cert_count = len(infos)
+        chain = event.chain
+        r.cert_count = len(chain)
+        if len(chain) > MAX_CHAIN:
+            # Real chains are a few certificates long; one message can hold
+            # 87,000 empty ones, each described, hashed and reported
+            # unreadable: 86 MB for a 275 KB connection (found in review).
+            self.anomalies.append(
+                AnomalyRecord(
+                    r.session_id,
+                    event.ts,
+                    "certificate_list_capped",
+                    f"{len(chain):,} certificates sent; only the first "
+                    f"{MAX_CHAIN} are read and listed",
+                )
+            )
+            chain = chain[:MAX_CHAIN]
+        infos = [x509.describe(der) for der in chain]
         r.chain_sha256 = [info.sha256 for info in infos]
         if not infos:
             return

@@ -263,7 +263,12 @@ TLS: tuple[Column, ...] = (
     ),
     Column("cert_sha256", _S, "SHA-256 of its DER encoding"),
     Column("cert_self_signed", _NB, "whether it signed itself"),
-    Column("chain_sha256", _SL, "SHA-256 of every certificate sent, in order"),
+    Column(
+        "chain_sha256",
+        _SL,
+        "SHA-256 of every certificate sent, in order (the first 100; past them "
+        "the anomaly `certificate_list_capped`)",
+    ),
     Column("end", _T, "when the outcome was known"),
 )
 

@@ -84,3 +84,29 @@ def test_a_version_no_parser_knows_is_an_unreadable_certificate() -> None:
     assert info.sha256 == hashlib.sha256(der).hexdigest()
     assert (info.subject, info.not_before, info.self_signed) == (None, None, None)
     assert info.error == "124 is not a valid X509 version"
+
+
+def test_a_chain_past_its_cap_is_counted_but_only_its_start_read() -> None:
+    # One Certificate message of 256 KiB can hold 87,000 empty certificates:
+    # each was described, hashed and reported unreadable (86 MB for one
+    # 275 KB connection, found in review).
+    import hashlib
+
+    from analysis.handshake import MAX_CHAIN, HandshakeBuilder
+    from analysis.tls.events import CertificatesSeen
+
+    leaf = certificate(datetime.datetime(2030, 1, 1, tzinfo=UTC))
+    chain = (leaf, *(b"\x30\x01%c" % (i % 256) for i in range(MAX_CHAIN + 49)))
+    builder = HandshakeBuilder("S1", 1, implicit=True)
+    builder._apply([CertificatesSeen(7, chain)])
+    record = builder.record
+    assert record.cert_count == MAX_CHAIN + 50 == 150
+    assert record.chain_sha256 == [
+        hashlib.sha256(der).hexdigest() for der in chain[:MAX_CHAIN]
+    ]
+    assert record.cert_sans == ["mx.example.org"]
+    kinds = [a.kind for a in builder.anomalies]
+    assert kinds == ["certificate_list_capped"] + ["certificate_unreadable"] * 99
+    assert builder.anomalies[0].detail == (
+        "150 certificates sent; only the first 100 are read and listed"
+    )
