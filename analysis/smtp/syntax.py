@@ -269,7 +269,10 @@ def parse_headers(block: bytes) -> tuple[tuple[str, str], ...]:
     Folded lines are unfolded (RFC 5322 2.2.3); a line that is neither a
     header nor a continuation ends the block, as a mail client would treat it.
     """
-    headers: list[tuple[str, str]] = []
+    # Each header's value in pieces, joined once at the end: joined at each
+    # folded line, a 64 KiB header of short folds was copied thousands of
+    # times (found in review: 55 MB of such messages took 6.3 s, not 1.9).
+    headers: list[tuple[str, list[str]]] = []
     # Decoded whole, as wire_text would each line: UTF-8 never uses the LF
     # byte inside a character, so no line decodes differently.
     for line in wire_text(block).split("\n"):
@@ -277,13 +280,17 @@ def parse_headers(block: bytes) -> tuple[tuple[str, str], ...]:
         if not line:
             break
         if line[0] in " \t":
-            # RFC 5322 2.2.3: unfolding removes the CRLF and nothing else.
+            # RFC 5322 2.2.3: unfolding removes the CRLF and nothing else;
+            # the value ends at no space, and so does each folded line
+            # within it.
             if headers:
-                name, value = headers[-1]
-                headers[-1] = (name, (value + line).strip())
+                headers[-1][1].append(line.rstrip())
             continue
         name, colon, value = line.partition(":")
         if not colon or not name or " " in name.strip():
             break
-        headers.append((name.strip().lower(), value.strip()))
-    return tuple(headers)
+        headers.append((name.strip().lower(), [value.strip()]))
+    return tuple(
+        (name, parts[0] if len(parts) == 1 else "".join(parts).strip())
+        for name, parts in headers
+    )

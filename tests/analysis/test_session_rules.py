@@ -1009,7 +1009,7 @@ def test_long_values_past_the_text_budget_keep_their_start_and_length(
     assert [(a.kind, a.detail) for a in result.anomalies] == [
         (
             "row_text_capped",
-            "past 1,000 characters of arguments, replies and addresses, each "
+            "past 1,000 characters of arguments, replies, headers and addresses, each "
             "longer than 256 is cut to its start",
         )
     ]
@@ -1043,3 +1043,42 @@ def test_commands_inside_decrypted_tls_are_let_go_as_well(
     assert held.session.tls_decrypted
     assert held.session.commands == 41
     assert len(held._txn_of) <= 5
+
+
+def test_message_header_values_count_against_the_text_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found in review: header values went around the budget, and a session
+    # of 2,000 messages with 64 KB subjects held 677 MB. The decoded subject
+    # is decoded whole, then kept as any value.
+    from analysis import session as builder
+
+    monkeypatch.setattr(builder, "MAX_ROW_TEXT", 1200)
+    encoded = "=?utf-8?q?" + "=C3=A9" * 60 + "?="
+    received = ["from a by b; " + "r" * 300, "from c by d; " + "q" * 250]
+    headers = (
+        f"Subject: {encoded}\r\n {'s' * 300}\r\n"
+        f"Received: {received[0]}\r\nReceived: {received[1]}\r\n"
+        "From: <f@example.org>\r\n\r\nhi\r\n.\r\n"
+    )
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@example.org>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"RCPT TO:<b@example.net>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 go\r\n"),
+            (C, headers.encode()),
+            (S, b"250 ok\r\n"),
+        ]
+    )
+    (txn,) = result.transactions
+    assert txn.subject_decoded == "é" * 60 + " " + "s" * 300  # 361 characters
+    assert txn.subject == encoded + " " + "s" * 300  # 673: 1,034 in all
+    # The first hop is the last Received header: 263 characters, past 1,200.
+    assert txn.first_received == "from c by d; " + "q" * 243 + "... [263 characters]"
+    assert txn.second_received == "from a by b; " + "r" * 243 + "... [313 characters]"
+    assert txn.from_ == "<f@example.org>"
+    assert [a.kind for a in result.anomalies] == ["row_text_capped"]
