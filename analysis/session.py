@@ -104,6 +104,11 @@ _TRANSACTION_VERBS = frozenset({"MAIL", "RCPT", "DATA", "BDAT"})
 # Replies that only SASL data gets (RFC 4954 4, 6): challenge, success,
 # failure, mechanism too weak, encryption required.
 _SASL_CODES = frozenset({334, 235, 535, 534, 538})
+# Past the row caps, commands whose reply changes nothing in the session
+# (a withheld line included: see SmtpParser), so none waits for it; and
+# what an unknown verb waits with instead of its row.
+_REPLY_UNREAD = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP", "[redacted]"})
+_UNKNOWN_VERB = CommandRecord("", 0, "", "")
 # Headers kept as their transaction's columns, the first of each name:
 # those Zeek's smtp.log keeps (user_agent from whichever of its three names
 # comes first).
@@ -534,9 +539,6 @@ class SessionBuilder:
         the row is held until the reply comes; past MAX_PENDING waiting
         commands the parser stops waiting for the oldest, and it goes too.
         """
-        unkept = self._unkept
-        if unkept is None:
-            unkept = self._unkept = OrderedDict()
         # Each cap is said once, when a command first misses a row by it.
         hard = len(self.commands) >= MAX_KEPT_ROWS
         if self._capped < (2 if hard else 1):
@@ -554,12 +556,25 @@ class SessionBuilder:
                     "command after a HELO); the others are counted in the session"
                 )
             self._add_anomaly(ts, "command_rows_capped", detail)
-        if len(row.argument) > _TEXT_CUT:
-            # Held only for its reply, which reads no more of it than a
-            # BDAT's chunk or an accepted HELO name: 60,000 unanswered
-            # NOOPs of 16 KB past the cap held 1.2 GB for a 0.96 GB capture.
-            row.argument = _held_argument(row.verb, row.argument)
-        unkept[index] = row
+
+        # Held only as long and as much as its reply needs: 65,536 commands
+        # may wait per connection, and 40 connections of unanswered NOOPs
+        # took 1 GB when each held its row (found in review).
+        verb = row.verb
+        if verb in _REPLY_UNREAD:
+            return  # its reply changes nothing
+        unkept = self._unkept
+        if unkept is None:
+            unkept = self._unkept = OrderedDict()
+        if verb in KNOWN_VERBS:
+            if len(row.argument) > _TEXT_CUT:
+                # A BDAT's chunk or an accepted HELO name is all its reply
+                # reads of it: 60,000 unanswered NOOPs of 16 KB past the
+                # cap held 1.2 GB for a 0.96 GB capture.
+                row.argument = _held_argument(verb, row.argument)
+            unkept[index] = row
+        else:
+            unkept[index] = _UNKNOWN_VERB  # its reply may say it was SASL data
         if len(unkept) > MAX_PENDING:
             # Not a dict: deleting at a dict's front leaves holes that every
             # later search for its first entry walks (quadratic).
@@ -645,9 +660,18 @@ class SessionBuilder:
         if row is None:
             if not self._unkept:
                 return
-            row = self._unkept.get(event.command_index)
-            if row is None:
+            held = self._unkept.get(event.command_index)
+            if held is None:
                 return
+            if held is _UNKNOWN_VERB:
+                # As below for a line of an unknown verb, without its row.
+                del self._unkept[event.command_index]
+                if reply.code in _SASL_CODES:
+                    self._add_anomaly(
+                        event.ts, "auth_midstream", "SASL data seen outside an AUTH"
+                    )
+                return
+            row = held
             if reply.klass != 3 or (answers != "AUTH" and row.verb != "AUTH"):
                 del self._unkept[event.command_index]  # its last reply
         if reply.code in _SASL_CODES and row.verb not in KNOWN_VERBS:

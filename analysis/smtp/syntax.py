@@ -124,10 +124,15 @@ def split_command(line: str) -> tuple[str, str, bool]:
     parts = line.strip(" \t").split(None, 1)
     verb = parts[0] if parts else ""
     argument = parts[1] if len(parts) > 1 else ""
-    upper = verb.upper()
-    if upper in KNOWN_VERBS:
-        return upper, argument.strip(" \t"), True
+    known = _KNOWN.get(verb.upper())
+    if known is not None:
+        return known, argument.strip(" \t"), True
     return verb, argument.strip(" \t"), False
+
+
+# One string per known verb, whatever case it came in: a command waiting
+# for its reply holds its verb, and 65,536 of them may wait per connection.
+_KNOWN = {verb: verb for verb in KNOWN_VERBS}
 
 
 def parse_path(argument: str, keyword: str) -> tuple[str | None, str]:

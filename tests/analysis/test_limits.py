@@ -202,16 +202,16 @@ def test_commands_past_the_cap_that_get_no_reply_are_let_go() -> None:
 
 def test_a_command_without_a_row_keeps_little_of_a_long_argument() -> None:
     # It waits only for its reply: 60,000 unanswered 16 KB NOOPs past the
-    # cap held 1.2 GB, their whole lines kept for rows that never come.
+    # cap held 1.2 GB, their whole lines kept for rows that never come (a
+    # NOOP now holds nothing at all: see the test below).
     conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=1)
     builder = SessionBuilder(conn, frozenset({465}))
     builder.data(Direction.SERVER, b"220 mx\r\n", 1)
     builder.data(Direction.CLIENT, b"\n" * MAX_COMMAND_ROWS, 2)
-    builder.data(Direction.CLIENT, b"NOOP " + b"x" * 10_000 + b"\r\nNOOP y\r\n", 3)
+    builder.data(Direction.CLIENT, b"DATA " + b"x" * 10_000 + b"\r\n", 3)
     assert builder._unkept is not None
     assert [(row.verb, row.argument) for row in builder._unkept.values()] == [
-        ("NOOP", "x" * 256 + "... [10,000 characters]"),
-        ("NOOP", "y"),
+        ("DATA", "x" * 256 + "... [10,000 characters]"),
     ]
 
 
@@ -281,3 +281,35 @@ def test_answers_about_long_reply_texts_are_not_cached() -> None:
     assert downgrade._overwritten(("PIPELINING", "XXXXXXXA")) == "XXXXXXXA"
     assert protocol._cached_pipelining.cache_info().currsize == 1
     assert downgrade._cached_overwritten.cache_info().currsize == 1
+
+
+def test_past_the_cap_only_commands_whose_reply_matters_wait_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 65,536 commands may wait per connection: 40 connections of unanswered
+    # NOOPs took 1 GB, each holding its row. A NOOP, RSET, VRFY, EXPN or
+    # HELP past the cap holds nothing; an unknown verb holds a marker, for
+    # a reply that says it was SASL data.
+    monkeypatch.setattr(session_module, "MAX_COMMAND_ROWS", 1)
+    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=1)
+    builder = SessionBuilder(conn, frozenset({465}))
+    builder.data(Direction.SERVER, b"220 mx\r\n", 1)
+    builder.data(Direction.CLIENT, b"EHLO a\r\n", 2)
+    builder.data(Direction.SERVER, b"250-mx\r\n250 PIPELINING\r\n", 3)
+    builder.data(Direction.CLIENT, b"NOOP\r\nVRFY x\r\nXYZZY\r\nRSET\r\nDATA\r\n", 4)
+    assert builder._unkept is not None
+    assert [(i, row.verb) for i, row in builder._unkept.items()] == [
+        (3, ""),  # the marker of XYZZY
+        (5, "DATA"),
+    ]
+    builder.data(Direction.SERVER, b"250 ok\r\n252 x\r\n535 no\r\n250 ok\r\n", 5)
+    builder.data(Direction.SERVER, b"503 no\r\n", 6)
+    assert not builder._unkept
+    result = builder.close(7, "fin")
+    assert [(a.ts, a.kind) for a in result.anomalies] == [
+        (4, "command_rows_capped"),
+        (5, "auth_midstream"),
+    ]
+    # VRFY keeps its row as the first pipelined command after the EHLO.
+    assert [c.verb for c in result.commands] == ["EHLO", "VRFY"]
+    assert result.session.commands == 6
