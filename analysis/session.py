@@ -536,8 +536,10 @@ class SessionBuilder:
         """A command counted but given no row (see MAX_COMMAND_ROWS).
 
         Its reply is still followed, since it may settle a transaction, so
-        the row is held until the reply comes; past MAX_PENDING waiting
-        commands the parser stops waiting for the oldest, and it goes too.
+        what the reply needs of it is held until the reply comes: the row
+        of a known verb, a marker for an unknown one, nothing where the
+        reply changes nothing. Past MAX_PENDING waiting commands the parser
+        stops waiting for the oldest, and it goes too.
         """
         # Each cap is said once, when a command first misses a row by it.
         hard = len(self.commands) >= MAX_KEPT_ROWS
