@@ -20,6 +20,7 @@ does not know leaves the client in command mode.
 from __future__ import annotations
 
 import enum
+from array import array
 from collections import deque
 from dataclasses import dataclass
 from typing import Final
@@ -60,6 +61,9 @@ RFC_LINE_LIMIT = 512
 MAX_LINE = 16 * 1024
 MAX_REPLY_LINES = 256
 MAX_HELD_BYTES = 256 * 1024  # client bytes held while a reply is awaited
+# Runs of held client bytes that keep their own capture time (_Held), 16
+# bytes each: past it a segment joins the last run, whose time it takes.
+MAX_HELD_RUNS = 16 * 1024
 MAX_PENDING = 65536  # commands waiting for a reply (bounds a hostile pipeline)
 MAX_ANOMALIES_PER_KIND = 20
 
@@ -253,6 +257,131 @@ class _Pending:
     assumed: bool = False  # the parser already acted as if it were positive
 
 
+class _Held:
+    """Client bytes not parsed yet, oldest first, with the capture times the
+    events they give must carry: those held behind a blocking command, then
+    (during a replay) those still to replay.
+
+    Each segment once was a tuple of its own, about 150 bytes on top of its
+    payload: 250 KB held in one-byte segments took 30 MB. The bytes now go
+    into one bytearray, and each *run* of them has a length and a time in
+    two arrays (16 bytes). A segment with no LF joins the run before it if
+    that run has no LF either, and the run takes the new segment's time:
+    every event a line gives (a command, an AUTH answer, the end of a
+    message, the first line of a refused body) is made when its LF is read
+    and carries the time of the segment that brought it, and in a run only
+    the last segment may hold an LF. So rows are those of the segments
+    replayed one by one (the time of the LF's segment, as before), however
+    finely the client cut them.
+
+    Three events are not made at an LF; if one falls inside a run it takes
+    the time of the run's last segment, later than that of the segment it
+    fell in (the bytes, rows and order of events are the same): a line cut
+    at MAX_LINE (line_truncated and the cut command, as if the line came
+    whole), the end of a BDAT LAST chunk (the message's end) and TLS bytes
+    (fewer TlsBytesSeen). Each needs held bytes sent in segments with no LF
+    that are not lines, from a client that did not wait for its reply.
+    Past MAX_HELD_RUNS runs behind one reply, a segment joins the last run
+    whatever it holds, and its lines take the time of the run's last
+    segment too: this bounds the times kept (16 bytes a run) at 256 KiB
+    beside the 256 KiB of MAX_HELD_BYTES.
+
+    A blocked line's segment is held from past the line, not copied (a
+    client may pipeline a hundred thousand blocking lines in one): such
+    entries, (time, bytes, where the held part starts), go before all else,
+    the last one first, as a replay puts the rest of what it parsed back.
+    """
+
+    __slots__ = (
+        "_data",
+        "_first",
+        "_lengths",
+        "_off",
+        "_open",
+        "_rests",
+        "_times",
+        "size",
+    )
+
+    def __init__(self) -> None:
+        self._rests: list[tuple[int, bytes, int]] = []  # the last is first out
+        self._data = bytearray()
+        self._lengths = array("q")
+        self._times = array("q")
+        self._first = 0  # runs already taken off the front
+        self._off = 0  # their bytes, at the start of _data
+        self._open = False  # the last run has no LF: a segment may join it
+        self.size = 0  # bytes held in all
+
+    def __len__(self) -> int:
+        return len(self._rests) + len(self._lengths) - self._first
+
+    def append(self, ts: int, data: bytes) -> None:
+        """A segment, after all else."""
+        runs = len(self._lengths) - self._first
+        lf = b"\n" in data
+        if runs and (self._open or runs >= MAX_HELD_RUNS):
+            self._lengths[-1] += len(data)
+            self._times[-1] = ts
+            self._open = self._open and not lf
+        else:
+            self._lengths.append(len(data))
+            self._times.append(ts)
+            self._open = not lf
+        self._data += data
+        self.size += len(data)
+
+    def appendleft(self, ts: int, buf: bytes, start: int) -> None:
+        """What follows a blocked line, from ``start``, before all else."""
+        self._rests.append((ts, buf, start))
+        self.size += len(buf) - start
+
+    def last_ts(self) -> int:
+        if len(self._lengths) > self._first:
+            return self._times[-1]
+        return self._rests[0][0]
+
+    def popleft(self) -> tuple[int, bytes, int]:
+        if self._rests:
+            entry = self._rests.pop()
+            self.size -= len(entry[1]) - entry[2]
+            return entry
+        first = self._first
+        size = self._lengths[first]
+        ts = self._times[first]
+        off = self._off
+        data = bytes(self._data[off : off + size])
+        self.size -= size
+        if first + 1 == len(self._lengths):
+            self._clear()
+        else:
+            self._first = first + 1
+            self._off = off + size
+            if self._off > 4096 and self._off * 2 > len(self._data):
+                # What was taken off goes, once it is half of what is kept.
+                del self._data[: self._off]
+                del self._lengths[: self._first]
+                del self._times[: self._first]
+                self._off = self._first = 0
+        return ts, data, 0
+
+    def take_all(self) -> bytes:
+        """Everything held, in order, which is then dropped."""
+        parts = [buf[start:] for _, buf, start in reversed(self._rests)]
+        parts.append(bytes(self._data[self._off :]))
+        self._rests.clear()
+        self._clear()
+        self.size = 0
+        return b"".join(parts)
+
+    def _clear(self) -> None:
+        self._data = bytearray()
+        self._lengths = array("q")
+        self._times = array("q")
+        self._first = self._off = 0
+        self._open = False
+
+
 class SmtpParser:
     """Sans-IO parser of one SMTP connection. Never raises on wire input."""
 
@@ -279,7 +408,6 @@ class SmtpParser:
         "_data_refused",
         "_greeting_seen",
         "_held",
-        "_held_bytes",
         "_holding",
         "_implicit_tls_port",
         "_last_data_index",
@@ -327,14 +455,9 @@ class SmtpParser:
         self._client_resync = False
         self._server_resync = False
         self._pending = _NOTHING_PENDING  # see _expect
-        # Client segments not parsed yet, oldest first, with their capture
-        # times: those held behind a blocking command, then (during a
-        # replay) those still to replay. Made on first use, as _pending.
-        # (time, bytes, where in them the held part starts): a blocked
-        # line's segment is held from past the line, not copied, for a
-        # client may pipeline a hundred thousand blocking lines in one.
-        self._held: deque[tuple[int, bytes, int]] | None = None
-        self._held_bytes = 0  # their total length
+        # Client bytes not parsed yet (see _Held). Made on first use, as
+        # _pending.
+        self._held: _Held | None = None
         self._holding = False  # a blocking command awaits its reply
         self._replaying = False  # _replay's loop is running
         self._reply_lines: list[str] = []
@@ -751,20 +874,17 @@ class SmtpParser:
             data = data[nl + 1 :]
             if not data:
                 return
-        held = self._held_queue()
-        held.append((ts, data, 0))
-        self._held_bytes += len(data)
+        self._held_queue().append(ts, data)
         self._check_held(out)
 
     def _hold_rest(self, buf: bytes, pos: int, ts: int) -> None:
         """A line blocked: the rest of its segment, from ``pos``, is held
         before any segment still queued, for it was sent before them."""
-        self._held_queue().appendleft((ts, buf, pos))
-        self._held_bytes += len(buf) - pos
+        self._held_queue().appendleft(ts, buf, pos)
 
-    def _held_queue(self) -> deque[tuple[int, bytes, int]]:
+    def _held_queue(self) -> _Held:
         if self._held is None:
-            self._held = deque()
+            self._held = _Held()
         return self._held
 
     def _check_held(self, out: list[SmtpEvent]) -> None:
@@ -774,9 +894,10 @@ class SmtpParser:
         before it came (every hold is checked), and a replay only takes
         bytes off the front, so it is the one that pushed the total over.
         """
-        if self._held_bytes <= MAX_HELD_BYTES or not self._held:
+        held = self._held
+        if held is None or held.size <= MAX_HELD_BYTES or not held:
             return
-        ts = self._held[-1][0]
+        ts = held.last_ts()
         self._anomaly(out, ts, "reply_missing", "client went on without the reply")
         self._release_held(ts, out, hopeful=True)
 
@@ -802,7 +923,6 @@ class SmtpParser:
         try:
             while held and not self._holding:
                 ts, data, start = held.popleft()
-                self._held_bytes -= len(data) - start
                 self._client_input(data, ts, out, start)
         finally:
             self._replaying = False
@@ -1217,9 +1337,7 @@ class SmtpParser:
         elif answers == "STARTTLS" and mode is _TLS:
             self._start_tls(ts, out, implicit=False)
             if held:
-                sent = b"".join(data[start:] for _, data, start in held)
-                held.clear()
-                self._held_bytes = 0
+                sent = held.take_all()
                 self._anomaly(
                     out,
                     ts,

@@ -9,8 +9,15 @@ the parser gave before, where it gave any.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
+
+import pytest
 
 from analysis.records import AnomalyRecord, CommandRecord, SessionResult
+from analysis.smtp import parser as parser_module
+from analysis.smtp.events import CommandSeen, MessageEnded, MessageStarted, SmtpEvent
+from analysis.smtp.parser import SmtpParser
+from capture.stream import Direction
 from tests.analysis.conversation import C, S, session
 
 OPENING = [(S, b"220 mx\r\n"), (C, b"EHLO x\r\n"), (S, b"250 mx\r\n")]
@@ -99,3 +106,128 @@ def test_pipelined_data_in_one_byte_segments_each_refused() -> None:
     assert (quit_.verb, quit_.reply_code) == ("QUIT", 221)
     assert result.anomalies == []
     assert result.transactions == []
+
+
+def one_byte_segments(data: bytes) -> list[tuple[Direction, bytes]]:
+    return [(C, data[i : i + 1]) for i in range(len(data))]
+
+
+# A DATA sent with its message and the QUIT after it, none of it waiting
+# for the 354 (found in review: held a tuple a segment, so 250 KB in one-byte
+# segments took 30 MB).
+ENVELOPE = [
+    *OPENING,
+    (C, b"MAIL FROM:<a@b.example>\r\n"),
+    (S, b"250 ok\r\n"),
+    (C, b"RCPT TO:<c@d.example>\r\n"),
+    (S, b"250 ok\r\n"),
+    (C, b"DATA\r\n"),  # step 8
+]
+MESSAGE = b"Subject: tiny\r\n\r\n" + (b"x" * 70 + b"\r\n") * 1000 + b".\r\n"
+
+
+REPLIES = [(S, b"354 go\r\n"), (S, b"250 2.0.0 queued as A1\r\n"), (S, b"221 bye\r\n")]
+
+
+def test_a_message_held_in_one_byte_segments_gives_the_rows_of_one_segment() -> None:
+    held = MESSAGE + b"QUIT\r\n"
+    whole = session([*ENVELOPE, (C, held), *REPLIES])
+    apart = session([*ENVELOPE, *one_byte_segments(held), *REPLIES])
+
+    # The QUIT is stamped with the segment that brought its LF, the last:
+    # step 9 + 72,025. Everything else is as when the bytes came in one.
+    n = len(held) - 1
+    assert len(held) == 72_026
+    assert [(c.verb, c.ts, c.reply_code, c.reply_ts) for c in whole.commands] == [
+        ("EHLO", 2, 250, 3),
+        ("MAIL", 4, 250, 5),
+        ("RCPT", 6, 250, 7),
+        ("DATA", 8, 354, 10),
+        ("QUIT", 9, 221, 12),
+    ]
+    assert [(c.verb, c.ts, c.reply_code, c.reply_ts) for c in apart.commands] == [
+        ("EHLO", 2, 250, 3),
+        ("MAIL", 4, 250, 5),
+        ("RCPT", 6, 250, 7),
+        ("DATA", 8, 354, 10 + n),
+        ("QUIT", 9 + n, 221, 12 + n),
+    ]
+    for result in (whole, apart):
+        (txn,) = result.transactions
+        assert (txn.status, txn.data_code, txn.queue_id) == ("accepted", 250, "A1")
+        assert (txn.message_bytes, txn.subject, txn.message_complete) == (
+            len(MESSAGE) - 3,  # without the ".\r\n"
+            "tiny",
+            True,
+        )
+        assert result.anomalies == []
+        assert result.session.commands == 5
+    assert (whole.transactions[0].end, apart.transactions[0].end) == (11, 11 + n)
+    assert [replace(c, ts=0, reply_ts=0, latency_s=0) for c in whole.commands] == [
+        replace(c, ts=0, reply_ts=0, latency_s=0) for c in apart.commands
+    ]
+
+
+def test_a_message_held_in_one_byte_segments_ends_with_the_segment_of_its_lf() -> None:
+    held = MESSAGE + b"NOOP\r\n"
+    parser = SmtpParser()
+    events: list[SmtpEvent] = []
+    ts = 0
+    for side, data in [*ENVELOPE, *one_byte_segments(held)]:
+        ts += 1
+        events += (parser.feed_client if side == C else parser.feed_server)(data, ts)
+    assert not [e for e in events if isinstance(e, MessageStarted)]
+    events += parser.feed_server(b"354 go\r\n", ts + 1)
+
+    # Replayed at the 354: the message ends at the segment of the LF of
+    # ".\r\n", and the NOOP comes at the segment of its own LF.
+    (ended,) = [e for e in events if isinstance(e, MessageEnded)]
+    assert (ended.ts, ended.size, ended.complete) == (
+        8 + len(MESSAGE),
+        len(MESSAGE) - 3,
+        True,
+    )
+    commands = [(e.verb, e.ts) for e in events if isinstance(e, CommandSeen)]
+    assert commands[-2:] == [("DATA", 8), ("NOOP", 8 + len(held))]
+
+
+def test_bytes_sent_before_the_220_to_starttls_are_counted_however_segmented() -> None:
+    early = b"\x16\x03\x01\x00\x05hello" + b"NOOP\r\n" * 3
+    steps = [*OPENING, (C, b"STARTTLS\r\n")]
+    tail = [(S, b"220 go ahead\r\n")]
+    whole = session([*steps, (C, early), *tail])
+    apart = session([*steps, *one_byte_segments(early), *tail])
+    for result in (whole, apart):
+        injected = [
+            a for a in result.anomalies if a.kind == "starttls_client_injection"
+        ]
+        assert [a.detail for a in injected] == [
+            "28 bytes before the 220: "
+            "\\x16\\x03\\x01\\x00\\x05[redacted]\\r\\nNOOP\\r\\nNOOP\\r\\n"
+        ]
+        assert [c.verb for c in result.commands] == ["EHLO", "STARTTLS"]
+    assert [a.ts for a in whole.anomalies] == [6]
+    assert [a.ts for a in apart.anomalies] == [5 + len(early)]
+    assert [replace(a, ts=0) for a in whole.anomalies] == [
+        replace(a, ts=0) for a in apart.anomalies
+    ]
+
+
+def test_segments_past_the_held_runs_cap_take_the_time_of_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each run of held bytes keeps a time; past MAX_HELD_RUNS a segment
+    # joins the last run, and the lines in it take its latest time.
+    monkeypatch.setattr(parser_module, "MAX_HELD_RUNS", 3)
+    steps = [*ENVELOPE, *[(C, b"NOOP\r\n")] * 5, (S, b"554 no valid recipients\r\n")]
+    steps += [(S, b"250 ok\r\n")] * 5
+    result = session(steps)
+    assert [(c.verb, c.ts, c.reply_code) for c in result.commands[3:]] == [
+        ("DATA", 8, 554),
+        ("NOOP", 9, 250),
+        ("NOOP", 10, 250),
+        ("NOOP", 13, 250),
+        ("NOOP", 13, 250),
+        ("NOOP", 13, 250),
+    ]
+    assert [a.kind for a in result.anomalies] == []

@@ -11,7 +11,8 @@ import pytest
 from analysis import session as session_module
 from analysis.pipeline import SessionTracker
 from analysis.session import MAX_ANOMALIES_PER_KIND, MAX_COMMAND_ROWS, SessionBuilder
-from analysis.smtp.parser import MAX_PENDING
+from analysis.smtp.events import MessageEnded
+from analysis.smtp.parser import MAX_PENDING, SmtpParser
 from analysis.tls import decrypt
 from capture.decode import SYN
 from capture.reassembly import Reassembler
@@ -313,3 +314,63 @@ def test_past_the_cap_only_commands_whose_reply_matters_wait_for_it(
     # VRFY keeps its row as the first pipelined command after the EHLO.
     assert [c.verb for c in result.commands] == ["EHLO", "VRFY"]
     assert result.session.commands == 6
+
+
+def _after_data() -> SmtpParser:
+    """A parser whose client has sent DATA, with no reply to it yet."""
+    parser = SmtpParser()
+    for ts, (side, data) in enumerate(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO x\r\n"),
+            (S, b"250 mx\r\n"),
+            (C, b"MAIL FROM:<a@b.example>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"RCPT TO:<c@d.example>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"DATA\r\n"),
+        ]
+    ):
+        (parser.feed_client if side == C else parser.feed_server)(data, ts)
+    return parser
+
+
+@pytest.mark.parametrize(
+    ("line", "bound"),
+    [
+        (b"x" * 70 + b"\r\n", 1.5),  # a message in one-byte segments
+        (b"\n", 2.5),  # an empty line a segment: every segment a line
+    ],
+)
+def test_bytes_held_for_a_reply_cost_little_more_than_themselves(
+    line: bytes, bound: float
+) -> None:
+    # Found in review: each held segment was a tuple of its own, about 120
+    # bytes on top of its payload: 250,000 bytes after a DATA with no 354
+    # yet, sent a byte a segment, held 30 MB. Now 1.3 times the bytes, and
+    # 2.1 times when each segment has an LF (see _Held, MAX_HELD_RUNS).
+    size = 250_000
+    body = (line * (size // len(line) + 1))[:size]
+    segments = [body[i : i + 1] for i in range(size)]
+    parser = _after_data()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for ts, segment in enumerate(segments, start=100):
+            assert parser.feed_client(segment, ts) == []
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < bound * size
+    # Once the 354 comes, the message is what the same bytes in one
+    # segment give.
+    events = parser.feed_server(b"354 go\r\n", 10**6)
+    events += parser.close(10**6 + 1)
+    whole = _after_data()
+    assert whole.feed_client(body, 99 + size) == []
+    expected = whole.feed_server(b"354 go\r\n", 10**6)
+    expected += whole.close(10**6 + 1)
+    assert events == expected
+    ended = [e for e in events if isinstance(e, MessageEnded)]
+    assert [(e.ts, e.complete) for e in ended] == [(10**6 + 1, False)]
