@@ -557,6 +557,9 @@ class Reassembler:
         # seen since this cannot be idle then. See _sweep.
         self._fresh_since = _NEVER_SWEPT
         self._swept_to = _NEVER_SWEPT  # see clock
+        # An idle timeout before the last sweep: a packet before it takes the
+        # clock back (_clock_back).
+        self._behind = _NEVER_SWEPT
         self._capture_start = False  # see start_capture
         self._next_id = 0
         # Both orientations of each 4-tuple, to the flow and the direction
@@ -582,9 +585,11 @@ class Reassembler:
         ``capture.decode.compact`` turns a TcpSegment into a Segment.
         """
         events: list[StreamEvent] = []
-        if ts >= self._next_sweep:
+        if ts >= self._next_sweep or ts < self._behind:
             if self._capture_start:
                 self._new_capture(ts, events)
+            elif ts < self._next_sweep:
+                self._clock_back(ts)
             # At a point of a fixed grid, not at this packet's time: a reader
             # given only some of the connections (a -j worker) then sweeps
             # at the same times as one given all, only later.
@@ -869,7 +874,8 @@ class Reassembler:
         Counted from the first segment of the latest capture that had one
         (``new_capture``), not over the whole run: the captures read after
         one of another, earlier recording would otherwise be judged by the
-        other recording's time.
+        other recording's time. Likewise from a packet more than an idle
+        timeout before it, within a capture (see feed).
         """
         return self._swept_to
 
@@ -1006,6 +1012,27 @@ class Reassembler:
         if not forget:
             (self._closed_attempts if silent else self._closed).append(flow)
 
+    def _clock_back(self, ts: int) -> None:
+        """A packet more than an idle timeout before the last sweep: one far
+        ahead of the traffic around it (a clock that jumped) moved the sweeps
+        on, and no later packet would reach the next one, so closed 4-tuples
+        would never be forgotten nor idle connections closed (found in
+        review: one packet 50 years ahead, then 200,000 short sessions, took
+        3 times the memory). The sweeps and the clock go on from ``ts``. A
+        clock that steps back by less only delays the sweeps by as much.
+        """
+        self._swept_to = _NEVER_SWEPT  # the sweep about to be made sets it
+        for closed, wait in (
+            (self._closed, self._idle_ns),
+            (self._closed_attempts, self._attempt_ns),
+        ):
+            for flow in closed:
+                if flow.forget_at > ts + self._idle_ns + wait:
+                    # Closed while the clock was ahead: remembered until then,
+                    # it would stop _sweep's forgetting, in closing order, for
+                    # good. Remembered as long from here.
+                    flow.forget_at = ts + wait
+
     def _timeout(self, flow: _Flow) -> int:
         """How long ``flow`` may stay silent before it is closed as idle."""
         return self._attempt_ns if _unproven(flow) else self._idle_ns
@@ -1039,6 +1066,7 @@ class Reassembler:
         """Close connections idle too long; forget long-closed 4-tuples."""
         self._next_sweep = now + self._sweep_every
         self._fresh_since = self._next_sweep - self._idle_ns
+        self._behind = now - self._idle_ns
         self._swept_to = max(self._swept_to, now)
         limit = now - self._idle_ns
         attempts_limit = now - self._attempt_ns

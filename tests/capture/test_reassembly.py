@@ -1184,6 +1184,93 @@ def test_the_clock_counts_from_the_latest_captures_first_segment() -> None:
     assert r.clock == 397_500_000_000
 
 
+def to_server(client: tuple[str, int], at: int, data: bytes) -> TcpSegment:
+    """Bytes from ``client`` to SERVER, ``at`` bytes into its stream."""
+    return TcpSegment(
+        client[0], SERVER[0], client[1], SERVER[1], 1 + at, 1, PSH_ACK, data, False
+    )
+
+
+def test_sweeps_go_on_after_a_packet_far_in_the_future() -> None:
+    # Found in review: one packet stamped 50 years ahead moved the next idle
+    # sweep 50 years on, and no later packet reached it: closed 4-tuples
+    # were never forgotten nor idle connections closed. Sweeps every 1.25 s.
+    r = Reassembler(PORTS, idle_timeout_s=10)
+    far = 50 * 365 * 86400 * S
+    d, b, e = ("10.0.0.3", 40001), ("10.0.0.4", 40002), ("10.0.0.5", 40003)
+    events = feed_all(
+        [
+            (S // 10, to_server(d, 0, b"EHLO d\r\n")),  # 0: open at the stray
+            (far + S // 5, to_server(("10.9.9.9", 999), 0, b"x")),  # 1: the stray
+            *handshake(3 * S // 10),  # 2: the clock comes back
+            (S // 2, c(0, b"QUIT\r\n", flags=PSH_ACK | RST)),
+            (2 * S, to_server(b, 0, b"EHLO b\r\n")),  # 3: then silent
+            (3 * S, to_server(e, 0, b"e")),  # 4: keeps the clock going
+            (4 * S, to_server(d, 8, b"QUIT\r\n")),  # d's, after its close
+            *[(t * S, to_server(e, t - 3, b"e")) for t in range(4, 13)],
+        ],
+        r,
+        finish=False,
+    )
+    # The stray closed d as idle at its last packet and forgot it, as
+    # traffic resuming after a long pause would: it cannot be told from one
+    # when it comes. d's next packet starts a connection.
+    assert closes(events) == [
+        (0, CloseReason.IDLE, S // 10),
+        (2, CloseReason.RST, S // 2),
+    ]
+    opened = [e.conn for e in events if isinstance(e, StreamOpened)]
+    assert [(c.conn_id, c.client_ip, c.first_ts) for c in opened[4:]] == [
+        (4, e[0], 3 * S),
+        (5, d[0], 4 * S),
+    ]
+    assert r.clock == 11_250_000_000  # the sweep at 12 s, back on the grid
+    # The RST at 0.5 s: remembered until 10.5 s, forgotten by that sweep.
+    assert CLIENT[0] not in {key[0] for key in r._flows}
+    events = feed_all([(13 * S, to_server(e, 10, b"e"))], r)
+    # b, silent since 2 s, is closed as idle by the sweep at 12.5 s; the
+    # stray's connection is never idle by later packets, so stays open.
+    assert closes(events) == [
+        (3, CloseReason.IDLE, 2 * S),
+        (1, CloseReason.END_OF_CAPTURE, far + S // 5),
+        (4, CloseReason.END_OF_CAPTURE, 13 * S),
+        (5, CloseReason.END_OF_CAPTURE, 4 * S),
+    ]
+
+
+def test_a_connection_closed_far_in_the_future_is_forgotten_after_all() -> None:
+    # One packet 50 years ahead both opens and closes a connection (bytes
+    # and a RST): remembered for the timeout from its close, it stood first
+    # in closing order and kept every 4-tuple closed after it from being
+    # forgotten. When the clock comes back it is remembered from there.
+    r = Reassembler(PORTS, idle_timeout_s=10)
+    far = 50 * 365 * 86400 * S
+    stray, e = ("10.9.9.9", 999), ("10.0.0.5", 40003)
+    events = feed_all(
+        [
+            (far, to_server(stray, 0, b"QUIT\r\n")._replace(flags=RST | ACK)),
+            *handshake(S),  # the clock comes back: the stray's until 11 s
+            (2 * S, c(0, b"QUIT\r\n", flags=PSH_ACK | RST)),  # until 12 s
+        ],
+        r,
+        finish=False,
+    )
+    assert closes(events) == [
+        (0, CloseReason.RST, far),
+        (1, CloseReason.RST, 2 * S),
+    ]
+    remembered = []
+    for t in range(3, 14):
+        feed_all([(t * S, to_server(e, t - 3, b"e"))], r, finish=False)
+        remembered.append(sorted({key[0] for key in r._flows} - {e[0], SERVER[0]}))
+    # Swept at 11.25 s (the packet at 12 s), then at 12.5 s.
+    assert remembered == [
+        *[[CLIENT[0], stray[0]]] * 9,
+        [CLIENT[0]],
+        [],
+    ]
+
+
 def test_a_rst_far_outside_the_stream_is_ignored() -> None:
     # RFC 5961 3.2: endpoints ignore it, so the conversation goes on; an
     # injected RST must not end the analysis of it.
