@@ -1238,12 +1238,14 @@ def test_sweeps_go_on_after_a_packet_far_in_the_future() -> None:
     ]
 
 
-def test_two_interleaved_clocks_take_the_clock_back_once_a_sweep_interval() -> None:
+def test_two_interleaved_clocks_do_not_sweep_at_every_packet() -> None:
     # Found in review: packets of a crafted capture alternating between two
     # clocks an hour apart each took the clock back, or forward past the
     # next sweep, and so each swept every open connection: 40,000 packets
-    # over 5,000 connections took 11.9 s, not 1.0. Back at most once in a
-    # sweep interval (1.25 s here) of the earlier clock.
+    # over 5,000 connections took 11.9 s, not 1.0. The traffic behind must
+    # go on for a sweep interval (1.25 s here) with no sweep between, and
+    # the later clock's sweeps come first: it sweeps as before clocks were
+    # taken back at all.
     swept: list[int] = []
 
     class Counting(Reassembler):
@@ -1263,13 +1265,43 @@ def test_two_interleaved_clocks_take_the_clock_back_once_a_sweep_interval() -> N
         )
     ]
     events = feed_all(rounds, r, finish=False)
-    # The earlier clock's: its first packet's (at 1 s, on the grid point
-    # 0), then back at 1.1 s, 2.4 s and 3.7 s, each a sweep interval after
-    # the last, on their grid points. 11 sweeps in all for 80 packets.
-    assert [now for now in swept if now < hour] == [0, 0, 5 * S // 4, 5 * S // 2]
-    assert len(swept) == 11
+    assert swept == [0, hour, hour + 5 * S // 4, hour + 5 * S // 2, hour + 15 * S // 4]
     # The later clock's sweeps find the earlier one's connection idle.
-    assert [reason for _, reason, _ in closes(events)] == [CloseReason.IDLE] * 7
+    assert closes(events) == [
+        (0, CloseReason.IDLE, S),
+        (2, CloseReason.IDLE, 23 * S // 10),
+        (3, CloseReason.IDLE, 35 * S // 10),
+        (4, CloseReason.IDLE, 48 * S // 10),
+    ]
+
+
+def test_one_packet_stamped_in_the_past_does_not_take_the_clock_back() -> None:
+    # Found in review: one packet two hours back, in traffic that went on as
+    # before, took the clock back; the next packet's sweep then forgot the
+    # 4-tuples closed in the last minute, and a late copy of a QUIT made a
+    # session of its own (and -j 2, whose other worker did not see the
+    # packet, gave other tables).
+    r = Reassembler(PORTS, idle_timeout_s=600)
+    other = ("10.0.0.7", 40007)
+    events = feed_all(
+        [
+            *handshake(S),
+            (2 * S, c(0, b"QUIT\r\n")),
+            (3 * S, s(0, b"221 bye\r\n")),
+            (4 * S, c(6, flags=FIN | ACK, ack=S_ISN + 10)),
+            (5 * S, s(9, flags=FIN | ACK, ack=C_ISN + 8)),
+            (6 * S, c(7, flags=ACK, ack=S_ISN + 11)),
+            *[(t * S, to_server(other, t - 10, b"e")) for t in range(10, 80)],
+            (80 * S - 2 * 3600 * S, to_server(("10.0.0.8", 40008), 0, b"x")),
+            (89 * S, s(0, b"221 bye\r\n")),  # late copies, 83 s after the close
+            (89 * S, c(0, b"QUIT\r\n")),
+        ],
+        r,
+        finish=False,
+    )
+    opened = [e.conn.client_ip for e in events if isinstance(e, StreamOpened)]
+    assert opened == [CLIENT[0], other[0], "10.0.0.8"]
+    assert r.stats.packets_after_close == 2
 
 
 def test_a_connection_closed_far_in_the_future_is_forgotten_after_all() -> None:
@@ -1283,7 +1315,7 @@ def test_a_connection_closed_far_in_the_future_is_forgotten_after_all() -> None:
     events = feed_all(
         [
             (far, to_server(stray, 0, b"QUIT\r\n")._replace(flags=RST | ACK)),
-            *handshake(S),  # the clock comes back: the stray's until 11 s
+            *handshake(S),  # behind from 1 s
             (2 * S, c(0, b"QUIT\r\n", flags=PSH_ACK | RST)),  # until 12 s
         ],
         r,
@@ -1294,15 +1326,14 @@ def test_a_connection_closed_far_in_the_future_is_forgotten_after_all() -> None:
         (1, CloseReason.RST, 2 * S),
     ]
     remembered = []
-    for t in range(3, 14):
+    for t in range(3, 15):
         feed_all([(t * S, to_server(e, t - 3, b"e"))], r, finish=False)
         remembered.append(sorted({key[0] for key in r._flows} - {e[0], SERVER[0]}))
-    # Swept at 11.25 s (the packet at 12 s), then at 12.5 s.
-    assert remembered == [
-        *[[CLIENT[0], stray[0]]] * 9,
-        [CLIENT[0]],
-        [],
-    ]
+    # The clock comes back at 3 s, a sweep interval (1.25 s) after the
+    # traffic behind began: the stray's 4-tuple is remembered until 13 s,
+    # and the RST's, closed after it, with it. Both go at the sweep at
+    # 13.75 s (the packet at 14 s).
+    assert remembered == [*[[CLIENT[0], stray[0]]] * 11, []]
 
 
 def test_a_rst_far_outside_the_stream_is_ignored() -> None:
