@@ -1202,7 +1202,7 @@ def test_sweeps_go_on_after_a_packet_far_in_the_future() -> None:
         [
             (S // 10, to_server(d, 0, b"EHLO d\r\n")),  # 0: open at the stray
             (far + S // 5, to_server(("10.9.9.9", 999), 0, b"x")),  # 1: the stray
-            *handshake(3 * S // 10),  # 2: the clock comes back
+            *handshake(3 * S // 10),  # 2: behind; the clock comes back at 2 s
             (S // 2, c(0, b"QUIT\r\n", flags=PSH_ACK | RST)),
             (2 * S, to_server(b, 0, b"EHLO b\r\n")),  # 3: then silent
             (3 * S, to_server(e, 0, b"e")),  # 4: keeps the clock going
