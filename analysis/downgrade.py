@@ -20,7 +20,7 @@ import functools
 import itertools
 from array import array
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from analysis.records import AnomalyRecord, SessionRecord
@@ -78,8 +78,7 @@ class Ledger:
         self._servers: list[tuple[str, int]] = []  # number -> server
         self._server_of = array("I")  # by position
         self._offered = bytearray()  # by position: 1 when offered STARTTLS
-        # (position, session id, start, server number, mangled keyword or None)
-        self.suspects: list[tuple[int, str, int, int, str | None]] = []
+        self.suspects = _Suspects()
 
     def __len__(self) -> int:
         return len(self._offered)
@@ -116,7 +115,7 @@ class Ledger:
         if mangled is not None or _clear_ehlo_without_starttls(
             tls, helo_verb, capabilities, offered
         ):
-            self.suspects.append((position, session_id, start, number, mangled))
+            self.suspects.append(position, session_id, start, number, mangled)
         self._server_of.append(number)
         self._offered.append(1 if offered else 0)  # the session is in
 
@@ -124,11 +123,11 @@ class Ledger:
         """Take ``other``'s first ``count`` sessions as positions ``shift`` on."""
         self._drop_from(shift)
         renumber = [self._number(server) for server in other._servers]
-        self.suspects.extend(
-            (position + shift, sid, start, renumber[number], mangled)
-            for position, sid, start, number, mangled in other.suspects
-            if position < count
-        )
+        for position, sid, start, number, mangled in other.suspects:
+            if position < count:
+                self.suspects.append(
+                    position + shift, sid, start, renumber[number], mangled
+                )
         self._server_of.extend(renumber[n] for n in other._server_of[:count])
         self._offered += other._offered[:count]
 
@@ -176,8 +175,62 @@ class Ledger:
         if len(self._server_of) > position or len(self._offered) > position:
             del self._server_of[position:]
             del self._offered[position:]
-        while self.suspects and self.suspects[-1][0] >= position:
-            self.suspects.pop()
+        suspects = self.suspects
+        while suspects and suspects.positions[-1] >= position:
+            suspects.pop()
+
+
+class _Suspects:
+    """The sessions ``find`` may flag, in the order added: (position,
+    session id, start, server number, overwritten keyword or None), held
+    in arrays. As a list of tuples they took about 250 bytes a session, and
+    a run may see hundreds of thousands of clear-text EHLO replies without
+    STARTTLS (found in review: 200,000 of them, 49 MB).
+    """
+
+    __slots__ = ("_ends", "_ids", "_mangled", "numbers", "positions", "starts")
+
+    def __init__(self) -> None:
+        self.positions = array("q")
+        self.starts = array("q")
+        self.numbers = array("I")
+        self._ids = bytearray()  # the session ids, one after another
+        self._ends = array("Q")  # where each ends in _ids
+        self._mangled: dict[int, str] = {}  # by index, the few that have one
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def append(
+        self,
+        position: int,
+        session_id: str,
+        start: int,
+        number: int,
+        mangled: str | None,
+    ) -> None:
+        if mangled is not None:
+            self._mangled[len(self.positions)] = mangled
+        self._ids += session_id.encode()
+        self._ends.append(len(self._ids))
+        self.positions.append(position)
+        self.starts.append(start)
+        self.numbers.append(number)
+
+    def pop(self) -> None:
+        """Forget the last one added."""
+        last = len(self.positions) - 1
+        self._mangled.pop(last, None)
+        del self._ids[self._ends[last - 1] if last else 0 :]
+        for values in (self.positions, self.starts, self.numbers, self._ends):
+            values.pop()
+
+    def __iter__(self) -> Iterator[tuple[int, str, int, int, str | None]]:
+        ids, mangled, begin = self._ids, self._mangled, 0
+        rows = zip(self.positions, self.starts, self.numbers, self._ends, strict=True)
+        for i, (position, start, number, end) in enumerate(rows):
+            yield position, ids[begin:end].decode(), start, number, mangled.get(i)
+            begin = end
 
 
 def _clear_ehlo_without_starttls(
