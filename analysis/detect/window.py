@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
@@ -168,6 +169,17 @@ MAX_TALLY_CLIENTS = 100_000
 MAX_TALLY_NOTES = 20
 
 
+# Characters of a tallied value kept as they are; a longer one is counted by
+# a 16-byte digest, the same for the same text in any process.
+_COUNTED_IN_FULL = 64
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.blake2b(
+        value.encode(errors="surrogatepass"), digest_size=16
+    ).digest()
+
+
 @dataclass(slots=True)
 class Tally:
     """What an alert reads of its hits besides the ones it lists.
@@ -185,7 +197,10 @@ class Tally:
     sessions: int = 0
     shift: int = 0
     measure: int = 0  # the largest of the hits' measures
-    values: set[str] = field(default_factory=set)
+    # Each distinct value, only counted: a long one as its digest (see
+    # _counted), for a client can name a new 4 KB sender domain in every
+    # MAIL (found in review: 40,000 of them held 170 MB in one alert).
+    values: set[str | bytes] = field(default_factory=set)
     # At most MAX_TALLY_CLIENTS, then ``more_clients``: a flood from
     # spoofed addresses has a new one per hit.
     clients: set[str | None] = field(default_factory=set)
@@ -214,10 +229,11 @@ class Tally:
 
     def add(self, obs: Observation) -> None:
         self.hits += 1
-        if obs.value is None:
+        value = obs.value
+        if value is None:
             self.plain += 1
         else:
-            self.values.add(obs.value)
+            self.values.add(value if len(value) <= _COUNTED_IN_FULL else _digest(value))
         if obs.session_id != self.last_session:
             self.sessions += 1
             self.last_session = obs.session_id

@@ -317,3 +317,16 @@ def test_only_hits_stretch_an_incident_that_spans_its_hits() -> None:
     # later one, to the end.
     stretched = Tracker(threshold=3, window=10 * S, min_ratio=0.2)
     assert feed(stretched, stream) == [(hits, 38, 23 * S, 60 * S)]
+
+
+def test_a_tally_counts_long_values_by_digest() -> None:
+    # A client can name a new 4 KB sender domain in every MAIL: 40,000 of
+    # them held 170 MB in one alert's tally, which only counts them.
+    long = ["d" * 4000 + str(i) for i in range(3)]
+    values = ["short", *long, long[0], "short", "x" * 64]
+    tally = Tally.of([obs(n, value=value) for n, value in enumerate(values)])
+    assert tally.count == 5
+    texts = sorted(v for v in tally.values if isinstance(v, str))
+    digests = [v for v in tally.values if isinstance(v, bytes)]
+    assert texts == ["short", "x" * 64]  # up to 64 characters kept as they are
+    assert [len(v) for v in digests] == [16, 16, 16]
