@@ -318,6 +318,12 @@ def _decode_general(
     if off >= len(data):
         stats.malformed += 1
         return None
+    if linktype == LINKTYPE_ETHERNET and data[off - 2 : off] == b"\x08\x00":
+        # Behind tags as untagged (above): what the EtherType says is IPv4
+        # is read as IPv4 only, as libpcap's filter reads it, or a capture
+        # too small for libpcap would keep an IPv6 packet a large one drops
+        # (found in review).
+        return _ipv4(data, off, ports, stats)
     version = data[off] >> 4
     if version == 4:
         return _ipv4(data, off, ports, stats)

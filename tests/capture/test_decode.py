@@ -45,6 +45,19 @@ def test_ethernet_vlan_tags(tpids: tuple[int, ...]) -> None:
     assert segment == EXPECTED
 
 
+@pytest.mark.parametrize("vlans", [(), (0x8100,), (0x88A8, 0x8100)])
+def test_ipv6_under_the_ipv4_ethertype_is_malformed_tagged_or_not(
+    vlans: tuple[int, ...],
+) -> None:
+    # libpcap's filter reads it as IPv4 and drops it; the Python reader
+    # read it as IPv6 behind tags (found in review: a small capture then
+    # had a session a large one, read through libpcap, did not).
+    packet = ipv6("2001:db8::1", "2001:db8::2", tcp_header(40000, 25, 5, 6, ACK))
+    segment, stats = decode(1, ethernet(packet, 0x0800, vlans=vlans))
+    assert segment is None
+    assert stats.malformed == 1
+
+
 def test_ethernet_padding_stripped() -> None:
     # A bare SYN is 40 bytes of IP; Ethernet pads the frame to 60.
     frame = ethernet(v4_tcp(flags=SYN)) + b"\0" * 6
