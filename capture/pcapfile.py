@@ -40,7 +40,12 @@ MAX_CAPLEN: Final = 262_144
 # pcapng blocks are read whole; none of the block types we read comes close
 # to this, so a bigger length is damage (and the cap bounds memory).
 MAX_BLOCK_LEN: Final = 16 << 20
-MAX_INTERFACES: Final = 65_536
+# Interfaces in one section. libpcap reads any number, and files of more
+# than 16 MiB (capture.source.FAST_PATH_MIN_BYTES) go through it: at 65,536
+# the Python reader called a small file of 70,000 damaged that libpcap read
+# whole (found in review). Alike interfaces share one record, so most such
+# files cost 8 bytes an interface; all different, about 100.
+MAX_INTERFACES: Final = 1 << 20
 
 _NS_PER_S: Final = 1_000_000_000
 # pcap's link-type field carries FCS information in its top bits
@@ -819,6 +824,7 @@ class _Section:
 
     def __init__(self, order: str) -> None:
         self.interfaces: list[_Interface] = []
+        self._alike: dict[_Interface, _Interface] = {}  # see MAX_INTERFACES
         self.last_ts = 0
         self._order = order
         head = struct.Struct(order + "II")
@@ -860,6 +866,7 @@ class _Section:
             return f"pcapng major version {major}, only 1 is known"
         # Interfaces are numbered per section (4.2): a new SHB forgets them.
         self.interfaces = []
+        self._alike = {}
         return None
 
     def add_interface(self, buf: bytes, pos: int, length: int) -> str | None:
@@ -888,15 +895,14 @@ class _Section:
             elif code == _OPT_IF_TSOFFSET and len(value) >= 8:
                 offset_s = self._i64(value, 0)[0]
         common = math.gcd(_NS_PER_S, units)
-        self.interfaces.append(
-            _Interface(
-                linktype,
-                snaplen,
-                _NS_PER_S // common,
-                units // common,
-                offset_s * _NS_PER_S,
-            )
+        interface = _Interface(
+            linktype,
+            snaplen,
+            _NS_PER_S // common,
+            units // common,
+            offset_s * _NS_PER_S,
         )
+        self.interfaces.append(self._alike.setdefault(interface, interface))
         return None
 
     def _options(self, buf: bytes, pos: int, stop: int) -> Iterator[tuple[int, bytes]]:

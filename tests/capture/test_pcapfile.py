@@ -158,6 +158,27 @@ def test_pcapng_sections_interfaces_resolutions(tmp_path: Path) -> None:
         assert packet.data in content[packet.offset : packet.offset + 200]
 
 
+def test_many_interfaces_in_one_section_are_read(tmp_path: Path) -> None:
+    # Found in review: 70,000 interfaces made a small file "damaged" that
+    # libpcap, which reads files over 16 MiB, read whole. Alike ones share
+    # one record.
+    from capture import pcapfile
+
+    idbs = ng_idb(1, "<") * 69_999 + ng_idb(101, "<", tsresol=9)
+    content = (
+        ng_shb("<")
+        + idbs
+        + ng_epb(69_999, 1_600_000_000_123_456_789, b"raw ip")
+        + ng_epb(3, 1_600_000_000_123_456, b"eth frame")
+    )
+    packets = read_all(write(tmp_path, "many.pcapng", content))
+    assert [(p.ts, p.linktype, p.data) for p in packets] == [
+        (1_600_000_000_123_456_789, 101, b"raw ip"),
+        (1_600_000_000_123_456_000, 1, b"eth frame"),
+    ]
+    assert pcapfile.MAX_INTERFACES == 1 << 20
+
+
 def test_a_simple_packet_block_keeps_the_time_across_sections(tmp_path: Path) -> None:
     # Found in review: a new section started its clock at 0, so a Simple
     # Packet Block right after it was stamped 1970.
