@@ -412,3 +412,29 @@ def test_suricata_startssl_handshake() -> None:
         "completed",
     )
     assert t.anomalies["kind"].tolist() == []
+
+
+def test_a_failed_tshark_run_is_tried_once_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # tshark has exited with status 255 at random under the test suite.
+    calls: list[str] = []
+
+    def flaky(path: str, keylog: str, ports: frozenset[int]) -> dict[Any, Any]:
+        calls.append(path)
+        if len(calls) == 1:
+            raise decrypt.DecryptError(f"tshark could not decrypt {path}: crashed")
+        return {}
+
+    monkeypatch.setattr(decrypt, "_read_once", flaky)
+    assert decrypt._read("a.pcap", "k", frozenset({25})) == {}
+    assert calls == ["a.pcap", "a.pcap"]
+
+    def broken(path: str, keylog: str, ports: frozenset[int]) -> dict[Any, Any]:
+        calls.append(path)
+        raise decrypt.DecryptError(f"tshark could not decrypt {path}: crashed")
+
+    monkeypatch.setattr(decrypt, "_read_once", broken)
+    with pytest.raises(decrypt.DecryptError, match="crashed"):
+        decrypt._read("b.pcap", "k", frozenset({25}))
+    assert calls[2:] == ["b.pcap", "b.pcap"]
