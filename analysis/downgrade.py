@@ -266,7 +266,7 @@ def _overwritten(capabilities: tuple[str, ...]) -> str | None:
     # Asked for every session as it is spooled; a server lists the same
     # keywords to all its clients, so the lists seen are few and cached.
     # Long ones are not: 200 sessions of distinct 1 MB EHLO replies held
-    # 449 MB for a 214 MB capture in this and two caches like it (found in
+    # 448 MB for a 214 MB capture in this and two caches like it (found in
     # review).
     if sum(map(len, capabilities)) > CACHED_TEXT:
         return _first_overwritten(capabilities)

@@ -198,8 +198,8 @@ class Tally:
     shift: int = 0
     measure: int = 0  # the largest of the hits' measures
     # Each distinct value, only counted: a long one as its digest (see
-    # _counted), for a client can name a new 4 KB sender domain in every
-    # MAIL (found in review: 40,000 of them held 170 MB in one alert).
+    # _COUNTED_IN_FULL), for a client can name a new 4 KB sender domain in
+    # every MAIL (found in review: 40,000 of them took 198 MB).
     values: set[str | bytes] = field(default_factory=set)
     # At most MAX_TALLY_CLIENTS, then ``more_clients``: a flood from
     # spoofed addresses has a new one per hit.

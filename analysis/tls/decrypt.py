@@ -151,8 +151,8 @@ def _read(
     try:
         return _read_once(path, keylog, server_ports)
     except DecryptError as exc:
-        # tshark has exited with status 255 at random, twice in a dozen runs
-        # of the test suite and never when run alone (pyshark's "TShark
+        # tshark has exited with status 255 at random, twice in about ten
+        # runs of the test suite and never when run alone (pyshark's "TShark
         # seems to have crashed"): one more try before giving up.
         log.info("%s; trying once more", exc)
         return _read_once(path, keylog, server_ports)
