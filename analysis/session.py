@@ -178,7 +178,12 @@ def _held_argument(verb: str, argument: str) -> str:
         chunk = parse_bdat(argument)
         if chunk is not None:
             return f"{chunk[0]} LAST" if chunk[1] else str(chunk[0])
-    return f"{argument[:_TEXT_CUT]}... [{len(argument):,} characters]"
+    return _cut(argument)
+
+
+def _cut(text: str) -> str:
+    """``text`` as a value past MAX_ROW_TEXT shows it: its start, its length."""
+    return f"{text[:_TEXT_CUT]}... [{len(text):,} characters]"
 
 
 def _offers_starttls(reply: Reply) -> bool:
@@ -755,7 +760,7 @@ class SessionBuilder:
                 f"past {MAX_ROW_TEXT:,} characters of arguments, replies, headers and "
                 f"addresses, each longer than {_TEXT_CUT} is cut to its start",
             )
-        return f"{text[:_TEXT_CUT]}... [{size:,} characters]"
+        return _cut(text)
 
     def _final_reply(self, txn: TransactionRecord, reply: Reply, ts: int) -> None:
         """The server's verdict on a transaction's content, as its row keeps it."""
