@@ -1,7 +1,8 @@
 """The reader, decoder and reassembler over every public capture.
 
 The captures are read in place from ``../shared/pcaps/public`` beside the
-checkout (see that folder's README); none is copied into the project.
+checkout, or the folder ``SMTPSCOPE_CORPUS`` names (``tests.corpus``, see
+that folder's README); none is copied into the project.
 Where the folder is absent the tests skip, unless ``CI`` is set: there the
 corpus must be present, so its absence fails.
 """
@@ -9,8 +10,6 @@ corpus must be present, so its absence fails.
 from __future__ import annotations
 
 import csv
-import os
-from pathlib import Path
 
 import pytest
 
@@ -18,9 +17,7 @@ from capture.decode import SMTP_PORTS, DecodeStats, decode_tcp
 from capture.pcapfile import open_capture
 from capture.source import SourceStats, iter_stream_events
 from capture.stream import StreamClosed, StreamData, StreamGap, StreamOpened
-
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "pcaps" / "public"
-MANIFEST = CORPUS / "MANIFEST.tsv"
+from tests.corpus import CORPUS, MANIFEST, require_corpus
 
 pytestmark = pytest.mark.corpus
 
@@ -33,14 +30,6 @@ def manifest_rows() -> list[dict[str, str]]:
 
 
 ROWS = manifest_rows()
-
-
-def require_corpus() -> None:
-    if MANIFEST.is_file():
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"public capture corpus missing at {CORPUS} (CI is set)")
-    pytest.skip(f"public capture corpus not found at {CORPUS}")
 
 
 def test_corpus_present() -> None:
