@@ -171,16 +171,24 @@ def _rule(settings: dict[str, Any], where: str) -> Rule:
         min_ratio=float(settings.get("min_ratio", 0.0)),
         limit=settings.get("limit", 0),
     )
-    if (
-        rule.threshold < 1
-        or not 0 < rule.window_s <= MAX_WINDOW_S
-        or not 0 <= rule.min_ratio <= 1
-        or rule.limit < 0
-    ):
-        raise RulesError(
-            f"{where}: threshold >= 1, 0 < window_s <= {MAX_WINDOW_S}, "
-            "0 <= min_ratio <= 1, limit >= 0"
-        )
+    # Name the key that is out of range, and its value, rather than list
+    # every bound: "threshold = 0" should not send the reader looking at
+    # window_s.
+    bounds = (
+        ("threshold", rule.threshold >= 1, "at least 1"),
+        (
+            "window_s",
+            0 < rule.window_s <= MAX_WINDOW_S,
+            f"above 0, at most {MAX_WINDOW_S}",
+        ),
+        ("min_ratio", 0 <= rule.min_ratio <= 1, "0 to 1"),
+        ("limit", rule.limit >= 0, "0 or more"),
+    )
+    for key, within, wanted in bounds:
+        if not within:
+            raise RulesError(
+                f"{where} {key}: {settings[key]!r} is out of range ({wanted})"
+            )
     return rule
 
 

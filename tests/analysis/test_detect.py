@@ -202,6 +202,17 @@ def test_alert_ids_are_stable() -> None:
         ("[open_relay]\nseverity = 'urgent'\n", "severity: one of"),
         ("[local]\nnetworks = ['not a net']\n", "is not a network"),
         ("[harvest\n", "not valid TOML"),
+        ("[open_relay]\nthreshold = 0\n", "[open_relay] threshold: 0 is out of range"),
+        ("[open_relay]\nwindow_s = 0\n", "[open_relay] window_s: 0 is out of range"),
+        (
+            "[open_relay]\nwindow_s = nan\n",
+            "[open_relay] window_s: nan is out of range",
+        ),
+        (
+            "[directory_harvest]\nmin_ratio = 2.0\n",
+            "[directory_harvest] min_ratio: 2.0 is out of range",
+        ),
+        ("[open_relay]\nlimit = -1\n", "[open_relay] limit: -1 is out of range"),
     ],
 )
 def test_bad_rules_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
@@ -383,7 +394,7 @@ def test_rules_file_limits(tmp_path: Path) -> None:
     for text, message in [
         ("[auth_brute_force]\nwindow_s = inf\n", "window_s"),
         ("[auth_brute_force]\nwindow_s = 9223372036854775807\n", "window_s"),
-        ("[short_sessions]\nlimit = -5\n", "limit >= 0"),
+        ("[short_sessions]\nlimit = -5\n", "limit: -5 is out of range"),
     ]:
         bad = tmp_path / "bad.toml"
         bad.write_text(text)
