@@ -135,7 +135,9 @@ def run_live(args: argparse.Namespace) -> int:
             try:
                 metrics = MetricsServer(*args.metrics)
             except OSError as exc:
-                cli._error(f"cannot serve metrics on {args.metrics}: {exc.strerror}")
+                host, port = args.metrics
+                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                cli._error(f"cannot serve metrics on {where}: {exc.strerror}")
                 return cli.Exit.INPUT
             stack.callback(metrics.close)
             metrics.start()

@@ -504,3 +504,19 @@ def test_a_rules_file_nested_too_deeply_is_a_usage_error(
         "",
     )
     assert fake.calls == []
+
+
+def test_live_metrics_address_in_use_is_named_as_given(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The address was shown as a Python tuple: "on ('127.0.0.1', 9100)".
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        status = main(["live", "-i", "lo", "--metrics", f"127.0.0.1:{port}"])
+    assert status == cli.Exit.INPUT
+    err = capsys.readouterr().err
+    assert f"cannot serve metrics on 127.0.0.1:{port}: " in err
