@@ -10,8 +10,10 @@ end up.
 
 The escaping is for display and is lossy in one way: a backslash is not
 doubled, so a literal ``\\x1b`` sent by a peer looks the same as an escaped
-ESC byte. Lossless copies of the data are in the JSON Lines and Parquet
-exports.
+ESC byte. The JSON Lines and Parquet exports keep control characters as
+they are. They are not byte for byte either: wire text is decoded as UTF-8
+before any of this, and a byte that is not UTF-8 becomes ``\\xNN`` there
+too (``analysis.smtp.syntax.wire_text``), as Zeek writes it.
 """
 
 from __future__ import annotations

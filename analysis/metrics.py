@@ -133,6 +133,12 @@ def exposition(monitor: Monitor, interfaces: Sequence[InterfaceCounts] = ()) -> 
         [({}, m.auth_failures)],
     )
     page.metric(
+        "smtpscope_auth_successes_total",
+        counter,
+        "AUTH commands accepted",
+        [({}, m.auth_successes)],
+    )
+    page.metric(
         "smtpscope_tls_sessions_total",
         counter,
         "sessions that used STARTTLS or implicit TLS",

@@ -101,6 +101,7 @@ class Monitor:
         self.reply_classes: dict[str, int] = dict.fromkeys(REPLY_CLASSES, 0)
         self.auth_results: dict[str, int] = dict.fromkeys(AUTH_RESULTS, 0)
         self.auth_failures = 0  # refused AUTH commands
+        self.auth_successes = 0  # accepted AUTH commands
         self.refusals = 0
         self.refusable = 0  # replies to MAIL, RCPT and message content
         self.clients: collections.Counter[str] = collections.Counter()
@@ -128,6 +129,7 @@ class Monitor:
         if s.auth_result in self.auth_results:
             self.auth_results[s.auth_result] += 1
         self.auth_failures += s.auth_failures
+        self.auth_successes += s.auth_successes
         self.clients[s.client_ip] += 1
         if len(self.clients) > MAX_CLIENTS:
             # A scan from many addresses must not grow memory for ever: the

@@ -80,6 +80,9 @@ class SessionRecord:
     # The connection's Community ID (v1), as Zeek, Suricata and Arkime tag
     # it; every session the builder makes has one.
     community_id: str | None = None
+    # AUTH commands accepted: auth_result tells of the last AUTH only, and a
+    # server refuses (503) an AUTH after one that succeeded (RFC 4954 4).
+    auth_successes: int = 0
 
 
 @dataclass(slots=True)

@@ -143,6 +143,11 @@ SESSIONS: tuple[Column, ...] = (
         _S,
         "Community ID v1 of the connection, as Zeek, Suricata and Arkime tag it",
     ),
+    Column(
+        "auth_successes",
+        _I,
+        "AUTH commands accepted, a later AUTH refused or not",
+    ),
 )
 
 TRANSACTIONS: tuple[Column, ...] = (

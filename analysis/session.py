@@ -898,6 +898,7 @@ class SessionBuilder:
     def _on_auth_result(self, reply: Reply) -> None:
         if reply.klass == 2:
             self.session.auth_result = "success"
+            self.session.auth_successes += 1
         elif self._auth_cancelled:
             self.session.auth_result = "cancelled"
         else:

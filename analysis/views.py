@@ -84,7 +84,7 @@ class Summary:
     transactions: int
     messages_accepted: int
     tls_sessions: int
-    auth_successes: int  # sessions whose last AUTH succeeded
+    auth_successes: int  # accepted AUTH commands, all sessions together
     auth_failures: int  # refused AUTH commands, all sessions together
     # Greetings and replies to commands, by first digit; "other" holds codes
     # outside 200-599, which RFC 5321 4.2.1 does not define.
@@ -124,7 +124,7 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
         transactions=len(tables.transactions),
         messages_accepted=int(sessions["messages_accepted"].sum()),
         tls_sessions=int((sessions["tls"] != "none").sum()),
-        auth_successes=int((sessions["auth_result"] == "success").sum()),
+        auth_successes=int(sessions["auth_successes"].sum()),
         auth_failures=int(sessions["auth_failures"].sum()),
         reply_classes=_reply_classes(int(code) for code in codes),
         top_clients=_top_clients(sessions, top),
@@ -172,7 +172,7 @@ class ReportDigest:
         self._accepted += session.messages_accepted
         self._tls += session.tls != "none"
         self._decrypted += session.tls_decrypted
-        self._auth_successes += session.auth_result == "success"
+        self._auth_successes += session.auth_successes
         self._auth_failures += session.auth_failures
         self._clients[session.client_ip] = self._clients.get(session.client_ip, 0) + 1
         for anomaly in result.anomalies:
@@ -321,7 +321,7 @@ def sessions_table(shown: Sequence[_Row], total: int, width: int | None) -> Tabl
     notes = []
     hidden = total - len(shown)
     if hidden:
-        notes.append(f"… and {hidden:,} more (--limit 0 shows all)")
+        notes.append(f"… and {hidden:,} more (--limit 0 shows all; -o writes all)")
     left_out = [c.header for i, c in enumerate(_SESSION_COLUMNS) if i not in keep]
     if left_out:
         notes.append(f"too narrow to show: {', '.join(left_out)}")
@@ -372,7 +372,9 @@ def alerts_table(
             table.add_row(Padding(summary, (0, 0, 0, 2)))
     hidden = len(alerts) - len(shown)
     if hidden:
-        table.caption = Text(f"… and {hidden:,} more (all of them in alerts with -o)")
+        table.caption = Text(
+            f"… and {hidden:,} more (--limit 0 shows all; -o writes all)"
+        )
     return table
 
 

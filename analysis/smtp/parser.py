@@ -255,6 +255,7 @@ class _Pending:
     answers: str  # verb, "." for end of data, "AUTH" inside an exchange
     ts: int
     assumed: bool = False  # the parser already acted as if it were positive
+    sasl: bool = False  # a line answering a 334 challenge, not the AUTH itself
 
 
 class _Held:
@@ -665,7 +666,9 @@ class SmtpParser:
             self._anomaly(out, ts, "message_incomplete", "connection ended in BDAT")
             self._finish_chunks(ts, out)
         if self._server_spoke and self._pending and not self.in_tls:
-            verbs = ", ".join(p.answers for p in list(self._pending)[:10])
+            verbs = ", ".join(
+                "AUTH answer" if p.sasl else p.answers for p in list(self._pending)[:10]
+            )
             self._anomaly(
                 out, ts, "no_reply", f"{len(self._pending)} unanswered: {verbs}"
             )
@@ -1048,7 +1051,7 @@ class SmtpParser:
             elif self._auth_expect == "user":
                 self._auth_user(auth.login_user(text), ts, out)
         self._auth_expect = ""
-        self._expect(_Pending(self._auth_index, "AUTH", ts))
+        self._expect(_Pending(self._auth_index, "AUTH", ts, sasl=True))
         if self._server_spoke:
             self._holding = True
 

@@ -55,6 +55,7 @@ def plain_session() -> SessionResult:
         auth_user="alice",
         auth_result="success",
         auth_attempts=1,
+        auth_successes=1,
         commands=4,
         transactions=1,
         messages_accepted=1,

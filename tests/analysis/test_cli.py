@@ -138,7 +138,7 @@ def test_output_options(
     assert main(["read", "--no-summary", "--limit", "1", capture]) == 0
     out = capsys.readouterr().out
     assert "smtpscope summary" not in out
-    assert "… and 2 more (--limit 0 shows all)" in out
+    assert "… and 2 more (--limit 0 shows all; -o writes all)" in out
 
     assert main(["read", "-q", capture]) == 0
     assert capsys.readouterr() == ("", "")

@@ -77,7 +77,9 @@ def test_auth_runs_past_the_hold_limit_in_one_chunk() -> None:
         "reply_missing": 20,
         "no_reply": 1,
     }
-    assert result.anomalies[-1].detail.startswith("5006 unanswered: AUTH, AUTH")
+    assert result.anomalies[-1].detail.startswith(
+        "5006 unanswered: AUTH, AUTH answer, AUTH answer"
+    )
     assert (result.session.auth_result, result.session.auth_user) == (
         "no_reply",
         None,

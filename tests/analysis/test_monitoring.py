@@ -62,6 +62,14 @@ def test_dashboard_shows_the_totals() -> None:
     assert max(len(line) for line in text.splitlines()) <= 100
 
 
+def test_metrics_count_auth_commands_both_ways() -> None:
+    # auth.pcap: three AUTH commands accepted, one refused (535).
+    page = exposition(_monitor("auth.pcap"), COUNTS)
+    lines = set(page.splitlines())
+    assert "smtpscope_auth_successes_total 3" in lines
+    assert "smtpscope_auth_failures_total 1" in lines
+
+
 def test_metrics_endpoint_serves_the_page() -> None:
     monitor = _monitor("plain-delivery.pcap", "rejected-rcpt.pcap")
     server = MetricsServer("127.0.0.1", 0)

@@ -226,6 +226,7 @@ def test_sessions(name: str) -> None:
             "auth_result": last_auth.get("result"),
             "auth_attempts": len(auths),
             "auth_failures": sum(a["result"] == "failure" for a in auths),
+            "auth_successes": sum(a["result"] == "success" for a in auths),
             "commands": len(commands),
             "transactions": len(txns),
             "messages_accepted": sum(t.get("final_code") == 250 for t in txns),

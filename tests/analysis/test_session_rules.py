@@ -451,6 +451,52 @@ _URLSAFE = base64.urlsafe_b64encode(b"\0fakeuser\0Fakepass?>?~~")
 _HELLO = [(S, b"220 mx\r\n"), (C, b"EHLO c\r\n"), (S, b"250-mx\r\n250 AUTH PLAIN\r\n")]
 
 
+def test_an_auth_refused_after_one_that_succeeded_leaves_the_success_counted() -> None:
+    # RFC 4954 4: after a successful AUTH the server refuses (503) any
+    # other. auth_result is the last AUTH's, so the session shows "failure"
+    # although it authenticated; auth_successes keeps that it did.
+    s = session(
+        [
+            *_HELLO,
+            (C, b"AUTH PLAIN " + _SECRET + b"\r\n"),
+            (S, b"235 2.7.0 ok\r\n"),
+            (C, b"AUTH PLAIN " + _SECRET + b"\r\n"),
+            (S, b"503 5.5.1 already authenticated\r\n"),
+            (C, b"QUIT\r\n"),
+            (S, b"221 bye\r\n"),
+        ]
+    ).session
+    assert (
+        s.auth_user,
+        s.auth_result,
+        s.auth_attempts,
+        s.auth_successes,
+        s.auth_failures,
+    ) == ("fakeuser", "failure", 2, 1, 1)
+
+
+def test_unanswered_auth_answers_are_named_as_answers() -> None:
+    # The 334 answers the AUTH; the two lines after it (as in PcapPlusPlus's
+    # Smtp.pcap) answer the exchange and wait, unanswered, at the close.
+    result = session(
+        [
+            *_HELLO,
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"Zm9v\r\n"),
+            (C, b"YmFy\r\n"),
+        ]
+    )
+    assert [(a.kind, a.detail) for a in result.anomalies][-1] == (
+        "no_reply",
+        "2 unanswered: AUTH answer, AUTH answer",
+    )
+    assert [(c.verb, c.reply_code) for c in result.commands] == [
+        ("EHLO", 250),
+        ("AUTH", None),
+    ]
+
+
 # Passwords whose base64 is letters of one case: "AAAAAA" and "jgajga".
 _UPPER, _LOWER = b"QUFBQUFB", b"amdhamdh"
 

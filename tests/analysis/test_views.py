@@ -154,7 +154,7 @@ def test_sessions_on_several_days_show_dates() -> None:
 def test_session_table_is_truncated(tables: SmtpTables) -> None:
     text = render(tables, limit=1)
     assert len(session_rows(text)) == 1
-    assert "… and 2 more (--limit 0 shows all)" in text
+    assert "… and 2 more (--limit 0 shows all; -o writes all)" in text
     assert "more" not in render(tables, limit=None)
 
 
@@ -187,6 +187,14 @@ def test_narrow_terminal_puts_each_alert_summary_below_it() -> None:
     assert wide[2].startswith(
         "critical auth_success_after_failures 2026-12-04 17:14:14 127.0.0.1 "
     )
+
+
+def test_alert_table_is_truncated_with_the_sessions_hint() -> None:
+    # auth-abuse.pcap raises 4 alerts in 19 sessions; the first of each is shown.
+    abuse = read_captures(PCAPS / "abuse" / "auth-abuse.pcap")
+    text = render(abuse, summary=False, limit=1, width=120)
+    assert "… and 3 more (--limit 0 shows all; -o writes all)" in text
+    assert "… and 18 more (--limit 0 shows all; -o writes all)" in text
 
 
 def test_escape_sequences_from_the_wire_are_shown_escaped(tables: SmtpTables) -> None:
