@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose",
         action="count",
         default=0,
-        help="log progress to stderr: -v for milestones, -vv for every line",
+        help="log progress to stderr: -v for each capture and session, -vv also how "
+        "each capture is read",
     )
     _add_read_command(commands, common)
     livecli.add_live_command(commands, common)
@@ -469,7 +470,10 @@ def _run_read(args: argparse.Namespace) -> int:
     if report and not unread:
         _show(end, stats, args)
 
-    if not end.sessions and stats.packets and not stats.errors:
+    # Through libpcap's filter, packets counts only those on the SMTP ports:
+    # none passed says the same as no TCP packet among all of them.
+    read_some = stats.packets or stats.filtered
+    if not end.sessions and read_some and not stats.errors:
         watched = ", ".join(str(p) for p in sorted(ports))
         if stats.smtp_packets:
             # A flood of ACKs or RSTs, or the tail of connections that
@@ -493,6 +497,10 @@ def _run_read(args: argparse.Namespace) -> int:
                 f"no TCP connection on the SMTP ports ({watched}); if the "
                 "server listens on another port, add it with --port N"
             )
+    elif not (end.sessions or read_some or stats.errors or stats.interrupted):
+        # Said even beside the summary's zeros, as with --no-summary it is
+        # all there is to see.
+        _error("the captures hold no packets")
     for message in stats.errors:
         _error(message)
     if stats.evicted:

@@ -189,7 +189,15 @@ def _add_capture_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _once_each_interface(args: argparse.Namespace) -> None:
+    # Named twice, an interface would be opened twice and each packet on it
+    # counted twice, as a capture named twice would be (see once_each).
+    if args.interfaces:
+        args.interfaces = list(dict.fromkeys(args.interfaces))
+
+
 def _validate_live(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    _once_each_interface(args)
     if (args.file_size or args.rotate_seconds) and not args.write:
         parser.error("-C and -G rotate the files written with -w PCAP")
 
@@ -197,6 +205,7 @@ def _validate_live(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 def _validate_check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.filter and args.captures:
         parser.error("-f filters live capture (-i); it does not apply to -r")
+    _once_each_interface(args)
     if args.captures:
         # Named twice (or through a link), a capture would count twice.
         args.captures, _ = once_each(args.captures)

@@ -19,7 +19,6 @@ draft-ietf-opsawg-pcapng (pcapng); gzip follows RFC 1952.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import stat
@@ -29,8 +28,6 @@ import zlib
 from collections.abc import Callable, Generator, Iterator
 from types import TracebackType
 from typing import Any, BinaryIO, Final, NamedTuple
-
-log = logging.getLogger(__name__)
 
 CHUNK_SIZE: Final = 1 << 20
 # Larger than any snap length tcpdump or dumpcap writes (262144 is their
@@ -1024,7 +1021,6 @@ def open_capture(
     except OSError:
         info = None
     size = info.st_size if info is not None and stat.S_ISREG(info.st_mode) else None
-    log.debug("reading %s (%s bytes)", path, size)
     return CaptureReader(
         path,
         stream,

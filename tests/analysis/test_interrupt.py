@@ -20,7 +20,7 @@ from analysis.records import SessionResult
 from analysis.rowfiles import Format
 from analysis.schema import TABLES
 from analysis.tables import read_captures
-from capture import source
+from capture import libpcap, source
 from capture.stream import StreamClosed, StreamData, StreamEvent
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
@@ -86,6 +86,41 @@ def test_nothing_on_the_smtp_ports_says_how_to_add_one(
     assert status == 0
     assert "no TCP connection on the SMTP ports (25, 465, 587, 2525)" in err
     assert "--port N" in err
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_nothing_on_the_smtp_ports_is_said_through_libpcap_too(
+    fast: bool,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Through libpcap's filter no packet of web.pcap reaches Python, so
+    # none is counted: the hint must not depend on that count.
+    if fast and not libpcap.available():
+        pytest.skip("libpcap is not installed")
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0 if fast else 1 << 40)
+    web = tmp_path / "web.pcap"
+    frame = ethernet(v4_tcp(sport=40000, dport=80, payload=b"GET / HTTP/1.0\r\n"))
+    web.write_bytes(pcap([Frame(1_700_000_000, 0, frame)]))
+    status = cli.main(["read", str(web), "--no-summary", "-j", "1"])
+    out, err = capsys.readouterr()
+    assert (status, out) == (0, "")
+    assert err == (
+        "smtpscope: no TCP connection on the SMTP ports (25, 465, 587, 2525); "
+        "if the server listens on another port, add it with --port N\n"
+    )
+
+
+def test_a_capture_without_packets_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # A pcap file header alone: with --no-summary nothing else is shown.
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(pcap([]))
+    status = cli.main(["read", str(empty), "--no-summary"])
+    out, err = capsys.readouterr()
+    assert (status, out, err) == (0, "", "smtpscope: the captures hold no packets\n")
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
@@ -342,7 +377,11 @@ def test_a_stop_the_shell_told_the_command_to_ignore_stays_ignored() -> None:
             return subprocess.CompletedProcess(reader.args, reader.wait(), "", err)
 
     ignored = run(ignore=True)
-    assert (ignored.returncode, ignored.stderr) == (0, "")
+    # Read to its end, a header alone: only the note that it held nothing.
+    assert (ignored.returncode, ignored.stderr) == (
+        0,
+        "smtpscope: the captures hold no packets\n",
+    )
     heard = run(ignore=False)
     assert heard.returncode == 130
 

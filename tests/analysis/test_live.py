@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis.cli import build_parser
 from analysis.export import json_line, write_tables
 from analysis.live import LiveAnalyzer
 from analysis.pipeline import DEFAULT_PORTS
@@ -163,3 +164,11 @@ def test_a_flood_on_the_wire_is_held_to_max_connections(tmp_path: Path) -> None:
     analyzer.stop()
     assert len(closed) == 50
     assert analyzer.reassembler.stats.evicted == 30
+
+
+@pytest.mark.parametrize("command", ["live", "check"])
+def test_an_interface_named_twice_is_opened_once(command: str) -> None:
+    # Opened twice, lo would hand every packet on it over twice.
+    args = build_parser().parse_args([command, "-i", "lo", "-i", "eth9", "-i", "lo"])
+    args.validate(args)
+    assert args.interfaces == ["lo", "eth9"]
