@@ -17,6 +17,7 @@ import os
 import re
 import stat
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -181,13 +182,29 @@ def _ns(text: str) -> int:
     """``YYYY-MM-DDTHH:MM:SS.fffffffffZ`` (``rowfiles.iso_timestamp``) as ns.
 
     numpy wraps round outside the years that ns since 1970 can count in 64
-    bits, so those are refused first.
+    bits, so it reads only the years wholly inside them; the others are
+    counted here with Python's integers and refused past 64 bits. The
+    readers stamp a packet up to 2262-04-11T23:47:16.854775807Z, the last
+    such nanosecond (found in review: a session of 2262, written, could not
+    be loaded, and with it no row of its table).
     """
     if not isinstance(text, str) or not _ISO.fullmatch(text):
         raise ValueError(f"{text!r:.60} is not a UTC timestamp")
-    if not 1678 <= int(text[:4]) <= 2261:
+    if 1678 <= int(text[:4]) <= 2261:
+        return int(np.datetime64(text[:-1], "ns").astype(np.int64))
+    try:
+        moment = datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        raise ValueError(f"{text!r:.60} is not a UTC timestamp") from None
+    days = moment.toordinal() - _EPOCH_DAY
+    seconds = days * 86_400 + moment.hour * 3_600 + moment.minute * 60 + moment.second
+    ns = seconds * 1_000_000_000 + int(text[20:29])
+    if not _instant(ns):
         raise ValueError(f"{text!r} is out of the range of ns timestamps")
-    return int(np.datetime64(text[:-1], "ns").astype(np.int64))
+    return ns
+
+
+_EPOCH_DAY = datetime(1970, 1, 1).toordinal()
 
 
 _ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z")

@@ -222,3 +222,36 @@ def test_parquet_without_pyarrow_says_how_to_install_it(
         f"{tmp_path / 'sessions.parquet'}: reading Parquet needs pyarrow, which "
         "is not installed; install it with: pip install pyarrow"
     )
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_session_at_the_last_nanosecond_loads_back(fmt: str, tmp_path: Path) -> None:
+    # Found in review: the readers stamp packets up to 2**63 - 1 ns
+    # (2262-04-11T23:47:16.854775807Z), but the loader refused every year
+    # past 2261, and with it the whole table.
+    from tests.capture.craft import TcpPeers, ng_epb, ng_idb, ng_shb
+
+    peers = TcpPeers("10.0.0.1", 40000, "10.0.0.2", 25, 1000, 5000)
+    lines = [
+        (True, b"", 0x02),
+        (False, b"", 0x12),
+        (True, b"", 0x10),
+        (False, b"220 mx ESMTP\r\n", 0x18),
+        (True, b"EHLO a.example\r\n", 0x18),
+        (False, b"250 mx\r\n", 0x18),
+        (True, b"QUIT\r\n", 0x18),
+    ]
+    last = 2**63 - 1
+    blocks = [ng_shb(), ng_idb(1, tsresol=9)]
+    for n, (by_client, payload, flags) in enumerate(lines):
+        ticks = last - (len(lines) - 1 - n) * 1_000_000
+        blocks.append(ng_epb(0, ticks, peers.frame(by_client, payload, flags)))
+    capture = tmp_path / "late.pcapng"
+    capture.write_bytes(b"".join(blocks))
+    out = tmp_path / "out"
+    assert main(["read", str(capture), "-q", "-o", str(out), "--format", fmt]) == 0
+    read = read_captures([str(capture)])
+    assert read.sessions["end"].tolist() == [
+        pd.Timestamp("2262-04-11T23:47:16.854775807Z")
+    ]
+    same_tables(load_tables(out), read)
