@@ -825,14 +825,14 @@ def _replay(
 
 def _show(end: _Ending, stats: pipeline.RunStats, args: argparse.Namespace) -> None:
     """The report on standard output."""
-    from analysis.terminal import StdoutConsole
+    from analysis.terminal import StdoutConsole, columns_given
 
     console = StdoutConsole(highlight=False, emoji=False)
     summary = not args.no_summary
     # A file or a pipe has no width to fit: rich would assume 80 columns and
     # the report would leave some out. There, every column is shown, unless
     # COLUMNS says otherwise.
-    if not console.is_terminal and "COLUMNS" not in os.environ:
+    if not console.is_terminal and not columns_given():
         console.width = _UNLIMITED
     if end.tables is not None:
         limit = args.limit or None

@@ -8,8 +8,20 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Any
 
 from rich.console import Console
+
+
+def columns_given() -> bool:
+    """Whether ``COLUMNS`` gives a width rich takes: digits, not zero.
+
+    rich reads any digits as the width, and a width of 0 has it print
+    nothing at all (found in review: ``COLUMNS=0 smtpscope read ...``
+    showed no report and exited 0), so 0 counts as no width here.
+    """
+    value = os.environ.get("COLUMNS", "")
+    return value.isdigit() and int(value) > 0
 
 
 class StdoutConsole(Console):
@@ -19,6 +31,12 @@ class StdoutConsole(Console):
     bad input; this raises ``BrokenPipeError`` for ``cli.main`` to turn into
     the status of a closed pipe instead.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._width is not None and self._width < 1:
+            # COLUMNS=0: the terminal's own width, or 80 (see columns_given).
+            self._width = None
 
     def on_broken_pipe(self) -> None:
         self.quiet = True

@@ -520,3 +520,17 @@ def test_live_metrics_address_in_use_is_named_as_given(
     assert status == cli.Exit.INPUT
     err = capsys.readouterr().err
     assert f"cannot serve metrics on 127.0.0.1:{port}: " in err
+
+
+@pytest.mark.parametrize("columns", ["0", "00"])
+def test_a_width_of_zero_columns_still_shows_the_report(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], columns: str
+) -> None:
+    # Found in review: rich takes COLUMNS=0 for a width of 0 and prints
+    # nothing, so the report vanished and the exit status said all was well.
+    # A width of 0 is no width: as without COLUMNS, every column is shown.
+    monkeypatch.setenv("COLUMNS", columns)
+    assert main(["read", str(PCAPS / "auth.pcap")]) == 0
+    out = capsys.readouterr().out
+    assert "smtpscope summary" in out
+    assert "client.smtpscope.test none LOGIN failed     0        0 fin" in out
