@@ -198,8 +198,9 @@ def decoded_words(value: str) -> str:
     A charset Python does not know, or whose codec fails on the bytes (the
     ``idna`` codec raises where others replace), is read as ASCII, and
     bytes that do not decode become U+FFFD, as a mail client would show
-    them. Control characters come through: every writer escapes them
-    (``analysis.escape``). Only the first MAX_DECODED characters are
+    them; so do the lone surrogates some codecs make. Control characters
+    come through: every writer escapes them (``analysis.escape``). Only
+    the first MAX_DECODED characters are
     decoded: the standard library takes time growing with the square of
     the number of words, and a 64 KB Subject of them took a tenth of a
     second.
@@ -229,7 +230,14 @@ def decoded_words(value: str) -> str:
             # the codec registry refuses with a ValueError (found in
             # review: it ended the whole run).
             text.append(chunk.decode("ascii", errors="replace"))
-    return "".join(text) + tail
+    # Some codecs decode to lone surrogates (UTF-7's "+2AA-", and
+    # unicode_escape's "\\ud800"), which no UTF-8 writer takes: found in
+    # review, one such Subject ended read_captures and the Parquet output
+    # with a traceback, and made the JSON Lines table unloadable.
+    return _SURROGATE.sub("\ufffd", "".join(text)) + tail
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 # See decoded_words: a Subject longer than this is rare and never all words.

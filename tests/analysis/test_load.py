@@ -229,25 +229,13 @@ def test_a_session_at_the_last_nanosecond_loads_back(fmt: str, tmp_path: Path) -
     # Found in review: the readers stamp packets up to 2**63 - 1 ns
     # (2262-04-11T23:47:16.854775807Z), but the loader refused every year
     # past 2261, and with it the whole table.
-    from tests.capture.craft import TcpPeers, ng_epb, ng_idb, ng_shb
-
-    peers = TcpPeers("10.0.0.1", 40000, "10.0.0.2", 25, 1000, 5000)
     lines = [
-        (True, b"", 0x02),
-        (False, b"", 0x12),
-        (True, b"", 0x10),
-        (False, b"220 mx ESMTP\r\n", 0x18),
-        (True, b"EHLO a.example\r\n", 0x18),
-        (False, b"250 mx\r\n", 0x18),
-        (True, b"QUIT\r\n", 0x18),
+        (False, b"220 mx ESMTP\r\n"),
+        (True, b"EHLO a.example\r\n"),
+        (False, b"250 mx\r\n"),
+        (True, b"QUIT\r\n"),
     ]
-    last = 2**63 - 1
-    blocks = [ng_shb(), ng_idb(1, tsresol=9)]
-    for n, (by_client, payload, flags) in enumerate(lines):
-        ticks = last - (len(lines) - 1 - n) * 1_000_000
-        blocks.append(ng_epb(0, ticks, peers.frame(by_client, payload, flags)))
-    capture = tmp_path / "late.pcapng"
-    capture.write_bytes(b"".join(blocks))
+    capture = _conversation(tmp_path / "late.pcapng", lines, last=2**63 - 1)
     out = tmp_path / "out"
     assert main(["read", str(capture), "-q", "-o", str(out), "--format", fmt]) == 0
     read = read_captures([str(capture)])
@@ -255,3 +243,47 @@ def test_a_session_at_the_last_nanosecond_loads_back(fmt: str, tmp_path: Path) -
         pd.Timestamp("2262-04-11T23:47:16.854775807Z")
     ]
     same_tables(load_tables(out), read)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_subject_of_a_lone_surrogate_is_written_and_loads_back(
+    fmt: str, tmp_path: Path
+) -> None:
+    # Found in review: "=?utf-7?q?+2AA-?=" decoded to U+D800 alone, which
+    # ended read_captures and the Parquet output with a traceback (no table
+    # written) and made the JSON Lines transactions table unloadable.
+    lines = [
+        (False, b"220 mx ESMTP\r\n"),
+        (True, b"MAIL FROM:<a@b.c>\r\n"),
+        (False, b"250 ok\r\n"),
+        (True, b"RCPT TO:<x@y.z>\r\n"),
+        (False, b"250 ok\r\n"),
+        (True, b"DATA\r\n"),
+        (False, b"354 go\r\n"),
+        (True, b"Subject: =?utf-7?q?+2AA-?=\r\n\r\nhi\r\n.\r\n"),
+        (False, b"250 2.0.0 Ok: queued as ABC\r\n"),
+    ]
+    capture = _conversation(tmp_path / "utf7.pcapng", lines, last=1_700_000_000 * 10**9)
+    out = tmp_path / "out"
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    assert main(["read", str(capture), "-q", "-o", str(out), "--format", fmt]) == 0
+    read = read_captures([str(capture)])
+    assert read.transactions["subject_decoded"].tolist() == ["\ufffd"]
+    same_tables(load_tables(out), read)
+
+
+def _conversation(path: Path, lines: list[tuple[bool, bytes]], *, last: int) -> Path:
+    """A pcapng file (ns) of one connection: a handshake, then ``lines``
+    (client or not, payload), one a millisecond, the last at ``last`` ns."""
+    from tests.capture.craft import TcpPeers, ng_epb, ng_idb, ng_shb
+
+    peers = TcpPeers("10.0.0.1", 40000, "10.0.0.2", 25, 1000, 5000)
+    segments = [(True, b"", 0x02), (False, b"", 0x12), (True, b"", 0x10)]
+    segments += [(by_client, payload, 0x18) for by_client, payload in lines]
+    blocks = [ng_shb(), ng_idb(1, tsresol=9)]
+    for n, (by_client, payload, flags) in enumerate(segments):
+        ticks = last - (len(segments) - 1 - n) * 1_000_000
+        blocks.append(ng_epb(0, ticks, peers.frame(by_client, payload, flags)))
+    path.write_bytes(b"".join(blocks))
+    return path

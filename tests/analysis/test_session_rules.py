@@ -1128,3 +1128,22 @@ def test_message_header_values_count_against_the_text_budget(
     assert txn.second_received == "from a by b; " + "r" * 243 + "... [313 characters]"
     assert txn.from_ == "<f@example.org>"
     assert [a.kind for a in result.anomalies] == ["row_text_capped"]
+
+
+@pytest.mark.parametrize(
+    ("subject", "decoded"),
+    [
+        ("=?utf-7?q?+2AA-?=", "\ufffd"),  # UTF-7 for a lone U+D800
+        ("=?unicode_escape?q?a=5Cudfffb?=", "a\ufffdb"),
+        ("=?utf-7?q?+2D3cAA-?= x", "\U0001f400 x"),  # a pair is a character
+    ],
+)
+def test_a_subject_decoded_to_lone_surrogates_gets_replacement_characters(
+    subject: str, decoded: str
+) -> None:
+    # Found in review: a lone surrogate, which no UTF-8 writer takes, ended
+    # read_captures and the Parquet output with a traceback, and made the
+    # JSON Lines table unloadable.
+    assert decoded_words(subject) == decoded
+    txn = delivered(b"Subject: " + subject.encode() + b"\r\n", b"250 queued\r\n")
+    assert (txn.subject, txn.subject_decoded) == (subject, decoded)
