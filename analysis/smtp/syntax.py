@@ -223,8 +223,16 @@ def decoded_words(value: str) -> str:
         if isinstance(chunk, str):
             text.append(chunk)
             continue
+        if charset is None:
+            # The text between encoded words, which decode_header gives
+            # back as bytes in its own encoding: ASCII would make U+FFFD of
+            # every other character ("Grüße =?utf-8?q?x?=" lost its ü and ß;
+            # found in review). A "\\u" a peer wrote there is read as the
+            # escape it looks like.
+            text.append(chunk.decode("raw-unicode-escape", errors="replace"))
+            continue
         try:
-            text.append(chunk.decode(charset or "ascii", errors="replace"))
+            text.append(chunk.decode(charset, errors="replace"))
         except (LookupError, ValueError):
             # An unknown charset; or one whose name holds a NUL, which
             # the codec registry refuses with a ValueError (found in

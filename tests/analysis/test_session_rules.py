@@ -1147,3 +1147,12 @@ def test_a_subject_decoded_to_lone_surrogates_gets_replacement_characters(
     assert decoded_words(subject) == decoded
     txn = delivered(b"Subject: " + subject.encode() + b"\r\n", b"250 queued\r\n")
     assert (txn.subject, txn.subject_decoded) == (subject, decoded)
+
+
+def test_text_around_encoded_words_keeps_its_characters() -> None:
+    # Found in review: the text between encoded words was read as ASCII,
+    # so every other character of it became U+FFFD.
+    subject = "Grüße, Жук =?utf-8?q?caf=C3=A9?= \U0001f600"
+    assert decoded_words(subject) == "Grüße, Жук café \U0001f600"
+    txn = delivered(b"Subject: " + subject.encode() + b"\r\n", b"250 queued\r\n")
+    assert (txn.subject, txn.subject_decoded) == (subject, decoded_words(subject))
