@@ -67,6 +67,12 @@ MAX_HELD_RUNS = 16 * 1024
 MAX_PENDING = 65536  # commands waiting for a reply (bounds a hostile pipeline)
 MAX_ANOMALIES_PER_KIND = 20
 
+# SmtpParser._auth_expect once a LOGIN exchange is past its username (the
+# first answer, or the initial response): a "Username:" challenge after it
+# asks for no username (found in review: a server asking twice, or one
+# forged segment, had the password shown as auth_user and left unhidden).
+_SPENT: Final = "spent"
+
 # What SmtpParser._pending is until a command waits for its reply: an
 # empty deque allocates a block of 64 entries (about 0.7 KB), and a port
 # scan or SYN flood opens many connections that never send one. maxlen=0
@@ -475,7 +481,9 @@ class SmtpParser:
         self._chunk_complete = True
         self._auth_index = -1
         self._auth_mechanism = ""
-        self._auth_expect = ""  # "user", "plain" or "" for the next answer
+        # "user", "plain" or "" for the next answer; "spent" once a LOGIN
+        # username may have been sent, after which none is one (_SPENT).
+        self._auth_expect = ""
         self._auth_open = False  # an AUTH exchange awaits its final reply
         self._auth_recent = False  # the last command line was AUTH
         self._last_data_index = -1
@@ -1026,6 +1034,7 @@ class SmtpParser:
                 self._auth_expect = "plain"
         elif mechanism == "LOGIN" and initial and initial != "=":
             self._auth_user(auth.login_user(initial), ts, out)
+            self._auth_expect = _SPENT
         # LOGIN without an initial response: only a "Username:" challenge
         # says the next answer is a username. Guessing could store a
         # password as a user name (a refused AUTH, a one-sided capture).
@@ -1050,14 +1059,14 @@ class SmtpParser:
                 self._auth_user(auth.plain_user(text), ts, out)
             elif self._auth_expect == "user":
                 self._auth_user(auth.login_user(text), ts, out)
-        self._auth_expect = ""
+        self._auth_expect = _SPENT
         self._expect(_Pending(self._auth_index, "AUTH", ts, sasl=True))
         if self._server_spoke:
             self._holding = True
 
     def _auth_challenge(self, reply: Reply) -> None:
         """Decide what the client's next answer will carry."""
-        if self._auth_mechanism == "LOGIN":
+        if self._auth_mechanism == "LOGIN" and self._auth_expect is not _SPENT:
             prompt = (auth.challenge_text(reply.text) or "").lower()
             self._auth_expect = "user" if prompt.startswith("user") else ""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -664,6 +665,35 @@ def test_a_login_username_is_not_scrubbed_from_later_replies() -> None:
     )
     replies = [e.reply.text for e in of(events, ReplySeen)]
     assert replies[-1] == "2.1.0 Sender <someuser@example.test> ok"
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [
+        # The server asks "Username:" again after the username.
+        [(C, b"AUTH LOGIN\r\n"), (S, b"334 VXNlcm5hbWU6\r\n"), (C, b"Ym9i\r\n")],
+        # After a username given as the initial response.
+        [(C, b"AUTH LOGIN Ym9i\r\n")],
+    ],
+)
+def test_a_second_username_prompt_does_not_make_the_password_a_user(
+    opening: list[tuple[str, bytes]],
+) -> None:
+    # Found in review: a server that asked "Username:" twice (or one forged
+    # segment of the same length as "334 UGFzc3dvcmQ6") had the client's
+    # password taken for its username: shown as auth_user, and not hidden
+    # where the server echoed it.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            *opening,
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"SHVudGVyMlNFQ1JFVA==\r\n"),  # Hunter2SECRET
+            (S, b"535 5.7.8 bad SHVudGVyMlNFQ1JFVA==\r\n"),
+        ]
+    )
+    assert [e.user for e in of(events, AuthUserSeen)] == ["bob"]
+    assert "SHVudGVy" not in repr(events) and "Hunter2" not in repr(events)
 
 
 def test_one_sided_auth_login_without_challenge_decodes_no_user() -> None:
