@@ -191,6 +191,18 @@ def redacted(verb: str, argument: str, known: bool) -> tuple[str, str, list[str]
         return verb, auth.REDACTED, [argument.strip()]
     if known:
         return verb, argument, hidden
+    if verb.upper() == "PASS" and argument:
+        # POP3's PASS (RFC 1939 7), sent to an SMTP port by a client set up
+        # wrong or a scanner: the argument is a password, whatever it looks
+        # like (found in review: "PASS hunter2" was shown, and "PASS
+        # Tr0ub4dor&3" as "[redacted]&3").
+        return verb, auth.REDACTED, [argument.strip()]
+    login = argument.split(None, 2)
+    if len(login) == 3 and login[0].upper() == "LOGIN":
+        # IMAP's "tag LOGIN user password" (RFC 9051 6.2.3), likewise: all
+        # after the user is the password.
+        shown = f"{login[0]} {auth.hide_secrets(login[1], hidden)} {auth.REDACTED}"
+        return auth.hide_secrets(verb, hidden), shown, [*hidden, login[2].strip()]
     shown_verb = auth.hide_secrets(verb, hidden)
     if "AUTH" in verb.upper() and argument:
         # "\\0AUTH PLAIN <b64>", "AUTH=LOGIN <b64>" and the like: an initial

@@ -905,3 +905,32 @@ def test_blocking_lines_pipelined_in_one_segment_are_held_in_place() -> None:
     assert [type(e) for e in whole if not isinstance(e, CommandSeen)] == [
         type(e) for e in apart if not isinstance(e, CommandSeen)
     ]
+
+
+@pytest.mark.parametrize(
+    ("line", "verb", "shown"),
+    [
+        (b"PASS hunter2", "PASS", "[redacted]"),
+        (b"pass password", "pass", "[redacted]"),
+        (b"PASS Tr0ub4dor&3", "PASS", "[redacted]"),
+        (b"a1 LOGIN bob hunter2", "a1", "LOGIN bob [redacted]"),
+        (b'a1 login "bob" "pass word"', "a1", 'login "bob" [redacted]'),
+    ],
+)
+def test_pop3_and_imap_logins_sent_to_smtp_hide_their_password(
+    line: bytes, verb: str, shown: str
+) -> None:
+    # Found in review: a POP3 or IMAP client sent to port 25 had its
+    # password shown whenever it did not look like base64 ("PASS hunter2"),
+    # or the part after a sign ("[redacted]&3").
+    secret = line.split()[-1].strip(b'"')
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, line + b"\r\n"),
+            (S, b"502 5.5.2 unknown command: " + line + b"\r\n"),
+        ]
+    )
+    (command,) = of(events, CommandSeen)
+    assert (command.verb, command.argument) == (verb, shown)
+    assert secret not in repr(events).encode()
