@@ -37,6 +37,11 @@ LINKTYPE_LINUX_SLL: Final = 113
 LINKTYPE_IPV4: Final = 228
 LINKTYPE_IPV6: Final = 229
 LINKTYPE_LINUX_SLL2: Final = 276
+LINKTYPE_PPP: Final = 9
+LINKTYPE_PPP_HDLC: Final = 50  # PPP in HDLC-like framing, or Cisco HDLC
+LINKTYPE_PPP_ETHER: Final = 51  # a PPPoE header first
+LINKTYPE_C_HDLC: Final = 104  # Cisco HDLC
+LINKTYPE_PPP_WITH_DIR: Final = 204  # a direction byte, then PPP
 # DLT_RAW's value before libpcap settled on 101; 12 and 14 both mean raw IP
 # on every platform but OpenBSD, whose captures use LINKTYPE_LOOP anyway.
 _RAW_IP_TYPES: Final = frozenset({LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6})
@@ -46,6 +51,11 @@ _ONE_VERSION: Final = {LINKTYPE_IPV4: 4, LINKTYPE_IPV6: 6}
 _IP_ETHERTYPES: Final = frozenset({0x0800, 0x86DD})  # IPv4, IPv6
 # 802.1Q, 802.1ad and the pre-standard Q-in-Q tag.
 _VLAN_TPIDS: Final = frozenset({0x8100, 0x88A8, 0x9100})
+# A PPPoE session frame (RFC 2516 5): a DSL subscriber's traffic as an
+# ISP's access router sees it.
+_PPPOE_SESSION: Final = 0x8864
+# PPP protocol numbers (RFC 1661 2, RFC 5072 3) -> the IP version they carry.
+_PPP_IP: Final = {0x0021: 4, 0x0057: 6}
 
 # Address families in the 4-byte header of BSD loopback captures.
 # AF_INET6 differs by system: 24 NetBSD/OpenBSD, 28 FreeBSD, 30 macOS.
@@ -356,6 +366,19 @@ def _ip_offset(linktype: int, data: bytes, stats: DecodeStats) -> int:
         off = _bsd_loopback(data, little=data[:2] != b"\0\0")
     elif linktype == LINKTYPE_LOOP:
         off = _bsd_loopback(data, little=False)
+    elif linktype == LINKTYPE_PPP:
+        off = _ppp(data, 0)
+    elif linktype == LINKTYPE_PPP_WITH_DIR:
+        off = _ppp(data, 1)
+    elif linktype == LINKTYPE_PPP_ETHER:
+        off = _pppoe(data, 0)
+    elif linktype == LINKTYPE_C_HDLC or (
+        # Cisco framing begins 0x0F or 0x8F where PPP's begins 0xFF.
+        linktype == LINKTYPE_PPP_HDLC and data[:1] in (b"\x0f", b"\x8f")
+    ):
+        off = _cisco_hdlc(data)
+    elif linktype == LINKTYPE_PPP_HDLC:
+        off = _ppp(data, 0)
     else:
         return _UNKNOWN_LINK
     if off == _NOT_IP:
@@ -376,6 +399,8 @@ def _after_tags(data: bytes, type_pos: int) -> int:
         ethertype = (data[type_pos] << 8) | data[type_pos + 1]
         if ethertype in _IP_ETHERTYPES:
             return type_pos + 2
+        if ethertype == _PPPOE_SESSION:
+            return _pppoe(data, type_pos + 2)
         if ethertype not in _VLAN_TPIDS:
             return _NOT_IP
         type_pos += 4
@@ -389,11 +414,69 @@ def _sll2(data: bytes) -> int:
     protocol = (data[0] << 8) | data[1]
     if protocol in _IP_ETHERTYPES:
         return 20
+    if protocol == _PPPOE_SESSION:
+        return _pppoe(data, 20)
     if protocol in _VLAN_TPIDS:
         # The tag's TCI (20-21) and inner EtherType (22-23) open the
         # payload; more tags may follow that EtherType.
         return _after_tags(data, 22)
     return _NOT_IP
+
+
+def _ppp(data: bytes, off: int) -> int:
+    """Offset of the IP header after a PPP header at ``off``.
+
+    The header may open with HDLC's address and control bytes, 0xFF 0x03
+    (RFC 1662 3.1), and its protocol may be one byte where the peers agreed
+    to compress it (RFC 1661 6.5: an odd first byte). Only IP is read, and
+    only the version the protocol names, as with EtherTypes behind tags.
+    """
+    n = len(data)
+    if off + 2 <= n and data[off] == 0xFF and data[off + 1] == 0x03:
+        off += 2
+    if off >= n:
+        return _SHORT
+    if data[off] & 1:
+        protocol = data[off]
+        off += 1
+    elif off + 2 <= n:
+        protocol = (data[off] << 8) | data[off + 1]
+        off += 2
+    else:
+        return _SHORT
+    version = _PPP_IP.get(protocol)
+    if version is None:
+        return _NOT_IP  # LCP, IPCP and the rest of PPP's own traffic
+    if off >= n:
+        return _SHORT
+    return off if data[off] >> 4 == version else _NOT_IP
+
+
+def _pppoe(data: bytes, off: int) -> int:
+    """Offset of the IP header in a PPPoE session frame whose 6-byte header
+    (version and type 0x11, code 0, session id, length) is at ``off``.
+
+    The PPP protocol follows in two bytes: PPPoE carries no HDLC bytes, and
+    its peers do not compress the protocol (RFC 2516 7); libpcap's filter
+    reads it there, as here, so that both readers keep the same frames.
+    """
+    if off + 9 > len(data):
+        return _SHORT
+    if data[off] != 0x11 or data[off + 1] != 0:
+        return _NOT_IP
+    version = _PPP_IP.get((data[off + 6] << 8) | data[off + 7])
+    if version is None:
+        return _NOT_IP  # LCP, IPCP and the rest of PPP's own traffic
+    return off + 8 if data[off + 8] >> 4 == version else _NOT_IP
+
+
+def _cisco_hdlc(data: bytes) -> int:
+    """Cisco HDLC: address, control, then an EtherType, whose IP version
+    is the only one read (as with EtherTypes behind tags)."""
+    if len(data) < 5:
+        return _SHORT
+    version = {0x0800: 4, 0x86DD: 6}.get((data[2] << 8) | data[3])
+    return 4 if version is not None and data[4] >> 4 == version else _NOT_IP
 
 
 def _bsd_loopback(data: bytes, *, little: bool) -> int:

@@ -288,14 +288,18 @@ def smtp_filter(
     base = f"({tcp} or {v6})"
     if tags == "none":
         return base
+    # PPPoE session frames all pass, for the decoder to read: ``pppoes``
+    # moves the offsets as ``vlan`` does, and both cannot come last.
+    pppoe = f"ether proto {_PPPOE_SESSION:#06x}"
     if tags == "ethertype":
         # The decoder reads any number of tags; BPF here reads none.
         tpids = " or ".join(f"ether proto {tpid:#06x}" for tpid in _TPIDS)
-        return f"{base} or ({tpids})"
+        return f"{base} or ({tpids} or {pppoe})"
     # Nested, because each ``vlan`` moves the offsets for everything after
     # it in the expression, alternatives included; a third tag is left to
     # the decoder.
-    return f"{base} or (vlan and ({base} or (vlan and ({base} or vlan))))"
+    level = f"{pppoe} or {base}"
+    return f"{level} or (vlan and ({level} or (vlan and ({level} or vlan))))"
 
 
 def first_that_compiles(
@@ -322,6 +326,7 @@ _Opened = TypeVar("_Opened")
 TAGS = ("vlan", "ethertype", "none")
 # 802.1Q, 802.1ad and the older QinQ tag protocol identifiers.
 _TPIDS = (0x8100, 0x88A8, 0x9100)
+_PPPOE_SESSION = 0x8864  # RFC 2516 5
 
 
 def compiles(linktype: int, expression: str) -> bool:
@@ -332,7 +337,7 @@ def compiles(linktype: int, expression: str) -> bool:
     terms on a fresh open.
     """
     lib = _lib()
-    if lib is None:
+    if lib is None or linktype in _FRAMED_OTHERWISE:
         return False
     handle = lib.pcap_open_dead(linktype, 262_144)
     if not handle:
@@ -397,6 +402,14 @@ _COMPILED: dict[tuple[int, int, str], _BpfProgram | str] = {}
 _COMPILED_MAX = 32
 
 
+# PPP and PPP in HDLC framing (LINKTYPE_PPP, LINKTYPE_PPP_HDLC): libpcap's
+# filter takes the PPP protocol from bytes 2 and 3 always, where the decoder
+# also reads frames without HDLC's address and control bytes, with the
+# protocol in one byte, and Cisco's framing: such files are read in Python,
+# so that their tables do not depend on their size.
+_FRAMED_OTHERWISE: Final = frozenset({9, 50})
+
+
 def _set_compiled_filter(lib: Any, handle: int, expression: str) -> None:
     """``_set_filter`` for a capture file's handle, compiled once per link
     type, snaplen and expression (``_COMPILED``)."""
@@ -418,6 +431,8 @@ def _compile(
 ) -> _BpfProgram | str:
     """``expression`` compiled for captures of ``linktype`` and ``snaplen``,
     or the error to raise for it."""
+    if linktype in _FRAMED_OTHERWISE:
+        return "filter: libpcap reads this link type's PPP header otherwise"
     dead = lib.pcap_open_dead(linktype, snaplen)
     if not dead:
         return "filter: libpcap could not compile for this link type"

@@ -48,3 +48,66 @@ def retagged(path: str, target: Path, form: str) -> str:
         frames.append(Frame(seconds, nanos, data))
     target.write_bytes(pcap(frames, linktype=linktype, nano=True))
     return str(target)
+
+
+# PPP's protocol numbers for IPv4 and IPv6 (RFC 1661 2, RFC 5072 3).
+_PPP_PROTOCOL = {b"\x08\x00": b"\x00\x21", b"\x86\xdd": b"\x00\x57"}
+
+
+def reframed(path: str, target: Path, form: str) -> str:
+    """``path``'s Ethernet frames carrying IP, as PPP would carry the same
+    packets, in a nanosecond pcap:
+
+    - ``pppoe``: Ethernet, a PPPoE session header, PPP (RFC 2516), as an
+      ISP's access router sees a DSL subscriber; ``vlan-pppoe`` behind an
+      802.1Q tag, as such routers often see it; ``sll-pppoe`` under a Linux
+      cooked header;
+    - ``ppp``: LINKTYPE_PPP with HDLC's address and control bytes;
+      ``ppp-short`` without them and with the protocol in one byte;
+      ``ppp-dir``: LINKTYPE_PPP_WITH_DIR's direction byte first;
+    - ``ppp-ether``: LINKTYPE_PPP_ETHER, the PPPoE header first;
+    - ``chdlc``: Cisco HDLC, an EtherType behind address and control;
+      ``hdlc-cisco`` the same as LINKTYPE_PPP_HDLC, which takes both.
+
+    Frames without IP (ARP) are left out.
+    """
+    with open_capture(path) as reader:
+        packets = list(reader)
+    linktype = {
+        "pppoe": 1,
+        "vlan-pppoe": 1,
+        "sll-pppoe": 113,
+        "ppp": 9,
+        "ppp-short": 9,
+        "ppp-dir": 204,
+        "ppp-ether": 51,
+        "chdlc": 104,
+        "hdlc-cisco": 50,
+    }[form]
+    frames = []
+    for packet in packets:
+        ethertype, ip = packet.data[12:14], packet.data[14:]
+        if ethertype not in _PPP_PROTOCOL:
+            continue
+        protocol = _PPP_PROTOCOL[ethertype]
+        session = struct.pack(">BBHH", 0x11, 0, 0x2A, len(ip) + 2) + protocol + ip
+        if form == "pppoe":
+            data = packet.data[:12] + b"\x88\x64" + session
+        elif form == "vlan-pppoe":
+            data = packet.data[:12] + b"\x81\x00\x00\x64" + b"\x88\x64" + session
+        elif form == "sll-pppoe":
+            data = struct.pack(">HHH8s", 0, 1, 6, b"\2" * 8) + b"\x88\x64" + session
+        elif form == "ppp":
+            data = b"\xff\x03" + protocol + ip
+        elif form == "ppp-short":
+            data = protocol[1:] + ip
+        elif form == "ppp-dir":
+            data = b"\x01\xff\x03" + protocol + ip
+        elif form == "ppp-ether":
+            data = session
+        else:
+            data = b"\x0f\x00" + ethertype + ip
+        seconds, nanos = divmod(packet.ts, 1_000_000_000)
+        frames.append(Frame(seconds, nanos, data))
+    target.write_bytes(pcap(frames, linktype=linktype, nano=True))
+    return str(target)

@@ -18,9 +18,9 @@ from analysis import cli, pipeline
 from analysis.offline import build_tables
 from analysis.parallel import read_sharded
 from analysis.tables import SmtpTables, read_captures
-from capture import libpcap, source
+from capture import decode, libpcap, source
 from tests import corpus
-from tests.analysis.rewrite import as_pcapng, retagged
+from tests.analysis.rewrite import as_pcapng, reframed, retagged
 from tests.analysis.same import same_tables
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
@@ -105,6 +105,57 @@ def test_tagged_frames_on_the_fast_path_give_the_same_tables(
     ]
     reference, fast = both_readers(paths, monkeypatch)
     assert len(reference.sessions) > 50 and fast.stats.filtered
+
+
+_PPP_FORMS = [
+    "pppoe",
+    "vlan-pppoe",
+    "sll-pppoe",
+    "ppp",
+    "ppp-short",
+    "ppp-dir",
+    "ppp-ether",
+    "chdlc",
+    "hdlc-cisco",
+]
+
+
+@pytest.mark.parametrize("form", _PPP_FORMS)
+def test_packets_over_ppp_give_the_tables_of_the_same_packets_over_ethernet(
+    form: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No kernel here has PPP, so the project's own captures are reframed:
+    # the same IP packets, the same rows; and without scapy's help.
+    ethernet_captures = [p for p in PCAPS if "sll2" not in p]
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    monkeypatch.setattr(decode, "_scapy_layer_class", lambda linktype: None)
+    reference = read_captures(ethernet_captures)
+    paths = [
+        reframed(p, tmp_path / f"{n}.pcap", form)
+        for n, p in enumerate(ethernet_captures)
+    ]
+    tables = read_captures(paths)
+    same_tables(tables, reference)
+    assert len(tables.sessions) > 50
+
+
+@pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")
+@pytest.mark.parametrize("form", _PPP_FORMS)
+def test_packets_over_ppp_on_the_fast_path_give_the_same_tables(
+    form: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # libpcap's filter must keep what the decoder reads: PPPoE frames behind
+    # Ethernet, a tag or a cooked header, and each PPP link type. Where it
+    # reads PPP's header at a fixed place (or has no filter for the link
+    # type), the Python reader reads the file.
+    ethernet_captures = [p for p in PCAPS if "sll2" not in p]
+    paths = [
+        reframed(p, tmp_path / f"{n}.pcap", form)
+        for n, p in enumerate(ethernet_captures)
+    ]
+    reference, fast = both_readers(paths, monkeypatch)
+    in_python = form in ("ppp", "ppp-short", "ppp-dir", "hdlc-cisco")
+    assert len(reference.sessions) > 50 and fast.stats.filtered != in_python
 
 
 @pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")

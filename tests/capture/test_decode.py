@@ -263,9 +263,11 @@ def test_bad_tcp_data_offset() -> None:
 
 
 def test_unknown_link_type_through_scapy() -> None:
-    # PPP in HDLC-like framing is not decoded here; scapy knows it.
-    ppp = b"\xff\x03\x00\x21" + v4_tcp(payload=PAYLOAD)
-    segment, stats = decode(50, ppp)
+    # An 802.11 data frame (LINKTYPE_IEEE802_11) is not decoded here: its
+    # 24-byte header, then LLC/SNAP with the IPv4 EtherType. scapy knows it.
+    header = b"\x08\x00\x00\x00" + b"\x02" * 6 + b"\x04" * 6 + b"\x06" * 6 + b"\0\0"
+    snap = b"\xaa\xaa\x03\x00\x00\x00\x08\x00"
+    segment, stats = decode(105, header + snap + v4_tcp(payload=PAYLOAD))
     assert segment == EXPECTED
     assert stats.via_scapy == 1
 
@@ -277,6 +279,57 @@ def test_a_frame_of_a_known_link_type_without_ip_is_not_ip() -> None:
     segment, stats = decode(50, lcp_echo)
     assert segment is None
     assert (stats.not_ip, stats.unknown_linktype, stats.via_scapy) == (1, 0, 0)
+
+
+IP4 = v4_tcp(payload=PAYLOAD)
+PPPOE = b"\x11\x00\x00\x2a" + struct.pack(">H", len(IP4) + 2)
+
+
+@pytest.mark.parametrize(
+    ("linktype", "frame"),
+    [
+        (9, b"\xff\x03\x00\x21" + IP4),  # RFC 1662 3.1 framing
+        (9, b"\x00\x21" + IP4),  # without address and control
+        (9, b"\x21" + IP4),  # the protocol compressed (RFC 1661 6.5)
+        (50, b"\xff\x03\x00\x21" + IP4),
+        (50, b"\x0f\x00\x08\x00" + IP4),  # Cisco's framing
+        (104, b"\x8f\x00\x08\x00" + IP4),
+        (204, b"\x00\xff\x03\x00\x21" + IP4),  # received, then PPP
+        (51, PPPOE + b"\x00\x21" + IP4),
+        (1, ethernet(PPPOE + b"\x00\x21" + IP4, 0x8864)),
+        (1, ethernet(PPPOE + b"\x00\x21" + IP4, 0x8864, vlans=(0x8100,))),
+        (113, struct.pack(">HHH8s", 0, 1, 6, b"\2" * 8) + b"\x88\x64" + PPPOE
+         + b"\x00\x21" + IP4),
+        (276, struct.pack(">HHIHBB8s", 0x8864, 0, 2, 1, 0, 6, b"\2" * 8) + PPPOE
+         + b"\x00\x21" + IP4),
+    ],
+)  # fmt: skip
+def test_ppp_and_pppoe_are_decoded_without_scapy(linktype: int, frame: bytes) -> None:
+    segment, stats = decode(linktype, frame)
+    assert segment == EXPECTED
+    assert (stats.tcp, stats.via_scapy) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("linktype", "frame", "counted"),
+    [
+        (9, b"\xff\x03\x00\x57" + IP4, "not_ip"),  # says IPv6, holds IPv4
+        (9, b"\xff\x03\x80\x21" + IP4, "not_ip"),  # IPCP
+        (9, b"\xff\x03", "malformed"),
+        (9, b"\xff\x03\x00", "malformed"),
+        (104, b"\x0f\x00\x86\xdd" + IP4, "not_ip"),
+        (51, b"\x11\x00\x00\x2a", "malformed"),
+        (51, PPPOE + b"\x21" + IP4, "not_ip"),  # PPPoE never compresses
+        (51, b"\x11\x07" + PPPOE[2:] + b"\x00\x21" + IP4, "not_ip"),  # discovery
+        (1, ethernet(PPPOE + b"\xc0\x21" + IP4, 0x8864), "not_ip"),  # LCP
+    ],
+)
+def test_ppp_frames_without_the_ip_they_name_are_counted(
+    linktype: int, frame: bytes, counted: str
+) -> None:
+    segment, stats = decode(linktype, frame)
+    assert segment is None
+    assert getattr(stats, counted) == 1 and stats.via_scapy == 0
 
 
 def test_unknown_link_type_scapy_cannot_read() -> None:

@@ -366,7 +366,8 @@ def test_frames_without_ip_on_a_link_type_scapy_knows_are_no_error(
 ) -> None:
     # Found in review: PPP's LCP echoes between the IP frames (and 802.11
     # beacons alike) were counted as frames of an unknown link type, and a
-    # sound capture ended with an error and exit status 1.
+    # sound capture ended with an error and exit status 1. (PPP is decoded
+    # without scapy now.)
     lcp_echo = b"\xff\x03\xc0\x21\x09\x01\x00\x08\x12\x34\x56\x78"
     smtp = b"\xff\x03\x00\x21" + v4_tcp(payload=b"EHLO x\r\n")
     frames = [Frame(1_700_000_000, n, data) for n, data in enumerate([lcp_echo, smtp])]
@@ -375,7 +376,7 @@ def test_frames_without_ip_on_a_link_type_scapy_knows_are_no_error(
     stats = SourceStats()
     events = list(iter_stream_events([str(path)], stats=stats))
     assert stats.errors == []
-    assert (stats.decode.not_ip, stats.decode.via_scapy) == (1, 1)
+    assert (stats.decode.not_ip, stats.decode.tcp, stats.decode.via_scapy) == (1, 1, 0)
     assert [type(e).__name__ for e in events][:2] == ["StreamOpened", "StreamData"]
 
 
