@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,16 @@ def test_pcapng_on_the_fast_path_gives_the_same_tables(
         same_tables(build_tables(spool), reference)
 
 
+ETHERNET = [p for p in PCAPS if "sll2" not in p]
+
+
+def rewritten(
+    rewrite: Callable[[str, Path, str], str], form: str, directory: Path
+) -> list[str]:
+    """The project's Ethernet captures, each rewritten in ``form``."""
+    return [rewrite(p, directory / f"{n}.pcap", form) for n, p in enumerate(ETHERNET)]
+
+
 @pytest.mark.skipif(not libpcap.available(), reason="libpcap is not installed")
 @pytest.mark.parametrize("form", ["three", "sll", "sll2"])
 def test_tagged_frames_on_the_fast_path_give_the_same_tables(
@@ -98,11 +109,7 @@ def test_tagged_frames_on_the_fast_path_give_the_same_tables(
 ) -> None:
     # Found in review: libpcap's filter looked through two tags at most, and
     # through none under a Linux cooked header, and dropped the rest.
-    ethernet_captures = [p for p in PCAPS if "sll2" not in p]
-    paths = [
-        retagged(p, tmp_path / f"{n}.pcap", form)
-        for n, p in enumerate(ethernet_captures)
-    ]
+    paths = rewritten(retagged, form, tmp_path)
     reference, fast = both_readers(paths, monkeypatch)
     assert len(reference.sessions) > 50 and fast.stats.filtered
 
@@ -126,15 +133,10 @@ def test_packets_over_ppp_give_the_tables_of_the_same_packets_over_ethernet(
 ) -> None:
     # No kernel here has PPP, so the project's own captures are reframed:
     # the same IP packets, the same rows; and without scapy's help.
-    ethernet_captures = [p for p in PCAPS if "sll2" not in p]
     monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
     monkeypatch.setattr(decode, "_scapy_layer_class", lambda linktype: None)
-    reference = read_captures(ethernet_captures)
-    paths = [
-        reframed(p, tmp_path / f"{n}.pcap", form)
-        for n, p in enumerate(ethernet_captures)
-    ]
-    tables = read_captures(paths)
+    reference = read_captures(ETHERNET)
+    tables = read_captures(rewritten(reframed, form, tmp_path))
     same_tables(tables, reference)
     assert len(tables.sessions) > 50
 
@@ -148,11 +150,7 @@ def test_packets_over_ppp_on_the_fast_path_give_the_same_tables(
     # Ethernet, a tag or a cooked header, and each PPP link type. Where it
     # reads PPP's header at a fixed place (or has no filter for the link
     # type), the Python reader reads the file.
-    ethernet_captures = [p for p in PCAPS if "sll2" not in p]
-    paths = [
-        reframed(p, tmp_path / f"{n}.pcap", form)
-        for n, p in enumerate(ethernet_captures)
-    ]
+    paths = rewritten(reframed, form, tmp_path)
     reference, fast = both_readers(paths, monkeypatch)
     in_python = form in ("ppp", "ppp-short", "ppp-dir", "hdlc-cisco")
     assert len(reference.sessions) > 50 and fast.stats.filtered != in_python
