@@ -203,6 +203,11 @@ def redacted(verb: str, argument: str, known: bool) -> tuple[str, str, list[str]
         # after the user is the password.
         shown = f"{login[0]} {auth.hide_secrets(login[1], hidden)} {auth.REDACTED}"
         return auth.hide_secrets(verb, hidden), shown, [*hidden, login[2].strip()]
+    if verb.upper() == "LOGIN" and len(login) == 2:
+        # The same without a tag (found in review: "LOGIN nora S3cr3t!21"
+        # showed "!21").
+        shown = f"{auth.hide_secrets(login[0], hidden)} {auth.REDACTED}"
+        return verb, shown, [*hidden, argument.split(None, 1)[1].strip()]
     shown_verb = auth.hide_secrets(verb, hidden)
     if "AUTH" in verb.upper() and argument:
         # "\\0AUTH PLAIN <b64>", "AUTH=LOGIN <b64>" and the like: an initial

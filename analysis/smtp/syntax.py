@@ -207,37 +207,18 @@ def decoded_words(value: str) -> str:
     """
     if "=?" not in value:
         return value
-    from email.errors import HeaderParseError
-    from email.header import decode_header
-
     head, tail = value[:MAX_DECODED], value[MAX_DECODED:]
-    try:
-        parts = decode_header(head)
-    except (ValueError, LookupError, HeaderParseError):
-        # binascii.Error is a ValueError; a base64 word of a length no
-        # padding mends (=?utf-8?B?a?=) raises HeaderParseError, which
-        # killed the whole run (found in review). Kept as sent, then.
-        return value
+    # Only the runs of encoded words go to the standard library: it hands
+    # the text around them back as bytes in its own encoding, which turns a
+    # "\\u000d" the peer wrote into a CR (found in review), and as ASCII
+    # would have lost every other character (Grüße, found in review).
     text = []
-    for chunk, charset in parts:
-        if isinstance(chunk, str):
-            text.append(chunk)
-            continue
-        if charset is None:
-            # The text between encoded words, which decode_header gives
-            # back as bytes in its own encoding: ASCII would make U+FFFD of
-            # every other character ("Grüße =?utf-8?q?x?=" lost its ü and ß;
-            # found in review). A "\\u" a peer wrote there is read as the
-            # escape it looks like.
-            text.append(chunk.decode("raw-unicode-escape", errors="replace"))
-            continue
-        try:
-            text.append(chunk.decode(charset, errors="replace"))
-        except (LookupError, ValueError):
-            # An unknown charset; or one whose name holds a NUL, which
-            # the codec registry refuses with a ValueError (found in
-            # review: it ended the whole run).
-            text.append(chunk.decode("ascii", errors="replace"))
+    last = 0
+    for run in _WORD_RUN.finditer(head):
+        text.append(head[last : run.start()])
+        text.append(_decoded_run(run.group()))
+        last = run.end()
+    text.append(head[last:])
     # Some codecs decode to lone surrogates (UTF-7's "+2AA-", and
     # unicode_escape's "\\ud800"), which no UTF-8 writer takes: found in
     # review, one such Subject ended read_captures and the Parquet output
@@ -245,6 +226,38 @@ def decoded_words(value: str) -> str:
     return _SURROGATE.sub("\ufffd", "".join(text)) + tail
 
 
+def _decoded_run(run: str) -> str:
+    """Encoded words separated by white space (RFC 2047 6.2 drops it),
+    decoded; kept as sent where the standard library cannot read them."""
+    from email.errors import HeaderParseError
+    from email.header import decode_header
+
+    try:
+        parts = decode_header(run)
+    except (ValueError, LookupError, HeaderParseError):
+        # binascii.Error is a ValueError; a base64 word of a length no
+        # padding mends (=?utf-8?B?a?=) raises HeaderParseError, which
+        # killed the whole run (found in review).
+        return run
+    text = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            text.append(chunk)
+            continue
+        try:
+            text.append(chunk.decode(charset or "ascii", errors="replace"))
+        except (LookupError, ValueError):
+            # An unknown charset; or one whose name holds a NUL, which
+            # the codec registry refuses with a ValueError (found in
+            # review: it ended the whole run).
+            text.append(chunk.decode("ascii", errors="replace"))
+    return "".join(text)
+
+
+# An encoded word (RFC 2047 2), as the standard library finds one, and a
+# run of them with only white space between.
+_WORD = r"=\?[^?]*?\?[qQbB]\?.*?\?="
+_WORD_RUN = re.compile(rf"{_WORD}(?:[ \t\r\n]+{_WORD})*")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 

@@ -915,6 +915,7 @@ def test_blocking_lines_pipelined_in_one_segment_are_held_in_place() -> None:
         (b"PASS Tr0ub4dor&3", "PASS", "[redacted]"),
         (b"a1 LOGIN bob hunter2", "a1", "LOGIN bob [redacted]"),
         (b'a1 login "bob" "pass word"', "a1", 'login "bob" [redacted]'),
+        (b"LOGIN nora S3cr3tPassw0rd!21", "LOGIN", "nora [redacted]"),  # no tag
     ],
 )
 def test_pop3_and_imap_logins_sent_to_smtp_hide_their_password(

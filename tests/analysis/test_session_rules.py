@@ -411,23 +411,24 @@ def delivered(headers: bytes, reply: bytes) -> TransactionRecord:
 
 
 @pytest.mark.parametrize(
-    "subject",
+    ("subject", "decoded"),
     [
-        "=?utf-8?B?a?=",  # base64 of a length no padding mends
-        "=?no-such-charset?B?a?=",
-        "Re: =?utf-8?B?a?= and =?utf-8?q?ok?=",
+        ("=?utf-8?B?a?=", "=?utf-8?B?a?="),  # a length no padding mends
+        ("=?no-such-charset?B?a?=", "=?no-such-charset?B?a?="),
+        # Each run of words on its own: the one that reads is decoded.
+        ("Re: =?utf-8?B?a?= and =?utf-8?q?ok?=", "Re: =?utf-8?B?a?= and ok"),
     ],
 )
 def test_a_subject_the_standard_library_cannot_decode_is_kept_as_sent(
-    subject: str,
+    subject: str, decoded: str
 ) -> None:
     # Found in review: HeaderParseError from email.header ended the whole
     # run with a traceback, and every table was lost.
-    assert decoded_words(subject) == subject
+    assert decoded_words(subject) == decoded
     txn = delivered(b"Subject: " + subject.encode() + b"\r\n", b"250 queued\r\n")
     assert (txn.subject, txn.subject_decoded, txn.status) == (
         subject,
-        subject,
+        decoded,
         "accepted",
     )
 
@@ -1147,6 +1148,25 @@ def test_a_subject_decoded_to_lone_surrogates_gets_replacement_characters(
     assert decoded_words(subject) == decoded
     txn = delivered(b"Subject: " + subject.encode() + b"\r\n", b"250 queued\r\n")
     assert (txn.subject, txn.subject_decoded) == (subject, decoded)
+
+
+@pytest.mark.parametrize(
+    ("subject", "decoded"),
+    [
+        # Found in review: text around the words was read as the standard
+        # library's escapes, so a peer's "\\u000d\\u000a" became CR LF and
+        # "\\u003d" a leading "=" (a spreadsheet formula in the row).
+        (
+            "\\u000d\\u000aX-Injected: yes =?utf-8?q?b?=",
+            "\\u000d\\u000aX-Injected: yes b",
+        ),
+        ("\\u003dcmd =?utf-8?q?b?= \\U0001F600", "\\u003dcmd b \\U0001F600"),
+        # White space between words goes (RFC 2047 6.2), around them stays.
+        ("a  =?utf-8?q?b?=  =?utf-8?q?c?=  d", "a  bc  d"),
+    ],
+)
+def test_text_around_encoded_words_is_kept_as_sent(subject: str, decoded: str) -> None:
+    assert decoded_words(subject) == decoded
 
 
 def test_text_around_encoded_words_keeps_its_characters() -> None:
