@@ -53,7 +53,7 @@ _IP_ETHERTYPES: Final = frozenset({0x0800, 0x86DD})  # IPv4, IPv6
 _VLAN_TPIDS: Final = frozenset({0x8100, 0x88A8, 0x9100})
 # A PPPoE session frame (RFC 2516 5): a DSL subscriber's traffic as an
 # ISP's access router sees it.
-_PPPOE_SESSION: Final = 0x8864
+PPPOE_SESSION: Final = 0x8864
 # PPP protocol numbers (RFC 1661 2, RFC 5072 3) -> the IP version they carry.
 _PPP_IP: Final = {0x0021: 4, 0x0057: 6}
 
@@ -399,7 +399,7 @@ def _after_tags(data: bytes, type_pos: int) -> int:
         ethertype = (data[type_pos] << 8) | data[type_pos + 1]
         if ethertype in _IP_ETHERTYPES:
             return type_pos + 2
-        if ethertype == _PPPOE_SESSION:
+        if ethertype == PPPOE_SESSION:
             return _pppoe(data, type_pos + 2)
         if ethertype not in _VLAN_TPIDS:
             return _NOT_IP
@@ -414,7 +414,7 @@ def _sll2(data: bytes) -> int:
     protocol = (data[0] << 8) | data[1]
     if protocol in _IP_ETHERTYPES:
         return 20
-    if protocol == _PPPOE_SESSION:
+    if protocol == PPPOE_SESSION:
         return _pppoe(data, 20)
     if protocol in _VLAN_TPIDS:
         # The tag's TCI (20-21) and inner EtherType (22-23) open the
@@ -503,7 +503,7 @@ def _scapy_layer(linktype: int) -> Any:
 
     scapy is imported only when a frame of a rare link type first appears:
     it takes about a second to load and is far slower than the code above,
-    which is fine for the odd PPP or radiotap capture and the reason the
+    which is fine for the odd 802.11 or radiotap capture and the reason the
     common link types never come here.
     """
     if linktype not in _scapy_layers:

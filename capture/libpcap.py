@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, TypeVar
 
+from capture.decode import PPPOE_SESSION
 from capture.pcapfile import RawPacket
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,8 @@ def smtp_filter(
     ``vlan`` looks through one or two tags and keeps whatever has a third;
     ``ethertype`` keeps every tagged frame, for link types without ``vlan``
     (Linux cooked capture, as ``tcpdump -i any`` writes); ``none`` for
-    link types that carry no tags (raw IP).
+    link types that carry no tags (raw IP). Both keep every PPPoE session
+    frame too.
     """
     wanted = " or ".join(f"port {port}" for port in sorted(ports))
     tcp = f"(tcp and ({wanted}))"
@@ -290,7 +292,7 @@ def smtp_filter(
         return base
     # PPPoE session frames all pass, for the decoder to read: ``pppoes``
     # moves the offsets as ``vlan`` does, and both cannot come last.
-    pppoe = f"ether proto {_PPPOE_SESSION:#06x}"
+    pppoe = f"ether proto {PPPOE_SESSION:#06x}"
     if tags == "ethertype":
         # The decoder reads any number of tags; BPF here reads none.
         tpids = " or ".join(f"ether proto {tpid:#06x}" for tpid in _TPIDS)
@@ -326,7 +328,6 @@ _Opened = TypeVar("_Opened")
 TAGS = ("vlan", "ethertype", "none")
 # 802.1Q, 802.1ad and the older QinQ tag protocol identifiers.
 _TPIDS = (0x8100, 0x88A8, 0x9100)
-_PPPOE_SESSION = 0x8864  # RFC 2516 5
 
 
 def compiles(linktype: int, expression: str) -> bool:
