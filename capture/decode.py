@@ -54,8 +54,10 @@ _VLAN_TPIDS: Final = frozenset({0x8100, 0x88A8, 0x9100})
 # A PPPoE session frame (RFC 2516 5): a DSL subscriber's traffic as an
 # ISP's access router sees it.
 PPPOE_SESSION: Final = 0x8864
-# PPP protocol numbers (RFC 1661 2, RFC 5072 3) -> the IP version they carry.
+# PPP protocol numbers (RFC 1661 2, RFC 5072 3) and EtherTypes -> the IP
+# version they carry.
 _PPP_IP: Final = {0x0021: 4, 0x0057: 6}
+_ETHERTYPE_IP: Final = {0x0800: 4, 0x86DD: 6}
 
 # Address families in the 4-byte header of BSD loopback captures.
 # AF_INET6 differs by system: 24 NetBSD/OpenBSD, 28 FreeBSD, 30 macOS.
@@ -475,7 +477,7 @@ def _cisco_hdlc(data: bytes) -> int:
     is the only one read (as with EtherTypes behind tags)."""
     if len(data) < 5:
         return _SHORT
-    version = {0x0800: 4, 0x86DD: 6}.get((data[2] << 8) | data[3])
+    version = _ETHERTYPE_IP.get((data[2] << 8) | data[3])
     return 4 if version is not None and data[4] >> 4 == version else _NOT_IP
 
 

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, TypeVar
 
-from capture.decode import PPPOE_SESSION
+from capture.decode import LINKTYPE_PPP, LINKTYPE_PPP_HDLC, PPPOE_SESSION
 from capture.pcapfile import RawPacket
 
 log = logging.getLogger(__name__)
@@ -272,8 +272,8 @@ def smtp_filter(
     ``vlan`` looks through one or two tags and keeps whatever has a third;
     ``ethertype`` keeps every tagged frame, for link types without ``vlan``
     (Linux cooked capture, as ``tcpdump -i any`` writes); ``none`` for
-    link types that carry no tags (raw IP). Both keep every PPPoE session
-    frame too.
+    link types that carry no tags (raw IP). ``vlan`` and ``ethertype``
+    also keep every PPPoE session frame.
     """
     wanted = " or ".join(f"port {port}" for port in sorted(ports))
     tcp = f"(tcp and ({wanted}))"
@@ -331,7 +331,8 @@ _TPIDS = (0x8100, 0x88A8, 0x9100)
 
 
 def compiles(linktype: int, expression: str) -> bool:
-    """Whether libpcap can compile ``expression`` for captures of ``linktype``.
+    """Whether libpcap can compile ``expression`` for captures of ``linktype``
+    (and should: never for ``_FRAMED_OTHERWISE``).
 
     Asked before a stream is handed over that cannot be read twice, where
     ``_open_pipe`` would otherwise try the filter and retry without VLAN
@@ -408,7 +409,7 @@ _COMPILED_MAX = 32
 # also reads frames without HDLC's address and control bytes, with the
 # protocol in one byte, and Cisco's framing: such files are read in Python,
 # so that their tables do not depend on their size.
-_FRAMED_OTHERWISE: Final = frozenset({9, 50})
+_FRAMED_OTHERWISE: Final = frozenset({LINKTYPE_PPP, LINKTYPE_PPP_HDLC})
 
 
 def _set_compiled_filter(lib: Any, handle: int, expression: str) -> None:

@@ -203,7 +203,7 @@ def redacted(verb: str, argument: str, known: bool) -> tuple[str, str, list[str]
         # after the user is the password.
         shown = f"{login[0]} {auth.hide_secrets(login[1], hidden)} {auth.REDACTED}"
         return auth.hide_secrets(verb, hidden), shown, [*hidden, login[2].strip()]
-    if verb.upper() == "LOGIN" and len(login) == 2:
+    if verb.upper() == "LOGIN" and len(login) >= 2:
         # The same without a tag (found in review: "LOGIN nora S3cr3t!21"
         # showed "!21").
         shown = f"{auth.hide_secrets(login[0], hidden)} {auth.REDACTED}"
@@ -1083,7 +1083,7 @@ class SmtpParser:
 
     def _auth_challenge(self, reply: Reply) -> None:
         """Decide what the client's next answer will carry."""
-        if self._auth_mechanism == "LOGIN" and self._auth_expect is not _SPENT:
+        if self._auth_mechanism == "LOGIN" and self._auth_expect != _SPENT:
             prompt = (auth.challenge_text(reply.text) or "").lower()
             self._auth_expect = "user" if prompt.startswith("user") else ""
 

@@ -200,10 +200,9 @@ def decoded_words(value: str) -> str:
     bytes that do not decode become U+FFFD, as a mail client would show
     them; so do the lone surrogates some codecs make. Control characters
     come through: every writer escapes them (``analysis.escape``). Only
-    the first MAX_DECODED characters are
-    decoded: the standard library takes time growing with the square of
-    the number of words, and a 64 KB Subject of them took a tenth of a
-    second.
+    the first MAX_DECODED characters are decoded: the standard library
+    takes time growing with the square of the number of words, and a 64 KB
+    Subject of them took a tenth of a second.
     """
     if "=?" not in value:
         return value

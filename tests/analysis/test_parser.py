@@ -916,6 +916,7 @@ def test_blocking_lines_pipelined_in_one_segment_are_held_in_place() -> None:
         (b"a1 LOGIN bob hunter2", "a1", "LOGIN bob [redacted]"),
         (b'a1 login "bob" "pass word"', "a1", 'login "bob" [redacted]'),
         (b"LOGIN nora S3cr3tPassw0rd!21", "LOGIN", "nora [redacted]"),  # no tag
+        (b"login nora pass S3cr3t!21", "login", "nora [redacted]"),
     ],
 )
 def test_pop3_and_imap_logins_sent_to_smtp_hide_their_password(
