@@ -7,7 +7,11 @@ pandas.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
+
+# As in capture: the command sets up logging (-v); a library caller may.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from analysis.load import load_tables

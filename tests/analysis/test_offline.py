@@ -199,3 +199,24 @@ def test_a_quiet_run_writing_files_never_imports_pandas(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert done.stdout.split("\n")[-2] == "0 []"
+
+
+def test_read_captures_leaves_its_warnings_to_the_caller(tmp_path: Path) -> None:
+    # A library caller (a notebook) finds trouble in stats.errors; Python's
+    # last-resort handler printed each warning on stderr besides.
+    auth = Path(__file__).parents[2] / "pcaps" / "auth.pcap"
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(auth.read_bytes()[:3000])
+    code = (
+        "import sys\n"
+        "from analysis.tables import read_captures\n"
+        "print(len(read_captures([sys.argv[1]]).stats.errors))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(cut)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert (done.stdout, done.stderr) == ("1\n", "")
