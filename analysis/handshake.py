@@ -128,7 +128,7 @@ class HandshakeBuilder:
                 )
             )
             chain = chain[:MAX_CHAIN]
-        infos = [x509.describe(der) for der in chain]
+        infos = [x509.describe(der, leaf=i == 0) for i, der in enumerate(chain)]
         r.chain_sha256 = [info.sha256 for info in infos]
         if not infos:
             return

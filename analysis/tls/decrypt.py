@@ -103,6 +103,12 @@ def decrypt_captures(
 MAX_KEYLOG_LINES = 50_000
 
 
+# A key log line is under 250 bytes (a TLS 1.3 secret of SHA-384 with its
+# label and client random); MAX_KEYLOG_LINES of them fit well in this.
+MAX_KEYLOG_BYTES = 64 << 20
+_CHUNK = 1 << 20
+
+
 # The labels of the NSS key log format that tshark reads (CLIENT_RANDOM for
 # TLS 1.2 and before, the traffic secrets of TLS 1.3, RFC 8446 7.1).
 _KEYLOG_LABELS = (
@@ -121,25 +127,37 @@ def is_keylog(keylog: str) -> bool:
     False also when it cannot be read."""
     try:
         with open(keylog, "rb") as handle:
-            return any(
-                line.lstrip().startswith(_KEYLOG_LABELS)
-                for line in itertools.islice(handle, MAX_KEYLOG_LINES)
-            )
+            head = handle.read(MAX_KEYLOG_BYTES)
     except OSError:
         return False
+    return any(
+        line.lstrip().startswith(_KEYLOG_LABELS)
+        for line in itertools.islice(head.splitlines(), MAX_KEYLOG_LINES)
+    )
 
 
 def _check_keylog_size(keylog: str) -> None:
-    lines = 0
+    """Refuse a key log tshark would take hours over, reading it in chunks:
+    counted line by line, a file without a newline (``/dev/zero``, a
+    binary file named by mistake) was read whole into memory (found in
+    review: a MemoryError traceback)."""
+    lines = size = 0
     try:
         with open(keylog, "rb") as handle:
-            for _ in handle:
-                lines += 1
+            while chunk := handle.read(_CHUNK):
+                size += len(chunk)
+                lines += chunk.count(b"\n")
                 if lines > MAX_KEYLOG_LINES:
                     raise DecryptError(
                         f"{keylog} has more than {MAX_KEYLOG_LINES} lines, which "
                         "tshark would take hours over; keep the lines of the "
                         "sessions wanted (grep their client randoms) and retry"
+                    )
+                if size > MAX_KEYLOG_BYTES:
+                    raise DecryptError(
+                        f"{keylog} is larger than {MAX_KEYLOG_BYTES} bytes, more "
+                        f"than {MAX_KEYLOG_LINES} lines of a key log hold; keep "
+                        "the lines of the sessions wanted and retry"
                     )
     except OSError as exc:
         raise DecryptError(f"cannot read {keylog}: {exc.strerror or exc}") from exc

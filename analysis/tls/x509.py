@@ -39,7 +39,10 @@ class CertificateInfo:
     error: str | None  # why it could not be read
 
 
-def describe(der: bytes) -> CertificateInfo:
+def describe(der: bytes, *, leaf: bool = True) -> CertificateInfo:
+    """``der`` summarised; whether it signed itself is judged for a
+    ``leaf`` only (the tables keep it for the server's own certificate),
+    ``None`` for the others: a signature check is the one costly step."""
     # Imported here: cryptography takes longer to load than a run without
     # certificates (most of them) spends on TLS at all.
     from cryptography import x509
@@ -67,7 +70,7 @@ def describe(der: bytes) -> CertificateInfo:
         sans=sans,
         not_before=not_before,
         not_after=not_after,
-        self_signed=_self_signed(cert),
+        self_signed=_self_signed(cert) if leaf else None,
         error=error,
     )
 
@@ -97,10 +100,40 @@ def _sans(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(dns) + tuple(ips)
 
 
-def _self_signed(cert: x509.Certificate) -> bool:
+# A public exponent past this many bits is no real key's (they use 65537)
+# and is not checked: OpenSSL takes any exponent up to 3072-bit moduli, and
+# an exponent as long as the modulus made each check a full-size modular
+# exponentiation, 6 ms a certificate, 100 in a chain: 4.5 s per MB of
+# capture (found in review).
+MAX_RSA_EXPONENT_BITS = 64
+# DSA's modulus is bounded by what OpenSSL verifies (10,000 bits), past
+# the largest size DSA certificates use (FIPS 186-4: 3072).
+MAX_DSA_MODULUS_BITS = 3072
+
+
+def _cheap_to_check(cert: x509.Certificate) -> bool:
+    """Whether checking a signature with the certificate's key costs what
+    a real key's check does."""
+    from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return key.public_numbers().e.bit_length() <= MAX_RSA_EXPONENT_BITS
+    if isinstance(key, dsa.DSAPublicKey):
+        return key.key_size <= MAX_DSA_MODULUS_BITS
+    return True
+
+
+def _self_signed(cert: x509.Certificate) -> bool | None:
     # Self-signed: issued by its own subject and its signature checks out
     # with its own public key (RFC 5280 6.1: a self-issued, self-signed cert).
+    # None: a self-issued certificate whose key is too costly to check.
     if cert.issuer != cert.subject:
+        return False
+    try:
+        if not _cheap_to_check(cert):
+            return None
+    except Exception:  # a key it cannot read: the check below fails too
         return False
     try:
         cert.verify_directly_issued_by(cert)

@@ -43,6 +43,23 @@ def test_an_overlong_key_log_is_refused_before_tshark_runs(tmp_path: Path) -> No
     decrypt._check_keylog_size(str(keylog))
 
 
+def test_a_key_log_without_newlines_is_refused_in_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counted line by line, /dev/zero or a large file with no newline was
+    # read whole into memory: a MemoryError traceback (found in review).
+    monkeypatch.setattr(decrypt, "MAX_KEYLOG_BYTES", 3 << 20)
+    keylog = tmp_path / "zeros.keylog"
+    keylog.write_bytes(b"\0" * (3 << 20))
+    decrypt._check_keylog_size(str(keylog))
+    keylog.write_bytes(b"\0" * ((3 << 20) + 1))
+    with pytest.raises(decrypt.DecryptError, match="larger than 3145728 bytes"):
+        decrypt._check_keylog_size(str(keylog))
+    assert not decrypt.is_keylog(str(keylog))
+    keylog.write_bytes(b"\0" * 100 + b"\nCLIENT_RANDOM 00 11\n")
+    assert decrypt.is_keylog(str(keylog))
+
+
 def test_a_connection_that_sends_nothing_costs_little_memory() -> None:
     # A SYN flood or port scan on port 25 opens a connection per SYN, each
     # held until the attempt timeout: its reassembly state, parser and
