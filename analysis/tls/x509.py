@@ -14,6 +14,7 @@ certificate's error, never the run's.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -42,7 +43,18 @@ class CertificateInfo:
 def describe(der: bytes, *, leaf: bool = True) -> CertificateInfo:
     """``der`` summarised; whether it signed itself is judged for a
     ``leaf`` only (the tables keep it for the server's own certificate),
-    ``None`` for the others: a signature check is the one costly step."""
+    ``None`` for the others: a signature check is the one costly step.
+
+    ``cryptography`` warns about what a peer chose (a DSA key, a negative
+    serial number): those warnings went to stderr, a peer's to choose, and
+    are silenced here (found in review).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _describe(der, leaf)
+
+
+def _describe(der: bytes, leaf: bool) -> CertificateInfo:
     # Imported here: cryptography takes longer to load than a run without
     # certificates (most of them) spends on TLS at all.
     from cryptography import x509

@@ -145,3 +145,30 @@ def test_only_the_leaf_is_checked_for_a_self_signature() -> None:
     assert describe(der).self_signed is True
     assert describe(der, leaf=False).self_signed is None
     assert describe(der, leaf=False).subject == "CN=mx.example.org"
+
+
+def test_a_peer_chosen_key_makes_no_warning() -> None:
+    # cryptography warns that DSA is deprecated: on stderr, at a peer's
+    # choosing, during read and check (found in review).
+    import warnings
+
+    from cryptography.hazmat.primitives.asymmetric import dsa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        key = dsa.generate_private_key(2048)
+        der = (
+            x509.CertificateBuilder()
+            .subject_name(NAME)
+            .issuer_name(NAME)
+            .public_key(key.public_key())
+            .serial_number(1)
+            .not_valid_before(START)
+            .not_valid_after(datetime.datetime(2030, 1, 1, tzinfo=UTC))
+            .sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.DER)
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = describe(der)
+    assert (info.self_signed, [str(w.message) for w in caught]) == (True, [])
