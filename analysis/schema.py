@@ -69,6 +69,12 @@ _NB = Kind.NULLABLE_BOOL
 _S = Kind.STRING
 _SL = Kind.STRING_LIST
 
+# Why cert_self_signed may be missing (analysis.tls.x509).
+_UNCHECKED = (
+    " (missing when it cannot be read, or its key is too costly to check:"
+    " an RSA exponent past 64 bits)"
+)
+
 SESSIONS: tuple[Column, ...] = (
     Column("session_id", _S, "identifier shared by all rows of one connection"),
     Column("start", _T, "first packet of the connection"),
@@ -123,7 +129,11 @@ SESSIONS: tuple[Column, ...] = (
     Column("cert_subject", _S, "subject of the server certificate (TLS 1.2-)"),
     Column("cert_issuer", _S, "issuer of the server certificate"),
     Column("cert_sha256", _S, "SHA-256 of the server certificate (DER)"),
-    Column("cert_self_signed", _NB, "whether the server certificate signed itself"),
+    Column(
+        "cert_self_signed",
+        _NB,
+        "whether the server certificate signed itself" + _UNCHECKED,
+    ),
     Column("starttls_offered", _B, "a clear-text EHLO reply listed STARTTLS"),
     Column("starttls_attempted", _B, "the client sent STARTTLS"),
     Column("starttls_reply", _NI, "reply code to STARTTLS"),
@@ -267,7 +277,7 @@ TLS: tuple[Column, ...] = (
         "end of its validity; missing past 2262 (9999-12-31: no expiration)",
     ),
     Column("cert_sha256", _S, "SHA-256 of its DER encoding"),
-    Column("cert_self_signed", _NB, "whether it signed itself"),
+    Column("cert_self_signed", _NB, "whether it signed itself" + _UNCHECKED),
     Column(
         "chain_sha256",
         _SL,
