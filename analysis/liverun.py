@@ -72,6 +72,9 @@ class _Summary:
     # ReassemblyStats.handshakes_from_smtp_ports, at the end
     opened_from_smtp_ports: int = 0
     outputs: list[str] = field(default_factory=list)
+    # Why an output failed (a full disk): the capture then stops as on
+    # SIGTERM, so that the other output is whole, and the exit status is 1.
+    failed: str | None = None
 
 
 class _StopFlag:
@@ -178,12 +181,21 @@ def run_live(args: argparse.Namespace) -> int:
         monitor = Monitor(time.time_ns())
 
         def on_row(table: str, record: object) -> None:
+            nonlocal out
             summary.rows += 1
             if isinstance(record, Alert):
                 _count_alert(monitor, record)
             if out is not None:
-                out.write(json_line(table, record))
-                out.flush()
+                try:
+                    out.write(json_line(table, record))
+                    out.flush()
+                except BrokenPipeError:
+                    raise  # the reader's choice: exit 141 in silence (cli)
+                except OSError as exc:
+                    where = "standard output" if args.output == "-" else args.output
+                    summary.failed = cli._os_error_message(exc, where, "write")
+                    _let_go(out)
+                    out = None
 
         def on_session(result: SessionResult) -> None:
             monitor.add(result, time.time_ns())
@@ -203,16 +215,26 @@ def run_live(args: argparse.Namespace) -> int:
         names = ", ".join(args.interfaces)
         print(f"{cli.PROG}: listening on {names}", file=sys.stderr, flush=True)
         flag = _StopFlag()
+
+        def stopped() -> bool:
+            if pcap is not None and pcap.error is not None and summary.failed is None:
+                failed = pcap.error  # the file a rotation could not open, say
+                summary.failed = cli._os_error_message(
+                    failed, failed.filename or args.write, "write"
+                )
+            return flag() or summary.failed is not None
+
         with _signals_stop(flag), view:
             run(
                 source,
                 analyzer,
-                flag,
+                stopped,
                 options=LoopOptions(duration_s=args.duration),
                 pcap=pcap,
                 on_tick=view.tick,
             )
             view.tick(force=True)
+        stopped()  # the last flush may be the one that failed
         summary.forgotten = analyzer.alerts.singles_forgotten
         opened = analyzer.reassembler.stats.handshakes_from_smtp_ports
         summary.opened_from_smtp_ports = opened
@@ -222,7 +244,19 @@ def run_live(args: argparse.Namespace) -> int:
                 + ", ".join(str(p) for p in pcap.files)
             )
     _print_summary(monitor, summary, flag)
+    if summary.failed is not None:
+        return cli.Exit.INPUT
     return cli.Exit.OK
+
+
+def _let_go(out: TextIO) -> None:
+    """Close a row output that failed, or stop standard output's writes:
+    its buffer would fail again on the way out, with a traceback."""
+    if out is sys.stdout:
+        cli._discard_stdout()
+        return
+    with contextlib.suppress(OSError):
+        out.close()  # closed even where the flush in it fails
 
 
 class _Views:
@@ -275,7 +309,9 @@ class _Views:
 def _print_summary(monitor: Monitor, summary: _Summary, flag: _StopFlag) -> None:
     m = monitor
     why = "duration reached"
-    if flag.signal is not None:
+    if summary.failed is not None:
+        why = f"stopped: {summary.failed}"
+    elif flag.signal is not None:
         why = f"stopped by {signal.Signals(flag.signal).name}"
     lines = [
         f"{why}: {m.capture.received:,} packets captured, "

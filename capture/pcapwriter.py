@@ -90,7 +90,13 @@ def packet_block(interface: int, ts_ns: int, data: bytes, wire_len: int) -> byte
 
 
 class RotatingWriter:
-    """Writes packets of ``interfaces`` to ``path``, rotating as configured."""
+    """Writes packets of ``interfaces`` to ``path``, rotating as configured.
+
+    A write that fails after the first file is open (a full disk, a file
+    the next rotation cannot create) is not raised: the writer keeps it in
+    ``error``, closes its file and writes nothing more, so that the caller
+    can stop as it chooses, with its other outputs whole.
+    """
 
     def __init__(
         self,
@@ -110,27 +116,44 @@ class RotatingWriter:
         self._first_ts: int | None = None
         self.files: list[Path] = []  # every file started, in order
         self.packets = 0
+        self.error: OSError | None = None
         self._open_next()
 
     def write(self, interface: int, ts_ns: int, data: bytes, wire_len: int) -> None:
-        if self._due(ts_ns):
-            self._open_next()
-        if self._first_ts is None:
-            self._first_ts = ts_ns
-        block = packet_block(interface, ts_ns, data, wire_len)
-        assert self._file is not None
-        self._file.write(block)
+        if self.error is not None:
+            return
+        try:
+            if self._due(ts_ns):
+                self._open_next()
+            if self._first_ts is None:
+                self._first_ts = ts_ns
+            block = packet_block(interface, ts_ns, data, wire_len)
+            assert self._file is not None
+            self._file.write(block)
+        except OSError as exc:
+            self._failed(exc)
+            return
         self._size += len(block)
         self.packets += 1
 
     def flush(self) -> None:
         if self._file is not None:
-            self._file.flush()
+            try:
+                self._file.flush()
+            except OSError as exc:
+                self._failed(exc)
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()  # closed even where its last flush fails
+            except OSError as exc:
+                self.error = self.error or exc
+
+    def _failed(self, exc: OSError) -> None:
+        self.error = exc
+        self.close()
 
     def __enter__(self) -> RotatingWriter:
         return self

@@ -336,3 +336,47 @@ def test_sigterm_writes_open_sessions(
     assert [t["status"] for t in transactions] == ["incomplete"]
     assert "1 interrupted" in log.read_text()
     procs.stop(client, signal.SIGKILL)
+
+
+@pytest.mark.usefixtures("server")
+@pytest.mark.parametrize("failing", ["rows", "packets"])
+def test_an_output_that_fails_stops_live_cleanly_with_the_other_whole(
+    failing: str, lab: Lab, procs: Processes, tmp_path: Path
+) -> None:
+    # Found in review: a write that failed (a full disk) ended live in a
+    # traceback, with the other output cut short. Now live stops as on
+    # SIGTERM, says why, and exits 1. The rows go to a full disk; the
+    # packets to files of 2 kB, the second of which cannot be made.
+    rows, pcap, log = tmp_path / "rows.jsonl", tmp_path / "p.pcap", tmp_path / "log"
+    (tmp_path / "p-00001.pcap").mkdir()
+    rows_to = "/dev/full" if failing == "rows" else str(rows)
+    size = ["-C", "0.002"] if failing == "packets" else []
+    live = procs.start(
+        lab.client_ns,
+        sys.executable, "-m", "analysis", "live", "-i", lab.client_if,
+        "-o", rows_to, "-w", str(pcap), *size, "--no-dashboard",
+        stdout=subprocess.DEVNULL, stderr=log.open("wb"),
+    )  # fmt: skip
+    _wait_for(lambda: b"listening on" in log.read_bytes(), "smtpscope live")
+    client = procs.start(
+        lab.client_ns, sys.executable, "-c", CLIENT, lab.server_ip, "mail"
+    )
+    assert client.wait(timeout=30) == 0
+    assert live.wait(timeout=30) == 1  # it stopped by itself
+    text = log.read_text()
+    assert "Traceback" not in text
+    if failing == "rows":
+        assert "stopped: cannot write /dev/full: No space left on device" in text
+        # What was captured until then is in the packets' file, whole.
+        read_dir = tmp_path / "read"
+        subprocess.run(
+            [sys.executable, "-m", "analysis", "read", str(pcap), "-o",
+             str(read_dir), "-q"],
+            cwd=ROOT, check=True, timeout=60,
+        )  # fmt: skip
+        assert (read_dir / "sessions.jsonl").read_text().count("\n") >= 1
+    else:
+        assert f"stopped: cannot write {tmp_path / 'p-00001.pcap'}: Is a " in text
+        # The session open at the stop is written, as at a SIGTERM.
+        sessions = [r for r in _rows(rows) if r["table"] == "sessions"]
+        assert sessions and sessions[-1]["close"] == "interrupted"

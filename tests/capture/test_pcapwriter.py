@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+
+import pytest
 
 from capture.pcapfile import open_capture
 from capture.pcapwriter import InterfaceInfo, RotatingWriter
@@ -55,3 +58,31 @@ def test_rotation_by_size_and_time(tmp_path: Path) -> None:
     assert 2 <= len(by_time.files) <= 4
     assert by_time.files[0].name == "t-00000.pcap"
     assert _read(by_time.files) == packets
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_is_kept_in_error_not_raised() -> None:
+    # Found in review: live's -w on a full disk ended in a traceback, and the
+    # rows it had not written yet were lost.
+    packets = _packets()
+    writer = RotatingWriter("/dev/full", INTERFACES)
+    for packet in packets:
+        writer.write(*packet)
+    writer.flush()
+    writer.close()
+    assert writer.error is not None and writer.error.errno == errno.ENOSPC
+    writer.write(*packets[0])  # nothing more is tried
+    writer.close()
+
+
+def test_a_rotation_that_cannot_open_its_file_is_kept_in_error(
+    tmp_path: Path,
+) -> None:
+    packets = _packets()
+    with RotatingWriter(tmp_path / "s.pcapng", INTERFACES, max_bytes=4000) as writer:
+        (tmp_path / "s-00001.pcapng").mkdir()  # where the next file would go
+        for packet in packets:
+            writer.write(*packet)
+    assert isinstance(writer.error, IsADirectoryError)
+    assert writer.files == [tmp_path / "s-00000.pcapng"]
+    assert _read(writer.files) == packets[: writer.packets]
