@@ -599,15 +599,20 @@ def evicted_warning(evicted: int, limit: int | None, jobs: int) -> str:
 
 
 def forgotten_warning(forgotten: int) -> str:
-    """What to say when the detectors forgot observations (see
+    """What to say when the detectors let keys go early (see
     ``AlertEngine.singles_forgotten``)."""
-    were = "observation was" if forgotten == 1 else "observations were"
-    kept = detect_engine.MAX_SINGLE
+    were = (
+        "client (or other key) was"
+        if forgotten == 1
+        else "clients (or other keys) were"
+    )
     return (
-        f"warning: {forgotten:,} {were} forgotten by the detectors before "
-        f"their rule's window ended: more than {kept:,} clients (or other "
-        "keys) were seen once within it; a client that came back up to "
-        "exactly its rule's threshold after that may have gone unreported"
+        f"warning: {forgotten:,} {were} let go by the detectors before "
+        "their rule's window ended, under a flood of distinct ones (more "
+        f"than {detect_engine.MAX_SINGLE:,} seen once, or "
+        f"{detect_engine.MAX_TRACKERS:,} counted by one rule): a client that "
+        "came back to its rule's threshold after that may have gone "
+        "unreported, and an alert let go ended early"
     )
 
 

@@ -31,6 +31,13 @@ from analysis.records import SessionResult
 MAX_EXAMPLES = 3
 # Keys seen once that are kept (see AlertEngine._single): about 35 MB.
 MAX_SINGLE = 100_000
+# Trackers kept per kind (see AlertEngine._let_go): a flood of distinct
+# clients that each try to relay once opens an incident per client, each
+# held for its rule's window (an hour), about 1 KB apiece: 20,000 clients
+# in 85 s took 20 MB of them in review, and nothing bounded the rest of
+# the hour. Per kind, so that every share of the detectors under -j lets
+# the same ones go.
+MAX_TRACKERS = 50_000
 # Kinds counted per user name rather than per client.
 _PER_USER = frozenset({"auth_user_many_clients"})
 # Kinds counted per server, from every session to it. Only their hits
@@ -211,6 +218,8 @@ class AlertEngine:
         picked = range(len(DETECTORS)) if share is None else sorted(set(share))
         self._judged = [(i, self._detectors[i]) for i in picked]
         self._trackers: dict[tuple[str, tuple[str, ...]], Tracker] = {}
+        # The keys of each kind's trackers, oldest first (see MAX_TRACKERS).
+        self._kind_keys: dict[str, dict[tuple[str, ...], None]] = {}
         # Keys seen once within their window, by their one observation, for
         # rules that need more than one to cross: a flood from spoofed
         # addresses brings one session per client, and a Tracker holding it
@@ -220,6 +229,8 @@ class AlertEngine:
         self._single: OrderedDict[tuple[str, tuple[str, ...]], Observation] = (
             OrderedDict()
         )
+        # Keys let go before their window ended: single observations past
+        # MAX_SINGLE, trackers past MAX_TRACKERS.
         self.singles_forgotten = 0
         self._next_sweep = 0
 
@@ -252,7 +263,7 @@ class AlertEngine:
                 rule = self.rules.rule(obs.kind)
                 if not rule.enabled:
                     continue
-                tracker = self._tracker(obs, rule, now)
+                tracker = self._tracker(obs, rule, now, alerts)
                 if tracker is None:
                     continue
                 incident = tracker.expire(now)
@@ -273,6 +284,7 @@ class AlertEngine:
                 alerts.append(self._alert(kind, key, incident))
             if tracker.idle:
                 del self._trackers[(kind, key)]
+                del self._kind_keys[kind][key]
         for slot, obs in list(self._single.items()):
             if obs.ts < now - self.rules.rule(slot[0]).window_ns:
                 del self._single[slot]  # as its tracker would forget it
@@ -286,12 +298,16 @@ class AlertEngine:
             if incident is not None:
                 alerts.append(self._alert(kind, key, incident))
         self._trackers.clear()
+        self._kind_keys.clear()
         self._single.clear()  # one observation never crosses: see _tracker
         return alerts
 
-    def _tracker(self, obs: Observation, rule: Rule, now: int) -> Tracker | None:
+    def _tracker(
+        self, obs: Observation, rule: Rule, now: int, alerts: list[Alert]
+    ) -> Tracker | None:
         """The tracker ``obs`` goes to; None when it is its key's only one
-        (kept in ``_single``, not counted yet)."""
+        (kept in ``_single``, not counted yet). The alert of a tracker let
+        go to make room is added to ``alerts``."""
         slot = (obs.kind, obs.key)
         tracker = self._trackers.get(slot)
         if tracker is not None:
@@ -321,8 +337,23 @@ class AlertEngine:
         # What the tracker would hold had it taken ``first`` when it came.
         if first is not None:
             tracker.add(first)
+        keys = self._kind_keys.setdefault(obs.kind, {})
+        if len(keys) >= MAX_TRACKERS:
+            self._let_go(obs.kind, next(iter(keys)), alerts)
+        keys[obs.key] = None
         self._trackers[slot] = tracker
         return tracker
+
+    def _let_go(self, kind: str, key: tuple[str, ...], alerts: list[Alert]) -> None:
+        """Drop the tracker of ``key``: its incident ends now, as at the end
+        of the input (a later observation of the key opens another), and a
+        count short of the threshold is forgotten, as a single one is."""
+        tracker = self._trackers.pop((kind, key))
+        del self._kind_keys[kind][key]
+        incident = tracker.finish()
+        if incident is not None:
+            alerts.append(self._alert(kind, key, incident))
+        self.singles_forgotten += 1
 
     def _alert(self, kind: str, key: tuple[str, ...], incident: Incident) -> Alert:
         rule = self.rules.rule(kind)

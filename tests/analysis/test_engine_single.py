@@ -32,12 +32,15 @@ class ReferenceEngine(AlertEngine):
     """The engine as it was: a Tracker for every key from its first
     observation (for the kinds of these streams, none counted per server)."""
 
-    def _tracker(self, obs: Observation, rule: Rule, now: int) -> Tracker | None:
+    def _tracker(
+        self, obs: Observation, rule: Rule, now: int, alerts: list[Alert]
+    ) -> Tracker | None:
         slot = (obs.kind, obs.key)
         tracker = self._trackers.get(slot)
         if tracker is None:
             tracker = Tracker(rule.threshold, rule.window_ns, rule.min_ratio)
             self._trackers[slot] = tracker
+            self._kind_keys.setdefault(obs.kind, {})[obs.key] = None
         return tracker
 
 

@@ -19,6 +19,7 @@ from analysis import detecthelp
 from analysis.cli import build_parser, main
 from analysis.detect import engine
 from analysis.pipeline import DEFAULT_MAX_CONNECTIONS, SessionTracker
+from analysis.records import SessionResult
 from analysis.session import SessionBuilder
 from capture.decode import RST as RST_FLAG
 from capture.decode import SYN
@@ -235,10 +236,11 @@ def test_observations_the_detectors_forget_are_reported(
     monkeypatch.setattr(detecthelp, "MIN_SESSIONS", 0)
     capture = flood(tmp_path, 300, 1000, answered=True)
     warning = (
-        "smtpscope: warning: 200 observations were forgotten by the detectors "
-        "before their rule's window ended: more than 100 clients (or other "
-        "keys) were seen once within it; a client that came back up to "
-        "exactly its rule's threshold after that may have gone unreported\n"
+        "smtpscope: warning: 200 clients (or other keys) were let go by the "
+        "detectors before their rule's window ended, under a flood of "
+        "distinct ones (more than 100 seen once, or 50,000 counted by one "
+        "rule): a client that came back to its rule's threshold after that "
+        "may have gone unreported, and an alert let go ended early\n"
     )
     for jobs in ("1", "2"):
         assert main(["read", "-q", "-j", jobs, capture]) == 0
@@ -415,3 +417,39 @@ def test_what_is_held_stays_small_however_it_comes() -> None:
     assert held.anomalies == 5000
     assert held.size == 4096 and held.unread == 5000 - 4096
     assert len(held.actions) <= 2 * MAX_HELD_ANOMALIES + 2
+
+
+def _relay_attempt(n: int) -> SessionResult:
+    """Client 10.0.0.n tries to relay once, a second after client n - 1."""
+    conn = Connection(n, f"10.0.0.{n}", 40000, "192.0.2.25", 25, first_ts=n * 10**9)
+    builder = SessionBuilder(conn, frozenset({465}))
+    steps = [
+        (Direction.SERVER, b"220 mx ESMTP\r\n"),
+        (Direction.CLIENT, b"EHLO bot\r\n"),
+        (Direction.SERVER, b"250 mx\r\n"),
+        (Direction.CLIENT, b"MAIL FROM:<a@b.example>\r\n"),
+        (Direction.SERVER, b"250 ok\r\n"),
+        (Direction.CLIENT, b"RCPT TO:<c@d.example>\r\n"),
+        (Direction.SERVER, b"554 5.7.1 Relay access denied\r\n"),
+    ]
+    for k, (side, data) in enumerate(steps, start=1):
+        builder.data(side, data, n * 10**9 + k)
+    return builder.close(n * 10**9 + 100, "fin")
+
+
+def test_open_alerts_past_the_limit_end_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found in review: a flood of distinct clients that each try to relay
+    # once opens an incident per client, held for the rule's hour; nothing
+    # bounded them. Past MAX_TRACKERS of one kind the oldest ends at once.
+    monkeypatch.setattr(engine, "MAX_TRACKERS", 3)
+    alerts = engine.AlertEngine()
+    early = []
+    for n in range(1, 6):
+        early += [a.client_ip for a in alerts.feed(_relay_attempt(n))]
+    assert early == ["10.0.0.1", "10.0.0.2"]
+    assert sorted(a.client_ip for a in alerts.finish()) == [
+        "10.0.0.3",
+        "10.0.0.4",
+        "10.0.0.5",
+    ]
+    assert alerts.singles_forgotten == 2
