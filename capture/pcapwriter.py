@@ -172,6 +172,8 @@ class RotatingWriter:
 
     def _open_next(self) -> None:
         self.close()
+        if self.error is not None:
+            raise self.error  # the file before could not be written whole
         path = self._path
         if self._rotating:
             suffix = self._path.suffix or ".pcapng"

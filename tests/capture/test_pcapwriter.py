@@ -86,3 +86,27 @@ def test_a_rotation_that_cannot_open_its_file_is_kept_in_error(
     assert isinstance(writer.error, IsADirectoryError)
     assert writer.files == [tmp_path / "s-00000.pcapng"]
     assert _read(writer.files) == packets[: writer.packets]
+
+
+def test_a_file_that_cannot_be_closed_ends_the_writing(tmp_path: Path) -> None:
+    # Its last bytes failed to reach the disk at a rotation: no file is
+    # begun after one left incomplete.
+    packets = _packets()
+    writer = RotatingWriter(tmp_path / "s.pcapng", INTERFACES, max_bytes=4000)
+    first = writer._file
+    assert first is not None
+
+    class Full:
+        def __getattr__(self, name: str) -> object:
+            return getattr(first, name)
+
+        def close(self) -> None:
+            first.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer._file = Full()  # type: ignore[assignment]
+    for packet in packets:
+        writer.write(*packet)
+    writer.close()
+    assert writer.error is not None and writer.error.errno == errno.ENOSPC
+    assert writer.files == [tmp_path / "s-00000.pcapng"]
