@@ -191,7 +191,8 @@ def redacted(verb: str, argument: str, known: bool) -> tuple[str, str, list[str]
         return verb, auth.REDACTED, [argument.strip()]
     if known:
         return verb, argument, hidden
-    if verb.upper() == "PASS" and argument:
+    upper = verb.upper()
+    if upper == "PASS" and argument:
         # POP3's PASS (RFC 1939 7), sent to an SMTP port by a client set up
         # wrong or a scanner: the argument is a password, whatever it looks
         # like (found in review: "PASS hunter2" was shown, and "PASS
@@ -203,13 +204,13 @@ def redacted(verb: str, argument: str, known: bool) -> tuple[str, str, list[str]
         # after the user is the password.
         shown = f"{login[0]} {auth.hide_secrets(login[1], hidden)} {auth.REDACTED}"
         return auth.hide_secrets(verb, hidden), shown, [*hidden, login[2].strip()]
-    if verb.upper() == "LOGIN" and len(login) >= 2:
+    if upper == "LOGIN" and len(login) >= 2:
         # The same without a tag (found in review: "LOGIN nora S3cr3t!21"
         # showed "!21").
         shown = f"{auth.hide_secrets(login[0], hidden)} {auth.REDACTED}"
         return verb, shown, [*hidden, argument.split(None, 1)[1].strip()]
     shown_verb = auth.hide_secrets(verb, hidden)
-    if "AUTH" in verb.upper() and argument:
+    if "AUTH" in upper and argument:
         # "\\0AUTH PLAIN <b64>", "AUTH=LOGIN <b64>" and the like: an initial
         # response, perhaps of letters only; one word alone is taken for one.
         if len(argument.split()) > 1:
