@@ -199,6 +199,9 @@ class _Parser(argparse.ArgumentParser):
         self.plugin_name = plugin_name
 
     def error(self, message: str) -> NoReturn:
+        # argparse quotes what it names with repr, but a message of ours
+        # (a --rules file that cannot be read) may carry the path as typed.
+        message = escape_controls(message)
         if self.plugin_name is None:
             super().error(message)
         print(f"{self.plugin_name} UNKNOWN - usage: {plugin_text(message)}")
@@ -265,6 +268,7 @@ def _add_read_command(
     )
     read.add_argument(
         "--tls-keylog",
+        type=_keylog_file,
         metavar="KEYLOG",
         help="decrypt the TLS sessions whose keys are in KEYLOG (NSS key log "
         "format, as written by SSLKEYLOGFILE) with tshark, and parse the SMTP "
@@ -412,15 +416,11 @@ def _run_read(args: argparse.Namespace) -> int:
         except ExportError as exc:
             _error(str(exc))
             return Exit.INPUT
-    if args.tls_keylog is not None:
-        if not decrypt.tshark_available():
-            _error(
-                "--tls-keylog needs tshark, which is not installed; "
-                + decrypt.INSTALL_HINT
-            )
-            return Exit.INPUT
-        if not _check_readable(args.tls_keylog):
-            return Exit.USAGE
+    if args.tls_keylog is not None and not decrypt.tshark_available():
+        _error(
+            "--tls-keylog needs tshark, which is not installed; " + decrypt.INSTALL_HINT
+        )
+        return Exit.INPUT
     readable = [path for path in args.captures if _check_readable(path)]
     failed = len(readable) < len(args.captures)
     if not readable:
@@ -921,14 +921,18 @@ def _check_readable(path: str) -> bool:
     if path == "-":
         return True
     try:
-        if stat.S_ISDIR(os.stat(path).st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-        if not os.access(path, os.R_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        _require_readable(path)
     except OSError as exc:
         _error(_os_error_message(exc, path))
         return False
     return True
+
+
+def _require_readable(path: str) -> None:
+    if stat.S_ISDIR(os.stat(path).st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if not os.access(path, os.R_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
 
 
 class _ProgressBar:
@@ -1008,6 +1012,16 @@ def rules_file(path: str) -> Rules:
         return load_rules(path)
     except RulesError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _keylog_file(path: str) -> str:
+    """A key log that can be read, checked as --rules is: a usage error
+    before anything is read. Its contents are tshark's to judge."""
+    try:
+        _require_readable(path)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(_os_error_message(exc, path)) from None
+    return path
 
 
 def _row_limit(text: str) -> int:

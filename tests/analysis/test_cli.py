@@ -506,6 +506,46 @@ def test_a_rules_file_nested_too_deeply_is_a_usage_error(
     assert fake.calls == []
 
 
+def test_a_key_log_that_cannot_be_read_is_a_usage_error_like_rules(
+    fake: FakePipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It exited 2 as a usage error, but without the usage line and the
+    # option's name that a --rules file that cannot be read gets.
+    capture = str(PCAPS / "auth.pcap")
+    missing = tmp_path / "keys.log"
+    assert main(["read", capture, "--tls-keylog", str(missing)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("usage: smtpscope read ")
+    assert err.endswith(
+        f"\nsmtpscope read: error: argument --tls-keylog: cannot read {missing}: "
+        "No such file or directory\n"
+    )
+
+    assert main(["read", capture, "--tls-keylog", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"--tls-keylog: cannot read {tmp_path}: Is a directory\n"
+    )
+    assert fake.calls == []
+
+
+def test_usage_errors_escape_what_the_user_typed(
+    fake: FakePipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A --rules path that cannot be read reached the terminal as typed,
+    # escape sequences included; the capture's own path was escaped.
+    odd = f"{tmp_path}/\x1b[31mred"
+    for option in ("--rules", "--tls-keylog"):
+        assert main(["read", str(PCAPS / "auth.pcap"), option, odd]) == 2
+        err = capsys.readouterr().err
+        assert "\x1b" not in err
+        assert err.endswith(
+            f"error: argument {option}: cannot read {tmp_path}/\\x1b[31mred: "
+            "No such file or directory\n"
+        )
+    assert fake.calls == []
+
+
 def test_live_metrics_address_in_use_is_named_as_given(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -339,9 +339,8 @@ def test_keylog_without_tshark_says_how_to_install(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(decrypt, "tshark_available", lambda: False)
-    status = main(
-        ["read", str(PCAPS / "starttls.pcap"), "--tls-keylog", str(PCAPS / "x")]
-    )
+    keylog = str(PCAPS / "starttls.keylog")
+    status = main(["read", str(PCAPS / "starttls.pcap"), "--tls-keylog", keylog])
     assert status == 1
     err = capsys.readouterr().err
     assert "needs tshark, which is not installed" in err
