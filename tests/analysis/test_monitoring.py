@@ -409,6 +409,27 @@ def test_check_stopped_part_way_says_so(
     )
 
 
+@pytest.mark.parametrize("where", ["analyze", "finish"])
+def test_check_stopped_outside_the_reading_still_gives_a_status_line(
+    where: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stop before the reading began (the spool being made) or after it
+    # (the detectors' judgement) ended check with exit 130 and no line,
+    # which a monitoring system cannot read.
+    from analysis import liverun
+
+    def stopped(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(
+        liverun.pipeline if where == "analyze" else liverun, where, stopped
+    )
+    assert cli.main(["check", "-r", str(PCAPS / "auth.pcap")]) == 3
+    assert capsys.readouterr().out == (
+        "SMTPSCOPE UNKNOWN - stopped before anything could be judged\n"
+    )
+
+
 def test_live_says_what_was_opened_from_smtp_ports(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
