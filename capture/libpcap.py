@@ -41,6 +41,7 @@ from capture.pcapfile import RawPacket
 
 log = logging.getLogger(__name__)
 
+_PRECISION_MICRO = 0  # PCAP_TSTAMP_PRECISION_MICRO
 _PRECISION_NANO = 1  # PCAP_TSTAMP_PRECISION_NANO
 _ERRBUF_SIZE = 256  # PCAP_ERRBUF_SIZE
 _NS_PER_S = 1_000_000_000
@@ -354,20 +355,28 @@ def compiles(linktype: int, expression: str) -> bool:
         lib.pcap_close(handle)
 
 
-def open_filtered(path: str, expression: str) -> FilteredReader:
-    """Open a classic pcap file with a BPF filter applied by libpcap."""
-    lib, handle, buffer = _open_with_filter(path, expression)
-    return FilteredReader(lib, handle, buffer)
+def open_filtered(path: str, expression: str, *, nano: bool = True) -> FilteredReader:
+    """Open a classic pcap file with a BPF filter applied by libpcap; its
+    times in microseconds unless ``nano`` (see _open_with_filter)."""
+    lib, handle, buffer = _open_with_filter(path, expression, nano=nano)
+    return FilteredReader(lib, handle, buffer, nano=nano)
 
 
 def _open_with_filter(
-    path: str, expression: str, fd: int | None = None
+    path: str, expression: str, fd: int | None = None, *, nano: bool = True
 ) -> tuple[Any, int, Any]:
     """libpcap's handle on ``path`` with the filter set, and its read buffer.
 
     With ``fd`` (the read end of a pipe that ``path``'s capture comes
     through), libpcap reads that instead, and owns it from then on: it is
     closed with the handle, or here on failure.
+
+    ``nano``: hand times over in nanoseconds, as pcapng and nanosecond pcap
+    files need; else in microseconds, as a microsecond pcap file holds them.
+    libpcap scales a microsecond fraction to nanoseconds without a check,
+    and pcap_dump writes it in 32 bits: a forged fraction of 5,000,000 came
+    out another time than the Python reader's (found in review). Read as
+    stored, it is handed over as stored.
 
     The buffer (None when libpcap opened the file itself) must outlive the
     handle: stdio reads into it until pcap_close.
@@ -378,12 +387,13 @@ def _open_with_filter(
             os.close(fd)
         raise LibpcapError("libpcap is not available")
     errbuf = ctypes.create_string_buffer(_ERRBUF_SIZE)
-    handle, buffer = _open_buffered(lib, path, errbuf, fd)
+    precision = _PRECISION_NANO if nano else _PRECISION_MICRO
+    handle, buffer = _open_buffered(lib, path, errbuf, fd, precision)
     if not handle and fd is not None:
         raise LibpcapError(errbuf.value.decode(errors="replace") or "cannot read")
     if not handle:
         handle = lib.pcap_open_offline_with_tstamp_precision(
-            path.encode(), _PRECISION_NANO, errbuf
+            path.encode(), precision, errbuf
         )
     if not handle:
         raise LibpcapError(errbuf.value.decode(errors="replace"))
@@ -461,7 +471,7 @@ _IOFBF = 0  # setvbuf's full buffering (stdio.h)
 
 
 def _open_buffered(
-    lib: Any, path: str, errbuf: Any, fd: int | None = None
+    lib: Any, path: str, errbuf: Any, fd: int | None, precision: int
 ) -> tuple[int | None, Any]:
     """libpcap on a stdio stream of ours with a large buffer: of ``path``,
     or of ``fd`` when given (closed here if it cannot be used).
@@ -480,7 +490,7 @@ def _open_buffered(
         return None, None
     buffer = _stdio_buffer(libc, stream, _READ_BUFFER_BYTES)
     handle: int | None = lib.pcap_fopen_offline_with_tstamp_precision(
-        stream, _PRECISION_NANO, errbuf
+        stream, precision, errbuf
     )
     if not handle:
         libc.fclose(stream)  # libpcap leaves a stream it refused open
@@ -526,10 +536,13 @@ class FilteredPipe:
     the read end of a pipe, with the ordinary pcap reader.
     """
 
-    def __init__(self, path: str, expression: str, fd: int | None = None) -> None:
+    def __init__(
+        self, path: str, expression: str, fd: int | None = None, *, nano: bool = True
+    ) -> None:
         # With ``fd``, the capture comes through that pipe (see
-        # _open_with_filter), which is then closed with the rest.
-        lib, handle, read_buffer = _open_with_filter(path, expression, fd)
+        # _open_with_filter), which is then closed with the rest. The stream
+        # written is in the precision read (``nano``), which its header says.
+        lib, handle, read_buffer = _open_with_filter(path, expression, fd, nano=nano)
         self._lib = lib
         self._handle: int | None = handle
         read_fd, write_fd = os.pipe()
@@ -608,10 +621,13 @@ class FilteredReader:
     set when reading stopped on damage rather than at the end of the file.
     """
 
-    def __init__(self, lib: Any, handle: int, buffer: Any = None) -> None:
+    def __init__(
+        self, lib: Any, handle: int, buffer: Any = None, *, nano: bool = True
+    ) -> None:
         self._lib = lib
         self._handle: int | None = handle
         self._buffer = buffer  # stdio reads into it until pcap_close
+        self._scale = 1 if nano else 1000  # the handle's fraction to ns
         self.linktype: int = lib.pcap_datalink(handle)
         self.packets_read = 0
         self.error: str | None = None
@@ -643,6 +659,7 @@ class FilteredReader:
         string_at = ctypes.string_at
         unpack = _HDR.unpack
         linktype = self.linktype
+        scale = self._scale
         count = 0
         try:
             while True:
@@ -651,10 +668,10 @@ class FilteredReader:
                     break
                 # One copy of the header and a struct unpack cost less than
                 # walking the ctypes structure field by field.
-                sec, nsec, caplen, wire_len = unpack(string_at(header, _HDR_SIZE))
+                sec, frac, caplen, wire_len = unpack(string_at(header, _HDR_SIZE))
                 count += 1
                 yield RawPacket(
-                    sec * _NS_PER_S + nsec,
+                    sec * _NS_PER_S + frac * scale,
                     linktype,
                     string_at(data, caplen),
                     wire_len,

@@ -343,6 +343,9 @@ class FileHead(NamedTuple):
     format: str  # "pcap" or "pcapng"
     snaplen: int  # the file's, for pcap; 0 for pcapng, whose interfaces have theirs
     linktype: int  # the file's, or the first interface's
+    # Whether a pcap file's times are in nanoseconds (microseconds else);
+    # pcapng's interfaces say each their own.
+    nano: bool = True
 
 
 def file_head(head: bytes) -> FileHead | None:
@@ -365,7 +368,7 @@ def file_head(head: bytes) -> FileHead | None:
         return None
     order = ">" if layout[0] else "<"
     snaplen, linktype = struct.unpack_from(order + "II", head, 16)
-    return FileHead("pcap", snaplen, linktype & _LINKTYPE_MASK)
+    return FileHead("pcap", snaplen, linktype & _LINKTYPE_MASK, layout[1])
 
 
 def is_gzip(path: str) -> bool:

@@ -299,7 +299,7 @@ def first_segment_time(
     fast = _fast_path(path, large)
     if fast is not None and not fast.inflate:  # libpcap alone cannot inflate
         try:
-            return _first_filtered(path, ports, fast.snaplen)
+            return _first_filtered(path, ports, fast)
         except libpcap.LibpcapError as stopped:
             log.debug("libpcap left %s to the Python reader: %s", path, stopped)
     try:
@@ -397,16 +397,17 @@ def _first_packet_time(path: str) -> int | None:
     return None
 
 
-def _first_filtered(path: str, ports: frozenset[int], snaplen: int) -> int | None:
+def _first_filtered(path: str, ports: frozenset[int], fast: _FastPath) -> int | None:
     """``first_segment_time`` through libpcap's filter for all connections.
 
     Raises ``LibpcapError`` where a reader of all connections goes on with
     the Python reader from the start before it feeds a segment.
     """
     reader = libpcap.first_that_compiles(
-        lambda expression: libpcap.open_filtered(path, expression),
+        lambda expression: libpcap.open_filtered(path, expression, nano=fast.nano),
         [libpcap.smtp_filter(ports, tags=tags) for tags in libpcap.TAGS],
     )
+    snaplen = fast.snaplen
     decode_stats = DecodeStats()
     with reader:
         for packet in reader:
@@ -600,6 +601,8 @@ class _FastPath(NamedTuple):
     snaplen: int
     linktype: int
     inflate: bool = False  # gzip-compressed: see capture.inflate
+    # A pcap file in microseconds is read so (see libpcap.FilteredPipe).
+    nano: bool = True
 
 
 def _libpcap_reads(head: bytes) -> _FastPath | None:
@@ -617,7 +620,7 @@ def _libpcap_reads(head: bytes) -> _FastPath | None:
     # seen) the two would disagree, so only the Python reader reads those.
     if found.snaplen < _FULL_SNAPLEN:
         return None
-    return _FastPath(found.snaplen, found.linktype)
+    return _FastPath(found.snaplen, found.linktype, nano=found.nano)
 
 
 # Captures compress about fourfold: this many compressed bytes hold about
@@ -626,7 +629,7 @@ _INFLATED_MIN_BYTES = 4 * 1024 * 1024
 
 
 def _open_inflating(
-    path: str, ports: frozenset[int], shard: tuple[int, int], linktype: int
+    path: str, ports: frozenset[int], shard: tuple[int, int], fast: _FastPath
 ) -> tuple[libpcap.FilteredPipe, InflatePump]:
     """libpcap's filtered stream of what ``path`` inflates to.
 
@@ -635,11 +638,12 @@ def _open_inflating(
     """
     expressions = [libpcap.smtp_filter(ports, shard, tags=t) for t in libpcap.TAGS]
     expression = next(
-        (e for e in expressions if libpcap.compiles(linktype, e)), expressions[-1]
+        (e for e in expressions if libpcap.compiles(fast.linktype, e)),
+        expressions[-1],
     )
     pump = InflatePump(path)
     try:
-        pipe = libpcap.FilteredPipe(path, expression, pump.read_fd)
+        pipe = libpcap.FilteredPipe(path, expression, pump.read_fd, nano=fast.nano)
     except libpcap.LibpcapError:
         pump.stop()  # its reader is gone
         raise
@@ -647,12 +651,12 @@ def _open_inflating(
 
 
 def _open_pipe(
-    path: str, ports: frozenset[int], shard: tuple[int, int]
+    path: str, ports: frozenset[int], shard: tuple[int, int], nano: bool
 ) -> libpcap.FilteredPipe:
     """Open libpcap's filtered stream, with the first way of keeping tagged
     frames that libpcap has for the file's link type (see smtp_filter)."""
     return libpcap.first_that_compiles(
-        lambda expression: libpcap.FilteredPipe(path, expression),
+        lambda expression: libpcap.FilteredPipe(path, expression, nano=nano),
         [libpcap.smtp_filter(ports, shard, tags=tags) for tags in libpcap.TAGS],
     )
 
@@ -679,9 +683,9 @@ def _filtered_capture(
     pump: InflatePump | None = None
     try:
         if not fast.inflate:
-            pipe = _open_pipe(path, ports, shard)
+            pipe = _open_pipe(path, ports, shard, fast.nano)
         else:
-            pipe, pump = _open_inflating(path, ports, shard, fast.linktype)
+            pipe, pump = _open_inflating(path, ports, shard, fast)
     except (libpcap.LibpcapError, OSError) as refused:
         log.info("libpcap fast path not used for %s: %s", path, refused)
         return 0

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from capture import libpcap, source
@@ -386,7 +387,7 @@ def test_link_types_without_vlan_support_still_take_the_fast_path(
     frames = [Frame(1_700_000_000, 0, ipv4("192.0.2.1", "192.0.2.2", seg))]
     path = tmp_path / "raw.pcap"
     path.write_bytes(pcap(frames, linktype=101))
-    pipe = source._open_pipe(str(path), SMTP_PORTS, (0, 1))
+    pipe = source._open_pipe(str(path), SMTP_PORTS, (0, 1), True)
     try:
         with CaptureReader("raw", pipe.stream, owns_stream=True, size=None) as r:
             packets = list(r)
@@ -495,6 +496,46 @@ def test_a_pipe_lost_to_ctrl_c_does_not_keep_the_process_from_exiting(
     )
     assert done.returncode == 130
     assert "interrupted" in done.stderr
+
+
+@pytest.mark.parametrize("nano", [False, True])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_fraction_past_a_second_gives_the_same_time_on_both_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nano: bool, compressed: bool
+) -> None:
+    # Found in review: a microsecond pcap whose first SYN's fraction said
+    # 5,000,000 (damaged or forged) started its session at 22:13:25 through
+    # the Python reader, which adds what is stored, and at 22:13:20.705
+    # through libpcap, which scaled it to nanoseconds and wrote that in 32
+    # bits into its pipe. Read in the file's own precision, the fraction is
+    # handed over as stored. Past 4.29 s of fraction, only that differed.
+    from analysis.tables import read_captures
+    from tests.analysis.same import same_tables
+
+    unit = 1 if nano else 1000
+    packets = _atomic_fragment_conversation()
+    frames = [
+        Frame(1_700_000_010, n * 1_000_000 // unit, ethernet(p, ethertype=0x86DD))
+        for n, p in enumerate(packets)
+    ]
+    # Four seconds in nanoseconds, as many as the field holds; five in
+    # microseconds, past what libpcap's 32 bits of nanoseconds hold.
+    late = 4 if nano else 5
+    frames[0] = Frame(1_700_000_000, late * 1_000_000_000 // unit, frames[0].data)
+    content = pcap(frames, nano=nano)
+    path = tmp_path / ("big.pcap.gz" if compressed else "big.pcap")
+    path.write_bytes(gzip.compress(content) if compressed else content)
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    monkeypatch.setattr(source, "_INFLATED_MIN_BYTES", 0)
+    fast_path = source._fast_path(str(path))
+    assert fast_path is not None and fast_path.nano is nano
+    fast = read_captures([str(path)])
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    slow = read_captures([str(path)])
+    same_tables(fast, slow)
+    assert fast.sessions["start"].tolist() == [
+        pd.Timestamp(1_700_000_000 + late, unit="s", tz="UTC")
+    ]
 
 
 def test_smaller_captures_take_the_fast_path_in_a_large_run(
