@@ -7,13 +7,14 @@
 
 Each round runs every tool once, one after the other, so slow drift of the
 machine touches them all alike; the figures are medians over the rounds.
-Each child is reaped with ``os.wait4``, which gives its own CPU time and
-peak resident set size (the largest single process among it and the
-children it waited for). Because ``--jobs`` runs several processes at once,
-the summed RSS of the whole process tree is also sampled every 10 ms from
-``/proc`` ("tree RSS"; shared pages are counted once per process, so it is
-an upper bound). The capture is read once beforehand so that every tool
-finds it in the page cache.
+Each child is reaped with ``os.wait4``, which gives its CPU time; its peak
+resident set size (the largest single process among it and the children it
+waited for) comes from GNU time where installed (see ``measure``). Because
+``--jobs`` runs several processes at once, the summed RSS of the whole
+process tree is also sampled every 10 ms from ``/proc`` ("tree RSS"; shared
+pages are counted once per process, and a peak between two samples is
+missed). The capture is read once beforehand so that every tool finds it
+in the page cache.
 
 The commands are the comparison the project's issue names:
 - ``python -m analysis read CAPTURE -o OUT --format jsonl -q --jobs N`` (the
@@ -33,20 +34,25 @@ The commands are the comparison the project's issue names:
   smtpscope's own connection hash (tcpdump with the BPF filter a ``-j 2``
   worker uses; the split is not timed). Each process reads only its own
   packets and ends with half the sessions, so no ``-j 2`` of the whole
-  capture, which must read all of it and end once, is quicker here.
+  capture, which must read all of it and end once, is quicker here; unless
+  the halves are too small for smtpscope to read them through libpcap (under
+  16 MiB, on captures under about 200 MB), which its note then says.
 With ``--rotate MB``, smtpscope reads the capture cut into files of MB
 megabytes (``tcpdump -C``, before the rounds), as a rotated capture is kept;
 the other tools read it whole. A tool that is not installed is skipped with
 a message. When the capture has a ``.truth.json`` sidecar (from
-``make_capture.py``), smtpscope's row counts are checked against it. Exit
-status: 0 when every tool that ran succeeded and the check (if any)
-matched, 1 otherwise, 2 for usage errors.
+``make_capture.py``), smtpscope's row counts are checked against it; the
+tables of every ``--jobs`` run must be those of the first, in every round.
+Exit status: 0 when smtpscope ran, every tool that ran succeeded and the
+checks matched; 1 otherwise; 2 for usage errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import functools
 import gzip
 import json
 import os
@@ -224,6 +230,28 @@ def split_command(capture: Path, out: Path, scratch: Path) -> Command | str:
     )
 
 
+def _slower_reader(scratch: Path) -> str | None:
+    """Why split-2 is no bound for ``--jobs 2`` here, or None: shards under
+    the size from which smtpscope reads a file through libpcap go through
+    its Python reader, which a ``-j 2`` of the whole capture does not (found
+    in review: on a 20 MB capture split-2 took 1.5 times -j 2's time)."""
+    code = "from capture.source import FAST_PATH_MIN_BYTES as m; print(m)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True
+    )
+    if done.returncode != 0 or not done.stdout.strip().isdigit():
+        return None
+    least = int(done.stdout)
+    sizes = [(scratch / f"shard{part}.pcap").stat().st_size for part in (0, 1)]
+    if min(sizes) >= least:
+        return None
+    return (
+        f"no bound for --jobs 2 here: its shards ({sizes[0] / 1e6:,.1f} and "
+        f"{sizes[1] / 1e6:,.1f} MB) are under the {least / 2**20:g} MiB from which "
+        "smtpscope reads through libpcap, so its Python reader reads them"
+    )
+
+
 def split_shards(capture: Path, scratch: Path) -> str | None:
     """Write the capture's two shards as ``-j 2`` workers take them; None,
     or why they could not be written."""
@@ -277,7 +305,11 @@ def bare_loop_command(capture: Path) -> Command | str:
     tcpdump = f"tcpdump -r {shlex.quote(str(capture))} -w - '{SMTP_FILTER}'"
     script = REPO / "bench" / "bare_loop.py"
     loop = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}"
-    argv = ["sh", "-c", f"{tcpdump} 2>/dev/null | {loop}"]
+    # pipefail: tcpdump's failure (a damaged capture) is the run's, not
+    # hidden behind the loop's exit status (found in review).
+    if not shutil.which("bash"):
+        return "bash is not installed (for its pipefail)"
+    argv = ["bash", "-c", f"set -o pipefail; {tcpdump} | {loop}"]
     return Command("bare-loop", argv, note="tcpdump into bench/bare_loop.py")
 
 
@@ -313,31 +345,55 @@ def _live_in_group(group: int) -> bool:
     return False
 
 
+@functools.cache
+def gnu_time() -> str | None:
+    """GNU time's path, if installed (Debian package time)."""
+    found = shutil.which("time")
+    if found is None:
+        return None
+    try:
+        done = subprocess.run(
+            [found, "--version"], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return None
+    return found if "GNU" in done.stdout + done.stderr else None
+
+
 def measure(command: Command) -> Sample:
     """Run ``command`` once with stdout to /dev/null; reap it with wait4.
 
     The peak RSS that wait4 reports is never below this script's own peak
     when it started the child: Linux counts the memory a process had
     before it called exec, and the child is a copy of this script until
-    then. Above that it is exact; at it, the child's real peak is lower and
-    the largest ``VmHWM`` sampled from /proc (the peak since exec, of any
-    process of the run) is taken instead.
+    then. So the command runs under GNU time where it is installed, a small
+    C program whose own few hundred KiB are all its child inherits: the
+    peak it reports is the command's own (and that of the children the
+    command waited for). Without it, wait4's figure is exact above this
+    script's peak; at it, the largest ``VmHWM`` sampled from /proc (the
+    peak since exec, of any process of the run) is taken instead, which a
+    run shorter than the sampling interval can miss.
     """
     global _starting
-    with tempfile.TemporaryFile() as err:
+    timer = gnu_time()
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile() as peak_file:
+        argv = command.argv
+        if timer is not None:
+            argv = [timer, "-f", "%M", "-o", peak_file.name, *argv]
         floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.perf_counter()
         _starting = True  # a stop is held back until proc is known (_stop)
         try:
             proc = subprocess.Popen(
-                command.argv,
+                argv,
                 cwd=command.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 start_new_session=True,  # its whole tree stopped as one below
             )
-            sampler = TreeRss(proc.pid)
+            # GNU time's own process is not the command's: not summed.
+            sampler = TreeRss(proc.pid, skip_root=timer is not None)
             sampler.start()
         finally:
             _starting = False
@@ -362,8 +418,11 @@ def measure(command: Command) -> Sample:
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped already
         err.seek(0)
         tail = err.read()[-2000:].decode("utf-8", "replace")
+        timed = _time_peak(peak_file.read()) if timer is not None else None
     peak = usage.ru_maxrss  # kilobytes on Linux
-    if peak <= floor and sampler.hwm_kb:
+    if timed is not None:
+        peak = timed
+    elif peak <= floor and sampler.hwm_kb:
         peak = sampler.hwm_kb
     return Sample(
         wall_s=wall,
@@ -377,13 +436,24 @@ def measure(command: Command) -> Sample:
     )
 
 
+def _time_peak(written: bytes) -> int | None:
+    """The peak RSS in KiB that GNU time wrote (``-f %M``), or None. Its
+    last line: a line saying the command was killed may come first."""
+    lines = written.decode("ascii", "replace").split()
+    return int(lines[-1]) if lines and lines[-1].isdigit() else None
+
+
 class TreeRss(threading.Thread):
     """Samples the summed RSS of a process and all its descendants, and the
-    largest peak (``VmHWM``) of any one of them."""
+    largest peak (``VmHWM``) of any one of them; with ``skip_root``, of its
+    descendants only."""
 
-    def __init__(self, pid: int, interval: float = 0.01) -> None:
+    def __init__(
+        self, pid: int, interval: float = 0.01, skip_root: bool = False
+    ) -> None:
         super().__init__(daemon=True)
         self.pid = pid
+        self.skip_root = skip_root
         self.interval = interval
         self.peak_kb = 0
         self.hwm_kb = 0
@@ -404,13 +474,15 @@ class TreeRss(threading.Thread):
         while todo:
             pid = todo.pop()
             try:
-                with open(f"/proc/{pid}/statm") as statm:
-                    total += int(statm.read().split()[1]) * self._page_kb
-                with open(f"/proc/{pid}/status") as status:
-                    for line in status:
-                        if line.startswith("VmHWM:"):
-                            self.hwm_kb = max(self.hwm_kb, int(line.split()[1]))
-                            break
+                if pid != self.pid or not self.skip_root:
+                    with open(f"/proc/{pid}/statm") as statm:
+                        total += int(statm.read().split()[1]) * self._page_kb
+                    with open(f"/proc/{pid}/status") as status:
+                        for line in status:
+                            if line.startswith("VmHWM:"):
+                                hwm = int(line.split()[1])
+                                self.hwm_kb = max(self.hwm_kb, hwm)
+                                break
                 for task in os.listdir(f"/proc/{pid}/task"):
                     with open(f"/proc/{pid}/task/{task}/children") as children:
                         todo += [int(child) for child in children.read().split()]
@@ -420,7 +492,8 @@ class TreeRss(threading.Thread):
 
 
 def compile_checkout() -> float:
-    """Byte-compile the checkout's packages, as ``pip install`` does.
+    """Byte-compile the checkout's packages, as ``pip install .`` does (an
+    editable install does not).
 
     Without it, a Python run with PYTHONDONTWRITEBYTECODE (as on the
     project's machines) compiles every module again in every round.
@@ -486,7 +559,9 @@ def _count_pcap(f: _Reader, magic: bytes) -> int:
     count = 0
     while len(header := f.read(16)) == 16:
         (caplen,) = record.unpack(header)
-        f.seek(caplen, 1)
+        # Read, not skipped: a record cut short by the file's end is not one.
+        if len(f.read(caplen)) < caplen:
+            break
         count += 1
     return count
 
@@ -537,20 +612,35 @@ def check_shards(
     }
 
 
-def same_tables(out: Path, tools: list[str]) -> dict[str, bool]:
-    """Whether each later smtpscope run wrote the first one's files exactly."""
+# The tables smtpscope read writes with -o DIR.
+TABLES = ("sessions", "transactions", "commands", "anomalies", "tls", "alerts")
+
+
+def table_differences(out: Path, tools: list[str]) -> dict[str, list[str]]:
+    """For each later smtpscope run, the files it wrote otherwise than the
+    first run did (none when the same): a table written by only one, or
+    with other bytes. The first run must have written every table."""
     if "smtpscope" not in tools:
         return {}
     first = out / "smtpscope"
-    names = sorted(p.name for p in first.glob("*.jsonl"))
-    return {
-        tool: all(
-            (out / tool / name).read_bytes() == (first / name).read_bytes()
-            for name in names
+    mine = {p.name for p in first.iterdir()} if first.is_dir() else set()
+    missing = [f"{name}.jsonl" for name in TABLES if f"{name}.jsonl" not in mine]
+    found: dict[str, list[str]] = {}
+    for tool in tools:
+        if tool == "smtpscope":
+            continue
+        theirs = (
+            {p.name for p in (out / tool).iterdir()} if (out / tool).is_dir() else set()
         )
-        for tool in tools
-        if tool != "smtpscope"
-    }
+        differ = [f"{name} (smtpscope wrote none)" for name in missing]
+        differ += [f"{name} (only one wrote it)" for name in sorted(mine ^ theirs)]
+        differ += [
+            name
+            for name in sorted(mine & theirs)
+            if (out / tool / name).read_bytes() != (first / name).read_bytes()
+        ]
+        found[tool] = differ
+    return found
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -670,9 +760,15 @@ def print_table(report: dict[str, Any]) -> None:
     print()
     for name, found in report["ratios"].items():
         if name == "split-2":
+            bound = report["tools"].get("split-2", {}).get("bound", True)
             print(
                 f"split-2 vs smtpscope: {found['speedup_vs_smtpscope']:.2f}x the "
-                "throughput by wall time (the most --jobs 2 can reach here)"
+                "throughput by wall time "
+                + (
+                    "(the most --jobs 2 can reach here)"
+                    if bound
+                    else "(no bound here: see its note)"
+                )
             )
             continue
         for key, other, meaning in (
@@ -704,8 +800,11 @@ def print_table(report: dict[str, Any]) -> None:
                 )
     elif check:
         print(f"truth check: {check}")
+    differences = report.get("table_differences", {})
     for tool, same in report.get("same_tables", {}).items():
         print(f"tables of {tool} {'equal' if same else 'DIFFER FROM'} smtpscope's")
+        for line in differences.get(tool, [])[:10]:
+            print(f"  {line}")
     base = report.get("baseline")
     if base:
         name = Path(base["capture"]).name
@@ -718,7 +817,7 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{tool} peak RSS {found['peak_rss_kb'] / 1024:.1f} MiB, "
                 f"{found['baseline_peak_rss_kb'] / 1024:.1f} MiB on {name} "
                 f"({base['bytes'] / 1e6:,.1f} MB): "
-                + (f"{growth:+.0%}" if growth is not None else "-")
+                + (f"{round(growth, 2) + 0.0:+.0%}" if growth is not None else "-")
             )
 
 
@@ -914,11 +1013,18 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
         if args.baseline is not None:
             baseline_parts = rotate(args.baseline, args.rotate, scratch)
     found = commands(args, out, scratch, parts)
-    if isinstance(found.get("split-2"), Command):
+    split_bound = True
+    split = found.get("split-2")
+    if isinstance(split, Command):
         log("splitting the capture in two by connection hash for split-2")
         why = split_shards(args.capture, scratch)
         if why is not None:
             found["split-2"] = why
+        else:
+            slower = _slower_reader(scratch)
+            if slower is not None:
+                split_bound = False
+                found["split-2"] = dataclasses.replace(split, note=slower)
     for tool, command in found.items():
         if isinstance(command, str):
             log(f"skipping {tool}: {command}")
@@ -944,23 +1050,43 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
         log(f"reading {capture} once: {warm(capture):.2f} s")
         if baseline is not None:
             log(f"reading {baseline} once: {warm(baseline):.2f} s")
-    for tool in results:
-        if tool.startswith("smtpscope"):
-            (out / tool).mkdir(parents=True, exist_ok=True)
-        if tool == "split-2":
-            for part in (0, 1):
-                (out / f"shard{part}").mkdir(parents=True, exist_ok=True)
+    # Where each run writes its tables, emptied before every run: tables a
+    # run did not write must not be found there from the one before.
+    folders: dict[str, list[Path]] = {
+        tool: [out / tool] for tool in results if tool.startswith("smtpscope")
+    }
+    if "split-2" in results:
+        folders["split-2"] = [out / f"shard{part}" for part in (0, 1)]
+    base_folders = {tool: [out / "baseline" / tool] for tool in on_baseline}
+    differences: dict[str, list[str]] = {}
     for round_no in range(1, args.runs + 1):
-        for group, suffix in ((results, ""), (on_baseline, "  (baseline)")):
+        for group, where, suffix in (
+            (results, folders, ""),
+            (on_baseline, base_folders, "  (baseline)"),
+        ):
             for tool, result in group.items():
                 if result.failed:
                     continue
+                for folder in where.get(tool, []):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    folder.mkdir(parents=True)
                 sample = measure(result.command)
                 result.samples.append(sample)
                 log(
                     f"round {round_no}/{args.runs} {tool:12} {sample.wall_s:8.2f} s"
                     f"  exit {sample.exit_code}{suffix}"
                 )
+            # Every round's tables, not only the last's, must be the same.
+            alike = [
+                t
+                for t, r in group.items()
+                if t.startswith("smtpscope") and not r.failed
+            ]
+            base = out if group is results else out / "baseline"
+            for tool, differ in table_differences(base, alike).items():
+                name = tool + suffix.strip().replace("(", " (")
+                for file in differ:
+                    differences.setdefault(name, []).append(f"round {round_no}: {file}")
 
     # Summaries, ratios and the check against the ground truth.
     ok = True
@@ -972,6 +1098,8 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
             report_tools[tool] = {"status": "failed", "reason": reason}
         else:
             report_tools[tool] = {"status": "ok", **result.summary(packets, size)}
+            if tool == "split-2":
+                report_tools[tool]["bound"] = split_bound
     order = [name for name, _ in smtpscope_tools(args.jobs)] + list(TOOLS[1:])
     report_tools = {t: report_tools[t] for t in order if t in report_tools}
     report: dict[str, Any] = {
@@ -1016,8 +1144,15 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
         )
     else:
         report["truth_check"] = "smtpscope did not run"
-
-    report["same_tables"] = same_tables(out, ran)
+    asked = [t for t in found if t.startswith("smtpscope") or t == "split-2"]
+    if asked and all(report_tools[t]["status"] == "skipped" for t in asked):
+        ok = False  # smtpscope could not run: nothing the run is for was measured
+    report["same_tables"] = {
+        tool: not differences.get(tool)
+        for tool in [*ran, *(f"{t} (baseline)" for t in on_baseline)]
+        if tool.split(" ")[0] != "smtpscope"
+    }
+    report["table_differences"] = differences
     if baseline is not None:
         report["baseline"] = {
             "capture": str(baseline),
