@@ -45,6 +45,7 @@ _PRECISION_MICRO = 0  # PCAP_TSTAMP_PRECISION_MICRO
 _PRECISION_NANO = 1  # PCAP_TSTAMP_PRECISION_NANO
 _ERRBUF_SIZE = 256  # PCAP_ERRBUF_SIZE
 _NS_PER_S = 1_000_000_000
+_U32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B1  # 2**32 / golden ratio, odd
 
 
@@ -670,8 +671,13 @@ class FilteredReader:
                 # walking the ctypes structure field by field.
                 sec, frac, caplen, wire_len = unpack(string_at(header, _HDR_SIZE))
                 count += 1
+                # libpcap widens a pcap file's 32-bit fields as signed: past
+                # 2038, or a forged fraction of 2**31 and more, came out
+                # negative here where the pipe and the Python reader read
+                # them unsigned (found in review: -j 2 then took the second
+                # capture of a rotation dated 2040 for another recording).
                 yield RawPacket(
-                    sec * _NS_PER_S + frac * scale,
+                    (sec & _U32) * _NS_PER_S + (frac & _U32) * scale,
                     linktype,
                     string_at(data, caplen),
                     wire_len,

@@ -538,6 +538,30 @@ def test_a_fraction_past_a_second_gives_the_same_time_on_both_paths(
     ]
 
 
+@pytest.mark.parametrize("big", [False, True])
+@pytest.mark.parametrize("nano", [False, True])
+def test_the_first_segment_reader_reads_times_unsigned_as_the_others(
+    tmp_path: Path, big: bool, nano: bool
+) -> None:
+    # Found in review: libpcap widens the 32-bit fields of a pcap file in
+    # this host's byte order as signed, and FilteredReader (which a -j
+    # worker reads each later capture's first segment with) took a time
+    # after 2038, or a fraction of 2**31 and more, as negative.
+    times = [(1_700_000_000, 5), (2**31 + 5, 7), (2**32 - 1, 2**31), (9, 2**32 - 1)]
+    frames = [
+        Frame(sec, frac, ethernet(ipv4("192.0.2.1", "192.0.2.2", tcp_header(4000, 25))))
+        for sec, frac in times
+    ]
+    path = tmp_path / "times.pcap"
+    path.write_bytes(pcap(frames, big=big, nano=nano))
+    with open_capture(str(path)) as reader:
+        expected = [packet.ts for packet in reader]
+    unit = 1 if nano else 1000
+    assert expected == [sec * 10**9 + frac * unit for sec, frac in times]
+    with libpcap.open_filtered(str(path), "tcp", nano=nano) as fast:
+        assert [packet.ts for packet in fast] == expected
+
+
 def test_smaller_captures_take_the_fast_path_in_a_large_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
