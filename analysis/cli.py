@@ -88,7 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            # argparse says so on the top-level parser, which would neither
+            # show the command's usage nor answer as a monitoring plugin for
+            # check (found in review: exit 2, no status line).
+            command = parser.commands.get(args.command or "", parser)
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
         if args.command is not None:
             args.validate(args)
     except SystemExit as exc:  # --help, --version and usage errors
@@ -120,8 +126,8 @@ def _main(argv: Sequence[str] | None) -> int:
     return status
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> _Parser:
+    parser = _Parser(
         prog=PROG,
         description="Passive SMTP traffic analyzer: captures in, SMTP sessions, "
         "transactions, commands and anomalies out.",
@@ -147,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     livecli.add_live_command(commands, common)
     livecli.add_check_command(commands, common)
     _add_rules_command(commands, common)
+    parser.commands = dict(commands.choices)
     return parser
 
 
@@ -197,6 +204,8 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, plugin_name: str | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.plugin_name = plugin_name
+        # The top-level parser's subcommands by name (see build_parser).
+        self.commands: dict[str, argparse.ArgumentParser] = {}
 
     def error(self, message: str) -> NoReturn:
         # argparse quotes what it names with repr, but a message of ours
@@ -1016,11 +1025,22 @@ def rules_file(path: str) -> Rules:
 
 def _keylog_file(path: str) -> str:
     """A key log that can be read, checked as --rules is: a usage error
-    before anything is read. Its contents are tshark's to judge."""
+    before anything is read. Its contents are tshark's to judge.
+
+    Only a file: the key log is read twice, here for its size and label,
+    then by tshark, and a named pipe's writer hands its lines over once
+    (found in review: the second read waited for ever; piped into
+    /dev/stdin, nothing was decrypted, with a misleading warning).
+    """
     try:
         _require_readable(path)
     except OSError as exc:
         raise argparse.ArgumentTypeError(_os_error_message(exc, path)) from None
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise argparse.ArgumentTypeError(
+            f"{path}: not a regular file (it is read twice, the second time by "
+            "tshark; save the key log to a file first)"
+        )
     return path
 
 

@@ -361,7 +361,7 @@ def run_check(args: argparse.Namespace) -> int:
         # A stop outside the reading, which judges what it read (before it:
         # a spool being made, libpcap opening; after it: the detectors'
         # judgement). A monitoring system must still get its status line.
-        verdict = unknown("stopped before anything could be judged")
+        verdict = unknown("stopped before a verdict")
     except Exception as exc:
         # A fault of smtpscope's own, not of the input: the monitoring system
         # must see UNKNOWN, not the WARNING that Python's exit status 1 means

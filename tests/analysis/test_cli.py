@@ -11,6 +11,7 @@ import importlib.abc
 import io
 import json
 import logging
+import os
 import struct
 import subprocess
 import sys
@@ -543,6 +544,43 @@ def test_usage_errors_escape_what_the_user_typed(
             f"error: argument {option}: cannot read {tmp_path}/\\x1b[31mred: "
             "No such file or directory\n"
         )
+    assert fake.calls == []
+
+
+def test_unrecognized_arguments_are_the_command_s_usage_error(
+    fake: FakePipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in review: argparse said so on the top-level parser, which
+    # escaped nothing and gave check, a monitoring plugin, exit 2 and no
+    # status line.
+    capture = str(PCAPS / "auth.pcap")
+    assert main(["read", capture, "--bogus", "\x1b[31m"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("usage: smtpscope read ")
+    assert err.endswith(
+        "smtpscope read: error: unrecognized arguments: --bogus \\x1b[31m\n"
+    )
+    assert main(["check", "-r", capture, "--bogus"]) == 3
+    assert capsys.readouterr() == (
+        "SMTPSCOPE UNKNOWN - usage: unrecognized arguments: --bogus\n",
+        "",
+    )
+    assert fake.calls == []
+
+
+def test_a_key_log_that_is_no_file_is_refused(
+    fake: FakePipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in review: a named pipe was read for its size, then again by
+    # tshark, which waited for ever.
+    fifo = tmp_path / "keys"
+    os.mkfifo(fifo)
+    assert main(["read", str(PCAPS / "starttls.pcap"), "--tls-keylog", str(fifo)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: argument --tls-keylog: {fifo}: not a regular file (it is read "
+        "twice, the second time by tshark; save the key log to a file first)\n"
+    )
     assert fake.calls == []
 
 

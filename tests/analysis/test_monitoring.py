@@ -425,9 +425,7 @@ def test_check_stopped_outside_the_reading_still_gives_a_status_line(
         liverun.pipeline if where == "analyze" else liverun, where, stopped
     )
     assert cli.main(["check", "-r", str(PCAPS / "auth.pcap")]) == 3
-    assert capsys.readouterr().out == (
-        "SMTPSCOPE UNKNOWN - stopped before anything could be judged\n"
-    )
+    assert capsys.readouterr().out == ("SMTPSCOPE UNKNOWN - stopped before a verdict\n")
 
 
 def test_live_says_what_was_opened_from_smtp_ports(
