@@ -438,3 +438,34 @@ def test_a_rules_file_leaves_the_cached_defaults_alone(tmp_path: Path) -> None:
     assert after.local.domains == frozenset()
     assert after.local.networks == ()
     assert after.rule("auth_brute_force").enabled
+
+
+def test_auth_refusals_too_old_to_count_are_let_go() -> None:
+    # Found in review: a list of refusal times per user name and per client
+    # stayed for the run (and for ever in live), trimmed only when an AUTH
+    # succeeded: a brute force naming a new user every time grew without
+    # end. Refusals older than two windows never count again.
+    from analysis.detect.auth import AuthDetector
+
+    auth = AuthDetector(default_rules())
+    minute = 60 * 10**9
+    for n in range(1_000):
+        refused = [(n * minute, False, "AUTH PLAIN [redacted]")]
+        auth.judge((f"192.0.2.{n % 250}", "198.51.100.1", f"S{n}", f"u{n}", refused))
+    # The window is 600 s: the last 20 minutes' users and clients are kept.
+    assert len(auth._by_user) == 21
+    assert next(iter(auth._by_user)) == "u979"
+    assert len(auth._by_client) == 21
+
+    # A success after five refusals from one client within the window is
+    # still seen, and one whose refusals are older is not.
+    start = 2_000 * minute
+    for n in range(5):
+        ts = start + n * minute
+        auth.judge(("203.0.113.9", "198.51.100.1", f"G{n}", None, [(ts, False, "x")]))
+    success = [(start + 6 * minute, True, "AUTH PLAIN [redacted]")]
+    found = auth.judge(("203.0.113.9", "198.51.100.1", "G9", None, success))
+    assert [(o.kind, o.measure) for o in found] == [("auth_success_after_failures", 5)]
+    late = [(start + 60 * minute, True, "AUTH PLAIN [redacted]")]
+    assert auth.judge(("203.0.113.9", "198.51.100.1", "G10", None, late)) == []
+    assert "203.0.113.9" not in auth._by_client
