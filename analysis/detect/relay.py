@@ -44,6 +44,13 @@ _Extract = tuple[str, str, str, list[str], list[_Rcpt]]
 
 # How many inferred domains an open_relay note names before "and N more".
 NOTE_DOMAINS = 20
+# The servers whose domains are remembered at once; past that the one seen
+# least recently is forgotten, and learns its own names again from its next
+# session's greeting and EHLO reply. A capture of outbound mail meets a new
+# server (MX) in every session (found in review: about 1.3 KB each, for the
+# run, and for ever in live).
+MAX_SERVERS = 50_000
+_NO_DOMAINS: frozenset[str] = frozenset()
 
 
 class _Domains:
@@ -109,12 +116,18 @@ class RelayDetector:
         )
         self._confirmed: dict[tuple[str, str], int] = {}  # pair -> last relay ts
         self._configured_longest = max(map(len, self._configured), default=0)
-        self._inferred: defaultdict[str, _Domains] = defaultdict(_Domains)
-        self._foreign: defaultdict[str, set[str]] = defaultdict(set)
+        # Only servers with something learnt have entries: a lookup makes
+        # none (found in review: a defaultdict made an empty set for every
+        # server a RCPT went to).
+        self._inferred: dict[str, _Domains] = {}
+        self._foreign: dict[str, set[str]] = {}
         # server -> domains refused as relaying since its last session: they
         # leave the inferred ones when the server's next session is judged.
         self._newly_foreign: defaultdict[str, list[str]] = defaultdict(list)
         self._notes: dict[str, str] = {}  # server -> its note while unchanged
+        # Every server judged, the one seen least recently first (see
+        # MAX_SERVERS).
+        self._servers: dict[str, None] = {}
 
     def extract(self, result: SessionResult) -> _Extract | None:
         """What the session says about relaying, before knowing the domains.
@@ -174,6 +187,7 @@ class RelayDetector:
         if extracted is None:
             return []
         client, server, session_id, names, rcpts = extracted
+        self._seen(server)
         self._learn(server, names)
         out = []
         for ts, address, domain, routed, accepted, if_foreign, if_not, shown in rcpts:
@@ -187,8 +201,8 @@ class RelayDetector:
             elif if_foreign if local is False else if_not:
                 kind, note = "relay_attempt", where.routed
                 shift = 1 if where.routed else 0
-                foreign = self._foreign[server]
                 if where.domain is not None and not where.routed:
+                    foreign = self._foreign.setdefault(server, set())
                     if where.domain not in foreign:
                         self._newly_foreign[server].append(where.domain)
                     foreign.add(where.domain)
@@ -233,24 +247,40 @@ class RelayDetector:
             return []
         self._confirmed[pair] = held[-1].ts
         released = list(held)
-        held.clear()
-        domains.clear()
+        del self._pending[pair], self._held_domains[pair]
         return released
 
     def inferred(self, server: str) -> frozenset[str]:
-        return frozenset(self._inferred[server].names)
+        known = self._inferred.get(server)
+        return frozenset(known.names) if known is not None else _NO_DOMAINS
+
+    def _seen(self, server: str) -> None:
+        """Make ``server`` the most recently seen; forget the least recently
+        seen past MAX_SERVERS."""
+        servers = self._servers
+        servers.pop(server, None)
+        servers[server] = None
+        if len(servers) > MAX_SERVERS:
+            oldest = next(iter(servers))
+            del servers[oldest]
+            for table in (self._inferred, self._foreign, self._newly_foreign):
+                table.pop(oldest, None)
+            self._notes.pop(oldest, None)
 
     def _learn(self, server: str, names: list[str]) -> None:
         """Take the session's names, less any domain refused as relaying."""
-        known = self._inferred[server]
-        foreign = self._foreign[server]
+        known = self._inferred.get(server)
+        foreign = self._foreign.get(server, _NO_DOMAINS)
         changed = False
         for name in names:
-            if name not in foreign and name not in known.names:
-                known.add(name)
-                changed = True
+            if name in foreign or (known is not None and name in known.names):
+                continue
+            if known is None:
+                known = self._inferred[server] = _Domains()
+            known.add(name)
+            changed = True
         for domain in self._newly_foreign.pop(server, ()):
-            if domain in known.names:
+            if known is not None and domain in known.names:
                 known.discard(domain)
                 changed = True
         if changed:
@@ -265,10 +295,10 @@ class RelayDetector:
             return True
         if self._configured:
             return _within(domain, self._configured, self._configured_longest)
-        if domain in self._foreign[server]:
+        if domain in self._foreign.get(server, _NO_DOMAINS):
             return False
-        known = self._inferred[server]
-        if not known.names:
+        known = self._inferred.get(server)
+        if known is None or not known.names:
             return None
         return _within(domain, known.names, known.longest)
 
@@ -282,7 +312,7 @@ class RelayDetector:
         """The inferred domains, the first ``NOTE_DOMAINS`` of them by name."""
         note = self._notes.get(server)
         if note is None:
-            known = self._inferred[server]
+            known = self._inferred.get(server) or _Domains()
             named = ", ".join(known.head) or "none"
             more = len(known.names) - len(known.head)
             if more:

@@ -216,3 +216,29 @@ def test_only_suffixes_as_long_as_a_domain_name_are_looked_up() -> None:
         "q." + dotted.replace("example", "other"), Counting(names), longest
     )
     assert calls <= 1 + 253 // 2 + 1
+
+
+def test_servers_are_remembered_only_with_something_learnt_and_at_most_so_many(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found in review: every server a RCPT went to got an empty set of
+    # foreign domains and an empty set of local ones, and servers with
+    # names were remembered for the run (for ever in live): a capture of
+    # outbound mail, a new MX per session, grew 1.3 KB a session.
+    monkeypatch.setattr(relay, "MAX_SERVERS", 3)
+    detector = RelayDetector(default_rules())
+    minute = 60 * 10**9
+    accepted = (0, "a@elsewhere.example", "elsewhere.example", None)
+    for n in range(5):
+        rcpt = (n * minute, *accepted[1:], True, False, False, "RCPT TO:<a@...>")
+        detector.judge(("192.0.2.1", f"198.51.100.{n}", f"S{n}", [], [rcpt]))
+    assert detector._inferred == {} and detector._foreign == {}
+
+    # Each server names itself; past three, the least recently seen goes.
+    for n in range(5):
+        names = [f"mx{n}.example.org", "example.org"]
+        detector.judge(("192.0.2.1", f"198.51.100.{n}", f"T{n}", names, []))
+    assert sorted(detector._inferred) == [f"198.51.100.{n}" for n in (2, 3, 4)]
+    assert detector.inferred("198.51.100.0") == frozenset()
+    assert detector.inferred("198.51.100.4") == {"mx4.example.org", "example.org"}
+    assert len(detector._servers) == 3
