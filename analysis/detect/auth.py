@@ -23,8 +23,8 @@ _UNKNOWN_USER = "(unknown)"
 
 
 # What ``extract`` keeps of a session: client, server, session id, user,
-# and per counted AUTH reply (ts, accepted, example).
-_Extract = tuple[str, str, str, str | None, list[tuple[int, bool, str]]]
+# per counted AUTH reply (ts, accepted, example), and the session's start.
+_Extract = tuple[str, str, str, str | None, list[tuple[int, bool, str]], int]
 
 
 class AuthDetector:
@@ -45,7 +45,6 @@ class AuthDetector:
         # all too old to count again wait at the front (see _forget).
         self._by_client: dict[str, list[int]] = {}
         self._by_user: dict[str, list[int]] = {}
-        self._newest = 0  # the newest AUTH reply's time judged
 
     def extract(self, result: SessionResult) -> _Extract | None:
         """The session's AUTH outcomes that count: (ts, accepted, example).
@@ -73,12 +72,13 @@ class AuthDetector:
             session.session_id,
             session.auth_user,
             outcomes,
+            session.start,
         )
 
     def judge(self, extracted: _Extract | None) -> list[Observation]:
         if extracted is None:
             return []
-        client, server, session_id, user, outcomes = extracted
+        client, server, session_id, user, outcomes, start = extracted
 
         def observation(kind: str, ts: int, **details: Any) -> Observation:
             # Per-user observations are only made when there is a user.
@@ -87,7 +87,6 @@ class AuthDetector:
 
         out = []
         for ts, accepted, shown in outcomes:
-            self._newest = max(self._newest, ts)
             if accepted:
                 out += self._success(observation, client, ts, user, shown)
                 continue
@@ -107,14 +106,20 @@ class AuthDetector:
                     )
                 )
         if outcomes:
-            self._forget(self._newest - 2 * self._window)
+            # Sessions come in start order: every AUTH still to come is at
+            # or after this start, and a success counts the refusals of one
+            # window before it. Not the newest AUTH's time: a session that
+            # began earlier can answer AUTH much later than the refusals of
+            # the sessions after it, which a success may still count (found
+            # in review).
+            self._forget(start - 2 * self._window)
         return out
 
     def _forget(self, before: int) -> None:
         """Let go of the clients and users whose refusals all came before
-        ``before``, as ``_recent`` lets go of old refusals: a brute force
-        that names a new user each time kept a list per name for the run
-        (found in review: 3.8 MiB a 25,000 refusals, for ever in ``live``)."""
+        ``before``, which no AUTH to come counts: a brute force that names
+        a new user each time kept a list per name for the run (found in
+        review: 3.8 MiB a 25,000 refusals, for ever in ``live``)."""
         for table in (self._by_client, self._by_user):
             while table:
                 key = next(iter(table))
