@@ -384,7 +384,9 @@ class AlertEngine:
         values = {
             "who": client or f"{len(clients):,} clients",
             "server": server or f"{len(servers):,} servers",
-            "count": f"{count:,}",
+            # Past MAX_TALLY_VALUES distinct values, their number is estimated.
+            "count": ("about " if tally.estimated and not wording.measured else "")
+            + f"{count:,}",
             "threshold": f"{threshold:,}",
             "window": _duration(rule.window_s),
             "span": _span(incident.last - incident.first),

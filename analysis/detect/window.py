@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import math
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
@@ -167,6 +168,12 @@ _NO_COUNTS: Final[dict[str, int]] = {}
 # Client addresses a Tally counts one by one: about 10 MB of them.
 MAX_TALLY_CLIENTS = 100_000
 MAX_TALLY_NOTES = 20
+# Distinct values a Tally counts one by one; past that it estimates their
+# number (_Sketch). An incident that never pauses for its window (a relay or
+# AUTH spraying campaign from a few clients) otherwise kept every domain or
+# user name it saw: 10 MiB in 30 incidents of 10,000 sessions (found in
+# review), for ever in ``live``.
+MAX_TALLY_VALUES = 10_000
 
 
 # Characters of a tallied value kept as they are; a longer one is counted by
@@ -178,6 +185,39 @@ def _digest(value: str) -> bytes:
     return hashlib.blake2b(
         value.encode(errors="surrogatepass"), digest_size=16
     ).digest()
+
+
+class _Sketch:
+    """The number of distinct values seen, estimated in 4 KiB: HyperLogLog
+    (Flajolet et al., 2007) with 4,096 registers, a standard error of
+    1.6 %. The hash is blake2b, so every process and every order of the
+    same values gives the same estimate."""
+
+    __slots__ = ("registers",)
+    _BITS = 12  # 2**12 registers
+    _REST = 64 - _BITS
+
+    def __init__(self) -> None:
+        self.registers = bytearray(1 << self._BITS)
+
+    def add(self, value: str | bytes) -> None:
+        data = (
+            value if isinstance(value, bytes) else value.encode(errors="surrogatepass")
+        )
+        hashed = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+        index = hashed >> self._REST
+        rank = self._REST - (hashed & ((1 << self._REST) - 1)).bit_length() + 1
+        if rank > self.registers[index]:
+            self.registers[index] = rank
+
+    def estimate(self) -> int:
+        size = len(self.registers)
+        alpha = 0.7213 / (1 + 1.079 / size)
+        raw = alpha * size * size / sum(2.0**-rank for rank in self.registers)
+        empty = self.registers.count(0)
+        if raw <= 2.5 * size and empty:
+            raw = size * math.log(size / empty)  # few values: count empty ones
+        return round(raw)
 
 
 @dataclass(slots=True)
@@ -199,8 +239,11 @@ class Tally:
     measure: int = 0  # the largest of the hits' measures
     # Each distinct value, only counted: a long one as its digest (see
     # _COUNTED_IN_FULL), for a client can name a new 4 KB sender domain in
-    # every MAIL (found in review: 40,000 of them took 198 MB).
+    # every MAIL (found in review: 40,000 of them took 198 MB). Past
+    # MAX_TALLY_VALUES of them, ``sketch`` estimates how many, and
+    # ``values`` is emptied.
     values: set[str | bytes] = field(default_factory=set)
+    sketch: _Sketch | None = None
     # At most MAX_TALLY_CLIENTS, then ``more_clients``: a flood from
     # spoofed addresses has a new one per hit.
     clients: set[str | None] = field(default_factory=set)
@@ -225,7 +268,14 @@ class Tally:
 
     @property
     def count(self) -> int:
-        return len(self.values) + self.plain
+        """Distinct values and hits without one: estimated once
+        ``estimated``."""
+        distinct = len(self.values) if self.sketch is None else self.sketch.estimate()
+        return distinct + self.plain
+
+    @property
+    def estimated(self) -> bool:
+        return self.sketch is not None
 
     def add(self, obs: Observation) -> None:
         self.hits += 1
@@ -233,7 +283,16 @@ class Tally:
         if value is None:
             self.plain += 1
         else:
-            self.values.add(value if len(value) <= _COUNTED_IN_FULL else _digest(value))
+            kept = value if len(value) <= _COUNTED_IN_FULL else _digest(value)
+            if self.sketch is not None:
+                self.sketch.add(kept)
+            else:
+                self.values.add(kept)
+                if len(self.values) > MAX_TALLY_VALUES:
+                    self.sketch = _Sketch()
+                    for each in self.values:
+                        self.sketch.add(each)
+                    self.values = set()
         if obs.session_id != self.last_session:
             self.sessions += 1
             self.last_session = obs.session_id

@@ -242,3 +242,22 @@ def test_servers_are_remembered_only_with_something_learnt_and_at_most_so_many(
     assert detector.inferred("198.51.100.0") == frozenset()
     assert detector.inferred("198.51.100.4") == {"mx4.example.org", "example.org"}
     assert len(detector._servers) == 3
+
+
+def test_a_server_remembers_so_many_domains_refused_as_relaying(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(relay, "MAX_FOREIGN", 5)
+    detector = RelayDetector(default_rules())
+    names = ["mx.example.org", "example.org"]
+    rcpts = [
+        (n, f"a@d{n}.example", f"d{n}.example", None, False, True, False, "RCPT")
+        for n in range(20)
+    ]
+    found = detector.judge(("192.0.2.1", "198.51.100.1", "S1", names, rcpts))
+    # Every refusal is still a relay attempt; only five domains are kept.
+    assert [o.kind for o in found] == ["relay_attempt"] * 20
+    assert detector._foreign["198.51.100.1"] == {f"d{n}.example" for n in range(5)}
+    assert detector._newly_foreign["198.51.100.1"] == [
+        f"d{n}.example" for n in range(5)
+    ]

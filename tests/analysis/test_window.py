@@ -16,6 +16,8 @@ import operator
 import random
 from dataclasses import dataclass, field
 
+import pytest
+
 from analysis.detect.window import Incident, Observation, Tally, Tracker
 
 S = 1_000_000_000
@@ -330,3 +332,53 @@ def test_a_tally_counts_long_values_by_digest() -> None:
     digests = [v for v in tally.values if isinstance(v, bytes)]
     assert texts == ["short", "x" * 64]  # up to 64 characters kept as they are
     assert [len(v) for v in digests] == [16, 16, 16]
+
+
+def test_past_so_many_distinct_values_a_tally_estimates_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found in review: an incident that never pauses for its window (relay
+    # attempts or AUTH spraying from a few clients) kept every domain or user
+    # name it saw. Past MAX_TALLY_VALUES the set goes and a 4 KiB sketch
+    # estimates the number, the same in any order.
+    from analysis.detect import window
+
+    monkeypatch.setattr(window, "MAX_TALLY_VALUES", 100)
+    values = [f"user{n}" for n in range(20_000)] + ["user7"] * 500
+    exact = Tally.of([obs(n, value=v) for n, v in enumerate(values[:100])])
+    assert (exact.count, exact.estimated) == (100, False)
+
+    tally = Tally.of([obs(n, value=v) for n, v in enumerate(values)])
+    assert tally.estimated and tally.values == set()
+    assert abs(tally.count - 20_000) < 20_000 * 0.03
+    random.Random(3).shuffle(values)
+    shuffled = Tally.of([obs(n, value=v) for n, v in enumerate(values)])
+    assert shuffled.count == tally.count
+    # Hits without a value are still counted one by one beside it.
+    tally.add(obs(1, value=None))
+    assert tally.count == shuffled.count + 1
+
+
+def test_an_estimated_count_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from analysis.detect import AlertEngine, window
+
+    monkeypatch.setattr(window, "MAX_TALLY_VALUES", 100)
+    hits = [
+        Observation(
+            "auth_spraying",
+            ("192.0.2.1",),
+            n,
+            f"S{n}",
+            "192.0.2.1",
+            "198.51.100.1",
+            value=f"user{n}",
+        )
+        for n in range(5_000)
+    ]
+    tally = Tally.of(hits)
+    incident = Incident(hits[:10], 0, 0, 4_999, keep=10, tally=tally)
+    alert = AlertEngine()._alert("auth_spraying", ("192.0.2.1",), incident)
+    assert alert.count == tally.count
+    assert alert.summary.startswith(
+        f"192.0.2.1 failed AUTH for about {tally.count:,} different user names"
+    )
