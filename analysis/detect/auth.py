@@ -11,6 +11,7 @@ commands table's rows, whose AUTH payloads already read "[redacted]".
 from __future__ import annotations
 
 import bisect
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +24,8 @@ _UNKNOWN_USER = "(unknown)"
 
 
 # What ``extract`` keeps of a session: client, server, session id, user,
-# per counted AUTH reply (ts, accepted, example), and the session's start.
-_Extract = tuple[str, str, str, str | None, list[tuple[int, bool, str]], int]
+# and per counted AUTH reply (ts, accepted, example).
+_Extract = tuple[str, str, str, str | None, list[tuple[int, bool, str]]]
 
 
 class AuthDetector:
@@ -40,11 +41,9 @@ class AuthDetector:
         rule = rules.rule("auth_success_after_failures")
         self._window = rule.window_ns
         self._threshold = rule.limit
-        # Timestamps of refusals per client and per user, kept sorted; the
-        # key refused most recently last, so that keys whose refusals are
-        # all too old to count again wait at the front (see _forget).
-        self._by_client: dict[str, list[int]] = {}
-        self._by_user: dict[str, list[int]] = {}
+        # Timestamps of refusals per client and per user, kept sorted.
+        self._by_client: defaultdict[str, list[int]] = defaultdict(list)
+        self._by_user: defaultdict[str, list[int]] = defaultdict(list)
 
     def extract(self, result: SessionResult) -> _Extract | None:
         """The session's AUTH outcomes that count: (ts, accepted, example).
@@ -72,13 +71,12 @@ class AuthDetector:
             session.session_id,
             session.auth_user,
             outcomes,
-            session.start,
         )
 
     def judge(self, extracted: _Extract | None) -> list[Observation]:
         if extracted is None:
             return []
-        client, server, session_id, user, outcomes, start = extracted
+        client, server, session_id, user, outcomes = extracted
 
         def observation(kind: str, ts: int, **details: Any) -> Observation:
             # Per-user observations are only made when there is a user.
@@ -90,9 +88,9 @@ class AuthDetector:
             if accepted:
                 out += self._success(observation, client, ts, user, shown)
                 continue
-            _refused(self._by_client, client, ts)
+            bisect.insort(self._by_client[client], ts)
             if user is not None:
-                _refused(self._by_user, user, ts)
+                bisect.insort(self._by_user[user], ts)
             out.append(observation("auth_brute_force", ts, example=shown))
             out.append(
                 observation(
@@ -105,28 +103,7 @@ class AuthDetector:
                         "auth_user_many_clients", ts, value=client, example=shown
                     )
                 )
-        if outcomes:
-            # Sessions come in start order: every AUTH still to come is at
-            # or after this start, and a success counts the refusals of one
-            # window before it. Not the newest AUTH's time: a session that
-            # began earlier can answer AUTH much later than the refusals of
-            # the sessions after it, which a success may still count (found
-            # in review).
-            self._forget(start - 2 * self._window)
         return out
-
-    def _forget(self, before: int) -> None:
-        """Let go of the clients and users whose refusals all came before
-        ``before``, which no AUTH to come counts: a brute force that names
-        a new user each time kept a list per name for the run (found in
-        review: 3.8 MiB a 25,000 refusals, for ever in ``live``)."""
-        for table in (self._by_client, self._by_user):
-            while table:
-                key = next(iter(table))
-                times = table[key]
-                if times and times[-1] >= before:
-                    break
-                del table[key]
 
     def _success(
         self,
@@ -136,6 +113,7 @@ class AuthDetector:
         user: str | None,
         shown: str,
     ) -> list[Observation]:
+        # Looked up, not made: a success alone keeps no list.
         failures = self._recent(self._by_client.get(client, []), ts)
         about = "from this client"
         if user is not None:
@@ -155,19 +133,9 @@ class AuthDetector:
         ]
 
     def _recent(self, times: list[int], now: int) -> int:
-        # Sessions come in start order (offline; live, as they close, within
-        # a session's length of it), so older refusals are never needed
+        # Sessions come in start order, so older refusals are never needed
         # again; dropping them keeps the lists short.
         del times[: bisect.bisect_left(times, now - 2 * self._window)]
         return bisect.bisect_right(times, now) - bisect.bisect_left(
             times, now - self._window
         )
-
-
-def _refused(table: dict[str, list[int]], key: str, ts: int) -> None:
-    """Note a refusal at ``ts`` for ``key``, which becomes the newest key."""
-    times = table.pop(key, None)
-    if times is None:
-        times = []
-    bisect.insort(times, ts)
-    table[key] = times
