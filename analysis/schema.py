@@ -236,7 +236,8 @@ ALERTS: tuple[Column, ...] = (
         "count",
         _I,
         "the number that crossed the threshold (distinct values past 10,000 in "
-        'one incident are estimated, within about 2 %, and the summary says "about")',
+        "one incident are estimated, within a few per cent, and the summary says "
+        '"about")',
     ),
     Column("threshold", _I, "the rule's threshold or per-item limit"),
     Column("window_s", _F, "the rule's time window"),
