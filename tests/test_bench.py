@@ -22,12 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_peak_memory_is_compared_with_the_baseline(tmp_path: Path) -> None:
-    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
-    small, large = tmp_path / "small.pcap", tmp_path / "large.pcap"
-    for size, path in (("512K", small), ("2M", large)):
-        subprocess.run(
-            [*make, "--size", size, str(path)], check=True, capture_output=True
-        )
+    small = make_capture(tmp_path / "small.pcap", "512K")
+    large = make_capture(tmp_path / "large.pcap", "2M")
     run = [sys.executable, str(ROOT / "bench" / "run.py"), str(large)]
     options = ["--runs", "1", "--jobs", "1", "--tools", "smtpscope", "--json"]
     out = tmp_path / "out" / "large"
@@ -119,11 +115,7 @@ def test_rotate_has_smtpscope_read_the_capture_cut_into_files(tmp_path: Path) ->
 def test_sigterm_stops_the_tool_and_removes_the_shards(tmp_path: Path) -> None:
     # Found in review: the shards (tens of MB) stayed in /tmp, and the tool
     # that was running went on alone.
-    capture = tmp_path / "c.pcap"
-    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
-    subprocess.run(
-        [*make, "--size", "8M", str(capture)], check=True, capture_output=True
-    )
+    capture = make_capture(tmp_path / "c.pcap", "8M")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     run = [sys.executable, str(ROOT / "bench" / "run.py"), str(capture)]
@@ -155,11 +147,7 @@ def _bench_json(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """run.py's JSON report for one round on a capture of ``size`` made in
     ``tmp_path`` (tables under ``tmp_path / "out"``), and its truth."""
-    capture = tmp_path / "c.pcap"
-    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
-    subprocess.run(
-        [*make, "--size", size, str(capture)], check=True, capture_output=True
-    )
+    capture = make_capture(tmp_path / "c.pcap", size)
     run = [sys.executable, str(ROOT / "bench" / "run.py"), str(capture)]
     if "--runs" not in options:
         run += ["--runs", "1"]
@@ -222,11 +210,7 @@ def test_table_differences_name_each_file(tmp_path: Path) -> None:
 def test_bare_loop_fails_with_its_tcpdump(tmp_path: Path) -> None:
     # Found in review: on a capture cut inside a record tcpdump failed, but
     # the shell gave the loop's exit status, and bare-loop showed as OK.
-    capture = tmp_path / "c.pcap"
-    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
-    subprocess.run(
-        [*make, "--size", "1M", str(capture)], check=True, capture_output=True
-    )
+    capture = make_capture(tmp_path / "c.pcap", "1M")
     content = capture.read_bytes()
     capture.write_bytes(content[: len(content) - 100])
     done = subprocess.run(
@@ -252,11 +236,7 @@ def test_a_run_where_smtpscope_cannot_run_fails(tmp_path: Path) -> None:
     bench = tmp_path / "bench"
     bench.mkdir()
     shutil.copy(ROOT / "bench" / "run.py", bench / "run.py")
-    capture = tmp_path / "c.pcap"
-    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
-    subprocess.run(
-        [*make, "--size", "512K", str(capture)], check=True, capture_output=True
-    )
+    capture = make_capture(tmp_path / "c.pcap", "512K")
     done = subprocess.run(
         [
             *(sys.executable, str(bench / "run.py"), str(capture), "--runs", "1"),
@@ -272,3 +252,10 @@ def test_a_run_where_smtpscope_cannot_run_fails(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     tools = json.loads(done.stdout)["tools"]
     assert tools["smtpscope"]["status"] == "skipped"
+
+
+def make_capture(path: Path, size: str) -> Path:
+    """A capture of ``size`` from bench/make_capture.py, with its truth."""
+    make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
+    subprocess.run([*make, "--size", size, str(path)], check=True, capture_output=True)
+    return path
