@@ -261,3 +261,29 @@ def test_a_server_remembers_so_many_domains_refused_as_relaying(
     assert detector._newly_foreign["198.51.100.1"] == [
         f"d{n}.example" for n in range(5)
     ]
+
+
+def test_pairs_held_back_are_at_most_so_many(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found in review: a pair with fewer accepted foreign domains than the
+    # rule's limit was held for the run: 63 MiB for 80,000 clients with one
+    # each, for ever in live.
+    monkeypatch.setattr(relay, "MAX_PAIRS", 5)
+    detector = RelayDetector(default_rules())
+    server, names = "198.51.100.1", ["mx.example.org", "example.org"]
+
+    def accepted(n: int, domain: str) -> tuple[object, ...]:
+        return (n, f"a@{domain}", domain, None, True, False, False, "RCPT")
+
+    for n in range(20):
+        rcpts = [accepted(n, f"d{n}.example")]
+        assert detector.judge((f"192.0.2.{n}", server, f"S{n}", names, rcpts)) == []
+    assert list(detector._pending) == [(f"192.0.2.{n}", server) for n in range(15, 20)]
+    assert list(detector._held_domains) == list(detector._pending)
+
+    # A pair that reaches the limit is still released, and then confirmed.
+    limit = default_rules().rule("open_relay").limit
+    rcpts = [accepted(100 + n, f"x{n}.example") for n in range(limit)]
+    found = detector.judge(("203.0.113.7", server, "R", names, rcpts))
+    assert [o.kind for o in found] == ["open_relay"] * limit
+    assert ("203.0.113.7", server) in detector._confirmed
+    assert ("203.0.113.7", server) not in detector._pending
