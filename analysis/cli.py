@@ -937,11 +937,14 @@ def _check_readable(path: str) -> bool:
     return True
 
 
-def _require_readable(path: str) -> None:
-    if stat.S_ISDIR(os.stat(path).st_mode):
+def _require_readable(path: str) -> os.stat_result:
+    """``path``'s status, or the OSError that says why it cannot be read."""
+    status = os.stat(path)
+    if stat.S_ISDIR(status.st_mode):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
     if not os.access(path, os.R_OK):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    return status
 
 
 class _ProgressBar:
@@ -1033,10 +1036,10 @@ def _keylog_file(path: str) -> str:
     /dev/stdin, nothing was decrypted, with a misleading warning).
     """
     try:
-        _require_readable(path)
+        status = _require_readable(path)
     except OSError as exc:
         raise argparse.ArgumentTypeError(_os_error_message(exc, path)) from None
-    if not stat.S_ISREG(os.stat(path).st_mode):
+    if not stat.S_ISREG(status.st_mode):
         raise argparse.ArgumentTypeError(
             f"{path}: not a regular file (it is read twice, the second time by "
             "tshark; save the key log to a file first)"

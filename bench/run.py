@@ -623,15 +623,13 @@ def table_differences(out: Path, tools: list[str]) -> dict[str, list[str]]:
     if "smtpscope" not in tools:
         return {}
     first = out / "smtpscope"
-    mine = {p.name for p in first.iterdir()} if first.is_dir() else set()
+    mine = _names(first)
     missing = [f"{name}.jsonl" for name in TABLES if f"{name}.jsonl" not in mine]
     found: dict[str, list[str]] = {}
     for tool in tools:
         if tool == "smtpscope":
             continue
-        theirs = (
-            {p.name for p in (out / tool).iterdir()} if (out / tool).is_dir() else set()
-        )
+        theirs = _names(out / tool)
         differ = [f"{name} (smtpscope wrote none)" for name in missing]
         differ += [f"{name} (only one wrote it)" for name in sorted(mine ^ theirs)]
         differ += [
@@ -641,6 +639,11 @@ def table_differences(out: Path, tools: list[str]) -> dict[str, list[str]]:
         ]
         found[tool] = differ
     return found
+
+
+def _names(folder: Path) -> set[str]:
+    """The names of the files in ``folder``; none if it is missing."""
+    return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -1082,9 +1085,10 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
                 for t, r in group.items()
                 if t.startswith("smtpscope") and not r.failed
             ]
-            base = out if group is results else out / "baseline"
+            baseline_group = group is on_baseline
+            base = out / "baseline" if baseline_group else out
             for tool, differ in table_differences(base, alike).items():
-                name = tool + suffix.strip().replace("(", " (")
+                name = f"{tool} (baseline)" if baseline_group else tool
                 for file in differ:
                     differences.setdefault(name, []).append(f"round {round_no}: {file}")
 

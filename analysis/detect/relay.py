@@ -241,7 +241,7 @@ class RelayDetector:
         pair = (obs.key[0], obs.key[1])
         confirmed = self._confirmed.get(pair)
         if confirmed is not None and obs.ts - confirmed <= self._window:
-            _latest(self._confirmed, pair, max(confirmed, obs.ts))
+            _latest(self._confirmed, pair, max(confirmed, obs.ts), MAX_PAIRS)
             return [obs]
         # Taken out and put back last: the pair held most recently.
         held = self._pending.pop(pair, [])
@@ -255,10 +255,10 @@ class RelayDetector:
                 del domains[old.value]
         del held[:stale]
         if len(domains) < self._min_domains:
-            _latest(self._pending, pair, held)
-            _latest(self._held_domains, pair, domains)
+            _latest(self._pending, pair, held, MAX_PAIRS)
+            _latest(self._held_domains, pair, domains, MAX_PAIRS)
             return []
-        _latest(self._confirmed, pair, held[-1].ts)
+        _latest(self._confirmed, pair, held[-1].ts, MAX_PAIRS)
         return held
 
     def inferred(self, server: str) -> frozenset[str]:
@@ -268,12 +268,8 @@ class RelayDetector:
     def _seen(self, server: str) -> None:
         """Make ``server`` the most recently seen; forget the least recently
         seen past MAX_SERVERS."""
-        servers = self._servers
-        servers.pop(server, None)
-        servers[server] = None
-        if len(servers) > MAX_SERVERS:
-            oldest = next(iter(servers))
-            del servers[oldest]
+        oldest = _latest(self._servers, server, None, MAX_SERVERS)
+        if oldest is not None:
             for table in (self._inferred, self._foreign, self._newly_foreign):
                 table.pop(oldest, None)
             self._notes.pop(oldest, None)
@@ -332,15 +328,20 @@ class RelayDetector:
         return note
 
 
+_K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
-def _latest(table: dict[tuple[str, str], _V], pair: tuple[str, str], value: _V) -> None:
-    """Set ``pair`` last in ``table``; past MAX_PAIRS, drop the first."""
-    table.pop(pair, None)
-    table[pair] = value
-    if len(table) > MAX_PAIRS:
-        del table[next(iter(table))]
+def _latest(table: dict[_K, _V], key: _K, value: _V, most: int) -> _K | None:
+    """Set ``key`` last in ``table``, the most recently used; past ``most``
+    keys, drop the first, the least recently used, and return it."""
+    table.pop(key, None)
+    table[key] = value
+    if len(table) <= most:
+        return None
+    oldest = next(iter(table))
+    del table[oldest]
+    return oldest
 
 
 # RFC 1035 2.3.4: no domain name is longer (253 characters written out).
