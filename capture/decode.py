@@ -48,7 +48,6 @@ _RAW_IP_TYPES: Final = frozenset({LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_
 
 # The one IP version each of these link types carries.
 _ONE_VERSION: Final = {LINKTYPE_IPV4: 4, LINKTYPE_IPV6: 6}
-_IP_ETHERTYPES: Final = frozenset({0x0800, 0x86DD})  # IPv4, IPv6
 # 802.1Q, 802.1ad and the pre-standard Q-in-Q tag.
 _VLAN_TPIDS: Final = frozenset({0x8100, 0x88A8, 0x9100})
 # A PPPoE session frame (RFC 2516 5): a DSL subscriber's traffic as an
@@ -58,6 +57,7 @@ PPPOE_SESSION: Final = 0x8864
 # version they carry.
 _PPP_IP: Final = {0x0021: 4, 0x0057: 6}
 _ETHERTYPE_IP: Final = {0x0800: 4, 0x86DD: 6}
+_IP_ETHERTYPES: Final = frozenset(_ETHERTYPE_IP)  # IPv4, IPv6
 
 # Address families in the 4-byte header of BSD loopback captures.
 # AF_INET6 differs by system: 24 NetBSD/OpenBSD, 28 FreeBSD, 30 macOS.
