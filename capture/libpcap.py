@@ -36,7 +36,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final, TypeVar
 
-from capture.decode import LINKTYPE_PPP, LINKTYPE_PPP_HDLC, PPPOE_SESSION
+from capture.decode import (
+    LINKTYPE_LOOP,
+    LINKTYPE_NULL,
+    LINKTYPE_PPP,
+    LINKTYPE_PPP_HDLC,
+    PPPOE_SESSION,
+)
 from capture.pcapfile import RawPacket
 
 log = logging.getLogger(__name__)
@@ -334,14 +340,14 @@ _TPIDS = (0x8100, 0x88A8, 0x9100)
 
 def compiles(linktype: int, expression: str) -> bool:
     """Whether libpcap can compile ``expression`` for captures of ``linktype``
-    (and should: never for ``_FRAMED_OTHERWISE``).
+    (and should: never for ``READ_OTHERWISE``).
 
     Asked before a stream is handed over that cannot be read twice, where
     ``_open_pipe`` would otherwise try the filter and retry without VLAN
     terms on a fresh open.
     """
     lib = _lib()
-    if lib is None or linktype in _FRAMED_OTHERWISE:
+    if lib is None or linktype in READ_OTHERWISE:
         return False
     handle = lib.pcap_open_dead(linktype, 262_144)
     if not handle:
@@ -415,12 +421,24 @@ _COMPILED: dict[tuple[int, int, str], _BpfProgram | str] = {}
 _COMPILED_MAX = 32
 
 
-# PPP and PPP in HDLC framing (LINKTYPE_PPP, LINKTYPE_PPP_HDLC): libpcap's
-# filter takes the PPP protocol from bytes 2 and 3 always, where the decoder
-# also reads frames without HDLC's address and control bytes, with the
-# protocol in one byte, and Cisco's framing: such files are read in Python,
-# so that their tables do not depend on their size.
-_FRAMED_OTHERWISE: Final = frozenset({LINKTYPE_PPP, LINKTYPE_PPP_HDLC})
+# Link types whose frames libpcap's filter reads otherwise than the decoder:
+# files of them are read in Python whatever their size (capture.source), so
+# that their tables do not depend on it, and no filter is compiled for them.
+# - BSD loopback (LINKTYPE_NULL) stores its address family in the byte order
+#   of the host that captured, which the file does not say: the decoder
+#   guesses it from each frame, libpcap's filter takes the file's order and
+#   dropped every frame of a capture converted between the two.
+# - OpenBSD's loopback (LINKTYPE_LOOP) is big-endian always, but its IPv6
+#   family is a BSD's (24, 28 or 30), and a filter compiled once per link
+#   type (_COMPILED, on no file) tests for this host's: every IPv6 frame was
+#   dropped (found in review).
+# - PPP and PPP in HDLC framing (LINKTYPE_PPP, LINKTYPE_PPP_HDLC): libpcap's
+#   filter takes the PPP protocol from bytes 2 and 3 always, where the
+#   decoder also reads frames without HDLC's address and control bytes,
+#   with the protocol in one byte, and Cisco's framing.
+READ_OTHERWISE: Final = frozenset(
+    {LINKTYPE_NULL, LINKTYPE_LOOP, LINKTYPE_PPP, LINKTYPE_PPP_HDLC}
+)
 
 
 def _set_compiled_filter(lib: Any, handle: int, expression: str) -> None:
@@ -444,8 +462,8 @@ def _compile(
 ) -> _BpfProgram | str:
     """``expression`` compiled for captures of ``linktype`` and ``snaplen``,
     or the error to raise for it."""
-    if linktype in _FRAMED_OTHERWISE:
-        return "filter: libpcap reads this link type's PPP header otherwise"
+    if linktype in READ_OTHERWISE:
+        return "filter: libpcap reads this link type's frames otherwise"
     dead = lib.pcap_open_dead(linktype, snaplen)
     if not dead:
         return "filter: libpcap could not compile for this link type"

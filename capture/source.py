@@ -30,8 +30,6 @@ from capture.decode import (
     ETH_IPV4_TCP_NO_PORTS,
     ETH_IPV6_TCP_NO_PORTS,
     LINKTYPE_ETHERNET,
-    LINKTYPE_LOOP,
-    LINKTYPE_NULL,
     SMTP_PORTS,
     DecodeStats,
     FlowKey,
@@ -575,15 +573,6 @@ def _fast_path(path: str, large: bool = False) -> _FastPath | None:
 
 # Enough for a pcapng Section Header Block and the first interface's block.
 _HEAD_BYTES = 64 * 1024
-# BSD loopback (LINKTYPE_NULL) stores its address family in the byte order
-# of the host that captured, which the file does not say: the decoder
-# guesses it from each frame, libpcap's filter takes the file's order and
-# drops every frame of a capture converted between the two. OpenBSD's
-# (LINKTYPE_LOOP) is big-endian always, but its IPv6 family is a BSD's (24,
-# 28 or 30), and a filter compiled once per link type (libpcap._COMPILED,
-# on no file) tests for this host's: every IPv6 frame was dropped (found in
-# review). Such captures are small; the Python reader reads them.
-_MISREAD_LINKTYPES = frozenset({LINKTYPE_NULL, LINKTYPE_LOOP})
 
 
 # What libpcap takes a pcapng file's snaplen to be.
@@ -609,7 +598,7 @@ def _libpcap_reads(head: bytes) -> _FastPath | None:
     """What libpcap's path needs of the capture beginning with ``head``,
     when libpcap is at hand and may read it; None for other files."""
     found = file_head(head)
-    if found is None or found.linktype in _MISREAD_LINKTYPES:
+    if found is None or found.linktype in libpcap.READ_OTHERWISE:
         return None
     if not libpcap.available():
         return None
