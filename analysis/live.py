@@ -74,7 +74,11 @@ class LiveAnalyzer:
         # The detectors see sessions as they close, which live is close to
         # start order. An alert row is written when its threshold is crossed
         # and again, complete and with the same alert_id, when it is over.
-        self.alerts = AlertEngine(rules, early=True)
+        # What they remember of sessions goes once no connection still open
+        # began early enough to need it.
+        self.alerts = AlertEngine(
+            rules, early=True, horizon=lambda: self.reassembler.earliest_open
+        )
 
     @property
     def active_sessions(self) -> int:

@@ -800,6 +800,12 @@ class Reassembler:
         return max((f.conn.last_ts for f in self._open.values()), default=None)
 
     @property
+    def earliest_open(self) -> int | None:
+        """When the oldest open connection was first seen (a session's
+        start); None if none is open."""
+        return min((f.conn.first_ts for f in self._open.values()), default=None)
+
+    @property
     def reached(self) -> int | None:
         """The last packet of any connection read so far, open or closed;
         None before any."""

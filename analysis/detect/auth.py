@@ -40,10 +40,17 @@ class AuthDetector:
         self._local = rules.local
         rule = rules.rule("auth_success_after_failures")
         self._window = rule.window_ns
+        self._stretch = max(self._window, 1)  # a window may round to 0 ns
         self._threshold = rule.limit
         # Timestamps of refusals per client and per user, kept sorted.
         self._by_client: defaultdict[str, list[int]] = defaultdict(list)
         self._by_user: defaultdict[str, list[int]] = defaultdict(list)
+        # The clients and users given a refusal, per window-long stretch of
+        # time (ts // _stretch): what ``forget_before`` looks through, so
+        # that it touches only keys with something old to let go.
+        self._stretches: defaultdict[int, tuple[set[str], set[str]]] = defaultdict(
+            lambda: (set(), set())
+        )
 
     def extract(self, result: SessionResult) -> _Extract | None:
         """The session's AUTH outcomes that count: (ts, accepted, example).
@@ -88,9 +95,12 @@ class AuthDetector:
             if accepted:
                 out += self._success(observation, client, ts, user, shown)
                 continue
+            clients, users = self._stretches[ts // self._stretch]
             bisect.insort(self._by_client[client], ts)
+            clients.add(client)
             if user is not None:
                 bisect.insort(self._by_user[user], ts)
+                users.add(user)
             out.append(observation("auth_brute_force", ts, example=shown))
             out.append(
                 observation(
@@ -132,10 +142,38 @@ class AuthDetector:
             )
         ]
 
+    def forget_before(self, horizon: int) -> None:
+        """Let go of the refusals no session starting at ``horizon`` or
+        later can count.
+
+        A success counts the refusals of the window before it, and comes
+        no earlier than its session's start: older ones are never needed
+        again. Only the caller knows the horizon (offline, sessions come in
+        start order; live, they come as they close, and one still open may
+        have started long ago), so without this call nothing is let go.
+        Whole stretches older than that go at once: a key is looked at once
+        per stretch it had refusals in.
+        """
+        oldest = horizon - self._window
+        old = [s for s in self._stretches if (s + 1) * self._stretch <= oldest]
+        for stretch in old:
+            clients, users = self._stretches.pop(stretch)
+            _drop_older(self._by_client, clients, oldest)
+            _drop_older(self._by_user, users, oldest)
+
     def _recent(self, times: list[int], now: int) -> int:
-        # Sessions come in start order, so older refusals are never needed
-        # again; dropping them keeps the lists short.
-        del times[: bisect.bisect_left(times, now - 2 * self._window)]
         return bisect.bisect_right(times, now) - bisect.bisect_left(
             times, now - self._window
         )
+
+
+def _drop_older(table: dict[str, list[int]], keys: set[str], oldest: int) -> None:
+    """Drop the times before ``oldest`` from ``keys``' lists, and the keys
+    left with none."""
+    for key in keys:
+        times = table.get(key)
+        if times is None:
+            continue
+        del times[: bisect.bisect_left(times, oldest)]
+        if not times:
+            del table[key]

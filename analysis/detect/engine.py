@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from analysis.detect.alert import Alert, alert_id
 from analysis.detect.auth import AuthDetector
@@ -57,6 +57,15 @@ class Detector(Protocol):
     def extract(self, result: SessionResult) -> Any: ...
 
     def judge(self, extracted: Any) -> list[Observation]: ...
+
+
+@runtime_checkable
+class Forgetting(Protocol):
+    """A detector that remembers sessions for as long as a later one may
+    still count them: told at each sweep how early a session still to come
+    can start."""
+
+    def forget_before(self, horizon: int) -> None: ...
 
 
 DETECTORS: tuple[Callable[[Rules], Detector], ...] = (
@@ -203,6 +212,7 @@ class AlertEngine:
         *,
         early: bool = False,
         share: Iterable[int] | None = None,
+        horizon: Callable[[], int | None] | None = None,
     ) -> None:
         # ``early`` (live capture): an alert is also handed out the moment
         # its threshold is crossed, with the evidence so far, and again,
@@ -217,6 +227,13 @@ class AlertEngine:
         # give, between them, exactly the alerts of one engine with all.
         picked = range(len(DETECTORS)) if share is None else sorted(set(share))
         self._judged = [(i, self._detectors[i]) for i in picked]
+        # ``horizon``: the earliest start of a session that may still be fed
+        # (live: the oldest connection still open), None when there is none.
+        # Without it sessions come in start order, and each one's start is
+        # that horizon. Detectors that remember sessions let go of what no
+        # session from then on can need (see sweep).
+        self._horizon = horizon
+        self._forgetting = [d for _, d in self._judged if isinstance(d, Forgetting)]
         self._trackers: dict[tuple[str, tuple[str, ...]], Tracker] = {}
         # The keys of each kind's trackers, oldest first (see MAX_TRACKERS).
         self._kind_keys: dict[str, dict[tuple[str, ...], None]] = {}
@@ -254,7 +271,7 @@ class AlertEngine:
         # brought up to date when it is touched, and the rest once a sweep
         # interval, which only delays when their alerts come out.
         if now >= self._next_sweep:
-            alerts = self.expire(now)
+            alerts = self.sweep(now)
             self._next_sweep = now + _SWEEP_EVERY_NS
         if len(evidence) != len(self._detectors):
             raise ValueError("evidence from another set of detectors")
@@ -273,6 +290,16 @@ class AlertEngine:
                 tracker.add(obs)
                 if self.early and opened and tracker.incident is not None:
                     alerts.append(self._alert(obs.kind, obs.key, tracker.incident))
+        return alerts
+
+    def sweep(self, now: int) -> list[Alert]:
+        """``expire``, and the detectors let go of what no session still to
+        come can need."""
+        alerts = self.expire(now)
+        open_since = self._horizon() if self._horizon is not None else None
+        horizon = now if open_since is None else min(now, open_since)
+        for detector in self._forgetting:
+            detector.forget_before(horizon)
         return alerts
 
     def expire(self, now: int) -> list[Alert]:

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from analysis.detect import RulesError, default_rules, detect, facts, load_rules
+from analysis.detect.auth import AuthDetector
 from analysis.detect.window import Observation, Tracker, client_observation
 from analysis.pipeline import analyze
 from analysis.records import (
@@ -471,3 +472,62 @@ def test_a_late_auth_in_an_earlier_session_keeps_the_refusals_after_it() -> None
     assert [(o.kind, o.measure, o.note) for o in found] == [
         ("auth_success_after_failures", 5, "from this client")
     ]
+
+
+def _auth_session(
+    client: str, user: str, start: int, codes: list[int], gap: int = S
+) -> SessionResult:
+    """A session of AUTH attempts ``gap`` apart, answered with ``codes``."""
+    sid = f"A{client}{start}"
+    end = start + (len(codes) + 1) * gap
+    session = SessionRecord(sid, start, end, client, 40000, "192.0.2.25", 587)
+    session.handshake_completed = True
+    session.auth_user = user
+    commands = [
+        CommandRecord(sid, start + (n + 1) * gap, "AUTH", "PLAIN [redacted]", code)
+        for n, code in enumerate(codes)
+    ]
+    return SessionResult(session, [], commands, [])
+
+
+def test_auth_refusals_are_let_go_once_no_session_can_count_them() -> None:
+    # Found in an attack on memory: every refused AUTH's time was kept for
+    # the run, per client and per user (about 690 bytes a session), unless
+    # that client or user later succeeded. Fed in start order, a sweep lets
+    # go of those older than a window before the session being fed.
+    from analysis.detect import AlertEngine
+
+    engine = AlertEngine()
+    auth = engine._detectors[2]
+    assert isinstance(auth, AuthDetector)
+    hour = 3600 * S
+    for n in range(2000):  # a client and user every 9 s, for 5 hours
+        client = str(ipaddress.ip_address("10.0.0.0") + n)
+        engine.feed(_auth_session(client, f"user{n}", n * 9 * S, [535, 535]))
+    # The rule's window is 600 s; what is older than a window before the
+    # last sweep (each minute) goes, whole window-long stretches at a time.
+    assert len(auth._by_client) == len(auth._by_user) < 2000 * 1800 // (5 * hour // S)
+    assert min(t for ts in auth._by_client.values() for t in ts) >= 5 * hour - 1800 * S
+
+
+def test_auth_refusals_stay_while_an_older_session_is_open() -> None:
+    # Live, sessions come as they close. One that began at 0 and succeeded
+    # at 700 s counts the refusals at 100 to 140 s, but closes after 20
+    # minutes of others' sessions: fed in start order they would have been
+    # let go by then (the sweep at 1,200 s). The live horizon, the oldest
+    # open connection's start, keeps them while it is open.
+    from analysis.detect import AlertEngine
+
+    def after_twenty_minutes(engine: AlertEngine) -> list[str]:
+        engine.feed(_auth_session("203.0.113.7", "alice", 90 * S, [535] * 5, 10 * S))
+        for n in range(2, 22):
+            engine.feed(_auth_session("198.51.100.1", "bob", n * 60 * S, [235]))
+        success = _auth_session("203.0.113.7", "alice", 0, [235], gap=700 * S)
+        return [a.kind for a in engine.feed(success)]
+
+    assert "auth_success_after_failures" in after_twenty_minutes(
+        AlertEngine(early=True, horizon=lambda: 0)
+    )
+    assert "auth_success_after_failures" not in after_twenty_minutes(
+        AlertEngine(early=True)
+    )

@@ -172,3 +172,18 @@ def test_an_interface_named_twice_is_opened_once(command: str) -> None:
     args = build_parser().parse_args([command, "-i", "lo", "-i", "eth9", "-i", "lo"])
     args.validate(args)
     assert args.interfaces == ["lo", "eth9"]
+
+
+def test_live_detectors_are_told_the_oldest_open_connections_start() -> None:
+    # They let go of what they remember of sessions (refused AUTHs) only
+    # before that: a session still open may yet count it.
+    analyzer = LiveAnalyzer(DEFAULT_PORTS, lambda table, record: None)
+    horizon = analyzer.alerts._horizon
+    assert horizon is not None and horizon() is None
+    with open_capture(str(PCAPS / "rset-multi.pcap")) as reader:
+        packets = list(reader)
+    for packet in packets[:3]:
+        analyzer.feed(packet)
+    assert horizon() == packets[0].ts
+    analyzer.stop()
+    assert horizon() is None
