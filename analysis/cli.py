@@ -146,8 +146,8 @@ def build_parser() -> _Parser:
         "--verbose",
         action="count",
         default=0,
-        help="log progress to stderr: -v for each capture and session, -vv also how "
-        "each capture is read",
+        help="log progress to stderr: -v for each capture and session, -vv also why "
+        "the Python reader takes a capture",
     )
     _add_read_command(commands, common)
     livecli.add_live_command(commands, common)

@@ -445,8 +445,10 @@ def _one_capture(
     sharded = parts > 1
     owners: dict[FlowKey, int] = {}  # see _owner
     skip = 0
-    fast = _fast_path(path, large)
-    if fast is not None:
+    fast = _fast_path_or_why(path, large)
+    if isinstance(fast, str):
+        log.debug("the Python reader takes %s: %s", path, fast)
+    else:
         delivered = yield from _filtered_capture(
             path, ports, reassembler, stats, on_read, shard, handle, fast
         )
@@ -545,8 +547,16 @@ def _fast_path(path: str, large: bool = False) -> _FastPath | None:
     or gzip-compressed (``inflate``), when libpcap is at hand; None for any
     other file, which the Python reader reads. ``large``: in a large run
     (see ``large_run``), where smaller plain files qualify too."""
-    if path == "-" or os.environ.get("SMTPSCOPE_NO_LIBPCAP"):
-        return None
+    fast = _fast_path_or_why(path, large)
+    return fast if isinstance(fast, _FastPath) else None
+
+
+def _fast_path_or_why(path: str, large: bool) -> _FastPath | str:
+    """``_fast_path``, or why the Python reader reads ``path`` (for -vv)."""
+    if path == "-":
+        return "standard input"
+    if os.environ.get("SMTPSCOPE_NO_LIBPCAP"):
+        return "SMTPSCOPE_NO_LIBPCAP is set"
     least_plain = FAST_PATH_MIN_BYTES
     if large:
         least_plain = min(least_plain, LARGE_RUN_MIN_BYTES)
@@ -556,19 +566,26 @@ def _fast_path(path: str, large: bool = False) -> _FastPath | None:
         if size < min(least_inflated, least_plain):
             # Too small either way; and a named pipe (size 0), opened for
             # its head, would lose it.
-            return None
+            return _too_small(size, least_plain)
         with open(path, "rb") as stream:
             head = stream.read(_HEAD_BYTES)
             inflate = head.startswith(GZIP_MAGIC)
-            if size < (least_inflated if inflate else least_plain):
-                return None
+            least = least_inflated if inflate else least_plain
+            if size < least:
+                return _too_small(size, least)
             if inflate:
                 stream.seek(0)
                 head = Inflated(stream, path).read()  # a MiB at most
-    except (OSError, CaptureError):
-        return None  # the Python reader says what is wrong
+    except (OSError, CaptureError) as error:
+        return f"its head could not be read ({error})"  # the reader says more
     fast = _libpcap_reads(head)
-    return fast._replace(inflate=True) if fast is not None and inflate else fast
+    if isinstance(fast, str):
+        return fast
+    return fast._replace(inflate=True) if inflate else fast
+
+
+def _too_small(size: int, least: int) -> str:
+    return f"{size:,} bytes, under the {least:,} from which libpcap's filter pays"
 
 
 # Enough for a pcapng Section Header Block and the first interface's block.
@@ -594,21 +611,23 @@ class _FastPath(NamedTuple):
     nano: bool = True
 
 
-def _libpcap_reads(head: bytes) -> _FastPath | None:
+def _libpcap_reads(head: bytes) -> _FastPath | str:
     """What libpcap's path needs of the capture beginning with ``head``,
-    when libpcap is at hand and may read it; None for other files."""
+    when libpcap is at hand and may read it; else why not."""
     found = file_head(head)
-    if found is None or found.linktype in libpcap.READ_OTHERWISE:
-        return None
+    if found is None:
+        return "not a capture format libpcap reads"
+    if found.linktype in libpcap.READ_OTHERWISE:
+        return f"link type {found.linktype}, which libpcap's filter reads otherwise"
     if not libpcap.available():
-        return None
+        return "libpcap could not be loaded"
     if found.format == "pcapng":
         return _FastPath(_PCAPNG_SNAPLEN, found.linktype)
     # libpcap cuts every packet to the header's snaplen, the Python reader
     # does not: with a small snaplen (records longer than it are damage, but
     # seen) the two would disagree, so only the Python reader reads those.
     if found.snaplen < _FULL_SNAPLEN:
-        return None
+        return f"snap length {found.snaplen}, which libpcap would cut packets to"
     return _FastPath(found.snaplen, found.linktype, nano=found.nano)
 
 

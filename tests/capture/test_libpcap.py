@@ -306,6 +306,37 @@ def test_fast_path_only_for_files_libpcap_reads_in_full(
     assert snaplen(small) == 0
 
 
+def test_vv_says_why_the_python_reader_takes_a_capture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by a new user: the README promised it at -vv, which said no
+    # more than -v.
+    from analysis.tables import read_captures
+
+    content = bytearray(pcap(_frames()))
+    struct.pack_into("<I", content, 16, 64)
+    small = tmp_path / "snap64.pcap"
+    small.write_bytes(content)
+    null = tmp_path / "null.pcap"
+    null.write_bytes(pcap(_frames(), linktype=0))
+    caplog.set_level("DEBUG", logger="capture.source")
+    read_captures([str(small)])
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    read_captures([str(small), str(null)])
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    read_captures([str(small)])
+    said = [r.getMessage() for r in caplog.records if "Python reader" in r.message]
+    assert said == [
+        f"the Python reader takes {small}: {len(content):,} bytes, under the "
+        f"{16 * 1024 * 1024:,} from which libpcap's filter pays",
+        f"the Python reader takes {small}: snap length 64, which libpcap would "
+        "cut packets to",
+        f"the Python reader takes {null}: link type 0, which libpcap's filter "
+        "reads otherwise",
+        f"the Python reader takes {small}: SMTPSCOPE_NO_LIBPCAP is set",
+    ]
+
+
 def test_bsd_loopback_captures_are_left_to_the_python_reader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
