@@ -17,7 +17,7 @@ from typing import Any
 
 from analysis.detect import facts
 from analysis.detect.rules import Rules
-from analysis.detect.window import Observation
+from analysis.detect.window import Observation, shared_key, shared_text
 from analysis.records import SessionResult
 
 _UNKNOWN_USER = "(unknown)"
@@ -84,14 +84,20 @@ class AuthDetector:
         if extracted is None:
             return []
         client, server, session_id, user, outcomes = extracted
+        # Held by the observations for their windows, and repeated from
+        # session to session: shared rather than a copy of each per session.
+        client, server = shared_text(client), shared_text(server)
 
         def observation(kind: str, ts: int, **details: Any) -> Observation:
             # Per-user observations are only made when there is a user.
             who = user if kind == "auth_user_many_clients" and user else client
-            return Observation(kind, (who,), ts, session_id, client, server, **details)
+            return Observation(
+                kind, shared_key((who,)), ts, session_id, client, server, **details
+            )
 
         out = []
-        for ts, accepted, shown in outcomes:
+        for ts, accepted, said in outcomes:
+            shown = shared_text(said)
             if accepted:
                 out += self._success(observation, client, ts, user, shown)
                 continue

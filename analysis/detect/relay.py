@@ -34,7 +34,7 @@ from typing import TypeVar
 
 from analysis.detect import facts
 from analysis.detect.rules import Rules
-from analysis.detect.window import Observation
+from analysis.detect.window import Observation, shared_key, shared_text
 from analysis.records import SessionResult
 
 # What ``extract`` keeps of a session: client, server, session id, the
@@ -197,6 +197,7 @@ class RelayDetector:
         if extracted is None:
             return []
         client, server, session_id, names, rcpts = extracted
+        client, server = shared_text(client), shared_text(server)
         self._seen(server)
         self._learn(server, names)
         out = []
@@ -220,7 +221,7 @@ class RelayDetector:
                 continue
             obs = Observation(
                 kind=kind,
-                key=(client, server),
+                key=shared_key((client, server)),  # held with the window
                 ts=ts,
                 session_id=session_id,
                 client_ip=client,

@@ -79,14 +79,24 @@ class PerSession:
         raise NotImplementedError
 
     def judge(self, extracted: list[ObservationCells]) -> list[Observation]:
+        # Key and addresses shared: the observations of a window hold them.
         return [
-            Observation._make((cells[0], _shared_key(cells[1]), *cells[2:]))
+            Observation._make(
+                (
+                    cells[0],
+                    shared_key(cells[1]),
+                    *cells[2:4],
+                    _shared_address(cells[4]),
+                    _shared_address(cells[5]),
+                    *cells[6:],
+                )
+            )
             for cells in extracted
         ]
 
 
 @functools.lru_cache(maxsize=4096)
-def _shared_key(key: tuple[str, ...]) -> tuple[str, ...]:
+def shared_key(key: tuple[str, ...]) -> tuple[str, ...]:
     """One key tuple per key, whichever session brought it.
 
     A session's evidence comes back from the spool (marshal) with tuples of
@@ -95,6 +105,18 @@ def _shared_key(key: tuple[str, ...]) -> tuple[str, ...]:
     rather than per client (750).
     """
     return key
+
+
+@functools.lru_cache(maxsize=4096)
+def shared_text(text: str) -> str:
+    """One string per text, as ``shared_key``: for the addresses and
+    examples that the observations of many sessions repeat (an AUTH
+    brute force's "AUTH PLAIN [redacted]", five a session)."""
+    return text
+
+
+def _shared_address(address: str | None) -> str | None:
+    return address if address is None else shared_text(address)
 
 
 # An observation's timestamp, by position: cheaper than a lambda per call.
