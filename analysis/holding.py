@@ -22,10 +22,17 @@ captured, is settled once the server acknowledged it, or the client's
 acknowledgments moved, or it sent a second segment going on from the
 first: a segment from a spoofed address gets a RST at most, and comes
 alone.
+
+Each held segment keeps its capture time and is handed over with it, so
+that what it carried is stamped as it would have been unheld (found by a
+user: in a capture of the client's side alone, where a whole session may
+be held, every command took the time of the first).
 """
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterator
 from typing import Final, NamedTuple
 
 from analysis.session import SessionBuilder
@@ -41,6 +48,12 @@ from capture.stream import Connection, Direction
 MAX_HELD_BYTES: Final = 4096
 # And at most this many of its TCP anomalies (a RST out of the window, say).
 MAX_HELD_ANOMALIES: Final = 100
+# Held segments that keep their own capture time, 16 bytes each: 4 KiB
+# beside the 4 KiB of MAX_HELD_BYTES, if they come one byte at a time.
+# Past it a segment joins the one before, whose time becomes its own (the
+# lines ending in it are stamped right, those before it late). A client's
+# commands are longer than 16 bytes a segment, on average.
+MAX_HELD_RUNS: Final = 256
 
 _SERVER: Final = Direction.SERVER
 
@@ -68,7 +81,7 @@ def vouched(conn: Connection) -> bool:
 class _Data(NamedTuple):
     direction: Direction
     data: bytearray  # the segments that came in a row, joined
-    ts: int  # the first's
+    ts: int  # the first's (each one's is in Held's runs)
 
 
 class _Gap(NamedTuple):
@@ -86,10 +99,15 @@ class _Anomaly(NamedTuple):
 class Held:
     """What one connection sent before it was settled, in order."""
 
-    __slots__ = ("actions", "anomalies", "size", "unread")
+    __slots__ = ("_lengths", "_times", "actions", "anomalies", "size", "unread")
 
     def __init__(self) -> None:
         self.actions: list[_Data | _Gap | _Anomaly] = []  # as the events came
+        # The held segments of all _Data entries, in order: each one's
+        # length and capture time (segments of the same time are one). Two
+        # arrays, not a tuple a segment (about 100 bytes).
+        self._lengths = array("q")
+        self._times = array("q")
         self.size = 0  # bytes held
         self.unread = 0  # bytes past MAX_HELD_BYTES, kept as a gap
         self.anomalies = 0  # TCP anomalies that came, kept or not
@@ -107,8 +125,16 @@ class Held:
             # review: a flood of one-byte segments held 545 KB each).
             if isinstance(last, _Data) and last.direction == direction:
                 last.data.extend(kept)
+                if ts == self._times[-1] or len(self._times) >= MAX_HELD_RUNS:
+                    self._lengths[-1] += len(kept)
+                    self._times[-1] = ts
+                else:
+                    self._lengths.append(len(kept))
+                    self._times.append(ts)
             else:
                 self.actions.append(_Data(direction, bytearray(kept), ts))
+                self._lengths.append(len(kept))
+                self._times.append(ts)
             self.size += len(kept)
         if rest:
             self.unread += rest
@@ -134,6 +160,7 @@ class Held:
         connection (``vouched``); else only the TCP anomalies, and a note of
         the bytes."""
         first: _Data | None = None
+        runs = zip(self._lengths, self._times, strict=True)
         for action in self.actions:
             if isinstance(action, _Anomaly):
                 builder.tcp_anomaly(*action)
@@ -141,7 +168,8 @@ class Held:
                 if first is None and isinstance(action, _Data):
                     first = action
             elif isinstance(action, _Data):
-                builder.data(action.direction, bytes(action.data), action.ts)
+                for data, ts in _segments(action.data, runs):
+                    builder.data(action.direction, data, ts)
             else:
                 builder.gap(*action)
         if accepted or first is None:
@@ -155,3 +183,15 @@ class Held:
             f"{self.size + self.unread:,} bytes sent before the server was "
             f"seen to accept the connection, not read: {shown}",
         )
+
+
+def _segments(
+    data: bytearray, runs: Iterator[tuple[int, int]]
+) -> Iterator[tuple[bytes, int]]:
+    """``data`` cut into the segments it was held from, each with its
+    capture time, taken from ``runs`` (Held's lengths and times)."""
+    start = 0
+    while start < len(data):
+        length, ts = next(runs)
+        yield bytes(data[start : start + length]), ts
+        start += length

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -417,6 +418,39 @@ def test_what_is_held_stays_small_however_it_comes() -> None:
     assert held.anomalies == 5000
     assert held.size == 4096 and held.unread == 5000 - 4096
     assert len(held.actions) <= 2 * MAX_HELD_ANOMALIES + 2
+
+
+def _released(held: Any) -> list[tuple[str, int]]:
+    """The commands a builder makes of what ``held`` hands over."""
+    conn = Connection(1, "192.0.2.1", 40000, "192.0.2.25", 25, first_ts=0)
+    builder = SessionBuilder(conn, frozenset())
+    held.release(builder, accepted=True)
+    result = builder.close(10**9, "end_of_capture")
+    return [(c.verb, c.ts) for c in result.commands]
+
+
+def test_held_segments_keep_their_times_within_a_bound() -> None:
+    # Found by a user: held segments in a row were read as one, at the
+    # first one's time (pcaps/client-side-only.pcap). Segments of one time
+    # are one; a line cut over segments takes the time of the one that
+    # ends it, as it would unheld.
+    from analysis.holding import MAX_HELD_BYTES, MAX_HELD_RUNS, Held
+
+    held = Held()
+    for ts, data in [(5, b"EHLO x\r\n"), (5, b"NOOP\r\n"), (7, b"NO"), (9, b"OP\r\n")]:
+        held.data(Direction.CLIENT, data, ts)
+    assert _released(held) == [("EHLO", 5), ("NOOP", 5), ("NOOP", 9)]
+
+    # Past MAX_HELD_RUNS segments, one joins the last kept, whose lines then
+    # take the later time: a flood of one-byte lines keeps 16 bytes a
+    # segment for at most MAX_HELD_RUNS of them.
+    held = Held()
+    for n in range(MAX_HELD_BYTES):
+        held.data(Direction.CLIENT, b"\n", n)
+    assert held.size == MAX_HELD_BYTES
+    assert len(held._lengths) == len(held._times) == MAX_HELD_RUNS
+    assert list(held._times[-2:]) == [MAX_HELD_RUNS - 2, MAX_HELD_BYTES - 1]
+    assert sum(held._lengths) == MAX_HELD_BYTES
 
 
 def _relay_attempt(n: int) -> SessionResult:
