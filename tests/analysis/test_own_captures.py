@@ -185,9 +185,11 @@ def expected_status(txn: dict[str, Any]) -> str:
 def test_every_capture_is_covered() -> None:
     assert sorted(CAPTURES) == sorted(EXPECTED)
     # The TLS captures of scripts/tls.py have their own record and tests
-    # (test_tls_captures.py).
+    # (test_tls_captures.py); the one of scripts/oneside.py its own tests
+    # (test_client_side_only.py).
     tls_made = json.loads((PCAPS / "tls-captures.json").read_text())
     others = [entry["pcap"] for entry in tls_made.values()]
+    others.append("client-side-only.pcap")
     assert sorted(CAPTURES + others) == sorted(p.name for p in PCAPS.glob("*.pcap"))
     for name in CAPTURES:
         data = (PCAPS / name).read_bytes()
