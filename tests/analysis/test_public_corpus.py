@@ -1061,3 +1061,91 @@ def test_accepted_helo_resets_transaction(capture_id: str) -> None:
     t = tables(capture_id)
     first = transactions_of(t, only_session(t).session_id)[0]
     assert first.status == "reset"
+
+
+def _stamped(clock: str) -> pd.Timestamp:
+    return pd.Timestamp(clock, tz="UTC")
+
+
+def _commands_and_times(t: SmtpTables) -> list[tuple[str, pd.Timestamp]]:
+    return [(row.verb, row.ts) for row in t.commands.itertuples()]
+
+
+def _transaction_times(t: SmtpTables) -> list[tuple[Any, Any, str]]:
+    return [
+        (row.start, value(row.end), row.status) for row in t.transactions.itertuples()
+    ]
+
+
+def test_one_side_only_commands_keep_their_segments_times() -> None:
+    # The client's side alone (no SYN-ACK, no reply): frames 4 to 7 carry
+    # EHLO, MAIL, RCPT and DATA, 2 to 3 ms apart; frame 8 brings the first
+    # message past 4 KiB, and what was held until then is read. Read as one,
+    # the four took frame 4's time, and the first transaction started at
+    # the EHLO (found by a user). The second message's commands were never
+    # held (frames 10, 11, 12; QUIT in 17).
+    t = tables("zeek/smtp-one-side-only.pcap")
+    assert _commands_and_times(t) == [
+        ("EHLO", _stamped("2014-06-11 00:23:09.935267")),
+        ("MAIL", _stamped("2014-06-11 00:23:09.937303")),
+        ("RCPT", _stamped("2014-06-11 00:23:09.940732")),
+        ("DATA", _stamped("2014-06-11 00:23:09.942016")),
+        ("MAIL", _stamped("2014-06-11 00:23:09.993233")),
+        ("RCPT", _stamped("2014-06-11 00:23:09.995871")),
+        ("DATA", _stamped("2014-06-11 00:23:09.999159")),
+        ("QUIT", _stamped("2014-06-11 00:23:10.050885")),
+    ]
+    assert t.commands.latency_s.isna().all()  # no reply captured
+    assert _transaction_times(t) == [
+        (_stamped("2014-06-11 00:23:09.937303"), None, "incomplete"),
+        (
+            _stamped("2014-06-11 00:23:09.993233"),
+            _stamped("2014-06-11 00:23:10.051527"),
+            "incomplete",
+        ),
+    ]
+    session = only_session(t)
+    assert (session.start, session.end, session.duration_s) == (
+        _stamped("2014-06-11 00:23:09.905880"),
+        _stamped("2014-06-11 00:23:10.051527"),
+        0.145647,
+    )
+    assert (session.synack_seen, session.handshake_completed) == (False, True)
+    assert (session.client_bytes, session.client_packets, session.anomalies) == (
+        18530,
+        19,
+        0,
+    )
+
+
+def test_attachment_msg_commands_keep_their_segments_times() -> None:
+    # Over ::1, the client's side alone: EHLO in frame 4, MAIL in 8, RCPT
+    # in 10, DATA in 12 and the message in 14, 688 bytes in all, held to
+    # the close and read then. Read as one, the four took frame 4's time.
+    t = tables("zeek/smtp-attachment-msg.pcap")
+    assert _commands_and_times(t) == [
+        ("EHLO", _stamped("2021-01-13 17:12:06.000496")),
+        ("MAIL", _stamped("2021-01-13 17:12:06.000957")),
+        ("RCPT", _stamped("2021-01-13 17:12:06.001180")),
+        ("DATA", _stamped("2021-01-13 17:12:06.001323")),
+    ]
+    assert t.commands.latency_s.isna().all()
+    assert _transaction_times(t) == [
+        (
+            _stamped("2021-01-13 17:12:06.000957"),
+            _stamped("2021-01-13 17:12:06.003820"),
+            "incomplete",
+        )
+    ]
+    session = only_session(t)
+    assert (session.start, session.end, session.duration_s) == (
+        _stamped("2021-01-13 17:12:05.999672"),
+        _stamped("2021-01-13 17:12:06.003820"),
+        0.004148,
+    )
+    assert (session.synack_seen, session.handshake_completed) == (False, True)
+    assert (session.client_bytes, session.client_packets, session.anomalies) == (
+        688,
+        17,
+        0,
+    )
