@@ -174,7 +174,9 @@ TRANSACTIONS: tuple[Column, ...] = (
     ),
     Column("rcpt_codes", Kind.INT_LIST, "reply code to each RCPT, same order"),
     Column("rcpts_accepted", _I, "RCPT commands the server accepted"),
-    Column("data_method", _S, "DATA or BDAT"),
+    Column(
+        "data_method", _S, "DATA or BDAT: how the content data_code answers was sent"
+    ),
     Column("data_code", _NI, "final reply code to the message content"),
     Column("message_bytes", _NI, "message size after dot-unstuffing"),
     Column("data_duration_s", _F, "start of content to final reply"),
@@ -189,7 +191,12 @@ TRANSACTIONS: tuple[Column, ...] = (
     Column("status", _S, "accepted, rejected, reset or incomplete"),
     Column("end", _T, "when the transaction ended; missing if it did not"),
     Column("tls", _B, "whether the transaction ran inside TLS"),
-    Column("message_complete", _B, "false when part of the content was never seen"),
+    Column(
+        "message_complete",
+        _B,
+        "false when part of the content was never seen (a TCP gap, the end "
+        "of the connection, a BDAT message DATA took over from)",
+    ),
     Column("data_enhanced", _S, "RFC 3463 enhanced status code of the final reply"),
     Column(
         "data_reply", _S, "text of the final reply, lines of a multi-line one joined"

@@ -953,7 +953,9 @@ class SessionBuilder:
             txn.first_received = kept(received[-1], ts)
             second = received[-2] if len(received) > 1 else None
             txn.second_received = kept(second, ts) if second else second
-        txn.message_complete = event.complete
+        # Part of the transaction's content never seen stays so when more
+        # follows: a BDAT message cut by a gap, then a DATA the server took.
+        txn.message_complete = txn.message_complete and event.complete
 
     def _on_message_reply(self, data_index: int, reply: Reply, ts: int) -> None:
         txn = self._txn_of.get(data_index) or self._message_txn

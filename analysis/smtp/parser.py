@@ -638,12 +638,24 @@ class SmtpParser:
         elif mode is _DATA_BODY and self._body is not None:
             self._body.lost(size)
         elif mode is _BDAT_CHUNK:
+            # As a gap in a DATA body: the message goes on, incomplete.
             self._chunk_complete = False
-            if size < self._chunk_left:
+            left = self._chunk_left
+            if size < left:
                 self._chunk_left -= size
             else:
-                # The gap swallowed the rest of the chunk and some of what
-                # followed it: resume at the next line we can trust.
+                # The gap swallowed the rest of the chunk and perhaps some of
+                # what followed it (more chunks, the LAST one, commands):
+                # resume at the next line we can trust. A message short of
+                # its LAST chunk stays open for a BDAT that goes on with it.
+                if size > left:
+                    self._anomaly(
+                        out,
+                        ts,
+                        "message_incomplete",
+                        f"a TCP gap took the last {left} bytes of a BDAT chunk "
+                        f"and {size - left} bytes after it",
+                    )
                 self._chunk_left = 0
                 self._end_chunk(ts, out)
                 self._cbuf = b""
@@ -890,6 +902,12 @@ class SmtpParser:
             self._chunk_last = False
         if verb == "DATA":
             self._last_data_index = index
+            if self._chunk_headers is not None:
+                # RFC 3030 2: DATA and BDAT cannot be used in one
+                # transaction; the server must answer 503.
+                self._anomaly(
+                    out, ts, "data_after_bdat", "DATA while a BDAT message was open"
+                )
         elif verb == "AUTH":
             self._auth_start(index, argument, ts, out)
         elif verb == "BDAT":
@@ -982,6 +1000,11 @@ class SmtpParser:
     # DATA ---------------------------------------------------------------
 
     def _start_body(self, ts: int, out: list[SmtpEvent]) -> None:
+        if self._chunk_headers is not None:
+            # DATA took over from a BDAT message (data_after_bdat): it ends
+            # as seen, without its LAST chunk.
+            self._chunk_complete = False
+            self._finish_chunks(ts, out)
         self._mode = _DATA_BODY
         self._body = DataBody(strict=not self._lf_only_client)
         out.append(MessageStarted(ts, "DATA"))

@@ -562,6 +562,72 @@ def test_gap_ending_at_a_command_keeps_that_command() -> None:
     assert verbs(events) == ["BDAT", "DATA"]
 
 
+def test_gap_past_a_bdat_chunk_then_data_ends_the_bdat_message_incomplete() -> None:
+    # Zeek's smtp-bdat-gap.pcap: BDAT 200 and 100 of its bytes, a hole of
+    # 1000 client bytes (the chunk's last 100 and 900 after it), then a
+    # DATA the server takes. The BDAT message is never seen whole: it ends
+    # as seen when DATA takes over (RFC 3030 2 forbids both in one
+    # transaction), and the DATA message is a message of its own.
+    parser = SmtpParser()
+    events = parser.feed_server(b"220 mx\r\n", 1)
+    events += parser.feed_client(b"MAIL FROM:<a@b>\r\n", 2)
+    events += parser.feed_server(b"250 OK\r\n", 3)
+    events += parser.feed_client(b"BDAT 200\r\n", 4)
+    events += parser.feed_server(b"250 OK\r\n", 5)
+    events += parser.feed_client(b"A" * 100, 6)
+    events += parser.client_gap(1000, 7)
+    events += parser.feed_client(b"DATA\r\n", 8)
+    events += parser.feed_server(b"354 go\r\n", 9)
+    events += parser.feed_client(b"Subject: Test\r\n\r\nHello!\r\n.\r\n", 10)
+    events += parser.feed_server(b"250 OK: message queued\r\n", 11)
+    assert verbs(events) == ["MAIL", "BDAT", "DATA"]
+    assert [(e.ts, e.kind, e.detail) for e in of(events, AnomalySeen)] == [
+        (
+            7,
+            "message_incomplete",
+            "a TCP gap took the last 100 bytes of a BDAT chunk and 900 bytes after it",
+        ),
+        (8, "data_after_bdat", "DATA while a BDAT message was open"),
+    ]
+    assert of(events, MessageStarted) == [
+        MessageStarted(4, "BDAT"),
+        MessageStarted(9, "DATA"),
+    ]
+    assert of(events, MessageEnded) == [
+        MessageEnded(9, 200, (), False),
+        MessageEnded(10, 25, (("subject", "Test"),), True),
+    ]
+    assert placed(events) == [
+        (0, "MAIL", 250), (1, "BDAT", 250), (2, "DATA", 354), (2, ".", 250),
+    ]  # fmt: skip
+
+
+def test_gap_past_a_bdat_chunk_then_more_chunks_is_one_incomplete_message() -> None:
+    # What the gap hid may be the start of the next chunk: a BDAT after it
+    # goes on with the same message, which ends at LAST, incomplete.
+    parser = SmtpParser()
+    events = parser.feed_server(b"220 mx\r\n", 1)
+    events += parser.feed_client(b"MAIL FROM:<a@b>\r\nBDAT 10\r\n0123", 2)
+    events += parser.client_gap(20, 3)
+    events += parser.feed_client(b"BDAT 5 LAST\r\nabcde", 4)
+    assert verbs(events) == ["MAIL", "BDAT", "BDAT"]
+    assert anomalies(events) == ["message_incomplete"]
+    assert of(events, MessageStarted) == [MessageStarted(2, "BDAT")]
+    assert of(events, MessageEnded) == [MessageEnded(4, 15, (), False)]
+
+
+def test_gap_inside_a_bdat_chunk_marks_the_message_incomplete() -> None:
+    # As in a DATA body: the chunk goes on to its counted end.
+    parser = SmtpParser()
+    events = parser.feed_server(b"220 mx\r\n", 1)
+    events += parser.feed_client(b"MAIL FROM:<a@b>\r\nBDAT 10 LAST\r\n0123", 2)
+    events += parser.client_gap(3, 3)
+    events += parser.feed_client(b"789QUIT\r\n", 4)
+    assert verbs(events) == ["MAIL", "BDAT", "QUIT"]
+    assert anomalies(events) == []
+    assert of(events, MessageEnded) == [MessageEnded(4, 10, (), False)]
+
+
 def test_server_gap_resumes_at_a_reply_line() -> None:
     parser = SmtpParser()
     events = parser.feed_server(b"220 mx\r\n", 1)

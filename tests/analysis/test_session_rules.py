@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from analysis.records import TransactionRecord
+from analysis.session import SessionBuilder
 from analysis.smtp.syntax import MAX_DECODED, decoded_words, first_address
-from capture.stream import Direction
+from capture.stream import Connection, Direction
 from tests.analysis.conversation import C, S, session
 
 
@@ -31,6 +32,51 @@ def test_rset_abandons_a_half_sent_bdat_message() -> None:
     assert (first.status, first.message_bytes) == ("reset", None)
     assert (second.data_method, second.message_bytes) == ("BDAT", 3)
     assert (second.status, second.queue_id) == ("accepted", "ABC123")
+
+
+def test_a_bdat_message_cut_by_a_gap_leaves_its_transaction_incomplete() -> None:
+    # Zeek's smtp-bdat-gap.pcap in short: a BDAT chunk cut by a hole, then a
+    # DATA message the server accepts in the same transaction. The row's
+    # verdict and method are the DATA's; message_complete says that part
+    # of the transaction's content was never seen.
+    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=0)
+    builder = SessionBuilder(conn, frozenset({465}))
+    steps = [
+        (S, b"220 mx\r\n"),
+        (C, b"MAIL FROM:<a@b>\r\n"),
+        (S, b"250 OK\r\n"),
+        (C, b"RCPT TO:<c@d>\r\n"),
+        (S, b"250 OK\r\n"),
+        (C, b"BDAT 200\r\n"),
+        (S, b"250 OK\r\n"),
+        (C, b"A" * 100),
+    ]
+    for ts, (side, data) in enumerate(steps, start=1):
+        builder.data(side, data, ts)
+    builder.gap(Direction.CLIENT, 1000, 9)
+    for ts, (side, data) in enumerate(
+        [
+            (C, b"DATA\r\n"),
+            (S, b"354 go\r\n"),
+            (C, b"Subject: Test\r\n\r\nHello!\r\n.\r\n"),
+            (S, b"250 OK: message queued\r\n"),
+        ],
+        start=10,
+    ):
+        builder.data(side, data, ts)
+    result = builder.close(14, "fin")
+    [txn] = result.transactions
+    assert (txn.data_method, txn.data_code, txn.status) == ("DATA", 250, "accepted")
+    assert (txn.message_bytes, txn.message_complete, txn.subject) == (25, False, "Test")
+    assert [(a.kind, a.detail) for a in result.anomalies] == [
+        ("tcp_gap", "1000 client bytes missing"),
+        (
+            "message_incomplete",
+            "a TCP gap took the last 100 bytes of a BDAT chunk and 900 bytes after it",
+        ),
+        ("data_after_bdat", "DATA while a BDAT message was open"),
+    ]
+    assert result.session.messages_accepted == 1
 
 
 def test_commands_behind_a_refused_nested_mail_stay_with_the_first() -> None:
