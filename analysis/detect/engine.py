@@ -12,7 +12,7 @@ calls ``expire`` as time passes.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -319,15 +319,23 @@ class AlertEngine:
 
     def finish(self) -> list[Alert]:
         """Every alert still open: the end of the input."""
-        alerts = []
-        for (kind, key), tracker in self._trackers.items():
-            incident = tracker.finish()
-            if incident is not None:
-                alerts.append(self._alert(kind, key, incident))
-        self._trackers.clear()
-        self._kind_keys.clear()
+        return list(self.drain())
+
+    def drain(self) -> Iterator[Alert]:
+        """``finish`` one alert at a time, in the same order.
+
+        Each tracker is let go as its alert is made: at the end of a flood
+        of distinct clients up to MAX_TRACKERS incidents per kind are open,
+        and a list of all their alerts made beside them would hold about
+        as much again (an alert and an incident take about 1 KB each).
+        """
         self._single.clear()  # one observation never crosses: see _tracker
-        return alerts
+        trackers = self._trackers
+        for slot in list(trackers):
+            incident = trackers.pop(slot).finish()
+            if incident is not None:
+                yield self._alert(slot[0], slot[1], incident)
+        self._kind_keys.clear()
 
     def _tracker(
         self, obs: Observation, rule: Rule, now: int, alerts: list[Alert]
