@@ -573,6 +573,14 @@ class Spool:
             )
         return self._scratch
 
+    def scratch_file(self) -> IO[bytes]:
+        """An unnamed temporary file where the spool keeps its own, for the
+        caller to close: it is gone then, or when the process ends."""
+        with self._writing():
+            return tempfile.TemporaryFile(
+                prefix=".smtpscope-scratch-", dir=self._directory
+            )
+
     def close(self) -> None:
         for handle in self._files:
             # Closing flushes, which fails again after a write failed; the

@@ -7,8 +7,8 @@ of one engine with every detector, whatever happens to the helper.
 
 from __future__ import annotations
 
+import marshal
 import os
-import pickle
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,20 +110,20 @@ def test_too_few_sessions_fork_no_helper(spool: Spool) -> None:
     assert not DetectHelper(spool).start()
 
 
-class _NoPickling:
-    """``pickle`` as the helper sees it: its answer cannot be encoded."""
+class _NoMarshal:
+    """``marshal`` as the helper sees it: its alerts cannot be encoded."""
 
-    loads = staticmethod(pickle.loads)
+    load = staticmethod(marshal.load)
 
     @staticmethod
     def dumps(value: Any) -> bytes:
-        raise pickle.PicklingError("not this time")
+        raise ValueError("not this time")
 
 
 def test_a_helper_that_fails_costs_only_time(
     spool: Spool, always: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(detecthelp, "pickle", _NoPickling)
+    monkeypatch.setattr(detecthelp, "marshal", _NoMarshal)
     helper = DetectHelper(spool)
     assert helper.start()
     assert _ordered(helper.alerts()) == _ordered(
