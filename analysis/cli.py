@@ -24,12 +24,12 @@ import os
 import stat
 import sys
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from analysis import interrupts, livecli, pipeline
-from analysis.detect import Alert, Rules, RulesError, load_rules
+from analysis.detect import Rules, RulesError, load_rules
 from analysis.detect import engine as detect_engine
 from analysis.escape import escape_controls, plugin_text
 from analysis.offline import finish
@@ -780,7 +780,6 @@ class _Ending:
 
     written: bool  # the table files, when streamed
     sessions: int
-    alerts: list[Alert] = field(default_factory=list)
     tables: SmtpTables | None = None  # every table as DataFrames (Parquet)
     digest: ReportDigest | None = None  # the report's, without DataFrames
     forgotten: int = 0  # offline.Finished.forgotten
@@ -832,9 +831,18 @@ def _replay(
     # every table is built anyway.
     builder = _new_builder(spool, args) if frames else None
     digest = _new_digest(args) if report and not frames else None
-    done = finish(spool, files=files, builder=builder, digest=digest, helper=helper)
+    # Only the DataFrames need every alert at hand; the files and the
+    # digest take each as it comes (see finish).
+    done = finish(
+        spool,
+        files=files,
+        builder=builder,
+        digest=digest,
+        helper=helper,
+        keep_alerts=builder is not None,
+    )
     tables = builder.build(done.alerts) if builder is not None else None
-    return _Ending(True, done.sessions, done.alerts, tables, digest, done.forgotten)
+    return _Ending(True, done.sessions, tables, digest, done.forgotten)
 
 
 def _show(end: _Ending, stats: pipeline.RunStats, args: argparse.Namespace) -> None:
@@ -852,9 +860,7 @@ def _show(end: _Ending, stats: pipeline.RunStats, args: argparse.Namespace) -> N
         limit = args.limit or None
         print_report(console, end.tables, limit=limit, summary=summary)
     elif end.digest is not None:
-        shown = end.digest.report(
-            stats, end.alerts, summary=summary, width=console.width
-        )
+        shown = end.digest.report(stats, summary=summary, width=console.width)
         console.print(shown)
 
 

@@ -4,7 +4,9 @@
 to whoever needs it: the detectors, the table files written row by row
 (``analysis.rowfiles``), a ``TableBuilder`` when DataFrames are wanted too
 (Parquet), and the terminal report's ``ReportDigest``. Only one session is
-in memory at a time unless a builder is given.
+in memory at a time unless a builder is given, and, unless the caller keeps
+them, no alert either: their rows wait in a scratch file
+(``analysis.alertfile``) until the end puts them in order.
 
 Rows come out exactly as ``TableBuilder.build`` orders them: sessions by
 start, then session id (``Spool.replay``), each session's own rows as
@@ -13,9 +15,11 @@ start, then session id (``Spool.replay``), each session's own rows as
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from analysis.alertfile import AlertFile
 from analysis.detect import Alert, AlertEngine
 from analysis.detecthelp import REST_SHARE, DetectHelper
 from analysis.records import SessionResult
@@ -29,9 +33,10 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class Finished:
-    """What ``finish`` saw: counts for the summary, and the alerts."""
+    """What ``finish`` saw: counts for the summary, and the alerts if kept."""
 
     sessions: int = 0
+    # Every alert in table order, when ``finish`` was asked to keep them.
     alerts: list[Alert] = field(default_factory=list)
     # Observations the detectors forgot before their window ended, under a
     # flood of distinct clients (AlertEngine.singles_forgotten).
@@ -45,6 +50,7 @@ def finish(
     builder: TableBuilder | None = None,
     digest: ReportDigest | None = None,
     helper: bool = False,
+    keep_alerts: bool = True,
 ) -> Finished:
     """Replay ``spool`` into the detectors, ``files``, ``builder`` and ``digest``.
 
@@ -55,22 +61,28 @@ def finish(
     session as analysed, so that its ``build`` gives the same tables; pass
     it the returned alerts to spare it running the detectors again.
     ``digest`` gets each session as the tables show it, for the report
-    (the spool must then keep results). ``helper``: judge some of the
-    detectors in a forked process meanwhile (``analysis.detecthelp``), when
-    there are enough sessions for it to pay; the alerts are the same.
+    (the spool must then keep results), and each alert. ``helper``: judge
+    some of the detectors in a forked process meanwhile
+    (``analysis.detecthelp``), when there are enough sessions for it to
+    pay; the alerts are the same. ``keep_alerts``: return every alert;
+    otherwise none is held until the end, their rows wait in a scratch
+    file beside the spool's (``analysis.alertfile``).
     """
     helping = DetectHelper(spool) if helper else None
+    parked: AlertFile | None = None
     try:
+        if files is not None and not keep_alerts:
+            parked = AlertFile(files.encoder("alerts"), spool.scratch_file())
+        alerts = _Alerts([] if keep_alerts else None, parked, digest)
         if helping is not None and not helping.start():
             helping = None
         share = REST_SHARE if helping is not None else None
         engine = AlertEngine(spool.rules, share=share)
         done = Finished()
-        alerts: list[Alert] = []
         stored_rows = files is not None and files.format is spool.rows
         for replayed in spool.replay():
             done.sessions += 1
-            alerts += engine.feed_evidence(replayed.start, replayed.evidence)
+            alerts.take(engine.feed_evidence(replayed.start, replayed.evidence))
             if builder is not None:
                 builder.add(_result(replayed))
             if digest is not None:
@@ -81,19 +93,51 @@ def finish(
                 files.write_text(replayed.rows)
             else:
                 files.write_session(replayed.with_extra())
-        alerts += engine.finish()
+        alerts.take(engine.drain())
         done.forgotten = engine.singles_forgotten
         if helping is not None:
-            alerts += helping.alerts()
+            alerts.take(helping.alerts())
             done.forgotten += helping.forgotten
+
+        # The alerts table, in its order: by first_seen, then alert_id.
+        if alerts.kept is not None:
+            alerts.kept.sort(key=lambda a: (a.first_seen, a.alert_id))
+            done.alerts = alerts.kept
+            if files is not None:
+                files.write("alerts", alerts.kept)
+        elif files is not None and parked is not None:
+            for text in parked.texts():
+                files.write_encoded("alerts", text)
     finally:
         if helping is not None:
             helping.stop()
-    alerts.sort(key=lambda a: (a.first_seen, a.alert_id))
-    if files is not None:
-        files.write("alerts", alerts)
-    done.alerts = alerts
+        if parked is not None:
+            parked.close()
     return done
+
+
+class _Alerts:
+    """Where ``finish`` hands each alert as it is made: the list of those
+    kept, the scratch file of those parked, the report's digest."""
+
+    def __init__(
+        self,
+        kept: list[Alert] | None,
+        parked: AlertFile | None,
+        digest: ReportDigest | None,
+    ) -> None:
+        self.kept = kept
+        self._parked = parked
+        self._digest = digest
+
+    def take(self, alerts: Iterable[Alert]) -> None:
+        for alert in alerts:
+            if self.kept is not None:
+                self.kept.append(alert)
+            if self._parked is not None:
+                self._parked.add(alert)
+            if self._digest is not None:
+                self._digest.add_alert(alert)
 
 
 def build_tables(spool: Spool) -> SmtpTables:

@@ -348,6 +348,15 @@ class TableFiles:
         """Append ``records`` (of ``table``'s record type) as rows."""
         self._handles[table].write(self._encoders[table](records))
 
+    def encoder(self, table: str) -> RowEncoder:
+        """What ``write`` encodes ``table``'s records with: for rows made
+        ahead and appended later by ``write_encoded``."""
+        return self._encoders[table]
+
+    def write_encoded(self, table: str, text: str) -> None:
+        """Append the text of rows of ``table`` that its ``encoder`` made."""
+        self._handles[table].write(text)
+
     def write_session(self, result: SessionResult) -> None:
         """Append one session's rows to every table it fills."""
         self.write_text(self._rows(result))

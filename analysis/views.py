@@ -144,8 +144,10 @@ class ReportDigest:
     a run's memory grow with the capture; this keeps the counts, the
     sessions shown, and a count per client address (for the top clients).
     ``add`` must be given the sessions in table order, each with the
-    anomalies found across sessions (``Replayed.with_extra``); ``report``
-    then shows what ``report`` of the whole tables would.
+    anomalies found across sessions (``Replayed.with_extra``), and
+    ``add_alert`` every alert, in any order, of which it keeps the counts
+    and those shown; ``report`` then shows what ``report`` of the whole
+    tables would.
     """
 
     def __init__(self, limit: int | None = 20, top: int = 5) -> None:
@@ -153,6 +155,10 @@ class ReportDigest:
         self.top = top
         self.sessions = 0
         self._shown: list[SessionRecord] = []
+        # The alerts: a count per severity, and those that may be shown.
+        self.alerts = 0
+        self._severities = {s.value: 0 for s in reversed(Severity)}
+        self._alerts_shown = _FirstAlerts(limit)
         self._transactions = 0
         self._accepted = 0
         self._tls = 0
@@ -188,7 +194,13 @@ class ReportDigest:
             if code is not None:
                 replies[_reply_class(code)] += 1
 
-    def summary(self, stats: RunStats, alerts: Sequence[Alert]) -> Summary:
+    def add_alert(self, alert: Alert) -> None:
+        """Count ``alert``, in any order, and keep it if it may be shown."""
+        self.alerts += 1
+        self._severities[alert.severity] += 1
+        self._alerts_shown.add(alert)
+
+    def summary(self, stats: RunStats) -> Summary:
         return Summary(
             captures=stats.captures,
             packets=stats.packets,
@@ -202,7 +214,7 @@ class ReportDigest:
             auth_failures=self._auth_failures,
             reply_classes=dict(self._replies),
             top_clients=_ranked(self._clients, self.top),
-            alerts=_alert_counts(a.severity for a in alerts),
+            alerts={name: n for name, n in self._severities.items() if n},
             anomaly_kinds=_ranked(self._kinds, self.top),
             tls_decrypted=self._decrypted,
             smtp_packets=stats.smtp_packets,
@@ -210,21 +222,51 @@ class ReportDigest:
         )
 
     def report(
-        self,
-        stats: RunStats,
-        alerts: Sequence[Alert],
-        *,
-        summary: bool = True,
-        width: int | None = None,
+        self, stats: RunStats, *, summary: bool = True, width: int | None = None
     ) -> Group:
         return _report(
-            self.summary(stats, alerts) if summary else None,
-            _record_rows(alerts, _ALERT_COLUMNS),
+            self.summary(stats) if summary else None,
+            _record_rows(self._alerts_shown.first(), _ALERT_COLUMNS),
             _record_rows(self._shown, _SESSION_FIELDS),
             self.sessions,
             limit=self.limit,
             width=width,
+            alerts_total=self.alerts,
         )
+
+
+class _FirstAlerts:
+    """The first ``limit`` alerts in the report's order (all for None),
+    from alerts given in any order.
+
+    A flood of distinct clients makes an alert per client; the report shows
+    ``limit`` of them. At most twice that many are held: past it, the
+    first ``limit`` are kept and the rest let go. Alerts equal in the
+    report's order stay in the order they came, as in a stable sort.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self._limit = limit
+        self._held: list[tuple[tuple[int, int, str, int], Alert]] = []
+        self._came = 0
+
+    def add(self, alert: Alert) -> None:
+        rank = Severity(alert.severity).rank
+        self._held.append(
+            ((-rank, alert.first_seen, alert.alert_id, self._came), alert)
+        )
+        self._came += 1
+        if self._limit is not None and len(self._held) > 2 * self._limit:
+            self._cut()
+
+    def first(self) -> list[Alert]:
+        self._cut()
+        return [alert for _, alert in self._held]
+
+    def _cut(self) -> None:
+        self._held.sort(key=lambda held: held[0])
+        if self._limit is not None:
+            del self._held[self._limit :]
 
 
 # What the report shows of an alert and of a session.
@@ -331,10 +373,13 @@ def sessions_table(shown: Sequence[_Row], total: int, width: int | None) -> Tabl
 
 
 def alerts_table(
-    alerts: Sequence[_Row], limit: int | None, width: int | None = None
+    alerts: Sequence[_Row],
+    limit: int | None,
+    width: int | None = None,
+    total: int | None = None,
 ) -> Table:
     """Alerts, most severe first, then by when they began; ``limit`` of them
-    (all for None).
+    (all for None), of ``total`` (``alerts`` may hold only the first ones).
 
     Where ``width`` leaves the summary too little room beside the other
     columns (a summary two letters wide says nothing), each alert takes two
@@ -370,7 +415,7 @@ def alerts_table(
             severity.pad_right(pad - len(severity))
             table.add_row(Text(" ").join((severity, kind, first)))
             table.add_row(Padding(summary, (0, 0, 0, 2)))
-    hidden = len(alerts) - len(shown)
+    hidden = (len(alerts) if total is None else total) - len(shown)
     if hidden:
         table.caption = Text(
             f"… and {hidden:,} more (--limit 0 shows all; -o writes all)"
@@ -490,13 +535,15 @@ def _report(
     *,
     limit: int | None,
     width: int | None,
+    alerts_total: int | None = None,
 ) -> Group:
-    """``sessions``: the first ``limit`` (or all) of ``total`` sessions."""
+    """``sessions``: the first ``limit`` (or all) of ``total`` sessions;
+    ``alerts``: all alerts, or the first of ``alerts_total``."""
     parts: list[RenderableType] = []
     if summary is not None:
         parts.append(summary_panel(summary))
     if alerts:
-        parts.append(alerts_table(alerts, limit, width))
+        parts.append(alerts_table(alerts, limit, width, alerts_total))
     if total:
         parts.append(sessions_table(sessions, total, width))
     return Group(*parts)

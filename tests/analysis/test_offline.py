@@ -38,10 +38,11 @@ def _spooled(paths: list[str], **options: Any) -> Spool:
 
 
 def _streamed(paths: list[str], out: Path, fmt: Format, **options: Any) -> None:
-    # As the CLI does it: rows encoded as sessions arrive, no results kept.
+    # As the CLI does it: rows encoded as sessions arrive, no results kept,
+    # the alerts parked on disk until the end.
     options = options or {"rows": fmt, "results": False}
     with _spooled(paths, **options) as spool, TableFiles(out, fmt) as files:
-        finish(spool, files=files)
+        finish(spool, files=files, keep_alerts=False)
         files.commit()
 
 
@@ -95,7 +96,7 @@ def test_public_corpus_streams_to_the_same_files(tmp_path: Path, fmt: Format) ->
         with Spool(rows=fmt, results=False) as spool, TableFiles(rows, fmt) as files:
             for result in pipeline.analyze([str(found.file)], found.ports):
                 spool.add(result)
-            finish(spool, files=files)
+            finish(spool, files=files, keep_alerts=False)
             files.commit()
         same_files(rows, reference)
 
