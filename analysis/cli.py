@@ -618,7 +618,7 @@ def forgotten_warning(forgotten: int) -> str:
     return (
         f"warning: {forgotten:,} {were} let go by the detectors before "
         "their rule's window ended, under a flood of distinct ones (more "
-        f"than {detect_engine.MAX_SINGLE:,} seen once, or "
+        f"than {detect_engine.MAX_SINGLE:,} seen once by one detector, or "
         f"{detect_engine.MAX_TRACKERS:,} counted by one rule): a client that "
         "came back to its rule's threshold after that may have gone "
         "unreported, and an alert let go ended early"

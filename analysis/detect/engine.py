@@ -29,7 +29,11 @@ from analysis.detect.window import Incident, Observation, Tally, Tracker
 from analysis.records import SessionResult
 
 MAX_EXAMPLES = 3
-# Keys seen once that are kept (see AlertEngine._single): about 35 MB.
+# Keys seen once that are kept per detector (see AlertEngine._singles):
+# about 35 MB each. Per detector, so that every share of the detectors under
+# -j forgets the same ones as one engine with all (a budget shared by all
+# detectors let a flood seen by two of them, judged in two processes under
+# -j 2, forget fewer than one process did).
 MAX_SINGLE = 100_000
 # Trackers kept per kind (see AlertEngine._let_go): a flood of distinct
 # clients that each try to relay once opens an incident per client, each
@@ -51,8 +55,16 @@ _PER_SERVER = frozenset({"syn_flood"})
 KEPT_HITS = 1000
 
 
+# A detector's keys seen once, by (kind, key), oldest first.
+_Singles = OrderedDict[tuple[str, tuple[str, ...]], Observation]
+
+
 class Detector(Protocol):
     """See ``window.PerSession`` for what each step may do."""
+
+    @property
+    def KINDS(self) -> tuple[str, ...]:  # a constant of each class
+        """The kinds of alert it observes."""
 
     def extract(self, result: SessionResult) -> Any: ...
 
@@ -242,10 +254,13 @@ class AlertEngine:
         # addresses brings one session per client, and a Tracker holding it
         # costs twice the observation itself (about 0.7 KB against 0.35).
         # The second observation makes the key a Tracker, fed both. At most
-        # MAX_SINGLE, the oldest forgotten first (see _tracker).
-        self._single: OrderedDict[tuple[str, tuple[str, ...]], Observation] = (
-            OrderedDict()
-        )
+        # MAX_SINGLE per detector, the oldest forgotten first (see _tracker).
+        self._singles: list[_Singles] = [OrderedDict() for _ in self._detectors]
+        self._single_of = {
+            kind: self._singles[position]
+            for position, detector in enumerate(self._detectors)
+            for kind in detector.KINDS
+        }
         # Keys let go before their window ended: single observations past
         # MAX_SINGLE, trackers past MAX_TRACKERS.
         self.singles_forgotten = 0
@@ -312,9 +327,10 @@ class AlertEngine:
             if tracker.idle:
                 del self._trackers[(kind, key)]
                 del self._kind_keys[kind][key]
-        for slot, obs in list(self._single.items()):
-            if obs.ts < now - self.rules.rule(slot[0]).window_ns:
-                del self._single[slot]  # as its tracker would forget it
+        for single in self._singles:
+            for slot, obs in list(single.items()):
+                if obs.ts < now - self.rules.rule(slot[0]).window_ns:
+                    del single[slot]  # as its tracker would forget it
         return alerts
 
     def finish(self) -> list[Alert]:
@@ -329,7 +345,8 @@ class AlertEngine:
         and a list of all their alerts made beside them would hold about
         as much again (an alert and an incident take about 1 KB each).
         """
-        self._single.clear()  # one observation never crosses: see _tracker
+        for single in self._singles:  # one observation never crosses
+            single.clear()
         trackers = self._trackers
         for slot in list(trackers):
             incident = trackers.pop(slot).finish()
@@ -341,18 +358,18 @@ class AlertEngine:
         self, obs: Observation, rule: Rule, now: int, alerts: list[Alert]
     ) -> Tracker | None:
         """The tracker ``obs`` goes to; None when it is its key's only one
-        (kept in ``_single``, not counted yet). The alert of a tracker let
+        (kept in ``_singles``, not counted yet). The alert of a tracker let
         go to make room is added to ``alerts``."""
         slot = (obs.kind, obs.key)
         tracker = self._trackers.get(slot)
         if tracker is not None:
             return tracker
         per_server = obs.kind in _PER_SERVER
-        first = self._single.pop(slot, None)
+        single = self._single_of[obs.kind]
+        first = single.pop(slot, None)
         if first is not None and first.ts < now - rule.window_ns:
             first = None  # what the tracker would have forgotten by now
         if first is None and rule.threshold > 1 and not per_server:
-            single = self._single
             single[slot] = obs
             if len(single) > MAX_SINGLE:
                 # A flood from more distinct clients than this within a

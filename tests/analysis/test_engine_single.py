@@ -109,11 +109,11 @@ def test_a_key_seen_once_holds_no_tracker() -> None:
         client = f"198.18.0.{n}"
         engine.feed_evidence(n * S, evidence(client, n * S, ["connection_flood"], n))
     assert not engine._trackers
-    assert len(engine._single) == 100
+    assert len(engine._singles[FLOOD]) == 100
     # A minute later (connection_flood's window) the first are forgotten
     # at the next sweep, as their trackers would have been.
     engine.feed_evidence(200 * S, evidence("198.18.1.1", 200 * S, [], 100))
-    assert len(engine._single) == 0
+    assert len(engine._singles[FLOOD]) == 0
     assert engine.finish() == []
 
 
@@ -129,9 +129,37 @@ def test_past_max_single_the_oldest_are_forgotten(
         engine.feed_evidence(
             n * S // 100, evidence(client, n * S // 100, ["connection_flood"], n)
         )
-    assert len(engine._single) == 50
+    single = engine._singles[FLOOD]
+    assert len(single) == 50
     assert engine.singles_forgotten == 30
-    assert next(iter(engine._single))[1] == ("198.18.0.30",)
+    assert next(iter(single))[1] == ("198.18.0.30",)
+
+
+def test_each_detector_keeps_its_own_single_observations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found in review: one budget for all detectors. Under -j 2 a helper
+    # process judges some detectors with an engine of its own, so a flood
+    # seen by detectors on both sides forgot fewer keys there than in one
+    # process. Per detector, every split of them forgets the same.
+    from analysis.detect.protocol import ProtocolDetector
+
+    monkeypatch.setattr(engine_module, "MAX_SINGLE", 50)
+    protocol = DETECTORS.index(ProtocolDetector)
+
+    def flooded(engine: AlertEngine) -> int:
+        for n in range(80):
+            ts, client = n * S // 100, f"198.18.0.{n}"
+            seen = evidence(client, ts, ["connection_flood"], n)
+            seen[protocol] = evidence(client, ts, ["syntax_errors"], n)[FLOOD]
+            engine.feed_evidence(ts, seen)
+        return engine.singles_forgotten
+
+    # 80 keys seen once by each of two detectors: 30 forgotten by each,
+    # whether one engine judges both or one engine each.
+    assert flooded(AlertEngine()) == 60
+    split = [AlertEngine(share=[FLOOD]), AlertEngine(share=[protocol])]
+    assert [flooded(engine) for engine in split] == [30, 30]
 
 
 def test_a_tally_counts_clients_up_to_a_limit(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -239,9 +239,10 @@ def test_observations_the_detectors_forget_are_reported(
     warning = (
         "smtpscope: warning: 200 clients (or other keys) were let go by the "
         "detectors before their rule's window ended, under a flood of "
-        "distinct ones (more than 100 seen once, or 50,000 counted by one "
-        "rule): a client that came back to its rule's threshold after that "
-        "may have gone unreported, and an alert let go ended early\n"
+        "distinct ones (more than 100 seen once by one detector, or 50,000 "
+        "counted by one rule): a client that came back to its rule's "
+        "threshold after that may have gone unreported, and an alert let go "
+        "ended early\n"
     )
     for jobs in ("1", "2"):
         assert main(["read", "-q", "-j", jobs, capture]) == 0
