@@ -95,9 +95,7 @@ class ClientMode(enum.Enum):
     DATA_BODY = "data_body"  # after 354, until CRLF "." CRLF
     BDAT_CHUNK = "bdat_chunk"  # a counted chunk (RFC 3030 2)
     AUTH_ANSWER = "auth_answer"  # the next line answers a 334 challenge
-    # A body sent although DATA was refused: each line is a command to the
-    # server, until the "." line.
-    REFUSED_BODY = "refused_body"
+    REFUSED_BODY = "refused_body"  # a body sent although DATA was refused
     TLS = "tls"
     OTHER = "other"  # another protocol on an SMTP port: nothing is parsed
 
@@ -282,7 +280,6 @@ class _Pending:
     ts: int
     assumed: bool = False  # the parser already acted as if it were positive
     sasl: bool = False  # a line answering a 334 challenge, not the AUTH itself
-    body: bool = False  # a line of a body sent after a refused DATA
 
 
 class _Held:
@@ -443,6 +440,7 @@ class SmtpParser:
         "_lf_only_server",
         "_mode",
         "_pending",
+        "_refused_lines",
         "_replaying",
         "_reply_code",
         "_reply_lines",
@@ -508,6 +506,10 @@ class SmtpParser:
         self._auth_recent = False  # the last command line was AUTH
         self._last_data_index = -1
         self._data_refused = False
+        # Lines of a body sent after a refused DATA, each of which the
+        # server reads as a command and answers (500 or 502), before the
+        # commands sent after them.
+        self._refused_lines = 0
         # What was last withheld from the client's lines: a server may echo
         # it in a reply (Sendmail: 500 5.5.1 Command unrecognized: "...").
         self._secrets: deque[str] | None = None  # in lower case
@@ -804,9 +806,9 @@ class SmtpParser:
             self._auth_answer(line, ts, out)
             return
         if mode is _REFUSED_BODY:
+            self._refused_lines += 1
             if line == b".":
                 self._mode = _COMMAND
-            self._refused_body_line(line, ts, out)
             return
         if not line.strip(b" \t"):
             # Not a command (RFC 5321 4.1.1), but servers answer it (500),
@@ -840,42 +842,17 @@ class SmtpParser:
             # the message; one that does gets its body read as commands.
             self._data_refused = False
             self._mode = _REFUSED_BODY
+            self._refused_lines += 1
             self._anomaly(out, ts, "data_body_after_refusal", self._hidden(text))
             if line == b".":
                 self._mode = _COMMAND
-            self._refused_body_line(line, ts, out)
             return
         self._data_refused = False
         self._command(verb, argument, known, ts, out)
         self._auth_recent = verb == "AUTH"
 
-    def _refused_body_line(self, line: bytes, ts: int, out: list[SmtpEvent]) -> None:
-        """A line of a body sent after a refused DATA. The server reads it
-        as a command and answers it (RFC 5321 3.3: Exim and Postfix with 500
-        or 502), so it is one, its verb as sent: a known verb is the command
-        it names, to the server. A base64 line (an attachment's, or a
-        secret) is withheld as where a command was due, but without
-        possible_sasl_data: here it is message content."""
-        try:
-            text = line.decode("ascii")
-        except UnicodeDecodeError:
-            text = wire_text(line)
-        verb, argument, known = split_command(text)
-        if not known and auth.looks_like_sasl_data(text):
-            self._withhold([text.strip()])
-            verb, argument = "[redacted]", ""
-        self._command(verb, argument, known, ts, out, body=True)
-        self._auth_recent = False
-
     def _command(
-        self,
-        verb: str,
-        argument: str,
-        known: bool,
-        ts: int,
-        out: list[SmtpEvent],
-        *,
-        body: bool = False,
+        self, verb: str, argument: str, known: bool, ts: int, out: list[SmtpEvent]
     ) -> None:
         if (
             self._server_spoke
@@ -893,7 +870,7 @@ class SmtpParser:
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
             self._anomaly(out, ts, "pending_overflow", "too many unanswered commands")
-        self._expect(_Pending(index, verb if known else "?", ts, body=body))
+        self._expect(_Pending(index, verb if known else "?", ts))
 
         if verb in _TRANSACTION_RESETS and self._chunk_headers is not None:
             # RFC 3030 2 and RFC 5321 4.1.1.5: the chunks sent so far belong
@@ -1298,18 +1275,16 @@ class SmtpParser:
                 out, ts, "greeting_missing", "capture starts after the greeting"
             )
 
-        pending = self._pending
-        if (
-            pending
-            and pending[0].body
-            and pending[0].answers == "?"
-            and reply.klass in (2, 3)
-        ):
-            # No server accepts a line of an unknown verb: this one does not
-            # answer the lines of a body sent after a refused DATA, and the
-            # reply is for the command after them. They stay unanswered.
-            while pending and pending[0].body:
-                pending.popleft()
+        if self._refused_lines:
+            if reply.code // 100 == 5:
+                # The server's refusal of a line of that body: sent before
+                # anything still waiting, it is answered first.
+                self._refused_lines -= 1
+                out.append(ReplySeen(ts, reply, None, None))
+                return
+            # Not how a line of garbage is answered: this server does not
+            # answer the body's lines, and this reply is for a command.
+            self._refused_lines = 0
         if not self._pending and self._mode is _DATA_BODY:
             self._server_ended_data(ts, out)
         if not self._pending:

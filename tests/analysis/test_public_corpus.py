@@ -370,67 +370,6 @@ def test_zeek_split_transaction() -> None:
     assert list(refused_body.detail) == [f"Hello, Alice ({n})" for n in (2, 3, 4)]
 
 
-def test_zeek_lines_after_a_refused_data_are_commands_with_replies() -> None:
-    # Same capture. After each refused DATA (frames 28, 40, 49) the client
-    # sends its message anyway, "Hello, Alice (n)" and "." (frames 30, 33,
-    # 42, 45, 51, 54); Exim reads each as a command and answers "500
-    # unrecognized command" (frames 31, 34, 43, 46, 52, 55). Each is a
-    # command row with its reply, so the summary counts the 11 5xx that
-    # tshark finds (frames 25, 28, 31, 34, 40, 43, 46, 49, 52, 55, 58).
-    from analysis.views import summarize
-
-    t = tables("zeek/smtp-mail-transactions-invalid.pcap")
-    rows = [
-        (c.verb, c.argument, value(c.reply_code), c.reply_text)
-        for c in t.commands.itertuples()
-    ]
-    ehlo = "tinkyx390 Hello localhost [127.0.0.1]"
-    assert rows[0][:3] == ("EHLO", "Bob-PC", 250) and rows[0][3].startswith(ehlo)
-    unrecognized = "unrecognized command"
-    assert rows[1:] == [
-        ("MAIL", "FROM:<bob@example.org>", 250, "OK"),
-        ("RCPT", "TO:<alice@example.org>", 250, "Accepted"),
-        ("DATA", "", 354, 'Enter message, ending with "." on a line by itself'),
-        ("RCPT", "TO:<alice@example.org>", 503, "sender not yet given"),
-        ("DATA", "", 503, "All RCPT commands were rejected with this error:\n"
-         "503 sender not yet given\nvalid RCPT command must precede DATA"),
-        ("Hello,", "Alice (2)", 500, unrecognized),
-        (".", "", 500, unrecognized),
-        ("MAIL", "FROM:<bob@example.org>", 250, "OK"),
-        ("DATA", "", 503, "valid RCPT command must precede DATA"),
-        ("Hello,", "Alice (3)", 500, unrecognized),
-        (".", "", 500, unrecognized),
-        ("DATA", "", 503, "valid RCPT command must precede DATA"),
-        ("Hello,", "Alice (4)", 500, unrecognized),
-        (".", "", 500, unrecognized),
-        ("MAIL", "FROM:<bob@example.org>", 503, "sender already given"),
-        ("RCPT", "TO:<alice@example.org>", 250, "Accepted"),
-        ("DATA", "", 354, 'Enter message, ending with "." on a line by itself'),
-        ("QUIT", "", 221, "tinkyx390 closing connection"),
-    ]  # fmt: skip
-    assert not t.commands.pipelined.any()
-    assert [(a.kind, a.detail) for a in t.anomalies.itertuples()] == [
-        ("early_talker", "client sent data before the greeting"),
-        ("rcpt_without_mail", "TO:<alice@example.org>"),
-        ("data_body_after_refusal", "Hello, Alice (2)"),
-        ("data_body_after_refusal", "Hello, Alice (3)"),
-        ("data_body_after_refusal", "Hello, Alice (4)"),
-    ]
-    assert [
-        (x.mail_from_code, value(x.data_method), value(x.data_code), x.status)
-        for x in t.transactions.itertuples()
-    ] == [
-        (250, "DATA", 250, "accepted"),
-        (250, "DATA", 250, "accepted"),
-        (503, None, None, "rejected"),
-    ]
-    assert only_session(t).commands == 19
-    classes = summarize(t).reply_classes
-    assert {k: classes[k] for k in ("2xx", "3xx", "4xx", "5xx")} == {
-        "2xx": 9, "3xx": 2, "4xx": 0, "5xx": 11,
-    }  # fmt: skip
-
-
 def test_zeek_accepted_message_belongs_to_accepted_mail() -> None:
     # Same capture: the server refuses the third MAIL with "503 sender
     # already given", so the message it accepts (1pgobM-001mwq-Vc) belongs

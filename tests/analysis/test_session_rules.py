@@ -387,9 +387,8 @@ def test_an_ehlo_reply_ending_in_ok_names_no_extension_ok() -> None:
 def test_the_server_answers_to_a_body_sent_after_a_refused_data_are_placed() -> None:
     # RFC 5321 3.3: after a refused DATA the server reads each line of a
     # body the client sends anyway as a command, and answers each (Zeek's
-    # smtp-mail-transactions-invalid.pcap). Each line is a command row with
-    # its reply, before the QUIT sent right behind the body; the anomaly
-    # names the first.
+    # smtp-mail-transactions-invalid.pcap). Those answers come before the
+    # one to the QUIT sent right behind the body, and are nobody's rows.
     result = session(
         [
             (S, b"220 mx\r\n"),
@@ -402,15 +401,9 @@ def test_the_server_answers_to_a_body_sent_after_a_refused_data_are_placed() -> 
             (S, b"221 2.0.0 Bye\r\n"),
         ]
     )
-    assert [(c.verb, c.argument, c.reply_code) for c in result.commands] == [
-        ("MAIL", "FROM:<a@b>", 250),
-        ("DATA", "", 503),
-        ("Hello,", "Alice", 500),
-        ("bye", "", 500),
-        (".", "", 500),
-        ("QUIT", "", 221),
-    ]
-    assert result.session.commands == 6
+    assert [(c.verb, c.reply_code) for c in result.commands] == [
+        ("MAIL", 250), ("DATA", 503), ("QUIT", 221),
+    ]  # fmt: skip
     assert [(a.kind, a.detail) for a in result.anomalies] == [
         ("data_body_after_refusal", "Hello, Alice"),
     ]
@@ -418,7 +411,7 @@ def test_the_server_answers_to_a_body_sent_after_a_refused_data_are_placed() -> 
 
 def test_a_server_that_does_not_answer_a_refused_body_keeps_its_replies() -> None:
     # Not every server answers such a body's lines: a reply that is no
-    # refusal belongs to the command after them, and they stay unanswered.
+    # refusal belongs to the command it answers.
     result = session(
         [
             (S, b"220 mx\r\n"),
@@ -429,8 +422,7 @@ def test_a_server_that_does_not_answer_a_refused_body_keeps_its_replies() -> Non
         ]
     )
     assert [(c.verb, c.reply_code) for c in result.commands] == [
-        ("DATA", 554), ("Subject:", None), ("", None), ("body", None), (".", None),
-        ("QUIT", 221),
+        ("DATA", 554), ("QUIT", 221),
     ]  # fmt: skip
     assert [a.kind for a in result.anomalies] == ["data_body_after_refusal"]
 
