@@ -153,14 +153,19 @@ class AuthDetector:
         later can count.
 
         A success counts the refusals of the window before it, and comes
-        no earlier than its session's start: older ones are never needed
-        again. Only the caller knows the horizon (offline, sessions come in
+        no earlier than its session's start (give or take a clock that
+        steps back, for which a window more is kept): older ones are never
+        needed again. Only the caller knows the horizon (offline, sessions come in
         start order; live, they come as they close, and one still open may
         have started long ago), so without this call nothing is let go.
         Whole stretches older than that go at once: a key is looked at once
         per stretch it had refusals in.
         """
-        oldest = horizon - self._window
+        # A window more than that: a capture's clock can step back (captures
+        # merged, a pcapng's interfaces), and a success then comes stamped
+        # before its session's start (found in review: by 100 s, and its
+        # refusals were let go).
+        oldest = horizon - 2 * self._window
         old = [s for s in self._stretches if (s + 1) * self._stretch <= oldest]
         for stretch in old:
             clients, users = self._stretches.pop(stretch)

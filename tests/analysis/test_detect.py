@@ -504,23 +504,24 @@ def test_auth_refusals_are_let_go_once_no_session_can_count_them() -> None:
     for n in range(2000):  # a client and user every 9 s, for 5 hours
         client = str(ipaddress.ip_address("10.0.0.0") + n)
         engine.feed(_auth_session(client, f"user{n}", n * 9 * S, [535, 535]))
-    # The rule's window is 600 s; what is older than a window before the
-    # last sweep (each minute) goes, whole window-long stretches at a time.
-    assert len(auth._by_client) == len(auth._by_user) < 2000 * 1800 // (5 * hour // S)
-    assert min(t for ts in auth._by_client.values() for t in ts) >= 5 * hour - 1800 * S
+    # The rule's window is 600 s; what is older than two windows before
+    # the last sweep (each minute) goes, whole window-long stretches at a
+    # time: 1,860 s at most are kept.
+    assert len(auth._by_client) == len(auth._by_user) < 2000 * 1900 // (5 * hour // S)
+    assert min(t for ts in auth._by_client.values() for t in ts) >= 5 * hour - 1900 * S
 
 
 def test_auth_refusals_stay_while_an_older_session_is_open() -> None:
     # Live, sessions come as they close. One that began at 0 and succeeded
-    # at 700 s counts the refusals at 100 to 140 s, but closes after 20
+    # at 700 s counts the refusals at 100 to 140 s, but closes after 40
     # minutes of others' sessions: fed in start order they would have been
-    # let go by then (the sweep at 1,200 s). The live horizon, the oldest
+    # let go by then (the sweep at 1,800 s). The live horizon, the oldest
     # open connection's start, keeps them while it is open.
     from analysis.detect import AlertEngine
 
     def after_twenty_minutes(engine: AlertEngine) -> list[str]:
         engine.feed(_auth_session("203.0.113.7", "alice", 90 * S, [535] * 5, 10 * S))
-        for n in range(2, 22):
+        for n in range(2, 42):
             engine.feed(_auth_session("198.51.100.1", "bob", n * 60 * S, [235]))
         success = _auth_session("203.0.113.7", "alice", 0, [235], gap=700 * S)
         return [a.kind for a in engine.feed(success)]
@@ -531,3 +532,20 @@ def test_auth_refusals_stay_while_an_older_session_is_open() -> None:
     assert "auth_success_after_failures" not in after_twenty_minutes(
         AlertEngine(early=True)
     )
+
+
+def test_auth_refusals_outlast_a_clock_that_steps_back() -> None:
+    # Found in review: five refusals at 589 s, then a session that starts at
+    # 1,210 s but whose success is stamped 1,110 s (the capture's clock
+    # stepped back 100 s: merged captures). Let go a window before the
+    # session's start, the refusals were gone; a window more keeps them.
+    from analysis.detect import AlertEngine
+
+    engine = AlertEngine()
+    engine.feed(_auth_session("203.0.113.7", "alice", 589 * S, [535] * 5, S // 10))
+    for n in range(11, 20):  # others' sessions each minute: the sweeps
+        engine.feed(_auth_session("198.51.100.1", "bob", n * 60 * S, [235]))
+    later = _auth_session("203.0.113.7", "alice", 1210 * S, [235])
+    later.commands[0].ts = 1110 * S
+    kinds = [a.kind for a in engine.feed(later) + engine.finish()]
+    assert "auth_success_after_failures" in kinds

@@ -59,6 +59,11 @@ def answered(events: list[SmtpEvent]) -> list[tuple[str | None, int]]:
     return [(e.answers, e.reply.code) for e in of(events, ReplySeen)]
 
 
+def placed(events: list[SmtpEvent]) -> list[tuple[int | None, str | None, int]]:
+    """Each reply with the command row it belongs to and what it answers."""
+    return [(e.command_index, e.answers, e.reply.code) for e in of(events, ReplySeen)]
+
+
 def test_plain_delivery_with_multiline_replies_and_enhanced_codes() -> None:
     events = run(
         [
