@@ -404,7 +404,13 @@ def _check_captures(
             ):
                 monitor.add(result, time.time_ns())
                 spool.add(result)
-            done = finish(spool)
+            # Counted as they come, not kept: a flood of distinct clients
+            # makes an alert apiece.
+            done = finish(
+                spool,
+                keep_alerts=False,
+                on_alert=lambda alert: monitor.add_alert(_alert_event(alert)),
+            )
         except OSError as exc:  # SpoolError too: the disk is full
             return unknown(cli._os_error_message(exc))
     # Warnings on stderr, as read gives them: the status line is the verdict.
@@ -412,8 +418,6 @@ def _check_captures(
         cli._error(cli.evicted_warning(stats.evicted, args.max_connections, jobs=1))
     if done.forgotten:
         cli._error(cli.forgotten_warning(done.forgotten))
-    for alert in done.alerts:
-        monitor.add_alert(_alert_event(alert))
     if stats.errors and not stats.packets:
         return unknown(stats.errors[0])  # no packet to judge
     monitor.capture.received = stats.packets

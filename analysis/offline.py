@@ -15,7 +15,7 @@ start, then session id (``Spool.replay``), each session's own rows as
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -51,6 +51,7 @@ def finish(
     digest: ReportDigest | None = None,
     helper: bool = False,
     keep_alerts: bool = True,
+    on_alert: Callable[[Alert], None] | None = None,
 ) -> Finished:
     """Replay ``spool`` into the detectors, ``files``, ``builder`` and ``digest``.
 
@@ -66,14 +67,15 @@ def finish(
     (``analysis.detecthelp``), when there are enough sessions for it to
     pay; the alerts are the same. ``keep_alerts``: return every alert;
     otherwise none is held until the end, their rows wait in a scratch
-    file beside the spool's (``analysis.alertfile``).
+    file beside the spool's (``analysis.alertfile``). ``on_alert`` is
+    called with each alert as it is made, in no particular order.
     """
     helping = DetectHelper(spool) if helper else None
     parked: AlertFile | None = None
     try:
         if files is not None and not keep_alerts:
             parked = AlertFile(files.encoder("alerts"), spool.scratch_file())
-        alerts = _Alerts([] if keep_alerts else None, parked, digest)
+        alerts = _Alerts([] if keep_alerts else None, parked, digest, on_alert)
         if helping is not None and not helping.start():
             helping = None
         share = REST_SHARE if helping is not None else None
@@ -118,17 +120,20 @@ def finish(
 
 class _Alerts:
     """Where ``finish`` hands each alert as it is made: the list of those
-    kept, the scratch file of those parked, the report's digest."""
+    kept, the scratch file of those parked, the report's digest, the
+    caller's hook."""
 
     def __init__(
         self,
         kept: list[Alert] | None,
         parked: AlertFile | None,
         digest: ReportDigest | None,
+        hook: Callable[[Alert], None] | None,
     ) -> None:
         self.kept = kept
         self._parked = parked
         self._digest = digest
+        self._hook = hook
 
     def take(self, alerts: Iterable[Alert]) -> None:
         for alert in alerts:
@@ -138,6 +143,8 @@ class _Alerts:
                 self._parked.add(alert)
             if self._digest is not None:
                 self._digest.add_alert(alert)
+            if self._hook is not None:
+                self._hook(alert)
 
 
 def build_tables(spool: Spool) -> SmtpTables:

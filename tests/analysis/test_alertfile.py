@@ -248,3 +248,18 @@ def test_the_digest_holds_only_the_alerts_it_may_show() -> None:
     first = sorted(alerts, key=lambda a: (rank[a.severity], a.first_seen, a.alert_id))
     assert digest._alerts_shown.first() == first[:7]
     assert digest.alerts == 500
+
+
+@pytest.mark.parametrize("helper", [False, True])
+def test_a_hook_sees_every_alert_none_kept(
+    flood: list[SessionResult], helper: bool
+) -> None:
+    # check -r counts the alerts by kind as they come (found in review: it
+    # kept them all to the end, though it only counts them).
+    with _spool(flood, Format.JSONL) as spool:
+        kept = finish(spool).alerts
+        seen: list[Alert] = []
+        done = finish(spool, helper=helper, keep_alerts=False, on_alert=seen.append)
+    assert done.alerts == []
+    assert sorted(seen, key=lambda a: (a.first_seen, a.alert_id)) == kept
+    assert len(kept) == CLIENTS
