@@ -157,7 +157,7 @@ class ReportDigest:
         self._shown: list[SessionRecord] = []
         # The alerts: a count per severity, and those that may be shown.
         self.alerts = 0
-        self._severities = {s.value: 0 for s in reversed(Severity)}
+        self._severities = _severity_counts()
         self._alerts_shown = _FirstAlerts(limit)
         self._transactions = 0
         self._accepted = 0
@@ -214,7 +214,7 @@ class ReportDigest:
             auth_failures=self._auth_failures,
             reply_classes=dict(self._replies),
             top_clients=_ranked(self._clients, self.top),
-            alerts={name: n for name, n in self._severities.items() if n},
+            alerts=_severities_with_alerts(self._severities),
             anomaly_kinds=_ranked(self._kinds, self.top),
             tls_decrypted=self._decrypted,
             smtp_packets=stats.smtp_packets,
@@ -583,9 +583,19 @@ def _ranked(counts: Mapping[str, int], top: int) -> list[tuple[str, int]]:
 
 
 def _alert_counts(severities: Iterable[object]) -> dict[str, int]:
-    counts = {s.value: 0 for s in reversed(Severity)}
+    counts = _severity_counts()
     for severity in severities:
         counts[str(severity)] += 1
+    return _severities_with_alerts(counts)
+
+
+def _severity_counts() -> dict[str, int]:
+    """A count of alerts per severity, the most severe first, all 0."""
+    return {s.value: 0 for s in reversed(Severity)}
+
+
+def _severities_with_alerts(counts: dict[str, int]) -> dict[str, int]:
+    """The severities with alerts, as the summary lists them."""
     return {name: count for name, count in counts.items() if count}
 
 
