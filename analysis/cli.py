@@ -139,7 +139,8 @@ def build_parser() -> _Parser:
         title="commands", metavar="COMMAND", parser_class=_Parser
     )
 
-    # Options every subcommand has; later ones (live, check) reuse them.
+    # Options the commands that read traffic share (read, live, check);
+    # rules reads none, so it has none of them.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "-v",
@@ -152,18 +153,14 @@ def build_parser() -> _Parser:
     _add_read_command(commands, common)
     livecli.add_live_command(commands, common)
     livecli.add_check_command(commands, common)
-    _add_rules_command(commands, common)
+    _add_rules_command(commands)
     parser.commands = dict(commands.choices)
     return parser
 
 
-def _add_rules_command(
-    commands: argparse._SubParsersAction[Any],
-    common: argparse.ArgumentParser,
-) -> None:
+def _add_rules_command(commands: argparse._SubParsersAction[Any]) -> None:
     rules = commands.add_parser(
         "rules",
-        parents=[common],
         help="print the default detection rules, or check a rules file",
         description="Print the default detection rules (TOML, every key "
         "documented: copy the sections to change into a file for --rules), or "
@@ -176,7 +173,11 @@ def _add_rules_command(
         metavar="FILE",
         help="a rules file to check instead",
     )
-    rules.set_defaults(command="rules", run=_run_rules, validate=lambda args: None)
+    # verbose: main configures logging for every command; rules logs nothing
+    # (found in review: it offered -v, which changed nothing).
+    rules.set_defaults(
+        command="rules", run=_run_rules, validate=lambda args: None, verbose=0
+    )
 
 
 def _run_rules(args: argparse.Namespace) -> int:

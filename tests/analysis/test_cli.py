@@ -481,6 +481,24 @@ def test_rules_prints_the_defaults_and_checks_a_file(
     assert err.startswith(f"smtpscope: {mine}: ")
 
 
+def test_rules_offers_no_verbose_option_the_commands_that_read_keep_theirs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Found in review: rules offered -v, which meant nothing there.
+    assert main(["rules", "--help"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "usage: smtpscope rules [-h] [FILE]"
+    )
+    assert main(["rules", "-v"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "smtpscope rules: error: unrecognized arguments: -v\n"
+    )
+    for command in ("read", "live", "check"):
+        parser = cli.build_parser().commands[command]
+        verbose = [a for a in parser._actions if a.dest == "verbose"]
+        assert [a.option_strings for a in verbose] == [["-v", "--verbose"]]
+
+
 def test_a_rules_file_nested_too_deeply_is_a_usage_error(
     fake: FakePipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
