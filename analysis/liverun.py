@@ -421,7 +421,14 @@ def _check_captures(
     if stats.errors and not stats.packets:
         return unknown(stats.errors[0])  # no packet to judge
     monitor.capture.received = stats.packets
-    names = ", ".join(os.path.basename(path) for path in args.captures)
+    # The captures read, in part at least, and apart from them those that
+    # could not be opened or held no capture (found in review: "sessions on
+    # a.pcap, missing.pcap", as if the missing one had been read).
+    read = [path for path in args.captures if path not in stats.unread]
+    names = ", ".join(os.path.basename(path) for path in read)
+    if stats.unread:
+        lost = [path for path in args.captures if path in stats.unread]
+        names += f" (not read: {', '.join(os.path.basename(p) for p in lost)})"
     # Stopped part way (Ctrl-C, or SIGTERM: what a scheduler's timeout
     # sends), the figures are of part of the captures: said as damage is.
     unread = ["stopped before the end"] if stats.interrupted else []

@@ -621,6 +621,7 @@ def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
         bytes=first.bytes,
         smtp_packets=sum(p.smtp_packets for p in parts),
         errors=list(first.errors),
+        unread=list(first.unread),
         rewinds=list(first.rewinds),  # agreed: the same in every share
         filtered=filtered,
         # Any share stopped early (Ctrl-C reaches every process, SIGTERM

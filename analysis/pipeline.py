@@ -53,6 +53,9 @@ class RunStats:
     # and the Python reader's, with one process or several.
     smtp_packets: int = 0
     errors: list[str] = field(default_factory=list)  # one message per bad input
+    # Captures of which nothing could be read (not opened, no capture at
+    # all), as named; each has its message in errors.
+    unread: list[str] = field(default_factory=list)
     # True when libpcap's BPF filter read a capture to its end (one handed
     # over to the Python reader is read and counted whole): it skipped the
     # packets off the SMTP ports uncounted, so ``packets`` is then only
@@ -142,6 +145,7 @@ def analyze(
         run.handshakes_from_smtp_ports += source.reassembly.handshakes_from_smtp_ports
         run.rewinds.extend(source.rewinds)
         run.errors.extend(str(error) for error in source.errors)
+        run.unread.extend(source.unread)
 
 
 def after_stop(

@@ -81,6 +81,9 @@ class SourceStats:
     decode: DecodeStats = field(default_factory=DecodeStats)
     reassembly: ReassemblyStats = field(default_factory=ReassemblyStats)
     errors: list[CaptureError] = field(default_factory=list)
+    # Captures of which nothing could be read: not opened, or no capture at
+    # all (an error that is not damage part way). Each is in errors too.
+    unread: list[str] = field(default_factory=list)
     # Captures that began before the ones read before them had reached
     # (ReassemblyStats.rewinds): another recording, overlapping in time.
     rewinds: list[str] = field(default_factory=list)
@@ -221,6 +224,8 @@ def _read_all(
             )
         except CaptureError as damage:
             errors.append(damage)
+            if not damage.damaged:
+                stats.unread.append(path)
         if reassembler.stats.rewinds > rewinds:
             stats.rewinds.append(path)
         skipped = stats.decode.unknown_linktype - unknown

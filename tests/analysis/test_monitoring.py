@@ -361,12 +361,13 @@ def test_check_judges_what_a_damaged_capture_held(
         f"refusal_ratio=0.428571;;;0;1 {perf}\n"
     )
 
-    # A capture missing among others is one more piece of damage.
+    # A capture missing among others is one more piece of damage, and said
+    # not to have been read.
     args = ["check", "-r", str(cut), "-r", str(tmp_path / "gone.pcap")]
     assert cli.main(args) == 1
     assert capsys.readouterr().out.startswith(
-        f"SMTPSCOPE WARNING - {damage} (and 1 more) - 1 session on cut.pcap, "
-        "gone.pcap, "
+        f"SMTPSCOPE WARNING - {damage} (and 1 more) - 1 session on cut.pcap "
+        "(not read: gone.pcap), refusal ratio 0.428571, "
     )
 
     # Nothing read, nothing to judge: UNKNOWN.
@@ -454,4 +455,31 @@ def test_a_fault_of_the_check_itself_is_unknown(
     assert cli.main(["check", "-r", str(PCAPS / "auth.pcap")]) == 3
     assert capsys.readouterr().out == (
         "SMTPSCOPE UNKNOWN - internal error: ValueError: embedded null character\n"
+    )
+
+
+def test_check_names_as_read_only_the_captures_it_could_read(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Found in review: "5 sessions on auth.pcap, gone.pcap, ...", as if the
+    # missing capture had been read. One that cannot be opened (missing, a
+    # directory) or holds no capture at all is said not to have been read;
+    # one damaged part way was read up to the damage, and is named as read.
+    gone = tmp_path / "gone.pcap"
+    folder = tmp_path / "folder.pcap"
+    folder.mkdir()
+    text = tmp_path / "text.pcap"
+    text.write_text("no capture\n")
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes((PCAPS / "rejected-rcpt.pcap").read_bytes()[:3857])
+    named = [PCAPS / "auth.pcap", gone, folder, text, cut]
+    assert cli.main(["check", *(f"-r{path}" for path in named)]) == 1
+    assert capsys.readouterr().out == (
+        f"SMTPSCOPE WARNING - judged on what could be read: {cut}: damaged at "
+        "byte 3782: record truncated: 66 bytes of packet announced, 59 present "
+        "(and 3 more) - 5 sessions on auth.pcap, cut.pcap (not read: "
+        "gone.pcap, folder.pcap, text.pcap), refusal ratio 0.214286, max "
+        "greeting delay 0.002373s, TLS share 0, 1 alert | sessions=5;;;0 "
+        "refusal_ratio=0.214286;;;0;1 greeting_delay=0.002373s;;;0 "
+        "tls_share=0;;;0;1 alerts=1;;;0 packets=154c;;;0 dropped=0c;;;0\n"
     )
