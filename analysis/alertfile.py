@@ -12,10 +12,17 @@ about 40 bytes an alert, in flat arrays. ``texts`` then gives the rows back
 in table order, the order a stable sort of all the alerts by
 (``first_seen``, ``alert_id``) would give: alerts equal in both keep the
 order they came in.
+
+A scratch file that cannot be written or read back (a full disk) raises
+``AlertFileError``, which names it and its directory: the user never sees
+the file, and "cannot write: No space left on device" alone (found in
+review) did not say which of the run's files needed the room.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import os
 from array import array
@@ -34,19 +41,42 @@ _READ = 256 * 1024
 _ERRORS = "surrogatepass"
 
 
+class AlertFileError(OSError):
+    """The alerts' scratch file could not be made, written or read back.
+
+    ``filename`` is the directory it is in; ``action`` what failed
+    ("write", "read back").
+    """
+
+    def __init__(self, exc: OSError, directory: str, action: str = "write") -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc), directory)
+        self.action = action
+
+    def __str__(self) -> str:
+        return (
+            f"cannot {self.action} the alerts' scratch file in {self.filename} "
+            f"(their rows wait there to be put in order): {self.strerror}"
+        )
+
+
 class AlertFile:
     """Alerts' rows in a scratch file, an index of their order in memory.
 
     ``encode`` turns alerts into the text of their rows (a ``TableFiles``
     encoder for the ``alerts`` table); ``scratch`` is the unnamed file to
-    keep them in, which ``close`` closes (and so deletes).
+    keep them in, which ``close`` closes (and so deletes), and ``directory``
+    where it is, for the messages of ``AlertFileError``.
     """
 
     def __init__(
-        self, encode: Callable[[Iterable[Alert]], str], scratch: IO[bytes]
+        self,
+        encode: Callable[[Iterable[Alert]], str],
+        scratch: IO[bytes],
+        directory: str,
     ) -> None:
         self._encode = encode
         self._file = scratch
+        self._directory = directory
         # A first_seen beyond 64 bits (a hostile pcapng timestamp) turns
         # ``_firsts`` into a list, as the spool's index does with starts.
         self._firsts: array[int] | list[int] = array("q")
@@ -69,7 +99,10 @@ class AlertFile:
     def add(self, alert: Alert) -> None:
         """Write ``alert``'s row and note where it goes in the table."""
         data = self._encode((alert,)).encode("utf-8", _ERRORS)
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise AlertFileError(exc, self._directory) from exc
         self._size += len(data)
         try:
             self._firsts.append(alert.first_seen)
@@ -81,7 +114,10 @@ class AlertFile:
 
     def texts(self) -> Iterator[str]:
         """The rows' text in table order, a run of rows at a time."""
-        self._file.flush()
+        try:
+            self._file.flush()
+        except OSError as exc:
+            raise AlertFileError(exc, self._directory) from exc
         descriptor = self._file.fileno()
         ends = self._ends
         start = end = 0  # the run of rows lying side by side, to read next
@@ -91,13 +127,16 @@ class AlertFile:
                 end = ends[i]
                 continue
             if end > start:
-                yield _read(descriptor, start, end)
+                yield self._read(descriptor, start, end)
             start, end = begin, ends[i]
         if end > start:
-            yield _read(descriptor, start, end)
+            yield self._read(descriptor, start, end)
 
     def close(self) -> None:
-        self._file.close()
+        # Closing flushes, which fails again after a write failed (and
+        # would hide that error); the rows are thrown away either way.
+        with contextlib.suppress(OSError):
+            self._file.close()
 
     def _order(self) -> array[int]:
         """Positions by first_seen, then alert_id, then arrival."""
@@ -117,10 +156,13 @@ class AlertFile:
     def _id(self, i: int) -> bytes:
         return bytes(self._ids[self._id_ends[i - 1] if i else 0 : self._id_ends[i]])
 
-
-def _read(descriptor: int, start: int, end: int) -> str:
-    # By position: the file's offset is left where the writes end.
-    data = os.pread(descriptor, end - start, start)
-    if len(data) != end - start:
-        raise OSError(f"the alerts' scratch file is shorter than written ({start})")
-    return data.decode("utf-8", _ERRORS)
+    def _read(self, descriptor: int, start: int, end: int) -> str:
+        # By position: the file's offset is left where the writes end.
+        try:
+            data = os.pread(descriptor, end - start, start)
+        except OSError as exc:
+            raise AlertFileError(exc, self._directory, "read back") from exc
+        if len(data) != end - start:
+            short = OSError(errno.EIO, f"shorter than written (at byte {start})")
+            raise AlertFileError(short, self._directory, "read back")
+        return data.decode("utf-8", _ERRORS)

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from analysis import interrupts, livecli, pipeline
+from analysis.alertfile import AlertFileError
 from analysis.detect import Rules, RulesError, load_rules
 from analysis.detect import engine as detect_engine
 from analysis.escape import escape_controls, plugin_text
@@ -808,7 +809,11 @@ def _finish(
         else:
             end = _replay(spool, args, frames, report, helper)
     except (ExportError, OSError) as exc:
-        if isinstance(exc, ExportError):
+        if isinstance(exc, AlertFileError):
+            # Its own message names it and where; the tables are left
+            # unwritten as on any failure before they are committed.
+            _error(f"{exc}; none in {args.output} was replaced")
+        elif isinstance(exc, ExportError):
             _error(str(exc))
         else:
             _error(_os_error_message(exc, action="write"))

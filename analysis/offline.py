@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from analysis.alertfile import AlertFile
+from analysis.alertfile import AlertFile, AlertFileError
 from analysis.detect import Alert, AlertEngine
 from analysis.detecthelp import REST_SHARE, DetectHelper
 from analysis.records import SessionResult
@@ -74,7 +74,7 @@ def finish(
     parked: AlertFile | None = None
     try:
         if files is not None and not keep_alerts:
-            parked = AlertFile(files.encoder("alerts"), spool.scratch_file())
+            parked = _alert_file(spool, files)
         alerts = _Alerts([] if keep_alerts else None, parked, digest, on_alert)
         if helping is not None and not helping.start():
             helping = None
@@ -116,6 +116,15 @@ def finish(
         if parked is not None:
             parked.close()
     return done
+
+
+def _alert_file(spool: Spool, files: TableFiles) -> AlertFile:
+    """A scratch file beside the spool's for the alerts' rows."""
+    try:
+        scratch = spool.scratch_file()
+    except OSError as exc:  # a SpoolError, which would name the spool
+        raise AlertFileError(exc, spool.directory) from exc
+    return AlertFile(files.encoder("alerts"), scratch, spool.directory)
 
 
 class _Alerts:

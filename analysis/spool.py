@@ -573,6 +573,11 @@ class Spool:
             )
         return self._scratch
 
+    @property
+    def directory(self) -> str:
+        """Where the spool's files are."""
+        return self._directory or tempfile.gettempdir()
+
     def scratch_file(self) -> IO[bytes]:
         """An unnamed temporary file where the spool keeps its own, for the
         caller to close: it is gone then, or when the process ends."""
@@ -641,5 +646,6 @@ class Spool:
         except SpoolError:
             raise
         except OSError as exc:
-            where = self._directory or tempfile.gettempdir()
-            raise SpoolError(exc.errno, exc.strerror or str(exc), where) from exc
+            raise SpoolError(
+                exc.errno, exc.strerror or str(exc), self.directory
+            ) from exc

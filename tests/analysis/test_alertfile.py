@@ -204,7 +204,9 @@ def _alert(first_seen: int, alert_id: str, summary: str = "s") -> Alert:
 def _parked(alerts: list[Alert], fmt: Format = Format.JSONL) -> Iterator[str]:
     with (
         Spool() as spool,
-        AlertFile(RowEncoder(fmt, "alerts"), spool.scratch_file()) as parked,
+        AlertFile(
+            RowEncoder(fmt, "alerts"), spool.scratch_file(), spool.directory
+        ) as parked,
     ):
         for alert in alerts:
             parked.add(alert)

@@ -128,6 +128,43 @@ def test_a_full_disk_under_the_spool_gives_a_message_not_a_traceback(
         assert (tmp_path / "sessions.jsonl").read_text() == "old\n"
 
 
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_full_disk_under_the_alerts_scratch_file_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    quiet: bool,
+) -> None:
+    # Found in review (a tmpfs too small for the alerts' scratch file, the
+    # last thing read -o writes before the alerts table): "cannot write: No
+    # space left on device", which did not say what needed the room. Its
+    # writes fail; its close, which flushes, fails again and must not hide
+    # the first error.
+    real = spool.Spool.scratch_file
+    monkeypatch.setattr(spool.Spool, "scratch_file", lambda self: _FullDisk(real(self)))
+    capture = str(ROOT / "pcaps" / "abuse" / "relay-refused.pcap")
+    (tmp_path / "alerts.jsonl").write_text("old\n")
+    argv = ["read", capture, "-o", str(tmp_path), *(["-q"] if quiet else [])]
+    assert cli.main(argv) == 1
+    out, err = capsys.readouterr()
+    assert err == (
+        f"smtpscope: cannot write the alerts' scratch file in {tmp_path} (their "
+        "rows wait there to be put in order): No space left on device; none in "
+        f"{tmp_path} was replaced\n"
+    )
+    # Nothing was written, nothing of the old replaced, nothing left behind;
+    # the report still shows every session and alert.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alerts.jsonl"]
+    assert (tmp_path / "alerts.jsonl").read_text() == "old\n"
+    if quiet:
+        assert out == ""
+    else:
+        assert "│ alerts                 2 (2 medium)" in out
+        monkeypatch.undo()
+        assert cli.main(["read", capture]) == 0
+        assert capsys.readouterr().out == out
+
+
 def test_table_files_that_cannot_be_flushed_are_still_removed(tmp_path: Path) -> None:
     (tmp_path / "sessions.csv").write_text("old\n")
     files = TableFiles(tmp_path, Format.CSV)
