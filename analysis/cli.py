@@ -34,7 +34,12 @@ from analysis.detect import Rules, RulesError, load_rules
 from analysis.detect import engine as detect_engine
 from analysis.escape import escape_controls, plugin_text
 from analysis.offline import finish
-from analysis.parallel import WorkerLost, connection_share, read_sharded
+from analysis.parallel import (
+    WorkerLost,
+    connection_share,
+    read_sharded,
+    reading_share,
+)
 from analysis.records import SessionResult
 from analysis.rowfiles import (
     ExportError,
@@ -1090,10 +1095,20 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
 
 
 class _EscapingFormatter(logging.Formatter):
-    """Log messages may quote the wire; they reach the terminal escaped."""
+    """Log messages may quote the wire; they reach the terminal escaped.
+
+    Under ``-j N`` a line logged while a process reads its share begins
+    with the share's number (``[2/2] ``): every process logs the captures
+    it reads, and the same line twice would look like one capture read
+    twice. With one process the lines are as they were.
+    """
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return escape_controls(super().formatMessage(record))
+        line = super().formatMessage(record)
+        share = reading_share()
+        if share is not None:
+            line = f"[{share[0]}/{share[1]}] {line}"
+        return escape_controls(line)
 
 
 def _os_error_message(

@@ -47,6 +47,19 @@ class WorkerLost(Exception):
     """A worker process ended without handing back its share."""
 
 
+# The share this process reads while it reads one of several, as (k, n),
+# k counted from 1; None otherwise. The command names it in its log lines:
+# with -v every process logs each capture it reads, and identical lines
+# read as if the capture were read twice (found in review).
+_reading: tuple[int, int] | None = None
+
+
+def reading_share() -> tuple[int, int] | None:
+    """The share this process is reading, (k, n) from (1, n); None when it
+    reads none, or reads all."""
+    return _reading
+
+
 def connection_share(max_connections: int | None, jobs: int) -> int | None:
     """The connections each of ``jobs`` processes may hold open at once:
     its share of ``max_connections``, rounded up so that none holds 0."""
@@ -483,6 +496,8 @@ def _read_share(
     stats = spool.stats
     deferred = _Deferred(spool)
     results = None
+    global _reading
+    _reading = (shard[0] + 1, shard[1]) if shard[1] > 1 else None
     try:
         if first is not None:
             first()
@@ -510,6 +525,8 @@ def _read_share(
             for result in pipeline.after_stop(results):
                 deferred.add(result)
         deferred.all()
+    finally:
+        _reading = None
     return stats
 
 

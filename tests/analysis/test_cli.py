@@ -326,6 +326,41 @@ def test_verbose_logging_escapes_wire_text(
         logging.basicConfig(handlers=[logging.NullHandler()], force=True)
 
 
+def test_verbose_lines_name_the_share_under_jobs_and_only_there() -> None:
+    # Found in review: with -j 2 both processes logged "reading auth.pcap",
+    # which read as if the capture were read twice.
+    def logged(*jobs: str) -> list[str]:
+        argv = ["read", str(PCAPS / "auth.pcap"), "-q", "-v", *jobs]
+        done = subprocess.run(
+            [sys.executable, "-m", "analysis", *argv],
+            cwd=PCAPS.parent,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (done.returncode, done.stdout) == (0, "")
+        return done.stderr.splitlines()
+
+    reading = f"INFO capture.source: reading {PCAPS / 'auth.pcap'}"
+    closed = "INFO analysis.pipeline: session {} closed (fin)"
+    ids = ["Szkyy4lfbfkthc33c", "St7q3wod27oerqxk3", "Suhoxbsxnzi33qbfg"]
+    ids.append("Sxj2qo5m6mdksxfey")
+    one = [reading, *(closed.format(sid) for sid in ids)]
+    assert logged() == one
+    assert logged("-j", "1") == one
+    # Each process's lines in its order; the processes' lines interleave.
+    two = logged("-j", "2")
+    assert [line for line in two if line.startswith("[1/2] ")] == [
+        f"[1/2] {reading}",
+        *(f"[1/2] {closed.format(sid)}" for sid in ids[2:]),
+    ]
+    assert [line for line in two if line.startswith("[2/2] ")] == [
+        f"[2/2] {reading}",
+        *(f"[2/2] {closed.format(sid)}" for sid in ids[:2]),
+    ]
+    assert len(two) == 6
+
+
 def test_python_dash_m_runs_the_cli() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "analysis", "--version"],
