@@ -8,12 +8,17 @@ pandas.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
 
 # As in capture: the command sets up logging (-v); a library caller may.
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
+# Not typing's: importing typing takes about 2 ms, and the command holds
+# Ctrl-C only once this package is imported (analysis.launch). mypy takes
+# any constant of this name as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from analysis.load import load_tables
     from analysis.tables import SmtpTables, read_captures
 

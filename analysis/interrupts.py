@@ -19,13 +19,20 @@ nothing, and the signals keep the handlers they had.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
-from types import FrameType
-from typing import Any
+
+# Only mypy reads these: the command imports this module before it holds
+# Ctrl-C (analysis.launch), so it imports as little as it can.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import Any, TypeAlias
+
+    _Handler: TypeAlias = (
+        Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+    )
 
 _STOPS = (signal.SIGINT, signal.SIGTERM)
-
-_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class _Held:
