@@ -351,9 +351,14 @@ def test_a_stop_before_reading_still_writes_the_tables_and_exits_130(
 
 
 # The console script's own code (pip writes it), with a SIGINT sent to the
-# process as the module named first in argv starts to be imported.
+# process as the module named first in argv starts to be imported. Run with
+# -S, the site directories added by hand: a .pth file of the machine's may
+# import typing before any of smtpscope runs (found in CI's environment,
+# where one imports certifi), and the stop would then never be sent.
 _SCRIPT_STOPPED_IN_AN_IMPORT = """
-import os, signal, sys
+import os, signal, site, sys
+sys.path.extend(site.getsitepackages())
+assert "typing" not in sys.modules
 target = sys.argv.pop(1)
 sent = []
 def stop(event, args):
@@ -378,7 +383,7 @@ def test_a_ctrl_c_while_the_command_starts_ends_it_quietly(
     # modules of the entry point come before the hold (see analysis.launch).
     argv = ["read", AUTH, "-q", "-o", str(tmp_path)]
     done = subprocess.run(
-        [sys.executable, "-c", _SCRIPT_STOPPED_IN_AN_IMPORT, module, *argv],
+        [sys.executable, "-S", "-c", _SCRIPT_STOPPED_IN_AN_IMPORT, module, *argv],
         cwd=Path(__file__).parents[2],
         capture_output=True,
         text=True,
