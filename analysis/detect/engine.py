@@ -25,10 +25,9 @@ from analysis.detect.protocol import ProtocolDetector
 from analysis.detect.recipients import RecipientDetector
 from analysis.detect.relay import RelayDetector
 from analysis.detect.rules import Rule, Rules, default_rules
-from analysis.detect.window import Incident, Observation, Tally, Tracker
+from analysis.detect.window import Evidence, Incident, Observation, Tally, Tracker
 from analysis.records import SessionResult
 
-MAX_EXAMPLES = 3
 # Keys seen once that are kept per detector (see AlertEngine._singles):
 # about 35 MB each. Per detector, so that every share of the detectors under
 # -j forgets the same ones as one engine with all (a budget shared by all
@@ -47,11 +46,11 @@ _PER_USER = frozenset({"auth_user_many_clients"})
 # Kinds counted per server, from every session to it. Only their hits
 # stretch an incident (a busy server's ordinary sessions never stop).
 _PER_SERVER = frozenset({"syn_flood"})
-# An incident keeps its first KEPT_HITS hits whole (the alert lists their
-# sessions and examples), the rest in its tally, which counts them all: a
-# SYN flood's hits each come from a client of their own, and 400,000 failed
-# AUTHs from one client kept 400,000 hits and listed every session in each
-# of four alerts, about 8 MB a row.
+# An alert lists the sessions and examples of its incident's first KEPT_HITS
+# hits (the incident's evidence); its tally counts them all: a SYN flood's
+# hits each come from a client of their own, and 400,000 failed AUTHs from
+# one client kept 400,000 hits and listed every session in each of four
+# alerts, about 8 MB a row.
 KEPT_HITS = 1000
 
 
@@ -410,12 +409,12 @@ class AlertEngine:
     def _alert(self, kind: str, key: tuple[str, ...], incident: Incident) -> Alert:
         rule = self.rules.rule(kind)
         wording = WORDING[kind]
-        # The hits kept whole are the evidence listed; the tally counts
-        # them all (it is read only: an early alert's incident goes on).
+        # The evidence is what the alert lists; the tally counts every hit
+        # (both are read only: an early alert's incident goes on). Without
+        # them, the hits were kept whole: all are listed.
         hits = sorted(incident.hits, key=lambda o: o.ts)
         tally = incident.tally or Tally.of(hits)
-        first = hits[0]
-        session_ids = tuple(dict.fromkeys(o.session_id for o in hits))
+        evidence = incident.evidence or Evidence.of(hits)
         total: int | None
         if wording.measured:
             count = tally.measure
@@ -458,7 +457,7 @@ class AlertEngine:
         # still come (sessions reach the detectors as they close: a SYN
         # refused with RST at once, one never answered a minute later).
         if incident.alert_id is None:
-            incident.alert_id = alert_id(kind, key, first.session_id, first.ts)
+            incident.alert_id = alert_id(kind, key, *evidence.first())
         return Alert(
             alert_id=incident.alert_id,
             kind=kind,
@@ -472,10 +471,8 @@ class AlertEngine:
             window_s=rule.window_s,
             total=total,
             sessions=tally.sessions,
-            session_ids=session_ids,
-            examples=tuple(
-                list(dict.fromkeys(o.example for o in hits if o.example))[:MAX_EXAMPLES]
-            ),
+            session_ids=evidence.session_ids(),
+            examples=evidence.listed_examples(),
             summary=wording.template.format(**values) + ".",
         )
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from analysis.detect.window import Incident, Observation, Tally, Tracker
+from analysis.detect.window import Evidence, Incident, Observation, Tally, Tracker
 
 S = 1_000_000_000
 _TS = operator.itemgetter(Observation._fields.index("ts"))
@@ -262,8 +262,9 @@ def tallied(incident: Incident | None, keep: int) -> tuple[object, ...] | None:
     if incident is None:
         return None
     tally = incident.tally or Tally.of(incident.hits)
+    evidence = incident.evidence or Evidence.of(incident.hits[:keep])
     return (
-        incident.hits[:keep],
+        (evidence.first(), evidence.session_ids(), evidence.listed_examples()),
         incident.total,
         incident.first,
         incident.last,
@@ -286,13 +287,16 @@ def test_an_incident_that_keeps_a_few_hits_tallies_them_all() -> None:
                 assert isinstance(arg, Observation)
                 o = arg._replace(
                     client_ip=rng.choice("abc"),
+                    example=rng.choice((None, "", "e1", "e2", "e3", "e4", "e5")),
                     note=rng.choice((None, "x", "y")),
                     severity_shift=rng.choice((-1, 0, 1)),
                 )
                 whole.add(o)
                 kept.add(o)
                 if kept.incident is not None:
-                    assert len(kept.incident.hits) <= keep
+                    assert kept.incident.hits == []
+                    assert kept.incident.evidence is not None
+                    assert kept.incident.evidence.taken <= keep
                 got, want = kept.incident, whole.incident
             elif step == "expire":
                 assert isinstance(arg, int)
@@ -319,6 +323,80 @@ def test_only_hits_stretch_an_incident_that_spans_its_hits() -> None:
     # later one, to the end.
     stretched = Tracker(threshold=3, window=10 * S, min_ratio=0.2)
     assert feed(stretched, stream) == [(hits, 38, 23 * S, 60 * S)]
+
+
+def listed_as_before(hits: list[Observation]) -> tuple[object, ...]:
+    """What an alert listed of hits kept whole: the first hit's session and
+    time, the sessions in time order, the first three examples."""
+    ordered = sorted(hits, key=lambda o: o.ts)
+    examples = dict.fromkeys(o.example for o in ordered if o.example)
+    return (
+        (ordered[0].session_id, ordered[0].ts),
+        tuple(dict.fromkeys(o.session_id for o in ordered)),
+        tuple(examples)[:3],
+    )
+
+
+def listed(evidence: Evidence) -> tuple[object, ...]:
+    return (evidence.first(), evidence.session_ids(), evidence.listed_examples())
+
+
+def test_evidence_lists_what_hits_kept_whole_listed() -> None:
+    # Arriving out of time order, as overlapping sessions bring them: each
+    # of s1's examples is pushed out by earlier ones, and "b" comes back
+    # with an earlier hit; s1 moves ahead of s2; at time 2, s3's hit came
+    # first.
+    arrivals = [
+        (5, "s1", "C: RCPT a"),
+        (5, "s1", "C: RCPT b"),
+        (3, "s2", None),
+        (5, "s2", "C: RCPT a"),
+        (2, "s3", ""),
+        (4, "s3", "C: RCPT c"),
+        (1, "s4", "C: RCPT d"),
+        (4, "s1", "C: RCPT e"),
+        (2, "s1", "C: RCPT b"),
+    ]
+    hits = [
+        Observation("k", ("c",), ts, sid, "c", None, example=example)
+        for ts, sid, example in arrivals
+    ]
+    evidence = Evidence.of(hits)
+    assert listed(evidence) == (
+        ("s4", 1),
+        ("s4", "s3", "s1", "s2"),
+        ("C: RCPT d", "C: RCPT b", "C: RCPT c"),
+    )
+    assert listed(evidence) == listed_as_before(hits)
+    # Held: one place per session, three examples.
+    assert evidence.taken == 9
+    assert evidence.sessions == {
+        "s1": (2, 8),
+        "s2": (3, 2),
+        "s3": (2, 4),
+        "s4": (1, 6),
+    }
+    assert [text for _, _, text in evidence.examples] == [
+        "C: RCPT d",
+        "C: RCPT b",
+        "C: RCPT c",
+    ]
+
+    rng = random.Random(20261207)
+    for _ in range(500):
+        hits = [
+            Observation(
+                "k",
+                ("c",),
+                rng.randint(0, 12),
+                f"s{rng.randint(0, 6)}",
+                "c",
+                None,
+                example=rng.choice((None, "", "e1", "e2", "e3", "e4", "e5")),
+            )
+            for _ in range(rng.randint(1, 30))
+        ]
+        assert listed(Evidence.of(hits)) == listed_as_before(hits)
 
 
 def test_a_tally_counts_long_values_by_digest() -> None:
