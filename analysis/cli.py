@@ -820,12 +820,25 @@ def _finish(
             _error(f"{exc}; none in {args.output} was replaced")
         elif isinstance(exc, ExportError):
             _error(str(exc))
+        elif streamed and exc.filename is None:
+            # A table's own file (under its temporary name): say where the
+            # room is missing, as for the alerts' scratch file (found in
+            # review: "cannot write: No space left on device" alone).
+            _error(
+                _os_error_message(exc, f"the tables in {args.output}", "write")
+                + f"; none in {args.output} was replaced"
+            )
         else:
             _error(_os_error_message(exc, action="write"))
         if not frames and not report:
             return _Ending(False, len(spool))
-        # The report is still shown, from a replay of its own.
-        end = _replay(spool, args, frames, report, helper)
+        # The report is still shown, from a replay of its own, unless the
+        # spool itself cannot be read back (its last sessions could not be
+        # written: found in review, a traceback): what failed is said.
+        try:
+            end = _replay(spool, args, frames, report, helper)
+        except OSError:
+            return _Ending(False, len(spool))
         end.written = False
     return end
 
