@@ -353,6 +353,7 @@ def run_check(args: argparse.Namespace) -> int:
     ports = pipeline.DEFAULT_PORTS | frozenset(args.ports)
     monitor = Monitor(time.time_ns())
     try:
+        interrupts.release()  # a stop held since the start raises here
         if args.captures:
             verdict = _check_captures(args, ports, monitor)
         else:

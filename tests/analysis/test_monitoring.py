@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -483,3 +484,29 @@ def test_check_names_as_read_only_the_captures_it_could_read(
         "refusal_ratio=0.214286;;;0;1 greeting_delay=0.002373s;;;0 "
         "tls_share=0;;;0;1 alerts=1;;;0 packets=154c;;;0 dropped=0c;;;0\n"
     )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_check_stopped_while_it_starts_still_gives_a_status_line(
+    signum: signal.Signals,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found in review: a stop held from the entry point's first line (the
+    # modules loading, the arguments parsed) was raised in cli.main before
+    # check ran: "smtpscope: interrupted", exit 130 and no status line.
+    from analysis import interrupts
+
+    real = cli.build_parser
+
+    def stopped_while_parsing() -> Any:
+        signal.raise_signal(signum)  # held: only noted
+        return real()
+
+    monkeypatch.setattr(cli, "build_parser", stopped_while_parsing)
+    assert cli.main(["check", "-r", str(PCAPS / "auth.pcap")]) == 3
+    out, err = capsys.readouterr()
+    assert out == "SMTPSCOPE UNKNOWN - stopped before a verdict\n"
+    assert err == ""
+    assert interrupts._held is None  # put back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
