@@ -419,16 +419,18 @@ def _check_captures(
         cli._error(cli.evicted_warning(stats.evicted, args.max_connections, jobs=1))
     if done.forgotten:
         cli._error(cli.forgotten_warning(done.forgotten))
+    # The captures read, in part at least, and apart from them those that
+    # could not be opened or held no capture (found in review: "sessions on
+    # a.pcap, missing.pcap", as if the missing one had been read). A name
+    # given twice is said once: a capture is read once.
+    named = dict.fromkeys(args.captures)
+    read = [path for path in named if path not in stats.unread]
     if stats.errors and not stats.packets:
         return unknown(stats.errors[0])  # no packet to judge
     monitor.capture.received = stats.packets
-    # The captures read, in part at least, and apart from them those that
-    # could not be opened or held no capture (found in review: "sessions on
-    # a.pcap, missing.pcap", as if the missing one had been read).
-    read = [path for path in args.captures if path not in stats.unread]
     names = ", ".join(os.path.basename(path) for path in read)
     if stats.unread:
-        lost = [path for path in args.captures if path in stats.unread]
+        lost = [path for path in named if path in stats.unread]
         names += f" (not read: {', '.join(os.path.basename(p) for p in lost)})"
     # Stopped part way (Ctrl-C, or SIGTERM: what a scheduler's timeout
     # sends), the figures are of part of the captures: said as damage is.

@@ -54,7 +54,8 @@ class RunStats:
     smtp_packets: int = 0
     errors: list[str] = field(default_factory=list)  # one message per bad input
     # Captures of which nothing could be read (not opened, no capture at
-    # all), as named; each has its message in errors.
+    # all, cut within the file header), as named; each has its message in
+    # errors.
     unread: list[str] = field(default_factory=list)
     # True when libpcap's BPF filter read a capture to its end (one handed
     # over to the Python reader is read and counted whole): it skipped the

@@ -81,8 +81,8 @@ class SourceStats:
     decode: DecodeStats = field(default_factory=DecodeStats)
     reassembly: ReassemblyStats = field(default_factory=ReassemblyStats)
     errors: list[CaptureError] = field(default_factory=list)
-    # Captures of which nothing could be read: not opened, or no capture at
-    # all (an error that is not damage part way). Each is in errors too.
+    # Captures of which nothing could be read: not opened, no capture at
+    # all, or cut within their file header. Each is in errors too.
     unread: list[str] = field(default_factory=list)
     # Captures that began before the ones read before them had reached
     # (ReassemblyStats.rewinds): another recording, overlapping in time.
@@ -224,7 +224,9 @@ def _read_all(
             )
         except CaptureError as damage:
             errors.append(damage)
-            if not damage.damaged:
+            # Nothing of it was read: not opened, not a capture, or cut
+            # within its file header.
+            if not damage.damaged or damage.offset == 0:
                 stats.unread.append(path)
         if reassembler.stats.rewinds > rewinds:
             stats.rewinds.append(path)

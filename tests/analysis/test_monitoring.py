@@ -485,6 +485,18 @@ def test_check_names_as_read_only_the_captures_it_could_read(
         "tls_share=0;;;0;1 alerts=1;;;0 packets=154c;;;0 dropped=0c;;;0\n"
     )
 
+    # One cut within its file header was not read either; a name given
+    # twice is said once.
+    short = tmp_path / "short.pcap"
+    short.write_bytes((PCAPS / "auth.pcap").read_bytes()[:10])
+    named = [short, PCAPS / "auth.pcap", gone, gone]
+    assert cli.main(["check", *(f"-r{path}" for path in named)]) == 1
+    assert capsys.readouterr().out.startswith(
+        f"SMTPSCOPE WARNING - judged on what could be read: {short}: damaged at "
+        "byte 0: file header truncated at 10 of 24 bytes (and 2 more) - 4 "
+        "sessions on auth.pcap (not read: short.pcap, gone.pcap), refusal "
+    )
+
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_check_stopped_while_it_starts_still_gives_a_status_line(
