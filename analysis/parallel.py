@@ -39,7 +39,7 @@ from analysis import interrupts, pipeline
 from analysis.detect import Rules
 from analysis.records import SessionResult
 from analysis.rowfiles import Format
-from analysis.spool import Spool, SpoolPart
+from analysis.spool import Spool, SpoolError, SpoolPart
 from capture.source import ClockHook
 
 
@@ -472,6 +472,13 @@ def _work(job: _Job, clock: _ClockMaker | None = None) -> SpoolPart:
         # the share would be lost, not handed back as read.
         _read_share(job, spool, clock=clock, then=_ignore_stops)
         return spool.detach()
+    except SpoolError as exc:
+        spool.close()
+        # Said of the directory the parent's spool is in (-o DIR, or the
+        # system's temporary one), not of the scratch directory within it,
+        # which is gone by the time the message is read (found in review).
+        where = os.path.dirname(settings.directory)
+        raise SpoolError(exc.errno, exc.strerror, where) from None
     except BaseException:
         spool.close()  # its file would not be adopted
         raise

@@ -128,6 +128,32 @@ def test_a_full_disk_under_the_spool_gives_a_message_not_a_traceback(
         assert (tmp_path / "sessions.jsonl").read_text() == "old\n"
 
 
+def test_a_full_disk_under_a_workers_spool_names_the_directory_given(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # Found in review: a worker's spool (a file of its own in a scratch
+    # directory within DIR) said "cannot write DIR/.smtpscope-spool-...",
+    # a directory gone by the time the message was read.
+    real = spool.Spool._new_file
+
+    def full(self: spool.Spool) -> Any:
+        handle = real(self)
+        if not self._named:  # this process's own spool is not the worker's
+            return handle
+        broken = self._files[-1] = _FullDisk(handle)
+        return broken
+
+    monkeypatch.setattr(spool.Spool, "_new_file", full)
+    argv = ["read", EARLIER, LATER, "-q", "-o", str(tmp_path), "-j", "2"]
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err == (
+        f"smtpscope: cannot write {tmp_path}: No space left on device\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("quiet", [True, False])
 def test_a_full_disk_under_the_alerts_scratch_file_says_so(
     monkeypatch: pytest.MonkeyPatch,
