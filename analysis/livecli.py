@@ -138,9 +138,12 @@ def add_check_command(
         "-r",
         "--read",
         dest="captures",
-        action="append",
+        # Several after one -r as well as -r repeated: "-r dir/*.pcap" is
+        # what a shell glob gives (found in a new user's trial).
+        action="extend",
+        nargs="+",
         metavar="CAPTURE",
-        help="read CAPTURE instead; repeat for several",
+        help="read CAPTURE instead; several after -r, or -r repeated",
     )
     check.add_argument(
         "--duration",

@@ -498,6 +498,21 @@ def test_check_names_as_read_only_the_captures_it_could_read(
     )
 
 
+def test_check_reads_several_captures_after_one_r(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Found in a new user's trial: "check -r dir/*.pcap" was a usage error;
+    # -r repeated reads the same.
+    captures = [str(PCAPS / "auth.pcap"), str(PCAPS / "rset-multi.pcap")]
+    assert cli.main(["check", "-r", *captures]) == 0
+    after_one = capsys.readouterr().out
+    assert after_one.startswith(
+        "SMTPSCOPE OK - 5 sessions on auth.pcap, rset-multi.pcap, "
+    )
+    assert cli.main(["check", "-r", captures[0], "-r", captures[1]]) == 0
+    assert capsys.readouterr().out == after_one
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_check_stopped_while_it_starts_still_gives_a_status_line(
     signum: signal.Signals,
