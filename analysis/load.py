@@ -36,7 +36,7 @@ class LoadError(ValueError):
     """The directory holds no tables this can load, or a damaged one."""
 
 
-def load_tables(directory: StrPath) -> SmtpTables:
+def load_tables(directory: StrPath, format: str | None = None) -> SmtpTables:
     """Every table in ``directory``, from its ``.jsonl`` or ``.parquet`` file.
 
     A table with no file (an older run's output without ``tls``, say) is
@@ -44,13 +44,21 @@ def load_tables(directory: StrPath) -> SmtpTables:
     ``LoadError`` when no table file is there, for CSV files, for a file
     that is not a table of this name, and for anything under a table's
     name that is not a regular file (a directory, a named pipe).
+
+    ``format`` ("jsonl" or "parquet") says which files to load where the
+    directory holds both; without it, such a directory is a ``LoadError``.
+    ``read -o`` replaces only the files of the format it writes, so the
+    others are of an earlier run, and taking one format when both were
+    there gave that run's tables without a word (found in a new user's
+    trial).
     """
     folder = Path(directory)
+    readers = _readers(folder, format)
     frames: dict[str, pd.DataFrame] = {}
     found = False
     for name, columns in TABLES.items():
         values = None
-        for fmt, reader in _READERS.items():
+        for fmt, reader in readers.items():
             path = folder / f"{name}.{fmt.value}"
             if _table_file(path):
                 values = _read(reader, path, columns)
@@ -71,6 +79,28 @@ def load_tables(directory: StrPath) -> SmtpTables:
     if not found:
         raise LoadError(f"{folder}: no table files (sessions.jsonl, ...) in it")
     return SmtpTables(stats=pipeline.RunStats(), **frames)
+
+
+def _readers(folder: Path, format: str | None) -> dict[Format, _Reader]:
+    """The readers of the one format to load from ``folder``."""
+    if format is not None:
+        chosen = [fmt for fmt in _READERS if fmt.value == format]
+        if not chosen:
+            names = " or ".join(repr(fmt.value) for fmt in _READERS)
+            raise LoadError(f"format {format!r}: tables load from {names}")
+        return {chosen[0]: _READERS[chosen[0]]}
+    present = [
+        fmt
+        for fmt in _READERS
+        if any(_table_file(folder / f"{name}.{fmt.value}") for name in TABLES)
+    ]
+    if len(present) > 1:
+        both = " and ".join(fmt.value for fmt in present)
+        raise LoadError(
+            f"{folder}: holds tables as {both} files, perhaps of different "
+            "runs; name the ones to load: load_tables(directory, format=...)"
+        )
+    return _READERS
 
 
 def _table_file(path: Path) -> bool:

@@ -65,6 +65,28 @@ def test_what_cannot_be_loaded_says_why(tmp_path: Path) -> None:
         load_tables(tmp_path)
 
 
+def test_tables_in_two_formats_are_loaded_only_as_one_named(tmp_path: Path) -> None:
+    # Found in a new user's trial: read -o replaces only the files of the
+    # format it writes; the directory then held an earlier run's JSON Lines
+    # beside this run's Parquet, and the JSON Lines were loaded.
+    earlier, later = str(PCAPS / "rset-multi.pcap"), str(PCAPS / "auth.pcap")
+    assert main(["read", earlier, "-q", "-o", str(tmp_path)]) == 0
+    argv = ["read", later, "-q", "-o", str(tmp_path), "--format", "parquet"]
+    assert main(argv) == 0
+    with pytest.raises(LoadError) as refused:
+        load_tables(tmp_path)
+    assert str(refused.value) == (
+        f"{tmp_path}: holds tables as jsonl and parquet files, perhaps of "
+        "different runs; name the ones to load: load_tables(directory, "
+        "format=...)"
+    )
+    same_tables(load_tables(tmp_path, format="parquet"), read_captures([later]))
+    same_tables(load_tables(tmp_path, format="jsonl"), read_captures([earlier]))
+    with pytest.raises(LoadError) as refused:
+        load_tables(tmp_path, format="csv")
+    assert str(refused.value) == "format 'csv': tables load from 'jsonl' or 'parquet'"
+
+
 def test_a_table_without_a_file_is_empty(read: SmtpTables, tmp_path: Path) -> None:
     assert main(["read", CAPTURES[0], "-q", "-o", str(tmp_path)]) == 0
     (tmp_path / "tls.jsonl").unlink()
