@@ -492,30 +492,9 @@ def _run_read(args: argparse.Namespace) -> int:
     # Through libpcap's filter, packets counts only those on the SMTP ports:
     # none passed says the same as no TCP packet among all of them.
     read_some = stats.packets or stats.filtered
-    if not end.sessions and read_some and not stats.errors:
-        watched = ", ".join(str(p) for p in sorted(ports))
-        if stats.smtp_packets:
-            # A flood of ACKs or RSTs, or the tail of connections that
-            # ended before the capture: none is a session (see pipeline).
-            # Nor is a connection opened from an SMTP port (Reassembler).
-            outbound = stats.handshakes_from_smtp_ports
-            opened = (
-                f"; {outbound:,} connections were opened from an SMTP port "
-                "(what SYNs spoofed with a server's address bring back), "
-                "which are no SMTP sessions"
-                if outbound
-                else ""
-            )
-            _error(
-                f"{stats.smtp_packets:,} TCP packets on the SMTP ports "
-                f"({watched}), but no connection began or sent a byte there"
-                f"{opened}"
-            )
-        else:
-            _error(
-                f"no TCP connection on the SMTP ports ({watched}); if the "
-                "server listens on another port, add it with --port N"
-            )
+    hint = no_session_hint(stats, ports) if not end.sessions else None
+    if hint is not None:
+        _error(hint)
     elif not (end.sessions or read_some or stats.errors or stats.interrupted):
         # Said even beside the summary's zeros, as with --no-summary it is
         # all there is to see.
@@ -591,6 +570,36 @@ def _undecrypted_note(stats: pipeline.RunStats, keylog: str) -> str:
     return (
         f"note: {missing:,} of {stats.tls_completed:,} TLS sessions {were} not "
         f"decrypted: {name} holds no secrets for {them}"
+    )
+
+
+def no_session_hint(stats: pipeline.RunStats, ports: frozenset[int]) -> str | None:
+    """Why packets were read and no session came of them, or None when none
+    were read or the run had errors of its own to say (read and check -r)."""
+    if not (stats.packets or stats.filtered) or stats.errors:
+        return None
+    watched = ", ".join(str(p) for p in sorted(ports))
+    if not stats.smtp_packets:
+        return (
+            f"no TCP connection on the SMTP ports ({watched}); if the "
+            "server listens on another port, add it with --port N"
+        )
+    # A flood of ACKs or RSTs, or the tail of connections that ended before
+    # the capture: none is a session (see pipeline). Nor is a connection
+    # opened from an SMTP port (Reassembler).
+    outbound = stats.handshakes_from_smtp_ports
+    opened = (
+        f"; {outbound:,} connections were opened from an SMTP port "
+        "(what SYNs spoofed with a server's address bring back), "
+        "which are no SMTP sessions"
+        if outbound
+        else ""
+    )
+    count = stats.smtp_packets
+    packets = "1 TCP packet" if count == 1 else f"{count:,} TCP packets"
+    return (
+        f"{packets} on the SMTP ports ({watched}), but no connection began "
+        f"or sent a byte there{opened}"
     )
 
 

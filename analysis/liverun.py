@@ -419,6 +419,11 @@ def _check_captures(
         cli._error(cli.evicted_warning(stats.evicted, args.max_connections, jobs=1))
     if done.forgotten:
         cli._error(cli.forgotten_warning(done.forgotten))
+    # As read says it: a server on another port made an OK of no sessions
+    # with no word why (found in a new user's trial).
+    hint = cli.no_session_hint(stats, ports) if not monitor.sessions else None
+    if hint is not None:
+        cli._error(hint)
     # The captures read, in part at least, and apart from them those that
     # could not be opened or held no capture (found in review: "sessions on
     # a.pcap, missing.pcap", as if the missing one had been read). A name

@@ -112,6 +112,34 @@ def test_nothing_on_the_smtp_ports_is_said_through_libpcap_too(
     )
 
 
+def test_check_says_too_that_nothing_was_on_the_smtp_ports(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Found in a new user's trial: check gave OK for no sessions, with no
+    # word that the server was on another port.
+    web = tmp_path / "web.pcap"
+    frame = ethernet(v4_tcp(sport=40000, dport=80, payload=b"GET / HTTP/1.0\r\n"))
+    web.write_bytes(pcap([Frame(1_700_000_000, 0, frame)]))
+    assert cli.main(["check", "-r", str(web)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("SMTPSCOPE OK - 0 sessions on web.pcap, ")
+    assert err == (
+        "smtpscope: no TCP connection on the SMTP ports (25, 465, 587, 2525); "
+        "if the server listens on another port, add it with --port N\n"
+    )
+    # An ACK alone on port 25: a packet there, but no session.
+    ack = tmp_path / "ack.pcap"
+    frame = ethernet(v4_tcp(sport=40000, dport=25, flags=0x10))
+    ack.write_bytes(pcap([Frame(1_700_000_000, 0, frame)]))
+    assert cli.main(["check", "-r", str(ack)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("SMTPSCOPE OK - 0 sessions on ack.pcap, ")
+    assert err == (
+        "smtpscope: 1 TCP packet on the SMTP ports (25, 465, 587, 2525), "
+        "but no connection began or sent a byte there\n"
+    )
+
+
 def test_a_capture_without_packets_says_so(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
