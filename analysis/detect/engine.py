@@ -116,7 +116,8 @@ WORDING: dict[str, Wording] = {
         "without authenticating{note}"
     ),
     "relay_attempt": Wording(
-        "{server} refused {who} relaying to {count} recipient domain(s){note}"
+        "server {server} refused to relay for client {who} to {count} "
+        "recipient domain(s){note}"
     ),
     "directory_harvest": Wording(
         "{who} had {count} recipients refused as unknown users within {window} "
@@ -145,8 +146,8 @@ WORDING: dict[str, Wording] = {
         "{who} opened {count} short sessions without sending mail within {window}"
     ),
     "greeting_refused": Wording(
-        "{server} refused or dropped {who} with 421/554 in {count} sessions "
-        "within {window}"
+        "server {server} refused or dropped client {who} with 421/554 in "
+        "{count} sessions within {window}"
     ),
     "bulk_recipients": Wording(
         "{who} sent {total} message(s) with {threshold} or more recipients "

@@ -52,7 +52,8 @@ def test_relay_captures_raise_exactly_these_alerts() -> None:
         (
             "A4md2etslzixrqsqa",
             "medium",
-            "127.0.0.1 refused 127.0.0.1 relaying to 2 recipient domain(s); "
+            "server 127.0.0.1 refused to relay for client 127.0.0.1 to 2 recipient "
+            "domain(s); "
             "percent-hack; source route.",
             ["Sysvnsngcxdwqjxak", "Sox32f3ww7j2s2jbv"],
             [
