@@ -78,7 +78,12 @@ _UNCHECKED = (
 SESSIONS: tuple[Column, ...] = (
     Column("session_id", _S, "identifier shared by all rows of one connection"),
     Column("start", _T, "first packet of the connection"),
-    Column("end", _T, "last packet of the connection"),
+    Column(
+        "end",
+        _T,
+        "last packet of the connection: up to the ACK of its last FIN, its "
+        "RST, or the last packet read",
+    ),
     Column("client_ip", _S, "address of the side that opened the connection"),
     Column("client_port", _I, "client TCP port"),
     Column("server_ip", _S, "address of the SMTP server"),
