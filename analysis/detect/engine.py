@@ -116,7 +116,7 @@ WORDING: dict[str, Wording] = {
         "without authenticating{note}"
     ),
     "relay_attempt": Wording(
-        "server {server} refused to relay for client {who} to {count} "
+        "{the_server} refused to relay for client {who} to {count} "
         "recipient domain(s){note}"
     ),
     "directory_harvest": Wording(
@@ -146,7 +146,7 @@ WORDING: dict[str, Wording] = {
         "{who} opened {count} short sessions without sending mail within {window}"
     ),
     "greeting_refused": Wording(
-        "server {server} refused or dropped client {who} with 421/554 in "
+        "{the_server} refused or dropped client {who} with 421/554 in "
         "{count} sessions within {window}"
     ),
     "bulk_recipients": Wording(
@@ -436,6 +436,12 @@ class AlertEngine:
         values = {
             "who": client or f"{len(clients):,} clients",
             "server": server or f"{len(servers):,} servers",
+            # Where the sentence names the roles: greeting_refused is counted
+            # per client, whose sessions may go to several servers ("server
+            # 3 servers refused ..." read as nonsense).
+            "the_server": (
+                f"server {server}" if server else f"{len(servers):,} servers"
+            ),
             # Past MAX_TALLY_VALUES distinct values, their number is estimated.
             "count": ("about " if tally.estimated and not wording.measured else "")
             + f"{count:,}",

@@ -265,6 +265,30 @@ def test_short_sessions_are_those_seen_to_end(close: str) -> None:
     assert kinds == (["short_sessions"] if close in ("fin", "rst") else [])
 
 
+def test_greeting_refused_by_several_servers_names_them_by_number() -> None:
+    # Counted per client: refused by three servers (a site's MX hosts), the
+    # sentence read "server 3 servers refused or dropped client ...".
+    results = []
+    for i in range(3):
+        result = _session("203.0.113.9", "client.example", i * S)
+        result.session.server_ip = f"192.0.2.{25 + i}"
+        result.session.greeting_code = 554
+        result.session.greeting_text = "go away"
+        results.append(result)
+    (alert,) = [a for a in detect(results) if a.kind == "greeting_refused"]
+    assert alert.server_ip is None
+    assert alert.summary == (
+        "3 servers refused or dropped client 203.0.113.9 with 421/554 in 3 "
+        "sessions within 5 minutes."
+    )
+    for result in results:
+        result.session.server_ip = "192.0.2.25"
+    (alert,) = [a for a in detect(results) if a.kind == "greeting_refused"]
+    assert alert.summary.startswith(
+        "server 192.0.2.25 refused or dropped client 203.0.113.9 with"
+    )
+
+
 def test_helo_not_fqdn_only_for_internet_clients() -> None:
     alerts = detect([_session("8.8.4.4", "DESKTOP-1"), _session("10.1.2.3", "PC")])
     assert [(a.kind, a.client_ip, a.severity) for a in alerts] == [
