@@ -575,8 +575,10 @@ def _undecrypted_note(stats: pipeline.RunStats, keylog: str) -> str:
 
 def no_session_hint(stats: pipeline.RunStats, ports: frozenset[int]) -> str | None:
     """Why packets were read and no session came of them, or None when none
-    were read or the run had errors of its own to say (read and check -r)."""
-    if not (stats.packets or stats.filtered) or stats.errors:
+    were read, the run had errors of its own to say, or it was stopped before
+    the end (read and check -r): what was not read may hold the sessions, and
+    --port would not help."""
+    if not (stats.packets or stats.filtered) or stats.errors or stats.interrupted:
         return None
     watched = ", ".join(str(p) for p in sorted(ports))
     if not stats.smtp_packets:

@@ -140,6 +140,18 @@ def test_check_says_too_that_nothing_was_on_the_smtp_ports(
     )
 
 
+def test_a_stopped_run_gives_no_hint_of_the_ports() -> None:
+    # Stopped while reading other traffic, a run has seen no SMTP yet: what
+    # was not read may hold it, and --port would not help (found in review:
+    # check -r stopped by SIGTERM said to add the server's port).
+    stats = pipeline.RunStats()
+    stats.packets = 1000
+    ports = pipeline.DEFAULT_PORTS
+    assert cli.no_session_hint(stats, ports) is not None
+    stats.interrupted = True
+    assert cli.no_session_hint(stats, ports) is None
+
+
 def test_a_capture_without_packets_says_so(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
