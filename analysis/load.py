@@ -77,7 +77,8 @@ def load_tables(directory: StrPath, format: str | None = None) -> SmtpTables:
         except _NOT_A_TABLE as exc:  # checked cells should not get here
             raise LoadError(f"{folder / name}: not a table ({exc})") from None
     if not found:
-        raise LoadError(f"{folder}: no table files (sessions.jsonl, ...) in it")
+        names = " or ".join(f"sessions.{fmt.value}" for fmt in readers)
+        raise LoadError(f"{folder}: no table files ({names}, ...) in it")
     return SmtpTables(stats=pipeline.RunStats(), **frames)
 
 

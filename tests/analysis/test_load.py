@@ -14,6 +14,7 @@ import pytest
 import analysis
 from analysis.cli import main
 from analysis.load import LoadError, load_tables
+from analysis.schema import TABLES
 from analysis.tables import SmtpTables, read_captures
 from tests.analysis.same import same_tables
 
@@ -85,6 +86,15 @@ def test_tables_in_two_formats_are_loaded_only_as_one_named(tmp_path: Path) -> N
     with pytest.raises(LoadError) as refused:
         load_tables(tmp_path, format="csv")
     assert str(refused.value) == "format 'csv': tables load from 'jsonl' or 'parquet'"
+    # The format named is the one said missing, not sessions.jsonl, which
+    # is there.
+    for table in TABLES:
+        (tmp_path / f"{table}.parquet").unlink()
+    with pytest.raises(LoadError) as refused:
+        load_tables(tmp_path, format="parquet")
+    assert str(refused.value) == (
+        f"{tmp_path}: no table files (sessions.parquet, ...) in it"
+    )
 
 
 def test_a_table_without_a_file_is_empty(read: SmtpTables, tmp_path: Path) -> None:
