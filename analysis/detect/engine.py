@@ -95,9 +95,11 @@ class Wording:
     """How an alert of one kind is told: its summary sentence.
 
     The template gets ``who`` (the client, or the user for per-user rules),
-    ``server``, ``count``, ``threshold``, ``window``, ``total``, ``ratio``,
-    ``sessions``, ``clients`` (how many distinct client addresses),
-    ``span`` (how long the incident lasted, first to last observation),
+    ``server`` (or how many servers), ``the_server`` (the same after the
+    word "server", or "N servers"), ``count``, ``threshold``, ``window``,
+    ``total``, ``ratio``, ``sessions``, ``clients`` (how many distinct
+    client addresses), ``span`` (how long the incident lasted, first to
+    last observation),
     ``note`` (the observations' notes, each after "; "), ``notes`` (the
     same joined with ", ") and ``tally`` (each note after how many hits
     carried it, most first: "250 answered with SYN-ACK, 50 not answered").
