@@ -45,10 +45,19 @@ def capture_filter(
     VLAN terms for some link types (Linux cooked on ``any``), and
     ``LiveSource`` falls back to the next way on its own.
     """
-    smtp = libpcap.smtp_filter(ports, tags=tags)
     if not user_filter:
-        return smtp
-    return f"({smtp}) and ({user_filter})"
+        return libpcap.smtp_filter(ports, tags=tags)
+    # With the user's expression, tagged frames are kept by their ether type
+    # rather than looked into with ``vlan``: each ``vlan`` moves libpcap's
+    # offsets for everything after it in the expression, so the user's
+    # expression after the SMTP part's was read inside a tag on every frame
+    # ("tcp port 587" kept nothing: found in a new user's check, where live
+    # -f captured no packet and check -i -f said OK for no sessions), and a
+    # ``vlan`` of the user's before it would do the same to the SMTP part.
+    # So the user's expression means what it means to tcpdump, and the
+    # decoder reads the ports of the tagged frames it lets through.
+    plain = "ethertype" if tags == "vlan" else tags
+    return f"({libpcap.smtp_filter(ports, tags=plain)}) and ({user_filter})"
 
 
 def capture_filters(ports: Iterable[int], user_filter: str | None = None) -> list[str]:

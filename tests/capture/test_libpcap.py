@@ -665,3 +665,40 @@ def test_a_filter_is_compiled_once_for_captures_read_one_after_another(
         with pytest.raises(libpcap.FilterError, match="syntax error"):
             libpcap.open_filtered(str(path), "tcp port")
     assert len(calls) == 2
+
+
+def test_a_user_filter_keeps_its_meaning_beside_the_smtp_filter(
+    tmp_path: Path,
+) -> None:
+    # Found in a new user's check: live -f 'tcp port 587' captured nothing
+    # and check -i -f said OK for no sessions. The SMTP filter's ``vlan``
+    # terms move libpcap's offsets for what follows them, so the user's
+    # expression, placed after, was read inside a tag on every frame.
+    from capture.live import capture_filter
+
+    def tcp(sport: int, dport: int, payload: bytes = b"x") -> bytes:
+        return ipv4("192.0.2.1", "198.51.100.2", tcp_header(sport, dport) + payload)
+
+    frames = [
+        ethernet(tcp(40000, 587)),  # 0: untagged, submission
+        ethernet(tcp(40001, 25)),  # 1: untagged, port 25
+        ethernet(tcp(40002, 587), vlans=(0x8100,)),  # 2: VLAN 100, submission
+        ethernet(tcp(40003, 80)),  # 3: not SMTP
+    ]
+    path = tmp_path / "mixed.pcap"
+    path.write_bytes(pcap([Frame(1_700_000_000, i, f) for i, f in enumerate(frames)]))
+
+    def kept(user_filter: str | None) -> list[int]:
+        expression = capture_filter(SMTP_PORTS, user_filter)
+        with libpcap.open_filtered(str(path), expression, nano=False) as reader:
+            return [packet.ts % 1_000_000_000 // 1000 for packet in reader]
+
+    assert kept(None) == [0, 1, 2]
+    # The user's expression means what it means to tcpdump: "tcp port 587"
+    # is not looked for inside a tag; "vlan 100" moves the SMTP part into
+    # the tag.
+    assert kept("tcp port 587") == [0]
+    assert kept("tcp port 587 or (vlan and tcp port 587)") == [0, 2]
+    assert kept("tcp port 80") == []  # SMTP ports and the user's both
+    assert kept("vlan 100") == [2]
+    assert kept("vlan 200") == []
