@@ -100,6 +100,10 @@ class Summary:
     # Connections opened from an SMTP port: not sessions
     # (RunStats.handshakes_from_smtp_ports).
     handshakes_from_smtp_ports: int = 0
+    # AUTH commands sent, all sessions together: besides those accepted and
+    # refused, those the client cancelled ("*", RFC 4954 4) or that got no
+    # reply.
+    auth_attempts: int = 0
 
 
 def summarize(tables: SmtpTables, top: int = 5) -> Summary:
@@ -126,6 +130,7 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
         tls_sessions=int((sessions["tls"] != "none").sum()),
         auth_successes=int(sessions["auth_successes"].sum()),
         auth_failures=int(sessions["auth_failures"].sum()),
+        auth_attempts=int(sessions["auth_attempts"].sum()),
         reply_classes=_reply_classes(int(code) for code in codes),
         top_clients=_top_clients(sessions, top),
         alerts=_alert_counts(tables.alerts["severity"]),
@@ -165,6 +170,7 @@ class ReportDigest:
         self._decrypted = 0
         self._auth_successes = 0
         self._auth_failures = 0
+        self._auth_attempts = 0
         self._replies = dict.fromkeys(REPLY_CLASSES, 0)
         self._clients: dict[str, int] = {}
         self._kinds: dict[str, int] = {}
@@ -180,6 +186,7 @@ class ReportDigest:
         self._decrypted += session.tls_decrypted
         self._auth_successes += session.auth_successes
         self._auth_failures += session.auth_failures
+        self._auth_attempts += session.auth_attempts
         self._clients[session.client_ip] = self._clients.get(session.client_ip, 0) + 1
         for anomaly in result.anomalies:
             self._kinds[anomaly.kind] = self._kinds.get(anomaly.kind, 0) + 1
@@ -212,6 +219,7 @@ class ReportDigest:
             tls_sessions=self._tls,
             auth_successes=self._auth_successes,
             auth_failures=self._auth_failures,
+            auth_attempts=self._auth_attempts,
             reply_classes=dict(self._replies),
             top_clients=_ranked(self._clients, self.top),
             alerts=_severities_with_alerts(self._severities),
@@ -635,6 +643,12 @@ def _auth_text(summary: Summary) -> Text:
         f"{summary.auth_failures:,} failed {_plural(summary.auth_failures, 'attempt')}",
         style="red" if summary.auth_failures else "",
     )
+    # Cancelled by the client ("*") or never answered: neither accepted nor
+    # refused, and left out of both counts (found in a new reader's check:
+    # 2 AUTH commands in a session, 1 success and no failure shown).
+    other = summary.auth_attempts - summary.auth_successes - summary.auth_failures
+    if other > 0:
+        text.append(f", {other:,} cancelled or unanswered")
     return text
 
 

@@ -103,5 +103,6 @@ def test_counts_of_a_known_capture() -> None:
             alerts={},
             anomaly_kinds=[("auth_cleartext", 4)],
             smtp_packets=124,
+            auth_attempts=5,  # the aborted AUTH LOGIN among them
         )
         assert summary == views.summarize(offline.build_tables(spool))
