@@ -101,18 +101,30 @@ class _FullDisk:
         return getattr(self._real, name)
 
 
+def _fill_spools(
+    monkeypatch: pytest.MonkeyPatch, *, workers_only: bool = False
+) -> None:
+    """Every spool file made from now on is on a full disk; with
+    ``workers_only``, only those of -j workers (named: see Spool), not this
+    process's own."""
+    real = spool.Spool._new_file
+
+    def full(self: spool.Spool) -> Any:
+        handle = real(self)
+        if workers_only and not self._named:
+            return handle
+        broken = self._files[-1] = _FullDisk(handle)
+        return broken
+
+    monkeypatch.setattr(spool.Spool, "_new_file", full)
+
+
 def test_a_full_disk_under_the_spool_gives_a_message_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    real = spool.Spool._new_file
-
-    def full(self: spool.Spool) -> Any:
-        broken = self._files[-1] = _FullDisk(real(self))
-        return broken
-
-    monkeypatch.setattr(spool.Spool, "_new_file", full)
+    _fill_spools(monkeypatch)
     (tmp_path / "sessions.jsonl").write_text("old\n")
     # Without -q the report is replayed again after the failure, and that
     # replay failed the same way, with a traceback (found in review: read
@@ -138,16 +150,7 @@ def test_a_full_disk_under_a_workers_spool_names_the_directory_given(
     # Found in review: a worker's spool (a file of its own in a scratch
     # directory within DIR) said "cannot write DIR/.smtpscope-spool-...",
     # a directory gone by the time the message was read.
-    real = spool.Spool._new_file
-
-    def full(self: spool.Spool) -> Any:
-        handle = real(self)
-        if not self._named:  # this process's own spool is not the worker's
-            return handle
-        broken = self._files[-1] = _FullDisk(handle)
-        return broken
-
-    monkeypatch.setattr(spool.Spool, "_new_file", full)
+    _fill_spools(monkeypatch, workers_only=True)
     argv = ["read", EARLIER, LATER, "-q", "-o", str(tmp_path), "-j", "2"]
     assert cli.main(argv) == 1
     assert capsys.readouterr().err == (
