@@ -343,6 +343,23 @@ def _jobs(asked: int | None, paths: list[str]) -> int:
     return min(cpus, AUTO_JOBS_MAX) if total >= AUTO_JOBS_MIN_BYTES else 1
 
 
+def _jobs_not_used(
+    asked: int | None, readers: int, paths: list[str], keylog: str | None
+) -> str | None:
+    """Why an explicit ``-j N`` of more than one reads with one process, or
+    None: asked for, several processes left unused deserve a word."""
+    wanted = (asked or os.cpu_count() or 1) if asked is not None else 1
+    if wanted <= 1 or readers > 1:
+        return None
+    if keylog is not None:
+        reason = "--tls-keylog decrypts whole captures with tshark"
+    else:
+        piped = next(path for path in paths if _piped(path))
+        name = "standard input" if piped == "-" else piped
+        reason = f"{name} can be read only once"
+    return f"note: reading with one process, not {wanted}: {reason}"
+
+
 def _readers(jobs: int, args: argparse.Namespace) -> int:
     """How many of the ``jobs`` processes read the captures: decryption
     runs tshark over whole captures, so with a key log one does it all."""
@@ -465,6 +482,9 @@ def _run_read(args: argparse.Namespace) -> int:
     with spool:
         jobs = _jobs(args.jobs, readable)
         readers = _readers(jobs, args)
+        unused = _jobs_not_used(args.jobs, readers, readable, args.tls_keylog)
+        if unused is not None:
+            _error(unused)
         spooled = _read_into(spool, args, readable, ports, readers)
         stats = spool.stats
         if not spooled:

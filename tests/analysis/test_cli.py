@@ -25,6 +25,7 @@ from analysis import cli, launch, pipeline
 from analysis.cli import PROGRESS_THRESHOLD, main
 from analysis.records import SessionResult
 from tests.analysis.table_samples import sample_results
+from tests.analysis.test_tls_captures import needs_tshark
 
 
 class FakePipeline:
@@ -359,6 +360,45 @@ def test_verbose_lines_name_the_share_under_jobs_and_only_there() -> None:
         *(f"[2/2] {closed.format(sid)}" for sid in ids[:2]),
     ]
     assert len(two) == 6
+
+
+def test_jobs_asked_for_but_unusable_get_a_note(tmp_path: Path) -> None:
+    # -j N was ignored without a word for input that can be read only once
+    # and for --tls-keylog: a user asking for N processes is told why not.
+    def stderr_of(*argv: str, stdin: bytes | None = None) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "analysis", "read", "-q", *argv],
+            input=stdin if stdin is not None else b"",
+            capture_output=True,
+            timeout=120,
+        )
+        assert (done.returncode, done.stdout) == (0, b"")
+        return done.stderr.decode()
+
+    capture = (PCAPS / "auth.pcap").read_bytes()
+    note = "smtpscope: note: reading with one process, not {}: {}\n"
+    once = "standard input can be read only once"
+    assert stderr_of("-j", "2", "-", stdin=capture) == note.format(2, once)
+    assert stderr_of("-j", "1", "-", stdin=capture) == ""
+    assert stderr_of("-", stdin=capture) == ""  # not asked: nothing to say
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", f"open({str(fifo)!r}, 'wb').write({capture!r})"]
+    )
+    try:
+        said = stderr_of("-j", "3", str(fifo))
+    finally:
+        writer.wait(timeout=60)
+    assert said == note.format(3, f"{fifo} can be read only once")
+
+    needs_tshark()
+    keylog = ["--tls-keylog", str(PCAPS / "starttls.keylog")]
+    starttls = str(PCAPS / "starttls.pcap")
+    tshark = "--tls-keylog decrypts whole captures with tshark"
+    assert stderr_of("-j", "2", *keylog, starttls) == note.format(2, tshark)
+    assert stderr_of(*keylog, starttls) == ""
 
 
 def test_python_dash_m_runs_the_cli() -> None:
