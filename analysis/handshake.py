@@ -36,8 +36,14 @@ class HandshakeBuilder:
         )
         self._parser = TlsParser()
         self.anomalies: list[AnomalyRecord] = []
+        # Whether any TLS byte was seen, or lost in a gap: until then the
+        # handshake has not begun, and ``start`` is when TLS was agreed.
+        self.begun = False
 
     def data(self, from_client: bool, data: bytes, missing: int, ts: int) -> None:
+        if not self.begun and (data or missing):
+            self.begun = True
+            self.record.start = ts  # the first TLS byte
         if missing:
             events = self._parser.gap(from_client, missing, ts)
         else:

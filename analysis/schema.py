@@ -97,9 +97,24 @@ SESSIONS: tuple[Column, ...] = (
         "(of the last sent, while none was)",
     ),
     Column("helo_verb", _S, "the verb of that command: EHLO, HELO or LHLO"),
-    Column("capabilities", Kind.STRING_LIST, "EHLO keywords the server offered"),
-    Column("tls", _S, "none, starttls or implicit"),
-    Column("tls_start", _T, "when TLS began; missing without TLS"),
+    Column(
+        "capabilities",
+        Kind.STRING_LIST,
+        "EHLO reply lines the server offered, each a keyword with its "
+        "parameters (`SIZE 52428800`, `AUTH PLAIN LOGIN`)",
+    ),
+    Column(
+        "tls",
+        _S,
+        "none, starttls or implicit; none where STARTTLS was agreed but the "
+        "connection ended without a TLS byte, or went on in clear text",
+    ),
+    Column(
+        "tls_start",
+        _T,
+        "when TLS was agreed: the 220 to STARTTLS, or the first byte of the "
+        "ClientHello on an implicit-TLS port; missing without TLS",
+    ),
     Column("tls_client_bytes", _I, "encrypted bytes from the client"),
     Column("tls_server_bytes", _I, "encrypted bytes from the server"),
     Column("auth_mechanism", _S, "SASL mechanism of the last AUTH"),
@@ -266,7 +281,7 @@ ALERTS: tuple[Column, ...] = (
 
 TLS: tuple[Column, ...] = (
     Column("session_id", _S, "the session the handshake belongs to"),
-    Column("start", _T, "first TLS byte"),
+    Column("start", _T, "first TLS byte (or the first the capture lost)"),
     Column("mode", _S, "starttls or implicit"),
     Column("outcome", _S, "completed, failed or incomplete"),
     Column("client_version", _S, "legacy_version of the ClientHello"),

@@ -97,6 +97,11 @@ _TEXT_CUT = 256
 _FORGET_PAST = MAX_PENDING + MAX_PENDING // 4
 # Commands whose rows the detectors read: AUTH outcomes, RCPTs and their
 # refusals, MAIL for bulk sending, HELO names, what follows QUIT.
+# Closes where the capture saw the whole connection: FIN, RST, or its
+# 4-tuple taken by a new connection. Idle, end of capture, an interrupt or
+# eviction leave open what came after.
+_ENDED_BY_PEERS = frozenset({"fin", "rst", "reused"})
+
 _HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
 _DETECTED_VERBS = _HELO_VERBS | {"AUTH", "MAIL", "RCPT", "QUIT"}
 # Commands that belong to a transaction (SessionBuilder._txn_of).
@@ -352,6 +357,15 @@ class SessionBuilder:
         ``incomplete`` outcome.
         """
         self._apply(self.parser.close(ts))
+        if (
+            self._handshake is not None
+            and not self._handshake.begun
+            and reason in _ENDED_BY_PEERS
+        ):
+            # The 220 to STARTTLS came, then the connection ended without a
+            # TLS byte either way: TLS was agreed but never used, which
+            # counts as no TLS, as clear text after the 220 does.
+            self._on_tls_abandoned()
         if self._inner is not None:
             self._feed_decrypted(None)
             self._inside = True

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.records import TransactionRecord
+from analysis.records import SessionResult, TransactionRecord
 from analysis.session import SessionBuilder
 from analysis.smtp.syntax import MAX_DECODED, decoded_words, first_address
 from capture.stream import Connection, Direction
@@ -253,6 +253,74 @@ def test_clear_text_after_the_220_to_starttls_is_read_as_smtp() -> None:
     ]
     assert result.tls == []
     assert "AGJvYgBG" not in repr(result)
+
+
+_AGREED = [
+    (S, b"220 mx\r\n"),
+    (C, b"EHLO c\r\n"),
+    (S, b"250-mx\r\n250 STARTTLS\r\n"),
+    (C, b"STARTTLS\r\n"),
+    (S, b"220 2.0.0 Ready to start TLS\r\n"),
+]
+
+
+def _agreed_then(steps: list[tuple[Direction, bytes]], reason: str) -> SessionResult:
+    """STARTTLS agreed at ts 5, then ``steps`` from ts 10 on, closed at 20."""
+    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=0)
+    builder = SessionBuilder(conn, frozenset({465}))
+    for ts, (side, data) in enumerate(_AGREED, start=1):
+        builder.data(side, data, ts)
+    for ts, (side, data) in enumerate(steps, start=10):
+        builder.data(side, data, ts)
+    return builder.close(20, reason)
+
+
+def test_starttls_agreed_but_never_begun_is_no_tls() -> None:
+    # Found by a new user: a client that closed right after the 220 to
+    # STARTTLS, without a TLS byte, made a session counted as TLS (tls
+    # starttls, handshake incomplete, a tls row) in the report's TLS share
+    # and check's. What the connection carried was all clear text.
+    for reason in ("fin", "rst", "reused"):
+        result = _agreed_then([], reason)
+        s = result.session
+        assert (s.tls, s.tls_start, s.tls_handshake) == ("none", None, "none")
+        assert (s.starttls_attempted, s.starttls_reply) == (True, 220)
+        assert (s.tls_client_bytes, s.tls_server_bytes) == (0, 0)
+        assert [(c.verb, c.reply_code) for c in result.commands] == [
+            ("EHLO", 250),
+            ("STARTTLS", 220),
+        ]
+        assert result.tls == []
+        assert result.anomalies == []
+    # Where the capture stops watching before the connection ends, TLS may
+    # still have come: the handshake is incomplete, as it always was.
+    for reason in ("idle", "end_of_capture", "interrupted", "evicted"):
+        result = _agreed_then([], reason)
+        s = result.session
+        assert (s.tls, s.tls_start, s.tls_handshake) == ("starttls", 5, "incomplete")
+        assert [(t.start, t.mode, t.outcome) for t in result.tls] == [
+            (5, "starttls", "incomplete")
+        ]
+
+
+def test_the_tls_row_starts_at_the_first_tls_byte() -> None:
+    # The tls table's start is the first TLS byte (a handshake's duration
+    # is end - start); the session's tls_start is when TLS was agreed.
+    hello = bytes.fromhex("16030100050100000100")  # a record, a hello cut short
+    result = _agreed_then([(C, hello)], "fin")
+    s = result.session
+    assert (s.tls, s.tls_start, s.tls_handshake) == ("starttls", 5, "incomplete")
+    assert (s.tls_client_bytes, s.tls_server_bytes) == (10, 0)
+    assert [(t.start, t.outcome, t.end) for t in result.tls] == [(10, "incomplete", 20)]
+    # Bytes the capture lost count as TLS that began, at the gap's time.
+    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=0)
+    builder = SessionBuilder(conn, frozenset({465}))
+    for ts, (side, data) in enumerate(_AGREED, start=1):
+        builder.data(side, data, ts)
+    builder.gap(C, 300, 12)
+    lost = builder.close(20, "fin")
+    assert (lost.session.tls, lost.session.tls_handshake) == ("starttls", "incomplete")
+    assert [(t.start, t.outcome) for t in lost.tls] == [(12, "incomplete")]
 
 
 def test_the_rest_of_an_over_long_auth_line_is_not_held_for_its_reply() -> None:
