@@ -436,6 +436,7 @@ class SmtpParser:
         "_holding",
         "_implicit_tls_port",
         "_last_data_index",
+        "_let_go",
         "_lf_only_client",
         "_lf_only_server",
         "_mode",
@@ -480,6 +481,10 @@ class SmtpParser:
         self._client_resync = False
         self._server_resync = False
         self._pending = _NOTHING_PENDING  # see _expect
+        # Commands let go past MAX_PENDING whose replies have not come yet:
+        # replies come in the order of the commands (RFC 2920 3.1), so the
+        # next ones answer these, not those still in _pending.
+        self._let_go = 0
         # Client bytes not parsed yet (see _Held). Made on first use, as
         # _pending.
         self._held: _Held | None = None
@@ -869,6 +874,7 @@ class SmtpParser:
         out.append(_new(CommandSeen, (ts, index, shown_verb, shown, pipelined, known)))
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
+            self._let_go += 1
             self._anomaly(out, ts, "pending_overflow", "too many unanswered commands")
         self._expect(_Pending(index, verb if known else "?", ts))
 
@@ -1285,6 +1291,13 @@ class SmtpParser:
             # Not how a line of garbage is answered: this server does not
             # answer the body's lines, and this reply is for a command.
             self._refused_lines = 0
+        if self._let_go:
+            # The reply to a command let go past MAX_PENDING: it answers no
+            # row (found in review: it went to the oldest command still
+            # waiting, and every later reply shifted by one with it).
+            self._let_go -= 1
+            out.append(ReplySeen(ts, reply, None, None))
+            return
         if not self._pending and self._mode is _DATA_BODY:
             self._server_ended_data(ts, out)
         if not self._pending:
@@ -1439,6 +1452,7 @@ class SmtpParser:
         self._tls_decided = implicit
         self.tls_started_ts = ts
         self._pending.clear()
+        self._let_go = 0
         out.append(TlsStarted(ts, implicit))
         if self._cbuf:
             if not self._tls_decided:

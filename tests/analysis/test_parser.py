@@ -1007,3 +1007,39 @@ def test_pop3_and_imap_logins_sent_to_smtp_hide_their_password(
     (command,) = of(events, CommandSeen)
     assert (command.verb, command.argument) == (verb, shown)
     assert secret not in repr(events).encode()
+
+
+def test_replies_past_a_pending_overflow_answer_the_commands_let_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Past MAX_PENDING unanswered commands the oldest is let go. The server
+    # answers in the order of the commands (RFC 2920 3.1), so the next
+    # replies answer those let go: found in review, they went to the oldest
+    # command still waiting, every later reply shifted by one (QUIT got a
+    # NOOP's 250) and the 221 came out as reply_without_command, an
+    # unsolicited_reply alert against a server that did nothing wrong.
+    from analysis.smtp import parser
+
+    monkeypatch.setattr(parser, "MAX_PENDING", 4)
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"NOOP\r\n" * 5 + b"RSET\r\nQUIT\r\n"),
+            (S, b"250 1\r\n250 2\r\n250 3\r\n250 4\r\n250 5\r\n250 6\r\n221 7\r\n"),
+        ]
+    )
+    assert [(e.kind, e.detail, e.ts) for e in of(events, AnomalySeen)] == [
+        ("pending_overflow", "too many unanswered commands", 2),
+        ("pending_overflow", "too many unanswered commands", 2),
+        ("pending_overflow", "too many unanswered commands", 2),
+    ]
+    replies = of(events, ReplySeen)
+    assert [(e.command_index, e.answers, e.reply.text) for e in replies] == [
+        (None, None, "1"),
+        (None, None, "2"),
+        (None, None, "3"),
+        (3, "NOOP", "4"),
+        (4, "NOOP", "5"),
+        (5, "RSET", "6"),
+        (6, "QUIT", "7"),
+    ]
