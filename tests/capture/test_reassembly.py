@@ -1369,7 +1369,67 @@ def test_a_fin_far_ahead_is_ignored_and_the_real_one_closes() -> None:
         ]
     )
     assert stream(events, Direction.CLIENT) == [b"QUIT\r\n"]
+    assert [
+        (e.direction, e.ts, e.kind, e.detail)
+        for e in events
+        if isinstance(e, StreamAnomaly)
+    ] == [
+        (
+            Direction.CLIENT,
+            10,
+            "tcp_fin_out_of_window",
+            "FIN 100000000 bytes ahead, ignored",
+        )
+    ]
     assert closes(events) == [(0, CloseReason.FIN, 14)]
+
+
+@pytest.mark.parametrize("ahead", [1 << 20, (1 << 20) + 1])
+def test_a_fin_is_out_of_the_window_a_byte_past_the_buffer_limit(ahead: int) -> None:
+    # Measured from the next byte due in order, whatever is held past a
+    # hole: a FIN max_buffered_bytes ahead ends the stream there (all
+    # before it then a gap), one a byte further is ignored.
+    events = feed_all(
+        [
+            *handshake(),
+            (10, c(0, b"QUIT\r\n")),
+            (11, c(1000, b"held")),
+            (12, c(6 + ahead, flags=ACK | FIN)),
+        ]
+    )
+    if ahead == 1 << 20:
+        assert anomalies(events) == []
+        assert stream(events, Direction.CLIENT) == [
+            b"QUIT\r\n",
+            ("gap", 994),
+            b"held",
+            ("gap", ahead - 998),
+        ]
+    else:
+        assert anomalies(events) == [
+            ("tcp_fin_out_of_window", f"FIN {ahead} bytes ahead, ignored")
+        ]
+        assert stream(events, Direction.CLIENT) == [b"QUIT\r\n", ("gap", 994), b"held"]
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 12)]
+
+
+def test_the_payload_of_a_rst_is_reported_not_delivered() -> None:
+    # RFC 9293 3.5.3: text on a RST says why; it is not stream.
+    events = feed_all(
+        [
+            *handshake(),
+            (10, s(0, b"220 hi\r\n")),
+            (11, c(0, b"QUIT\r\n", ack=S_ISN + 9)),
+            (12, s(8, b"421 closing\r\n", ack=C_ISN + 7, flags=RST | ACK)),
+        ]
+    )
+    assert stream(events, Direction.SERVER) == [b"220 hi\r\n"]
+    assert [
+        (e.direction, e.ts, e.kind, e.detail)
+        for e in events
+        if isinstance(e, StreamAnomaly)
+    ] == [(Direction.SERVER, 12, "tcp_rst_with_data", "13 bytes carried by a RST")]
+    assert closes(events) == [(0, CloseReason.RST, 12)]
 
 
 def test_a_retransmitted_syn_after_the_syn_ack_is_the_same_connection() -> None:
