@@ -267,9 +267,13 @@ def _opens_tls(data: bytes) -> bool:
     )
 
 
-def _starts_like_command(line: bytes) -> bool:
-    """Whether a line after a gap begins with a known verb (RFC 5321 4.1.1)."""
-    verb = line.split(b" ", 1)[0].rstrip(b"\r").upper()
+def _starts_like_command(data: bytes) -> bool:
+    """Whether a line after a gap, or the bytes after a 220 to STARTTLS,
+    begin with a known verb (RFC 5321 4.1.1)."""
+    # Up to the line end too: a verb without argument (QUIT, RSET) has
+    # no space after it (found in review: "QUIT\r\n" after the 220 was
+    # not taken for clear text).
+    verb = data.split(b"\n", 1)[0].split(b" ", 1)[0].rstrip(b"\r").upper()
     return verb.decode("ascii", "replace") in KNOWN_VERBS
 
 

@@ -323,6 +323,39 @@ def test_the_tls_row_starts_at_the_first_tls_byte() -> None:
     assert [(t.start, t.outcome) for t in lost.tls] == [(12, "incomplete")]
 
 
+@pytest.mark.parametrize("verb", [b"QUIT", b"RSET", b"NOOP"])
+def test_a_verb_without_argument_after_the_220_is_clear_text_too(verb: bytes) -> None:
+    # Found in review: the verb was looked for up to a space only, so a
+    # client that went on with "QUIT\r\n" after the 220 was taken for TLS:
+    # two not_tls rows, tls "starttls", and the command lost.
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 STARTTLS\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"220 2.0.0 Ready to start TLS\r\n"),
+            (C, verb + b"\r\n"),
+            (S, b"250 2.0.0 ok\r\n"),
+        ]
+    )
+    s = result.session
+    assert (s.tls, s.tls_start, s.starttls_reply) == ("none", None, 220)
+    assert [(c.verb, c.reply_code) for c in result.commands] == [
+        ("EHLO", 250),
+        ("STARTTLS", 220),
+        (verb.decode(), 250),
+    ]
+    assert [(a.ts, a.kind, a.detail) for a in result.anomalies] == [
+        (
+            6,
+            "plaintext_after_starttls",
+            f"client went on in clear text after the 220: {verb.decode()}\\r\\n",
+        )
+    ]
+    assert result.tls == []
+
+
 def test_the_rest_of_an_over_long_auth_line_is_not_held_for_its_reply() -> None:
     # Found in review: the 400 KB past MAX_LINE of one AUTH line were held
     # while its reply was awaited, passed MAX_HELD_BYTES, and the reply was
