@@ -3,7 +3,7 @@
 
 Run as root from the repository root (port 25, tcpdump):
 
-    python3 pcaps/scripts/tls.py            # all four
+    python3 pcaps/scripts/tls.py            # all five
     python3 pcaps/scripts/tls.py --only starttls-tls12
 
 Every server is aiosmtpd on 127.0.0.1:25 inside this process, with a
@@ -19,6 +19,10 @@ throwaway self-signed certificate made for the run; every client is on
   and used; STARTTLS overwritten with XXXXXXXA in the EHLO reply; STARTTLS
   left out. The client sends its message in clear text when it sees no
   STARTTLS, as opportunistic clients do.
+- starttls-inside-tls.pcap + .keylog: STARTTLS and a TLS 1.3 handshake,
+  then inside TLS a second STARTTLS, which an aiosmtpd subclass answers
+  with 220 where RFC 3207 4.2 has it refuse; the raw client does not start
+  a second handshake but sends QUIT inside the first TLS session.
 - sslv2-hello.pcap: a raw client says STARTTLS, then sends a ClientHello in
   the SSL 2.0 form that clients of OpenSSL before 1.0 sent (RFC 5246 E.2),
   offering TLS 1.2, reads what the server answers and closes. The server's
@@ -93,6 +97,21 @@ class StrippingController(Controller):
         return StrippingSMTP(self.handler, **self.SMTP_kwargs)
 
 
+class NestedStartTlsSMTP(SMTP):
+    """aiosmtpd that answers 220 to STARTTLS inside TLS and stays as it is."""
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self._tls_protocol is not None:
+            await self.push("220 2.0.0 Ready to start TLS")
+            return
+        await super().smtp_STARTTLS(arg)
+
+
+class NestedStartTlsController(Controller):
+    def factory(self) -> SMTP:
+        return NestedStartTlsSMTP(self.handler, **self.SMTP_kwargs)
+
+
 def client_context(cert: Path, keylog: Path, tls12: bool) -> ssl.SSLContext:
     ctx = lab.client_tls_context(cert, keylog)
     ctx.check_hostname = False  # 127.0.0.1; the chain is still verified
@@ -130,6 +149,20 @@ def injection(ctx: ssl.SSLContext, notes: dict[str, Any]) -> None:
     except (ssl.SSLError, OSError) as exc:
         notes["handshake"] = f"failed: {exc}"
         c.close()
+
+
+def inside_tls(ctx: ssl.SSLContext, notes: dict[str, Any]) -> None:
+    c = RawSMTP(V4, 25)
+    c.reply()
+    c.cmd(b"EHLO " + HELO.encode() + b"\r\n", 250)
+    c.cmd(b"STARTTLS\r\n", 220)
+    tls = ctx.wrap_socket(c.sock, server_hostname=lab.SERVER_NAME)
+    c.sock, c.buf = tls, b""
+    c.cmd(b"EHLO " + HELO.encode() + b"\r\n", 250)
+    notes["second_starttls_reply"] = c.cmd(b"STARTTLS\r\n")
+    notes["quit_reply"] = c.cmd(b"QUIT\r\n")
+    c.close()
+    notes["dialog"] = "EHLO STARTTLS(220) TLS: EHLO STARTTLS(220) QUIT(221)"
 
 
 # RFC 5246 E.2: an SSL 2.0 CLIENT-HELLO (type 1) offering TLS 1.2, with
@@ -194,6 +227,7 @@ SCENARIOS: dict[str, tuple[Callable[[ssl.SSLContext, dict[str, Any]], None], boo
     "starttls-injection": (injection, True),
     "stripping": (stripping, False),
     "sslv2-hello": (sslv2_hello, False),
+    "starttls-inside-tls": (inside_tls, False),
 }
 
 
@@ -210,6 +244,8 @@ def run(name: str, workdir: Path, cert: Path, key: Path) -> dict[str, Any]:
     }
     if name == "stripping":
         kwargs["controller_cls"] = StrippingController
+    elif name == "starttls-inside-tls":
+        kwargs["controller_cls"] = NestedStartTlsController
     notes: dict[str, Any] = {}
     with (
         lab.aiosmtpd_server(V4, 25, handler, **kwargs),

@@ -236,6 +236,7 @@ def test_read_captures_on_the_projects_own_captures() -> None:
     # expected.json: one session each, three for stripping.pcap.
     made = {"starttls-tls12.pcap": 1, "starttls-injection.pcap": 1}
     made |= {"stripping.pcap": 3, "sslv2-hello.pcap": 1, "client-side-only.pcap": 1}
+    made |= {"starttls-inside-tls.pcap": 1}
     dialogs = sum(
         made.get(path.name) or len(expected[path.name]["dialogs"]) for path in paths
     )

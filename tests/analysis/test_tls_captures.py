@@ -1,10 +1,11 @@
 """TLS facts of real captures: the project's own and the public corpus.
 
 The project's captures are in ``pcaps/`` (see its README; the TLS 1.2,
-injection and stripping ones are made by ``pcaps/scripts/tls.py``, which
-records what it did in ``tls-captures.json``). JA3 values are cross-checked
-with tshark's own ``tls.handshake.ja3`` where tshark is installed; JA4 is
-checked against FoxIO's example in test_tls.py, since tshark 4.0 has no JA4.
+injection, stripping, SSL 2.0 hello and STARTTLS-inside-TLS ones are made
+by ``pcaps/scripts/tls.py``, which records what it did in
+``tls-captures.json``). JA3 values are cross-checked with tshark's own
+``tls.handshake.ja3`` where tshark is installed; JA4 is checked against
+FoxIO's example in test_tls.py, since tshark 4.0 has no JA4.
 
 Decryption with a key log needs tshark. Those tests skip without it, except
 under ``CI=true``, where tshark is installed by ``.ci/run`` and they must run.
@@ -142,6 +143,14 @@ EXPECTED_SESSIONS: dict[str, list[dict[str, Any]]] = {
         }
     ],
     "stripping.pcap": [TLS13, NO_TLS, NO_TLS],
+    "starttls-inside-tls.pcap": [
+        {
+            **TLS13,
+            "tls_sni": "mail.smtpscope.test",  # the raw client sends SNI
+            "tls_ja3": "93c7d42c0df602fb91589311534831f5",
+            "tls_ja4": "t13d181100_85036bcba153_d41ae481755e",
+        }
+    ],
 }
 
 
@@ -217,7 +226,13 @@ def test_auth_in_clear_text_is_flagged() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["starttls.pcap", "implicit-tls-465.pcap", "starttls-tls12.pcap", "stripping.pcap"],
+    [
+        "starttls.pcap",
+        "implicit-tls-465.pcap",
+        "starttls-tls12.pcap",
+        "stripping.pcap",
+        "starttls-inside-tls.pcap",
+    ],
 )
 def test_ja3_agrees_with_tshark(name: str) -> None:
     if shutil.which("tshark") is None:
@@ -244,6 +259,7 @@ DECRYPTED_VERBS = {
     "implicit-tls-465.pcap": ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"],
     "starttls-tls12.pcap": ["EHLO", "AUTH", "MAIL", "RCPT", "DATA", "QUIT"],
     "starttls-injection.pcap": ["EHLO", "QUIT"],
+    "starttls-inside-tls.pcap": ["EHLO", "STARTTLS", "QUIT"],
 }
 
 
@@ -259,6 +275,55 @@ def test_decrypted_smtp_goes_through_the_parser(name: str) -> None:
     # The handshake facts do not change with decryption.
     got = session_tls(t.sessions)[0]
     assert got == {**EXPECTED_SESSIONS[name][0], "tls_decrypted": True}
+
+
+def test_a_220_to_starttls_inside_tls_is_reported_and_changes_no_posture() -> None:
+    # A server answered 220 to a second STARTTLS, inside the first TLS
+    # session (RFC 3207 4.2 has it refuse); the client sent QUIT there in
+    # the clear of that session, which the server answered.
+    needs_tshark()
+    t = tables("starttls-inside-tls.pcap", keylog=True)
+    rows = t.commands
+    columns = (rows[c] for c in ("verb", "reply_code", "reply_text", "tls"))
+    assert [
+        (verb, plain(code), text, tls)
+        for verb, code, text, tls in zip(*columns, strict=True)
+    ] == [
+        ("EHLO", 250, "mail.smtpscope.test\nSIZE 33554432\n8BITMIME\nSMTPUTF8"
+         "\nSTARTTLS\nHELP", False),
+        ("STARTTLS", 220, "Ready to start TLS", False),
+        ("EHLO", 250, "mail.smtpscope.test\nSIZE 33554432\n8BITMIME\nSMTPUTF8"
+         "\nAUTH LOGIN PLAIN\nHELP", True),
+        ("STARTTLS", 220, "2.0.0 Ready to start TLS", True),
+        ("QUIT", 221, "Bye", True),
+    ]  # fmt: skip
+    inner_220, quit_sent = rows["reply_ts"].iloc[3], rows["ts"].iloc[4]
+    (session_id,) = t.sessions["session_id"]
+    assert list(zip(*(t.anomalies[c] for c in t.anomalies), strict=True)) == [
+        (session_id, inner_220, "starttls_inside_tls", "220 to STARTTLS in TLS"),
+        (
+            session_id,
+            quit_sent,
+            "plaintext_after_starttls",
+            "client went on in clear text after the 220: QUIT\\r\\n",
+        ),
+    ]
+    # The session's TLS is still the first one, begun at the first 220:
+    # one handshake row, and the STARTTLS columns speak of clear text only.
+    session = t.sessions.iloc[0]
+    assert session_tls(t.sessions) == [
+        {**EXPECTED_SESSIONS["starttls-inside-tls.pcap"][0], "tls_decrypted": True}
+    ]
+    assert session["tls_start"] == rows["reply_ts"].iloc[1]
+    assert (session["close"], session["commands"], session["anomalies"]) == (
+        "rst",
+        5,
+        2,
+    )
+    assert list(zip(t.tls["mode"], t.tls["outcome"], strict=True)) == [
+        ("starttls", "completed")
+    ]
+    assert t.alerts.empty
 
 
 def test_decrypted_auth_keeps_no_password() -> None:
