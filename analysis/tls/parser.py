@@ -242,8 +242,15 @@ class TlsParser:
         self, side: _Side, kind: int, body: bytes, ts: int, out: list[TlsEvent]
     ) -> None:
         if kind == CHANGE_CIPHER_SPEC:
-            # In TLS 1.3 it is only a compatibility record (RFC 8446 D.4).
-            if not self._tls13:
+            # In TLS 1.3 it is only a compatibility record (RFC 8446 D.4),
+            # which may also come before the ServerHello: right after a
+            # HelloRetryRequest, from the server, and before the second
+            # ClientHello, from the client. Up to TLS 1.2 it always follows
+            # the ServerHello (found in review: after a HelloRetryRequest
+            # the compatibility records hid the real ServerHello, leaving
+            # version and cipher empty, and the handshake was called
+            # completed before the client had sent its Finished).
+            if not self._tls13 and self._server_hello_seen:
                 side.ccs = True
                 side.encrypted = True
         elif kind == ALERT:

@@ -436,3 +436,54 @@ def test_on_a_plain_port_an_sslv2_hello_needs_its_whole_opening() -> None:
     assert (result.session.tls, result.tls) == ("none", [])
     assert len(result.commands) == 1
     assert [a.kind for a in result.anomalies] == ["unterminated_line", "no_reply"]
+
+
+HELLO_RETRY_RANDOM = bytes.fromhex(
+    "CF21AD74E59A6111BE1D8C021E65B891C2A211167ABB8C5E079E09E2C8A8339C"
+)
+
+
+def _tls13_server_hello(random: bytes, cipher: int) -> bytes:
+    supported_versions = struct.pack("!HH", 0x002B, 2) + b"\x03\x04"
+    return handshake(
+        2,
+        b"\x03\x03"
+        + random
+        + _vec(1, b"\x22" * 32)
+        + struct.pack("!H", cipher)
+        + b"\x00"
+        + _vec(2, supported_versions),
+    )
+
+
+def test_a_hello_retry_request_with_compatibility_records() -> None:
+    # RFC 8446 4.1.4 and D.4, as OpenSSL does it (found in review): the
+    # server's HelloRetryRequest and a compatibility ChangeCipherSpec, the
+    # client's ChangeCipherSpec and second ClientHello, then the real
+    # ServerHello, whose version and cipher the row must carry.
+    ccs = record(20, b"\x01")
+    hello = record(22, handshake(1, client_hello_body()))
+    result = session(
+        [
+            (C, hello),
+            (S, record(22, _tls13_server_hello(HELLO_RETRY_RANDOM, 0x1301)) + ccs),
+            (C, ccs + hello),
+            (S, record(22, _tls13_server_hello(b"\x44" * 32, 0x1302))),
+            (S, record(23, b"\x55" * 40)),  # EncryptedExtensions ... Finished
+            (C, record(23, b"\x66" * 40)),  # the client's Finished
+        ],
+        port=465,
+    )
+    [tls] = result.tls
+    assert (tls.hello_retry, tls.version, tls.cipher, tls.cipher_id) == (
+        True,
+        "TLSv1.3",
+        "TLS_AES_256_GCM_SHA384",
+        0x1302,
+    )
+    assert (tls.outcome, tls.end) == ("completed", 6)
+    assert (result.session.tls_version, result.session.tls_handshake) == (
+        "TLSv1.3",
+        "completed",
+    )
+    assert result.anomalies == []
