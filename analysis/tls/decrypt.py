@@ -190,14 +190,49 @@ def _read_once(
         use_json=True,
     )
     found: dict[tuple[int, Endpoints], list[DecryptedChunk]] = defaultdict(list)
+    error: Exception | None = None
     try:
         for packet in capture:
             _add_packet(packet, server_ports, found)
     except Exception as exc:  # pyshark raises its own and asyncio errors
-        raise DecryptError(f"tshark could not decrypt {path}: {exc}") from exc
-    finally:
+        error = exc
+    closing = _close(capture)
+    error = error or closing
+    if error is None:
+        return found
+    # pyshark raises for tshark's exit status once tshark's output is read
+    # to its end, while the packets are handed over or when the capture is
+    # closed, and its message may miss tshark's last line on stderr, which
+    # is complete once the capture is closed.
+    said = f"{error} {getattr(capture, '_last_error_line', '')}"
+    if any(words in said for words in _DAMAGE):
+        # tshark stops at damage in the file, after handing over every
+        # packet before it. smtpscope's own reader reports the damage; what
+        # tshark decrypted before it stands (found in review: a capture cut
+        # short in the middle of a packet, as a tcpdump killed while writing
+        # leaves one, ended read --tls-keylog with a traceback and no
+        # tables).
+        log.info("tshark stopped at damage in %s: %s", path, error)
+        return found
+    raise DecryptError(f"tshark could not decrypt {path}: {error}") from error
+
+
+# What tshark says of a capture damaged or cut short part way (wiretap's
+# WTAP_ERR_SHORT_READ and WTAP_ERR_BAD_FILE).
+_DAMAGE = ("appears to have been cut short", "appears to be damaged or corrupt")
+
+
+def _close(capture: Any) -> Exception | None:
+    """Close ``capture``; the error pyshark raises for tshark's exit
+    status, if any. pyshark keeps the process listed when closing raises,
+    so its ``__del__`` would close it again and print the error as an
+    "Exception ignored" traceback: the list is emptied here."""
+    try:
         capture.close()
-    return found
+    except Exception as exc:
+        capture._running_processes.clear()
+        return exc
+    return None
 
 
 def _add_packet(

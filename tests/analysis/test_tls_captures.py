@@ -502,3 +502,29 @@ def test_a_failed_tshark_run_is_tried_once_more(
     with pytest.raises(decrypt.DecryptError, match="crashed"):
         decrypt._read("b.pcap", "k", frozenset({25}))
     assert calls[2:] == ["b.pcap", "b.pcap"]
+
+
+def test_a_capture_cut_short_keeps_what_tshark_decrypted_before_the_cut(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in review: tshark exits with status 2 on a capture cut short in
+    # the middle of a packet (a tcpdump killed while it wrote), which ended
+    # read --tls-keylog with a traceback and no tables at all.
+    needs_tshark()
+    whole = (PCAPS / "implicit-tls-465.pcap").read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(whole[:-40])  # within the last packet, the server's ACK
+    out = tmp_path / "out"
+    keylog = str(PCAPS / "implicit-tls-465.keylog")
+    assert main(["read", str(cut), "--tls-keylog", keylog, "-q", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"smtpscope: {cut}: damaged at byte {len(whole) - 82}: record truncated: "
+        "66 bytes of packet announced, 26 present\n"
+    )
+    t = read_captures(cut, tls_keylog=keylog)
+    inside = t.commands[t.commands["tls"]]
+    assert list(inside["verb"]) == DECRYPTED_VERBS["implicit-tls-465.pcap"]
+    assert list(inside["reply_code"]) == [250, 250, 250, 354, 221]
+    assert t.sessions["tls_decrypted"].tolist() == [True]
+    assert t.transactions["status"].tolist() == ["accepted"]
