@@ -218,8 +218,15 @@ def _read_once(
 
 
 # What tshark says of a capture damaged or cut short part way (wiretap's
-# WTAP_ERR_SHORT_READ and WTAP_ERR_BAD_FILE).
-_DAMAGE = ("appears to have been cut short", "appears to be damaged or corrupt")
+# WTAP_ERR_SHORT_READ and WTAP_ERR_BAD_FILE), and of a file that is no
+# capture at all (WTAP_ERR_FILE_UNKNOWN_FORMAT), which smtpscope's reader
+# reports too: named among good captures, it ended the decryption of them
+# all, and read showed and wrote no session (found in review).
+_DAMAGE = (
+    "appears to have been cut short",
+    "appears to be damaged or corrupt",
+    "isn't a capture file in a format TShark understands",
+)
 
 
 def _close(capture: Any) -> Exception | None:

@@ -528,3 +528,26 @@ def test_a_capture_cut_short_keeps_what_tshark_decrypted_before_the_cut(
     assert list(inside["reply_code"]) == [250, 250, 250, 354, 221]
     assert t.sessions["tls_decrypted"].tolist() == [True]
     assert t.transactions["status"].tolist() == ["accepted"]
+
+
+def test_a_file_that_is_no_capture_leaves_the_others_decrypted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in review: tshark refuses the file, which ended the decryption
+    # of every capture, and read showed and wrote no session at all.
+    needs_tshark()
+    junk = tmp_path / "junk.pcap"
+    junk.write_bytes(b"not a capture at all\n" * 10)
+    good = str(PCAPS / "implicit-tls-465.pcap")
+    keylog = str(PCAPS / "implicit-tls-465.keylog")
+    out = tmp_path / "out"
+    code = main(["read", good, str(junk), "--tls-keylog", keylog, "-q", "-o", str(out)])
+    assert code == 1
+    assert capsys.readouterr().err == (
+        f"smtpscope: {junk}: not a pcap or pcapng file\n"
+    )
+    t = read_captures([good, junk], tls_keylog=keylog)
+    inside = t.commands[t.commands["tls"]]
+    assert list(inside["verb"]) == DECRYPTED_VERBS["implicit-tls-465.pcap"]
+    assert t.sessions["tls_decrypted"].tolist() == [True]
+    assert t.transactions["status"].tolist() == ["accepted"]
