@@ -121,14 +121,24 @@ def split_command(line: str) -> tuple[str, str, bool]:
     """
     # RFC 5321 4.1.1 wants one SP; a TAB is accepted by some servers, so it
     # separates too (an "AUTH<TAB>LOGIN" must still be seen as AUTH).
-    parts = line.strip(" \t").split(None, 1)
-    verb = parts[0] if parts else ""
+    # Only ASCII white space separates, and only an ASCII verb is matched:
+    # servers compare verbs as ASCII, while str.split and str.upper read
+    # Unicode, where "ma\u0131l" (a dotless i) is MAIL, "\u017ftarttls" (a
+    # long s) STARTTLS and "MAIL\u00a0FROM:" MAIL: the rows showed
+    # commands and transactions the server refused as unknown (found in
+    # review).
+    parts = _ASCII_SPACE.split(line.lstrip(_ASCII_SPACE_CHARS), 1)
+    verb = parts[0]
     argument = parts[1] if len(parts) > 1 else ""
-    known = _KNOWN.get(verb.upper())
+    known = _KNOWN.get(verb.upper()) if verb.isascii() else None
     if known is not None:
         return known, argument.strip(" \t"), True
     return verb, argument.strip(" \t"), False
 
+
+# What bytes.split() takes for white space: ASCII's alone.
+_ASCII_SPACE_CHARS = " \t\n\r\x0b\x0c"
+_ASCII_SPACE = re.compile(f"[{_ASCII_SPACE_CHARS}]+")
 
 # One string per known verb, whatever case it came in: a command waiting
 # for its reply holds its verb, and 65,536 of them may wait per connection.

@@ -1043,3 +1043,35 @@ def test_replies_past_a_pending_overflow_answer_the_commands_let_go(
         (5, "RSET", "6"),
         (6, "QUIT", "7"),
     ]
+
+
+def test_verbs_are_matched_as_ascii_not_by_unicode_case_or_space() -> None:
+    # Found in review: str.upper and str.split read Unicode, so a dotless
+    # i made "maıl" MAIL, a long s made "ſtarttls" STARTTLS and a no-break
+    # space split "MAIL FROM:"; servers compare verbs as ASCII and refuse
+    # them all as unknown, and so must the rows.
+    from tests.analysis.conversation import C, S, session
+
+    lines = ["maıl FROM:<a@b>", "ſtarttls", "MAIL\u00a0FROM:<a@b>", "quıt"]
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO a\r\n"),
+            (S, b"250 mx\r\n"),
+            (C, "".join(f"{line}\r\n" for line in lines).encode()),
+            (S, b"500 what\r\n" * len(lines)),
+            (C, b"QUIT\r\n"),
+            (S, b"221 bye\r\n"),
+        ]
+    )
+    rows = [(c.verb, c.argument, c.reply_code) for c in result.commands]
+    assert rows == [
+        ("EHLO", "a", 250),
+        ("maıl", "FROM:<a@b>", 500),
+        ("ſtarttls", "", 500),
+        ("MAIL\u00a0FROM:<a@b>", "", 500),
+        ("quıt", "", 500),
+        ("QUIT", "", 221),
+    ]
+    assert result.transactions == []
+    assert not result.session.starttls_attempted
