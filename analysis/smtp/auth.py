@@ -46,6 +46,18 @@ def login_user(payload: str) -> str | None:
     return None if raw is None else wire_text(raw)
 
 
+def decoded_secret(payload: str) -> str | None:
+    """What a base64 ``payload`` hides, as a server may echo it decoded:
+    the password of a PLAIN response (after its last NUL), or the whole
+    of any other (a LOGIN password). None when it is not base64 or hides
+    nothing printable."""
+    raw = b64decode(payload)
+    if raw is None:
+        return None
+    secret = wire_text(raw.rpartition(b"\x00")[2]).strip()
+    return secret or None
+
+
 def challenge_text(reply_text: str) -> str | None:
     """The decoded text of a 334 challenge, e.g. "Username:" for LOGIN."""
     raw = b64decode(reply_text.strip())

@@ -1237,8 +1237,14 @@ class SmtpParser:
         """
         if self._secrets is None:
             self._secrets = deque(maxlen=_SECRETS_KEPT)
+        # A server may echo a response decoded, as it read it (found in
+        # review: "535 bad credentials for (\\0hank\\0<password>)"): the
+        # password within is withheld beside the base64 that carried it.
+        decoded = [auth.decoded_secret(secret) for secret in secrets]
         self._secrets.extend(
-            secret.translate(_ASCII_LOWER) for secret in secrets if len(secret) >= 4
+            secret.translate(_ASCII_LOWER)
+            for secret in [*secrets, *filter(None, decoded)]
+            if len(secret) >= 4
         )
 
     def _hidden(self, text: str) -> str:

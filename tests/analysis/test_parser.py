@@ -705,6 +705,35 @@ def test_echoes_of_answers_and_of_secrets_cut_short_are_hidden() -> None:
     assert "AGl2YW4A" not in repr(events)  # the start of every blob
 
 
+def test_a_password_echoed_decoded_is_hidden_too() -> None:
+    # Found in review: a server that echoed a PLAIN response decoded, as it
+    # read it, showed the password in the reply text; the base64 alone was
+    # withheld. LOGIN's password likewise; its username is no secret.
+    plain = base64.b64encode(b"\0hank\0SecretEcho15raw").decode()
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, f"AUTH PLAIN {plain}\r\n".encode()),
+            (S, b"535 5.7.8 bad credentials for (\\0hank\\0SecretEcho15raw)\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, base64.b64encode(b"ivan@example.org") + b"\r\n"),
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, base64.b64encode(b"Hunter2-Login") + b"\r\n"),
+            (S, b"535 5.7.8 ivan@example.org: 'hunter2-login' is wrong\r\n"),
+        ]
+    )
+    replies = [e.reply.text for e in of(events, ReplySeen)]
+    assert replies == [
+        "5.7.8 bad credentials for (\\0hank\\0[redacted])",
+        "VXNlcm5hbWU6",
+        "UGFzc3dvcmQ6",
+        "5.7.8 ivan@example.org: '[redacted]' is wrong",
+    ]
+    assert "SecretEcho" not in repr(events)
+    assert "hunter2" not in repr(events).lower()
+
+
 def test_a_secret_after_a_letter_that_lower_case_lengthens_is_hidden() -> None:
     # "İ".lower() is two characters: positions in a lowered reply must stay
     # those of the reply.
