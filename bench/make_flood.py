@@ -18,6 +18,15 @@ between two SYNs later, and the client's ACK completes the handshake as
 long after that, so the packets stay in time order; the client then says
 nothing: a flood of connections rather than of attempts, each a session
 whose client is known to own its address.
+
+With ``--unknown-users N`` the capture holds SMTP sessions instead, one a
+second from ``--clients`` clients in turn to ``--servers`` servers in turn,
+each sending ``--per-session`` RCPTs pipelined in one transaction, every
+one to a domain of its own and refused as an unknown user (550 5.1.1, as
+Postfix words it): N distinct domains in all, each of which the relay
+detector takes its server to own.
+
+    python bench/make_flood.py --unknown-users 1000000 /tmp/h/unknown.pcap
 """
 
 from __future__ import annotations
@@ -26,8 +35,10 @@ import argparse
 import struct
 import sys
 from pathlib import Path
+from random import Random
+from typing import BinaryIO
 
-from synth_tcp import Wire
+from synth_tcp import TcpConn, Wire
 
 _FILE_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262_144, 1)
 _RECORD = struct.Struct("<IIII")
@@ -45,6 +56,52 @@ def client_of(index: int) -> tuple[bytes, int]:
     return address, 1024 + index % 60_000
 
 
+def unknown_user_sessions(
+    out: BinaryIO, rcpts: int, per_session: int, clients: int, servers: int
+) -> int:
+    """Write the sessions of ``--unknown-users``; return how many."""
+    rng = Random(5321)
+    sessions = -(-rcpts // per_session)
+    for index in range(sessions):
+        server = index % servers
+        name = f"mx{server}.victim{server}.example"
+        address = bytes([192, 0, 2, 25 + server % 200])
+        wire = Wire(client_of(index % clients), (address, 25), ident=index & 0xFFFF)
+        conn = TcpConn(wire, rng, index * 1_000_000, rtt_us=400, pace_us=10)
+        first = index * per_session
+        domains = range(first, min(first + per_session, rcpts))
+        lines = [f"u{n}@d{n}.example" for n in domains]
+        talk = [
+            (SERVER_SIDE, f"220 {name} ESMTP Postfix\r\n"),
+            (CLIENT_SIDE, "EHLO client.example\r\n"),
+            (SERVER_SIDE, f"250-{name}\r\n250-PIPELINING\r\n250 8BITMIME\r\n"),
+            (CLIENT_SIDE, "MAIL FROM:<probe@client.example>\r\n"),
+            (SERVER_SIDE, "250 2.1.0 Ok\r\n"),
+            (CLIENT_SIDE, "".join(f"RCPT TO:<{a}>\r\n" for a in lines)),
+            (
+                SERVER_SIDE,
+                "".join(
+                    f"550 5.1.1 <{a}>: Recipient address rejected: User unknown"
+                    " in virtual mailbox table\r\n"
+                    for a in lines
+                ),
+            ),
+            (CLIENT_SIDE, "QUIT\r\n"),
+            (SERVER_SIDE, "221 2.0.0 Bye\r\n"),
+        ]
+        frames = list(conn.open())
+        for side, text in talk:
+            frames += conn.send(side, text.encode(), 300)
+        frames += conn.close(CLIENT_SIDE)
+        for at_us, headers, payload in frames:
+            seconds, micros = divmod(at_us, 1_000_000)
+            size = len(headers) + len(payload)
+            out.write(_RECORD.pack(START_S + seconds, micros, size, size))
+            out.write(headers)
+            out.write(payload)
+    return sessions
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", type=Path, help="pcap file to write")
@@ -57,6 +114,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="complete each handshake (SYN-ACK, then the client's ACK)",
     )
+    parser.add_argument(
+        "--unknown-users",
+        type=int,
+        metavar="N",
+        help="write sessions with N RCPTs refused as unknown users, each to a "
+        "domain of its own, instead of SYNs",
+    )
+    parser.add_argument(
+        "--per-session", type=int, default=100, help="RCPTs a session (100)"
+    )
+    parser.add_argument("--clients", type=int, default=10, help="clients (10)")
+    parser.add_argument("--servers", type=int, default=1, help="servers (1)")
     args = parser.parse_args(argv)
     if args.syns < 1:
         parser.error("--syns must be at least 1")
@@ -64,6 +133,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate must be at least 1")
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    if args.unknown_users is not None:
+        if min(args.unknown_users, args.per_session, args.clients) < 1:
+            parser.error("--unknown-users, --per-session and --clients must be >= 1")
+        if not 1 <= args.servers <= 200:
+            parser.error("--servers must be 1 to 200")
+        with args.output.open("wb") as out:
+            out.write(_FILE_HEADER)
+            sessions = unknown_user_sessions(
+                out, args.unknown_users, args.per_session, args.clients, args.servers
+            )
+        print(
+            f"wrote {sessions:,} sessions with {args.unknown_users:,} RCPTs "
+            f"refused as unknown users to {args.output}",
+            file=sys.stderr,
+        )
+        return 0
     with args.output.open("wb") as out:
         out.write(_FILE_HEADER)
         for index in range(args.syns):
