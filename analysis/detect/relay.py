@@ -20,6 +20,14 @@ that they rest on the inference and are one step less severe. They name
 the inferred domains: the first ``NOTE_DOMAINS`` in sorted order, and how
 many more there are beyond those.
 
+A server keeps at most ``MAX_LOCAL`` inferred domains. Past that its
+inference is incomplete: a domain it does not keep may still be its own, so
+it is taken as neither local nor foreign (as at a server nothing is known
+of), unless the server refused relaying to it. The bound can thus only
+hide relaying at such a server, never report a domain as foreign that the
+whole inference would have taken as local; its notes say that others were
+not kept.
+
 Every step here costs a few set and dict lookups per RCPT, never a pass
 over all the domains learnt or the RCPTs held back: a hostile session can
 name a domain per RCPT.
@@ -38,8 +46,11 @@ from analysis.detect.window import Observation, shared_key, shared_text
 from analysis.records import SessionResult
 
 # What ``extract`` keeps of a session: client, server, session id, the
-# server's names, and per RCPT (ts, address, domain, routing, accepted,
-# refused as relaying if the domain is foreign, and if it is not, example).
+# domains it shows to be the server's own (the names the server gives
+# itself first, then those it refused unknown users at, each part sorted:
+# past MAX_LOCAL the first are kept), and per RCPT (ts, address, domain,
+# routing, accepted, refused as relaying if the domain is foreign, and if it
+# is not, example).
 _Rcpt = tuple[int, str, str | None, str | None, bool, bool, bool, str]
 _Extract = tuple[str, str, str, list[str], list[_Rcpt]]
 
@@ -56,6 +67,12 @@ MAX_SERVERS = 50_000
 # it. Relay attempts from a few clients, a new domain per RCPT, kept every
 # one for the run (found in review: 8 MiB a 10,000 sessions in 4 servers).
 MAX_FOREIGN = 10_000
+# The domains inferred local that are remembered per server; past that a
+# further one is not, and the server's inference is incomplete (see
+# ``_Domains.incomplete``). A server that refused unknown users at a new
+# domain per RCPT kept every one for the run: 1,000,000 domains took 100 MiB
+# more than 100,000 did (found in review).
+MAX_LOCAL = 10_000
 # The client and server pairs whose accepted foreign RCPTs are held back, and
 # those confirmed as relaying, remembered at once; past that the one held or
 # confirmed least recently is forgotten. A pair with fewer foreign domains
@@ -70,7 +87,8 @@ class _Domains:
 
     ``head`` is the ``NOTE_DOMAINS`` smallest names, sorted; the others
     wait in the heap ``rest``, which may still hold names discarded since
-    (a discarded name is no longer in ``names``).
+    (a discarded name is no longer in ``names``). At most ``MAX_LOCAL``
+    names are kept; ``incomplete`` once one was not, for good.
     """
 
     def __init__(self) -> None:
@@ -78,10 +96,15 @@ class _Domains:
         self.longest = 0  # no name is longer: bounds the suffixes to look up
         self.head: list[str] = []
         self._rest: list[str] = []
+        self.incomplete = False
 
-    def add(self, name: str) -> None:
+    def add(self, name: str) -> bool:
+        """Take ``name``; whether that changed what the note says."""
         if name in self.names:
-            return
+            return False
+        if len(self.names) >= MAX_LOCAL:
+            changed, self.incomplete = not self.incomplete, True
+            return changed
         self.names.add(name)
         self.longest = max(self.longest, len(name))
         head = self.head
@@ -92,6 +115,7 @@ class _Domains:
             heapq.heappush(self._rest, head.pop())
         else:
             heapq.heappush(self._rest, name)
+        return True
 
     def discard(self, name: str) -> None:
         if name not in self.names:
@@ -152,6 +176,7 @@ class RelayDetector:
         # One pass over the commands for the RCPTs and for the domains the
         # session shows to be the server's own.
         names = set(facts.host_names(session.greeting_text))
+        unknown_at: set[str] = set()
         rcpts = []
         authenticated = False
         for command in result.commands:
@@ -169,7 +194,7 @@ class RelayDetector:
             # Only a server that knows a domain's users refuses one of them as
             # unknown: the domain is its own.
             if where.domain and not where.routed and facts.is_unknown_user(command):
-                names.add(where.domain)
+                unknown_at.add(where.domain)
             if authenticated:
                 continue
             rcpts.append(
@@ -188,7 +213,7 @@ class RelayDetector:
             session.client_ip,
             session.server_ip,
             session.session_id,
-            sorted(names),
+            sorted(names) + sorted(unknown_at - names),
             rcpts,
         )
 
@@ -204,7 +229,9 @@ class RelayDetector:
         for ts, address, domain, routed, accepted, if_foreign, if_not, shown in rcpts:
             where = facts.Target(address, domain, routed)
             local = self._is_local(server, where)
-            routed_away = where.routed is not None and local is not True
+            routed_away = where.routed is not None and (
+                local is False or (local is None and not self._incomplete(server))
+            )
             note: str | None
             if accepted and (local is False or routed_away):
                 kind, note = "open_relay", self._note(server, where)
@@ -285,8 +312,7 @@ class RelayDetector:
                 continue
             if known is None:
                 known = self._inferred[server] = _Domains()
-            known.add(name)
-            changed = True
+            changed = known.add(name) or changed
         for domain in self._newly_foreign.pop(server, ()):
             if known is not None and domain in known.names:
                 known.discard(domain)
@@ -308,7 +334,15 @@ class RelayDetector:
         known = self._inferred.get(server)
         if known is None or not known.names:
             return None
-        return _within(domain, known.names, known.longest)
+        if _within(domain, known.names, known.longest):
+            return True
+        # Past MAX_LOCAL a domain not kept may be one of those let go.
+        return None if known.incomplete else False
+
+    def _incomplete(self, server: str) -> bool:
+        """The server's inferred domains are more than it keeps."""
+        known = self._inferred.get(server)
+        return known is not None and known.incomplete
 
     def _note(self, server: str, where: facts.Target) -> str:
         parts = [where.routed] if where.routed else []
@@ -325,6 +359,8 @@ class RelayDetector:
             more = len(known.names) - len(known.head)
             if more:
                 named += f" and {more} more"
+            if known.incomplete:
+                named += f" (others past {MAX_LOCAL} not kept)"
             note = self._notes[server] = f"local domains inferred as {named}"
         return note
 

@@ -8,6 +8,8 @@ and give up once that is more than a few times per RCPT.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,8 @@ from analysis.detect import default_rules, relay
 from analysis.detect.relay import NOTE_DOMAINS, RelayDetector
 from analysis.tables import read_captures
 
-ABUSE = Path(__file__).resolve().parents[2] / "pcaps" / "abuse"
+ROOT = Path(__file__).resolve().parents[2]
+ABUSE = ROOT / "pcaps" / "abuse"
 S = 1_000_000_000
 
 
@@ -105,10 +108,14 @@ def _judge_counted(
     return detector.judge(("198.51.100.7", "192.0.2.25", "S1", names, rcpts))
 
 
-def test_many_local_domains_cost_a_few_lookups_per_rcpt() -> None:
+def test_many_local_domains_cost_a_few_lookups_per_rcpt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # What g_relay.py "both" sends: 10,000 domains refused as unknown users
-    # (local), then 10,000 others accepted (relayed), in one session.
+    # (local), then 10,000 others accepted (relayed), in one session. The
+    # server keeps all of its names and no more: at the bound, as below it.
     n = 10_000
+    monkeypatch.setattr(relay, "MAX_LOCAL", n + 2)
     local = [_Counted(f"d{i}.example") for i in range(n)]
     names = sorted(["mx.example.org", "example.org", *local])
     rcpts = [_rcpt(i, d, accepted=False) for i, d in enumerate(local)]
@@ -121,6 +128,21 @@ def test_many_local_domains_cost_a_few_lookups_per_rcpt() -> None:
     note = f"local domains inferred as {first} and {more} more"
     assert {o.note for o in out} == {note}
     assert len(note) < 1000
+
+
+def test_local_domains_past_the_bound_cost_a_few_lookups_per_rcpt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same session where the server keeps 100 of its 10,002 names: the
+    # domains it does not keep are neither local nor foreign, and the
+    # accepted ones are no relaying it can tell.
+    n = 10_000
+    monkeypatch.setattr(relay, "MAX_LOCAL", 100)
+    local = [_Counted(f"d{i}.example") for i in range(n)]
+    names = ["example.org", "mx.example.org", *sorted(local)]
+    rcpts = [_rcpt(i, d, accepted=False) for i, d in enumerate(local)]
+    rcpts += [_rcpt(n + i, _Counted(f"f{i}.test"), accepted=True) for i in range(n)]
+    assert _judge_counted(names, rcpts, budget=20 * n) == []
 
 
 def test_held_back_relaying_costs_a_few_lookups_per_rcpt() -> None:
@@ -288,3 +310,131 @@ def test_pairs_held_back_are_at_most_so_many(monkeypatch: pytest.MonkeyPatch) ->
     assert [o.kind for o in found] == ["open_relay"] * limit
     assert ("203.0.113.7", server) in detector._confirmed
     assert ("203.0.113.7", server) not in detector._pending
+
+
+def _scripted(
+    rcpt: tuple[str, int, str], n: int
+) -> tuple[int, str, str | None, str | None, bool, bool, bool, str]:
+    """An RCPT to ``address`` answered ``code`` with ``text``, at ``n`` s."""
+    address, code, text = rcpt
+    where = relay.facts.target(address)
+    example = f"C: RCPT TO:<{address}> / S: {code} {text}"
+    relaying = "Relay access denied" in text
+    return (
+        n * S, address, where.domain, where.routed, code // 100 == 2,
+        relaying or text.startswith("5.7.1"), relaying, example,
+    )  # fmt: skip
+
+
+# One server's sessions, as ``extract`` gives them: a client that has it
+# refuse unknown users at ten domains, one it refuses to relay for at three,
+# then one it relays for to those three and to others, and a percent-hack.
+_SERVER = "192.0.2.25"
+_NAMES = ["example.org", "mx.example.org"]
+_UNKNOWN = [f"d{n}.example" for n in range(10)]
+_REFUSED = [f"r{n}.test" for n in range(3)]
+_SESSIONS = [
+    ("198.51.100.1", "H", _NAMES + _UNKNOWN, [
+        (f"u@{domain}", 550, "5.1.1 User unknown") for domain in _UNKNOWN
+    ]),
+    ("198.51.100.2", "R", _NAMES, [
+        (f"v@{domain}", 554, "5.7.1 Relay access denied") for domain in _REFUSED
+    ]),
+    ("198.51.100.3", "A", _NAMES, [
+        *((f"w@{domain}", 250, "2.1.5 Ok") for domain in _REFUSED),
+        ("w@d7.example", 250, "2.1.5 Ok"),
+        *((f"w@f{n}.test", 250, "2.1.5 Ok") for n in range(3)),
+        ("w%d8.example@mx.example.org", 250, "2.1.5 Ok"),
+        ("w%f9.test@mx.example.org", 250, "2.1.5 Ok"),
+    ]),
+]  # fmt: skip
+
+
+def _judged(detector: RelayDetector) -> list[tuple[str, str, str | None, str]]:
+    found = []
+    for n, (client, session_id, names, rcpts) in enumerate(_SESSIONS):
+        scripted = [_scripted(rcpt, 100 * n + i) for i, rcpt in enumerate(rcpts)]
+        extracted = (client, _SERVER, session_id, names, scripted)
+        for obs in detector.judge(extracted):
+            found.append((obs.kind, obs.client_ip, obs.value, obs.note or ""))
+    return found
+
+
+def test_local_domains_up_to_the_bound_are_all_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server names 12 domains: a bound of 12 keeps them all, and the
+    # detector finds what it finds with no bound in sight.
+    unbounded = _judged(RelayDetector(default_rules()))
+    monkeypatch.setattr(relay, "MAX_LOCAL", 12)
+    detector = RelayDetector(default_rules())
+    assert _judged(detector) == unbounded
+    assert detector.inferred(_SERVER) == {*_NAMES, *_UNKNOWN}
+    assert not detector._inferred[_SERVER].incomplete
+    note = (
+        "local domains inferred as d0.example, d1.example, d2.example, "
+        "d3.example, d4.example, d5.example, d6.example, d7.example, "
+        "d8.example, d9.example, example.org, mx.example.org"
+    )
+    relayed = ["r0.test", "r1.test", "r2.test", "f0.test", "f1.test", "f2.test"]
+    assert unbounded == [
+        *(("relay_attempt", "198.51.100.2", d, "") for d in _REFUSED),
+        *(("open_relay", "198.51.100.3", d, note) for d in relayed),
+        ("open_relay", "198.51.100.3", "f9.test", f"percent-hack; {note}"),
+    ]
+
+
+def test_past_the_bound_the_server_names_first_and_hides_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Five kept: the server's own names, then the first unknown users'
+    # domains in order. The others are neither local nor foreign: no
+    # relaying to f0-f2.test or f9.test is told (the bound hides it, where
+    # no bound reported them), while the domains refused as relaying are
+    # still foreign, and the note says that not all were kept.
+    monkeypatch.setattr(relay, "MAX_LOCAL", 5)
+    detector = RelayDetector(default_rules())
+    found = _judged(detector)
+    kept = {"example.org", "mx.example.org", "d0.example", "d1.example", "d2.example"}
+    assert detector.inferred(_SERVER) == kept
+    assert detector._inferred[_SERVER].incomplete
+    note = (
+        "local domains inferred as d0.example, d1.example, d2.example, "
+        "example.org, mx.example.org (others past 5 not kept)"
+    )
+    assert found == [
+        *(("relay_attempt", "198.51.100.2", d, "") for d in _REFUSED),
+        *(("open_relay", "198.51.100.3", d, note) for d in _REFUSED),
+    ]
+
+    # A kept domain refused as relaying leaves when the server's next
+    # session is judged, and a later session's first new name takes its
+    # place; the server stays incomplete.
+    refusal = _scripted(("x@d1.example", 554, "5.7.1 Relay access denied"), 900)
+    detector.judge(("198.51.100.4", _SERVER, "X", _NAMES, [refusal]))
+    detector.judge(("198.51.100.4", _SERVER, "Y", _NAMES, []))
+    assert detector.inferred(_SERVER) == kept - {"d1.example"}
+    detector.judge(("198.51.100.4", _SERVER, "Z", ["new.example", "z.example"], []))
+    assert detector.inferred(_SERVER) == kept - {"d1.example"} | {"new.example"}
+    assert detector._inferred[_SERVER].incomplete
+
+
+def test_the_bench_writes_unknown_users_at_a_domain_each(tmp_path: Path) -> None:
+    # bench/make_flood.py --unknown-users, the capture that measures the
+    # bound (bench/README.md): here 25 RCPTs, 10 a session, from 2 clients.
+    capture = tmp_path / "unknown.pcap"
+    make = [sys.executable, str(ROOT / "bench" / "make_flood.py")]
+    options = ["--unknown-users", "25", "--per-session", "10", "--clients", "2"]
+    subprocess.run([*make, *options, str(capture)], check=True, capture_output=True)
+    tables = read_captures(capture)
+    assert tables.sessions["client_ip"].tolist() == [
+        "198.18.0.0", "198.18.0.1", "198.18.0.0"
+    ]  # fmt: skip
+    rcpts = tables.commands[tables.commands["verb"] == "RCPT"]
+    assert rcpts["argument"].tolist() == [f"TO:<u{n}@d{n}.example>" for n in range(25)]
+    assert set(rcpts["reply_enhanced"]) == {"5.1.1"}
+    alerts = tables.alerts[["kind", "client_ip", "count"]].to_dict("records")
+    assert alerts == [
+        {"kind": "directory_harvest", "client_ip": "198.18.0.0", "count": 15},
+        {"kind": "directory_harvest", "client_ip": "198.18.0.1", "count": 10},
+    ]
