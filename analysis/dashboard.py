@@ -79,7 +79,7 @@ def _clients(m: Monitor) -> RenderableType:
 
 def _recent(m: Monitor) -> RenderableType:
     table = Table(
-        title=Text("latest anomalies and alerts"),
+        title=Text("latest anomalies and alerts (UTC)"),
         title_justify="left",
         box=None,
         header_style="bold",

@@ -53,6 +53,11 @@ def load_tables(directory: StrPath, format: str | None = None) -> SmtpTables:
     trial).
     """
     folder = Path(directory)
+    if not folder.is_dir():
+        # Said as it is, not as a directory without tables (found in a new
+        # user's trial: a mistyped name read "no table files ... in it").
+        what = "not a directory" if folder.exists() else "no such directory"
+        raise LoadError(f"{folder}: {what}")
     readers = _readers(folder, format)
     frames: dict[str, pd.DataFrame] = {}
     found = False

@@ -76,7 +76,16 @@ _UNCHECKED = (
 )
 
 SESSIONS: tuple[Column, ...] = (
-    Column("session_id", _S, "identifier shared by all rows of one connection"),
+    Column(
+        "session_id",
+        _S,
+        "identifier shared by all rows of one connection, made from its first "
+        "packet's time (to the nanosecond the capture records) and its "
+        "addresses and ports: the same however the input is split into files "
+        "or processes, but a capture of the same traffic in microseconds "
+        "(tcpdump's pcap) gives other ids than one in nanoseconds (`live -w`, "
+        "pcapng)",
+    ),
     Column("start", _T, "first packet of the connection"),
     Column(
         "end",

@@ -102,6 +102,8 @@ _FORGET_PAST = MAX_PENDING + MAX_PENDING // 4
 # eviction leave open what came after.
 _ENDED_BY_PEERS = frozenset({"fin", "rst", "reused"})
 
+_NO_GREETING_SENT = "the server's first reply answers a command: it sent no greeting"
+
 _HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
 _DETECTED_VERBS = _HELO_VERBS | {"AUTH", "MAIL", "RCPT", "QUIT"}
 # Commands that belong to a transaction (SessionBuilder._txn_of).
@@ -440,7 +442,12 @@ class SessionBuilder:
             elif isinstance(event, AnomalySeen):
                 if event.kind == "early_talker" and self._caught:
                     continue  # its first reply was never its greeting
-                self._add_anomaly(event.ts, event.kind, event.detail)
+                detail = event.detail
+                if event.kind == "greeting_missing" and self.conn.syn_ts is not None:
+                    # The capture holds the connection's start, so the
+                    # greeting was not missed: the server sent none.
+                    detail = _NO_GREETING_SENT
+                self._add_anomaly(event.ts, event.kind, detail)
 
     def _on_greeting(self, event: GreetingSeen) -> None:
         self.session.greeting_code = event.reply.code

@@ -57,6 +57,15 @@ def test_pandas_alone_guesses_where_load_tables_does_not(tmp_path: Path) -> None
 def test_what_cannot_be_loaded_says_why(tmp_path: Path) -> None:
     with pytest.raises(LoadError, match="no table files"):
         load_tables(tmp_path)
+    # A mistyped name, or a file: said as it is (found in a new user's trial).
+    missing = tmp_path / "outt"
+    with pytest.raises(LoadError) as raised:
+        load_tables(missing)
+    assert str(raised.value) == f"{missing}: no such directory"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(LoadError) as raised:
+        load_tables(tmp_path / "file")
+    assert str(raised.value) == f"{tmp_path / 'file'}: not a directory"
     capture = str(PCAPS / "auth.pcap")
     assert main(["read", capture, "-q", "-o", str(tmp_path), "--format", "csv"]) == 0
     with pytest.raises(LoadError, match="cannot be loaded back exactly"):

@@ -55,6 +55,9 @@ def test_dashboard_shows_the_totals() -> None:
         "packets            1,234 captured",
         "dropped            7",
         "127.0.0.1",
+        # The times are the capture's in UTC, as read's tables say they are.
+        "latest anomalies and alerts (UTC)",
+        time.strftime("%H:%M:%S", time.gmtime(NOW // 10**9)) + "  192.0.2.9",
         "auth_brute",
         "9 fails",
     ):

@@ -356,6 +356,33 @@ def test_a_verb_without_argument_after_the_220_is_clear_text_too(verb: bytes) ->
     assert result.tls == []
 
 
+def test_a_missing_greeting_says_whether_the_capture_missed_it() -> None:
+    # Found by a new user on Suricata's smtp-rset-starttls: the detail said
+    # "capture starts after the greeting" of a capture holding the SYN,
+    # where the server had answered EHLO without ever greeting.
+    steps = [(C, b"EHLO c\r\n"), (S, b"250 mx\r\n"), (C, b"QUIT\r\n")]
+    steps.append((S, b"221 bye\r\n"))
+    rows = []
+    for syn_ts in (None, 0):
+        conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=0)
+        conn.syn_ts = syn_ts
+        builder = SessionBuilder(conn, frozenset({465}))
+        for ts, (side, data) in enumerate(steps, start=1):
+            builder.data(side, data, ts)
+        result = builder.close(9, "fin")
+        rows.append([(a.ts, a.kind, a.detail) for a in result.anomalies])
+    assert rows == [
+        [(2, "greeting_missing", "capture starts after the greeting")],
+        [
+            (
+                2,
+                "greeting_missing",
+                "the server's first reply answers a command: it sent no greeting",
+            )
+        ],
+    ]
+
+
 def test_the_rest_of_an_over_long_auth_line_is_not_held_for_its_reply() -> None:
     # Found in review: the 400 KB past MAX_LINE of one AUTH line were held
     # while its reply was awaited, passed MAX_HELD_BYTES, and the reply was
