@@ -123,14 +123,20 @@ def exposition(monitor: Monitor, interfaces: Sequence[InterfaceCounts] = ()) -> 
     page.metric(
         "smtpscope_auth_results_total",
         counter,
-        "sessions by the outcome of their last AUTH",
+        "sessions by the outcome of the AUTH their row tells of",
         [({"result": k}, v) for k, v in m.auth_results.items()],
     )
     page.metric(
         "smtpscope_auth_failures_total",
         counter,
-        "AUTH commands refused",
+        "AUTH commands refused for their credentials (535)",
         [({}, m.auth_failures)],
+    )
+    page.metric(
+        "smtpscope_auth_other_refusals_total",
+        counter,
+        "AUTH commands refused for another reason than their credentials",
+        [({}, m.auth_other_refusals)],
     )
     page.metric(
         "smtpscope_auth_successes_total",

@@ -42,7 +42,7 @@ BUCKETS: tuple[float, ...] = (
     60.0,
 )
 REPLY_CLASSES = ("2xx", "3xx", "4xx", "5xx", "other")
-AUTH_RESULTS = ("success", "failure", "cancelled", "no_reply")
+AUTH_RESULTS = ("success", "failure", "refused", "cancelled", "no_reply")
 RECENT = 8  # anomalies kept for the dashboard
 MAX_CLIENTS = 100_000  # client addresses counted at once
 _ENVELOPE_VERBS = frozenset({"MAIL", "RCPT"})
@@ -100,7 +100,8 @@ class Monitor:
         self.tls_sessions = 0
         self.reply_classes: dict[str, int] = dict.fromkeys(REPLY_CLASSES, 0)
         self.auth_results: dict[str, int] = dict.fromkeys(AUTH_RESULTS, 0)
-        self.auth_failures = 0  # refused AUTH commands
+        self.auth_failures = 0  # AUTH commands refused for their credentials
+        self.auth_other_refusals = 0  # AUTH commands refused for another reason
         self.auth_successes = 0  # accepted AUTH commands
         self.refusals = 0
         self.refusable = 0  # replies to MAIL, RCPT and message content
@@ -129,6 +130,7 @@ class Monitor:
         if s.auth_result in self.auth_results:
             self.auth_results[s.auth_result] += 1
         self.auth_failures += s.auth_failures
+        self.auth_other_refusals += s.auth_other_refusals
         self.auth_successes += s.auth_successes
         self.clients[s.client_ip] += 1
         if len(self.clients) > MAX_CLIENTS:

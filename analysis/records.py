@@ -36,11 +36,15 @@ class SessionRecord:
     tls_start: int | None = None
     tls_client_bytes: int = 0
     tls_server_bytes: int = 0
+    # The mechanism, user and result of one AUTH: the accepted one, else the
+    # last refused for its credentials, else the last (SessionBuilder._show_auth).
     auth_mechanism: str | None = None
     auth_user: str | None = None
-    auth_result: str | None = None  # success, failure, cancelled, no_reply
+    # success, failure (credentials invalid), refused (for another reason),
+    # cancelled, no_reply
+    auth_result: str | None = None
     auth_attempts: int = 0
-    auth_failures: int = 0
+    auth_failures: int = 0  # AUTH commands refused for their credentials (535)
     commands: int = 0
     transactions: int = 0
     messages_accepted: int = 0
@@ -80,9 +84,12 @@ class SessionRecord:
     # The connection's Community ID (v1), as Zeek, Suricata and Arkime tag
     # it; every session the builder makes has one.
     community_id: str | None = None
-    # AUTH commands accepted: auth_result tells of the last AUTH only, and a
-    # server refuses (503) an AUTH after one that succeeded (RFC 4954 4).
+    # AUTH commands accepted: auth_result tells of one AUTH only.
     auth_successes: int = 0
+    # AUTH commands refused for another reason than their credentials (504
+    # mechanism unknown, 534, 538, 432 and 454, 500 and 501, 503 ...), not
+    # counting those the client cancelled: see analysis.smtp.auth.outcome.
+    auth_other_refusals: int = 0
 
 
 @dataclass(slots=True)

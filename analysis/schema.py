@@ -126,11 +126,31 @@ SESSIONS: tuple[Column, ...] = (
     ),
     Column("tls_client_bytes", _I, "encrypted bytes from the client"),
     Column("tls_server_bytes", _I, "encrypted bytes from the server"),
-    Column("auth_mechanism", _S, "SASL mechanism of the last AUTH"),
-    Column("auth_user", _S, "user name, when the mechanism reveals it"),
-    Column("auth_result", _S, "success, failure, cancelled or no_reply"),
+    Column(
+        "auth_mechanism",
+        _S,
+        "SASL mechanism of the session's AUTH: the accepted one, else the last"
+        " refused for its credentials, else the last sent",
+    ),
+    Column(
+        "auth_user",
+        _S,
+        "user name that same AUTH revealed (PLAIN, LOGIN), never another's",
+    ),
+    Column(
+        "auth_result",
+        _S,
+        "outcome of that same AUTH: success, failure (credentials invalid: 535),"
+        " refused (for another reason: 504, 534, 538, 454, 501 ...), cancelled"
+        " (the client sent *) or no_reply",
+    ),
     Column("auth_attempts", _I, "AUTH commands sent"),
-    Column("auth_failures", _I, "AUTH commands refused"),
+    Column(
+        "auth_failures",
+        _I,
+        "AUTH commands refused for their credentials (535, or an x.7.8 code):"
+        " failed logins",
+    ),
     Column("commands", _I, "commands sent by the client"),
     Column("transactions", _I, "MAIL commands sent by the client"),
     Column("messages_accepted", _I, "message contents the server accepted"),
@@ -186,6 +206,13 @@ SESSIONS: tuple[Column, ...] = (
         "auth_successes",
         _I,
         "AUTH commands accepted, a later AUTH refused or not",
+    ),
+    Column(
+        "auth_other_refusals",
+        _I,
+        "AUTH commands refused for another reason than their credentials"
+        " (504 mechanism unknown, 534, 538, 432, 454, 500, 501, 503 ...),"
+        " those the client cancelled not counted",
     ),
 )
 

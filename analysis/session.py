@@ -25,6 +25,7 @@ from analysis.records import (
     TlsRecord,
     TransactionRecord,
 )
+from analysis.smtp import auth
 from analysis.smtp.events import (
     AnomalySeen,
     AuthResponseSeen,
@@ -203,6 +204,28 @@ def _offers_starttls(reply: Reply) -> bool:
 _NOTHING_DECRYPTED: deque[DecryptedChunk] = deque(maxlen=0)
 
 
+class _AuthAttempt:
+    """One AUTH command, while its outcome is awaited."""
+
+    __slots__ = ("cancelled", "index", "mechanism", "user")
+
+    def __init__(self, index: int, mechanism: str) -> None:
+        self.index = index  # its command index
+        self.mechanism = mechanism
+        self.user: str | None = None  # as PLAIN and LOGIN reveal it
+        self.cancelled = False  # the client answered "*"
+
+
+# Which AUTH of a session its row tells of (see SessionBuilder._show_auth):
+# the higher rank, and of equal ranks the later.
+_AUTH_RANK: Final = {auth.SUCCESS: 3, auth.FAILURE: 2}
+
+
+def _mechanism(argument: str) -> str:
+    """The SASL mechanism an AUTH row's (redacted) argument names."""
+    return argument.partition(" ")[0].upper()
+
+
 def _seconds(later: int | None, earlier: int | None) -> float | None:
     if later is None or earlier is None:
         return None
@@ -215,7 +238,8 @@ class SessionBuilder:
     # One builder per open connection: no instance dict (see SmtpParser).
     __slots__ = (
         "_anomaly_kinds",
-        "_auth_cancelled",
+        "_auth",
+        "_auth_rank",
         "_capped",
         "_caught",
         "_decrypted",
@@ -292,7 +316,8 @@ class SessionBuilder:
         self._rcpts_capped = False
         self._message_txn: TransactionRecord | None = None
         self._message_start = 0
-        self._auth_cancelled = False
+        self._auth: _AuthAttempt | None = None  # the last AUTH, until answered
+        self._auth_rank = 0  # _AUTH_RANK of the AUTH the session row shows
         self._helo_accepted = False  # session.helo is a name the server took
         self._displaced: dict[int, TransactionRecord] = {}  # MAIL -> older txn
         self._anomaly_kinds: dict[str, int] = {}
@@ -432,9 +457,17 @@ class SessionBuilder:
             elif isinstance(event, GreetingSeen):
                 self._on_greeting(event)
             elif isinstance(event, AuthUserSeen):
-                self.session.auth_user = event.user
+                # The user of the AUTH just sent (the parser tells it on
+                # the AUTH line or on the answer that follows), not the
+                # session's: another AUTH may reveal another or none.
+                if self._auth is not None:
+                    self._auth.user = event.user
             elif isinstance(event, AuthResponseSeen):
-                self._auth_cancelled = event.cancelled
+                auth_attempt = self._auth
+                if auth_attempt is not None and (
+                    auth_attempt.index == event.command_index
+                ):
+                    auth_attempt.cancelled = event.cancelled
             elif isinstance(event, TlsStarted):
                 self._on_tls(event)
             elif isinstance(event, TlsAbandoned):
@@ -538,10 +571,8 @@ class SessionBuilder:
                 self._add_anomaly(
                     event.ts, "auth_cleartext", "AUTH sent before any TLS"
                 )
-            mechanism = event.argument.partition(" ")[0].upper()
-            self.session.auth_mechanism = mechanism
             self.session.auth_attempts += 1
-            self._auth_cancelled = False
+            self._auth = _AuthAttempt(event.command_index, _mechanism(event.argument))
 
     def _read_by_detectors(self, verb: str, pipelined: bool) -> bool:
         """Whether a detector reads this command's row (past MAX_COMMAND_ROWS).
@@ -714,7 +745,7 @@ class SessionBuilder:
         if answers == "AUTH" or row.verb == "AUTH":
             if reply.klass == 3:
                 return  # a 334 challenge: the row waits for the outcome
-            self._on_auth_result(reply)
+            self._on_auth_result(event.command_index, row, reply)
         self._fill_reply(row, reply, event.ts, event.command_index in self._rows)
 
         verb = row.verb
@@ -916,15 +947,46 @@ class SessionBuilder:
         row.reply_ts = ts
         row.latency_s = (ts - row.ts) / NS  # _seconds, both times known
 
-    def _on_auth_result(self, reply: Reply) -> None:
-        if reply.klass == 2:
-            self.session.auth_result = "success"
-            self.session.auth_successes += 1
-        elif self._auth_cancelled:
-            self.session.auth_result = "cancelled"
+    def _on_auth_result(self, index: int, row: CommandRecord, reply: Reply) -> None:
+        attempt = self._auth
+        if attempt is None or attempt.index != index:
+            # Not the last AUTH sent (only a one-sided or damaged capture
+            # answers an older one): its row still names the mechanism.
+            attempt = _AuthAttempt(index, _mechanism(row.argument))
         else:
-            self.session.auth_result = "failure"
-            self.session.auth_failures += 1
+            self._auth = None  # answered
+        s = self.session
+        result = auth.outcome(reply.code, reply.enhanced)
+        if result == auth.SUCCESS:
+            s.auth_successes += 1
+        elif result == auth.FAILURE:
+            # The server's word, even on a cancelled exchange: the AUTH
+            # detectors read only the reply, and must count the same.
+            s.auth_failures += 1
+        elif attempt.cancelled:
+            # RFC 4954 4: the server refuses (501) an exchange the client
+            # cancelled with "*"; nothing was judged.
+            result = "cancelled"
+        else:
+            s.auth_other_refusals += 1
+        self._show_auth(attempt, result)
+
+    def _show_auth(self, attempt: _AuthAttempt, result: str) -> None:
+        """Let the session row tell of ``attempt`` if it says the most yet.
+
+        The row's mechanism, user and result are those of one AUTH: the
+        accepted one (there is one at most, RFC 4954 4), else the last
+        refused for its credentials, else the last one. A user comes only
+        from the AUTH that revealed it.
+        """
+        rank = _AUTH_RANK.get(result, 1)
+        if rank < self._auth_rank:
+            return
+        self._auth_rank = rank
+        s = self.session
+        s.auth_mechanism = attempt.mechanism
+        s.auth_user = attempt.user
+        s.auth_result = result
 
     def _on_rcpt_reply(self, index: int, reply: Reply) -> None:
         txn = self._txn_of.get(index)
@@ -1034,8 +1096,8 @@ class SessionBuilder:
         s.server_packets = conn.packets[Direction.SERVER]
         s.tls_client_bytes = self.parser.tls_client_bytes
         s.tls_server_bytes = self.parser.tls_server_bytes
-        if s.auth_attempts and s.auth_result is None:
-            s.auth_result = "no_reply"
+        if self._auth is not None:
+            self._show_auth(self._auth, "no_reply")
         silent = s.greeting_code is None and not self.commands
         recognised = any(a.kind == "not_smtp" for a in self.anomalies)
         if (

@@ -85,7 +85,8 @@ class Summary:
     messages_accepted: int
     tls_sessions: int
     auth_successes: int  # accepted AUTH commands, all sessions together
-    auth_failures: int  # refused AUTH commands, all sessions together
+    # AUTH commands refused for their credentials (535), all sessions together
+    auth_failures: int
     # Greetings and replies to commands, by first digit; "other" holds codes
     # outside 200-599, which RFC 5321 4.2.1 does not define.
     reply_classes: dict[str, int] = field(default_factory=dict)
@@ -104,6 +105,8 @@ class Summary:
     # refused, those the client cancelled ("*", RFC 4954 4) or that got no
     # reply.
     auth_attempts: int = 0
+    # AUTH commands refused for another reason (504, 534, 538, 454, 501 ...).
+    auth_other_refusals: int = 0
 
 
 def summarize(tables: SmtpTables, top: int = 5) -> Summary:
@@ -131,6 +134,7 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
         auth_successes=int(sessions["auth_successes"].sum()),
         auth_failures=int(sessions["auth_failures"].sum()),
         auth_attempts=int(sessions["auth_attempts"].sum()),
+        auth_other_refusals=int(sessions["auth_other_refusals"].sum()),
         reply_classes=_reply_classes(int(code) for code in codes),
         top_clients=_top_clients(sessions, top),
         alerts=_alert_counts(tables.alerts["severity"]),
@@ -171,6 +175,7 @@ class ReportDigest:
         self._auth_successes = 0
         self._auth_failures = 0
         self._auth_attempts = 0
+        self._auth_other_refusals = 0
         self._replies = dict.fromkeys(REPLY_CLASSES, 0)
         self._clients: dict[str, int] = {}
         self._kinds: dict[str, int] = {}
@@ -187,6 +192,7 @@ class ReportDigest:
         self._auth_successes += session.auth_successes
         self._auth_failures += session.auth_failures
         self._auth_attempts += session.auth_attempts
+        self._auth_other_refusals += session.auth_other_refusals
         self._clients[session.client_ip] = self._clients.get(session.client_ip, 0) + 1
         for anomaly in result.anomalies:
             self._kinds[anomaly.kind] = self._kinds.get(anomaly.kind, 0) + 1
@@ -220,6 +226,7 @@ class ReportDigest:
             auth_successes=self._auth_successes,
             auth_failures=self._auth_failures,
             auth_attempts=self._auth_attempts,
+            auth_other_refusals=self._auth_other_refusals,
             reply_classes=dict(self._replies),
             top_clients=_ranked(self._clients, self.top),
             alerts=_severities_with_alerts(self._severities),
@@ -643,10 +650,20 @@ def _auth_text(summary: Summary) -> Text:
         f"{summary.auth_failures:,} failed {_plural(summary.auth_failures, 'attempt')}",
         style="red" if summary.auth_failures else "",
     )
+    # Refused for another reason than the credentials (504 mechanism
+    # unknown, 538 encryption required, ...): no failed login, yet not to
+    # be lost among the cancelled (found in a user's report: a client
+    # trying mechanisms the server lacks showed as failed logins).
+    refused = summary.auth_other_refusals
+    if refused > 0:
+        reasons = "another reason" if refused == 1 else "other reasons"
+        text.append(f", {refused:,} refused for {reasons}")
     # Cancelled by the client ("*") or never answered: neither accepted nor
-    # refused, and left out of both counts (found in a new reader's check:
-    # 2 AUTH commands in a session, 1 success and no failure shown).
-    other = summary.auth_attempts - summary.auth_successes - summary.auth_failures
+    # refused, and left out of the counts above (found in a new reader's
+    # check: 2 AUTH commands in a session, 1 success and no failure shown).
+    other = (
+        summary.auth_attempts - summary.auth_successes - summary.auth_failures - refused
+    )
     if other > 0:
         text.append(f", {other:,} cancelled or unanswered")
     return text

@@ -58,6 +58,31 @@ def decoded_secret(payload: str) -> str | None:
     return secret or None
 
 
+# What a final reply to AUTH says of the attempt (RFC 4954 4 and 6).
+SUCCESS = "success"  # 235: accepted
+FAILURE = "failure"  # 535 5.7.8: the credentials are invalid
+REFUSED = "refused"  # refused before, or without, judging the credentials
+
+
+def outcome(code: int, enhanced: str | None) -> str:
+    """``SUCCESS``, ``FAILURE`` or ``REFUSED`` for a final reply to AUTH.
+
+    Only a verdict on the credentials is a failure: 535, or any refusal
+    with the enhanced code x.7.8 "authentication credentials invalid"
+    (RFC 4954 6). The other refusals say nothing of a password: 504
+    mechanism unknown, 534 too weak, 538 encryption required, 432 and 454
+    temporary, 500 and 501 syntax or bad base64, 503 out of sequence (an
+    AUTH after one that succeeded, RFC 4954 4), 530 and whatever else a
+    server says. A cancelled exchange (the client's "*") is the caller's
+    to tell apart: its reply is a 501 like a syntax error's.
+    """
+    if code // 100 == 2:
+        return SUCCESS
+    if code == 535 or (enhanced is not None and enhanced[1:] == ".7.8"):
+        return FAILURE
+    return REFUSED
+
+
 def challenge_text(reply_text: str) -> str | None:
     """The decoded text of a 334 challenge, e.g. "Username:" for LOGIN."""
     raw = b64decode(reply_text.strip())

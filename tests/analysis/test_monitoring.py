@@ -72,6 +72,9 @@ def test_metrics_count_auth_commands_both_ways() -> None:
     lines = set(page.splitlines())
     assert "smtpscope_auth_successes_total 3" in lines
     assert "smtpscope_auth_failures_total 1" in lines
+    # Its AUTH LOGIN cancelled with "*" (501) is neither kind of refusal.
+    assert "smtpscope_auth_other_refusals_total 0" in lines
+    assert 'smtpscope_auth_results_total{result="refused"} 0' in lines
 
 
 def test_metrics_endpoint_serves_the_page() -> None:

@@ -407,7 +407,9 @@ def test_the_rest_of_an_over_long_auth_line_is_not_held_for_its_reply() -> None:
         ("EHLO", 250), ("AUTH", 500), ("AUTH", 535), ("QUIT", 221),
     ]  # fmt: skip
     s = result.session
-    assert (s.auth_attempts, s.auth_failures, s.auth_user) == (2, 2, "u2")
+    # The 500 to the over-long line judged no credentials: no failed login.
+    assert (s.auth_attempts, s.auth_failures, s.auth_other_refusals) == (2, 1, 1)
+    assert (s.auth_user, s.auth_result) == ("u2", "failure")
     assert [a.kind for a in result.anomalies] == ["line_truncated", "auth_cleartext"]
 
 
@@ -626,10 +628,10 @@ _URLSAFE = base64.urlsafe_b64encode(b"\0fakeuser\0Fakepass?>?~~")
 _HELLO = [(S, b"220 mx\r\n"), (C, b"EHLO c\r\n"), (S, b"250-mx\r\n250 AUTH PLAIN\r\n")]
 
 
-def test_an_auth_refused_after_one_that_succeeded_leaves_the_success_counted() -> None:
+def test_an_auth_refused_after_one_that_succeeded_leaves_the_success_shown() -> None:
     # RFC 4954 4: after a successful AUTH the server refuses (503) any
-    # other. auth_result is the last AUTH's, so the session shows "failure"
-    # although it authenticated; auth_successes keeps that it did.
+    # other. The row tells of the accepted AUTH, and the 503, which judged
+    # no credentials, is no failed login but another refusal.
     s = session(
         [
             *_HELLO,
@@ -647,7 +649,8 @@ def test_an_auth_refused_after_one_that_succeeded_leaves_the_success_counted() -
         s.auth_attempts,
         s.auth_successes,
         s.auth_failures,
-    ) == ("fakeuser", "failure", 2, 1, 1)
+        s.auth_other_refusals,
+    ) == ("fakeuser", "success", 2, 1, 0, 1)
 
 
 def test_unanswered_auth_answers_are_named_as_answers() -> None:

@@ -310,3 +310,28 @@ def test_the_summary_counts_packets_alike_whichever_reader_read_them(
             "packets": "248",
             "packets on SMTP ports": "124",
         }
+
+
+def test_auth_refusals_that_judged_no_password_are_shown_apart() -> None:
+    # A user's report: PLAIN for bob then CRAM-MD5, both answered 504,
+    # showed "CRAM-MD5 failed" beside bob and 2 failed attempts.
+    from tests.analysis.conversation import C, S, session
+
+    refused = b"504 5.5.4 Unrecognized authentication type\r\n"
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 AUTH PLAIN LOGIN\r\n"),
+            (C, b"AUTH PLAIN AGJvYgBub3Bl\r\n"),
+            (S, refused),
+            (C, b"AUTH CRAM-MD5\r\n"),
+            (S, refused),
+        ],
+        port=587,
+    )
+    text = render(build([result]))
+    summary = "0 succeeded, 0 failed attempts, 2 refused for other reasons"
+    assert f"│ AUTH                   {summary} │" in text
+    (row,) = [line for line in text.splitlines() if "192.0.2.2:587" in line]
+    assert "CRAM-MD5 refused" in row
