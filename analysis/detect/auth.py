@@ -1,11 +1,18 @@
 """AUTH abuse: brute force, password spraying, distributed guessing.
 
-Counts refused AUTH commands (RFC 4954 6: 535 and kin) per client, per
-client and distinct user name, and per user name and distinct client. A
-success from a client or for a user after many refusals is the worst case:
-a guess that worked. User names come from the session table (PLAIN and
-LOGIN reveal them); passwords are never read, and the examples are the
-commands table's rows, whose AUTH payloads already read "[redacted]".
+Counts AUTH commands refused for their credentials (RFC 4954 6: 535, or
+the enhanced code x.7.8) per client, per client and distinct user name,
+and per user name and distinct client: each is a password the server
+judged wrong. The other refusals are no guess that failed and count
+nowhere here: a mechanism the server lacks (504), one too weak (534) or
+not without TLS (538), a temporary refusal (432, 454), an exchange out of
+sequence (503) or the client's own cancel or bad base64 (501; a client
+that sends bad base64 over and over is a syntax_errors matter, see
+``analysis.detect.protocol``). A success from a client or for a user after
+many refusals is the worst case: a guess that worked. User names come from
+the session table (PLAIN and LOGIN reveal them); passwords are never read,
+and the examples are the commands table's rows, whose AUTH payloads
+already read "[redacted]".
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from analysis.detect import facts
 from analysis.detect.rules import Rules
 from analysis.detect.window import Observation, shared_key, shared_text
 from analysis.records import SessionResult
+from analysis.smtp import auth
 
 _UNKNOWN_USER = "(unknown)"
 
@@ -65,13 +73,15 @@ class AuthDetector:
         for command in result.commands:
             if command.verb != "AUTH" or command.reply_code is None:
                 continue
-            if facts.accepted(command):
+            verdict = auth.outcome(command.reply_code, command.reply_enhanced)
+            if verdict == auth.SUCCESS:
                 outcomes.append((command.ts, True, facts.example(command)))
-            elif command.reply_code // 100 == 5 and command.reply_code != 501:
-                # 501 is a cancelled or malformed exchange, no guess.
+            elif verdict == auth.FAILURE:
                 outcomes.append((command.ts, False, facts.example(command)))
-        # The session table keeps the last user name; the parser reveals no
-        # more, so every AUTH of a session is taken to be for that user.
+        # The session table keeps one user name, of the AUTH its row tells
+        # of (the accepted one, else the last refused for its credentials);
+        # the parser reveals no more, so every AUTH of a session is taken
+        # to be for that user.
         return (
             session.client_ip,
             session.server_ip,

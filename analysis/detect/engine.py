@@ -139,7 +139,7 @@ WORDING: dict[str, Wording] = {
         "AUTH for {who} failed from {count} different clients within {window}"
     ),
     "auth_success_after_failures": Wording(
-        "{who} authenticated after {count} refused AUTH attempts {notes} "
+        "{who} authenticated after {count} failed AUTH attempts {notes} "
         "within {window}",
         measured=True,
     ),

@@ -74,9 +74,8 @@ class ProtocolDetector(PerSession):
                 )
             )
         for command in result.commands:
-            if (
-                command.reply_code in facts.SYNTAX_ERROR_CODES
-                and command.verb != "AUTH"
+            if command.reply_code in facts.SYNTAX_ERROR_CODES and (
+                command.verb != "AUTH" or _auth_syntax_error(command)
             ):
                 out.append(
                     client_observation(
@@ -87,6 +86,23 @@ class ProtocolDetector(PerSession):
                     )
                 )
         return out
+
+
+def _auth_syntax_error(command: CommandRecord) -> bool:
+    """Whether a 500 or 501 to AUTH refused bad syntax, not a cancel.
+
+    RFC 4954 4: the server answers 501 both to the client's cancel ("*")
+    and to a response it cannot decode as base64, the latter with the
+    enhanced code 5.5.2; servers give cancels 5.7.0, 5.0.0 or no code. So
+    a 501 counts with a syntax code (5.5.x) alone; a 500 (a line too long,
+    AUTH unknown to the server) always. A client that sends bad base64
+    over and over probes the server's SASL decoder: no password was judged,
+    so it counts here and not as AUTH guessing.
+    """
+    if command.reply_code == 500:
+        return True
+    enhanced = command.reply_enhanced
+    return enhanced is not None and enhanced.startswith("5.5.")
 
 
 def _injected(result: SessionResult, detail: str) -> bool:

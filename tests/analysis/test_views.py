@@ -175,8 +175,8 @@ def test_narrow_terminal_puts_each_alert_summary_below_it() -> None:
     assert lines[1:8] == [
         "severity kind first seen / summary",
         "critical auth_success_after_failures 2026-12-04 17:14:14",
-        "  127.0.0.1 authenticated after 12 refused AUTH attempts",
-        "  from this client within 10 minutes.",
+        "  127.0.0.1 authenticated after 12 failed AUTH attempts from",
+        "  this client within 10 minutes.",
         "high     auth_brute_force 2026-12-04 17:14:14",
         "  127.0.0.1 failed AUTH 12 times within 10 minutes in 12",
         "  session(s).",

@@ -1,0 +1,88 @@
+"""Which AUTH refusals the detectors take for password guessing.
+
+Only failed logins (535) feed the AUTH detectors; mechanisms the server
+lacks, refusals that judged no password and cancels count nowhere, and
+base64 the server cannot decode, over and over, is syntax_errors. The
+replies are aiosmtpd's.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from analysis.detect import detect
+from capture.stream import Direction
+from tests.analysis.conversation import C, S, session
+
+_HELLO = [
+    (S, b"220 mx ESMTP\r\n"),
+    (C, b"EHLO c\r\n"),
+    (S, b"250-mx\r\n250 AUTH PLAIN LOGIN\r\n"),
+]
+_QUIT = [(C, b"QUIT\r\n"), (S, b"221 bye\r\n")]
+_NOT_OFFERED = b"504 5.5.4 Unrecognized authentication type\r\n"
+_INVALID = b"535 5.7.8 Authentication credentials invalid\r\n"
+_ABORTED = b"501 5.7.0 Auth aborted\r\n"
+
+
+def _plain(user: bytes, password: bytes) -> bytes:
+    return b"AUTH PLAIN " + base64.b64encode(b"\0" + user + b"\0" + password)
+
+
+# Twelve AUTHs in one session, each answered: more than the brute-force
+# threshold (10 in 10 min) and the syntax-errors one (10 in 5 min).
+_TIMES = 12
+
+
+def _alert_kinds(steps: list[tuple[Direction, bytes]]) -> list[str]:
+    result = session([*_HELLO, *steps * _TIMES, *_QUIT])
+    return sorted(alert.kind for alert in detect([result]))
+
+
+def test_failed_logins_are_brute_force() -> None:
+    steps = [(C, _plain(b"bob", b"pw") + b"\r\n"), (S, _INVALID)]
+    assert _alert_kinds(steps) == ["auth_brute_force"]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        _NOT_OFFERED,
+        b"538 5.7.11 Encryption required for requested authentication\r\n",
+        b"454 4.7.0 Temporary authentication failure\r\n",
+    ],
+)
+def test_refusals_that_judged_no_password_are_no_guessing(reply: bytes) -> None:
+    assert _alert_kinds([(C, _plain(b"bob", b"pw") + b"\r\n"), (S, reply)]) == []
+
+
+def test_cycling_through_mechanisms_the_server_lacks_raises_nothing() -> None:
+    steps = [
+        (C, b"AUTH CRAM-MD5\r\n"),
+        (S, _NOT_OFFERED),
+        (C, b"AUTH DIGEST-MD5\r\n"),
+        (S, _NOT_OFFERED),
+    ]
+    assert _alert_kinds(steps) == []
+
+
+def test_cancelled_exchanges_raise_nothing() -> None:
+    steps = [
+        (C, b"AUTH LOGIN\r\n"),
+        (S, b"334 VXNlcm5hbWU6\r\n"),
+        (C, b"*\r\n"),
+        (S, _ABORTED),
+    ]
+    assert _alert_kinds(steps) == []
+
+
+def test_bad_base64_over_and_over_is_syntax_errors_not_brute_force() -> None:
+    steps = [
+        (C, b"AUTH PLAIN\r\n"),
+        (S, b"334 \r\n"),
+        (C, b"not base64!\r\n"),
+        (S, b"501 5.5.2 Can't decode base64\r\n"),
+    ]
+    assert _alert_kinds(steps) == ["syntax_errors"]
