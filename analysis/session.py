@@ -221,11 +221,6 @@ class _AuthAttempt:
 _AUTH_RANK: Final = {auth.SUCCESS: 3, auth.FAILURE: 2}
 
 
-def _mechanism(argument: str) -> str:
-    """The SASL mechanism an AUTH row's (redacted) argument names."""
-    return argument.partition(" ")[0].upper()
-
-
 def _seconds(later: int | None, earlier: int | None) -> float | None:
     if later is None or earlier is None:
         return None
@@ -572,7 +567,9 @@ class SessionBuilder:
                     event.ts, "auth_cleartext", "AUTH sent before any TLS"
                 )
             self.session.auth_attempts += 1
-            self._auth = _AuthAttempt(event.command_index, _mechanism(event.argument))
+            self._auth = _AuthAttempt(
+                event.command_index, auth.mechanism_of(event.argument)
+            )
 
     def _read_by_detectors(self, verb: str, pipelined: bool) -> bool:
         """Whether a detector reads this command's row (past MAX_COMMAND_ROWS).
@@ -952,7 +949,7 @@ class SessionBuilder:
         if attempt is None or attempt.index != index:
             # Not the last AUTH sent (only a one-sided or damaged capture
             # answers an older one): its row still names the mechanism.
-            attempt = _AuthAttempt(index, _mechanism(row.argument))
+            attempt = _AuthAttempt(index, auth.mechanism_of(row.argument))
         else:
             self._auth = None  # answered
         s = self.session

@@ -46,6 +46,17 @@ def login_user(payload: str) -> str | None:
     return None if raw is None else wire_text(raw)
 
 
+def mechanism_of(argument: str) -> str:
+    """The SASL mechanism an AUTH argument names, in upper case.
+
+    SASL names are ASCII (RFC 4422 3.1): a word that is not is kept as sent,
+    since str.upper reads Unicode, where "plain" with a dotless i is PLAIN,
+    a mechanism the server would not take it for (found in review).
+    """
+    word = argument.split(None, 1)[0] if argument.strip() else ""
+    return word.upper() if word.isascii() else word
+
+
 def decoded_secret(payload: str) -> str | None:
     """What a base64 ``payload`` hides, as a server may echo it decoded:
     the password of a PLAIN response (after its last NUL), or the whole

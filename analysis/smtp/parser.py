@@ -1072,7 +1072,7 @@ class SmtpParser:
         self, index: int, argument: str, ts: int, out: list[SmtpEvent]
     ) -> None:
         parts = argument.split(None, 1)
-        mechanism = parts[0].upper() if parts else ""
+        mechanism = auth.mechanism_of(argument)
         initial = parts[1].strip() if len(parts) > 1 else ""
         self._auth_index = index
         self._auth_open = True

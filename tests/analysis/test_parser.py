@@ -1104,3 +1104,27 @@ def test_verbs_are_matched_as_ascii_not_by_unicode_case_or_space() -> None:
     ]
     assert result.transactions == []
     assert not result.session.starttls_attempted
+
+
+def test_an_auth_mechanism_is_upper_cased_as_ascii_alone() -> None:
+    # Found in review: "AUTH plaın" (a dotless i) was recorded as PLAIN,
+    # and its initial response read as PLAIN's: servers refuse it as an
+    # unknown mechanism.
+    from tests.analysis.conversation import C, S, session
+
+    blob = base64.b64encode(b"\0mallory\0FakePw-99").decode()
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO a\r\n"),
+            (S, b"250-mx\r\n250 AUTH PLAIN\r\n"),
+            (C, f"AUTH plaın {blob}\r\n".encode()),
+            (S, b"504 5.5.4 unrecognized authentication type\r\n"),
+        ]
+    )
+    rows = [(c.verb, c.argument, c.reply_code) for c in result.commands]
+    assert rows == [("EHLO", "a", 250), ("AUTH", "plaın [redacted]", 504)]
+    s = result.session
+    assert (s.auth_mechanism, s.auth_user, s.auth_result) == ("plaın", None, "refused")
+    assert (s.auth_attempts, s.auth_failures, s.auth_other_refusals) == (1, 0, 1)
+    assert "FakePw" not in repr(result)
