@@ -1337,6 +1337,13 @@ class Reassembler:
             ack_off = peer.offset(ack)
             if ack_off > peer.acked:
                 self._acknowledged(flow, 1 - direction, ack_off, ts, events)
+                if (
+                    ack_off == peer.next_off + 1
+                    and peer.fin_off is None
+                    and not peer.pending
+                    and (flags & FIN or half.fin_off is not None)
+                ):
+                    self._fin_lost(flow, 1 - direction, ts, events)
 
         if payload or missing or flags & FIN:
             # The common case, next bytes in order with nothing held back
@@ -1805,6 +1812,29 @@ class Reassembler:
             if hole > 0:
                 self._gap(flow, direction, ts, hole, events)
             self._drain(flow, direction, ts, events)
+
+    def _fin_lost(
+        self, flow: _Flow, direction: int, ts: int, events: list[StreamEvent]
+    ) -> None:
+        """The peer of ``direction``, closing too, acknowledged one sequence
+        number past all that ``direction`` sent: a FIN the capture lost.
+
+        A FIN takes one sequence number (RFC 9293 3.4), and one byte of data
+        lost just as the other side closes is far less likely than its FIN:
+        the FIN is placed there, so the stream ends without a false gap of
+        one byte and the connection closes by its FINs.
+        """
+        half = flow.halves[direction]
+        half.fin_off = half.next_off
+        side = "client" if direction == Direction.CLIENT else "server"
+        self._anomaly(
+            flow,
+            Direction(direction),
+            ts,
+            "tcp_fin_missing",
+            f"the {side}'s FIN is not in the capture; the peer acknowledged it",
+            events,
+        )
 
     def _flush(
         self, flow: _Flow, direction: Direction, ts: int, events: list[StreamEvent]

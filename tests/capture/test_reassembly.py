@@ -501,6 +501,53 @@ def test_fin_hole_proven_by_ack_closes() -> None:
     assert closes(events) == [(0, CloseReason.FIN, 12)]
 
 
+def test_a_fin_the_capture_lost_is_placed_where_the_peer_acknowledged_it() -> None:
+    # Found in review: the client's FIN lost, the server's FIN acknowledging
+    # it gave a false gap of one byte ("1 client bytes missing") and the
+    # connection no close by FIN, only the end of the capture.
+    lost = "the client's FIN is not in the capture; the peer acknowledged it"
+    before = [
+        *handshake(),
+        (10, s(0, b"220 hi\r\n")),
+        (20, c(0, b"QUIT\r\n", ack=S_ISN + 9)),
+        (30, s(8, b"221 bye\r\n", ack=C_ISN + 7)),
+    ]
+    # The server's FIN acknowledges the client's lost one.
+    events = feed_all(
+        [
+            *before,
+            (50, s(17, ack=C_ISN + 8, flags=ACK | FIN)),
+            (60, c(7, ack=S_ISN + 19, flags=ACK)),
+        ]
+    )
+    assert stream(events, Direction.CLIENT) == [b"QUIT\r\n"]
+    assert anomalies(events) == [("tcp_fin_missing", lost)]
+    assert [(e.ts, e.direction) for e in events if isinstance(e, StreamAnomaly)] == [
+        (50, Direction.CLIENT)
+    ]
+    assert closes(events) == [(0, CloseReason.FIN, 60)]
+
+    # The server closed first; the client's FIN is lost, the server's last
+    # ACK acknowledges it, and closes the connection.
+    events = feed_all(
+        [
+            *before,
+            (40, s(17, ack=C_ISN + 7, flags=ACK | FIN)),
+            (60, s(18, ack=C_ISN + 8, flags=ACK)),
+        ]
+    )
+    assert stream(events, Direction.CLIENT) == [b"QUIT\r\n"]
+    assert anomalies(events) == [("tcp_fin_missing", lost)]
+    assert closes(events) == [(0, CloseReason.FIN, 60)]
+
+    # One sequence number acknowledged while the server is not closing is
+    # a byte the capture lost, as before.
+    events = feed_all([*before, (50, s(17, ack=C_ISN + 8, flags=ACK))])
+    assert stream(events, Direction.CLIENT) == [b"QUIT\r\n", ("gap", 1)]
+    assert anomalies(events) == []
+    assert [reason for _, reason, _ in closes(events)] == [CloseReason.END_OF_CAPTURE]
+
+
 def test_data_after_fin_is_reported_and_dropped() -> None:
     events = feed_all(
         [
