@@ -110,7 +110,7 @@ def analyze(
     source = SourceStats()
     all_ports = frozenset(ports)
     decrypted = (
-        decrypt_captures(paths, tls_keylog, all_ports)
+        decrypt_captures(paths, tls_keylog)
         if tls_keylog is not None
         else DecryptedStreams()
     )

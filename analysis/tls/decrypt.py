@@ -16,7 +16,7 @@ import itertools
 import logging
 import shutil
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -42,30 +42,60 @@ class DecryptedChunk:
 # (client ip, client port, server ip, server port)
 Endpoints = tuple[str, int, str, int]
 
+# One end of a connection: (ip, port).
+End = tuple[str, int]
+
+# Both ends of a connection, the lesser first: the same whichever end
+# sent a packet, and whichever end the session takes for the client.
+Pair = tuple[End, End]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """Plaintext of one TLS record and the end that sent it."""
+
+    ts: int  # ns, the frame that completed the record
+    sender: End
+    data: bytes
+
 
 @dataclass(slots=True)
 class _Stream:
     first_ts: int
-    chunks: list[DecryptedChunk]
+    sent: list[_Sent]
+
+
+def _pair(one: End, other: End) -> Pair:
+    return (one, other) if one <= other else (other, one)
 
 
 class DecryptedStreams:
-    """Decrypted chunks per TCP connection, handed out once each."""
+    """Decrypted chunks per TCP connection, handed out once each.
+
+    tshark's packets are kept by the end that sent them: which end is the
+    client is the session's to say (the reassembler knows it from the SYN),
+    not something to guess here from the ports, which failed when both
+    ends were on SMTP ports (found in review: a client on source port 587
+    had the server's decrypted replies taken for its own).
+    """
 
     def __init__(self) -> None:
-        self._streams: dict[Endpoints, list[_Stream]] = defaultdict(list)
+        self._streams: dict[Pair, list[_Stream]] = defaultdict(list)
 
     def __len__(self) -> int:
         return sum(len(streams) for streams in self._streams.values())
 
-    def add(self, key: Endpoints, chunks: list[DecryptedChunk]) -> None:
-        if chunks:
-            self._streams[key].append(_Stream(chunks[0].ts, chunks))
+    def add(self, pair: Pair, sent: list[_Sent]) -> None:
+        if sent:
+            self._streams[pair].append(_Stream(sent[0].ts, sent))
 
     def take(self, key: Endpoints, first_ts: int) -> list[DecryptedChunk]:
         """The chunks of the connection with these endpoints opened at
-        ``first_ts``: the earliest stream that began after it."""
-        streams = self._streams.get(key)
+        ``first_ts``: the earliest stream that began after it, each chunk
+        from the client if the client of ``key`` sent it."""
+        client_ip, client_port, server_ip, server_port = key
+        client = (client_ip, client_port)
+        streams = self._streams.get(_pair(client, (server_ip, server_port)))
         if not streams:
             return []
         candidates = [s for s in streams if s.first_ts >= first_ts]
@@ -73,27 +103,24 @@ class DecryptedStreams:
             return []
         chosen = min(candidates, key=lambda s: s.first_ts)
         streams.remove(chosen)
-        return chosen.chunks
+        return [DecryptedChunk(s.ts, s.sender == client, s.data) for s in chosen.sent]
 
 
 def tshark_available() -> bool:
     return shutil.which("tshark") is not None
 
 
-def decrypt_captures(
-    paths: Sequence[str], keylog: str, ports: Iterable[int]
-) -> DecryptedStreams:
+def decrypt_captures(paths: Sequence[str], keylog: str) -> DecryptedStreams:
     """Decrypt every capture in ``paths`` with ``keylog``."""
     if not tshark_available():
         raise DecryptError(
             f"--tls-keylog needs tshark, which is not installed; {INSTALL_HINT}"
         )
     _check_keylog_size(keylog)
-    server_ports = frozenset(ports)
     streams = DecryptedStreams()
     for path in paths:
-        for (_stream, key), chunks in _read(path, keylog, server_ports).items():
-            streams.add(key, chunks)
+        for (_stream, pair), sent in _read(path, keylog).items():
+            streams.add(pair, sent)
     log.info("decrypted %d TLS streams with the key log", len(streams))
     return streams
 
@@ -163,22 +190,18 @@ def _check_keylog_size(keylog: str) -> None:
         raise DecryptError(f"cannot read {keylog}: {exc.strerror or exc}") from exc
 
 
-def _read(
-    path: str, keylog: str, server_ports: frozenset[int]
-) -> dict[tuple[int, Endpoints], list[DecryptedChunk]]:
+def _read(path: str, keylog: str) -> dict[tuple[int, Pair], list[_Sent]]:
     try:
-        return _read_once(path, keylog, server_ports)
+        return _read_once(path, keylog)
     except DecryptError as exc:
         # tshark has exited with status 255 at random, twice in about ten
         # runs of the test suite and never when run alone (pyshark's "TShark
         # seems to have crashed"): one more try before giving up.
         log.info("%s; trying once more", exc)
-        return _read_once(path, keylog, server_ports)
+        return _read_once(path, keylog)
 
 
-def _read_once(
-    path: str, keylog: str, server_ports: frozenset[int]
-) -> dict[tuple[int, Endpoints], list[DecryptedChunk]]:
+def _read_once(path: str, keylog: str) -> dict[tuple[int, Pair], list[_Sent]]:
     import pyshark
 
     capture = pyshark.FileCapture(
@@ -189,11 +212,11 @@ def _read_once(
         disable_protocol="smtp",
         use_json=True,
     )
-    found: dict[tuple[int, Endpoints], list[DecryptedChunk]] = defaultdict(list)
+    found: dict[tuple[int, Pair], list[_Sent]] = defaultdict(list)
     error: Exception | None = None
     try:
         for packet in capture:
-            _add_packet(packet, server_ports, found)
+            _add_packet(packet, found)
     except Exception as exc:  # pyshark raises its own and asyncio errors
         error = exc
     closing = _close(capture)
@@ -242,18 +265,10 @@ def _close(capture: Any) -> Exception | None:
     return None
 
 
-def _add_packet(
-    packet: Any,
-    server_ports: frozenset[int],
-    found: dict[tuple[int, Endpoints], list[DecryptedChunk]],
-) -> None:
+def _add_packet(packet: Any, found: dict[tuple[int, Pair], list[_Sent]]) -> None:
     network = packet.ip if hasattr(packet, "ip") else packet.ipv6
-    src, dst = str(network.src), str(network.dst)
-    sport, dport = int(packet.tcp.srcport), int(packet.tcp.dstport)
-    from_client = dport in server_ports or sport not in server_ports
-    key: Endpoints = (
-        (src, sport, dst, dport) if from_client else (dst, dport, src, sport)
-    )
+    sender = (str(network.src), int(packet.tcp.srcport))
+    receiver = (str(network.dst), int(packet.tcp.dstport))
     # The timestamp is kept as text by pyshark: exact to the nanosecond.
     ts = int(Decimal(packet.sniff_timestamp) * 1_000_000_000)
     data = b"".join(
@@ -261,6 +276,5 @@ def _add_packet(
         for layer in packet.get_multiple_layers("data")
     )
     if data:
-        found[(int(packet.tcp.stream), key)].append(
-            DecryptedChunk(ts, from_client, data)
-        )
+        key = (int(packet.tcp.stream), _pair(sender, receiver))
+        found[key].append(_Sent(ts, sender, data))

@@ -1,7 +1,9 @@
-"""Captures rewritten in another format, for tests that compare readers."""
+"""Captures rewritten in another format, for tests that compare readers,
+or with other TCP ports."""
 
 from __future__ import annotations
 
+import socket
 import struct
 from pathlib import Path
 
@@ -111,3 +113,51 @@ def reframed(path: str, target: Path, form: str) -> str:
         frames.append(Frame(seconds, nanos, data))
     target.write_bytes(pcap(frames, linktype=linktype, nano=True))
     return str(target)
+
+
+def _checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071)."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f">{len(data) // 2}H", data))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def with_ends(
+    path: str, target: Path, ends: dict[tuple[str, int], tuple[str, int]]
+) -> str:
+    """``path``'s Ethernet frames of TCP over IPv4 with each end (address,
+    port) in ``ends``, source or destination, changed to its value there,
+    IPv4 and TCP checksums made again (RFC 791 3.1, RFC 9293 3.1), as a
+    nanosecond pcap; other frames are kept as they are."""
+    with open_capture(path) as reader:
+        packets = list(reader)
+    frames = []
+    for packet in packets:
+        data = packet.data
+        if data[12:14] == b"\x08\x00" and data[14 + 9] == 6:  # IPv4, TCP
+            start = 14 + (data[14] & 0x0F) * 4
+            stop = 14 + struct.unpack_from(">H", data, 16)[0]
+            data = data[:14] + _moved(data[14:start], data[start:stop], ends)
+            data += packet.data[stop:]
+        seconds, nanos = divmod(packet.ts, 1_000_000_000)
+        frames.append(Frame(seconds, nanos, data))
+    target.write_bytes(pcap(frames, nano=True))
+    return str(target)
+
+
+def _moved(
+    ip: bytes, tcp: bytes, ends: dict[tuple[str, int], tuple[str, int]]
+) -> bytes:
+    """An IPv4 header and its TCP segment with their ends moved."""
+    src = (socket.inet_ntoa(ip[12:16]), struct.unpack_from(">H", tcp)[0])
+    dst = (socket.inet_ntoa(ip[16:20]), struct.unpack_from(">H", tcp, 2)[0])
+    (src_ip, sport), (dst_ip, dport) = ends.get(src, src), ends.get(dst, dst)
+    addresses = socket.inet_aton(src_ip) + socket.inet_aton(dst_ip)
+    ip = ip[:10] + b"\0\0" + addresses + ip[20:]
+    ip = ip[:10] + struct.pack(">H", _checksum(ip)) + ip[12:]
+    tcp = struct.pack(">HH", sport, dport) + tcp[4:16] + b"\0\0" + tcp[18:]
+    pseudo = addresses + struct.pack(">BBH", 0, 6, len(tcp))
+    return ip + tcp[:16] + struct.pack(">H", _checksum(pseudo + tcp)) + tcp[18:]

@@ -27,6 +27,7 @@ import pytest
 from analysis import SmtpTables, read_captures
 from analysis.cli import main
 from analysis.tls import decrypt
+from tests.analysis.rewrite import with_ends
 from tests.corpus import CORPUS, require_corpus
 
 PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
@@ -277,6 +278,68 @@ def test_decrypted_smtp_goes_through_the_parser(name: str) -> None:
     assert got == {**EXPECTED_SESSIONS[name][0], "tls_decrypted": True}
 
 
+INSIDE_465 = [
+    ("EHLO", 250, True),
+    ("MAIL", 250, True),
+    ("RCPT", 250, True),
+    ("DATA", 354, True),
+    ("QUIT", 221, True),
+]
+INSIDE_TLS12 = [
+    ("EHLO", 250, False),
+    ("STARTTLS", 220, False),
+    ("EHLO", 250, True),
+    ("AUTH", 235, True),
+    *INSIDE_465[1:],
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "client", "commands"),
+    [
+        # A client whose source port is an SMTP port, as the reviewer's was.
+        ("implicit-tls-465.pcap", ("127.0.0.1", 587), INSIDE_465),
+        # Two MTAs, both ends on port 25.
+        ("starttls-tls12.pcap", ("127.0.0.2", 25), INSIDE_TLS12),
+    ],
+)
+def test_decrypted_replies_follow_the_sessions_direction_on_smtp_ports(
+    name: str,
+    client: tuple[str, int],
+    commands: list[tuple[str, int, bool]],
+    tmp_path: Path,
+) -> None:
+    # Found in review: the direction of decrypted data was guessed from the
+    # ports, so a client on an SMTP port had the server's replies taken for
+    # its own (no greeting, no reply to any command inside TLS).
+    needs_tshark()
+    (session,) = tables(name).sessions.to_dict("records")
+    moved = with_ends(
+        str(PCAPS / name),
+        tmp_path / name,
+        {(session["client_ip"], session["client_port"]): client},
+    )
+    t = read_captures(moved, tls_keylog=PCAPS / name.replace(".pcap", ".keylog"))
+    columns = ("client_ip", "client_port", "server_port", "greeting_code")
+    assert [
+        {c: plain(row[c]) for c in (*columns, "tls_decrypted")}
+        for _, row in t.sessions.iterrows()
+    ] == [
+        {
+            "client_ip": client[0],
+            "client_port": client[1],
+            "server_port": session["server_port"],
+            "greeting_code": 220,
+            "tls_decrypted": True,
+        }
+    ]
+    rows = zip(*(t.commands[c] for c in ("verb", "reply_code", "tls")), strict=True)
+    assert [(verb, plain(code), tls) for verb, code, tls in rows] == commands
+    assert t.transactions["status"].tolist() == ["accepted"]
+    assert t.anomalies.empty
+    assert t.stats.errors == []
+
+
 def test_a_220_to_starttls_inside_tls_is_reported_and_changes_no_posture() -> None:
     # A server answered 220 to a second STARTTLS, inside the first TLS
     # session (RFC 3207 4.2 has it refuse); the client sent QUIT there in
@@ -484,23 +547,23 @@ def test_a_failed_tshark_run_is_tried_once_more(
     # tshark has exited with status 255 at random under the test suite.
     calls: list[str] = []
 
-    def flaky(path: str, keylog: str, ports: frozenset[int]) -> dict[Any, Any]:
+    def flaky(path: str, keylog: str) -> dict[Any, Any]:
         calls.append(path)
         if len(calls) == 1:
             raise decrypt.DecryptError(f"tshark could not decrypt {path}: crashed")
         return {}
 
     monkeypatch.setattr(decrypt, "_read_once", flaky)
-    assert decrypt._read("a.pcap", "k", frozenset({25})) == {}
+    assert decrypt._read("a.pcap", "k") == {}
     assert calls == ["a.pcap", "a.pcap"]
 
-    def broken(path: str, keylog: str, ports: frozenset[int]) -> dict[Any, Any]:
+    def broken(path: str, keylog: str) -> dict[Any, Any]:
         calls.append(path)
         raise decrypt.DecryptError(f"tshark could not decrypt {path}: crashed")
 
     monkeypatch.setattr(decrypt, "_read_once", broken)
     with pytest.raises(decrypt.DecryptError, match="crashed"):
-        decrypt._read("b.pcap", "k", frozenset({25}))
+        decrypt._read("b.pcap", "k")
     assert calls[2:] == ["b.pcap", "b.pcap"]
 
 
