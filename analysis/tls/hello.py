@@ -271,10 +271,14 @@ class _Extensions:
 
 
 def _host_name(names: _Reader) -> str | None:
+    """The host_name of a server_name extension, decoded as UTF-8 with an
+    invalid byte as ``\\xNN``, as all text from the wire is. RFC 6066 3
+    has it ASCII (an IDN as its A-label), but clients send U-labels too,
+    which decoded as ASCII showed escaped (found in review)."""
     # RFC 6066 3: a list of (type, name); type 0 is host_name, the only one.
     while names.left:
         kind = names.uint(1)
         name = names.vector(2)
         if kind == 0:
-            return name.take(name.left).decode("ascii", "backslashreplace")
+            return name.take(name.left).decode("utf-8", "backslashreplace")
     return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from analysis.downgrade import mangled_keyword
 from analysis.records import AnomalyRecord, TlsRecord
 from analysis.smtp.events import AnomalySeen, CommandSeen, TlsBytesSeen
@@ -100,10 +102,10 @@ def _u16s(values: tuple[int, ...]) -> bytes:
     return b"".join(struct.pack("!H", v) for v in values)
 
 
-def client_hello_body() -> bytes:
+def client_hello_body(sni: bytes = b"mail.example", alpn: bytes = b"smtp") -> bytes:
     extensions = [
-        (0x0000, _vec(2, b"\x00" + _vec(2, b"mail.example"))),
-        (0x0010, _vec(2, _vec(1, b"smtp"))),
+        (0x0000, _vec(2, b"\x00" + _vec(2, sni))),
+        (0x0010, _vec(2, _vec(1, alpn))),
         (0x002B, _vec(1, _u16s((0x0304, 0x0303)))),
         (0x000A, _vec(2, _u16s((0x001D,)))),
         (0x000D, _vec(2, _u16s((0x0403, 0x0804)))),
@@ -142,6 +144,25 @@ def test_client_hello_parses() -> None:
     assert hello.cipher_suites == (0x1301, 0xC02F)
     assert hello.supported_versions == (0x0304, 0x0303)
     assert fingerprint.ja4(hello).startswith("t13d0206sp_")
+
+
+@pytest.mark.parametrize(
+    ("raw", "text"),
+    [
+        (b"mail.example", "mail.example"),
+        ("mäil.example".encode(), "mäil.example"),  # an IDN's U-label
+        (b"m\xe4il.example", "m\\xe4il.example"),  # Latin-1: not UTF-8
+    ],
+)
+def test_server_name_and_alpn_are_decoded_as_utf8(raw: bytes, text: str) -> None:
+    # Found in review: the SNI was decoded as ASCII, so a UTF-8 name showed
+    # escaped while all other text from the wire is decoded as UTF-8.
+    hello = parse_client_hello(client_hello_body(sni=raw, alpn=raw))
+    assert (hello.server_name, hello.alpn) == (text, (text,))
+    # The fingerprints never read the name: JA4's "d" says one was sent.
+    ascii_hello = parse_client_hello(client_hello_body(alpn=raw))
+    assert fingerprint.ja4(hello) == fingerprint.ja4(ascii_hello)
+    assert fingerprint.ja3(hello) == fingerprint.ja3(ascii_hello)
 
 
 def test_record_split_byte_by_byte_and_message_across_records() -> None:
