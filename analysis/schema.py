@@ -174,7 +174,12 @@ SESSIONS: tuple[Column, ...] = (
     Column("tls_ja3", _S, "JA3 fingerprint of the ClientHello (MD5)"),
     Column("tls_ja4", _S, "JA4 fingerprint of the ClientHello"),
     Column("tls_handshake", _S, "none, completed, failed or incomplete"),
-    Column("tls_alert", _S, "first TLS alert: side, level and description"),
+    Column(
+        "tls_alert",
+        _S,
+        "first TLS alert: side, level and description (`encrypted` when it "
+        "cannot be read, `malformed` when sent in the clear but not two bytes)",
+    ),
     Column("cert_subject", _S, "subject of the server certificate (TLS 1.2-)"),
     Column("cert_issuer", _S, "issuer of the server certificate"),
     Column("cert_sha256", _S, "SHA-256 of the server certificate (DER)"),
@@ -334,7 +339,12 @@ TLS: tuple[Column, ...] = (
     Column("cipher", _S, "cipher suite the server chose"),
     Column("cipher_id", _NI, "its IANA number"),
     Column("hello_retry", _B, "the server sent a HelloRetryRequest"),
-    Column("alert", _S, "first alert: side, level and description"),
+    Column(
+        "alert",
+        _S,
+        "first alert: side, level and description (`encrypted` when it cannot "
+        "be read, `malformed` when sent in the clear but not two bytes)",
+    ),
     Column("cert_count", _I, "certificates the server sent in the clear"),
     Column("cert_subject", _S, "subject of the server certificate"),
     Column("cert_issuer", _S, "issuer of the server certificate"),

@@ -38,8 +38,8 @@ class CertificatesSeen:
 class AlertSeen:
     ts: int
     from_client: bool
-    level: int | None  # 1 warning, 2 fatal; None when encrypted
-    description: str  # RFC 8446 6 name, or "encrypted"
+    level: int | None  # 1 warning, 2 fatal; None when not read
+    description: str  # RFC 8446 6 name, "encrypted" or "malformed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -276,8 +276,16 @@ class TlsParser:
         # RFC 8446 6: level (1 warning, 2 fatal) and description.
         if side.encrypted and self.outcome is Outcome.COMPLETED:
             return  # most likely close_notify; its content cannot be read
-        if side.encrypted or len(body) != 2:
+        if side.encrypted:
             out.append(AlertSeen(ts, side.from_client, None, "encrypted"))
+        elif len(body) != 2:
+            # In the clear but not one alert (RFC 8446 5.1: an alert record
+            # holds one, never a part or several): it was shown as
+            # encrypted (found in review).
+            out.append(AlertSeen(ts, side.from_client, None, "malformed"))
+            self._anomaly(
+                out, ts, "tls_malformed", f"{side.name} alert of {len(body)} bytes"
+            )
         else:
             out.append(AlertSeen(ts, side.from_client, body[0], alert_name(body[1])))
         if self.outcome is None:

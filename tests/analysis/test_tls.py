@@ -213,6 +213,42 @@ def test_fatal_alert_fails_the_handshake() -> None:
     assert parser.outcome is Outcome.FAILED
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"\x02", b"\x02\x28\x02\x28", b"\x02\x28" * 1000],
+    ids=["empty", "one byte", "two alerts", "2000 bytes"],
+)
+def test_an_alert_record_in_the_clear_of_other_than_two_bytes_is_malformed(
+    body: bytes,
+) -> None:
+    # Found in review: one of 2000 bytes was shown as "server encrypted".
+    parser = TlsParser()
+    events = feed_all(
+        parser,
+        [
+            (True, record(22, handshake(1, client_hello_body()))),
+            (False, record(21, body)),
+        ],
+    )
+    detail = f"server alert of {len(body)} bytes"
+    assert [e for e in events if not isinstance(e, ClientHelloSeen)] == [
+        AlertSeen(1, False, None, "malformed"),
+        TlsAnomalySeen(1, "tls_malformed", detail),
+        HandshakeEnded(1, Outcome.FAILED),
+    ]
+    hello = record(22, handshake(1, client_hello_body()))
+    result = session([(C, hello), (S, record(21, body))], port=465)
+    sid = result.session.session_id
+    assert (result.session.tls_alert, result.session.tls_handshake) == (
+        "server malformed",
+        "failed",
+    )
+    assert [(t.alert, t.outcome) for t in result.tls] == [
+        ("server malformed", "failed")
+    ]
+    assert result.anomalies == [AnomalyRecord(sid, 2, "tls_malformed", detail)]
+
+
 def test_plain_text_where_tls_was_due() -> None:
     parser = TlsParser()
     events = parser.feed(True, b"EHLO client\r\n", 5)
