@@ -273,10 +273,14 @@ class TlsParser:
                 self._end(Outcome.COMPLETED, ts, out)
 
     def _alert(self, side: _Side, body: bytes, ts: int, out: list[TlsEvent]) -> None:
-        # RFC 8446 6: level (1 warning, 2 fatal) and description.
-        if side.encrypted and self.outcome is Outcome.COMPLETED:
+        # RFC 8446 6: level (1 warning, 2 fatal) and description. TLS 1.3
+        # sends its encrypted alerts as application data (RFC 8446 5.2): an
+        # alert record there is in the clear, as a client's is when it
+        # refuses the ServerHello before it has keys.
+        protected = side.encrypted and not self._tls13
+        if protected and self.outcome is Outcome.COMPLETED:
             return  # most likely close_notify; its content cannot be read
-        if side.encrypted:
+        if protected:
             out.append(AlertSeen(ts, side.from_client, None, "encrypted"))
         elif len(body) != 2:
             # In the clear but not one alert (RFC 8446 5.1: an alert record

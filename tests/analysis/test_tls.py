@@ -249,6 +249,28 @@ def test_an_alert_record_in_the_clear_of_other_than_two_bytes_is_malformed(
     assert result.anomalies == [AnomalyRecord(sid, 2, "tls_malformed", detail)]
 
 
+def test_an_alert_record_after_a_tls13_server_hello_is_read() -> None:
+    # A client refusing the ServerHello has no keys yet and sends its alert
+    # in the clear; it was shown as "client encrypted".
+    versions = b"\x00\x2b\x00\x02\x03\x04"  # supported_versions: TLS 1.3
+    server_hello = (
+        b"\x03\x03" + b"\x33" * 32 + _vec(1, b"") + b"\x13\x01\x00" + _vec(2, versions)
+    )
+    parser = TlsParser()
+    events = feed_all(
+        parser,
+        [
+            (True, record(22, handshake(1, client_hello_body()))),
+            (False, record(22, handshake(2, server_hello))),
+            (True, record(21, b"\x02\x2f")),
+        ],
+    )
+    assert [e for e in events if isinstance(e, (AlertSeen, HandshakeEnded))] == [
+        AlertSeen(2, True, 2, "illegal_parameter"),
+        HandshakeEnded(2, Outcome.FAILED),
+    ]
+
+
 def test_plain_text_where_tls_was_due() -> None:
     parser = TlsParser()
     events = parser.feed(True, b"EHLO client\r\n", 5)
