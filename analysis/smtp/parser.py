@@ -788,16 +788,18 @@ class SmtpParser:
         self, buf: bytes, pos: int, ts: int, out: list[SmtpEvent]
     ) -> None:
         rest = buf[pos:]
+        if self._client_discard:
+            # More of a line already cut: dropped as it comes, up to its LF
+            # (found in review: the last 16,005 bytes of a 30 MB EHLO line
+            # were kept, and became a command of their own at the close).
+            return
         if len(rest) <= MAX_LINE:
             self._cbuf = rest
             return
         # A line longer than anyone should send: keep its start as the
         # command, drop the rest up to the next LF.
-        if not self._client_discard:
-            self._anomaly(
-                out, ts, "line_truncated", f"client line over {MAX_LINE} bytes"
-            )
-            self._client_line(rest[:MAX_LINE], ts, out, cut=True)
+        self._anomaly(out, ts, "line_truncated", f"client line over {MAX_LINE} bytes")
+        self._client_line(rest[:MAX_LINE], ts, out, cut=True)
         self._client_discard = True
 
     def _client_line(

@@ -418,6 +418,25 @@ def test_over_long_command_line_is_flagged_and_bounded() -> None:
     assert verbs(huge) == ["X" * 16384, "QUIT"]
 
 
+def test_the_rest_of_a_cut_line_stays_part_of_it_to_the_close() -> None:
+    # make_flood.py's EHLO of 30 MB without a line end, in 32,000-byte
+    # segments: the last piece, shorter than MAX_LINE, was kept and became
+    # a second command at the close.
+    line = b"EHLO " + b"A" * 48_000
+    steps = [(S, b"220 ok\r\n")]
+    steps += [(C, line[i : i + 32_000]) for i in range(0, len(line), 32_000)]
+    events = run(steps)
+    assert [(c.verb, len(c.argument)) for c in of(events, CommandSeen)] == [
+        ("EHLO", 16_384 - 5)
+    ]
+    assert anomalies(events) == ["line_truncated", "no_reply"]
+    # With a line end after it, the next line is a command again.
+    ending = (C, b"A" * 100 + b"\r\nQUIT\r\n")
+    events = run([*steps, ending, (S, b"500 too long\r\n221 bye\r\n")])
+    assert verbs(events) == ["EHLO", "QUIT"]
+    assert placed(events) == [(0, "EHLO", 500), (1, "QUIT", 221)]
+
+
 def test_unknown_verbs_kept_verbatim_and_case_insensitive_known_verbs() -> None:
     events = run([(S, b"220 mx\r\n"), (C, b"mail from:<a@b>\r\nXyZZy now\r\n")])
     commands = of(events, CommandSeen)
