@@ -82,6 +82,9 @@ _NOTHING_PENDING: deque[_Pending] = deque(maxlen=0)
 _TLS_HANDSHAKE = 0x16  # TLS record content type handshake (RFC 8446 5.1)
 # change_cipher_spec, alert, handshake, application_data (RFC 8446 5.1)
 _TLS_CONTENT_TYPES = frozenset({0x14, 0x15, 0x16, 0x17})
+# The longest TLS record (RFC 5246 6.2.3, a TLSCiphertext): a length past it
+# is no record's.
+_TLS_RECORD_MAX = 2**14 + 2048
 
 # Builds an event NamedTuple without its Python-level __new__, about half
 # the cost, for the events made per segment or per line; every field must
@@ -98,6 +101,7 @@ class ClientMode(enum.Enum):
     REFUSED_BODY = "refused_body"  # a body sent although DATA was refused
     TLS = "tls"
     OTHER = "other"  # another protocol on an SMTP port: nothing is parsed
+    TLS_RECORD = "tls_record"  # TLS where a command was due, skipped by length
 
 
 # Python 3.11 reads an Enum member through EnumType.__getattr__, a few
@@ -110,6 +114,7 @@ _AUTH_ANSWER: Final = ClientMode.AUTH_ANSWER
 _REFUSED_BODY: Final = ClientMode.REFUSED_BODY
 _TLS: Final = ClientMode.TLS
 _OTHER: Final = ClientMode.OTHER
+_TLS_RECORD: Final = ClientMode.TLS_RECORD
 
 
 # (what the reply answers, reply class) -> client mode afterwards.
@@ -265,6 +270,25 @@ def _opens_tls(data: bytes) -> bool:
     return data[:2] == b"\x16\x03" or (
         len(data) >= V2_OPENING and starts_v2_client_hello(data)
     )
+
+
+def _tls_record_size(data: bytes) -> int:
+    """The size of the TLS record ``data`` begins with, header included: a
+    record of TLS (RFC 8446 5.1: a content type, version 3.x, a length) or
+    an SSL 2.0 CLIENT-HELLO (RFC 5246 E.2, two bytes of length). 0 when it
+    begins with none, -1 when it may but its opening is not all there yet.
+    No command line starts with either."""
+    first = data[0]
+    if first in _TLS_CONTENT_TYPES:
+        if len(data) < 5:
+            return -1 if data[1:2] in (b"", b"\x03") else 0
+        length = data[3] << 8 | data[4]
+        return 5 + length if data[1] == 3 and length <= _TLS_RECORD_MAX else 0
+    if first & 0x80 and starts_v2_client_hello(data[:V2_OPENING]):
+        if len(data) < V2_OPENING:
+            return -1
+        return 2 + ((first & 0x7F) << 8 | data[1])
+    return 0
 
 
 def _starts_like_command(data: bytes) -> bool:
@@ -445,6 +469,7 @@ class SmtpParser:
         "_lf_only_server",
         "_mode",
         "_pending",
+        "_record_left",
         "_refused_lines",
         "_replaying",
         "_reply_code",
@@ -519,6 +544,7 @@ class SmtpParser:
         # server reads as a command and answers (500 or 502), before the
         # commands sent after them.
         self._refused_lines = 0
+        self._record_left = 0  # bytes of a skipped TLS record still to come
         # What was last withheld from the client's lines: a server may echo
         # it in a reply (Sendmail: 500 5.5.1 Command unrecognized: "...").
         self._secrets: deque[str] | None = None  # in lower case
@@ -648,6 +674,8 @@ class SmtpParser:
             out.append(TlsBytesSeen(ts, True, b"", size))
         elif mode is _DATA_BODY and self._body is not None:
             self._body.lost(size)
+        elif mode is _TLS_RECORD and size < self._record_left:
+            self._record_left -= size
         elif mode is _BDAT_CHUNK:
             # As a gap in a DATA body: the message goes on, incomplete.
             self._chunk_complete = False
@@ -672,6 +700,9 @@ class SmtpParser:
                 self._cbuf = b""
                 self._client_resync = True
         else:
+            if mode is _TLS_RECORD:  # the gap took the record's end
+                self._mode = _COMMAND
+                self._record_left = 0
             self._cbuf = b""
             self._client_resync = True
         return out
@@ -748,6 +779,22 @@ class SmtpParser:
             if mode is _BDAT_CHUNK:
                 pos = self._chunk_input(buf, pos, ts, out)
                 continue
+            if mode is _TLS_RECORD:
+                pos = self._record_input(buf, pos)
+                continue
+            if (
+                mode is _COMMAND
+                and (buf[pos] in _TLS_CONTENT_TYPES or buf[pos] & 0x80)
+                and not self._client_discard
+                and not self._client_resync
+            ):
+                record = _tls_record_size(buf[pos : pos + 5])
+                if record < 0:  # perhaps a record: wait for its header
+                    self._cbuf = buf[pos:]
+                    return
+                if record:
+                    self._tls_record(record, ts, out)
+                    continue
 
             nl = buf.find(b"\n", pos)
             if nl < 0:
@@ -783,6 +830,32 @@ class SmtpParser:
                     self._hold_rest(buf, pos, ts)
                 self._check_held(out)
                 return
+
+    def _tls_record(self, size: int, ts: int, out: list[SmtpEvent]) -> None:
+        """A TLS record where a command was due, with no 220 to STARTTLS
+        before it (a ClientHello after a refused STARTTLS): it is no command,
+        and is skipped by its length, after which commands are read again."""
+        self._anomaly(
+            out,
+            ts,
+            "tls_not_agreed",
+            f"client sent a TLS record of {size} bytes where a command was due",
+        )
+        self._mode = _TLS_RECORD
+        self._record_left = size
+
+    def _record_input(self, buf: bytes, pos: int) -> int:
+        end = pos + min(self._record_left, len(buf) - pos)
+        if not self._pending:
+            # The server reads the record as lines of garbage and refuses
+            # each (500), before any command sent after it. With commands
+            # still waiting, their replies come first, and which 5xx is
+            # whose could not be told: none is then taken for a line's.
+            self._refused_lines += buf.count(b"\n", pos, end)
+        self._record_left -= end - pos
+        if not self._record_left:
+            self._mode = _COMMAND
+        return end
 
     def _partial_line(
         self, buf: bytes, pos: int, ts: int, out: list[SmtpEvent]

@@ -1354,3 +1354,58 @@ def test_text_around_encoded_words_keeps_its_characters() -> None:
     assert decoded_words(subject) == "Grüße, Жук café \U0001f600"
     txn = delivered(b"Subject: " + subject.encode() + b"\r\n", b"250 queued\r\n")
     assert (txn.subject, txn.subject_decoded) == (subject, decoded_words(subject))
+
+
+def _rows(result: SessionResult) -> list[tuple[str, str, int | None]]:
+    return [(c.verb, c.argument, c.reply_code) for c in result.commands]
+
+
+def _anomalies(result: SessionResult) -> list[tuple[str, str]]:
+    return [(a.kind, a.detail) for a in result.anomalies]
+
+
+# A TLS handshake record of 17 bytes whose body holds an LF, as a ClientHello
+# may: a server that reads it as SMTP refuses one line of it.
+_CLIENT_HELLO = b"\x16\x03\x01\x00\x0c\x01\x00\x00\x08\x03\x03\n\x11\x11\x00\x00\x00"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        [_CLIENT_HELLO, b"QUIT\r\n"],
+        [_CLIENT_HELLO + b"QUIT\r\n"],  # the record's end does not glue to QUIT
+        [
+            _CLIENT_HELLO[:1],
+            _CLIENT_HELLO[1:4],
+            _CLIENT_HELLO[4:11],
+            _CLIENT_HELLO[11:] + b"QUIT\r\n",
+        ],
+    ],
+)
+def test_a_client_hello_after_a_refused_starttls_is_no_command(
+    sent: list[bytes],
+) -> None:
+    # make_starttls.py, client port 44001: the record was a command row with
+    # a binary verb, and QUIT was glued to its last fragment.
+    steps = [
+        (S, b"220 mx\r\n"),
+        (C, b"EHLO a\r\n"),
+        (S, b"250-mx\r\n250 STARTTLS\r\n"),
+        (C, b"STARTTLS\r\n"),
+        (S, b"454 TLS not available\r\n"),
+        *[(C, data) for data in sent],
+        (S, b"500 what\r\n221 bye\r\n"),
+    ]
+    result = session(steps)
+    assert _rows(result) == [
+        ("EHLO", "a", 250),
+        ("STARTTLS", "", 454),
+        ("QUIT", "", 221),
+    ]
+    assert _anomalies(result) == [
+        (
+            "tls_not_agreed",
+            "client sent a TLS record of 17 bytes where a command was due",
+        )
+    ]
+    assert result.session.tls == "none"
