@@ -137,6 +137,10 @@ _SECRETS_KEPT = 32
 _SECRET_START = 8
 # Commands whose argument is free text nothing reads: a blob there is hidden.
 _FREE_TEXT_VERBS = frozenset({"VRFY", "EXPN", "HELP", "NOOP"})
+# Commands a 354 that answers a later DATA may pass over, and how many at
+# most (SmtpParser._skipped_before_data).
+_PASSED_OVER = (KNOWN_VERBS - _BLOCKING) - {"BDAT"}
+_REALIGN_SPAN = 1024
 # RFC 2920 3.1: commands that can only be last in a pipelined group.
 _GROUP_ENDERS = (
     _GREETING_VERBS | {"DATA", "VRFY", "EXPN", "TURN", "QUIT", "NOOP"} | _BLOCKING
@@ -1392,9 +1396,41 @@ class SmtpParser:
             self._anomaly(out, ts, "reply_without_command", f"{reply.code} {shown}")
             out.append(ReplySeen(ts, reply, None, None))
             return
+        if reply.code == 354 and self._pending[0].answers != "DATA":
+            self._skipped_before_data(ts, out)
         waiting = self._pending.popleft()
         out.append(_new(ReplySeen, (ts, reply, waiting.index, waiting.answers)))
         self._after_reply(waiting, reply, ts, out)
+
+    def _skipped_before_data(self, ts: int, out: list[SmtpEvent]) -> None:
+        """A 354 came while commands sent before a DATA still wait.
+
+        354 answers DATA alone (RFC 5321 4.3.2): a server that sends it has
+        read DATA, and so every command before it, which it answers in order
+        (RFC 2920 3.1). The replies of those it never sent: they are let go
+        and the 354 goes to DATA. Only plain commands are passed over, never
+        one whose reply changes what the client's bytes are (DATA, BDAT,
+        STARTTLS, AUTH), an end of data, or a line of an unknown verb (an
+        extension may answer 354); nor more than _REALIGN_SPAN of them, so
+        a hostile pipeline cannot make each reply walk the whole queue.
+        """
+        pending = self._pending
+        for skipped in range(min(len(pending), _REALIGN_SPAN)):
+            waiting = pending[skipped]
+            if waiting.answers == "DATA" and not waiting.assumed:
+                break
+            if waiting.answers not in _PASSED_OVER or waiting.sasl:
+                return
+        else:
+            return
+        verbs = [pending.popleft().answers for _ in range(skipped)]
+        self._anomaly(
+            out,
+            ts,
+            "replies_skipped",
+            f"354 to DATA with {skipped} command(s) before it unanswered: "
+            + ", ".join(verbs[:10]),
+        )
 
     def _expect(self, pending: _Pending) -> None:
         """Queue what the next reply answers, after those already waiting."""

@@ -1409,3 +1409,73 @@ def test_a_client_hello_after_a_refused_starttls_is_no_command(
         )
     ]
     assert result.session.tls == "none"
+
+
+def test_a_354_passes_over_the_replies_a_server_skipped() -> None:
+    # make_smtp.py, client port 42024: the server sent no reply to either
+    # RCPT. The 354 went to the first RCPT, the verdict to the second, and
+    # 221 was DATA's. 354 answers DATA alone, so the server read DATA.
+    result = session(
+        [
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 PIPELINING\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n"),
+            (S, b"250 ok\r\n354 go\r\n"),
+            (C, b"Subject: x\r\n\r\nbody\r\n.\r\n"),
+            (S, b"250 queued as Q1\r\n"),
+            (C, b"QUIT\r\n"),
+            (S, b"221 bye\r\n"),
+        ]
+    )
+    assert _rows(result) == [
+        ("EHLO", "c", 250),
+        ("MAIL", "FROM:<a@b>", 250),
+        ("RCPT", "TO:<c@d>", None),
+        ("RCPT", "TO:<e@f>", None),
+        ("DATA", "", 354),
+        ("QUIT", "", 221),
+    ]
+    (txn,) = result.transactions
+    assert (txn.rcpt_to, txn.rcpt_codes, txn.rcpts_accepted) == (
+        ["c@d", "e@f"],
+        [None, None],
+        0,
+    )
+    assert (txn.status, txn.data_code, txn.queue_id, txn.message_bytes) == (
+        "accepted",
+        250,
+        "Q1",
+        20,
+    )
+    assert _anomalies(result) == [
+        (
+            "replies_skipped",
+            "354 to DATA with 2 command(s) before it unanswered: RCPT, RCPT",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sent", "replies"),
+    [
+        # An unknown verb may be an extension that answers 354.
+        (b"XFOO\r\nRCPT TO:<c@d>\r\nDATA\r\n", b"354 go\r\n"),
+        # Nor a BDAT, whose chunk follows it.
+        (b"BDAT 0\r\nDATA\r\n", b"354 go\r\n"),
+    ],
+)
+def test_a_354_passes_over_no_unknown_or_blocking_command(
+    sent: bytes, replies: bytes
+) -> None:
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, sent),
+            (S, replies),
+        ]
+    )
+    assert [a.kind for a in result.anomalies if a.kind == "replies_skipped"] == []
+    assert result.commands[1].reply_code == 354
