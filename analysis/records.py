@@ -134,6 +134,9 @@ class TransactionRecord:
     # Every RCPT of the transaction, listed in rcpt_to or not (the session's
     # list is capped: analysis.session.MAX_LISTED_RCPTS).
     rcpts_total: int = 0
+    # LMTP only (RFC 2033 4.2): the reply to the message for each listed
+    # RCPT, in rcpt_to's order; None for one refused, or still unanswered.
+    rcpt_data_codes: list[int | None] = field(default_factory=list)
 
 
 @dataclass(slots=True)

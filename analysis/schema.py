@@ -238,7 +238,12 @@ TRANSACTIONS: tuple[Column, ...] = (
     Column(
         "data_method", _S, "DATA or BDAT: how the content data_code answers was sent"
     ),
-    Column("data_code", _NI, "final reply code to the message content"),
+    Column(
+        "data_code",
+        _NI,
+        "final reply code to the message content; in LMTP, the first "
+        "recipient's refusal, else the last recipient's reply",
+    ),
     Column("message_bytes", _NI, "message size after dot-unstuffing"),
     Column("data_duration_s", _F, "start of content to final reply"),
     Column("queue_id", _S, "queue identifier found in the final reply"),
@@ -249,7 +254,12 @@ TRANSACTIONS: tuple[Column, ...] = (
     Column("subject", _S, "Subject: header"),
     Column("subject_decoded", _S, "Subject: header, RFC 2047 encoded words decoded"),
     Column("message_id", _S, "Message-ID: header"),
-    Column("status", _S, "accepted, rejected, reset or incomplete"),
+    Column(
+        "status",
+        _S,
+        "accepted, rejected, reset or incomplete; in LMTP accepted when "
+        "delivered to any recipient",
+    ),
     Column("end", _T, "when the transaction ended; missing if it did not"),
     Column("tls", _B, "whether the transaction ran inside TLS"),
     Column(
@@ -269,6 +279,13 @@ TRANSACTIONS: tuple[Column, ...] = (
     Column("first_received", _S, "the last Received: header: the first hop"),
     Column("second_received", _S, "the Received: header above it"),
     Column("rcpts_total", _I, "RCPT commands, those past rcpt_to's cap too"),
+    Column(
+        "rcpt_data_codes",
+        Kind.INT_LIST,
+        "LMTP only (RFC 2033 4.2): reply code to the message for each RCPT, "
+        "same order as rcpt_to, missing for a refused one; empty in SMTP, "
+        "where data_code answers for all",
+    ),
 )
 
 COMMANDS: tuple[Column, ...] = (

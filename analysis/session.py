@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from analysis.communityid import community_id
@@ -227,6 +228,15 @@ def _seconds(later: int | None, earlier: int | None) -> float | None:
     return (later - earlier) / NS
 
 
+@dataclass(slots=True)
+class _Deliveries:
+    """What an LMTP message's replies said so far (see _on_delivery_reply)."""
+
+    slots: list[int]  # rcpt_to positions of the accepted RCPTs, in order
+    delivered: Reply | None = None  # the first success
+    refused: Reply | None = None  # the first refusal
+
+
 class SessionBuilder:
     """Builds the records of one connection. Feed it in capture order."""
 
@@ -244,6 +254,7 @@ class SessionBuilder:
         "_inner",
         "_inside",
         "_last_verb",
+        "_lmtp",
         "_message_start",
         "_message_txn",
         "_pipelined_kept",
@@ -313,6 +324,8 @@ class SessionBuilder:
         self._message_start = 0
         self._auth: _AuthAttempt | None = None  # the last AUTH, until answered
         self._auth_rank = 0  # _AUTH_RANK of the AUTH the session row shows
+        # The replies to an LMTP message so far, while more are due.
+        self._lmtp: _Deliveries | None = None
         self._helo_accepted = False  # session.helo is a name the server took
         self._displaced: dict[int, TransactionRecord] = {}  # MAIL -> older txn
         self._anomaly_kinds: dict[str, int] = {}
@@ -697,6 +710,9 @@ class SessionBuilder:
             return
         reply = event.reply
         answers = event.answers
+        if event.recipient is not None:
+            self._on_delivery_reply(event, event.command_index, event.recipient)
+            return
         if answers == ".":
             self._on_message_reply(event.command_index, reply, event.ts)
             return
@@ -1043,6 +1059,52 @@ class SessionBuilder:
         if txn is None:
             return
         self._settle_message(txn, reply, ts)
+
+    def _on_delivery_reply(
+        self, event: ReplySeen, index: int, recipient: tuple[int, int]
+    ) -> None:
+        """One of an LMTP message's replies, one per accepted RCPT (RFC 2033
+        4.2), in the order they were accepted: each goes to its recipient's
+        place in rcpt_data_codes. After the last the transaction is settled:
+        accepted when the message was delivered to anyone, its verdict the
+        first refusal, else the last reply."""
+        nth, count = recipient
+        reply = event.reply
+        if nth == 0 and event.answers == "BDAT":
+            row = self._rows.get(index)
+            if row is not None:  # the BDAT LAST's row shows the first reply
+                self._fill_reply(row, reply, event.ts, True)
+        txn = self._txn_of.get(index) or self._message_txn
+        if txn is None:
+            if nth == count - 1:
+                self._answered(index)
+            return
+        if nth == 0 or self._lmtp is None:
+            accepted = [
+                slot
+                for slot, code in enumerate(txn.rcpt_codes)
+                if code is not None and code // 100 == 2
+            ]
+            txn.rcpt_data_codes = [None] * len(txn.rcpt_codes)
+            self._lmtp = _Deliveries(accepted)
+        deliveries = self._lmtp
+        if nth < len(deliveries.slots):
+            txn.rcpt_data_codes[deliveries.slots[nth]] = reply.code
+        if reply.klass == 2:
+            deliveries.delivered = deliveries.delivered or reply
+        elif deliveries.refused is None:
+            deliveries.refused = reply
+        if nth < count - 1:
+            return
+        self._lmtp = None
+        self._answered(index)
+        self._settle_message(txn, deliveries.refused or reply, event.ts)
+        delivered = deliveries.delivered
+        if delivered is not None and txn.status != "accepted":
+            # Refused for some recipients, delivered to others.
+            txn.status = "accepted"
+            txn.queue_id = queue_id(delivered.text)
+            self.session.messages_accepted += 1
 
     def _settle_message(self, txn: TransactionRecord, reply: Reply, ts: int) -> None:
         self._final_reply(txn, reply, ts)

@@ -48,12 +48,17 @@ class ReplySeen(NamedTuple):
     a DATA message, "AUTH" for an answer line inside an AUTH exchange, or
     None when nothing was waiting. ``command_index`` is the command whose
     row the reply belongs to (for "." the DATA, inside AUTH the AUTH).
+
+    ``recipient`` is set on the replies to a message in LMTP, one for each
+    RCPT the server accepted (RFC 2033 4.2): (n, count) for the n-th of
+    them, from 0, in the order the RCPTs were accepted.
     """
 
     ts: int
     reply: Reply
     command_index: int | None
     answers: str | None
+    recipient: tuple[int, int] | None = None
 
 
 class AuthResponseSeen(NamedTuple):

@@ -137,6 +137,9 @@ _SECRETS_KEPT = 32
 _SECRET_START = 8
 # Commands whose argument is free text nothing reads: a blob there is hidden.
 _FREE_TEXT_VERBS = frozenset({"VRFY", "EXPN", "HELP", "NOOP"})
+# Commands whose acceptance opens a transaction afresh (RFC 5321 4.1.1.2,
+# 4.1.1.5 and 4.1.4), for the count of its accepted recipients.
+_OPENS_TRANSACTION = _TRANSACTION_RESETS
 # Commands a 354 that answers a later DATA may pass over, and how many at
 # most (SmtpParser._skipped_before_data).
 _PASSED_OVER = (KNOWN_VERBS - _BLOCKING) - {"BDAT"}
@@ -312,6 +315,9 @@ class _Pending:
     ts: int
     assumed: bool = False  # the parser already acted as if it were positive
     sasl: bool = False  # a line answering a 334 challenge, not the AUTH itself
+    ends_message: bool = False  # the end of data, or a valid BDAT LAST
+    # In LMTP, which of the message's replies this is (see ReplySeen).
+    recipient: tuple[int, int] | None = None
 
 
 class _Held:
@@ -471,8 +477,10 @@ class SmtpParser:
         "_let_go",
         "_lf_only_client",
         "_lf_only_server",
+        "_lmtp",
         "_mode",
         "_pending",
+        "_rcpts_ok",
         "_record_left",
         "_refused_lines",
         "_replaying",
@@ -543,6 +551,11 @@ class SmtpParser:
         self._auth_open = False  # an AUTH exchange awaits its final reply
         self._auth_recent = False  # the last command line was AUTH
         self._last_data_index = -1
+        # LMTP (RFC 2033): the client said LHLO. Its server answers a
+        # message once for each RCPT it accepted, counted in _rcpts_ok since
+        # the reply that opened or reset the transaction.
+        self._lmtp = False
+        self._rcpts_ok = 0
         self._data_refused = False
         # Lines of a body sent after a refused DATA, each of which the
         # server reads as a command and answers (500 or 502), before the
@@ -961,6 +974,8 @@ class SmtpParser:
             self._anomaly(out, ts, "pending_overflow", "too many unanswered commands")
         self._expect(_Pending(index, verb if known else "?", ts))
 
+        if verb in _GREETING_VERBS:
+            self._lmtp = verb == "LHLO"
         if verb in _TRANSACTION_RESETS and self._chunk_headers is not None:
             # RFC 3030 2 and RFC 5321 4.1.1.5: the chunks sent so far belong
             # to a transaction this command abandons.
@@ -1087,7 +1102,7 @@ class SmtpParser:
     def _body_ended(self, ts: int, out: list[SmtpEvent]) -> None:
         """The end-of-data line was read: the message awaits its reply."""
         self._finish_body(ts, out)
-        self._expect(_Pending(self._last_data_index, ".", ts))
+        self._expect(_Pending(self._last_data_index, ".", ts, ends_message=True))
 
     def _finish_body(self, ts: int, out: list[SmtpEvent]) -> None:
         body = self._body
@@ -1111,6 +1126,8 @@ class SmtpParser:
             self._anomaly(out, ts, "bdat_invalid", self._hidden(argument))
             return
         size, last = chunk
+        if last and self._pending:
+            self._pending[-1].ends_message = True  # this BDAT's
         if self._chunk_headers is None:
             self._chunk_headers = ChunkHeaders()
             self._chunk_total = 0
@@ -1399,8 +1416,28 @@ class SmtpParser:
         if reply.code == 354 and self._pending[0].answers != "DATA":
             self._skipped_before_data(ts, out)
         waiting = self._pending.popleft()
-        out.append(_new(ReplySeen, (ts, reply, waiting.index, waiting.answers)))
+        if waiting.ends_message and self._lmtp and waiting.recipient is None:
+            self._per_recipient(waiting)
+        out.append(
+            _new(
+                ReplySeen,
+                (ts, reply, waiting.index, waiting.answers, waiting.recipient),
+            )
+        )
         self._after_reply(waiting, reply, ts, out)
+
+    def _per_recipient(self, waiting: _Pending) -> None:
+        """The first reply to an LMTP message: one more is due for each
+        other RCPT the server accepted (RFC 2033 4.2; LMTP servers that
+        offer CHUNKING answer BDAT LAST so too), before anything sent after
+        the message. With none accepted, the one reply is all."""
+        count = min(max(self._rcpts_ok, 1), MAX_PENDING)
+        self._rcpts_ok = 0  # the transaction ends with the message
+        waiting.recipient = (0, count)
+        for n in range(count - 1, 0, -1):
+            more = _Pending(waiting.index, waiting.answers, waiting.ts)
+            more.recipient = (n, count)
+            self._pending.appendleft(more)
 
     def _skipped_before_data(self, ts: int, out: list[SmtpEvent]) -> None:
         """A 354 came while commands sent before a DATA still wait.
@@ -1454,7 +1491,7 @@ class SmtpParser:
             out, ts, "bare_lf_end_of_data", "the server ended DATA at a bare LF dot"
         )
         self._finish_body(ts, out)
-        self._expect(_Pending(self._last_data_index, ".", ts))
+        self._expect(_Pending(self._last_data_index, ".", ts, ends_message=True))
         if rest:
             self._client_input(rest, ts, out)
 
@@ -1497,6 +1534,10 @@ class SmtpParser:
         self, waiting: _Pending, reply: Reply, ts: int, out: list[SmtpEvent]
     ) -> None:
         answers = waiting.answers
+        if answers == "RCPT" and reply.klass == 2:
+            self._rcpts_ok += 1
+        elif answers in _OPENS_TRANSACTION and reply.klass == 2:
+            self._rcpts_ok = 0
         if answers == "AUTH" and reply.klass != 3:
             self._auth_open = False
         if answers == "?" and reply.code == 334:

@@ -37,6 +37,8 @@ def _list_cell(value: Any, kind: Kind) -> list[Any]:
     """A list cell as read back by pandas (list, ndarray, or a CSV string)."""
     if isinstance(value, str):
         items: list[Any] = value.split(",") if value else []
+    elif isinstance(value, float) and value != value:
+        items = []  # an empty list is an empty cell, read back as NaN
     else:
         items = list(np.asarray(value).tolist())
     if kind is Kind.INT_LIST:

@@ -1479,3 +1479,112 @@ def test_a_354_passes_over_no_unknown_or_blocking_command(
     )
     assert [a.kind for a in result.anomalies if a.kind == "replies_skipped"] == []
     assert result.commands[1].reply_code == 354
+
+
+@pytest.mark.parametrize(
+    ("message", "method", "last_row"),
+    [
+        (b"DATA\r\n", "DATA", ("DATA", "", 354)),
+        (b"BDAT 20 LAST\r\n", "BDAT", ("BDAT", "20 LAST", 250)),
+    ],
+)
+def test_an_lmtp_message_gets_one_reply_per_accepted_recipient(
+    message: bytes, method: str, last_row: tuple[str, str, int]
+) -> None:
+    # make_starttls.py, client port 44004 (with a refused RCPT added): the
+    # second recipient's 452 went to QUIT, 221 answered nothing, and the
+    # transaction read accepted with 250 although u2 failed.
+    content = b"Subject: l\r\n\r\nbody\r\n"
+    body = content + b".\r\n" if method == "DATA" else content
+    replies = b"250 ok\r\n" * 3 + b"550 no such\r\n"
+    replies += b"354 go\r\n" if method == "DATA" else b""
+    result = session(
+        [
+            (S, b"220 lmtp\r\n"),
+            (C, b"LHLO x\r\n"),
+            (S, b"250-lmtp\r\n250 PIPELINING\r\n"),
+            (
+                C,
+                b"MAIL FROM:<a@b>\r\nRCPT TO:<u1@x>\r\nRCPT TO:<u2@x>\r\n"
+                b"RCPT TO:<u3@x>\r\n" + message,
+            ),
+            (S, replies),
+            (C, body + b"QUIT\r\n"),
+            (
+                S,
+                b"250 2.0.0 <u1@x> delivered\r\n452 4.2.2 <u2@x> over quota\r\n"
+                b"221 bye\r\n",
+            ),
+        ],
+        port=2003,
+    )
+    assert _rows(result) == [
+        ("LHLO", "x", 250),
+        ("MAIL", "FROM:<a@b>", 250),
+        ("RCPT", "TO:<u1@x>", 250),
+        ("RCPT", "TO:<u2@x>", 250),
+        ("RCPT", "TO:<u3@x>", 550),
+        last_row,
+        ("QUIT", "", 221),
+    ]
+    (txn,) = result.transactions
+    assert (txn.rcpt_to, txn.rcpt_codes, txn.rcpt_data_codes) == (
+        ["u1@x", "u2@x", "u3@x"],
+        [250, 250, 550],
+        [250, 452, None],
+    )
+    assert (txn.rcpts_accepted, txn.data_method, txn.message_bytes) == (
+        2,
+        method,
+        20,
+    )
+    assert (txn.status, txn.data_code, txn.data_enhanced, txn.data_reply) == (
+        "accepted",
+        452,
+        "4.2.2",
+        "4.2.2 <u2@x> over quota",
+    )
+    assert result.session.messages_accepted == 1
+    assert _anomalies(result) == []
+
+
+def test_an_lmtp_message_refused_for_all_and_one_of_smtp() -> None:
+    lmtp = session(
+        [
+            (S, b"220 lmtp\r\n"),
+            (C, b"LHLO x\r\n"),
+            (S, b"250 lmtp\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\nRCPT TO:<u1@x>\r\nRCPT TO:<u2@x>\r\nDATA\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            (C, b"hi\r\n.\r\nMAIL FROM:<c@d>\r\n"),
+            (S, b"452 <u1@x> full\r\n550 <u2@x> gone\r\n250 ok\r\n"),
+        ],
+        port=2003,
+    )
+    first, second = lmtp.transactions
+    assert (first.status, first.data_code, first.rcpt_data_codes) == (
+        "rejected",
+        452,
+        [452, 550],
+    )
+    assert (second.mail_from, second.mail_from_code) == ("c@d", 250)
+    assert lmtp.session.messages_accepted == 0
+    # The same words in SMTP: one reply to the message, for all.
+    smtp = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO x\r\n"),
+            (S, b"250 mx\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\nRCPT TO:<u1@x>\r\nRCPT TO:<u2@x>\r\nDATA\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            (C, b"hi\r\n.\r\nMAIL FROM:<c@d>\r\n"),
+            (S, b"452 full\r\n250 ok\r\n"),
+        ]
+    )
+    first, second = smtp.transactions
+    assert (first.status, first.data_code, first.rcpt_data_codes) == (
+        "rejected",
+        452,
+        [],
+    )
+    assert (second.mail_from, second.mail_from_code) == ("c@d", 250)
