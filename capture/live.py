@@ -61,8 +61,11 @@ def capture_filter(
 
 
 def capture_filters(ports: Iterable[int], user_filter: str | None = None) -> list[str]:
-    """``capture_filter`` in each way of ``libpcap.TAGS``, the first first."""
-    return [capture_filter(ports, user_filter, tags=tags) for tags in libpcap.TAGS]
+    """``capture_filter`` in each way of ``libpcap.TAGS``, the first first,
+    each once: with a user's expression, ``vlan`` and ``ethertype`` give the
+    same, which would be compiled twice for a link type that refuses it."""
+    filters = (capture_filter(ports, user_filter, tags=tags) for tags in libpcap.TAGS)
+    return list(dict.fromkeys(filters))
 
 
 class LiveSource:

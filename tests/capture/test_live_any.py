@@ -31,3 +31,15 @@ def test_any_interface_opens_with_the_filter_that_keeps_tags_by_ether_type() -> 
         assert len(source.captures) == 1
     finally:
         source.close()
+
+
+def test_the_fallback_filters_are_each_compiled_once() -> None:
+    # With a user's expression, vlan and ethertype make the same filter:
+    # listed twice, it was compiled twice where it fails.
+    plain = capture_filters(SMTP_PORTS)
+    assert len(plain) == len(libpcap.TAGS) == len(set(plain))
+    with_user = capture_filters(SMTP_PORTS, "host 192.0.2.1")
+    assert with_user == [
+        capture_filter(SMTP_PORTS, "host 192.0.2.1", tags="ethertype"),
+        capture_filter(SMTP_PORTS, "host 192.0.2.1", tags="none"),
+    ]
