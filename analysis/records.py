@@ -117,9 +117,11 @@ class TransactionRecord:
     subject_decoded: str | None = None  # its =?charset?B/Q?...?= words decoded
     message_id: str | None = None
     status: str = "incomplete"  # accepted, rejected, reset, incomplete
-    end: int | None = None
+    end: int | None = None  # when status got its value; None while incomplete
     tls: bool = False
-    message_complete: bool = True  # false when a gap or close cut the content
+    # None until content is sent (354 to DATA, a BDAT chunk); then false
+    # when part of it was never seen or the message never reached its end.
+    message_complete: bool | None = None
     # The final reply's RFC 3463 code and text, as data_code's (Zeek's
     # last_reply): why a message was refused is often only said there.
     data_enhanced: str | None = None

@@ -257,16 +257,22 @@ TRANSACTIONS: tuple[Column, ...] = (
     Column(
         "status",
         _S,
-        "accepted, rejected, reset or incomplete; in LMTP accepted when "
-        "delivered to any recipient",
+        "accepted, rejected, reset or incomplete (nothing on the wire ended "
+        "it); in LMTP accepted when delivered to any recipient",
     ),
-    Column("end", _T, "when the transaction ended; missing if it did not"),
+    Column(
+        "end",
+        _T,
+        "when status got its value (the reply or RSET that settled it); "
+        "missing exactly when status is incomplete",
+    ),
     Column("tls", _B, "whether the transaction ran inside TLS"),
     Column(
         "message_complete",
-        _B,
-        "false when part of the content was never seen (a TCP gap, the end "
-        "of the connection, a BDAT message DATA took over from)",
+        _NB,
+        "missing when no content was sent; false when part of it was never "
+        "seen or it never reached its end (a TCP gap, the end of the "
+        "connection, a BDAT message abandoned or taken over by DATA)",
     ),
     Column("data_enhanced", _S, "RFC 3463 enhanced status code of the final reply"),
     Column(

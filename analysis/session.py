@@ -6,6 +6,15 @@ client command and its anomalies, and hands them over as a ``SessionResult``
 when the connection closes. Transaction rules follow RFC 5321 3.3: a MAIL
 starts a transaction, RSET or a new MAIL abandons it, the reply to the end of
 the message content ends it.
+
+A transaction's ``end`` is when its ``status`` got its value: the reply
+that refused its MAIL, DATA or BDAT or gave the verdict on its message, its
+RSET, or the accepted EHLO, HELO, LHLO or new MAIL that replaced it. One
+still open when the connection closed (QUIT, FIN, RST, idle, end of
+capture, an interrupted run) has status incomplete and no end: nothing on
+the wire ended it. ``message_complete`` is None until message content is
+sent (a 354 to DATA, or a BDAT chunk), then false once part of it is found
+missing or the message never reaches its end.
 """
 
 from __future__ import annotations
@@ -108,6 +117,9 @@ _NO_GREETING_SENT = "the server's first reply answers a command: it sent no gree
 
 _HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
 _DETECTED_VERBS = _HELO_VERBS | {"AUTH", "MAIL", "RCPT", "QUIT"}
+# Commands after which a BDAT message without its LAST chunk no longer
+# exists (RFC 3030 2, RFC 5321 4.1.1.5), as the parser drops it.
+_MESSAGE_RESETS = _HELO_VERBS | {"RSET", "MAIL"}
 # Commands that belong to a transaction (SessionBuilder._txn_of).
 _TRANSACTION_VERBS = frozenset({"MAIL", "RCPT", "DATA", "BDAT"})
 # Replies that only SASL data gets (RFC 4954 4, 6): challenge, success,
@@ -255,12 +267,14 @@ class SessionBuilder:
         "_inside",
         "_last_verb",
         "_lmtp",
+        "_message_open",
         "_message_start",
         "_message_txn",
         "_pipelined_kept",
         "_rcpt_slot",
         "_rcpts_capped",
         "_rcpts_listed",
+        "_refused_open",
         "_rows",
         "_settled_transactions",
         "_text",
@@ -326,8 +340,16 @@ class SessionBuilder:
         self._auth_rank = 0  # _AUTH_RANK of the AUTH the session row shows
         # The replies to an LMTP message so far, while more are due.
         self._lmtp: _Deliveries | None = None
+        # The transaction whose message content started and has not ended.
+        self._message_open: TransactionRecord | None = None
+        # A transaction whose DATA or BDAT command the server refused: its
+        # status and end are set, but the server keeps it open (see
+        # _on_command_reply), so a later verdict may still replace them.
+        self._refused_open: TransactionRecord | None = None
         self._helo_accepted = False  # session.helo is a name the server took
-        self._displaced: dict[int, TransactionRecord] = {}  # MAIL -> older txn
+        # MAIL or HELO command -> the transaction open when it was sent,
+        # which it ends if accepted.
+        self._displaced: dict[int, TransactionRecord] = {}
         self._anomaly_kinds: dict[str, int] = {}
         self._handshake: HandshakeBuilder | None = None
         # The SMTP inside TLS, when a key log decrypted it: its own parser,
@@ -388,8 +410,9 @@ class SessionBuilder:
         What is settled only now is stamped with ``ts``, the session's end,
         not with the moment of the close: a last line without its line end,
         the anomalies of the close (``no_reply``, ``message_incomplete``,
-        ``not_smtp``), an open transaction's end, a TLS handshake's
-        ``incomplete`` outcome.
+        ``not_smtp``), a TLS handshake's ``incomplete`` outcome. An open
+        transaction is left without an end: the close did not end it on the
+        wire (see the module's docstring).
         """
         self._apply(self.parser.close(ts))
         if (
@@ -406,8 +429,11 @@ class SessionBuilder:
             self._inside = True
             self._apply(self._inner.close(ts))
             self._inside = False
-        if self._txn is not None:
-            self._end_txn(self._txn, ts)
+        if self._message_open is not None:
+            # A BDAT message without its LAST chunk, cut between chunks (the
+            # parser ends one cut inside a chunk or a DATA body itself).
+            self._message_open.message_complete = False
+            self._message_open = None
         tls: list[TlsRecord] = []
         if self._handshake is not None:
             tls.append(self._handshake.close(ts, self.session))
@@ -438,7 +464,7 @@ class SessionBuilder:
         pending = {id(t) for t in self._displaced.values()}
         count = self._settled_transactions
         for txn in self.transactions[count:]:
-            open_ = txn.end is None or txn is self._txn or txn is self._message_txn
+            open_ = self._is_open(txn) or txn is self._txn or txn is self._message_txn
             if open_ or id(txn) in pending:
                 break
             count += 1
@@ -547,8 +573,16 @@ class SessionBuilder:
             self._unkept_row(event.command_index, row, event.ts)
         self._last_verb = verb
 
+        if verb in _MESSAGE_RESETS and self._message_open is not None:
+            # The message never got its LAST chunk.
+            self._message_open.message_complete = False
+            self._message_open = None
         if verb in _HELO_VERBS:
             self._pipelined_kept = False  # the next one counts again
+            if self._txn is not None:
+                # Its reply may come after a MAIL pipelined behind it: an
+                # accepted one ends only what was open before it.
+                self._displaced[event.command_index] = self._txn
             # The name the client gave until the server accepts one; after
             # that, only another accepted one replaces it (see _on_reply).
             if not self._helo_accepted:
@@ -764,7 +798,9 @@ class SessionBuilder:
         verb = row.verb
         if verb == "STARTTLS" and not self._inside:
             self.session.starttls_reply = reply.code
-        if verb in _HELO_VERBS and reply.klass == 2:
+        if verb in _HELO_VERBS and reply.klass != 2:
+            self._displaced.pop(event.command_index, None)
+        elif verb in _HELO_VERBS:
             # A refused EHLO (a 501 for a bad name) changes nothing on the
             # server: the name it accepted before is still the session's.
             self.session.helo = row.argument
@@ -779,10 +815,11 @@ class SessionBuilder:
                 if not self._inside and not self.parser.in_tls:
                     self.session.starttls_offered |= _offers_starttls(reply)
             # RFC 5321 4.1.4: an accepted EHLO or HELO resets the state.
-            if self._txn is not None:
-                if self._txn.status == "incomplete":
-                    self._txn.status = "reset"
-                self._end_txn(self._txn, event.ts)
+            older = self._displaced.pop(event.command_index, None)
+            if older is not None and self._is_open(older):
+                if older.status == "incomplete":
+                    older.status = "reset"
+                self._end_txn(older, event.ts)
         elif verb == "MAIL":
             self._on_mail_reply(event.command_index, reply, event.ts)
         elif verb == "RCPT":
@@ -793,19 +830,37 @@ class SessionBuilder:
             # far is recorded.
             txn = self._txn_of.get(event.command_index)
             if txn is not None and txn.status != "accepted":
-                txn.data_method = "DATA"
-                self._final_reply(txn, reply, event.ts)
-                txn.status = "rejected"
+                self._refused(txn, "DATA", reply, event.ts)
         elif verb == "BDAT":
             # RFC 3030 2: every chunk gets a reply; a refused chunk ends the
             # message, and the reply to the LAST chunk is its verdict.
             txn = self._txn_of.get(event.command_index)
-            # A BDAT refused for its syntax carried no chunk: the
-            # transaction goes on (Postfix answers 521 and keeps it).
             chunk = parse_bdat(row.argument)
-            settles = chunk is not None and (reply.klass != 2 or chunk[1])
-            if txn is not None and txn.end is None and settles:
+            if txn is None:
+                pass
+            elif chunk is None:
+                # A BDAT refused for its syntax carried no chunk: it is
+                # recorded as a refused DATA is, and the transaction goes on
+                # (Postfix answers 521 and keeps it).
+                if reply.klass != 2 and txn.status != "accepted":
+                    self._refused(txn, "BDAT", reply, event.ts)
+            elif (reply.klass != 2 or chunk[1]) and self._is_open(txn):
                 self._settle_message(txn, reply, event.ts)
+
+    def _refused(
+        self, txn: TransactionRecord, method: str, reply: Reply, ts: int
+    ) -> None:
+        """The server refused a DATA or BDAT command of ``txn``: no content
+        went. The outcome so far is rejected, from this reply; the server
+        keeps the transaction open (it may be reset, or DATA tried again
+        and accepted, which replaces status and end)."""
+        txn.data_method = method
+        self._final_reply(txn, reply, ts)
+        if self._is_open(txn):
+            self._refused_open = txn
+        if txn.status != "rejected":  # else its first refusal says when
+            txn.end = ts
+        txn.status = "rejected"
 
     def _kept(self, text: str, ts: int) -> str:
         """``text`` as a row keeps it: whole when short or within
@@ -880,7 +935,7 @@ class SessionBuilder:
             return
         txn.status = "rejected"
         self._end_txn(txn, ts)
-        if older is not None and older.end is None:
+        if older is not None and self._is_open(older):
             # The server kept the transaction it had: what the client
             # pipelined behind the refused MAIL belongs to that one.
             self._rehome(index, txn, older)
@@ -927,6 +982,13 @@ class SessionBuilder:
                     self._rcpt_slot[i] = renumber[slot]
         if self._message_txn is refused:
             self._message_txn = kept
+        if self._message_open is refused:
+            # BDAT chunks sent behind the refused MAIL, their message not
+            # ended yet: it is the kept transaction's.
+            kept.data_method, refused.data_method = refused.data_method, None
+            kept.message_complete = refused.message_complete
+            refused.message_complete = None
+            self._message_open = kept
 
     def _commands_of(self, txn: TransactionRecord, mail: int) -> list[int]:
         """The commands after command ``mail`` that belong to ``txn``, in
@@ -1019,11 +1081,15 @@ class SessionBuilder:
             )
             return
         txn.data_method = event.method
+        if txn.message_complete is None:
+            txn.message_complete = True  # until part of it is found missing
         self._message_txn = txn
+        self._message_open = txn
         self._message_start = event.ts
 
     def _on_message_ended(self, event: MessageEnded) -> None:
         txn = self._message_txn
+        self._message_open = None
         if txn is None:
             return
         txn.message_bytes = event.size
@@ -1051,7 +1117,7 @@ class SessionBuilder:
             txn.second_received = kept(second, ts) if second else second
         # Part of the transaction's content never seen stays so when more
         # follows: a BDAT message cut by a gap, then a DATA the server took.
-        txn.message_complete = txn.message_complete and event.complete
+        txn.message_complete = txn.message_complete is not False and event.complete
 
     def _on_message_reply(self, data_index: int, reply: Reply, ts: int) -> None:
         txn = self._txn_of.get(data_index) or self._message_txn
@@ -1114,13 +1180,23 @@ class SessionBuilder:
         if reply.klass == 2:
             self.session.messages_accepted += 1
         self._message_txn = None
+        txn.end = ts  # the verdict replaces a refused DATA's or a RSET's end
         self._end_txn(txn, ts)
 
     def _end_txn(self, txn: TransactionRecord, ts: int) -> None:
+        """``txn`` ended at ``ts``, unless its status was given earlier (a
+        refused DATA, say, then RSET): ``end`` is when the status was."""
         if txn.end is None:
             txn.end = ts
+        if self._refused_open is txn:
+            self._refused_open = None
         if self._txn is txn:
             self._txn = None
+
+    def _is_open(self, txn: TransactionRecord) -> bool:
+        """Whether ``txn`` is still open on the server: not ended, or its
+        DATA or BDAT command was refused and nothing ended it since."""
+        return txn.end is None or txn is self._refused_open
 
     # Session -------------------------------------------------------------
 

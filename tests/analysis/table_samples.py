@@ -90,6 +90,7 @@ def plain_session() -> SessionResult:
         status="accepted",
         end=T0 + 2 * SECOND + 500,
         tls=True,
+        message_complete=True,
     )
     after_mail = T0 + 2 * SECOND
     commands = [

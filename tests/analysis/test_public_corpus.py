@@ -1113,6 +1113,75 @@ def test_accepted_helo_resets_transaction(capture_id: str) -> None:
     assert first.status == "reset"
 
 
+@pytest.mark.parametrize(
+    ("capture_id", "refusals"),
+    [
+        # EHLO, MAIL, RCPT, then a BDAT Postfix cannot parse, answered 521
+        # 5.5.4 before it closes: once per session (Zeek's last_reply 521).
+        (
+            "zeek/smtp__smtp-bdat-cmd-invalid.pcapng",
+            [
+                "2024-01-15 15:41:38.584016",
+                "2024-01-15 15:42:58.990031",
+                "2024-01-15 15:43:35.079715",
+            ],
+        ),
+        (
+            "zeek/smtp__smtp-bdat-cmd-chunk-size-overflow.pcap",
+            ["2024-01-19 11:41:59.637049"],
+        ),
+        (
+            "zeek/smtp__smtp-bdat-cmd-chunk-size-overflow2.pcap",
+            ["2024-01-19 12:21:00.150115"],
+        ),
+        (
+            "zeek/smtp__smtp-bdat-cmd-negative-chunk-size.pcap",
+            ["2024-01-19 11:43:01.678442"],
+        ),
+    ],
+)
+def test_a_refused_bdat_is_recorded_as_a_refused_data(
+    capture_id: str, refusals: list[str]
+) -> None:
+    # No chunk went: the refusal is the transaction's outcome, as a 554 to
+    # DATA would be, at the 521's time; message_complete is None.
+    t = tables(capture_id)
+    assert [
+        (
+            row.status,
+            row.end,
+            row.data_method,
+            row.data_code,
+            row.data_reply,
+            value(row.message_complete),
+        )
+        for row in t.transactions.itertuples()
+    ] == [
+        (
+            "rejected",
+            _stamped(clock),
+            "BDAT",
+            521,
+            "5.5.4 Syntax: BDAT count [LAST]",
+            None,
+        )
+        for clock in refusals
+    ]
+
+
+def test_a_transaction_the_close_left_open_has_no_end() -> None:
+    # MAIL, RCPT refused 553, then FIN: nothing ended the transaction on
+    # the wire (it ended with the session's last packet, 14:10:23.067866,
+    # before), and no message went.
+    t = tables("arkime/smtp-rcpt-553.pcap")
+    [txn] = t.transactions.itertuples()
+    assert (txn.status, value(txn.end), value(txn.message_complete)) == (
+        "incomplete",
+        None,
+        None,
+    )
+
+
 def _stamped(clock: str) -> pd.Timestamp:
     return pd.Timestamp(clock, tz="UTC")
 
@@ -1133,7 +1202,8 @@ def test_one_side_only_commands_keep_their_segments_times() -> None:
     # message past 4 KiB, and what was held until then is read. Read as one,
     # the four took frame 4's time, and the first transaction started at
     # the EHLO (found by a user). The second message's commands were never
-    # held (frames 10, 11, 12; QUIT in 17).
+    # held (frames 10, 11, 12; QUIT in 17). No reply ends either
+    # transaction on the wire: both are incomplete, without an end.
     t = tables("zeek/smtp-one-side-only.pcap")
     assert _commands_and_times(t) == [
         ("EHLO", _stamped("2014-06-11 00:23:09.935267")),
@@ -1148,11 +1218,7 @@ def test_one_side_only_commands_keep_their_segments_times() -> None:
     assert t.commands.latency_s.isna().all()  # no reply captured
     assert _transaction_times(t) == [
         (_stamped("2014-06-11 00:23:09.937303"), None, "incomplete"),
-        (
-            _stamped("2014-06-11 00:23:09.993233"),
-            _stamped("2014-06-11 00:23:10.051527"),
-            "incomplete",
-        ),
+        (_stamped("2014-06-11 00:23:09.993233"), None, "incomplete"),
     ]
     session = only_session(t)
     assert (session.start, session.end, session.duration_s) == (
@@ -1181,11 +1247,7 @@ def test_attachment_msg_commands_keep_their_segments_times() -> None:
     ]
     assert t.commands.latency_s.isna().all()
     assert _transaction_times(t) == [
-        (
-            _stamped("2021-01-13 17:12:06.000957"),
-            _stamped("2021-01-13 17:12:06.003820"),
-            "incomplete",
-        )
+        (_stamped("2021-01-13 17:12:06.000957"), None, "incomplete")
     ]
     session = only_session(t)
     assert (session.start, session.end, session.duration_s) == (
