@@ -1588,3 +1588,196 @@ def test_an_lmtp_message_refused_for_all_and_one_of_smtp() -> None:
         [],
     )
     assert (second.mail_from, second.mail_from_code) == ("c@d", 250)
+
+
+# -- How a transaction ends: status, end and message_complete ---------------
+# README, transactions: end is when status got its value, missing exactly
+# when status is incomplete; message_complete is None until content goes.
+# Each step of session() is one nanosecond: step n happens at ts n.
+
+
+def _outcome(txn: TransactionRecord) -> tuple[object, ...]:
+    return (
+        txn.status,
+        txn.end,
+        txn.message_complete,
+        txn.data_method,
+        txn.data_code,
+        txn.message_bytes,
+    )
+
+
+_OPEN = [
+    (S, b"220 mx\r\n"),  # 1
+    (C, b"EHLO c\r\n"),  # 2
+    (S, b"250-mx\r\n250 CHUNKING\r\n"),  # 3
+    (C, b"MAIL FROM:<a@b>\r\n"),  # 4
+    (S, b"250 ok\r\n"),  # 5
+    (C, b"RCPT TO:<c@d>\r\n"),  # 6
+    (S, b"250 ok\r\n"),  # 7
+]
+
+
+def test_the_final_reply_ends_a_transaction() -> None:
+    accepted, refused = session(
+        [
+            *_OPEN,
+            (C, b"DATA\r\n"),  # 8
+            (S, b"354 go\r\n"),  # 9
+            (C, b"Subject: s\r\n\r\nhi\r\n.\r\n"),  # 10
+            (S, b"250 2.0.0 Ok: queued as Q1\r\n"),  # 11
+            (C, b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 2 LAST\r\nhi"),  # 12
+            (S, b"250 ok\r\n250 ok\r\n554 5.7.1 no\r\n"),  # 13
+        ]
+    ).transactions
+    assert _outcome(accepted) == ("accepted", 11, True, "DATA", 250, 18)
+    assert _outcome(refused) == ("rejected", 13, True, "BDAT", 554, 2)
+
+
+def test_a_refused_mail_ends_its_transaction_without_content() -> None:
+    [txn] = session(
+        [*_OPEN[:4], (S, b"553 5.1.8 bad sender\r\n"), (C, b"QUIT\r\n")]
+    ).transactions
+    assert _outcome(txn) == ("rejected", 5, None, None, None, None)
+
+
+def test_a_refused_data_settles_status_and_end_at_its_reply() -> None:
+    # No content went: message_complete stays None. The server keeps the
+    # transaction, so neither the RSET nor the QUIT after it moves its end.
+    for after in (b"QUIT\r\n", b"RSET\r\n"):
+        [txn] = session(
+            [*_OPEN, (C, b"DATA\r\n"), (S, b"554 5.5.1 no valid rcpt\r\n"), (C, after)]
+        ).transactions
+        assert _outcome(txn) == ("rejected", 9, None, "DATA", 554, None)
+        assert (txn.data_enhanced, txn.data_reply) == ("5.5.1", "5.5.1 no valid rcpt")
+
+
+def test_a_data_accepted_after_a_refused_one_replaces_the_outcome() -> None:
+    [txn] = session(
+        [
+            *_OPEN,
+            (C, b"DATA\r\n"),  # 8
+            (S, b"451 4.3.0 try again\r\n"),  # 9
+            (C, b"DATA\r\n"),  # 10
+            (S, b"354 go\r\n"),  # 11
+            (C, b"\r\nhi\r\n.\r\n"),  # 12
+            (S, b"250 ok\r\n"),  # 13
+        ]
+    ).transactions
+    assert _outcome(txn) == ("accepted", 13, True, "DATA", 250, 6)
+
+
+def test_a_bdat_refused_for_its_syntax_is_recorded_as_a_refused_data() -> None:
+    # Zeek's smtp-bdat-cmd-invalid.pcapng in short: Postfix answers 521 to
+    # a BDAT it cannot parse; no chunk went.
+    [txn] = session(
+        [*_OPEN, (C, b"BDAT\r\n"), (S, b"521 5.5.4 Syntax: BDAT count [LAST]\r\n")]
+    ).transactions
+    assert _outcome(txn) == ("rejected", 9, None, "BDAT", 521, None)
+    assert txn.data_reply == "5.5.4 Syntax: BDAT count [LAST]"
+    # The server keeps the transaction: a valid BDAT after it is its message.
+    [txn] = session(
+        [
+            *_OPEN,
+            (C, b"BDAT 1 SCRAMBLE\r\n"),  # 8
+            (S, b"501 5.5.4 Syntax: BDAT count [LAST]\r\n"),  # 9
+            (C, b"BDAT 2 LAST\r\nhi"),  # 10
+            (S, b"250 2.0.0 Ok: queued as Q2\r\n"),  # 11
+        ]
+    ).transactions
+    assert _outcome(txn) == ("accepted", 11, True, "BDAT", 250, 2)
+
+
+def test_rset_ends_a_transaction_at_the_rset() -> None:
+    [txn] = session(
+        [*_OPEN, (C, b"RSET\r\n"), (S, b"250 ok\r\n"), (C, b"QUIT\r\n")]
+    ).transactions
+    assert _outcome(txn) == ("reset", 8, None, None, None, None)
+
+
+def test_an_accepted_mail_or_ehlo_ends_the_open_transaction_at_its_reply() -> None:
+    first, second = session(
+        [*_OPEN, (C, b"MAIL FROM:<e@f>\r\n"), (S, b"250 ok\r\n")]
+    ).transactions
+    assert _outcome(first) == ("reset", 9, None, None, None, None)
+    assert _outcome(second) == ("incomplete", None, None, None, None, None)
+    [txn] = session([*_OPEN, (C, b"EHLO c\r\n"), (S, b"250 mx\r\n")]).transactions
+    assert _outcome(txn) == ("reset", 9, None, None, None, None)
+
+
+def test_an_ehlo_ends_only_the_transaction_open_when_it_was_sent() -> None:
+    # Client bytes held until the greeting come as one: EHLO and MAIL
+    # before the EHLO's reply, which must not reset the MAIL after it.
+    [txn] = session(
+        [
+            (S, b"220 mx\r\n"),  # 1
+            (C, b"EHLO c\r\nMAIL FROM:<a@b>\r\n"),  # 2
+            (S, b"250 mx\r\n250 ok\r\n"),  # 3
+        ]
+    ).transactions
+    assert _outcome(txn) == ("incomplete", None, None, None, None, None)
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        pytest.param([(C, b"QUIT\r\n"), (S, b"221 bye\r\n")], id="quit"),
+        pytest.param([], id="closed-mid-rcpt"),
+        pytest.param([(C, b"RCPT TO:<e@f>\r\n")], id="closed-awaiting-rcpt-reply"),
+    ],
+)
+def test_a_transaction_nothing_ended_has_no_end(
+    last: list[tuple[Direction, bytes]],
+) -> None:
+    [txn] = session([*_OPEN, *last]).transactions
+    assert _outcome(txn) == ("incomplete", None, None, None, None, None)
+
+
+@pytest.mark.parametrize(
+    "reason", ["fin", "rst", "idle", "end_of_capture", "interrupted", "reused"]
+)
+def test_no_close_ends_a_transaction(reason: str) -> None:
+    # The close's reason changes nothing in the transaction: a live run
+    # stopped by a signal (interrupted) included.
+    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=0)
+    builder = SessionBuilder(conn, frozenset({465}))
+    for ts, (side, data) in enumerate(_OPEN, start=1):
+        builder.data(side, data, ts)
+    [txn] = builder.close(100, reason).transactions
+    assert _outcome(txn) == ("incomplete", None, None, None, None, None)
+
+
+def test_a_connection_ended_mid_data_leaves_the_message_incomplete() -> None:
+    [txn] = session(
+        [*_OPEN, (C, b"DATA\r\n"), (S, b"354 go\r\n"), (C, b"Subject: s\r\n\r\nhal")]
+    ).transactions
+    assert _outcome(txn) == ("incomplete", None, False, "DATA", None, 17)
+
+
+def test_a_message_sent_whole_without_a_verdict_is_complete() -> None:
+    [txn] = session(
+        [*_OPEN, (C, b"DATA\r\n"), (S, b"354 go\r\n"), (C, b"\r\nhi\r\n.\r\n")]
+    ).transactions
+    assert _outcome(txn) == ("incomplete", None, True, "DATA", None, 6)
+
+
+def test_a_bdat_message_without_its_last_chunk_is_incomplete() -> None:
+    # Cut by the close between chunks, or abandoned by RSET: the message
+    # never reached its end.
+    chunk = [(C, b"BDAT 2\r\nhi"), (S, b"250 ok\r\n")]  # 8, 9
+    [txn] = session([*_OPEN, *chunk]).transactions
+    assert _outcome(txn) == ("incomplete", None, False, "BDAT", None, None)
+    [txn] = session([*_OPEN, *chunk, (C, b"RSET\r\n")]).transactions
+    assert _outcome(txn) == ("reset", 10, False, "BDAT", None, None)
+
+
+def test_a_gap_that_took_the_verdict_leaves_the_transaction_open() -> None:
+    conn = Connection(0, "192.0.2.1", 40000, "192.0.2.2", 25, first_ts=0)
+    builder = SessionBuilder(conn, frozenset({465}))
+    steps = [*_OPEN, (C, b"DATA\r\n"), (S, b"354 go\r\n"), (C, b"\r\nhi\r\n.\r\n")]
+    for ts, (side, data) in enumerate(steps, start=1):
+        builder.data(side, data, ts)
+    builder.gap(Direction.SERVER, 30, 11)
+    builder.data(Direction.CLIENT, b"QUIT\r\n", 12)
+    [txn] = builder.close(13, "fin").transactions
+    assert _outcome(txn) == ("incomplete", None, True, "DATA", None, 6)
