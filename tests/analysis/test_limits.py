@@ -262,11 +262,15 @@ def test_a_long_argument_held_without_a_row_still_settles_what_it_should(
         ]
     )
     assert [c.verb for c in result.commands] == ["EHLO", "MAIL", "RCPT", "MAIL"]
+    # The invalid BDAT is refused as one, with no chunk (a valid one would
+    # have taken 2 bytes of the EHLO after it): recorded as a refused DATA
+    # is, which the EHLO after it leaves rejected (README, transactions).
     assert [
-        (t.mail_from, t.status, t.data_method, t.data_code) for t in result.transactions
+        (t.mail_from, t.status, t.data_method, t.data_code, t.message_bytes)
+        for t in result.transactions
     ] == [
-        ("a@example.org", "accepted", "BDAT", 250),
-        ("c@example.org", "reset", None, None),
+        ("a@example.org", "accepted", "BDAT", 250, 2),
+        ("c@example.org", "rejected", "BDAT", 501, None),
     ]
     assert result.session.helo == name[:256] + "... [300 characters]"
     assert result.session.commands == 7
