@@ -106,6 +106,10 @@ _NOTHING_COVERED = (0, 0)
 _SAME_PIECES = 4
 
 
+# Closes the capture decides for a connection whose end it did not see.
+_ENDS_UNSEEN = frozenset({CloseReason.IDLE, CloseReason.END_OF_CAPTURE})
+
+
 class _Half:
     """One direction of a connection: where its byte stream stands."""
 
@@ -115,6 +119,7 @@ class _Half:
         "acked",
         "base",
         "covered",
+        "fin_lost",
         "fin_off",
         "isn",
         "next_off",
@@ -145,6 +150,9 @@ class _Half:
         # them, read at 1.8 MB/s).
         self.same: tuple[int, bytes] | None = None
         self.fin_off: int | None = None  # offset the FIN occupies
+        # When fin_off was inferred from the peer's acknowledgment of a FIN
+        # the capture lost (Reassembler._fin_lost); None when it was seen.
+        self.fin_lost: int | None = None
         self.acked = 0  # highest offset the peer has acknowledged
         # The last acknowledgment number the fast lane of Reassembler.feed
         # applied here, and next_off then: the same number at the same
@@ -973,6 +981,17 @@ class Reassembler:
             reason = CloseReason.FIN  # only the final ACK was missing
         for direction in _DIRECTIONS:
             self._flush(flow, direction, ts, events)
+        if (
+            reason in _ENDS_UNSEEN
+            and any(half.fin_lost is not None for half in flow.halves)
+            and all(
+                half.fin_off is not None and half.next_off >= half.fin_off
+                for half in flow.halves
+            )
+        ):
+            # Each side's FIN reached, one of them lost by the capture (the
+            # flush placed it): the connection ended by its FINs all the same.
+            reason = CloseReason.FIN
         conn = flow.conn
         events.append(StreamClosed(conn, ts, reason))
         if ts > self._last_closed:
@@ -1338,12 +1357,12 @@ class Reassembler:
             if ack_off > peer.acked:
                 self._acknowledged(flow, 1 - direction, ack_off, ts, events)
                 if (
-                    ack_off == peer.next_off + 1
+                    flags & FIN
+                    and ack_off == peer.next_off + 1
                     and peer.fin_off is None
                     and not peer.pending
-                    and (flags & FIN or half.fin_off is not None)
                 ):
-                    self._fin_lost(flow, 1 - direction, ts, events)
+                    self._fin_lost(flow, 1 - direction, ts)
 
         if payload or missing or flags & FIN:
             # The common case, next bytes in order with nothing held back
@@ -1511,6 +1530,15 @@ class Reassembler:
         start = half.offset(seq)
         end = start + len(payload)
         wire_end = end + missing
+        lost_at = half.fin_off if half.fin_lost is not None else None
+        if lost_at is not None and (
+            wire_end > lost_at or (flags & FIN and wire_end != lost_at)
+        ):
+            # Sent past the FIN placed where the peer acknowledged one: that
+            # was a byte the capture lost, not a FIN (found in review: what
+            # came after it was dropped as data after the FIN).
+            half.fin_off = half.fin_lost = None
+            flow.fin_done = False  # the FINs are not both reached after all
         if flags & FIN and half.fin_off is None and wire_end >= half.next_off:
             if wire_end - half.next_off <= self._max_bytes:
                 half.fin_off = wire_end
@@ -1813,28 +1841,20 @@ class Reassembler:
                 self._gap(flow, direction, ts, hole, events)
             self._drain(flow, direction, ts, events)
 
-    def _fin_lost(
-        self, flow: _Flow, direction: int, ts: int, events: list[StreamEvent]
-    ) -> None:
+    def _fin_lost(self, flow: _Flow, direction: int, ts: int) -> None:
         """The peer of ``direction``, closing too, acknowledged one sequence
         number past all that ``direction`` sent: a FIN the capture lost.
 
         A FIN takes one sequence number (RFC 9293 3.4), and one byte of data
         lost just as the other side closes is far less likely than its FIN:
         the FIN is placed there, so the stream ends without a false gap of
-        one byte and the connection closes by its FINs.
+        one byte and the connection can close by its FINs. Only a guess
+        until then: bytes that come at or past it undo it (``_data``), and
+        the anomaly is told at the close (``_flush``).
         """
         half = flow.halves[direction]
         half.fin_off = half.next_off
-        side = "client" if direction == Direction.CLIENT else "server"
-        self._anomaly(
-            flow,
-            Direction(direction),
-            ts,
-            "tcp_fin_missing",
-            f"the {side}'s FIN is not in the capture; the peer acknowledged it",
-            events,
-        )
+        half.fin_lost = ts
 
     def _flush(
         self, flow: _Flow, direction: Direction, ts: int, events: list[StreamEvent]
@@ -1846,6 +1866,25 @@ class Reassembler:
             if hole > 0:
                 self._gap(flow, direction, ts, hole, events)
             self._drain(flow, direction, ts, events)
+        if (
+            half.fin_off is None
+            and half.acked == half.next_off + 1
+            and flow.halves[1 - direction].fin_off is not None
+        ):
+            # The peer closed first and acknowledged one sequence number
+            # past this side's bytes: its FIN, lost (see _fin_lost). Judged
+            # only now, when nothing more can come to undo it.
+            self._fin_lost(flow, direction, ts)
+        if half.fin_lost is not None:
+            side = "client" if direction == Direction.CLIENT else "server"
+            self._anomaly(
+                flow,
+                direction,
+                half.fin_lost,
+                "tcp_fin_missing",
+                f"the {side}'s FIN is not in the capture; the peer acknowledged it",
+                events,
+            )
         # Bytes proven sent past the last seen: by the FIN's place, else by
         # the peer's acknowledgment.
         proven = half.fin_off if half.fin_off is not None else half.acked

@@ -548,6 +548,49 @@ def test_a_fin_the_capture_lost_is_placed_where_the_peer_acknowledged_it() -> No
     assert [reason for _, reason, _ in closes(events)] == [CloseReason.END_OF_CAPTURE]
 
 
+def test_bytes_past_a_fin_taken_for_lost_undo_it() -> None:
+    # Found in review: the FIN placed where the server's FIN acknowledged
+    # one sequence number more was a byte the capture lost, and what the
+    # client sent after it was dropped as data after the FIN; a server's
+    # ACK alone (forged, or one byte lost) closed the connection early.
+    before = [
+        *handshake(),
+        (10, s(0, b"220 hi\r\n")),
+        (20, c(0, b"QUIT\r\n", ack=S_ISN + 9)),
+        (30, s(8, b"221 bye\r\n", ack=C_ISN + 7)),
+    ]
+    # One client byte lost; the server closes acknowledging it; the client
+    # goes on after it, then closes.
+    events = feed_all(
+        [
+            *before,
+            (40, s(17, ack=C_ISN + 8, flags=ACK | FIN)),
+            (50, c(7, b"RSET\r\n", ack=S_ISN + 19)),
+            (60, c(13, ack=S_ISN + 19, flags=ACK | FIN)),
+            (70, s(18, ack=C_ISN + 15, flags=ACK)),
+        ]
+    )
+    assert stream(events, Direction.CLIENT) == [b"QUIT\r\n", ("gap", 1), b"RSET\r\n"]
+    assert anomalies(events) == []
+    assert closes(events) == [(0, CloseReason.FIN, 70)]
+
+    # The server closed first; an ACK of one byte more comes (forged, or a
+    # byte lost), and the client goes on: nothing is dropped, nothing
+    # closes before the end.
+    events = feed_all(
+        [
+            *before,
+            (40, s(17, ack=C_ISN + 7, flags=ACK | FIN)),
+            (50, s(18, ack=C_ISN + 8, flags=ACK)),
+            (60, c(6, b"NOOP\r\n", ack=S_ISN + 19)),
+            (70, c(12, b"QUIT\r\n", ack=S_ISN + 19)),
+        ]
+    )
+    assert stream(events, Direction.CLIENT) == [b"QUIT\r\nNOOP\r\nQUIT\r\n"]
+    assert anomalies(events) == []
+    assert [reason for _, reason, _ in closes(events)] == [CloseReason.END_OF_CAPTURE]
+
+
 def test_data_after_fin_is_reported_and_dropped() -> None:
     events = feed_all(
         [
