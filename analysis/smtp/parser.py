@@ -20,6 +20,7 @@ does not know leaves the client in command mode.
 from __future__ import annotations
 
 import enum
+import re
 from array import array
 from collections import deque
 from dataclasses import dataclass
@@ -298,6 +299,17 @@ def _tls_record_size(data: bytes) -> int:
     return 0
 
 
+# A line's first word, for the verbs looked for inside a skipped TLS record
+# (SmtpParser._command_in_record): as long as the longest verb, plus one so
+# that a longer word is no verb.
+_VERB_BYTES = frozenset(verb.encode() for verb in KNOWN_VERBS)
+_VERB_STARTS = frozenset(
+    verb[:size] for verb in _VERB_BYTES for size in range(1, len(verb) + 1)
+)
+_VERB_LOOK = max(map(len, KNOWN_VERBS)) + 1
+_FIRST_WORD = re.compile(rb"[^ \t\r\n]{0,%d}" % _VERB_LOOK)
+
+
 def _starts_like_command(data: bytes) -> bool:
     """Whether a line after a gap, or the bytes after a 220 to STARTTLS,
     begin with a known verb (RFC 5321 4.1.1)."""
@@ -481,6 +493,7 @@ class SmtpParser:
         "_mode",
         "_pending",
         "_rcpts_ok",
+        "_record_at_line",
         "_record_left",
         "_refused_lines",
         "_replaying",
@@ -492,6 +505,7 @@ class SmtpParser:
         "_server_resync",
         "_server_spoke",
         "_server_tls",
+        "_starttls_refused",
         "_tls_decided",
         "_tls_expected",
         "tls_client_bytes",
@@ -562,6 +576,10 @@ class SmtpParser:
         # commands sent after them.
         self._refused_lines = 0
         self._record_left = 0  # bytes of a skipped TLS record still to come
+        self._record_at_line = False  # the record's bytes so far end a line
+        # The last command was STARTTLS and the server refused it: a TLS
+        # record may follow, from a client that goes ahead all the same.
+        self._starttls_refused = False
         # What was last withheld from the client's lines: a server may echo
         # it in a reply (Sendmail: 500 5.5.1 Command unrecognized: "...").
         self._secrets: deque[str] | None = None  # in lower case
@@ -802,6 +820,7 @@ class SmtpParser:
             if (
                 mode is _COMMAND
                 and (buf[pos] in _TLS_CONTENT_TYPES or buf[pos] & 0x80)
+                and self._starttls_refused
                 and not self._client_discard
                 and not self._client_resync
             ):
@@ -849,9 +868,14 @@ class SmtpParser:
                 return
 
     def _tls_record(self, size: int, ts: int, out: list[SmtpEvent]) -> None:
-        """A TLS record where a command was due, with no 220 to STARTTLS
-        before it (a ClientHello after a refused STARTTLS): it is no command,
-        and is skipped by its length, after which commands are read again."""
+        """A TLS record right after a refused STARTTLS (a client that sends
+        its ClientHello all the same): it is no command, and is skipped by
+        its length, after which commands are read again.
+
+        Only there: elsewhere a record's header is only five bytes a client
+        may send to hide what follows behind its length, which a server
+        reads as lines all the same (found in review: a forged header hid
+        the RCPTs of a harvest, and the server's refusals of them)."""
         self._anomaly(
             out,
             ts,
@@ -860,9 +884,17 @@ class SmtpParser:
         )
         self._mode = _TLS_RECORD
         self._record_left = size
+        self._record_at_line = False
 
     def _record_input(self, buf: bytes, pos: int) -> int:
         end = pos + min(self._record_left, len(buf) - pos)
+        command = self._command_in_record(buf, pos, end)
+        if command is not None:
+            # The server reads the record as lines, and this one as the
+            # command it begins with: so is it read here, from there on.
+            end = command
+            self._record_left = end - pos
+        self._record_at_line = end > pos and buf[end - 1] == 0x0A
         if not self._pending:
             # The server reads the record as lines of garbage and refuses
             # each (500), before any command sent after it. With commands
@@ -873,6 +905,22 @@ class SmtpParser:
         if not self._record_left:
             self._mode = _COMMAND
         return end
+
+    def _command_in_record(self, buf: bytes, pos: int, end: int) -> int | None:
+        """Where, in the skipped record's bytes ``buf[pos:end]``, a line
+        begins with a command's verb, or may (its verb cut by the end of
+        the segment); None when none does."""
+        start = pos if self._record_at_line else buf.find(b"\n", pos, end) + 1
+        while 0 < start < end or (start == pos < end and self._record_at_line):
+            word = _FIRST_WORD.match(buf, start)
+            assert word is not None  # it matches the empty word too
+            known = _VERB_BYTES
+            if word.end() == len(buf) and word.end() - start < _VERB_LOOK:
+                known = _VERB_STARTS  # the segment cut the word
+            if word.group().upper() in known:
+                return start
+            start = buf.find(b"\n", start, end) + 1
+        return None
 
     def _partial_line(
         self, buf: bytes, pos: int, ts: int, out: list[SmtpEvent]
@@ -963,6 +1011,7 @@ class SmtpParser:
             self._close_unterminated_reply(ts, out)
         index = self._command_index
         self._command_index += 1
+        self._starttls_refused = False  # a record may follow only STARTTLS
         pipelined = bool(self._pending) and self._server_spoke
         shown_verb, shown, secrets = redacted(verb, argument, known)
         if secrets:
@@ -1562,7 +1611,9 @@ class SmtpParser:
                 self._start_body(ts, out)
             else:
                 self._data_refused = True
-        elif answers == "STARTTLS" and mode is _TLS:
+        elif answers == "STARTTLS" and mode is not _TLS:
+            self._starttls_refused = True
+        elif answers == "STARTTLS":
             self._start_tls(ts, out, implicit=False)
             if held:
                 sent = held.take_all()

@@ -1411,6 +1411,65 @@ def test_a_client_hello_after_a_refused_starttls_is_no_command(
     assert result.session.tls == "none"
 
 
+def test_a_tls_record_header_hides_no_command() -> None:
+    # Found in review: five bytes of a TLS record's header where a command
+    # was due, with no STARTTLS refused before them, hid the next 3,584
+    # bytes as the record's (100 RCPTs of a harvest, and the server's 550s
+    # to them). The server reads them as a line like any other.
+    rcpts = b"".join(b"RCPT TO:<u%d@x.example>\r\n" % n for n in range(3))
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO a\r\n"),
+            (S, b"250 mx\r\n"),
+            (C, b"\x16\x03\x01\x0e\x00\r\nMAIL FROM:<a@b>\r\n" + rcpts),
+            (S, b"500 what\r\n250 ok\r\n" + b"550 5.1.1 unknown user\r\n" * 3),
+        ]
+    )
+    assert _rows(result) == [
+        ("EHLO", "a", 250),
+        ("\x16\x03\x01\x0e\x00", "", 500),
+        ("MAIL", "FROM:<a@b>", 250),
+        *[("RCPT", f"TO:<u{n}@x.example>", 550) for n in range(3)],
+    ]
+    assert "tls_not_agreed" not in [kind for kind, _ in _anomalies(result)]
+    (txn,) = result.transactions
+    assert (txn.rcpts_total, txn.rcpts_accepted) == (3, 0)
+
+
+@pytest.mark.parametrize("split", [None, 3, 40, 41, 42, 44])
+def test_a_command_inside_a_record_after_a_refused_starttls_is_read(
+    split: int | None,
+) -> None:
+    # After a refused STARTTLS the record is skipped by its length, but a
+    # line inside it that begins with a command is read as the server reads
+    # it: the length cannot hide commands, however the segments fall.
+    record = b"\x16\x03\x01\x04\x00\x01\x00\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+    wire = record + b"\0" * 40
+    sent = [wire] if split is None else [wire[:split], wire[split:]]
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO a\r\n"),
+            (S, b"250-mx\r\n250 STARTTLS\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"454 TLS not available\r\n"),
+            *[(C, data) for data in sent],
+            (S, b"500 what\r\n250 ok\r\n550 no\r\n"),
+        ]
+    )
+    assert _rows(result)[:4] == [
+        ("EHLO", "a", 250),
+        ("STARTTLS", "", 454),
+        ("MAIL", "FROM:<a@b>", 250),
+        ("RCPT", "TO:<c@d>", 550),
+    ]
+    assert _anomalies(result)[0] == (
+        "tls_not_agreed",
+        "client sent a TLS record of 1029 bytes where a command was due",
+    )
+
+
 def test_a_354_passes_over_the_replies_a_server_skipped() -> None:
     # make_smtp.py, client port 42024: the server sent no reply to either
     # RCPT. The 354 went to the first RCPT, the verdict to the second, and
