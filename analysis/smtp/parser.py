@@ -565,9 +565,11 @@ class SmtpParser:
         self._auth_open = False  # an AUTH exchange awaits its final reply
         self._auth_recent = False  # the last command line was AUTH
         self._last_data_index = -1
-        # LMTP (RFC 2033): the client said LHLO. Its server answers a
-        # message once for each RCPT it accepted, counted in _rcpts_ok since
-        # the reply that opened or reset the transaction.
+        # LMTP (RFC 2033): the server accepted LHLO (not merely the client
+        # said it: an SMTP server refuses it and answers a message once).
+        # Its server answers a message once for each RCPT it accepted,
+        # counted in _rcpts_ok since the reply that opened or reset the
+        # transaction.
         self._lmtp = False
         self._rcpts_ok = 0
         self._data_refused = False
@@ -1023,8 +1025,6 @@ class SmtpParser:
             self._anomaly(out, ts, "pending_overflow", "too many unanswered commands")
         self._expect(_Pending(index, verb if known else "?", ts))
 
-        if verb in _GREETING_VERBS:
-            self._lmtp = verb == "LHLO"
         if verb in _TRANSACTION_RESETS and self._chunk_headers is not None:
             # RFC 3030 2 and RFC 5321 4.1.1.5: the chunks sent so far belong
             # to a transaction this command abandons.
@@ -1587,6 +1587,12 @@ class SmtpParser:
             self._rcpts_ok += 1
         elif answers in _OPENS_TRANSACTION and reply.klass == 2:
             self._rcpts_ok = 0
+            if answers in _GREETING_VERBS:
+                # The greeting the server took says which protocol it
+                # speaks; a refused one changes nothing (found in review: a
+                # refused LHLO on port 25 made an SMTP server's replies to
+                # the next transaction go to the message's recipients).
+                self._lmtp = answers == "LHLO"
         if answers == "AUTH" and reply.klass != 3:
             self._auth_open = False
         if answers == "?" and reply.code == 334:

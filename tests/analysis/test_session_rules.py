@@ -1607,6 +1607,83 @@ def test_an_lmtp_message_gets_one_reply_per_accepted_recipient(
     assert _anomalies(result) == []
 
 
+def test_a_refused_greeting_does_not_change_smtp_into_lmtp_or_back() -> None:
+    # Found in review: the protocol followed the greeting the client sent,
+    # not one the server accepted. A refused LHLO to an SMTP server made the
+    # next transaction's replies the message's recipients' (its RCPT
+    # refusals vanished, a 221 read as a RCPT accepted); a refused HELO
+    # after an accepted LHLO made the second recipient's reply answer the
+    # next command.
+    smtp = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO x\r\n"),
+            (S, b"250 mx\r\n"),
+            (C, b"LHLO x\r\n"),
+            (S, b"500 5.5.1 unknown command\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\nRCPT TO:<u1@x>\r\nRCPT TO:<u2@x>\r\nDATA\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            (C, b"hi\r\n.\r\nMAIL FROM:<c@d>\r\nRCPT TO:<v1@x>\r\n"),
+            (S, b"250 queued\r\n250 ok\r\n550 5.1.1 no such user\r\n"),
+            (C, b"QUIT\r\n"),
+            (S, b"221 bye\r\n"),
+        ]
+    )
+    assert _rows(smtp) == [
+        ("EHLO", "x", 250),
+        ("LHLO", "x", 500),
+        ("MAIL", "FROM:<a@b>", 250),
+        ("RCPT", "TO:<u1@x>", 250),
+        ("RCPT", "TO:<u2@x>", 250),
+        ("DATA", "", 354),
+        ("MAIL", "FROM:<c@d>", 250),
+        ("RCPT", "TO:<v1@x>", 550),
+        ("QUIT", "", 221),
+    ]
+    first, second = smtp.transactions
+    assert (first.status, first.data_code, first.rcpt_data_codes) == (
+        "accepted",
+        250,
+        [],
+    )
+    assert (second.rcpt_to, second.rcpt_codes, second.rcpts_accepted) == (
+        ["v1@x"],
+        [550],
+        0,
+    )
+    assert _anomalies(smtp) == []
+    lmtp = session(
+        [
+            (S, b"220 lmtp\r\n"),
+            (C, b"LHLO x\r\n"),
+            (S, b"250 lmtp\r\n"),
+            (C, b"HELO x\r\n"),
+            (S, b"500 5.5.1 unknown command\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\nRCPT TO:<u1@x>\r\nRCPT TO:<u2@x>\r\nDATA\r\n"),
+            (S, b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            (C, b"hi\r\n.\r\nQUIT\r\n"),
+            (S, b"250 <u1@x> ok\r\n550 <u2@x> over quota\r\n221 bye\r\n"),
+        ],
+        port=2003,
+    )
+    assert _rows(lmtp) == [
+        ("LHLO", "x", 250),
+        ("HELO", "x", 500),
+        ("MAIL", "FROM:<a@b>", 250),
+        ("RCPT", "TO:<u1@x>", 250),
+        ("RCPT", "TO:<u2@x>", 250),
+        ("DATA", "", 354),
+        ("QUIT", "", 221),
+    ]
+    (txn,) = lmtp.transactions
+    assert (txn.status, txn.data_code, txn.rcpt_data_codes) == (
+        "accepted",
+        550,
+        [250, 550],
+    )
+    assert _anomalies(lmtp) == []
+
+
 def test_an_lmtp_message_refused_for_all_and_one_of_smtp() -> None:
     lmtp = session(
         [
