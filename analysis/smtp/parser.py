@@ -143,7 +143,7 @@ _FREE_TEXT_VERBS = frozenset({"VRFY", "EXPN", "HELP", "NOOP"})
 _OPENS_TRANSACTION = _TRANSACTION_RESETS
 # Commands a 354 that answers a later DATA may pass over, and how many at
 # most (SmtpParser._skipped_before_data).
-_PASSED_OVER = (KNOWN_VERBS - _BLOCKING) - {"BDAT"}
+_PASSED_OVER = (KNOWN_VERBS - _BLOCKING) - {"BDAT", "XEXCH50"}  # 354 too
 _REALIGN_SPAN = 1024
 # RFC 2920 3.1: commands that can only be last in a pipelined group.
 _GROUP_ENDERS = (
@@ -234,8 +234,8 @@ def redacted(verb: str, argument: str, known: bool) -> tuple[str, str, list[str]
 
 
 def _hide_secret(line: str, lowered: str, secret: str) -> str:
-    """``line`` (``lowered``: the same with its ASCII letters in lower case)
-    with ``secret`` (lowered so) hidden wherever it appears, in any case.
+    """``line`` (``lowered``: the same in lower case, ``_lowered``) with
+    ``secret`` (lowered so) hidden wherever it appears, in any case.
     A long secret is also found by its first _SECRET_START characters,
     with the run of base64 characters that goes on from there (an echo cut
     short, as sendmail shortens what it echoes). No regular expression:
@@ -246,7 +246,20 @@ def _hide_secret(line: str, lowered: str, secret: str) -> str:
     pieces: list[str] = []
     pos = 0
     while (found := lowered.find(probe, pos)) >= 0:
-        end = found + (len(secret) if lowered.startswith(secret, found) else len(probe))
+        end = found + len(probe)
+        if len(secret) < _SHORT_SECRET and not _stands_alone(lowered, found, end):
+            # A password of a few characters, inside a word: not its echo.
+            pieces += (line[pos:end],)
+            pos = end
+            continue
+        # As far as the echo follows the secret (a decoded password cut
+        # short keeps no base64 shape), then over the base64 that goes on.
+        while (
+            end < len(lowered)
+            and end - found < len(secret)
+            and lowered[end] == secret[end - found]
+        ):
+            end += 1
         if long:
             while end < len(lowered) and lowered[end] in _BASE64_LOWER:
                 end += 1
@@ -259,6 +272,27 @@ def _hide_secret(line: str, lowered: str, secret: str) -> str:
 
 
 _BASE64_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+/=_-")
+# Secrets shorter than this (only decoded passwords are) are hidden where
+# they stand alone, not inside a word, which they would cut holes in.
+_SHORT_SECRET = 4
+
+
+def _stands_alone(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` has no letter on either side. Digits do
+    not count: a server may show the NULs of a PLAIN response as "\\0"."""
+    before = text[start - 1] if start else " "
+    after = text[end] if end < len(text) else " "
+    return not (before.isalpha() or after.isalpha())
+
+
+def _lowered(text: str) -> str:
+    """``text`` in lower case, letter for letter: str.lower where it keeps
+    the length (a password "Pässwörd" echoed "PÄSSWÖRD" is found, found in
+    review), else ASCII letters alone (see _ASCII_LOWER)."""
+    low = text.lower()
+    return low if len(low) == len(text) else text.translate(_ASCII_LOWER)
+
+
 # Lower case for ASCII letters alone: str.lower may change a string's length
 # ("İ" becomes two characters), and positions found in the lowered text must
 # be those of the reply itself.
@@ -1387,10 +1421,11 @@ class SmtpParser:
         # password within is withheld beside the base64 that carried it.
         decoded = [auth.decoded_secret(secret) for secret in secrets]
         self._secrets.extend(
-            secret.translate(_ASCII_LOWER)
-            for secret in [*secrets, *filter(None, decoded)]
-            if len(secret) >= 4
+            _lowered(secret) for secret in secrets if len(secret) >= _SHORT_SECRET
         )
+        # A decoded password is one whatever its length (found in review: a
+        # three-letter one came back in the echo).
+        self._secrets.extend(_lowered(secret) for secret in decoded if secret)
 
     def _hidden(self, text: str) -> str:
         """``auth.hide_secrets``, remembering what it hid."""
@@ -1407,7 +1442,7 @@ class SmtpParser:
         which the secret comes back by trying the cases."""
         assert self._secrets is not None
         lines = list(reply.lines)
-        lowered = [line.translate(_ASCII_LOWER) for line in lines]
+        lowered = [_lowered(line) for line in lines]
         for secret in self._secrets:
             # A substring test per line (found in review: a regular
             # expression per secret, compiled again for every reply of 20
@@ -1415,7 +1450,7 @@ class SmtpParser:
             for i, low in enumerate(lowered):
                 if secret[:_SECRET_START] in low:
                     lines[i] = _hide_secret(lines[i], low, secret)
-                    lowered[i] = lines[i].translate(_ASCII_LOWER)
+                    lowered[i] = _lowered(lines[i])
         shown = tuple(lines)
         return reply._replace(lines=shown) if shown != reply.lines else reply
 

@@ -753,6 +753,50 @@ def test_a_password_echoed_decoded_is_hidden_too() -> None:
     assert "hunter2" not in repr(events).lower()
 
 
+def test_short_non_ascii_and_cut_short_passwords_echoed_are_hidden() -> None:
+    # Found in review: a password under four characters was never withheld,
+    # one with letters beyond ASCII came back in upper case, and an echo
+    # cut short kept the part after a character base64 does not have.
+    def plain(password: str) -> bytes:
+        return base64.b64encode(b"\0hank\0" + password.encode())
+
+    def login(password: str) -> bytes:
+        return base64.b64encode(password.encode())
+
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH PLAIN " + plain("abc") + b"\r\n"),
+            (S, b"535 5.7.8 bad credentials (\\0hank\\0abc), abcd stays\r\n"),
+            (C, b"AUTH PLAIN " + plain("P\u00e4ssw\u00f6rd9") + b"\r\n"),
+            (S, "535 5.7.8 no: P\u00c4SSW\u00d6RD9\r\n".encode()),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, login("ivan") + b"\r\n"),
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, login("q7!") + b"\r\n"),
+            (S, b"535 5.7.8 wrong password 'q7!'\r\n"),
+            (C, b"AUTH LOGIN " + login("ivan") + b"\r\n"),
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, login("Tr0ub4dor&3horse") + b"\r\n"),
+            (S, b"535 5.7.8 wrong password Tr0ub4dor&3hor...\r\n"),
+        ]
+    )
+    replies = [e.reply.text for e in of(events, ReplySeen)]
+    assert replies == [
+        "5.7.8 bad credentials (\\0hank\\0[redacted]), abcd stays",
+        "5.7.8 no: [redacted]",
+        "VXNlcm5hbWU6",
+        "UGFzc3dvcmQ6",
+        "5.7.8 wrong password '[redacted]'",
+        "UGFzc3dvcmQ6",
+        "5.7.8 wrong password [redacted]...",
+    ]
+    shown = repr(events)
+    for leaked in ("q7!", "SSW", "3hor", "(\\\\0hank\\\\0abc)"):
+        assert leaked not in shown, leaked
+
+
 def test_a_secret_after_a_letter_that_lower_case_lengthens_is_hidden() -> None:
     # "İ".lower() is two characters: positions in a lowered reply must stay
     # those of the reply.

@@ -1515,6 +1515,26 @@ def test_a_354_passes_over_the_replies_a_server_skipped() -> None:
     ]
 
 
+def test_a_354_to_xexch50_is_not_taken_for_data_s() -> None:
+    # Found in review: Exchange answers XEXCH50 with 354 (its binary blob
+    # follows), so a 354 does not prove DATA was read past it.
+    result = session(
+        [
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 PIPELINING\r\n"),
+            (C, b"XEXCH50 2 2\r\nDATA\r\n"),
+            (S, b"354 send binary data\r\n503 no\r\n"),
+        ]
+    )
+    assert _rows(result) == [
+        ("EHLO", "c", 250),
+        ("XEXCH50", "2 2", 354),
+        ("DATA", "", 503),
+    ]
+    assert "replies_skipped" not in [kind for kind, _ in _anomalies(result)]
+
+
 @pytest.mark.parametrize(
     ("sent", "replies"),
     [
