@@ -1388,7 +1388,8 @@ class Reassembler:
             and peer.next_off >= peer.fin_off
         ):
             final_ack = not payload and not flags & FIN
-            if flow.fin_done or final_ack:
+            guessed = half.fin_lost is not None or peer.fin_lost is not None
+            if (flow.fin_done or final_ack) and not guessed:
                 self._close(flow, ts, CloseReason.FIN, events)
             else:
                 flow.fin_done = True
@@ -1539,6 +1540,11 @@ class Reassembler:
             # came after it was dropped as data after the FIN).
             half.fin_off = half.fin_lost = None
             flow.fin_done = False  # the FINs are not both reached after all
+        elif lost_at is not None and flags & FIN:
+            # The FIN itself, only late (reordered): it was not lost, and
+            # the connection's last packet is the ACK of it still to come.
+            half.fin_lost = None
+            flow.fin_done = False
         if flags & FIN and half.fin_off is None and wire_end >= half.next_off:
             if wire_end - half.next_off <= self._max_bytes:
                 half.fin_off = wire_end

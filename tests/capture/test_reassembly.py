@@ -591,6 +591,57 @@ def test_bytes_past_a_fin_taken_for_lost_undo_it() -> None:
     assert [reason for _, reason, _ in closes(events)] == [CloseReason.END_OF_CAPTURE]
 
 
+def test_a_guessed_fin_closes_nothing_before_what_comes_after_it() -> None:
+    # Found in review: the server's FIN acknowledging one sequence number
+    # more (forged, or a client byte lost), then the client's plain ACK of
+    # it, closed the connection at once, and the MAIL and RCPT the client
+    # sent next were never read.
+    before = [
+        *handshake(),
+        (10, s(0, b"220 hi\r\n")),
+        (20, c(0, b"QUIT\r\n", ack=S_ISN + 9)),
+        (30, s(8, b"221 bye\r\n", ack=C_ISN + 7)),
+        (40, s(17, ack=C_ISN + 8, flags=ACK | FIN)),
+        (45, c(6, ack=S_ISN + 19, flags=ACK)),
+    ]
+    events = feed_all(
+        [
+            *before,
+            (50, c(6, b"MAIL FROM:<a@b>\r\n", ack=S_ISN + 19)),
+            (60, c(23, b"RCPT TO:<c@d>\r\n", ack=S_ISN + 19)),
+        ]
+    )
+    assert stream(events, Direction.CLIENT) == [
+        b"QUIT\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+    ]
+    assert anomalies(events) == []
+    assert closes(events) == [(0, CloseReason.END_OF_CAPTURE, 60)]
+    # Nothing after it: the guess stands, and the connection ended by FINs.
+    events = feed_all(before)
+    assert stream(events, Direction.CLIENT) == [b"QUIT\r\n"]
+    assert [kind for kind, _ in anomalies(events)] == ["tcp_fin_missing"]
+    assert closes(events) == [(0, CloseReason.FIN, 45)]
+
+
+def test_a_fin_acknowledged_before_it_is_seen_was_not_lost() -> None:
+    # Found in review: the client's FIN captured after the server's FIN
+    # that acknowledged it (reordered) was still told as tcp_fin_missing.
+    events = feed_all(
+        [
+            *handshake(),
+            (10, s(0, b"220 hi\r\n")),
+            (20, c(0, b"QUIT\r\n", ack=S_ISN + 9)),
+            (30, s(8, b"221 bye\r\n", ack=C_ISN + 7)),
+            (40, s(17, ack=C_ISN + 8, flags=ACK | FIN)),
+            (41, c(6, ack=S_ISN + 18, flags=ACK | FIN)),
+            (50, s(18, ack=C_ISN + 8, flags=ACK)),
+        ]
+    )
+    assert stream(events, Direction.CLIENT) == [b"QUIT\r\n"]
+    assert anomalies(events) == []
+    assert closes(events) == [(0, CloseReason.FIN, 50)]
+
+
 def test_data_after_fin_is_reported_and_dropped() -> None:
     events = feed_all(
         [
