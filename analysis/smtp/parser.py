@@ -341,7 +341,9 @@ _VERB_STARTS = frozenset(
     verb[:size] for verb in _VERB_BYTES for size in range(1, len(verb) + 1)
 )
 _VERB_LOOK = max(map(len, KNOWN_VERBS)) + 1
-_FIRST_WORD = re.compile(rb"[^ \t\r\n]{0,%d}" % _VERB_LOOK)
+# White space before the verb is skipped, as split_command (and servers)
+# skip it (found in review: " RCPT TO:..." lines hid a harvest).
+_FIRST_WORD = re.compile(rb"[ \t\r\x0b\x0c]*([^ \t\r\n\x0b\x0c]{0,%d})" % _VERB_LOOK)
 
 
 def _starts_like_command(data: bytes) -> bool:
@@ -950,10 +952,14 @@ class SmtpParser:
         while 0 < start < end or (start == pos < end and self._record_at_line):
             word = _FIRST_WORD.match(buf, start)
             assert word is not None  # it matches the empty word too
-            known = _VERB_BYTES
-            if word.end() == len(buf) and word.end() - start < _VERB_LOOK:
-                known = _VERB_STARTS  # the segment cut the word
-            if word.group().upper() in known:
+            verb = word.group(1)
+            if (
+                word.end() == len(buf)
+                and len(verb) < _VERB_LOOK
+                and (not verb or verb.upper() in _VERB_STARTS)
+            ):
+                return start  # the segment cut the word, or the space before it
+            if verb.upper() in _VERB_BYTES:
                 return start
             start = buf.find(b"\n", start, end) + 1
         return None

@@ -1470,6 +1470,37 @@ def test_a_command_inside_a_record_after_a_refused_starttls_is_read(
     )
 
 
+@pytest.mark.parametrize("space", [b" ", b"\t", b"\x0b", b"  \t"])
+@pytest.mark.parametrize("split", [None, 8, 9, 10])
+def test_white_space_before_a_verb_inside_a_record_hides_no_command(
+    space: bytes, split: int | None
+) -> None:
+    # Found in review: white space before the verb, which split_command
+    # (and servers) skip, hid a harvest's MAIL and RCPTs behind a record
+    # after a refused STARTTLS, and the directory_harvest alert with them.
+    body = b"\r\n" + space + b"MAIL FROM:<a@b>\r\n" + space + b"RCPT TO:<c@d>\r\n"
+    wire = b"\x16\x03\x01" + len(body).to_bytes(2, "big") + body
+    sent = [wire] if split is None else [wire[:split], wire[split:]]
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO a\r\n"),
+            (S, b"250-mx\r\n250 STARTTLS\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"454 TLS not available\r\n"),
+            *[(C, data) for data in sent],
+            (S, b"500 what\r\n250 ok\r\n550 5.1.1 unknown\r\n"),
+        ]
+    )
+    assert _rows(result) == [
+        ("EHLO", "a", 250),
+        ("STARTTLS", "", 454),
+        ("MAIL", "FROM:<a@b>", 250),
+        ("RCPT", "TO:<c@d>", 550),
+    ]
+    assert _anomalies(result)[0][0] == "tls_not_agreed"
+
+
 def test_a_354_passes_over_the_replies_a_server_skipped() -> None:
     # make_smtp.py, client port 42024: the server sent no reply to either
     # RCPT. The 354 went to the first RCPT, the verdict to the second, and
