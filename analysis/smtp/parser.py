@@ -23,6 +23,7 @@ import enum
 import re
 from array import array
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -278,11 +279,19 @@ _SHORT_SECRET = 4
 
 
 def _stands_alone(text: str, start: int, end: int) -> bool:
-    """Whether ``text[start:end]`` has no letter on either side. Digits do
-    not count: a server may show the NULs of a PLAIN response as "\\0"."""
+    """Whether ``text[start:end]`` is a word of its own: no letter or digit
+    on either side (but the "\\0" a server may show a PLAIN response's NUL
+    as), and not within the enhanced status code the line begins with."""
+    status = _ENHANCED_AT_START.match(text)
+    if status is not None and start < status.end():
+        return False
     before = text[start - 1] if start else " "
     after = text[end] if end < len(text) else " "
-    return not (before.isalpha() or after.isalpha())
+    escaped_nul = text[max(start - 2, 0) : start] == "\\0"
+    return not ((before.isalnum() and not escaped_nul) or after.isalnum())
+
+
+_ENHANCED_AT_START = re.compile(r"[245]\.\d{1,3}\.\d{1,3}\b")
 
 
 def _lowered(text: str) -> str:
@@ -517,6 +526,7 @@ class SmtpParser:
         "_client_spoke_first",
         "_command_index",
         "_data_refused",
+        "_echoed",
         "_greeting_seen",
         "_held",
         "_holding",
@@ -621,6 +631,9 @@ class SmtpParser:
         # What was last withheld from the client's lines: a server may echo
         # it in a reply (Sendmail: 500 5.5.1 Command unrecognized: "...").
         self._secrets: deque[str] | None = None  # in lower case
+        # Decoded passwords too short to look for in every reply: looked
+        # for in the next one (see _withhold). Made on first use.
+        self._echoed: list[str] | None = None
         self._lf_only_client = False
         self._lf_only_server = False
         self._tls_expected = False  # STARTTLS sent, no server to answer it
@@ -942,6 +955,14 @@ class SmtpParser:
         self._record_left -= end - pos
         if not self._record_left:
             self._mode = _COMMAND
+            if command is None and not self._record_at_line:
+                # The record ends inside a line, which the server reads on
+                # to its end as one of garbage: what follows up to there is
+                # no command (found in review: "<record>XXXXDATA" gave a
+                # DATA row), and is refused with the rest.
+                self._client_discard = True
+                if not self._pending:
+                    self._refused_lines += 1
         return end
 
     def _command_in_record(self, buf: bytes, pos: int, end: int) -> int | None:
@@ -1425,13 +1446,22 @@ class SmtpParser:
         # A server may echo a response decoded, as it read it (found in
         # review: "535 bad credentials for (\\0hank\\0<password>)"): the
         # password within is withheld beside the base64 that carried it.
-        decoded = [auth.decoded_secret(secret) for secret in secrets]
         self._secrets.extend(
             _lowered(secret) for secret in secrets if len(secret) >= _SHORT_SECRET
         )
         # A decoded password is one whatever its length (found in review: a
-        # three-letter one came back in the echo).
-        self._secrets.extend(_lowered(secret) for secret in decoded if secret)
+        # three-letter one came back in the echo). Long ones are looked for
+        # in every reply, as base64 is; shorter ones in the next reply only,
+        # the one that answers them, where a server echoes what it decoded:
+        # a password "as" or "user" looked for in every reply blanked the
+        # queue ids and addresses of the session (found in review).
+        for secret in filter(None, map(auth.decoded_secret, secrets)):
+            if len(secret) >= _SECRET_START:
+                self._secrets.append(_lowered(secret))
+            elif self._echoed is None:
+                self._echoed = [_lowered(secret)]
+            else:
+                self._echoed.append(_lowered(secret))
 
     def _hidden(self, text: str) -> str:
         """``auth.hide_secrets``, remembering what it hid."""
@@ -1441,15 +1471,14 @@ class SmtpParser:
             self._withhold(hidden)
         return shown
 
-    def _scrubbed(self, reply: Reply) -> Reply:
-        """``reply`` without what was withheld from the client: servers echo
-        a line they did not understand, some in upper case (aiosmtpd's
+    def _scrubbed(self, reply: Reply, secrets: Iterable[str]) -> Reply:
+        """``reply`` without ``secrets``, withheld from the client: servers
+        echo a line they did not understand, some in upper case (aiosmtpd's
         ``500 Error: command "..." not recognized``: found in a trial), from
         which the secret comes back by trying the cases."""
-        assert self._secrets is not None
         lines = list(reply.lines)
         lowered = [_lowered(line) for line in lines]
-        for secret in self._secrets:
+        for secret in secrets:
             # A substring test per line (found in review: a regular
             # expression per secret, compiled again for every reply of 20
             # sessions of 32 long secrets each, took minutes).
@@ -1462,7 +1491,10 @@ class SmtpParser:
 
     def _reply(self, reply: Reply, ts: int, out: list[SmtpEvent]) -> None:
         if self._secrets:
-            reply = self._scrubbed(reply)
+            reply = self._scrubbed(reply, self._secrets)
+        if self._echoed:
+            reply = self._scrubbed(reply, self._echoed)
+            self._echoed = None
         if not self._greeting_seen and self._is_greeting(reply):
             self._greeting_seen = True
             if self._client_spoke_first:

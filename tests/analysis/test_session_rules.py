@@ -1386,7 +1386,9 @@ def test_a_client_hello_after_a_refused_starttls_is_no_command(
     sent: list[bytes],
 ) -> None:
     # make_starttls.py, client port 44001: the record was a command row with
-    # a binary verb, and QUIT was glued to its last fragment.
+    # a binary verb, and QUIT was glued to its last fragment. The server
+    # reads the record as two lines (it holds an LF), the second going on
+    # into "QUIT": both refused; the QUIT sent after is the one it reads.
     steps = [
         (S, b"220 mx\r\n"),
         (C, b"EHLO a\r\n"),
@@ -1394,7 +1396,9 @@ def test_a_client_hello_after_a_refused_starttls_is_no_command(
         (C, b"STARTTLS\r\n"),
         (S, b"454 TLS not available\r\n"),
         *[(C, data) for data in sent],
-        (S, b"500 what\r\n221 bye\r\n"),
+        (S, b"500 what\r\n500 what\r\n"),
+        (C, b"QUIT\r\n"),
+        (S, b"221 bye\r\n"),
     ]
     result = session(steps)
     assert _rows(result) == [
@@ -1499,6 +1503,73 @@ def test_white_space_before_a_verb_inside_a_record_hides_no_command(
         ("RCPT", "TO:<c@d>", 550),
     ]
     assert _anomalies(result)[0][0] == "tls_not_agreed"
+
+
+@pytest.mark.parametrize("password", ["as", "0", ".", "ok", "user", "queued"])
+def test_a_short_password_blanks_no_later_reply(password: str) -> None:
+    # Found in review: a decoded password looked for in every reply, "as"
+    # blanked "queued as Q1" (and the queue id with it), "0" the status
+    # codes, "." the 354's text, "user" the addresses of later replies.
+    blob = base64.b64encode(b"\0bob\0" + password.encode()).decode()
+    result = session(
+        [
+            (S, b"220 mx ESMTP\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 AUTH PLAIN\r\n"),
+            (C, f"AUTH PLAIN {blob}\r\n".encode()),
+            (S, b"235 2.7.0 Authentication successful\r\n"),
+            (C, b"MAIL FROM:<user0@x.example>\r\n"),
+            (S, b"250 2.1.0 Ok user0@x.example\r\n"),
+            (C, b"RCPT TO:<user1@y.example>\r\n"),
+            (S, b"250 2.1.5 Ok\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 End data with <CR><LF>.<CR><LF>\r\n"),
+            (C, b"Subject: s\r\n\r\nhi\r\n.\r\n"),
+            (S, b"250 2.0.0 Ok: queued as Q1ASX\r\n"),
+        ]
+    )
+    assert [c.reply_text for c in result.commands] == [
+        "mx\nAUTH PLAIN",
+        "2.7.0 Authentication successful",
+        "2.1.0 Ok user0@x.example",
+        "2.1.5 Ok",
+        "End data with <CR><LF>.<CR><LF>",
+    ]
+    (txn,) = result.transactions
+    assert (txn.queue_id, txn.data_reply) == ("Q1ASX", "2.0.0 Ok: queued as Q1ASX")
+    assert result.session.auth_result == "success"
+
+
+def test_a_record_that_ends_inside_a_line_leaves_no_command_after_it() -> None:
+    # Found in review: after a record skipped by its length, "DATA" on the
+    # rest of the line it ended in was a DATA row; the server read
+    # "<record>XXXXDATA" as one line of garbage.
+    record = b"\x16\x03\x01\x00\x06\x01\x00XXXX"
+    result = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO a\r\n"),
+            (S, b"250-mx\r\n250 STARTTLS\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"454 TLS not available\r\n"),
+            (C, record + b"DATA\r\n"),
+            (S, b"500 5.5.2 what\r\n"),
+            (C, b"QUIT\r\n"),
+            (S, b"221 bye\r\n"),
+        ]
+    )
+    assert _rows(result) == [
+        ("EHLO", "a", 250),
+        ("STARTTLS", "", 454),
+        ("QUIT", "", 221),
+    ]
+    assert _anomalies(result) == [
+        (
+            "tls_not_agreed",
+            "client sent a TLS record of 11 bytes where a command was due",
+        )
+    ]
+    assert result.transactions == []
 
 
 def test_a_354_passes_over_the_replies_a_server_skipped() -> None:
