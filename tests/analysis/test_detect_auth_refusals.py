@@ -8,28 +8,19 @@ replies are aiosmtpd's.
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 
 from analysis.detect import detect
 from capture.stream import Direction
 from tests.analysis.conversation import C, S, session
-
-_HELLO = [
-    (S, b"220 mx ESMTP\r\n"),
-    (C, b"EHLO c\r\n"),
-    (S, b"250-mx\r\n250 AUTH PLAIN LOGIN\r\n"),
-]
-_QUIT = [(C, b"QUIT\r\n"), (S, b"221 bye\r\n")]
-_NOT_OFFERED = b"504 5.5.4 Unrecognized authentication type\r\n"
-_INVALID = b"535 5.7.8 Authentication credentials invalid\r\n"
-_ABORTED = b"501 5.7.0 Auth aborted\r\n"
-
-
-def _plain(user: bytes, password: bytes) -> bytes:
-    return b"AUTH PLAIN " + base64.b64encode(b"\0" + user + b"\0" + password)
-
+from tests.analysis.test_auth_outcomes import (
+    _ABORTED,
+    _HELLO,
+    _INVALID,
+    _NOT_OFFERED,
+    _QUIT,
+    _plain,
+)
 
 # Twelve AUTHs in one session, each answered: more than the brute-force
 # threshold (10 in 10 min) and the syntax-errors one (10 in 5 min).
