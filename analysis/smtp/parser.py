@@ -1022,9 +1022,12 @@ class SmtpParser:
             if line == b".":
                 self._mode = _COMMAND
             return
-        if not line.strip(b" \t"):
+        if not line.strip():
             # Not a command (RFC 5321 4.1.1), but servers answer it (500),
-            # so it takes its place in the queue like any unknown verb.
+            # so it takes its place in the queue like any unknown verb. Blank
+            # as split_command sees it: any ASCII white space (a form feed
+            # alone made a row without a verb and no anomaly: found in
+            # review).
             self._anomaly(out, ts, "empty_line", "client sent an empty line")
         try:
             text = line.decode("ascii")  # wire_text, inline for ASCII lines

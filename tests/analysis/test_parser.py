@@ -879,6 +879,17 @@ def test_empty_lines_are_answered_so_they_keep_their_place() -> None:
     assert verbs(events) == ["", "NOOP"]
     assert answered(events) == [("?", 500), ("NOOP", 250)]
     assert anomalies(events) == ["empty_line"]
+    # A line of other ASCII white space alone is as blank.
+    for blank in (b"\x0c", b"\x0b", b" \t\x0c "):
+        events = run(
+            [
+                (S, b"220 mx\r\n"),
+                (C, blank + b"\r\nNOOP\r\n"),
+                (S, b"500 what\r\n250 ok\r\n"),
+            ]
+        )
+        assert verbs(events) == ["", "NOOP"]
+        assert anomalies(events) == ["empty_line"]
 
 
 def test_server_reply_inside_data_ends_it_at_the_bare_lf_dot() -> None:
