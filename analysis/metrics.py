@@ -147,7 +147,7 @@ def exposition(monitor: Monitor, interfaces: Sequence[InterfaceCounts] = ()) -> 
     page.metric(
         "smtpscope_tls_sessions_total",
         counter,
-        "sessions that used STARTTLS or implicit TLS",
+        "sessions that used STARTTLS or implicit TLS, their handshake not failed",
         [({}, m.tls_sessions)],
     )
     page.metric(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
-from analysis.records import SessionResult
+from analysis.records import SessionResult, used_tls
 from analysis.smtp.syntax import KNOWN_VERBS
 
 NS = 1_000_000_000
@@ -126,7 +126,7 @@ class Monitor:
         self.transactions += s.transactions
         self.messages_accepted += s.messages_accepted
         self.commands += s.commands
-        self.tls_sessions += s.tls != "none"
+        self.tls_sessions += used_tls(s.tls, s.tls_handshake)
         if s.auth_result in self.auth_results:
             self.auth_results[s.auth_result] += 1
         self.auth_failures += s.auth_failures
@@ -159,7 +159,9 @@ class Monitor:
         for txn in result.transactions:
             if txn.data_code is None:
                 continue
-            if txn.data_method == "DATA":  # BDAT verdicts are command rows
+            if txn.data_method == "DATA" and txn.message_complete is not None:
+                # A verdict on content: BDAT's are command rows, and a
+                # refused DATA's data_code is the DATA row's own reply.
                 self._count_reply(txn.data_code)
             self._count_refusal(txn.data_code)
 

@@ -18,6 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+def used_tls(tls: str, handshake: str) -> bool:
+    """Whether a session counts as TLS in the report's, check's and live's
+    TLS share: STARTTLS or implicit TLS whose handshake did not fail (an
+    alert, or bytes that are not TLS, ended it: nothing was protected).
+    One the capture caught inside TLS, or that ended during the handshake,
+    counts."""
+    return tls != "none" and handshake != "failed"
+
+
 @dataclass(slots=True)
 class SessionRecord:
     session_id: str

@@ -23,7 +23,7 @@ from rich.text import Text
 from analysis.detect import Alert, Severity
 from analysis.escape import terminal_text
 from analysis.pipeline import RunStats
-from analysis.records import SessionRecord, SessionResult
+from analysis.records import SessionRecord, SessionResult, used_tls
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,9 +114,13 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
 
     sessions = tables.sessions
     # The verdict on a DATA message answers no command row of its own, so
-    # it is taken from the transactions (BDAT verdicts are command rows).
-    verdicts = tables.transactions.loc[
-        tables.transactions["data_method"] == "DATA", "data_code"
+    # it is taken from the transactions (BDAT verdicts are command rows, and
+    # a DATA refused before any content has its row's reply as data_code).
+    transactions = tables.transactions
+    verdicts = transactions.loc[
+        (transactions["data_method"] == "DATA")
+        & transactions["message_complete"].notna(),
+        "data_code",
     ]
     codes = pd.concat(
         [sessions["greeting_code"], tables.commands["reply_code"], verdicts],
@@ -130,7 +134,11 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
         sessions=len(sessions),
         transactions=len(tables.transactions),
         messages_accepted=int(sessions["messages_accepted"].sum()),
-        tls_sessions=int((sessions["tls"] != "none").sum()),
+        tls_sessions=int(
+            (
+                (sessions["tls"] != "none") & (sessions["tls_handshake"] != "failed")
+            ).sum()
+        ),
         auth_successes=int(sessions["auth_successes"].sum()),
         auth_failures=int(sessions["auth_failures"].sum()),
         auth_attempts=int(sessions["auth_attempts"].sum()),
@@ -187,7 +195,7 @@ class ReportDigest:
             self._shown.append(session)
         self._transactions += len(result.transactions)
         self._accepted += session.messages_accepted
-        self._tls += session.tls != "none"
+        self._tls += used_tls(session.tls, session.tls_handshake)
         self._decrypted += session.tls_decrypted
         self._auth_successes += session.auth_successes
         self._auth_failures += session.auth_failures
@@ -202,7 +210,11 @@ class ReportDigest:
         replies = self._replies
         codes = [command.reply_code for command in result.commands]
         codes.append(session.greeting_code)
-        codes += [t.data_code for t in result.transactions if t.data_method == "DATA"]
+        codes += [
+            t.data_code
+            for t in result.transactions
+            if t.data_method == "DATA" and t.message_complete is not None
+        ]
         for code in codes:
             if code is not None:
                 replies[_reply_class(code)] += 1

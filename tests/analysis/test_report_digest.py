@@ -106,3 +106,60 @@ def test_counts_of_a_known_capture() -> None:
             auth_attempts=5,  # the aborted AUTH LOGIN among them
         )
         assert summary == views.summarize(offline.build_tables(spool))
+
+
+def test_a_refused_data_and_a_failed_handshake_are_counted_once_and_not_as_tls() -> (
+    None
+):
+    # Found by a new user: a DATA refused before any content (its reply is
+    # also its transaction's data_code) was counted twice among the
+    # replies, and a STARTTLS whose handshake the server failed with an
+    # alert counted in the TLS share check and live watch.
+    from analysis.monitor import Monitor
+    from analysis.tables import TableBuilder
+    from tests.analysis.conversation import C, S, session
+
+    refused = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250 mx\r\n"),
+            (C, b"MAIL FROM:<a@b>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"RCPT TO:<c@d>\r\n"),
+            (S, b"550 no\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"503 5.5.1 no valid recipients\r\n"),
+        ]
+    )
+    failed = session(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO c\r\n"),
+            (S, b"250-mx\r\n250 STARTTLS\r\n"),
+            (C, b"STARTTLS\r\n"),
+            (S, b"220 go ahead\r\n"),
+            (C, bytes.fromhex("16030100050100000100")),
+            (S, bytes.fromhex("15030300020228")),  # fatal handshake_failure
+        ]
+    )
+    assert (failed.session.tls, failed.session.tls_handshake) == ("starttls", "failed")
+    digest = views.ReportDigest()
+    builder = TableBuilder()
+    monitor = Monitor(0)
+    for result in (refused, failed):
+        digest.add(result)
+        builder.add(result)
+        monitor.add(result, 10**9)
+    summary = digest.summary(pipeline.RunStats())
+    assert summary.reply_classes == {
+        "2xx": 6,
+        "3xx": 0,
+        "4xx": 0,
+        "5xx": 2,
+        "other": 0,
+    }
+    assert summary.tls_sessions == 0
+    assert summary == views.summarize(builder.build())
+    assert (monitor.tls_sessions, monitor.tls_share) == (0, 0.0)
+    assert monitor.reply_classes["5xx"] == 2
