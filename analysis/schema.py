@@ -122,7 +122,8 @@ SESSIONS: tuple[Column, ...] = (
         "tls_start",
         _T,
         "when TLS was agreed: the 220 to STARTTLS, or the first byte of the "
-        "ClientHello on an implicit-TLS port; missing without TLS",
+        "ClientHello on an implicit-TLS port; missing when tls is none (the "
+        "tls table's start is the first TLS byte)",
     ),
     Column("tls_client_bytes", _I, "encrypted bytes from the client"),
     Column("tls_server_bytes", _I, "encrypted bytes from the server"),
@@ -236,7 +237,10 @@ TRANSACTIONS: tuple[Column, ...] = (
     Column("rcpt_codes", Kind.INT_LIST, "reply code to each RCPT, same order"),
     Column("rcpts_accepted", _I, "RCPT commands the server accepted"),
     Column(
-        "data_method", _S, "DATA or BDAT: how the content data_code answers was sent"
+        "data_method",
+        _S,
+        "DATA or BDAT: the command data_code answers, whose content it "
+        "carried (none where the server refused the command itself)",
     ),
     Column(
         "data_code",
@@ -270,7 +274,8 @@ TRANSACTIONS: tuple[Column, ...] = (
     Column(
         "message_complete",
         _NB,
-        "missing when no content was sent; false when part of it was never "
+        "missing when no content was sent (no 354 to DATA, no BDAT chunk); "
+        "false when part of it was never "
         "seen or it never reached its end (a TCP gap, the end of the "
         "connection, a BDAT message abandoned or taken over by DATA)",
     ),

@@ -1236,7 +1236,8 @@ class SmtpParser:
     def _bdat_start(self, argument: str, ts: int, out: list[SmtpEvent]) -> None:
         chunk = parse_bdat(argument)
         if chunk is None:
-            self._anomaly(out, ts, "bdat_invalid", self._hidden(argument))
+            shown = self._hidden(argument) if argument else "(no argument)"
+            self._anomaly(out, ts, "bdat_invalid", shown)
             return
         size, last = chunk
         if last and self._pending:

@@ -219,6 +219,11 @@ def test_bdat_zero_last_and_invalid_size() -> None:
     )
     assert of(events, MessageEnded)[0].size == 3
     assert anomalies(events) == ["bdat_invalid"]
+    # Without an argument the detail says so (it was empty).
+    events = run([(S, b"220 mx\r\n"), (C, b"BDAT\r\n"), (S, b"501 syntax\r\n")])
+    assert [(a.kind, a.detail) for a in of(events, AnomalySeen)] == [
+        ("bdat_invalid", "(no argument)")
+    ]
 
 
 def test_auth_plain_initial_response_keeps_user_not_password() -> None:
