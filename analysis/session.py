@@ -51,7 +51,7 @@ from analysis.smtp.events import (
     TlsBytesSeen,
     TlsStarted,
 )
-from analysis.smtp.parser import MAX_PENDING, SmtpParser
+from analysis.smtp.parser import MAX_PENDING, TRANSACTION_RESETS, SmtpParser
 from analysis.smtp.syntax import (
     KNOWN_VERBS,
     decoded_words,
@@ -117,9 +117,6 @@ _NO_GREETING_SENT = "the server's first reply answers a command: it sent no gree
 
 _HELO_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
 _DETECTED_VERBS = _HELO_VERBS | {"AUTH", "MAIL", "RCPT", "QUIT"}
-# Commands after which a BDAT message without its LAST chunk no longer
-# exists (RFC 3030 2, RFC 5321 4.1.1.5), as the parser drops it.
-_MESSAGE_RESETS = _HELO_VERBS | {"RSET", "MAIL"}
 # Commands that belong to a transaction (SessionBuilder._txn_of).
 _TRANSACTION_VERBS = frozenset({"MAIL", "RCPT", "DATA", "BDAT"})
 # Replies that only SASL data gets (RFC 4954 4, 6): challenge, success,
@@ -573,7 +570,7 @@ class SessionBuilder:
             self._unkept_row(event.command_index, row, event.ts)
         self._last_verb = verb
 
-        if verb in _MESSAGE_RESETS and self._message_open is not None:
+        if verb in TRANSACTION_RESETS and self._message_open is not None:
             # The message never got its LAST chunk.
             self._message_open.message_complete = False
             self._message_open = None

@@ -127,8 +127,10 @@ _AFTER_REPLY: dict[tuple[str, int], ClientMode] = {
 }
 _BLOCKING = frozenset({"DATA", "STARTTLS", "AUTH"})
 _GREETING_VERBS = frozenset({"EHLO", "HELO", "LHLO"})
-# Commands after which a half-sent BDAT message no longer exists.
-_TRANSACTION_RESETS = _GREETING_VERBS | {"RSET", "MAIL"}
+# Commands after which a half-sent BDAT message no longer exists (RFC 3030
+# 2, RFC 5321 4.1.1.5), and whose acceptance opens a transaction afresh
+# (4.1.1.2, 4.1.4); the session builder drops such a message alike.
+TRANSACTION_RESETS = _GREETING_VERBS | {"RSET", "MAIL"}
 # How many withheld secrets are looked for in the replies that follow (found
 # in review: nine pipelined NOOPs with a blob each, and the first one's echo
 # came after it had been let go at eight).
@@ -139,9 +141,6 @@ _SECRETS_KEPT = 32
 _SECRET_START = 8
 # Commands whose argument is free text nothing reads: a blob there is hidden.
 _FREE_TEXT_VERBS = frozenset({"VRFY", "EXPN", "HELP", "NOOP"})
-# Commands whose acceptance opens a transaction afresh (RFC 5321 4.1.1.2,
-# 4.1.1.5 and 4.1.4), for the count of its accepted recipients.
-_OPENS_TRANSACTION = _TRANSACTION_RESETS
 # Commands a 354 that answers a later DATA may pass over, and how many at
 # most (SmtpParser._skipped_before_data).
 _PASSED_OVER = (KNOWN_VERBS - _BLOCKING) - {"BDAT", "XEXCH50"}  # 354 too
@@ -362,7 +361,7 @@ def _starts_like_command(data: bytes) -> bool:
     # no space after it (found in review: "QUIT\r\n" after the 220 was
     # not taken for clear text).
     verb = data.split(b"\n", 1)[0].split(b" ", 1)[0].rstrip(b"\r").upper()
-    return verb.decode("ascii", "replace") in KNOWN_VERBS
+    return verb in _VERB_BYTES
 
 
 @dataclass(slots=True)
@@ -1089,7 +1088,7 @@ class SmtpParser:
             self._anomaly(out, ts, "pending_overflow", "too many unanswered commands")
         self._expect(_Pending(index, verb if known else "?", ts))
 
-        if verb in _TRANSACTION_RESETS and self._chunk_headers is not None:
+        if verb in TRANSACTION_RESETS and self._chunk_headers is not None:
             # RFC 3030 2 and RFC 5321 4.1.1.5: the chunks sent so far belong
             # to a transaction this command abandons.
             self._chunk_headers = None
@@ -1662,7 +1661,7 @@ class SmtpParser:
         answers = waiting.answers
         if answers == "RCPT" and reply.klass == 2:
             self._rcpts_ok += 1
-        elif answers in _OPENS_TRANSACTION and reply.klass == 2:
+        elif answers in TRANSACTION_RESETS and reply.klass == 2:
             self._rcpts_ok = 0
             if answers in _GREETING_VERBS:
                 # The greeting the server took says which protocol it
