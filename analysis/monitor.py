@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 
-from analysis.records import SessionResult, used_tls
+from analysis.records import SessionResult, content_verdict, used_tls
 from analysis.smtp.syntax import KNOWN_VERBS
 
 NS = 1_000_000_000
@@ -159,10 +159,9 @@ class Monitor:
         for txn in result.transactions:
             if txn.data_code is None:
                 continue
-            if txn.data_method == "DATA" and txn.message_complete is not None:
-                # A verdict on content: BDAT's are command rows, and a
-                # refused DATA's data_code is the DATA row's own reply.
-                self._count_reply(txn.data_code)
+            verdict = content_verdict(txn)
+            if verdict is not None:
+                self._count_reply(verdict)
             self._count_refusal(txn.data_code)
 
         # Step 2: anomalies, the latest kept to show.

@@ -27,6 +27,16 @@ def used_tls(tls: str, handshake: str) -> bool:
     return tls != "none" and handshake != "failed"
 
 
+def content_verdict(txn: TransactionRecord) -> int | None:
+    """The code of the verdict on a DATA message that no command row holds,
+    for the counts of replies: the reply to its end of data. None for BDAT
+    (its verdict is its LAST chunk's row) and for a DATA refused before any
+    content, whose data_code is its own row's reply."""
+    if txn.data_method == "DATA" and txn.message_complete is not None:
+        return txn.data_code
+    return None
+
+
 @dataclass(slots=True)
 class SessionRecord:
     session_id: str

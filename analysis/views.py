@@ -23,7 +23,12 @@ from rich.text import Text
 from analysis.detect import Alert, Severity
 from analysis.escape import terminal_text
 from analysis.pipeline import RunStats
-from analysis.records import SessionRecord, SessionResult, used_tls
+from analysis.records import (
+    SessionRecord,
+    SessionResult,
+    content_verdict,
+    used_tls,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,8 +119,7 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
 
     sessions = tables.sessions
     # The verdict on a DATA message answers no command row of its own, so
-    # it is taken from the transactions (BDAT verdicts are command rows, and
-    # a DATA refused before any content has its row's reply as data_code).
+    # it is taken from the transactions, as records.content_verdict does.
     transactions = tables.transactions
     verdicts = transactions.loc[
         (transactions["data_method"] == "DATA")
@@ -134,7 +138,7 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
         sessions=len(sessions),
         transactions=len(tables.transactions),
         messages_accepted=int(sessions["messages_accepted"].sum()),
-        tls_sessions=int(
+        tls_sessions=int(  # records.used_tls, over the column
             (
                 (sessions["tls"] != "none") & (sessions["tls_handshake"] != "failed")
             ).sum()
@@ -210,11 +214,7 @@ class ReportDigest:
         replies = self._replies
         codes = [command.reply_code for command in result.commands]
         codes.append(session.greeting_code)
-        codes += [
-            t.data_code
-            for t in result.transactions
-            if t.data_method == "DATA" and t.message_complete is not None
-        ]
+        codes += [content_verdict(t) for t in result.transactions]
         for code in codes:
             if code is not None:
                 replies[_reply_class(code)] += 1
