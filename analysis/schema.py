@@ -145,7 +145,11 @@ SESSIONS: tuple[Column, ...] = (
         " refused (for another reason: 504, 534, 538, 454, 501 ...), cancelled"
         " (the client sent *) or no_reply",
     ),
-    Column("auth_attempts", _I, "AUTH commands sent"),
+    Column(
+        "auth_attempts",
+        _I,
+        "AUTH commands sent (or answered, where the capture began inside one)",
+    ),
     Column(
         "auth_failures",
         _I,

@@ -122,6 +122,10 @@ _TRANSACTION_VERBS = frozenset({"MAIL", "RCPT", "DATA", "BDAT"})
 # Replies that only SASL data gets (RFC 4954 4, 6): challenge, success,
 # failure, mechanism too weak, encryption required.
 _SASL_CODES = frozenset({334, 235, 535, 534, 538})
+# Replies that only an AUTH exchange gets (RFC 4954 6): given to SASL data
+# in a capture that began after the server's last challenge, they are that
+# exchange's outcome.
+_AUTH_OUTCOMES = frozenset({235, 535})
 # Past the row caps, commands whose reply changes nothing in the session
 # (a withheld line included: see SmtpParser), so none waits for it; and
 # what an unknown verb waits with instead of its row.
@@ -219,9 +223,9 @@ class _AuthAttempt:
 
     __slots__ = ("cancelled", "index", "mechanism", "user")
 
-    def __init__(self, index: int, mechanism: str) -> None:
+    def __init__(self, index: int, mechanism: str | None) -> None:
         self.index = index  # its command index
-        self.mechanism = mechanism
+        self.mechanism = mechanism or None  # None: not named, or not seen
         self.user: str | None = None  # as PLAIN and LOGIN reveal it
         self.cancelled = False  # the client answered "*"
 
@@ -786,7 +790,8 @@ class SessionBuilder:
                 )
             row.verb = "[redacted]"
             row.argument = ""
-        if answers == "AUTH" or row.verb == "AUTH":
+        sasl_outcome = row.verb == "[redacted]" and reply.code in _AUTH_OUTCOMES
+        if answers == "AUTH" or row.verb == "AUTH" or sasl_outcome:
             if reply.klass == 3:
                 return  # a 334 challenge: the row waits for the outcome
             self._on_auth_result(event.command_index, row, reply)
@@ -1021,13 +1026,19 @@ class SessionBuilder:
 
     def _on_auth_result(self, index: int, row: CommandRecord, reply: Reply) -> None:
         attempt = self._auth
+        s = self.session
         if attempt is None or attempt.index != index:
             # Not the last AUTH sent (only a one-sided or damaged capture
             # answers an older one): its row still names the mechanism.
             attempt = _AuthAttempt(index, auth.mechanism_of(row.argument))
+            if row.verb != "AUTH":
+                # SASL data answered in a capture that began inside the
+                # exchange: the AUTH was not captured, but its outcome
+                # proves it was sent, and each outcome counts one attempt.
+                attempt.mechanism = None
+                s.auth_attempts += 1
         else:
             self._auth = None  # answered
-        s = self.session
         result = auth.outcome(reply.code, reply.enhanced)
         if result == auth.SUCCESS:
             s.auth_successes += 1

@@ -196,3 +196,42 @@ def test_outcome_reads_the_code_and_the_enhanced_code() -> None:
     assert auth.outcome(454, "4.7.8") == auth.FAILURE
     assert auth.outcome(504, "5.5.4") == auth.REFUSED
     assert auth.outcome(501, None) == auth.REFUSED
+
+
+def test_an_outcome_of_an_auth_before_the_capture_counts_one_attempt() -> None:
+    # Reported by a new user: a capture cut inside AUTH LOGIN read an empty
+    # mechanism, 0 attempts and 1 success (aiosmtpd's prompts).
+    result = session(
+        [
+            (S, b"334 VXNlciBOYW1lAA==\r\n"),
+            (C, base64.b64encode(b"alice") + b"\r\n"),
+            (S, b"334 UGFzc3dvcmQA\r\n"),
+            (C, base64.b64encode(b"hunter2hunter2") + b"\r\n"),
+            (S, b"235 2.7.0 Authentication successful\r\n"),
+            *_QUIT,
+        ]
+    )
+    assert _auth_columns(result.session) == (None, None, "success", 1, 1, 0, 0)
+    assert [(c.verb, c.argument, c.reply_code) for c in result.commands] == [
+        ("[redacted]", "", 235),
+        ("QUIT", "", 221),
+    ]
+
+
+def test_a_challenge_before_the_capture_then_a_refusal_counts_one_attempt() -> None:
+    # The capture begins with the server's 334 (its username prompt); the
+    # client's username and password follow, and the server refuses them.
+    result = session(
+        [
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, base64.b64encode(b"hunter2hunter2") + b"\r\n"),
+            (S, _INVALID),
+            *_QUIT,
+        ]
+    )
+    assert _auth_columns(result.session) == (None, None, "failure", 1, 0, 1, 0)
+
+
+def test_an_auth_without_a_mechanism_names_none() -> None:
+    result = session([*_HELLO, (C, b"AUTH\r\n"), (S, b"501 5.5.4 Syntax\r\n"), *_QUIT])
+    assert _auth_columns(result.session) == (None, None, "refused", 1, 0, 0, 1)
