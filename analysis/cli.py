@@ -645,6 +645,7 @@ def evicted_warning(evicted: int, limit: int | None, jobs: int) -> str:
         )
     return (
         f"warning: {evicted:,} {were} closed early (close 'evicted'): {why}; "
+        "one that went on is a new session from there, begun mid-stream; "
         "--max-connections raises the limit"
     )
 

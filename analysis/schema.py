@@ -253,7 +253,12 @@ TRANSACTIONS: tuple[Column, ...] = (
         "recipient's refusal, else the last recipient's reply",
     ),
     Column("message_bytes", _NI, "message size after dot-unstuffing"),
-    Column("data_duration_s", _F, "start of content to final reply"),
+    Column(
+        "data_duration_s",
+        _F,
+        "DATA: from the 354 to the final reply, the client's sending of the "
+        "content included; BDAT: from the first BDAT to the final reply",
+    ),
     Column("queue_id", _S, "queue identifier found in the final reply"),
     Column("date", _S, "Date: header"),
     Column("from", _S, "From: header", field="from_"),

@@ -40,10 +40,14 @@ class HeloDetector(PerSession):
         server_names = self._own_names | facts.host_names(session.greeting_text)
         authenticated = session.auth_result == "success"
         found: dict[str, CommandRecord] = {}  # kind -> first command showing it
-        names: dict[str, None] = {}  # in order, each once
+        # Each name once, in order, as first sent: names differ only when
+        # they differ beyond case (RFC 1035 2.3.3), but the note quotes the
+        # client's spelling, which is evidence.
+        names: dict[str, str] = {}
         for command in helos:
-            name = command.argument.split()[0].rstrip(".").lower()
-            names.setdefault(name)
+            sent = command.argument.split()[0]
+            name = sent.rstrip(".").lower()
+            names.setdefault(name, sent)
             for kind in _kinds(
                 name, session.client_ip, session.server_ip, server_names
             ):
@@ -76,10 +80,10 @@ _NOTE_NAMES = 10
 _NOTE_NAME_CHARS = 100
 
 
-def _names_note(names: dict[str, None]) -> str:
+def _names_note(names: dict[str, str]) -> str:
     shown = [
         name if len(name) <= _NOTE_NAME_CHARS else name[:_NOTE_NAME_CHARS] + "..."
-        for name in itertools.islice(names, _NOTE_NAMES)
+        for name in itertools.islice(names.values(), _NOTE_NAMES)
     ]
     if len(names) > _NOTE_NAMES:
         shown.append(f"{len(names) - _NOTE_NAMES:,} more")

@@ -53,3 +53,10 @@ def test_an_alert_keeps_twenty_notes_and_counts_the_rest(
         "(a0.example, b0.example, a1.example, b1.example, 3 more hits with other notes)"
         in (alert.summary)
     )
+
+
+def test_the_note_quotes_each_name_as_first_sent() -> None:
+    # Reported by a new user: the note lower-cased the names it quotes. A
+    # name that differs only in case (or a final dot) is no change.
+    (alert,) = _alerts([_named([b"Mail.Example.", b"mail.example", b"BOT"])])
+    assert "(Mail.Example., BOT)" in alert.summary

@@ -73,8 +73,9 @@ def test_past_the_limit_attempts_are_evicted_with_a_warning(
     assert closes(out) == {"evicted": 209, "end_of_capture": 91}
     assert capsys.readouterr().err == (
         "smtpscope: warning: 209 connections were closed early (close "
-        "'evicted'): more than 100 were open at once; --max-connections "
-        "raises the limit\n"
+        "'evicted'): more than 100 were open at once; one that went on is a "
+        "new session from there, begun mid-stream; --max-connections raises "
+        "the limit\n"
     )
 
     # Each of two processes holds at most 50: more are evicted, and the
@@ -87,7 +88,8 @@ def test_past_the_limit_attempts_are_evicted_with_a_warning(
         "smtpscope: warning: 252 connections were closed early (close "
         "'evicted'): more than 50 were open at once in a process (with -j 2 "
         "each holds its share of 100, so which connections were evicted can "
-        "differ from a run with -j 1); --max-connections raises the limit\n"
+        "differ from a run with -j 1); one that went on is a new session from "
+        "there, begun mid-stream; --max-connections raises the limit\n"
     )
 
     # check reads as read does with one process, and says it alike; its
@@ -96,8 +98,9 @@ def test_past_the_limit_attempts_are_evicted_with_a_warning(
     said = capsys.readouterr()
     assert said.err == (
         "smtpscope: warning: 209 connections were closed early (close "
-        "'evicted'): more than 100 were open at once; --max-connections "
-        "raises the limit\n"
+        "'evicted'): more than 100 were open at once; one that went on is a "
+        "new session from there, begun mid-stream; --max-connections raises "
+        "the limit\n"
     )
     assert said.out.startswith("SMTPSCOPE OK - 300 sessions on ")
 
