@@ -259,3 +259,53 @@ def make_capture(path: Path, size: str) -> Path:
     make = [sys.executable, str(ROOT / "bench" / "make_capture.py")]
     subprocess.run([*make, "--size", size, str(path)], check=True, capture_output=True)
     return path
+
+
+def test_goals_are_judged_from_the_ratios_and_peaks() -> None:
+    # A new user found no verdicts in the run's output: only the README's
+    # hand-written table said which goals were met.
+    report: dict[str, Any] = {
+        "ratios": {
+            "smtpscope": {"throughput_vs_tshark": 9.05, "time_vs_tcpdump": 7.1},
+            "smtpscope-j2": {
+                "throughput_vs_tshark": 12.95,
+                "time_vs_tcpdump": 4.97,
+                "speedup_vs_smtpscope": 1.43,
+            },
+            "split-2": {"speedup_vs_smtpscope": 1.8},
+        },
+        "tools": {
+            "smtpscope": {"peak_rss_kb": 36352},
+            "smtpscope-j2": {"peak_rss_kb": 146485},
+            "tshark": {"peak_rss_kb": 1792307},
+        },
+        "baseline": {"memory": {"smtpscope": {"growth": 0.2}}},
+        "same_tables": {"smtpscope-j2": True},
+    }
+    found = run_py().goals(report, {"smtpscope": 1, "smtpscope-j2": 2})
+    assert [(g["goal"], g["run"], g["figure"], g["met"]) for g in found] == [
+        ("throughput >= 10x tshark's", "smtpscope", 9.05, False),
+        ("time <= 5x tcpdump's", "smtpscope", 7.1, False),
+        ("throughput >= 10x tshark's", "smtpscope-j2", 12.95, True),
+        ("time <= 5x tcpdump's", "smtpscope-j2", 4.97, True),
+        ("--jobs 2 >= 1.7x --jobs 1", "smtpscope-j2", 1.43, False),
+        ("peak RSS < 150 MB", "smtpscope", 37.2, True),
+        ("peak RSS < 150 MB", "smtpscope-j2", 150.0, False),
+        ("peak <= 1.2x the baseline's", "smtpscope", 0.2, True),
+        ("same tables as the first run", "smtpscope-j2", 1.0, True),
+    ]
+
+
+@pytest.mark.skipif(
+    shutil.which("tcpdump") is None or shutil.which("tshark") is None,
+    reason="tcpdump or tshark not installed",
+)
+def test_tshark_prefiltered_reads_what_tcpdump_keeps(tmp_path: Path) -> None:
+    report, _ = _bench_json(
+        tmp_path, "512K", ["--jobs", "1", "--tools", "smtpscope,tshark-prefiltered"]
+    )
+    tool = report["tools"]["tshark-prefiltered"]
+    assert tool["status"] == "ok"
+    assert tool["argv"][:2] == ["bash", "-c"]
+    assert "| tshark -r - -Y smtp -T fields" in tool["argv"][2]
+    assert "throughput_vs_tshark_prefiltered" in report["ratios"]["smtpscope"]
