@@ -46,6 +46,23 @@ def login_user(payload: str) -> str | None:
     return None if raw is None else wire_text(raw)
 
 
+def cram_user(payload: str) -> str | None:
+    """The username of a CRAM-MD5 response, "user SP digest" (RFC 2195 2).
+
+    The digest, 32 lower-case hex digits, is an HMAC of the challenge keyed
+    by the password: no secret to show, but a password can be guessed from
+    it, so it is never kept. A response of any other shape (a password sent
+    by mistake, say) reveals no user.
+    """
+    raw = b64decode(payload)
+    if raw is None:
+        return None
+    user, _, digest = raw.rpartition(b" ")
+    if not user or len(digest) != 32 or digest.strip(b"0123456789abcdef"):
+        return None
+    return wire_text(user)
+
+
 def mechanism_of(argument: str) -> str:
     """The SASL mechanism an AUTH argument names, in upper case.
 

@@ -604,7 +604,7 @@ class SmtpParser:
         self._chunk_complete = True
         self._auth_index = -1
         self._auth_mechanism = ""
-        # "user", "plain" or "" for the next answer; "spent" once a LOGIN
+        # "user", "plain", "cram" or "" for the next answer; "spent" once a
         # username may have been sent, after which none is one (_SPENT).
         self._auth_expect = ""
         self._auth_open = False  # an AUTH exchange awaits its final reply
@@ -1295,6 +1295,8 @@ class SmtpParser:
         elif mechanism == "LOGIN" and initial and initial != "=":
             self._auth_user(auth.login_user(initial), ts, out)
             self._auth_expect = _SPENT
+        elif mechanism == "CRAM-MD5":
+            self._auth_expect = "cram"  # its one answer, after the challenge
         # LOGIN without an initial response: only a "Username:" challenge
         # says the next answer is a username. Guessing could store a
         # password as a user name (a refused AUTH, a one-sided capture).
@@ -1319,6 +1321,8 @@ class SmtpParser:
                 self._auth_user(auth.plain_user(text), ts, out)
             elif self._auth_expect == "user":
                 self._auth_user(auth.login_user(text), ts, out)
+            elif self._auth_expect == "cram":
+                self._auth_user(auth.cram_user(text), ts, out)
         self._auth_expect = _SPENT
         self._expect(_Pending(self._auth_index, "AUTH", ts, sasl=True))
         if self._server_spoke:

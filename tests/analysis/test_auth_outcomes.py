@@ -15,6 +15,7 @@ import pytest
 
 from analysis.records import SessionRecord
 from analysis.smtp import auth
+from capture.stream import Direction
 from tests.analysis.conversation import C, S, session
 
 _HELLO = [
@@ -235,3 +236,36 @@ def test_a_challenge_before_the_capture_then_a_refusal_counts_one_attempt() -> N
 def test_an_auth_without_a_mechanism_names_none() -> None:
     result = session([*_HELLO, (C, b"AUTH\r\n"), (S, b"501 5.5.4 Syntax\r\n"), *_QUIT])
     assert _auth_columns(result.session) == (None, None, "refused", 1, 0, 0, 1)
+
+
+def _cram(response: bytes) -> list[tuple[Direction, bytes]]:
+    return [
+        *_HELLO,
+        (C, b"AUTH CRAM-MD5\r\n"),
+        (S, b"334 PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+\r\n"),
+        (C, base64.b64encode(response) + b"\r\n"),
+        (S, _INVALID),
+        *_QUIT,
+    ]
+
+
+def test_a_cram_md5_response_names_its_user_and_keeps_no_digest() -> None:
+    # A new user's point: the name is sent in the clear (RFC 2195 2's
+    # example response); the digest, from which a password may be guessed,
+    # is withheld like any SASL answer.
+    response = b"tim b913a602c7eda7a495b4e6e7334d3890"
+    result = session(_cram(response))
+    assert _auth_columns(result.session) == ("CRAM-MD5", "tim", "failure", 1, 0, 1, 0)
+    shown = repr(result)
+    assert "b913a602" not in shown
+    assert base64.b64encode(response).decode() not in shown
+
+
+@pytest.mark.parametrize(
+    "response",
+    [b"hunter2hunter2", b"tim b913a602", b" b913a602c7eda7a495b4e6e7334d3890"],
+)
+def test_a_cram_md5_response_of_another_shape_names_nobody(response: bytes) -> None:
+    result = session(_cram(response))
+    assert _auth_columns(result.session) == ("CRAM-MD5", None, "failure", 1, 0, 1, 0)
+    assert b"hunter2" not in repr(result).encode()
