@@ -27,13 +27,31 @@ Postfix words it): N distinct domains in all, each of which the relay
 detector takes its server to own.
 
     python bench/make_flood.py --unknown-users 1000000 /tmp/h/unknown.pcap
+
+With ``--relay-clients N`` the sessions come from N clients in turn, each
+naming ``--relay-attempts`` recipients (1 unless said), every one at a
+domain of its own that the server refuses to relay to (554 5.7.1); with
+``--auth-clients N`` each session sends ``--auth-refusals`` AUTH PLAIN (5
+unless said) for a user name of its client's, every one refused for its
+credentials (535 5.7.8). Both write ``--sessions`` sessions (one per client
+unless said), spread evenly over ``--span`` seconds (one a second unless
+said), to one server: the shapes that make the detectors hold something
+per distinct client for their windows.
+
+    python bench/make_flood.py --relay-clients 20000 --relay-attempts 20 \\
+        --span 1800 /tmp/h/relay.pcap
+    python bench/make_flood.py --auth-clients 2000 --sessions 20000 \\
+        --span 1800 /tmp/h/auth.pcap
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import functools
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from random import Random
 from typing import BinaryIO
@@ -54,6 +72,24 @@ def client_of(index: int) -> tuple[bytes, int]:
     """A distinct address in 198.18.0.0/15 (RFC 2544, benchmarking) and port."""
     address = bytes([198, 18 + (index >> 16) % 2, (index >> 8) & 0xFF, index & 0xFF])
     return address, 1024 + index % 60_000
+
+
+Talk = list[tuple[int, str]]  # (side, text) in the order sent
+TalkOf = Callable[[int, int], Talk]
+
+
+def write_session(out: BinaryIO, conn: TcpConn, talk: Talk) -> None:
+    """Write one connection: handshake, ``talk``, and the client's close."""
+    frames = list(conn.open())
+    for side, text in talk:
+        frames += conn.send(side, text.encode(), 300)
+    frames += conn.close(CLIENT_SIDE)
+    for at_us, headers, payload in frames:
+        seconds, micros = divmod(at_us, 1_000_000)
+        size = len(headers) + len(payload)
+        out.write(_RECORD.pack(START_S + seconds, micros, size, size))
+        out.write(headers)
+        out.write(payload)
 
 
 def unknown_user_sessions(
@@ -89,17 +125,95 @@ def unknown_user_sessions(
             (CLIENT_SIDE, "QUIT\r\n"),
             (SERVER_SIDE, "221 2.0.0 Bye\r\n"),
         ]
-        frames = list(conn.open())
-        for side, text in talk:
-            frames += conn.send(side, text.encode(), 300)
-        frames += conn.close(CLIENT_SIDE)
-        for at_us, headers, payload in frames:
-            seconds, micros = divmod(at_us, 1_000_000)
-            size = len(headers) + len(payload)
-            out.write(_RECORD.pack(START_S + seconds, micros, size, size))
-            out.write(headers)
-            out.write(payload)
+        write_session(out, conn, talk)
     return sessions
+
+
+VICTIM = "mx.victim.example"
+
+
+def relay_talk(index: int, client: int, attempts: int) -> Talk:
+    """A session whose every RCPT, to a domain of its own, is refused as
+    relaying, pipelined as the server offers."""
+    lines = [f"u{k}@r{index}-{k}.example" for k in range(attempts)]
+    return [
+        (SERVER_SIDE, f"220 {VICTIM} ESMTP Postfix\r\n"),
+        (CLIENT_SIDE, "EHLO client.example\r\n"),
+        (SERVER_SIDE, f"250-{VICTIM}\r\n250-PIPELINING\r\n250 8BITMIME\r\n"),
+        (CLIENT_SIDE, "MAIL FROM:<probe@client.example>\r\n"),
+        (SERVER_SIDE, "250 2.1.0 Ok\r\n"),
+        (CLIENT_SIDE, "".join(f"RCPT TO:<{a}>\r\n" for a in lines)),
+        (
+            SERVER_SIDE,
+            "".join(f"554 5.7.1 <{a}>: Relay access denied\r\n" for a in lines),
+        ),
+        (CLIENT_SIDE, "QUIT\r\n"),
+        (SERVER_SIDE, "221 2.0.0 Bye\r\n"),
+    ]
+
+
+def auth_talk(index: int, client: int, refusals: int) -> Talk:
+    """A session whose every AUTH PLAIN, for its client's one user name, is
+    refused for its credentials."""
+    talk = [
+        (SERVER_SIDE, f"220 {VICTIM} ESMTP Postfix\r\n"),
+        (CLIENT_SIDE, "EHLO client.example\r\n"),
+        (SERVER_SIDE, f"250-{VICTIM}\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n"),
+    ]
+    for attempt in range(refusals):
+        token = f"\0user{client}\0guess{attempt}".encode()
+        talk.append((CLIENT_SIDE, f"AUTH PLAIN {base64.b64encode(token).decode()}\r\n"))
+        talk.append(
+            (SERVER_SIDE, "535 5.7.8 Error: authentication failed: bad password\r\n")
+        )
+    talk += [(CLIENT_SIDE, "QUIT\r\n"), (SERVER_SIDE, "221 2.0.0 Bye\r\n")]
+    return talk
+
+
+def per_client_sessions(
+    out: BinaryIO, sessions: int, clients: int, span_s: float, talk_of: TalkOf
+) -> None:
+    """Write ``sessions`` sessions from ``clients`` clients in turn, spread
+    evenly over ``span_s`` seconds, each saying what ``talk_of`` gives for
+    (session index, client index)."""
+    rng = Random(5322)
+    for index in range(sessions):
+        client = index % clients
+        address, _ = client_of(client)
+        # A port per session: a client's next session is a connection of
+        # its own, never one that reuses a closed 4-tuple.
+        wire = Wire(
+            (address, 1024 + index % 60_000), (SERVER, 25), ident=index & 0xFFFF
+        )
+        start_us = round(index * span_s * 1_000_000 / sessions)
+        conn = TcpConn(wire, rng, start_us, rtt_us=400, pace_us=10)
+        write_session(out, conn, talk_of(index, client))
+
+
+def write_per_client(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--relay-clients`` or ``--auth-clients``: check, write, say what."""
+    if args.relay_clients is not None and args.auth_clients is not None:
+        parser.error("--relay-clients and --auth-clients go one at a time")
+    talk_of: TalkOf
+    if args.relay_clients is not None:
+        clients, each, what = args.relay_clients, args.relay_attempts, "RCPTs"
+        talk_of = functools.partial(relay_talk, attempts=each)
+    else:
+        clients, each, what = args.auth_clients, args.auth_refusals, "AUTHs"
+        talk_of = functools.partial(auth_talk, refusals=each)
+    sessions = clients if args.sessions is None else args.sessions
+    span = float(sessions) if args.span is None else args.span
+    if min(clients, each, sessions) < 1 or span <= 0:
+        parser.error("clients, attempts a session and --sessions must be >= 1")
+    with args.output.open("wb") as out:
+        out.write(_FILE_HEADER)
+        per_client_sessions(out, sessions, clients, span, talk_of)
+    print(
+        f"wrote {sessions:,} sessions from {clients:,} clients, {each} refused "
+        f"{what} each, over {span:g} s to {args.output}",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +239,35 @@ def main(argv: list[str] | None = None) -> int:
         "--per-session", type=int, default=100, help="RCPTs a session (100)"
     )
     parser.add_argument("--clients", type=int, default=10, help="clients (10)")
+    parser.add_argument(
+        "--relay-clients",
+        type=int,
+        metavar="N",
+        help="write sessions from N clients whose RCPTs are refused as relaying",
+    )
+    parser.add_argument(
+        "--relay-attempts", type=int, default=1, help="RCPTs a relay session (1)"
+    )
+    parser.add_argument(
+        "--auth-clients",
+        type=int,
+        metavar="N",
+        help="write sessions from N clients whose AUTHs are refused",
+    )
+    parser.add_argument(
+        "--auth-refusals", type=int, default=5, help="AUTHs an AUTH session (5)"
+    )
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        help="sessions of --relay-clients or --auth-clients (one per client)",
+    )
+    parser.add_argument(
+        "--span",
+        type=float,
+        help="seconds the sessions of --relay-clients or --auth-clients are "
+        "spread over (one a second)",
+    )
     parser.add_argument("--servers", type=int, default=1, help="servers (1)")
     args = parser.parse_args(argv)
     if args.syns < 1:
@@ -133,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate must be at least 1")
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    if args.relay_clients is not None or args.auth_clients is not None:
+        return write_per_client(parser, args)
     if args.unknown_users is not None:
         if min(args.unknown_users, args.per_session, args.clients) < 1:
             parser.error("--unknown-users, --per-session and --clients must be >= 1")

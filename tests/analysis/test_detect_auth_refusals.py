@@ -8,9 +8,14 @@ replies are aiosmtpd's.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from analysis.detect import detect
+from analysis.tables import read_captures
 from capture.stream import Direction
 from tests.analysis.conversation import C, S, session
 from tests.analysis.test_auth_outcomes import (
@@ -77,3 +82,33 @@ def test_bad_base64_over_and_over_is_syntax_errors_not_brute_force() -> None:
         (S, b"501 5.5.2 Can't decode base64\r\n"),
     ]
     assert _alert_kinds(steps) == ["syntax_errors"]
+
+
+def test_the_bench_writes_refused_auths_from_clients_in_turn(tmp_path: Path) -> None:
+    # bench/make_flood.py --auth-clients, the shape whose refusals wait per
+    # client in the windows (bench/README.md): 4 sessions from 2 clients, 5
+    # AUTH PLAIN refused for their credentials in each.
+    capture = tmp_path / "auth.pcap"
+    make = [sys.executable, str(Path(__file__).parents[2] / "bench" / "make_flood.py")]
+    options = ["--auth-clients", "2", "--sessions", "4", "--span", "4"]
+    subprocess.run([*make, *options, str(capture)], check=True, capture_output=True)
+    tables = read_captures(capture)
+    sessions = tables.sessions[["client_ip", "auth_user"]].to_dict("records")
+    assert (
+        sessions
+        == [
+            {"client_ip": "198.18.0.0", "auth_user": "user0"},
+            {"client_ip": "198.18.0.1", "auth_user": "user1"},
+        ]
+        * 2
+    )
+    auths = tables.commands[tables.commands["verb"] == "AUTH"]
+    assert auths["argument"].tolist() == ["PLAIN [redacted]"] * 20
+    assert set(auths["reply_enhanced"]) == {"5.7.8"}
+    for table in (tables.sessions, tables.commands, tables.alerts):
+        assert "guess" not in table.to_csv()  # the passwords tried
+    alerts = tables.alerts[["kind", "client_ip", "count", "sessions"]]
+    assert alerts.to_dict("records") == [
+        {"kind": "auth_brute_force", "client_ip": c, "count": 10, "sessions": 2}
+        for c in ("198.18.0.0", "198.18.0.1")
+    ]

@@ -438,3 +438,28 @@ def test_the_bench_writes_unknown_users_at_a_domain_each(tmp_path: Path) -> None
         {"kind": "directory_harvest", "client_ip": "198.18.0.0", "count": 15},
         {"kind": "directory_harvest", "client_ip": "198.18.0.1", "count": 10},
     ]
+
+
+def test_the_bench_writes_relay_attempts_from_clients_in_turn(tmp_path: Path) -> None:
+    # bench/make_flood.py --relay-clients, the shape whose incidents are held
+    # per client (bench/README.md): 6 sessions from 3 clients, 4 refused
+    # RCPTs each, every one at a domain of its own.
+    capture = tmp_path / "relay.pcap"
+    make = [sys.executable, str(ROOT / "bench" / "make_flood.py")]
+    options = ["--relay-clients", "3", "--relay-attempts", "4"]
+    options += ["--sessions", "6", "--span", "6"]
+    subprocess.run([*make, *options, str(capture)], check=True, capture_output=True)
+    tables = read_captures(capture)
+    clients = ["198.18.0.0", "198.18.0.1", "198.18.0.2"]
+    assert tables.sessions["client_ip"].tolist() == clients * 2
+    rcpts = tables.commands[tables.commands["verb"] == "RCPT"]
+    assert rcpts["argument"].tolist()[:5] == [
+        *(f"TO:<u{k}@r0-{k}.example>" for k in range(4)),
+        "TO:<u0@r1-0.example>",
+    ]
+    assert set(rcpts["reply_enhanced"]) == {"5.7.1"}
+    alerts = tables.alerts[["kind", "client_ip", "count", "sessions"]]
+    assert alerts.to_dict("records") == [
+        {"kind": "relay_attempt", "client_ip": c, "count": 8, "sessions": 2}
+        for c in clients
+    ]
