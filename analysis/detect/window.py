@@ -23,6 +23,7 @@ import functools
 import hashlib
 import math
 import operator
+from array import array
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -119,61 +120,76 @@ def _shared_address(address: str | None) -> str | None:
     return address if address is None else shared_text(address)
 
 
-# An observation's timestamp, by position: cheaper than a lambda per call.
-_TS = operator.itemgetter(Observation._fields.index("ts"))
-
-
 class _Ordered:
-    """Items in time order, forgotten from the oldest, counted by time range.
+    """Times in order, each with an item if asked for, forgotten from the
+    oldest, counted by time range.
 
-    Forgetting moves a start index rather than deleting the head of the
-    list at once, so that neither forgetting nor counting costs time in
-    proportion to how many items are kept; the list is compacted when at
-    least half of it is forgotten. Only ``items[start:]`` are kept: an item
-    added older than a forgotten one still lands among the kept ones.
+    The times are an array of 64-bit integers (nanoseconds since 1970, which
+    the capture readers keep within that range): 8 bytes each, where an int
+    object in a list takes 40, and a window holds one per observation.
+    Forgetting moves a start index rather than deleting the head at once,
+    so that neither forgetting nor counting costs time in proportion to how
+    many are kept; the head is deleted when at least half is forgotten.
+    Only those from ``start`` on are kept: a time added older than a
+    forgotten one still lands among the kept ones.
     """
 
-    __slots__ = ("items", "key", "start")
+    __slots__ = ("items", "start", "times")
 
-    def __init__(self, key: Any = None) -> None:
-        self.items: list[Any] = []
+    def __init__(self, with_items: bool = False) -> None:
+        self.times = array("q")
+        self.items: list[Any] | None = [] if with_items else None
         self.start = 0
-        self.key = key
 
     def __len__(self) -> int:
-        return len(self.items) - self.start
+        return len(self.times) - self.start
 
-    def kept(self) -> list[Any]:
-        return self.items[self.start :]
+    def oldest(self) -> int:
+        return self.times[self.start]
 
     def newest(self) -> int:
-        last = self.items[-1]
-        return int(last if self.key is None else self.key(last))
+        return self.times[-1]
 
-    def add(self, item: Any, ts: int) -> None:
-        # After items of the same time, as they came, like ``bisect.insort``.
-        items = self.items
-        if len(items) == self.start or self.newest() <= ts:
-            items.append(item)  # in time order, as most items come
-        else:
-            bisect.insort(items, item, lo=self.start, key=self.key)
+    def kept(self) -> list[tuple[int, Any]]:
+        """The times kept, each with its item."""
+        start, items = self.start, self.items or ()
+        return list(zip(self.times[start:], items[start:], strict=True))
+
+    def add(self, ts: int, item: Any = None) -> None:
+        # After those of the same time, as they came, like ``bisect.insort``.
+        times, items = self.times, self.items
+        if len(times) == self.start or times[-1] <= ts:
+            times.append(ts)  # in time order, as most come
+            if items is not None:
+                items.append(item)
+            return
+        at = bisect.bisect_right(times, ts, lo=self.start)
+        times.insert(at, ts)
+        if items is not None:
+            items.insert(at, item)
 
     def index(self, ts: int) -> int:
-        """Where items of ``ts`` and later begin."""
-        return bisect.bisect_left(self.items, ts, lo=self.start, key=self.key)
+        """Where the times of ``ts`` and later begin."""
+        return bisect.bisect_left(self.times, ts, lo=self.start)
 
     def between(self, first: int, last: int) -> int:
-        """How many items fall within ``first`` and ``last``, both included."""
+        """How many times fall within ``first`` and ``last``, both included."""
         lo = self.index(first)
-        return bisect.bisect_right(self.items, last, lo=lo, key=self.key) - lo
+        return bisect.bisect_right(self.times, last, lo=lo) - lo
 
-    def forget_before(self, ts: int) -> list[Any]:
-        """Forget the items older than ``ts``; return them."""
+    def forget_before(self, ts: int) -> list[tuple[int, Any]]:
+        """Forget the times older than ``ts``; return them with their items
+        (none without items)."""
         lo, hi = self.start, self.index(ts)
-        gone = self.items[lo:hi]
+        times, items = self.times, self.items
+        gone = []
+        if items is not None:
+            gone = list(zip(times[lo:hi], items[lo:hi], strict=True))
         self.start = hi
-        if hi * 2 >= len(self.items):
-            del self.items[:hi]
+        if hi * 2 >= len(times):
+            del times[:hi]
+            if items is not None:
+                del items[:hi]
             self.start = 0
         return gone
 
@@ -181,10 +197,13 @@ class _Ordered:
 # What a Tracker's hits, other observations, times, values and counts are
 # until it has one: never written to (add replaces them first; forgetting
 # from an empty one changes nothing).
-_NO_HITS: Final = _Ordered(_TS)
+_NO_HITS: Final = _Ordered(with_items=True)
 _NO_TIMES: Final = _Ordered()
 _NO_VALUES: Final[dict[str, _Ordered]] = {}
 _NO_COUNTS: Final[dict[str, int]] = {}
+# The hits of an incident that tallies them: none is kept, and an empty
+# list of its own would take 56 bytes an incident.
+_NONE_KEPT: Final[list[Observation]] = []
 
 
 # Client addresses a Tally counts one by one: about 10 MB of them.
@@ -198,11 +217,16 @@ MAX_TALLY_NOTES = 20
 MAX_TALLY_VALUES = 10_000
 
 
-# Distinct values a Tally keeps in a list before a set: 20 take 2.2 KB in a
-# set and 0.2 in a list, and an incident of 20 relay attempts, each to a
-# domain of its own, holds them for the rule's hour (20,000 clients that
-# did so in half an hour: 40 MB of sets).
+# Distinct values a Tally keeps in one text before a set: 20 take 2.2 KB in
+# a set, 1.4 KB as strings in a list and 0.3 in one text, and an incident
+# of 20 relay attempts, each to a domain of its own, holds them for the
+# rule's hour (20,000 clients that did so in half an hour: 40 MB of sets).
 MAX_LISTED_VALUES = 32
+# How the text lists them: each value after _SEP, a digest (bytes) as _DIGEST
+# and its hex digits. A value with either character in it is counted in the
+# set from the start, so that no listed value can be mistaken for another.
+_SEP = "\0"
+_DIGEST = "\1"
 
 
 # Characters of a tallied value kept as they are; a longer one is counted by
@@ -256,6 +280,51 @@ class _Sketch:
         return round(raw)
 
 
+def _listed(kept: str | bytes) -> str | None:
+    """How ``kept`` is written in a Tally's text; None if it cannot be."""
+    if isinstance(kept, bytes):
+        return _SEP + _DIGEST + kept.hex()
+    if _SEP in kept or _DIGEST in kept:
+        return None
+    return _SEP + kept
+
+
+def _unlisted(text: str) -> set[str | bytes]:
+    """The values a Tally's text lists."""
+    return {
+        bytes.fromhex(each[1:]) if each.startswith(_DIGEST) else each
+        for each in text.split(_SEP)[1:]
+    }
+
+
+# The clients or servers a Tally holds as a tuple before a set: most
+# incidents are one client's at one server, and a set of one takes 216
+# bytes against 56 for the tuple. Two go to a set, which compares equal
+# whatever the order they came in.
+_Held = tuple[str | None, ...] | set[str | None]
+
+
+def _hold(held: _Held, value: str | None, most: int | None = None) -> _Held | None:
+    """``held`` with ``value`` added (itself if it was there); None when
+    ``value`` is new and ``held`` has ``most`` already."""
+    if value in held:
+        return held
+    if most is not None and len(held) >= most:
+        return None
+    if isinstance(held, tuple):
+        return (value,) if not held else {*held, value}
+    held.add(value)
+    return held
+
+
+# What a Tally's notes are until it has one: never written to.
+_NO_NOTES: Final[dict[str, int]] = {}
+
+
+def _no_notes() -> dict[str, int]:
+    return _NO_NOTES
+
+
 @dataclass(slots=True)
 class Tally:
     """What an alert reads of its hits besides the ones it lists.
@@ -277,19 +346,21 @@ class Tally:
     # _COUNTED_IN_FULL), for a client can name a new 4 KB sender domain in
     # every MAIL (found in review: 40,000 of them took 198 MB). Past
     # MAX_TALLY_VALUES of them, ``sketch`` estimates how many, and
-    # ``values`` is emptied. A list up to MAX_LISTED_VALUES, then a set.
-    values: list[str | bytes] | set[str | bytes] = field(default_factory=list)
+    # ``values`` is emptied. One text up to MAX_LISTED_VALUES (see _SEP),
+    # then a set.
+    values: str | set[str | bytes] = ""
     sketch: _Sketch | None = None
     # At most MAX_TALLY_CLIENTS, then ``more_clients``: a flood from
-    # spoofed addresses has a new one per hit.
-    clients: set[str | None] = field(default_factory=set)
+    # spoofed addresses has a new one per hit. A tuple of one, then a set
+    # (see _Held).
+    clients: _Held = ()
     more_clients: bool = False
-    servers: set[str | None] = field(default_factory=set)
+    servers: _Held = ()
     # At most MAX_TALLY_NOTES, then the hits with other notes are counted in
     # ``other_notes``: a client can make every note different (found in
     # review: 3,000 sessions each naming two long HELO names held 618 MB,
     # and one alert's summary was 96 MB).
-    notes: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, int] = field(default_factory=_no_notes)
     other_notes: int = 0  # hits whose note was not kept
     last_session: str | None = None
 
@@ -309,7 +380,7 @@ class Tally:
         more than the hits with a value (found in review: one value past the
         limit gave 9,685)."""
         if self.sketch is None:
-            return len(self.values) + self.plain
+            return self.distinct + self.plain
         valued = self.hits - self.plain
         estimate = self.sketch.estimate()
         return min(max(estimate, MAX_TALLY_VALUES + 1), valued) + self.plain
@@ -317,6 +388,19 @@ class Tally:
     @property
     def estimated(self) -> bool:
         return self.sketch is not None
+
+    def counted(self) -> set[str | bytes]:
+        """The values counted one by one, as kept (a long one as its digest)."""
+        values = self.values
+        return _unlisted(values) if isinstance(values, str) else set(values)
+
+    @property
+    def distinct(self) -> int:
+        """The values counted one by one."""
+        values = self.values
+        if isinstance(values, str):
+            return values.count(_SEP)
+        return len(values)
 
     def add(self, obs: Observation) -> None:
         self.hits += 1
@@ -327,20 +411,24 @@ class Tally:
             kept = value if len(value) <= _COUNTED_IN_FULL else _digest(value)
             if self.sketch is not None:
                 self.sketch.add(kept)
-            elif kept not in self.values:
+            else:
                 self._add_value(kept)
         if obs.session_id != self.last_session:
             self.sessions += 1
             self.last_session = obs.session_id
-        clients = self.clients
-        if len(clients) < MAX_TALLY_CLIENTS:
-            clients.add(obs.client_ip)
-        elif obs.client_ip not in clients:
+        clients = _hold(self.clients, obs.client_ip, MAX_TALLY_CLIENTS)
+        if clients is None:
             self.more_clients = True
-        self.servers.add(obs.server_ip)
+        else:
+            self.clients = clients
+        servers = _hold(self.servers, obs.server_ip)
+        if servers is not None:
+            self.servers = servers
         note = obs.note
         if note:
             notes = self.notes
+            if notes is _NO_NOTES:
+                notes = self.notes = {}
             if note in notes:
                 notes[note] += 1
             elif len(notes) < MAX_TALLY_NOTES:
@@ -353,12 +441,17 @@ class Tally:
             self.measure = obs.measure
 
     def _add_value(self, kept: str | bytes) -> None:
-        """Count a value not counted yet."""
+        """Count a value unless it was counted already."""
         values = self.values
-        if isinstance(values, list):
-            values.append(kept)
-            if len(values) > MAX_LISTED_VALUES:
-                self.values = set(values)
+        if isinstance(values, str):
+            listed = _listed(kept)
+            if listed is not None and listed + _SEP in values + _SEP:
+                return
+            if listed is not None and values.count(_SEP) < MAX_LISTED_VALUES:
+                self.values = values + listed
+                return
+            values = self.values = _unlisted(values)
+        if kept in values:
             return
         values.add(kept)
         if len(values) > MAX_TALLY_VALUES:
@@ -389,8 +482,13 @@ class Evidence:
     """
 
     taken: int = 0
-    # session id -> the earliest place of its hits
-    sessions: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # The session of the hits while they are all one session's, with its
+    # earliest place; then ``more``: session id -> the earliest place of its
+    # hits. A dict of one takes 184 bytes, and most incidents held for a
+    # window are a single session's.
+    only: str | None = None
+    only_place: tuple[int, int] = (0, 0)
+    more: dict[str, tuple[int, int]] | None = None
     # (ts, taken before it, example), earliest first: at most MAX_EXAMPLES,
     # each example once, at its earliest place.
     examples: list[tuple[int, int, str]] = field(default_factory=list)
@@ -402,13 +500,29 @@ class Evidence:
             evidence.add(obs)
         return evidence
 
+    @property
+    def sessions(self) -> dict[str, tuple[int, int]]:
+        """Session id -> the earliest place of its hits."""
+        if self.more is not None:
+            return self.more
+        return {} if self.only is None else {self.only: self.only_place}
+
     def add(self, obs: Observation) -> None:
         place = (obs.ts, self.taken)
         self.taken += 1
-        sessions = self.sessions
-        earliest = sessions.get(obs.session_id)
-        if earliest is None or place < earliest:
-            sessions[obs.session_id] = place
+        session_id, more = obs.session_id, self.more
+        if more is None:
+            if self.only is None:
+                self.only, self.only_place = session_id, place
+            elif session_id == self.only:
+                self.only_place = min(self.only_place, place)
+            else:
+                more = self.more = {self.only: self.only_place}
+                self.only = None
+        if more is not None:
+            earliest = more.get(session_id)
+            if earliest is None or place < earliest:
+                more[session_id] = place
         example = obs.example
         if example:
             self._add_example(place, example)
@@ -424,8 +538,9 @@ class Evidence:
                     return
                 del examples[at]
                 break
-        # Places are distinct: the texts are never compared.
-        bisect.insort(examples, (*place, example))
+        # Places are distinct: the texts are never compared. One string per
+        # text: the incidents of several kinds list the same commands.
+        bisect.insort(examples, (*place, shared_text(example)))
         del examples[MAX_EXAMPLES:]
 
     def first(self) -> tuple[str, int]:
@@ -534,9 +649,13 @@ class Tracker:
     # it: see ``Incident``.
     keep: int = 0
     hits_span: bool = False
-    # The recent hits and the times of the other observations (none while
-    # an incident is open), the times of hits without a value and of each
-    # value, and the newest observation's time.
+    # The times of the recent hits, each with its observation, and the
+    # times of the other observations (none while an incident is open), the
+    # times of hits without a value and of each value, and the newest
+    # observation's time. A hit's observation is the one held for an
+    # earlier hit when the two differ only in their time (see _held): the
+    # refusals of one session are alike but for it, and an observation
+    # takes about 150 bytes.
     _recent: _Ordered = field(init=False)
     _others: _Ordered = field(init=False)
     _plain: _Ordered = field(init=False)
@@ -545,6 +664,8 @@ class Tracker:
     # Hits per value at or after ``_edge``: the newest time less a window.
     _edge: int = field(init=False, default=0)
     _edge_values: dict[str, int] = field(init=False)
+    # The observation held for the latest hit.
+    _last: Observation | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._forget_all()
@@ -563,23 +684,23 @@ class Tracker:
         if not obs.hit:
             if self._others is _NO_TIMES:
                 self._others = _Ordered()
-            self._others.add(ts, ts)
+            self._others.add(ts)
             return
         if self._recent is _NO_HITS:
-            self._recent = _Ordered(_TS)
-        self._recent.add(obs, ts)
+            self._recent = _Ordered(with_items=True)
+        self._recent.add(ts, self._held(obs))
         value = obs.value
         if value is None:
             if self._plain is _NO_TIMES:
                 self._plain = _Ordered()
-            self._plain.add(ts, ts)
+            self._plain.add(ts)
         else:
             if self._values is _NO_VALUES:
                 self._values, self._edge_values = {}, {}
             times = self._values.get(value)
             if times is None:
                 times = self._values[value] = _Ordered()
-            times.add(ts, ts)
+            times.add(ts)
             if ts >= self._edge:
                 edge_values = self._edge_values
                 edge_values[value] = edge_values.get(value, 0) + 1
@@ -587,14 +708,23 @@ class Tracker:
             self.incident = self._open(obs)
             self._forget_all()
 
+    def _held(self, obs: Observation) -> Observation:
+        """What the window holds for the hit ``obs`` beside its time: the
+        observation held for the latest hit if only their times differ."""
+        last = self._last
+        if last is not None and last[3:] == obs[3:] and last[:2] == obs[:2]:
+            return last
+        self._last = obs
+        return obs
+
     def _open(self, crossing: Observation) -> Incident:
         """The incident the hit ``crossing`` (just added) opens."""
-        hits, others = self._recent.kept(), self._others
-        first = hits[0].ts
+        recent, others = self._recent, self._others
+        first = recent.oldest()
         if self.hits_span:
-            last = hits[-1].ts
+            last = recent.newest()
             incident = Incident(
-                hits,
+                [],
                 others.between(first, last),
                 first,
                 last,
@@ -603,15 +733,19 @@ class Tracker:
             )
         else:
             if others:
-                first = min(first, others.items[others.start])
-            incident = Incident(hits, len(others), first, self._newest)
+                first = min(first, others.oldest())
+            incident = Incident([], len(others), first, self._newest)
+        held = recent.kept()
         if self.keep:
-            tally = Tally.of(hits)
+            # A tally reads no time: the observations held serve as they are.
+            tally = Tally.of([obs for _, obs in held])
             # The hit added last came last: later hits of its session follow.
             tally.last_session = crossing.session_id
             incident.tally, incident.keep = tally, self.keep
-            incident.evidence = Evidence.of(hits[: self.keep])
-            incident.hits = []
+            incident.evidence = Evidence.of(_timed(held[: self.keep]))
+            incident.hits = _NONE_KEPT
+        else:
+            incident.hits = _timed(held)
         return incident
 
     def expire(self, now: int) -> Incident | None:
@@ -619,10 +753,10 @@ class Tracker:
         cutoff = now - self.window
         recent, others = self._recent, self._others
         forgot = False
-        if others and others.items[others.start] < cutoff:
+        if others and others.oldest() < cutoff:
             others.forget_before(cutoff)
             forgot = True
-        if recent and recent.items[recent.start].ts < cutoff:
+        if recent and recent.oldest() < cutoff:
             gone = recent.forget_before(cutoff)
             self._plain.forget_before(cutoff)
             self._forget_values(gone, cutoff)
@@ -652,10 +786,11 @@ class Tracker:
         self._plain = _NO_TIMES
         self._values = _NO_VALUES
         self._edge_values = _NO_COUNTS
+        self._last = None
 
-    def _forget_values(self, gone: list[Observation], cutoff: int) -> None:
+    def _forget_values(self, gone: list[tuple[int, Observation]], cutoff: int) -> None:
         values, edge_values, edge = self._values, self._edge_values, self._edge
-        for obs in gone:
+        for ts, obs in gone:
             value = obs.value
             if value is None:
                 continue
@@ -664,7 +799,7 @@ class Tracker:
                 times.forget_before(cutoff)
                 if not times:
                     del values[value]
-            if obs.ts >= edge:
+            if ts >= edge:
                 self._uncount(edge_values, value)
 
     def _move_edge(self, edge: int) -> None:
@@ -673,7 +808,7 @@ class Tracker:
         recent = self._recent
         lo, hi = recent.index(self._edge), recent.index(edge)
         edge_values = self._edge_values
-        for obs in recent.items[lo:hi]:
+        for obs in (recent.items or ())[lo:hi]:
             if obs.value is not None:
                 self._uncount(edge_values, obs.value)
         self._edge = edge
@@ -720,6 +855,11 @@ class Tracker:
             if times.between(first, end):
                 wanted -= 1
         return wanted <= 0
+
+
+def _timed(held: list[tuple[int, Observation]]) -> list[Observation]:
+    """The hits ``held`` as they came, each with its own time."""
+    return [obs if obs.ts == ts else obs._replace(ts=ts) for ts, obs in held]
 
 
 @functools.lru_cache(maxsize=1024)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from analysis.detect import window
 from analysis.detect.window import Evidence, Incident, Observation, Tally, Tracker
 
 S = 1_000_000_000
@@ -406,27 +407,36 @@ def test_a_tally_counts_long_values_by_digest() -> None:
     values = ["short", *long, long[0], "short", "x" * 64]
     tally = Tally.of([obs(n, value=value) for n, value in enumerate(values)])
     assert tally.count == 5
-    texts = sorted(v for v in tally.values if isinstance(v, str))
-    digests = [v for v in tally.values if isinstance(v, bytes)]
+    texts = sorted(v for v in tally.counted() if isinstance(v, str))
+    digests = [v for v in tally.counted() if isinstance(v, bytes)]
     assert texts == ["short", "x" * 64]  # up to 64 characters kept as they are
     assert [len(v) for v in digests] == [16, 16, 16]
 
 
 def test_a_tally_lists_its_first_values_then_sets_them() -> None:
     # An incident of 20 relay attempts, each to a domain of its own, is
-    # held for the rule's hour: 20 values took 2.2 KB in a set.
+    # held for the rule's hour: 20 values took 2.2 KB in a set, 1.4 KB as
+    # strings in a list, and take 0.3 KB in one text.
     tally = Tally()
     for n in range(62):
         tally.add(obs(n, value=f"dom{n % 31}.example"))
     tally.add(obs(62, value="x" * 65))
     tally.add(obs(63, value="x" * 65))  # its digest, once
-    assert isinstance(tally.values, list)
-    assert (len(tally.values), tally.count) == (32, 32)
+    assert isinstance(tally.values, str)
+    assert (tally.distinct, tally.count) == (32, 32)
+    assert tally.counted() == {
+        *(f"dom{n}.example" for n in range(31)),
+        window._digest("x" * 65),
+    }
     tally.add(obs(64, value=None))
     assert tally.count == 33
     tally.add(obs(65, value="dom31.example"))
     assert isinstance(tally.values, set)
-    assert (len(tally.values), tally.count) == (33, 34)
+    assert (tally.distinct, tally.count) == (33, 34)
+    assert tally.values == {
+        *(f"dom{n}.example" for n in range(32)),
+        window._digest("x" * 65),
+    }
     tally.add(obs(66, value="dom0.example"))
     tally.add(obs(67, value="x" * 65))
     assert (tally.hits, tally.count) == (68, 34)
@@ -439,7 +449,6 @@ def test_past_so_many_distinct_values_a_tally_estimates_them(
     # attempts or AUTH spraying from a few clients) kept every domain or user
     # name it saw. Past MAX_TALLY_VALUES the set goes and a 4 KiB sketch
     # estimates the number, the same in any order.
-    from analysis.detect import window
 
     monkeypatch.setattr(window, "MAX_TALLY_VALUES", 100)
     values = [f"user{n}" for n in range(20_000)] + ["user7"] * 500
@@ -463,7 +472,7 @@ def test_past_so_many_distinct_values_a_tally_estimates_them(
 
 
 def test_an_estimated_count_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    from analysis.detect import AlertEngine, window
+    from analysis.detect import AlertEngine
 
     monkeypatch.setattr(window, "MAX_TALLY_VALUES", 100)
     hits = [
@@ -485,3 +494,60 @@ def test_an_estimated_count_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     assert alert.summary.startswith(
         f"192.0.2.1 failed AUTH for about {tally.count:,} different user names"
     )
+
+
+def test_a_window_holds_one_observation_for_hits_alike_but_for_time() -> None:
+    # Five refused AUTHs of a session differ only in their times: the
+    # window holds the first one's observation for all five, each time in
+    # an array, and an incident that keeps its hits whole gets each with
+    # its own time back.
+    tracker = Tracker(8, 10 * S, 0.0)
+    alike = [obs(ts * S) for ts in (1, 2, 2, 3, 4)]
+    for each in alike:
+        tracker.add(each)
+    items = tracker._recent.items
+    assert items is not None and all(item is alike[0] for item in items)
+    assert list(tracker._recent.times) == [S, 2 * S, 2 * S, 3 * S, 4 * S]
+    other = obs(5 * S, n=1)
+    tracker.add(other)
+    assert tracker._recent.items is not None
+    assert tracker._recent.items[-1] is other
+    tracker.add(obs(6 * S, n=1))
+    assert tracker.incident is None
+    tracker.add(obs(7 * S))
+    assert tracker.incident is not None
+    hits = tracker.incident.hits
+    assert [(o.ts // S, o.session_id) for o in hits] == [
+        (1, "s0"), (2, "s0"), (2, "s0"), (3, "s0"), (4, "s0"),
+        (5, "s1"), (6, "s1"), (7, "s0"),
+    ]  # fmt: skip
+    assert hits[:5] == alike and hits[0] is alike[0]
+
+
+def test_a_tally_holds_one_client_and_server_in_a_tuple() -> None:
+    tally = Tally()
+    for n in range(3):
+        tally.add(Observation("k", ("c",), n, "s1", "c", "srv", note="x"))
+    assert (tally.clients, tally.servers, tally.notes) == (("c",), ("srv",), {"x": 3})
+    tally.add(Observation("k", ("c",), 3, "s2", "d", "srv"))
+    assert (tally.clients, tally.servers, tally.sessions) == ({"c", "d"}, ("srv",), 2)
+    assert Tally().notes == {} and Tally().notes is Tally().notes  # shared, empty
+
+
+def test_a_tally_sets_a_value_it_cannot_list_at_once() -> None:
+    # A value with the listing's separators in it is counted in the set,
+    # where no value can be taken for another.
+    tally = Tally.of([obs(0, value="a"), obs(1, value="a\0b"), obs(2, value="b")])
+    assert tally.values == {"a", "a\0b", "b"}
+    assert (tally.distinct, tally.count) == (3, 3)
+    listed = Tally.of([obs(0, value="a"), obs(1, value="ab"), obs(2, value="a")])
+    assert (listed.values, listed.count) == ("\0a\0ab", 2)
+
+
+def test_evidence_of_one_session_holds_no_dict() -> None:
+    evidence = Evidence.of([obs(5, n=1), obs(3, n=1), obs(4, n=1)])
+    assert (evidence.only, evidence.only_place, evidence.more) == ("s1", (3, 1), None)
+    assert evidence.sessions == {"s1": (3, 1)}
+    evidence.add(obs(1, n=2))
+    assert (evidence.only, evidence.more) == (None, {"s1": (3, 1), "s2": (1, 3)})
+    assert (evidence.first(), evidence.session_ids()) == (("s2", 1), ("s2", "s1"))
