@@ -133,7 +133,10 @@ class _Half:
         self.base: int | None = None  # sequence number of stream offset 0
         self.isn: int | None = None  # the SYN's sequence number, if seen
         self.next_off = 0  # offset of the next byte to deliver
-        self.pending: list[_Piece] = []  # sorted, non-overlapping, >= next_off
+        # Sorted, non-overlapping, >= next_off. An empty tuple until a piece
+        # is held: most connections never hold one, and a flood of them
+        # would pay for an empty list each (see _pieces).
+        self.pending: list[_Piece] | tuple[()] = ()
         self.pending_bytes = 0
         # A range of offsets the pieces hold or mark missing throughout, as
         # _missing last found: pieces are only added, or taken from the
@@ -161,8 +164,9 @@ class _Half:
         self.ack_seen = -1
         self.ack_seen_at = 0
         # Delivered bytes not yet acknowledged, ending at next_off, kept to
-        # compare retransmissions with.
-        self.tail = bytearray()
+        # compare retransmissions with: empty bytes until the first are
+        # delivered (see _keep), then a bytearray that grows in place.
+        self.tail: bytearray | bytes = b""
 
     def offset(self, seq: int) -> int:
         """The stream offset of ``seq``: the one nearest ``next_off``."""
@@ -197,6 +201,37 @@ _REWIND_SLACK_NS = 10_000_000
 # Evicting frees this share of max_connections at once, so that a flood
 # past the cap pays for the sort in evict once per many connections.
 _EVICT_SHARE = 10
+
+
+def _pieces(half: _Half) -> list[_Piece]:
+    """``half.pending`` as a list that pieces can be added to."""
+    pending = half.pending
+    if isinstance(pending, tuple):
+        pending = half.pending = []
+    return pending
+
+
+def _trimmed(half: _Half, drop: int) -> None:
+    """Drop the first ``drop`` bytes of ``half.tail`` (acknowledged now); all
+    of them gives back the buffer, as most acknowledgments take the whole."""
+    tail = half.tail
+    if drop >= len(tail):
+        half.tail = b""
+    elif isinstance(tail, bytearray):
+        del tail[:drop]
+    else:
+        half.tail = tail[drop:]
+
+
+def _kept_tail(half: _Half, data: bytes) -> bytearray:
+    """``half.tail`` with ``data`` added, made a bytearray on its first bytes
+    (it is empty bytes until then, see _Half)."""
+    tail = half.tail
+    if isinstance(tail, bytearray):
+        tail += data
+    else:
+        tail = half.tail = bytearray(tail + data)
+    return tail
 
 
 def _same_syn(half: _Half, seq: int, carried: int = 0) -> bool:
@@ -632,7 +667,13 @@ class Reassembler:
                         tail = peer.tail
                         drop = len(tail) - (sent - ack_off if sent > ack_off else 0)
                         if drop > 0:
-                            del tail[:drop]
+                            # _trimmed, inline.
+                            if drop >= len(tail):
+                                peer.tail = b""
+                            elif isinstance(tail, bytearray):
+                                del tail[:drop]
+                            else:
+                                peer.tail = tail[drop:]
                         if ack_off > sent and peer.pending:
                             self._gaps_proven(flow, 1 - side, ts, events)
                 if payload:
@@ -648,8 +689,12 @@ class Reassembler:
                             _new_tuple(StreamData, (conn, direction, ts, payload))
                         )
                         half.next_off += size
+                        # _kept_tail, inline.
                         tail = half.tail
-                        tail += payload
+                        if isinstance(tail, bytearray):
+                            tail += payload
+                        else:
+                            tail = half.tail = bytearray(tail + payload)
                         if len(tail) > self._window:
                             del tail[: len(tail) - self._window]
                     else:
@@ -1508,7 +1553,7 @@ class Reassembler:
         # keeping them for comparison.
         drop = len(half.tail) - max(0, half.next_off - ack_off)
         if drop > 0:
-            del half.tail[:drop]
+            _trimmed(half, drop)
         if ack_off > half.next_off and (half.pending or half.fin_off is not None):
             self._gaps_proven(flow, direction, ts, events)
 
@@ -1624,8 +1669,7 @@ class Reassembler:
         half = flow.halves[direction]
         events.append(StreamData(flow.conn, direction, ts, data))
         half.next_off += len(data)
-        tail = half.tail
-        tail += data
+        tail = _kept_tail(half, data)
         window = self._window if not _unproven(flow) else _UNPROVEN_BYTES
         if len(tail) > window:
             del tail[: len(tail) - window]
@@ -1643,7 +1687,7 @@ class Reassembler:
         self.stats.gaps += 1
         self.stats.gap_bytes += size
         half.next_off += size
-        half.tail = bytearray()
+        half.tail = b""
 
     def _insert(
         self,
@@ -1675,7 +1719,7 @@ class Reassembler:
 
         # Step 2: bytes held back already win; only the uncovered parts of
         # ``data`` are added, and a marked-missing range yields to data.
-        pending = half.pending
+        pending = _pieces(half)
         end = start + len(data)
         same = half.same
         if same is not None:
@@ -1750,7 +1794,7 @@ class Reassembler:
         low, high = half.covered
         if low <= start and end <= high:
             return  # held or marked already
-        pending = half.pending
+        pending = _pieces(half)
         i = bisect.bisect_left(pending, start, key=_piece_end_after)
         j = i
         merged: list[_Piece] = []
@@ -1775,7 +1819,7 @@ class Reassembler:
     ) -> None:
         """Deliver held-back pieces that now continue the stream."""
         half = flow.halves[direction]
-        pending = half.pending
+        pending = _pieces(half)  # a list already: called with pieces held
         cursor = half.next_off
         taken = 0
         run: list[bytes] = []
