@@ -176,6 +176,10 @@ class _Half:
         return self.next_off + delta
 
 
+# The flags that make a segment part of a handshake or an end: a SYN with
+# none of the others set is a client's first packet.
+_HANDSHAKE_FLAGS: Final = SYN | ACK | FIN | RST
+
 # Flags that take a segment off the fast lane of Reassembler.feed, as one
 # constant: the expression would be computed per segment.
 _SYN_FIN_RST: Final = SYN | FIN | RST
@@ -434,13 +438,24 @@ class _Flow:
         "server_next",
         "silent",
         "steady",
+        "syn_seq",
         "synacks",
     )
 
-    def __init__(self, conn: Connection, keys: tuple[FlowKey, FlowKey]) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        keys: tuple[FlowKey, FlowKey],
+        syn_seq: int | None = None,
+    ) -> None:
         self.conn = conn
         self.keys = keys
-        self.halves = (_Half(), _Half())
+        # A connection that is a client's SYN alone so far (what a SYN flood
+        # opens, by the ten thousand) holds no stream state: its halves are
+        # _SYN_ONLY, and the SYN's sequence number is all they would say
+        # (the client's ISN). Its next packet makes them (Reassembler._grow).
+        self.syn_seq = syn_seq
+        self.halves = (_Half(), _Half()) if syn_seq is None else _SYN_ONLY
         self.closed = False
         # Once closed, when its 4-tuple is forgotten: until then a packet of
         # it is a late one of this connection, not the start of another.
@@ -542,6 +557,9 @@ _Lane = tuple[_Flow, Direction, int, _Half, _Half]
 # a closed flow's packets are only counted (see Reassembler.feed), so only
 # its 4-tuples and closing time are kept, and these are never written to.
 _RELEASED = (_Half(), _Half())
+# What a flow that is a SYN alone points to instead of its own halves (see
+# _Flow.syn_seq): nothing is ever written to these either.
+_SYN_ONLY = (_Half(), _Half())
 _RELEASED_CONN = Connection(-1, "", 0, "", 0, 0)
 
 
@@ -703,9 +721,14 @@ class Reassembler:
 
         new_syn = flags & (SYN | ACK) == SYN
         if found is None:
-            flow, direction = self._start(key, ts, flags, events)
+            # A SYN alone, nothing with it, on a 4-tuple not in use: the first
+            # packet of most connections, and all of a SYN flood's.
+            lone = flags & _HANDSHAKE_FLAGS == SYN and not payload and not missing
+            flow, direction = self._start(key, ts, flags, events, seq if lone else None)
         else:
             flow, direction = found[0], found[1]
+            if flow.halves is _SYN_ONLY:
+                self._grow(flow)
             if flow.synacks and ts - _first_held(flow.synacks) > self._idle_ns:
                 # Those the server sent nothing after for as long as a
                 # connection may stay silent go, each on its own (found in
@@ -825,8 +848,16 @@ class Reassembler:
                     ):
                         kept.append((ts, _kept(seg)))
                     return events
-        self._segment(flow, direction, ts, seg, events)
-        flow.settle()
+        if flow.halves is _SYN_ONLY:
+            # What _segment does with the SYN of a new connection, but for
+            # the stream state (the client's ISN), kept in syn_seq. Nothing
+            # unsettles it: an attempt never takes the fast lane.
+            conn = flow.conn
+            conn.last_ts = conn.syn_ts = ts
+            conn.packets[0] += 1  # Direction.CLIENT, as a plain int
+        else:
+            self._segment(flow, direction, ts, seg, events)
+            flow.settle()
         if self._max_open is not None and len(self._open) > self._max_open:
             self._evict(self._max_open, ts, events)
         return events
@@ -952,9 +983,18 @@ class Reassembler:
     # -- connections ----------------------------------------------------
 
     def _start(
-        self, key: FlowKey, ts: int, flags: int, events: list[StreamEvent]
+        self,
+        key: FlowKey,
+        ts: int,
+        flags: int,
+        events: list[StreamEvent],
+        syn_seq: int | None = None,
     ) -> tuple[_Flow, Direction]:
-        """Open a connection for a segment's 4-tuple and say who is client."""
+        """Open a connection for a segment's 4-tuple and say who is client.
+
+        ``syn_seq``: the segment is a client's SYN alone, of that sequence
+        number; the flow is made without stream state (_Flow.syn_seq).
+        """
         src_ip, dst_ip, src_port, dst_port = key
         outbound = False
         if flags & SYN and not flags & (FIN | RST):
@@ -989,7 +1029,7 @@ class Reassembler:
         self._next_id += 1
         self.stats.connections += 1
         reverse = (dst_ip, src_ip, dst_port, src_port)
-        flow = _Flow(conn, (key, reverse))
+        flow = _Flow(conn, (key, reverse), syn_seq)
         sent, received = (
             (Direction.CLIENT, Direction.SERVER)
             if client_sent
@@ -1001,6 +1041,20 @@ class Reassembler:
         self._open[conn.conn_id] = flow
         events.append(StreamOpened(conn))
         return flow, sent
+
+    def _grow(self, flow: _Flow) -> None:
+        """Give a flow that was a SYN alone (_Flow.syn_seq) its stream
+        state, as _segment would have left it after that SYN: the client's
+        ISN, and nothing else. Its next packet has come."""
+        assert flow.syn_seq is not None
+        client, server = flow.halves = (_Half(), _Half())
+        client.isn = flow.syn_seq
+        client.base = (flow.syn_seq + 1) % _SEQ_MOD
+        flow.syn_seq = None
+        # The lanes as _start makes them, the SYN's sender being the client.
+        key, reverse = flow.keys
+        self._flows[key] = (flow, Direction.CLIENT, 0, client, server)
+        self._flows[reverse] = (flow, Direction.SERVER, 1, server, client)
 
     def _close(
         self,
@@ -1024,8 +1078,9 @@ class Reassembler:
         """
         if flow.fin_done and reason is not CloseReason.INTERRUPTED:
             reason = CloseReason.FIN  # only the final ACK was missing
-        for direction in _DIRECTIONS:
-            self._flush(flow, direction, ts, events)
+        if flow.halves is not _SYN_ONLY:  # a SYN alone holds nothing back
+            for direction in _DIRECTIONS:
+                self._flush(flow, direction, ts, events)
         if (
             reason in _ENDS_UNSEEN
             and any(half.fin_lost is not None for half in flow.halves)
