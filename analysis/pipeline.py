@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 DEFAULT_PORTS: frozenset[int] = frozenset({25, 465, 587, 2525})
 IMPLICIT_TLS_PORTS: frozenset[int] = frozenset({465})
 # Connections open at once, past which the longest silent are evicted: far
-# above what a mail server holds (thousands), and about 140 MB when all are
-# a SYN flood's silent attempts (1.4 KB each).
+# above what a mail server holds (thousands), and about 100 MB when all are
+# a SYN flood's unanswered SYNs (1 KB each), 150 MB when all are handshakes
+# that never sent a byte.
 DEFAULT_MAX_CONNECTIONS = 100_000
 
 ProgressHook = Callable[[str, int, int | None], None]  # path, done, total bytes

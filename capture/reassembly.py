@@ -20,11 +20,14 @@ Overlapping copies of the same bytes: the copy seen first wins (what a
 receiver that got the first copy keeps, RFC 9293 3.10.7.4), and copies that
 differ are reported as ``tcp_overlap_mismatch``.
 
-Connections tracked at once cost about 1.3 KB each here before any bytes
-are buffered. Idle ones are closed after ``idle_timeout_s``; those that
-showed nothing yet (a handshake begun and never completed, or a stray ACK
-or RST, with nothing sent: a SYN, ACK or RST flood, a scan) after the much
-shorter ``attempt_timeout_s``; and past ``max_connections`` open at once
+Connections tracked at once cost about 1.4 KB each here, with their
+``Connection``, before any bytes are buffered; a client's SYN alone, the
+first packet of every connection and all of a SYN flood's, about 1 KB, as
+its stream state waits for the next packet (``_Flow.syn_seq``). Idle ones
+are closed after ``idle_timeout_s``; those that showed nothing yet (a
+handshake begun and never completed, or a stray ACK or RST, with nothing
+sent: a SYN, ACK or RST flood, a scan) after the much shorter
+``attempt_timeout_s``; and past ``max_connections`` open at once
 the longest silent are evicted, those not shown to be real first: a flood
 of spoofed packets must not take all the memory.
 
