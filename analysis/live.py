@@ -60,6 +60,7 @@ class LiveAnalyzer:
         max_connections: int | None = None,
         hooks: Iterable[SessionHook] = (),
         rules: Rules | None = None,
+        implicit_tls_ports: frozenset[int] = IMPLICIT_TLS_PORTS,
     ) -> None:
         self.ports = ports
         self.emit = on_row
@@ -68,7 +69,8 @@ class LiveAnalyzer:
             ports, idle_timeout_s=idle_timeout_s, max_connections=max_connections
         )
         self.decode_stats = DecodeStats()
-        self.tracker = SessionTracker(IMPLICIT_TLS_PORTS)
+        # Those of ``ports`` that speak TLS from the first byte.
+        self.tracker = SessionTracker(implicit_tls_ports)
         self.packets = 0  # packets fed, all kinds
         self._written: dict[int, _Written] = {}  # by conn_id
         # The detectors see sessions as they close, which live is close to

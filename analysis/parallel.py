@@ -75,6 +75,7 @@ def read_sharded(
     progress: pipeline.ProgressHook | None = None,
     max_connections: int | None = None,
     started: Callable[[], None] | None = None,
+    implicit_tls_ports: frozenset[int] = pipeline.IMPLICIT_TLS_PORTS,
 ) -> Spool:
     """Analyse ``paths`` in ``jobs`` processes into ``spool`` (or a new one).
 
@@ -82,7 +83,8 @@ def read_sharded(
     take the others, so no process sits idle. ``spool.stats`` is set to the
     merged statistics of all shares. ``progress`` follows this process's
     share. ``max_connections`` is for all processes together: each holds
-    its share of it.
+    its share of it. Every share takes the server ports in
+    ``implicit_tls_ports`` as TLS from the first byte.
 
     Ctrl-C or SIGTERM stops every share, not just this process's: the
     workers are told with SIGTERM and hand back what they read, closing
@@ -97,7 +99,9 @@ def read_sharded(
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
     directory = spool.scratch_directory()
     each = connection_share(max_connections, jobs)
-    settings = _Settings(directory, spool.rules, spool.rows, spool.results, each)
+    settings = _Settings(
+        directory, spool.rules, spool.rows, spool.results, each, implicit_tls_ports
+    )
     work = [(list(paths), ports, (k, jobs), settings) for k in range(jobs)]
 
     workers: list[_Worker] = []
@@ -415,14 +419,16 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 @dataclass(frozen=True, slots=True)
 class _Settings:
-    """What a worker's spool must share with the parent's, and its share
-    of the connections that may be open at once."""
+    """What a worker's spool must share with the parent's, its share of
+    the connections that may be open at once, and the ports that are TLS
+    from the first byte."""
 
     directory: str
     rules: Rules | None
     rows: Format | None
     results: bool
     max_connections: int | None = None
+    implicit_tls_ports: frozenset[int] = pipeline.IMPLICIT_TLS_PORTS
 
 
 def _empty_part(settings: _Settings) -> SpoolPart:
@@ -516,6 +522,7 @@ def _read_share(
             progress=progress,
             clock=clock(deferred.one) if clock is not None else None,
             max_connections=settings.max_connections,
+            implicit_tls_ports=settings.implicit_tls_ports,
         )
         for result in results:
             deferred.add(result)

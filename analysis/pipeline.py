@@ -90,6 +90,7 @@ def analyze(
     tls_keylog: str | None = None,
     clock: ClockHook | None = None,
     max_connections: int | None = None,
+    implicit_tls_ports: frozenset[int] = IMPLICIT_TLS_PORTS,
 ) -> Generator[SessionResult, None, None]:
     """Yield every SMTP session found in ``paths``, read in the time order
     of their first packets (``capture.source.in_time_order``).
@@ -101,7 +102,9 @@ def analyze(
     agrees with the other workers on what depends on their connections: at
     the start of each capture and at the end (``handle_stream_events``).
     ``max_connections`` bounds the connections open at once (see
-    ``capture.reassembly.Reassembler``).
+    ``capture.reassembly.Reassembler``). Connections to a server port in
+    ``implicit_tls_ports`` are TLS from the first byte; only those also in
+    ``ports`` are read at all.
 
     With ``tls_keylog`` (an NSS key log), tshark first decrypts the sessions
     whose keys are in it (``analysis.tls.decrypt``; raises ``DecryptError``
@@ -115,7 +118,7 @@ def analyze(
         if tls_keylog is not None
         else DecryptedStreams()
     )
-    tracker = SessionTracker(decrypted=decrypted)
+    tracker = SessionTracker(frozenset(implicit_tls_ports), decrypted=decrypted)
     counted = _count_decrypted if tls_keylog is not None else _as_they_come
 
     try:

@@ -202,6 +202,7 @@ def read_captures(
     progress: pipeline.ProgressHook | None = None,
     rules: Rules | None = None,
     tls_keylog: StrPath | None = None,
+    implicit_tls_ports: Iterable[int] | None = None,
 ) -> SmtpTables:
     """Read capture files and return their SMTP sessions as DataFrames.
 
@@ -210,6 +211,12 @@ def read_captures(
     taken as SMTP; ``None`` means ``pipeline.DEFAULT_PORTS`` (25, 465, 587,
     2525). To add a port to the defaults, pass
     ``pipeline.DEFAULT_PORTS | {2526}``.
+
+    ``implicit_tls_ports`` is the exact set of server ports that speak TLS
+    from the first byte (implicit TLS, as SMTP submission on 465 does);
+    ``None`` means ``pipeline.IMPLICIT_TLS_PORTS`` (465). A set given is
+    taken as SMTP too, whether in ``ports`` or not: ``{465, 10465}`` adds
+    10465 to the ports read, as TLS.
 
     A damaged capture does not raise: the sessions decoded before the damage
     are in the tables and ``stats.errors`` says what went wrong and where.
@@ -225,6 +232,13 @@ def read_captures(
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     port_set = pipeline.DEFAULT_PORTS if ports is None else frozenset(ports)
+    if implicit_tls_ports is None:
+        # The default set leaves ``ports`` as given: a caller who left 465
+        # out of them does not want it read.
+        tls_set = pipeline.IMPLICIT_TLS_PORTS
+    else:
+        tls_set = frozenset(implicit_tls_ports)
+        port_set |= tls_set
     builder = TableBuilder(rules=rules)
     builder.add_all(
         pipeline.analyze(
@@ -233,6 +247,7 @@ def read_captures(
             stats=builder.stats,
             progress=progress,
             tls_keylog=None if tls_keylog is None else os.fspath(tls_keylog),
+            implicit_tls_ports=tls_set,
         )
     )
     return builder.build()
