@@ -379,8 +379,9 @@ def _piped(path: str) -> bool:
 
 
 def add_ports(parser: argparse.ArgumentParser) -> None:
-    """The --port option, which read, live and check share."""
+    """The --port and --tls-port options, which read, live and check share."""
     default_ports = ", ".join(str(p) for p in sorted(pipeline.DEFAULT_PORTS))
+    tls_ports = ", ".join(str(p) for p in sorted(pipeline.IMPLICIT_TLS_PORTS))
     parser.add_argument(
         "--port",
         dest="ports",
@@ -391,6 +392,26 @@ def add_ports(parser: argparse.ArgumentParser) -> None:
         help=f"also treat TCP port N as SMTP, besides {default_ports}; "
         "repeat the option or give a comma list (--port 2526,10025)",
     )
+    parser.add_argument(
+        "--tls-port",
+        dest="tls_ports",
+        action="extend",
+        type=_port_list,
+        default=[],
+        metavar="N",
+        help="also treat TCP port N as SMTP spoken inside TLS from the first "
+        f"byte (implicit TLS), as {tls_ports} is; repeat the option or give "
+        "a comma list. A port also given to --port is implicit TLS",
+    )
+
+
+def port_sets(args: argparse.Namespace) -> tuple[frozenset[int], frozenset[int]]:
+    """The ports watched as SMTP and, among them, those that speak TLS from
+    the first byte, from --port and --tls-port."""
+    implicit_tls = pipeline.IMPLICIT_TLS_PORTS | frozenset(args.tls_ports)
+    # An implicit-TLS port is an SMTP port too: naming it once is enough.
+    watched = pipeline.DEFAULT_PORTS | frozenset(args.ports) | implicit_tls
+    return watched, implicit_tls
 
 
 def add_max_connections(parser: argparse.ArgumentParser) -> None:
@@ -437,7 +458,7 @@ def _validate_read(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 def _run_read(args: argparse.Namespace) -> int:
-    ports = pipeline.DEFAULT_PORTS | frozenset(args.ports)
+    ports, implicit_tls = port_sets(args)
 
     # Step 1: everything that can fail before a long read, checked first.
     fmt = Format(args.format or Format.JSONL)
@@ -485,7 +506,7 @@ def _run_read(args: argparse.Namespace) -> int:
         unused = _jobs_not_used(args.jobs, readers, readable, args.tls_keylog)
         if unused is not None:
             _error(unused)
-        spooled = _read_into(spool, args, readable, ports, readers)
+        spooled = _read_into(spool, args, readable, (ports, implicit_tls), readers)
         stats = spool.stats
         if not spooled:
             # Sessions are missing from the spool: writing the tables
@@ -605,7 +626,8 @@ def no_session_hint(stats: pipeline.RunStats, ports: frozenset[int]) -> str | No
     if not stats.smtp_packets:
         return (
             f"no TCP connection on the SMTP ports ({watched}); if the "
-            "server listens on another port, add it with --port N"
+            "server listens on another port, add it with --port N "
+            "(--tls-port N where TLS starts at the first byte)"
         )
     # A flood of ACKs or RSTs, or the tail of connections that ended before
     # the capture: none is a session (see pipeline). Nor is a connection
@@ -718,15 +740,18 @@ def _read_into(
     spool: Spool,
     args: argparse.Namespace,
     readable: list[str],
-    ports: frozenset[int],
+    watched: tuple[frozenset[int], frozenset[int]],
     jobs: int,
 ) -> bool:
     """Analyse ``readable`` into ``spool``; trouble ends up in its stats.
 
-    False when the spool could not be written or a worker process died:
-    then it lacks sessions that were read, and its tables must not be written.
+    ``watched`` holds the SMTP ports and, among them, the implicit-TLS ones
+    (``port_sets``). False when the spool could not be written or a worker
+    process died: then it lacks sessions that were read, and its tables
+    must not be written.
     """
     stats = spool.stats
+    ports, implicit_tls = watched
     # A stop held since the start ends the run before anything is read or
     # any worker started: the tables are still written, empty. Held on,
     # stops are taken where reading begins (with -j, once the workers run).
@@ -749,6 +774,7 @@ def _read_into(
                     progress=progress,
                     max_connections=args.max_connections,
                     started=interrupts.release,
+                    implicit_tls_ports=implicit_tls,
                 )
         except SpoolError as exc:
             stats.errors.append(_os_error_message(exc, action="write"))
@@ -774,6 +800,7 @@ def _read_into(
                 progress=progress,
                 tls_keylog=args.tls_keylog,
                 max_connections=args.max_connections,
+                implicit_tls_ports=implicit_tls,
             )
             for result in results:
                 current, before = result, len(spool)

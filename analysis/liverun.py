@@ -119,7 +119,7 @@ def _open_source(
 
 
 def run_live(args: argparse.Namespace) -> int:
-    ports = pipeline.DEFAULT_PORTS | frozenset(args.ports)
+    ports, implicit_tls = cli.port_sets(args)
     summary = _Summary(max_connections=args.max_connections)
     with contextlib.ExitStack() as stack:
         # Step 1: every output that can fail, before capture starts.
@@ -209,6 +209,7 @@ def run_live(args: argparse.Namespace) -> int:
             max_connections=args.max_connections,
             hooks=[on_session],
             rules=args.rules,
+            implicit_tls_ports=implicit_tls,
         )
         show = not args.no_dashboard and args.output != "-" and sys.stdout.isatty()
         view = _Views(source, analyzer, monitor, metrics, show)
@@ -350,14 +351,14 @@ def _thresholds(args: argparse.Namespace) -> Thresholds:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    ports = pipeline.DEFAULT_PORTS | frozenset(args.ports)
+    ports, implicit_tls = cli.port_sets(args)
     monitor = Monitor(time.time_ns())
     try:
         interrupts.release()  # a stop held since the start raises here
         if args.captures:
-            verdict = _check_captures(args, ports, monitor)
+            verdict = _check_captures(args, ports, implicit_tls, monitor)
         else:
-            verdict = _check_live(args, ports, monitor)
+            verdict = _check_live(args, ports, implicit_tls, monitor)
     except KeyboardInterrupt:
         # A stop outside the reading, which judges what it read (before it:
         # a spool being made, libpcap opening; after it: the detectors'
@@ -389,7 +390,10 @@ def _alert_event(alert: Alert) -> RecentEvent:
 
 
 def _check_captures(
-    args: argparse.Namespace, ports: frozenset[int], monitor: Monitor
+    args: argparse.Namespace,
+    ports: frozenset[int],
+    implicit_tls: frozenset[int],
+    monitor: Monitor,
 ) -> Verdict:
     """Read the captures as ``read`` does, sessions parked on disk until the
     detectors see them all in order: memory stays flat however long the
@@ -402,6 +406,7 @@ def _check_captures(
                 ports,
                 stats=stats,
                 max_connections=args.max_connections,
+                implicit_tls_ports=implicit_tls,
             ):
                 monitor.add(result, time.time_ns())
                 spool.add(result)
@@ -444,7 +449,10 @@ def _check_captures(
 
 
 def _check_live(
-    args: argparse.Namespace, ports: frozenset[int], monitor: Monitor
+    args: argparse.Namespace,
+    ports: frozenset[int],
+    implicit_tls: frozenset[int],
+    monitor: Monitor,
 ) -> Verdict:
     source, problem, _ = _open_source(args.interfaces, ports, args.filter)
     if source is None:
@@ -468,6 +476,7 @@ def _check_live(
         hooks=[add],
         rules=args.rules,
         max_connections=args.max_connections,
+        implicit_tls_ports=implicit_tls,
     )
     flag = _StopFlag()
     with source, _signals_stop(flag):

@@ -31,6 +31,7 @@ from tests.analysis.test_tls_captures import needs_tshark
 class FakePipeline:
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], frozenset[int]]] = []
+        self.implicit_tls: list[frozenset[int]] = []
         self.damage: str | None = None
         self.raise_after: BaseException | None = None
 
@@ -43,10 +44,12 @@ class FakePipeline:
         progress: pipeline.ProgressHook | None = None,
         tls_keylog: str | None = None,
         max_connections: int | None = None,
+        implicit_tls_ports: frozenset[int] = pipeline.IMPLICIT_TLS_PORTS,
     ) -> Iterator[SessionResult]:
         assert stats is not None
         assert max_connections == pipeline.DEFAULT_MAX_CONNECTIONS
         self.calls.append((list(paths), ports))
+        self.implicit_tls.append(implicit_tls_ports)
         stats.captures += len(paths)
         yield from sample_results()
         if self.damage is not None:
@@ -98,6 +101,8 @@ def test_read_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["read", "--port", "smtp", "x.pcap"],
         ["read", "--port", "25,x", "x.pcap"],
         ["read", "--port", "-5", "x.pcap"],
+        ["read", "--tls-port", "0", "x.pcap"],
+        ["read", "--tls-port", "10465,smtps", "x.pcap"],
         ["read", "--limit", "-1", "x.pcap"],
         ["read", "--format", "xml", "-o", "out", "x.pcap"],
         ["read", "--format", "csv", "x.pcap"],
@@ -127,6 +132,33 @@ def test_read_shows_summary_and_sessions(
 def test_ports_add_to_the_defaults(fake: FakePipeline, capture: str) -> None:
     assert main(["read", "--port", "2526", "--port", "10025, 10026", capture]) == 0
     assert fake.calls[0][1] == pipeline.DEFAULT_PORTS | {2526, 10025, 10026}
+    assert fake.implicit_tls == [pipeline.IMPLICIT_TLS_PORTS]
+
+
+def test_tls_ports_are_watched_and_implicit_tls(
+    fake: FakePipeline, capture: str
+) -> None:
+    argv = ["read", "--tls-port", "10465", "--tls-port", "20465, 30465", capture]
+    assert main(argv) == 0
+    assert fake.calls[0][1] == pipeline.DEFAULT_PORTS | {10465, 20465, 30465}
+    assert fake.implicit_tls == [frozenset({465, 10465, 20465, 30465})]
+
+
+def test_a_port_given_to_both_options_is_implicit_tls(
+    fake: FakePipeline, capture: str
+) -> None:
+    assert main(["read", "--port", "10465", "--tls-port", "10465", capture]) == 0
+    assert fake.calls[0][1] == pipeline.DEFAULT_PORTS | {10465}
+    assert fake.implicit_tls == [frozenset({465, 10465})]
+
+
+@pytest.mark.parametrize("command", ["read", "live", "check"])
+def test_every_command_with_port_offers_tls_port(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--port N" in out and "--tls-port N" in out
 
 
 def test_stdin_is_passed_to_the_pipeline(fake: FakePipeline, capture: str) -> None:

@@ -108,7 +108,8 @@ def test_nothing_on_the_smtp_ports_is_said_through_libpcap_too(
     assert (status, out) == (0, "")
     assert err == (
         "smtpscope: no TCP connection on the SMTP ports (25, 465, 587, 2525); "
-        "if the server listens on another port, add it with --port N\n"
+        "if the server listens on another port, add it with --port N "
+        "(--tls-port N where TLS starts at the first byte)\n"
     )
 
 
@@ -125,7 +126,8 @@ def test_check_says_too_that_nothing_was_on_the_smtp_ports(
     assert out.startswith("SMTPSCOPE OK - 0 sessions on web.pcap, ")
     assert err == (
         "smtpscope: no TCP connection on the SMTP ports (25, 465, 587, 2525); "
-        "if the server listens on another port, add it with --port N\n"
+        "if the server listens on another port, add it with --port N "
+        "(--tls-port N where TLS starts at the first byte)\n"
     )
     # An ACK alone on port 25: a packet there, but no session.
     ack = tmp_path / "ack.pcap"
