@@ -15,6 +15,7 @@ import pytest
 
 from analysis import read_captures
 from analysis.communityid import community_id
+from tests.analysis import tls_port
 from tests.analysis.test_tls_captures import needs_tshark
 
 PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
@@ -52,5 +53,6 @@ def test_every_session_agrees_with_tshark(name: str) -> None:
     theirs = {
         line.split("\t")[1] for line in output.splitlines() if line.split("\t")[0]
     }
-    ours = set(read_captures(PCAPS / name).sessions["community_id"])
+    tables = read_captures(PCAPS / name, implicit_tls_ports=tls_port.IMPLICIT_TLS)
+    ours = set(tables.sessions["community_id"])
     assert ours == theirs

@@ -21,6 +21,7 @@ from analysis.parallel import read_sharded
 from analysis.tables import SmtpTables, read_captures
 from capture import decode, libpcap, source
 from tests import corpus
+from tests.analysis import tls_port
 from tests.analysis.rewrite import as_pcapng, reframed, retagged
 from tests.analysis.same import same_tables
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
@@ -31,7 +32,7 @@ PCAPS = sorted(str(p) for p in (Path(__file__).parents[2] / "pcaps").glob("**/*.
 @pytest.fixture
 def plain(monkeypatch: pytest.MonkeyPatch) -> SmtpTables:
     monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
-    tables = read_captures(PCAPS)
+    tables = read_captures(PCAPS, implicit_tls_ports=tls_port.IMPLICIT_TLS)
     monkeypatch.delenv("SMTPSCOPE_NO_LIBPCAP")
     return tables
 
@@ -42,7 +43,9 @@ def test_project_captures_are_there() -> None:
 
 @pytest.mark.parametrize("jobs", [2, 3])
 def test_sharded_run_gives_the_same_tables(plain: SmtpTables, jobs: int) -> None:
-    with read_sharded(PCAPS, pipeline.DEFAULT_PORTS, jobs) as spool:
+    with read_sharded(
+        PCAPS, tls_port.PORTS, jobs, implicit_tls_ports=tls_port.IMPLICIT_TLS
+    ) as spool:
         tables = build_tables(spool)
     same_tables(tables, plain)
     assert len(tables.alerts) > 10  # detectors ran over all shards together
@@ -56,7 +59,7 @@ def test_libpcap_fast_path_gives_the_same_tables(
     plain: SmtpTables, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
-    tables = read_captures(PCAPS)
+    tables = read_captures(PCAPS, implicit_tls_ports=tls_port.IMPLICIT_TLS)
     same_tables(tables, plain)
     assert tables.stats.filtered
     # Only the packets on SMTP ports were counted: all of them, here.

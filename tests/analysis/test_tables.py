@@ -16,6 +16,7 @@ from analysis import pipeline, records
 from analysis.records import SessionResult
 from analysis.schema import TABLES, dtypes, markdown
 from analysis.tables import SmtpTables, TableBuilder, empty_tables, read_captures
+from tests.analysis import tls_port
 from tests.analysis.table_samples import (
     BIDI_FROM,
     ESC_HELO,
@@ -158,7 +159,11 @@ def test_merge_adds_up_stats() -> None:
 
 def fake_analyze(
     calls: list[tuple[list[str], frozenset[int]]],
+    implicit_tls: list[frozenset[int]] | None = None,
 ) -> Callable[..., Iterator[SessionResult]]:
+    if implicit_tls is None:
+        implicit_tls = []
+
     def analyze(
         paths: Sequence[str],
         ports: frozenset[int] = pipeline.DEFAULT_PORTS,
@@ -166,8 +171,10 @@ def fake_analyze(
         stats: pipeline.RunStats | None = None,
         progress: pipeline.ProgressHook | None = None,
         tls_keylog: str | None = None,
+        implicit_tls_ports: frozenset[int] = pipeline.IMPLICIT_TLS_PORTS,
     ) -> Iterator[SessionResult]:
         calls.append((list(paths), ports))
+        implicit_tls.append(implicit_tls_ports)
         assert stats is not None
         stats.captures += len(paths)
         yield from sample_results()
@@ -188,6 +195,28 @@ def test_read_captures_accepts_one_path_or_many(
 
     read_captures(["a.pcap", Path("b.pcap")], ports=[2526])
     assert calls[-1] == (["a.pcap", "b.pcap"], frozenset({2526}))
+
+
+def test_read_captures_takes_implicit_tls_ports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[list[str], frozenset[int]]] = []
+    implicit_tls: list[frozenset[int]] = []
+    monkeypatch.setattr(pipeline, "analyze", fake_analyze(calls, implicit_tls))
+
+    # Left out, 465 is TLS and the ports are those given, 465 or not.
+    read_captures("a.pcap", ports=[25])
+    assert (calls[-1][1], implicit_tls[-1]) == (frozenset({25}), frozenset({465}))
+
+    # Given, the set replaces 465's, and its ports are read too.
+    read_captures("a.pcap", ports=[25], implicit_tls_ports=[10465])
+    assert (calls[-1][1], implicit_tls[-1]) == (
+        frozenset({25, 10465}),
+        frozenset({10465}),
+    )
+    read_captures("a.pcap", implicit_tls_ports={465, 10465})
+    assert calls[-1][1] == pipeline.DEFAULT_PORTS | {10465}
+    assert implicit_tls[-1] == frozenset({465, 10465})
 
 
 def test_read_captures_is_reexported() -> None:
@@ -228,7 +257,7 @@ def test_read_captures_on_the_projects_own_captures() -> None:
     expected = json.loads((PCAPS / "expected.json").read_text())["captures"]
     paths = sorted(PCAPS.glob("*.pcap"))
     assert paths, "pcaps/ has no captures"
-    tables = read_captures(paths)
+    tables = read_captures(paths, implicit_tls_ports=tls_port.IMPLICIT_TLS)
     assert_schema(tables)
     assert tables.stats.errors == []
     assert tables.stats.captures == len(paths)
@@ -236,7 +265,7 @@ def test_read_captures_on_the_projects_own_captures() -> None:
     # expected.json: one session each, three for stripping.pcap.
     made = {"starttls-tls12.pcap": 1, "starttls-injection.pcap": 1}
     made |= {"stripping.pcap": 3, "sslv2-hello.pcap": 1, "client-side-only.pcap": 1}
-    made |= {"starttls-inside-tls.pcap": 1}
+    made |= {"starttls-inside-tls.pcap": 1, tls_port.CAPTURE: 1}
     dialogs = sum(
         made.get(path.name) or len(expected[path.name]["dialogs"]) for path in paths
     )
