@@ -2,7 +2,7 @@
 """The issue's yardstick: a bare pure-Python loop that splits SMTP lines.
 
     tcpdump -r CAPTURE -w - 'tcp port 25 or tcp port 465 or tcp port 587' \\
-        | python bench/bare_loop.py
+        | python3 bench/bare_loop.py
 
 Reads a classic pcap of Ethernet frames from standard input (tcpdump has
 already kept only the SMTP ports), finds each TCP payload and splits it into

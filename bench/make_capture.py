@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write a synthetic classic pcap of a given size for benchmarking smtpscope.
 
-    python bench/make_capture.py --size 100M /tmp/smtpscope-bench/100M.pcap
-    python bench/make_capture.py --size 1G /tmp/smtpscope-bench/1G.pcap
+    python3 bench/make_capture.py --size 100M /tmp/smtpscope-bench/100M.pcap
+    python3 bench/make_capture.py --size 1G /tmp/smtpscope-bench/1G.pcap
 
 The capture holds complete SMTP sessions (about a fifth of the packets) among
 HTTPS, HTTP and SSH bulk transfers (most of the bytes), on Ethernet with IPv4

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write a SYN flood on port 25 as a classic pcap: hostile input for smtpscope.
 
-    python bench/make_flood.py --syns 100000 /tmp/smtpscope-bench/flood.pcap
+    python3 bench/make_flood.py --syns 100000 /tmp/smtpscope-bench/flood.pcap
     /usr/bin/time -v smtpscope read /tmp/smtpscope-bench/flood.pcap -q -j 1 \\
         -o /tmp/smtpscope-bench/flood-out
 
@@ -26,7 +26,8 @@ one to a domain of its own and refused as an unknown user (550 5.1.1, as
 Postfix words it): N distinct domains in all, each of which the relay
 detector takes its server to own.
 
-    python bench/make_flood.py --unknown-users 1000000 /tmp/h/unknown.pcap
+    python3 bench/make_flood.py --unknown-users 1000000 \\
+        /tmp/smtpscope-bench/unknown.pcap
 
 With ``--relay-clients N`` the sessions come from N clients in turn, each
 naming ``--relay-attempts`` recipients (1 unless said), every one at a
@@ -38,9 +39,9 @@ unless said), spread evenly over ``--span`` seconds (one a second unless
 said), to one server: the shapes that make the detectors hold something
 per distinct client for their windows.
 
-    python bench/make_flood.py --relay-clients 20000 --relay-attempts 20 \\
+    python3 bench/make_flood.py --relay-clients 20000 --relay-attempts 20 \\
         --span 1800 /tmp/h/relay.pcap
-    python bench/make_flood.py --auth-clients 2000 --sessions 20000 \\
+    python3 bench/make_flood.py --auth-clients 2000 --sessions 20000 \\
         --span 1800 /tmp/h/auth.pcap
 """
 

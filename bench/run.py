@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Time smtpscope, tshark and tcpdump on one capture, side by side.
 
-    python bench/run.py /tmp/smtpscope-bench/100M.pcap --runs 3
-    python bench/run.py CAPTURE --json > result.json
-    python bench/run.py 1G.pcap --baseline 100M.pcap   # memory against a smaller one
+    python3 bench/run.py /tmp/smtpscope-bench/100M.pcap --runs 3
+    python3 bench/run.py CAPTURE --json > result.json
+    python3 bench/run.py 1G.pcap --baseline 100M.pcap   # memory against a smaller one
 
 Each round runs every tool once, one after the other, so slow drift of the
 machine touches them all alike; the figures are medians over the rounds.
