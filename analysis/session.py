@@ -790,7 +790,17 @@ class SessionBuilder:
                 )
             row.verb = "[redacted]"
             row.argument = ""
-        sasl_outcome = row.verb == "[redacted]" and reply.code in _AUTH_OUTCOMES
+        # Only the first line of a connection caught after its start can
+        # be the last answer of an exchange the capture missed: later in a
+        # session, a line answered 235 or 535 outside any AUTH is not one
+        # (a client could otherwise add attempts, or blank the user of a
+        # failed AUTH it made before).
+        sasl_outcome = (
+            row.verb == "[redacted]"
+            and reply.code in _AUTH_OUTCOMES
+            and self._caught
+            and event.command_index == 0
+        )
         if answers == "AUTH" or row.verb == "AUTH" or sasl_outcome:
             if reply.klass == 3:
                 return  # a 334 challenge: the row waits for the outcome

@@ -269,3 +269,30 @@ def test_a_cram_md5_response_of_another_shape_names_nobody(response: bytes) -> N
     result = session(_cram(response))
     assert _auth_columns(result.session) == ("CRAM-MD5", None, "failure", 1, 0, 1, 0)
     assert b"hunter2" not in repr(result).encode()
+
+
+def test_a_line_answered_535_later_in_a_session_is_no_attempt() -> None:
+    # Found in review: a one-word line after a failed PLAIN for alice, which
+    # the server answered 535, counted a second attempt and blanked alice
+    # from the row, hiding her from the per-user AUTH detectors. Only a
+    # capture's first line can answer an exchange the capture missed.
+    result = session(
+        [
+            *_HELLO,
+            (C, _plain(b"alice", b"guess1") + b"\r\n"),
+            (S, _INVALID),
+            (C, b"Zm9vYmFy\r\n"),
+            (S, _INVALID),
+            (C, b"XYZZY\r\n"),
+            (S, b"235 2.7.0 ok\r\n"),
+            *_QUIT,
+        ]
+    )
+    assert _auth_columns(result.session) == ("PLAIN", "alice", "failure", 1, 0, 1, 0)
+    assert [(c.verb, c.argument, c.reply_code) for c in result.commands] == [
+        ("EHLO", "c", 250),
+        ("AUTH", "PLAIN [redacted]", 535),
+        ("[redacted]", "", 535),
+        ("[redacted]", "", 235),
+        ("QUIT", "", 221),
+    ]
