@@ -44,6 +44,7 @@ from analysis.detect import facts
 from analysis.detect.rules import Rules
 from analysis.detect.window import Observation, shared_key, shared_text
 from analysis.records import SessionResult
+from analysis.smtp import auth
 
 # What ``extract`` keeps of a session: client, server, session id, the
 # domains it shows to be the server's own (the names the server gives
@@ -187,6 +188,13 @@ class RelayDetector:
                 continue
             if verb == "AUTH":
                 authenticated = authenticated or facts.accepted(command)
+                continue
+            if verb == auth.REDACTED and command.reply_code == 235:
+                # SASL data the server accepted, in a capture that began
+                # inside the exchange: the session row counts it as a
+                # successful AUTH, and the client relays as an
+                # authenticated one.
+                authenticated = True
                 continue
             if verb != "RCPT" or command.reply_code is None:
                 continue

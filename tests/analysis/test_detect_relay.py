@@ -7,6 +7,7 @@ and give up once that is more than a few times per RCPT.
 
 from __future__ import annotations
 
+import base64
 import random
 import subprocess
 import sys
@@ -15,8 +16,12 @@ from pathlib import Path
 import pytest
 
 from analysis.detect import default_rules, relay
+from analysis.detect.engine import detect
 from analysis.detect.relay import NOTE_DOMAINS, RelayDetector
+from analysis.records import SessionResult
+from analysis.session import SessionBuilder
 from analysis.tables import read_captures
+from capture.stream import Connection, Direction
 
 ROOT = Path(__file__).resolve().parents[2]
 ABUSE = ROOT / "pcaps" / "abuse"
@@ -463,3 +468,51 @@ def test_the_bench_writes_relay_attempts_from_clients_in_turn(tmp_path: Path) ->
         {"kind": "relay_attempt", "client_ip": c, "count": 8, "sessions": 2}
         for c in clients
     ]
+
+
+def _caught_inside_auth_then_relaying() -> list[SessionResult]:
+    """A session to a server whose greeting names it, then one caught
+    inside AUTH whose SASL answer the server accepted (235) before it took
+    mail to three foreign domains, as a submission server does."""
+    whole = [
+        (Direction.SERVER, b"220 mail.corp.example ESMTP\r\n"),
+        (Direction.CLIENT, b"EHLO pc.corp.example\r\n"),
+        (Direction.SERVER, b"250-mail.corp.example\r\n250 AUTH PLAIN LOGIN\r\n"),
+        (Direction.CLIENT, b"QUIT\r\n"),
+        (Direction.SERVER, b"221 Bye\r\n"),
+    ]
+    caught = [
+        (Direction.CLIENT, base64.b64encode(b"hunter2hunter2") + b"\r\n"),
+        (Direction.SERVER, b"235 2.7.0 Authentication successful\r\n"),
+    ]
+    for domain in (b"example.com", b"example.net", b"example.org"):
+        caught += [
+            (Direction.CLIENT, b"MAIL FROM:<alice@corp.example>\r\n"),
+            (Direction.SERVER, b"250 2.1.0 Ok\r\n"),
+            (Direction.CLIENT, b"RCPT TO:<bob@" + domain + b">\r\n"),
+            (Direction.SERVER, b"250 2.1.5 Ok\r\n"),
+            (Direction.CLIENT, b"RSET\r\n"),
+            (Direction.SERVER, b"250 2.0.0 Ok\r\n"),
+        ]
+    results = []
+    for n, (steps, handshake) in enumerate([(whole, True), (caught, False)]):
+        start = (n + 1) * S
+        conn = Connection(
+            start, f"192.0.2.{n + 1}", 40000, "192.0.2.100", 587, first_ts=start
+        )
+        if handshake:
+            conn.syn_ts = start
+        builder = SessionBuilder(conn, frozenset({465}))
+        for ts, (side, data) in enumerate(steps, start=start + 1):
+            builder.data(side, data, ts)
+        results.append(builder.close(start + len(steps) + 1, "fin"))
+    return results
+
+
+def test_a_session_caught_after_its_auth_succeeded_is_no_open_relay() -> None:
+    # Found in review: the row read auth_result "success", and the same
+    # session raised open_relay "without authenticating" (high).
+    results = _caught_inside_auth_then_relaying()
+    caught = results[1].session
+    assert (caught.auth_result, caught.auth_successes) == ("success", 1)
+    assert [(a.kind, a.client_ip) for a in detect(results)] == []
