@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import string
+from typing import Final
 
 from analysis.detect import facts
 from analysis.detect.rules import Rules
@@ -47,7 +49,7 @@ class HeloDetector(PerSession):
         for command in helos:
             sent = command.argument.split()[0]
             name = sent.rstrip(".").lower()
-            names.setdefault(name, sent)
+            names.setdefault(sent.rstrip(".").translate(_ASCII_LOWER), sent)
             for kind in _kinds(
                 name, session.client_ip, session.server_ip, server_names
             ):
@@ -77,6 +79,11 @@ class HeloDetector(PerSession):
 # How many of a session's HELO names helo_changed's note shows, and how much
 # of each: a client may send thousands of names of up to a line each.
 _NOTE_NAMES = 10
+# Names are told apart with ASCII letters alone folded (RFC 1035 2.3.3):
+# str.lower() also makes the Kelvin sign a "k", so "\u212ax.example" and
+# "kx.example" read as one name and a client switching between them
+# raised no helo_changed.
+_ASCII_LOWER: Final = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _NOTE_NAME_CHARS = 100
 
 

@@ -60,3 +60,14 @@ def test_the_note_quotes_each_name_as_first_sent() -> None:
     # name that differs only in case (or a final dot) is no change.
     (alert,) = _alerts([_named([b"Mail.Example.", b"mail.example", b"BOT"])])
     assert "(Mail.Example., BOT)" in alert.summary
+
+
+def test_a_name_that_lowers_to_another_only_beyond_ascii_is_another() -> None:
+    # Found in review: the Kelvin sign (U+212A) lower-cases to "k", so a
+    # client switching between these two names raised no helo_changed.
+    (alert,) = _alerts([_named(["\u212ax.example".encode(), b"kx.example"])])
+    assert alert.summary == (
+        "192.0.2.1 changed its HELO name within a session in 1 session(s) "
+        "(\u212ax.example, kx.example)."
+    )
+    assert _alerts([_named([b"KX.Example.", b"kx.example"])]) == []
