@@ -223,10 +223,14 @@ MAX_TALLY_VALUES = 10_000
 # rule's hour (20,000 clients that did so in half an hour: 40 MB of sets).
 MAX_LISTED_VALUES = 32
 # How the text lists them: each value after _SEP, a digest (bytes) as _DIGEST
-# and its hex digits. A value with either character in it is counted in the
-# set from the start, so that no listed value can be mistaken for another.
+# and its hex digits, a value with any of the three characters in it as
+# _ESCAPED and the hex digits of its UTF-8, so that no listed value can be
+# mistaken for another. Such values stay in the text rather than going to
+# a set: a client can put a NUL in every domain it names (found in review:
+# 2.5 KB a tally of 20 such domains in a set, against 0.9 KB as a list).
 _SEP = "\0"
 _DIGEST = "\1"
+_ESCAPED = "\2"
 
 
 # Characters of a tallied value kept as they are; a longer one is counted by
@@ -280,21 +284,27 @@ class _Sketch:
         return round(raw)
 
 
-def _listed(kept: str | bytes) -> str | None:
-    """How ``kept`` is written in a Tally's text; None if it cannot be."""
+def _listed(kept: str | bytes) -> str:
+    """How ``kept`` is written in a Tally's text."""
     if isinstance(kept, bytes):
         return _SEP + _DIGEST + kept.hex()
-    if _SEP in kept or _DIGEST in kept:
-        return None
+    if _SEP in kept or _DIGEST in kept or _ESCAPED in kept:
+        # Surrogates too: a value from the wire may hold them.
+        return _SEP + _ESCAPED + kept.encode("utf-8", "surrogatepass").hex()
     return _SEP + kept
 
 
 def _unlisted(text: str) -> set[str | bytes]:
     """The values a Tally's text lists."""
-    return {
-        bytes.fromhex(each[1:]) if each.startswith(_DIGEST) else each
-        for each in text.split(_SEP)[1:]
-    }
+    values: set[str | bytes] = set()
+    for each in text.split(_SEP)[1:]:
+        if each.startswith(_DIGEST):
+            values.add(bytes.fromhex(each[1:]))
+        elif each.startswith(_ESCAPED):
+            values.add(bytes.fromhex(each[1:]).decode("utf-8", "surrogatepass"))
+        else:
+            values.add(each)
+    return values
 
 
 # The clients or servers a Tally holds as a tuple before a set: most
@@ -445,9 +455,9 @@ class Tally:
         values = self.values
         if isinstance(values, str):
             listed = _listed(kept)
-            if listed is not None and listed + _SEP in values + _SEP:
+            if listed + _SEP in values + _SEP:
                 return
-            if listed is not None and values.count(_SEP) < MAX_LISTED_VALUES:
+            if values.count(_SEP) < MAX_LISTED_VALUES:
                 self.values = values + listed
                 return
             values = self.values = _unlisted(values)
