@@ -24,7 +24,7 @@ from tests import corpus
 from tests.analysis import tls_port
 from tests.analysis.rewrite import as_pcapng, reframed, retagged
 from tests.analysis.same import same_tables
-from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
+from tests.capture.craft import Frame, TcpPeers, ethernet, pcap, v4_tcp
 
 PCAPS = sorted(str(p) for p in (Path(__file__).parents[2] / "pcaps").glob("**/*.pcap"))
 
@@ -286,3 +286,61 @@ def test_captures_of_different_days_give_the_same_tables_in_workers() -> None:
     for jobs in (2, 3):
         with read_sharded(paths, pipeline.DEFAULT_PORTS, jobs) as spool:
             same_tables(build_tables(spool), plain)
+
+
+def _skewed_capture(path: Path, count: int, jobs: int) -> None:
+    """``count`` connections open at once, all hashing to the first of
+    ``jobs`` processes; each then sends a mail and closes with FINs."""
+    client, server = "192.0.2.1", "198.51.100.2"
+    ports = [
+        p
+        for p in range(30000, 40000)
+        if libpcap.shard_of(client, p, server, 25, jobs) == 0
+    ][:count]
+    frames: list[Frame] = []
+    peers = {p: TcpPeers(client, p, server, 25, cseq=999, sseq=4999) for p in ports}
+    for n, tcp in enumerate(peers.values()):
+        frames.append(Frame(1000 + n, 0, tcp.frame(True, b"", 0x02)))
+        frames.append(Frame(1000 + n, 1, tcp.frame(False, b"", 0x12)))
+        frames.append(Frame(1000 + n, 2, tcp.frame(True, b"", 0x10)))
+        frames.append(Frame(1000 + n, 3, tcp.frame(False, b"220 mx\r\n", 0x18)))
+    for n, tcp in enumerate(peers.values()):
+        steps = [
+            (True, b"EHLO c.example\r\n"),
+            (False, b"250 mx\r\n"),
+            (True, b"QUIT\r\n"),
+            (False, b"221 bye\r\n"),
+        ]
+        for k, (by_client, line) in enumerate(steps):
+            frames.append(Frame(1100 + n, k, tcp.frame(by_client, line, 0x18)))
+        frames.append(Frame(1100 + n, 10, tcp.frame(True, b"", 0x11)))
+        frames.append(Frame(1100 + n, 11, tcp.frame(False, b"", 0x11)))
+        frames.append(Frame(1100 + n, 12, tcp.frame(True, b"", 0x10)))
+    path.write_bytes(pcap(frames))
+
+
+def test_a_process_can_reach_its_share_of_the_limit_below_the_limit(
+    tmp_path: Path,
+) -> None:
+    # The README's example: 15 connections open at once, below a limit of
+    # 20, all in the first of 2 processes, whose share is 10. Connections
+    # are shared out by hash, not evenly: that process evicts, one process
+    # reading all does not.
+    capture = tmp_path / "skewed.pcap"
+    _skewed_capture(capture, 15, 2)
+    with read_sharded(
+        [str(capture)], pipeline.DEFAULT_PORTS, 1, max_connections=20
+    ) as spool:
+        alone = build_tables(spool)
+    assert alone.stats.evicted == 0
+    assert list(alone.sessions["close"]) == ["fin"] * 15
+    with read_sharded(
+        [str(capture)], pipeline.DEFAULT_PORTS, 2, max_connections=20
+    ) as spool:
+        shared = build_tables(spool)
+    # Past 10 open, the oldest are evicted until a tenth of the share is
+    # free; their later packets start connections caught after their start
+    # (closed by their FINs), which push out more.
+    assert shared.stats.evicted == 12
+    closes = shared.sessions["close"].value_counts().to_dict()
+    assert closes == {"evicted": 12, "fin": 15}
