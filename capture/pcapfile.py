@@ -115,22 +115,47 @@ class CaptureError(Exception):
 
     ``offset`` is the byte offset in the decompressed capture of the record
     that could not be read; 0 when the file is not a capture at all.
+    ``inflated``: the capture is gzip-compressed, so the offset counts
+    bytes of what it decompresses to, which the message says: a byte
+    offset past the end of the file as stored reads as a mistake.
     """
 
     def __init__(
-        self, path: str, offset: int, message: str, *, damaged: bool = True
+        self,
+        path: str,
+        offset: int,
+        message: str,
+        *,
+        damaged: bool = True,
+        inflated: bool = False,
     ) -> None:
         super().__init__(path, offset, message)
         self.path = path
         self.offset = offset
         self.message = message
         self.damaged = damaged
+        self.inflated = inflated
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled with its keywords (a -j worker hands its errors over):
+        # Exception's own pickling keeps only the positional arguments.
+        return (_capture_error, (self.path, self.offset, self.message,
+                                 self.damaged, self.inflated))  # fmt: skip
 
     def __str__(self) -> str:
         name = "<stdin>" if self.path == "-" else self.path
-        if self.damaged:
-            return f"{name}: damaged at byte {self.offset}: {self.message}"
-        return f"{name}: {self.message}"
+        if not self.damaged:
+            return f"{name}: {self.message}"
+        where = f"byte {self.offset}"
+        if self.inflated:
+            where += " of its decompressed data"
+        return f"{name}: damaged at {where}: {self.message}"
+
+
+def _capture_error(
+    path: str, offset: int, message: str, damaged: bool, inflated: bool
+) -> CaptureError:
+    return CaptureError(path, offset, message, damaged=damaged, inflated=inflated)
 
 
 class _SourceDamage(Exception):
@@ -400,7 +425,7 @@ class Inflated:
         try:
             out = self._chunks.read()
         except _SourceDamage as exc:
-            raise CaptureError(self.name, self.bytes, str(exc)) from None
+            raise CaptureError(self.name, self.bytes, str(exc), inflated=True) from None
         self.bytes += len(out)
         return out
 
@@ -523,7 +548,7 @@ class CaptureReader:
     def _damage(self, offset: int, message: str) -> CaptureError:
         # A gzip or read error explains the shortfall better than its symptom.
         reason = self._failure if self._failure is not None else message
-        return CaptureError(self.path, offset, reason)
+        return CaptureError(self.path, offset, reason, inflated=self.compressed)
 
     def _not_capture(self, message: str) -> CaptureError:
         return CaptureError(self.path, 0, message, damaged=False)

@@ -174,8 +174,9 @@ def test_the_child_reports_damage_in_its_exit_status(tmp_path: Path) -> None:
     with open(pump.read_fd, "rb") as stream:
         inflated = stream.read()
     assert inflated and b"x" * len(inflated) == inflated
-    assert (
-        pump.join() == f"{path}: damaged at byte {len(inflated)}: gzip data truncated"
+    assert pump.join() == (
+        f"{path}: damaged at byte {len(inflated)} of its decompressed data: "
+        "gzip data truncated"
     )
     assert zlib.decompressobj(31).decompress(path.read_bytes()) == inflated
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import pickle
 import struct
 import sys
 import zlib
@@ -316,6 +317,46 @@ def test_absurd_record_length(tmp_path: Path) -> None:
     assert str(error) == (
         f"{path}: damaged at byte 52: record length 4294967295 exceeds 262144"
     )
+
+
+def test_damage_in_a_gzip_capture_counts_its_decompressed_bytes(
+    tmp_path: Path,
+) -> None:
+    # The offset is one in what the file decompresses to, which may lie past
+    # the end of the file as stored: the message says which it is.
+    content = bytearray(pcap(FRAMES))
+    struct.pack_into("<I", content, 24 + 16 + 12 + 8, 0xFFFFFFFF)
+    packed = gzip.compress(bytes(content))
+    path = write(tmp_path, "capture.pcap.gz", packed)
+    packets, error = collect(path)
+    assert len(packets) == 1
+    assert error is not None and error.inflated
+    assert str(error) == (
+        f"{path}: damaged at byte 52 of its decompressed data: "
+        "record length 4294967295 exceeds 262144"
+    )
+    # Cut short, the gzip stream itself is the damage.
+    path = write(tmp_path, "cut.pcap.gz", gzip.compress(pcap(FRAMES))[:-8])
+    _, error = collect(path)
+    assert error is not None
+    assert str(error) == (
+        f"{path}: damaged at byte {len(pcap(FRAMES))} of its decompressed data: "
+        "gzip data truncated (trailer missing)"
+    )
+
+
+def test_a_capture_error_keeps_its_kind_through_pickling() -> None:
+    # A -j worker hands its errors to the parent pickled.
+    for error in (
+        CaptureError("a.pcap.gz", 52, "cut", inflated=True),
+        CaptureError("b.pcap", 0, "not a capture", damaged=False),
+    ):
+        again = pickle.loads(pickle.dumps(error))
+        assert (again.damaged, again.inflated, str(again)) == (
+            error.damaged,
+            error.inflated,
+            str(error),
+        )
 
 
 def test_garbage(tmp_path: Path) -> None:
