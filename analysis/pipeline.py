@@ -114,7 +114,7 @@ def analyze(
     source = SourceStats()
     all_ports = frozenset(ports)
     decrypted = (
-        decrypt_captures(paths, tls_keylog)
+        decrypt_captures(paths, tls_keylog, implicit_tls_ports)
         if tls_keylog is not None
         else DecryptedStreams()
     )

@@ -16,7 +16,7 @@ import itertools
 import logging
 import shutil
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -110,8 +110,16 @@ def tshark_available() -> bool:
     return shutil.which("tshark") is not None
 
 
-def decrypt_captures(paths: Sequence[str], keylog: str) -> DecryptedStreams:
-    """Decrypt every capture in ``paths`` with ``keylog``."""
+def decrypt_captures(
+    paths: Sequence[str], keylog: str, tls_ports: Iterable[int] = ()
+) -> DecryptedStreams:
+    """Decrypt every capture in ``paths`` with ``keylog``.
+
+    ``tls_ports`` are the server ports that speak TLS from the first byte
+    (--tls-port): tshark is told so (``_decode_as``), as it would otherwise
+    hand a port it knows for another protocol (80, 143, 443...) to that
+    protocol's dissector and find no TLS, or no plain ``data``, in it.
+    """
     if not tshark_available():
         raise DecryptError(
             f"--tls-keylog needs tshark, which is not installed; {INSTALL_HINT}"
@@ -119,7 +127,7 @@ def decrypt_captures(paths: Sequence[str], keylog: str) -> DecryptedStreams:
     _check_keylog_size(keylog)
     streams = DecryptedStreams()
     for path in paths:
-        for (_stream, pair), sent in _read(path, keylog).items():
+        for (_stream, pair), sent in _read(path, keylog, tls_ports).items():
             streams.add(pair, sent)
     log.info("decrypted %d TLS streams with the key log", len(streams))
     return streams
@@ -190,18 +198,35 @@ def _check_keylog_size(keylog: str) -> None:
         raise DecryptError(f"cannot read {keylog}: {exc.strerror or exc}") from exc
 
 
-def _read(path: str, keylog: str) -> dict[tuple[int, Pair], list[_Sent]]:
+def _decode_as(tls_ports: Iterable[int]) -> dict[str, str]:
+    """tshark's decode-as rules for implicit-TLS ports: TLS on the TCP port,
+    then SMTP inside it, which is switched off (see _read_once), so that
+    the plaintext comes out as ``data`` whatever tshark takes the port for
+    (HTTP on 443, say)."""
+    rules: dict[str, str] = {}
+    for port in sorted(set(tls_ports)):
+        rules[f"tcp.port=={port}"] = "tls"
+        rules[f"tls.port=={port}"] = "smtp"
+    return rules
+
+
+def _read(
+    path: str, keylog: str, tls_ports: Iterable[int] = ()
+) -> dict[tuple[int, Pair], list[_Sent]]:
+    decode_as = _decode_as(tls_ports)
     try:
-        return _read_once(path, keylog)
+        return _read_once(path, keylog, decode_as)
     except DecryptError as exc:
         # tshark has exited with status 255 at random, twice in about ten
         # runs of the test suite and never when run alone (pyshark's "TShark
         # seems to have crashed"): one more try before giving up.
         log.info("%s; trying once more", exc)
-        return _read_once(path, keylog)
+        return _read_once(path, keylog, decode_as)
 
 
-def _read_once(path: str, keylog: str) -> dict[tuple[int, Pair], list[_Sent]]:
+def _read_once(
+    path: str, keylog: str, decode_as: dict[str, str] | None = None
+) -> dict[tuple[int, Pair], list[_Sent]]:
     import pyshark
 
     capture = pyshark.FileCapture(
@@ -209,6 +234,7 @@ def _read_once(path: str, keylog: str) -> dict[tuple[int, Pair], list[_Sent]]:
         keep_packets=False,
         display_filter="tls && data",
         override_prefs={"tls.keylog_file": keylog},
+        decode_as=decode_as or None,
         disable_protocol="smtp",
         use_json=True,
     )

@@ -547,7 +547,9 @@ def test_a_failed_tshark_run_is_tried_once_more(
     # tshark has exited with status 255 at random under the test suite.
     calls: list[str] = []
 
-    def flaky(path: str, keylog: str) -> dict[Any, Any]:
+    def flaky(
+        path: str, keylog: str, decode_as: dict[str, str] | None = None
+    ) -> dict[Any, Any]:
         calls.append(path)
         if len(calls) == 1:
             raise decrypt.DecryptError(f"tshark could not decrypt {path}: crashed")
@@ -557,7 +559,9 @@ def test_a_failed_tshark_run_is_tried_once_more(
     assert decrypt._read("a.pcap", "k") == {}
     assert calls == ["a.pcap", "a.pcap"]
 
-    def broken(path: str, keylog: str) -> dict[Any, Any]:
+    def broken(
+        path: str, keylog: str, decode_as: dict[str, str] | None = None
+    ) -> dict[Any, Any]:
         calls.append(path)
         raise decrypt.DecryptError(f"tshark could not decrypt {path}: crashed")
 

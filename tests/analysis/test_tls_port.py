@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from analysis import cli, pipeline, read_captures
 from analysis.cli import build_parser, main
 from analysis.export import json_line
 from analysis.live import LiveAnalyzer
+from analysis.tls import decrypt
 from capture import libpcap, source
 from capture.live import capture_filters
 from capture.pcapfile import open_capture
@@ -175,6 +177,59 @@ def test_a_key_log_decrypts_the_tls_port() -> None:
         "Sent over implicit TLS on port 10465"
     ]
     assert tables.anomalies.empty
+
+
+def _moved(capture: bytes, port: int, to: int) -> bytes:
+    """A classic pcap of Ethernet frames (as CAPTURE is) with TCP ``port``
+    made ``to`` in every IPv4 segment, each end; checksums are left as they
+    were, as nothing here checks them."""
+    out = bytearray(capture)
+    at = 24  # the file header (pcap-savefile(5))
+    while at < len(out):
+        (length,) = struct.unpack_from("<I", out, at + 8)
+        ip = at + 16 + 14  # record header, then Ethernet
+        tcp = ip + (out[ip] & 0x0F) * 4
+        for field in (tcp, tcp + 2):
+            if struct.unpack_from(">H", out, field)[0] == port:
+                struct.pack_into(">H", out, field, to)
+        at += 16 + length
+    return bytes(out)
+
+
+@pytest.mark.parametrize("port", [443, 143])
+def test_a_key_log_decrypts_a_tls_port_tshark_takes_for_another_protocol(
+    tmp_path: Path, port: int
+) -> None:
+    # tshark reads 443 as HTTPS and 143 as IMAP: unless told the port is
+    # TLS with SMTP inside, it hands the plaintext to those dissectors, or
+    # finds no TLS at all, and nothing is decrypted (the warning then
+    # blames the key log).
+    needs_tshark()
+    moved = tmp_path / f"implicit-tls-{port}.pcap"
+    moved.write_bytes(_moved(CAPTURE.read_bytes(), tls_port.PORT, port))
+    tables = read_captures(
+        moved,
+        implicit_tls_ports=pipeline.IMPLICIT_TLS_PORTS | {port},
+        tls_keylog=KEYLOG,
+    )
+    assert tables.commands["verb"].tolist() == ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]
+    session = tables.sessions.iloc[0]
+    assert session["server_port"] == port
+    assert session["tls_decrypted"] and session["messages_accepted"] == 1
+    assert tables.transactions["subject"].tolist() == [
+        "Sent over implicit TLS on port 10465"
+    ]
+    assert tables.anomalies.empty
+
+
+def test_tshark_is_told_the_tls_ports() -> None:
+    assert decrypt._decode_as([10465, 443, 443]) == {
+        "tcp.port==443": "tls",
+        "tls.port==443": "smtp",
+        "tcp.port==10465": "tls",
+        "tls.port==10465": "smtp",
+    }
+    assert decrypt._decode_as(()) == {}
 
 
 def test_check_reads_the_tls_port(capsys: pytest.CaptureFixture[str]) -> None:
