@@ -1106,7 +1106,9 @@ def _port_list(text: str) -> list[int]:
     ports = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdecimal() or not 1 <= int(part) <= 65535:
+        # ASCII digits only: str.isdecimal and int take those of every script
+        # (Arabic-Indic, full-width), which no port number is written in.
+        if not (part.isascii() and part.isdecimal()) or not 1 <= int(part) <= 65535:
             raise argparse.ArgumentTypeError(f"{part!r} is not a TCP port (1-65535)")
         ports.append(int(part))
     return ports

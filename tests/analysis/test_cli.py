@@ -103,6 +103,9 @@ def test_read_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["read", "--port", "-5", "x.pcap"],
         ["read", "--tls-port", "0", "x.pcap"],
         ["read", "--tls-port", "10465,smtps", "x.pcap"],
+        # Digits of other scripts: int() reads them, a user meant none.
+        ["read", "--tls-port", "\u0661\u0660\u0664\u0666\u0665", "x.pcap"],
+        ["read", "--port", "\uff12\uff15", "x.pcap"],
         ["read", "--limit", "-1", "x.pcap"],
         ["read", "--format", "xml", "-o", "out", "x.pcap"],
         ["read", "--format", "csv", "x.pcap"],
