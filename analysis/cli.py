@@ -506,7 +506,10 @@ def _run_read(args: argparse.Namespace) -> int:
         unused = _jobs_not_used(args.jobs, readers, readable, args.tls_keylog)
         if unused is not None:
             _error(unused)
-        spooled = _read_into(spool, args, readable, (ports, implicit_tls), readers)
+        ending = _Finishing(args.output, report)
+        spooled = _read_into(
+            spool, args, readable, (ports, implicit_tls), readers, ending
+        )
         stats = spool.stats
         if not spooled:
             # Sessions are missing from the spool: writing the tables
@@ -515,15 +518,17 @@ def _run_read(args: argparse.Namespace) -> int:
                 _error(message)
             return Exit.INTERRUPTED if stats.interrupted else Exit.INPUT
 
-        # Step 3: files first, so that a closed stdout cannot lose them.
+        # Step 3: files first, so that a closed stdout cannot lose them. A first
+        # stop from here on is only said, a second one ends the run with
+        # what it left in its text (see _Finishing).
         _trim_heap()
         # Under -j N the other processes are done by now: one helps again.
-        end = _finish(spool, args, fmt, streamed, frames, report, jobs > 1)
+        end = _finish(spool, args, fmt, streamed, frames, report, jobs > 1, ending)
         if not end.written:
             failed = True
     tables = end.tables
     if tables is not None and args.output is not None and not streamed:
-        failed = not _write(tables, args.output, fmt) or failed
+        failed = not _write(tables, args.output, fmt, ending) or failed
     # Nothing read at all, and only errors to say why (a file that is no
     # capture): a report of zeros would only hide them, as tcpdump shows
     # none either.
@@ -561,6 +566,11 @@ def _run_read(args: argparse.Namespace) -> int:
         )
     if stats.interrupted:
         _error("interrupted: the tables hold what was read until then")
+        return Exit.INTERRUPTED
+    if ending.noted:
+        # Complete as a run not stopped, but stopped all the same: a script
+        # running several reads stops at this one, as it would at any.
+        _error(ending.done())
         return Exit.INTERRUPTED
     return Exit.INPUT if failed or stats.errors else Exit.OK
 
@@ -742,11 +752,13 @@ def _read_into(
     readable: list[str],
     watched: tuple[frozenset[int], frozenset[int]],
     jobs: int,
+    ending: _Finishing,
 ) -> bool:
     """Analyse ``readable`` into ``spool``; trouble ends up in its stats.
 
     ``watched`` holds the SMTP ports and, among them, the implicit-TLS ones
-    (``port_sets``). False when the spool could not be written or a worker
+    (``port_sets``). ``ending`` is called as soon as the reading is over,
+    however it ended. False when the spool could not be written or a worker
     process died: then it lacks sessions that were read, and its tables
     must not be written.
     """
@@ -759,6 +771,7 @@ def _read_into(
         interrupts.check()
     except KeyboardInterrupt:
         stats.interrupted = True
+        ending(True)
         return True
     show_progress = not args.quiet and sys.stderr.isatty()
     if jobs > 1 and "-" not in readable:
@@ -774,6 +787,7 @@ def _read_into(
                     progress=progress,
                     max_connections=args.max_connections,
                     started=interrupts.release,
+                    ended=ending,
                     implicit_tls_ports=implicit_tls,
                 )
         except SpoolError as exc:
@@ -806,6 +820,9 @@ def _read_into(
                 current, before = result, len(spool)
                 spool.add(result)
                 current = None
+            # At once: a stop from here on no longer cuts the reading. One
+            # that did was taken inside analyze, which closed the sessions.
+            ending(stats.interrupted)
         except SpoolError as exc:
             stats.errors.append(_os_error_message(exc, action="write"))
             return False
@@ -820,7 +837,77 @@ def _read_into(
             except SpoolError as exc:
                 stats.errors.append(_os_error_message(exc, action="write"))
                 return False
+        ending(stats.interrupted)  # if an error or a stop ended the reading
     return True
+
+
+class _Finishing:
+    """The end of a ``read`` once its reading is over, stops included.
+
+    Called when the reading ends, it has the first Ctrl-C or SIGTERM from
+    then on only said (``analysis.interrupts.finishing``): writing the
+    tables replays every session, seconds on a large capture, and a stop
+    there would otherwise throw away all that was read. A second stop, or
+    the first after one that cut the reading short, abandons them.
+    """
+
+    def __init__(self, output: str | None, report: bool) -> None:
+        self._output = output
+        self._report = report
+        self._state: interrupts.Finishing | None = None
+        # Whether a stop came once the reading was over, and was only said.
+        self.noted = False
+        self.written = False  # the files of the tables are in place
+
+    def __call__(self, stopped: bool) -> None:
+        """The reading is over; ``stopped``: a stop cut it short."""
+        if self._state is None:
+            self._state = interrupts.finishing(self._say, stopped, self.abandoned)
+
+    def _say(self) -> None:
+        self.noted = True
+        if self._output is not None:
+            what = (
+                "writing the tables of everything read; a second Ctrl-C abandons them"
+            )
+        elif self._report:
+            what = (
+                "finishing the report of everything read; a second Ctrl-C abandons it"
+            )
+        else:
+            what = "finishing the run; a second Ctrl-C abandons it"
+        _say_now(f"interrupted: {what}")
+
+    def done(self) -> str:
+        """The last word of a run stopped once its reading was over."""
+        if self._output is not None:
+            return "interrupted after reading: the tables hold everything read"
+        if self._report:
+            return "interrupted after reading: the report shows everything read"
+        return "interrupted after reading"
+
+    def abandoned(self) -> str:
+        """What a second stop left."""
+        if self._output is None:
+            return "interrupted again: the rest of the run was abandoned"
+        if self.written:
+            return "interrupted again, once the tables were written"
+        return (
+            "interrupted again: the tables were abandoned, "
+            f"none in {self._output} was replaced"
+        )
+
+
+def _say_now(message: str) -> None:
+    """``_error`` from a signal handler, which may have come while this
+    process was writing to stderr: the buffered stream refuses to be
+    entered twice, so the message then goes past it."""
+    try:
+        _error(message)
+    except RuntimeError:  # "reentrant call"
+        with contextlib.suppress(OSError):
+            text = f"{PROG}: {escape_controls(message)}\n"
+            os.write(2, text.encode(errors="replace"))
 
 
 def _spool_after_stop(
@@ -863,19 +950,31 @@ def _finish(
     frames: bool,
     report: bool,
     helper: bool,
+    ending: _Finishing,
 ) -> _Ending:
     """Replay the spool into the files, DataFrames and report wanted;
-    ``helper``: with a forked helper for some detectors (``finish``)."""
+    ``helper``: with a forked helper for some detectors (``finish``).
+    A KeyboardInterrupt (a second stop: see ``_Finishing``) leaves the
+    files of the tables unwritten, and says so."""
     try:
         if streamed:
             with TableFiles(args.output, fmt) as files:
                 try:
                     end = _replay(spool, args, frames, report, helper, files)
                 except KeyboardInterrupt:
-                    raise KeyboardInterrupt(_unwritten(args.output)) from None
-                files.commit()
+                    raise KeyboardInterrupt(ending.abandoned()) from None
+                try:
+                    files.commit()
+                except KeyboardInterrupt:
+                    # Held back while the files were renamed: all were.
+                    ending.written = files.committed
+                    raise KeyboardInterrupt(ending.abandoned()) from None
+                ending.written = True
         else:
-            end = _replay(spool, args, frames, report, helper)
+            try:
+                end = _replay(spool, args, frames, report, helper)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(ending.abandoned()) from None
     except (ExportError, OSError) as exc:
         if isinstance(exc, AlertFileError):
             # Its own message names it and where; the tables are left
@@ -957,12 +1056,6 @@ def _show(end: _Ending, stats: pipeline.RunStats, args: argparse.Namespace) -> N
 _UNLIMITED = 1_000
 
 
-def _unwritten(directory: str) -> str:
-    # The files are renamed into place only once all are written (see
-    # rowfiles.replace_all), so none of the old ones was touched.
-    return f"interrupted while writing the tables: none in {directory} was replaced"
-
-
 def print_report(console: Console, tables: SmtpTables, **options: Any) -> None:
     """``analysis.views.print_report``, imported only when a report is shown.
 
@@ -985,13 +1078,14 @@ def _new_digest(args: argparse.Namespace) -> ReportDigest:
     return ReportDigest(limit=args.limit or None)
 
 
-def _write(tables: SmtpTables, directory: str, fmt: Format) -> bool:
+def _write(tables: SmtpTables, directory: str, fmt: Format, ending: _Finishing) -> bool:
     from analysis.export import write_tables
 
     try:
         write_tables(tables.frames(), directory, fmt)
+        ending.written = True
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(_unwritten(directory)) from None
+        raise KeyboardInterrupt(ending.abandoned()) from None
     except ExportError as exc:
         _error(str(exc))
         return False

@@ -12,8 +12,15 @@ run stopped before it read anything writes its tables, empty, as one
 stopped later writes what it read. Nothing in between waits
 for input, so a held stop is acted on within that fraction of a second.
 
-Only the main thread may set signal handlers: elsewhere ``hold`` does
-nothing, and the signals keep the handlers they had.
+Once reading is over, the first stop no longer ends anything: the tables
+of what was read take a few seconds to write on a large capture, and
+throwing them away for a Ctrl-C would lose the whole run. ``finishing``
+makes that first stop only noted and said, as Zeek and tcpdump finish
+their logs and files on the first one; a second is raised as a
+KeyboardInterrupt, to abandon the writing.
+
+Only the main thread may set signal handlers: elsewhere ``hold`` and
+``finishing`` do nothing, and the signals keep the handlers they had.
 """
 
 from __future__ import annotations
@@ -107,6 +114,43 @@ def restore() -> None:
     held, _held = _held, None
     if held is not None:
         _put_back(held.original)
+
+
+class Finishing:
+    """The stops that came once reading was over (see ``finishing``)."""
+
+    __slots__ = ("_say", "_why", "stopped")
+
+    def __init__(
+        self, say: Callable[[], None], stopped: bool, why: Callable[[], str]
+    ) -> None:
+        self._say = say
+        self._why = why
+        # A stop came already (while reading): the next one abandons.
+        self.stopped = stopped
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopped:
+            raise KeyboardInterrupt(self._why())
+        self.stopped = True
+        self._say()
+
+
+def finishing(
+    say: Callable[[], None], stopped: bool, why: Callable[[], str]
+) -> Finishing:
+    """From now on the first Ctrl-C or SIGTERM only calls ``say`` (which
+    tells the user the work goes on), and the next raises KeyboardInterrupt
+    with the text ``why`` gives then (what the stop left). ``stopped``: one
+    came already, so the next is the second. The returned object says
+    whether a stop came. ``restore`` puts back the handlers from before
+    ``hold``, as after a run."""
+    state = Finishing(say, stopped, why)
+    try:
+        take(state.handle)
+    except ValueError:  # not the main thread: stops are as they were
+        return state
+    return state
 
 
 def _put_back(handlers: dict[int, _Handler]) -> None:

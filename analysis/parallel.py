@@ -75,6 +75,7 @@ def read_sharded(
     progress: pipeline.ProgressHook | None = None,
     max_connections: int | None = None,
     started: Callable[[], None] | None = None,
+    ended: Callable[[bool], None] | None = None,
     implicit_tls_ports: frozenset[int] = pipeline.IMPLICIT_TLS_PORTS,
 ) -> Spool:
     """Analyse ``paths`` in ``jobs`` processes into ``spool`` (or a new one).
@@ -91,9 +92,12 @@ def read_sharded(
     their open sessions as interrupted, as a single process does. So does
     a KeyboardInterrupt from ``started``, called here once the workers are
     forked (the command takes there the stops it held since its start:
-    ``analysis.interrupts``). Raises ``WorkerLost`` when a worker dies
-    (killed, out of memory) and ``SpoolError`` when a share cannot be
-    spooled.
+    ``analysis.interrupts``). ``ended`` is called once every share is in,
+    before they are taken over, with whether a stop came while reading:
+    the command then only notes the next stop, so that one that comes
+    while the shares are taken over loses none of them. Raises
+    ``WorkerLost`` when a worker dies (killed, out of memory) and
+    ``SpoolError`` when a share cannot be spooled.
     """
     spool = spool if spool is not None else Spool()
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
@@ -134,6 +138,8 @@ def read_sharded(
             part, interrupted = _wait(worker, workers)
             parts.append(part)
             stopped = stopped or interrupted
+        if ended is not None:
+            ended(stopped)
     except BaseException:
         for worker in workers:  # their work would be thrown away
             worker.stop()

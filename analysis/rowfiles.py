@@ -31,6 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from analysis import interrupts
 from analysis.escape import csv_cell
 from analysis.records import SessionResult
 from analysis.schema import TABLES, Column, Kind
@@ -91,9 +92,11 @@ def replace_all(renames: Iterable[tuple[Path, Path]]) -> None:
 
     A stop between two renames would leave tables of this run beside tables
     of an earlier one. The renames take microseconds: a stop that comes
-    meanwhile is held back and raised as KeyboardInterrupt once all are
-    done. (Only the main thread may set signal handlers; elsewhere the
-    renames are not guarded.)
+    meanwhile is held back and handed, once all are done, to the handler
+    it would have reached (a KeyboardInterrupt where there was none to
+    call: the command's, while it finishes its tables, only notes a first
+    stop). A stop that was ignored stays ignored. (Only the main thread
+    may set signal handlers; elsewhere the renames are not guarded.)
     """
     held: list[int] = []
 
@@ -101,18 +104,19 @@ def replace_all(renames: Iterable[tuple[Path, Path]]) -> None:
         held.append(signum)
 
     guarded = threading.current_thread() is threading.main_thread()
-    previous = {stop: signal.signal(stop, hold) for stop in _STOPS} if guarded else {}
+    previous = interrupts.take(hold) if guarded else {}
     try:
         for temporary, final in renames:
             os.replace(temporary, final)
     finally:
         for stop, handler in previous.items():
-            signal.signal(stop, handler)
-    if held:
-        raise KeyboardInterrupt
-
-
-_STOPS = (signal.SIGINT, signal.SIGTERM)
+            # None: a handler not set from Python, which cannot be set back.
+            signal.signal(stop, signal.SIG_DFL if handler is None else handler)
+    for signum in held:
+        handler = previous.get(signum)
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signum, None)
 
 
 def open_text(path: Path) -> IO[str]:
@@ -335,6 +339,7 @@ class TableFiles:
             self.abort()
             raise
         self._session_handles = [self._handles[name] for name in SESSION_TABLES]
+        self.committed = False
         self._rows = SessionRows(fmt)
 
     def __enter__(self) -> TableFiles:
@@ -369,10 +374,19 @@ class TableFiles:
                 handle.write(text)
 
     def commit(self) -> list[Path]:
-        """Close every file and put it in place; return the final paths."""
+        """Close every file and put it in place; return the final paths.
+
+        A KeyboardInterrupt from here with ``committed`` set came while the
+        files were renamed, and was held until all were.
+        """
         for handle in self._handles.values():
             handle.close()
-        replace_all(self._temporary)
+        try:
+            replace_all(self._temporary)
+        except KeyboardInterrupt:
+            self.committed = True
+            raise
+        self.committed = True
         return [final for _, final in self._temporary]
 
     def abort(self) -> None:

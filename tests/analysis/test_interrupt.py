@@ -184,31 +184,36 @@ def test_ctrl_c_while_the_tables_are_written_keeps_the_old_ones(
         write_text = stop(rowfiles.TableFiles.write_text)
         monkeypatch.setattr(rowfiles.TableFiles, "write_text", write_text)
 
+    # A KeyboardInterrupt however raised there (the stops themselves are in
+    # test_stop_after_reading: a first one is only said) abandons them.
     argv = ["read", CAPTURE, AUTH, "-q", "-o", str(tmp_path), "--format", fmt]
     status = cli.main(argv)
     assert status == 130
     assert capsys.readouterr().err == (
-        "smtpscope: interrupted while writing the tables: "
+        "smtpscope: interrupted again: the tables were abandoned, "
         f"none in {tmp_path} was replaced\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [old.name]
     assert old.read_text() == "from an earlier run\n"
 
 
+@pytest.mark.parametrize("stops", [1, 2])
 def test_ctrl_c_between_two_renames_still_puts_every_table_in_place(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
+    stops: int,
 ) -> None:
     # A stop between two renames would leave this run's first tables
-    # beside an earlier run's others: it waits until all are renamed.
+    # beside an earlier run's others: it waits until all are renamed, and
+    # is then a first stop (only said) or a second (the end of the run).
     for table in TABLES:
         (tmp_path / f"{table}.jsonl").write_text("from an earlier run\n")
     real_replace = os.replace
     renamed: list[str] = []
 
     def replace(source: Any, target: Any) -> None:
-        if len(renamed) == 1:
+        if 1 <= len(renamed) <= stops:
             signal.raise_signal(signal.SIGINT)
         renamed.append(str(target))
         real_replace(source, target)
@@ -216,7 +221,15 @@ def test_ctrl_c_between_two_renames_still_puts_every_table_in_place(
     monkeypatch.setattr(os, "replace", replace)
     status = cli.main(["read", CAPTURE, "-q", "-o", str(tmp_path)])
     assert status == 130
-    assert capsys.readouterr().err == "smtpscope: interrupted\n"
+    noted = (
+        "smtpscope: interrupted: writing the tables of everything read; "
+        "a second Ctrl-C abandons them\n"
+    )
+    assert capsys.readouterr().err == noted + (
+        "smtpscope: interrupted after reading: the tables hold everything read\n"
+        if stops == 1
+        else "smtpscope: interrupted again, once the tables were written\n"
+    )
     assert len(renamed) == len(TABLES)
     for table in TABLES:
         assert "earlier" not in (tmp_path / f"{table}.jsonl").read_text()
