@@ -410,6 +410,10 @@ def _check_captures(
             ):
                 monitor.add(result, time.time_ns())
                 spool.add(result)
+            # All is read: a first stop from here on only says that the
+            # judgement goes on, as read finishes its tables; a second ends
+            # the check, UNKNOWN (see run_check).
+            interrupts.finishing(_judging, stats.interrupted, lambda: "")
             # Counted as they come, not kept: a flood of distinct clients
             # makes an alert apiece.
             done = finish(
@@ -446,6 +450,12 @@ def _check_captures(
     # sends), the figures are of part of the captures: said as damage is.
     unread = ["stopped before the end"] if stats.interrupted else []
     return evaluate(monitor, _thresholds(args), names, unread + stats.errors)
+
+
+def _judging() -> None:
+    cli._say_now(
+        "interrupted: judging everything read; a second Ctrl-C gives no verdict"
+    )
 
 
 def _check_live(

@@ -270,3 +270,41 @@ def test_a_quiet_run_without_tables_says_it_finishes(
             "smtpscope: interrupted after reading\n",
         ),
     )
+
+
+@pytest.mark.parametrize("stops", [{1}, {1, 2}])
+def test_check_judges_everything_read_after_a_first_stop(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    stops: set[int],
+) -> None:
+    # check -r writes no tables, but the detectors' judgement comes after
+    # the reading as the writing does: a first stop there still gives the
+    # verdict of all that was read, a second gives none.
+    argv = ["check", "-r", *CAPTURES, "--refusal-warn", "0.2"]
+    status = cli.main(argv)
+    want = capsys.readouterr().out
+
+    monkeypatch.setattr(offline.AlertEngine, "drain", _twice_in_drain(stops))
+    noted = (
+        "smtpscope: interrupted: judging everything read; "
+        "a second Ctrl-C gives no verdict\n"
+    )
+    if stops == {1}:
+        assert (cli.main(argv), capsys.readouterr()) == (status, (want, noted))
+    else:
+        assert (cli.main(argv), capsys.readouterr()) == (
+            3,
+            ("SMTPSCOPE UNKNOWN - stopped before a verdict\n", noted),
+        )
+
+
+def _twice_in_drain(stops: set[int]) -> Callable[..., Any]:
+    real = offline.AlertEngine.drain
+
+    def drain(self: Any) -> Any:
+        for _ in stops:
+            signal.raise_signal(signal.SIGINT)
+        return real(self)
+
+    return drain
