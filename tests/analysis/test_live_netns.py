@@ -380,11 +380,19 @@ def test_an_output_that_fails_stops_live_cleanly_with_the_other_whole(
         stdout=subprocess.DEVNULL, stderr=log.open("wb"),
     )  # fmt: skip
     _wait_for(lambda: b"listening on" in log.read_bytes(), "smtpscope live")
+    # With the packets failing, a session is kept open until live stops: a
+    # client that ended its sessions at once could have all their packets
+    # analysed in one batch from the ring before the failed write was
+    # acted on (seen once under load), and no session was then open.
+    mode = "open" if failing == "packets" else "mail"
     client = procs.start(
-        lab.client_ns, sys.executable, "-c", CLIENT, lab.server_ip, "mail"
+        lab.client_ns, sys.executable, "-c", CLIENT, lab.server_ip, mode
     )
-    assert client.wait(timeout=30) == 0
+    if failing == "rows":
+        assert client.wait(timeout=30) == 0
     assert live.wait(timeout=30) == 1  # it stopped by itself
+    if failing == "packets":
+        procs.stop(client, signal.SIGKILL)
     text = log.read_text()
     assert "Traceback" not in text
     if failing == "rows":
