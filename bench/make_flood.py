@@ -43,6 +43,13 @@ per distinct client for their windows.
         --span 1800 /tmp/h/relay.pcap
     python3 bench/make_flood.py --auth-clients 2000 --sessions 20000 \\
         --span 1800 /tmp/h/auth.pcap
+
+With ``--plain-servers N`` the capture holds N short sessions one a second,
+each from a client of its own to a server of its own whose EHLO reply lacks
+STARTTLS, then QUIT: what the check for STARTTLS stripping keeps of each
+session and each distinct server, with nothing to flag.
+
+    python3 bench/make_flood.py --plain-servers 150000 /tmp/h/plain.pcap
 """
 
 from __future__ import annotations
@@ -171,6 +178,34 @@ def auth_talk(index: int, client: int, refusals: int) -> Talk:
     return talk
 
 
+def server_of(index: int) -> bytes:
+    """A distinct address in 100.64.0.0/10 (RFC 6598, shared address space)."""
+    return bytes([100, 64 + (index >> 16) % 64, (index >> 8) & 0xFF, index & 0xFF])
+
+
+def plain_talk(index: int) -> Talk:
+    """A session whose server offers no STARTTLS, then QUIT."""
+    name = f"mx{index}.plain.example"
+    return [
+        (SERVER_SIDE, f"220 {name} ESMTP\r\n"),
+        (CLIENT_SIDE, "EHLO client.example\r\n"),
+        (SERVER_SIDE, f"250-{name}\r\n250-PIPELINING\r\n250 8BITMIME\r\n"),
+        (CLIENT_SIDE, "QUIT\r\n"),
+        (SERVER_SIDE, "221 2.0.0 Bye\r\n"),
+    ]
+
+
+def plain_server_sessions(out: BinaryIO, sessions: int) -> None:
+    """Write ``--plain-servers``: one session a second, client ``i`` to
+    server ``i``."""
+    rng = Random(5323)
+    for index in range(sessions):
+        address, port = client_of(index)
+        wire = Wire((address, port), (server_of(index), 25), ident=index & 0xFFFF)
+        conn = TcpConn(wire, rng, index * 1_000_000, rtt_us=400, pace_us=10)
+        write_session(out, conn, plain_talk(index))
+
+
 def per_client_sessions(
     out: BinaryIO, sessions: int, clients: int, span_s: float, talk_of: TalkOf
 ) -> None:
@@ -270,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
         "spread over (one a second)",
     )
     parser.add_argument("--servers", type=int, default=1, help="servers (1)")
+    parser.add_argument(
+        "--plain-servers",
+        type=int,
+        metavar="N",
+        help="write N sessions, each from a client of its own to a server of "
+        "its own that offers no STARTTLS",
+    )
     args = parser.parse_args(argv)
     if args.syns < 1:
         parser.error("--syns must be at least 1")
@@ -277,6 +319,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate must be at least 1")
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    if args.plain_servers is not None:
+        if not 1 <= args.plain_servers <= 1 << 22:
+            parser.error("--plain-servers must be 1 to 4,194,304")
+        with args.output.open("wb") as out:
+            out.write(_FILE_HEADER)
+            plain_server_sessions(out, args.plain_servers)
+        print(
+            f"wrote {args.plain_servers:,} sessions to as many servers without "
+            f"STARTTLS to {args.output}",
+            file=sys.stderr,
+        )
+        return 0
     if args.relay_clients is not None or args.auth_clients is not None:
         return write_per_client(parser, args)
     if args.unknown_users is not None:
