@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from analysis import interrupts, livecli, pipeline
+from analysis import downgrade, interrupts, livecli, pipeline
 from analysis.alertfile import AlertFileError
 from analysis.detect import Rules, RulesError, load_rules
 from analysis.detect import engine as detect_engine
@@ -564,6 +564,8 @@ def _run_read(args: argparse.Namespace) -> int:
             "(a capture given twice, or captures that overlap); all their "
             "rows are kept"
         )
+    if spool.unjudged:
+        _error(unjudged_warning(spool.unjudged))
     if stats.interrupted:
         _error("interrupted: the tables hold what was read until then")
         return Exit.INTERRUPTED
@@ -679,6 +681,20 @@ def evicted_warning(evicted: int, limit: int | None, jobs: int) -> str:
         f"warning: {evicted:,} {were} closed early (close 'evicted'): {why}; "
         "one that went on is a new session from there, begun mid-stream; "
         "--max-connections raises the limit"
+    )
+
+
+def unjudged_warning(unjudged: int) -> str:
+    """What to say when the check for STARTTLS stripping left sessions out
+    (see ``downgrade.Ledger``)."""
+    were = "session was" if unjudged == 1 else "sessions were"
+    return (
+        f"warning: {unjudged:,} {were} left out of the check for STARTTLS "
+        "stripping (possible_downgrade), past what one process keeps for it "
+        f"({downgrade.MOST_SUSPECT_BYTES >> 20} MiB of sessions whose "
+        "clear-text EHLO reply lacked STARTTLS, about 12 bytes each, and "
+        f"{downgrade.MOST_SERVERS:,} servers that offered it): a downgrade "
+        "among them may have gone unreported"
     )
 
 

@@ -7,7 +7,8 @@ with the size of the input. A ``Spool`` instead stores what the end of the
 run will need from each session in a temporary file the moment its
 connection closes, and keeps in memory only a few dozen bytes of index per
 session and what the cross-session check (``analysis.downgrade.Ledger``)
-needs: a count per server, and the rare sessions it may flag. ``replay``
+needs: a count per server that offered STARTTLS, and the sessions it may
+flag. ``replay``
 reads the sessions back one at a time, in table order, with that check's
 findings beside each.
 
@@ -405,6 +406,12 @@ class Spool:
         return len(self._index)
 
     @property
+    def unjudged(self) -> int:
+        """Sessions the check for STARTTLS stripping left out, past its
+        limits (see ``downgrade.Ledger``)."""
+        return self._ledger.unjudged_within(len(self._index))
+
+    @property
     def repeated(self) -> int:
         """Sessions with the id of another, as the last replay found: the
         same connection from the same first packet, read twice (a capture
@@ -540,7 +547,15 @@ class Spool:
         is open.
         """
         extra: dict[int, list[AnomalyRecord]] = {}
-        for position, record in self._ledger.find(len(self._index)):
+        index = self._index
+        described = self._ledger.find(
+            lambda i: (
+                index.session_id(i).decode("utf-8", "surrogatepass"),
+                index.starts[i],
+            ),
+            len(index),
+        )
+        for position, record in described:
             extra.setdefault(position, []).append(record)
         starts = self._index.starts
         for i, parts in self._stored():

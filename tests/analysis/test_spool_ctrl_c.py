@@ -46,8 +46,10 @@ _WATCHED = {
     _Index._drop_partial.__code__,
     downgrade.Ledger.add.__code__,
     downgrade.Ledger.add_values.__code__,
-    downgrade.Ledger._number.__code__,
-    downgrade.Ledger._drop_from.__code__,
+    downgrade.Ledger._settle.__code__,
+    downgrade._Suspects.append.__code__,
+    downgrade._Suspects.drop_from.__code__,
+    downgrade._Suspects._records.__code__,
 }
 
 
