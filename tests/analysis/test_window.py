@@ -294,7 +294,11 @@ def test_an_incident_that_keeps_a_few_hits_tallies_them_all() -> None:
                 )
                 whole.add(o)
                 kept.add(o)
-                if kept.incident is not None:
+                if kept.incident is not None and kept.incident.tally is None:
+                    # One hit alone so far: kept whole, tallied at the next.
+                    assert len(kept.incident.hits) == 1
+                    assert kept.incident.evidence is None
+                elif kept.incident is not None:
                     assert kept.incident.hits == []
                     assert kept.incident.evidence is not None
                     assert kept.incident.evidence.taken <= keep
@@ -565,3 +569,23 @@ def test_evidence_of_one_session_holds_no_dict() -> None:
     evidence.add(obs(1, n=2))
     assert (evidence.only, evidence.more) == (None, {"s1": (3, 1), "s2": (1, 3)})
     assert (evidence.first(), evidence.session_ids()) == (("s2", 1), ("s2", "s1"))
+
+
+def test_an_incident_of_one_hit_keeps_it_whole_until_a_second() -> None:
+    tracker = Tracker(1, 10 * S, 0.0, keep=3)
+    first = Observation("k", ("c",), 1 * S, "s1", "c", "v", value="a", example="e1")
+    tracker.add(first)
+    incident = tracker.incident
+    assert incident is not None
+    assert incident.hits == [first] and incident.tally is None
+    assert incident.total == 1
+    # The second hit tallies both, as an incident opened on two would.
+    tracker.add(first._replace(ts=2 * S, session_id="s2", value="b"))
+    assert incident.hits == [] and incident.tally is not None
+    assert incident.evidence is not None
+    assert (incident.tally.hits, incident.tally.count, incident.tally.sessions) == (
+        2,
+        2,
+        2,
+    )
+    assert incident.evidence.session_ids() == ("s1", "s2")
