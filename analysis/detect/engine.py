@@ -54,8 +54,47 @@ _PER_SERVER = frozenset({"syn_flood"})
 KEPT_HITS = 1000
 
 
+# A single observation as a detector holds it until a second of its key
+# comes: see ``_held_single``.
+_Single = int | tuple[Any, ...]
 # A detector's keys seen once, by (kind, key), oldest first.
-_Singles = OrderedDict[tuple[str, tuple[str, ...]], Observation]
+_Singles = OrderedDict[tuple[str, tuple[str, ...]], _Single]
+# Where ``hit`` is among an Observation's fields, and each field's default
+# (None for those without one): see _held_single.
+_HIT = Observation._fields.index("hit")
+_DEFAULTS = tuple(Observation._field_defaults.get(name) for name in Observation._fields)
+
+
+def _held_single(obs: Observation) -> _Single:
+    """What a single observation is held as: a flood of distinct clients
+    brings one per client and kind, each held for its rule's window (an
+    hour for sender_domains), and an Observation takes 144 bytes.
+
+    One that is not a hit as its time alone, all a tracker reads of it;
+    a hit as its fields after kind and key (which its slot holds), those
+    at the end that have their default values left out (one a tracker can
+    take as it came: see ``_single_observation``).
+    """
+    if not obs.hit:
+        return obs.ts
+    end = len(obs)
+    while end > _HIT + 1 and obs[end - 1] == _DEFAULTS[end - 1]:
+        end -= 1
+    return tuple(obs[2:end])
+
+
+def _single_observation(
+    slot: tuple[str, tuple[str, ...]], held: _Single
+) -> Observation:
+    """The observation held as ``held`` (see ``_held_single``)."""
+    kind, key = slot
+    if isinstance(held, int):
+        return Observation(kind, key, held, "", None, None, hit=False)
+    return Observation(kind, key, *held)
+
+
+def _held_ts(held: _Single) -> int:
+    return held if isinstance(held, int) else held[0]
 
 
 class Detector(Protocol):
@@ -330,8 +369,8 @@ class AlertEngine:
                 del self._trackers[(kind, key)]
                 del self._kind_keys[kind][key]
         for single in self._singles:
-            for slot, obs in list(single.items()):
-                if obs.ts < now - self.rules.rule(slot[0]).window_ns:
+            for slot, held in list(single.items()):
+                if _held_ts(held) < now - self.rules.rule(slot[0]).window_ns:
                     del single[slot]  # as its tracker would forget it
         return alerts
 
@@ -368,11 +407,12 @@ class AlertEngine:
             return tracker
         per_server = obs.kind in _PER_SERVER
         single = self._single_of[obs.kind]
-        first = single.pop(slot, None)
+        held = single.pop(slot, None)
+        first = None if held is None else _single_observation(slot, held)
         if first is not None and first.ts < now - rule.window_ns:
             first = None  # what the tracker would have forgotten by now
         if first is None and rule.threshold > 1 and not per_server:
-            single[slot] = obs
+            single[slot] = _held_single(obs)
             if len(single) > MAX_SINGLE:
                 # A flood from more distinct clients than this within a
                 # window: the oldest is forgotten before its window ends.

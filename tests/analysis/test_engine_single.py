@@ -169,3 +169,32 @@ def test_a_tally_counts_clients_up_to_a_limit(monkeypatch: pytest.MonkeyPatch) -
         cells = evidence(f"198.18.0.{n}", n, ["connection_flood"], n)[FLOOD][0]
         tally.add(Observation._make(cells))
     assert (len(tally.clients), tally.more_clients, tally.hits) == (10, True, 30)
+
+
+def test_a_single_observation_is_held_as_what_a_tracker_reads() -> None:
+    # A hit comes back whole from its compact form, whatever fields it set;
+    # one that is not a hit as its time, all a tracker reads of it.
+    rng = random.Random(20261206)
+    for n in range(300):
+        obs = Observation(
+            "sender_domains",
+            (f"198.18.0.{n % 7}",),
+            n * S,
+            f"S{n}",
+            rng.choice((None, "198.18.0.1")),
+            rng.choice((None, "192.0.2.25")),
+            hit=rng.random() < 0.8,
+            value=rng.choice((None, "", "a.example")),
+            measure=rng.choice((None, 0, 5)),
+            example=rng.choice((None, "", "C: MAIL FROM:<a@a.example>")),
+            note=rng.choice((None, "x")),
+            severity_shift=rng.choice((-1, 0, 1)),
+        )
+        held = engine_module._held_single(obs)
+        back = engine_module._single_observation((obs.kind, obs.key), held)
+        if obs.hit:
+            assert isinstance(held, tuple)
+            assert back == obs
+        else:
+            assert held == obs.ts
+            assert (back.kind, back.key, back.ts, back.hit) == (*obs[:3], False)
