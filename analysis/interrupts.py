@@ -17,7 +17,8 @@ of what was read take a few seconds to write on a large capture, and
 throwing them away for a Ctrl-C would lose the whole run. ``finishing``
 makes that first stop only noted and said, as Zeek and tcpdump finish
 their logs and files on the first one; a second is raised as a
-KeyboardInterrupt, to abandon the writing.
+KeyboardInterrupt, to abandon the writing, and any after it is let go
+while the run deletes what it had begun to write.
 
 Only the main thread may set signal handlers: elsewhere ``hold`` and
 ``finishing`` do nothing, and the signals keep the handlers they had.
@@ -119,7 +120,7 @@ def restore() -> None:
 class Finishing:
     """The stops that came once reading was over (see ``finishing``)."""
 
-    __slots__ = ("_say", "_why", "stopped")
+    __slots__ = ("_say", "_why", "abandoned", "stopped")
 
     def __init__(
         self, say: Callable[[], None], stopped: bool, why: Callable[[], str]
@@ -128,9 +129,15 @@ class Finishing:
         self._why = why
         # A stop came already (while reading): the next one abandons.
         self.stopped = stopped
+        self.abandoned = False
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.abandoned:
+            # The run is already leaving: another KeyboardInterrupt would
+            # cut short the deletion of its temporary files, and leave them.
+            return
         if self.stopped:
+            self.abandoned = True
             raise KeyboardInterrupt(self._why())
         self.stopped = True
         self._say()
@@ -140,9 +147,10 @@ def finishing(
     say: Callable[[], None], stopped: bool, why: Callable[[], str]
 ) -> Finishing:
     """From now on the first Ctrl-C or SIGTERM only calls ``say`` (which
-    tells the user the work goes on), and the next raises KeyboardInterrupt
-    with the text ``why`` gives then (what the stop left). ``stopped``: one
-    came already, so the next is the second. The returned object says
+    tells the user the work goes on), the next raises KeyboardInterrupt
+    with the text ``why`` gives then (what the stop left), and any later
+    one is let go, so that the cleanup it starts runs to its end.
+    ``stopped``: one came already, so the next is the second. The returned object says
     whether a stop came. ``restore`` puts back the handlers from before
     ``hold``, as after a run."""
     state = Finishing(say, stopped, why)

@@ -201,6 +201,27 @@ def test_a_second_stop_abandons_the_tables_and_keeps_the_old_ones(
     assert _files(out) == {old.name: b"from an earlier run\n"}
 
 
+def test_a_third_stop_does_not_leave_the_temporary_files(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C pressed three times: the third lands while the abandoned
+    # tables' temporary files are deleted, and must not cut that short.
+    _stop_in(monkeypatch, "TableFiles.write_text", {1, 2}, signal.SIGINT)
+    monkeypatch.setattr(Path, "unlink", _signal_at({1})(Path.unlink))
+    out = tmp_path / "out"
+    out.mkdir()
+    old = out / "sessions.jsonl"
+    old.write_text("from an earlier run\n")
+
+    argv = ["read", *CAPTURES, "-q", "-j", "1", "-o", str(out)]
+    status = cli.main(argv)
+
+    assert (status, capsys.readouterr()) == (130, ("", NOTED + _abandoned(out)))
+    assert _files(out) == {old.name: b"from an earlier run\n"}
+
+
 def test_a_stop_while_reading_then_one_while_writing_abandons_the_tables(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
