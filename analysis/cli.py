@@ -44,6 +44,7 @@ from analysis.records import SessionResult
 from analysis.rowfiles import (
     ExportError,
     Format,
+    RenamedThenStopped,
     TableFiles,
     prepare_directory,
     require_format,
@@ -1100,7 +1101,9 @@ def _write(tables: SmtpTables, directory: str, fmt: Format, ending: _Finishing) 
     try:
         write_tables(tables.frames(), directory, fmt)
         ending.written = True
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        # Held back while the files were renamed: all were.
+        ending.written = isinstance(stop, RenamedThenStopped)
         raise KeyboardInterrupt(ending.abandoned()) from None
     except ExportError as exc:
         _error(str(exc))

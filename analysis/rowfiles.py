@@ -95,7 +95,8 @@ def replace_all(renames: Iterable[tuple[Path, Path]]) -> None:
     meanwhile is held back and handed, once all are done, to the handler
     it would have reached (a KeyboardInterrupt where there was none to
     call: the command's, while it finishes its tables, only notes a first
-    stop). A stop that was ignored stays ignored. (Only the main thread
+    stop); a KeyboardInterrupt from there comes as ``RenamedThenStopped``.
+    A stop that was ignored stays ignored. (Only the main thread
     may set signal handlers; elsewhere the renames are not guarded.)
     """
     held: list[int] = []
@@ -114,9 +115,18 @@ def replace_all(renames: Iterable[tuple[Path, Path]]) -> None:
             signal.signal(stop, signal.SIG_DFL if handler is None else handler)
     for signum in held:
         handler = previous.get(signum)
-        if not callable(handler):
-            raise KeyboardInterrupt
-        handler(signum, None)
+        try:
+            if not callable(handler):
+                raise KeyboardInterrupt
+            handler(signum, None)
+        except KeyboardInterrupt as stop:
+            # Whoever catches it must not say the old files are still there.
+            raise RenamedThenStopped(*stop.args) from None
+
+
+class RenamedThenStopped(KeyboardInterrupt):
+    """A stop held back while ``replace_all`` renamed the files: every one
+    of them is in place."""
 
 
 def open_text(path: Path) -> IO[str]:

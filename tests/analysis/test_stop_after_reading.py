@@ -13,6 +13,7 @@ command set, as a terminal's Ctrl-C would.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -220,6 +221,31 @@ def test_a_third_stop_does_not_leave_the_temporary_files(
 
     assert (status, capsys.readouterr()) == (130, ("", NOTED + _abandoned(out)))
     assert _files(out) == {old.name: b"from an earlier run\n"}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_second_stop_while_the_tables_are_renamed_says_they_were_written(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    fmt: str,
+) -> None:
+    # The renames hold the stop back until all are done: every table is
+    # then this run's, and stderr must not say the old ones were kept.
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    want = _unstopped(tmp_path, fmt, "1")
+    capsys.readouterr()
+    _stop_in(monkeypatch, "_trim_heap", {1}, signal.SIGINT)
+    monkeypatch.setattr(os, "replace", _signal_at({3})(os.replace))
+    out = tmp_path / "out"
+
+    argv = ["read", *CAPTURES, "-q", "-j", "1", "-o", str(out), "--format", fmt]
+    status = cli.main(argv)
+
+    again = "smtpscope: interrupted again, once the tables were written\n"
+    assert (status, capsys.readouterr()) == (130, ("", NOTED + again))
+    _same_tables(_files(out), want, fmt)
 
 
 def test_a_stop_while_reading_then_one_while_writing_abandons_the_tables(
