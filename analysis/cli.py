@@ -526,10 +526,11 @@ def _run_read(args: argparse.Namespace) -> int:
         # Under -j N the other processes are done by now: one helps again.
         end = _finish(spool, args, fmt, streamed, frames, report, jobs > 1, ending)
         if not end.written:
-            failed = True
+            failed = ending.failed = True
     tables = end.tables
     if tables is not None and args.output is not None and not streamed:
-        failed = not _write(tables, args.output, fmt, ending) or failed
+        if not _write(tables, args.output, fmt, ending):
+            failed = ending.failed = True
     # Nothing read at all, and only errors to say why (a file that is no
     # capture): a report of zeros would only hide them, as tcpdump shows
     # none either.
@@ -568,7 +569,10 @@ def _run_read(args: argparse.Namespace) -> int:
     if spool.unjudged:
         _error(unjudged_warning(spool.unjudged))
     if stats.interrupted:
-        _error("interrupted: the tables hold what was read until then")
+        if args.output is not None and ending.failed:
+            _error("interrupted: the tables were not written")
+        else:
+            _error("interrupted: the tables hold what was read until then")
         return Exit.INTERRUPTED
     if ending.noted:
         # Complete as a run not stopped, but stopped all the same: a script
@@ -875,6 +879,7 @@ class _Finishing:
         # Whether a stop came once the reading was over, and was only said.
         self.noted = False
         self.written = False  # the files of the tables are in place
+        self.failed = False  # they could not be written (said already)
 
     def __call__(self, stopped: bool) -> None:
         """The reading is over; ``stopped``: a stop cut it short."""
@@ -897,6 +902,8 @@ class _Finishing:
 
     def done(self) -> str:
         """The last word of a run stopped once its reading was over."""
+        if self._output is not None and self.failed:
+            return "interrupted after reading: the tables were not written"
         if self._output is not None:
             return "interrupted after reading: the tables hold everything read"
         if self._report:

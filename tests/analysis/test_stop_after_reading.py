@@ -248,6 +248,42 @@ def test_a_second_stop_while_the_tables_are_renamed_says_they_were_written(
     _same_tables(_files(out), want, fmt)
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+@pytest.mark.parametrize("reading", [False, True])
+def test_a_stop_never_says_the_tables_hold_what_could_not_be_written(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    fmt: str,
+    reading: bool,
+) -> None:
+    # A directory where a table goes: its rename fails, and none is written.
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    if reading:
+        monkeypatch.setattr(pipeline, "handle_stream_events", _interrupted_source)
+    else:
+        _stop_in(monkeypatch, "_trim_heap", {1}, signal.SIGTERM)
+    out = tmp_path / "out"
+    (out / f"sessions.{fmt}").mkdir(parents=True)
+
+    argv = ["read", *CAPTURES, "-q", "-j", "1", "-o", str(out), "--format", fmt]
+    status = cli.main(argv)
+
+    err = capsys.readouterr().err.splitlines(keepends=True)
+    assert status == 130
+    if reading:
+        assert err[-1] == "smtpscope: interrupted: the tables were not written\n"
+    else:
+        assert err[0] == NOTED
+        last = "smtpscope: interrupted after reading: the tables were not written\n"
+        assert err[-1] == last
+    assert err[-2].startswith(f"smtpscope: cannot write {out}/.sessions.{fmt}.")
+    assert len(err) == 2 + (not reading)
+    # No table, nor any temporary file, beside the directory in the way.
+    assert [p.name for p in out.iterdir()] == [f"sessions.{fmt}"]
+
+
 def test_a_stop_while_reading_then_one_while_writing_abandons_the_tables(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
