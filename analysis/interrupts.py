@@ -161,6 +161,19 @@ def finishing(
     return state
 
 
+def let_go() -> None:
+    """From now on Ctrl-C and SIGTERM do nothing: the work is done, and
+    all that is left is to say it (``restore`` puts back the handlers)."""
+    try:
+        take(_nothing)
+    except ValueError:  # not the main thread: stops are as they were
+        return
+
+
+def _nothing(signum: int, frame: FrameType | None) -> None:
+    return
+
+
 def _put_back(handlers: dict[int, _Handler]) -> None:
     for stop, handler in handlers.items():
         # None: a handler not set from Python, which cannot be set back.

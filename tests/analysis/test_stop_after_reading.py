@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from analysis import cli, export, offline, parallel, pipeline, rowfiles, views
+from analysis import cli, export, liverun, offline, parallel, pipeline, rowfiles, views
 from analysis.rowfiles import Format
 from analysis.schema import TABLES
 from analysis.spool import Spool
@@ -391,3 +391,26 @@ def _twice_in_drain(stops: set[int]) -> Callable[..., Any]:
         return real(self)
 
     return drain
+
+
+def test_check_prints_its_verdict_whatever_stop_comes_once_it_is_made(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["check", "-r", *CAPTURES, "--refusal-warn", "0.2"]
+    status = cli.main(argv)
+    want = capsys.readouterr().out
+
+    # The first stop while the detectors judge, the second as the line goes.
+    monkeypatch.setattr(offline.AlertEngine, "drain", _twice_in_drain({1}))
+
+    def printed(*args: Any, **kwargs: Any) -> None:
+        signal.raise_signal(signal.SIGINT)
+        print(*args, **kwargs)
+
+    monkeypatch.setattr(liverun, "print", printed, raising=False)
+    noted = (
+        "smtpscope: interrupted: judging everything read; "
+        "a second Ctrl-C gives no verdict\n"
+    )
+    assert (cli.main(argv), capsys.readouterr()) == (status, (want, noted))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
