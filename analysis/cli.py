@@ -528,9 +528,9 @@ def _run_read(args: argparse.Namespace) -> int:
         if not end.written:
             failed = ending.failed = True
     tables = end.tables
-    if tables is not None and args.output is not None and not streamed:
-        if not _write(tables, args.output, fmt, ending):
-            failed = ending.failed = True
+    apart = args.output is not None and not streamed  # Parquet, from DataFrames
+    if apart and tables is not None and not _write(tables, args.output, fmt, ending):
+        failed = ending.failed = True
     # Nothing read at all, and only errors to say why (a file that is no
     # capture): a report of zeros would only hide them, as tcpdump shows
     # none either.
