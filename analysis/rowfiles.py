@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import enum
+import errno
 import functools
 import importlib.util
 import json
@@ -99,6 +100,14 @@ def replace_all(renames: Iterable[tuple[Path, Path]]) -> None:
     A stop that was ignored stays ignored. (Only the main thread
     may set signal handlers; elsewhere the renames are not guarded.)
     """
+    renames = list(renames)
+    for _, final in renames:
+        # os.replace cannot put a file over a directory: found in review,
+        # DIR/tls.jsonl a directory left the five other tables of this run
+        # beside the tls table of an earlier one. Looked for before the
+        # first rename, so that none is made.
+        if final.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(final))
     held: list[int] = []
 
     def hold(signum: int, frame: FrameType | None) -> None:

@@ -740,3 +740,39 @@ def test_a_width_of_zero_columns_still_shows_the_report(
     out = capsys.readouterr().out
     assert "smtpscope summary" in out
     assert "client.smtpscope.test none LOGIN failed     0        0 fin" in out
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_a_table_whose_name_is_a_directory_replaces_no_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    # Found in review: with DIR/tls.jsonl a directory, the five other tables
+    # were replaced and the message named a temporary file; the tables go
+    # into place together or not at all.
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    out = tmp_path / "out"
+    capture = str(PCAPS / "auth.pcap")
+    assert main(["read", "-q", "--format", fmt, "-o", str(out), capture]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    blocker = out / f"tls.{fmt}"
+    blocker.unlink()
+    blocker.mkdir()
+    del before[blocker.name]
+
+    again = [
+        "read",
+        "-q",
+        "--format",
+        fmt,
+        "-o",
+        str(out),
+        str(PCAPS / "rset-multi.pcap"),
+    ]
+    assert main(again) == 1
+    assert (
+        capsys.readouterr().err
+        == f"smtpscope: cannot write {blocker}: Is a directory\n"
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted([*before, blocker.name])
