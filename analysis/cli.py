@@ -571,8 +571,14 @@ def _run_read(args: argparse.Namespace) -> int:
     if stats.interrupted:
         if args.output is not None and ending.failed:
             _error("interrupted: the tables were not written")
-        else:
+        elif args.output is not None:
             _error("interrupted: the tables hold what was read until then")
+        elif report:
+            # A new user's point: no tables were asked for, and the report
+            # gave no sign of being partial.
+            _error("interrupted: the report shows what was read until then")
+        else:
+            _error("interrupted")
         return Exit.INTERRUPTED
     if ending.noted:
         # Complete as a run not stopped, but stopped all the same: a script

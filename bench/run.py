@@ -850,7 +850,7 @@ def print_table(report: dict[str, Any]) -> None:
             )
     if report.get("goals"):
         print()
-        print_goals(report["goals"])
+        print_goals(report["goals"], report["bytes"])
 
 
 # The goals (the top-level README's Speed section says which are met).
@@ -896,7 +896,17 @@ def goals(report: dict[str, Any], jobs: dict[str, int]) -> list[dict[str, Any]]:
     return found
 
 
-def print_goals(found: list[dict[str, Any]]) -> None:
+# Below this many bytes a capture is "small" to the goal lines: the time
+# goals are set for the 1 GB capture, and on a small one start-up dominates.
+GOALS_SIZE = 500_000_000
+
+
+def print_goals(found: list[dict[str, Any]], size: int) -> None:
+    if size < GOALS_SIZE:
+        print(
+            f"(the time goals are for the 1 GB capture: on {size / 1e6:,.0f} MB "
+            "start-up dominates the times)"
+        )
     for goal in found:
         figure = goal["figure"]
         if goal["goal"].startswith("same tables"):
@@ -1165,7 +1175,7 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
                 sample = measure(result.command)
                 result.samples.append(sample)
                 log(
-                    f"round {round_no}/{args.runs} {tool:12} {sample.wall_s:8.2f} s"
+                    f"round {round_no}/{args.runs} {tool:18} {sample.wall_s:8.2f} s"
                     f"  exit {sample.exit_code}{suffix}"
                 )
             # Every round's tables, not only the last's, must be the same.

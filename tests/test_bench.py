@@ -309,3 +309,19 @@ def test_tshark_prefiltered_reads_what_tcpdump_keeps(tmp_path: Path) -> None:
     assert tool["argv"][:2] == ["bash", "-c"]
     assert "| tshark -r - -Y smtp -T fields" in tool["argv"][2]
     assert "throughput_vs_tshark_prefiltered" in report["ratios"]["smtpscope"]
+
+
+def test_goal_lines_on_a_small_capture_say_what_the_time_goals_are_for(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A new user read the NOT MET lines of a 20 MB run as failures.
+    found = [{"goal": "time <= 5x tcpdump's", "run": "smtpscope", "figure": 16.73}]
+    run_py().print_goals([{**found[0], "met": False}], 2_394_539)
+    assert capsys.readouterr().out.splitlines() == [
+        "(the time goals are for the 1 GB capture: on 2 MB start-up dominates "
+        "the times)",
+        "goal time <= 5x tcpdump's           smtpscope                  16.73x  "
+        "NOT MET",
+    ]
+    run_py().print_goals([{**found[0], "met": False}], 1_074_000_000)
+    assert not capsys.readouterr().out.startswith("(")

@@ -308,7 +308,7 @@ def test_interrupt_exits_130(
     # What was read before Ctrl-C is still shown.
     out, err = capsys.readouterr()
     assert "smtpscope summary" in out
-    assert err == "smtpscope: interrupted: the tables hold what was read until then\n"
+    assert err == "smtpscope: interrupted: the report shows what was read until then\n"
 
 
 def test_closed_stdout_exits_quietly(
