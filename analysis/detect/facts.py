@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from analysis.escape import escape_controls
-from analysis.records import CommandRecord
+from analysis.records import CommandRecord, SessionRecord
 
 # RFC 3463 3.2: x.1.1 bad destination mailbox, x.1.0 other address status,
 # x.1.10 recipient address has a null MX (RFC 7505 3.2 counts it here too).
@@ -101,6 +101,17 @@ def is_relay_refusal(command: CommandRecord, foreign: bool) -> bool:
     if _RELAY_TEXT.search(command.reply_text or "") or code == 551:
         return True
     return foreign and command.reply_enhanced in _POLICY_CODES
+
+
+def start_seen(session: SessionRecord) -> bool:
+    """Whether the capture holds the session's start (its SYN or SYN-ACK).
+
+    A session caught after its start (the capture began mid-traffic, or
+    the connection was evicted and caught again) may have sent its
+    greeting, HELO, AUTH and commands before the capture: what the capture
+    lacks there is no evidence that the client or server left it out.
+    """
+    return session.handshake_seen or session.synack_seen
 
 
 def accepted(command: CommandRecord) -> bool:

@@ -53,7 +53,9 @@ class ProtocolDetector(PerSession):
                 reported.add(kind)
                 shown = escape_controls(f"{anomaly.kind}: {anomaly.detail}")
                 out.append(client_observation(result, kind, anomaly.ts, example=shown))
-        unoffered = _first_unoffered_pipelining(result.commands)
+        unoffered = _first_unoffered_pipelining(
+            result.commands, facts.start_seen(result.session)
+        )
         if unoffered is not None:
             out.append(
                 client_observation(
@@ -112,14 +114,36 @@ def _injected(result: SessionResult, detail: str) -> bool:
     5xx on a timeout; a positive reply is what could make a client or a
     filter believe a command it never sent was accepted. After a TCP gap
     the command may simply be in the part that was not captured.
+
+    In a session caught after its start, the command may have been sent
+    before the capture began: replies are matched to commands in order, so
+    one still owed to a command pipelined before the capture takes the
+    place of the next reply, and so on until the extra one is left over,
+    wherever that falls. Only a session whose start was seen tells an
+    injected reply from a late one.
     """
-    return result.session.gaps == 0 and detail[:1] in ("2", "3")
+    return (
+        result.session.gaps == 0
+        and detail[:1] in ("2", "3")
+        and facts.start_seen(result.session)
+    )
 
 
-def _first_unoffered_pipelining(commands: list[CommandRecord]) -> CommandRecord | None:
-    offered = False
+def _first_unoffered_pipelining(
+    commands: list[CommandRecord], start_seen: bool
+) -> CommandRecord | None:
+    """The first command pipelined while the server was known not to offer
+    PIPELINING, or None.
+
+    With the session's start in the capture, a server offers nothing before
+    an accepted EHLO: a client that pipelines without one is to blame. In a
+    session caught after its start, the EHLO and its reply may be before the
+    capture, so what was offered is unknown until an EHLO or HELO seen in
+    the capture is accepted (a refused one changes nothing on the server).
+    """
+    offered: bool | None = False if start_seen else None  # None: not known
     for command in commands:
-        if command.pipelined and not offered:
+        if command.pipelined and offered is False:
             return command
         if command.verb in facts.HELO_VERBS and facts.accepted(command):
             # HELO offers no extensions at all (RFC 2920 3.1).
