@@ -180,6 +180,10 @@ class RelayDetector:
         unknown_at: set[str] = set()
         rcpts = []
         authenticated = False
+        # A session caught after its start may have authenticated before
+        # the capture: an RCPT accepted there is no evidence of an open
+        # relay, though a refusal still is of an attempt.
+        auth_unknown = not facts.start_seen(session)
         for command in result.commands:
             verb = command.verb
             if verb in facts.HELO_VERBS:
@@ -203,7 +207,7 @@ class RelayDetector:
             # unknown: the domain is its own.
             if where.domain and not where.routed and facts.is_unknown_user(command):
                 unknown_at.add(where.domain)
-            if authenticated:
+            if authenticated or (auth_unknown and facts.accepted(command)):
                 continue
             rcpts.append(
                 (
