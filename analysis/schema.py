@@ -97,7 +97,13 @@ SESSIONS: tuple[Column, ...] = (
     Column("client_port", _I, "client TCP port"),
     Column("server_ip", _S, "address of the SMTP server"),
     Column("server_port", _I, "server TCP port"),
-    Column("greeting_code", _NI, "reply code of the server greeting"),
+    Column(
+        "greeting_code",
+        _NI,
+        "reply code of the server greeting: the server's first reply, or on a "
+        "connection caught after its start only a first reply of 220, 421 or "
+        "554 (RFC 5321 3.1); missing when none was seen",
+    ),
     Column("greeting_text", _S, "text of the server greeting"),
     Column(
         "helo",
@@ -116,14 +122,21 @@ SESSIONS: tuple[Column, ...] = (
         "tls",
         _S,
         "none, starttls or implicit; none where STARTTLS was agreed but the "
-        "connection ended without a TLS byte, or went on in clear text",
+        "connection ended without a TLS byte, or went on in clear text. A "
+        "connection caught after its start whose first bytes are TLS records "
+        "past the hellos (ChangeCipherSpec, alert or application data, version "
+        "3.x, a possible length) was caught inside TLS: implicit on an "
+        "implicit-TLS port, starttls elsewhere (where SMTP is due, TLS follows "
+        "STARTTLS); its handshake was not seen, so `tls_handshake` is none, "
+        "`tls_start` is missing and the `tls` table has no row for it",
     ),
     Column(
         "tls_start",
         _T,
         "when TLS was agreed: the 220 to STARTTLS, or the first byte of the "
-        "ClientHello on an implicit-TLS port; missing when tls is none (the "
-        "tls table's start is the first TLS byte)",
+        "ClientHello on an implicit-TLS port; missing when tls is none or the "
+        "connection was caught inside TLS (the tls table's start is the first "
+        "TLS byte)",
     ),
     Column("tls_client_bytes", _I, "encrypted bytes from the client"),
     Column("tls_server_bytes", _I, "encrypted bytes from the server"),
@@ -178,7 +191,12 @@ SESSIONS: tuple[Column, ...] = (
     Column("tls_sni", _S, "server name the client asked for (SNI)"),
     Column("tls_ja3", _S, "JA3 fingerprint of the ClientHello (MD5)"),
     Column("tls_ja4", _S, "JA4 fingerprint of the ClientHello"),
-    Column("tls_handshake", _S, "none, completed, failed or incomplete"),
+    Column(
+        "tls_handshake",
+        _S,
+        "none, completed, failed or incomplete (none: no TLS, or a connection "
+        "caught inside TLS, whose handshake the capture does not hold)",
+    ),
     Column(
         "tls_alert",
         _S,

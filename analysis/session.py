@@ -311,12 +311,14 @@ class SessionBuilder:
                 conn.client_ip, conn.client_port, conn.server_ip, conn.server_port
             ),
         )
-        self.parser = SmtpParser(implicit_tls=conn.server_port in implicit_tls_ports)
         # Caught after its start (no SYN, no SYN-ACK): the capture did not
         # see the greeting, so a client that talks before the first reply
         # seen did not talk first (found in review, on connections evicted
         # under a flood and caught again).
         self._caught = conn.syn_ts is None and conn.synack_ts is None
+        self.parser = SmtpParser(
+            implicit_tls=conn.server_port in implicit_tls_ports, caught=self._caught
+        )
         self.transactions: list[TransactionRecord] = []
         self.commands: list[CommandRecord] = []
         self.anomalies: list[AnomalyRecord] = []
@@ -530,6 +532,10 @@ class SessionBuilder:
             self._add_anomaly(event.ts, "starttls_inside_tls", "220 to STARTTLS in TLS")
             return
         self.session.tls = "implicit" if event.implicit else "starttls"
+        if not event.handshake_seen:
+            # Caught inside TLS: no handshake to read, no row for it, and
+            # no key log entry could match it; when TLS began is not known.
+            return
         self.session.tls_start = event.ts
         self._handshake = HandshakeBuilder(
             self.session.session_id, event.ts, event.implicit
@@ -1251,7 +1257,12 @@ class SessionBuilder:
         s.tls_server_bytes = self.parser.tls_server_bytes
         if self._auth is not None:
             self._show_auth(self._auth, "no_reply")
-        silent = s.greeting_code is None and not self.commands
+        # A reply that is no greeting (greeting_missing) is SMTP all the same.
+        silent = (
+            s.greeting_code is None
+            and not self.commands
+            and "greeting_missing" not in self._anomaly_kinds
+        )
         recognised = any(a.kind == "not_smtp" for a in self.anomalies)
         if (
             silent

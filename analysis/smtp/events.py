@@ -99,6 +99,9 @@ class MessageEnded(NamedTuple):
 class TlsStarted(NamedTuple):
     ts: int
     implicit: bool  # TLS from the first byte (port 465) rather than STARTTLS
+    # False for a connection caught inside TLS: its handshake is not in the
+    # capture, so there is nothing of it to read.
+    handshake_seen: bool = True
 
 
 class TlsAbandoned(NamedTuple):

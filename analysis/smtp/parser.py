@@ -341,6 +341,22 @@ def _tls_record_size(data: bytes) -> int:
     return 0
 
 
+# Record types a connection caught inside TLS may begin with (RFC 8446 5.1).
+_MID_TLS_TYPES = frozenset({0x14, 0x15, 0x17})
+
+
+def _mid_tls_record(data: bytes) -> bool:
+    """Whether ``data`` begins with the whole header of a TLS record past
+    the hellos (RFC 8446 5.1): ChangeCipherSpec, alert or application data,
+    version 3.x, a length a record may have. No SMTP line starts with these
+    control bytes. A handshake record is left out: it may be a ClientHello,
+    which the caller reads as the start of TLS."""
+    if len(data) < 5 or data[0] not in _MID_TLS_TYPES or data[1] != 3:
+        return False
+    length = data[3] << 8 | data[4]
+    return data[2] <= 4 and 0 < length <= _TLS_RECORD_MAX
+
+
 # A line's first word, for the verbs looked for inside a skipped TLS record
 # (SmtpParser._command_in_record): as long as the longest verb, plus one so
 # that a longer word is no verb.
@@ -514,6 +530,7 @@ class SmtpParser:
         "_auth_open",
         "_auth_recent",
         "_body",
+        "_caught",
         "_cbuf",
         "_chunk_complete",
         "_chunk_headers",
@@ -564,14 +581,21 @@ class SmtpParser:
         implicit_tls: bool = False,
         after_starttls: bool = False,
         first_command_index: int = 0,
+        caught: bool = False,
     ) -> None:
         """``after_starttls`` starts a parser for the SMTP inside a decrypted
         STARTTLS session: no greeting comes (RFC 3207 4.2). Its command
-        indexes start at ``first_command_index``."""
+        indexes start at ``first_command_index``. ``caught``: the capture
+        began after the connection's start, so its first bytes may be TLS
+        whose handshake was missed, and its first reply may answer a
+        command sent before the capture."""
         self._implicit_tls_port = implicit_tls
+        self._caught = caught
         self._mode: ClientMode = _COMMAND
         self._server_tls = False
-        self._tls_decided = not implicit_tls
+        # A caught connection's first bytes are looked at on every port:
+        # they may be TLS records, whatever the port.
+        self._tls_decided = not implicit_tls and not caught
         self._cbuf = b""
         self._sbuf = b""
         self._client_discard = False  # skip to the next LF (over-long line)
@@ -1535,6 +1559,11 @@ class SmtpParser:
             return
         if not self._pending and self._mode is _DATA_BODY:
             self._server_ended_data(ts, out)
+        if not self._pending and self._caught and self._command_index == 0:
+            # Before the client's first line of a caught connection: the
+            # reply to a command sent before the capture began.
+            out.append(ReplySeen(ts, reply, None, None))
+            return
         if not self._pending:
             # What the server echoes here was maybe never seen sent (a
             # capture of one side): whatever looks like a secret is hidden.
@@ -1653,7 +1682,9 @@ class SmtpParser:
 
     def _is_greeting(self, reply: Reply) -> bool:
         if not self._pending:
-            return True
+            # On a caught connection only a greeting's code says it is one
+            # (RFC 5321 3.1, 4.3.2): another answers a command not captured.
+            return not self._caught or reply.code in (220, 421, 554)
         # A capture that starts mid-connection shows a reply to a command
         # first; the greeting is 220, or 421/554 for a refusal (RFC 5321 3.1).
         first = self._pending[0].answers
@@ -1742,17 +1773,20 @@ class SmtpParser:
     # ------------------------------------------------------------------
     # TLS
 
-    def _start_tls(self, ts: int, out: list[SmtpEvent], *, implicit: bool) -> None:
+    def _start_tls(
+        self, ts: int, out: list[SmtpEvent], *, implicit: bool, seen: bool = True
+    ) -> None:
         self._mode = _TLS
         self._server_tls = True
         # After STARTTLS, the next bytes either way say whether TLS really
         # began (_decide_tls): a client may ignore the 220 and go on in
-        # clear text, which a server may even answer.
-        self._tls_decided = implicit
+        # clear text, which a server may even answer. TLS caught under way
+        # (not ``seen``) was judged by its first bytes already.
+        self._tls_decided = implicit or not seen
         self.tls_started_ts = ts
         self._pending.clear()
         self._let_go = 0
-        out.append(TlsStarted(ts, implicit))
+        out.append(TlsStarted(ts, implicit, seen))
         if self._cbuf:
             if not self._tls_decided:
                 self._decide_tls(self._cbuf, ts, from_client=True, out=out)
@@ -1788,9 +1822,21 @@ class SmtpParser:
         # A ClientHello in a TLS record, or from the client in SSL 2.0 form,
         # judged by as much of its opening as this segment holds: on this
         # port nothing else is due, so a hello sent a byte at a time counts.
-        if data[0] == _TLS_HANDSHAKE or (from_client and starts_v2_client_hello(data)):
+        implicit = self._implicit_tls_port
+        hello = data[0] == _TLS_HANDSHAKE or (
+            from_client and starts_v2_client_hello(data)
+        )
+        if implicit and hello:
             self._start_tls(ts, out, implicit=True)
             return
+        if self._caught and _mid_tls_record(data):
+            # The capture began inside TLS (a rotated ring buffer): records
+            # whose handshake it never saw. On a port where SMTP is due TLS
+            # follows STARTTLS; none of these bytes is SMTP.
+            self._start_tls(ts, out, implicit=implicit, seen=False)
+            return
+        if not implicit:
+            return  # a caught connection in clear text, read as SMTP
         self._clear_text(
             out, ts, data, from_client, "plaintext_on_tls_port", "began with"
         )

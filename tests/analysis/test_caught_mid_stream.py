@@ -1,0 +1,194 @@
+"""Connections the capture caught after their start (a rotated ring buffer):
+TLS whose handshake it missed, and a first reply that is not the greeting.
+
+``conversation.session`` builds a caught connection (no SYN) unless told
+``start_seen``.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from analysis.records import SessionResult
+from tests.analysis.conversation import C, S, session
+
+
+def _record(size: int, kind: int = 0x17) -> bytes:
+    """A TLS 1.2-framed record of ``kind`` (application data by default)
+    with ``size`` bytes of stand-in ciphertext."""
+    return bytes([kind, 3, 3, size >> 8, size & 0xFF]) + bytes(
+        i % 256 for i in range(size)
+    )
+
+
+def _tls_columns(result: SessionResult) -> tuple[object, ...]:
+    s = result.session
+    return (
+        s.tls,
+        s.tls_start,
+        s.tls_handshake,
+        s.tls_client_bytes,
+        s.tls_server_bytes,
+        s.greeting_code,
+        s.commands,
+        s.anomalies,
+    )
+
+
+def _anomalies(result: SessionResult) -> list[tuple[int, str, str]]:
+    return [(a.ts, a.kind, a.detail) for a in result.anomalies]
+
+
+def _commands(result: SessionResult) -> list[tuple[object, ...]]:
+    return [
+        (c.ts, c.verb, c.argument, c.reply_code, c.reply_text) for c in result.commands
+    ]
+
+
+# TLS caught under way -------------------------------------------------------
+
+
+def test_implicit_tls_caught_after_its_handshake_is_tls_not_smtp() -> None:
+    # Found by a user on a rotated capture: read as clear text, with
+    # plaintext_on_tls_port, malformed_reply and ciphertext "commands".
+    r = session([(S, _record(36)), (C, _record(36)), (S, _record(200))], port=465)
+    assert _tls_columns(r) == ("implicit", None, "none", 41, 246, None, 0, 0)
+    assert (_commands(r), _anomalies(r), r.tls) == ([], [], [])
+
+
+def test_implicit_tls_caught_when_the_client_speaks_first() -> None:
+    alert = bytes([0x15, 3, 3, 0, 2, 2, 40])
+    r = session([(C, _record(36)), (S, _record(36)), (C, alert)], port=465)
+    assert _tls_columns(r) == ("implicit", None, "none", 48, 41, None, 0, 0)
+    assert (_commands(r), _anomalies(r), r.tls) == ([], [], [])
+
+
+def test_starttls_caught_after_the_220_is_tls_not_smtp() -> None:
+    # On a port where SMTP is due, TLS follows STARTTLS.
+    for port in (25, 587):
+        r = session([(C, _record(500)), (S, _record(30)), (C, _record(60))], port)
+        assert _tls_columns(r) == ("starttls", None, "none", 570, 35, None, 0, 0)
+        assert (_commands(r), _anomalies(r), r.tls) == ([], [], [])
+
+
+def test_a_caught_clienthello_on_a_plain_port_is_read_as_before() -> None:
+    # A handshake record may be a ClientHello: its handshake is read.
+    r = session([(C, _record(60, kind=0x16))], port=25)
+    assert (r.session.tls, [a.kind for a in r.anomalies]) == (
+        "implicit",
+        ["tls_on_plain_port"],
+    )
+    assert [t.mode for t in r.tls] == ["implicit"]
+
+
+def test_tls_records_on_a_tls_port_whose_start_was_seen_are_not_a_handshake() -> None:
+    # With the SYN in the capture the first bytes are the connection's
+    # first: application data there is no handshake, as before.
+    r = session([(S, _record(4))], port=465, start_seen=True)
+    assert r.session.tls == "none"
+    assert _anomalies(r)[0] == (
+        1,
+        "plaintext_on_tls_port",
+        "server began with: \\x17\\x03\\x03\\x00\\x04\\x00\\x01\\x02\\x03",
+    )
+
+
+def test_clear_text_on_a_tls_port_still_says_so_caught_or_not() -> None:
+    steps = [(S, b"220 mx.example ESMTP\r\n"), (C, b"QUIT\r\n"), (S, b"221 Bye\r\n")]
+    for seen in (False, True):
+        r = session(steps, port=465, start_seen=seen)
+        assert _tls_columns(r) == ("none", None, "none", 0, 0, 220, 1, 1)
+        assert _anomalies(r) == [
+            (
+                1,
+                "plaintext_on_tls_port",
+                "server began with: 220 mx.example ESMTP\\r\\n",
+            )
+        ]
+        assert _commands(r) == [(2, "QUIT", "", 221, "Bye")]
+
+
+def test_a_caught_connection_in_clear_text_is_smtp() -> None:
+    r = session([(C, b"NOOP\r\n"), (S, b"250 2.0.0 Ok\r\n")], port=25)
+    assert _tls_columns(r) == ("none", None, "none", 0, 0, None, 1, 1)
+    assert _commands(r) == [(1, "NOOP", "", 250, "2.0.0 Ok")]
+    assert _anomalies(r) == [
+        (2, "greeting_missing", "capture starts after the greeting")
+    ]
+
+
+# The first reply of a caught connection ---------------------------------------
+
+
+def test_a_capture_that_begins_at_an_auth_login_challenge_has_no_greeting() -> None:
+    user, password = base64.b64encode(b"bob"), base64.b64encode(b"hunter2hunter2")
+    r = session(
+        [
+            (S, b"334 VXNlciBOYW1lAA==\r\n"),
+            (C, user + b"\r\n"),
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, password + b"\r\n"),
+            (S, b"235 2.7.0 Authentication successful\r\n"),
+            (C, b"QUIT\r\n"),
+            (S, b"221 2.0.0 Bye\r\n"),
+        ]
+    )
+    s = r.session
+    assert (s.greeting_code, s.greeting_text, s.greeting_delay_s) == (None, None, None)
+    assert (s.auth_result, s.auth_attempts, s.auth_mechanism) == ("success", 1, None)
+    assert _commands(r) == [
+        (2, "[redacted]", "", 235, "2.7.0 Authentication successful"),
+        (6, "QUIT", "", 221, "2.0.0 Bye"),
+    ]
+    assert _anomalies(r) == [
+        (1, "greeting_missing", "capture starts after the greeting"),
+        (2, "possible_sasl_data", "base64 line withheld"),
+    ]
+    assert b"hunter2" not in repr(r).encode()
+
+
+def test_a_capture_that_begins_mid_transaction_has_no_greeting() -> None:
+    r = session(
+        [
+            (S, b"250 2.1.5 Ok\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"354 End data with <CR><LF>.<CR><LF>\r\n"),
+            (C, b"Subject: hi\r\n\r\nhello\r\n.\r\n"),
+            (S, b"250 2.0.0 Ok: queued as 6B68AF9CA6\r\n"),
+        ],
+        port=587,
+    )
+    assert (r.session.greeting_code, r.session.greeting_text) == (None, None)
+    assert _commands(r) == [
+        (2, "DATA", "", 354, "End data with <CR><LF>.<CR><LF>"),
+    ]
+    # The 250 before DATA answered a command sent before the capture: it is
+    # no reply_without_command, so no unsolicited_reply alert either.
+    assert _anomalies(r) == [
+        (1, "greeting_missing", "capture starts after the greeting"),
+        (3, "message_without_mail", "DATA with no MAIL"),
+    ]
+
+
+def test_a_caught_connection_of_replies_alone_is_smtp() -> None:
+    r = session([(S, b"250 2.1.5 Ok\r\n")])
+    assert _anomalies(r) == [
+        (1, "greeting_missing", "capture starts after the greeting")
+    ]
+
+
+def test_a_greeting_code_first_is_the_greeting_of_a_caught_connection() -> None:
+    for line, code in ((b"220 mx.example ESMTP\r\n", 220), (b"554 go away\r\n", 554)):
+        r = session([(S, line), (C, b"QUIT\r\n"), (S, b"221 Bye\r\n")])
+        assert r.session.greeting_code == code
+        assert _commands(r) == [(2, "QUIT", "", 221, "Bye")]
+        assert _anomalies(r) == []
+
+
+def test_the_first_reply_is_the_greeting_where_the_start_was_seen() -> None:
+    # The server sent no 220; with the SYN in the capture nothing was
+    # missed, so its first line stands as its greeting, as before.
+    r = session(
+        [(S, b"250 hello\r\n"), (C, b"QUIT\r\n"), (S, b"221 Bye\r\n")], start_seen=True
+    )
+    assert (r.session.greeting_code, r.session.greeting_text) == (250, "hello")
