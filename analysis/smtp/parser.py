@@ -570,6 +570,7 @@ class SmtpParser:
         "_starttls_refused",
         "_tls_decided",
         "_tls_expected",
+        "_tls_waits",
         "tls_client_bytes",
         "tls_server_bytes",
         "tls_started_ts",
@@ -596,6 +597,10 @@ class SmtpParser:
         # A caught connection's first bytes are looked at on every port:
         # they may be TLS records, whatever the port.
         self._tls_decided = not implicit_tls and not caught
+        # A caught connection's client sent what looks like TLS records
+        # where SMTP is due: its bytes are held until the server's first
+        # bytes say which it is (_decide_tls).
+        self._tls_waits = False
         self._cbuf = b""
         self._sbuf = b""
         self._client_discard = False  # skip to the next LF (over-long line)
@@ -715,6 +720,9 @@ class SmtpParser:
             return out
         if not self._tls_decided:
             self._decide_tls(data, ts, from_client=True, out=out)
+        if self._tls_waits:
+            self._hold(data, ts, out)  # for the server's first bytes
+            return out
         mode = self._mode
         if mode is _OTHER or (
             # _other_protocol looks only at the opening bytes: the test that
@@ -1190,6 +1198,7 @@ class SmtpParser:
 
     def _release_held(self, ts: int, out: list[SmtpEvent], *, hopeful: bool) -> None:
         self._holding = False
+        self._tls_waits = False
         if hopeful and self._pending and not self._pending[-1].assumed:
             self._assume_outcome(self._pending[-1].answers, ts, out)
         self._replay(out)
@@ -1795,6 +1804,15 @@ class SmtpParser:
                 out.append(TlsBytesSeen(ts, True, self._cbuf))
                 self._cbuf = b""
 
+    def _held_were_tls(self, ts: int, out: list[SmtpEvent]) -> None:
+        """The client's bytes held for the server's (``_tls_waits``) were
+        TLS records, as the server's turned out to be."""
+        self._holding = False
+        sent = self._held.take_all() if self._held else b""
+        if sent:
+            self.tls_client_bytes += len(sent)
+            out.append(TlsBytesSeen(ts, True, sent))
+
     def _decide_tls(
         self, data: bytes, ts: int, *, from_client: bool, out: list[SmtpEvent]
     ) -> None:
@@ -1829,12 +1847,28 @@ class SmtpParser:
         if implicit and hello:
             self._start_tls(ts, out, implicit=True)
             return
+        waited = self._tls_waits
+        self._tls_waits = False
         if self._caught and _mid_tls_record(data):
-            # The capture began inside TLS (a rotated ring buffer): records
-            # whose handshake it never saw. On a port where SMTP is due TLS
-            # follows STARTTLS; none of these bytes is SMTP.
-            self._start_tls(ts, out, implicit=implicit, seen=False)
+            if implicit or not from_client:
+                # The capture began inside TLS (a rotated ring buffer):
+                # records whose handshake it never saw. On a port where SMTP
+                # is due TLS follows STARTTLS; none of these bytes is SMTP.
+                self._start_tls(ts, out, implicit=implicit, seen=False)
+                if waited:
+                    self._held_were_tls(ts, out)
+                return
+            # Where SMTP is due, the client's bytes alone do not make the
+            # connection TLS: five forged bytes of a record's header would
+            # hide every command after them from the tables and detectors
+            # (the server, reading them as a bad line, takes the commands).
+            # They wait for the server's first bytes, which decide.
+            self._tls_decided = False
+            self._tls_waits = True
+            self._holding = True
             return
+        if waited:
+            self._release_held(ts, out, hopeful=False)  # SMTP after all
         if not implicit:
             return  # a caught connection in clear text, read as SMTP
         self._clear_text(

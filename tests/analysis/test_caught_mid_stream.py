@@ -192,3 +192,36 @@ def test_the_first_reply_is_the_greeting_where_the_start_was_seen() -> None:
         [(S, b"250 hello\r\n"), (C, b"QUIT\r\n"), (S, b"221 Bye\r\n")], start_seen=True
     )
     assert (r.session.greeting_code, r.session.greeting_text) == (250, "hello")
+
+
+def test_a_forged_record_header_from_a_caught_client_hides_no_command() -> None:
+    # Found in review: five bytes of a record's header, sent by the client
+    # of a caught connection (one it had evicted under a flood, say), made
+    # the rest TLS, and every command after them went unseen. The server's
+    # first bytes decide: here a reply in clear text, so the client's bytes
+    # are SMTP.
+    forged = b"\x17\x03\x03\x00\x20"
+    r = session(
+        [
+            (C, forged + b"MAIL FROM:<a@evil.example>\r\n"),
+            (S, b"500 5.5.2 Error: bad syntax\r\n"),
+            (C, b"RCPT TO:<x@victim.example>\r\n"),
+            (S, b"250 2.1.5 Ok\r\n"),
+            (C, b"QUIT\r\n"),
+            (S, b"221 bye\r\n"),
+        ]
+    )
+    assert _tls_columns(r) == ("none", None, "none", 0, 0, None, 3, 2)
+    assert [c[1:4] for c in _commands(r)] == [
+        ("\x17\x03\x03\x00", "MAIL FROM:<a@evil.example>", 500),
+        ("RCPT", "TO:<x@victim.example>", 250),
+        ("QUIT", "", 221),
+    ]
+
+
+def test_a_caught_client_s_records_wait_for_the_server_s_to_be_tls() -> None:
+    # Two of the client's records come before the server's first: they are
+    # held, and counted as TLS once the server's bytes are TLS too.
+    r = session([(C, _record(500)), (C, _record(70)), (S, _record(30))])
+    assert _tls_columns(r) == ("starttls", None, "none", 580, 35, None, 0, 0)
+    assert (_commands(r), _anomalies(r)) == ([], [])
