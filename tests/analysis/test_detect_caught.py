@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from analysis.detect.engine import detect
 from analysis.records import SessionResult
-from analysis.session import SessionBuilder
-from capture.stream import Connection, Direction
+from capture.stream import Direction
+from tests.analysis.conversation import session
 
 S = 1_000_000_000
 C = Direction.CLIENT
@@ -25,16 +25,13 @@ def _session(
 ) -> SessionResult:
     """One session of ``steps`` from 203.0.113.n, with its SYN in the
     capture or caught after its start (no SYN, no SYN-ACK)."""
-    start = n * S
-    conn = Connection(
-        start, f"203.0.113.{n}", 40000, "198.51.100.25", 25, first_ts=start
+    return session(
+        steps,
+        start_seen=start_seen,
+        client=f"203.0.113.{n}",
+        server="198.51.100.25",
+        start=n * S,
     )
-    if start_seen:
-        conn.syn_ts = start
-    builder = SessionBuilder(conn, frozenset({465}))
-    for ts, (side, data) in enumerate(steps, start=start + 1):
-        builder.data(side, data, ts)
-    return builder.close(start + len(steps) + 1, "fin")
 
 
 def _alerts(results: list[SessionResult]) -> list[tuple[str, str | None, int]]:

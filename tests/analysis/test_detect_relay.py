@@ -19,9 +19,9 @@ from analysis.detect import default_rules, relay
 from analysis.detect.engine import detect
 from analysis.detect.relay import NOTE_DOMAINS, RelayDetector
 from analysis.records import SessionResult
-from analysis.session import SessionBuilder
 from analysis.tables import read_captures
-from capture.stream import Connection, Direction
+from capture.stream import Direction
+from tests.analysis.conversation import session
 
 ROOT = Path(__file__).resolve().parents[2]
 ABUSE = ROOT / "pcaps" / "abuse"
@@ -494,19 +494,17 @@ def _caught_inside_auth_then_relaying() -> list[SessionResult]:
             (Direction.CLIENT, b"RSET\r\n"),
             (Direction.SERVER, b"250 2.0.0 Ok\r\n"),
         ]
-    results = []
-    for n, (steps, handshake) in enumerate([(whole, True), (caught, False)]):
-        start = (n + 1) * S
-        conn = Connection(
-            start, f"192.0.2.{n + 1}", 40000, "192.0.2.100", 587, first_ts=start
+    return [
+        session(
+            steps,
+            587,
+            start_seen=handshake,
+            client=f"192.0.2.{n + 1}",
+            server="192.0.2.100",
+            start=(n + 1) * S,
         )
-        if handshake:
-            conn.syn_ts = start
-        builder = SessionBuilder(conn, frozenset({465}))
-        for ts, (side, data) in enumerate(steps, start=start + 1):
-            builder.data(side, data, ts)
-        results.append(builder.close(start + len(steps) + 1, "fin"))
-    return results
+        for n, (steps, handshake) in enumerate([(whole, True), (caught, False)])
+    ]
 
 
 def test_a_session_caught_after_its_auth_succeeded_is_no_open_relay() -> None:
