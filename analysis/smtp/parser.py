@@ -1850,7 +1850,7 @@ class SmtpParser:
         waited = self._tls_waits
         self._tls_waits = False
         if self._caught and _mid_tls_record(data):
-            if implicit or not from_client:
+            if not from_client:
                 # The capture began inside TLS (a rotated ring buffer):
                 # records whose handshake it never saw. On a port where SMTP
                 # is due TLS follows STARTTLS; none of these bytes is SMTP.
@@ -1858,11 +1858,13 @@ class SmtpParser:
                 if waited:
                     self._held_were_tls(ts, out)
                 return
-            # Where SMTP is due, the client's bytes alone do not make the
-            # connection TLS: five forged bytes of a record's header would
-            # hide every command after them from the tables and detectors
-            # (the server, reading them as a bad line, takes the commands).
-            # They wait for the server's first bytes, which decide.
+            # The client's bytes alone do not make the connection TLS: five
+            # forged bytes of a record's header would hide every command
+            # after them from the tables and detectors (the server, reading
+            # them as a bad line, takes the commands). On an implicit-TLS
+            # port too, whose server may speak clear text (found in review:
+            # a harvest hidden from a plaintext_on_tls_port server). They
+            # wait for the server's first bytes, which decide.
             self._tls_decided = False
             self._tls_waits = True
             self._holding = True

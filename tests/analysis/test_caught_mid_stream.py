@@ -225,3 +225,31 @@ def test_a_caught_client_s_records_wait_for_the_server_s_to_be_tls() -> None:
     r = session([(C, _record(500)), (C, _record(70)), (S, _record(30))])
     assert _tls_columns(r) == ("starttls", None, "none", 580, 35, None, 0, 0)
     assert (_commands(r), _anomalies(r)) == ([], [])
+
+
+def test_a_forged_record_header_on_a_tls_port_hides_no_command_either() -> None:
+    # Found in review: on an implicit-TLS port the client's five bytes alone
+    # made a caught connection TLS, and a harvest at a server speaking clear
+    # text there (plaintext_on_tls_port) left no command, no anomaly. Its
+    # bytes wait for the server's first, as on a port where SMTP is due.
+    forged = b"\x17\x03\x03\x00\x20"
+    rcpts = b"".join(b"RCPT TO:<u%d@mx.example>\r\n" % i for i in range(3))
+    r = session(
+        [
+            (C, forged + b"MAIL FROM:<a@evil.example>\r\n" + rcpts),
+            (S, b"500 5.5.2 Error: bad syntax\r\n" + b"550 5.1.1 unknown\r\n" * 3),
+        ],
+        port=465,
+    )
+    assert _tls_columns(r)[:5] == ("none", None, "none", 0, 0)
+    assert [c[1:4] for c in _commands(r)] == [
+        ("\x17\x03\x03\x00", "MAIL FROM:<a@evil.example>", 500),
+        ("RCPT", "TO:<u0@mx.example>", 550),
+        ("RCPT", "TO:<u1@mx.example>", 550),
+        ("RCPT", "TO:<u2@mx.example>", 550),
+    ]
+    assert (
+        2,
+        "plaintext_on_tls_port",
+        "server began with: 500 5.5.2 Error: bad syntax\\r\\n550 5.1.1 u...",
+    ) in _anomalies(r)
