@@ -123,9 +123,9 @@ SESSIONS: tuple[Column, ...] = (
         _S,
         "none, starttls or implicit; none where STARTTLS was agreed but the "
         "connection ended without a TLS byte, or went on in clear text. A "
-        "connection caught after its start whose first bytes are TLS records "
-        "past the hellos (ChangeCipherSpec, alert or application data, version "
-        "3.x, a possible length) was caught inside TLS: implicit on an "
+        "connection caught after its start whose first bytes, both sides', are "
+        "TLS records past the hellos (ChangeCipherSpec, alert or application "
+        "data, version 3.x, a possible length) was caught inside TLS: implicit on an "
         "implicit-TLS port, starttls elsewhere (where SMTP is due, TLS follows "
         "STARTTLS); its handshake was not seen, so `tls_handshake` is none, "
         "`tls_start` is missing and the `tls` table has no row for it",

@@ -567,6 +567,7 @@ class SmtpParser:
         "_server_resync",
         "_server_spoke",
         "_server_tls",
+        "_server_tls_like",
         "_starttls_refused",
         "_tls_decided",
         "_tls_expected",
@@ -601,6 +602,9 @@ class SmtpParser:
         # where SMTP is due: its bytes are held until the server's first
         # bytes say which it is (_decide_tls).
         self._tls_waits = False
+        # A caught connection's server began with what looks like a TLS
+        # record: the client's first bytes say whether it was TLS.
+        self._server_tls_like = False
         self._cbuf = b""
         self._sbuf = b""
         self._client_discard = False  # skip to the next LF (over-long line)
@@ -1850,24 +1854,31 @@ class SmtpParser:
         waited = self._tls_waits
         self._tls_waits = False
         if self._caught and _mid_tls_record(data):
-            if not from_client:
-                # The capture began inside TLS (a rotated ring buffer):
-                # records whose handshake it never saw. On a port where SMTP
-                # is due TLS follows STARTTLS; none of these bytes is SMTP.
+            # The capture began inside TLS (a rotated ring buffer): records
+            # whose handshake it never saw, and none of these bytes is SMTP.
+            # But one side's bytes alone do not make the connection TLS:
+            # five forged bytes of a record's header would hide every
+            # command after them from the tables and detectors, while the
+            # peer, reading them as a bad line, takes the commands (found in
+            # review, from a client on 25 and on 465, and from a client that
+            # took the server's place by connecting from port 25). Both
+            # sides' first bytes must be records.
+            if (waited and not from_client) or (from_client and self._server_tls_like):
                 self._start_tls(ts, out, implicit=implicit, seen=False)
                 if waited:
                     self._held_were_tls(ts, out)
                 return
-            # The client's bytes alone do not make the connection TLS: five
-            # forged bytes of a record's header would hide every command
-            # after them from the tables and detectors (the server, reading
-            # them as a bad line, takes the commands). On an implicit-TLS
-            # port too, whose server may speak clear text (found in review:
-            # a harvest hidden from a plaintext_on_tls_port server). They
-            # wait for the server's first bytes, which decide.
+            if from_client:
+                # Held until the server's first bytes, which decide.
+                self._tls_decided = False
+                self._tls_waits = True
+                self._holding = True
+                return
+            # The server's first bytes: read as replies (a forger's
+            # commands show, as malformed replies), and the client's first
+            # bytes decide.
+            self._server_tls_like = True
             self._tls_decided = False
-            self._tls_waits = True
-            self._holding = True
             return
         if waited:
             self._release_held(ts, out, hopeful=False)  # SMTP after all

@@ -52,8 +52,34 @@ def test_implicit_tls_caught_after_its_handshake_is_tls_not_smtp() -> None:
     # Found by a user on a rotated capture: read as clear text, with
     # plaintext_on_tls_port, malformed_reply and ciphertext "commands".
     r = session([(S, _record(36)), (C, _record(36)), (S, _record(200))], port=465)
-    assert _tls_columns(r) == ("implicit", None, "none", 41, 246, None, 0, 0)
-    assert (_commands(r), _anomalies(r), r.tls) == ([], [], [])
+    assert _tls_columns(r) == ("implicit", None, "none", 41, 205, None, 0, 2)
+    assert (_commands(r), r.tls) == ([], [])
+    # The server's first record comes before the client's bytes confirm
+    # that the connection is TLS, and is read as replies meanwhile: one
+    # side alone may be a forger (below).
+    assert [a[1] for a in _anomalies(r)] == ["bare_lf", "malformed_reply"]
+
+
+def test_a_forged_record_header_from_a_caught_server_hides_no_command() -> None:
+    # Found in review: the server's first bytes alone made the connection
+    # TLS, so a client that connected from port 25 (and so took the
+    # server's place) hid its commands behind five forged bytes.
+    forged = b"\x17\x03\x03\x00\x03abc"
+    r = session(
+        [
+            (S, forged + b"250 ok\r\n"),
+            (C, b"MAIL FROM:<a@x.example>\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"RCPT TO:<b@far.example>\r\n"),
+            (S, b"250 ok\r\n"),
+        ]
+    )
+    assert _tls_columns(r) == ("none", None, "none", 0, 0, None, 2, 2)
+    assert [c[1:4] for c in _commands(r)] == [
+        ("MAIL", "FROM:<a@x.example>", 250),
+        ("RCPT", "TO:<b@far.example>", 250),
+    ]
+    assert [a[1] for a in _anomalies(r)] == ["malformed_reply", "greeting_missing"]
 
 
 def test_implicit_tls_caught_when_the_client_speaks_first() -> None:
