@@ -26,6 +26,7 @@ Only the main thread may set signal handlers: elsewhere ``hold`` and
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 # Only mypy reads these: the command imports this module before it holds
@@ -154,20 +155,16 @@ def finishing(
     whether a stop came. ``restore`` puts back the handlers from before
     ``hold``, as after a run."""
     state = Finishing(say, stopped, why)
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread: as they were
         take(state.handle)
-    except ValueError:  # not the main thread: stops are as they were
-        return state
     return state
 
 
 def let_go() -> None:
     """From now on Ctrl-C and SIGTERM do nothing: the work is done, and
     all that is left is to say it (``restore`` puts back the handlers)."""
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread: as they were
         take(_nothing)
-    except ValueError:  # not the main thread: stops are as they were
-        return
 
 
 def _nothing(signum: int, frame: FrameType | None) -> None:

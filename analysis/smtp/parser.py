@@ -351,10 +351,9 @@ def _mid_tls_record(data: bytes) -> bool:
     version 3.x, a length a record may have. No SMTP line starts with these
     control bytes. A handshake record is left out: it may be a ClientHello,
     which the caller reads as the start of TLS."""
-    if len(data) < 5 or data[0] not in _MID_TLS_TYPES or data[1] != 3:
+    if len(data) < 5 or data[0] not in _MID_TLS_TYPES or data[2] > 4:
         return False
-    length = data[3] << 8 | data[4]
-    return data[2] <= 4 and 0 < length <= _TLS_RECORD_MAX
+    return _tls_record_size(data) > 5  # version 3.x, 0 < length <= the most
 
 
 # A line's first word, for the verbs looked for inside a skipped TLS record
