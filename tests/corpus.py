@@ -4,7 +4,7 @@ The corpus lives in ``../shared/pcaps/public`` next to the repository, or
 where ``SMTPSCOPE_CORPUS`` says (see its README): captures from other
 analyzers' test suites, their expected outputs and ``MANIFEST.tsv``. Tests
 read it in place and never copy it into the project. Where it is absent,
-``require_corpus`` skips the test, except when ``CI`` is set: there the
+``require_corpus`` skips the test, except under CI (``in_ci``): there the
 corpus must be present, so its absence fails.
 
 Each capture is analysed at most once per test run (``tables``), on the
@@ -98,13 +98,23 @@ def _load_manifest() -> dict[str, Capture]:
 CAPTURES: dict[str, Capture] = _load_manifest()
 
 
+def in_ci() -> bool:
+    """Whether the tests run under CI: ``CI`` set to true (as CI services
+    and ``.ci/run`` set it), 1 or yes. ``CI=false`` is not CI (found by a
+    new user: any value at all counted)."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
 def require_corpus() -> None:
-    """Skip the calling test without the corpus, or fail it when CI is set."""
+    """Skip the calling test without the corpus, or fail it under CI."""
     if MANIFEST.is_file():
         return
-    if os.environ.get("CI"):
+    if in_ci():
         pytest.fail(f"public capture corpus missing at {CORPUS} (CI is set)")
-    pytest.skip(f"public capture corpus not found at {CORPUS}")
+    pytest.skip(
+        f"public capture corpus not found at {CORPUS}; "
+        "SMTPSCOPE_CORPUS names another folder"
+    )
 
 
 def or_missing(params: list[Any], arity: int) -> list[Any]:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.corpus import in_ci
+
 ROOT = Path(__file__).resolve().parents[2]
 # Times of packets the client's end received. A packet that crosses from one
 # namespace to another arrives without a kernel timestamp, so each capturing
@@ -41,7 +43,7 @@ RECEIVE_TIMED = frozenset(
      "duration_s", "handshake_rtt_s", "tls_start"}
 )  # fmt: skip
 TOLERANCE_S = 0.005
-IN_CI = os.environ.get("CI", "").lower() == "true"
+IN_CI = in_ci()
 
 CLIENT = r"""
 import smtplib, sys, time

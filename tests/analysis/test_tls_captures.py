@@ -14,7 +14,6 @@ under ``CI=true``, where tshark is installed by ``.ci/run`` and they must run.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from functools import cache
@@ -28,7 +27,7 @@ from analysis import SmtpTables, read_captures
 from analysis.cli import main
 from analysis.tls import decrypt
 from tests.analysis.rewrite import with_ends
-from tests.corpus import CORPUS, require_corpus
+from tests.corpus import CORPUS, in_ci, require_corpus
 
 PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
 MADE = json.loads((PCAPS / "tls-captures.json").read_text())
@@ -63,7 +62,7 @@ TLS_COLUMNS = (
 def needs_tshark() -> None:
     if decrypt.tshark_available():
         return
-    if os.environ.get("CI"):
+    if in_ci():
         pytest.fail("tshark is missing but CI is set: .ci/run installs it")
     pytest.skip("tshark is not installed")
 
