@@ -1454,14 +1454,16 @@ class SmtpParser:
             parsed = parse_reply_line(text)
             if parsed is None:
                 # Client text where replies were due (roles taken from the
-                # ports the wrong way round) may hold an AUTH payload.
-                shown = wire_text(without_credentials(line))
+                # ports the wrong way round) may hold an AUTH payload, and a
+                # server's line what was withheld from the client.
+                shown = self._unechoed(wire_text(without_credentials(line)))
                 self._anomaly(out, ts, "malformed_reply", shown[:200])
                 return
             code, more, rest = parsed
         if self._reply_lines and code != self._reply_code:
+            shown = self._unechoed(text)
             self._anomaly(
-                out, ts, "malformed_reply", f"code changed inside a reply: {text}"
+                out, ts, "malformed_reply", f"code changed inside a reply: {shown}"
             )
         if not self._reply_lines:
             self._reply_code = code
@@ -1505,6 +1507,19 @@ class SmtpParser:
                 self._echoed = [_lowered(secret)]
             else:
                 self._echoed.append(_lowered(secret))
+
+    def _unechoed(self, text: str) -> str:
+        """``text``, a server line an anomaly shows, without what was
+        withheld from the client, as ``_reply`` hides it in a reply (found
+        in review: a line that was no reply, or that changed the code of
+        its reply, echoed a password whole into the anomalies). The short
+        secrets that only the next reply is scrubbed of are kept for it."""
+        for secrets in (self._secrets, self._echoed):
+            for secret in secrets or ():
+                lowered = _lowered(text)
+                if secret[:_SECRET_START] in lowered:
+                    text = _hide_secret(text, lowered, secret)
+        return text
 
     def _hidden(self, text: str) -> str:
         """``auth.hide_secrets``, remembering what it hid."""

@@ -1207,3 +1207,48 @@ def test_an_auth_mechanism_is_upper_cased_as_ascii_alone() -> None:
     assert (s.auth_mechanism, s.auth_user, s.auth_result) == ("plaın", None, "refused")
     assert (s.auth_attempts, s.auth_failures, s.auth_other_refusals) == (1, 0, 1)
     assert "FakePw" not in repr(result)
+
+
+def test_a_password_echoed_in_a_line_that_is_no_reply_is_hidden() -> None:
+    # Found in review: a server line without a reply code, or one that
+    # changed the code inside its reply, went into the malformed_reply
+    # anomaly as sent, echoed password and all, while the same echo in a
+    # reply's text was hidden.
+    plain = base64.b64encode(b"\0kim\0correcthorsebattery").decode()
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, f"AUTH PLAIN {plain}\r\n".encode()),
+            (S, b"Error: authentication failed for kim:correcthorsebattery\r\n"),
+            (S, b"535 5.7.8 no\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, base64.b64encode(b"leo") + b"\r\n"),
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, base64.b64encode(b"Tr0ub4dor&3") + b"\r\n"),
+            (S, b"535-5.7.8 Authentication failed\r\n"),
+            (S, b"500 5.7.8 password Tr0ub4dor&3 / VHIwdWI0ZG9yJjM=\r\n"),
+            (C, b"AUTH PLAIN " + base64.b64encode(b"\0kim\0abc") + b"\r\n"),
+            (S, b"Error: bad password abc for kim\r\n535 5.7.8 no\r\n"),
+        ]
+    )
+    details = [(e.kind, e.detail) for e in of(events, AnomalySeen)]
+    assert details == [
+        ("malformed_reply", "Error: authentication failed for kim:[redacted]"),
+        (
+            "malformed_reply",
+            "code changed inside a reply: 500 5.7.8 password [redacted] / [redacted]",
+        ),
+        ("malformed_reply", "Error: bad password [redacted] for kim"),
+    ]
+    replies = [e.reply.text for e in of(events, ReplySeen)]
+    assert replies == [
+        "5.7.8 no",
+        "VXNlcm5hbWU6",
+        "UGFzc3dvcmQ6",
+        "5.7.8 Authentication failed\n5.7.8 password [redacted] / [redacted]",
+        "5.7.8 no",
+    ]
+    shown = repr(events)
+    assert "correcthorse" not in shown and "Tr0ub4dor" not in shown
+    assert "VHIwdWI0ZG9y" not in shown and " abc " not in shown
