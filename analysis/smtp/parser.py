@@ -542,6 +542,7 @@ class SmtpParser:
         "_command_index",
         "_data_refused",
         "_echoed",
+        "_echoed_until",
         "_greeting_seen",
         "_held",
         "_holding",
@@ -663,8 +664,10 @@ class SmtpParser:
         # it in a reply (Sendmail: 500 5.5.1 Command unrecognized: "...").
         self._secrets: deque[str] | None = None  # in lower case
         # Decoded passwords too short to look for in every reply: looked
-        # for in the next one (see _withhold). Made on first use.
+        # for up to the reply that answers the command they came with,
+        # whose index is _echoed_until (see _withhold). Made on first use.
         self._echoed: list[str] | None = None
+        self._echoed_until = -1
         self._lf_only_client = False
         self._lf_only_server = False
         self._tls_expected = False  # STARTTLS sent, no server to answer it
@@ -1083,8 +1086,10 @@ class SmtpParser:
             # like (the base64 of a short password may be letters only).
             kind = "auth_data_after_auth" if self._auth_recent else "possible_sasl_data"
             self._anomaly(out, ts, kind, "base64 line withheld")
-            self._withhold([text.strip()])
+            # Withheld once its row has its index: a short secret within
+            # is looked for up to the reply that answers that row.
             self._command("[redacted]", "", False, ts, out)
+            self._withhold([text.strip()])
             return
         if self._data_refused and not known and text:
             # RFC 5321 3.3: after a refused DATA the client must not send
@@ -1496,10 +1501,14 @@ class SmtpParser:
         )
         # A decoded password is one whatever its length (found in review: a
         # three-letter one came back in the echo). Long ones are looked for
-        # in every reply, as base64 is; shorter ones in the next reply only,
-        # the one that answers them, where a server echoes what it decoded:
-        # a password "as" or "user" looked for in every reply blanked the
-        # queue ids and addresses of the session (found in review).
+        # in every reply, as base64 is; shorter ones only up to the reply
+        # that answers them, where a server echoes what it decoded: a
+        # password "as" or "user" looked for in every reply blanked the
+        # queue ids and addresses of the session (found in review). That
+        # reply is the one to the last command read (an AUTH answer's is
+        # its AUTH's), not merely the next: pipelined behind EHLO, an AUTH
+        # is answered after it (found in review: "abc123" was shown in the
+        # AUTH's 535, the EHLO's 250 having been scrubbed of it).
         for secret in filter(None, map(auth.decoded_secret, secrets)):
             if len(secret) >= _SECRET_START:
                 self._secrets.append(_lowered(secret))
@@ -1507,6 +1516,7 @@ class SmtpParser:
                 self._echoed = [_lowered(secret)]
             else:
                 self._echoed.append(_lowered(secret))
+            self._echoed_until = self._command_index - 1
 
     def _unechoed(self, text: str) -> str:
         """``text``, a server line an anomaly shows, without what was
@@ -1552,7 +1562,9 @@ class SmtpParser:
             reply = self._scrubbed(reply, self._secrets)
         if self._echoed:
             reply = self._scrubbed(reply, self._echoed)
-            self._echoed = None
+            pending = self._pending
+            if not pending or pending[0].index >= self._echoed_until:
+                self._echoed = None  # the reply that answers them
         if not self._greeting_seen and self._is_greeting(reply):
             self._greeting_seen = True
             if self._client_spoke_first:

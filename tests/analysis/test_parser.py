@@ -1252,3 +1252,27 @@ def test_a_password_echoed_in_a_line_that_is_no_reply_is_hidden() -> None:
     shown = repr(events)
     assert "correcthorse" not in shown and "Tr0ub4dor" not in shown
     assert "VHIwdWI0ZG9y" not in shown and " abc " not in shown
+
+
+def test_a_short_password_is_hidden_in_the_reply_to_its_pipelined_auth() -> None:
+    # Found in review: a short password (under eight characters) is looked
+    # for in the reply that answers it, but was looked for in the next reply
+    # only; an AUTH pipelined behind EHLO is answered after the EHLO's 250,
+    # so the 535 that echoed the password showed it.
+    plain = base64.b64encode(b"\0bob\0abc123")
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"EHLO c.example\r\nAUTH PLAIN " + plain + b"\r\n"),
+            (S, b"250-mx\r\n250 AUTH PLAIN\r\n"),
+            (S, b"535 5.7.8 bad credentials for bob abc123\r\n"),
+            (C, b"QUIT\r\n"),
+            (S, b"221 abc123 stays: no reply to the AUTH\r\n"),
+        ]
+    )
+    replies = [(e.answers, e.reply.text) for e in of(events, ReplySeen)]
+    assert replies == [
+        ("EHLO", "mx\nAUTH PLAIN"),
+        ("AUTH", "5.7.8 bad credentials for bob [redacted]"),
+        ("QUIT", "abc123 stays: no reply to the AUTH"),
+    ]
