@@ -322,8 +322,12 @@ def summary_panel(summary: Summary) -> Panel:
     # All packets are known only where libpcap's filter read no capture: it
     # skips the others uncounted, and a total of some captures' packets and
     # others' SMTP packets would be neither. Every reader counts the packets
-    # on the SMTP ports alike, so that figure is always shown.
-    if not summary.packets_filtered:
+    # on the SMTP ports alike, so that figure is always shown. The row stays,
+    # saying why it has no count (a new user missed it on a large capture).
+    if summary.packets_filtered:
+        uncounted = Text("not counted: libpcap's filter passed the SMTP ports'")
+        rows.append(("packets", uncounted))
+    else:
         rows.append(("packets", _count_text(summary.packets)))
     rows.append(("packets on SMTP ports", _count_text(summary.smtp_packets)))
     if summary.errors:
