@@ -371,14 +371,18 @@ class FileHead(NamedTuple):
     # Whether a pcap file's times are in nanoseconds (microseconds else);
     # pcapng's interfaces say each their own.
     nano: bool = True
+    # A pcapng file's first interface's if_tsresol option (4.2), as stored;
+    # None without one (microseconds), and for pcap.
+    tsresol: int | None = None
 
 
 def file_head(head: bytes) -> FileHead | None:
     """The format, snaplen and link type the first bytes of a plain capture
     declare: a classic pcap header (standard layout: the 24-byte record
     variant gives None), or a pcapng Section Header Block followed by an
-    Interface Description Block (4.1, 4.2), which ``head`` must hold. None
-    for anything else."""
+    Interface Description Block (4.1, 4.2), which ``head`` must hold (its
+    time resolution is read when it holds the whole block). None for
+    anything else."""
     if head[:4] == _PCAPNG_SHB:
         order = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}.get(head[8:12])
         if order is None:
@@ -386,8 +390,16 @@ def file_head(head: bytes) -> FileHead | None:
         (section,) = struct.unpack_from(order + "I", head, 4)
         if len(head) < section + 10:
             return None
-        kind, _, linktype = struct.unpack_from(order + "IIH", head, section)
-        return FileHead("pcapng", 0, linktype) if kind == _IDB else None
+        kind, length, linktype = struct.unpack_from(order + "IIH", head, section)
+        if kind != _IDB:
+            return None
+        tsresol = None
+        if length >= 20 and len(head) >= section + length:
+            options = _Section(order)._options(head, section + 16, section + length - 4)
+            for code, value in options:
+                if code == _OPT_IF_TSRESOL and value:
+                    tsresol = value[0]
+        return FileHead("pcapng", 0, linktype, tsresol=tsresol)
     layout = _PCAP_MAGICS.get(head[:4])
     if layout is None or layout[2] != 16 or len(head) < 24:
         return None

@@ -629,6 +629,9 @@ def _libpcap_reads(head: bytes) -> _FastPath | str:
     if not libpcap.available():
         return "libpcap could not be loaded"
     if found.format == "pcapng":
+        otherwise = _resolution_read_otherwise(found.tsresol)
+        if otherwise is not None:
+            return otherwise
         return _FastPath(_PCAPNG_SNAPLEN, found.linktype)
     # libpcap cuts every packet to the header's snaplen, the Python reader
     # does not: with a small snaplen (records longer than it are damage, but
@@ -636,6 +639,35 @@ def _libpcap_reads(head: bytes) -> _FastPath | str:
     if found.snaplen < _FULL_SNAPLEN:
         return f"snap length {found.snaplen}, which libpcap would cut packets to"
     return _FastPath(found.snaplen, found.linktype, nano=found.nano)
+
+
+# The finest binary time resolution, 2^-34 s, that libpcap turns into
+# nanoseconds as the Python reader does: it multiplies a tick count under
+# 2^N by 10^9 in 64 bits, which overflow from 2^-35 s on, and a pcapng
+# capture whose interface said 2^-40 s had other times through libpcap
+# than through the Python reader (found in review). libpcap also reads
+# decimal resolutions finer than 10^-18 s, which the Python reader
+# refuses as damage (capture.pcapfile._FINEST_UNITS).
+_LIBPCAP_FINEST_BINARY = 34
+_FINEST_DECIMAL = 18
+
+
+def _resolution_read_otherwise(tsresol: int | None) -> str | None:
+    """Why libpcap's path would read the times of a pcapng capture whose
+    first interface has the time resolution ``tsresol`` (if_tsresol as
+    stored) otherwise than the Python reader; None when it reads them alike.
+    Interfaces described further into the file are not looked at."""
+    if tsresol is None:
+        return None
+    if tsresol & 0x80:
+        if tsresol & 0x7F <= _LIBPCAP_FINEST_BINARY:
+            return None
+        shown = f"2^-{tsresol & 0x7F}"
+    elif tsresol <= _FINEST_DECIMAL:
+        return None
+    else:
+        shown = f"10^-{tsresol}"
+    return f"interface time resolution of {shown} s, which libpcap reads otherwise"
 
 
 # Captures compress about fourfold: this many compressed bytes hold about

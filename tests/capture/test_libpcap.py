@@ -569,6 +569,74 @@ def test_a_fraction_past_a_second_gives_the_same_time_on_both_paths(
     ]
 
 
+@pytest.mark.parametrize(
+    ("tsresol", "through_libpcap"),
+    [
+        (6, True),
+        (18, True),
+        (19, False),
+        (0x80 | 34, True),
+        (0x80 | 35, False),
+        (0x80 | 40, False),
+    ],
+    ids=["10^-6", "10^-18", "10^-19", "2^-34", "2^-35", "2^-40"],
+)
+def test_a_pcapng_time_resolution_libpcap_reads_otherwise_takes_the_python_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tsresol: int, through_libpcap: bool
+) -> None:
+    # Found in review: a pcapng capture of 16 MiB or more whose interface
+    # counted time in 2^-40 s started its session at 00:25:54.001 through
+    # libpcap (which multiplies the ticks of a second by 10^9 in 64 bits,
+    # overflowing from 2^-35 s on) and at 00:25:54.554 through the Python
+    # reader; one of 10^-19 s was read whole through libpcap and refused as
+    # damage by the Python reader. The exit status and the tables depended
+    # on the file's size.
+    from analysis.tables import read_captures
+    from tests.analysis.same import same_tables
+
+    units = 2 ** (tsresol & 0x7F) if tsresol & 0x80 else 10**tsresol
+    # From 1 s after the epoch, a packet every 10 ms: 64 bits of ticks of
+    # 10^-19 s hold 1.8 s.
+    epbs = [
+        ng_epb(0, units + n * (units // 100), ethernet(p, ethertype=0x86DD))
+        for n, p in enumerate(_atomic_fragment_conversation())
+    ]
+    idb = ng_idb(1, tsresol=tsresol)
+    path = tmp_path / "resolution.pcapng"
+    path.write_bytes(ng_shb() + idb + b"".join(epbs))
+    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
+    assert (source._fast_path(str(path)) is not None) is through_libpcap
+    fast = read_captures([str(path)])
+    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
+    slow = read_captures([str(path)])
+    same_tables(fast, slow)
+    assert [str(e) for e in fast.stats.errors] == [str(e) for e in slow.stats.errors]
+    if tsresol == 19:
+        assert [str(e) for e in fast.stats.errors] == [
+            f"{path}: damaged at byte {len(ng_shb())}: interface time resolution "
+            "of 10^-19 s, finer than any clock"
+        ]
+        assert fast.sessions.empty
+        return
+    assert fast.stats.errors == []
+    # The last packet's ticks in nanoseconds, rounded down as both read them.
+    end = (units + 18 * (units // 100)) * 10**9 // units
+    sessions = fast.sessions[["start", "end", "helo", "client_packets", "close"]]
+    assert sessions.values.tolist() == [
+        [
+            pd.Timestamp(1, unit="s", tz="UTC"),
+            pd.Timestamp(end, unit="ns", tz="UTC"),
+            "atomic.example.com",
+            10,
+            "fin",
+        ]
+    ]
+    mails = fast.transactions[["mail_from", "rcpt_to", "status", "queue_id"]]
+    assert mails.values.tolist() == [
+        ["evader@example.net", ["victim@example.org"], "accepted", "F1"]
+    ]
+
+
 @pytest.mark.parametrize("big", [False, True])
 @pytest.mark.parametrize("nano", [False, True])
 def test_the_first_segment_reader_reads_times_unsigned_as_the_others(

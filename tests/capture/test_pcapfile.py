@@ -15,7 +15,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.pcapfile import CaptureError, RawPacket, open_capture
+from capture.pcapfile import (
+    CaptureError,
+    FileHead,
+    RawPacket,
+    file_head,
+    open_capture,
+)
 from tests.capture.craft import (
     Frame,
     ng_block,
@@ -211,6 +217,20 @@ def test_a_time_resolution_finer_than_any_clock_is_damage(
     assert str(raised.value) == (
         f"{path}: damaged at byte {len(ng_shb())}: interface time resolution "
         f"of {shown} s, finer than any clock"
+    )
+
+
+def test_file_head_reads_the_first_interface_time_resolution() -> None:
+    # What libpcap's path needs to know before it takes a pcapng file
+    # (capture.source._resolution_read_otherwise).
+    assert file_head(ng_shb() + ng_idb(1, tsresol=0x80 | 40)) == FileHead(
+        "pcapng", 0, 1, tsresol=0x80 | 40
+    )
+    assert file_head(ng_shb() + ng_idb(1)) == FileHead("pcapng", 0, 1)
+    # Cut within the interface block: its resolution is not known.
+    assert file_head((ng_shb() + ng_idb(1, tsresol=9))[:-4]) == FileHead("pcapng", 0, 1)
+    assert file_head(pcap(FRAMES[:1], linktype=1)) == FileHead(
+        "pcap", 262144, 1, nano=False
     )
 
 
