@@ -173,6 +173,31 @@ def test_a_capture_that_begins_at_an_auth_login_challenge_has_no_greeting() -> N
     assert b"hunter2" not in repr(r).encode()
 
 
+def test_a_password_of_capitals_where_the_capture_begins_is_withheld() -> None:
+    # Found in review: the base64 of MASTER is TUFTVEVS, letters of one
+    # case, and a 454 is no SASL code: the password was the row's verb.
+    r = session(
+        [
+            (C, base64.b64encode(b"MASTER") + b"\r\n"),
+            (S, b"454 4.7.0 Temporary authentication failure\r\n"),
+            (C, b"QUIT\r\n"),
+            (S, b"221 bye\r\n"),
+        ]
+    )
+    assert _commands(r) == [
+        (1, "[redacted]", "", 454, "4.7.0 Temporary authentication failure"),
+        (3, "QUIT", "", 221, "bye"),
+    ]
+    assert _anomalies(r) == [
+        (1, "possible_sasl_data", "base64 line withheld"),
+        (2, "greeting_missing", "capture starts after the greeting"),
+    ]
+    # Only a 235 or 535 there is the outcome of an AUTH (see above).
+    s = r.session
+    assert (s.auth_result, s.auth_attempts, s.auth_mechanism) == (None, 0, None)
+    assert b"TUFTVEVS" not in repr(r).encode()
+
+
 def test_a_capture_that_begins_mid_transaction_has_no_greeting() -> None:
     r = session(
         [

@@ -1014,6 +1014,95 @@ def test_a_mangled_auth_keeps_no_initial_response() -> None:
     assert of(events, CommandSeen)[0].argument == "ADDR=192.0.2.1 NAME=mx.example"
 
 
+# Letters of one case that are the base64 of a password: MASTER, PEPPER,
+# ACCESS, DECADE.
+_ONE_CASE = ("TUFTVEVS", "UEVQUEVS", "QUNDRVNT", "REVDQURF")
+
+
+def test_a_password_of_one_case_letters_in_base64_is_withheld() -> None:
+    # Found in review: such a line where a command was due was kept as a
+    # command's verb, after a refused AUTH and another command, in a
+    # capture that began inside AUTH answered 454 (no SASL code), and in
+    # a capture of the client alone.
+    refused = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"504 5.5.4 no\r\n"),
+            (C, b"NOOP\r\n"),
+            (S, b"250 ok\r\n"),
+            (C, b"UEVQUEVS\r\n"),
+            (S, b'500 5.5.1 Command unrecognized: "UEVQUEVS"\r\n'),
+        ]
+    )
+    assert [(c.verb, c.argument) for c in of(refused, CommandSeen)] == [
+        ("AUTH", "LOGIN"),
+        ("NOOP", ""),
+        ("[redacted]", ""),
+    ]
+    assert [e.reply.text for e in of(refused, ReplySeen)][-1] == (
+        '5.5.1 Command unrecognized: "[redacted]"'
+    )
+    assert anomalies(refused) == ["possible_sasl_data"]
+    parser = SmtpParser(caught=True)
+    caught = parser.feed_client(b"TUFTVEVS\r\n", 1)
+    caught += parser.feed_server(b"454 4.7.0 Temporary authentication failure\r\n", 2)
+    caught += parser.feed_client(b"QUIT\r\n", 3)
+    caught += parser.feed_server(b"221 bye\r\n", 4)
+    caught += parser.close(5)
+    assert [(c.verb, c.argument) for c in of(caught, CommandSeen)] == [
+        ("[redacted]", ""),
+        ("QUIT", ""),
+    ]
+    assert placed(caught) == [(0, "?", 454), (1, "QUIT", 221)]
+    assert anomalies(caught) == ["possible_sasl_data", "greeting_missing"]
+    alone = run([(C, b"REVDQURF\r\nMAIL FROM:<t@x.example>\r\nQUIT\r\n")])
+    assert verbs(alone) == ["[redacted]", "MAIL", "QUIT"]
+    assert anomalies(alone) == ["possible_sasl_data"]
+    for events in (refused, caught, alone):
+        for token in _ONE_CASE:
+            assert token not in repr(events)
+    assert without_credentials(b"QUNDRVNT\r\nNOOP QUNDRVNT\r\n") == (
+        b"[redacted]\r\nNOOP [redacted]\r\n"
+    )
+
+
+# Verbs and keywords of letters alone, which a client may send where a
+# command is due, and a scanner's words.
+_FAMILIES = {
+    # RFC 5321, 1869, 2920, 3030, 3207, 4954 and the MTAs' own
+    "SMTP": "EHLO HELO LHLO MAIL RCPT DATA BDAT RSET VRFY EXPN HELP NOOP QUIT "
+    "STARTTLS AUTH ETRN TURN ATRN XCLIENT XFORWARD SEND SOML SAML PIPELINING "
+    "CHUNKING BINARYMIME DSN SIZE DELIVERBY REQUIRETLS FUTURERELEASE ONEX "
+    "VERB XADR XSTA XCIR XGEN XQUE XTRN XSEN XSEM XVRB XAUTH XUSR XSHADOW XEXPS",
+    "POP3": "USER PASS STAT LIST RETR DELE CAPA STLS UIDL APOP TOP",  # RFC 1939
+    "IMAP": "CAPABILITY LOGOUT AUTHENTICATE LOGIN SELECT EXAMINE CREATE RENAME "
+    "SUBSCRIBE UNSUBSCRIBE LSUB STATUS APPEND CHECK CLOSE EXPUNGE FETCH STORE "
+    "UID IDLE NAMESPACE COMPRESS ENABLE UNSELECT",  # RFC 9051
+    "HTTP": "GET POST HEAD PUT DELETE OPTIONS CONNECT TRACE PATCH PROPFIND "
+    "PROPPATCH MKCOL COPY MOVE LOCK UNLOCK SEARCH",  # RFC 9110, 4918
+    # RFC 959, 2389, 3659
+    "FTP": "ACCT CWD CDUP SMNT REIN PORT PASV TYPE STRU MODE STOR STOU APPE ALLO "
+    "REST RNFR RNTO ABOR RMD MKD PWD NLST SITE SYST FEAT EPSV EPRT MLSD MLST",
+    "other": "STARTSSL RESET EXIT LOGOFF SHUTDOWN SHELL INFO VERSION STATS HELLO "
+    "ADMIN ADMINISTRATOR ROOT TEST GUEST MASTER PASSWORD SECRET",
+}
+_WORDS = [word for family in _FAMILIES.values() for word in family.split()]
+
+
+def test_no_verb_of_one_case_is_taken_for_base64() -> None:
+    assert [
+        form
+        for word in _WORDS
+        for form in (word, word.lower())
+        if auth.looks_like_sasl_data(form)
+    ] == []
+    assert all(auth.looks_like_sasl_data(token) for token in _ONE_CASE)
+    # Whole quanta of four, eight characters at least, of printable text.
+    for other in ("TUFTVEV", "TUFT", "TUFTVEVSQQ", "AAAAAAAA"):
+        assert not auth.looks_like_sasl_data(other), other
+
+
 def test_clear_text_where_tls_or_smtp_was_due_keeps_no_secret() -> None:
     # Found in review: the details of plaintext_on_tls_port and not_smtp
     # showed the client's first bytes as sent.
