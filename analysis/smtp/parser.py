@@ -139,8 +139,27 @@ _SECRETS_KEPT = 32
 # still shows its start: a run that begins with this many of its characters
 # is hidden too.
 _SECRET_START = 8
-# Commands whose argument is free text nothing reads: a blob there is hidden.
-_FREE_TEXT_VERBS = frozenset({"VRFY", "EXPN", "HELP", "NOOP"})
+# Commands whose argument is "mechanism [initial-response]": AUTH (RFC 4954
+# 4) and Exchange's X-EXPS, "similar to AUTH" (Microsoft KB 812455), whose
+# GSSAPI or NTLM response holds what a password can be guessed from.
+_AUTH_VERBS = frozenset({"AUTH", "X-EXPS"})
+# Commands whose argument is free text nothing reads (RFC 5321 4.1.1.8,
+# 4.1.1.9), and those that take none (4.1.1.4, 4.1.1.5, 4.1.1.10, RFC 3207
+# 4, and TURN of RFC 821 4.1.1), after which what a client sends is no name
+# nor address: what could be SASL data there is hidden.
+_FREE_TEXT_VERBS = frozenset(
+    {"HELP", "NOOP", "DATA", "RSET", "QUIT", "STARTTLS", "TURN"}
+)
+# Commands whose argument is a name (RFC 5321 4.1.1.6, 4.1.1.7), the users
+# and lists a client probes for: kept as names are, but hidden when the
+# whole of it is one base64 word.
+_NAME_VERBS = frozenset({"VRFY", "EXPN"})
+# "AUTH" as a word of its own inside another command's argument, and the
+# white space after it: an AUTH command run into another line, by a bare
+# CR ("EHLO c.example\rAUTH PLAIN ...", which a server may read as two
+# commands) or a line end lost, or appended to MAIL (found in review).
+# "AUTH=" (RFC 4954 5, MAIL's parameter) is no such word.
+_EMBEDDED_AUTH = re.compile(r"(?<!\S)AUTH\s+", re.ASCII | re.IGNORECASE)
 # Commands a 354 that answers a later DATA may pass over, and how many at
 # most (SmtpParser._skipped_before_data).
 _PASSED_OVER = (KNOWN_VERBS - _BLOCKING) - {"BDAT", "XEXCH50"}  # 354 too
@@ -182,28 +201,19 @@ def redacted(verb: str, argument: str, known: bool) -> tuple[str, str, list[str]
     (``split_command``'s), and the secrets it hid, for the replies that
     may echo them.
 
-    AUTH keeps its mechanism only. A base64 blob where free text or a
-    name belongs (a PLAIN response as the EHLO name) is hidden whole; so is
-    a mangled AUTH's initial response ("\\0AUTH PLAIN ..."), which no look
-    tells from a word. Unknown commands and BDAT arguments that do not
-    parse keep all but the runs that could be SASL data.
+    AUTH (and X-EXPS) keeps its mechanism only; other known commands keep
+    their argument but what ``_known_argument`` hides. A mangled AUTH's
+    initial response ("\\0AUTH PLAIN ..."), which no look tells from a
+    word, is hidden whole. Other unknown commands keep all but the runs
+    that could be SASL data, and what ``_known_argument`` hides wherever
+    it stands.
     """
     hidden: list[str] = []
-    if verb == "AUTH":
+    if verb in _AUTH_VERBS:
         shown = auth.redact_auth_argument(argument)
         return verb, shown, _words_hidden(argument, shown)
-    if verb in _FREE_TEXT_VERBS and auth.looks_like_sasl_data(argument):
-        # A client that answered a challenge it never got, perhaps with a
-        # password.
-        return verb, auth.REDACTED, [argument.strip()]
-    if verb == "BDAT" and parse_bdat(argument) is None:
-        return verb, auth.hide_secrets(argument, hidden), hidden
-    if verb in _GREETING_VERBS and auth.plain_user(argument) is not None:
-        # A confused client's password as its name. Names that merely look
-        # like base64 are kept: bots use them.
-        return verb, auth.REDACTED, [argument.strip()]
     if known:
-        return verb, argument, hidden
+        return verb, _known_argument(verb, argument, hidden), hidden
     upper = verb.upper()
     if upper == "PASS" and argument:
         # POP3's PASS (RFC 1939 7), sent to an SMTP port by a client set up
@@ -230,7 +240,56 @@ def redacted(verb: str, argument: str, known: bool) -> tuple[str, str, list[str]
             shown = auth.redact_auth_argument(argument)
             return shown_verb, shown, hidden + _words_hidden(argument, shown)
         return shown_verb, auth.REDACTED, [*hidden, argument.strip()]
-    return shown_verb, auth.hide_secrets(argument, hidden), hidden
+    shown = auth.hide_secrets(_embedded_auth(argument, hidden), hidden)
+    return shown_verb, auth.hide_plain_responses(shown, hidden), hidden
+
+
+def _known_argument(verb: str, argument: str, hidden: list[str]) -> str:
+    """What a command row shows of the argument of a known ``verb`` other
+    than AUTH; what it hides is added to ``hidden``.
+
+    No password belongs in any of them, but a client confused or careless
+    puts one there (found in review). Wherever it stands, a PLAIN response
+    (``auth.hide_plain_responses``) and what follows "AUTH mechanism"
+    (``_embedded_auth``) are hidden. Where a name or an address belongs
+    (EHLO, MAIL, RCPT ...) nothing else is: a name that merely looks like
+    base64 is kept, for bots use them and Windows clients are called
+    DESKTOP-7G3K2LM, which ``auth.hide_secrets`` would hide, and MAIL's
+    AUTH=<mailbox> (RFC 4954 5) is an address. Where free text belongs, or
+    nothing, what could be SASL data is hidden too: the whole of it when
+    it is one base64 word (a client that answered a challenge it never
+    got), else its runs that look like a secret. VRFY and EXPN hide the
+    one word alone: ``auth.hide_secrets`` would hide the names of a
+    harvest, as john_smith-2. The runs of a BDAT argument that does not
+    parse are hidden as free text's.
+    """
+    if not argument:
+        return argument
+    shown = _embedded_auth(argument, hidden)
+    free = verb in _FREE_TEXT_VERBS
+    if (free or verb in _NAME_VERBS) and auth.looks_like_sasl_data(shown):
+        hidden.append(shown.strip())
+        return auth.REDACTED
+    if free or (verb == "BDAT" and parse_bdat(argument) is None):
+        shown = auth.hide_secrets(shown, hidden)
+    return auth.hide_plain_responses(shown, hidden)
+
+
+def _embedded_auth(argument: str, hidden: list[str]) -> str:
+    """``argument`` with "AUTH mechanism initial-response" inside it shown
+    as an AUTH command's argument is (``auth.redact_auth_argument``): the
+    mechanism kept, all after it hidden, and added to ``hidden``. Any
+    response will do, a LOGIN password of capitals too (see
+    _EMBEDDED_AUTH)."""
+    if "AUTH" not in argument.upper():
+        return argument  # most arguments: one test spares the search
+    found = _EMBEDDED_AUTH.search(argument)
+    if found is None:
+        return argument
+    rest = argument[found.end() :]
+    shown = auth.redact_auth_argument(rest)
+    hidden += _words_hidden(rest, shown)
+    return argument[: found.end()] + shown
 
 
 def _hide_secret(line: str, lowered: str, secret: str) -> str:

@@ -25,6 +25,8 @@ from analysis.records import (
 )
 from analysis.tables import read_captures
 from analysis.views import report
+from capture.stream import Direction
+from tests.analysis.conversation import session
 
 PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
 ABUSE = PCAPS / "abuse"
@@ -293,6 +295,22 @@ def test_helo_not_fqdn_only_for_internet_clients() -> None:
     alerts = detect([_session("8.8.4.4", "DESKTOP-1"), _session("10.1.2.3", "PC")])
     assert [(a.kind, a.client_ip, a.severity) for a in alerts] == [
         ("helo_not_fqdn", "8.8.4.4", "info")
+    ]
+
+
+def test_a_windows_name_reaches_the_helo_column_and_detectors() -> None:
+    # A name of digits and a hyphen, eight characters and more, is what
+    # auth.hide_secrets hides: EHLO names are not given to it, only what
+    # decodes to a PLAIN response there is hidden.
+    steps = [
+        (Direction.SERVER, b"220 mx.example\r\n"),
+        (Direction.CLIENT, b"EHLO DESKTOP-7G3K2LM\r\n"),
+        (Direction.SERVER, b"250 mx.example\r\n"),
+    ]
+    result = session(steps, client="8.8.4.4", start_seen=True)
+    assert result.session.helo == "DESKTOP-7G3K2LM"
+    assert [(a.kind, a.client_ip) for a in detect([result])] == [
+        ("helo_not_fqdn", "8.8.4.4")
     ]
 
 

@@ -1014,6 +1014,142 @@ def test_a_mangled_auth_keeps_no_initial_response() -> None:
     assert of(events, CommandSeen)[0].argument == "ADDR=192.0.2.1 NAME=mx.example"
 
 
+# A PLAIN response (RFC 4616 2) of b"\0amy\0FakePw-a1", and one in the
+# URL-safe alphabet without its padding (RFC 4648 5) of b"\0amy\0Hi?~~>x".
+_PLAIN = base64.b64encode(b"\0amy\0FakePw-a1").decode()
+_PLAIN_URL_SAFE = "AGFteQBIaT9-fj54"
+_PW = ["FakePw-a1"]
+# Every secret the table below hides, none of which may be seen.
+_HIDDEN = (_PLAIN, _PLAIN_URL_SAFE, "AEFBAEFB", "TUFTVEVS", "UEVQUEVS", "Tr0ub4dor3x")
+
+
+@pytest.mark.parametrize(
+    ("line", "shown", "passwords"),
+    [
+        # A PLAIN response anywhere in the argument of a known command,
+        # where a name or an address belongs too.
+        (f"EHLO {_PLAIN} c.example", "EHLO [redacted] c.example", _PW),
+        (f"HELO {_PLAIN_URL_SAFE}", "HELO [redacted]", ["Hi?~~>x"]),
+        ("HELO AEFBAEFB", "HELO [redacted]", ["AA"]),  # b"\0AA\0AA"
+        (f"RCPT TO:<{_PLAIN}@x>", "RCPT TO:<[redacted]@x>", _PW),
+        (f"MAIL FROM:<a@b> AUTH={_PLAIN}", "MAIL FROM:<a@b> AUTH=[redacted]", _PW),
+        # An AUTH run into another command's line, by a bare CR or a line
+        # end lost, or appended: its response is hidden whatever it is.
+        (f"EHLO c\rAUTH PLAIN {_PLAIN}", "EHLO c\rAUTH PLAIN [redacted]", _PW),
+        (f"EHLO c AUTH PLAIN {_PLAIN}", "EHLO c AUTH PLAIN [redacted]", _PW),
+        (
+            f"MAIL FROM:<a@b> AUTH PLAIN {_PLAIN}",
+            "MAIL FROM:<a@b> AUTH PLAIN [redacted]",
+            _PW,
+        ),
+        ("EHLO c\rAUTH LOGIN TUFTVEVS", "EHLO c\rAUTH LOGIN [redacted]", ["MASTER"]),
+        (
+            "MAIL FROM:<a@b> auth login TUFTVEVS",
+            "MAIL FROM:<a@b> auth login [redacted]",
+            ["MASTER"],
+        ),
+        # After a command that takes no argument, or in free text: what
+        # could be SASL data.
+        (f"RSET {_PLAIN}", "RSET [redacted]", _PW),
+        (f"QUIT {_PLAIN}", "QUIT [redacted]", _PW),
+        (f"DATA {_PLAIN}", "DATA [redacted]", _PW),
+        (f"STARTTLS {_PLAIN}", "STARTTLS [redacted]", _PW),
+        ("QUIT UEVQUEVS", "QUIT [redacted]", ["PEPPER"]),
+        ("TURN now Tr0ub4dor3x", "TURN now [redacted]", []),
+        (f"NOOP x {_PLAIN}", "NOOP x [redacted]", _PW),
+        ("HELP me Tr0ub4dor3x", "HELP me [redacted]", []),
+        ("VRFY Tr0ub4dor3x", "VRFY [redacted]", []),  # one word alone
+        (f"EXPN staff {_PLAIN}", "EXPN staff [redacted]", _PW),
+        # Exchange's X-EXPS is AUTH's twin: its initial response is hidden.
+        ("X-EXPS GSSAPI YIIGhgYJKoZIhvcSAQICAQBuggZ1", "X-EXPS GSSAPI [redacted]", []),
+    ],
+)
+def test_a_credential_in_a_known_commands_argument_is_hidden(
+    line: str, shown: str, passwords: list[str]
+) -> None:
+    # Found in review: a known command kept its argument as sent, and with
+    # it a password given where none belongs. The server's echo of what
+    # was hidden, and of the password it decodes to, is hidden too.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, line.encode() + b"\r\n"),
+            (S, " ".join(["501 5.5.4 bad:", line, *passwords]).encode() + b"\r\n"),
+        ]
+    )
+    assert [f"{c.verb} {c.argument}" for c in of(events, CommandSeen)] == [shown]
+    assert [e.reply.text for e in of(events, ReplySeen)] == [
+        " ".join(["5.5.4 bad:", shown, *["[redacted]"] * len(passwords)])
+    ]
+    assert anomalies(events) == []
+    for secret in (*_HIDDEN, "YIIGhgYJ", *passwords):
+        assert len(secret) < 3 or secret not in repr(events), secret
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # Windows clients' names, which auth.hide_secrets would hide (below).
+        "EHLO DESKTOP-7G3K2LM",
+        "HELO WIN-3K2L7G9Q1ZT.corp.example",
+        "EHLO mail.example.com",
+        "EHLO [192.0.2.1]",
+        "EHLO YWxpY2U",  # a bot's name that looks like base64
+        "EHLO " + "OBLAH" * 16,  # base64 that decodes to dozens of NULs
+        # MAIL's AUTH= parameter (RFC 4954 5) is an address in xtext.
+        "MAIL FROM:<a@b.example> AUTH=<>",
+        "MAIL FROM:<a@b.example> AUTH=joe+40b.example SIZE=12345678 BODY=8BITMIME",
+        "RCPT TO:<postmaster@b.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x@b",
+        "XCLIENT ADDR=192.0.2.1 NAME=DESKTOP-7G3K2LM.example",
+        "ETRN @b.example",
+        # The names a harvest probes for, which hide_secrets would hide.
+        "VRFY john_smith-2",
+        "EXPN all-staff-2024 list",
+        "HELP AUTH",
+        "NOOP keepalive",
+        "QUIT now",
+    ],
+)
+def test_names_addresses_and_parameters_are_kept(line: str) -> None:
+    # What a known command's argument is kept for: the helo column, the
+    # HELO detectors, the envelope. Only what decodes to a PLAIN response,
+    # or follows "AUTH mechanism", is hidden there.
+    events = run([(S, b"220 mx\r\n"), (C, line.encode() + b"\r\n"), (S, b"250 ok\r\n")])
+    verb, _, argument = line.partition(" ")
+    assert [(c.verb, c.argument) for c in of(events, CommandSeen)] == [(verb, argument)]
+    assert [e.reply.text for e in of(events, ReplySeen)] == ["ok"]
+    assert anomalies(events) == []
+
+
+def test_hide_secrets_would_hide_names() -> None:
+    # Why EHLO, VRFY and EXPN names are not given to auth.hide_secrets.
+    for name in ("DESKTOP-7G3K2LM", "john_smith-2", "all-staff-2024"):
+        assert auth.hide_secrets(name) == "[redacted]"
+
+
+def test_plain_responses_are_told_by_what_they_decode_to() -> None:
+    plain = auth.is_plain_response
+    assert plain(_PLAIN) and plain(_PLAIN_URL_SAFE) and plain("AEFBAEFB")
+    assert plain(_PLAIN.rstrip("="))  # padding left out
+    assert plain(base64.b64encode(b"\0amy\0pw\0").decode())  # a NUL after
+    for other in (
+        "AAAAAAAA",  # NULs alone
+        base64.b64encode(b"amy").decode(),  # no NUL
+        base64.b64encode(b"\0amy").decode(),  # one NUL
+        base64.b64encode(b"\0a\0b\0c").decode(),  # three
+        _PLAIN + "x",  # no base64
+        _PLAIN[:-4] + "!" + _PLAIN[-3:],  # a character outside the alphabet
+        "DESKTOP-7G3K2LM",
+    ):
+        assert not plain(other), other
+    hidden: list[str] = []
+    text = f"a {_PLAIN} b.{_PLAIN}.c <{_PLAIN_URL_SAFE}@d>"
+    assert auth.hide_plain_responses(text, hidden) == (
+        "a [redacted] b.[redacted].c <[redacted]@d>"
+    )
+    assert hidden == [_PLAIN, _PLAIN, _PLAIN_URL_SAFE]
+
+
 # Letters of one case that are the base64 of a password: MASTER, PEPPER,
 # ACCESS, DECADE.
 _ONE_CASE = ("TUFTVEVS", "UEVQUEVS", "QUNDRVNT", "REVDQURF")
