@@ -309,11 +309,15 @@ class _GzipChunks:
             self._carry = self._raw.read()
             if not self._carry:
                 return False
+        # The magic first, on as much of it as there is: a few stray bytes
+        # after the last member (up to 9) were called a truncated header.
+        self._gather(len(GZIP_MAGIC))
+        magic = self._carry[: len(GZIP_MAGIC)]
+        if magic != GZIP_MAGIC[: len(magic)]:
+            raise _SourceDamage("unexpected bytes after the gzip data")
         if not self._gather(10):
             raise _SourceDamage("gzip header truncated")
         head = self._carry
-        if not head.startswith(GZIP_MAGIC):
-            raise _SourceDamage("unexpected bytes after the gzip data")
         if head[2] != 8:
             raise _SourceDamage(f"gzip compression method {head[2]}, not deflate")
         flags = head[3]
@@ -612,9 +616,17 @@ class CaptureReader:
             return head, layout
         if self._failure is not None:
             raise self._damage(0, self._failure)
+        if self.compressed and magic.startswith(GZIP_MAGIC):
+            # A .pcap.gz gzipped again read as "not a pcap or pcapng file",
+            # which sent its user looking for damage.
+            raise self._not_capture(
+                "compressed twice: gzip inside gzip, not a pcap or pcapng file "
+                "(gunzip it once and read what it gives)"
+            )
+        inside = " inside gzip" if self.compressed else ""
         for other, what in _OTHER_MAGICS.items():
             if magic.startswith(other):
-                raise self._not_capture(f"{what}, not a pcap or pcapng file")
+                raise self._not_capture(f"{what}{inside}, not a pcap or pcapng file")
         raise self._not_capture("not a pcap or pcapng file")
 
     # -- classic pcap ---------------------------------------------------

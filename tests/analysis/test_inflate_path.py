@@ -99,7 +99,7 @@ def test_members_and_trailing_zeros_are_read_as_gzip_reads_them(
     assert fast.stats.errors == [] and len(inflating) == 1
 
 
-@pytest.mark.parametrize("damage", ["truncated", "flipped", "crc", "block"])
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "crc", "block", "stray"])
 def test_damage_is_located_by_the_python_reader(
     damage: str,
     tmp_path: Path,
@@ -119,6 +119,8 @@ def test_damage_is_located_by_the_python_reader(
         body = deflate.compress(capture.read_bytes())
         body += deflate.flush(zlib.Z_FULL_FLUSH)
         compressed = bytearray(compressed[:10] + body + b"\xff" * 16)
+    elif damage == "stray":
+        compressed += b"xx"  # two bytes after the gzip data
     else:
         compressed[-8] ^= 0xFF  # the CRC-32 in the trailer
     path = tmp_path / "damaged.pcap.gz"
@@ -131,10 +133,15 @@ def test_damage_is_located_by_the_python_reader(
     assert len(fast.stats.errors) == 1
     if damage != "flipped":  # there the inflated bytes are bad pcap first
         assert "gzip" in fast.stats.errors[0]
-    if damage in ("crc", "block"):
-        # Every packet came before the trailer, or before the refused block
-        # (what zlib inflated in the call that found it is not lost): all
-        # the sessions are there.
+    if damage == "stray":
+        assert fast.stats.errors == [
+            f"{path}: damaged at byte {capture.stat().st_size} of its decompressed "
+            "data: unexpected bytes after the gzip data"
+        ]
+    if damage in ("crc", "block", "stray"):
+        # Every packet came before the trailer, the refused block (what
+        # zlib inflated in the call that found it is not lost) or the stray
+        # bytes: all the sessions are there.
         assert len(fast.sessions) == len(read_captures([str(capture)]).sessions)
 
 

@@ -437,6 +437,50 @@ def test_gzip_truncated(tmp_path: Path) -> None:
     assert error.offset == packets[-1].offset + 16 + len(packets[-1].data)
 
 
+@pytest.mark.parametrize(
+    ("stray", "said"),
+    [
+        (b"x", "unexpected bytes after the gzip data"),
+        (b"xx", "unexpected bytes after the gzip data"),
+        (b"123456789", "unexpected bytes after the gzip data"),
+        (b"\0\0x", "unexpected bytes after the gzip data"),
+        (b"y" * 80, "unexpected bytes after the gzip data"),
+        # The start of another member, cut short: a truncated header.
+        (b"\x1f", "gzip header truncated"),
+        (b"\x1f\x8b\x08", "gzip header truncated"),
+    ],
+)
+def test_stray_bytes_after_the_gzip_data(
+    tmp_path: Path, stray: bytes, said: str
+) -> None:
+    # Found in review: up to 9 stray bytes were "gzip header truncated",
+    # which 80 of them were not.
+    path = write(tmp_path, "s.pcap.gz", gzip.compress(pcap(FRAMES)) + stray)
+    packets, error = collect(path)
+    assert len(packets) == 3
+    assert str(error) == (
+        f"{path}: damaged at byte {len(pcap(FRAMES))} of its decompressed data: {said}"
+    )
+
+
+def test_gzip_inside_gzip_is_named(tmp_path: Path) -> None:
+    # Found in review: a .pcap.gz gzipped again was "not a pcap or pcapng
+    # file", as if damaged.
+    twice = gzip.compress(gzip.compress(pcap(FRAMES)))
+    packets, error = collect(write(tmp_path, "twice.pcap.gz", twice))
+    assert packets == []
+    assert error is not None and not error.damaged
+    assert str(error) == (
+        f"{tmp_path / 'twice.pcap.gz'}: compressed twice: gzip inside gzip, not a "
+        "pcap or pcapng file (gunzip it once and read what it gives)"
+    )
+    xz = gzip.compress(b"\xfd7zXZ\0" + b"\0" * 20)
+    _, error = collect(write(tmp_path, "xz.gz", xz))
+    assert str(error) == (
+        f"{tmp_path / 'xz.gz'}: xz-compressed inside gzip, not a pcap or pcapng file"
+    )
+
+
 def _gzip_damaged_after(content: bytes) -> bytes:
     """A gzip member whose deflate data holds ``content`` whole, flushed to
     a byte boundary, then a block of the reserved type 3 (RFC 1951 3.2.3),
