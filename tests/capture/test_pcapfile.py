@@ -127,6 +127,142 @@ def test_pcap_with_kuznetzov_record_headers(tmp_path: Path) -> None:
     ]
 
 
+# -- captures joined with cat -------------------------------------------
+
+JOINED = "(files joined with cat? mergecap joins captures; or name them separately)"
+
+
+def joined_captures() -> bytes:
+    """Four captures of one link type joined with cat, each laid out its own
+    way: little-endian microseconds; big-endian nanoseconds with a snap
+    length of 64 and a packet longer than it; Kuznetzov's records; little-
+    endian nanoseconds."""
+    kuznetzov = (
+        struct.pack("<IHHiIII", 0xA1B2CD34, 2, 4, 0, 0, 262144, 1)
+        + struct.pack("<IIII", 1_600_000_004, 4, 4, 60)
+        + b"\xee" * 8
+        + b"four"
+    )
+    return (
+        pcap([Frame(1_600_000_000, 1, b"one"), Frame(1_600_000_001, 2, b"two", 1500)])
+        + pcap(
+            [
+                Frame(1_600_000_002, 3, b"t" * 80),
+                Frame(1_600_000_003, 999_999_999, b""),
+            ],
+            big=True,
+            nano=True,
+            snaplen=64,
+        )
+        + kuznetzov
+        + pcap([Frame(1_600_000_005, 5, b"five")], nano=True)
+    )
+
+
+JOINED_PACKETS = [
+    RawPacket(1_600_000_000_000_001_000, 1, b"one", 3, 24),
+    RawPacket(1_600_000_001_000_002_000, 1, b"two", 1500, 43),
+    # The second capture's header at 62.
+    RawPacket(1_600_000_002_000_000_003, 1, b"t" * 80, 80, 86),
+    RawPacket(1_600_000_003_999_999_999, 1, b"", 0, 182),
+    # The third's at 198, the fourth's at 250.
+    RawPacket(1_600_000_004_000_004_000, 1, b"four", 60, 222),
+    RawPacket(1_600_000_005_000_000_005, 1, b"five", 4, 274),
+]
+
+
+def _in_chunks(content: bytes, size: int) -> tuple[list[RawPacket], Seen]:
+    from capture.pcapfile import CaptureReader
+
+    def reader() -> CaptureReader:
+        stream = io.BytesIO(content)
+        return CaptureReader(
+            "mem", stream, owns_stream=True, size=None, chunk_size=size
+        )
+
+    with reader() as packets:
+        iterated = list(packets)
+    with reader() as batches:
+        batched = [
+            (ts, linktype, data[a:b])
+            for linktype, data, records in batches.batches()
+            for ts, a, b in records
+        ]
+    return iterated, batched
+
+
+@pytest.mark.parametrize("size", [1, 5, 16, 23, 24, 25, 47, 64, 1 << 20])
+def test_captures_joined_with_cat_are_read_each_as_its_header_says(size: int) -> None:
+    # Found in review: "cat a.pcap b.pcap" was damaged at the second file
+    # header, past a packet made of its first bytes, and all of b was lost.
+    # Read in chunks of every size, headers and records straddle them.
+    iterated, batched = _in_chunks(joined_captures(), size)
+    assert iterated == JOINED_PACKETS
+    assert batched == [(p.ts, p.linktype, p.data) for p in JOINED_PACKETS]
+
+
+def test_a_capture_of_another_link_type_joined_on_is_named(tmp_path: Path) -> None:
+    first = pcap(FRAMES)
+    path = write(tmp_path, "cat.pcap", first + pcap(FRAMES, linktype=113))
+    packets, error = collect(path)
+    assert packets == read_all(write(tmp_path, "first.pcap", first))
+    assert str(error) == (
+        f"{path}: damaged at byte {len(first)}: a second capture's file header, "
+        f"of link type 113 where the first's is 1 {JOINED}"
+    )
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_pcap_and_pcapng_joined_are_named(tmp_path: Path, order: str) -> None:
+    # pcapng and pcap cannot be read on in each other: libpcap stops there
+    # too. In every byte order, a pcap version reads as a bad block length.
+    big = order == ">"
+    ng = ng_shb(order) + ng_idb(1, order) + ng_epb(0, 5, b"frame", order)
+    first = pcap(FRAMES, big=big)
+    path = write(tmp_path, "pcap-ng", first + ng)
+    packets, error = collect(path)
+    assert len(packets) == 3
+    assert str(error) == (
+        f"{path}: damaged at byte {len(first)}: a second capture's file header, "
+        f"pcapng after pcap {JOINED}"
+    )
+    for second in (pcap(FRAMES), pcap(FRAMES, big=True)):
+        path = write(tmp_path, "ng-pcap", ng + second)
+        packets, error = collect(path)
+        assert [p.data for p in packets] == [b"frame"]
+        assert str(error) == (
+            f"{path}: damaged at byte {len(ng)}: a second capture's file header, "
+            f"pcap after pcapng {JOINED}"
+        )
+
+
+def test_a_file_header_libpcap_reads_as_records_is_read_so(tmp_path: Path) -> None:
+    # libpcap (large captures, capture.source) reads a header as a record
+    # of no bytes, then the next capture's first record header on from its
+    # middle, which it stops at unless that packet came in the first days
+    # of 1970: then it reads on, out of step, and so does the Python reader,
+    # or the same capture would give other sessions through each. The
+    # damage it comes to names the header.
+    first = pcap(FRAMES)
+    late = [Frame(5, 0, b"x" * 60), Frame(6, 0, b"y" * 60)]
+    path = write(tmp_path, "cat.pcap", first + pcap(late))
+    packets, error = collect(path)
+    at = len(first)
+    assert packets == [
+        *read_all(write(tmp_path, "first.pcap", first)),
+        # The header's first 16 bytes: its magic as seconds, its version as
+        # microseconds, its thiszone as the length.
+        RawPacket(0xA1B2C3D4 * 10**9 + 0x00040002 * 1000, 1, b"", 0, at),
+        # Its snap length and link type as the time, then the first
+        # record's seconds as the length: its length and a byte of the next.
+        RawPacket(262144 * 10**9 + 1000, 1, b"\x3c\0\0\0\x3c", 0, at + 16),
+    ]
+    assert str(error) == (
+        f"{path}: damaged at byte {at + 37}: record length {0x78787878} exceeds "
+        f"262144, past a second capture's file header at byte {at} {JOINED}"
+    )
+
+
 # -- pcapng -------------------------------------------------------------
 
 
