@@ -607,13 +607,38 @@ def _rewinds_note(rewinds: list[str], captures: int) -> str:
 
 
 def _undecrypted_note(stats: pipeline.RunStats, keylog: str) -> str:
-    """What to say of TLS sessions the key log held no secrets for.
+    """What to say of TLS sessions the key log did not decrypt.
 
     tshark decrypts what it has keys for and says nothing of the rest; a key
     log from another run, or written after the capture, decrypts nothing.
+    Nor does one of this run where no application data followed the
+    handshakes: a capture cut short after them was blamed on the key log
+    (found in review). Another run is suggested only where none of the
+    sessions not decrypted has its client random in the key log.
     """
     missing = stats.tls_completed - stats.tls_decrypted
     name = escape_controls(keylog)
+    if stats.tls_keyed:
+        keyed = stats.tls_keyed
+        handshakes = "its handshake" if keyed == 1 else "their handshakes"
+        if keyed == missing:
+            held = f"{name} holds {'its' if keyed == 1 else 'their'} secrets, but"
+        else:
+            held = f"{name} holds no secrets for {missing - keyed:,}, and for {keyed:,}"
+        if stats.tls_decrypted:
+            were = "was" if missing == 1 else "were"
+            head = (
+                f"note: {missing:,} of {stats.tls_completed:,} TLS sessions "
+                f"{were} not decrypted"
+            )
+        elif missing == 1:
+            head = "warning: the TLS session was not decrypted"
+        else:
+            head = f"warning: none of the {missing:,} TLS sessions was decrypted"
+        return (
+            f"{head}: {held} no application data followed {handshakes} "
+            "(a capture cut short?)"
+        )
     if not stats.tls_decrypted:
         sessions = (
             "the TLS session, so it was not"

@@ -39,6 +39,8 @@ class HandshakeBuilder:
         # Whether any TLS byte was seen, or lost in a gap: until then the
         # handshake has not begun, and ``start`` is when TLS was agreed.
         self.begun = False
+        # The ClientHello's random, by which a key log names the secrets.
+        self.client_random: bytes | None = None
 
     def data(self, from_client: bool, data: bytes, missing: int, ts: int) -> None:
         if not self.begun and (data or missing):
@@ -96,6 +98,7 @@ class HandshakeBuilder:
     def _client_hello(self, event: ClientHelloSeen) -> None:
         r = self.record
         hello = event.hello
+        self.client_random = hello.random
         r.client_version = version_name(hello.legacy_version)
         r.client_versions = [
             version_name(v)

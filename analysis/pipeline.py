@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from analysis.holding import Held, settled, vouched
 from analysis.records import SessionResult
 from analysis.session import SessionBuilder
-from analysis.tls.decrypt import DecryptedStreams, decrypt_captures
+from analysis.tls.decrypt import (
+    DecryptedStreams,
+    decrypt_captures,
+    keylog_client_randoms,
+)
 from capture.source import (
     ClockHook,
     SourceStats,
@@ -75,9 +79,15 @@ class RunStats:
     # sent with a server's address): followed, but no sessions.
     handshakes_from_smtp_ports: int = 0
     # With a key log: sessions whose TLS handshake completed, and how many
-    # of them the key log decrypted (the rest had no secrets in it).
+    # of them the key log decrypted: a session is decrypted once tshark
+    # gave some of its application data.
     tls_completed: int = 0
     tls_decrypted: int = 0
+    # Of those not decrypted, the ones the key log holds secrets for (their
+    # ClientHello's random is in it): no application data followed their
+    # handshake (a capture cut short), or none could be decrypted. The rest
+    # had no secrets in the key log.
+    tls_keyed: int = 0
 
 
 def analyze(
@@ -113,13 +123,14 @@ def analyze(
     run = stats if stats is not None else RunStats()
     source = SourceStats()
     all_ports = frozenset(ports)
-    decrypted = (
-        decrypt_captures(paths, tls_keylog, implicit_tls_ports)
-        if tls_keylog is not None
-        else DecryptedStreams()
-    )
+    decrypted = DecryptedStreams()
+    keyed: frozenset[bytes] = frozenset()
+    counted = _as_they_come
+    if tls_keylog is not None:
+        decrypted = decrypt_captures(paths, tls_keylog, implicit_tls_ports)
+        keyed = keylog_client_randoms(tls_keylog)
+        counted = _count_decrypted
     tracker = SessionTracker(frozenset(implicit_tls_ports), decrypted=decrypted)
-    counted = _count_decrypted if tls_keylog is not None else _as_they_come
 
     try:
         yield from counted(
@@ -134,12 +145,13 @@ def analyze(
                 max_connections=max_connections,
             ),
             run,
+            keyed,
         )
     except KeyboardInterrupt:
         # Ctrl-C (a user ending "tcpdump -w - | smtpscope read -"): what was
         # read so far is kept, the open sessions marked as cut short.
         run.interrupted = True
-        yield from counted(tracker.close_all("interrupted"), run)
+        yield from counted(tracker.close_all("interrupted"), run, keyed)
     finally:
         run.captures += source.captures
         run.packets += source.packets
@@ -173,22 +185,26 @@ def after_stop(
 
 
 def _as_they_come(
-    results: Iterable[SessionResult], run: RunStats
+    results: Iterable[SessionResult], run: RunStats, keyed: frozenset[bytes]
 ) -> Iterable[SessionResult]:
     return results
 
 
 def _count_decrypted(
-    results: Iterable[SessionResult], run: RunStats
+    results: Iterable[SessionResult], run: RunStats, keyed: frozenset[bytes]
 ) -> Iterator[SessionResult]:
     """``results``, counting in ``run`` how many TLS sessions a key log
-    could have decrypted and how many it did: a key log from another run
-    decrypts nothing, silently but for this count."""
+    could have decrypted, how many it did, and of the rest how many it holds
+    secrets for (``keyed``, the client randoms in it): a key log from
+    another run decrypts nothing, silently but for these counts, and so
+    does one of this run where the capture ends after the handshakes."""
     for result in results:
         session = result.session
         if session.tls_handshake == "completed":
             run.tls_completed += 1
             run.tls_decrypted += session.tls_decrypted
+            if not session.tls_decrypted and result.client_random in keyed:
+                run.tls_keyed += 1
         yield result
 
 

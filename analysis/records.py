@@ -227,3 +227,7 @@ class SessionResult:
     commands: list[CommandRecord]
     anomalies: list[AnomalyRecord]
     tls: list[TlsRecord] = field(default_factory=list)
+    # The random of its ClientHello, which a key log names the secrets by:
+    # a run with a key log counts it (pipeline). No column: it is not
+    # spooled, nor part of the session's rows when results are compared.
+    client_random: bytes | None = field(default=None, compare=False)

@@ -438,13 +438,20 @@ class SessionBuilder:
             self._message_open.message_complete = False
             self._message_open = None
         tls: list[TlsRecord] = []
+        client_random = None
         if self._handshake is not None:
             tls.append(self._handshake.close(ts, self.session))
             for anomaly in self._handshake.anomalies:
                 self._add_anomaly(anomaly.ts, anomaly.kind, anomaly.detail)
+            client_random = self._handshake.client_random
         self._finish_session(ts, reason)
         return SessionResult(
-            self.session, self.transactions, self.commands, self.anomalies, tls
+            self.session,
+            self.transactions,
+            self.commands,
+            self.anomalies,
+            tls,
+            client_random,
         )
 
     def settled(self) -> tuple[int, int]:

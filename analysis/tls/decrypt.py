@@ -12,6 +12,7 @@ key log is actually used.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import shutil
@@ -169,6 +170,32 @@ def is_keylog(keylog: str) -> bool:
         line.lstrip().startswith(_KEYLOG_LABELS)
         for line in itertools.islice(head.splitlines(), MAX_KEYLOG_LINES)
     )
+
+
+# The labels whose lines name a handshake by its client random and hold
+# secrets tshark decrypts with (an RSA line names a premaster secret).
+_RANDOM_LABELS = tuple(label for label in _KEYLOG_LABELS if label != b"RSA ")
+
+
+def keylog_client_randoms(keylog: str) -> frozenset[bytes]:
+    """The client randoms of the handshakes the key log holds secrets for;
+    none when it cannot be read. A session whose ClientHello carried one
+    has its secrets there, whether or not tshark then decrypted anything:
+    a capture cut short after the handshake has nothing more to decrypt."""
+    try:
+        with open(keylog, "rb") as handle:
+            head = handle.read(MAX_KEYLOG_BYTES)
+    except OSError:
+        return frozenset()
+    randoms: set[bytes] = set()
+    for line in itertools.islice(head.splitlines(), MAX_KEYLOG_LINES):
+        words = line.split()
+        if len(words) >= 3 and line.lstrip().startswith(_RANDOM_LABELS):
+            with contextlib.suppress(ValueError):
+                random = bytes.fromhex(words[1].decode("ascii", "replace"))
+                if len(random) == 32:
+                    randoms.add(random)
+    return frozenset(randoms)
 
 
 def _check_keylog_size(keylog: str) -> None:

@@ -42,6 +42,8 @@ class ClientHello:
     ec_point_formats: tuple[int, ...]
     signature_algorithms: tuple[int, ...]
     sslv2_format: bool = False  # sent as an SSL 2.0 CLIENT-HELLO (RFC 5246 E.2)
+    # What a key log names the handshake's secrets by (NSS key log format).
+    random: bytes = b""
 
     @property
     def alpn(self) -> tuple[str, ...]:
@@ -104,7 +106,7 @@ class _Reader:
 def parse_client_hello(body: bytes) -> ClientHello:
     r = _Reader(body)
     legacy_version = r.uint(2)
-    r.take(32)  # random
+    random = r.take(32)
     r.vector(1)  # legacy_session_id
     ciphers = r.vector(2).uint16s()
     r.vector(1)  # legacy_compression_methods
@@ -124,6 +126,7 @@ def parse_client_hello(body: bytes) -> ClientHello:
         supported_groups=found.groups,
         ec_point_formats=found.point_formats,
         signature_algorithms=found.signature_algorithms,
+        random=random,
     )
 
 
@@ -179,7 +182,8 @@ def parse_v2_client_hello(message: bytes) -> ClientHello:
     if challenge_size not in _V2_CHALLENGE:
         raise HelloError(f"challenge of {challenge_size} bytes")
     specs = r.take(specs_size)
-    r.take(session_size + challenge_size)
+    r.take(session_size)
+    challenge = r.take(challenge_size)
     if r.left:
         raise HelloError(f"{r.left} bytes after the challenge")
     ciphers = tuple(
@@ -197,6 +201,9 @@ def parse_v2_client_hello(message: bytes) -> ClientHello:
         ec_point_formats=(),
         signature_algorithms=(),
         sslv2_format=True,
+        # The challenge, padded with leading zeros: the random of the TLS
+        # handshake that follows (RFC 2246 E.1).
+        random=challenge.rjust(32, b"\0"),
     )
 
 

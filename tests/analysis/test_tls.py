@@ -144,6 +144,7 @@ def test_client_hello_parses() -> None:
     assert hello.cipher_suites == (0x1301, 0xC02F)
     assert hello.supported_versions == (0x0304, 0x0303)
     assert fingerprint.ja4(hello).startswith("t13d0206sp_")
+    assert hello.random == b"\x11" * 32  # what a key log names it by
 
 
 @pytest.mark.parametrize(
@@ -400,6 +401,8 @@ def test_an_sslv2_form_hello_byte_by_byte_then_a_tls_handshake() -> None:
         "ec_point_formats": (),
         "signature_algorithms": (),
         "sslv2_format": True,
+        # The challenge, padded with leading zeros (RFC 2246 E.1).
+        "random": b"\0" * 16 + b"\x5a" * 16,
     }
     assert parser.outcome is Outcome.COMPLETED
 

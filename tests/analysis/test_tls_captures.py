@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -460,6 +461,115 @@ def test_sessions_a_keylog_has_no_secrets_for_are_counted(
     plain = str(PCAPS / "auth.pcap")
     assert main(["read", plain, "--tls-keylog", keylog, "-q"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def _cut_after_the_handshake(capture: Path, target: Path) -> str:
+    """``capture`` (one TLS session) cut after the packet that completes its
+    handshake, the client's Finished: no application data follows it."""
+    raw = capture.read_bytes()
+    end = 24
+    while end < len(raw):
+        end += 16 + struct.unpack_from("<I", raw, end + 8)[0]
+        target.write_bytes(raw[:end])
+        if read_captures(target).sessions["tls_handshake"].tolist() == ["completed"]:
+            return str(target)
+    raise AssertionError(f"{capture}: its handshake never completes")
+
+
+def test_a_capture_cut_short_after_the_handshake_does_not_blame_the_keylog(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Found in review: a capture ending after the client's Finished was
+    # "holds no secrets ... written by another run?", where the same key log
+    # decrypts the whole capture. A session is decrypted once application
+    # data is; the key log's client randoms say whose secrets it holds.
+    needs_tshark()
+    cut = _cut_after_the_handshake(PCAPS / "starttls.pcap", tmp_path / "cut.pcap")
+    keylog = str(PCAPS / "starttls.keylog")
+    assert main(["read", cut, "--tls-keylog", keylog, "-q"]) == 0
+    assert capsys.readouterr().err == (
+        f"smtpscope: warning: the TLS session was not decrypted: {keylog} holds "
+        "its secrets, but no application data followed its handshake (a capture "
+        "cut short?)\n"
+    )
+    # Beside a session it has no secrets for, and one it decrypts.
+    tls12 = str(PCAPS / "starttls-tls12.pcap")
+    assert main(["read", cut, tls12, "--tls-keylog", keylog, "-q"]) == 0
+    assert capsys.readouterr().err == (
+        f"smtpscope: warning: none of the 2 TLS sessions was decrypted: {keylog} "
+        "holds no secrets for 1, and for 1 no application data followed its "
+        "handshake (a capture cut short?)\n"
+    )
+    both = tmp_path / "both.keylog"
+    both.write_bytes(
+        (PCAPS / "starttls.keylog").read_bytes()
+        + (PCAPS / "starttls-tls12.keylog").read_bytes()
+    )
+    assert main(["read", cut, tls12, "--tls-keylog", str(both), "-q"]) == 0
+    assert capsys.readouterr().err == (
+        f"smtpscope: note: 1 of 2 TLS sessions was not decrypted: {both} holds "
+        "its secrets, but no application data followed its handshake (a capture "
+        "cut short?)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("completed", "decrypted", "keyed", "said"),
+    [
+        (1, 0, 0, "warning: K holds no secrets for the TLS session, so it was not "
+         "decrypted (a key log written by another run of the client or server?)"),
+        (2, 0, 0, "warning: K holds no secrets for any of the 2 TLS sessions, so "
+         "none was decrypted (a key log written by another run of the client or "
+         "server?)"),
+        (3, 1, 0, "note: 2 of 3 TLS sessions were not decrypted: K holds no "
+         "secrets for them"),
+        (1, 0, 1, "warning: the TLS session was not decrypted: K holds its "
+         "secrets, but no application data followed its handshake (a capture "
+         "cut short?)"),
+        (2, 0, 2, "warning: none of the 2 TLS sessions was decrypted: K holds "
+         "their secrets, but no application data followed their handshakes (a "
+         "capture cut short?)"),
+        (5, 0, 2, "warning: none of the 5 TLS sessions was decrypted: K holds no "
+         "secrets for 3, and for 2 no application data followed their handshakes "
+         "(a capture cut short?)"),
+        (4, 1, 3, "note: 3 of 4 TLS sessions were not decrypted: K holds their "
+         "secrets, but no application data followed their handshakes (a capture "
+         "cut short?)"),
+        (4, 2, 1, "note: 2 of 4 TLS sessions were not decrypted: K holds no "
+         "secrets for 1, and for 1 no application data followed its handshake (a "
+         "capture cut short?)"),
+    ],
+)  # fmt: skip
+def test_what_is_said_of_sessions_a_keylog_did_not_decrypt(
+    completed: int, decrypted: int, keyed: int, said: str, tmp_path: Path
+) -> None:
+    # "Another run" only where the key log holds no secrets for any session
+    # it did not decrypt: one with some is of this run.
+    from analysis.cli import _undecrypted_note
+    from analysis.pipeline import RunStats
+
+    keylog = tmp_path / "K"
+    keylog.write_bytes((PCAPS / "starttls.keylog").read_bytes())
+    stats = RunStats(tls_completed=completed, tls_decrypted=decrypted, tls_keyed=keyed)
+    assert _undecrypted_note(stats, str(keylog)) == said.replace("K", str(keylog))
+
+
+def test_the_client_randoms_of_a_keylog(tmp_path: Path) -> None:
+    random = bytes(range(32))
+    text = (
+        "# TLS secrets log file\n"
+        f"CLIENT_RANDOM {random.hex()} {'ab' * 48}\n"
+        f"  SERVER_TRAFFIC_SECRET_0 {'11' * 32} {'cd' * 32}\r\n"
+        f"RSA {'22' * 8} {'ef' * 48}\n"  # names a premaster secret, no random
+        f"EXPORTER_SECRET {'33' * 32} {'01' * 32}\n"  # decrypts nothing
+        f"CLIENT_RANDOM {'zz' * 32} {'ab' * 48}\n"  # not hex
+        f"CLIENT_RANDOM {'44' * 16} {'ab' * 48}\n"  # too short
+        f"CLIENT_RANDOM {'55' * 32}\n"  # no secret
+    )
+    path = tmp_path / "sslkeys.log"
+    assert decrypt.keylog_client_randoms(str(path)) == frozenset()  # missing
+    path.write_text(text)
+    assert decrypt.keylog_client_randoms(str(path)) == {random, b"\x11" * 32}
 
 
 def test_keylog_without_tshark_says_how_to_install(
