@@ -556,6 +556,8 @@ def _run_read(args: argparse.Namespace) -> int:
         _error(forgotten_warning(end.forgotten))
     if stats.rewinds:
         _error(_rewinds_note(stats.rewinds, len(readable)))
+    if stats.clock_outliers:
+        _error(clock_outliers_note(stats.clock_outliers))
     if args.tls_keylog is not None and stats.tls_decrypted < stats.tls_completed:
         _error(_undecrypted_note(stats, args.tls_keylog))
     if spool.repeated:
@@ -603,6 +605,23 @@ def _rewinds_note(rewinds: list[str], captures: int) -> str:
         f"{'overlap' if many else 'overlaps'} in time the ones read before "
         f"{'them' if many else 'it'}, so {'each' if many else 'it'} was read as "
         "another recording, with connections of its own"
+    )
+
+
+def clock_outliers_note(outliers: int) -> str:
+    """What to say of packets stamped well ahead of the packets after them.
+
+    A damaged timestamp, or a clock that stepped forward and back: each was
+    read at its connection's time rather than taken for a jump in time,
+    which closes every open connection as idle (Reassembler._hold_ahead).
+    """
+    one = outliers == 1
+    packets = "1 packet was" if one else f"{outliers:,} packets were"
+    return (
+        f"note: {packets} stamped well ahead of the packets after "
+        f"{'it' if one else 'them'} (a damaged timestamp, or a clock that "
+        f"stepped forward and back), so {'it was' if one else 'they were'} "
+        "not taken for a jump in time that closes the open connections as idle"
     )
 
 

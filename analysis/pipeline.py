@@ -75,6 +75,9 @@ class RunStats:
     evicted: int = 0
     # Captures that began before those read before them had reached.
     rewinds: list[str] = field(default_factory=list)
+    # Packets stamped well ahead of the packets after them, read at their
+    # connection's time (ReassemblyStats.clock_outliers).
+    clock_outliers: int = 0
     # Connections opened from an SMTP port to another (backscatter of SYNs
     # sent with a server's address): followed, but no sessions.
     handshakes_from_smtp_ports: int = 0
@@ -161,6 +164,7 @@ def analyze(
         run.evicted += source.reassembly.evicted
         run.handshakes_from_smtp_ports += source.reassembly.handshakes_from_smtp_ports
         run.rewinds.extend(source.rewinds)
+        run.clock_outliers += source.reassembly.clock_outliers
         run.errors.extend(str(error) for error in source.errors)
         run.unread.extend(source.unread)
 

@@ -76,6 +76,7 @@ _SEQ_HALF: Final = 1 << 31
 _NS_PER_S: Final = 1_000_000_000
 _DIRECTIONS: Final = (Direction.CLIENT, Direction.SERVER)
 _NEVER_SWEPT: Final = -(1 << 63)
+_NEVER_DUE: Final = 1 << 63
 
 # A held-back piece of stream: (start, end, bytes), or bytes None for a
 # range the capture is known to lack (a segment the snap length cut short).
@@ -99,6 +100,10 @@ class ReassemblyStats:
     # Connections whose handshake put the client on an SMTP port and the
     # server on another: followed, no SMTP session (see Reassembler._start).
     handshakes_from_smtp_ports: int = 0
+    # Packets stamped a sweep interval or more ahead of the capture's clock
+    # whose next packet was not: read as outliers, at their connection's
+    # time (see Reassembler._hold_ahead).
+    clock_outliers: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -588,6 +593,14 @@ class Reassembler:
     every reason (``finish`` given a time excepted): an idle close is
     decided a timeout later, and a reuse at the new SYN, but neither saw
     anything of the connection after its last packet.
+
+    Capture time is not taken on one packet's word: one stamped in the past
+    does not take the clock back unless the traffic behind goes on (see
+    ``_tick``), and one stamped a sweep interval or more ahead is held back
+    until the packet after it shows whether time jumped (``_hold_ahead``).
+    ``feed`` then returns nothing for it, and its events come with the next
+    call that returns any (``feed``, ``finish``, ``expire``, the start of a
+    capture).
     """
 
     def __init__(
@@ -626,6 +639,14 @@ class Reassembler:
         self._behind = _NEVER_SWEPT
         # The first packet that came so far behind since the last sweep.
         self._behind_since = _NEVER_SWEPT
+        # A packet a sweep interval or more past the next sweep, held back
+        # until the packet after it shows whether time jumped or only its
+        # stamp did (see _hold_ahead): its time and segment. While one is held,
+        # _next_sweep makes the next packet tick, and _due keeps the sweep
+        # due before it came.
+        self._ahead: int | None = None
+        self._ahead_seg: Segment | None = None
+        self._due = _NEVER_SWEPT
         self._capture_start = False  # see start_capture
         self._next_id = 0
         # Both orientations of each 4-tuple, to the flow and the direction
@@ -651,8 +672,10 @@ class Reassembler:
         ``capture.decode.compact`` turns a TcpSegment into a Segment.
         """
         events: list[StreamEvent] = []
-        if ts >= self._next_sweep or ts < self._behind:
-            self._tick(ts, events)
+        if (ts >= self._next_sweep or ts < self._behind) and self._tick(
+            ts, seg, events
+        ):
+            return events  # held back, the time it is stamped with in doubt
 
         key, seq, ack, flags, payload, missing = seg
         found = self._flows.get(key)
@@ -909,21 +932,58 @@ class Reassembler:
         A reader given only some of them (a -j worker) learns ``first`` and
         ``latest`` from the others, so that it judges as a reader of all
         would; ``feed`` then makes no check of its own.
+
+        A packet held back as the last one read (see ``_hold_ahead``) is judged by
+        ``first``, the packet after it (``next_segment_at``), before
+        ``latest`` is. A first segment a sweep interval or more past the next
+        sweep is held back as any other: the clock does not count from it
+        before the packet after it shows that time did jump.
         """
         events: list[StreamEvent] = []
         self._capture_start = False
+        if self._ahead is not None:
+            self._release_ahead(first, events)
+        every = self._sweep_every
         if latest is not None and first < latest - _REWIND_SLACK_NS:
-            events = self.finish()
+            events += self.finish()
             self.stats.rewinds += 1
+        elif self._swept_to != _NEVER_SWEPT and first >= self._swept_to + 2 * every:
+            # Found in review: one segment stamped an hour ahead, the first
+            # of a rotated file, swept there, and every connection of the
+            # files before it closed as idle. The sweeps go on from the
+            # clock (all readers', for a -j worker: see clock), and the
+            # segment is held back when it is fed.
+            self._next_sweep = self._swept_to + every
+            self._fresh_since = self._next_sweep - self._idle_ns
+            return events
         # The segment at ``first`` sweeps at its point of the grid, in a
         # reader of all connections: readers of some count their clock from
         # there too, so the latest of theirs is that one's (see clock).
         self._next_sweep = _NEVER_SWEPT
-        self._swept_to = first - first % self._sweep_every
+        self._swept_to = first - first % every
         return events
 
     def _new_capture(self, ts: int, events: list[StreamEvent]) -> None:
+        events.extend(self.next_segment_at(ts))  # before reached is read
         events.extend(self.new_capture(ts, self.reached))
+
+    def next_segment_at(self, ts: int) -> list[StreamEvent]:
+        """The next segment a reader of all connections feeds comes at
+        ``ts``: a packet held back (see ``_hold_ahead``) is judged by it, as that
+        segment would judge it.
+
+        At the start of a capture: the last packet of the captures before,
+        stamped ahead, is an outlier if the next capture goes on from well
+        before it (found in review: one such packet, the last of a rotated
+        file, was the latest packet read, and every file after it was
+        read as another recording). A -j worker learns ``ts`` from the
+        capture (capture.source._capture_boundary) and judges its own held
+        packet so before the workers agree on the clock.
+        """
+        events: list[StreamEvent] = []
+        if self._ahead is not None:
+            self._release_ahead(ts, events)
+        return events
 
     def finish(
         self,
@@ -940,8 +1000,15 @@ class Reassembler:
         run, when other readers shared its connections out (``-j N``). Where
         it is ahead of this one's, the connections a reader of all of them
         would have found idle by then are closed as IDLE first.
+
+        A packet held back as the last one read (see ``_hold_ahead``), with none
+        after it to judge it by, is taken for the time first, as it was
+        before packets were held back: connections idle by a pause before it
+        close as IDLE, not at the end of the capture.
         """
         events: list[StreamEvent] = []
+        if self._ahead is not None:
+            self._settle_ahead(events)
         if clock is not None and clock >= self._next_sweep:
             self._sweep(clock, events)
         for flow in list(self._open.values()):
@@ -964,7 +1031,15 @@ class Reassembler:
         one of another, earlier recording would otherwise be judged by the
         other recording's time. Likewise from a packet more than an idle
         timeout before it, within a capture (see feed).
+
+        With a packet held back as the last one read (see ``_hold_ahead``), its
+        point of the grid: ``finish`` takes it for the time and sweeps
+        there, and readers of the other connections must sweep there too.
+        (At the start of a capture it is judged first: ``next_segment_at``.)
         """
+        ahead = self._ahead
+        if ahead is not None:
+            return max(self._swept_to, ahead - ahead % self._sweep_every)
         return self._swept_to
 
     def expire(self, now: int) -> list[StreamEvent]:
@@ -974,8 +1049,13 @@ class Reassembler:
         would wait for the next packet of any connection to be closed. A
         -j worker calls it with the clock of all workers, for what a reader
         of all connections had closed by then.
+
+        A packet held back (see ``_hold_ahead``) is judged by ``now`` first, as by
+        a packet at that time.
         """
         events: list[StreamEvent] = []
+        if self._ahead is not None:
+            self._release_ahead(now, events)
         self._sweep(now, events)
         return events
 
@@ -1135,12 +1215,19 @@ class Reassembler:
         if not forget:
             (self._closed_attempts if silent else self._closed).append(flow)
 
-    def _tick(self, ts: int, events: list[StreamEvent]) -> None:
+    def _tick(self, ts: int, seg: Segment, events: list[StreamEvent]) -> bool:
         """A packet at or past the next sweep, or before the last one by more
-        than an idle timeout (see _clock_back)."""
+        than an idle timeout (see _clock_back), or the one after a packet
+        held back (see _hold_ahead). True when it is held back itself."""
+        every = self._sweep_every
         if self._capture_start:
             self._new_capture(ts, events)
-        elif ts < self._next_sweep:
+        elif self._ahead is not None:
+            self._release_ahead(ts, events)
+        next_sweep = self._next_sweep
+        if ts < next_sweep:
+            if ts >= self._behind:
+                return False  # the packet after one held back: nothing due
             # Only once the traffic behind has gone on for a sweep interval,
             # with no sweep between: one packet stamped in the past, in
             # traffic that goes on as before, took the clock back, and the
@@ -1153,14 +1240,94 @@ class Reassembler:
             first = self._behind_since
             if first == _NEVER_SWEPT:
                 self._behind_since = ts
-                return
-            if ts < first + self._sweep_every:
-                return
+                return False
+            if ts < first + every:
+                return False
             self._clock_back(ts)
+        elif next_sweep != _NEVER_SWEPT and ts >= next_sweep + every:
+            self._hold_ahead(ts, seg)
+            return True
         # At a point of a fixed grid, not at this packet's time: a reader
         # given only some of the connections (a -j worker) then sweeps at
         # the same times as one given all, only later.
-        self._sweep(ts - ts % self._sweep_every, events)
+        self._sweep(ts - ts % every, events)
+        return False
+
+    def _hold_ahead(self, ts: int, seg: Segment) -> None:
+        """Hold back a packet a sweep interval or more past the next sweep
+        until the packet after it shows whether time jumped (a pause in the
+        traffic) or only this packet's stamp did (an outlier: a damaged
+        timestamp, a clock that stepped and stepped back).
+
+        Found in review: one packet stamped 600 s or more ahead swept there
+        and closed every open connection as idle; their next packets made
+        sessions caught mid-stream, message lines read as commands, and a
+        -j worker that did not see it kept its connections. Judged by the
+        packet after it (``_release_ahead``): that one at or past this one's time,
+        less a sweep interval, shows the traffic going on after a pause,
+        and this one is swept at and fed exactly as before it was held;
+        well before it, this one is an outlier, fed at its connection's time
+        and counted (``stats.clock_outliers``). Two outliers in a row look
+        like a pause and are taken for one. The next capture's first segment
+        judges it as the packet after it (``next_segment_at``), a timer by
+        its own clock (``expire``); at the end ``finish`` takes it for the
+        time, as before packets were held back.
+
+        Its events come with the next packet's: consumers go by the times
+        the events carry, not by the call that returns them.
+        """
+        self._ahead = ts
+        self._ahead_seg = seg
+        self._due = self._next_sweep
+        self._next_sweep = _NEVER_SWEPT  # the next packet ticks
+
+    def _release_ahead(self, now: int, events: list[StreamEvent]) -> None:
+        """Judge and feed the packet held back (see _hold_ahead) by ``now``: the
+        time of the packet after it (the next capture's first, for
+        next_segment_at), or of a timer (expire)."""
+        ahead, seg = self._ahead, self._ahead_seg
+        assert ahead is not None and seg is not None
+        self._ahead = self._ahead_seg = None
+        self._next_sweep = self._due
+        if now >= ahead - self._sweep_every:
+            # Time did jump: swept at and fed as before it was held, so that
+            # a pause in the traffic closes exactly what it closed.
+            self._sweep(ahead - ahead % self._sweep_every, events)
+            events += self.feed(ahead, seg)
+            return
+        self.stats.clock_outliers += 1
+        # At its connection's time: its last packet, or, closed, when it
+        # was closed (its 4-tuple is remembered from then), so that the
+        # packet joins it as at its real time, in every reader of it.
+        # Otherwise (its connection's first) at its own: nothing to go by.
+        found = self._flows.get(seg[0])
+        at = ahead
+        if found is not None:
+            flow = found[0]
+            if flow.closed:
+                wait = self._attempt_ns if flow.silent else self._idle_ns
+                at = min(ahead, flow.forget_at - wait)
+            else:
+                at = min(ahead, flow.conn.last_ts)
+        closed = (len(self._closed), len(self._closed_attempts))
+        # Fed without a tick: the sweeps stay due where they were.
+        next_sweep, behind = self._next_sweep, self._behind
+        self._next_sweep, self._behind = _NEVER_DUE, _NEVER_SWEPT
+        try:
+            events += self.feed(at, seg)
+        finally:
+            self._next_sweep, self._behind = next_sweep, behind
+        # A connection it opened and closed at its own time would be
+        # remembered from then, and keep _sweep from forgetting the ones
+        # closed after it.
+        self._remember_from(now, closed)
+
+    def _settle_ahead(self, events: list[StreamEvent]) -> None:
+        """Take the packet held back (see _hold_ahead) for the time, with no packet
+        after it to judge it by."""
+        ahead = self._ahead
+        assert ahead is not None
+        self._release_ahead(ahead, events)
 
     def _clock_back(self, ts: int) -> None:
         """Traffic more than an idle timeout before the last sweep, for a
@@ -1173,15 +1340,20 @@ class Reassembler:
         less only delays the sweeps by as much.
         """
         self._swept_to = _NEVER_SWEPT  # the sweep about to be made sets it
-        for closed, wait in (
-            (self._closed, self._idle_ns),
-            (self._closed_attempts, self._attempt_ns),
+        self._remember_from(ts)
+
+    def _remember_from(self, ts: int, since: tuple[int, int] = (0, 0)) -> None:
+        """Closed 4-tuples remembered past an idle timeout from ``ts``, as only
+        a close while the clock was ahead leaves them, are remembered as long
+        from ``ts`` instead: remembered until then, each would stop _sweep's
+        forgetting, in closing order, for good. ``since``: how many flows of
+        ``_closed`` and ``_closed_attempts`` to pass over, the first."""
+        for closed, wait, start in (
+            (self._closed, self._idle_ns, since[0]),
+            (self._closed_attempts, self._attempt_ns, since[1]),
         ):
-            for flow in closed:
+            for flow in itertools.islice(reversed(closed), max(len(closed) - start, 0)):
                 if flow.forget_at > ts + self._idle_ns + wait:
-                    # Closed while the clock was ahead: remembered until then,
-                    # it would stop _sweep's forgetting, in closing order, for
-                    # good. Remembered as long from here.
                     flow.forget_at = ts + wait
 
     def _timeout(self, flow: _Flow) -> int:

@@ -274,8 +274,13 @@ def _capture_boundary(
     first = first_segment_time(path, ports, large)
     if first is None:
         return []
+    # A packet this reader holds back, the last it read (stamped ahead:
+    # Reassembler._hold_ahead), is judged by that segment as in a reader of all,
+    # before the clock it may stand for is told.
+    events = reassembler.next_segment_at(first)
     latest_clock = clock(f"capture {number} clock", reassembler.clock)
-    events = reassembler.expire(latest_clock) if latest_clock is not None else []
+    if latest_clock is not None:
+        events += reassembler.expire(latest_clock)
     latest = clock(f"capture {number} open", reassembler.reached)
     events += reassembler.new_capture(first, latest)
     return events

@@ -66,6 +66,13 @@ def other(t: int) -> tuple[int, TcpSegment]:
     return t, to_client(("10.9.9.9", 50000), 1, b"x")
 
 
+def resumed(t: int) -> list[tuple[int, TcpSegment]]:
+    """Traffic that goes on at ``t`` after a pause: two packets of an
+    unrelated connection. One alone is held back until the packet after it
+    shows that time went on (see Reassembler._hold_ahead)."""
+    return [other(t), other(t + 1)]
+
+
 PSH_RST = 0x08 | RST
 
 
@@ -86,7 +93,7 @@ def test_an_unanswered_syn_is_closed_after_the_attempt_timeout() -> None:
     # closed as idle a minute after its last SYN and stamped with it.
     r = Reassembler(PORTS)
     retries = [(t * S, seg(CLIENT, C_ISN, flags=SYN)) for t in (0, 1, 3, 7, 15, 31)]
-    events = feed_all([*retries, other(100 * S)], r, finish=False)
+    events = feed_all([*retries, *resumed(100 * S)], r, finish=False)
     assert closes(events) == [(0, CloseReason.IDLE, 31 * S)]
     closed = next(e for e in events if isinstance(e, StreamClosed))
     assert closed.conn.packets == [6, 0]
@@ -283,23 +290,24 @@ def test_a_refused_attempt_is_remembered_for_the_attempt_timeout_only() -> None:
             (0, seg(CLIENT, C_ISN, flags=SYN)),
             (1, seg(SERVER, 0, ack=C_ISN + 1, flags=RST | ACK)),
             (30 * S, seg(SERVER, 0, ack=C_ISN + 1, flags=RST | ACK)),  # late
+            other(30 * S + 1),
         ],
         r,
         finish=False,
     )
     assert closes(events) == [(0, CloseReason.RST, 1)]
     assert r.stats.packets_after_close == 1
-    assert remembered(r) == [(*CLIENT, *SERVER)]
+    assert remembered(r) == [(*CLIENT, *SERVER), ("10.9.9.9", 50000, *SERVER)]
     # A minute after the RST its 4-tuple is forgotten: a closed connection
     # costs memory too, and a flood closes thousands a second.
-    feed_all([other(70 * S)], r, finish=False)
+    feed_all(resumed(70 * S), r, finish=False)
     assert remembered(r) == [("10.9.9.9", 50000, *SERVER)]
 
 
 def test_a_closed_connection_is_remembered_for_the_idle_timeout() -> None:
     r = Reassembler(PORTS)
     feed_all(
-        [*handshake(), (5, c(0, b"x", flags=PSH_RST)), other(70 * S)],
+        [*handshake(), (5, c(0, b"x", flags=PSH_RST)), *resumed(70 * S)],
         r,
         finish=False,
     )
@@ -409,7 +417,7 @@ def test_only_an_ack_of_the_synack_completes_the_handshake(
             (0, seg(CLIENT, C_ISN, flags=SYN)),
             (1, seg(SERVER, S_ISN, ack=C_ISN + 1, flags=SYN | ACK)),
             (2, seg(CLIENT, C_ISN + 1, ack=ack, flags=ACK)),
-            other(100 * S),
+            *resumed(100 * S),
         ],
         r,
         finish=False,
@@ -518,7 +526,7 @@ def test_bytes_in_a_syn_do_not_prove_a_connection() -> None:
     # idle timeout, ten minutes, a flood of them past every other limit.
     r = Reassembler(PORTS)
     events = feed_all(
-        [(0, seg(CLIENT, C_ISN, b"EHLO x\r\n", flags=SYN)), other(100 * S)],
+        [(0, seg(CLIENT, C_ISN, b"EHLO x\r\n", flags=SYN)), *resumed(100 * S)],
         r,
         finish=False,
     )

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capture.decode import ACK, FIN, RST, SYN, TcpSegment, compact
+from capture.decode import ACK, FIN, RST, SYN, Segment, TcpSegment, compact
+from capture.reassembly import _NEVER_SWEPT as NEVER
 from capture.reassembly import Reassembler
 from capture.stream import (
     CloseReason,
@@ -661,7 +662,10 @@ def test_idle_timeout() -> None:
         [
             *handshake(),
             (5 * S, c(0, b"abc")),
+            # After a pause: swept at once the packet after it shows that
+            # time went on (see Reassembler._hold_ahead).
             (100 * S, seg(other, 1, b"x", ack=1)),
+            (100 * S + 1, seg(other, 2, b"y", ack=1)),
         ],
         r,
         finish=False,
@@ -670,7 +674,7 @@ def test_idle_timeout() -> None:
     assert closes(events) == [(0, CloseReason.IDLE, 5 * S)]
     idle_close = next(e for e in events if isinstance(e, StreamClosed))
     # The idle close comes before the other connection's events.
-    assert events.index(idle_close) < len(events) - 2
+    assert events.index(idle_close) < len(events) - 3
 
 
 def test_idle_tuple_starts_a_new_connection() -> None:
@@ -693,6 +697,7 @@ def test_idle_close_remembers_the_tuple_from_the_timeout_on() -> None:
             (5 * S, c(0, b"abc")),
             (16 * S, seg(other, 1, b"x", ack=1)),
             (20 * S, c(3, b"def")),
+            (21 * S, seg(other, 2, b"y", ack=1)),  # time went on (_hold_ahead)
         ],
         r,
         finish=False,
@@ -989,9 +994,13 @@ def test_a_held_syn_ack_is_let_go_after_an_idle_timeout() -> None:
     )
     [flow] = r._open.values()
     assert flow.synacks is not None and len(flow.synacks) == 2
-    feed_all([(20 + 601 * S, c(6, b"ghi"))], r, finish=False)
+    # Each after a pause, so with a packet after it (see Reassembler._hold_ahead).
+    feed_all(
+        [(20 + 601 * S, c(6, b"ghi")), (21 + 601 * S, c(9, b"jkl"))], r, finish=False
+    )
     assert flow.synacks is not None and len(flow.synacks) == 1
-    feed_all([(300 * S + 601 * S, c(9, b"jkl"))], r, finish=False)
+    later = 300 * S + 601 * S
+    feed_all([(later, c(12, b"mno")), (later + 1, c(15, b"pqr"))], r, finish=False)
     assert flow.synacks is None and flow.steady
     assert r.open_connections == 1
 
@@ -1322,6 +1331,10 @@ def test_the_clock_counts_from_the_latest_captures_first_segment() -> None:
     assert r.clock == 97_500_000_000
     r.start_capture()
     assert r.new_capture(400 * S, r.latest_open) == []  # it goes on
+    # After a pause: from it once the packet after it shows that time went
+    # on (see Reassembler._hold_ahead), not before.
+    assert r.clock == 97_500_000_000
+    feed_all([(400 * S, c(8, b"QUIT\r\n")), (400 * S + 1, c(14))], r, finish=False)
     assert r.clock == 397_500_000_000
 
 
@@ -1336,13 +1349,18 @@ def test_sweeps_go_on_after_a_packet_far_in_the_future() -> None:
     # Found in review: one packet stamped 50 years ahead moved the next idle
     # sweep 50 years on, and no later packet reached it: closed 4-tuples
     # were never forgotten nor idle connections closed. Sweeps every 1.25 s.
+    # One packet alone so far ahead is read as an outlier now (see
+    # test_one_packet_far_ahead_leaves_the_clock_where_it_was); two in a
+    # row look like traffic going on after a pause, and move the clock.
     r = Reassembler(PORTS, idle_timeout_s=10)
     far = 50 * 365 * 86400 * S
     d, b, e = ("10.0.0.3", 40001), ("10.0.0.4", 40002), ("10.0.0.5", 40003)
+    stray = ("10.9.9.9", 999)
     events = feed_all(
         [
             (S // 10, to_server(d, 0, b"EHLO d\r\n")),  # 0: open at the stray
-            (far + S // 5, to_server(("10.9.9.9", 999), 0, b"x")),  # 1: the stray
+            (far + S // 5, to_server(stray, 0, b"x")),  # 1: the stray
+            (far + S // 5 + 1, to_server(stray, 1, b"y")),
             *handshake(3 * S // 10),  # 2: behind; the clock comes back at 2 s
             (S // 2, c(0, b"QUIT\r\n", flags=PSH_ACK | RST)),
             (2 * S, to_server(b, 0, b"EHLO b\r\n")),  # 3: then silent
@@ -1373,10 +1391,11 @@ def test_sweeps_go_on_after_a_packet_far_in_the_future() -> None:
     # stray's connection is never idle by later packets, so stays open.
     assert closes(events) == [
         (3, CloseReason.IDLE, 2 * S),
-        (1, CloseReason.END_OF_CAPTURE, far + S // 5),
+        (1, CloseReason.END_OF_CAPTURE, far + S // 5 + 1),
         (4, CloseReason.END_OF_CAPTURE, 13 * S),
         (5, CloseReason.END_OF_CAPTURE, 4 * S),
     ]
+    assert r.stats.clock_outliers == 0
 
 
 def test_two_interleaved_clocks_do_not_sweep_at_every_packet() -> None:
@@ -1384,9 +1403,10 @@ def test_two_interleaved_clocks_do_not_sweep_at_every_packet() -> None:
     # clocks an hour apart each took the clock back, or forward past the
     # next sweep, and so each swept every open connection: 40,000 packets
     # over 5,000 connections took 11.9 s, not 1.0. The traffic behind must
-    # go on for a sweep interval (1.25 s here) with no sweep between, and
-    # the later clock's sweeps come first: it sweeps as before clocks were
-    # taken back at all.
+    # go on for a sweep interval (1.25 s here) with no sweep between. The
+    # later clock's packets are each held back and read as outliers (the
+    # next packet is an hour behind), at their connection's time: the
+    # earlier clock sweeps alone, as if the later one were not there.
     swept: list[int] = []
 
     class Counting(Reassembler):
@@ -1406,14 +1426,13 @@ def test_two_interleaved_clocks_do_not_sweep_at_every_packet() -> None:
         )
     ]
     events = feed_all(rounds, r, finish=False)
-    assert swept == [0, hour, hour + 5 * S // 4, hour + 5 * S // 2, hour + 15 * S // 4]
-    # The later clock's sweeps find the earlier one's connection idle.
-    assert closes(events) == [
-        (0, CloseReason.IDLE, S),
-        (2, CloseReason.IDLE, 23 * S // 10),
-        (3, CloseReason.IDLE, 35 * S // 10),
-        (4, CloseReason.IDLE, 48 * S // 10),
-    ]
+    assert swept == [0, 5 * S // 4, 5 * S // 2, 15 * S // 4]
+    assert closes(events) == []
+    # The last is still held back: nothing came after it.
+    assert r.stats.clock_outliers == 39
+    data = [(e.conn.client_ip, e.ts) for e in events if isinstance(e, StreamData)]
+    assert data[-2:] == [(late[0], hour), (early[0], S + 39 * S // 10)]
+    assert {ts for ip, ts in data if ip == late[0]} == {hour}
 
 
 def test_one_packet_stamped_in_the_past_does_not_take_the_clock_back() -> None:
@@ -1475,6 +1494,314 @@ def test_a_connection_closed_far_in_the_future_is_forgotten_after_all() -> None:
     # and the RST's, closed after it, with it. Both go at the sweep at
     # 13.75 s (the packet at 14 s).
     assert remembered == [*[[CLIENT[0], stray[0]]] * 11, []]
+
+
+# -- packets stamped ahead of the traffic --------------------------------
+
+X, Y, Z = ("10.0.0.3", 40001), ("10.0.0.4", 40002), ("10.0.0.5", 40003)
+
+
+def talk(who: tuple[str, int], times: Sequence[int]) -> list[tuple[int, TcpSegment]]:
+    """``who`` sends a NOOP to SERVER at each of ``times``, in seconds."""
+    return [(t * S, to_server(who, 6 * n, b"NOOP\r\n")) for n, t in enumerate(times)]
+
+
+def seen(events: Sequence[StreamEvent]) -> list[tuple[object, ...]]:
+    """The events as plain tuples: what they are, of which connection, when."""
+    out: list[tuple[object, ...]] = []
+    for e in events:
+        if isinstance(e, StreamData):
+            out.append(("data", e.conn.conn_id, e.data, e.ts))
+        elif isinstance(e, StreamClosed):
+            out.append(("closed", e.conn.conn_id, e.reason, e.ts))
+        elif isinstance(e, StreamOpened):
+            out.append(("opened", e.conn.conn_id, e.conn.client_ip))
+        else:
+            out.append((type(e).__name__, e.conn.conn_id, e.ts))
+    return out
+
+
+def stamped(
+    packets: list[tuple[int, TcpSegment]], when: int, ahead: int
+) -> list[tuple[int, TcpSegment]]:
+    """``packets`` with the one at ``when`` stamped ``ahead`` later."""
+    return [(ts + ahead if ts == when else ts, p) for ts, p in packets]
+
+
+@pytest.mark.parametrize("ahead", [599, 600, 3600])
+def test_one_packet_far_ahead_leaves_the_clock_where_it_was(ahead: int) -> None:
+    # Found in review: one packet stamped 600 s or more ahead (599 s closed
+    # some already) swept there and closed every open connection as idle;
+    # their next packets began sessions caught mid-stream, and a -j worker
+    # that did not see it kept its connections. Held back until the packet
+    # after it, 600 s behind, it is an outlier: read at its connection's
+    # time, Y's line before it (33 s). All else is as without it.
+    clean = sorted(
+        [
+            *talk(X, range(0, 100, 10)),
+            *talk(Y, range(3, 100, 10)),
+            *talk(Z, [5, 50, 95]),
+        ]
+    )
+    plain = Reassembler(PORTS)
+    expected = seen(feed_all(clean, plain))
+    r = Reassembler(PORTS)
+    events = seen(feed_all(stamped(clean, 43 * S, ahead * S), r))
+    at = expected.index(("data", 1, b"NOOP\r\n", 43 * S))
+    expected[at] = ("data", 1, b"NOOP\r\n", 33 * S)
+    assert events == expected
+    assert [e for e in expected if e[0] == "closed"] == [
+        ("closed", 0, CloseReason.END_OF_CAPTURE, 90 * S),
+        ("closed", 1, CloseReason.END_OF_CAPTURE, 93 * S),
+        ("closed", 2, CloseReason.END_OF_CAPTURE, 95 * S),
+    ]
+    assert (r.stats.clock_outliers, plain.stats.clock_outliers) == (1, 0)
+    assert r.clock == plain.clock == 90 * S
+
+
+def test_a_late_packet_far_ahead_is_late_all_the_same() -> None:
+    # Read at the last moment its closed connection's 4-tuple is remembered:
+    # a late packet of it, as it was, not the start of another connection.
+    q = [
+        (S, to_server(X, 0, b"QUIT\r\n")._replace(flags=RST | ACK)),
+        *talk(Y, range(2, 30, 3)),
+    ]
+    late = (19 * S, to_server(X, 6, b"x")._replace(flags=ACK))
+    clean = sorted([*q, late])
+    plain = Reassembler(PORTS)
+    expected = seen(feed_all(clean, plain))
+    r = Reassembler(PORTS)
+    assert seen(feed_all(stamped(clean, 19 * S, 3600 * S), r)) == expected
+    assert r.stats.packets_after_close == plain.stats.packets_after_close == 1
+    assert r.stats.clock_outliers == 1
+
+
+def test_traffic_going_on_after_a_pause_closes_idle_connections_as_before() -> None:
+    # A pause looks like a packet stamped ahead until the packet after it:
+    # then it is swept at as before it was held back, the idle connections
+    # closed at their last packets, in opening order, before its events.
+    r = Reassembler(PORTS)
+    feed_all(sorted([*talk(X, [0, 10]), *talk(Y, [5, 15])]), r, finish=False)
+    assert r.feed(3601 * S, compact(to_server(Z, 0, b"EHLO z\r\n"))) == []
+    assert r.clock == 3600 * S  # where finish or the next capture would sweep
+    events = r.feed(3602 * S, compact(to_server(Z, 8, b"NOOP\r\n")))
+    assert seen(events) == [
+        ("closed", 0, CloseReason.IDLE, 10 * S),
+        ("closed", 1, CloseReason.IDLE, 15 * S),
+        ("opened", 2, Z[0]),
+        ("data", 2, b"EHLO z\r\n", 3601 * S),
+        ("data", 2, b"NOOP\r\n", 3602 * S),
+    ]
+    assert r.stats.clock_outliers == 0
+    assert r.clock == 3600 * S
+
+
+def test_a_capture_ending_with_one_packet_after_a_pause_closes_the_rest_as_idle() -> (
+    None
+):
+    # Nothing after it to judge it by: taken for the time, as before packets
+    # were held back, so X and Y close as idle, not at the end of capture.
+    r = Reassembler(PORTS)
+    packets = sorted([*talk(X, [0, 10]), *talk(Y, [5, 15])])
+    events = feed_all([*packets, (3601 * S, to_server(Z, 0, b"EHLO z\r\n"))], r)
+    assert closes(events) == [
+        (0, CloseReason.IDLE, 10 * S),
+        (1, CloseReason.IDLE, 15 * S),
+        (2, CloseReason.END_OF_CAPTURE, 3601 * S),
+    ]
+    assert r.stats.clock_outliers == 0
+
+
+def test_two_packets_far_ahead_in_a_row_are_taken_for_a_pause() -> None:
+    # Two in a row cannot be told from traffic going on after a pause: the
+    # second shows time going on, and X and Y close as idle. X's packet
+    # after them, an hour behind, starts a connection of its own, as after
+    # any pause that long (its 4-tuple was forgotten at the same sweep).
+    r = Reassembler(PORTS)
+    packets = sorted([*talk(X, range(0, 50, 10)), *talk(Y, range(5, 40, 10))])
+    events = feed_all(
+        [
+            *packets,
+            (3645 * S, to_server(Y, 24, b"NOOP\r\n")),
+            (3646 * S, to_server(Y, 30, b"NOOP\r\n")),
+            (50 * S, to_server(X, 30, b"NOOP\r\n")),
+        ],
+        r,
+    )
+    assert closes(events) == [
+        (0, CloseReason.IDLE, 40 * S),
+        (1, CloseReason.IDLE, 35 * S),
+        (2, CloseReason.END_OF_CAPTURE, 3646 * S),
+        (3, CloseReason.END_OF_CAPTURE, 50 * S),
+    ]
+    assert r.stats.clock_outliers == 0
+
+
+def test_a_rotated_capture_whose_first_packet_is_far_ahead_goes_on() -> None:
+    # Found in review: one segment stamped an hour ahead, the first of a
+    # rotated capture, swept there and closed X and Y as idle. Held back as
+    # any other, it is an outlier, read at X's time before it (20 s).
+    r = Reassembler(PORTS)
+    events = feed_all(
+        sorted([*talk(X, [0, 10, 20]), *talk(Y, [5, 15, 25])]), r, finish=False
+    )
+    r.start_capture()
+    events += feed_all(
+        [
+            (3630 * S, to_server(X, 18, b"NOOP\r\n")),
+            (35 * S, to_server(Y, 18, b"NOOP\r\n")),
+            (40 * S, to_server(X, 24, b"NOOP\r\n")),
+        ],
+        r,
+    )
+    assert [e for e in seen(events) if e[0] == "opened"] == [
+        ("opened", 0, X[0]),
+        ("opened", 1, Y[0]),
+    ]
+    assert seen(events)[-5:] == [
+        ("data", 0, b"NOOP\r\n", 20 * S),
+        ("data", 1, b"NOOP\r\n", 35 * S),
+        ("data", 0, b"NOOP\r\n", 40 * S),
+        ("closed", 0, CloseReason.END_OF_CAPTURE, 40 * S),
+        ("closed", 1, CloseReason.END_OF_CAPTURE, 35 * S),
+    ]
+    assert (r.stats.clock_outliers, r.stats.rewinds) == (1, 0)
+
+
+class Eager(Reassembler):
+    """Sweeps at once at a packet past the next sweep, as the reassembler
+    did before packets so far ahead were held back (see Reassembler._hold_ahead):
+    its _tick then, for comparison."""
+
+    def _tick(self, ts: int, seg: Segment, events: list[StreamEvent]) -> bool:
+        every = self._sweep_every
+        if self._capture_start:
+            self._new_capture(ts, events)
+        elif ts < self._next_sweep:
+            first = self._behind_since
+            if first == NEVER:
+                self._behind_since = ts
+                return False
+            if ts < first + every:
+                return False
+            self._clock_back(ts)
+        self._sweep(ts - ts % every, events)
+        return False
+
+
+# Pauses of every length that matters: below a sweep interval (7.5 s), below
+# the attempt and idle timeouts (60 s here), past them, and far past.
+_GAPS = [0, 1, S // 100, S, 8 * S, 16 * S, 70 * S, 700 * S, 3600 * S]
+_FLAGS = {
+    "syn": SYN,
+    "synack": SYN | ACK,
+    "ack": ACK,
+    "client": PSH_ACK,
+    "server": PSH_ACK,
+    "cfin": FIN | ACK,
+    "sfin": FIN | ACK,
+    "rst": RST | ACK,
+}
+
+
+@st.composite
+def time_ordered_traffic(
+    draw: st.DrawFn,
+) -> list[tuple[int, TcpSegment] | None]:
+    """Packets of four connections in time order, with pauses; None where a
+    capture is rotated."""
+    out: list[tuple[int, TcpSegment] | None] = []
+    sent = [[1000, 5000] for _ in range(4)]  # next sequence numbers
+    ts = S
+    for _ in range(draw(st.integers(1, 60))):
+        ts += draw(st.sampled_from(_GAPS))
+        if draw(st.integers(0, 9)) == 0:
+            out.append(None)
+        conn = draw(st.integers(0, 3))
+        action = draw(st.sampled_from(sorted(_FLAGS)))
+        flags = _FLAGS[action]
+        client = (f"10.0.1.{conn}", 40000 + conn)
+        side = 0 if action in ("syn", "ack", "client", "cfin", "rst") else 1
+        src, dst = (client, SERVER) if side == 0 else (SERVER, client)
+        payload = b"NOOP\r\n" if action in ("client", "server") else b""
+        seq, ack = sent[conn][side], sent[conn][1 - side]
+        segment = TcpSegment(
+            src[0], dst[0], src[1], dst[1], seq, ack, flags, payload, False
+        )
+        sent[conn][side] += len(payload) + (1 if flags & (SYN | FIN) else 0)
+        out.append((ts, segment))
+    return out
+
+
+@given(time_ordered_traffic(), st.sampled_from([None, 2]))
+@settings(max_examples=300, deadline=None)
+def test_holding_back_changes_nothing_in_time_ordered_traffic(
+    traffic: list[tuple[int, TcpSegment] | None], cap: int | None
+) -> None:
+    # A packet after a pause is held back until the packet after it; when
+    # that one shows time going on, it is swept at and fed as at once. In
+    # traffic in time order, rotated or not, evicting or not, every event
+    # is the same, in the same order, as sweeping at once made them.
+    def events_of(r: Reassembler) -> list[tuple[object, ...]]:
+        events: list[StreamEvent] = []
+        for packet in traffic:
+            if packet is None:
+                r.start_capture()
+            else:
+                events += r.feed(packet[0], compact(packet[1]))
+        return seen([*events, *r.finish()])
+
+    held = Reassembler(PORTS, idle_timeout_s=60, max_connections=cap)
+    eager = Eager(PORTS, idle_timeout_s=60, max_connections=cap)
+    assert events_of(held) == events_of(eager)
+    assert held.stats == eager.stats
+    assert held.clock == eager.clock
+
+
+def test_the_last_packet_of_a_rotated_file_far_ahead_is_judged_by_the_next() -> None:
+    # Found in review: X's last packet, the last of its file, stamped an
+    # hour ahead: the latest packet read, so the next file, going on from
+    # well before it, was another recording, and X and Y were cut in two.
+    # The next file's first segment judges it, as the packet after it.
+    r = Reassembler(PORTS)
+    packets = sorted([*talk(X, [0, 10, 20]), *talk(Y, [5, 15])])
+    events = feed_all(stamped(packets, 20 * S, 3600 * S), r, finish=False)
+    r.start_capture()
+    events += feed_all(
+        [(25 * S, to_server(Y, 12, b"NOOP\r\n")), (30 * S, to_server(X, 18, b"x"))],
+        r,
+    )
+    assert seen(events)[-5:] == [
+        ("data", 0, b"NOOP\r\n", 10 * S),  # X's time before it
+        ("data", 1, b"NOOP\r\n", 25 * S),
+        ("data", 0, b"x", 30 * S),
+        ("closed", 0, CloseReason.END_OF_CAPTURE, 30 * S),
+        ("closed", 1, CloseReason.END_OF_CAPTURE, 25 * S),
+    ]
+    assert (r.stats.clock_outliers, r.stats.rewinds) == (1, 0)
+
+
+@pytest.mark.parametrize(("now", "outlier"), [(3602, False), (30, True)])
+def test_a_timer_judges_a_packet_held_back(now: int, outlier: bool) -> None:
+    # Live capture's timer (expire) judges by its own clock a packet held
+    # back after a pause, as the packet after it would: at or past it, the
+    # traffic went on; well before it, the packet is an outlier.
+    r = Reassembler(PORTS)
+    feed_all(sorted([*talk(X, [0, 10]), *talk(Y, [5, 15])]), r, finish=False)
+    assert r.feed(3601 * S, compact(to_server(Z, 0, b"EHLO z\r\n"))) == []
+    events = r.expire(now * S)
+    expected = [
+        ("opened", 2, Z[0]),
+        ("data", 2, b"EHLO z\r\n", 3601 * S),  # its own time: Z's first
+    ]
+    if not outlier:
+        expected[:0] = [
+            ("closed", 0, CloseReason.IDLE, 10 * S),
+            ("closed", 1, CloseReason.IDLE, 15 * S),
+        ]
+    assert seen(events) == expected
+    assert r.stats.clock_outliers == outlier
+    assert r.open_connections == 1 if not outlier else 3
 
 
 def test_a_rst_far_outside_the_stream_is_ignored() -> None:
