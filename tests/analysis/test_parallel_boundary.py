@@ -122,18 +122,6 @@ def _write(path: Path, *conns: Iterable[Frame]) -> str:
     return str(path)
 
 
-@pytest.fixture(params=["python", "libpcap"])
-def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which reader every process, probes included, reads the captures with."""
-    if request.param == "libpcap":
-        if not libpcap.available():
-            pytest.skip("libpcap is not installed")
-        monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
-    else:
-        monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
-    return str(request.param)
-
-
 def _rows(tables: SmtpTables) -> list[Row]:
     columns = tables.sessions[["session_id", "client_port", "start", "end", "close"]]
     return [

@@ -24,7 +24,6 @@ from analysis.cli import clock_outliers_note, main
 from analysis.offline import build_tables
 from analysis.parallel import read_sharded
 from analysis.tables import read_captures
-from capture import libpcap, source
 from tests.analysis.same import same_tables
 from tests.analysis.test_parallel_boundary import (
     JOBS,
@@ -39,18 +38,6 @@ from tests.analysis.test_parallel_boundary import (
 from tests.capture.craft import Frame, pcap
 
 HOUR = 3600
-
-
-@pytest.fixture(params=["python", "libpcap"])
-def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which reader every process, probes included, reads the captures with."""
-    if request.param == "libpcap":
-        if not libpcap.available():
-            pytest.skip("libpcap is not installed")
-        monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
-    else:
-        monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
-    return str(request.param)
 
 
 def _three() -> tuple[_Conn, _Conn, _Conn]:
