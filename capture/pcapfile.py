@@ -11,9 +11,7 @@ Invariants:
   surfaces as one ``CaptureError`` naming the byte offset of the record that
   could not be read, and no other exception escapes from bad input;
 - offsets count bytes of the decompressed capture;
-- timestamps are integer nanoseconds since the Unix epoch (UTC);
-- pcap captures joined with cat read as one, each as its own file header
-  says, as pcapng sections do (``CaptureReader._pcap_batches``).
+- timestamps are integer nanoseconds since the Unix epoch (UTC).
 
 Formats follow draft-ietf-opsawg-pcap (classic pcap) and
 draft-ietf-opsawg-pcapng (pcapng); gzip follows RFC 1952.
@@ -71,62 +69,6 @@ _OTHER_MAGICS: Final[dict[bytes, str]] = {
     b"\x04\x22\x4d\x18": "lz4-compressed",
     b"\x50\x4b\x03\x04": "a zip archive",
 }
-
-# What a pcap record's seconds read as, in either byte order, where a
-# capture's file header lies instead (a pcap magic in either byte order, or
-# pcapng's Section Header Block type): see CaptureReader._pcap_batches.
-_HEAD_SECONDS: Final = {
-    big: frozenset(
-        struct.unpack(">I" if big else "<I", magic)[0]
-        for magic in (*_PCAP_MAGICS, _PCAPNG_SHB)
-    )
-    for big in (False, True)
-}
-_PCAPNG_BYTE_ORDERS: Final = (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d")
-# Enough of a capture after a file header where a record was due to judge
-# it: the header and a record header of either layout after it.
-_JOIN_BYTES: Final = 48
-_JOINED: Final = (
-    "(files joined with cat? mergecap joins captures; or name them separately)"
-)
-_U32_AT: Final = {
-    big: struct.Struct(">I" if big else "<I").unpack_from for big in (False, True)
-}
-
-
-class _Layout(NamedTuple):
-    """How a pcap capture lays its records out, as its file header says."""
-
-    big: bool  # big-endian
-    nano: bool  # times in nanoseconds, not microseconds
-    header_len: int  # of a record: 16, or 24 in Kuznetzov's variant
-
-
-def _stops_libpcap(buf: bytes, layout: _Layout) -> bool:
-    """Whether libpcap, reading records laid out as ``layout`` says, stops at
-    the file header that ``buf`` begins with, having taken nothing of it
-    but a record of no bytes, which no filter passes.
-
-    The header's first 16 bytes read as a record whose captured length is
-    its bytes 8 to 12 (thiszone, which every tool writes 0). The next
-    record header is the header's last 8 bytes and the first 8 of the
-    next capture's first record, whose seconds are read as its length.
-    libpcap stops on a length over MAX_CAPLEN (its own limit for every
-    link type that carries SMTP) or on a record header cut short: at the
-    header of a capture of the same byte order that holds no packet, or
-    whose first packet came after 1970-01-04. Only captures of 16-byte
-    record headers go through libpcap (source._libpcap_reads).
-    """
-    if layout.header_len != 16:
-        return True
-    u32 = _U32_AT[layout.big]
-    size: int = u32(buf, 8)[0]
-    if size > MAX_CAPLEN:
-        return True
-    if size:
-        return False
-    return len(buf) < 32 or u32(buf, 24)[0] > MAX_CAPLEN
-
 
 # pcapng block types (draft-ietf-opsawg-pcapng 4, 10.1).
 _SHB: Final = 0x0A0D0D0A
@@ -542,9 +484,6 @@ class CaptureReader:
         self._file = _FileChunks(stream, chunk_size)
         self._chunks: _Chunks = self._file
         self._failure: str | None = None  # a source error, raised after the data
-        # Where a second capture's file header was read as records, as
-        # libpcap reads it; -1: none was.
-        self._misread = -1
         self._packets = self._run()
         self._batches: Generator[Batch, None, None] | None = None
 
@@ -625,17 +564,6 @@ class CaptureReader:
     def _damage(self, offset: int, message: str) -> CaptureError:
         # A gzip or read error explains the shortfall better than its symptom.
         reason = self._failure if self._failure is not None else message
-        if (
-            self._failure is None
-            and 0 <= self._misread < offset
-            and _JOINED not in reason  # another such header says so itself
-        ):
-            # The records read past a second capture's file header, as
-            # libpcap reads them (see _pcap_batches), were no records.
-            reason += (
-                f", past a second capture's file header at byte {self._misread} "
-                + _JOINED
-            )
         return CaptureError(self.path, offset, reason, inflated=self.compressed)
 
     def _not_capture(self, message: str) -> CaptureError:
@@ -653,7 +581,7 @@ class CaptureReader:
     def _run_batches(self) -> Generator[Batch, None, None]:
         head, layout = self._detect()
         if layout is not None:
-            for _, _, batch in self._pcap_batches(head, *layout):
+            for _, batch in self._pcap_batches(head, *layout):
                 yield batch
             return
         for packet in self._pcapng(head):
@@ -707,16 +635,14 @@ class CaptureReader:
         self, buf: bytes, big: bool, nano: bool, header_len: int
     ) -> Iterator[RawPacket]:
         """Classic pcap a packet at a time: the batches taken apart."""
+        # A record header ends with the length on the wire, then, in the
+        # 24-byte variant, 8 bytes more.
+        wire_len_at = struct.Struct(">I" if big else "<I").unpack_from
         new = tuple.__new__  # skips NamedTuple's Python-level __new__
         packet = RawPacket
         count = 0
         try:
-            for base, layout, batch in self._pcap_batches(buf, big, nano, header_len):
-                # A record header ends with the length on the wire, then, in
-                # the 24-byte variant, 8 bytes more; a capture joined on may
-                # lay its records out otherwise (_joined).
-                header_len = layout.header_len
-                wire_len_at = _U32_AT[layout.big]
+            for base, batch in self._pcap_batches(buf, big, nano, header_len):
                 linktype, data, records = batch
                 for ts, start, stop in records:
                     head = start - header_len
@@ -736,20 +662,15 @@ class CaptureReader:
 
     def _pcap_batches(
         self, buf: bytes, big: bool, nano: bool, header_len: int
-    ) -> Iterator[tuple[int, _Layout, Batch]]:
-        """Classic pcap, a chunk at a time: (offset of the batch's data, the
-        layout of its records, batch).
+    ) -> Iterator[tuple[int, Batch]]:
+        """Classic pcap, a chunk at a time: (offset of the batch's data, batch).
 
         Sets ``packets_read`` to the packets of the batches yielded so far.
-        A second capture's file header where a record was due (captures
-        joined with cat) is read past, into that capture's own records, or
-        stops the reading with a message that says so: see ``_joined``.
         """
+        order = ">" if big else "<"
         buf = self._refill(buf, 0, 24)
         if len(buf) < 24:
             raise self._damage(0, f"file header truncated at {len(buf)} of 24 bytes")
-        layout = _Layout(big, nano, header_len)
-        order = ">" if big else "<"
         linktype = struct.unpack_from(order + "I", buf, 20)[0] & _LINKTYPE_MASK
         # Locals rather than globals and attributes: this loop runs per packet.
         ns_per_s = _NS_PER_S
@@ -757,10 +678,6 @@ class CaptureReader:
         max_caplen = MAX_CAPLEN
         # Time and captured length; the length on the wire is not needed.
         unpack = struct.Struct(order + "III").unpack_from
-        # What a capture's file header reads as in a record's seconds.
-        heads = _HEAD_SECONDS[big]
-        joins = 0  # captures joined on so far
-        looked = -1  # the offset of the last record looked at as a file header
         count = 0
         base = 0  # offset of buf[0] in the capture
         pos = 24
@@ -769,7 +686,6 @@ class CaptureReader:
         # digits in Python).
         second = -1
         second_ns = 0
-        sec = -1
         while True:
             # Step 1: every whole record left in buf, found.
             end = len(buf)
@@ -784,14 +700,6 @@ class CaptureReader:
                 if sec != second:
                     second = sec
                     second_ns = sec * ns_per_s
-                    if sec in heads:
-                        # Seconds that read as a file header's magic: step 2
-                        # looks at it, once. Not kept as the second, so that
-                        # the next record with them is looked at too, as a
-                        # joint one is, whatever the chunks.
-                        second = -1
-                        if base + pos != looked:
-                            break
                 add((second_ns + frac * frac_ns, start, stop))
                 pos = stop
                 start = stop + header_len
@@ -800,36 +708,10 @@ class CaptureReader:
             if records:
                 count += len(records)
                 self.packets_read = count
-                yield base, layout, Batch(linktype, buf, records)
+                yield base, Batch(linktype, buf, records)
 
-            # Step 2: what stopped step 1: a file header maybe, damage, the
-            # end of the data, or a record that goes on in the next chunk.
-            if caplen >= 0 and sec in heads and base + pos != looked:
-                looked = base + pos
-                base += pos
-                buf = self._refill(buf, pos, _JOIN_BYTES)
-                pos = 0
-                joined = self._joined(buf, linktype)
-                if joined is not None and not joins and not _stops_libpcap(buf, layout):
-                    # libpcap, which reads large captures (capture.source),
-                    # takes this header's bytes for records and reads on:
-                    # read otherwise here, the capture would give other
-                    # sessions through libpcap. (Past a header it stops at,
-                    # libpcap reads nothing more, and this reader takes over.)
-                    self._misread = base
-                    joined = None
-                if isinstance(joined, str):
-                    raise self._damage(base, joined)
-                if joined is not None:
-                    joins += 1
-                    layout = joined
-                    big, nano, header_len = joined
-                    order = ">" if big else "<"
-                    unpack = struct.Struct(order + "III").unpack_from
-                    frac_ns = 1 if nano else 1000
-                    heads = _HEAD_SECONDS[big]
-                    pos = 24
-                continue  # else read as a record, as libpcap reads it
+            # Step 2: what stopped step 1: damage, the end of the data, or
+            # a record that goes on in the next chunk.
             if caplen > MAX_CAPLEN:
                 raise self._damage(
                     base + pos, f"record length {caplen} exceeds {MAX_CAPLEN}"
@@ -842,20 +724,15 @@ class CaptureReader:
                 buf = chunk  # the records ended with the chunk
                 pos = 0
                 continue
-            look = False
             if caplen < 0 and len(rest) + len(chunk) >= header_len:
                 # The record header goes on in the chunk: its length, then.
-                sec, _, caplen = unpack(rest + chunk[: header_len - len(rest)], 0)
-                if sec in heads and base != looked:
-                    look = True  # gathered, for step 1 to find and step 2 to look at
-                    need = _JOIN_BYTES
-                elif caplen > MAX_CAPLEN:
+                caplen = unpack(rest + chunk[: header_len - len(rest)], 0)[2]
+                if caplen > MAX_CAPLEN:
                     raise self._damage(
                         base, f"record length {caplen} exceeds {MAX_CAPLEN}"
                     )
-                else:
-                    need = header_len + caplen
-            if not look and caplen >= 0 and len(rest) + len(chunk) >= need:
+                need = header_len + caplen
+            if caplen >= 0 and len(rest) + len(chunk) >= need:
                 # The record that goes on in the chunk makes a batch of its
                 # own, and the walk goes on in the chunk itself: rest +
                 # chunk would copy a whole chunk per chunk read.
@@ -865,7 +742,7 @@ class CaptureReader:
                 count += 1
                 self.packets_read = count
                 ts = sec * ns_per_s + frac * frac_ns
-                yield base, layout, Batch(linktype, joint, [(ts, header_len, need)])
+                yield base, Batch(linktype, joint, [(ts, header_len, need)])
                 base += len(rest)
                 buf = chunk
                 pos = used
@@ -874,7 +751,7 @@ class CaptureReader:
             buf = self._refill(rest + chunk, 0, need)
             pos = 0
             end = len(buf)
-            if end >= need or look:
+            if end >= need:
                 continue
             if caplen >= 0:
                 raise self._damage(
@@ -887,42 +764,6 @@ class CaptureReader:
             raise self._damage(
                 base, f"record header truncated at {end} of {header_len} bytes"
             )
-
-    def _joined(self, buf: bytes, linktype: int) -> _Layout | str | None:
-        """What to make of ``buf``, where a record was due and whose first
-        bytes read as a capture file's magic: the layout of a second pcap
-        capture of the same link type, to read on in (the files of a
-        rotation joined with cat); why reading stops there, for another
-        capture that cannot be read on; or None: not a file header.
-
-        Each capture is read as its own header says (byte order, time
-        precision, record layout); a snap length cuts nothing here, its
-        own no more than the first's. They read as one capture, as
-        ``mergecap -a`` would join them.
-        """
-        magic = buf[:4]
-        pcapng = magic == _PCAPNG_SHB
-        if pcapng:
-            if buf[8:12] not in _PCAPNG_BYTE_ORDERS:
-                return None
-        else:
-            found = _PCAP_MAGICS.get(magic)
-            if found is None or len(buf) < 24:
-                return None
-            if struct.unpack_from(">H" if found[0] else "<H", buf, 4)[0] != 2:
-                return None  # the major version of every pcap file (4)
-        if pcapng:
-            return f"a second capture's file header, pcapng after pcap {_JOINED}"
-        big, nano, header_len = _PCAP_MAGICS[magic]
-        other = struct.unpack_from(">I" if big else "<I", buf, 20)[0] & _LINKTYPE_MASK
-        if other != linktype:
-            # One link type per pcap file: a packet of this capture would be
-            # taken for a frame of the other kind.
-            return (
-                f"a second capture's file header, of link type {other} where "
-                f"the first's is {linktype} {_JOINED}"
-            )
-        return _Layout(big, nano, header_len)
 
     # -- pcapng ---------------------------------------------------------
 
@@ -959,9 +800,7 @@ class CaptureReader:
                     section.last_ts = last_ts
                 btype, length = section.block_head(buf, pos)
                 if length < 12 or length & 3 or length > MAX_BLOCK_LEN:
-                    raise self._block_damage(
-                        buf, pos, base + pos, f"bad block length {length}"
-                    )
+                    raise self._damage(base + pos, f"bad block length {length}")
                 if end - pos < length:
                     self.packets_read = count
                     base += pos
@@ -969,18 +808,13 @@ class CaptureReader:
                     pos = 0
                     end = len(buf)
                     if end < length:
-                        raise self._block_damage(
-                            buf,
-                            0,
+                        raise self._damage(
                             base,
                             f"block truncated: {length} bytes announced, {end} present",
                         )
                 if section.block_tail(buf, pos + length - 4) != length:
-                    raise self._block_damage(
-                        buf,
-                        pos,
-                        base + pos,
-                        f"block length {length} does not match its trailer",
+                    raise self._damage(
+                        base + pos, f"block length {length} does not match its trailer"
                     )
 
                 # Step 2: packets out; other blocks noted or skipped.
@@ -1003,21 +837,6 @@ class CaptureReader:
                 pos += length
         finally:
             self.packets_read = count
-
-    def _block_damage(
-        self, buf: bytes, pos: int, offset: int, message: str
-    ) -> CaptureError:
-        """The damage of a block that cannot be read at ``buf[pos:]``, or,
-        where a pcap file header lies instead, a message that says so. Its
-        version reads as a block length that is never right (not a multiple
-        of 4, too large, or without its trailer), so this reader and libpcap
-        both stop there: a pcap capture cannot be read on in a pcapng one."""
-        found = _PCAP_MAGICS.get(buf[pos : pos + 4])
-        if found is not None and len(buf) >= pos + 8:
-            major = struct.unpack_from(">H" if found[0] else "<H", buf, pos + 4)[0]
-            if major == 2:
-                message = f"a second capture's file header, pcap after pcapng {_JOINED}"
-        return self._damage(offset, message)
 
     def _section_order(self, buf: bytes, offset: int, pos: int) -> _Section:
         bom = buf[pos + 8 : pos + 12]

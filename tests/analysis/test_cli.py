@@ -233,34 +233,6 @@ def test_a_file_that_is_no_capture_gets_its_error_and_no_report(
     assert (out, err) == ("", f"smtpscope: {text}: not a pcap or pcapng file\n")
 
 
-def test_captures_joined_with_cat_are_read_on_or_named(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # Found in review: "cat a.pcap b.pcap" was damaged 16 bytes past the
-    # second file header, nothing said two captures were joined, and all of
-    # the second was lost.
-    pcaps = Path(__file__).resolve().parents[2] / "pcaps"
-    auth, rset, sll2 = (
-        (pcaps / name).read_bytes()
-        for name in ("auth.pcap", "rset-multi.pcap", "sll2-any.pcap")
-    )
-    joined = tmp_path / "cat.pcap"
-    joined.write_bytes(auth + rset)
-    assert main(["read", "-q", str(joined)]) == 0
-    assert capsys.readouterr() == ("", "")
-    odd = tmp_path / "cat\x1b[2J.pcap"
-    odd.write_bytes(auth + sll2)
-    assert main(["read", "--no-summary", str(odd)]) == 1
-    out, err = capsys.readouterr()
-    assert err == (
-        f"smtpscope: {tmp_path}/cat\\x1b[2J.pcap: damaged at byte {len(auth)}: a "
-        "second capture's file header, of link type 276 where the first's is 1 "
-        "(files joined with cat? mergecap joins captures; or name them "
-        "separately)\n"
-    )
-    assert out.count(" 127.0.0.1:587 ") == 4  # the first capture's sessions
-
-
 def test_damaged_capture_keeps_earlier_sessions(
     fake: FakePipeline, capture: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -20,21 +20,11 @@ from analysis.offline import build_tables
 from analysis.parallel import read_sharded
 from analysis.tables import SmtpTables, read_captures
 from capture import decode, libpcap, source
-from capture.pcapfile import open_capture
 from tests import corpus
 from tests.analysis import tls_port
 from tests.analysis.rewrite import as_pcapng, reframed, retagged
 from tests.analysis.same import same_tables
-from tests.capture.craft import (
-    Frame,
-    TcpPeers,
-    ethernet,
-    ng_epb,
-    ng_idb,
-    ng_shb,
-    pcap,
-    v4_tcp,
-)
+from tests.capture.craft import Frame, TcpPeers, ethernet, pcap, v4_tcp
 
 PCAPS = sorted(str(p) for p in (Path(__file__).parents[2] / "pcaps").glob("**/*.pcap"))
 
@@ -184,81 +174,6 @@ def test_damage_on_the_fast_path_is_located_by_the_python_reader(
     same_tables(fast, reference)
     assert fast.stats.errors == reference.stats.errors
     assert len(fast.stats.errors) == 1 and "damaged at byte" in fast.stats.errors[0]
-
-
-def _joined_with_cat(directory: Path) -> dict[str, str]:
-    """The project's Ethernet captures in time order, as rotated files are,
-    joined with cat: as pcap, each in a layout of its own in turn (byte
-    order, time precision, snap length), and as pcapng, each a section of
-    its own, in one byte order or every third big-endian; and ``one``, a
-    pcap capture of the same packets. Each by the name of its form."""
-    layouts = [(False, False), (True, True), (False, True), (True, False)]
-    joined: dict[str, bytes] = {"pcap": b"", "pcapng": b"", "pcapng, one order": b""}
-    everything = []
-    for n, path in enumerate(source.in_time_order(ETHERNET)):
-        with open_capture(path) as reader:
-            packets = list(reader)
-        big, nano = layouts[n % len(layouts)]
-        unit = 1 if nano else 1000
-        frames = [
-            Frame(p.ts // 10**9, p.ts % 10**9 // unit, p.data, p.wire_len)
-            for p in packets
-        ]
-        joined["pcap"] += pcap(frames, big=big, nano=nano, snaplen=65535 + n)
-        for form, order in [("pcapng", "<>"[n % 3 == 2]), ("pcapng, one order", "<")]:
-            joined[form] += (
-                ng_shb(order)
-                + ng_idb(1, order, tsresol=9)
-                + b"".join(ng_epb(0, p.ts, p.data, order, p.wire_len) for p in packets)
-            )
-        everything += [
-            Frame(p.ts // 10**9, p.ts % 10**9, p.data, p.wire_len) for p in packets
-        ]
-    joined["one"] = pcap(everything, nano=True)
-    paths = {}
-    for n, (form, content) in enumerate(joined.items()):
-        paths[form] = str(directory / f"{n}.cap")
-        Path(paths[form]).write_bytes(content)
-    return paths
-
-
-@pytest.mark.parametrize("form", ["pcap", "pcapng", "pcapng, one order"])
-def test_captures_joined_with_cat_give_the_tables_of_one_capture(
-    form: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Found in review: the first file header after the first capture was
-    # damage, and every capture after it was lost. Each is read as its own
-    # header says; the rows are those of one capture of the same packets,
-    # in every way of reading: the Python reader, -j 2, and libpcap's path,
-    # plain and inflated (libpcap stops at the second pcap header, and at a
-    # pcapng section of another byte order, and hands the file over).
-    paths = _joined_with_cat(tmp_path)
-    joined = paths[form]
-    monkeypatch.setenv("SMTPSCOPE_NO_LIBPCAP", "1")
-    reference = read_captures([paths["one"]])
-    assert len(reference.sessions) == 93
-    tables = read_captures([joined])
-    same_tables(tables, reference)
-    assert tables.stats.errors == []
-    assert tables.stats.packets == reference.stats.packets
-    with read_sharded([joined], pipeline.DEFAULT_PORTS, 2) as spool:
-        same_tables(build_tables(spool), reference)
-    if not libpcap.available():
-        return
-    monkeypatch.delenv("SMTPSCOPE_NO_LIBPCAP")
-    monkeypatch.setattr(source, "FAST_PATH_MIN_BYTES", 0)
-    monkeypatch.setattr(source, "_INFLATED_MIN_BYTES", 0)
-    assert source._fast_path(joined) is not None
-    packed = tmp_path / "joined.gz"
-    packed.write_bytes(gzip.compress(Path(joined).read_bytes()))
-    for path in (joined, str(packed)):
-        fast = read_captures([path])
-        same_tables(fast, reference)
-        assert fast.stats.errors == []
-        # Read to its end by libpcap only where one byte order runs through.
-        assert fast.stats.filtered == (form == "pcapng, one order")
-    with read_sharded([joined], pipeline.DEFAULT_PORTS, 2) as spool:
-        same_tables(build_tables(spool), reference)
 
 
 def test_jobs_default_to_one_per_cpu_for_large_captures(

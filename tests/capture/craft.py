@@ -163,12 +163,11 @@ def pcap(
     linktype: int = 1,
     big: bool = False,
     nano: bool = False,
-    snaplen: int = 262144,
 ) -> bytes:
     """A classic pcap file (draft-ietf-opsawg-pcap)."""
     order = ">" if big else "<"
     magic = 0xA1B23C4D if nano else 0xA1B2C3D4
-    parts = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
+    parts = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 262144, linktype)]
     for frame in frames:
         wire = len(frame.data) if frame.wire_len is None else frame.wire_len
         parts.append(

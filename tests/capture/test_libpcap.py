@@ -15,7 +15,7 @@ import pytest
 
 from capture import libpcap, source
 from capture.decode import SMTP_PORTS, decode_tcp
-from capture.pcapfile import CaptureError, CaptureReader, open_capture
+from capture.pcapfile import CaptureReader, open_capture
 from tests.capture.craft import (
     Frame,
     ethernet,
@@ -770,75 +770,3 @@ def test_a_user_filter_keeps_its_meaning_beside_the_smtp_filter(
     assert kept("tcp port 80") == []  # SMTP ports and the user's both
     assert kept("vlan 100") == [2]
     assert kept("vlan 200") == []
-
-
-def _both_unfiltered(
-    path: Path,
-) -> tuple[list[tuple[int, bytes]], str | None, list[tuple[int, bytes]], bool]:
-    """Every packet libpcap reads from ``path`` and its error; every packet
-    the Python reader reads, and whether it stopped on damage."""
-    with libpcap.open_filtered(str(path), "") as reader:
-        by_libpcap = [(p.ts, p.data) for p in reader]
-        error = reader.error
-    by_python: list[tuple[int, bytes]] = []
-    try:
-        with open_capture(str(path)) as packets:
-            by_python.extend((p.ts, p.data) for p in packets)
-    except CaptureError:
-        return by_libpcap, error, by_python, True
-    return by_libpcap, error, by_python, False
-
-
-_FIRST = [Frame(1_700_000_000 + n, n, b"first %d" % n) for n in range(3)]
-_SECOND = [Frame(1_700_000_100 + n, n, b"second %d" % n) for n in range(3)]
-_KUZNETZOV = (
-    struct.pack("<IHHiIII", 0xA1B2CD34, 2, 4, 0, 0, 262144, 1)
-    + struct.pack("<IIII", 1_700_000_200, 0, 3, 3)
-    + b"\0" * 8
-    + b"kuz"
-)
-_READ_PAST = {
-    "same order": pcap(_SECOND),
-    "other order, nanoseconds": pcap(_SECOND, big=True, nano=True),
-    "no packets": pcap([]),
-    "Kuznetzov's records": _KUZNETZOV,
-    "other link type": pcap(_SECOND, linktype=113),
-    "pcapng": ng_shb() + ng_idb(1) + ng_epb(0, 5, b"frame"),
-}
-
-
-@pytest.mark.parametrize("big", [False, True])
-@pytest.mark.parametrize("second", sorted(_READ_PAST))
-def test_libpcap_stops_at_a_file_header_the_python_reader_reads_past(
-    tmp_path: Path, big: bool, second: str
-) -> None:
-    # Where the Python reader reads past a second capture's file header, or
-    # stops there naming it, libpcap has stopped there on damage, having
-    # taken only a record of no bytes, which no SMTP filter passes: the fast
-    # path then hands the capture over to the Python reader whole.
-    path = tmp_path / "cat.pcap"
-    path.write_bytes(pcap(_FIRST, big=big) + _READ_PAST[second])
-    by_libpcap, error, by_python, _ = _both_unfiltered(path)
-    first = [(f.ts_sec * 10**9 + f.ts_frac * 1000, f.data) for f in _FIRST]
-    assert by_python[:3] == first
-    assert [p for p in by_libpcap if p[1]] == first
-    assert len(by_libpcap) <= 4 and error is not None
-
-
-@pytest.mark.parametrize("thiszone", [0, 3600])
-def test_a_file_header_libpcap_reads_as_records_is_read_so_by_both(
-    tmp_path: Path, thiszone: int
-) -> None:
-    # A capture whose first packet came in the first days of 1970, or a
-    # header whose thiszone is not 0: libpcap reads it as records, out of
-    # step, and so does the Python reader.
-    second = bytearray(pcap([Frame(5, 0, b"y" * 5000), Frame(6, 0, b"z" * 60)]))
-    struct.pack_into("<i", second, 8, thiszone)
-    path = tmp_path / "cat.pcap"
-    path.write_bytes(pcap(_FIRST) + second)
-    by_libpcap, error, by_python, damaged = _both_unfiltered(path)
-    assert by_python == by_libpcap
-    # The header read as a record: its magic as seconds, its version as
-    # microseconds.
-    assert by_python[3][0] == 0xA1B2C3D4 * 10**9 + 0x00040002 * 1000
-    assert damaged == (error is not None)
