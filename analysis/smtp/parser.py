@@ -292,6 +292,20 @@ def _embedded_auth(argument: str, hidden: list[str]) -> str:
     return argument[: found.end()] + shown
 
 
+def _without_secrets(line: str, secrets: Iterable[str]) -> str:
+    """``line`` with each of ``secrets`` (lowered, ``_lowered``) hidden
+    wherever it appears (``_hide_secret``). A substring test per secret
+    first (found in review: a regular expression per secret, compiled
+    again for every reply of 20 sessions of 32 long secrets each, took
+    minutes)."""
+    lowered = _lowered(line)
+    for secret in secrets:
+        if secret[:_SECRET_START] in lowered:
+            line = _hide_secret(line, lowered, secret)
+            lowered = _lowered(line)
+    return line
+
+
 def _hide_secret(line: str, lowered: str, secret: str) -> str:
     """``line`` (``lowered``: the same in lower case, ``_lowered``) with
     ``secret`` (lowered so) hidden wherever it appears, in any case.
@@ -1584,10 +1598,8 @@ class SmtpParser:
         its reply, echoed a password whole into the anomalies). The short
         secrets that only the next reply is scrubbed of are kept for it."""
         for secrets in (self._secrets, self._echoed):
-            for secret in secrets or ():
-                lowered = _lowered(text)
-                if secret[:_SECRET_START] in lowered:
-                    text = _hide_secret(text, lowered, secret)
+            if secrets:
+                text = _without_secrets(text, secrets)
         return text
 
     def _hidden(self, text: str) -> str:
@@ -1603,17 +1615,7 @@ class SmtpParser:
         echo a line they did not understand, some in upper case (aiosmtpd's
         ``500 Error: command "..." not recognized``: found in a trial), from
         which the secret comes back by trying the cases."""
-        lines = list(reply.lines)
-        lowered = [_lowered(line) for line in lines]
-        for secret in secrets:
-            # A substring test per line (found in review: a regular
-            # expression per secret, compiled again for every reply of 20
-            # sessions of 32 long secrets each, took minutes).
-            for i, low in enumerate(lowered):
-                if secret[:_SECRET_START] in low:
-                    lines[i] = _hide_secret(lines[i], low, secret)
-                    lowered[i] = _lowered(lines[i])
-        shown = tuple(lines)
+        shown = tuple(_without_secrets(line, secrets) for line in reply.lines)
         return reply._replace(lines=shown) if shown != reply.lines else reply
 
     def _reply(self, reply: Reply, ts: int, out: list[SmtpEvent]) -> None:
