@@ -558,6 +558,8 @@ def _run_read(args: argparse.Namespace) -> int:
         _error(_rewinds_note(stats.rewinds, len(readable)))
     if stats.clock_outliers:
         _error(clock_outliers_note(stats.clock_outliers))
+    if stats.snap_cut:
+        _error(snap_cut_warning(stats.snap_cut, stats.snap_cut_bytes))
     if args.tls_keylog is not None and stats.tls_decrypted < stats.tls_completed:
         _error(_undecrypted_note(stats, args.tls_keylog))
     if spool.repeated:
@@ -622,6 +624,25 @@ def clock_outliers_note(outliers: int) -> str:
         f"{'it' if one else 'them'} (a damaged timestamp, or a clock that "
         f"stepped forward and back), so {'it was' if one else 'they were'} "
         "not taken for a jump in time that closes the open connections as idle"
+    )
+
+
+def snap_cut_warning(segments: int, missing: int) -> str:
+    """What to say of packets on the SMTP ports that the capture cut short.
+
+    tcpdump and dumpcap cut every packet to their snap length (-s); one too
+    small leaves commands, replies and messages out of the capture, which the
+    tables then show as gaps and the anomalies that follow from them, rather
+    than as what the traffic did (a new user's point: nothing said why).
+    """
+    packets = "1 packet" if segments == 1 else f"{segments:,} packets"
+    was = "was" if segments == 1 else "were"
+    return (
+        f"warning: {packets} on the SMTP ports {was} cut short by the "
+        f"capture's snap length ({missing:,} bytes of payload not captured): "
+        "what they held is missing from the tables, shown as tcp_gap "
+        "anomalies, and the rows around the gaps are incomplete; capture "
+        "whole packets (tcpdump -s 0) to see it"
     )
 
 

@@ -78,6 +78,11 @@ class RunStats:
     # Packets stamped well ahead of the packets after them, read at their
     # connection's time (ReassemblyStats.clock_outliers).
     clock_outliers: int = 0
+    # TCP segments on the SMTP ports whose payload the capture's snap length
+    # cut short, and the payload bytes it left out: the streams hold gaps
+    # there (ReassemblyStats.snap_cut).
+    snap_cut: int = 0
+    snap_cut_bytes: int = 0
     # Connections opened from an SMTP port to another (backscatter of SYNs
     # sent with a server's address): followed, but no sessions.
     handshakes_from_smtp_ports: int = 0
@@ -165,6 +170,8 @@ def analyze(
         run.handshakes_from_smtp_ports += source.reassembly.handshakes_from_smtp_ports
         run.rewinds.extend(source.rewinds)
         run.clock_outliers += source.reassembly.clock_outliers
+        run.snap_cut += source.reassembly.snap_cut
+        run.snap_cut_bytes += source.reassembly.snap_cut_bytes
         run.errors.extend(str(error) for error in source.errors)
         run.unread.extend(source.unread)
 

@@ -106,6 +106,8 @@ class Summary:
     # Connections opened from an SMTP port: not sessions
     # (RunStats.handshakes_from_smtp_ports).
     handshakes_from_smtp_ports: int = 0
+    # Packets on the SMTP ports the snap length cut short (RunStats.snap_cut).
+    snap_cut: int = 0
     # AUTH commands sent, all sessions together: besides those accepted and
     # refused, those the client cancelled ("*", RFC 4954 4) or that got no
     # reply.
@@ -154,6 +156,7 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
         tls_decrypted=int(sessions["tls_decrypted"].sum()),
         smtp_packets=tables.stats.smtp_packets,
         handshakes_from_smtp_ports=tables.stats.handshakes_from_smtp_ports,
+        snap_cut=tables.stats.snap_cut,
     )
 
 
@@ -246,6 +249,7 @@ class ReportDigest:
             tls_decrypted=self._decrypted,
             smtp_packets=stats.smtp_packets,
             handshakes_from_smtp_ports=stats.handshakes_from_smtp_ports,
+            snap_cut=stats.snap_cut,
         )
 
     def report(
@@ -325,13 +329,17 @@ def summary_panel(summary: Summary) -> Panel:
     # on the SMTP ports alike, so that figure is always shown. The row stays,
     # saying why it has no count (a new user missed it on a large capture).
     if summary.packets_filtered:
-        uncounted = Text("not counted: libpcap's filter passed the SMTP ports'")
+        uncounted = Text("not counted (libpcap's filter kept the SMTP ports only)")
         rows.append(("packets", uncounted))
     else:
         rows.append(("packets", _count_text(summary.packets)))
     rows.append(("packets on SMTP ports", _count_text(summary.smtp_packets)))
     if summary.errors:
         rows.append(("damaged inputs", Text(str(summary.errors), style="red")))
+    if summary.snap_cut:
+        # Beside the counts they make wrong: stderr says more.
+        cut = f"{summary.snap_cut:,} packets on SMTP ports (snap length)"
+        rows.append(("cut short", Text(cut, style="red")))
     if summary.handshakes_from_smtp_ports:
         # Shown where there were some: they explain packets without sessions.
         count = f"{summary.handshakes_from_smtp_ports:,}"

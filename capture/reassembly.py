@@ -104,6 +104,10 @@ class ReassemblyStats:
     # whose next packet was not: read as outliers, at their connection's
     # time (see Reassembler._hold_ahead).
     clock_outliers: int = 0
+    # Segments whose payload the capture's snap length cut short, and the
+    # bytes it left out: their stream shows a gap there (see _missing).
+    snap_cut: int = 0
+    snap_cut_bytes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -745,6 +749,10 @@ class Reassembler:
                         self._data(flow, direction, ts, seg, events)
                 return events
 
+        if missing:
+            # Counted here, past the fast path, which takes no such segment.
+            self.stats.snap_cut += 1
+            self.stats.snap_cut_bytes += missing
         new_syn = flags & (SYN | ACK) == SYN
         if found is None:
             # A SYN alone, nothing with it, on a 4-tuple not in use: the first

@@ -305,7 +305,7 @@ def test_the_summary_counts_packets_alike_whichever_reader_read_them(
     if handover == "none" or jobs == "2":
         assert rows == {
             "captures": "1",
-            "packets": "not counted: libpcap's filter passed the SMTP ports'",
+            "packets": "not counted (libpcap's filter kept the SMTP ports only)",
             "packets on SMTP ports": "124",
         }
     else:
