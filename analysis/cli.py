@@ -248,10 +248,22 @@ def _add_read_command(
     )
     read.add_argument(
         "captures",
-        nargs="+",
+        nargs="*",
         metavar="CAPTURE",
         help="capture file to read; several are read in the time order of "
         "their first packets; '-' reads standard input",
+    )
+    read.add_argument(
+        "-r",
+        "--read",
+        dest="read_captures",
+        # What tcpdump, tshark and Zeek users type first (a new user's
+        # point), and what check takes: the same as naming CAPTURE.
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="CAPTURE",
+        help="read CAPTURE too, as tcpdump -r does; several after -r, or -r repeated",
     )
     read.add_argument(
         "-o",
@@ -448,6 +460,9 @@ def _job_count(text: str) -> int:
 
 def _validate_read(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Usage errors argparse cannot see by itself; exits 2 like its own."""
+    args.captures = [*args.captures, *args.read_captures]
+    if not args.captures:
+        parser.error("the following arguments are required: CAPTURE (or -r CAPTURE)")
     if args.format is not None and args.output is None:
         parser.error("--format only applies to files written with -o DIR")
     if args.captures.count("-") > 1:
@@ -1216,9 +1231,51 @@ def _check_readable(path: str) -> bool:
     try:
         _require_readable(path)
     except OSError as exc:
-        _error(_os_error_message(exc, path))
+        message = _os_error_message(exc, path)
+        if isinstance(exc, FileNotFoundError) and _looks_like_filter(path):
+            # tcpdump and tshark take a filter after the file (a new user's
+            # point): read takes none, and says how to get one.
+            message += (
+                "; read takes no packet filter: filter with tcpdump first, "
+                "tcpdump -r CAPTURE -w - 'FILTER' | smtpscope read -"
+            )
+        _error(message)
         return False
     return True
+
+
+# Words a BPF expression (pcap-filter(7)) starts with or joins with.
+_FILTER_WORDS = frozenset(
+    [
+        "host",
+        "net",
+        "port",
+        "portrange",
+        "src",
+        "dst",
+        "ether",
+        "ip",
+        "ip6",
+        "tcp",
+        "udp",
+        "icmp",
+        "icmp6",
+        "arp",
+        "vlan",
+        "proto",
+        "less",
+        "greater",
+        "not",
+        "and",
+        "or",
+    ]
+)
+
+
+def _looks_like_filter(name: str) -> bool:
+    """Whether a capture name that is no file reads as a BPF expression."""
+    words = name.replace("(", " ").replace("!", " not ").split()
+    return any(word.lower() in _FILTER_WORDS for word in words[:2])
 
 
 def _require_readable(path: str) -> os.stat_result:

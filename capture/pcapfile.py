@@ -61,13 +61,14 @@ _PCAP_MAGICS: Final[dict[bytes, tuple[bool, bool, int]]] = {
     b"\x34\xcd\xb2\xa1": (False, False, 24),
     b"\xa1\xb2\xcd\x34": (True, False, 24),
 }
-# Other containers a user might hand us: say what they are.
-_OTHER_MAGICS: Final[dict[bytes, str]] = {
-    b"\x28\xb5\x2f\xfd": "zstd-compressed",
-    b"\xfd\x37\x7a\x58": "xz-compressed",
-    b"\x42\x5a\x68": "bzip2-compressed",
-    b"\x04\x22\x4d\x18": "lz4-compressed",
-    b"\x50\x4b\x03\x04": "a zip archive",
+# Other containers a user might hand us: say what they are, and what
+# unpacks them to standard output (which a reader of '-' can then take).
+_OTHER_MAGICS: Final[dict[bytes, tuple[str, str]]] = {
+    b"\x28\xb5\x2f\xfd": ("zstd-compressed", "zstd -dc"),
+    b"\xfd\x37\x7a\x58": ("xz-compressed", "xz -dc"),
+    b"\x42\x5a\x68": ("bzip2-compressed", "bzip2 -dc"),
+    b"\x04\x22\x4d\x18": ("lz4-compressed", "lz4 -dc"),
+    b"\x50\x4b\x03\x04": ("a zip archive", "unzip -p"),
 }
 
 # pcapng block types (draft-ietf-opsawg-pcapng 4, 10.1).
@@ -624,9 +625,13 @@ class CaptureReader:
                 "(gunzip it once and read what it gives)"
             )
         inside = " inside gzip" if self.compressed else ""
-        for other, what in _OTHER_MAGICS.items():
+        for other, (what, unpack) in _OTHER_MAGICS.items():
             if magic.startswith(other):
-                raise self._not_capture(f"{what}{inside}, not a pcap or pcapng file")
+                # Inside gzip, gunzip comes first: the hint would mislead.
+                hint = "" if inside else f" (unpack it first: {unpack} writes it out)"
+                raise self._not_capture(
+                    f"{what}{inside}, not a pcap or pcapng file{hint}"
+                )
         raise self._not_capture("not a pcap or pcapng file")
 
     # -- classic pcap ---------------------------------------------------

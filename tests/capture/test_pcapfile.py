@@ -388,10 +388,36 @@ def test_garbage(tmp_path: Path) -> None:
     assert str(error) == f"{path}: not a pcap or pcapng file"
 
 
-def test_other_compression_is_named(tmp_path: Path) -> None:
-    packets, error = collect(write(tmp_path, "a.zst", b"\x28\xb5\x2f\xfd" + b"\0" * 20))
+@pytest.mark.parametrize(
+    ("magic", "message"),
+    [
+        (
+            b"\x28\xb5\x2f\xfd",
+            "zstd-compressed, {} (unpack it first: zstd -dc writes it out)",
+        ),
+        (
+            b"\xfd\x37\x7a\x58",
+            "xz-compressed, {} (unpack it first: xz -dc writes it out)",
+        ),
+        (
+            b"\x42\x5a\x68",
+            "bzip2-compressed, {} (unpack it first: bzip2 -dc writes it out)",
+        ),
+        (
+            b"\x04\x22\x4d\x18",
+            "lz4-compressed, {} (unpack it first: lz4 -dc writes it out)",
+        ),
+        (
+            b"\x50\x4b\x03\x04",
+            "a zip archive, {} (unpack it first: unzip -p writes it out)",
+        ),
+    ],
+)
+def test_other_compression_is_named(tmp_path: Path, magic: bytes, message: str) -> None:
+    packets, error = collect(write(tmp_path, "a.cmp", magic + b"\0" * 20))
     assert packets == []
-    assert error is not None and error.message.startswith("zstd-compressed")
+    assert error is not None
+    assert error.message == message.format("not a pcap or pcapng file")
 
 
 def test_empty_file(tmp_path: Path) -> None:
