@@ -292,7 +292,9 @@ class _Texts:
 class Replayed:
     """One session, as the end of the run needs it.
 
-    ``evidence`` goes to ``AlertEngine.feed_evidence``. ``rows`` is
+    ``evidence`` goes to ``AlertEngine.feed_evidence``, taken again by
+    the detectors that read them where there are findings across sessions
+    (``extra``, see ``AlertEngine.refreshed``). ``rows`` is
     the session's rows as text, one per table in ``SESSION_TABLES`` order
     (None unless the spool had a format); ``result`` the session as
     analysed (None unless kept). Both are read from the spool when used,
@@ -312,7 +314,13 @@ class Replayed:
         "start",
     )
 
-    def __init__(self, start: int, parts: _Parts, extra: list[AnomalyRecord]) -> None:
+    def __init__(
+        self,
+        start: int,
+        parts: _Parts,
+        extra: list[AnomalyRecord],
+        refresh: Callable[[list[Any], SessionResult], list[Any]],
+    ) -> None:
         self.start = start
         self.extra = extra
         self._parts = parts
@@ -325,6 +333,10 @@ class Replayed:
         else:
             self.evidence = parts.load(0)
             self._rows = _Texts(parts) if len(parts) > 2 else None
+        if extra:
+            # Taken when the session was spooled, before the check across
+            # sessions had found these: starttls_downgrade rests on them.
+            self.evidence = refresh(self.evidence, self.with_extra())
 
     @property
     def rows(self) -> Iterable[str] | None:
@@ -386,7 +398,9 @@ class Spool:
         self.rules = rules
         self.rows = rows
         self.results = results
-        self._evidence = AlertEngine(rules).evidence
+        engine = AlertEngine(rules)
+        self._evidence = engine.evidence
+        self._refresh = engine.refreshed
         self._rows = SessionRows(rows) if rows is not None else None
         self._directory = directory
         self._named = named
@@ -546,6 +560,25 @@ class Spool:
         result are read from the file when asked for: only while the spool
         is open.
         """
+        extra = self._findings()
+        starts = self._index.starts
+        for i, parts in self._stored():
+            yield Replayed(starts[i], parts, extra.get(i, []), self._refresh)
+
+    def evidence(self) -> Iterator[tuple[int, list[Any]]]:
+        """Each session's start and detectors' evidence, in table order,
+        as ``replay`` gives them (the findings across sessions in it)."""
+        extra = self._findings()
+        starts = self._index.starts
+        for i, parts in self._stored():
+            if i in extra:
+                replayed = Replayed(starts[i], parts, extra[i], self._refresh)
+                yield replayed.start, replayed.evidence
+            else:
+                yield starts[i], parts.load(0)[0] if len(parts) == 1 else parts.load(0)
+
+    def _findings(self) -> dict[int, list[AnomalyRecord]]:
+        """The anomalies found across sessions, by position in the index."""
         extra: dict[int, list[AnomalyRecord]] = {}
         index = self._index
         described = self._ledger.find(
@@ -557,15 +590,7 @@ class Spool:
         )
         for position, record in described:
             extra.setdefault(position, []).append(record)
-        starts = self._index.starts
-        for i, parts in self._stored():
-            yield Replayed(starts[i], parts, extra.get(i, []))
-
-    def evidence(self) -> Iterator[tuple[int, list[Any]]]:
-        """Each session's start and detectors' evidence, in table order."""
-        starts = self._index.starts
-        for i, parts in self._stored():
-            yield starts[i], parts.load(0)[0] if len(parts) == 1 else parts.load(0)
+        return extra
 
     def _stored(self) -> Iterator[tuple[int, _Parts]]:
         """Each session's position in the index and stored parts, in order."""

@@ -124,6 +124,7 @@ class TableBuilder:
         """
         values = self._values
         owners = self._owner
+        results = self._results
         extra = downgrade.find(values["sessions"])
         if extra:
             values = {table: dict(columns) for table, columns in values.items()}
@@ -137,6 +138,17 @@ class TableBuilder:
                     anomalies[column.name].append(getattr(record, column.attribute))
                 anomaly_owners.append(owner)
             values["sessions"]["anomalies"] = counts
+            # The detectors see them too (starttls_downgrade), in copies.
+            results = list(results)
+            for owner, record in extra:
+                result = results[owner]
+                results[owner] = dataclasses.replace(
+                    result,
+                    session=dataclasses.replace(
+                        result.session, anomalies=result.session.anomalies + 1
+                    ),
+                    anomalies=[*result.anomalies, record],
+                )
             values["anomalies"] = anomalies
             owners["anomalies"] = anomaly_owners
         session_rank = self._session_rank()
@@ -147,7 +159,7 @@ class TableBuilder:
             for table in SESSION_TABLES
         }
         if alerts is None:
-            alerts = detect(self._results, self.rules)
+            alerts = detect(results, self.rules)
         return SmtpTables(stats=self.stats, alerts=_alert_frame(alerts), **frames)
 
     def _append(self, table: str, records: Sequence[object], owner: int) -> None:

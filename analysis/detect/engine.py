@@ -25,7 +25,15 @@ from analysis.detect.protocol import ProtocolDetector
 from analysis.detect.recipients import RecipientDetector
 from analysis.detect.relay import RelayDetector
 from analysis.detect.rules import Rule, Rules, default_rules
-from analysis.detect.window import Evidence, Incident, Observation, Tally, Tracker
+from analysis.detect.starttls import StarttlsDetector
+from analysis.detect.window import (
+    Evidence,
+    Incident,
+    Observation,
+    Tally,
+    Tracker,
+    is_server_side,
+)
 from analysis.records import SessionResult
 
 # Keys seen once that are kept per detector (see AlertEngine._singles):
@@ -126,7 +134,12 @@ DETECTORS: tuple[Callable[[Rules], Detector], ...] = (
     BulkDetector,
     HeloDetector,
     ProtocolDetector,
+    StarttlsDetector,
 )
+# The detectors that read the anomalies found across sessions at the end of
+# an offline run (``analysis.downgrade``), after the session's evidence was
+# taken: see ``AlertEngine.refreshed``.
+_READ_FINDINGS: tuple[type, ...] = (StarttlsDetector,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +162,9 @@ class Wording:
 
     template: str
     measured: bool = False
+    # The sentence for an alert counted per server in a kind that counts
+    # others per client (``window.server_side_key``).
+    server_template: str | None = None
 
 
 WORDING: dict[str, Wording] = {
@@ -242,6 +258,19 @@ WORDING: dict[str, Wording] = {
     "unsolicited_reply": Wording(
         "{server} sent replies to commands {who} never gave in {sessions} session(s)"
     ),
+    "starttls_downgrade": Wording(
+        "STARTTLS was removed from the EHLO reply of {server} to {who} in "
+        "{sessions} session(s), so the client could not ask for TLS "
+        "(STARTTLS stripping on the path){note}"
+    ),
+    "starttls_injection": Wording(
+        "{who} sent commands after STARTTLS before the server's 220 to "
+        "{server} in {sessions} session(s): a server that queues them reads "
+        "them as if sent inside TLS (STARTTLS command injection, CVE-2011-0411)",
+        server_template="{server} sent bytes after its 220 to STARTTLS, before "
+        "the TLS handshake, to {who} in {sessions} session(s): a client that "
+        "queues them reads them as if sent inside TLS (STARTTLS reply injection)",
+    ),
     "syntax_errors": Wording(
         "{who} had {count} commands refused as syntax errors within {window}"
     ),
@@ -319,6 +348,17 @@ class AlertEngine:
         passes it to ``feed_evidence``.
         """
         return [detector.extract(result) for detector in self._detectors]
+
+    def refreshed(self, evidence: list[Any], result: SessionResult) -> list[Any]:
+        """``evidence`` of a session to which anomalies found across sessions
+        were added after it was taken (``possible_downgrade``, at the end of
+        an offline run): the detectors that read them take ``result``,
+        which holds them, again; the others' evidence is kept."""
+        fresh = list(evidence)
+        for position, detector in enumerate(self._detectors):
+            if isinstance(detector, _READ_FINDINGS):
+                fresh[position] = detector.extract(result)
+        return fresh
 
     def feed_evidence(self, now: int, evidence: list[Any]) -> list[Alert]:
         """``feed`` for a session ``evidence`` has looked at; ``now``: its start."""
@@ -452,6 +492,9 @@ class AlertEngine:
     def _alert(self, kind: str, key: tuple[str, ...], incident: Incident) -> Alert:
         rule = self.rules.rule(kind)
         wording = WORDING[kind]
+        template = wording.template
+        if wording.server_template is not None and is_server_side(key):
+            template = wording.server_template
         # The evidence is what the alert lists; the tally counts every hit
         # (both are read only: an early alert's incident goes on). Without
         # them, the hits were kept whole: all are listed.
@@ -522,7 +565,7 @@ class AlertEngine:
             sessions=tally.sessions,
             session_ids=evidence.session_ids(),
             examples=evidence.listed_examples(),
-            summary=wording.template.format(**values) + ".",
+            summary=template.format(**values) + ".",
         )
 
 

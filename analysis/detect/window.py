@@ -971,16 +971,32 @@ def server_key(server_ip: str) -> tuple[str]:
     return (server_ip,)
 
 
+@functools.lru_cache(maxsize=256)
+def server_side_key(server_ip: str) -> tuple[str, str]:
+    """The key of observations counted per server in a kind that counts
+    others per client (``starttls_injection``): kept apart from the key of
+    a client with the same address, and told apart by ``is_server_side``."""
+    return (server_ip, SERVER_SIDE)
+
+
+SERVER_SIDE = "server"
+
+
+def is_server_side(key: tuple[str, ...]) -> bool:
+    return len(key) == 2 and key[1] == SERVER_SIDE
+
+
 def server_observation(
     result: SessionResult,
     kind: str,
     ts: int,
     *,
     hit: bool = True,
+    example: str | None = None,
     note: str | None = None,
 ) -> ObservationCells:
     """``client_observation``'s cells, counted per server address."""
-    cells = client_observation(result, kind, ts, hit=hit, note=note)
+    cells = client_observation(result, kind, ts, hit=hit, example=example, note=note)
     return (kind, server_key(result.session.server_ip), *cells[2:])
 
 
