@@ -651,6 +651,10 @@ class Reassembler:
         self._ahead: int | None = None
         self._ahead_seg: Segment | None = None
         self._due = _NEVER_SWEPT
+        # A -j worker's first segment of a capture, stamped ahead, with the
+        # time of the packet after it, which shows it an outlier: judged so
+        # as soon as it is held back (see new_capture).
+        self._judged: tuple[int, int] | None = None
         self._capture_start = False  # see start_capture
         self._next_id = 0
         # Both orientations of each 4-tuple, to the flow and the direction
@@ -910,6 +914,7 @@ class Reassembler:
         (``new_capture``).
         """
         self._capture_start = True
+        self._judged = None
         self._next_sweep = _NEVER_SWEPT  # the check runs on the next packet
 
     @property
@@ -932,7 +937,14 @@ class Reassembler:
             return latest
         return self._last_closed if latest is None else max(latest, self._last_closed)
 
-    def new_capture(self, first: int, latest: int | None) -> list[StreamEvent]:
+    def new_capture(
+        self,
+        first: int,
+        latest: int | None,
+        *,
+        after: int | None = None,
+        holds_first: bool = False,
+    ) -> list[StreamEvent]:
         """Make ``start_capture``'s check for a capture whose first segment
         is at ``first``, against ``latest``: the ``reached`` of a reader of
         all connections.
@@ -946,30 +958,64 @@ class Reassembler:
         ``latest`` is. A first segment a sweep interval or more past the next
         sweep is held back as any other: the clock does not count from it
         before the packet after it shows that time did jump.
+
+        A reader of some learns that packet after it too, ``after`` (the
+        capture's second segment; None: none, or not looked for), and
+        whether the first segment is its own (``holds_first``): it judges
+        the first segment by ``after`` as a reader of all does, not by the
+        next packet of its own share, which may come long after (see
+        ``capture.source._capture_boundary``). A pause is swept at here, in
+        every reader; an outlier closes nothing, and its reader feeds it as
+        one when it comes (``_tick``).
         """
         events: list[StreamEvent] = []
         self._capture_start = False
+        self._judged = None
         if self._ahead is not None:
             self._release_ahead(first, events)
         every = self._sweep_every
         if latest is not None and first < latest - _REWIND_SLACK_NS:
             events += self.finish()
             self.stats.rewinds += 1
-        elif self._swept_to != _NEVER_SWEPT and first >= self._swept_to + 2 * every:
+        elif (
+            self._swept_to != _NEVER_SWEPT
+            and first >= self._swept_to + 2 * every
+            and (after is None or after < first - every)
+        ):
             # Found in review: one segment stamped an hour ahead, the first
             # of a rotated file, swept there, and every connection of the
             # files before it closed as idle. The sweeps go on from the
             # clock (all readers', for a -j worker: see clock), and the
-            # segment is held back when it is fed.
+            # segment is held back when it is fed: judged by the packet
+            # after it, or, known to be an outlier, fed as one at once.
             self._next_sweep = self._swept_to + every
             self._fresh_since = self._next_sweep - self._idle_ns
+            if after is not None and holds_first:
+                self._judged = (first, after)
             return events
         # The segment at ``first`` sweeps at its point of the grid, in a
         # reader of all connections: readers of some count their clock from
-        # there too, so the latest of theirs is that one's (see clock).
-        self._next_sweep = _NEVER_SWEPT
+        # there too, so the latest of theirs is that one's (see clock). The
+        # sweep is made here, not left to the next packet fed: a reader of
+        # some may hold not that segment but one stamped far past it, which
+        # must then be held back as in a reader of all (found in review: an
+        # ACK stamped 20 minutes ahead, the first packet of its -j worker in
+        # a rotated file, swept there and closed its connection as idle,
+        # where one process took it for an outlier).
         self._swept_to = first - first % every
+        self._sweep(self._swept_to, events)
         return events
+
+    def holds_back(self, first: int, latest: int | None) -> bool:
+        """Whether ``new_capture(first, latest)`` would hold the capture's
+        first segment back as stamped ahead (a packet held back as the last
+        one read being judged by ``first`` already: ``next_segment_at``)."""
+        every = self._sweep_every
+        return (
+            (latest is None or first >= latest - _REWIND_SLACK_NS)
+            and self._swept_to != _NEVER_SWEPT
+            and first >= self._swept_to + 2 * every
+        )
 
     def _new_capture(self, ts: int, events: list[StreamEvent]) -> None:
         events.extend(self.next_segment_at(ts))  # before reached is read
@@ -1254,6 +1300,11 @@ class Reassembler:
             self._clock_back(ts)
         elif next_sweep != _NEVER_SWEPT and ts >= next_sweep + every:
             self._hold_ahead(ts, seg)
+            judged = self._judged
+            if judged is not None:
+                self._judged = None
+                if judged[0] == ts:  # the first segment, judged by the next
+                    self._release_ahead(judged[1], events)
             return True
         # At a point of a fixed grid, not at this packet's time: a reader
         # given only some of the connections (a -j worker) then sweeps at
@@ -1295,14 +1346,19 @@ class Reassembler:
         next_segment_at), or of a timer (expire)."""
         ahead, seg = self._ahead, self._ahead_seg
         assert ahead is not None and seg is not None
-        self._ahead = self._ahead_seg = None
         self._next_sweep = self._due
         if now >= ahead - self._sweep_every:
             # Time did jump: swept at and fed as before it was held, so that
-            # a pause in the traffic closes exactly what it closed.
+            # a pause in the traffic closes exactly what it closed. Held on
+            # through the sweep, which may close many connections: a stop
+            # (KeyboardInterrupt) there leaves it to ``finish``, which
+            # judges and feeds it again (found in review: taken out first,
+            # the packet was lost, and its bytes with it).
             self._sweep(ahead - ahead % self._sweep_every, events)
+            self._ahead = self._ahead_seg = None
             events += self.feed(ahead, seg)
             return
+        self._ahead = self._ahead_seg = None
         self.stats.clock_outliers += 1
         # At its connection's time: its last packet, or, closed, when it
         # was closed (its 4-tuple is remembered from then), so that the

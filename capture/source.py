@@ -197,11 +197,16 @@ def _read_all(
         # Judged at the capture's first segment: by the boundary's rounds
         # below (-j), or by the reassembler as it is fed.
         rewinds = reassembler.stats.rewinds
-        if number:
+        if not number and clock is not None and shard[1] > 1:
+            for event in _run_start(path, ports, reassembler, large):
+                result = handle(event)
+                if result is not None:
+                    yield result
+        elif number:
             reassembler.start_capture()
             if clock is not None and shard[1] > 1:
                 boundary = _capture_boundary(
-                    path, ports, reassembler, clock, number, large
+                    path, ports, reassembler, clock, number, large, shard
                 )
                 for event in boundary:
                     result = handle(event)
@@ -259,6 +264,7 @@ def _capture_boundary(
     clock: ClockHook,
     number: int,
     large: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[StreamEvent]:
     """``start_capture``'s check for capture ``number``, as a reader of all
     connections makes it at the capture's first segment.
@@ -282,8 +288,46 @@ def _capture_boundary(
     if latest_clock is not None:
         events += reassembler.expire(latest_clock)
     latest = clock(f"capture {number} open", reassembler.reached)
-    events += reassembler.new_capture(first, latest)
+    after: int | None = None
+    holds_first = False
+    if reassembler.holds_back(first, latest):
+        # Stamped far ahead: a reader of all judges it by the segment after
+        # it, which this reader may not hold (found in review: an ACK
+        # stamped 22 minutes ahead, the first of a rotated file, and the
+        # next packet of its worker's share came after a real pause, so the
+        # worker took it for a pause where one process found it an outlier).
+        # Rare: only then is the capture looked into a second time.
+        segments = first_segments(path, ports, large, 2)
+        if len(segments) == 2 and segments[0][0] == first:
+            after = segments[1][0]
+            holds_first = _owner_of(segments[0][1], shard) == shard[0]
+    events += reassembler.new_capture(
+        first, latest, after=after, holds_first=holds_first
+    )
     return events
+
+
+def _run_start(
+    path: str, ports: frozenset[int], reassembler: Reassembler, large: bool = False
+) -> list[StreamEvent]:
+    """The first capture's first segment sweeps in a reader of all
+    connections, and the clock counts from it: a reader of some (a -j
+    worker) counts from it too, whether that segment is its own or not.
+
+    Found in review: a worker whose first packet was stamped seven hours
+    ahead, the second of the run, took it for the time (nothing before it
+    to hold it back against), where one process held it back as an outlier
+    (the packet before it, another worker's, had set the clock); the worker
+    then swept there, and closed as idle a connection one process closed at
+    the end of the capture. No round is needed: every worker finds the same
+    segment in the same file. When the capture has none, the next one's
+    boundary (``_capture_boundary``) sets the clock, as its first segment
+    does in a reader of all.
+    """
+    first = first_segment_time(path, ports, large)
+    if first is None:
+        return []
+    return reassembler.new_capture(first, None)
 
 
 def first_segment_time(
@@ -306,10 +350,22 @@ def first_segment_time(
     and every -j worker waits for it at every capture.
     """
     log.debug("looking for the first segment of %s", path)
+    found = first_segments(path, ports, large, 1)
+    return found[0][0] if found else None
+
+
+def first_segments(
+    path: str, ports: frozenset[int], large: bool = False, count: int = 2
+) -> list[tuple[int, FlowKey]]:
+    """The time and flow key of each of the first ``count`` segments that a
+    reader of all connections feeds from ``path``, read as
+    ``first_segment_time`` reads (fewer when the capture holds fewer, or
+    when it is damaged or unreadable before them)."""
+    found: list[tuple[int, FlowKey]] = []
     fast = _fast_path(path, large)
     if fast is not None and not fast.inflate:  # libpcap alone cannot inflate
         try:
-            return _first_filtered(path, ports, fast)
+            return _first_filtered(path, ports, fast, count)
         except libpcap.LibpcapError as stopped:
             log.debug("libpcap left %s to the Python reader: %s", path, stopped)
     try:
@@ -317,12 +373,16 @@ def first_segment_time(
             decode_stats = DecodeStats()
             for linktype, data, records in reader.batches():
                 for ts, start, stop in records:
-                    found = decode_at(linktype, data, start, stop, ports, decode_stats)
-                    if found is not None:
-                        return ts
+                    segment = decode_at(
+                        linktype, data, start, stop, ports, decode_stats
+                    )
+                    if segment is not None:
+                        found.append((ts, segment[0]))
+                        if len(found) == count:
+                            return found
     except CaptureError:
-        return None
-    return None
+        pass
+    return found
 
 
 # Enough for the first segment of most captures, a sixteenth of a chunk.
@@ -407,8 +467,10 @@ def _first_packet_time(path: str) -> int | None:
     return None
 
 
-def _first_filtered(path: str, ports: frozenset[int], fast: _FastPath) -> int | None:
-    """``first_segment_time`` through libpcap's filter for all connections.
+def _first_filtered(
+    path: str, ports: frozenset[int], fast: _FastPath, count: int
+) -> list[tuple[int, FlowKey]]:
+    """``first_segments`` through libpcap's filter for all connections.
 
     Raises ``LibpcapError`` where a reader of all connections goes on with
     the Python reader from the start before it feeds a segment.
@@ -419,17 +481,22 @@ def _first_filtered(path: str, ports: frozenset[int], fast: _FastPath) -> int | 
     )
     snaplen = fast.snaplen
     decode_stats = DecodeStats()
+    found: list[tuple[int, FlowKey]] = []
     with reader:
         for packet in reader:
             data = packet.data
             if len(data) >= snaplen or not packet.ts:
                 raise libpcap.LibpcapError("a record the Python reader reads")
-            found = decode_at(packet.linktype, data, 0, len(data), ports, decode_stats)
-            if found is not None:
-                return packet.ts
+            segment = decode_at(
+                packet.linktype, data, 0, len(data), ports, decode_stats
+            )
+            if segment is not None:
+                found.append((packet.ts, segment[0]))
+                if len(found) == count:
+                    return found
     if reader.error is not None:
         raise libpcap.LibpcapError(reader.error)
-    return None
+    return found
 
 
 def _one_capture(
@@ -538,6 +605,13 @@ def _owner(segment: Segment, parts: int, owners: dict[FlowKey, int]) -> int:
 
 
 _OWNERS_LIMIT = 4096  # as capture.decode's cache of flow keys
+
+
+def _owner_of(key: FlowKey, shard: tuple[int, int]) -> int:
+    """Which reader of ``shard``'s parts owns the connection of ``key``."""
+    src_ip, dst_ip, src_port, dst_port = key
+    return shard_of(src_ip, src_port, dst_ip, dst_port, shard[1])
+
 
 # libpcap's stream is read a quarter MiB at a time, not a MiB as files are.
 # Each read is a new bytes object whose size depends on how far libpcap's

@@ -209,3 +209,92 @@ def test_one_packet_after_a_pause_at_the_end_closes_the_rest_as_idle(
         (c.session(syn), c.sport, syn, syn, "end_of_capture"),
     ]
     _check([path], expected, reader)
+
+
+def test_a_rotated_files_first_packet_of_a_worker_stamped_ahead_is_held_back(
+    tmp_path: Path, reader: str
+) -> None:
+    # Found in review: A's ACK, stamped 20 minutes ahead, came after B's
+    # first packet of the second file. One process held it back and, B's
+    # next packet being well before it, read it at A's time. A's worker
+    # held nothing: the clock counted from the file's first segment only
+    # when the next packet was fed, and that was the ACK itself, which
+    # swept there and closed A as idle. The worker now sweeps at the first
+    # segment's point of the grid at the boundary, as one process does.
+    a, b, _ = _three()
+    a.open(T0)
+    b.open(T0 + 1)
+    first = _in_order(a.take(), b.take())
+    b.command(T0 + 10, b"NOOP")
+    a.client(T0 + 11, flags=0x10)
+    b.command(T0 + 12, b"NOOP")
+    a.command(T0 + 13, b"NOOP")
+    a.quit(T0 + 20)
+    b.quit(T0 + 21)
+    second = _in_order(a.take(), b.take())
+    ack = next(f for f in second if f.ts_sec == T0 + 11)
+    paths = [_write(tmp_path / "1.pcap", first), str(tmp_path / "2.pcap")]
+    Path(paths[1]).write_bytes(pcap(_stamped(second, ack, 1200)))
+    expected = [
+        (a.session(_ns(T0)), a.sport, _ns(T0), a.last, "fin"),
+        (b.session(_ns(T0 + 1, 1)), b.sport, _ns(T0 + 1, 1), b.last, "fin"),
+    ]
+    _check(paths, expected, reader)
+
+
+def test_a_workers_first_packet_of_the_run_stamped_ahead_is_held_back(
+    tmp_path: Path, reader: str
+) -> None:
+    # Found in review: B's SYN, stamped an hour ahead, came after A's first
+    # packets. One process held it back and read it as an outlier (its
+    # 4-tuple has no connection to date it by: it opens one at its own
+    # stamp). B's worker had read nothing before it, so nothing held it
+    # back: it swept an hour ahead, and at the end, with every worker's
+    # clock taken, A closed as idle rather than at the end of the capture.
+    # Each worker now counts its clock from the run's first segment.
+    a, b, _ = _three()
+    a.open(T0)
+    a.command(T0 + 20, b"NOOP")
+    b.open(T0 + 2)
+    b.quit(T0 + 3)  # within a sweep interval: B's worker keeps its clock
+    frames = _in_order(a.take(), b.take())
+    syn = next(f for f in frames if f.ts_sec == T0 + 2)
+    path = tmp_path / "run.pcap"
+    path.write_bytes(pcap(_stamped(frames, syn, HOUR)))
+    rows = _rows(read_captures([str(path)]))
+    assert rows[0] == (a.session(_ns(T0)), a.sport, _ns(T0), a.last, "end_of_capture")
+    for jobs in JOBS:
+        with read_sharded([str(path)], pipeline.DEFAULT_PORTS, jobs) as spool:
+            same_tables(build_tables(spool), read_captures([str(path)]))
+
+
+def test_a_rotated_files_first_segment_stamped_ahead_is_judged_by_the_next(
+    tmp_path: Path, reader: str
+) -> None:
+    # Found in review: A's ACK, stamped 20 minutes ahead, was the first
+    # segment of the second file; B's packet after it, well before it,
+    # shows it an outlier, and one process read it at A's time. A's worker
+    # judged it by A's next packet, after a real pause of 21 minutes, took
+    # it for the time, closed A as idle there and began a session with it.
+    # Every worker now learns the file's second segment too, where its
+    # first is stamped ahead, and judges it by that.
+    a, b, _ = _three()
+    a.open(T0)
+    b.open(T0 + 1)
+    first = _in_order(a.take(), b.take())
+    a.client(T0 + 10, flags=0x10)
+    b.command(T0 + 11, b"NOOP")
+    b.quit(T0 + 12)
+    a.command(T0 + 1300, b"NOOP")
+    a.quit(T0 + 1301)
+    second = _in_order(a.take(), b.take())
+    paths = [_write(tmp_path / "1.pcap", first), str(tmp_path / "2.pcap")]
+    Path(paths[1]).write_bytes(pcap(_stamped(second, second[0], 1200)))
+    rows = _rows(read_captures(paths))
+    assert rows[:2] == [
+        (a.session(_ns(T0)), a.sport, _ns(T0), _ns(T0, 6), "idle"),
+        (b.session(_ns(T0 + 1, 1)), b.sport, _ns(T0 + 1, 1), _ns(T0 + 12, 13), "fin"),
+    ]
+    for jobs in JOBS:
+        with read_sharded(paths, pipeline.DEFAULT_PORTS, jobs) as spool:
+            same_tables(build_tables(spool), read_captures(paths))
