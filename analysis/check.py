@@ -71,6 +71,7 @@ class Thresholds:
     greeting_delay: Threshold = Threshold()
     tls_share: Threshold = Threshold(minimum=True)
     alerts: Threshold = Threshold()
+    sessions: Threshold = Threshold(minimum=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,7 @@ def evaluate(
     m = monitor
     alerts = float(sum(m.alerts.values()))
     figures = [
+        ("sessions", float(m.sessions), limits.sessions),
         ("refusal ratio", m.refusal_ratio, limits.refusal_ratio),
         ("greeting delay", m.greeting_delay_max, limits.greeting_delay),
         ("TLS share", m.tls_share, limits.tls_share),
@@ -139,7 +141,7 @@ def evaluate(
     text = plugin_text("; ".join(problems) + " - " + summary if problems else summary)
     perf = " ".join(
         [
-            f"sessions={m.sessions};;;0",
+            f"sessions={m.sessions}{limits.sessions.perf()};0",
             f"refusal_ratio={_value(m.refusal_ratio)}{limits.refusal_ratio.perf()};0;1",
             f"greeting_delay={_value(m.greeting_delay_max, 's')}"
             f"{limits.greeting_delay.perf()};0",

@@ -165,13 +165,16 @@ def add_check_command(
         ("greeting-delay", "greeting delay in seconds above which"),
         ("tls-min", "TLS share (0 to 1) below which"),
         ("alerts", "number of alerts above which"),
+        # A wrong --port, or a mail server gone quiet, judges no session: an
+        # OK then unless asked (a new user's point).
+        ("sessions-min", "number of sessions below which"),
     ):
         for level in ("warn", "crit"):
             check.add_argument(
                 f"--{name}-{level}",
                 # Alerts are counted: a fraction of one would only mislead.
                 type=_THRESHOLD_TYPES.get(name, _non_negative),
-                metavar="N" if name == "alerts" else "X",
+                metavar="N" if name in _COUNTED else "X",
                 help=f"{what} the status is "
                 f"{'WARNING' if level == 'warn' else 'CRITICAL'}",
             )
@@ -227,6 +230,7 @@ def _validate_check(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         ("greeting_delay", False),
         ("tls_min", True),
         ("alerts", False),
+        ("sessions_min", True),
     ):
         warn, crit = getattr(args, f"{name}_warn"), getattr(args, f"{name}_crit")
         if warn is None or crit is None:
@@ -268,14 +272,14 @@ def _positive(text: str) -> float:
 _ALERTS_MAX = 2**53
 
 
-def _count(text: str) -> float:
+def _count(text: str, things: str = "alerts") -> float:
     if not text.isdecimal():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of alerts")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of {things}")
     # The length first: int() refuses more than 4,300 digits.
     digits = text.lstrip("0")
     if len(digits) > len(str(_ALERTS_MAX)) or int(digits or "0") > _ALERTS_MAX:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is more than {_ALERTS_MAX:,} (2**53) alerts"
+            f"{text!r} is more than {_ALERTS_MAX:,} (2**53) {things}"
         )
     return float(text)
 
@@ -301,7 +305,13 @@ def _non_negative(text: str) -> float:
 
 
 # The thresholds not given as shares (checked in _validate_check).
-_THRESHOLD_TYPES = {"alerts": _count, "greeting-delay": _delay}
+_THRESHOLD_TYPES = {
+    "alerts": _count,
+    "sessions-min": functools.partial(_count, things="sessions"),
+    "greeting-delay": _delay,
+}
+# The thresholds that count things, given as whole numbers.
+_COUNTED = frozenset({"alerts", "sessions-min"})
 
 
 def _listen_address(text: str) -> tuple[str, int]:

@@ -347,6 +347,9 @@ def _thresholds(args: argparse.Namespace) -> Thresholds:
         greeting_delay=Threshold(args.greeting_delay_warn, args.greeting_delay_crit),
         tls_share=Threshold(args.tls_min_warn, args.tls_min_crit, minimum=True),
         alerts=Threshold(args.alerts_warn, args.alerts_crit),
+        sessions=Threshold(
+            args.sessions_min_warn, args.sessions_min_crit, minimum=True
+        ),
     )
 
 

@@ -165,6 +165,20 @@ def test_check_exit_status(
             "--tls-min-warn 0.5 is below --tls-min-crit 0.9: WARNING would come "
             "after CRITICAL",
         ),
+        (
+            ["--sessions-min-warn", "1", "--sessions-min-crit", "2"],
+            "--sessions-min-warn 1 is below --sessions-min-crit 2: WARNING would "
+            "come after CRITICAL",
+        ),
+        (
+            ["--sessions-min-warn", "1.5"],
+            "argument --sessions-min-warn: '1.5' is not a number of sessions",
+        ),
+        (
+            ["--sessions-min-crit", "9" * 400],
+            f"argument --sessions-min-crit: '{'9' * 400}' is more than "
+            "9,007,199,254,740,992 (2**53) sessions",
+        ),
         (["--refusal-warn", "2"], "--refusal-warn 2: a share, from 0 to 1"),
         (["--tls-min-crit", "1.5"], "--tls-min-crit 1.5: a share, from 0 to 1"),
         (
@@ -239,6 +253,52 @@ def test_check_prints_thresholds_exactly(capsys: pytest.CaptureFixture[str]) -> 
         "greeting_delay=0.000202s;;0.0000001;0 tls_share=0;0:;;0;1 "
         "alerts=1;;9007199254740992;0 packets=31c;;;0 dropped=0c;;;0\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("capture", "thresholds", "status", "line"),
+    [
+        # A server on a port the check does not watch: no session, which is
+        # an OK unless a minimum is asked for (a new user's point).
+        (
+            "implicit-tls-10465.pcap",
+            ["--sessions-min-warn", "1"],
+            1,
+            "SMTPSCOPE WARNING - sessions 0 below 1 - 0 sessions on "
+            "implicit-tls-10465.pcap, refusal ratio U, max greeting delay U, "
+            "TLS share U, 0 alerts | sessions=0;1:;;0 refusal_ratio=U;;;0;1 "
+            "greeting_delay=U;;;0 tls_share=U;;;0;1 alerts=0;;;0 "
+            "packets=31c;;;0 dropped=0c;;;0\n",
+        ),
+        (
+            "auth.pcap",
+            ["--sessions-min-warn", "5", "--sessions-min-crit", "4"],
+            1,
+            "SMTPSCOPE WARNING - sessions 4 below 5 - 4 sessions on auth.pcap, "
+            "refusal ratio 0, max greeting delay 0.002373s, TLS share 0, 0 alerts "
+            "| sessions=4;5:;4:;0 refusal_ratio=0;;;0;1 greeting_delay=0.002373s;;;0 "
+            "tls_share=0;;;0;1 alerts=0;;;0 packets=124c;;;0 dropped=0c;;;0\n",
+        ),
+        (
+            "auth.pcap",
+            ["--sessions-min-warn", "9", "--sessions-min-crit", "5"],
+            2,
+            "SMTPSCOPE CRITICAL - sessions 4 below 5 - 4 sessions on auth.pcap, "
+            "refusal ratio 0, max greeting delay 0.002373s, TLS share 0, 0 alerts "
+            "| sessions=4;9:;5:;0 refusal_ratio=0;;;0;1 greeting_delay=0.002373s;;;0 "
+            "tls_share=0;;;0;1 alerts=0;;;0 packets=124c;;;0 dropped=0c;;;0\n",
+        ),
+    ],
+)
+def test_check_judges_a_minimum_of_sessions(
+    capture: str,
+    thresholds: list[str],
+    status: int,
+    line: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["check", "-r", str(PCAPS / capture), *thresholds]) == status
+    assert capsys.readouterr().out == line
 
 
 def test_sessions_per_minute_forgets_old_ones() -> None:
