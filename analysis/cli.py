@@ -157,9 +157,9 @@ def build_parser() -> _Parser:
         "--verbose",
         action="count",
         default=0,
-        help="log progress to stderr: -v for each capture or interface and "
-        "each session, -vv also the details (for captures, why the Python "
-        "reader takes one rather than libpcap)",
+        help="log progress to stderr: -v for each capture (or interface, for "
+        "live and check) and each session, -vv also the details (for "
+        "captures, why the Python reader takes one rather than libpcap)",
     )
     _add_read_command(commands, common)
     livecli.add_live_command(commands, common)

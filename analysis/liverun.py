@@ -317,7 +317,8 @@ def _print_summary(monitor: Monitor, summary: _Summary, flag: _StopFlag) -> None
     lines = [
         f"{why}: {m.capture.received:,} packets captured, "
         f"{m.capture.dropped:,} dropped",
-        f"{m.sessions:,} sessions ({summary.interrupted:,} interrupted), "
+        f"{m.sessions:,} {'session' if m.sessions == 1 else 'sessions'} "
+        f"({summary.interrupted:,} interrupted), "
         f"{m.transactions:,} transactions, {m.messages_accepted:,} messages "
         f"accepted, {summary.rows:,} rows",
         *summary.outputs,

@@ -54,10 +54,12 @@ class _SessionColumn:
 _SESSION_COLUMNS: tuple[_SessionColumn, ...] = (
     _SessionColumn("start"),
     _SessionColumn("client"),
-    _SessionColumn("server", drop_rank=3),
-    _SessionColumn("helo", drop_rank=2, max_width=24, shrinks_to=10),
+    # The server goes last: an analyst's first question of a session, after
+    # the client (a new user's point; it went before the helo and auth).
+    _SessionColumn("server", drop_rank=1),
+    _SessionColumn("helo", drop_rank=3, max_width=24, shrinks_to=10),
     _SessionColumn("tls"),
-    _SessionColumn("auth", drop_rank=1),
+    _SessionColumn("auth", drop_rank=2),
     _SessionColumn("mails", "right"),
     _SessionColumn("accepted", "right"),
     _SessionColumn("close", drop_rank=4),

@@ -553,7 +553,7 @@ def test_a_report_into_a_file_or_pipe_shows_every_column(
     frames: bool,
 ) -> None:
     # rich takes 80 columns where standard output is no terminal; the
-    # sessions table would leave out server and close to fit them.
+    # sessions table would leave out helo and close to fit them.
     monkeypatch.delenv("COLUMNS", raising=False)
     argv = ["read", str(PCAPS / "auth.pcap")]
     if frames:  # the report from DataFrames, as with Parquet
@@ -568,7 +568,7 @@ def test_a_report_into_a_file_or_pipe_shows_every_column(
 
     monkeypatch.setenv("COLUMNS", "80")
     assert main(argv) == 0
-    assert "too narrow to show: server, close" in capsys.readouterr().out
+    assert "too narrow to show: helo, close" in capsys.readouterr().out
 
 
 def test_rules_prints_the_defaults_and_checks_a_file(

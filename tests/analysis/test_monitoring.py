@@ -509,6 +509,32 @@ def test_live_says_what_was_opened_from_smtp_ports(
     )
 
 
+@pytest.mark.parametrize(
+    ("sessions", "line"),
+    [
+        (
+            1,
+            "smtpscope: 1 session (0 interrupted), 0 transactions, 0 messages "
+            "accepted, 0 rows",
+        ),
+        (
+            2,
+            "smtpscope: 2 sessions (0 interrupted), 0 transactions, 0 messages "
+            "accepted, 0 rows",
+        ),
+    ],
+)
+def test_live_counts_one_session_in_the_singular(
+    sessions: int, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from analysis import liverun
+
+    monitor = Monitor(0)
+    monitor.sessions = sessions
+    liverun._print_summary(monitor, liverun._Summary(), liverun._StopFlag())
+    assert capsys.readouterr().err.splitlines()[1] == line
+
+
 def test_a_fault_of_the_check_itself_is_unknown(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
