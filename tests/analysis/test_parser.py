@@ -1092,6 +1092,10 @@ def test_a_credential_in_a_known_commands_argument_is_hidden(
         # Windows clients' names, which auth.hide_secrets would hide (below).
         "EHLO DESKTOP-7G3K2LM",
         "HELO WIN-3K2L7G9Q1ZT.corp.example",
+        # Windows server names that decode to two NULs among noise (found
+        # in review: they were taken for PLAIN responses and hidden).
+        "EHLO WIN-AZUKAJMAB6F",
+        "HELO WIN-ABUAKJQUO4S.corp.example",
         "EHLO mail.example.com",
         "EHLO [192.0.2.1]",
         "EHLO YWxpY2U",  # a bot's name that looks like base64
@@ -1132,6 +1136,7 @@ def test_plain_responses_are_told_by_what_they_decode_to() -> None:
     assert plain(_PLAIN) and plain(_PLAIN_URL_SAFE) and plain("AEFBAEFB")
     assert plain(_PLAIN.rstrip("="))  # padding left out
     assert plain(base64.b64encode(b"\0amy\0pw\0").decode())  # a NUL after
+    assert plain(base64.b64encode("amy\0\0Pässwörd".encode()).decode())
     for other in (
         "AAAAAAAA",  # NULs alone
         base64.b64encode(b"amy").decode(),  # no NUL
@@ -1140,6 +1145,12 @@ def test_plain_responses_are_told_by_what_they_decode_to() -> None:
         _PLAIN + "x",  # no base64
         _PLAIN[:-4] + "!" + _PLAIN[-3:],  # a character outside the alphabet
         "DESKTOP-7G3K2LM",
+        # Two NULs among noise (b"X\x83~\x01\x95\n\x00\x93\x00\x07\xa1"),
+        # and around no identity or no printable password.
+        "WIN-AZUKAJMAB6F",
+        base64.b64encode(b"\0\0pw").decode(),
+        base64.b64encode(b"\0amy\0\x01\x02").decode(),
+        base64.b64encode(b"\0amy\0\xff\xfe").decode(),
     ):
         assert not plain(other), other
     hidden: list[str] = []
