@@ -1033,6 +1033,13 @@ _HIDDEN = (_PLAIN, _PLAIN_URL_SAFE, "AEFBAEFB", "TUFTVEVS", "UEVQUEVS", "Tr0ub4d
         ("HELO AEFBAEFB", "HELO [redacted]", ["AA"]),  # b"\0AA\0AA"
         (f"RCPT TO:<{_PLAIN}@x>", "RCPT TO:<[redacted]@x>", _PW),
         (f"MAIL FROM:<a@b> AUTH={_PLAIN}", "MAIL FROM:<a@b> AUTH=[redacted]", _PW),
+        # Glued after other base64, whatever its length (found in review:
+        # the run decoded to noise from its first character, and was kept).
+        (f"EHLO x{_PLAIN}", "EHLO [redacted]", _PW),
+        (f"HELO ab{_PLAIN_URL_SAFE}", "HELO [redacted]", ["Hi?~~>x"]),
+        (f"MAIL FROM:<a@b> XYZ{_PLAIN}", "MAIL FROM:<a@b> [redacted]", _PW),
+        (f"RCPT TO:<a{_PLAIN}@b>", "RCPT TO:<[redacted]@b>", _PW),
+        (f"EHLO c.example.Q29tc{_PLAIN}", "EHLO c.example.[redacted]", _PW),
         # An AUTH run into another command's line, by a bare CR or a line
         # end lost, or appended: its response is hidden whatever it is.
         (f"EHLO c\rAUTH PLAIN {_PLAIN}", "EHLO c\rAUTH PLAIN [redacted]", _PW),
@@ -1096,6 +1103,10 @@ def test_a_credential_in_a_known_commands_argument_is_hidden(
         # in review: they were taken for PLAIN responses and hidden).
         "EHLO WIN-AZUKAJMAB6F",
         "HELO WIN-ABUAKJQUO4S.corp.example",
+        # And one that does so from its fourth character, as a PLAIN
+        # response glued after other base64 would: b"\xfbM\x11\x14\x006\x00Ŷ",
+        # too short for one.
+        "EHLO WIN-00RFAA2AMW2",
         "EHLO mail.example.com",
         "EHLO [192.0.2.1]",
         "EHLO YWxpY2U",  # a bot's name that looks like base64
