@@ -345,6 +345,9 @@ def _hide_secret(line: str, lowered: str, secret: str) -> str:
 
 
 _BASE64_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+/=_-")
+# What a client sends in an AUTH exchange that hides nothing: an empty
+# response and a cancel (RFC 4954 4).
+_NO_SECRETS = frozenset({"", "=", "*"})
 # Secrets shorter than this (only decoded passwords are) are hidden where
 # they stand alone, not inside a word, which they would cut holes in.
 _SHORT_SECRET = 4
@@ -1561,8 +1564,9 @@ class SmtpParser:
     def _withhold(self, secrets: list[str]) -> None:
         """Remember what was hidden from a client line, for the replies.
 
-        Base64 comes in fours: shorter words (a stray "*", "a") are no
-        secret, and scrubbing them would cut holes in every reply.
+        Base64 comes in fours: shorter words (a stray "a") would cut holes
+        in every reply, and are looked for only in the one that answers
+        them, as short decoded passwords are (below).
         """
         if self._secrets is None:
             self._secrets = deque(maxlen=_SECRETS_KEPT)
@@ -1582,13 +1586,25 @@ class SmtpParser:
         # its AUTH's), not merely the next: pipelined behind EHLO, an AUTH
         # is answered after it (found in review: "abc123" was shown in the
         # AUTH's 535, the EHLO's 250 having been scrubbed of it).
+        #
+        # A line shorter than base64 comes (a LOGIN password of two letters
+        # typed as is, not encoded) is one too, looked for as those are:
+        # found in review, "ab" came back in "501 5.5.2 cannot decode: ab".
+        # An empty response ("=", RFC 4954 4) or a cancel ("*") is none.
+        echoed = [
+            secret
+            for secret in secrets
+            if len(secret) < _SHORT_SECRET and secret not in _NO_SECRETS
+        ]
         for secret in filter(None, map(auth.decoded_secret, secrets)):
             if len(secret) >= _SECRET_START:
                 self._secrets.append(_lowered(secret))
-            elif self._echoed is None:
-                self._echoed = [_lowered(secret)]
             else:
-                self._echoed.append(_lowered(secret))
+                echoed.append(secret)
+        if echoed:
+            if self._echoed is None:
+                self._echoed = []
+            self._echoed += map(_lowered, echoed)
             self._echoed_until = self._command_index - 1
 
     def _unechoed(self, text: str) -> str:

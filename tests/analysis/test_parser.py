@@ -1523,3 +1523,61 @@ def test_a_short_password_is_hidden_in_the_reply_to_its_pipelined_auth() -> None
         ("AUTH", "5.7.8 bad credentials for bob [redacted]"),
         ("QUIT", "abc123 stays: no reply to the AUTH"),
     ]
+
+
+def test_a_short_answer_sent_as_is_is_hidden_in_the_reply_that_answers_it() -> None:
+    # Found in review: a password of one to three characters sent as is,
+    # not in base64 (after LOGIN's "Password:", PLAIN's empty challenge,
+    # a refused AUTH, or in POP3's PASS) was withheld from its row but
+    # came back in the server's echo: under four characters it was not
+    # looked for at all. It is looked for as a word of its own, up to the
+    # reply that answers it, and no further.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"dXNlcg==\r\n"),
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, b"ab\r\n"),
+            (S, b"501 5.5.2 cannot decode: ab\r\n"),
+            (C, b"AUTH PLAIN\r\n"),
+            (S, b"334 \r\n"),
+            (C, b"q1\r\n"),
+            (S, b'501 5.5.2 invalid base64 "Q1"\r\n'),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"504 5.5.4 not now\r\n"),
+            (C, b"x\r\n"),
+            (S, b"500 5.5.1 unrecognized command x\r\n"),
+            (C, b"PASS q7\r\n"),
+            (S, b"500 5.5.1 unrecognized command PASS q7\r\n"),
+            (C, b"AUTH PLAIN\r\n"),
+            (S, b"334 \r\n"),
+            (C, b"*\r\n"),
+            (S, b"501 5.7.0 * cancelled\r\n"),
+            (C, b"NOOP ab q1 x q7\r\n"),
+            (S, b"250 2.0.0 ab q1 x q7 stay: no reply to an answer\r\n"),
+        ]
+    )
+    assert [(c.verb, c.argument) for c in of(events, CommandSeen)] == [
+        ("AUTH", "LOGIN"),
+        ("AUTH", "PLAIN"),
+        ("AUTH", "LOGIN"),
+        ("[redacted]", ""),
+        ("PASS", "[redacted]"),
+        ("AUTH", "PLAIN"),
+        ("NOOP", "ab q1 x q7"),
+    ]
+    assert [e.reply.text for e in of(events, ReplySeen)] == [
+        "VXNlcm5hbWU6",
+        "UGFzc3dvcmQ6",
+        "5.5.2 cannot decode: [redacted]",
+        "",
+        '5.5.2 invalid base64 "[redacted]"',
+        "5.5.4 not now",
+        "5.5.1 unrecognized command [redacted]",
+        "5.5.1 unrecognized command PASS [redacted]",
+        "",
+        "5.7.0 * cancelled",
+        "2.0.0 ab q1 x q7 stay: no reply to an answer",
+    ]
