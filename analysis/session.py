@@ -51,7 +51,12 @@ from analysis.smtp.events import (
     TlsBytesSeen,
     TlsStarted,
 )
-from analysis.smtp.parser import MAX_PENDING, TRANSACTION_RESETS, SmtpParser
+from analysis.smtp.parser import (
+    MAX_PENDING,
+    TRANSACTION_RESETS,
+    SmtpParser,
+    without_sent,
+)
 from analysis.smtp.syntax import (
     KNOWN_VERBS,
     decoded_words,
@@ -801,6 +806,10 @@ class SessionBuilder:
                 self._add_anomaly(
                     event.ts, "auth_midstream", "SASL data seen outside an AUTH"
                 )
+                # Nor is the server's echo of it in this reply (found in
+                # review: "ab" and "p@ss!", which look like no base64, came
+                # back in "535 5.7.8 bad ab").
+                reply = without_sent(reply, f"{row.verb} {row.argument}")
             row.verb = "[redacted]"
             row.argument = ""
         # Only the first line of a connection caught after its start can

@@ -292,6 +292,17 @@ def _embedded_auth(argument: str, hidden: list[str]) -> str:
     return argument[: found.end()] + shown
 
 
+def without_sent(reply: Reply, sent: str) -> Reply:
+    """``reply`` without the words of ``sent``, a client line it shows to
+    have been SASL data (a 535 to a line of an unknown verb), which the
+    parser could not withhold when it read it: its words are looked for
+    as withheld secrets are (``_hide_secret``), those under four
+    characters only where they stand alone."""
+    secrets = [_lowered(word) for word in sent.split() if word != auth.REDACTED]
+    shown = tuple(_without_secrets(line, secrets) for line in reply.lines)
+    return reply._replace(lines=shown) if shown != reply.lines else reply
+
+
 def _without_secrets(line: str, secrets: Iterable[str]) -> str:
     """``line`` with each of ``secrets`` (lowered, ``_lowered``) hidden
     wherever it appears (``_hide_secret``). A substring test per secret

@@ -198,6 +198,38 @@ def test_a_password_of_capitals_where_the_capture_begins_is_withheld() -> None:
     assert b"TUFTVEVS" not in repr(r).encode()
 
 
+def test_a_password_a_sasl_code_shows_is_hidden_in_that_reply() -> None:
+    # Found in review: a line of an unknown verb answered 535 is SASL data,
+    # and its row was hidden, but not the server's echo of it in the 535
+    # when it looked like no base64 ("ab", "p@ss!", "my pass"). Only that
+    # reply is scrubbed of it; a word under four characters where it
+    # stands alone, as a short password is.
+    r = session(
+        [
+            (C, b"ab\r\n"),
+            (S, b"535 5.7.8 bad ab (about ab)\r\n"),
+            (C, b"p@ss!\r\n"),
+            (S, b"535 5.7.8 bad P@SS!\r\n"),
+            (C, b"my pass\r\n"),
+            (S, b"535 5.7.8 bad my pass\r\n"),
+            (C, b"NOOP ab my pass\r\n"),
+            (S, b"250 2.0.0 ab my pass stay\r\n"),
+        ]
+    )
+    assert _commands(r) == [
+        (1, "[redacted]", "", 535, "5.7.8 bad [redacted] (about [redacted])"),
+        (3, "[redacted]", "", 535, "5.7.8 bad [redacted]"),
+        (5, "[redacted]", "", 535, "5.7.8 bad [redacted] [redacted]"),
+        (7, "NOOP", "ab my pass", 250, "2.0.0 ab my pass stay"),
+    ]
+    assert [kind for _, kind, _ in _anomalies(r)] == [
+        "greeting_missing",
+        "auth_midstream",
+        "auth_midstream",
+        "auth_midstream",
+    ]
+
+
 def test_a_capture_that_begins_mid_transaction_has_no_greeting() -> None:
     r = session(
         [
