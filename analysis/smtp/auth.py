@@ -76,8 +76,9 @@ def mechanism_of(argument: str) -> str:
 
 def decoded_secret(payload: str) -> str | None:
     """What a base64 ``payload`` hides, as a server may echo it decoded:
-    the password of a PLAIN response (after its last NUL), or the whole
-    of any other (a LOGIN password). None when it is not base64, nor a
+    the password of a PLAIN response (after its last NUL), the token of
+    an OAUTHBEARER or XOAUTH2 one, or the whole of any other (a LOGIN
+    password). None when it is not base64, nor a
     PLAIN response in the URL-safe alphabet, without its padding or glued
     after other base64 (``is_plain_response``), or hides nothing
     printable. Other text is not decoded so leniently: what it gave would
@@ -89,9 +90,29 @@ def decoded_secret(payload: str) -> str | None:
         raw = b64decode(payload)
     if raw is None:
         return None
+    token = _bearer_token(raw)
+    if token is not None:
+        return wire_text(token) or None
     # NULs after the password are a client's slip, not its end.
     secret = wire_text(raw.rstrip(b"\x00").rpartition(b"\x00")[2]).strip()
     return secret or None
+
+
+def _bearer_token(raw: bytes) -> bytes | None:
+    """The token of an OAUTHBEARER or XOAUTH2 response, "... ^Aauth=Bearer
+    <token>^A^A" (RFC 7628 3.1; Google's XOAUTH2 alike), for a server may
+    echo it alone (found in review: "535 5.7.8 token ya29.<token>
+    rejected" kept it, the whole response decoded being withheld)."""
+    if raw.startswith(b"auth="):
+        at = len(b"auth=")
+    else:
+        found = raw.find(b"\x01auth=")
+        if found < 0:
+            return None
+        at = found + len(b"\x01auth=")
+    value = raw[at:].split(b"\x01", 1)[0].strip()
+    # "Bearer <token>" (RFC 6750 2.1): the scheme is no secret.
+    return value.split(None, 1)[-1] if value else None
 
 
 # What a final reply to AUTH says of the attempt (RFC 4954 4 and 6).

@@ -1581,3 +1581,37 @@ def test_a_short_answer_sent_as_is_is_hidden_in_the_reply_that_answers_it() -> N
         "5.7.0 * cancelled",
         "2.0.0 ab q1 x q7 stay: no reply to an answer",
     ]
+
+
+def test_a_bearer_token_echoed_alone_is_hidden() -> None:
+    # Found in review: the response of XOAUTH2 (and OAUTHBEARER, RFC 7628
+    # 3.1) decoded is "user=...^Aauth=Bearer <token>^A^A", withheld whole;
+    # a server that echoed the token alone showed it.
+    xoauth2 = base64.b64encode(
+        b"user=amy@example.org\x01auth=Bearer ya29.FakeToken-77a\x01\x01"
+    )
+    oauthbearer = base64.b64encode(
+        b"n,a=amy@example.org,\x01host=mx\x01port=587\x01"
+        b"auth=Bearer FakeBearer-61b\x01\x01"
+    )
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH XOAUTH2 " + xoauth2 + b"\r\n"),
+            (S, b"535 5.7.8 token ya29.FakeToken-77a rejected\r\n"),
+            (C, b"AUTH OAUTHBEARER\r\n"),
+            (S, b"334 \r\n"),
+            (C, oauthbearer + b"\r\n"),
+            (S, b"535 5.7.8 FakeBearer-61b expired; Bearer is fine\r\n"),
+        ]
+    )
+    assert [(c.verb, c.argument) for c in of(events, CommandSeen)] == [
+        ("AUTH", "XOAUTH2 [redacted]"),
+        ("AUTH", "OAUTHBEARER"),
+    ]
+    assert [e.reply.text for e in of(events, ReplySeen)] == [
+        "5.7.8 token [redacted] rejected",
+        "",
+        "5.7.8 [redacted] expired; Bearer is fine",
+    ]
+    assert "Fake" not in repr(events)
