@@ -158,8 +158,14 @@ _NAME_VERBS = frozenset({"VRFY", "EXPN"})
 # white space after it: an AUTH command run into another line, by a bare
 # CR ("EHLO c.example\rAUTH PLAIN ...", which a server may read as two
 # commands) or a line end lost, or appended to MAIL (found in review).
-# "AUTH=" (RFC 4954 5, MAIL's parameter) is no such word.
-_EMBEDDED_AUTH = re.compile(r"(?<!\S)AUTH\s+", re.ASCII | re.IGNORECASE)
+# Where a line end was lost, or a NUL stands for it, "AUTH" follows the
+# other line's last character ("EHLO c.example\0AUTH PLAIN ...", found in
+# review): there it must be followed by a word and an initial response, as
+# "OAUTH" in another word hardly is. "AUTH=" (RFC 4954 5, MAIL's
+# parameter) is no such word.
+_EMBEDDED_AUTH = re.compile(
+    r"(?<!\S)AUTH\s+|AUTH\s+(?=[A-Za-z0-9_-]{1,20}\s+\S)", re.ASCII | re.IGNORECASE
+)
 # Commands a 354 that answers a later DATA may pass over, and how many at
 # most (SmtpParser._skipped_before_data).
 _PASSED_OVER = (KNOWN_VERBS - _BLOCKING) - {"BDAT", "XEXCH50"}  # 354 too

@@ -1050,6 +1050,14 @@ _HIDDEN = (_PLAIN, _PLAIN_URL_SAFE, "AEFBAEFB", "TUFTVEVS", "UEVQUEVS", "Tr0ub4d
             _PW,
         ),
         ("EHLO c\rAUTH LOGIN TUFTVEVS", "EHLO c\rAUTH LOGIN [redacted]", ["MASTER"]),
+        # A line end lost, or a NUL in its place (found in review: "AUTH"
+        # was looked for as a word of its own only).
+        ("EHLO c\0AUTH LOGIN TUFTVEVS", "EHLO c\0AUTH LOGIN [redacted]", ["MASTER"]),
+        (
+            "EHLO c.exampleAUTH PLAIN UEVQUEVS",
+            "EHLO c.exampleAUTH PLAIN [redacted]",
+            ["PEPPER"],
+        ),
         (
             "MAIL FROM:<a@b> auth login TUFTVEVS",
             "MAIL FROM:<a@b> auth login [redacted]",
@@ -1121,6 +1129,9 @@ def test_a_credential_in_a_known_commands_argument_is_hidden(
         "VRFY john_smith-2",
         "EXPN all-staff-2024 list",
         "HELP AUTH",
+        "HELP OAUTH",
+        "NOOP OAUTH=1 LOGIN",
+        "MAIL FROM:<oauth@b.example> AUTH=oauth+40b.example",
         "NOOP keepalive",
         "QUIT now",
     ],
