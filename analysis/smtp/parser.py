@@ -353,6 +353,9 @@ def _hide_secret(line: str, lowered: str, secret: str) -> str:
         if long:
             while end < len(lowered) and lowered[end] in _BASE64_LOWER:
                 end += 1
+        elif lowered.startswith("=", end):
+            # The padding of base64 withheld without it (_withhold).
+            end = len(lowered) - len(lowered[end:].lstrip("="))
         pieces += (line[pos:found], auth.REDACTED)
         pos = end
     if not pieces:
@@ -1590,8 +1593,12 @@ class SmtpParser:
         # A server may echo a response decoded, as it read it (found in
         # review: "535 bad credentials for (\\0hank\\0<password>)"): the
         # password within is withheld beside the base64 that carried it.
+        # Base64's "=" padding is left out, as a server may echo it without,
+        # or with more (found in review: "YWJjZA==" came back as "YWJjZA").
         self._secrets.extend(
-            _lowered(secret) for secret in secrets if len(secret) >= _SHORT_SECRET
+            _lowered(secret.rstrip("=") or secret)
+            for secret in secrets
+            if len(secret) >= _SHORT_SECRET
         )
         # A decoded password is one whatever its length (found in review: a
         # three-letter one came back in the echo). Long ones are looked for

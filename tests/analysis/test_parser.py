@@ -1626,3 +1626,37 @@ def test_a_bearer_token_echoed_alone_is_hidden() -> None:
         "5.7.8 [redacted] expired; Bearer is fine",
     ]
     assert "Fake" not in repr(events)
+
+
+def test_base64_echoed_with_other_padding_is_hidden() -> None:
+    # Found in review: base64 of eight characters or fewer was looked for
+    # with its "=" padding, so an echo without it, or with more, showed it
+    # (or left one "=" of it): "YWJjZA==" is the base64 of "abcd".
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"dXNlcg==\r\n"),
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, b"YWJjZA==\r\n"),
+            (S, b"501 5.5.2 bad base64 YWJjZA\r\n"),
+            (C, b"AUTH LOGIN\r\n"),
+            (S, b"334 VXNlcm5hbWU6\r\n"),
+            (C, b"dXNlcg==\r\n"),
+            (S, b"334 UGFzc3dvcmQ6\r\n"),
+            (C, b"YWI=\r\n"),
+            (S, b"501 5.5.2 bad base64 YWI==, not ywi2\r\n"),
+            (C, b"NOOP\r\n"),
+            (S, b"250 2.0.0 YWJjZA= YWI ywi2\r\n"),
+        ]
+    )
+    assert [e.reply.text for e in of(events, ReplySeen)] == [
+        "VXNlcm5hbWU6",
+        "UGFzc3dvcmQ6",
+        "5.5.2 bad base64 [redacted]",
+        "VXNlcm5hbWU6",
+        "UGFzc3dvcmQ6",
+        "5.5.2 bad base64 [redacted], not ywi2",
+        "2.0.0 [redacted] [redacted] ywi2",
+    ]
