@@ -1521,7 +1521,8 @@ class SmtpParser:
                         out,
                         ts,
                         "starttls_server_injection",
-                        f"{len(rest)} bytes after the 220: {show_bytes(rest)}",
+                        f"{len(rest)} bytes after the 220: "
+                        f"{show_bytes(self._unechoed_bytes(rest))}",
                     )
                     self.tls_server_bytes += len(rest)
                 return
@@ -1641,6 +1642,16 @@ class SmtpParser:
             if secrets:
                 text = _without_secrets(text, secrets)
         return text
+
+    def _unechoed_bytes(self, data: bytes) -> bytes:
+        """``_unechoed`` for a server's bytes an anomaly shows raw (found in
+        review: bytes after the 220 to STARTTLS, or clear text where TLS
+        was due, echoed a password withheld earlier). Latin-1 keeps one
+        character for each byte, so that what is not hidden is shown as
+        it came."""
+        if not self._secrets and not self._echoed:
+            return data
+        return self._unechoed(data.decode("latin-1")).encode("latin-1")
 
     def _hidden(self, text: str) -> str:
         """``auth.hide_secrets``, remembering what it hid."""
@@ -1904,7 +1915,7 @@ class SmtpParser:
         if name is None:
             return False
         self._mode = _OTHER
-        shown = without_credentials(data) if from_client else data
+        shown = without_credentials(data) if from_client else self._unechoed_bytes(data)
         self._anomaly(
             out, ts, "not_smtp", f"{side} speaks {name}: {show_bytes(shown, 40)}"
         )
@@ -2027,7 +2038,7 @@ class SmtpParser:
         """An anomaly for clear text where TLS was due, its start shown
         without what may be a password."""
         side = "client" if from_client else "server"
-        shown = without_credentials(data) if from_client else data
+        shown = without_credentials(data) if from_client else self._unechoed_bytes(data)
         self._anomaly(out, ts, kind, f"{side} {what}: {show_bytes(shown, 40)}")
 
     # ------------------------------------------------------------------

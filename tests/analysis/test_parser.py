@@ -1660,3 +1660,38 @@ def test_base64_echoed_with_other_padding_is_hidden() -> None:
         "5.5.2 bad base64 [redacted], not ywi2",
         "2.0.0 [redacted] [redacted] ywi2",
     ]
+
+
+def test_server_bytes_an_anomaly_shows_raw_hide_what_was_withheld() -> None:
+    # Found in review: the bytes a server sent after its 220 to STARTTLS,
+    # and its clear text where TLS was due, are shown raw in the anomaly's
+    # detail, and kept the password it echoed there, withheld everywhere
+    # else.
+    plain = base64.b64encode(b"\0amy\0FakePw-s1-88").decode()
+    sent = [
+        (S, b"220 mx\r\n"),
+        (C, f"AUTH PLAIN {plain}\r\n".encode()),
+        (S, b"535 5.7.8 no\r\n"),
+        (C, b"STARTTLS\r\n"),
+    ]
+    echo = f"500 5.5.1 you sent {plain} FakePw-s1-88\r\n".encode()
+    injected = run([*sent, (S, b"220 go\r\n" + echo)])
+    after = run([*sent, (S, b"220 go\r\n"), (S, echo)])
+    details = [
+        (a.kind, a.detail)
+        for a in of(injected, AnomalySeen) + of(after, AnomalySeen)
+        if a.kind != "reply_without_command"
+    ]
+    assert details == [
+        (
+            "starttls_server_injection",
+            "58 bytes after the 220: 500 5.5.1 you sent [redacted] [redacted]\\r\\n",
+        ),
+        (
+            "plaintext_after_starttls",
+            "server went on in clear text after the 220: "
+            "500 5.5.1 you sent [redacted] [redacted]...",
+        ),
+    ]
+    assert "FakePw" not in repr(injected + after)
+    assert plain[:8] not in repr(injected + after)
