@@ -1240,7 +1240,7 @@ class SmtpParser:
         elif verb == "AUTH":
             self._auth_start(index, argument, ts, out)
         elif verb == "BDAT":
-            self._bdat_start(argument, ts, out)
+            self._bdat_start(argument, shown, ts, out)
         if verb in _BLOCKING and self._server_spoke:
             self._holding = True
         elif verb in _BLOCKING:
@@ -1369,11 +1369,17 @@ class SmtpParser:
 
     # BDAT (RFC 3030 2) --------------------------------------------------
 
-    def _bdat_start(self, argument: str, ts: int, out: list[SmtpEvent]) -> None:
+    def _bdat_start(
+        self, argument: str, shown: str, ts: int, out: list[SmtpEvent]
+    ) -> None:
+        """``shown``: the argument as the command's row shows it, with what
+        may be a password hidden (``redacted``), for the anomaly (found in
+        review: "BDAT 10 AUTH LOGIN <b64>" hid the response from the row
+        but not from bdat_invalid, which hid only what looks like base64
+        by its look)."""
         chunk = parse_bdat(argument)
         if chunk is None:
-            shown = self._hidden(argument) if argument else "(no argument)"
-            self._anomaly(out, ts, "bdat_invalid", shown)
+            self._anomaly(out, ts, "bdat_invalid", shown or "(no argument)")
             return
         size, last = chunk
         if last and self._pending:

@@ -226,6 +226,27 @@ def test_bdat_zero_last_and_invalid_size() -> None:
     ]
 
 
+def test_an_invalid_bdat_s_anomaly_hides_what_its_row_hides() -> None:
+    # Found in review: the row hid the response of an AUTH run into the
+    # argument, but the anomaly's detail hid only what looks like base64
+    # by its look, and TUFTVEVS (MASTER) does not.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"BDAT 10 AUTH LOGIN TUFTVEVS\r\n"),
+            (S, b"501 5.5.4 bad\r\n"),
+            (C, b"BDAT next Tr0ub4dor3x\r\n"),
+            (S, b"501 5.5.4 bad\r\n"),
+        ]
+    )
+    shown = ["10 AUTH LOGIN [redacted]", "next [redacted]"]
+    assert [c.argument for c in of(events, CommandSeen)] == shown
+    assert [(a.kind, a.detail) for a in of(events, AnomalySeen)] == [
+        ("bdat_invalid", detail) for detail in shown
+    ]
+    assert "TUFTVEVS" not in repr(events) and "Tr0ub4dor" not in repr(events)
+
+
 def test_auth_plain_initial_response_keeps_user_not_password() -> None:
     events = run(
         [
