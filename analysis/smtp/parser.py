@@ -1193,7 +1193,15 @@ class SmtpParser:
             self._data_refused = False
             self._mode = _REFUSED_BODY
             self._refused_lines += 1
-            self._anomaly(out, ts, "data_body_after_refusal", self._hidden(text))
+            # The server reads the line as a command: it is shown as the
+            # row of an unknown command would be (found in review: "X:
+            # AUTH LOGIN TUFTVEVS" hid only what looks like base64).
+            shown_verb, shown, secrets = redacted(verb, argument, False)
+            if secrets:
+                self._withhold(secrets)
+            if (shown_verb, shown) != (verb, argument):
+                text = " ".join(filter(None, (shown_verb, shown)))
+            self._anomaly(out, ts, "data_body_after_refusal", text)
             if line == b".":
                 self._mode = _COMMAND
             return
@@ -1658,14 +1666,6 @@ class SmtpParser:
         if not self._secrets and not self._echoed:
             return data
         return self._unechoed(data.decode("latin-1")).encode("latin-1")
-
-    def _hidden(self, text: str) -> str:
-        """``auth.hide_secrets``, remembering what it hid."""
-        hidden: list[str] = []
-        shown = auth.hide_secrets(text, hidden)
-        if hidden:
-            self._withhold(hidden)
-        return shown
 
     def _scrubbed(self, reply: Reply, secrets: Iterable[str]) -> Reply:
         """``reply`` without ``secrets``, withheld from the client: servers

@@ -179,6 +179,39 @@ def test_data_refused_and_body_sent_anyway_is_an_anomaly() -> None:
     assert of(events, MessageStarted) == []
 
 
+def test_a_body_sent_after_a_refused_data_hides_what_a_command_row_would() -> None:
+    # Found in review: the server reads such a body's lines as commands,
+    # but the detail, which shows the first, hid only what looks like
+    # base64 by its look, and TUFTVEVS (MASTER) does not; the server's echo
+    # of it was kept too.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"503 5.5.1 Error: need RCPT command\r\n"),
+            (C, b"X-Note: AUTH LOGIN TUFTVEVS\r\n.\r\n"),
+            (S, b"500 5.5.2 what: X-Note: AUTH LOGIN TUFTVEVS\r\n500 5.5.2 what\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"503 5.5.1 Error: need RCPT command\r\n"),
+            (C, b"Subject: hello there\r\n.\r\n"),
+            (S, b"500 5.5.2 what\r\n500 5.5.2 what\r\n"),
+        ]
+    )
+    assert [(a.kind, a.detail) for a in of(events, AnomalySeen)] == [
+        ("data_body_after_refusal", "X-Note: AUTH LOGIN [redacted]"),
+        ("data_body_after_refusal", "Subject: hello there"),
+    ]
+    assert [e.reply.text for e in of(events, ReplySeen)] == [
+        "5.5.1 Error: need RCPT command",
+        "5.5.2 what: X-Note: AUTH LOGIN [redacted]",
+        "5.5.2 what",
+        "5.5.1 Error: need RCPT command",
+        "5.5.2 what",
+        "5.5.2 what",
+    ]
+    assert "TUFTVEVS" not in repr(events)
+
+
 def test_data_refused_then_commands_again() -> None:
     events = run(
         [
