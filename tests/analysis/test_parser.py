@@ -1172,6 +1172,9 @@ def test_a_credential_in_a_known_commands_argument_is_hidden(
         "EHLO mail.example.com",
         "EHLO [192.0.2.1]",
         "EHLO YWxpY2U",  # a bot's name that looks like base64
+        # Even one that decodes to text (MASTER): RFC 5321 4.1.1.1 puts a
+        # domain there, and no SASL exchange puts anything there.
+        "EHLO TUFTVEVS",
         "EHLO " + "OBLAH" * 16,  # base64 that decodes to dozens of NULs
         # MAIL's AUTH= parameter (RFC 4954 5) is an address in xtext.
         "MAIL FROM:<a@b.example> AUTH=<>",
