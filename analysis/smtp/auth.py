@@ -158,6 +158,11 @@ def redact_auth_argument(argument: str) -> str:
     if mechanism and not _is_mechanism(mechanism):
         # "PLAIN:<base64>" and the like: no mechanism, a secret perhaps.
         mechanism = hide_secrets(mechanism)
+    elif _one_case_base64(mechanism):
+        # A response where the mechanism belongs, of letters of one case
+        # (found in review: "AUTH TUFTVEVS", the base64 of MASTER, was
+        # shown); no registered mechanism name is such base64.
+        mechanism = REDACTED
     initial = parts[1].strip() if len(parts) > 1 else ""
     if not initial or initial == "=":
         return " ".join(filter(None, (mechanism, initial)))

@@ -1752,3 +1752,25 @@ def test_server_bytes_an_anomaly_shows_raw_hide_what_was_withheld() -> None:
     ]
     assert "FakePw" not in repr(injected + after)
     assert plain[:8] not in repr(injected + after)
+
+
+def test_a_response_of_one_case_letters_as_the_mechanism_is_hidden() -> None:
+    # Found in review: "AUTH TUFTVEVS" (the base64 of MASTER) kept it as
+    # the mechanism, and in the server's echo; a mechanism's name is kept.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"AUTH TUFTVEVS\r\n"),
+            (S, b"504 5.5.4 unknown mechanism TUFTVEVS\r\n"),
+            (C, b"AUTH EXTERNAL\r\n"),
+            (S, b"504 5.5.4 unknown mechanism EXTERNAL\r\n"),
+        ]
+    )
+    assert [(c.verb, c.argument) for c in of(events, CommandSeen)] == [
+        ("AUTH", "[redacted]"),
+        ("AUTH", "EXTERNAL"),
+    ]
+    assert [e.reply.text for e in of(events, ReplySeen)] == [
+        "5.5.4 unknown mechanism [redacted]",
+        "5.5.4 unknown mechanism EXTERNAL",
+    ]
