@@ -104,6 +104,10 @@ def _stripped(session: SessionRecord) -> str | None:
     for CHUNKING, ``XXXC`` for VRFY, ...), so that is no alert, only the
     anomaly.
     """
+    if session.starttls_offered:
+        # The reply listed STARTTLS: nothing took its place, whatever else
+        # was masked (CHUNKING, 8BITMIME and SMTPUTF8 have its length too).
+        return None
     masked = [c for c in session.capabilities if mangled_keyword(c)]
     if not masked:
         return "STARTTLS missing where other sessions to the server got it"

@@ -266,6 +266,37 @@ def test_a_reply_with_every_unknown_keyword_masked_raises_no_alert() -> None:
     assert alert.summary.endswith("; keyword XXXXXXXA in its place.")
 
 
+def test_a_masked_keyword_beside_starttls_raises_no_alert() -> None:
+    # CHUNKING, 8BITMIME and SMTPUTF8 are as long as STARTTLS: a box that
+    # masks one of them leaves XXXXXXXA while STARTTLS is still offered, and
+    # the client could ask for TLS. The anomaly stays; no downgrade alert.
+    result = _plain(
+        b"250-mx.example.com\r\n250-XXXXXXXA\r\n250 STARTTLS\r\n",
+        "198.51.100.7",
+        0,
+    )
+    assert result.session.starttls_offered
+    values = {
+        name: [getattr(result.session, name)]
+        for name in (
+            "session_id",
+            "start",
+            "server_ip",
+            "server_port",
+            "starttls_offered",
+            "capabilities",
+            "tls",
+            "helo_verb",
+        )
+    }
+    ((_, anomaly),) = find(values)
+    assert anomaly.detail == (
+        "EHLO keyword 'XXXXXXXA' looks overwritten (STARTTLS removed on the path?)"
+    )
+    result.anomalies.append(anomaly)
+    assert detect([result]) == []
+
+
 def _injected_reply(client: str, start: int) -> SessionResult:
     return session(
         [
