@@ -575,6 +575,8 @@ def _run_read(args: argparse.Namespace) -> int:
         _error(clock_outliers_note(stats.clock_outliers))
     if stats.snap_cut:
         _error(snap_cut_warning(stats.snap_cut, stats.snap_cut_bytes))
+    if stats.header_cut:
+        _error(HEADER_CUT_WARNING)
     if args.tls_keylog is not None and stats.tls_decrypted < stats.tls_completed:
         _error(_undecrypted_note(stats, args.tls_keylog))
     if spool.repeated:
@@ -640,6 +642,15 @@ def clock_outliers_note(outliers: int) -> str:
         f"stepped forward and back), so {'it was' if one else 'they were'} "
         "not taken for a jump in time that closes the open connections as idle"
     )
+
+
+# Said without a count: under -j each process counts what it decoded, its
+# share or not (RunStats.header_cut).
+HEADER_CUT_WARNING = (
+    "warning: the capture's snap length cut packets on the SMTP ports inside "
+    "their TCP headers, so they were dropped whole and their connections are "
+    "missing from the tables; capture whole packets (tcpdump -s 0) to see them"
+)
 
 
 def snap_cut_warning(segments: int, missing: int) -> str:
@@ -725,6 +736,8 @@ def no_session_hint(stats: pipeline.RunStats, ports: frozenset[int]) -> str | No
     --port would not help."""
     if not (stats.packets or stats.filtered) or stats.errors or stats.interrupted:
         return None
+    if stats.header_cut:
+        return None  # the snap length, not a port: its warning says so
     watched = ", ".join(str(p) for p in sorted(ports))
     if not stats.smtp_packets:
         return (

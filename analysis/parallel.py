@@ -664,6 +664,8 @@ def _merged_stats(parts: list[pipeline.RunStats]) -> pipeline.RunStats:
         clock_outliers=sum(part.clock_outliers for part in parts),
         snap_cut=sum(part.snap_cut for part in parts),
         snap_cut_bytes=sum(part.snap_cut_bytes for part in parts),
+        # Not by share: see RunStats.header_cut.
+        header_cut=max(part.header_cut for part in parts),
         filtered=filtered,
         # Any share stopped early (Ctrl-C reaches every process, SIGTERM
         # at least this one) makes the whole run an interrupted one.

@@ -83,6 +83,10 @@ class RunStats:
     # there (ReassemblyStats.snap_cut).
     snap_cut: int = 0
     snap_cut_bytes: int = 0
+    # Packets on the SMTP ports whose TCP header the capture cut off, lost
+    # whole (DecodeStats.header_cut). Under -j a count of one process's:
+    # each decodes every packet the Python reader reads, its share or not.
+    header_cut: int = 0
     # Connections opened from an SMTP port to another (backscatter of SYNs
     # sent with a server's address): followed, but no sessions.
     handshakes_from_smtp_ports: int = 0
@@ -172,6 +176,7 @@ def analyze(
         run.clock_outliers += source.reassembly.clock_outliers
         run.snap_cut += source.reassembly.snap_cut
         run.snap_cut_bytes += source.reassembly.snap_cut_bytes
+        run.header_cut += source.decode.header_cut
         run.errors.extend(str(error) for error in source.errors)
         run.unread.extend(source.unread)
 

@@ -110,6 +110,8 @@ class Summary:
     handshakes_from_smtp_ports: int = 0
     # Packets on the SMTP ports the snap length cut short (RunStats.snap_cut).
     snap_cut: int = 0
+    # Whether it cut TCP headers too (RunStats.header_cut: no count under -j).
+    header_cut: bool = False
     # AUTH commands sent, all sessions together: besides those accepted and
     # refused, those the client cancelled ("*", RFC 4954 4) or that got no
     # reply.
@@ -159,6 +161,7 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
         smtp_packets=tables.stats.smtp_packets,
         handshakes_from_smtp_ports=tables.stats.handshakes_from_smtp_ports,
         snap_cut=tables.stats.snap_cut,
+        header_cut=bool(tables.stats.header_cut),
     )
 
 
@@ -252,6 +255,7 @@ class ReportDigest:
             smtp_packets=stats.smtp_packets,
             handshakes_from_smtp_ports=stats.handshakes_from_smtp_ports,
             snap_cut=stats.snap_cut,
+            header_cut=bool(stats.header_cut),
         )
 
     def report(
@@ -338,9 +342,12 @@ def summary_panel(summary: Summary) -> Panel:
     rows.append(("packets on SMTP ports", _count_text(summary.smtp_packets)))
     if summary.errors:
         rows.append(("damaged inputs", Text(str(summary.errors), style="red")))
-    if summary.snap_cut:
+    if summary.snap_cut or summary.header_cut:
         # Beside the counts they make wrong: stderr says more.
-        cut = f"{summary.snap_cut:,} packets on SMTP ports (snap length)"
+        parts = [f"{summary.snap_cut:,} packets"] if summary.snap_cut else []
+        if summary.header_cut:
+            parts.append("TCP headers")
+        cut = f"{' and '.join(parts)} on SMTP ports (snap length)"
         rows.append(("cut short", Text(cut, style="red")))
     if summary.handshakes_from_smtp_ports:
         # Shown where there were some: they explain packets without sessions.

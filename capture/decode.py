@@ -170,6 +170,9 @@ class DecodeStats:
     ip_fragment_later: int = 0  # non-first fragment: no TCP header to read
     ipv6_no_next_header: int = 0
     malformed: int = 0  # headers too short or inconsistent
+    # Of those, TCP on a watched port whose header the capture cut off (the
+    # snap length, tcpdump -s 40): lost whole, as no sequence number is left.
+    header_cut: int = 0
     unknown_linktype: int = 0  # link type we cannot decode, even with scapy
     via_scapy: int = 0  # rare link types whose IP layer scapy found
 
@@ -581,6 +584,7 @@ def _ipv4(
     end = wire_end if wire_end < n else n
     if tcp + 20 > end:
         stats.malformed += 1
+        _header_cut(data, tcp, end, wire_end, ports, stats)
         return None
     src_port, dst_port = _PORTS(data, tcp)
     if src_port not in ports and dst_port not in ports:
@@ -632,6 +636,7 @@ def _ipv6(
         pos += size
     if pos + 20 > end:
         stats.malformed += 1
+        _header_cut(data, pos, end, wire_end, ports, stats)
         return None
     src_port, dst_port = _PORTS(data, pos)
     if src_port not in ports and dst_port not in ports:
@@ -641,6 +646,26 @@ def _ipv6(
         stats.ip_fragment += 1
         return None
     return _tcp(data, pos, wire_end, end, off + 8, 16, src_port, dst_port, stats)
+
+
+def _header_cut(
+    data: bytes,
+    tcp: int,
+    end: int,
+    wire_end: int,
+    ports: frozenset[int],
+    stats: DecodeStats,
+) -> None:
+    """Count a TCP header the capture cut off (``end`` short of
+    ``wire_end``) where what is left shows a watched port, or shows too
+    little to tell: a snap length that small cuts every packet so."""
+    if end >= wire_end:
+        return  # the packet itself is too short: damage, not the capture
+    if tcp + 4 <= end:
+        src_port, dst_port = _PORTS(data, tcp)
+        if src_port not in ports and dst_port not in ports:
+            return
+    stats.header_cut += 1
 
 
 def _tcp(

@@ -16,6 +16,7 @@ import pytest
 from analysis import parallel, pipeline
 from analysis.cli import main
 from analysis.tables import read_captures
+from capture.decode import DecodeStats, decode_at
 from tests.analysis.test_views import _summary_rows
 
 PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
@@ -33,22 +34,41 @@ WARNING = (
 )
 
 
+HEADER_WARNING = (
+    "smtpscope: warning: the capture's snap length cut packets on the SMTP "
+    "ports inside their TCP headers, so they were dropped whole and their "
+    "connections are missing from the tables; capture whole packets (tcpdump "
+    "-s 0) to see them\n"
+)
+
+
 @pytest.fixture(scope="module")
 def snapped(tmp_path_factory: pytest.TempPathFactory) -> str:
     """auth.pcap with every record cut to SNAPLEN bytes, the file's snaplen
     set to it, as editcap -s writes it."""
+    return _cut(tmp_path_factory, SNAPLEN)
+
+
+@pytest.fixture(scope="module")
+def headless(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """auth.pcap cut to 40 bytes a packet: the TCP header's ports and no
+    more (Ethernet 14, IPv4 20)."""
+    return _cut(tmp_path_factory, 40)
+
+
+def _cut(tmp_path_factory: pytest.TempPathFactory, snaplen: int) -> str:
     original = (PCAPS / "auth.pcap").read_bytes()
     assert original[:4] == b"\xd4\xc3\xb2\xa1"  # little-endian, microseconds
     header = bytearray(original[:24])
-    struct.pack_into("<I", header, 16, SNAPLEN)
+    struct.pack_into("<I", header, 16, snaplen)
     out = bytearray(header)
     at = 24
     while at < len(original):
         sec, frac, caplen, wire_len = struct.unpack_from("<IIII", original, at)
-        kept = original[at + 16 : at + 16 + min(caplen, SNAPLEN)]
+        kept = original[at + 16 : at + 16 + min(caplen, snaplen)]
         out += struct.pack("<IIII", sec, frac, len(kept), wire_len) + kept
         at += 16 + caplen
-    path = tmp_path_factory.mktemp("snap") / "auth-s80.pcap"
+    path = tmp_path_factory.mktemp("snap") / f"auth-s{snaplen}.pcap"
     path.write_bytes(out)
     return str(path)
 
@@ -98,3 +118,44 @@ def test_the_summary_says_so(
     assert err == WARNING
     assert main(["read", str(PCAPS / "auth.pcap")]) == 0
     assert "cut short" not in capsys.readouterr().out
+
+
+def test_headers_cut_off_are_counted_and_said(
+    headless: str, reader: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in review: tcpdump -s 40 left nothing but a hint to try --port.
+    tables = read_captures(headless)
+    assert (tables.stats.header_cut, tables.stats.smtp_packets) == (124, 0)
+    assert tables.stats.snap_cut == 0
+    for jobs in ("1", "2"):
+        assert main(["read", "-j", jobs, "-o", str(tmp_path), headless]) == 0
+        out, err = capsys.readouterr()
+        assert _summary_rows(out) == {
+            "captures": "1",
+            "packets": "124",
+            "packets on SMTP ports": "0",
+            "cut short": "TCP headers on SMTP ports (snap length)",
+        }
+        assert err == HEADER_WARNING
+
+
+def test_a_packet_shorter_than_its_header_says_is_no_cut_header() -> None:
+    # Damage, not the capture: the record holds the whole frame, which ends
+    # inside the TCP header its IP header announced.
+    stats = DecodeStats()
+    frame = bytes(12) + b"\x08\x00" + _ipv4_header(total=24) + b"\x00\x19\x30\x39"
+    assert decode_at(1, frame, 0, len(frame), frozenset({25}), stats) is None
+    assert (stats.malformed, stats.header_cut) == (1, 0)
+    # The same header announcing a whole TCP header, of which 4 bytes came.
+    cut = bytes(12) + b"\x08\x00" + _ipv4_header(total=40) + b"\x00\x19\x30\x39"
+    assert decode_at(1, cut, 0, len(cut), frozenset({25}), stats) is None
+    assert (stats.malformed, stats.header_cut) == (2, 1)
+    other = bytes(12) + b"\x08\x00" + _ipv4_header(total=40) + b"\x00\x50\x30\x39"
+    assert decode_at(1, other, 0, len(other), frozenset({25}), stats) is None
+    assert (stats.malformed, stats.header_cut) == (3, 1)  # not an SMTP port
+
+
+def _ipv4_header(total: int) -> bytes:
+    return struct.pack(
+        ">BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, 6, 0, bytes(4), bytes(4)
+    )
