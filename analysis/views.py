@@ -112,6 +112,9 @@ class Summary:
     snap_cut: int = 0
     # Whether it cut TCP headers too (RunStats.header_cut: no count under -j).
     header_cut: bool = False
+    # Reading was stopped part way (RunStats.interrupted): the figures are
+    # of what was read until then.
+    interrupted: bool = False
     # AUTH commands sent, all sessions together: besides those accepted and
     # refused, those the client cancelled ("*", RFC 4954 4) or that got no
     # reply.
@@ -162,6 +165,7 @@ def summarize(tables: SmtpTables, top: int = 5) -> Summary:
         handshakes_from_smtp_ports=tables.stats.handshakes_from_smtp_ports,
         snap_cut=tables.stats.snap_cut,
         header_cut=bool(tables.stats.header_cut),
+        interrupted=tables.stats.interrupted,
     )
 
 
@@ -256,6 +260,7 @@ class ReportDigest:
             handshakes_from_smtp_ports=stats.handshakes_from_smtp_ports,
             snap_cut=stats.snap_cut,
             header_cut=bool(stats.header_cut),
+            interrupted=stats.interrupted,
         )
 
     def report(
@@ -329,6 +334,11 @@ def summary_panel(summary: Summary) -> Panel:
     grid.add_column(style="bold")
     grid.add_column()
     rows: list[tuple[str, Text]] = [("captures", _count_text(summary.captures))]
+    if summary.interrupted:
+        # First: every figure below is of part of the input (a new user's
+        # point: only stderr said so).
+        stopped = Text("stopped before the end: figures of what was read", "red")
+        rows.insert(0, ("partial", stopped))
     # All packets are known only where libpcap's filter read no capture: it
     # skips the others uncounted, and a total of some captures' packets and
     # others' SMTP packets would be neither. Every reader counts the packets

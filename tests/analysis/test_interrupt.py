@@ -22,6 +22,7 @@ from analysis.schema import TABLES
 from analysis.tables import read_captures
 from capture import libpcap, source
 from capture.stream import StreamClosed, StreamData, StreamEvent
+from tests.analysis.test_views import _summary_rows
 from tests.capture.craft import Frame, ethernet, pcap, v4_tcp
 
 CAPTURE = str(Path(__file__).parents[2] / "pcaps" / "rset-multi.pcap")
@@ -73,6 +74,18 @@ def test_cli_shows_the_sessions_and_exits_130(
     assert "interrupted" in err
     assert "messages accepted" in out
     assert (tmp_path / "sessions.jsonl").read_text().count("\n") == 1
+    # The summary says it too, first (a new user's point: only stderr did).
+    assert _summary_rows(out) == {
+        "partial": "stopped before the end: figures of what was read",
+        "captures": "1",
+        "packets": "49",
+        "packets on SMTP ports": "49",
+    }
+
+
+def test_a_whole_run_has_no_partial_row(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["read", CAPTURE]) == 0
+    assert "partial" not in _summary_rows(capsys.readouterr().out)
 
 
 def test_nothing_on_the_smtp_ports_says_how_to_add_one(
