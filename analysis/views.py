@@ -53,16 +53,22 @@ class _SessionColumn:
 
 _SESSION_COLUMNS: tuple[_SessionColumn, ...] = (
     _SessionColumn("start"),
+    # Second, as Zeek puts its uid: what every table, alert and --session
+    # name a session by, so a row can be followed (a new user's point: the
+    # table was a dead end). Dropped last, and shown whole.
+    _SessionColumn("session_id", drop_rank=1),
+    # With its port, as the server: the port is what a tcpdump filter or
+    # a firewall log needs to find the connection.
     _SessionColumn("client"),
-    # The server goes last: an analyst's first question of a session, after
-    # the client (a new user's point; it went before the helo and auth).
-    _SessionColumn("server", drop_rank=1),
-    _SessionColumn("helo", drop_rank=3, max_width=24, shrinks_to=10),
+    # The server goes after helo, auth and close: an analyst's first
+    # question of a session, after the client (a new user's point).
+    _SessionColumn("server", drop_rank=2),
+    _SessionColumn("helo", drop_rank=4, max_width=24, shrinks_to=10),
     _SessionColumn("tls"),
-    _SessionColumn("auth", drop_rank=2),
+    _SessionColumn("auth", drop_rank=3),
     _SessionColumn("mails", "right"),
     _SessionColumn("accepted", "right"),
-    _SessionColumn("close", drop_rank=4),
+    _SessionColumn("close", drop_rank=5),
     _SessionColumn("anomalies", "right"),
 )
 
@@ -315,7 +321,9 @@ class _FirstAlerts:
 _ALERT_COLUMNS = ("alert_id", "severity", "kind", "first_seen", "summary")
 _SESSION_FIELDS = (
     "start",
+    "session_id",
     "client_ip",
+    "client_port",
     "server_ip",
     "server_port",
     "helo",
@@ -554,7 +562,8 @@ def _session_cells(row: _Row, *, time_only: bool) -> list[Text]:
     start: datetime = row["start"]
     return [
         Text(start.strftime("%H:%M:%S" if time_only else "%Y-%m-%d %H:%M:%S")),
-        terminal_text(row["client_ip"]),
+        terminal_text(row["session_id"]),
+        terminal_text(_endpoint(row["client_ip"], row["client_port"])),
         terminal_text(_endpoint(row["server_ip"], row["server_port"])),
         terminal_text(_optional(row["helo"]), missing=MISSING),
         terminal_text(row["tls"]),

@@ -562,11 +562,16 @@ def test_a_report_into_a_file_or_pipe_shows_every_column(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "too narrow" not in out
-    header = "start    client    server        helo                  tls  auth"
-    assert header + "         mails accepted close anomalies\n" in out
-    assert "client.smtpscope.test none LOGIN failed     0        0 fin" in out
+    assert (
+        "start    session_id        client          server        helo        "
+        "          tls  auth         mails accepted close anomalies\n"
+    ) in out
+    assert (
+        "16:44:08 St7q3wod27oerqxk3 127.0.0.1:38970 127.0.0.1:587 "
+        "client.smtpscope.test none LOGIN failed     0        0 fin           1\n"
+    ) in out
 
-    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("COLUMNS", "100")
     assert main(argv) == 0
     assert "too narrow to show: helo, close" in capsys.readouterr().out
 

@@ -114,12 +114,13 @@ def session_rows(text: str) -> list[str]:
 
 
 def test_session_table_rows(tables: SmtpTables) -> None:
-    text = render(tables, summary=False)
+    text = render(tables, summary=False, width=140)
     assert "smtpscope summary" not in text
     assert "sessions on 2024-01-02 (UTC)" in text
     header = next(line for line in text.splitlines() if line.startswith("start"))
     assert header.split() == [
         "start",
+        "session_id",
         "client",
         "server",
         "helo",
@@ -132,7 +133,12 @@ def test_session_table_rows(tables: SmtpTables) -> None:
     ]
     rows = session_rows(text)
     assert len(rows) == 3
-    assert rows[0].split()[:3] == ["03:03:55", "203.0.113.7", "198.51.100.1:587"]
+    assert rows[0].split()[:4] == [
+        "03:03:55",
+        "s-a",
+        "203.0.113.7:50000",
+        "198.51.100.1:587",
+    ]
     assert "LOGIN failed" in rows[0]
     assert rows[0].split()[-4:] == ["2", "0", "rst", "2"]
     assert "PLAIN ok" in rows[2]
@@ -159,12 +165,13 @@ def test_session_table_is_truncated(tables: SmtpTables) -> None:
 
 
 def test_narrow_terminal_leaves_out_columns(tables: SmtpTables) -> None:
-    text = render(tables, summary=False, width=80)
-    # The sample's helo names and IPv6 addresses are wide: server stays.
+    text = render(tables, summary=False, width=100)
+    # close, helo and auth go first; the server stays, and the session_id.
     assert "too narrow to show: helo, auth, close" in text
     header = next(line for line in text.splitlines() if line.startswith("start"))
     assert header.split() == [
         "start",
+        "session_id",
         "client",
         "server",
         "tls",
@@ -172,7 +179,18 @@ def test_narrow_terminal_leaves_out_columns(tables: SmtpTables) -> None:
         "accepted",
         "anomalies",
     ]
-    assert all(len(line) <= 80 for line in text.splitlines())
+    assert all(len(line) <= 100 for line in text.splitlines())
+
+
+def test_the_session_id_outlasts_the_server(tables: SmtpTables) -> None:
+    # It is what every table, alert and --session name a session by.
+    text = render(tables, summary=False, width=80)
+    assert "too narrow to show: server, helo, auth, close" in text
+    assert session_rows(text) == [
+        "03:03:55 s-a        203.0.113.7:50000 none         2        0         2",
+        "03:04:05 s-0        192.0.2.10:40001  none         0        0         0",
+        "03:04:05 s-b        192.0.2.10:40000  starttls     1        1         0",
+    ]
 
 
 def test_narrow_terminal_puts_each_alert_summary_below_it() -> None:
