@@ -27,6 +27,7 @@ from analysis.rowfiles import TableFiles
 from analysis.spool import Replayed, Spool
 
 if TYPE_CHECKING:
+    from analysis.focus import Picks
     from analysis.tables import SmtpTables, TableBuilder
     from analysis.views import ReportDigest
 
@@ -52,6 +53,7 @@ def finish(
     helper: bool = False,
     keep_alerts: bool = True,
     on_alert: Callable[[Alert], None] | None = None,
+    picks: Picks | None = None,
 ) -> Finished:
     """Replay ``spool`` into the detectors, ``files``, ``builder`` and ``digest``.
 
@@ -69,13 +71,18 @@ def finish(
     otherwise none is held until the end, their rows wait in a scratch
     file beside the spool's (``analysis.alertfile``). ``on_alert`` is
     called with each alert as it is made, in no particular order.
+    ``picks`` gets what ``digest`` would (the spool must keep results),
+    and keeps the sessions ``read --session`` asked for.
     """
     helping = DetectHelper(spool) if helper else None
     parked: AlertFile | None = None
     try:
         if files is not None and not keep_alerts:
             parked = _alert_file(spool, files)
-        alerts = _Alerts([] if keep_alerts else None, parked, digest, on_alert)
+        hooks = [] if on_alert is None else [on_alert]
+        if picks is not None:
+            hooks.append(picks.add_alert)
+        alerts = _Alerts([] if keep_alerts else None, parked, digest, hooks)
         if helping is not None and not helping.start():
             helping = None
         share = REST_SHARE if helping is not None else None
@@ -89,6 +96,8 @@ def finish(
                 builder.add(_result(replayed))
             if digest is not None:
                 digest.add(replayed.with_extra())
+            if picks is not None:
+                picks.add(replayed.with_extra())
             if files is None:
                 continue
             if stored_rows and not replayed.extra and replayed.rows is not None:
@@ -130,19 +139,19 @@ def _alert_file(spool: Spool, files: TableFiles) -> AlertFile:
 class _Alerts:
     """Where ``finish`` hands each alert as it is made: the list of those
     kept, the scratch file of those parked, the report's digest, the
-    caller's hook."""
+    caller's hooks."""
 
     def __init__(
         self,
         kept: list[Alert] | None,
         parked: AlertFile | None,
         digest: ReportDigest | None,
-        hook: Callable[[Alert], None] | None,
+        hooks: list[Callable[[Alert], None]],
     ) -> None:
         self.kept = kept
         self._parked = parked
         self._digest = digest
-        self._hook = hook
+        self._hooks = hooks
 
     def take(self, alerts: Iterable[Alert]) -> None:
         for alert in alerts:
@@ -152,8 +161,8 @@ class _Alerts:
                 self._parked.add(alert)
             if self._digest is not None:
                 self._digest.add_alert(alert)
-            if self._hook is not None:
-                self._hook(alert)
+            for hook in self._hooks:
+                hook(alert)
 
 
 def build_tables(spool: Spool) -> SmtpTables:

@@ -577,6 +577,13 @@ class Spool:
             else:
                 yield starts[i], parts.load(0)[0] if len(parts) == 1 else parts.load(0)
 
+    def session_ids(self) -> Iterator[str]:
+        """Every session's id, in the order the sessions were added: read
+        from the index, without the sessions (``read --session``)."""
+        index = self._index
+        for i in range(len(index)):
+            yield index.session_id(i).decode("utf-8", "surrogatepass")
+
     def _findings(self) -> dict[int, list[AnomalyRecord]]:
         """The anomalies found across sessions, by position in the index."""
         extra: dict[int, list[AnomalyRecord]] = {}
