@@ -33,6 +33,7 @@ from analysis.alertfile import AlertFileError
 from analysis.detect import Rules, RulesError, load_rules
 from analysis.detect import engine as detect_engine
 from analysis.escape import escape_controls, plugin_text
+from analysis.focus import Picks, Resolved, resolve
 from analysis.offline import finish
 from analysis.parallel import (
     WorkerLost,
@@ -244,7 +245,8 @@ def _add_read_command(
         "CSV is for spreadsheets and escapes control characters "
         "and formula starts. Exit status: 0 when every capture was read, 1 when "
         "one could not be read or was damaged (the sessions before the damage "
-        "are still shown and written), 2 for a usage error.",
+        "are still shown and written) or --session picked no session (or was "
+        "given an ambiguous prefix), 2 for a usage error.",
     )
     read.add_argument(
         "captures",
@@ -313,6 +315,17 @@ def _add_read_command(
         default=20,
         metavar="N",
         help="show at most N alerts and N sessions (default: 20; 0 shows all)",
+    )
+    read.add_argument(
+        "--session",
+        dest="sessions",
+        action="extend",
+        type=_session_list,
+        default=[],
+        metavar="ID",
+        help="show session ID in detail (its dialogue, anomalies and alerts) "
+        "in place of the session table; a unique prefix of an id will do; "
+        "repeat the option or give a comma list",
     )
     read.add_argument(
         "--no-summary",
@@ -471,6 +484,8 @@ def _validate_read(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error("'-' reads a capture from standard input, which is a terminal")
     if args.tls_keylog is not None and "-" in args.captures:
         parser.error("--tls-keylog needs capture files, not standard input")
+    if args.sessions and args.quiet:
+        parser.error("--session shows sessions on stdout, which -q leaves empty")
 
 
 def _run_read(args: argparse.Namespace) -> int:
@@ -552,6 +567,9 @@ def _run_read(args: argparse.Namespace) -> int:
     unread = bool(stats.errors) and not stats.packets and not end.sessions
     if report and not unread:
         _show(end, stats, args)
+    if end.resolved is not None:
+        _say_unpicked(end.resolved)
+        failed = failed or end.resolved.refused
 
     # Through libpcap's filter, packets counts only those on the SMTP ports:
     # none passed says the same as no TCP packet among all of them.
@@ -607,6 +625,20 @@ def _run_read(args: argparse.Namespace) -> int:
         _error(ending.done())
         return Exit.INTERRUPTED
     return Exit.INPUT if failed or stats.errors else Exit.OK
+
+
+def _say_unpicked(resolved: Resolved) -> None:
+    """Say which ids --session asked for picked no session, and why."""
+    for asked in resolved.unknown:
+        _error(f"--session {asked}: no session has this id, or one beginning so")
+    for prefix in resolved.ambiguous:
+        named = ", ".join(prefix.candidates)
+        if prefix.sessions > len(prefix.candidates):
+            named += ", ..."
+        _error(
+            f"--session {prefix.prefix}: ambiguous, the ids of "
+            f"{prefix.sessions:,} sessions begin so ({named}); give more of it"
+        )
 
 
 def _rewinds_note(rewinds: list[str], captures: int) -> str:
@@ -1063,6 +1095,8 @@ class _Ending:
     tables: SmtpTables | None = None  # every table as DataFrames (Parquet)
     digest: ReportDigest | None = None  # the report's, without DataFrames
     forgotten: int = 0  # offline.Finished.forgotten
+    resolved: Resolved | None = None  # the ids --session asked for
+    picks: Picks | None = None  # the sessions they chose
 
 
 def _finish(
@@ -1140,6 +1174,10 @@ def _replay(
     # every table is built anyway.
     builder = _new_builder(spool, args) if frames else None
     digest = _new_digest(args) if report and not frames else None
+    # --session: the ids are matched against the index before the replay,
+    # which then keeps only the sessions chosen.
+    resolved = resolve(args.sessions, spool.session_ids()) if args.sessions else None
+    picks = Picks(resolved.chosen) if resolved is not None else None
     # Only the DataFrames need every alert at hand; the files and the
     # digest take each as it comes (see finish).
     done = finish(
@@ -1149,9 +1187,10 @@ def _replay(
         digest=digest,
         helper=helper,
         keep_alerts=builder is not None,
+        picks=picks,
     )
     tables = builder.build(done.alerts) if builder is not None else None
-    return _Ending(True, done.sessions, tables, digest, done.forgotten)
+    return _Ending(True, done.sessions, tables, digest, done.forgotten, resolved, picks)
 
 
 def _show(end: _Ending, stats: pipeline.RunStats, args: argparse.Namespace) -> None:
@@ -1165,12 +1204,26 @@ def _show(end: _Ending, stats: pipeline.RunStats, args: argparse.Namespace) -> N
     # COLUMNS says otherwise.
     if not console.is_terminal and not columns_given():
         console.width = _UNLIMITED
+    table = end.picks is None  # --session shows its sessions in its place
     if end.tables is not None:
         limit = args.limit or None
-        print_report(console, end.tables, limit=limit, summary=summary)
+        print_report(console, end.tables, limit=limit, summary=summary, sessions=table)
     elif end.digest is not None:
-        shown = end.digest.report(stats, summary=summary, width=console.width)
+        width = console.width
+        shown = end.digest.report(stats, summary=summary, width=width, sessions=table)
         console.print(shown)
+    if end.picks is not None:
+        _show_picks(console, end.picks)
+
+
+def _show_picks(console: Console, picks: Picks) -> None:
+    """The sessions --session chose, in table order, a blank line apart."""
+    from analysis.sessionview import session_view
+
+    for result in picks.sessions:
+        alerts = picks.alerts_of(result.session.session_id)
+        console.print(session_view(result, alerts))
+        console.print()
 
 
 # The console width for a file or pipe: wider than any table, so that none
@@ -1198,7 +1251,7 @@ def _new_builder(spool: Spool, args: argparse.Namespace) -> TableBuilder:
 def _new_digest(args: argparse.Namespace) -> ReportDigest:
     from analysis.views import ReportDigest
 
-    return ReportDigest(limit=args.limit or None)
+    return ReportDigest(limit=args.limit or None, table=not args.sessions)
 
 
 def _write(tables: SmtpTables, directory: str, fmt: Format, ending: _Finishing) -> bool:
@@ -1401,6 +1454,19 @@ def _keylog_file(path: str) -> str:
             "tshark; save the key log to a file first)"
         )
     return path
+
+
+def _session_list(text: str) -> list[str]:
+    """Session ids or prefixes of them, comma-separated."""
+    ids = [part.strip() for part in text.split(",")]
+    for part in ids:
+        # Session ids are "S" and base 32: a space or a control character
+        # is a mistake (a pasted line), and an empty one would match all.
+        if not part or not part.isascii() or not part.isalnum():
+            raise argparse.ArgumentTypeError(
+                f"{escape_controls(repr(part))} is not a session id or a prefix of one"
+            )
+    return ids
 
 
 def _row_limit(text: str) -> int:

@@ -189,9 +189,14 @@ class ReportDigest:
     tables would.
     """
 
-    def __init__(self, limit: int | None = 20, top: int = 5) -> None:
+    def __init__(
+        self, limit: int | None = 20, top: int = 5, *, table: bool = True
+    ) -> None:
         self.limit = limit
         self.top = top
+        # Whether the session table is shown: without it (read --session),
+        # no session is kept, even with no limit.
+        self._table = table
         self.sessions = 0
         self._shown: list[SessionRecord] = []
         # The alerts: a count per severity, and those that may be shown.
@@ -213,7 +218,7 @@ class ReportDigest:
     def add(self, result: SessionResult) -> None:
         session = result.session
         self.sessions += 1
-        if self.limit is None or len(self._shown) < self.limit:
+        if self._table and (self.limit is None or len(self._shown) < self.limit):
             self._shown.append(session)
         self._transactions += len(result.transactions)
         self._accepted += session.messages_accepted
@@ -270,13 +275,20 @@ class ReportDigest:
         )
 
     def report(
-        self, stats: RunStats, *, summary: bool = True, width: int | None = None
+        self,
+        stats: RunStats,
+        *,
+        summary: bool = True,
+        width: int | None = None,
+        sessions: bool = True,
     ) -> Group:
+        """``sessions``: with the session table (``read --session`` shows
+        the sessions it asks for in its place)."""
         return _report(
             self.summary(stats) if summary else None,
             _record_rows(self._alerts_shown.first(), _ALERT_COLUMNS),
             _record_rows(self._shown, _SESSION_FIELDS),
-            self.sessions,
+            self.sessions if sessions else 0,
             limit=self.limit,
             width=width,
             alerts_total=self.alerts,
@@ -581,14 +593,16 @@ def report(
     limit: int | None = 20,
     summary: bool = True,
     width: int | None = None,
+    sessions: bool = True,
 ) -> Group:
-    """Summary panel (unless ``summary`` is false), alerts, then sessions."""
-    sessions = tables.sessions if limit is None else tables.sessions.head(limit)
+    """Summary panel (unless ``summary`` is false), alerts, then sessions
+    (unless ``sessions`` is false)."""
+    shown = tables.sessions if limit is None else tables.sessions.head(limit)
     return _report(
         summarize(tables) if summary else None,
         _plain_rows(tables.alerts),
-        _plain_rows(sessions),
-        len(tables.sessions),
+        _plain_rows(shown),
+        len(tables.sessions) if sessions else 0,
         limit=limit,
         width=width,
     )
@@ -622,8 +636,12 @@ def print_report(
     *,
     limit: int | None = 20,
     summary: bool = True,
+    sessions: bool = True,
 ) -> None:
-    console.print(report(tables, limit=limit, summary=summary, width=console.width))
+    shown = report(
+        tables, limit=limit, summary=summary, width=console.width, sessions=sessions
+    )
+    console.print(shown)
 
 
 def _reply_classes(codes: Iterable[int]) -> dict[str, int]:
