@@ -1198,7 +1198,7 @@ class SmtpParser:
             # AUTH LOGIN TUFTVEVS" hid only what looks like base64).
             shown_verb, shown, secrets = redacted(verb, argument, False)
             if secrets:
-                self._withhold(secrets)
+                self._withhold_body_line(secrets)
             if (shown_verb, shown) != (verb, argument):
                 text = " ".join(filter(None, (shown_verb, shown)))
             self._anomaly(out, ts, "data_body_after_refusal", text)
@@ -1644,6 +1644,35 @@ class SmtpParser:
             if self._echoed is None:
                 self._echoed = []
             self._echoed += map(_lowered, echoed)
+            self._echoed_until = self._command_index - 1
+
+    def _withhold_body_line(self, secrets: list[str]) -> None:
+        """Remember what was hidden from the first line of a body sent after
+        a refused DATA (``redacted``, as an unknown command's row).
+
+        What looks like SASL data is withheld from every later reply, as
+        from a command. The other words are prose more often than not (an
+        "Authentication-Results:" header, a "Subject:" that says "auth
+        code required"): withheld for the session, they blanked "failed",
+        "user" or "spf=pass" in every later reply (found in review), so
+        they are looked for only in the next reply, the server's refusal
+        of that line, where a server that echoes it (sendmail) shows it.
+        """
+        kept = [
+            secret
+            for secret in secrets
+            if auth.looks_like_sasl_data(secret)
+            or auth.hide_secrets(secret) != secret
+            or auth.is_plain_response(secret)
+        ]
+        if kept:
+            self._withhold(kept)
+        once = [_lowered(s) for s in secrets if s not in kept and s not in _NO_SECRETS]
+        if once:
+            if self._echoed is None:
+                self._echoed = []
+            self._echoed += once
+            # DATA's row, already answered: the next reply clears them.
             self._echoed_until = self._command_index - 1
 
     def _unechoed(self, text: str) -> str:

@@ -212,6 +212,37 @@ def test_a_body_sent_after_a_refused_data_hides_what_a_command_row_would() -> No
     assert "TUFTVEVS" not in repr(events)
 
 
+def test_prose_hidden_from_a_refused_body_s_first_line_blanks_no_later_reply() -> None:
+    # Found in review: the words a header line's "auth" put behind
+    # [redacted] were withheld from every later reply of the session, and
+    # blanked "failed" in the 550 to a later RCPT. They are looked for in
+    # the server's refusal of that line only, where sendmail echoes it.
+    events = run(
+        [
+            (S, b"220 mx\r\n"),
+            (C, b"DATA\r\n"),
+            (S, b"554 5.5.1 Error: no valid recipients\r\n"),
+            (C, b"Subject: your auth code failed again\r\n.\r\n"),
+            (
+                S,
+                b'500 5.5.1 Command unrecognized: "Subject: your auth code '
+                b'failed again"\r\n500 5.5.1 Command unrecognized: "."\r\n',
+            ),
+            (C, b"RCPT TO:<b@example.net>\r\n"),
+            (S, b"550 5.1.1 delivery failed again\r\n"),
+        ]
+    )
+    assert [(a.kind, a.detail) for a in of(events, AnomalySeen)] == [
+        ("data_body_after_refusal", "Subject: your auth code [redacted]"),
+    ]
+    assert [e.reply.text for e in of(events, ReplySeen)] == [
+        "5.5.1 Error: no valid recipients",
+        '5.5.1 Command unrecognized: "Subject: your auth code [redacted] [redacted]"',
+        '5.5.1 Command unrecognized: "."',
+        "5.1.1 delivery failed again",
+    ]
+
+
 def test_data_refused_then_commands_again() -> None:
     events = run(
         [
