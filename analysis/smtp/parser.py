@@ -160,11 +160,15 @@ _NAME_VERBS = frozenset({"VRFY", "EXPN"})
 # commands) or a line end lost, or appended to MAIL (found in review).
 # Where a line end was lost, or a NUL stands for it, "AUTH" follows the
 # other line's last character ("EHLO c.example\0AUTH PLAIN ...", found in
-# review): there it must be followed by a word and an initial response, as
-# "OAUTH" in another word hardly is. "AUTH=" (RFC 4954 5, MAIL's
-# parameter) is no such word.
+# review): there it must be followed by a registered mechanism that takes
+# an initial response, and one: prose ends words in "auth" too ("Subject:
+# OAuth token refresh failed", "preauth check done", found in review, hid
+# "refresh failed" and "done"). "AUTH=" (RFC 4954 5, MAIL's parameter) is
+# no such word.
 _EMBEDDED_AUTH = re.compile(
-    r"(?<!\S)AUTH\s+|AUTH\s+(?=[A-Za-z0-9_-]{1,20}\s+\S)", re.ASCII | re.IGNORECASE
+    r"(?<!\S)AUTH\s+|AUTH\s+(?=(?:PLAIN|LOGIN|XOAUTH2?|OAUTHBEARER|NTLM|GSSAPI"
+    r"|EXTERNAL|ANONYMOUS|DIGEST-MD5|SCRAM-SHA-[0-9]+(?:-PLUS)?)\s+\S)",
+    re.ASCII | re.IGNORECASE,
 )
 # Commands a 354 that answers a later DATA may pass over, and how many at
 # most (SmtpParser._skipped_before_data).

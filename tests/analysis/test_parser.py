@@ -1218,6 +1218,10 @@ def test_a_credential_in_a_known_commands_argument_is_hidden(
         "EXPN all-staff-2024 list",
         "HELP AUTH",
         "HELP OAUTH",
+        # Found in review: "auth" ending a word of prose is no AUTH run
+        # into the word before it.
+        "NOOP OAuth token refresh failed",
+        "HELP preauth check done ok",
         "NOOP OAUTH=1 LOGIN",
         "MAIL FROM:<oauth@b.example> AUTH=oauth+40b.example",
         "NOOP keepalive",
