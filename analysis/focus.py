@@ -11,6 +11,7 @@ not have meant.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,8 @@ class Ambiguous:
     """A prefix that matches sessions of more than one id."""
 
     prefix: str
-    # The first ids it matched, in sorted order, at most NAMED_CANDIDATES.
+    # The ids it matched that sort first, at most NAMED_CANDIDATES: the
+    # same whatever order the index holds them in (it differs with -j).
     candidates: tuple[str, ...]
     sessions: int  # every session it matched
 
@@ -56,7 +58,8 @@ class _Matches:
     def __init__(self, asked: str) -> None:
         self.asked = asked
         self.exact = False
-        self.ids: set[str] = set()  # at most NAMED_CANDIDATES
+        # The ids that sort first, at most NAMED_CANDIDATES, sorted.
+        self.ids: list[str] = []
         self.sessions = 0
 
     def see(self, session_id: str) -> None:
@@ -65,8 +68,14 @@ class _Matches:
         self.sessions += 1
         if session_id == self.asked:
             self.exact = True
-        if len(self.ids) < NAMED_CANDIDATES:
-            self.ids.add(session_id)
+        ids = self.ids
+        if session_id in ids:
+            return
+        if len(ids) < NAMED_CANDIDATES:
+            bisect.insort(ids, session_id)
+        elif session_id < ids[-1]:
+            ids.pop()
+            bisect.insort(ids, session_id)
 
 
 def resolve(asked: Sequence[str], session_ids: Iterable[str]) -> Resolved:
@@ -84,11 +93,11 @@ def resolve(asked: Sequence[str], session_ids: Iterable[str]) -> Resolved:
             # A whole id; the same connection read twice gives it twice.
             chosen.add(match.asked)
         elif len(match.ids) == 1:
-            chosen |= match.ids
+            chosen.add(match.ids[0])
         elif not match.ids:
             unknown.append(match.asked)
         else:
-            candidates = tuple(sorted(match.ids))
+            candidates = tuple(match.ids)
             ambiguous.append(Ambiguous(match.asked, candidates, match.sessions))
     return Resolved(frozenset(chosen), tuple(unknown), tuple(ambiguous))
 

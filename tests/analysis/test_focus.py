@@ -40,3 +40,12 @@ def test_the_spool_lists_its_ids_in_the_order_added() -> None:
         spool.add(twin_session())
         spool.add(hostile_session())
         assert list(spool.session_ids()) == ["s-0", "s-a"]
+
+
+def test_an_ambiguous_prefix_names_the_ids_that_sort_first_in_any_order() -> None:
+    # The spool's index holds the ids in an order that differs with -j:
+    # the ids named must not.
+    ids = ["Sg", "Sf", "Se", "Sd", "Sc", "Sb", "Sa", "Sb"]
+    expected = (Ambiguous("S", ("Sa", "Sb", "Sc", "Sd", "Se"), 8),)
+    assert resolve(["S"], ids).ambiguous == expected
+    assert resolve(["S"], reversed(ids)).ambiguous == expected
