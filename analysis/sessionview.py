@@ -219,20 +219,59 @@ def _lines(result: SessionResult) -> Iterator[_Line]:
         delay, code = session.greeting_delay_s, session.greeting_code
         yield from _reply(None, delay, code, session.greeting_text)
     events: list[tuple[int, int, int, list[_Line]]] = []
+    # A DATA message goes under the DATA command it followed, where it was
+    # sent: at the time of its reply it would come after the commands
+    # pipelined behind it, or, unanswered, after the QUIT.
+    under = _data_commands(result)
     for seq, command in enumerate(result.commands):
-        events.append((command.ts, _SAID, seq, list(_command(command))))
+        lines = list(_command(command))
+        txn = under.get(seq)
+        if txn is not None:
+            lines += _outcome(txn, session)
+        events.append((command.ts, _SAID, seq, lines))
     for seq, tls in enumerate(result.tls):
         events.append((tls.start, _SAID, seq, [_tls_line(tls, session)]))
     if session.tls != "none" and not result.tls:
         ts = session.tls_start if session.tls_start is not None else session.start
         events.append((ts, _SAID, 0, [_caught_in_tls(session)]))
+    placed = {id(txn) for txn in under.values()}
     for txn in result.transactions:
+        if id(txn) in placed:
+            continue
         ts = txn.end if txn.end is not None else session.end
         lines = list(_outcome(txn, session))
         events.append((ts, _OUTCOME, txn.index, lines))
     events.sort(key=lambda event: event[:3])
     for *_, lines in events:
         yield from lines
+
+
+def _data_commands(result: SessionResult) -> dict[int, TransactionRecord]:
+    """The transactions that sent a message with DATA, by the position of
+    their DATA command among the commands: the last DATA answered 354 (or
+    not at all) after the transaction's MAIL and before the next MAIL.
+    Where that is in doubt (rows capped, a MAIL inside a transaction) a
+    transaction is left out, and shown when it ended."""
+    by_index = {txn.index: txn for txn in result.transactions}
+    found: dict[int, int] = {}  # transaction index: DATA command position
+    mails = -1
+    for seq, command in enumerate(result.commands):
+        if command.verb == "MAIL":
+            mails += 1
+        elif command.verb == "DATA" and command.reply_code in (354, None):
+            found[mails] = seq
+    under: dict[int, TransactionRecord] = {}
+    for index, seq in found.items():
+        txn = by_index.get(index)
+        if txn is None or txn.data_method != "DATA":
+            continue
+        if txn.message_complete is None:
+            continue
+        ts = result.commands[seq].ts
+        if ts < txn.start or (txn.end is not None and ts > txn.end):
+            continue
+        under[seq] = txn
+    return under
 
 
 def _command(command: CommandRecord) -> Iterator[_Line]:

@@ -387,3 +387,85 @@ def test_the_session_table_names_the_sessions(
         [s["session_id"], f"127.0.0.1:{s['client_port']}"] for s in written
     ]
     assert [row.split()[1] for row in rows] == AUTH_IDS
+
+
+def test_a_message_shows_under_its_data_command_where_it_was_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The message's end and the next MAIL in one segment, their replies in
+    # the next: at its reply's time the message came after the MAIL.
+    lines = [
+        (False, b"220 mx\r\n"),
+        (True, b"EHLO c\r\n"),
+        (False, b"250-mx\r\n250 PIPELINING\r\n"),
+        (True, b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n"),
+        (False, b"250 ok\r\n250 ok\r\n354 go\r\n"),
+        (True, b"Subject: hi\r\n\r\nhello\r\n.\r\nMAIL FROM:<c@x>\r\n"),
+        (False, b"250 queued as QID1\r\n250 ok\r\n"),
+        (True, b"QUIT\r\n"),
+        (False, b"221 bye\r\n"),
+    ]
+    capture = _conversation(tmp_path / "posted.pcapng", lines, last=17 * 10**17)
+    assert main(["read", str(capture), "--no-summary", "--session", "S"]) == 0
+    out = _lines(capsys.readouterr().out)
+    start = out.index("+0.006000          pipelined C: DATA")
+    assert out[start : start + 9] == [
+        "+0.006000          pipelined C: DATA",
+        "+0.007000 1.000 ms           S: 354 go",
+        "                             C: (message: 22 bytes)",
+        "+0.009000                    S: 250 queued as QID1",
+        "                             == mail 1 accepted: 1 of 1 recipient "
+        "accepted, queue id QID1",
+        "+0.008000          pipelined C: MAIL FROM:<c@x>",
+        "+0.009000 1.000 ms           S: 250 ok",
+        "+0.010000                    C: QUIT",
+        "+0.011000 1.000 ms           S: 221 bye",
+    ]
+
+
+def test_an_unanswered_message_shows_under_its_data_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A capture of the client's side alone: no reply settles the messages,
+    # which once all came after the QUIT.
+    lines = [
+        (True, b"EHLO c\r\n"),
+        (True, b"MAIL FROM:<a@x>\r\n"),
+        (True, b"RCPT TO:<b@x>\r\n"),
+        (True, b"DATA\r\n"),
+        (True, b"Subject: one\r\n\r\n.\r\n"),
+        (True, b"MAIL FROM:<a@x>\r\n"),
+        (True, b"RCPT TO:<c@x>\r\n"),
+        (True, b"DATA\r\n"),
+        (True, b"Subject: two\r\n\r\n.\r\n"),
+        (True, b"QUIT\r\n"),
+    ]
+    capture = _conversation(tmp_path / "client.pcapng", lines, last=17 * 10**17)
+    assert main(["read", str(capture), "--no-summary", "--session", "S"]) == 0
+    out = _lines(capsys.readouterr().out)
+    start = out.index("+0.004000            C: MAIL FROM:<a@x>")
+    assert out[start:] == [
+        "+0.004000            C: MAIL FROM:<a@x>",
+        "                     S: (no reply)",
+        "+0.005000            C: RCPT TO:<b@x>",
+        "                     S: (no reply)",
+        "+0.006000            C: DATA",
+        "                     S: (no reply)",
+        "                     C: (message: 16 bytes)",
+        "                     == mail 1 incomplete: 0 of 1 recipient accepted",
+        "+0.008000            C: MAIL FROM:<a@x>",
+        "                     S: (no reply)",
+        "+0.009000            C: RCPT TO:<c@x>",
+        "                     S: (no reply)",
+        "+0.010000            C: DATA",
+        "                     S: (no reply)",
+        "                     C: (message: 16 bytes)",
+        "                     == mail 2 incomplete: 0 of 1 recipient accepted",
+        "+0.012000            C: QUIT",
+        "                     S: (no reply)",
+        "",
+        "anomalies: none",
+        "",
+        "alerts naming this session: none",
+        "",
+    ]
