@@ -568,7 +568,7 @@ def _run_read(args: argparse.Namespace) -> int:
     if report and not unread:
         _show(end, stats, args)
     if end.resolved is not None:
-        _say_unpicked(end.resolved)
+        _say_unpicked(end.resolved, stats.interrupted)
         failed = failed or end.resolved.refused
 
     # Through libpcap's filter, packets counts only those on the SMTP ports:
@@ -627,10 +627,18 @@ def _run_read(args: argparse.Namespace) -> int:
     return Exit.INPUT if failed or stats.errors else Exit.OK
 
 
-def _say_unpicked(resolved: Resolved) -> None:
-    """Say which ids --session asked for picked no session, and why."""
+def _say_unpicked(resolved: Resolved, interrupted: bool) -> None:
+    """Say which ids --session asked for picked no session, and why.
+
+    Stopped part way, the reading may not have come to the session (found
+    in review: a Ctrl-C a second into a large capture said no such session).
+    """
+    where = "in what was read before the stop" if interrupted else ""
     for asked in resolved.unknown:
-        _error(f"--session {asked}: no session has this id, or one beginning so")
+        _error(
+            f"--session {asked}: no session has this id, or one beginning so"
+            + (f", {where}" if where else "")
+        )
     for prefix in resolved.ambiguous:
         named = ", ".join(prefix.candidates)
         if prefix.sessions > len(prefix.candidates):

@@ -469,3 +469,20 @@ def test_an_unanswered_message_shows_under_its_data_command(
         "alerts naming this session: none",
         "",
     ]
+
+
+def test_an_id_not_reached_before_a_stop_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in review: a Ctrl-C a second into a large capture said the
+    # session did not exist, where the reading never came to it.
+    from analysis import pipeline
+    from tests.analysis.test_interrupt import _interrupted_source
+
+    monkeypatch.setattr(pipeline, "handle_stream_events", _interrupted_source)
+    assert main(["read", AUTH, "--no-summary", "--session", "Snone"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "smtpscope: --session Snone: no session has this id, or one beginning "
+        "so, in what was read before the stop\n"
+    )
