@@ -34,17 +34,10 @@ from analysis.records import (
     TlsRecord,
     TransactionRecord,
 )
+from analysis.severity import SEVERITY_STYLE
 
 MISSING = "-"
 NS = 1_000_000_000
-
-_SEVERITY_STYLE = {
-    Severity.CRITICAL: "bold red",
-    Severity.HIGH: "red",
-    Severity.MEDIUM: "yellow",
-    Severity.LOW: "cyan",
-    Severity.INFO: "dim",
-}
 
 
 def session_view(result: SessionResult, alerts: Sequence[Alert]) -> Group:
@@ -110,16 +103,13 @@ def _tls_posture(session: SessionRecord) -> Text:
             text.append(f", asked for: {reply if reply is not None else 'no reply'}")
         return text
     text.append(f", handshake {session.tls_handshake}")
-    for value in (session.tls_version, session.tls_cipher):
-        if value is not None:
-            text.append(", ")
-            text.append_text(terminal_text(value))
-    if session.tls_sni is not None:
-        text.append(", SNI ")
-        text.append_text(terminal_text(session.tls_sni))
-    if session.tls_alert is not None:
-        text.append(", alert ")
-        text.append_text(terminal_text(session.tls_alert))
+    _append_tls_facts(
+        text,
+        session.tls_version,
+        session.tls_cipher,
+        session.tls_sni,
+        session.tls_alert,
+    )
     if session.cert_subject is not None:
         text.append(", certificate ")
         text.append_text(terminal_text(session.cert_subject))
@@ -331,19 +321,30 @@ def _outcome(txn: TransactionRecord, session: SessionRecord) -> Iterator[_Line]:
 
 def _tls_line(tls: TlsRecord, session: SessionRecord) -> _Line:
     text = Text(f"== TLS ({tls.mode}) handshake {tls.outcome}", style="bold")
-    for value in (tls.version, tls.cipher):
-        if value is not None:
-            text.append(", ")
-            text.append_text(terminal_text(value))
-    if tls.sni is not None:
-        text.append(", SNI ")
-        text.append_text(terminal_text(tls.sni))
-    if tls.alert is not None:
-        text.append(", alert ")
-        text.append_text(terminal_text(tls.alert))
+    _append_tls_facts(text, tls.version, tls.cipher, tls.sni, tls.alert)
     if not session.tls_decrypted:
         text.append(_encrypted(session))
     return _Line(tls.start, None, "", text)
+
+
+def _append_tls_facts(
+    text: Text,
+    version: str | None,
+    cipher: str | None,
+    sni: str | None,
+    alert: str | None,
+) -> None:
+    """A handshake's version, cipher, SNI and alert, those it has, escaped."""
+    for value in (version, cipher):
+        if value is not None:
+            text.append(", ")
+            text.append_text(terminal_text(value))
+    if sni is not None:
+        text.append(", SNI ")
+        text.append_text(terminal_text(sni))
+    if alert is not None:
+        text.append(", alert ")
+        text.append_text(terminal_text(alert))
 
 
 def _caught_in_tls(session: SessionRecord) -> _Line:
@@ -401,7 +402,7 @@ def _alerts(alerts: Sequence[Alert]) -> RenderableType:
     for alert in alerts:
         severity = Severity(alert.severity)
         table.add_row(
-            Text(severity.value, style=_SEVERITY_STYLE[severity]),
+            Text(severity.value, style=SEVERITY_STYLE[severity]),
             Text(alert.kind),
             Text(alert.alert_id),
             terminal_text(alert.summary),

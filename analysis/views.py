@@ -29,6 +29,7 @@ from analysis.records import (
     content_verdict,
     used_tls,
 )
+from analysis.severity import SEVERITY_STYLE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,14 +72,6 @@ _SESSION_COLUMNS: tuple[_SessionColumn, ...] = (
     _SessionColumn("close", drop_rank=5),
     _SessionColumn("anomalies", "right"),
 )
-
-_SEVERITY_STYLE = {
-    Severity.CRITICAL: "bold red",
-    Severity.HIGH: "red",
-    Severity.MEDIUM: "yellow",
-    Severity.LOW: "cyan",
-    Severity.INFO: "dim",
-}
 
 # Shorter words for the session builder's AUTH results.
 _AUTH_RESULTS = {"success": "ok", "failure": "failed", "no_reply": "no reply"}
@@ -511,7 +504,7 @@ def _alert_line(row: _Row) -> tuple[Text, Text, Text, Text]:
     if isinstance(first, int):  # from an Alert, not from the table
         first = _utc(first)
     return (
-        Text(severity.value, style=_SEVERITY_STYLE[severity]),
+        Text(severity.value, style=SEVERITY_STYLE[severity]),
         Text(str(row["kind"])),
         Text(first.strftime("%Y-%m-%d %H:%M:%S")),
         terminal_text(row["summary"]),
@@ -691,7 +684,7 @@ def _alerts_text(counts: dict[str, int]) -> Text:
     for i, (name, count) in enumerate(counts.items()):
         if i:
             text.append(", ")
-        text.append(f"{count:,} {name}", style=_SEVERITY_STYLE[Severity(name)])
+        text.append(f"{count:,} {name}", style=SEVERITY_STYLE[Severity(name)])
     text.append(")")
     return text
 
