@@ -121,19 +121,27 @@ FAILURE = "failure"  # 535 5.7.8: the credentials are invalid
 REFUSED = "refused"  # refused before, or without, judging the credentials
 
 
+# 2xx replies that cannot accept credentials: a greeting and the reply to
+# QUIT. Paired with an AUTH, they answer another line (found in a new user's
+# trial: a capture cut by its snap length lost the 535, and the 221 to QUIT
+# made the failed login a success).
+_NO_VERDICT = frozenset({220, 221})
+
+
 def outcome(code: int, enhanced: str | None) -> str:
     """``SUCCESS``, ``FAILURE`` or ``REFUSED`` for a final reply to AUTH.
 
     Only a verdict on the credentials is a failure: 535, or any refusal
     with the enhanced code x.7.8 "authentication credentials invalid"
-    (RFC 4954 6). The other refusals say nothing of a password: 504
+    (RFC 4954 6); a success is a 2xx other than 220 and 221. The other
+    refusals say nothing of a password: 504
     mechanism unknown, 534 too weak, 538 encryption required, 432 and 454
     temporary, 500 and 501 syntax or bad base64, 503 out of sequence (an
     AUTH after one that succeeded, RFC 4954 4), 530 and whatever else a
     server says. A cancelled exchange (the client's "*") is the caller's
     to tell apart: its reply is a 501 like a syntax error's.
     """
-    if code // 100 == 2:
+    if code // 100 == 2 and code not in _NO_VERDICT:
         return SUCCESS
     if code == 535 or (enhanced is not None and enhanced[1:] == ".7.8"):
         return FAILURE

@@ -15,6 +15,7 @@ import pytest
 
 from analysis import parallel, pipeline
 from analysis.cli import main
+from analysis.smtp import auth
 from analysis.tables import read_captures
 from capture.decode import DecodeStats, decode_at
 from tests.analysis.test_views import _summary_rows
@@ -158,4 +159,53 @@ def test_a_packet_shorter_than_its_header_says_is_no_cut_header() -> None:
 def _ipv4_header(total: int) -> bytes:
     return struct.pack(
         ">BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, 6, 0, bytes(4), bytes(4)
+    )
+
+
+def test_a_login_whose_verdict_the_cut_lost_is_no_success(snapped: str) -> None:
+    # Found in a new user's trial: the 535 of the second session's login was
+    # cut, the 221 to QUIT was paired with its AUTH, and 2xx read as success.
+    tables = read_captures(snapped)
+    rows = tables.sessions[["session_id", "auth_result"]].to_dict("records")
+    assert rows == [
+        {"session_id": "Szkyy4lfbfkthc33c", "auth_result": None},
+        {"session_id": "St7q3wod27oerqxk3", "auth_result": "refused"},
+        {"session_id": "Suhoxbsxnzi33qbfg", "auth_result": "success"},
+        {"session_id": "Sxj2qo5m6mdksxfey", "auth_result": "refused"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "enhanced", "verdict"),
+    [
+        (235, "2.7.0", "success"),
+        (250, None, "success"),  # an old server's way
+        (221, "2.0.0", "refused"),  # QUIT's reply, paired across a gap
+        (220, None, "refused"),  # a greeting
+        (535, "5.7.8", "failure"),
+        (454, "4.7.0", "refused"),
+    ],
+)
+def test_what_a_reply_to_auth_says(
+    code: int, enhanced: str | None, verdict: str
+) -> None:
+    assert auth.outcome(code, enhanced) == verdict
+
+
+def test_check_is_no_ok_on_a_cut_capture(
+    snapped: str, headless: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in a new user's trial: OK on both, the warnings on stderr only,
+    # which a monitoring system drops.
+    assert main(["check", "-r", snapped]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "SMTPSCOPE WARNING - judged on what could be read: 45 packets on the "
+        "SMTP ports cut short by the snap length - 4 sessions on auth-s80.pcap"
+    )
+    assert main(["check", "-r", headless]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "SMTPSCOPE WARNING - judged on what could be read: TCP headers on the "
+        "SMTP ports cut by the snap length - 0 sessions on auth-s40.pcap"
     )
