@@ -96,8 +96,17 @@ def _helo(session: SessionRecord) -> Text:
 def _tls_posture(session: SessionRecord) -> Text:
     text = terminal_text(session.tls)
     if session.tls == "none":
-        offered = "offered" if session.starttls_offered else "not offered"
-        text.append(f", STARTTLS {offered}")
+        if session.starttls_offered:
+            text.append(", STARTTLS offered")
+        elif session.capabilities:
+            text.append(", STARTTLS not offered")
+        elif session.helo_verb == "HELO":
+            text.append(", HELO (no extensions offered)")
+        else:
+            # No EHLO reply in the capture (HELO, none sent, a gap, a server
+            # that closed first): nothing was offered or withheld (found in
+            # a new user's trial: "not offered" where no greeting came).
+            text.append(", no EHLO reply seen")
         if session.starttls_attempted:
             reply = session.starttls_reply
             text.append(f", asked for: {reply if reply is not None else 'no reply'}")

@@ -13,6 +13,7 @@ from analysis.cli import main
 from analysis.sessionview import session_view
 from tests.analysis.table_samples import hostile_session
 from tests.analysis.test_load import _conversation
+from tests.corpus import CORPUS, require_corpus
 
 PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
 AUTH = str(PCAPS / "auth.pcap")
@@ -318,7 +319,7 @@ def test_the_view_escapes_rows_made_elsewhere_and_fits_a_width() -> None:
         "  client  203.0.113.7:50000",
         "  server  198.51.100.1:587",
         "  helo    HELO evil\\x1b[31mred",
-        "  tls     none, STARTTLS not offered",
+        "  tls     none, HELO (no extensions offered)",
         "  auth    LOGIN: failure (3 attempts)",
         "  mails   2 transactions, 0 messages accepted",
         "  bytes   0 from the client, 0 from the server; 1 gap (40",
@@ -486,3 +487,14 @@ def test_an_id_not_reached_before_a_stop_says_so(
         "smtpscope: --session Snone: no session has this id, or one beginning "
         "so, in what was read before the stop\n"
     )
+
+
+def test_a_session_without_an_ehlo_reply_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Found in a new user's trial: a server that closed before its greeting
+    # was said not to offer STARTTLS, though nothing was offered or withheld.
+    require_corpus()
+    path = CORPUS / "OISF__suricata-verify" / "tests__smtp-quit__input.pcap"
+    assert main(["read", str(path), "--no-summary", "--session", "S"]) == 0
+    assert "  tls           none, no EHLO reply seen" in _lines(capsys.readouterr().out)
