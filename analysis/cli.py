@@ -510,7 +510,7 @@ def _run_read(args: argparse.Namespace) -> int:
             "--tls-keylog needs tshark, which is not installed; " + decrypt.INSTALL_HINT
         )
         return Exit.INPUT
-    readable = [path for path in args.captures if _check_readable(path)]
+    readable = _readable_captures(args.captures)
     failed = len(readable) < len(args.captures)
     if not readable:
         return Exit.INPUT
@@ -1292,6 +1292,32 @@ def _once_each(paths: list[str]) -> list[str]:
     for path, first in repeats:
         _error(f"warning: {path}: the same file as {first}, read once")
     return once
+
+
+def _readable_captures(paths: list[str]) -> list[str]:
+    """The ``paths`` that can be read, the others reported on stderr.
+
+    A filter typed unquoted after the captures (``read a.pcap tcp port 25``)
+    comes as several names that are no files: from a word that reads as a
+    filter, those up to the next file are said as one (found in a new
+    user's trial: one message a word, the hint repeated).
+    """
+    readable: list[str] = []
+    at = 0
+    while at < len(paths):
+        path = paths[at]
+        end = at + 1
+        if _missing(path) and _looks_like_filter(path):
+            while end < len(paths) and _missing(paths[end]):
+                end += 1
+        if _check_readable(" ".join(paths[at:end])):
+            readable.append(path)
+        at = end
+    return readable
+
+
+def _missing(path: str) -> bool:
+    return path != "-" and not os.path.lexists(path)
 
 
 def _check_readable(path: str) -> bool:

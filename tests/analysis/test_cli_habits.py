@@ -69,3 +69,19 @@ def test_a_missing_file_gets_no_hint(capsys: pytest.CaptureFixture[str]) -> None
         "",
         "smtpscope: cannot read mail-0412.pcap: No such file or directory\n",
     )
+
+
+def test_an_unquoted_filter_is_said_once(capsys: pytest.CaptureFixture[str]) -> None:
+    # Found in a new user's trial: one message a word, the hint repeated.
+    assert main(["read", "-q", "-r", AUTH, "tcp", "port", "25"]) == 1
+    assert capsys.readouterr() == (
+        "",
+        f"smtpscope: cannot read tcp port 25: No such file or directory{FILTER_HINT}",
+    )
+    # Up to the next file only: the captures after it are read.
+    assert main(["read", "-q", "port", "25", AUTH, "mail-0412.pcap"]) == 1
+    assert capsys.readouterr() == (
+        "",
+        f"smtpscope: cannot read port 25: No such file or directory{FILTER_HINT}"
+        "smtpscope: cannot read mail-0412.pcap: No such file or directory\n",
+    )
