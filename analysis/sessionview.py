@@ -189,15 +189,23 @@ class _Line:
 _SAID, _OUTCOME = 0, 1
 
 
-def _dialogue(result: SessionResult) -> Table:
-    session = result.session
-    table = Table(
-        title=Text("dialogue (time from the session's start, wait for each reply)"),
+def _listing(title: Text) -> Table:
+    """A table of the view's lists (dialogue, anomalies, alerts): no box,
+    a title on its left, columns one space apart."""
+    return Table(
+        title=title,
         title_justify="left",
         box=None,
         padding=(0, 1, 0, 0),
         pad_edge=False,
         header_style="bold underline",
+    )
+
+
+def _dialogue(result: SessionResult) -> Table:
+    session = result.session
+    table = _listing(
+        Text("dialogue (time from the session's start, wait for each reply)")
     )
     table.add_column(Text("time"), justify="right", no_wrap=True)
     table.add_column(Text("wait"), justify="right", no_wrap=True)
@@ -374,14 +382,7 @@ def _encrypted(session: SessionRecord) -> str:
 def _anomalies(result: SessionResult) -> RenderableType:
     if not result.anomalies:
         return Text("anomalies: none")
-    table = Table(
-        title=Text("anomalies"),
-        title_justify="left",
-        box=None,
-        padding=(0, 1, 0, 0),
-        pad_edge=False,
-        header_style="bold underline",
-    )
+    table = _listing(Text("anomalies"))
     table.add_column(Text("time"), justify="right", no_wrap=True)
     table.add_column(Text("kind"), no_wrap=True)
     table.add_column(Text("detail"), overflow="fold")
@@ -398,14 +399,7 @@ def _anomalies(result: SessionResult) -> RenderableType:
 def _alerts(alerts: Sequence[Alert]) -> RenderableType:
     if not alerts:
         return Text("alerts naming this session: none")
-    table = Table(
-        title=Text("alerts naming this session"),
-        title_justify="left",
-        box=None,
-        padding=(0, 1, 0, 0),
-        pad_edge=False,
-        header_style="bold underline",
-    )
+    table = _listing(Text("alerts naming this session"))
     for header in ("severity", "kind", "alert_id", "summary"):
         table.add_column(Text(header), no_wrap=header != "summary")
     for alert in alerts:
