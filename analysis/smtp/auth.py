@@ -294,12 +294,7 @@ def _one_case_base64(token: str) -> bool:
     if len(token) < 8 or len(token) % 4:
         return False
     raw = b64decode(token)
-    if raw is None:
-        return False
-    try:
-        return raw.decode("utf-8").isprintable()
-    except UnicodeDecodeError:
-        return False
+    return raw is not None and _printable(raw)
 
 
 def hide_plain_responses(text: str, hidden: list[str]) -> str:

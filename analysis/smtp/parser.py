@@ -309,6 +309,14 @@ def without_sent(reply: Reply, sent: str) -> Reply:
     as withheld secrets are (``_hide_secret``), those under four
     characters only where they stand alone."""
     secrets = [_lowered(word) for word in sent.split() if word != auth.REDACTED]
+    return _scrubbed(reply, secrets)
+
+
+def _scrubbed(reply: Reply, secrets: Iterable[str]) -> Reply:
+    """``reply`` without ``secrets`` (lowered, ``_lowered``), withheld from
+    the client: servers echo a line they did not understand, some in upper
+    case (aiosmtpd's ``500 Error: command "..." not recognized``: found in
+    a trial), from which the secret comes back by trying the cases."""
     shown = tuple(_without_secrets(line, secrets) for line in reply.lines)
     return reply._replace(lines=shown) if shown != reply.lines else reply
 
@@ -1644,11 +1652,7 @@ class SmtpParser:
                 self._secrets.append(_lowered(secret))
             else:
                 echoed.append(secret)
-        if echoed:
-            if self._echoed is None:
-                self._echoed = []
-            self._echoed += map(_lowered, echoed)
-            self._echoed_until = self._command_index - 1
+        self._echoed_in_answer(echoed)
 
     def _withhold_body_line(self, secrets: list[str]) -> None:
         """Remember what was hidden from the first line of a body sent after
@@ -1671,13 +1675,20 @@ class SmtpParser:
         ]
         if kept:
             self._withhold(kept)
-        once = [_lowered(s) for s in secrets if s not in kept and s not in _NO_SECRETS]
-        if once:
-            if self._echoed is None:
-                self._echoed = []
-            self._echoed += once
-            # DATA's row, already answered: the next reply clears them.
-            self._echoed_until = self._command_index - 1
+        # DATA's row, already answered: the next reply clears them.
+        self._echoed_in_answer(
+            [s for s in secrets if s not in kept and s not in _NO_SECRETS]
+        )
+
+    def _echoed_in_answer(self, secrets: list[str]) -> None:
+        """Look for ``secrets`` in the replies up to the one that answers
+        the last command read (see _withhold), not in every reply."""
+        if not secrets:
+            return
+        if self._echoed is None:
+            self._echoed = []
+        self._echoed += map(_lowered, secrets)
+        self._echoed_until = self._command_index - 1
 
     def _unechoed(self, text: str) -> str:
         """``text``, a server line an anomaly shows, without what was
@@ -1700,19 +1711,11 @@ class SmtpParser:
             return data
         return self._unechoed(data.decode("latin-1")).encode("latin-1")
 
-    def _scrubbed(self, reply: Reply, secrets: Iterable[str]) -> Reply:
-        """``reply`` without ``secrets``, withheld from the client: servers
-        echo a line they did not understand, some in upper case (aiosmtpd's
-        ``500 Error: command "..." not recognized``: found in a trial), from
-        which the secret comes back by trying the cases."""
-        shown = tuple(_without_secrets(line, secrets) for line in reply.lines)
-        return reply._replace(lines=shown) if shown != reply.lines else reply
-
     def _reply(self, reply: Reply, ts: int, out: list[SmtpEvent]) -> None:
         if self._secrets:
-            reply = self._scrubbed(reply, self._secrets)
+            reply = _scrubbed(reply, self._secrets)
         if self._echoed:
-            reply = self._scrubbed(reply, self._echoed)
+            reply = _scrubbed(reply, self._echoed)
             pending = self._pending
             if not pending or pending[0].index >= self._echoed_until:
                 self._echoed = None  # the reply that answers them
