@@ -977,11 +977,7 @@ class Reassembler:
         if latest is not None and first < latest - _REWIND_SLACK_NS:
             events += self.finish()
             self.stats.rewinds += 1
-        elif (
-            self._swept_to != _NEVER_SWEPT
-            and first >= self._swept_to + 2 * every
-            and (after is None or after < first - every)
-        ):
+        elif self._past_the_sweeps(first) and (after is None or after < first - every):
             # Found in review: one segment stamped an hour ahead, the first
             # of a rotated file, swept there, and every connection of the
             # files before it closed as idle. The sweeps go on from the
@@ -1010,12 +1006,15 @@ class Reassembler:
         """Whether ``new_capture(first, latest)`` would hold the capture's
         first segment back as stamped ahead (a packet held back as the last
         one read being judged by ``first`` already: ``next_segment_at``)."""
-        every = self._sweep_every
         return (
-            (latest is None or first >= latest - _REWIND_SLACK_NS)
-            and self._swept_to != _NEVER_SWEPT
-            and first >= self._swept_to + 2 * every
-        )
+            latest is None or first >= latest - _REWIND_SLACK_NS
+        ) and self._past_the_sweeps(first)
+
+    def _past_the_sweeps(self, first: int) -> bool:
+        """Whether a capture's first segment at ``first`` is a sweep
+        interval or more past the next sweep: held back as stamped ahead."""
+        swept = self._swept_to
+        return swept != _NEVER_SWEPT and first >= swept + 2 * self._sweep_every
 
     def _new_capture(self, ts: int, events: list[StreamEvent]) -> None:
         events.extend(self.next_segment_at(ts))  # before reached is read
