@@ -78,11 +78,14 @@ class StarttlsDetector(PerSession):
                     )
                 )
             else:
-                cells = server_observation(
-                    result, "starttls_injection", anomaly.ts, example=_shown(anomaly)
-                )
                 out.append(
-                    (cells[0], server_side_key(result.session.server_ip), *cells[2:])
+                    server_observation(
+                        result,
+                        "starttls_injection",
+                        anomaly.ts,
+                        example=_shown(anomaly),
+                        key=server_side_key(result.session.server_ip),
+                    )
                 )
         return out
 

@@ -994,10 +994,14 @@ def server_observation(
     hit: bool = True,
     example: str | None = None,
     note: str | None = None,
+    key: tuple[str, ...] | None = None,
 ) -> ObservationCells:
-    """``client_observation``'s cells, counted per server address."""
+    """``client_observation``'s cells, counted per server address (under
+    ``key``, where a kind keeps its servers apart: ``server_side_key``)."""
     cells = client_observation(result, kind, ts, hit=hit, example=example, note=note)
-    return (kind, server_key(result.session.server_ip), *cells[2:])
+    if key is None:
+        key = server_key(result.session.server_ip)
+    return (kind, key, *cells[2:])
 
 
 def client_observation(
